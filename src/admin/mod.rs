@@ -1,0 +1,93 @@
+//! The admin listener. Routes:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | 200 while the process serves |
+//! | `GET /readyz` | 200 when every client-credentials connection holds a usable token, else 503 with the ones that do not |
+//! | `GET /metrics` | Prometheus text: token state, expiry, token requests, proxied requests |
+//! | `GET /api/v1/connections` | every connection's status (never a token value) |
+//! | `GET /api/v1/connection/{key}` | one connection's status |
+//! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string (trusted callers only) |
+//! | `GET /api/v1/oauth/callback` | the provider's redirect: exchanges the code once |
+//!
+//! Access logs record method, path (never the query: it carries codes and states) and status.
+
+mod metrics;
+mod oauth;
+mod status;
+
+use crate::config::AdminSettings;
+use crate::oauth::pending::PendingStates;
+use crate::oauth::TokenClient;
+use crate::registry::Registry;
+use crate::token::store::TokenStore;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub type AdminBody = Full<Bytes>;
+
+pub struct Admin {
+    pub registry: Arc<Registry>,
+    pub settings: AdminSettings,
+    pub pending: PendingStates,
+    pub client: TokenClient,
+    pub store: Arc<dyn TokenStore>,
+}
+
+impl Admin {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<AdminBody> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let response = self.route(req, peer).await;
+        tracing::info!(target: "tokenwarden::access", %method, %path, status = response.status().as_u16(), %peer, "admin request");
+        response
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({"error": "method_not_allowed"}),
+            );
+        }
+        let path = req.uri().path();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["healthz"] => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            ["readyz"] => status::ready(&self.registry),
+            ["metrics"] => metrics::render(&self.registry, self.pending.len()),
+            ["api", "v1", "connections"] => status::list(&self.registry),
+            ["api", "v1", "connection", key] => status::one(&self.registry, key),
+            ["api", "v1", "connection", key, "authorize"] => {
+                oauth::authorize(self, key, &req, peer)
+            }
+            ["api", "v1", "oauth", "callback"] => {
+                oauth::callback(self, req.uri().query().unwrap_or_default()).await
+            }
+            _ => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "not_found"}),
+            ),
+        }
+    }
+}
+
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<AdminBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

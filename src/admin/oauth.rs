@@ -1,0 +1,306 @@
+//! The authorization-code routes: `authorize` (mint a state, build the URL Fides would
+//! build, plus PKCE) and `callback` (redeem the state once, exchange the code once, store
+//! the grant durably, wake the refresher).
+//!
+//! Trust model: only the operator may start an authorization, because whoever completes
+//! it decides which account the sidecar acts as. `authorize` answers callers on loopback,
+//! and others only with `Authorization: Bearer <admin.token>`. `callback` is open (the
+//! provider's redirect lands in a browser), and is safe because it only redeems states
+//! that `authorize` minted.
+
+use super::{json, Admin, AdminBody};
+use crate::config::{Auth, Grant, OAuth2};
+use crate::oauth::flow::{self, Exchange};
+use crate::oauth::{pkce, request};
+use crate::template::{encode_pairs, Lookup};
+use crate::token::cache::Counters;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use std::net::SocketAddr;
+
+pub fn authorize(
+    admin: &Admin,
+    key: &str,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<AdminBody> {
+    if !trusted(admin, req, peer) {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "unauthorized",
+            "message": "authorize is open to loopback callers, or to others with the admin token as a bearer token"}),
+        );
+    }
+    let Some(state) = admin.registry.get(key) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown_connection", "connection": key}),
+        );
+    };
+    let conn = &state.conn;
+    let Some(oauth) = auth_code(&conn.auth) else {
+        return json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"error": "not_authorization_code", "connection": key,
+            "message": "the connection does not use OAuth2 Authorization Code authentication"}),
+        );
+    };
+    let Some(template) = &oauth.authorization_request else {
+        return json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"error": "no_authorization_request", "connection": key}),
+        );
+    };
+    let verifier = conn.pkce.then(pkce::verifier);
+    let challenge = verifier
+        .as_ref()
+        .map(|v| pkce::challenge(v.expose_secret()));
+    let minted = match admin.pending.mint(key, verifier) {
+        Ok(s) => s,
+        Err(e) => {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "too_many_pending", "message": e.to_string()}),
+            )
+        }
+    };
+    let runtime = [("state", minted.as_str())];
+    let lookup = Lookup {
+        params: &conn.params,
+        runtime: &runtime,
+    };
+    match request::authorization_url(
+        &format!("{} OAuth2", conn.name),
+        template,
+        &conn.client_config,
+        &lookup,
+    ) {
+        Ok(mut url) => {
+            if let Some(c) = challenge {
+                url.push('&');
+                url.push_str(&encode_pairs([
+                    ("code_challenge", c.as_str()),
+                    ("code_challenge_method", "S256"),
+                ]));
+            }
+            json(StatusCode::OK, &json!(url))
+        }
+        Err(e) => json(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "bad_authorization_request", "message": e.to_string()}),
+        ),
+    }
+}
+
+fn auth_code(auth: &Auth) -> Option<&OAuth2> {
+    match auth {
+        Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => Some(o),
+        _ => None,
+    }
+}
+
+/// Loopback peers, or the admin token as a bearer token (compared in constant time).
+fn trusted(admin: &Admin, req: &Request<Incoming>, peer: SocketAddr) -> bool {
+    if let Some(expected) = &admin.settings.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(given) = given {
+            return constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes());
+        }
+    }
+    peer.ip().is_loopback()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if params.iter().any(|(n, _)| *n == k) {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Authorization failed",
+                &format!("The parameter {k} appears more than once."),
+            );
+        }
+        params.push((k.into_owned(), v.into_owned()));
+    }
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let Some(state) = get("state") else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Authorization failed",
+            "The callback has no state.",
+        );
+    };
+    let Some(pending) = admin.pending.take(state) else {
+        return page(StatusCode::BAD_REQUEST, "Authorization failed",
+            "This authorization link is unknown, expired or already used. Start again from the authorize route.");
+    };
+    let Some(conn_state) = admin.registry.get(&pending.connection).cloned() else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Authorization failed",
+            "The connection no longer exists.",
+        );
+    };
+    let key = &conn_state.conn.key;
+    if let Some(error) = get("error") {
+        let description = get("error_description")
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        tracing::warn!(connection = %key, error = %error, "the provider refused the authorization");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Authorization refused",
+            &format!(
+                "The provider refused the authorization of connection {key}: {error}{description}"
+            ),
+        );
+    }
+    let Some(code) = get("code") else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Authorization failed",
+            "The callback has no code.",
+        );
+    };
+    if let (Some(expected), Some(iss)) = (&conn_state.conn.issuer, get("iss")) {
+        if iss != expected {
+            tracing::warn!(connection = %key, "callback iss does not match the configured issuer; refusing (RFC 9207)");
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Authorization failed",
+                "The authorization response came from an unexpected issuer.",
+            );
+        }
+    }
+    let _guard = conn_state.write_lock.lock().await;
+    let exchange = Exchange::Code {
+        code,
+        verifier: pending.verifier.as_ref(),
+    };
+    match flow::run(&admin.client, &conn_state.conn, exchange, None).await {
+        Ok(set) => {
+            conn_state.install(set, &admin.store).await;
+            Counters::add(&conn_state.counters.token_ok);
+            conn_state.wake.notify_one();
+            tracing::info!(connection = %key, "connection authorized");
+            match &admin.settings.success_url {
+                Some(url) => redirect(url, key),
+                None => page(
+                    StatusCode::OK,
+                    "Authorized",
+                    &format!("Connection {key} is authorized. You can close this page."),
+                ),
+            }
+        }
+        Err(e) => {
+            Counters::add(&conn_state.counters.token_failed);
+            tracing::warn!(connection = %key, error = %e, "code exchange failed");
+            page(
+                StatusCode::BAD_REQUEST,
+                "Authorization failed",
+                &format!("The code exchange failed: {e}"),
+            )
+        }
+    }
+}
+
+fn redirect(url: &str, key: &str) -> Response<AdminBody> {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let target = format!(
+        "{url}{sep}{}",
+        encode_pairs([("connection", key), ("status", "authorized")])
+    );
+    let mut r = with_security_headers(Response::new(Full::default()));
+    *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if let Ok(v) = HeaderValue::try_from(target) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// A short HTML page; `message` is escaped.
+fn page(status: StatusCode, title: &str, message: &str) -> Response<AdminBody> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{m}</p></body></html>\n",
+        t = escape(title),
+        m = escape(message)
+    );
+    let mut r = with_security_headers(Response::new(Full::new(Bytes::from(html))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn with_security_headers(mut r: Response<AdminBody>) -> Response<AdminBody> {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'"),
+    );
+    r
+}
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            escape("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,75 @@
+//! Connection status routes and readiness. Nothing here reads a token value.
+
+use super::{json, AdminBody};
+use crate::config::{Auth, Grant};
+use crate::registry::Registry;
+use crate::token::ConnectionState;
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn unix(t: Option<SystemTime>) -> Value {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(Value::Null, |d| json!(d.as_secs()))
+}
+
+/// The status document of one connection.
+pub fn describe(state: &ConnectionState) -> Value {
+    let conn = &state.conn;
+    let status = state.status();
+    let token = state.token();
+    let strategy = match &conn.auth {
+        Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => "oauth2_authorization_code",
+        Auth::OAuth2(_) => "oauth2_client_credentials",
+        Auth::Header(_) => "static_header",
+        Auth::ApiKey(_) => "api_key",
+    };
+    json!({
+        "key": conn.key,
+        "name": conn.name,
+        "strategy": strategy,
+        "upstream": format!("{}://{}", conn.upstream.scheme, conn.upstream.authority),
+        "state": state.state_name(),
+        "has_token": token.is_some(),
+        "has_refresh_token": token.as_ref().is_some_and(|t| t.refresh_token.is_some()),
+        "expires_at": unix(token.as_ref().and_then(|t| t.expires_at)),
+        "last_refresh": unix(status.last_refresh),
+        "last_error": status.last_error,
+        "consecutive_failures": status.consecutive_failures,
+    })
+}
+
+pub fn list(registry: &Registry) -> Response<AdminBody> {
+    let all: Vec<Value> = registry.connections.iter().map(|c| describe(c)).collect();
+    json(StatusCode::OK, &Value::Array(all))
+}
+
+pub fn one(registry: &Registry, key: &str) -> Response<AdminBody> {
+    match registry.get(key) {
+        Some(c) => json(StatusCode::OK, &describe(c)),
+        None => json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown_connection", "connection": key}),
+        ),
+    }
+}
+
+/// Ready when every client-credentials connection holds a usable token (authorization-code
+/// connections wait for a human, so they do not hold readiness back).
+pub fn ready(registry: &Registry) -> Response<AdminBody> {
+    let waiting: Vec<&str> = registry
+        .connections
+        .iter()
+        .filter(|c| matches!(&c.conn.auth, Auth::OAuth2(o) if o.grant == Grant::ClientCredentials))
+        .filter(|c| c.header().is_none())
+        .map(|c| c.conn.key.as_str())
+        .collect();
+    if waiting.is_empty() {
+        json(StatusCode::OK, &json!({"status": "ready"}))
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "not_ready", "waiting_for": waiting}),
+        )
+    }
+}

@@ -1,0 +1,198 @@
+//! The composition root: builds the shared state from a validated [`Config`], loads the
+//! store, spawns one refresher per OAuth2 connection, and serves the proxy and admin
+//! listeners until the shutdown token fires. Tests call [`start`] with listeners bound to
+//! `127.0.0.1:0`; `main` does the same with the configured addresses.
+
+use crate::admin::Admin;
+use crate::config::{Auth, Config, Unreadable};
+use crate::oauth::pending::PendingStates;
+use crate::oauth::TokenClient;
+use crate::proxy::upstream::{self, GuardedResolver, StaticHosts};
+use crate::proxy::Proxy;
+use crate::registry::Registry;
+use crate::token::refresher::Refresher;
+use crate::token::store::{FileStore, StoreError, StoredToken, TokenStore};
+use crate::token::TokenSet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("token store: {0}")]
+    Store(#[from] StoreError),
+    #[error("token store {path} is unreadable ({source}); fix or remove it, restore the right store.key, or set store.on_unreadable: start_unauthorized")]
+    Unreadable { path: String, source: StoreError },
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Extra knobs for tests and the demo.
+#[derive(Default)]
+pub struct Options {
+    /// Fixed DNS answers for host names (the SSRF guard still applies to them).
+    pub static_hosts: StaticHosts,
+}
+
+/// A running sidecar.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    pub shutdown: CancellationToken,
+    /// Finishes when both listeners have drained after `shutdown`.
+    pub task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the sidecar and waits for it to drain.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the sidecar on already-bound listeners.
+pub async fn start(
+    config: Config,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    options: Options,
+) -> Result<Running, StartError> {
+    let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+    let store: Arc<dyn TokenStore> = Arc::new(open_store(&config)?);
+    let (store, stored) = match load_tokens(&config, &store).await? {
+        Loaded::Tokens(tokens) => (store, tokens),
+        Loaded::SetAside => (
+            Arc::new(open_store(&config)?) as Arc<dyn TokenStore>,
+            HashMap::new(),
+        ),
+    };
+
+    let registry = Arc::new(Registry::new(&config.connections));
+    for state in &registry.connections {
+        if let (Auth::OAuth2(_), Some(saved)) = (&state.conn.auth, stored.get(&state.conn.key)) {
+            match TokenSet::from_stored(saved.clone(), rand::random()) {
+                Ok(set) => {
+                    tracing::info!(connection = %state.conn.key, expires_at = ?set.expires_at, "token loaded from the store");
+                    state.restore(set);
+                }
+                Err(e) => {
+                    tracing::warn!(connection = %state.conn.key, error = %e, "stored token ignored")
+                }
+            }
+        }
+    }
+
+    let token_client = TokenClient::new(Arc::clone(&tls))?;
+    let allow_private = config
+        .connections
+        .iter()
+        .filter(|c| c.allow_private_network)
+        .map(|c| c.upstream.host.clone())
+        .collect();
+    let resolver = GuardedResolver::new(allow_private, options.static_hosts);
+    let client = upstream::client(tls, config.proxy.connect_timeout, resolver);
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let proxy = Arc::new(Proxy::new(
+        Arc::clone(&registry),
+        client,
+        &config.proxy,
+        vec![proxy_addr, admin_addr],
+    ));
+    let admin = Arc::new(Admin {
+        registry: Arc::clone(&registry),
+        pending: PendingStates::new(
+            config.admin.state_ttl,
+            config.admin.max_pending_states,
+            config.admin.instance.clone(),
+        ),
+        settings: config.admin.clone(),
+        client: token_client.clone(),
+        store: Arc::clone(&store),
+    });
+
+    let shutdown = CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    for state in &registry.connections {
+        if matches!(state.conn.auth, Auth::OAuth2(_)) {
+            let refresher = Refresher {
+                state: Arc::clone(state),
+                client: token_client.clone(),
+                store: Arc::clone(&store),
+            };
+            tasks.spawn(refresher.run(shutdown.clone()));
+        }
+    }
+    let header_timeout = config.proxy.header_read_timeout;
+    tasks.spawn(crate::server::serve(
+        proxy_listener,
+        header_timeout,
+        shutdown.clone(),
+        move |req, _peer| Arc::clone(&proxy).handle(req),
+    ));
+    tasks.spawn(crate::server::serve(
+        admin_listener,
+        header_timeout,
+        shutdown.clone(),
+        move |req, peer| Arc::clone(&admin).handle(req, peer),
+    ));
+    tasks.close();
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections = registry.connections.len(), "tokenwarden is listening");
+    let task = tokio::spawn(async move { tasks.wait().await });
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        registry,
+        shutdown,
+        task,
+    })
+}
+
+fn open_store(config: &Config) -> Result<FileStore, StoreError> {
+    FileStore::open(&config.store.path, config.store.key.as_ref())
+}
+
+enum Loaded {
+    Tokens(HashMap<String, StoredToken>),
+    /// The file was unreadable and moved aside (`on_unreadable: start_unauthorized`).
+    SetAside,
+}
+
+async fn load_tokens(config: &Config, store: &Arc<dyn TokenStore>) -> Result<Loaded, StartError> {
+    let s = Arc::clone(store);
+    let loaded = tokio::task::spawn_blocking(move || s.load_all())
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))?;
+    match loaded {
+        Ok(tokens) => Ok(Loaded::Tokens(tokens)),
+        Err(e @ StoreError::Io { .. }) => Err(StartError::Store(e)),
+        Err(source) if config.store.on_unreadable == Unreadable::StartUnauthorized => {
+            let path = &config.store.path;
+            let aside = path.with_extension(format!(
+                "unreadable-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default()
+            ));
+            tracing::error!(store = %path.display(), error = %source, moved_to = %aside.display(),
+                "token store unreadable; moved aside, starting with every connection unauthorised");
+            std::fs::rename(path, &aside)?;
+            Ok(Loaded::SetAside)
+        }
+        Err(source) => Err(StartError::Unreadable {
+            path: config.store.path.display().to_string(),
+            source,
+        }),
+    }
+}

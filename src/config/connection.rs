@@ -1,0 +1,634 @@
+//! One `connections:` entry → a typed [`Connection`]: where its Fides `client_config` comes
+//! from, its params (secrets over connector-param defaults), its strategy, and the checks
+//! that every placeholder the host and the auth requests use can be resolved.
+
+use super::fides::{
+    self, ClientConfig, SaasConfig, SaasConfigFile, SaasRequest, SUPPORTED_STRATEGIES,
+};
+use super::raw::RawConnection;
+use super::settings::AdminSettings;
+use super::source::{Problems, Source};
+use super::RUNTIME_PLACEHOLDERS;
+use crate::template::{self, Lookup, Params};
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The callback route, appended to `admin.public_url` for the default `redirect_uri`.
+pub const CALLBACK_PATH: &str = "/api/v1/oauth/callback";
+
+/// A validated connection. Holds secrets (in `params` and header values): its `Debug`
+/// output never shows them.
+#[derive(Debug)]
+pub struct Connection {
+    /// URL prefix in reverse mode and name everywhere else.
+    pub key: String,
+    /// Fides `name` (or the key for an inline client_config).
+    pub name: String,
+    pub upstream: Upstream,
+    pub auth: Auth,
+    pub params: Params,
+    /// The root Fides client_config (token requests without their own use its host).
+    pub client_config: ClientConfig,
+    pub pkce: bool,
+    pub client_auth: ClientAuth,
+    /// Expected `iss` on the callback (RFC 9207).
+    pub issuer: Option<String>,
+    pub allow_private_network: bool,
+}
+
+/// Where proxied requests go.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    /// `host[:port]` as written (placeholders filled); also the `Host` header.
+    pub authority: Authority,
+    /// Lower-case host name or IP literal, without brackets or trailing dot.
+    pub host: String,
+    pub port: u16,
+}
+
+/// How requests on a connection are authenticated.
+#[derive(Debug)]
+pub enum Auth {
+    /// `bearer` or `basic`: one fixed `Authorization` value, built at load.
+    Header(HeaderValue),
+    ApiKey(ApiKey),
+    OAuth2(Box<OAuth2>),
+}
+
+/// `api_key`: headers set, query parameters set or replaced, JSON merged into the body.
+#[derive(Debug)]
+pub struct ApiKey {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub query_params: Vec<(String, String)>,
+    pub body: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug)]
+pub struct OAuth2 {
+    pub grant: Grant,
+    pub token_request: SaasRequest,
+    pub refresh_request: Option<SaasRequest>,
+    pub authorization_request: Option<SaasRequest>,
+    /// A configured lifetime wins over the token response's `expires_in` (as in Fides).
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    ClientCredentials,
+    AuthorizationCode,
+}
+
+/// How token and refresh requests present the client's credentials, on top of what the
+/// Fides requests themselves carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Exactly as the Fides requests say (default).
+    AsConfigured,
+    /// `Authorization: Basic base64(urlencode(client_id):urlencode(client_secret))` (RFC 6749 §2.3.1).
+    Basic,
+    /// The same without the form-encoding, for providers that do not decode it.
+    BasicUnencoded,
+}
+
+pub fn validate_all(
+    values: Vec<Value>,
+    src: &Source,
+    base: &Path,
+    admin: &AdminSettings,
+    problems: &mut Problems,
+) -> Vec<Arc<Connection>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
+        let prefix = format!("connections[{i}]");
+        let raw: RawConnection = match src.deserialize(value, &prefix) {
+            Ok(raw) => raw,
+            Err(p) => {
+                problems.push(p);
+                continue;
+            }
+        };
+        let key_path = format!("{prefix}.key");
+        if raw.key.is_empty()
+            || !raw
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            problems.push(src.problem(
+                &key_path,
+                format!(
+                    "connection key `{}` must be letters, digits, `-`, `_` or `.`",
+                    raw.key
+                ),
+            ));
+        } else if !seen.insert(raw.key.clone()) {
+            problems
+                .push(src.problem(&key_path, format!("duplicate connection key `{}`", raw.key)));
+        }
+        if let Some(c) = validate_one(raw, src, &prefix, base, admin, problems) {
+            out.push(Arc::new(c));
+        }
+    }
+    out
+}
+
+/// Where a connection's client_config lives: the file (main or Fides) and the path in it.
+struct Origin<'a> {
+    src: &'a Source,
+    path: String,
+    key: &'a str,
+}
+
+impl Origin<'_> {
+    fn at(&self, rel: &str) -> String {
+        format!("{}.{rel}", self.path)
+    }
+    fn problem(&self, rel: &str, msg: impl std::fmt::Display) -> super::Problem {
+        self.src
+            .problem(&self.at(rel), format!("connection `{}`: {msg}", self.key))
+    }
+    fn read<T: DeserializeOwned>(&self, value: Value, rel: &str) -> Result<T, super::Problem> {
+        self.src.deserialize(value, &self.at(rel))
+    }
+}
+
+fn validate_one(
+    raw: RawConnection,
+    src: &Source,
+    prefix: &str,
+    base: &Path,
+    admin: &AdminSettings,
+    problems: &mut Problems,
+) -> Option<Connection> {
+    // 1. The Fides config: a file, an inline saas_config, or an inline client_config.
+    let fides_src;
+    let (saas, origin_src, origin_path): (SaasConfig, &Source, String) =
+        match (raw.saas_config, raw.client_config) {
+            (Some(Value::String(file)), None) => {
+                let file = base.join(file);
+                fides_src = match Source::read(&file) {
+                    Ok(s) => s,
+                    Err(mut p) => {
+                        p.message = format!("connection `{}`: {}", raw.key, p.message);
+                        problems.push(p);
+                        return None;
+                    }
+                };
+                let value = fides_src.parse().map_err(|p| problems.push(p)).ok()?;
+                let parsed: SaasConfigFile = fides_src
+                    .deserialize(value, "")
+                    .map_err(|p| problems.push(p))
+                    .ok()?;
+                (
+                    parsed.saas_config,
+                    &fides_src,
+                    "saas_config.client_config".into(),
+                )
+            }
+            (Some(value @ Value::Mapping(_)), None) => {
+                let at = format!("{prefix}.saas_config");
+                let parsed: SaasConfig = src
+                    .deserialize(value, &at)
+                    .map_err(|p| problems.push(p))
+                    .ok()?;
+                (parsed, src, format!("{at}.client_config"))
+            }
+            (None, Some(value)) => {
+                let at = format!("{prefix}.client_config");
+                let client_config: ClientConfig = src
+                    .deserialize(value, &at)
+                    .map_err(|p| problems.push(p))
+                    .ok()?;
+                let saas = SaasConfig {
+                    fides_key: raw.key.clone(),
+                    name: raw.key.clone(),
+                    kind: "custom".into(),
+                    connector_params: Vec::new(),
+                    client_config,
+                };
+                (saas, src, at)
+            }
+            (Some(_), None) => {
+                problems.push(src.problem(
+                    &format!("{prefix}.saas_config"),
+                    "expected a file path or a saas_config mapping",
+                ));
+                return None;
+            }
+            (Some(_), Some(_)) | (None, None) => {
+                problems.push(src.problem(
+                    prefix,
+                    format!(
+                        "connection `{}` needs exactly one of saas_config or client_config",
+                        raw.key
+                    ),
+                ));
+                return None;
+            }
+        };
+    let origin = Origin {
+        src: origin_src,
+        path: origin_path,
+        key: &raw.key,
+    };
+
+    // 2. Params: connector-param defaults, then secrets.
+    let mut map = serde_json::Map::new();
+    for p in &saas.connector_params {
+        if let Some(default) = p
+            .default_value
+            .as_ref()
+            .and_then(|d| serde_json::to_value(d).ok())
+        {
+            map.insert(p.name.clone(), trim_string(default));
+        }
+    }
+    for (k, v) in raw.secrets {
+        match (k.as_str(), serde_json::to_value(&v)) {
+            (Some(name), Ok(value)) => {
+                map.insert(name.to_owned(), value);
+            }
+            _ => problems.push(src.problem(
+                &format!("{prefix}.secrets"),
+                "secrets must map names to values",
+            )),
+        }
+    }
+    let mut params = Params::new(map);
+
+    // 3. Strategy.
+    let Some(strategy) = saas.client_config.authentication.clone() else {
+        problems.push(origin.problem(
+            "",
+            format!(
+            "has no authentication, so tokenwarden has nothing to inject; supported strategies: {}",
+            SUPPORTED_STRATEGIES.join(", ")
+        ),
+        ));
+        return None;
+    };
+    let config_value = strategy.configuration.clone().unwrap_or(Value::Null);
+    let conf_rel = "authentication.configuration";
+    let grant = match strategy.strategy.as_str() {
+        "oauth2_client_credentials" => Some(Grant::ClientCredentials),
+        "oauth2_authorization_code" => Some(Grant::AuthorizationCode),
+        "bearer" | "basic" | "api_key" => None,
+        other => {
+            problems.push(origin.problem(
+                "authentication.strategy",
+                format!(
+                    "unknown strategy `{other}`; supported strategies: {}",
+                    SUPPORTED_STRATEGIES.join(", ")
+                ),
+            ));
+            return None;
+        }
+    };
+    if grant == Some(Grant::AuthorizationCode) && !params.contains("redirect_uri") {
+        if let Some(public) = &admin.public_url {
+            params.insert(
+                "redirect_uri",
+                serde_json::Value::String(format!("{public}{CALLBACK_PATH}")),
+            );
+        }
+    }
+    let check = Checker {
+        origin: &origin,
+        params: &params,
+    };
+    let host_ok = check.text("host", &saas.client_config.host, problems);
+    let auth = match grant {
+        Some(grant) => {
+            let conf: fides::OAuth2Configuration = origin
+                .read(config_value, conf_rel)
+                .map_err(|p| problems.push(p))
+                .ok()?;
+            check.request(
+                &format!("{conf_rel}.token_request"),
+                Some(&conf.token_request),
+                problems,
+            );
+            check.request(
+                &format!("{conf_rel}.refresh_request"),
+                conf.refresh_request.as_ref(),
+                problems,
+            );
+            if grant == Grant::AuthorizationCode {
+                match &conf.authorization_request {
+                    Some(_) => check.request(
+                        &format!("{conf_rel}.authorization_request"),
+                        conf.authorization_request.as_ref(),
+                        problems,
+                    ),
+                    None => problems.push(origin.problem(
+                        conf_rel,
+                        "oauth2_authorization_code needs an authorization_request",
+                    )),
+                }
+            } else if raw.pkce {
+                problems.push(src.problem(
+                    &format!("{prefix}.pkce"),
+                    "pkce applies to oauth2_authorization_code connections only",
+                ));
+            }
+            let expires_in = match conf.expires_in {
+                Some(n) if n <= 0 => {
+                    problems.push(origin.problem(
+                        &format!("{conf_rel}.expires_in"),
+                        "expires_in must be a positive number of seconds",
+                    ));
+                    None
+                }
+                n => n.map(|n| n as u64),
+            };
+            Auth::OAuth2(Box::new(OAuth2 {
+                grant,
+                token_request: conf.token_request,
+                refresh_request: conf.refresh_request,
+                authorization_request: conf.authorization_request,
+                expires_in,
+            }))
+        }
+        None => static_auth(&strategy.strategy, config_value, &check, conf_rel, problems)?,
+    };
+    let client_auth = match raw.client_auth.as_deref() {
+        None => ClientAuth::AsConfigured,
+        Some("client_secret_basic") => ClientAuth::Basic,
+        Some("client_secret_basic_unencoded") => ClientAuth::BasicUnencoded,
+        Some(other) => {
+            problems.push(src.problem(&format!("{prefix}.client_auth"), format!(
+                "unknown value `{other}`: expected client_secret_basic or client_secret_basic_unencoded"
+            )));
+            ClientAuth::AsConfigured
+        }
+    };
+    if client_auth != ClientAuth::AsConfigured {
+        for name in ["client_id", "client_secret"] {
+            if !params.contains(name) {
+                problems.push(src.problem(
+                    &format!("{prefix}.client_auth"),
+                    format!("needs `{name}` in secrets"),
+                ));
+            }
+        }
+    }
+    if !host_ok {
+        return None;
+    }
+    let host = template::assign(&saas.client_config.host, &Lookup::new(&params))?;
+    let upstream = match parse_upstream(&saas.client_config.protocol, &host) {
+        Ok(u) => u,
+        Err(msg) => {
+            problems.push(origin.problem("host", msg));
+            return None;
+        }
+    };
+    Some(Connection {
+        key: raw.key,
+        name: saas.name,
+        upstream,
+        auth,
+        params,
+        client_config: saas.client_config,
+        pkce: raw.pkce,
+        client_auth,
+        issuer: raw.issuer,
+        allow_private_network: raw.allow_private_network,
+    })
+}
+
+/// YAML drops trailing spaces of plain scalars; quoted defaults keep them — trim like Fides users expect.
+fn trim_string(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(s.trim().to_owned()),
+        other => other,
+    }
+}
+
+/// Checks that templates only use placeholders the params (or the run time) provide.
+struct Checker<'a> {
+    origin: &'a Origin<'a>,
+    params: &'a Params,
+}
+
+impl Checker<'_> {
+    fn text(&self, rel: &str, text: &str, problems: &mut Problems) -> bool {
+        let runtime: Vec<(&str, &str)> = RUNTIME_PLACEHOLDERS.iter().map(|n| (*n, "")).collect();
+        let lookup = Lookup {
+            params: self.params,
+            runtime: &runtime,
+        };
+        let missing = template::missing(text, &lookup);
+        for name in &missing {
+            problems.push(self.origin.problem(
+                rel,
+                format!(
+                "placeholder <{name}> is not resolved: add `{name}` to the connection's secrets"
+            ),
+            ));
+        }
+        missing.is_empty()
+    }
+
+    fn request(&self, rel: &str, request: Option<&SaasRequest>, problems: &mut Problems) {
+        let Some(r) = request else { return };
+        if r.request_override.is_some() {
+            problems.push(
+                self.origin
+                    .problem(rel, "request_override cannot be used for an OAuth2 request"),
+            );
+        }
+        match r.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            Some("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "HEAD") => {}
+            Some(m) => problems.push(
+                self.origin
+                    .problem(&format!("{rel}.method"), format!("unknown method `{m}`")),
+            ),
+            None => problems.push(self.origin.problem(rel, "a request must specify a method")),
+        }
+        match &r.path {
+            Some(p) => {
+                self.text(&format!("{rel}.path"), p, problems);
+            }
+            None => problems.push(self.origin.problem(rel, "a request must specify a path")),
+        }
+        for (i, h) in r.headers.iter().enumerate() {
+            self.text(&format!("{rel}.headers[{i}].value"), &h.value, problems);
+        }
+        for (i, q) in r.query_params.iter().enumerate() {
+            self.text(
+                &format!("{rel}.query_params[{i}].value"),
+                &q.value,
+                problems,
+            );
+        }
+        if let Some(b) = &r.body {
+            self.text(&format!("{rel}.body"), b, problems);
+        }
+        if let Some(c) = &r.client_config {
+            self.text(&format!("{rel}.client_config.host"), &c.host, problems);
+            if let Some(a) = &c.authentication {
+                if a.strategy != "basic" {
+                    problems.push(self.origin.problem(&format!("{rel}.client_config.authentication.strategy"), format!(
+                        "only `basic` authentication is supported on an OAuth2 request, not `{}`", a.strategy
+                    )));
+                } else if let Some(conf) = &a.configuration {
+                    let rel = format!("{rel}.client_config.authentication.configuration");
+                    if let Ok(b) = self
+                        .origin
+                        .read::<fides::BasicConfiguration>(conf.clone(), &rel)
+                        .map_err(|p| problems.push(p))
+                    {
+                        self.text(&format!("{rel}.username"), &b.username, problems);
+                        if let Some(p) = &b.password {
+                            self.text(&format!("{rel}.password"), p, problems);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills a static credential; None (with a problem) when a placeholder is missing.
+    fn fill(&self, rel: &str, text: &str, problems: &mut Problems) -> Option<String> {
+        if !self.text(rel, text, problems) {
+            return None;
+        }
+        template::assign(text, &Lookup::new(self.params))
+    }
+}
+
+fn sensitive(
+    value: String,
+    origin: &Origin<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<HeaderValue> {
+    match HeaderValue::try_from(value) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            Some(v)
+        }
+        Err(_) => {
+            problems.push(origin.problem(rel, "the value is not a valid HTTP header value"));
+            None
+        }
+    }
+}
+
+fn static_auth(
+    strategy: &str,
+    conf: Value,
+    check: &Checker<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Auth> {
+    let origin = check.origin;
+    let read_err = |p| problems.push(p);
+    match strategy {
+        "bearer" => {
+            let c: fides::BearerConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
+            let token = check.fill(&format!("{rel}.token"), &c.token, problems)?;
+            sensitive(format!("Bearer {token}"), origin, rel, problems).map(Auth::Header)
+        }
+        "basic" => {
+            let c: fides::BasicConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
+            let user = check.fill(&format!("{rel}.username"), &c.username, problems)?;
+            let pass = match &c.password {
+                Some(p) => check.fill(&format!("{rel}.password"), p, problems)?,
+                None => String::new(),
+            };
+            sensitive(
+                crate::oauth::request::basic_header(&user, &pass),
+                origin,
+                rel,
+                problems,
+            )
+            .map(Auth::Header)
+        }
+        _ => {
+            let c: fides::ApiKeyConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
+            let headers = c.headers.unwrap_or_default();
+            let query = c.query_params.unwrap_or_default();
+            if headers.is_empty()
+                && query.is_empty()
+                && c.body.as_deref().unwrap_or_default().is_empty()
+            {
+                problems.push(origin.problem(rel, "At least one 'header', 'query_param', or 'body' object must be defined in an 'api_key' auth configuration"));
+                return None;
+            }
+            let mut out = ApiKey {
+                headers: Vec::new(),
+                query_params: Vec::new(),
+                body: None,
+            };
+            for (i, h) in headers.iter().enumerate() {
+                let at = format!("{rel}.headers[{i}]");
+                let value = check.fill(&format!("{at}.value"), &h.value, problems)?;
+                let Ok(name) = HeaderName::try_from(h.name.as_str()) else {
+                    problems.push(
+                        origin.problem(&at, format!("`{}` is not a valid header name", h.name)),
+                    );
+                    return None;
+                };
+                out.headers
+                    .push((name, sensitive(value, origin, &at, problems)?));
+            }
+            for (i, q) in query.iter().enumerate() {
+                let value = check.fill(
+                    &format!("{rel}.query_params[{i}].value"),
+                    &q.value,
+                    problems,
+                )?;
+                out.query_params.push((q.name.clone(), value));
+            }
+            if let Some(body) = c.body.filter(|b| !b.trim().is_empty()) {
+                let filled = check.fill(&format!("{rel}.body"), &body, problems)?;
+                match serde_json::from_str(&filled) {
+                    Ok(serde_json::Value::Object(map)) => out.body = Some(map),
+                    _ => {
+                        problems.push(origin.problem(
+                            &format!("{rel}.body"),
+                            "the api_key body must be a JSON object",
+                        ));
+                        return None;
+                    }
+                }
+            }
+            Some(Auth::ApiKey(out))
+        }
+    }
+}
+
+/// `protocol` + `host[:port]` → an upstream; the port defaults from the protocol.
+fn parse_upstream(protocol: &str, host: &str) -> Result<Upstream, String> {
+    let (scheme, default_port) = match protocol {
+        "https" => (Scheme::HTTPS, 443),
+        "http" => (Scheme::HTTP, 80),
+        other => return Err(format!("protocol `{other}` is not http or https")),
+    };
+    let authority: Authority = host
+        .parse()
+        .map_err(|_| format!("host `{host}` is not a valid host[:port]"))?;
+    if authority.as_str().contains('@') || host.contains('/') {
+        return Err(format!("host `{host}` must be a bare host[:port]"));
+    }
+    let name = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    Ok(Upstream {
+        scheme,
+        host: name.trim_end_matches('.').to_ascii_lowercase(),
+        port: authority.port_u16().unwrap_or(default_port),
+        authority,
+    })
+}

@@ -1,0 +1,166 @@
+//! The Fides SaaS-connector schema, as far as tokenwarden reads it (FIDES-BEHAVIOUR.md §1).
+//!
+//! Like Fides (pydantic's default), the top-level config, `client_config` and the strategy
+//! configurations ignore keys they do not know — so `endpoints`, `test_request`, a stray
+//! `port:` and the like are accepted and ignored. Like Fides, a request (`SaaSRequest`)
+//! forbids unknown keys, and lists every field Fides allows so real files load unchanged.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+/// A Fides connector file: its single top key is `saas_config`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SaasConfigFile {
+    pub saas_config: SaasConfig,
+}
+
+/// `saas_config:` — the fields tokenwarden uses; the rest is accepted and ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SaasConfig {
+    pub fides_key: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub connector_params: Vec<ConnectorParam>,
+    pub client_config: ClientConfig,
+}
+
+/// One `connector_params` entry: the names that `secrets:` fill, with optional defaults.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectorParam {
+    pub name: String,
+    #[serde(default)]
+    pub default_value: Option<Value>,
+}
+
+/// `client_config`: where requests go and how they authenticate. Fides has no `port`
+/// field; a port belongs in `host` (`example.com:8443`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClientConfig {
+    pub protocol: String,
+    pub host: String,
+    #[serde(default)]
+    pub authentication: Option<Strategy>,
+}
+
+/// `authentication: {strategy, configuration}`; the configuration is read per strategy.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Strategy {
+    pub strategy: String,
+    #[serde(default)]
+    pub configuration: Option<Value>,
+}
+
+/// A request template (`SaaSRequest`). Fields marked "accepted" matter only for Fides'
+/// data requests and are ignored here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the "accepted" fields are read only to be ignored
+pub struct SaasRequest {
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<NameValue>,
+    #[serde(default)]
+    pub query_params: Vec<NameValue>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub client_config: Option<ClientConfig>,
+    // accepted
+    #[serde(default)]
+    pub request_override: Option<String>,
+    #[serde(default)]
+    param_values: IgnoredAny,
+    #[serde(default)]
+    data_path: IgnoredAny,
+    #[serde(default)]
+    postprocessors: IgnoredAny,
+    #[serde(default)]
+    pagination: IgnoredAny,
+    #[serde(default)]
+    grouped_inputs: IgnoredAny,
+    #[serde(default)]
+    ignore_errors: IgnoredAny,
+    #[serde(default)]
+    rate_limit_config: IgnoredAny,
+    #[serde(default)]
+    async_config: IgnoredAny,
+    #[serde(default)]
+    skip_missing_param_values: IgnoredAny,
+    #[serde(default)]
+    correlation_id_path: IgnoredAny,
+    #[serde(default)]
+    output: IgnoredAny,
+}
+
+/// A header or query parameter. Query values may be integers in Fides; they become text.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NameValue {
+    pub name: String,
+    #[serde(deserialize_with = "scalar_text")]
+    pub value: String,
+}
+
+fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::Text(s) => s,
+        Scalar::Int(i) => i.to_string(),
+    })
+}
+
+/// `oauth2_authorization_code` and `oauth2_client_credentials` (`OAuth2BaseConfiguration`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OAuth2Configuration {
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+    pub token_request: SaasRequest,
+    #[serde(default)]
+    pub refresh_request: Option<SaasRequest>,
+    #[serde(default)]
+    pub authorization_request: Option<SaasRequest>,
+}
+
+/// `basic`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BasicConfiguration {
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// `bearer`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BearerConfiguration {
+    pub token: String,
+}
+
+/// `api_key`: at least one of the three must be non-empty.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiKeyConfiguration {
+    #[serde(default)]
+    pub headers: Option<Vec<NameValue>>,
+    #[serde(default)]
+    pub query_params: Option<Vec<NameValue>>,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// The strategies tokenwarden implements, in the order error messages list them.
+pub const SUPPORTED_STRATEGIES: [&str; 5] = [
+    "oauth2_authorization_code",
+    "oauth2_client_credentials",
+    "bearer",
+    "basic",
+    "api_key",
+];

@@ -1,0 +1,83 @@
+//! Configuration: the file schema (serde, [`raw`] and [`fides`]) → [`load`] → a typed,
+//! validated [`Config`]. Every problem in a file is reported at once, each with
+//! `file:line:column` where the YAML parser knows it. Downstream code never sees serde types
+//! except the Fides request templates ([`fides::SaasRequest`]), which are the wire contract.
+
+mod connection;
+mod env;
+pub mod fides;
+mod position;
+mod raw;
+mod settings;
+mod source;
+
+pub use connection::{ApiKey, Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
+pub use settings::{
+    AdminSettings, LogFormat, LogSettings, ProxySettings, StoreSettings, Unreadable,
+};
+pub use source::{Problem, Problems};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The whole validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    pub proxy: ProxySettings,
+    pub admin: AdminSettings,
+    pub store: StoreSettings,
+    /// Extra PEM roots trusted for upstream and token-endpoint TLS.
+    pub ca_file: Option<PathBuf>,
+    pub log: LogSettings,
+    pub connections: Vec<Arc<Connection>>,
+}
+
+/// Placeholders that tokenwarden fills at run time; a config may use them in the OAuth
+/// requests without defining them.
+pub const RUNTIME_PLACEHOLDERS: [&str; 4] = ["code", "state", "refresh_token", "access_token"];
+
+/// Reads, expands, parses and validates the config file at `path`, with `${VAR}` taken
+/// from the process environment.
+pub fn load(path: &Path) -> Result<Config, Problems> {
+    load_with_env(path, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with an explicit environment (for tests).
+pub fn load_with_env(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Problems> {
+    let mut problems = Problems::default();
+    let source = source::Source::read(path).map_err(|p| Problems::from(vec![p]))?;
+    let mut value = source.parse().map_err(|p| Problems::from(vec![p]))?;
+    let mut unset = Vec::new();
+    env::expand_tree(&mut value, "", env, &mut unset);
+    for u in unset {
+        problems.push(source.problem(
+            &u.path,
+            format!("environment variable `{}` is not set", u.variable),
+        ));
+    }
+    let raw: raw::RawFile = match source.deserialize(value, "") {
+        Ok(raw) => raw,
+        Err(p) => {
+            problems.push(p);
+            return Err(problems);
+        }
+    };
+    let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let s = settings::validate(&raw, &source, &base_dir, &mut problems);
+    let connections =
+        connection::validate_all(raw.connections, &source, &base_dir, &s.admin, &mut problems);
+    problems.into_result(Config {
+        file: path.to_path_buf(),
+        proxy: s.proxy,
+        admin: s.admin,
+        store: s.store,
+        ca_file: s.ca_file,
+        log: s.log,
+        connections,
+    })
+}

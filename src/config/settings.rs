@@ -1,0 +1,293 @@
+//! The listener, admin, store, TLS and log sections, with their defaults.
+
+use super::raw::RawFile;
+use super::source::{Problems, Source};
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default proxy listener.
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Default time to establish an upstream TCP (+TLS) connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time for an upstream to start answering (response headers).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a client has to send a request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `Via` pseudonym (also the loop-detection marker).
+pub const DEFAULT_VIA_PSEUDONYM: &str = "tokenwarden";
+/// Default lifetime of an authorization `state`.
+pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(600);
+/// Default bound on authorization states waiting for their callback.
+pub const DEFAULT_MAX_PENDING_STATES: usize = 1024;
+/// Default store file, relative to the config file's directory.
+pub const DEFAULT_STORE_PATH: &str = "state/tokens.bin";
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub via_pseudonym: String,
+    /// `host:port` pairs that `CONNECT` may tunnel to (no injection).
+    pub connect_passthrough: Vec<String>,
+    /// Proxy worker threads; default: the number of CPUs.
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Base URL the browser reaches the admin listener at (for the default `redirect_uri`).
+    pub public_url: Option<String>,
+    /// Bearer token that lets non-loopback callers use the authorize route.
+    pub token: Option<SecretString>,
+    pub state_ttl: Duration,
+    pub max_pending_states: usize,
+    /// Prefix of every `state` (`<instance>-…`) so a router can find this instance.
+    pub instance: Option<String>,
+    /// Where the callback redirects (307) after a successful authorization.
+    pub success_url: Option<String>,
+}
+
+/// What to do when the store file cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Refuse to start (default).
+    Refuse,
+    /// Move the file aside and start with every connection unauthorised.
+    StartUnauthorized,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    pub key: Option<SecretString>,
+    pub on_unreadable: Unreadable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A tracing filter (`info`, `tokenwarden=debug`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+pub struct Settings {
+    pub proxy: ProxySettings,
+    pub admin: AdminSettings,
+    pub store: StoreSettings,
+    pub ca_file: Option<PathBuf>,
+    pub log: LogSettings,
+}
+
+pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problems) -> Settings {
+    let mut listen = |path: &str, value: &Option<String>, default: &str| -> SocketAddr {
+        let text = value.as_deref().unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            problems.push(src.problem(
+                path,
+                format!("bad listen address `{text}`: expected IP:PORT, such as {default}"),
+            ));
+            default.parse().expect("default listen address")
+        })
+    };
+    let proxy_listen = listen("proxy.listen", &raw.proxy.listen, DEFAULT_PROXY_LISTEN);
+    let admin_listen = listen("admin.listen", &raw.admin.listen, DEFAULT_ADMIN_LISTEN);
+    let mut duration = |path: &str, value: &Option<String>, default: Duration| match value {
+        None => default,
+        Some(text) => parse_duration(text).unwrap_or_else(|| {
+            problems.push(src.problem(
+                path,
+                format!("bad duration `{text}`: use a number with ms, s, m or h, such as 10s"),
+            ));
+            default
+        }),
+    };
+    let connect_timeout = duration(
+        "proxy.connect_timeout",
+        &raw.proxy.connect_timeout,
+        DEFAULT_CONNECT_TIMEOUT,
+    );
+    let response_timeout = duration(
+        "proxy.response_timeout",
+        &raw.proxy.response_timeout,
+        DEFAULT_RESPONSE_TIMEOUT,
+    );
+    let header_read_timeout = duration(
+        "proxy.header_read_timeout",
+        &raw.proxy.header_read_timeout,
+        DEFAULT_HEADER_READ_TIMEOUT,
+    );
+    let state_ttl = duration("admin.state_ttl", &raw.admin.state_ttl, DEFAULT_STATE_TTL);
+
+    for (path, url) in [
+        ("admin.public_url", &raw.admin.public_url),
+        ("admin.success_url", &raw.admin.success_url),
+    ] {
+        if let Some(url) = url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems
+                    .push(src.problem(path, format!("`{url}` is not an http:// or https:// URL")));
+            }
+        }
+    }
+    if proxy_listen == admin_listen && proxy_listen.port() != 0 {
+        problems.push(src.problem(
+            "admin.listen",
+            "the admin listener must not share the proxy's address",
+        ));
+    }
+    let pseudonym = raw
+        .proxy
+        .via_pseudonym
+        .clone()
+        .unwrap_or_else(|| DEFAULT_VIA_PSEUDONYM.into());
+    if pseudonym.is_empty() || !pseudonym.bytes().all(|b| b.is_ascii_graphic()) {
+        problems.push(src.problem(
+            "proxy.via_pseudonym",
+            "must be a non-empty token without spaces",
+        ));
+    }
+    for (i, target) in raw.proxy.connect_passthrough.iter().enumerate() {
+        if target
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            problems.push(src.problem(
+                &format!("proxy.connect_passthrough[{i}]"),
+                format!("`{target}` is not HOST:PORT"),
+            ));
+        }
+    }
+    if raw.proxy.worker_threads == Some(0) {
+        problems.push(src.problem("proxy.worker_threads", "must be at least 1"));
+    }
+    let on_unreadable = match raw.store.on_unreadable.as_deref() {
+        None | Some("refuse") => Unreadable::Refuse,
+        Some("start_unauthorized") => Unreadable::StartUnauthorized,
+        Some(other) => {
+            problems.push(src.problem(
+                "store.on_unreadable",
+                format!("unknown value `{other}`: expected refuse or start_unauthorized"),
+            ));
+            Unreadable::Refuse
+        }
+    };
+    let format = match raw.log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            problems.push(src.problem(
+                "log.format",
+                format!("unknown value `{other}`: expected text or json"),
+            ));
+            LogFormat::Text
+        }
+    };
+    let ca_file = raw.tls.ca_file.as_ref().map(|f| base.join(f));
+    if let Some(ca) = &ca_file {
+        if !ca.is_file() {
+            problems.push(src.problem(
+                "tls.ca_file",
+                format!("`{}` is not a readable file", ca.display()),
+            ));
+        }
+    }
+    Settings {
+        proxy: ProxySettings {
+            listen: proxy_listen,
+            connect_timeout,
+            response_timeout,
+            header_read_timeout,
+            via_pseudonym: pseudonym,
+            connect_passthrough: raw
+                .proxy
+                .connect_passthrough
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
+            worker_threads: raw.proxy.worker_threads,
+        },
+        admin: AdminSettings {
+            listen: admin_listen,
+            public_url: raw
+                .admin
+                .public_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            token: raw
+                .admin
+                .token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .map(SecretString::from),
+            state_ttl,
+            max_pending_states: raw
+                .admin
+                .max_pending_states
+                .unwrap_or(DEFAULT_MAX_PENDING_STATES),
+            instance: raw.admin.instance.clone().filter(|i| !i.is_empty()),
+            success_url: raw.admin.success_url.clone(),
+        },
+        store: StoreSettings {
+            path: base.join(raw.store.path.as_deref().unwrap_or(DEFAULT_STORE_PATH)),
+            key: raw
+                .store
+                .key
+                .clone()
+                .filter(|k| !k.is_empty())
+                .map(SecretString::from),
+            on_unreadable,
+        },
+        ca_file,
+        log: LogSettings {
+            level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+            format,
+        },
+    }
+}
+
+/// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1d"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+}

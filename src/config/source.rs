@@ -1,0 +1,153 @@
+//! A config file being read (its text and node positions) and the problems found in it.
+
+use super::position::Positions;
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a config file. `Display`: `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(&mut self, p: Problem) {
+        self.0.push(p);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result<T>(self, ok: T) -> Result<T, Problems> {
+        if self.0.is_empty() {
+            Ok(ok)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl From<Vec<Problem>> for Problems {
+    fn from(v: Vec<Problem>) -> Problems {
+        Problems(v)
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.0 {
+            writeln!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// A YAML file: its path, text and the position of each node.
+pub struct Source {
+    pub file: PathBuf,
+    text: String,
+    positions: Positions,
+}
+
+impl Source {
+    pub fn read(file: &Path) -> Result<Source, Problem> {
+        let text = std::fs::read_to_string(file).map_err(|e| Problem {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Ok(Source::from_text(file, text))
+    }
+
+    pub fn from_text(file: &Path, text: String) -> Source {
+        let positions = Positions::index(&text);
+        Source {
+            file: file.to_path_buf(),
+            text,
+            positions,
+        }
+    }
+
+    /// Parses the YAML text (syntax only).
+    pub fn parse(&self) -> Result<Value, Problem> {
+        serde_yaml_ng::from_str(&self.text).map_err(|e| {
+            let location = e.location();
+            Problem {
+                file: self.file.clone(),
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+            }
+        })
+    }
+
+    /// A problem at `path` (e.g. `connections[0].secrets`), positioned when known.
+    pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        let position = self.positions.find(path);
+        let message = message.into();
+        let message = if path.is_empty() {
+            message
+        } else {
+            format!("{path}: {message}")
+        };
+        Problem {
+            file: self.file.clone(),
+            line: position.map(|p| p.0),
+            column: position.map(|p| p.1),
+            message,
+        }
+    }
+
+    /// Deserializes `value` (found at `prefix` in this file) into `T`, turning a serde error
+    /// into a positioned problem.
+    pub fn deserialize<T: DeserializeOwned>(
+        &self,
+        value: Value,
+        prefix: &str,
+    ) -> Result<T, Problem> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let mut path = prefix.to_owned();
+            for segment in e.path().iter() {
+                use serde_path_to_error::Segment;
+                match segment {
+                    Segment::Seq { index } => path = super::position::child_index(&path, *index),
+                    Segment::Map { key } => path = super::position::child_key(&path, key),
+                    Segment::Enum { variant } => path = super::position::child_key(&path, variant),
+                    Segment::Unknown => {}
+                }
+            }
+            self.problem(&path, strip_location(&e.inner().to_string()))
+        })
+    }
+}
+
+/// serde_yaml appends " at line L column C" to some messages; positions are shown once, up front.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}

@@ -1,0 +1,289 @@
+//! `tokenwarden demo`: everything on loopback in one process — a small OAuth2
+//! authorization server (client credentials, and authorization code with an auto-approving
+//! login and refresh-token rotation), an echo API that shows the headers it received, and
+//! the sidecar configured for both through a real config file. Prints what to try.
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Lifetime of the demo's access tokens: short, so the log shows refreshes.
+pub const DEMO_TOKEN_LIFETIME: u64 = 60;
+const DEMO_CLIENT_ID: &str = "demo-client";
+const DEMO_CLIENT_SECRET: &str = "demo-secret";
+/// Preferred ports; ephemeral ports are used when these are taken.
+const DEMO_PROXY_PORT: u16 = 8080;
+const DEMO_ADMIN_PORT: u16 = 9090;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The demo authorization server's state: issued codes and refresh tokens.
+#[derive(Default)]
+struct AuthServer {
+    counter: AtomicU64,
+    codes: Mutex<HashMap<String, ()>>,
+    refresh_tokens: Mutex<HashMap<String, ()>>,
+}
+
+impl AuthServer {
+    fn next(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{}-{:08x}",
+            self.counter.fetch_add(1, Ordering::Relaxed) + 1,
+            rand::random::<u32>()
+        )
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method().clone(), req.uri().path()) {
+            (Method::GET, "/oauth/authorize") => {
+                let query: HashMap<String, String> =
+                    form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+                        .into_owned()
+                        .collect();
+                let (Some(redirect), Some(state)) = (query.get("redirect_uri"), query.get("state"))
+                else {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "redirect_uri and state are required",
+                    );
+                };
+                // Auto-approve: the "user" logs in and consents at once.
+                let code = self.next("code");
+                self.codes.lock().expect("codes").insert(code.clone(), ());
+                let target = format!(
+                    "{redirect}?{}",
+                    crate::template::encode_pairs([
+                        ("code", code.as_str()),
+                        ("state", state.as_str())
+                    ])
+                );
+                let mut r = text(
+                    StatusCode::FOUND,
+                    "approved; redirecting back to tokenwarden",
+                );
+                r.headers_mut()
+                    .insert(header::LOCATION, target.parse().expect("location"));
+                r
+            }
+            (Method::POST, "/oauth/token") => {
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let form: HashMap<String, String> =
+                    form_urlencoded::parse(&body).into_owned().collect();
+                if form.get("client_id").map(String::as_str) != Some(DEMO_CLIENT_ID)
+                    || form.get("client_secret").map(String::as_str) != Some(DEMO_CLIENT_SECRET)
+                {
+                    return json(
+                        StatusCode::UNAUTHORIZED,
+                        serde_json::json!({"error": "invalid_client"}),
+                    );
+                }
+                let grant_ok = match form.get("grant_type").map(String::as_str) {
+                    Some("client_credentials") => true,
+                    Some("authorization_code") => form
+                        .get("code")
+                        .is_some_and(|c| self.codes.lock().expect("codes").remove(c).is_some()),
+                    Some("refresh_token") => form.get("refresh_token").is_some_and(|r| {
+                        self.refresh_tokens
+                            .lock()
+                            .expect("refresh")
+                            .remove(r)
+                            .is_some()
+                    }),
+                    _ => false,
+                };
+                if !grant_ok {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "invalid_grant"}),
+                    );
+                }
+                let mut answer = serde_json::json!({"access_token": self.next("demo-token"), "token_type": "Bearer", "expires_in": DEMO_TOKEN_LIFETIME});
+                if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+                    let refresh = self.next("demo-refresh");
+                    self.refresh_tokens
+                        .lock()
+                        .expect("refresh")
+                        .insert(refresh.clone(), ());
+                    answer["refresh_token"] = refresh.into();
+                }
+                tracing::info!(target: "demo::auth_server", grant = form.get("grant_type").map(String::as_str).unwrap_or_default(), "issued a token");
+                json(StatusCode::OK, answer)
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+}
+
+/// The echo API: answers with the method, path and headers it received.
+async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("<binary>").into()))
+        .collect();
+    json(
+        StatusCode::OK,
+        serde_json::json!({"method": req.method().as_str(), "path": req.uri().to_string(), "headers": headers}),
+    )
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+async fn bind_preferring(port: u16) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(l) => Ok(l),
+        Err(_) => TcpListener::bind("127.0.0.1:0").await,
+    }
+}
+
+/// The sidecar config the demo writes and loads (a real file, through the real loader).
+fn demo_config(auth: SocketAddr, api: SocketAddr, admin: SocketAddr) -> String {
+    format!(
+        r#"# Written by `tokenwarden demo`.
+store: {{ path: tokens.bin }}
+admin: {{ public_url: "http://{admin}" }}
+connections:
+  - key: echo
+    secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
+    client_config:
+      protocol: http
+      host: "{api}"
+      authentication:
+        strategy: oauth2_client_credentials
+        configuration:
+          token_request:
+            method: POST
+            path: /oauth/token
+            client_config: {{ protocol: http, host: "{auth}" }}
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
+  - key: echo-user
+    pkce: true
+    secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
+    client_config:
+      protocol: http
+      host: "{api}"
+      authentication:
+        strategy: oauth2_authorization_code
+        configuration:
+          authorization_request:
+            method: GET
+            path: /oauth/authorize
+            client_config: {{ protocol: http, host: "{auth}" }}
+            query_params:
+              - {{ name: client_id, value: <client_id> }}
+              - {{ name: redirect_uri, value: <redirect_uri> }}
+              - {{ name: response_type, value: code }}
+              - {{ name: state, value: <state> }}
+          token_request:
+            method: POST
+            path: /oauth/token
+            client_config: {{ protocol: http, host: "{auth}" }}
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "authorization_code", "code": "<code>", "client_id": "<client_id>", "client_secret": "<client_secret>", "redirect_uri": "<redirect_uri>"}}'
+          refresh_request:
+            method: POST
+            path: /oauth/token
+            client_config: {{ protocol: http, host: "{auth}" }}
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
+"#
+    )
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    crate::telemetry::init(&crate::config::LogSettings {
+        level: "info".into(),
+        format: crate::config::LogFormat::Text,
+    });
+    let shutdown = CancellationToken::new();
+    let auth_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let (auth_addr, api_addr) = (auth_listener.local_addr()?, api_listener.local_addr()?);
+    let auth = Arc::new(AuthServer::default());
+    tokio::spawn(crate::server::serve(
+        auth_listener,
+        HEADER_TIMEOUT,
+        shutdown.clone(),
+        move |req, _| Arc::clone(&auth).handle(req),
+    ));
+    tokio::spawn(crate::server::serve(
+        api_listener,
+        HEADER_TIMEOUT,
+        shutdown.clone(),
+        |req, _| echo(req),
+    ));
+
+    let proxy_listener = bind_preferring(DEMO_PROXY_PORT).await?;
+    let admin_listener = bind_preferring(DEMO_ADMIN_PORT).await?;
+    let (proxy_addr, admin_addr) = (proxy_listener.local_addr()?, admin_listener.local_addr()?);
+    let dir = std::env::temp_dir().join(format!("tokenwarden-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, demo_config(auth_addr, api_addr, admin_addr))?;
+    let config =
+        crate::config::load(&file).map_err(|p| anyhow::anyhow!("demo config invalid:\n{p}"))?;
+    let running =
+        crate::app::start(config, proxy_listener, admin_listener, Default::default()).await?;
+
+    println!(
+        r#"
+tokenwarden demo is running (config: {file})
+  authorization server  http://{auth_addr}   echo API  http://{api_addr}
+  proxy                 http://{proxy_addr}  admin     http://{admin_addr}
+
+1. Client credentials — tokenwarden fetched a token at start; the echo API shows it arrived:
+     curl -s http://{proxy_addr}/echo/hello?x=1
+   Look for "authorization": "Bearer demo-token-…" in the answer. Your own Authorization header is replaced:
+     curl -s -H 'Authorization: Bearer mine' http://{proxy_addr}/echo/hello
+   The same through HTTP_PROXY (forward mode):
+     curl -s -x http://{proxy_addr} http://{api_addr}/hello
+
+2. Authorization code (with PKCE) — not authorized yet, so the proxy says so:
+     curl -s http://{proxy_addr}/echo-user/me
+   Open the authorization URL in a browser (the demo server approves at once):
+     curl -s http://{admin_addr}/api/v1/connection/echo-user/authorize
+   then try again:
+     curl -s http://{proxy_addr}/echo-user/me
+
+3. Status and metrics (never token values):
+     curl -s http://{admin_addr}/api/v1/connections
+     curl -s http://{admin_addr}/metrics
+
+Tokens live {DEMO_TOKEN_LIFETIME}s and are refreshed ahead of expiry (watch the log). Ctrl-C stops the demo.
+"#,
+        file = file.display()
+    );
+    tokio::signal::ctrl_c().await?;
+    running.stop().await;
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

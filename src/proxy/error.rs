@@ -1,0 +1,180 @@
+//! Every way the proxy refuses or fails a request, and the one function that maps each
+//! to an HTTP status and a JSON body with a stable `error` code. Bodies never hold a
+//! token, a secret or the app's request data.
+
+use super::ProxyBody;
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::{Either, Full};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProxyError {
+    /// Reverse mode: no connection has this key.
+    UnknownConnection { key: String },
+    /// The connection holds no usable token.
+    NoToken {
+        connection: String,
+        state: &'static str,
+        /// The route that (re)authorizes it, for authorization-code connections.
+        authorize: Option<String>,
+    },
+    /// Forward mode: not a configured host, or a `CONNECT` that is not allowed.
+    Forbidden { reason: String },
+    /// The request already passed through this proxy, or targets the proxy itself.
+    Loop,
+    /// A malformed request target (e.g. userinfo in the authority).
+    BadRequest { reason: String },
+    /// The upstream could not be reached (DNS, refused, TLS, SSRF guard).
+    UpstreamUnreachable { connection: String, reason: String },
+    /// The upstream did not answer in time.
+    UpstreamTimeout { connection: String },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::UnknownConnection { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Loop => StatusCode::LOOP_DETECTED,
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            ProxyError::UnknownConnection { key } => {
+                json!({"error": "unknown_connection", "connection": key,
+                "message": "no connection has this key; the path must start with /{key}/"})
+            }
+            ProxyError::NoToken {
+                connection,
+                state,
+                authorize,
+            } => {
+                let mut body =
+                    json!({"error": "no_token", "connection": connection, "state": state});
+                if let Some(route) = authorize {
+                    body["authorize"] = json!(route);
+                    body["message"] = json!(format!(
+                        "authorize the connection: GET {route} on the admin listener"
+                    ));
+                }
+                body
+            }
+            ProxyError::Forbidden { reason } => json!({"error": "forbidden", "message": reason}),
+            ProxyError::Loop => json!({"error": "loop_detected",
+                "message": "the request already passed through this proxy or targets it"}),
+            ProxyError::BadRequest { reason } => json!({"error": "bad_request", "message": reason}),
+            ProxyError::UpstreamUnreachable { connection, reason } => {
+                json!({"error": "upstream_unreachable",
+                "connection": connection, "message": reason})
+            }
+            ProxyError::UpstreamTimeout { connection } => {
+                json!({"error": "upstream_timeout", "connection": connection})
+            }
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        json_response(self.status(), &self.body())
+    }
+}
+
+/// A small JSON response from the proxy itself.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(e: ProxyError, status: u16, code: &str) {
+        assert_eq!(e.status().as_u16(), status);
+        assert_eq!(e.body()["error"], code);
+        let r = e.into_response();
+        assert_eq!(r.status().as_u16(), status);
+        assert_eq!(r.headers()["content-type"], "application/json");
+    }
+
+    #[test]
+    fn unknown_connection_is_404() {
+        check(
+            ProxyError::UnknownConnection { key: "x".into() },
+            404,
+            "unknown_connection",
+        );
+    }
+
+    #[test]
+    fn no_token_is_503_and_names_the_authorize_route() {
+        let e = ProxyError::NoToken {
+            connection: "c".into(),
+            state: "needs_reauthorization",
+            authorize: Some("/api/v1/connection/c/authorize".into()),
+        };
+        assert_eq!(e.body()["authorize"], "/api/v1/connection/c/authorize");
+        assert_eq!(e.body()["state"], "needs_reauthorization");
+        check(e, 503, "no_token");
+    }
+
+    #[test]
+    fn forbidden_is_403() {
+        check(
+            ProxyError::Forbidden { reason: "r".into() },
+            403,
+            "forbidden",
+        );
+    }
+
+    #[test]
+    fn loop_is_508() {
+        check(ProxyError::Loop, 508, "loop_detected");
+    }
+
+    #[test]
+    fn bad_request_is_400() {
+        check(
+            ProxyError::BadRequest { reason: "r".into() },
+            400,
+            "bad_request",
+        );
+    }
+
+    #[test]
+    fn unreachable_is_502() {
+        check(
+            ProxyError::UpstreamUnreachable {
+                connection: "c".into(),
+                reason: "r".into(),
+            },
+            502,
+            "upstream_unreachable",
+        );
+    }
+
+    #[test]
+    fn timeout_is_504() {
+        check(
+            ProxyError::UpstreamTimeout {
+                connection: "c".into(),
+            },
+            504,
+            "upstream_timeout",
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Header hygiene: hop-by-hop headers (the fixed list and every header named in
+//! `Connection`) are removed in both directions, and `Via` marks and detects our hops.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones proxies meet).
+pub static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers. Allocates only when a `Connection` header names others.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let names_others = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| !is_standard_connection_option(v));
+    if names_others {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// `close` and `keep-alive` name no other header, so they need no extra work.
+fn is_standard_connection_option(v: &HeaderValue) -> bool {
+    v.as_bytes().eq_ignore_ascii_case(b"close") || v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+}
+
+/// The value this proxy appends to `Via`: `1.1 <pseudonym>`.
+pub fn via_value(pseudonym: &str) -> HeaderValue {
+    HeaderValue::try_from(format!("1.1 {pseudonym}"))
+        .expect("pseudonym validated as a header token")
+}
+
+/// Whether a `Via` entry already names `pseudonym` (the request looped back to us).
+pub fn has_our_via(headers: &HeaderMap, pseudonym: &str) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|entry| {
+            entry
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|by| by.eq_ignore_ascii_case(pseudonym))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_fixed_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "close, X-Secret-Hop, authorization".parse().unwrap(),
+        );
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("authorization", "Bearer app".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn via_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!has_our_via(&h, "tokenwarden"));
+        h.append("via", "1.1 proxy-a, 1.0 other".parse().unwrap());
+        assert!(!has_our_via(&h, "tokenwarden"));
+        h.append("via", via_value("TokenWarden"));
+        assert!(has_our_via(&h, "tokenwarden"));
+    }
+}

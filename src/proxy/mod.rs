@@ -1,0 +1,226 @@
+//! The proxy listener's request path: route (reverse `/{key}/…` or forward absolute-form),
+//! inject the connection's credential, forward over the pooled upstream client, stream
+//! both bodies. Nothing here takes a lock, parses config or allocates a header value for
+//! the token: the token is one `ArcSwap` load and a reference-counted `HeaderValue` clone.
+
+mod apikey;
+mod connect;
+pub mod error;
+pub mod headers;
+pub mod upstream;
+
+use crate::config::Auth;
+use crate::registry::Registry;
+use crate::token::ConnectionState;
+use bytes::Bytes;
+use error::ProxyError;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use upstream::{UpstreamBody, UpstreamClient};
+
+/// The body of a response to the app: the upstream's, streamed, or one tokenwarden wrote.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// The AUTHORIZE route of the admin listener, as error bodies name it.
+pub fn authorize_route(key: &str) -> String {
+    format!("/api/v1/connection/{key}/authorize")
+}
+
+pub struct Proxy {
+    pub registry: Arc<Registry>,
+    pub client: UpstreamClient,
+    pub response_timeout: Duration,
+    pub pseudonym: String,
+    via: HeaderValue,
+    /// The listeners' own addresses (a forward request to one of them is a loop).
+    pub own_addrs: Vec<SocketAddr>,
+    /// `host:port` pairs `CONNECT` may tunnel to.
+    pub passthrough: HashSet<String>,
+    pub connect_timeout: Duration,
+}
+
+impl Proxy {
+    pub fn new(
+        registry: Arc<Registry>,
+        client: UpstreamClient,
+        settings: &crate::config::ProxySettings,
+        own_addrs: Vec<SocketAddr>,
+    ) -> Proxy {
+        Proxy {
+            registry,
+            client,
+            response_timeout: settings.response_timeout,
+            via: headers::via_value(&settings.via_pseudonym),
+            pseudonym: settings.via_pseudonym.clone(),
+            own_addrs,
+            passthrough: settings.connect_passthrough.iter().cloned().collect(),
+            connect_timeout: settings.connect_timeout,
+        }
+    }
+
+    /// Handles one request from the app.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let result = if req.method() == Method::CONNECT {
+            connect::handle(&self, req).await
+        } else {
+            self.forward(req).await
+        };
+        result.unwrap_or_else(ProxyError::into_response)
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        if headers::has_our_via(req.headers(), &self.pseudonym) {
+            return Err(ProxyError::Loop);
+        }
+        let (state, path_and_query) = self.route(req.uri())?;
+        let conn = &state.conn;
+        let (mut parts, body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        parts.headers.append(header::VIA, self.via.clone());
+        let mut path_and_query = path_and_query;
+        let mut body: UpstreamBody = Either::Left(body);
+        match &conn.auth {
+            Auth::OAuth2(_) => match state.header() {
+                Some(value) => {
+                    parts.headers.insert(header::AUTHORIZATION, value);
+                }
+                None => return Err(no_token(&state)),
+            },
+            Auth::Header(value) => {
+                parts.headers.insert(header::AUTHORIZATION, value.clone());
+            }
+            Auth::ApiKey(key) => {
+                (path_and_query, body) =
+                    apikey::apply(key, &mut parts.headers, path_and_query, body).await?;
+            }
+        }
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(conn.upstream.scheme.clone());
+        uri.authority = Some(conn.upstream.authority.clone());
+        uri.path_and_query = Some(path_and_query);
+        parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest {
+            reason: "the request target cannot be forwarded".into(),
+        })?;
+        parts.version = http::Version::HTTP_11;
+        let request = Request::from_parts(parts, body);
+        let response =
+            match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        connection: conn.key.clone(),
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(ProxyError::UpstreamUnreachable {
+                        connection: conn.key.clone(),
+                        reason: root_cause(&e),
+                    })
+                }
+                Ok(Ok(r)) => r,
+            };
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+
+    /// Reverse mode (`/{key}/rest?query`) or forward mode (`http://host/rest?query`).
+    fn route(&self, uri: &Uri) -> Result<(Arc<ConnectionState>, PathAndQuery), ProxyError> {
+        if let Some(authority) = uri.authority() {
+            if uri.scheme() != Some(&Scheme::HTTP) {
+                return Err(ProxyError::Forbidden {
+                    reason: "only http:// requests can go through this proxy (tokenwarden talks https upstream)".into(),
+                });
+            }
+            if authority.as_str().contains('@') {
+                return Err(ProxyError::BadRequest {
+                    reason: "userinfo is not allowed in the request target".into(),
+                });
+            }
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            if self.targets_self(host, authority.port_u16().unwrap_or(80)) {
+                return Err(ProxyError::Loop);
+            }
+            let state = self.registry.by_authority(host, authority.port_u16()).ok_or_else(|| ProxyError::Forbidden {
+                reason: format!("{host} is not the host of a configured connection; tokenwarden is not an open proxy"),
+            })?;
+            let pq = uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            return Ok((Arc::clone(state), pq));
+        }
+        let path = uri.path();
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let (key, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let state = self
+            .registry
+            .get(key)
+            .ok_or_else(|| ProxyError::UnknownConnection {
+                key: key.to_owned(),
+            })?;
+        let mut target =
+            String::with_capacity(tail.len() + uri.query().map_or(0, |q| q.len() + 1) + 1);
+        target.push_str(if tail.is_empty() { "/" } else { tail });
+        if let Some(q) = uri.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let pq = PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(|_| {
+            ProxyError::BadRequest {
+                reason: "the request path cannot be forwarded".into(),
+            }
+        })?;
+        Ok((Arc::clone(state), pq))
+    }
+
+    /// Whether `host:port` is one of this process's listeners.
+    fn targets_self(&self, host: &str, port: u16) -> bool {
+        let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+            return host.eq_ignore_ascii_case("localhost")
+                && self.own_addrs.iter().any(|a| a.port() == port);
+        };
+        self.own_addrs.iter().any(|a| {
+            a.port() == port
+                && (a.ip() == ip
+                    || (a.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+        })
+    }
+}
+
+/// The 503 for a connection without a usable token.
+pub fn no_token(state: &ConnectionState) -> ProxyError {
+    let authorize = match &state.conn.auth {
+        Auth::OAuth2(o) if o.grant == crate::config::Grant::AuthorizationCode => {
+            Some(authorize_route(&state.conn.key))
+        }
+        _ => None,
+    };
+    ProxyError::NoToken {
+        connection: state.conn.key.clone(),
+        state: state.state_name(),
+        authorize,
+    }
+}
+
+/// The innermost message of an error chain (the useful part of a connect error).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}

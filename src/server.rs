@@ -1,0 +1,83 @@
+//! The accept loop shared by the proxy and admin listeners: HTTP/1.1 with keep-alive, a
+//! header read timeout, upgrades (for `CONNECT` tunnels), and a graceful drain when the
+//! process's cancellation token fires.
+
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long open connections may finish their requests after shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Serves `listener` until `shutdown`, calling `handle(request, peer)` for each request.
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+    handle: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handle = handle.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req| {
+                let response = handle(req, peer);
+                async move { Ok::<_, Infallible>(response.await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+}

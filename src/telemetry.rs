@@ -1,0 +1,35 @@
+//! Logging setup. Redaction is structural: secrets live in `SecretString`s and sensitive
+//! `HeaderValue`s whose `Debug` prints nothing, URLs that may carry secrets are never
+//! logged, and the HTTP libraries are capped at `info` (their trace output could show
+//! request lines), whatever `RUST_LOG` says.
+
+use crate::config::{LogFormat, LogSettings};
+use tracing_subscriber::EnvFilter;
+
+/// Targets whose debug/trace output could include request lines or headers.
+const CAPPED_TARGETS: [&str; 6] = [
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "rustls",
+    "h2",
+    "tokio_rustls",
+];
+
+/// Installs the global subscriber (stderr). `RUST_LOG`, when set, replaces the config level.
+pub fn init(settings: &LogSettings) {
+    let mut filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    for target in CAPPED_TARGETS {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

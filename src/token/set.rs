@@ -1,0 +1,191 @@
+//! [`TokenSet`]: one connection's current tokens, with the `Authorization` value ready to
+//! inject and the instants the proxy and the refresher act on.
+
+use super::schedule;
+use super::store::StoredToken;
+use http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// Immutable once built; replaced whole in the cache.
+pub struct TokenSet {
+    /// `Bearer <access token>`, marked sensitive.
+    header: HeaderValue,
+    access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub scope: Option<String>,
+    /// Wall-clock time it was obtained and expires (None: long-lived).
+    pub obtained_at: SystemTime,
+    pub expires_at: Option<SystemTime>,
+    /// Injected until this instant (expiry minus a safety margin).
+    usable_until: Option<Instant>,
+    /// When the refresher renews it.
+    pub refresh_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"****")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "****"),
+            )
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Why an access token cannot become a header.
+#[derive(Debug, thiserror::Error)]
+#[error("the access token cannot be sent in an Authorization header")]
+pub struct BadToken;
+
+impl TokenSet {
+    /// A token obtained at `obtained_at` (wall clock) with `lifetime` left at `now`.
+    /// `jitter` in `[0, 1)` spreads the refresh time.
+    pub fn new(
+        access_token: SecretString,
+        refresh_token: Option<SecretString>,
+        scope: Option<String>,
+        obtained_at: SystemTime,
+        lifetime: Option<Duration>,
+        jitter: f64,
+    ) -> Result<TokenSet, BadToken> {
+        let mut header = HeaderValue::try_from(format!("Bearer {}", access_token.expose_secret()))
+            .map_err(|_| BadToken)?;
+        header.set_sensitive(true);
+        let now = Instant::now();
+        let age = SystemTime::now()
+            .duration_since(obtained_at)
+            .unwrap_or_default();
+        let (expires_at, usable_until, refresh_at) = match lifetime {
+            None => (None, None, None),
+            Some(l) => {
+                let remaining = l.saturating_sub(age);
+                let usable = remaining.saturating_sub(schedule::safety_margin(l));
+                let refresh = schedule::refresh_after(l, jitter).saturating_sub(age);
+                (
+                    Some(obtained_at + l),
+                    Some(now + usable),
+                    Some(now + refresh),
+                )
+            }
+        };
+        Ok(TokenSet {
+            header,
+            access_token,
+            refresh_token,
+            scope,
+            obtained_at,
+            expires_at,
+            usable_until,
+            refresh_at,
+        })
+    }
+
+    /// Rebuilds a persisted token set; None when the stored token is unusable.
+    pub fn from_stored(stored: StoredToken, jitter: f64) -> Result<TokenSet, BadToken> {
+        let obtained_at = UNIX_EPOCH + Duration::from_secs(stored.obtained_at);
+        let lifetime = stored
+            .expires_at
+            .map(|e| Duration::from_secs(e.saturating_sub(stored.obtained_at)));
+        TokenSet::new(
+            stored.access_token,
+            stored.refresh_token,
+            stored.scope,
+            obtained_at,
+            lifetime,
+            jitter,
+        )
+    }
+
+    pub fn to_stored(&self) -> StoredToken {
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        StoredToken {
+            access_token: self.access_token.clone(),
+            refresh_token: self.refresh_token.clone(),
+            expires_at: self.expires_at.map(secs),
+            scope: self.scope.clone(),
+            obtained_at: secs(self.obtained_at),
+        }
+    }
+
+    /// The header to inject, unless the token is (about to be) expired at `now`.
+    #[inline]
+    pub fn header_at(&self, now: Instant) -> Option<&HeaderValue> {
+        match self.usable_until {
+            Some(until) if now >= until => None,
+            _ => Some(&self.header),
+        }
+    }
+
+    /// The instant the token stops being injected (None: long-lived).
+    pub fn usable_until(&self) -> Option<Instant> {
+        self.usable_until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn header_stops_before_expiry() {
+        let start = Instant::now();
+        let t = TokenSet::new(
+            "abc".to_string().into(),
+            None,
+            None,
+            SystemTime::now(),
+            Some(Duration::from_secs(100)),
+            0.0,
+        )
+        .unwrap();
+        assert!(t.header.is_sensitive());
+        assert_eq!(t.header_at(Instant::now()).unwrap(), "Bearer abc");
+        tokio::time::advance(Duration::from_secs(94)).await;
+        assert!(t.header_at(Instant::now()).is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(t.header_at(Instant::now()).is_none(), "5 s safety margin");
+        // 100 s: 80 s would leave more than 60 s, so the margin rule gives 40 s, raised to half
+        let refresh_in = t.refresh_at.unwrap() - start;
+        assert!(
+            Duration::from_secs(50) - refresh_in < Duration::from_millis(100),
+            "{refresh_in:?}"
+        );
+    }
+
+    #[test]
+    fn long_lived_and_round_trip() {
+        let t = TokenSet::new(
+            "abc".to_string().into(),
+            Some("r".to_string().into()),
+            Some("s".into()),
+            SystemTime::now(),
+            None,
+            0.0,
+        )
+        .unwrap();
+        assert!(t.header_at(Instant::now()).is_some());
+        assert!(t.refresh_at.is_none());
+        let back = TokenSet::from_stored(t.to_stored(), 0.0).unwrap();
+        assert_eq!(back.header, t.header);
+        assert!(format!("{back:?}").contains("****") && !format!("{back:?}").contains("abc"));
+        assert_eq!(back.refresh_token.unwrap().expose_secret(), "r");
+    }
+
+    #[test]
+    fn tokens_that_cannot_be_headers_are_refused() {
+        assert!(TokenSet::new(
+            "a\nb".to_string().into(),
+            None,
+            None,
+            SystemTime::now(),
+            None,
+            0.0
+        )
+        .is_err());
+    }
+}

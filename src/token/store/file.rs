@@ -1,0 +1,179 @@
+//! [`FileStore`]: every connection's token set in one encrypted file.
+//!
+//! Each `put`/`remove` re-encrypts all records (fresh nonces), encodes the whole file (layout
+//! in the `format` module) and atomically replaces the old one (see the `atomic` module), so
+//! after a crash at any instant the file holds either the old or the new set — never a mix.
+//!
+//! A mutex serialises writers within the process and guards an in-memory copy of the
+//! decrypted records, so a write does not re-read the file. One process owns a store file;
+//! several processes writing the same file would overwrite each other's changes.
+//!
+//! A file that cannot be decoded (corrupt, wrong key, unknown version) is never rewritten or
+//! deleted: `load_all`, `put` and `remove` all fail with the error until an operator acts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use secrecy::SecretString;
+
+use super::key::{key_file_path, KeySource, StoreKey};
+use super::{atomic, format, record, StoreError, StoredToken, TokenStore};
+
+/// Longest prefix of an offending connection key quoted in an error message.
+const CONNECTION_DISPLAY_MAX: usize = 64;
+
+/// Decrypted records as last read from or written to disk; `None` when unknown (never read,
+/// or a write failed part-way so the disk state must be re-read).
+type Cache = Option<HashMap<String, StoredToken>>;
+
+/// The durable encrypted token store (see the module doc).
+pub struct FileStore {
+    path: PathBuf,
+    key: StoreKey,
+    cache: Mutex<Cache>,
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore")
+            .field("path", &self.path)
+            .field("key_id", &self.key.id.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileStore {
+    /// Opens (does not create) the store at `path`. `key`: 32 bytes, base64 (standard, padding optional).
+    /// With `key == None`: use `<path>.key` beside the store, generating it (32 random bytes, base64, mode 0600,
+    /// written atomically) if missing, and `tracing::warn!` once that a generated key is in use (path only).
+    ///
+    /// The parent directory is created (mode 0700) if missing, and temporary files left by a
+    /// writer that crashed are removed. The store file itself is first read by
+    /// [`TokenStore::load_all`] and first written by [`TokenStore::put`].
+    pub fn open(path: &Path, key: Option<&SecretString>) -> Result<FileStore, StoreError> {
+        atomic::ensure_dir(atomic::parent_dir(path))?;
+        let key = match key {
+            Some(text) => StoreKey::parse(text, path)?,
+            None => {
+                let key_path = key_file_path(path);
+                let (key, source) = StoreKey::load_or_generate(&key_path)?;
+                warn_generated_key(&key_path, source);
+                key
+            }
+        };
+        atomic::remove_stale_temps(path);
+        Ok(FileStore {
+            path: path.to_path_buf(),
+            key,
+            cache: Mutex::new(None),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cache, recovering from poisoning by forgetting it (the file is the truth).
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|poisoned| {
+            self.cache.clear_poison();
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            guard
+        })
+    }
+
+    /// Reads and decrypts the file; a missing file is an empty store. Never modifies the file.
+    fn read_file(&self) -> Result<HashMap<String, StoredToken>, StoreError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) => return Err(StoreError::io(&self.path, "reading the store", e)),
+        };
+        let records = format::decode(&self.path, &bytes)?;
+        record::open_all(&self.path, &self.key, records)
+    }
+
+    /// Encrypts and encodes `tokens` and durably replaces the file with them.
+    fn write_file(&self, tokens: &HashMap<String, StoredToken>) -> Result<(), StoreError> {
+        let mut connections: Vec<&String> = tokens.keys().collect();
+        connections.sort();
+        let mut sealed = Vec::with_capacity(connections.len());
+        for connection in connections {
+            let record = record::seal(&self.key, connection, &tokens[connection])
+                .map_err(|reason| self.unstorable(connection, reason))?;
+            sealed.push((connection.as_str(), record));
+        }
+        let bytes = format::encode(&sealed).map_err(|reason| self.unstorable("", reason))?;
+        atomic::replace(&self.path, &bytes)
+    }
+
+    /// Applies `change` to the records (loading them first if needed) and writes the result.
+    /// `change` returns whether anything changed; if not, nothing is written. If the write
+    /// fails, the cache is dropped so the next operation re-reads what is really on disk.
+    fn update(
+        &self,
+        change: impl FnOnce(&mut HashMap<String, StoredToken>) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut cache = self.lock();
+        let mut tokens = match cache.take() {
+            Some(tokens) => tokens,
+            None => self.read_file()?,
+        };
+        if !change(&mut tokens) {
+            *cache = Some(tokens);
+            return Ok(());
+        }
+        self.write_file(&tokens)?;
+        *cache = Some(tokens);
+        Ok(())
+    }
+
+    fn unstorable(&self, connection: &str, reason: String) -> StoreError {
+        StoreError::Unstorable {
+            path: self.path.clone(),
+            connection: connection.chars().take(CONNECTION_DISPLAY_MAX).collect(),
+            reason,
+        }
+    }
+}
+
+impl TokenStore for FileStore {
+    fn load_all(&self) -> Result<HashMap<String, StoredToken>, StoreError> {
+        let mut cache = self.lock();
+        let tokens = self.read_file()?;
+        *cache = Some(tokens.clone());
+        Ok(tokens)
+    }
+
+    fn put(&self, connection: &str, token: &StoredToken) -> Result<(), StoreError> {
+        format::validate_connection(connection).map_err(|r| self.unstorable(connection, r))?;
+        self.update(|tokens| {
+            tokens.insert(connection.to_owned(), token.clone());
+            true
+        })
+    }
+
+    fn remove(&self, connection: &str) -> Result<(), StoreError> {
+        self.update(|tokens| tokens.remove(connection).is_some())
+    }
+}
+
+/// Warns that the store is protected only by a key file lying beside it.
+fn warn_generated_key(key_path: &Path, source: KeySource) {
+    match source {
+        KeySource::Generated => tracing::warn!(
+            key_file = %key_path.display(),
+            "generated a new token store key; configure an explicit key kept apart from the store"
+        ),
+        KeySource::KeyFile => tracing::warn!(
+            key_file = %key_path.display(),
+            "token store uses a generated key file; configure an explicit key kept apart from the store"
+        ),
+    }
+}

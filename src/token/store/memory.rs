@@ -1,0 +1,80 @@
+//! [`MemoryStore`]: a [`TokenStore`] kept in a map, for tests. Nothing is durable.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{StoreError, StoredToken, TokenStore};
+
+/// In-memory implementation for tests (no durability).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tokens: Mutex<HashMap<String, StoredToken>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store pre-filled with `tokens`, as if they had been saved by an earlier run.
+    pub fn with_tokens(tokens: HashMap<String, StoredToken>) -> Self {
+        MemoryStore {
+            tokens: Mutex::new(tokens),
+        }
+    }
+
+    /// The map, even if a panicking test thread poisoned the lock (every update is a single
+    /// map operation, so the map is always consistent).
+    fn tokens(&self) -> MutexGuard<'_, HashMap<String, StoredToken>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn load_all(&self) -> Result<HashMap<String, StoredToken>, StoreError> {
+        Ok(self.tokens().clone())
+    }
+
+    fn put(&self, connection: &str, token: &StoredToken) -> Result<(), StoreError> {
+        self.tokens().insert(connection.to_owned(), token.clone());
+        Ok(())
+    }
+
+    fn remove(&self, connection: &str) -> Result<(), StoreError> {
+        self.tokens().remove(connection);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::store::test_support::{same_token, sample_token};
+
+    #[test]
+    fn put_replace_remove() {
+        let store = MemoryStore::new();
+        assert!(store.load_all().unwrap().is_empty());
+        store.put("a", &sample_token("1")).unwrap();
+        store.put("a", &sample_token("2")).unwrap();
+        store.put("b", &sample_token("3")).unwrap();
+        let all = store.load_all().unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(same_token(&all["a"], &sample_token("2")));
+        store.remove("a").unwrap();
+        store.remove("absent").unwrap();
+        let all = store.load_all().unwrap();
+        assert_eq!(all.keys().collect::<Vec<_>>(), vec!["b"]);
+    }
+
+    #[test]
+    fn usable_as_trait_object() {
+        let seeded = HashMap::from([("x".to_owned(), sample_token("x"))]);
+        let store: Box<dyn TokenStore> = Box::new(MemoryStore::with_tokens(seeded));
+        assert!(same_token(
+            &store.load_all().unwrap()["x"],
+            &sample_token("x")
+        ));
+    }
+}

@@ -1,0 +1,131 @@
+//! Durable storage of OAuth token sets.
+//!
+//! Every token set the proxy obtains is written through a [`TokenStore`] *before* it is used,
+//! so a restart (or a crash at any instant) never loses a token that an upstream may already
+//! consider current — which matters for providers that rotate refresh tokens on every use.
+//!
+//! Implementations:
+//!
+//! * [`FileStore`] — one encrypted file (XChaCha20-Poly1305) holding all connections, rewritten
+//!   atomically (temp file, fsync, rename, fsync directory) on every change. The on-disk layout
+//!   is documented in the `format` module.
+//! * [`MemoryStore`] — an in-memory map for tests; nothing survives the process.
+//!
+//! Module layout: `error` (the [`StoreError`] callers act on), `key` (store key parsing, key
+//! ids, generated key files), `atomic` (durable file replacement), `record` (encryption of one
+//! token set), `format` (the whole-file binary layout), `file` and `memory` (the stores).
+
+mod atomic;
+mod error;
+mod file;
+mod format;
+mod key;
+mod memory;
+mod record;
+
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod file_tests;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use secrecy::SecretString;
+
+pub use error::StoreError;
+pub use file::FileStore;
+pub use key::KEY_LEN;
+pub use memory::MemoryStore;
+
+/// Placeholder printed by `Debug` in place of secret material.
+const REDACTED: &str = "****";
+
+/// What is persisted for one connection.
+#[derive(Clone)]
+pub struct StoredToken {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    /// Unix seconds; None = long-lived.
+    pub expires_at: Option<u64>,
+    pub scope: Option<String>,
+    /// Unix seconds when the token was obtained.
+    pub obtained_at: u64,
+}
+
+impl fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("access_token", &REDACTED)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| REDACTED),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .field("obtained_at", &self.obtained_at)
+            .finish()
+    }
+}
+
+/// Durable storage of token sets, keyed by connection key. Implementations are called from
+/// blocking context (the caller uses spawn_blocking); a shared store for many replicas (Redis) comes later.
+pub trait TokenStore: Send + Sync + 'static {
+    /// Every stored token set, keyed by connection key. A store that was never written is empty.
+    fn load_all(&self) -> Result<HashMap<String, StoredToken>, StoreError>;
+    /// Durably replaces the token set of `connection` (returns only after the data is on disk).
+    fn put(&self, connection: &str, token: &StoredToken) -> Result<(), StoreError>;
+    /// Durably removes the token set of `connection`; removing an absent connection is not an error.
+    fn remove(&self, connection: &str) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Helpers shared by the store tests.
+
+    use super::StoredToken;
+    use secrecy::{ExposeSecret, SecretString};
+
+    /// A token set whose every field is derived from `tag`, so two tags never compare equal.
+    pub fn sample_token(tag: &str) -> StoredToken {
+        StoredToken {
+            access_token: SecretString::from(format!("access-{tag}")),
+            refresh_token: Some(SecretString::from(format!("refresh-{tag}"))),
+            expires_at: Some(1_700_000_000 + tag.len() as u64),
+            scope: Some(format!("scope:{tag}")),
+            obtained_at: 1_600_000_000,
+        }
+    }
+
+    /// Field-by-field equality, secrets included (`StoredToken` has no `PartialEq` on purpose).
+    pub fn same_token(a: &StoredToken, b: &StoredToken) -> bool {
+        a.access_token.expose_secret() == b.access_token.expose_secret()
+            && a.refresh_token
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned())
+                == b.refresh_token
+                    .as_ref()
+                    .map(|s| s.expose_secret().to_owned())
+            && a.expires_at == b.expires_at
+            && a.scope == b.scope
+            && a.obtained_at == b.obtained_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::sample_token;
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let printed = format!("{:?}", sample_token("dbg"));
+        assert!(!printed.contains("access-dbg"), "{printed}");
+        assert!(!printed.contains("refresh-dbg"), "{printed}");
+        assert!(printed.contains("access_token: \"****\""), "{printed}");
+        assert!(
+            printed.contains("refresh_token: Some(\"****\")"),
+            "{printed}"
+        );
+        assert!(printed.contains("scope:dbg"), "{printed}");
+    }
+}

@@ -1,0 +1,213 @@
+//! Encryption of one connection's token set.
+//!
+//! The plaintext is a small JSON document with the fields of [`StoredToken`]; it is sealed
+//! with XChaCha20-Poly1305 under a fresh random 24-byte nonce on every write. The associated
+//! data is `MAGIC ‖ format version (u16 BE) ‖ connection key length (u16 BE) ‖ connection key`,
+//! so a record only decrypts under the connection (and format version) it was written for.
+//! Secrets are exposed only inside [`seal`], and plaintext buffers are zeroized after use.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::XNonce;
+use rand::RngCore;
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::format::{FORMAT_VERSION, MAGIC};
+use super::key::{KeyId, StoreKey};
+use super::{StoreError, StoredToken};
+
+/// Length of an XChaCha20-Poly1305 nonce.
+pub(crate) const NONCE_LEN: usize = 24;
+/// Length of the Poly1305 authentication tag at the end of every ciphertext.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// The serialized form of a token set (borrowing, for writing).
+#[derive(Serialize)]
+struct TokenDocRef<'a> {
+    access_token: &'a str,
+    refresh_token: Option<&'a str>,
+    expires_at: Option<u64>,
+    scope: Option<&'a str>,
+    obtained_at: u64,
+}
+
+/// The serialized form of a token set (owning, for reading).
+#[derive(Deserialize)]
+struct TokenDoc {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_at: Option<u64>,
+    scope: Option<String>,
+    obtained_at: u64,
+}
+
+/// One encrypted token set, as stored in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SealedRecord {
+    pub(crate) key_id: KeyId,
+    pub(crate) nonce: [u8; NONCE_LEN],
+    /// Ciphertext followed by the tag.
+    pub(crate) ciphertext: Vec<u8>,
+}
+
+/// Encrypts `token` for `connection`. Fails only if the AEAD refuses the input (which it does
+/// only for absurdly large messages); the error text contains no secret material.
+pub(crate) fn seal(
+    key: &StoreKey,
+    connection: &str,
+    token: &StoredToken,
+) -> Result<SealedRecord, String> {
+    let doc = TokenDocRef {
+        access_token: token.access_token.expose_secret(),
+        refresh_token: token.refresh_token.as_ref().map(|s| s.expose_secret()),
+        expires_at: token.expires_at,
+        scope: token.scope.as_deref(),
+        obtained_at: token.obtained_at,
+    };
+    let plaintext = Zeroizing::new(
+        serde_json::to_vec(&doc).map_err(|_| "token set could not be serialized".to_owned())?,
+    );
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let aad = associated_data(connection);
+    let ciphertext = key
+        .cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &plaintext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| "token set could not be encrypted".to_owned())?;
+    Ok(SealedRecord {
+        key_id: key.id,
+        nonce,
+        ciphertext,
+    })
+}
+
+/// Decrypts every record, reporting a key mismatch before any decryption failure so that a
+/// wrong key is never mistaken for corruption.
+pub(crate) fn open_all(
+    path: &Path,
+    key: &StoreKey,
+    records: Vec<(String, SealedRecord)>,
+) -> Result<HashMap<String, StoredToken>, StoreError> {
+    if let Some((_, foreign)) = records.iter().find(|(_, r)| r.key_id != key.id) {
+        return Err(StoreError::WrongKey {
+            path: path.to_path_buf(),
+            stored_key_id: foreign.key_id.to_string(),
+            configured_key_id: key.id.to_string(),
+        });
+    }
+    let mut tokens = HashMap::with_capacity(records.len());
+    for (connection, record) in records {
+        let token =
+            open(key, &connection, &record).map_err(|reason| StoreError::corrupt(path, reason))?;
+        tokens.insert(connection, token);
+    }
+    Ok(tokens)
+}
+
+/// Decrypts and parses one record; the error says what failed without quoting content.
+fn open(key: &StoreKey, connection: &str, record: &SealedRecord) -> Result<StoredToken, String> {
+    let aad = associated_data(connection);
+    let plaintext = Zeroizing::new(
+        key.cipher
+            .decrypt(
+                XNonce::from_slice(&record.nonce),
+                Payload {
+                    msg: &record.ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| {
+                format!(
+                    "record for connection {connection:?} failed authentication \
+                     (modified, or moved from another connection)"
+                )
+            })?,
+    );
+    // serde_json's error text may quote the document, so only its position is reported.
+    let doc: TokenDoc = serde_json::from_slice(&plaintext).map_err(|e| {
+        format!(
+            "record for connection {connection:?} holds an invalid token document \
+             (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    Ok(StoredToken {
+        access_token: SecretString::from(doc.access_token),
+        refresh_token: doc.refresh_token.map(SecretString::from),
+        expires_at: doc.expires_at,
+        scope: doc.scope,
+        obtained_at: doc.obtained_at,
+    })
+}
+
+/// `MAGIC ‖ version ‖ connection length ‖ connection`: binds a record to its connection.
+fn associated_data(connection: &str) -> Vec<u8> {
+    let conn = connection.as_bytes();
+    let mut aad = Vec::with_capacity(MAGIC.len() + 2 * std::mem::size_of::<u16>() + conn.len());
+    aad.extend_from_slice(&MAGIC);
+    aad.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    // Connection keys longer than u16::MAX are rejected before sealing; saturate defensively.
+    let len = u16::try_from(conn.len()).unwrap_or(u16::MAX);
+    aad.extend_from_slice(&len.to_be_bytes());
+    aad.extend_from_slice(conn);
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::store::test_support::{same_token, sample_token};
+    use base64::Engine as _;
+
+    fn key(byte: u8) -> StoreKey {
+        let text =
+            base64::engine::general_purpose::STANDARD.encode([byte; crate::token::store::KEY_LEN]);
+        StoreKey::parse(&SecretString::from(text), Path::new("/k")).unwrap()
+    }
+
+    #[test]
+    fn seal_open_round_trip_with_fresh_nonces() {
+        let k = key(1);
+        let token = sample_token("rt");
+        let a = seal(&k, "conn", &token).unwrap();
+        let b = seal(&k, "conn", &token).unwrap();
+        assert_ne!(a.nonce, b.nonce);
+        assert_eq!(a.ciphertext.len(), b.ciphertext.len());
+        assert!(same_token(&open(&k, "conn", &a).unwrap(), &token));
+    }
+
+    #[test]
+    fn record_does_not_open_under_another_connection() {
+        let k = key(2);
+        let sealed = seal(&k, "alpha", &sample_token("x")).unwrap();
+        let err = open(&k, "bravo", &sealed).err().unwrap();
+        assert!(err.contains("failed authentication"), "{err}");
+    }
+
+    #[test]
+    fn ciphertext_hides_the_secrets() {
+        let sealed = seal(&key(3), "c", &sample_token("visible?")).unwrap();
+        let haystack = String::from_utf8_lossy(&sealed.ciphertext);
+        assert!(!haystack.contains("access-visible?"));
+    }
+
+    #[test]
+    fn open_all_reports_wrong_key_before_corruption() {
+        let sealed = seal(&key(4), "c", &sample_token("t")).unwrap();
+        let err = open_all(Path::new("/s"), &key(5), vec![("c".into(), sealed)])
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+    }
+}
