@@ -1,0 +1,11 @@
+//! Integration tests: one binary, the real sidecar started in-process on `127.0.0.1:0`
+//! with real sockets, against the shared kit in `support` (and, in `oidc`, panva's
+//! oidc-provider started with Node).
+
+mod support;
+
+mod authcode;
+mod fides;
+mod forward;
+mod foundation;
+mod oidc;

@@ -1,0 +1,218 @@
+//! A scriptable OAuth2 token endpoint on loopback. Each request is recorded; the reply is
+//! taken from a queue of scripted replies, or the default reply when the queue is empty.
+//! Tokens are `tok-1`, `tok-2`, … and refresh tokens `ref-1`, `ref-2`, … (rotating).
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What the endpoint answers.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// A token with this `expires_in` (None: field absent), and a rotated refresh token if set.
+    Token {
+        expires_in: Option<u64>,
+        refresh: bool,
+    },
+    /// `{"error": code}` with this status.
+    OAuthError { status: u16, code: &'static str },
+    /// A bare status with a non-JSON body (and optional Retry-After seconds).
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// Any body, verbatim, with status 200.
+    Raw(&'static str),
+    /// Wait this long, then answer with a token (to test single-flight and timeouts).
+    Slow(Duration),
+}
+
+/// One request as the endpoint received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Form fields of the body (or of the query when the body is empty).
+    pub fn form(&self) -> Vec<(String, String)> {
+        let source: &[u8] = if self.body.is_empty() {
+            self.path_and_query
+                .split_once('?')
+                .map(|(_, q)| q.as_bytes())
+                .unwrap_or_default()
+        } else {
+            &self.body
+        };
+        form_urlencoded::parse(source).into_owned().collect()
+    }
+
+    pub fn field(&self, name: &str) -> Option<String> {
+        self.form()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<Reply>,
+    default: Option<Reply>,
+    requests: Vec<Recorded>,
+    issued: u64,
+}
+
+#[derive(Clone)]
+pub struct TokenServer {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    shutdown: CancellationToken,
+}
+
+impl TokenServer {
+    /// Starts an endpoint whose default reply is a token living `expires_in` seconds.
+    pub async fn start(default: Reply) -> TokenServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new(Mutex::new(Inner {
+            default: Some(default),
+            ..Inner::default()
+        }));
+        let shutdown = CancellationToken::new();
+        let state = Arc::clone(&inner);
+        tokio::spawn(tokenwarden::server::serve(
+            listener,
+            Duration::from_secs(5),
+            shutdown.clone(),
+            move |req, _| handle(Arc::clone(&state), req),
+        ));
+        TokenServer {
+            addr,
+            inner,
+            shutdown,
+        }
+    }
+
+    /// Queues replies used before the default one.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.lock().unwrap().script.extend(replies);
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        self.inner.lock().unwrap().default = Some(reply);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.lock().unwrap().requests.len()
+    }
+
+    /// Waits until at least `n` requests have arrived.
+    pub async fn wait_count(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + super::WAIT;
+        while self.count() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "token endpoint saw {} requests, expected {n}",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let reply = {
+        let mut i = inner.lock().unwrap();
+        i.requests.push(Recorded {
+            method: parts.method.to_string(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+                .collect(),
+            body,
+        });
+        i.script
+            .pop_front()
+            .or_else(|| i.default.clone())
+            .expect("a reply")
+    };
+    let token = |inner: &Arc<Mutex<Inner>>, expires_in: Option<u64>, refresh: bool| {
+        let mut i = inner.lock().unwrap();
+        i.issued += 1;
+        let mut body = serde_json::json!({"access_token": format!("tok-{}", i.issued), "token_type": "bearer"});
+        if let Some(e) = expires_in {
+            body["expires_in"] = e.into();
+        }
+        if refresh {
+            body["refresh_token"] = format!("ref-{}", i.issued).into();
+        }
+        respond(200, body.to_string(), None)
+    };
+    match reply {
+        Reply::Token {
+            expires_in,
+            refresh,
+        } => token(&inner, expires_in, refresh),
+        Reply::Slow(d) => {
+            tokio::time::sleep(d).await;
+            token(&inner, Some(3600), false)
+        }
+        Reply::OAuthError { status, code } => {
+            respond(status, serde_json::json!({"error": code}).to_string(), None)
+        }
+        Reply::Status {
+            status,
+            retry_after,
+        } => respond(status, "<html>unavailable</html>".into(), retry_after),
+        Reply::Raw(body) => respond(200, body.into(), None),
+    }
+}
+
+fn respond(status: u16, body: String, retry_after: Option<u64>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    if let Some(s) = retry_after {
+        r.headers_mut()
+            .insert("retry-after", s.to_string().parse().unwrap());
+    }
+    r
+}
