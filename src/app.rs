@@ -7,7 +7,8 @@ use crate::admin::Admin;
 use crate::config::{Auth, Config, Unreadable};
 use crate::oauth::pending::PendingStates;
 use crate::oauth::TokenClient;
-use crate::proxy::upstream::{self, GuardedResolver, StaticHosts};
+use crate::proxy::pool::Pool;
+use crate::proxy::upstream::{GuardedResolver, StaticHosts};
 use crate::proxy::Proxy;
 use crate::registry::Registry;
 use crate::token::refresher::Refresher;
@@ -40,6 +41,8 @@ pub enum StartError {
 pub struct Options {
     /// Fixed DNS answers for host names (the SSRF guard still applies to them).
     pub static_hosts: StaticHosts,
+    /// Fixed DNS answers for token-endpoint host names (the port is used when the URL has none).
+    pub resolve: HashMap<String, SocketAddr>,
 }
 
 /// A running sidecar.
@@ -92,7 +95,7 @@ pub async fn start(
         }
     }
 
-    let token_client = TokenClient::new(Arc::clone(&tls))?;
+    let token_client = TokenClient::with_resolve(Arc::clone(&tls), &options.resolve)?;
     let allow_private = config
         .connections
         .iter()
@@ -100,12 +103,20 @@ pub async fn start(
         .map(|c| c.upstream.host.clone())
         .collect();
     let resolver = GuardedResolver::new(allow_private, options.static_hosts);
-    let client = upstream::client(tls, config.proxy.connect_timeout, resolver);
+    let connection_count = registry.connections.len();
+    let connect_timeout = config.proxy.connect_timeout;
+    let make_pool: Arc<dyn Fn() -> Pool + Send + Sync> = Arc::new(move || {
+        Pool::new(
+            connection_count,
+            Arc::clone(&tls),
+            resolver.clone(),
+            connect_timeout,
+        )
+    });
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let proxy = Arc::new(Proxy::new(
         Arc::clone(&registry),
-        client,
         &config.proxy,
         vec![proxy_addr, admin_addr],
     ));
@@ -134,12 +145,18 @@ pub async fn start(
         }
     }
     let header_timeout = config.proxy.header_read_timeout;
-    tasks.spawn(crate::server::serve(
-        proxy_listener,
+    let workers = config
+        .proxy
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    tasks.spawn(crate::proxy::worker::spawn(
+        workers,
+        proxy_listener.into_std()?,
+        proxy,
+        make_pool,
         header_timeout,
         shutdown.clone(),
-        move |req, _peer| Arc::clone(&proxy).handle(req),
-    ));
+    )?);
     tasks.spawn(crate::server::serve(
         admin_listener,
         header_timeout,

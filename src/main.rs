@@ -7,6 +7,9 @@ use tokenwarden::config;
 
 /// Exit status for an invalid configuration (EX_USAGE... EX_DATAERR is 65; 64 is what the contract names).
 const EXIT_INVALID_CONFIG: u8 = 64;
+/// Threads of the control runtime (admin listener, refreshers); the proxy runs on its own
+/// worker threads (`proxy.worker_threads`).
+const CONTROL_THREADS: usize = 1;
 /// Exit status when the sidecar cannot start or fails while running.
 const EXIT_FAILURE: u8 = 1;
 
@@ -52,7 +55,7 @@ fn main() -> ExitCode {
                 Err(problems) => return invalid(&problems),
             };
             tokenwarden::telemetry::init(&config.log);
-            report(runtime(config.proxy.worker_threads).block_on(tokenwarden::run(config)))
+            report(runtime(Some(CONTROL_THREADS)).block_on(tokenwarden::run(config)))
         }
         Command::Demo => report(runtime(None).block_on(tokenwarden::demo::run())),
     }

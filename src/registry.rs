@@ -1,10 +1,24 @@
 //! The set of connections the proxy routes to, with their lookup tables: by key (reverse
 //! mode) and by upstream host (forward mode). Built once from the config; read-only.
 
-use crate::config::Connection;
+use crate::config::{Connection, Upstream};
 use crate::token::ConnectionState;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The port of an `http://` URL that names none.
+const HTTP_DEFAULT_PORT: u16 = 80;
+/// The port of an `https://` URL that names none.
+const HTTPS_DEFAULT_PORT: u16 = 443;
+
+/// The default port of the upstream's protocol.
+fn default_port(upstream: &Upstream) -> u16 {
+    if upstream.scheme == http::uri::Scheme::HTTPS {
+        HTTPS_DEFAULT_PORT
+    } else {
+        HTTP_DEFAULT_PORT
+    }
+}
 
 #[derive(Default)]
 pub struct Registry {
@@ -19,7 +33,7 @@ impl Registry {
         let mut r = Registry::default();
         for (i, c) in connections.iter().enumerate() {
             r.connections
-                .push(Arc::new(ConnectionState::new(Arc::clone(c))));
+                .push(Arc::new(ConnectionState::new(Arc::clone(c), i)));
             r.by_key.insert(c.key.clone(), i);
             r.by_host
                 .entry(c.upstream.host.clone())
@@ -34,18 +48,21 @@ impl Registry {
     }
 
     /// Forward mode: the connection whose upstream is `host` (case-insensitive, trailing
-    /// dot ignored). With `port`, it must equal the connection's port (the protocol's
-    /// default counts); without, the host alone decides.
+    /// dot ignored) on `port`, the port of an `http://` request target (`None`: not
+    /// written, so 80). A connection matches the port it is configured on, and a request
+    /// without a port (or with the `http://` default, 80) also matches a connection on its
+    /// protocol's default port: `http://api.example.com/` reaches `https://api.example.com`.
     pub fn by_authority(&self, host: &str, port: Option<u16>) -> Option<&Arc<ConnectionState>> {
         let host = host.trim_end_matches('.');
         let found = match self.by_host.get(host) {
             Some(found) => found,
             None => self.by_host.get(&host.to_ascii_lowercase())?,
         };
-        found
-            .iter()
-            .map(|&i| &self.connections[i])
-            .find(|c| port.is_none_or(|p| p == c.conn.upstream.port))
+        let implicit = matches!(port, None | Some(HTTP_DEFAULT_PORT));
+        found.iter().map(|&i| &self.connections[i]).find(|c| {
+            let upstream = &c.conn.upstream;
+            port == Some(upstream.port) || (implicit && upstream.port == default_port(upstream))
+        })
     }
 
     /// Whether some connection's upstream host is `host`.

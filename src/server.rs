@@ -1,6 +1,7 @@
-//! The accept loop shared by the proxy and admin listeners: HTTP/1.1 with keep-alive, a
-//! header read timeout, upgrades (for `CONNECT` tunnels), and a graceful drain when the
-//! process's cancellation token fires.
+//! The accept loop shared by every listener: HTTP/1.1 with keep-alive, a header read
+//! timeout, upgrades (for `CONNECT` tunnels), and a graceful drain when the process's
+//! cancellation token fires. [`serve`] spawns connections on a multi-thread runtime;
+//! [`serve_local`] spawns them on the current thread's `LocalSet` (the proxy workers).
 
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -11,7 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,7 +21,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Serves `listener` until `shutdown`, calling `handle(request, peer)` for each request.
+/// Serves `listener` until `shutdown`, calling `handle(request, peer)` for each request;
+/// connections run as `Send` tasks.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     header_read_timeout: Duration,
@@ -33,6 +35,48 @@ pub async fn serve<H, F, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    accept_loop(listener, &shutdown, |tracker, stream, peer| {
+        tracker.spawn(connection(
+            stream,
+            peer,
+            handle.clone(),
+            header_read_timeout,
+            shutdown.clone(),
+        ));
+    })
+    .await
+}
+
+/// [`serve`] for handlers whose futures are not `Send`: connections run on the current
+/// thread's `LocalSet`.
+pub async fn serve_local<H, F, B>(
+    listener: TcpListener,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+    handle: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + 'static,
+    F: Future<Output = Response<B>> + 'static,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    accept_loop(listener, &shutdown, |tracker, stream, peer| {
+        tracker.spawn_local(connection(
+            stream,
+            peer,
+            handle.clone(),
+            header_read_timeout,
+            shutdown.clone(),
+        ));
+    })
+    .await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shutdown: &CancellationToken,
+    mut spawn: impl FnMut(&TaskTracker, TcpStream, SocketAddr),
+) {
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -47,37 +91,50 @@ pub async fn serve<H, F, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let response = handle(req, peer);
-                async move { Ok::<_, Infallible>(response.await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+        spawn(&tracker, stream, peer);
     }
+    drop(listener);
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+}
+
+/// One client connection: serve requests until it closes, or drain it on shutdown.
+async fn connection<H, F, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handle: H,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + 'static,
+    F: Future<Output = Response<B>> + 'static,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = service_fn(move |req| {
+        let response = handle(req, peer);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }

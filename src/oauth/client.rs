@@ -3,6 +3,8 @@
 
 use super::request::BuiltRequest;
 use super::response::{self, ResponseError, TokenResponse, TERMINAL_ERRORS};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,7 +78,20 @@ pub struct TokenClient {
 
 impl TokenClient {
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Result<TokenClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        TokenClient::with_resolve(tls, &HashMap::new())
+    }
+
+    /// [`TokenClient::new`] with fixed DNS answers for host names (tests, the demo). The
+    /// address's port is used when the URL names none.
+    pub fn with_resolve(
+        tls: Arc<rustls::ClientConfig>,
+        overrides: &HashMap<String, SocketAddr>,
+    ) -> Result<TokenClient, reqwest::Error> {
+        let mut builder = reqwest::Client::builder();
+        for (host, addr) in overrides {
+            builder = builder.resolve(host, *addr);
+        }
+        let http = builder
             .use_preconfigured_tls((*tls).clone())
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())

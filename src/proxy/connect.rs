@@ -5,10 +5,21 @@
 
 use super::error::ProxyError;
 use super::{Proxy, ProxyBody};
+use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+
+/// The port of a `CONNECT` target that names none.
+const DEFAULT_TUNNEL_PORT: u16 = 443;
+
+/// `host:port` as `proxy.connect_passthrough` lists it and as the tunnel dials it: the
+/// host lower-cased, an IPv6 literal kept in brackets (`[::1]:443`), the port defaulted.
+fn tunnel_target(authority: &Authority) -> String {
+    let port = authority.port_u16().unwrap_or(DEFAULT_TUNNEL_PORT);
+    format!("{}:{port}", authority.host().to_ascii_lowercase())
+}
 
 pub async fn handle(
     proxy: &Proxy,
@@ -24,15 +35,14 @@ pub async fn handle(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_ascii_lowercase();
-    let port = authority.port_u16().unwrap_or(443);
     if proxy.registry.knows_host(&host) {
         return Err(ProxyError::Forbidden {
             reason: format!(
-                "{host} is a configured connection: send plain http:// requests through this proxy (e.g. http://{host}/…) and tokenwarden will use https upstream and inject the token; a CONNECT tunnel would bypass it"
+                "{host} is a configured connection: send plain http:// requests through this proxy (e.g. http://{host}/…); tokenwarden makes the upstream request itself, over the connection's protocol (https for a SaaS API), and injects the token, which it cannot do inside a CONNECT (TLS) tunnel"
             ),
         });
     }
-    let target = format!("{host}:{port}");
+    let target = tunnel_target(&authority);
     if !proxy.passthrough.contains(&target) {
         return Err(ProxyError::Forbidden {
             reason: format!("CONNECT to {target} is not allowed; tokenwarden is not an open proxy (see proxy.connect_passthrough)"),
@@ -66,4 +76,20 @@ pub async fn handle(
     let mut response = Response::new(Either::Right(Full::default()));
     *response.status_mut() = StatusCode::OK;
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_targets_keep_ipv6_brackets_and_default_the_port() {
+        let t = |a: &str| tunnel_target(&a.parse().unwrap());
+        assert_eq!(t("[::1]:8443"), "[::1]:8443");
+        assert_eq!(t("[::1]"), "[::1]:443");
+        assert_eq!(t("Example.COM"), "example.com:443");
+        assert_eq!(t("10.0.0.1:22"), "10.0.0.1:22");
+        // What the tunnel dials must parse as a socket address (or host:port).
+        assert!(t("[::1]:8443").parse::<std::net::SocketAddr>().is_ok());
+    }
 }

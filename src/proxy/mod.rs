@@ -1,16 +1,20 @@
 //! The proxy listener's request path: route (reverse `/{key}/…` or forward absolute-form),
-//! inject the connection's credential, forward over the pooled upstream client, stream
+//! inject the connection's credential, forward over the worker's upstream pool, stream
 //! both bodies. Nothing here takes a lock, parses config or allocates a header value for
 //! the token: the token is one `ArcSwap` load and a reference-counted `HeaderValue` clone.
+//! Requests run on the worker thread that accepted them ([`worker`]).
 
 mod apikey;
 mod connect;
 pub mod error;
 pub mod headers;
+pub mod pool;
 pub mod upstream;
+pub mod worker;
 
 use crate::config::Auth;
 use crate::registry::Registry;
+use crate::token::cache::Counters;
 use crate::token::ConnectionState;
 use bytes::Bytes;
 use error::ProxyError;
@@ -19,14 +23,16 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use pool::{Pool, PooledBody};
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use upstream::{UpstreamBody, UpstreamClient};
+use upstream::UpstreamBody;
 
 /// The body of a response to the app: the upstream's, streamed, or one tokenwarden wrote.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
 /// The AUTHORIZE route of the admin listener, as error bodies name it.
 pub fn authorize_route(key: &str) -> String {
@@ -35,7 +41,6 @@ pub fn authorize_route(key: &str) -> String {
 
 pub struct Proxy {
     pub registry: Arc<Registry>,
-    pub client: UpstreamClient,
     pub response_timeout: Duration,
     pub pseudonym: String,
     via: HeaderValue,
@@ -49,13 +54,11 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(
         registry: Arc<Registry>,
-        client: UpstreamClient,
         settings: &crate::config::ProxySettings,
         own_addrs: Vec<SocketAddr>,
     ) -> Proxy {
         Proxy {
             registry,
-            client,
             response_timeout: settings.response_timeout,
             via: headers::via_value(&settings.via_pseudonym),
             pseudonym: settings.via_pseudonym.clone(),
@@ -65,17 +68,25 @@ impl Proxy {
         }
     }
 
-    /// Handles one request from the app.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Handles one request from the app, using the accepting worker's `pool`.
+    pub async fn handle(
+        self: Arc<Self>,
+        pool: Rc<Pool>,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let result = if req.method() == Method::CONNECT {
             connect::handle(&self, req).await
         } else {
-            self.forward(req).await
+            self.forward(&pool, req).await
         };
         result.unwrap_or_else(ProxyError::into_response)
     }
 
-    async fn forward(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn forward(
+        &self,
+        pool: &Rc<Pool>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         if headers::has_our_via(req.headers(), &self.pseudonym) {
             return Err(ProxyError::Loop);
         }
@@ -83,7 +94,9 @@ impl Proxy {
         let conn = &state.conn;
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::HOST);
+        parts
+            .headers
+            .insert(header::HOST, state.host_header.clone());
         parts.headers.append(header::VIA, self.via.clone());
         let mut path_and_query = path_and_query;
         let mut body: UpstreamBody = Either::Left(body);
@@ -92,7 +105,10 @@ impl Proxy {
                 Some(value) => {
                     parts.headers.insert(header::AUTHORIZATION, value);
                 }
-                None => return Err(no_token(&state)),
+                None => {
+                    Counters::add(&state.counters.no_token);
+                    return Err(no_token(&state));
+                }
             },
             Auth::Header(value) => {
                 parts.headers.insert(header::AUTHORIZATION, value.clone());
@@ -102,30 +118,26 @@ impl Proxy {
                     apikey::apply(key, &mut parts.headers, path_and_query, body).await?;
             }
         }
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(conn.upstream.scheme.clone());
-        uri.authority = Some(conn.upstream.authority.clone());
-        uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest {
-            reason: "the request target cannot be forwarded".into(),
-        })?;
+        // Origin-form target; the pool's connection is already to the upstream authority.
+        parts.uri = Uri::from(path_and_query);
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, body);
-        let response =
-            match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        connection: conn.key.clone(),
-                    })
-                }
-                Ok(Err(e)) => {
-                    return Err(ProxyError::UpstreamUnreachable {
-                        connection: conn.key.clone(),
-                        reason: root_cause(&e),
-                    })
-                }
-                Ok(Ok(r)) => r,
-            };
+        Counters::add(&state.counters.proxied);
+        let sent = pool.send(state.index, &conn.upstream, request);
+        let response = match tokio::time::timeout(self.response_timeout, sent).await {
+            Err(_) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    connection: conn.key.clone(),
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(ProxyError::UpstreamUnreachable {
+                    connection: conn.key.clone(),
+                    reason: root_cause(&e),
+                })
+            }
+            Ok(Ok(r)) => r,
+        };
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Either::Left(body)))

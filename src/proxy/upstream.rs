@@ -1,55 +1,19 @@
-//! Upstream connections: a pooled keep-alive HTTP/1.1 client over TCP or rustls, whose DNS
-//! resolver is the SSRF guard — a connection's host *name* may only resolve to public
-//! addresses unless the connection sets `allow_private_network`, and the client connects
-//! to exactly the addresses that were checked. A host written as an IP literal is the
-//! operator's explicit choice and is not resolved (so not checked).
+//! Upstream addressing: the request body type, and the SSRF guard — a connection's host
+//! *name* may only resolve to public addresses unless the connection sets
+//! `allow_private_network`, and the pool ([`super::pool`]) connects to exactly the
+//! addresses that were checked. A host written as an IP literal is the operator's explicit
+//! choice and is not resolved (so not checked).
 
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-/// How long an idle upstream connection stays in the pool.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per upstream host.
-pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
 /// The request body sent upstream: the app's body streamed, or a body tokenwarden built.
 pub type UpstreamBody =
     http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, UpstreamBody>;
 
 /// Test hook: fixed answers for host names, instead of the system resolver.
 pub type StaticHosts = HashMap<String, Vec<IpAddr>>;
-
-/// Builds the pooled upstream client.
-pub fn client(
-    tls: Arc<rustls::ClientConfig>,
-    connect_timeout: Duration,
-    resolver: GuardedResolver,
-) -> UpstreamClient {
-    let mut http = HttpConnector::new_with_resolver(resolver);
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .build(https)
-}
 
 /// The SSRF-guarding resolver.
 #[derive(Clone, Default)]
@@ -68,40 +32,33 @@ impl GuardedResolver {
     }
 }
 
-impl tower_service::Service<Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
-            let found: Vec<SocketAddr> = match this.overrides.get(&host) {
-                Some(ips) => ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
-                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
-            };
-            if this.allow_private.contains(&host) {
-                return Ok(found.into_iter());
-            }
-            let public: Vec<SocketAddr> =
-                found.into_iter().filter(|a| !is_private(a.ip())).collect();
-            if public.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!("{host} resolves only to private, loopback or link-local addresses; set allow_private_network on its connection to allow that"),
-                ));
-            }
-            Ok(public.into_iter())
-        })
+impl GuardedResolver {
+    /// Resolves a host *name* (IP literals are never passed here) and keeps only the
+    /// addresses the SSRF guard allows: all of them when the name's connection set
+    /// `allow_private_network`, else the public ones; none left is a `PermissionDenied`
+    /// error saying why. Ports in the answer are 0.
+    pub async fn resolve(&self, name: &str) -> std::io::Result<Vec<SocketAddr>> {
+        let host = name.trim_end_matches('.').to_ascii_lowercase();
+        let found: Vec<SocketAddr> = match self.overrides.get(&host) {
+            Some(ips) => ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
+            None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+        };
+        if self.allow_private.contains(&host) {
+            return Ok(found);
+        }
+        let public: Vec<SocketAddr> = found.into_iter().filter(|a| !is_private(a.ip())).collect();
+        if public.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{host} resolves only to private, loopback or link-local addresses; set allow_private_network on its connection to allow that"),
+            ));
+        }
+        Ok(public)
     }
 }
 
-/// Loopback, private, link-local (incl. cloud metadata), shared, ULA, unspecified, multicast.
+/// Loopback, private, link-local (incl. cloud metadata), shared, reserved, ULA, site-local,
+/// unspecified, multicast — and IPv4-mapped or NAT64 addresses that translate to one.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -114,17 +71,28 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || (o[0] == 100 && (64..128).contains(&o[1])) // 100.64.0.0/10 shared
                 || o[0] == 0
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24 IETF protocol assignments
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
+                || o[0] >= 240 // 240.0.0.0/4 reserved
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            // NAT64 (64:ff9b::/96): the IPv4 address it translates to decides.
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = seg[6].to_be_bytes();
+                let [c, d] = seg[7].to_be_bytes();
+                return is_private(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // ULA fc00::/7
-                || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg[0] & 0xfe00) == 0xfc00 // ULA fc00::/7
+                || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still routed in places)
+                || (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1) // 64:ff9b:1::/48 local NAT64
         }
     }
 }
@@ -132,7 +100,6 @@ pub fn is_private(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower_service::Service;
 
     #[test]
     fn private_ranges() {
@@ -149,10 +116,27 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "192.0.0.170",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            "fec0::1",
+            "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
+            "64:ff9b::7f00:1",    // NAT64 of 127.0.0.1
+            "64:ff9b:1::1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "93.184.216.34", "2606:4700::1111", "172.32.0.1"] {
+        for ip in [
+            "8.8.8.8",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "172.32.0.1",
+            "198.20.0.1",
+            "192.0.1.1",
+            "64:ff9b::808:808", // NAT64 of 8.8.8.8
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -173,27 +157,13 @@ mod tests {
             ),
         ]
         .into();
-        let mut guard = GuardedResolver::new(HashSet::new(), overrides.clone());
-        let err = guard
-            .call("internal.example".parse().unwrap())
-            .await
-            .unwrap_err();
+        let guard = GuardedResolver::new(HashSet::new(), overrides.clone());
+        let err = guard.resolve("internal.example").await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
         // only the checked public address is handed to the connector
-        let addrs: Vec<_> = guard
-            .call("api.example".parse().unwrap())
-            .await
-            .unwrap()
-            .collect();
+        let addrs = guard.resolve("api.example").await.unwrap();
         assert_eq!(addrs, vec!["93.184.216.34:0".parse().unwrap()]);
-        let mut allowed = GuardedResolver::new(["internal.example".to_string()].into(), overrides);
-        assert_eq!(
-            allowed
-                .call("internal.example.".parse().unwrap())
-                .await
-                .unwrap()
-                .count(),
-            1
-        );
+        let allowed = GuardedResolver::new(["internal.example".to_string()].into(), overrides);
+        assert_eq!(allowed.resolve("internal.example.").await.unwrap().len(), 1);
     }
 }

@@ -59,6 +59,10 @@ pub struct Status {
 
 pub struct ConnectionState {
     pub conn: Arc<Connection>,
+    /// Position in the registry (indexes per-worker upstream pools).
+    pub index: usize,
+    /// The upstream authority as a ready `Host` value.
+    pub host_header: HeaderValue,
     token: ArcSwapOption<TokenSet>,
     status: ArcSwap<Status>,
     /// Wakes the refresher when a new grant arrives or on reload.
@@ -92,14 +96,18 @@ impl Counters {
 }
 
 impl ConnectionState {
-    pub fn new(conn: Arc<Connection>) -> ConnectionState {
+    pub fn new(conn: Arc<Connection>, index: usize) -> ConnectionState {
         let state = match &conn.auth {
             Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => State::NeedsAuthorization,
             Auth::OAuth2(_) => State::Pending,
             _ => State::Static,
         };
+        let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
+            .expect("an Authority is a valid header value");
         ConnectionState {
             conn,
+            index,
+            host_header,
             token: ArcSwapOption::empty(),
             status: ArcSwap::from_pointee(Status {
                 state,

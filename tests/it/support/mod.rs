@@ -4,7 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod conn_counter;
 pub mod echo;
+pub mod external;
+pub mod raw;
 pub mod token_server;
 
 pub use echo::Echo;
