@@ -4,9 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod conn_counter;
 pub mod echo;
 pub mod external;
+pub mod golden;
 pub mod raw;
 pub mod token_server;
 

@@ -1,0 +1,274 @@
+//! Golden requests on the wire, one test per connector file: the running sidecar sends
+//! the token and renewal requests over TLS (test CA through `tls.ca_file`) to a capture
+//! server that the files' real host names resolve to, and each arrives exactly as Fides
+//! sends it — method, request target, Host, Content-Type, Authorization, Content-Length
+//! and body bytes. The authorization URL is checked both from the authorize route (up to
+//! its random state) and built with the fixed state `STATE123`.
+
+use super::*;
+use crate::support::authz::{authorize, callback, query};
+use crate::support::capture::{Capture, Captured};
+use crate::support::golden::{self, Expected};
+use crate::support::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokenwarden::app::Options;
+use tokenwarden::oauth::request;
+use tokenwarden::template::Lookup;
+
+/// Compares a request captured on the wire with the golden one.
+fn assert_wire(got: &Captured, expected: &Expected, what: &str) {
+    assert_eq!(got.method, expected.method, "{what}: method");
+    assert_eq!(got.target, expected.target(), "{what}: request target");
+    assert_eq!(
+        got.header("host"),
+        Some(expected.authority()),
+        "{what}: Host"
+    );
+    let host = expected.authority().split(':').next().unwrap();
+    if host.parse::<std::net::IpAddr>().is_err() {
+        assert_eq!(got.sni.as_deref(), Some(host), "{what}: TLS server name");
+    }
+    assert_eq!(
+        got.header("content-type"),
+        Some(expected.content_type),
+        "{what}: Content-Type"
+    );
+    assert_eq!(
+        got.header("authorization"),
+        expected.authorization,
+        "{what}: Authorization"
+    );
+    assert_eq!(
+        got.header("content-length"),
+        Some(expected.body.len().to_string().as_str()),
+        "{what}: Content-Length"
+    );
+    // Nothing else: the config's headers plus the client's own Accept and User-Agent
+    // (Fides' library sends its own too; they are not part of the config).
+    let mut names: Vec<&str> = got.headers.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    let mut want = vec![
+        "accept",
+        "content-length",
+        "content-type",
+        "host",
+        "user-agent",
+    ];
+    if expected.authorization.is_some() {
+        want.push("authorization");
+    }
+    want.sort_unstable();
+    assert_eq!(names, want, "{what}: header names");
+    assert_eq!(got.header("accept"), Some("application/json"), "{what}");
+    assert!(
+        got.header("user-agent")
+            .is_some_and(|u| u.starts_with("tokenwarden/")),
+        "{what}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got.body),
+        expected.body,
+        "{what}: body bytes"
+    );
+}
+
+/// Token hosts of the corpus → the capture server.
+fn resolve_to(addr: SocketAddr) -> HashMap<String, SocketAddr> {
+    golden::TOKEN_HOSTS
+        .iter()
+        .map(|h| (h.to_string(), addr))
+        .collect()
+}
+
+/// The long-lived token the capture server answers by default.
+fn long_token() -> Value {
+    json!({"access_token": "tok-long", "token_type": "Bearer", "expires_in": 3600})
+}
+
+/// A token living two seconds with refresh token `REFRESH789`: the refresher renews it
+/// about a second later.
+fn short_token() -> Value {
+    json!({"access_token": "tok-short", "token_type": "Bearer", "expires_in": 2,
+           "refresh_token": golden::REFRESH_TOKEN})
+}
+
+/// The authorization-code dance through the running sidecar: the route's URL equals the
+/// golden one up to the state it minted, and equals it exactly when built with the fixed
+/// state; the callback with `CODE456` makes the sidecar send the token request.
+async fn authorize_and_callback(sidecar: &Sidecar, key: &str, domain: &str) {
+    let expected = golden::authorize_url(key, domain).unwrap();
+    let auth = authorize(sidecar, key).await;
+    assert_ne!(auth.state, golden::STATE);
+    assert!(auth.state.len() >= 43, "a random state: {}", auth.state);
+    let minted = query(&[("state", &auth.state)]);
+    assert_eq!(
+        auth.url.replace(&minted, "state=STATE123"),
+        expected,
+        "{key}: the authorize route's URL"
+    );
+    let conn = &sidecar
+        .running
+        .as_ref()
+        .unwrap()
+        .registry
+        .get(key)
+        .unwrap()
+        .conn;
+    let runtime = [("state", golden::STATE)];
+    let fixed = request::authorization_url(
+        &format!("{} OAuth2", conn.name),
+        oauth(conn).authorization_request.as_ref().unwrap(),
+        &conn.client_config,
+        &Lookup {
+            params: &conn.params,
+            runtime: &runtime,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        fixed, expected,
+        "{key}: authorization URL with a fixed state"
+    );
+    let page = callback(
+        sidecar,
+        &query(&[("code", golden::CODE), ("state", &auth.state)]),
+    )
+    .await;
+    assert_eq!(page.status, 200, "{key} callback: {}", page.body);
+}
+
+/// One connector on the wire: its token and renewal requests, sent by the running sidecar
+/// over TLS (test CA through `tls.ca_file`) to the capture server, where the file's real
+/// host names resolve to.
+async fn wire(key: &str) {
+    let c = golden::connector(key);
+    let capture = Capture::start(long_token()).await;
+    let domain = capture.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // Configured lifetimes (Google, Microsoft, Salesforce) win over the response's, so a
+    // short-lived answer cannot make those renew soon: they start with a stored token that
+    // is due instead, and the renewal comes first.
+    let renew_first = c.authorization_code && c.expires_in.is_some();
+    if renew_first {
+        store_due_token(dir.path(), key);
+    } else if c.authorization_code {
+        capture.script([short_token()]);
+    } else {
+        capture.script([json!({"access_token": "tok-short", "expires_in": 2})]);
+    }
+    let options = Options {
+        resolve: resolve_to(capture.addr),
+        ..Options::default()
+    };
+    let yaml = golden_yaml(&[c], &domain);
+    let sidecar = Sidecar::start_in(dir, &yaml, options).await;
+
+    let token = golden::token(key, &domain);
+    let refresh = golden::refresh(key, &domain);
+    if !c.authorization_code {
+        // client credentials: fetched at start, renewed by the token request again
+        assert_wire(&capture.nth(1).await, &token, &format!("{key} token"));
+        assert_wire(&capture.nth(2).await, &refresh, &format!("{key} renewal"));
+    } else if renew_first {
+        assert_wire(&capture.nth(1).await, &refresh, &format!("{key} refresh"));
+        let status = sidecar.wait_state(key, "ready").await;
+        assert_eq!(
+            status["has_refresh_token"], true,
+            "the old one is kept: {status}"
+        );
+        authorize_and_callback(&sidecar, key, &domain).await;
+        assert_wire(&capture.nth(2).await, &token, &format!("{key} token"));
+    } else {
+        authorize_and_callback(&sidecar, key, &domain).await;
+        assert_wire(&capture.nth(1).await, &token, &format!("{key} token"));
+        assert_wire(&capture.nth(2).await, &refresh, &format!("{key} refresh"));
+    }
+    // the last answer (tok-long) lives an hour or more
+    let status = wait_status(&sidecar, key, |s| {
+        s["state"] == "ready" && s["expires_at"].as_u64().unwrap_or_default() > now() + 1800
+    })
+    .await;
+    if !renew_first {
+        // the renewal answer has no refresh token: an authorization-code connection keeps
+        // REFRESH789; client credentials never had one
+        assert_eq!(
+            status["has_refresh_token"], c.authorization_code,
+            "{status}"
+        );
+    }
+
+    if c.needs_domain {
+        // Its API is the capture server too: a proxied call carries the renewed token.
+        let r = client()
+            .get(sidecar.url(&format!("/{key}/api/v2/users?q=a+b")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let upstream = capture.nth(3).await;
+        assert_eq!(upstream.target, "/api/v2/users?q=a+b");
+        assert_eq!(upstream.header("authorization"), Some("Bearer tok-long"));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let extra = capture.count() - if c.needs_domain { 3 } else { 2 };
+    assert_eq!(extra, 0, "{key}: no further token requests");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn adobe_sign() {
+    wire("adobe_sign").await;
+}
+
+#[tokio::test]
+async fn auth0() {
+    wire("auth0").await;
+}
+
+#[tokio::test]
+async fn domo() {
+    wire("domo").await;
+}
+
+#[tokio::test]
+async fn google_analytics() {
+    wire("google_analytics").await;
+}
+
+#[tokio::test]
+async fn microsoft_advertising() {
+    wire("microsoft_advertising").await;
+}
+
+#[tokio::test]
+async fn outreach() {
+    wire("outreach").await;
+}
+
+#[tokio::test]
+async fn powerreviews() {
+    wire("powerreviews").await;
+}
+
+#[tokio::test]
+async fn salesforce() {
+    wire("salesforce").await;
+}
+
+#[tokio::test]
+async fn snap() {
+    wire("snap").await;
+}
+
+#[tokio::test]
+async fn unbounce() {
+    wire("unbounce").await;
+}
+
+#[tokio::test]
+async fn universal_analytics() {
+    wire("universal_analytics").await;
+}

@@ -1,0 +1,201 @@
+//! A TLS capture server on loopback: it records every request exactly as it arrived
+//! (method, request target, headers in order, body bytes, and the SNI name the client
+//! asked for) and answers each with a scripted JSON body, or the default one. Its
+//! certificate comes from the committed test CA in `tests/fixtures/tls/` (see
+//! `generate.sh` there), which covers 127.0.0.1 and every host name the Fides connector
+//! files in `config/fides/` use, so the sidecar trusts it through `tls.ca_file` and the
+//! real host names reach it through DNS overrides.
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The test CA that signed the capture server's certificate (give it to `tls.ca_file`).
+pub fn ca_file() -> PathBuf {
+    fixtures().join("ca.pem")
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
+}
+
+/// One request as the server received it.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub method: String,
+    /// The raw request target (`/path?query`).
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The TLS server name the client sent (None for an IP address).
+    pub sni: Option<String>,
+}
+
+impl Captured {
+    /// The values of header `name` (case-insensitive), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of header `name`; panics when it is repeated.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let all = self.all(name);
+        assert!(all.len() <= 1, "header {name} sent {} times", all.len());
+        all.first().copied()
+    }
+
+    /// A form field of the body.
+    pub fn field(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(&self.body)
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<serde_json::Value>,
+    default: serde_json::Value,
+    requests: Vec<Captured>,
+}
+
+#[derive(Clone)]
+pub struct Capture {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Capture {
+    /// Starts a server answering `default` (status 200, JSON) to every request.
+    pub async fn start(default: serde_json::Value) -> Capture {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new(Mutex::new(Inner {
+            default,
+            ..Inner::default()
+        }));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config()));
+        let state = Arc::clone(&inner);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        let sni = sni.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(state, sni, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Capture { addr, inner }
+    }
+
+    /// Queues bodies answered before the default one.
+    pub fn script(&self, replies: impl IntoIterator<Item = serde_json::Value>) {
+        self.inner.lock().unwrap().script.extend(replies);
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.lock().unwrap().requests.len()
+    }
+
+    /// Waits until at least `n` requests have arrived, and returns request `n - 1`.
+    pub async fn nth(&self, n: usize) -> Captured {
+        let deadline = tokio::time::Instant::now() + super::WAIT;
+        while self.count() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the capture server saw {} requests, expected {n}",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.requests()[n - 1].clone()
+    }
+}
+
+async fn handle(
+    inner: Arc<Mutex<Inner>>,
+    sni: Option<String>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let reply = {
+        let mut i = inner.lock().unwrap();
+        i.requests.push(Captured {
+            method: parts.method.to_string(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body,
+            sni,
+        });
+        let default = i.default.clone();
+        i.script.pop_front().unwrap_or(default)
+    };
+    let mut r = Response::new(Full::new(Bytes::from(reply.to_string())));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+fn server_config() -> rustls::ServerConfig {
+    let pem = std::fs::read(fixtures().join("server.pem")).expect("server.pem");
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .expect("certificates");
+    let key_pem = std::fs::read(fixtures().join("server.key")).expect("server.key");
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .expect("key")
+        .expect("a private key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
