@@ -53,7 +53,8 @@ pub async fn apply(
     for (k, v) in extra {
         object.insert(k.clone(), v.clone());
     }
-    let merged = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
+    // Serialized as Python's json.dumps does (", " and ": ", insertion order), as Fides sends it.
+    let merged = Bytes::from(template::python_json(&serde_json::Value::Object(object)));
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

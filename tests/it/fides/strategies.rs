@@ -137,10 +137,10 @@ async fn api_key_body_is_merged_into_the_json_body() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    let sent: Value = serde_json::from_str(body["body"].as_str().unwrap()).unwrap();
+    // The bytes Python's json.dumps writes: ", " and ": ", the app's keys first.
     assert_eq!(
-        sent,
-        json!({"order": 7, "api_key": "k3y", "nested": {"n": 1}})
+        body["body"],
+        r#"{"order": 7, "api_key": "k3y", "nested": {"n": 1}}"#
     );
     assert_eq!(echoed(&body, "content-type"), ["application/json"]);
     let len = body["body"].as_str().unwrap().len().to_string();
