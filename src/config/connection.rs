@@ -108,12 +108,8 @@ pub fn validate_all(
     let mut out = Vec::new();
     for (i, value) in values.into_iter().enumerate() {
         let prefix = format!("connections[{i}]");
-        let raw: RawConnection = match src.deserialize(value, &prefix) {
-            Ok(raw) => raw,
-            Err(p) => {
-                problems.push(p);
-                continue;
-            }
+        let Some(raw) = src.deserialize_all::<RawConnection>(value, &prefix, problems) else {
+            continue;
         };
         let key_path = format!("{prefix}.key");
         if raw.key.is_empty()
@@ -174,18 +170,32 @@ fn validate_one(
         match (raw.saas_config, raw.client_config) {
             (Some(Value::String(file)), None) => {
                 let file = base.join(file);
-                fides_src = match Source::read(&file) {
-                    Ok(s) => s,
-                    Err(mut p) => {
-                        p.message = format!("connection `{}`: {}", raw.key, p.message);
-                        problems.push(p);
+                fides_src = match std::fs::read_to_string(&file) {
+                    Ok(text) => Source::from_text(&file, text),
+                    Err(e) => {
+                        // Positioned where the main file names it.
+                        problems.push(src.problem(
+                            &format!("{prefix}.saas_config"),
+                            format!(
+                                "connection `{}`: cannot read the Fides file `{}`: {e}",
+                                raw.key,
+                                file.display()
+                            ),
+                        ));
                         return None;
                     }
                 };
-                let value = fides_src.parse().map_err(|p| problems.push(p)).ok()?;
+                let in_fides_file = |mut p: super::Problem| {
+                    p.message = format!("connection `{}`: {}", raw.key, p.message);
+                    p
+                };
+                let value = fides_src
+                    .parse()
+                    .map_err(|p| problems.push(in_fides_file(p)))
+                    .ok()?;
                 let parsed: SaasConfigFile = fides_src
                     .deserialize(value, "")
-                    .map_err(|p| problems.push(p))
+                    .map_err(|p| problems.push(in_fides_file(p)))
                     .ok()?;
                 (
                     parsed.saas_config,
@@ -223,11 +233,21 @@ fn validate_one(
                 ));
                 return None;
             }
-            (Some(_), Some(_)) | (None, None) => {
+            (Some(_), Some(_)) => {
+                problems.push(src.problem(
+                    &format!("{prefix}.client_config"),
+                    format!(
+                        "connection `{}` has both saas_config and client_config; keep one",
+                        raw.key
+                    ),
+                ));
+                return None;
+            }
+            (None, None) => {
                 problems.push(src.problem(
                     prefix,
                     format!(
-                        "connection `{}` needs exactly one of saas_config or client_config",
+                        "connection `{}` needs a saas_config (a Fides file) or a client_config",
                         raw.key
                     ),
                 ));

@@ -54,23 +54,29 @@ pub fn load_with_env(
     let mut value = source.parse().map_err(|p| Problems::from(vec![p]))?;
     let mut unset = Vec::new();
     env::expand_tree(&mut value, "", env, &mut unset);
-    for u in unset {
+    for u in &unset {
         problems.push(source.problem(
             &u.path,
             format!("environment variable `{}` is not set", u.variable),
         ));
     }
-    let raw: raw::RawFile = match source.deserialize(value, "") {
-        Ok(raw) => raw,
-        Err(p) => {
-            problems.push(p);
-            return Err(problems);
-        }
-    };
+    let env_problems = problems.0.len();
+    let raw = raw::RawFile::read(value, &source, &mut problems);
     let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let s = settings::validate(&raw, &source, &base_dir, &mut problems);
     let connections =
         connection::validate_all(raw.connections, &source, &base_dir, &s.admin, &mut problems);
+    // A value whose variable is unset still holds `${VAR}`: what validation then says about
+    // that value would only repeat the unset variable, less clearly.
+    let mut index = 0;
+    problems.0.retain(|p| {
+        index += 1;
+        index <= env_problems
+            || !unset
+                .iter()
+                .any(|u| p.message.starts_with(&format!("{}: ", u.path)))
+    });
+    problems.sort();
     problems.into_result(Config {
         file: path.to_path_buf(),
         proxy: s.proxy,

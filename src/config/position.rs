@@ -64,8 +64,18 @@ pub fn child_index(path: &str, index: usize) -> String {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        key: Option<String>,
+        /// Where the mapping started, while its position is not yet recorded: the parser
+        /// marks a block mapping at its first `:`, so a mapping without a key of its own
+        /// (a sequence item, the root) is placed at its first key instead.
+        start: Option<(usize, usize)>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -84,7 +94,7 @@ impl Builder {
                 *next += 1;
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => match key.take() {
+            Some(Frame::Map { path, key, .. }) => match key.take() {
                 Some(k) => Some(child_key(path, &k)),
                 None => {
                     // This node is a key. Scalar keys name their value; others are ignored.
@@ -103,7 +113,18 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, event: Event, mark: Marker) {
         let position = (mark.line(), mark.col() + 1);
         match event {
-            Event::MappingEnd | Event::SequenceEnd => {
+            Event::MappingEnd => {
+                if let Some(Frame::Map {
+                    path,
+                    start: Some(start),
+                    ..
+                }) = self.stack.pop()
+                {
+                    // An empty mapping: its start is all we have.
+                    self.by_path.entry(path).or_insert(start);
+                }
+            }
+            Event::SequenceEnd => {
                 self.stack.pop();
             }
             Event::Scalar(..)
@@ -113,18 +134,42 @@ impl MarkedEventReceiver for Builder {
                 let path = self.node_path(&event);
                 // A key records its position under the path of its value, so a problem with a
                 // value (or an unknown key) points at the key's line.
-                let recorded = match (&path, self.stack.last()) {
+                let recorded = match (&path, self.stack.last_mut()) {
                     (Some(p), _) => Some(p.clone()),
-                    (None, Some(Frame::Map { path, key: Some(k) })) => Some(child_key(path, k)),
+                    (
+                        None,
+                        Some(Frame::Map {
+                            path,
+                            key: Some(k),
+                            start,
+                        }),
+                    ) => {
+                        // The first key also places a mapping not yet placed.
+                        if start.take().is_some() {
+                            self.by_path.entry(path.clone()).or_insert(position);
+                        }
+                        Some(child_key(path, k))
+                    }
                     (None, _) => None,
                 };
+                let own_map = matches!(event, Event::MappingStart(..)) && path.is_some();
                 if let Some(recorded) = recorded {
+                    if own_map && !self.by_path.contains_key(&recorded) {
+                        // Placed at its first key (or its start, if it has none).
+                        self.stack.push(Frame::Map {
+                            path: recorded,
+                            key: None,
+                            start: Some(position),
+                        });
+                        return;
+                    }
                     self.by_path.entry(recorded).or_insert(position);
                 }
                 match event {
                     Event::MappingStart(..) => self.stack.push(Frame::Map {
                         path: path.unwrap_or_default(),
                         key: None,
+                        start: None,
                     }),
                     Event::SequenceStart(..) => self.stack.push(Frame::Seq {
                         path: path.unwrap_or_default(),
@@ -155,6 +200,19 @@ mod tests {
             p.find("connections[0].secrets.nope"),
             p.find("connections[0].secrets")
         );
+    }
+
+    #[test]
+    fn a_mapping_without_a_key_of_its_own_is_placed_at_its_first_key() {
+        let text = "connections:\n  - key: a\n    x: 1\n  - { key: b }\n  - {}\n";
+        let p = Positions::index(text);
+        assert_eq!(p.find("connections[0]"), Some((2, 5)));
+        assert_eq!(p.find("connections[1]"), Some((4, 7)));
+        assert_eq!(p.find("connections[2]"), Some((5, 5)));
+        assert_eq!(p.find(""), Some((1, 1)));
+        // a mapping that is a key's value is placed at that key
+        let p = Positions::index("proxy:\n  listen: x\n");
+        assert_eq!(p.find("proxy"), Some((1, 1)));
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! tokenwarden's own file, exactly as written (serde layer). Unknown keys are errors.
 //! Downstream code never sees these types: [`super::validate`] turns them into [`super::Config`].
 
+use super::source::{Problems, Source};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
-#[derive(Debug, Deserialize)]
+/// The top-level keys of tokenwarden's file, in the order error messages list them.
+pub const TOP_LEVEL_KEYS: [&str; 6] = ["proxy", "admin", "store", "tls", "log", "connections"];
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
     #[serde(default)]
@@ -22,12 +27,105 @@ pub struct RawFile {
     pub connections: Vec<Value>,
 }
 
+impl RawFile {
+    /// Reads the file section by section, so a problem in one section (or an unknown
+    /// top-level key) does not hide the problems in the others. A section that cannot be
+    /// read is reported and left at its default.
+    pub fn read(value: Value, src: &Source, problems: &mut Problems) -> RawFile {
+        let map = match value {
+            Value::Mapping(map) => map,
+            Value::Null => return RawFile::default(),
+            other => {
+                // Let serde word the type mismatch ("invalid type: …, expected struct RawFile").
+                if let Err(p) = src.deserialize::<RawFile>(other, "") {
+                    problems.push(p);
+                }
+                return RawFile::default();
+            }
+        };
+        let mut raw = RawFile::default();
+        for (key, value) in map {
+            let Some(name) = key.as_str() else {
+                problems.push(src.problem(
+                    "",
+                    format!("top-level keys must be text, not `{}`", yaml_text(&key)),
+                ));
+                continue;
+            };
+            match name {
+                "proxy" => section(&mut raw.proxy, value, name, src, problems),
+                "admin" => section(&mut raw.admin, value, name, src, problems),
+                "store" => section(&mut raw.store, value, name, src, problems),
+                "tls" => section(&mut raw.tls, value, name, src, problems),
+                "log" => section(&mut raw.log, value, name, src, problems),
+                "connections" => section(&mut raw.connections, value, name, src, problems),
+                other => problems.push(src.problem(
+                    other,
+                    format!(
+                        "unknown field `{other}`, expected one of {}",
+                        TOP_LEVEL_KEYS.map(|k| format!("`{k}`")).join(", ")
+                    ),
+                )),
+            }
+        }
+        raw
+    }
+}
+
+/// Reads one top-level section into `slot`; `null` (an empty section) keeps the default.
+fn section<T: DeserializeOwned>(
+    slot: &mut T,
+    value: Value,
+    name: &str,
+    src: &Source,
+    problems: &mut Problems,
+) {
+    if value.is_null() {
+        return;
+    }
+    if let Some(v) = src.deserialize_all(value, name, problems) {
+        *slot = v;
+    }
+}
+
+/// A text field that may be written as a bare number (`listen: 8080`, `connect_timeout: 5`),
+/// so validation can judge the value instead of serde rejecting its type.
+fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        // The value is not quoted: some of these fields hold secrets.
+        Some(other) => {
+            let kind = match other {
+                Value::Bool(_) => "true/false",
+                Value::Sequence(_) => "a list",
+                Value::Mapping(_) => "a mapping",
+                _ => "a tagged value",
+            };
+            return Err(serde::de::Error::custom(format!(
+                "expected text, not {kind}"
+            )));
+        }
+    })
+}
+
+fn yaml_text(value: &Value) -> String {
+    serde_yaml_ng::to_string(value)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxy {
+    #[serde(default, deserialize_with = "scalar_text")]
     pub listen: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     pub connect_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     pub response_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     pub header_read_timeout: Option<String>,
     pub via_pseudonym: Option<String>,
     #[serde(default)]
@@ -38,9 +136,13 @@ pub struct RawProxy {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    #[serde(default, deserialize_with = "scalar_text")]
     pub listen: Option<String>,
     pub public_url: Option<String>,
+    /// A secret: a bare number is read as text, so no type error ever quotes it.
+    #[serde(default, deserialize_with = "scalar_text")]
     pub token: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     pub state_ttl: Option<String>,
     pub max_pending_states: Option<usize>,
     pub instance: Option<String>,
@@ -51,6 +153,8 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub path: Option<String>,
+    /// A secret: a bare number is read as text, so no type error ever quotes it.
+    #[serde(default, deserialize_with = "scalar_text")]
     pub key: Option<String>,
     pub on_unreadable: Option<String>,
 }

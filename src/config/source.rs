@@ -38,6 +38,21 @@ impl Problems {
         self.0.is_empty()
     }
 
+    /// Puts the problems in file order: grouped by file (in the order the files first
+    /// appear), then by line and column; unpositioned problems first within their file.
+    pub fn sort(&mut self) {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for p in &self.0 {
+            if !files.contains(&p.file) {
+                files.push(p.file.clone());
+            }
+        }
+        self.0.sort_by_key(|p| {
+            let file = files.iter().position(|f| *f == p.file).unwrap_or(0);
+            (file, p.line.unwrap_or(0), p.column.unwrap_or(0))
+        });
+    }
+
     pub fn into_result<T>(self, ok: T) -> Result<T, Problems> {
         if self.0.is_empty() {
             Ok(ok)
@@ -95,13 +110,29 @@ impl Source {
     pub fn parse(&self) -> Result<Value, Problem> {
         serde_yaml_ng::from_str(&self.text).map_err(|e| {
             let location = e.location();
+            let hint = location
+                .as_ref()
+                .filter(|l| self.unquoted_variable_at(l.line(), l.column()))
+                .map_or("", |_| UNQUOTED_VARIABLE_HINT);
             Problem {
                 file: self.file.clone(),
                 line: location.as_ref().map(|l| l.line()),
                 column: location.as_ref().map(|l| l.column()),
-                message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                message: format!("invalid YAML: {}{hint}", strip_location(&e.to_string())),
             }
         })
+    }
+
+    /// Whether a syntax error at `line`:`column` (1-based) sits on a `${` — an unquoted
+    /// variable inside `{ … }` or `[ … ]`, where YAML reads its braces as structure.
+    fn unquoted_variable_at(&self, line: usize, column: usize) -> bool {
+        let Some(text) = self.text.lines().nth(line.saturating_sub(1)) else {
+            return false;
+        };
+        let at = column.saturating_sub(1);
+        [at.saturating_sub(1), at]
+            .iter()
+            .any(|&i| text.get(i..).is_some_and(|rest| rest.starts_with("${")))
     }
 
     /// A problem at `path` (e.g. `connections[0].secrets`), positioned when known.
@@ -128,21 +159,83 @@ impl Source {
         value: Value,
         prefix: &str,
     ) -> Result<T, Problem> {
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let mut path = prefix.to_owned();
-            for segment in e.path().iter() {
-                use serde_path_to_error::Segment;
-                match segment {
-                    Segment::Seq { index } => path = super::position::child_index(&path, *index),
-                    Segment::Map { key } => path = super::position::child_key(&path, key),
-                    Segment::Enum { variant } => path = super::position::child_key(&path, variant),
-                    Segment::Unknown => {}
-                }
+        serde_path_to_error::deserialize(value).map_err(|e| self.serde_problem(&e, prefix))
+    }
+
+    /// [`Source::deserialize`], but an unknown key does not hide the problems after it:
+    /// each unknown key is reported, removed, and the rest read again.
+    pub fn deserialize_all<T: DeserializeOwned>(
+        &self,
+        mut value: Value,
+        prefix: &str,
+        problems: &mut Problems,
+    ) -> Option<T> {
+        for _ in 0..MAX_UNKNOWN_KEYS {
+            let e = match serde_path_to_error::deserialize(value.clone()) {
+                Ok(t) => return Some(t),
+                Err(e) => e,
+            };
+            problems.push(self.serde_problem(&e, prefix));
+            if !e.inner().to_string().starts_with("unknown field `")
+                || !remove(&mut value, e.path())
+            {
+                return None;
             }
-            self.problem(&path, strip_location(&e.inner().to_string()))
-        })
+        }
+        None
+    }
+
+    fn serde_problem(
+        &self,
+        e: &serde_path_to_error::Error<serde_yaml_ng::Error>,
+        prefix: &str,
+    ) -> Problem {
+        let mut path = prefix.to_owned();
+        for segment in e.path().iter() {
+            use serde_path_to_error::Segment;
+            match segment {
+                Segment::Seq { index } => path = super::position::child_index(&path, *index),
+                Segment::Map { key } => path = super::position::child_key(&path, key),
+                Segment::Enum { variant } => path = super::position::child_key(&path, variant),
+                Segment::Unknown => {}
+            }
+        }
+        self.problem(&path, strip_location(&e.inner().to_string()))
     }
 }
+
+/// Most unknown keys reported in one value before giving up on it.
+const MAX_UNKNOWN_KEYS: usize = 32;
+
+/// Removes the node at `path` from `value`; false when the path does not lead to a mapping key.
+fn remove(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+                Some(child) => child,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(s)) => match s.get_mut(*index) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        Value::Mapping(m) => m.remove(key.as_str()).is_some(),
+        _ => false,
+    }
+}
+
+/// Appended to a YAML syntax error caused by an unquoted `${VAR}` in a flow collection.
+const UNQUOTED_VARIABLE_HINT: &str = " (inside `{ … }` or `[ … ]`, quote a variable: \"${VAR}\")";
 
 /// serde_yaml appends " at line L column C" to some messages; positions are shown once, up front.
 fn strip_location(message: &str) -> String {

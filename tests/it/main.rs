@@ -5,6 +5,7 @@
 mod support;
 
 mod authcode;
+mod config_errors;
 mod fides;
 mod forward;
 mod foundation;

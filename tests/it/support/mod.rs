@@ -9,8 +9,11 @@ pub mod conn_counter;
 pub mod echo;
 pub mod external;
 pub mod golden;
+pub mod memory;
 pub mod raw;
+pub mod raw_upstream;
 pub mod token_server;
+pub mod upload;
 
 pub use echo::Echo;
 pub use token_server::{Reply, TokenServer};

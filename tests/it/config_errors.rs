@@ -1,0 +1,411 @@
+//! Bad configs → the exact problem lines the loader reports (`file:line:column: message`),
+//! every problem of a file at once. `tokenwarden check` and `run` print these lines.
+
+use std::path::Path;
+
+/// One bad config and what the loader must say about it.
+struct Case {
+    name: &'static str,
+    /// The main file, written as `config.yaml`.
+    config: &'static str,
+    /// Other files beside it (Fides configs).
+    files: &'static [(&'static str, &'static str)],
+    /// The environment `${VAR}` sees.
+    env: &'static [(&'static str, &'static str)],
+    /// The problem lines, with paths relative to the config's directory.
+    expected: &'static [&'static str],
+}
+
+/// A Fides file that loads.
+const FIDES_OK: &str = r#"saas_config:
+  fides_key: acme
+  name: Acme
+  type: acme
+  connector_params:
+    - name: domain
+      default_value: api.acme.example
+    - name: client_id
+    - name: client_secret
+  client_config:
+    protocol: https
+    host: <domain>
+    authentication:
+      strategy: oauth2_client_credentials
+      configuration:
+        token_request:
+          method: POST
+          path: /oauth/token
+          body: '{"client_id": "<client_id>", "client_secret": "<client_secret>"}'
+  endpoints: []
+"#;
+
+const CASES: &[Case] = &[
+    Case {
+        name: "unknown top-level key",
+        config: "proxy:\n  listen: 127.0.0.1:8080\nconnection:\n  - key: api\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:3:1: connection: unknown field `connection`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
+        ],
+    },
+    Case {
+        name: "unknown key inside a connection",
+        config: r#"connections:
+  - key: api
+    saas_config: acme.yml
+    secret:
+      client_id: abc
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:4:5: connections[0].secret: unknown field `secret`, expected one of `key`, `saas_config`, `client_config`, `secrets`, `pkce`, `client_auth`, `issuer`, `allow_private_network`",
+            // The rest of the connection is still checked: without `secrets`, nothing fills these.
+            "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `api`: placeholder <client_id> is not resolved: add `client_id` to the connection's secrets",
+            "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `api`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
+        ],
+    },
+    Case {
+        name: "unset environment variable",
+        config: r#"connections:
+  - key: api
+    saas_config: acme.yml
+    secrets:
+      client_id: ${ACME_ID}
+      client_secret: ${ACME_SECRET}
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[("ACME_ID", "abc")],
+        expected: &[
+            "config.yaml:6:7: connections[0].secrets.client_secret: environment variable `ACME_SECRET` is not set",
+        ],
+    },
+    Case {
+        name: "unset variables in checked values are reported once",
+        config: r#"proxy:
+  listen: ${TW_LISTEN}
+admin:
+  public_url: ${TW_PUBLIC_URL}
+connections:
+  - key: api
+    client_config:
+      protocol: https
+      host: ${TW_HOST}
+      authentication: { strategy: bearer, configuration: { token: abc } }
+"#,
+        files: &[],
+        env: &[],
+        // Not also "bad listen address `${TW_LISTEN}`", "not an http:// URL", "bad host".
+        expected: &[
+            "config.yaml:2:3: proxy.listen: environment variable `TW_LISTEN` is not set",
+            "config.yaml:4:3: admin.public_url: environment variable `TW_PUBLIC_URL` is not set",
+            "config.yaml:9:7: connections[0].client_config.host: environment variable `TW_HOST` is not set",
+        ],
+    },
+    Case {
+        name: "unquoted variable inside a flow mapping",
+        config: r#"connections:
+  - key: api
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: ${ACME_SECRET} }
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[("ACME_SECRET", "xyz")],
+        expected: &[
+            "config.yaml:4:48: invalid YAML: did not find expected ',' or '}' (inside `{ … }` or `[ … ]`, quote a variable: \"${VAR}\")",
+        ],
+    },
+    Case {
+        name: "unknown strategy",
+        config: r#"connections:
+  - key: api
+    client_config:
+      protocol: https
+      host: api.example.com
+      authentication:
+        strategy: oauth2_password
+        configuration: {}
+"#,
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:7:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_password`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key",
+        ],
+    },
+    Case {
+        name: "unresolved placeholder in the host",
+        config: r#"connections:
+  - key: api
+    secrets: { client_id: abc, client_secret: xyz }
+    client_config:
+      protocol: https
+      host: <subdomain>.example.com
+      authentication:
+        strategy: oauth2_client_credentials
+        configuration:
+          token_request:
+            method: POST
+            path: /oauth/token
+            body: '{"client_id": "<client_id>", "client_secret": "<client_secret>"}'
+"#,
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:6:7: connections[0].client_config.host: connection `api`: placeholder <subdomain> is not resolved: add `subdomain` to the connection's secrets",
+        ],
+    },
+    Case {
+        name: "unresolved placeholder in the token_request body",
+        config: r#"connections:
+  - key: api
+    secrets: { client_id: abc, client_secret: xyz }
+    client_config:
+      protocol: https
+      host: api.example.com
+      authentication:
+        strategy: oauth2_client_credentials
+        configuration:
+          token_request:
+            method: POST
+            path: /oauth/token
+            body: '{"client_id": "<client_id>", "audience": "<audience>", "code": "<code>"}'
+"#,
+        files: &[],
+        env: &[],
+        // `<code>` is filled at run time, so only `<audience>` is a problem.
+        expected: &[
+            "config.yaml:13:13: connections[0].client_config.authentication.configuration.token_request.body: connection `api`: placeholder <audience> is not resolved: add `audience` to the connection's secrets",
+        ],
+    },
+    Case {
+        name: "unresolved placeholder in a Fides file",
+        config: r#"connections:
+  - key: acme
+    saas_config: acme.yml
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `acme`: placeholder <client_id> is not resolved: add `client_id` to the connection's secrets",
+            "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `acme`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
+        ],
+    },
+    Case {
+        name: "bad listen addresses",
+        config: "proxy:\n  listen: localhost:8080\nadmin:\n  listen: 127.0.0.1:99999\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:2:3: proxy.listen: bad listen address `localhost:8080`: expected IP:PORT, such as 127.0.0.1:8080",
+            "config.yaml:4:3: admin.listen: bad listen address `127.0.0.1:99999`: expected IP:PORT, such as 127.0.0.1:9090",
+        ],
+    },
+    Case {
+        name: "duplicate connection keys",
+        config: r#"connections:
+  - key: acme
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: xyz }
+  - key: acme
+    saas_config: acme.yml
+    secrets: { client_id: def, client_secret: uvw }
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &["config.yaml:5:5: connections[1].key: duplicate connection key `acme`"],
+    },
+    Case {
+        name: "missing saas_config file",
+        config: r#"connections:
+  - key: acme
+    saas_config: fides/acme.yml
+    secrets: { client_id: abc, client_secret: xyz }
+"#,
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:3:5: connections[0].saas_config: connection `acme`: cannot read the Fides file `fides/acme.yml`: No such file or directory (os error 2)",
+        ],
+    },
+    Case {
+        name: "saas_config file with bad YAML",
+        config: r#"connections:
+  - key: acme
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: xyz }
+"#,
+        files: &[(
+            "acme.yml",
+            "saas_config:\n  fides_key: acme\n  name: [Acme\n  type: acme\n",
+        )],
+        env: &[],
+        expected: &[
+            "acme.yml:4:7: connection `acme`: invalid YAML: did not find expected ',' or ']'",
+        ],
+    },
+    Case {
+        name: "saas_config file that is not a Fides config",
+        config: r#"connections:
+  - key: acme
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: xyz }
+"#,
+        files: &[("acme.yml", "fides_key: acme\nname: Acme\n")],
+        env: &[],
+        expected: &["acme.yml:1:1: connection `acme`: missing field `saas_config`"],
+    },
+    Case {
+        name: "both saas_config and client_config",
+        config: r#"connections:
+  - key: acme
+    saas_config: acme.yml
+    client_config: { protocol: https, host: api.acme.example }
+    secrets: { client_id: abc, client_secret: xyz }
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:4:5: connections[0].client_config: connection `acme` has both saas_config and client_config; keep one",
+        ],
+    },
+    Case {
+        name: "neither saas_config nor client_config",
+        config: "connections:\n  - key: acme\n    secrets: { client_id: abc }\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:2:5: connections[0]: connection `acme` needs a saas_config (a Fides file) or a client_config",
+        ],
+    },
+    Case {
+        name: "several problems at once, in file order",
+        config: r#"proxy:
+  listen: 8080
+  colour: blue
+admin:
+  listen: 127.0.0.1:9090
+mystery: true
+connections:
+  - key: acme
+    saas_config: acme.yml
+    secrets:
+      client_id: ${ACME_ID}
+  - key: acme
+    client_config:
+      protocol: https
+      host: <tenant>.example.com
+      authentication: { strategy: oauth2_magic }
+  - key: other
+    saas_config: missing.yml
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:2:3: proxy.listen: bad listen address `8080`: expected IP:PORT, such as 127.0.0.1:8080",
+            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`",
+            "config.yaml:6:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
+            "config.yaml:11:7: connections[0].secrets.client_id: environment variable `ACME_ID` is not set",
+            "config.yaml:12:5: connections[1].key: duplicate connection key `acme`",
+            "config.yaml:16:25: connections[1].client_config.authentication.strategy: connection `acme`: unknown strategy `oauth2_magic`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key",
+            "config.yaml:18:5: connections[2].saas_config: connection `other`: cannot read the Fides file `missing.yml`: No such file or directory (os error 2)",
+            "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `acme`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
+        ],
+    },
+];
+
+/// Loads `case` from a fresh directory → its problem lines, paths relative to that directory.
+fn problems(case: &Case) -> Result<Vec<String>, String> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in case.files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, case.config).unwrap();
+    let env = |name: &str| {
+        case.env
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    };
+    match tokenwarden::config::load_with_env(&file, &env) {
+        Ok(config) => Err(format!(
+            "loaded with {} connection(s)",
+            config.connections.len()
+        )),
+        Err(problems) => Ok(relative(&problems.to_string(), dir.path())),
+    }
+}
+
+fn relative(text: &str, dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    text.lines().map(|l| l.replace(&prefix, "")).collect()
+}
+
+#[test]
+fn each_bad_config_gets_its_exact_problem_lines() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        match problems(case) {
+            Ok(lines) if lines == case.expected => {}
+            Ok(lines) => failures.push(format!(
+                "{}:\n  expected {:#?}\n  got      {:#?}",
+                case.name, case.expected, lines
+            )),
+            Err(e) => failures.push(format!("{}: {e}", case.name)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_cases_are_one_fix_away_from_loading() {
+    // The fixture is valid on its own, so each case fails for its own reason.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("acme.yml"), FIDES_OK).unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        "connections:\n  - key: acme\n    saas_config: acme.yml\n    secrets:\n      client_id: ${ACME_ID}\n      client_secret: xyz\n",
+    )
+    .unwrap();
+    let config = tokenwarden::config::load_with_env(&file, &|name| {
+        (name == "ACME_ID").then(|| "abc".to_owned())
+    })
+    .unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(config.connections.len(), 1);
+    assert_eq!(config.connections[0].upstream.authority, "api.acme.example");
+}
+
+#[test]
+fn problems_never_show_a_secret_value() {
+    // A bad strategy next to real secrets: the message names the fields, not their values.
+    let case = Case {
+        name: "secrets in a broken connection",
+        config: r#"connections:
+  - key: api
+    secrets:
+      client_secret: ${ACME_SECRET}
+      api_token: literal-token-value
+    client_config:
+      protocol: https
+      host: <nope>
+      authentication:
+        strategy: bearer
+        configuration: { token: "<api_token>-<missing>" }
+"#,
+        files: &[],
+        env: &[("ACME_SECRET", "env-secret-value")],
+        expected: &[],
+    };
+    let lines = problems(&case).unwrap();
+    assert!(!lines.is_empty());
+    let text = lines.join("\n");
+    assert!(
+        text.contains("<missing>") && text.contains("<nope>"),
+        "{text}"
+    );
+    for secret in ["env-secret-value", "literal-token-value"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
