@@ -6,9 +6,9 @@ use super::fides::{
     self, ClientConfig, SaasConfig, SaasConfigFile, SaasRequest, SUPPORTED_STRATEGIES,
 };
 use super::raw::RawConnection;
+use super::runtime;
 use super::settings::AdminSettings;
 use super::source::{Problems, Source};
-use super::RUNTIME_PLACEHOLDERS;
 use crate::template::{self, Lookup, Params};
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
@@ -323,6 +323,7 @@ fn validate_one(
     let check = Checker {
         origin: &origin,
         params: &params,
+        runtime: &[],
     };
     let host_ok = check.text("host", &saas.client_config.host, problems);
     let auth = match grant {
@@ -331,19 +332,23 @@ fn validate_one(
                 .read(config_value, conf_rel)
                 .map_err(|p| problems.push(p))
                 .ok()?;
-            check.request(
+            let code = match grant {
+                Grant::AuthorizationCode => runtime::CODE_EXCHANGE,
+                Grant::ClientCredentials => &[],
+            };
+            check.allowing(code).request(
                 &format!("{conf_rel}.token_request"),
                 Some(&conf.token_request),
                 problems,
             );
-            check.request(
+            check.allowing(runtime::REFRESH).request(
                 &format!("{conf_rel}.refresh_request"),
                 conf.refresh_request.as_ref(),
                 problems,
             );
             if grant == Grant::AuthorizationCode {
                 match &conf.authorization_request {
-                    Some(_) => check.request(
+                    Some(_) => check.allowing(runtime::AUTHORIZATION).request(
                         &format!("{conf_rel}.authorization_request"),
                         conf.authorization_request.as_ref(),
                         problems,
@@ -433,27 +438,41 @@ fn trim_string(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// Checks that templates only use placeholders the params (or the run time) provide.
+/// Checks that templates only use placeholders the params provide, or the runtime
+/// placeholders of the request being checked.
 struct Checker<'a> {
     origin: &'a Origin<'a>,
     params: &'a Params,
+    runtime: &'a [&'a str],
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    /// The same checker for a request where `runtime` placeholders are filled at run time.
+    fn allowing(&self, runtime: &'a [&'a str]) -> Checker<'a> {
+        Checker {
+            origin: self.origin,
+            params: self.params,
+            runtime,
+        }
+    }
+
     fn text(&self, rel: &str, text: &str, problems: &mut Problems) -> bool {
-        let runtime: Vec<(&str, &str)> = RUNTIME_PLACEHOLDERS.iter().map(|n| (*n, "")).collect();
+        let runtime: Vec<(&str, &str)> = self.runtime.iter().map(|n| (*n, "")).collect();
         let lookup = Lookup {
             params: self.params,
             runtime: &runtime,
         };
         let missing = template::missing(text, &lookup);
         for name in &missing {
-            problems.push(self.origin.problem(
-                rel,
+            let message = if runtime::ALL.contains(&name.as_str()) {
                 format!(
-                "placeholder <{name}> is not resolved: add `{name}` to the connection's secrets"
-            ),
-            ));
+                    "placeholder <{name}> is filled at run time only in the request that receives it ({})",
+                    runtime_home(name)
+                )
+            } else {
+                format!("placeholder <{name}> is not resolved: add `{name}` to the connection's secrets")
+            };
+            problems.push(self.origin.problem(rel, message));
         }
         missing.is_empty()
     }
@@ -523,6 +542,15 @@ impl Checker<'_> {
             return None;
         }
         template::assign(text, &Lookup::new(self.params))
+    }
+}
+
+/// Where a runtime placeholder is available, for messages.
+fn runtime_home(name: &str) -> &'static str {
+    match name {
+        "state" => "authorization_request",
+        "code" => "the token_request of oauth2_authorization_code",
+        _ => "refresh_request",
     }
 }
 

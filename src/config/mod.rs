@@ -34,9 +34,18 @@ pub struct Config {
     pub connections: Vec<Arc<Connection>>,
 }
 
-/// Placeholders that tokenwarden fills at run time; a config may use them in the OAuth
-/// requests without defining them.
-pub const RUNTIME_PLACEHOLDERS: [&str; 4] = ["code", "state", "refresh_token", "access_token"];
+/// Placeholders tokenwarden fills at run time, by the request that may use them: a config
+/// may use them there without defining them.
+pub mod runtime {
+    /// In `authorization_request`: the state tokenwarden mints.
+    pub const AUTHORIZATION: &[&str] = &["state"];
+    /// In an authorization-code `token_request`: the code from the callback.
+    pub const CODE_EXCHANGE: &[&str] = &["code"];
+    /// In `refresh_request`: the current refresh and access tokens.
+    pub const REFRESH: &[&str] = &["refresh_token", "access_token"];
+    /// Every runtime placeholder (for messages).
+    pub const ALL: &[&str] = &["state", "code", "refresh_token", "access_token"];
+}
 
 /// Reads, expands, parses and validates the config file at `path`, with `${VAR}` taken
 /// from the process environment.

@@ -173,9 +173,10 @@ connections:
 "#,
         files: &[],
         env: &[],
-        // `<code>` is filled at run time, so only `<audience>` is a problem.
+        // `<code>` is filled at run time only in an authorization-code token request.
         expected: &[
             "config.yaml:13:13: connections[0].client_config.authentication.configuration.token_request.body: connection `api`: placeholder <audience> is not resolved: add `audience` to the connection's secrets",
+            "config.yaml:13:13: connections[0].client_config.authentication.configuration.token_request.body: connection `api`: placeholder <code> is filled at run time only in the request that receives it (the token_request of oauth2_authorization_code)",
         ],
     },
     Case {
