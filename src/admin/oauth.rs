@@ -4,7 +4,8 @@
 //!
 //! Trust model: only the operator may start an authorization, because whoever completes
 //! it decides which account the sidecar acts as. `authorize` answers callers on loopback,
-//! and others only with `Authorization: Bearer <admin.token>`. `callback` is open (the
+//! and others only with `Authorization: Bearer <admin.token>`; when an admin token is set, a
+//! presented `Authorization` header must carry it, from loopback too. `callback` is open (the
 //! provider's redirect lands in a browser), and is safe because it only redeems states
 //! that `authorize` minted.
 
@@ -15,10 +16,10 @@ use crate::oauth::{pkce, request};
 use crate::template::{encode_pairs, Lookup};
 use crate::token::cache::Counters;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::net::SocketAddr;
 
@@ -28,7 +29,7 @@ pub fn authorize(
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<AdminBody> {
-    if !trusted(admin, req, peer) {
+    if !trusted(admin.settings.token.as_ref(), req.headers(), peer) {
         return json(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "unauthorized",
@@ -81,7 +82,9 @@ pub fn authorize(
     ) {
         Ok(mut url) => {
             if let Some(c) = challenge {
-                url.push('&');
+                if !url.ends_with('?') {
+                    url.push('&');
+                }
                 url.push_str(&encode_pairs([
                     ("code_challenge", c.as_str()),
                     ("code_challenge_method", "S256"),
@@ -89,10 +92,14 @@ pub fn authorize(
             }
             json(StatusCode::OK, &json!(url))
         }
-        Err(e) => json(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": "bad_authorization_request", "message": e.to_string()}),
-        ),
+        Err(e) => {
+            // No URL carries this state: withdraw it rather than let it hold a slot.
+            admin.pending.take(&minted);
+            json(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "bad_authorization_request", "message": e.to_string()}),
+            )
+        }
     }
 }
 
@@ -103,19 +110,25 @@ fn auth_code(auth: &Auth) -> Option<&OAuth2> {
     }
 }
 
-/// Loopback peers, or the admin token as a bearer token (compared in constant time).
-fn trusted(admin: &Admin, req: &Request<Incoming>, peer: SocketAddr) -> bool {
-    if let Some(expected) = &admin.settings.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(given) = given {
-            return constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes());
-        }
+/// Loopback peers, or the admin token as a bearer token (compared in constant time). When
+/// an admin token is configured, an `Authorization` header that is presented must carry it,
+/// even from loopback (fail closed on a wrong or malformed one).
+fn trusted(expected: Option<&SecretString>, headers: &HeaderMap, peer: SocketAddr) -> bool {
+    if let (Some(expected), Some(given)) = (expected, headers.get(header::AUTHORIZATION)) {
+        return given.to_str().ok().and_then(bearer).is_some_and(|given| {
+            constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes())
+        });
     }
-    peer.ip().is_loopback()
+    // `to_canonical`: a v4 peer on a dual-stack listener shows as ::ffff:127.0.0.1.
+    peer.ip().to_canonical().is_loopback()
+}
+
+/// The credentials of a `Bearer` authorization (the scheme is case-insensitive, RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -295,6 +308,55 @@ mod tests {
             escape("<script>alert('x')</script>&\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
         );
+    }
+
+    #[test]
+    fn trust_is_loopback_or_the_admin_token() {
+        let token = SecretString::from("let-me-in");
+        let remote: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let loopback6: SocketAddr = "[::1]:40000".parse().unwrap();
+        let with = |auth: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+            h
+        };
+        let none = HeaderMap::new();
+        // Without an admin token only loopback is trusted, whatever is presented.
+        assert!(trusted(None, &none, loopback));
+        assert!(trusted(None, &none, loopback6));
+        assert!(!trusted(None, &none, remote));
+        assert!(!trusted(None, &with("Bearer let-me-in"), remote));
+        // With one, a remote caller needs it; a presented token must match, even on loopback.
+        assert!(!trusted(Some(&token), &none, remote));
+        assert!(trusted(Some(&token), &with("Bearer let-me-in"), remote));
+        assert!(trusted(Some(&token), &with("bearer let-me-in"), remote));
+        assert!(trusted(Some(&token), &with("BEARER  let-me-in"), remote));
+        assert!(!trusted(Some(&token), &with("Bearer let-me-i"), remote));
+        assert!(!trusted(Some(&token), &with("Bearer let-me-inn"), remote));
+        assert!(!trusted(Some(&token), &with("Basic let-me-in"), remote));
+        assert!(!trusted(Some(&token), &with("Bearer"), remote));
+        assert!(!trusted(Some(&token), &with("Bearer wrong"), loopback));
+        assert!(!trusted(Some(&token), &with("Bearer"), loopback));
+        assert!(!trusted(
+            Some(&token),
+            &with("Basic dXNlcjpwYXNz"),
+            loopback
+        ));
+        assert!(trusted(Some(&token), &none, loopback));
+        // Loopback is 127.0.0.0/8 and ::1, not private ranges.
+        assert!(trusted(None, &none, "127.0.0.2:1".parse().unwrap()));
+        assert!(!trusted(None, &none, "10.0.0.1:1".parse().unwrap()));
+        assert!(!trusted(
+            None,
+            &none,
+            "[::ffff:10.0.0.1]:1".parse().unwrap()
+        ));
+        assert!(trusted(
+            None,
+            &none,
+            "[::ffff:127.0.0.1]:1".parse().unwrap()
+        ));
     }
 
     #[test]

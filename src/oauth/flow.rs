@@ -85,7 +85,12 @@ pub fn build(
         verifier: Some(v), ..
     } = exchange
     {
-        add_parameter(&mut built, "code_verifier", v.expose_secret());
+        add_body_parameter(&mut built, "code_verifier", v.expose_secret()).map_err(|reason| {
+            TokenError::Build {
+                connection: conn.key.clone(),
+                message: format!("cannot send the PKCE code_verifier: {reason}"),
+            }
+        })?;
     }
     if conn.client_auth != ClientAuth::AsConfigured {
         let get = |name| {
@@ -106,34 +111,57 @@ pub fn build(
     Ok(built)
 }
 
-/// Adds a parameter where the request carries its parameters: a form body, a JSON body,
-/// or (no body) the query string.
-fn add_parameter(built: &mut BuiltRequest, name: &str, value: &str) {
+/// Adds a parameter to the body of a token request: appended to a form body, merged into a
+/// JSON object body, or — for a body-less request, such as a Fides template that puts
+/// everything in the query — as a new body (form-encoded unless the request says JSON).
+/// Never in the URL: this carries the PKCE verifier (RFC 7636 §4.5, RFC 6749 §4.1.3).
+fn add_body_parameter(
+    built: &mut BuiltRequest,
+    name: &str,
+    value: &str,
+) -> Result<(), &'static str> {
+    const FORM: &str = "application/x-www-form-urlencoded";
     let content_type = built
         .headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.as_str());
-    match (&mut built.body, content_type) {
-        (Some(body), Some("application/x-www-form-urlencoded")) => {
-            let pair = template::encode_pairs([(name, value)]);
+        .map(|(_, v)| v.clone());
+    if built.body.is_none() {
+        if matches!(built.method.as_str(), "GET" | "HEAD") {
+            return Err("the token request is a GET, which has no body; use POST");
+        }
+        match content_type.as_deref() {
+            None => built.set_header("Content-Type", FORM.to_owned()),
+            Some(FORM) => {}
+            Some("application/json") => {
+                let mut map = serde_json::Map::new();
+                map.insert(name.into(), value.into());
+                built.body = Some(serde_json::Value::Object(map).to_string().into_bytes());
+                return Ok(());
+            }
+            Some(_) => return Err("the token request's Content-Type is neither form nor JSON"),
+        }
+        built.body = Some(template::encode_pairs([(name, value)]).into_bytes());
+        return Ok(());
+    }
+    let body = built.body.as_mut().ok_or("no body")?;
+    match content_type.as_deref() {
+        Some(FORM) => {
             if !body.is_empty() {
                 body.push(b'&');
             }
-            body.extend_from_slice(pair.as_bytes());
+            body.extend_from_slice(template::encode_pairs([(name, value)]).as_bytes());
+            Ok(())
         }
-        (Some(body), Some("application/json")) => {
-            if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(body) {
+        Some("application/json") => match serde_json::from_slice(body) {
+            Ok(serde_json::Value::Object(mut map)) => {
                 map.insert(name.into(), value.into());
-                *body = serde_json::to_vec(&map).unwrap_or_default();
+                *body = serde_json::to_vec(&map).map_err(|_| "the JSON body cannot be written")?;
+                Ok(())
             }
-        }
-        _ => {
-            built
-                .url
-                .push(if built.url.contains('?') { '&' } else { '?' });
-            built.url.push_str(&template::encode_pairs([(name, value)]));
-        }
+            _ => Err("the token request's JSON body is not an object"),
+        },
+        _ => Err("the token request's body is neither form nor JSON"),
     }
 }
 
@@ -161,4 +189,79 @@ fn token_set(
         connection: conn.key.clone(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, content_type: Option<&str>, body: Option<&str>) -> BuiltRequest {
+        BuiltRequest {
+            method: method.into(),
+            url: "https://as.example/token?client_id=c".into(),
+            headers: content_type
+                .map(|c| vec![("Content-Type".to_owned(), c.to_owned())])
+                .unwrap_or_default(),
+            body: body.map(|b| b.as_bytes().to_vec()),
+        }
+    }
+
+    fn add(mut r: BuiltRequest) -> Result<(String, String), &'static str> {
+        add_body_parameter(&mut r, "code_verifier", "v+/ 1")?;
+        assert_eq!(
+            r.url, "https://as.example/token?client_id=c",
+            "never the URL"
+        );
+        let ct = r
+            .headers
+            .iter()
+            .find(|(n, _)| n == "Content-Type")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        Ok((ct, String::from_utf8(r.body.unwrap()).unwrap()))
+    }
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    #[test]
+    fn the_verifier_goes_in_the_body_never_the_url() {
+        assert_eq!(
+            add(request("POST", Some(FORM), Some("code=x"))),
+            Ok((FORM.into(), "code=x&code_verifier=v%2B%2F+1".into()))
+        );
+        // A Fides template with everything in the query and no body (Outreach style).
+        assert_eq!(
+            add(request("POST", Some(FORM), None)),
+            Ok((FORM.into(), "code_verifier=v%2B%2F+1".into()))
+        );
+        assert_eq!(
+            add(request("POST", None, None)),
+            Ok((FORM.into(), "code_verifier=v%2B%2F+1".into()))
+        );
+        assert_eq!(
+            add(request(
+                "POST",
+                Some("application/json"),
+                Some(r#"{"code":"x"}"#)
+            )),
+            Ok((
+                "application/json".into(),
+                r#"{"code":"x","code_verifier":"v+/ 1"}"#.into()
+            ))
+        );
+        assert_eq!(
+            add(request("POST", Some("application/json"), None)),
+            Ok((
+                "application/json".into(),
+                r#"{"code_verifier":"v+/ 1"}"#.into()
+            ))
+        );
+    }
+
+    #[test]
+    fn requests_that_cannot_carry_it_are_refused() {
+        assert!(add(request("GET", None, None)).is_err());
+        assert!(add(request("POST", Some("text/plain"), Some("x"))).is_err());
+        assert!(add(request("POST", Some("application/json"), Some("[1]"))).is_err());
+    }
 }

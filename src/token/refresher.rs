@@ -1,9 +1,13 @@
 //! One background task per OAuth2 connection: gets the first client-credentials token,
 //! refreshes ahead of expiry, backs off on transient failures while the old token stays
 //! in use, and stops on terminal errors until a new grant arrives (the callback wakes it).
+//! Each decision is taken on a snapshot of the token and acted on under the connection's
+//! write lock only if that snapshot is still current, so a grant the callback installs
+//! meanwhile is never refreshed, failed or expired by a stale decision.
 
 use super::cache::{ConnectionState, Counters, State};
 use super::schedule;
+use super::set::TokenSet;
 use super::store::TokenStore;
 use crate::config::{Auth, Grant};
 use crate::oauth::flow::{self, Exchange};
@@ -42,14 +46,25 @@ impl Refresher {
         let mut retry_at: Option<Instant> = None;
         let mut halted = false;
         loop {
+            // The decision is made on this token; a writer may replace it before the fetch.
+            let seen = self.state.token();
             let next = if halted {
                 Next::Idle
             } else {
-                decide(&self.state, grant, can_refresh, retry_at)
+                decide(seen.as_deref(), grant, can_refresh, retry_at)
             };
             let until = match next {
                 Next::Fetch => {
-                    let result = self.refresh(grant).await;
+                    // Every write, the status included, happens under the write lock and
+                    // only if the token is still the one the decision was made on.
+                    let _guard = self.state.write_lock.lock().await;
+                    if !same(self.state.token().as_ref(), seen.as_ref()) {
+                        // A new grant arrived meanwhile (callback): decide afresh.
+                        attempt = 0;
+                        retry_at = None;
+                        continue;
+                    }
+                    let result = self.fetch(grant, seen).await;
                     let counter = if result.is_ok() {
                         &self.state.counters.token_ok
                     } else {
@@ -91,8 +106,11 @@ impl Refresher {
                     continue;
                 }
                 Next::Expired => {
-                    self.state.update(|s| s.state = State::NeedsReauthorization);
-                    halted = true;
+                    let _guard = self.state.write_lock.lock().await;
+                    if same(self.state.token().as_ref(), seen.as_ref()) {
+                        self.state.update(|s| s.state = State::NeedsReauthorization);
+                        halted = true;
+                    }
                     continue;
                 }
                 Next::Sleep(at) => Some(at),
@@ -111,10 +129,8 @@ impl Refresher {
         }
     }
 
-    /// One exchange under the write lock, then persist and publish.
-    async fn refresh(&self, grant: Grant) -> Result<(), TokenError> {
-        let _guard = self.state.write_lock.lock().await;
-        let current = self.state.token();
+    /// One exchange for `current`, then persist and publish. Call with the write lock held.
+    async fn fetch(&self, grant: Grant, current: Option<Arc<TokenSet>>) -> Result<(), TokenError> {
         let refresh_token = current.as_ref().and_then(|t| t.refresh_token.clone());
         let exchange = match (grant, &current) {
             (Grant::ClientCredentials, None) => Exchange::ClientCredentials,
@@ -135,8 +151,17 @@ impl Refresher {
     }
 }
 
+/// Whether two snapshots are the same token set (or both empty).
+fn same(a: Option<&Arc<TokenSet>>, b: Option<&Arc<TokenSet>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 fn decide(
-    state: &ConnectionState,
+    token: Option<&TokenSet>,
     grant: Grant,
     can_refresh: bool,
     retry_at: Option<Instant>,
@@ -145,7 +170,7 @@ fn decide(
     if let Some(at) = retry_at.filter(|at| *at > now) {
         return Next::Sleep(at);
     }
-    match state.token() {
+    match token {
         None if grant == Grant::ClientCredentials => Next::Fetch,
         None => Next::Idle,
         Some(t) => {
@@ -173,5 +198,78 @@ async fn sleep_or_forever(until: Option<Instant>) {
     match until {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn token(lifetime: u64, refresh: bool) -> TokenSet {
+        TokenSet::new(
+            "at".to_owned().into(),
+            refresh.then(|| "rt".to_owned().into()),
+            None,
+            SystemTime::now(),
+            Some(Duration::from_secs(lifetime)),
+            0.0,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn decisions() {
+        let (cc, ac) = (Grant::ClientCredentials, Grant::AuthorizationCode);
+        assert_eq!(decide(None, cc, true, None), Next::Fetch);
+        assert_eq!(
+            decide(None, ac, true, None),
+            Next::Idle,
+            "waits for a human"
+        );
+        let t = token(100, true);
+        assert_eq!(
+            decide(Some(&t), ac, true, None),
+            Next::Sleep(t.refresh_at.unwrap())
+        );
+        let later = Instant::now() + Duration::from_secs(7);
+        assert_eq!(decide(Some(&t), ac, true, Some(later)), Next::Sleep(later));
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert_eq!(decide(Some(&t), ac, true, None), Next::Fetch);
+        // Due, but no way to refresh: keep it until it is unusable, then say so.
+        assert_eq!(
+            decide(Some(&t), ac, false, None),
+            Next::Sleep(t.usable_until().unwrap())
+        );
+        let no_rt = token(100, false);
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert_eq!(
+            decide(Some(&no_rt), ac, true, None),
+            Next::Sleep(no_rt.usable_until().unwrap())
+        );
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert_eq!(decide(Some(&no_rt), ac, true, None), Next::Expired);
+        // Client credentials refresh with token_request, refresh token or not.
+        assert_eq!(decide(Some(&no_rt), cc, true, None), Next::Fetch);
+        let long_lived = TokenSet::new(
+            "at".to_owned().into(),
+            None,
+            None,
+            SystemTime::now(),
+            None,
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(decide(Some(&long_lived), ac, true, None), Next::Idle);
+    }
+
+    #[test]
+    fn snapshots_compare_by_identity() {
+        let a = Arc::new(token(100, true));
+        let b = Arc::new(token(100, true));
+        assert!(same(Some(&a), Some(&Arc::clone(&a))));
+        assert!(!same(Some(&a), Some(&b)));
+        assert!(same(None, None));
+        assert!(!same(Some(&a), None));
     }
 }

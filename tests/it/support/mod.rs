@@ -4,12 +4,15 @@
 
 #![allow(dead_code)]
 
+pub mod authz;
 pub mod capture;
 pub mod conn_counter;
 pub mod echo;
 pub mod external;
 pub mod golden;
+pub mod logs;
 pub mod memory;
+pub mod oidc;
 pub mod raw;
 pub mod raw_upstream;
 pub mod token_server;

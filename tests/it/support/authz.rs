@@ -1,0 +1,102 @@
+//! The authorization-code dance from the outside: ask the admin listener for an
+//! authorization URL, pick it apart, and deliver a callback the way a browser would.
+
+use super::{client, Sidecar};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+/// An authorization URL as `/api/v1/connection/{key}/authorize` returned it.
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    pub url: String,
+    /// The decoded query parameters, in order.
+    pub params: Vec<(String, String)>,
+    pub state: String,
+    pub code_challenge: Option<String>,
+}
+
+impl Authorization {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The raw query string (after `?`).
+    pub fn query(&self) -> &str {
+        self.url.split_once('?').map(|(_, q)| q).unwrap_or_default()
+    }
+}
+
+/// GETs the authorize route of `key` and parses the JSON-string answer; panics unless 200.
+pub async fn authorize(sidecar: &Sidecar, key: &str) -> Authorization {
+    let r = client()
+        .get(sidecar.admin_url(&format!("/api/v1/connection/{key}/authorize")))
+        .send()
+        .await
+        .expect("authorize request");
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "authorize of {key} answered {status}: {body}");
+    let url: String = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("authorize must answer a JSON string ({e}): {body}"));
+    let params: Vec<(String, String)> = reqwest::Url::parse(&url)
+        .unwrap_or_else(|e| panic!("not a URL ({e}): {url}"))
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    Authorization {
+        state: get("state").unwrap_or_else(|| panic!("no state in {url}")),
+        code_challenge: get("code_challenge"),
+        params,
+        url,
+    }
+}
+
+/// A callback response: status, headers and body text.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// GETs `/api/v1/oauth/callback?{query}` on the admin listener (no redirect following).
+pub async fn callback(sidecar: &Sidecar, query: &str) -> Page {
+    let r = client()
+        .get(sidecar.admin_url(&format!("/api/v1/oauth/callback?{query}")))
+        .send()
+        .await
+        .expect("callback request");
+    Page {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap_or_default(),
+    }
+}
+
+/// Form-encodes pairs into a query string.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// `BASE64URL(SHA256(verifier))` (RFC 7636 S256).
+pub fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
