@@ -66,6 +66,15 @@ impl Admin {
             ["metrics"] => metrics::render(&self.registry, self.pending.len()),
             ["api", "v1", "connections"] => status::list(&self.registry),
             ["api", "v1", "connection", key] => status::one(&self.registry, key),
+            // These two act (mint a state, exchange a code): GET only, never HEAD.
+            ["api", "v1", "connection", _, "authorize"] | ["api", "v1", "oauth", "callback"]
+                if req.method() != Method::GET =>
+            {
+                json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &serde_json::json!({"error": "method_not_allowed"}),
+                )
+            }
             ["api", "v1", "connection", key, "authorize"] => {
                 oauth::authorize(self, key, &req, peer)
             }

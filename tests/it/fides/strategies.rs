@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::support::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A connection to the echo server with a static Fides strategy.
 fn static_connection(
