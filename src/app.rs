@@ -85,7 +85,7 @@ pub async fn start(
         if let (Auth::OAuth2(_), Some(saved)) = (&state.conn.auth, stored.get(&state.conn.key)) {
             match TokenSet::from_stored(saved.clone(), rand::random()) {
                 Ok(set) => {
-                    tracing::info!(connection = %state.conn.key, expires_at = ?set.expires_at, "token loaded from the store");
+                    tracing::info!(connection = %state.conn.key, expires_at = crate::token::set::unix_seconds(set.expires_at), "token loaded from the store");
                     state.restore(set);
                 }
                 Err(e) => {

@@ -20,10 +20,11 @@ pub enum Exchange<'a> {
         code: &'a str,
         verifier: Option<&'a SecretString>,
     },
-    /// `refresh_request` with `<refresh_token>` (authorization code), or `token_request`
-    /// again (client credentials, as Fides does since PR #5569).
+    /// `refresh_request` with `<refresh_token>` and `<access_token>` (authorization code),
+    /// or `token_request` again (client credentials, as Fides does since PR #5569).
     Refresh {
         refresh_token: Option<&'a SecretString>,
+        access_token: Option<&'a SecretString>,
     },
 }
 
@@ -65,10 +66,17 @@ pub fn build(
     let (action, template, runtime): (&str, _, Vec<(&str, &str)>) = match exchange {
         Exchange::ClientCredentials => ("access", &oauth.token_request, vec![]),
         Exchange::Code { code, .. } => ("access", &oauth.token_request, vec![("code", *code)]),
-        Exchange::Refresh { refresh_token } => {
-            let runtime = refresh_token
-                .map(|t| vec![("refresh_token", t.expose_secret())])
-                .unwrap_or_default();
+        Exchange::Refresh {
+            refresh_token,
+            access_token,
+        } => {
+            let runtime = [
+                ("refresh_token", refresh_token),
+                ("access_token", access_token),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v.expose_secret())))
+            .collect();
             match (oauth.grant, &oauth.refresh_request) {
                 (Grant::AuthorizationCode, Some(r)) => ("refresh", r, runtime),
                 _ => ("refresh", &oauth.token_request, runtime),

@@ -7,7 +7,7 @@
 
 use super::cache::{ConnectionState, Counters, State};
 use super::schedule;
-use super::set::TokenSet;
+use super::set::{unix_seconds, TokenSet};
 use super::store::TokenStore;
 use crate::config::{Auth, Grant};
 use crate::oauth::flow::{self, Exchange};
@@ -136,6 +136,7 @@ impl Refresher {
             (Grant::ClientCredentials, None) => Exchange::ClientCredentials,
             _ => Exchange::Refresh {
                 refresh_token: refresh_token.as_ref(),
+                access_token: current.as_ref().map(|t| t.access_token()),
             },
         };
         let set = flow::run(
@@ -145,7 +146,7 @@ impl Refresher {
             refresh_token.clone(),
         )
         .await?;
-        tracing::info!(connection = %self.state.conn.key, expires_at = ?set.expires_at, "new token");
+        tracing::info!(connection = %self.state.conn.key, expires_at = unix_seconds(set.expires_at), "new token");
         self.state.install(set, &self.store).await;
         Ok(())
     }

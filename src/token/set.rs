@@ -121,10 +121,21 @@ impl TokenSet {
         }
     }
 
+    /// The access token (for `<access_token>` in a refresh request).
+    pub fn access_token(&self) -> &SecretString {
+        &self.access_token
+    }
+
     /// The instant the token stops being injected (None: long-lived).
     pub fn usable_until(&self) -> Option<Instant> {
         self.usable_until
     }
+}
+
+/// Unix seconds of an optional wall-clock time, for logs and status (0: none).
+pub fn unix_seconds(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -1042,6 +1042,30 @@ async fn a_restart_keeps_the_token_and_the_refresher_resumes() {
 
 /// The refresh token a refresh rotated in is on disk before it is used: after a restart
 /// the next refresh presents the rotated one, never the one it replaced.
+/// `<access_token>` in a refresh request is the current access token (a runtime
+/// placeholder, like `<refresh_token>`).
+#[tokio::test]
+async fn a_refresh_request_can_send_the_current_access_token() {
+    let tokens = TokenServer::start(token(3600, true)).await;
+    tokens.script([token(2, true)]);
+    let echo = Echo::start().await;
+    let yaml = Ac::new(&echo, &tokens).yaml().replace(
+        r#""refresh_token": "<refresh_token>","#,
+        r#""refresh_token": "<refresh_token>", "previous": "<access_token>","#,
+    );
+    assert!(yaml.contains("<access_token>"));
+    let sc = Sidecar::start(&yaml).await;
+    authorize_with(&sc, "abc").await;
+    tokens.wait_count(2).await;
+    let refresh = &tokens.requests()[1];
+    assert_eq!(
+        refresh.field("grant_type").as_deref(),
+        Some("refresh_token")
+    );
+    assert_eq!(refresh.field("previous").as_deref(), Some("tok-1"));
+    assert_eq!(refresh.field("refresh_token").as_deref(), Some("ref-1"));
+}
+
 #[tokio::test]
 async fn a_rotated_refresh_token_survives_a_restart() {
     let tokens = TokenServer::start(token(3600, true)).await;

@@ -274,6 +274,7 @@ fn every_connector_builds_the_requests_fides_builds() {
             o,
             &Exchange::Refresh {
                 refresh_token: Some(&refresh_token),
+                access_token: None,
             },
         );
         assert_built(
