@@ -8,27 +8,25 @@
 //! URL the authorize route returns, reads `state` (and `code_challenge`) from it, and calls
 //! the callback with a code; the `TokenServer` plays the token endpoint.
 
-use crate::support::authz::{authorize, callback, query, s256};
+use crate::support::authz::{authorize, authorize_with, callback, query, redeem, s256};
 use crate::support::logs::Logs;
 use crate::support::*;
-use std::path::Path;
 use std::time::Duration;
-use tokenwarden::app::{self, Options, StartError};
 
 /// A store key (32 bytes, base64) and another one.
 const STORE_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 const OTHER_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
-/// The client secret every test connection uses.
-const SECRET: &str = "s3cret-VALUE";
 /// The connection key of every test connection.
 const KEY: &str = "crm";
 /// Store file name, relative to the config file.
 const STORE_FILE: &str = "tokens.bin";
+/// The code exchange of the test connection (client_secret_post).
+const CODE_BODY: &str = r#"{"grant_type": "authorization_code", "code": "<code>", "client_id": "<client_id>", "client_secret": "<client_secret>", "redirect_uri": "<redirect_uri>"}"#;
+/// The refresh request of the test connection (client_secret_post).
+const REFRESH_BODY: &str = r#"{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "client_id": "<client_id>", "client_secret": "<client_secret>"}"#;
 
-/// How to shape the test connection.
+/// How to shape the test connection and the sidecar around it.
 struct Ac<'a> {
-    upstream: std::net::SocketAddr,
-    token: std::net::SocketAddr,
     pkce: bool,
     refresh_request: bool,
     /// `redirect_uri` secret; None: left to `admin.public_url`.
@@ -41,11 +39,9 @@ struct Ac<'a> {
     store_key: &'a str,
 }
 
-impl<'a> Ac<'a> {
-    fn new(upstream: &Echo, token: &TokenServer) -> Ac<'a> {
+impl Default for Ac<'_> {
+    fn default() -> Self {
         Ac {
-            upstream: upstream.addr,
-            token: token.addr,
             pkce: false,
             refresh_request: true,
             redirect_uri: Some("https://app.example/api/v1/oauth/callback"),
@@ -55,106 +51,84 @@ impl<'a> Ac<'a> {
             store_key: STORE_KEY,
         }
     }
+}
 
-    /// A Fides-style inline client_config: a GET authorization request on its own host,
-    /// form-encoded token and refresh requests (client_secret_post) on the token server.
-    fn yaml(&self) -> String {
-        let Ac {
-            upstream, token, ..
-        } = self;
-        let mut secrets = format!("client_id: the-client, client_secret: \"{SECRET}\"");
+impl<'a> Ac<'a> {
+    /// The default connection, with `admin` lines under `admin:`.
+    fn with_admin(admin: &'a str) -> Ac<'a> {
+        Ac {
+            admin,
+            ..Ac::default()
+        }
+    }
+
+    /// A Fides-style inline client_config forwarding to `echo`: a GET authorization request
+    /// on its own host, form-encoded token and refresh requests (client_secret_post) on
+    /// `tokens`.
+    fn yaml(&self, echo: &Echo, tokens: &TokenServer) -> String {
+        let mut secrets = format!("client_id: the-client, client_secret: \"{CLIENT_SECRET}\"");
         if let Some(r) = self.redirect_uri {
             secrets.push_str(&format!(", redirect_uri: \"{r}\""));
         }
-        let mut extra = String::new();
+        let mut conn = Conn::new(KEY, echo.addr, AUTHORIZATION_CODE);
         if self.pkce {
-            extra.push_str("    pkce: true\n");
+            conn = conn.field("pkce: true");
         }
         if let Some(i) = self.issuer {
-            extra.push_str(&format!("    issuer: \"{i}\"\n"));
+            conn = conn.field(&format!("issuer: \"{i}\""));
         }
-        let refresh = if self.refresh_request {
-            format!(
-                r#"          refresh_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{token}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
-"#
-            )
-        } else {
-            String::new()
-        };
+        conn = conn
+            .secrets(&secrets)
+            .configure(&authorization_request(
+                "/oauth/authorize",
+                Some("login.example.com"),
+                &[
+                    ("client_id", "<client_id>"),
+                    ("redirect_uri", "<redirect_uri>"),
+                    ("response_type", "code"),
+                    ("scope", "api:read offline_access"),
+                    ("state", "<state>"),
+                ],
+            ))
+            .configure(&form_request(
+                "token_request",
+                "/oauth/token",
+                tokens.addr,
+                CODE_BODY,
+            ));
+        if self.refresh_request {
+            conn = conn.configure(&form_request(
+                "refresh_request",
+                "/oauth/token",
+                tokens.addr,
+                REFRESH_BODY,
+            ));
+        }
         format!(
-            r#"admin:
-  listen: 127.0.0.1:0
-{admin}store:
-  path: {STORE_FILE}
-  key: "{store_key}"
-{store}connections:
-  - key: {KEY}
-{extra}    secrets: {{ {secrets} }}
-    client_config:
-      protocol: http
-      host: "{upstream}"
-      authentication:
-        strategy: oauth2_authorization_code
-        configuration:
-          authorization_request:
-            method: GET
-            path: /oauth/authorize
-            client_config: {{ protocol: https, host: login.example.com }}
-            query_params:
-              - {{ name: client_id, value: <client_id> }}
-              - {{ name: redirect_uri, value: <redirect_uri> }}
-              - {{ name: response_type, value: code }}
-              - {{ name: scope, value: "api:read offline_access" }}
-              - {{ name: state, value: <state> }}
-          token_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{token}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "authorization_code", "code": "<code>", "client_id": "<client_id>", "client_secret": "<client_secret>", "redirect_uri": "<redirect_uri>"}}'
-{refresh}"#,
+            "admin:\n  listen: 127.0.0.1:0\n{admin}store:\n  path: {STORE_FILE}\n  key: \"{store_key}\"\n{store}{connections}",
             admin = self.admin,
             store = self.store,
             store_key = self.store_key,
+            connections = connections(&[conn]),
         )
     }
 }
 
-fn token(expires_in: u64, refresh: bool) -> Reply {
-    Reply::Token {
-        expires_in: Some(expires_in),
-        refresh,
-    }
-}
-
-/// Authorizes `KEY` with code `code`; panics unless the callback answers 200.
-async fn authorize_with(sc: &Sidecar, code: &str) -> crate::support::authz::Authorization {
-    let a = authorize(sc, KEY).await;
-    let page = callback(sc, &query(&[("code", code), ("state", &a.state)])).await;
-    assert_eq!(page.status, 200, "callback: {}", page.body);
-    a
+/// The token endpoint, the echo upstream, and a sidecar with the test connection shaped by
+/// `ac` between them. Unless a test scripts otherwise, every token lives an hour and comes
+/// with a rotated refresh token.
+async fn start(ac: Ac<'_>) -> (TokenServer, Echo, Sidecar) {
+    let tokens = TokenServer::start(Reply::token(3600, true)).await;
+    let echo = Echo::start().await;
+    let sc = Sidecar::start(&ac.yaml(&echo, &tokens)).await;
+    (tokens, echo, sc)
 }
 
 /// A request through the proxy to the echo upstream → (status, injected Authorization, body).
 async fn proxied(sc: &Sidecar) -> (u16, Option<String>, serde_json::Value) {
-    let r = client()
-        .get(sc.url(&format!("/{KEY}/v1/contacts?page=2")))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    let auth = body["headers"].as_array().and_then(|hs| {
-        hs.iter()
-            .find(|h| h[0] == "authorization")
-            .map(|h| h[1].as_str().unwrap_or_default().to_owned())
-    });
-    (status, auth, body)
+    let (status, body) = sc.get(&format!("/{KEY}/v1/contacts?page=2")).await;
+    assert_ne!(body, serde_json::Value::Null, "a JSON answer ({status})");
+    (status, echoed_authorization(&body), body)
 }
 
 /// Waits until the proxy answers 503 (the token has become unusable).
@@ -174,18 +148,35 @@ async fn wait_unusable(sc: &Sidecar) -> serde_json::Value {
     }
 }
 
+/// Waits until proxied requests carry `authorization`.
+async fn wait_injected(sc: &Sidecar, authorization: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while proxied(sc).await.1.as_deref() != Some(authorization) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{authorization} never injected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// HEAD `url` → status.
+async fn head(url: &str) -> reqwest::StatusCode {
+    client().head(url).send().await.unwrap().status()
+}
+
 fn store_path(sc: &Sidecar) -> std::path::PathBuf {
     sc.dir.path().join(STORE_FILE)
 }
 
-/// Loads `yaml` from `dir` and runs `app::start` (no panic on failure, unlike `Sidecar`).
-async fn try_start(dir: &Path, yaml: &str) -> Result<app::Running, StartError> {
-    let file = dir.join("config.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let config = tokenwarden::config::load(&file).unwrap_or_else(|p| panic!("config:\n{p}"));
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    app::start(config, proxy, admin, Options::default()).await
+/// A sidecar that authorized once (code `abc`) and stopped → its token endpoint, echo
+/// upstream, directory and store file.
+async fn authorized_and_stopped() -> (TokenServer, Echo, tempfile::TempDir, std::path::PathBuf) {
+    let (tokens, echo, sc) = start(Ac::default()).await;
+    authorize_with(&sc, KEY, "abc").await;
+    let path = store_path(&sc);
+    let dir = sc.stop().await;
+    (tokens, echo, dir, path)
 }
 
 // ---------------------------------------------------------------- authorization URL
@@ -194,37 +185,9 @@ async fn try_start(dir: &Path, yaml: &str) -> Result<app::Running, StartError> {
 /// config order, quote_plus encoding; only the state differs, and tokenwarden makes it.
 #[tokio::test]
 async fn the_authorization_url_is_built_as_fides_builds_it() {
-    let yaml = r#"connections:
-  - key: oauth2_authorization_code_connector
-    secrets: { domain: localhost, client_id: client, client_secret: secret, redirect_uri: "https://localhost/callback" }
-    client_config:
-      protocol: https
-      host: <domain>
-      authentication:
-        strategy: oauth2_authorization_code
-        configuration:
-          authorization_request:
-            method: GET
-            path: /auth/authorize
-            query_params:
-              - { name: client_id, value: <client_id> }
-              - { name: redirect_uri, value: <redirect_uri> }
-              - { name: response_type, value: code }
-              - { name: scope, value: "admin.read admin.write" }
-              - { name: state, value: <state> }
-          token_request:
-            method: POST
-            path: /oauth/token
-            headers: [{ name: Content-Type, value: application/x-www-form-urlencoded }]
-            query_params:
-              - { name: client_id, value: <client_id> }
-              - { name: client_secret, value: <client_secret> }
-              - { name: grant_type, value: authorization_code }
-              - { name: code, value: <code> }
-              - { name: redirect_uri, value: <redirect_uri> }
-"#;
-    let sc = Sidecar::start(yaml).await;
     let key = "oauth2_authorization_code_connector";
+    let fixture = fixture_authcode(key, "<domain>", None, false).protocol("https");
+    let sc = Sidecar::start(&connections(&[fixture])).await;
     let a = authorize(&sc, key).await;
     assert_eq!(
         a.url,
@@ -251,16 +214,11 @@ async fn the_authorization_url_is_built_as_fides_builds_it() {
 /// state; `pkce: true` appends an S256 challenge after the configured parameters.
 #[tokio::test]
 async fn the_authorization_url_uses_the_requests_own_host_and_appends_pkce() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(
-        &Ac {
-            pkce: true,
-            admin: "  instance: east\n",
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
+    let (tokens, _echo, sc) = start(Ac {
+        pkce: true,
+        admin: "  instance: east\n",
+        ..Ac::default()
+    })
     .await;
     let a = authorize(&sc, KEY).await;
     let challenge = a.code_challenge.clone().expect("a code_challenge");
@@ -289,15 +247,10 @@ async fn the_authorization_url_uses_the_requests_own_host_and_appends_pkce() {
 #[tokio::test]
 async fn the_whole_flow_with_pkce_stores_the_token_and_the_proxy_injects_it() {
     let (logs, _guard) = Logs::capture();
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(
-        &Ac {
-            pkce: true,
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
+    let (tokens, echo, sc) = start(Ac {
+        pkce: true,
+        ..Ac::default()
+    })
     .await;
     let (status, _, body) = proxied(&sc).await;
     assert_eq!(status, 503, "no token before the authorization: {body}");
@@ -309,7 +262,7 @@ async fn the_whole_flow_with_pkce_stores_the_token_and_the_proxy_injects_it() {
 
     let a = authorize(&sc, KEY).await;
     let code = "SplxlOBeZQQYbYS6WxSbIA";
-    let page = callback(&sc, &query(&[("code", code), ("state", &a.state)])).await;
+    let page = redeem(&sc, code, &a.state).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.body.contains(&format!("{KEY} is authorized")),
@@ -341,7 +294,7 @@ async fn the_whole_flow_with_pkce_stores_the_token_and_the_proxy_injects_it() {
     );
     assert_eq!(req.field("code").as_deref(), Some(code));
     assert_eq!(req.field("client_id").as_deref(), Some("the-client"));
-    assert_eq!(req.field("client_secret").as_deref(), Some(SECRET));
+    assert_eq!(req.field("client_secret").as_deref(), Some(CLIENT_SECRET));
     assert_eq!(
         req.field("redirect_uri").as_deref(),
         Some("https://app.example/api/v1/oauth/callback")
@@ -385,7 +338,7 @@ async fn the_whole_flow_with_pkce_stores_the_token_and_the_proxy_injects_it() {
         ("state", &a.state),
         ("verifier", &verifier),
         ("challenge", a.code_challenge.as_deref().unwrap()),
-        ("client secret", SECRET),
+        ("client secret", CLIENT_SECRET),
         ("access token", "tok-1"),
         ("refresh token", "ref-1"),
     ]);
@@ -399,16 +352,11 @@ async fn the_whole_flow_with_pkce_stores_the_token_and_the_proxy_injects_it() {
 /// `admin.public_url` + `/api/v1/oauth/callback`.
 #[tokio::test]
 async fn redirect_uri_defaults_to_the_public_url() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(
-        &Ac {
-            redirect_uri: None,
-            admin: "  public_url: https://tokenwarden.example:8443/\n",
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
+    let (tokens, _echo, sc) = start(Ac {
+        redirect_uri: None,
+        admin: "  public_url: https://tokenwarden.example:8443/\n",
+        ..Ac::default()
+    })
     .await;
     let expected = "https://tokenwarden.example:8443/api/v1/oauth/callback";
     let a = authorize(&sc, KEY).await;
@@ -420,7 +368,7 @@ async fn redirect_uri_defaults_to_the_public_url() {
         "{}",
         a.url
     );
-    let page = callback(&sc, &query(&[("code", "c0de"), ("state", &a.state)])).await;
+    let page = redeem(&sc, "c0de", &a.state).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert_eq!(
         tokens.requests()[0].field("redirect_uri").as_deref(),
@@ -433,42 +381,11 @@ async fn redirect_uri_defaults_to_the_public_url() {
 /// form body, never in the URL.
 #[tokio::test]
 async fn pkce_with_a_query_style_token_request_sends_the_verifier_in_the_body() {
-    let tokens = TokenServer::start(token(3600, true)).await;
+    let tokens = TokenServer::start(Reply::token(3600, true)).await;
     let echo = Echo::start().await;
-    let yaml = format!(
-        r#"connections:
-  - key: {KEY}
-    pkce: true
-    secrets: {{ client_id: client, client_secret: secret, redirect_uri: "https://localhost/callback" }}
-    client_config:
-      protocol: http
-      host: "{upstream}"
-      authentication:
-        strategy: oauth2_authorization_code
-        configuration:
-          authorization_request:
-            method: GET
-            path: /auth/authorize
-            query_params:
-              - {{ name: client_id, value: <client_id> }}
-              - {{ name: state, value: <state> }}
-          token_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{token}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            query_params:
-              - {{ name: client_id, value: <client_id> }}
-              - {{ name: client_secret, value: <client_secret> }}
-              - {{ name: grant_type, value: authorization_code }}
-              - {{ name: code, value: <code> }}
-              - {{ name: redirect_uri, value: <redirect_uri> }}
-"#,
-        upstream = echo.addr,
-        token = tokens.addr
-    );
-    let sc = Sidecar::start(&yaml).await;
-    let a = authorize_with(&sc, "auth_code").await;
+    let fixture = fixture_authcode(KEY, echo.addr, Some(tokens.addr), false).field("pkce: true");
+    let sc = Sidecar::start(&connections(&[fixture])).await;
+    let a = authorize_with(&sc, KEY, "auth_code").await;
     let req = &tokens.requests()[0];
     // The Fides part is byte for byte what Fides sends (§5.1) …
     assert_eq!(
@@ -489,11 +406,9 @@ async fn pkce_with_a_query_style_token_request_sends_the_verifier_in_the_body() 
 
 #[tokio::test]
 async fn a_state_is_single_use() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
-    let a = authorize_with(&sc, "first-code").await;
-    let replay = callback(&sc, &query(&[("code", "second-code"), ("state", &a.state)])).await;
+    let (tokens, _echo, sc) = start(Ac::default()).await;
+    let a = authorize_with(&sc, KEY, "first-code").await;
+    let replay = redeem(&sc, "second-code", &a.state).await;
     assert_eq!(replay.status, 400, "{}", replay.body);
     assert!(
         replay.body.contains("unknown, expired or already used"),
@@ -513,11 +428,9 @@ async fn a_state_is_single_use() {
 /// Two callbacks with the same state at the same time: one exchange, one refusal.
 #[tokio::test]
 async fn concurrent_callbacks_with_one_state_make_exactly_one_token_request() {
-    let tokens = TokenServer::start(token(3600, true)).await;
+    let (tokens, _echo, sc) = start(Ac::default()).await;
     // The first exchange is slow, so the second callback arrives while it is in flight.
     tokens.script([Reply::Slow(Duration::from_millis(300))]);
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
     let a = authorize(&sc, KEY).await;
     let q1 = query(&[("code", "code-a"), ("state", &a.state)]);
     let q2 = query(&[("code", "code-b"), ("state", &a.state)]);
@@ -531,32 +444,21 @@ async fn concurrent_callbacks_with_one_state_make_exactly_one_token_request() {
 
 #[tokio::test]
 async fn an_expired_state_is_refused_without_a_token_request() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(
-        &Ac {
-            admin: "  state_ttl: 1s\n",
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
-    .await;
+    let (tokens, _echo, sc) = start(Ac::with_admin("  state_ttl: 1s\n")).await;
     let a = authorize(&sc, KEY).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let page = callback(&sc, &query(&[("code", "late"), ("state", &a.state)])).await;
+    let page = redeem(&sc, "late", &a.state).await;
     assert_eq!(page.status, 400, "{}", page.body);
     assert_eq!(tokens.count(), 0);
     assert_eq!(sc.status(KEY).await["state"], "needs_authorization");
     // A fresh state within its lifetime still works.
-    authorize_with(&sc, "in-time").await;
+    authorize_with(&sc, KEY, "in-time").await;
     assert_eq!(tokens.count(), 1);
 }
 
 #[tokio::test]
 async fn unknown_or_missing_state_is_400_without_a_token_request() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
+    let (tokens, _echo, sc) = start(Ac::default()).await;
     let _minted = authorize(&sc, KEY).await;
     for q in [
         query(&[("code", "abc"), ("state", "not_found")]),
@@ -577,23 +479,13 @@ async fn unknown_or_missing_state_is_400_without_a_token_request() {
 /// the state, and a HEAD cannot mint a state either.
 #[tokio::test]
 async fn head_requests_neither_mint_states_nor_exchange_codes() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
-    let head = client()
-        .head(sc.admin_url(&format!("/api/v1/connection/{KEY}/authorize")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status(), 405);
+    let (tokens, _echo, sc) = start(Ac::default()).await;
+    let authorize_url = sc.admin_url(&format!("/api/v1/connection/{KEY}/authorize"));
+    assert_eq!(head(&authorize_url).await, 405);
     let a = authorize(&sc, KEY).await;
     let q = query(&[("code", "abc"), ("state", &a.state)]);
-    let head = client()
-        .head(sc.admin_url(&format!("/api/v1/oauth/callback?{q}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status(), 405);
+    let callback_url = sc.admin_url(&format!("/api/v1/oauth/callback?{q}"));
+    assert_eq!(head(&callback_url).await, 405);
     assert_eq!(tokens.count(), 0, "a HEAD exchanged the code");
     let page = callback(&sc, &q).await;
     assert_eq!(
@@ -608,9 +500,7 @@ async fn head_requests_neither_mint_states_nor_exchange_codes() {
 /// the provider's text is shown HTML-escaped.
 #[tokio::test]
 async fn a_provider_error_consumes_the_state_stores_nothing_and_is_escaped() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
+    let (tokens, _echo, sc) = start(Ac::default()).await;
     let a = authorize(&sc, KEY).await;
     let page = callback(
         &sc,
@@ -633,7 +523,7 @@ async fn a_provider_error_consumes_the_state_stores_nothing_and_is_escaped() {
     assert_eq!(page.header("cache-control"), Some("no-store"));
     assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
     // Consumed: a code for the same state is refused.
-    let later = callback(&sc, &query(&[("code", "abc"), ("state", &a.state)])).await;
+    let later = redeem(&sc, "abc", &a.state).await;
     assert_eq!(later.status, 400);
     assert_eq!(tokens.count(), 0);
     assert_eq!(sc.status(KEY).await["state"], "needs_authorization");
@@ -642,9 +532,7 @@ async fn a_provider_error_consumes_the_state_stores_nothing_and_is_escaped() {
 
 #[tokio::test]
 async fn duplicate_parameters_are_400_without_a_token_request() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
+    let (tokens, _echo, sc) = start(Ac::default()).await;
     let a = authorize(&sc, KEY).await;
     let other = authorize(&sc, KEY).await;
     for q in [
@@ -670,17 +558,12 @@ async fn duplicate_parameters_are_400_without_a_token_request() {
 /// request, and the state is burnt; the right `iss` is accepted.
 #[tokio::test]
 async fn a_differing_iss_is_refused_before_any_token_request() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
     let issuer = "https://login.example.com";
-    let sc = Sidecar::start(
-        &Ac {
-            issuer: Some(issuer),
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
-    .await;
+    let ac = Ac {
+        issuer: Some(issuer),
+        ..Ac::default()
+    };
+    let (tokens, _echo, sc) = start(ac).await;
     let a = authorize(&sc, KEY).await;
     for iss in ["https://evil.example", "https://login.example.com/", ""] {
         let b = authorize(&sc, KEY).await;
@@ -691,7 +574,7 @@ async fn a_differing_iss_is_refused_before_any_token_request() {
         .await;
         assert_eq!(page.status, 400, "iss {iss:?}: {}", page.body);
         assert!(page.body.contains("unexpected issuer"), "{}", page.body);
-        let again = callback(&sc, &query(&[("code", "abc"), ("state", &b.state)])).await;
+        let again = redeem(&sc, "abc", &b.state).await;
         assert_eq!(again.status, 400, "the mix-up response burnt the state");
     }
     assert_eq!(tokens.count(), 0);
@@ -706,18 +589,12 @@ async fn a_differing_iss_is_refused_before_any_token_request() {
 
 #[tokio::test]
 async fn success_url_gets_a_307() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(
-        &Ac {
-            admin: "  success_url: https://app.example/integrations?tab=oauth\n",
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
+    let (_tokens, _echo, sc) = start(Ac::with_admin(
+        "  success_url: https://app.example/integrations?tab=oauth\n",
+    ))
     .await;
     let a = authorize(&sc, KEY).await;
-    let page = callback(&sc, &query(&[("code", "abc"), ("state", &a.state)])).await;
+    let page = redeem(&sc, "abc", &a.state).await;
     assert_eq!(page.status, 307, "{}", page.body);
     assert_eq!(
         page.header("location"),
@@ -732,16 +609,7 @@ async fn success_url_gets_a_307() {
 /// one are trusted; the non-loopback rule is unit-tested in `admin::oauth`).
 #[tokio::test]
 async fn authorize_checks_the_admin_token_when_one_is_presented() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(
-        &Ac {
-            admin: "  token: \"let-me-in-0123456789\"\n",
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
-    .await;
+    let (_tokens, _echo, sc) = start(Ac::with_admin("  token: \"let-me-in-0123456789\"\n")).await;
     let url = sc.admin_url(&format!("/api/v1/connection/{KEY}/authorize"));
     let send = |auth: Option<&'static str>| {
         let mut r = client().get(&url);
@@ -784,16 +652,7 @@ async fn authorize_checks_the_admin_token_when_one_is_presented() {
 /// Pending states are bounded: past `admin.max_pending_states`, authorize answers 503.
 #[tokio::test]
 async fn the_number_of_pending_states_is_bounded() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(
-        &Ac {
-            admin: "  max_pending_states: 2\n",
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
-    .await;
+    let (_tokens, _echo, sc) = start(Ac::with_admin("  max_pending_states: 2\n")).await;
     let first = authorize(&sc, KEY).await;
     authorize(&sc, KEY).await;
     let (status, body) =
@@ -801,7 +660,7 @@ async fn the_number_of_pending_states_is_bounded() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "too_many_pending");
     // Redeeming one makes room again.
-    let page = callback(&sc, &query(&[("code", "abc"), ("state", &first.state)])).await;
+    let page = redeem(&sc, "abc", &first.state).await;
     assert_eq!(page.status, 200, "{}", page.body);
     authorize(&sc, KEY).await;
 }
@@ -810,9 +669,7 @@ async fn the_number_of_pending_states_is_bounded() {
 /// retried — the code is single use; the connection stays unauthorized.
 #[tokio::test]
 async fn a_refused_code_exchange_is_reported_and_not_retried() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
+    let (tokens, echo, sc) = start(Ac::default()).await;
     for reply in [
         Reply::OAuthError {
             status: 400,
@@ -826,21 +683,17 @@ async fn a_refused_code_exchange_is_reported_and_not_retried() {
         let before = tokens.count();
         tokens.script([reply]);
         let a = authorize(&sc, KEY).await;
-        let page = callback(&sc, &query(&[("code", "c0de-xyz"), ("state", &a.state)])).await;
+        let page = redeem(&sc, "c0de-xyz", &a.state).await;
         assert_eq!(page.status, 400, "{}", page.body);
         assert!(page.body.contains("code exchange failed"), "{}", page.body);
-        assert!(!page.body.contains("c0de-xyz") && !page.body.contains(SECRET));
+        assert!(!page.body.contains("c0de-xyz") && !page.body.contains(CLIENT_SECRET));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(tokens.count(), before + 1, "exchanged once, not retried");
         assert_eq!(sc.status(KEY).await["state"], "needs_authorization");
     }
     // Authorize on a connection that is not authorization-code: 422.
-    let cc = TokenServer::start(token(3600, false)).await;
-    let sc2 = Sidecar::start(&format!(
-        "connections:\n{}",
-        cc_connection("cc", echo.addr, cc.addr, "")
-    ))
-    .await;
+    let cc = TokenServer::start(Reply::token(3600, false)).await;
+    let sc2 = cc_sidecar("cc", echo.addr, cc.addr).await;
     let (status, body) = get_json(&sc2.admin_url("/api/v1/connection/cc/authorize")).await;
     assert_eq!(status, 422, "{body}");
 }
@@ -851,16 +704,15 @@ async fn a_refused_code_exchange_is_reported_and_not_retried() {
 /// keeps it.
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_response_without_one_keeps_the_old() {
-    let tokens = TokenServer::start(token(3600, false)).await;
+    let (tokens, _echo, sc) = start(Ac::default()).await;
+    tokens.set_default(Reply::token(3600, false));
     tokens.script([
-        token(2, true),     // code → tok-1, ref-1
-        token(2, true),     // refresh with ref-1 → tok-2, ref-2
-        token(2, false),    // refresh with ref-2 → tok-3, no refresh token
-        token(3600, false), // refresh with ref-2 again → tok-4
+        Reply::token(2, true),     // code → tok-1, ref-1
+        Reply::token(2, true),     // refresh with ref-1 → tok-2, ref-2
+        Reply::token(2, false),    // refresh with ref-2 → tok-3, no refresh token
+        Reply::token(3600, false), // refresh with ref-2 again → tok-4
     ]);
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
-    authorize_with(&sc, "abc").await;
+    authorize_with(&sc, KEY, "abc").await;
     tokens.wait_count(4).await;
     let reqs = tokens.requests();
     assert_eq!(
@@ -878,14 +730,7 @@ async fn refresh_tokens_rotate_and_a_response_without_one_keeps_the_old() {
             "refresh #{i}"
         );
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while proxied(&sc).await.1.as_deref() != Some("Bearer tok-4") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tok-4 never injected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_injected(&sc, "Bearer tok-4").await;
     let st = sc.wait_state(KEY, "ready").await;
     assert_eq!(st["has_refresh_token"], true);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -900,17 +745,15 @@ async fn refresh_tokens_rotate_and_a_response_without_one_keeps_the_old() {
 /// the proxy's 503 names the authorize route; a new authorization brings it back.
 #[tokio::test]
 async fn invalid_grant_on_refresh_needs_reauthorization_without_retrying() {
-    let tokens = TokenServer::start(token(3600, true)).await;
+    let (tokens, _echo, sc) = start(Ac::default()).await;
     tokens.script([
-        token(2, true),
+        Reply::token(2, true),
         Reply::OAuthError {
             status: 400,
             code: "invalid_grant",
         },
     ]);
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
-    authorize_with(&sc, "abc").await;
+    authorize_with(&sc, KEY, "abc").await;
     let st = sc.wait_state(KEY, "needs_reauthorization").await;
     assert_eq!(tokens.count(), 2);
     assert!(
@@ -940,11 +783,10 @@ async fn invalid_grant_on_refresh_needs_reauthorization_without_retrying() {
     assert_eq!(sc.status(KEY).await["state"], "needs_reauthorization");
 
     // Re-authorizing brings the connection back and the refresher with it.
-    tokens.script([token(2, true), token(3600, true)]);
-    authorize_with(&sc, "again").await;
-    tokens.wait_count(4).await;
+    tokens.script([Reply::token(2, true), Reply::token(3600, true)]);
+    authorize_with(&sc, KEY, "again").await;
     assert_eq!(
-        tokens.requests()[3].field("refresh_token").as_deref(),
+        tokens.nth(4).await.field("refresh_token").as_deref(),
         Some("ref-2")
     );
     sc.wait_state(KEY, "ready").await;
@@ -954,17 +796,13 @@ async fn invalid_grant_on_refresh_needs_reauthorization_without_retrying() {
 /// needs re-authorization; nothing is requested.
 #[tokio::test]
 async fn without_refresh_request_the_token_lives_until_expiry() {
-    let tokens = TokenServer::start(token(2, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(
-        &Ac {
-            refresh_request: false,
-            ..Ac::new(&echo, &tokens)
-        }
-        .yaml(),
-    )
+    let (tokens, _echo, sc) = start(Ac {
+        refresh_request: false,
+        ..Ac::default()
+    })
     .await;
-    authorize_with(&sc, "abc").await;
+    tokens.set_default(Reply::token(2, true));
+    authorize_with(&sc, KEY, "abc").await;
     assert_eq!(proxied(&sc).await.1.as_deref(), Some("Bearer tok-1"));
     let body = wait_unusable(&sc).await;
     assert_eq!(
@@ -981,17 +819,15 @@ async fn without_refresh_request_the_token_lives_until_expiry() {
 /// one: no needless refresh, and no refresh attempted without a refresh token.
 #[tokio::test]
 async fn a_refresh_due_during_a_new_authorization_does_not_act_on_the_old_token() {
-    let tokens = TokenServer::start(token(3600, true)).await;
+    let (tokens, _echo, sc) = start(Ac::default()).await;
     tokens.script([
-        token(2, true), // first authorization: tok-1 / ref-1, refresh due after ~1 s
+        Reply::token(2, true), // first authorization: tok-1 / ref-1, refresh due after ~1 s
         // second authorization, held for 1.5 s across that instant: tok-2, 3600 s, no
         // refresh token
         Reply::Slow(Duration::from_millis(1500)),
     ]);
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
-    authorize_with(&sc, "first").await;
-    authorize_with(&sc, "second").await;
+    authorize_with(&sc, KEY, "first").await;
+    authorize_with(&sc, KEY, "second").await;
     assert_eq!(proxied(&sc).await.1.as_deref(), Some("Bearer tok-2"));
     // Give the refresher, released by the callback, time to act wrongly.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1008,36 +844,24 @@ async fn a_refresh_due_during_a_new_authorization_does_not_act_on_the_old_token(
 /// token request, and the refresher resumes from it.
 #[tokio::test]
 async fn a_restart_keeps_the_token_and_the_refresher_resumes() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    tokens.script([token(6, true)]);
-    let echo = Echo::start().await;
-    let yaml = Ac::new(&echo, &tokens).yaml();
-    let sc = Sidecar::start(&yaml).await;
-    authorize_with(&sc, "abc").await;
-    let dir = sc.stop().await;
+    let (tokens, echo, sc) = start(Ac::default()).await;
+    tokens.script([Reply::token(6, true)]);
+    authorize_with(&sc, KEY, "abc").await;
 
-    let sc = Sidecar::start_in(dir, &yaml, Options::default()).await;
+    let sc = sc.restart(&Ac::default().yaml(&echo, &tokens)).await;
     let st = sc.status(KEY).await;
     assert_eq!(st["state"], "ready", "{st}");
     assert_eq!(st["has_refresh_token"], true);
     assert_eq!(proxied(&sc).await.1.as_deref(), Some("Bearer tok-1"));
     assert_eq!(tokens.count(), 1, "no new login, no token request at start");
     // The restored 6 s token is refreshed ahead of its expiry with the stored refresh token.
-    tokens.wait_count(2).await;
-    let refresh = &tokens.requests()[1];
+    let refresh = tokens.nth(2).await;
     assert_eq!(
         refresh.field("grant_type").as_deref(),
         Some("refresh_token")
     );
     assert_eq!(refresh.field("refresh_token").as_deref(), Some("ref-1"));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while proxied(&sc).await.1.as_deref() != Some("Bearer tok-2") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tok-2 never injected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_injected(&sc, "Bearer tok-2").await;
 }
 
 /// The refresh token a refresh rotated in is on disk before it is used: after a restart
@@ -1046,18 +870,17 @@ async fn a_restart_keeps_the_token_and_the_refresher_resumes() {
 /// placeholder, like `<refresh_token>`).
 #[tokio::test]
 async fn a_refresh_request_can_send_the_current_access_token() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    tokens.script([token(2, true)]);
+    let tokens = TokenServer::start(Reply::token(3600, true)).await;
+    tokens.script([Reply::token(2, true)]);
     let echo = Echo::start().await;
-    let yaml = Ac::new(&echo, &tokens).yaml().replace(
+    let yaml = Ac::default().yaml(&echo, &tokens).replace(
         r#""refresh_token": "<refresh_token>","#,
         r#""refresh_token": "<refresh_token>", "previous": "<access_token>","#,
     );
     assert!(yaml.contains("<access_token>"));
     let sc = Sidecar::start(&yaml).await;
-    authorize_with(&sc, "abc").await;
-    tokens.wait_count(2).await;
-    let refresh = &tokens.requests()[1];
+    authorize_with(&sc, KEY, "abc").await;
+    let refresh = tokens.nth(2).await;
     assert_eq!(
         refresh.field("grant_type").as_deref(),
         Some("refresh_token")
@@ -1068,21 +891,16 @@ async fn a_refresh_request_can_send_the_current_access_token() {
 
 #[tokio::test]
 async fn a_rotated_refresh_token_survives_a_restart() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    tokens.script([token(2, true), token(4, true)]);
-    let echo = Echo::start().await;
-    let yaml = Ac::new(&echo, &tokens).yaml();
-    let sc = Sidecar::start(&yaml).await;
-    authorize_with(&sc, "abc").await;
+    let (tokens, echo, sc) = start(Ac::default()).await;
+    tokens.script([Reply::token(2, true), Reply::token(4, true)]);
+    authorize_with(&sc, KEY, "abc").await;
     tokens.wait_count(2).await; // the refresh rotated ref-1 → ref-2
-    let dir = sc.stop().await;
 
-    let sc = Sidecar::start_in(dir, &yaml, Options::default()).await;
+    let sc = sc.restart(&Ac::default().yaml(&echo, &tokens)).await;
     assert_eq!(sc.status(KEY).await["state"], "ready");
     assert_eq!(proxied(&sc).await.1.as_deref(), Some("Bearer tok-2"));
-    tokens.wait_count(3).await;
     assert_eq!(
-        tokens.requests()[2].field("refresh_token").as_deref(),
+        tokens.nth(3).await.field("refresh_token").as_deref(),
         Some("ref-2")
     );
     sc.wait_state(KEY, "ready").await;
@@ -1092,19 +910,14 @@ async fn a_rotated_refresh_token_survives_a_restart() {
 /// and the file is left exactly as it was.
 #[tokio::test]
 async fn a_wrong_store_key_refuses_to_start_and_leaves_the_file() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
-    authorize_with(&sc, "abc").await;
-    let path = store_path(&sc);
-    let dir = sc.stop().await;
+    let (tokens, echo, dir, path) = authorized_and_stopped().await;
     let before = std::fs::read(&path).unwrap();
 
     let yaml = Ac {
         store_key: OTHER_KEY,
-        ..Ac::new(&echo, &tokens)
+        ..Ac::default()
     }
-    .yaml();
+    .yaml(&echo, &tokens);
     let message = match try_start(dir.path(), &yaml).await {
         Ok(_) => panic!("started with the wrong store key"),
         Err(e) => e.to_string(),
@@ -1117,25 +930,21 @@ async fn a_wrong_store_key_refuses_to_start_and_leaves_the_file() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), before, "file untouched");
     // The right key still opens it.
-    let sc = Sidecar::start_in(dir, &Ac::new(&echo, &tokens).yaml(), Options::default()).await;
+    let yaml = Ac::default().yaml(&echo, &tokens);
+    let sc = Sidecar::start_in(dir, &yaml, Default::default()).await;
     assert_eq!(sc.status(KEY).await["state"], "ready");
 }
 
 /// Flip one byte of the store: start fails naming the file; the file is untouched.
 #[tokio::test]
 async fn a_corrupted_store_refuses_to_start_and_leaves_the_file() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let yaml = Ac::new(&echo, &tokens).yaml();
-    let sc = Sidecar::start(&yaml).await;
-    authorize_with(&sc, "abc").await;
-    let path = store_path(&sc);
-    let dir = sc.stop().await;
+    let (tokens, echo, dir, path) = authorized_and_stopped().await;
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
 
+    let yaml = Ac::default().yaml(&echo, &tokens);
     let message = match try_start(dir.path(), &yaml).await {
         Ok(_) => panic!("started on a corrupted store"),
         Err(e) => e.to_string(),
@@ -1152,12 +961,7 @@ async fn a_corrupted_store_refuses_to_start_and_leaves_the_file() {
 /// authorization, and the unreadable file is moved aside (kept, not deleted).
 #[tokio::test]
 async fn start_unauthorized_moves_an_unreadable_store_aside() {
-    let tokens = TokenServer::start(token(3600, true)).await;
-    let echo = Echo::start().await;
-    let sc = Sidecar::start(&Ac::new(&echo, &tokens).yaml()).await;
-    authorize_with(&sc, "abc").await;
-    let path = store_path(&sc);
-    let dir = sc.stop().await;
+    let (tokens, echo, dir, path) = authorized_and_stopped().await;
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x80;
@@ -1165,10 +969,10 @@ async fn start_unauthorized_moves_an_unreadable_store_aside() {
 
     let yaml = Ac {
         store: "  on_unreadable: start_unauthorized\n",
-        ..Ac::new(&echo, &tokens)
+        ..Ac::default()
     }
-    .yaml();
-    let sc = Sidecar::start_in(dir, &yaml, Options::default()).await;
+    .yaml(&echo, &tokens);
+    let sc = Sidecar::start_in(dir, &yaml, Default::default()).await;
     assert_eq!(sc.status(KEY).await["state"], "needs_authorization");
     assert!(!path.exists(), "the unreadable file is no longer in place");
     let aside: Vec<_> = std::fs::read_dir(sc.dir.path())
@@ -1188,7 +992,7 @@ async fn start_unauthorized_moves_an_unreadable_store_aside() {
         "moved, not changed"
     );
     // A new authorization writes a fresh store.
-    authorize_with(&sc, "fresh").await;
+    authorize_with(&sc, KEY, "fresh").await;
     assert!(path.exists());
     assert_eq!(proxied(&sc).await.1.as_deref(), Some("Bearer tok-2"));
 }

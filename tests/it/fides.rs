@@ -13,16 +13,16 @@ mod same;
 mod strategies;
 mod wire;
 
-use crate::support::authz::{authorize, callback, query};
 use crate::support::capture;
 use crate::support::golden::{self, Connector};
 use crate::support::*;
 use secrecy::SecretString;
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokenwarden::config::{Auth, Connection, OAuth2};
+use tokenwarden::oauth::request;
+use tokenwarden::template::Lookup;
 use tokenwarden::token::store::{FileStore, StoredToken, TokenStore};
 
 fn repo(path: &str) -> PathBuf {
@@ -85,102 +85,42 @@ fn store_due_token(dir: &Path, key: &str) {
         .unwrap();
 }
 
-/// Waits until the status of connection `key` satisfies `done`, and returns it.
-async fn wait_status(sidecar: &Sidecar, key: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = sidecar.status(key).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connection {key} never reached the expected status; last {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// A config with the Fides fixture connection `key` (§5.1, [`fixture_authcode`]) from
+/// `echo` to `tokens`, with a refresh request if `refresh`.
+fn fixture_yaml(key: &str, echo: &Echo, tokens: &TokenServer, refresh: bool) -> String {
+    connections(&[fixture_authcode(key, echo.addr, Some(tokens.addr), refresh)])
 }
 
-/// The Fides test fixture's authorization-code connection (§5.1): authorize GET
-/// `/auth/authorize` on the root host; token and refresh requests with every value in the
-/// query string and an empty form body — here sent to `token` over plain HTTP.
-fn fixture_authcode(key: &str, root: &str, token: SocketAddr, refresh: bool) -> String {
-    let refresh = if refresh {
-        format!(
-            r#"          refresh_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{token}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            query_params:
-              - {{ name: client_id, value: "<client_id>" }}
-              - {{ name: client_secret, value: "<client_secret>" }}
-              - {{ name: redirect_uri, value: "<redirect_uri>" }}
-              - {{ name: grant_type, value: refresh_token }}
-              - {{ name: refresh_token, value: "<refresh_token>" }}
-"#
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        r#"  - key: {key}
-    secrets: {{ domain: localhost, client_id: client, client_secret: secret, redirect_uri: "https://localhost/callback" }}
-    client_config:
-      {root}
-      authentication:
-        strategy: oauth2_authorization_code
-        configuration:
-          authorization_request:
-            method: GET
-            path: /auth/authorize
-            query_params:
-              - {{ name: client_id, value: "<client_id>" }}
-              - {{ name: redirect_uri, value: "<redirect_uri>" }}
-              - {{ name: response_type, value: code }}
-              - {{ name: scope, value: "admin.read admin.write" }}
-              - {{ name: state, value: "<state>" }}
-          token_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{token}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            query_params:
-              - {{ name: client_id, value: "<client_id>" }}
-              - {{ name: client_secret, value: "<client_secret>" }}
-              - {{ name: grant_type, value: authorization_code }}
-              - {{ name: code, value: "<code>" }}
-              - {{ name: redirect_uri, value: "<redirect_uri>" }}
-{refresh}"#
-    )
+/// A token endpoint answering `reply`, the echo upstream, and a sidecar with the Fides
+/// fixture connection `key` between them ([`fixture_yaml`]).
+async fn start_fixture(key: &str, reply: Reply, refresh: bool) -> (TokenServer, Echo, Sidecar) {
+    let tokens = TokenServer::start(reply).await;
+    let echo = Echo::start().await;
+    let sidecar = Sidecar::start(&fixture_yaml(key, &echo, &tokens, refresh)).await;
+    (tokens, echo, sidecar)
 }
 
-/// The root `protocol`/`host` of a connection proxying to the echo server.
-fn echo_root(echo: &Echo) -> String {
-    format!("protocol: http\n      host: \"{}\"", echo.addr)
-}
-
-/// Authorizes `key` with `code` through the admin routes; panics unless the callback succeeds.
-async fn authorize_with(sidecar: &Sidecar, key: &str, code: &str) {
-    let auth = authorize(sidecar, key).await;
-    let page = callback(sidecar, &query(&[("code", code), ("state", &auth.state)])).await;
-    assert_eq!(page.status, 200, "callback: {}", page.body);
-}
-
-/// GETs `/{key}{path}` through the proxy → (status, JSON body).
-async fn proxied(sidecar: &Sidecar, key: &str, path: &str) -> (u16, Value) {
-    get_json(&sidecar.url(&format!("/{key}{path}"))).await
-}
-
-/// The values of header `name` in an echo answer.
-fn echoed<'a>(body: &'a Value, name: &str) -> Vec<&'a str> {
-    body["headers"]
-        .as_array()
+/// The authorization URL of connection `key` built with the fixed `state` (no admin route).
+fn authorization_url_with_state(sidecar: &Sidecar, key: &str, state: &str) -> String {
+    let conn = &sidecar
+        .running
+        .as_ref()
         .unwrap()
-        .iter()
-        .filter(|h| h[0] == name)
-        .map(|h| h[1].as_str().unwrap())
-        .collect()
+        .registry
+        .get(key)
+        .unwrap()
+        .conn;
+    let runtime = [("state", state)];
+    request::authorization_url(
+        &format!("{} OAuth2", conn.name),
+        oauth(conn).authorization_request.as_ref().unwrap(),
+        &conn.client_config,
+        &Lookup {
+            params: &conn.params,
+            runtime: &runtime,
+        },
+    )
+    .unwrap()
 }
 
 /// Seconds from now to the status' `expires_at`.

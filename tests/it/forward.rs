@@ -31,24 +31,10 @@ fn connection(
     token: SocketAddr,
     allow_private_network: bool,
 ) -> String {
-    format!(
-        r#"  - key: {key}
-    allow_private_network: {allow_private_network}
-    secrets: {{ client_id: the-client, client_secret: "s3cret-VALUE" }}
-    client_config:
-      protocol: {protocol}
-      host: "{host}"
-      authentication:
-        strategy: oauth2_client_credentials
-        configuration:
-          token_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{token}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
-"#
-    )
+    cc_conn(key, host, token)
+        .protocol(protocol)
+        .field(&format!("allow_private_network: {allow_private_network}"))
+        .to_string()
 }
 
 /// Every made-up name resolves to 127.0.0.1.
@@ -74,23 +60,17 @@ struct World {
 
 impl World {
     async fn start(proxy_yaml: &str, more: &[String]) -> World {
-        let tokens = TokenServer::start(Reply::Token {
-            expires_in: Some(3600),
-            refresh: false,
-        })
-        .await;
+        let tokens = TokenServer::start(Reply::token(3600, false)).await;
         let echo = Echo::start().await;
-        let mut yaml = format!("proxy: {proxy_yaml}\nconnections:\n");
-        yaml.push_str(&connection(
+        let saas = connection(
             "saas",
             "http",
             &format!("{NAME}:{}", echo.addr.port()),
             tokens.addr,
             true,
-        ));
-        for c in more {
-            yaml.push_str(c);
-        }
+        );
+        let all: Vec<&String> = std::iter::once(&saas).chain(more).collect();
+        let yaml = format!("proxy: {proxy_yaml}\n{}", connections(&all));
         let sidecar = Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options()).await;
         for state in &sidecar.running.as_ref().unwrap().registry.connections {
             sidecar.wait_state(&state.conn.key, "ready").await;
@@ -116,17 +96,20 @@ impl World {
     async fn raw_get(&self, target: &str, extra: &str) -> RawResponse {
         raw::send(self.sidecar.proxy, &raw::get(target, NAME, extra)).await
     }
-}
 
-/// Values of header `name` in an echo answer, in order.
-fn echoed(body: &Value, name: &str) -> Vec<String> {
-    body["headers"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not an echo answer: {body}"))
-        .iter()
-        .filter(|h| h[0] == name)
-        .map(|h| h[1].as_str().unwrap().to_owned())
-        .collect()
+    /// Sends a raw `CONNECT {target}` to the proxy.
+    async fn raw_connect(&self, target: &str) -> RawResponse {
+        raw::send(self.sidecar.proxy, &raw::connect_request(target)).await
+    }
+
+    /// A reqwest client with the sidecar as its HTTP proxy.
+    fn proxied_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(self.sidecar.url("")).unwrap())
+            .timeout(WAIT)
+            .build()
+            .unwrap()
+    }
 }
 
 fn json(text: &str) -> Value {
@@ -190,11 +173,7 @@ async fn curl_with_the_http_proxy_variable_gets_the_injected_token() {
 #[tokio::test]
 async fn reqwest_with_a_proxy_gets_the_injected_token() {
     let w = World::start("{}", &[]).await;
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(w.sidecar.url("")).unwrap())
-        .timeout(WAIT)
-        .build()
-        .unwrap();
+    let client = w.proxied_client();
     let r = client
         .post(w.url("/v1/items?page=2"))
         .header("authorization", "Bearer from-the-app")
@@ -237,11 +216,7 @@ async fn python_requests_with_the_http_proxy_variable_gets_the_injected_token() 
 
 #[tokio::test]
 async fn host_matching_ignores_case_and_a_trailing_dot_and_is_port_aware() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
     // `dflt` is https on 443 and resolves to 127.0.0.1 without opting in: a request routed
     // to it ends in the SSRF guard's 502 naming `dflt`, before any connection is made.
     let w = World::start(
@@ -324,11 +299,7 @@ async fn the_request_target_not_the_host_header_selects_and_host_is_regenerated(
 async fn a_host_no_connection_names_is_refused_and_never_reached() {
     let w = World::start("{}", &[]).await;
     let elsewhere = Echo::start().await;
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(w.sidecar.url("")).unwrap())
-        .timeout(WAIT)
-        .build()
-        .unwrap();
+    let client = w.proxied_client();
     for url in [
         format!("http://{}/v1/x", elsewhere.addr),
         format!("http://{OTHER_NAME}:{}/v1/x", elsewhere.addr.port()),
@@ -376,11 +347,7 @@ async fn connect_to_a_connection_host_is_refused_with_an_explanation() {
         w.authority(),
         format!("API.SAAS.TEST.:{}", w.echo.addr.port()),
     ] {
-        let r = raw::send(
-            w.sidecar.proxy,
-            &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-        )
-        .await;
+        let r = w.raw_connect(&target).await;
         assert_eq!(r.status, 403, "{target}: {}", r.head);
         let body = r.json();
         assert_eq!(body["error"], "forbidden");
@@ -411,11 +378,7 @@ async fn connect_anywhere_else_is_refused() {
     let w = World::start("{}", &[]).await;
     let elsewhere = Echo::start().await;
     let target = elsewhere.addr.to_string();
-    let r = raw::send(
-        w.sidecar.proxy,
-        &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-    )
-    .await;
+    let r = w.raw_connect(&target).await;
     assert_eq!(r.status, 403, "{}", r.head);
     let message = r.json()["message"].as_str().unwrap().to_owned();
     assert!(
@@ -435,11 +398,7 @@ async fn connect_to_an_allow_listed_target_is_a_plain_tunnel() {
     .await;
     let target = elsewhere.addr.to_string();
     let mut stream = raw::connect(w.sidecar.proxy).await;
-    raw::write(
-        &mut stream,
-        &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-    )
-    .await;
+    raw::write(&mut stream, &raw::connect_request(&target)).await;
     let (status, head, rest) = raw::read_head(&mut stream).await;
     assert_eq!(status, 200, "{head}");
     assert!(rest.is_empty());
@@ -459,11 +418,7 @@ async fn connect_to_an_allow_listed_target_is_a_plain_tunnel() {
 
     // Another port on the same host is not on the list.
     let other = format!("127.0.0.1:{}", w.echo.addr.port());
-    let r = raw::send(
-        w.sidecar.proxy,
-        &format!("CONNECT {other} HTTP/1.1\r\nHost: {other}\r\n\r\n"),
-    )
-    .await;
+    let r = w.raw_connect(&other).await;
     assert_eq!(r.status, 403, "{}", r.head);
     assert_eq!(w.echo.hits(), 0);
 }
@@ -521,11 +476,7 @@ async fn a_target_that_is_the_proxy_itself_is_refused_without_looping() {
     }
     // A client whose HTTP_PROXY is the sidecar, calling the sidecar's reverse-mode URL
     // (NO_PROXY forgotten): a prompt 508, not a hang.
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(w.sidecar.url("")).unwrap())
-        .timeout(WAIT)
-        .build()
-        .unwrap();
+    let client = w.proxied_client();
     let r = client
         .get(w.sidecar.url("/saas/v1/self"))
         .send()
@@ -539,40 +490,29 @@ async fn a_target_that_is_the_proxy_itself_is_refused_without_looping() {
 async fn a_connection_that_points_back_at_the_proxy_ends_in_508() {
     // The upstream of `loop` is the proxy listener itself: the first hop adds Via, the
     // second sees it and answers 508, which the first hop passes back.
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
-    let proxy_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let proxy_l = loopback().await;
     let proxy = proxy_l.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yaml");
-    let yaml = format!(
-        "connections:\n{}",
-        connection("loop", "http", &proxy.to_string(), tokens.addr, false)
-    );
-    std::fs::write(&file, yaml).unwrap();
-    let config = tokenwarden::config::load(&file).unwrap_or_else(|p| panic!("{p}"));
-    let running = tokenwarden::app::start(config, proxy_l, admin_l, Options::default())
-        .await
-        .unwrap();
-    let admin = running.admin_addr;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while get_json(&format!("http://{admin}/api/v1/connection/loop"))
-        .await
-        .1["state"]
-        != "ready"
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let yaml = connections(&[connection(
+        "loop",
+        "http",
+        &proxy.to_string(),
+        tokens.addr,
+        false,
+    )]);
+    let sidecar = Sidecar::start_on(
+        proxy_l,
+        tempfile::tempdir().unwrap(),
+        &yaml,
+        Options::default(),
+    )
+    .await;
+    sidecar.wait_state("loop", "ready").await;
     for target in ["/loop/loop/x", "/loop/x"] {
         let r = raw::send(proxy, &raw::get(target, "127.0.0.1", "")).await;
         assert_eq!(r.status, 508, "{target}: {}", r.head);
     }
-    running.stop().await;
+    sidecar.stop().await;
 }
 
 #[tokio::test]
@@ -633,11 +573,7 @@ async fn path_and_query_pass_byte_for_byte_in_reverse_mode() {
 
 #[tokio::test]
 async fn the_ssrf_guard_refuses_names_that_resolve_to_private_addresses_unless_allowed() {
-    let others = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
+    let others = TokenServer::start(Reply::token(3600, false)).await;
     let guarded = Echo::start().await;
     let literal = Echo::start().await;
     let w = World::start(
@@ -732,11 +668,7 @@ async fn listening_addrs(
 #[tokio::test]
 async fn tokenwardens_own_clients_ignore_proxy_variables() {
     use tokio::io::AsyncBufReadExt;
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let echo = Echo::start().await;
     let trap = ConnCounter::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -745,8 +677,8 @@ async fn tokenwardens_own_clients_ignore_proxy_variables() {
         &file,
         format!(
             "proxy: {{ listen: \"127.0.0.1:0\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n\
-             log: {{ level: info, format: json }}\nconnections:\n{}",
-            cc_connection("api", echo.addr, tokens.addr, "")
+             log: {{ level: info, format: json }}\n{}",
+            connections(&[cc_connection("api", echo.addr, tokens.addr, "")])
         ),
     )
     .unwrap();
@@ -761,14 +693,11 @@ async fn tokenwardens_own_clients_ignore_proxy_variables() {
     for var in external::PROXY_VARS {
         cmd.env_remove(var);
     }
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
+    // Every proxy variable but NO_PROXY points at the trap.
+    for var in external::PROXY_VARS
+        .into_iter()
+        .filter(|v| !v.eq_ignore_ascii_case("no_proxy"))
+    {
         cmd.env(var, trap.url());
     }
     let mut child = cmd.spawn().expect("start tokenwarden");
@@ -779,15 +708,7 @@ async fn tokenwardens_own_clients_ignore_proxy_variables() {
 
     // The token client went straight to the token endpoint …
     tokens.wait_count(1).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while get_json(&format!("http://{admin}/api/v1/connection/api"))
-        .await
-        .1["state"]
-        != "ready"
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_state_at(admin, "api", "ready").await;
     // … and the upstream client straight to the echo.
     let (status, body) = get_json(&format!("http://{proxy}/api/v1/direct")).await;
     assert_eq!(status, 200, "{body}");

@@ -13,8 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
-/// The client secret `cc_connection` configures.
-const CLIENT_SECRET: &str = "s3cret-VALUE";
 /// Size of the streamed upload and download.
 const BIG: usize = 50 * 1024 * 1024;
 /// Largest growth of resident memory accepted while `BIG` bytes stream each way.
@@ -27,35 +25,14 @@ const EXIT_INVALID_CONFIG: i32 = 64;
 async fn setup(reply: Reply, extra: &str) -> (TokenServer, Echo, Sidecar) {
     let tokens = TokenServer::start(reply).await;
     let echo = Echo::start().await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        cc_connection("api", echo.addr, tokens.addr, extra)
-    ))
-    .await;
+    let yaml = connections(&[cc_connection("api", echo.addr, tokens.addr, extra)]);
+    let sidecar = Sidecar::start(&yaml).await;
     (tokens, echo, sidecar)
 }
 
+/// A token living `expires_in` seconds, without a refresh token.
 fn token(expires_in: u64) -> Reply {
-    Reply::Token {
-        expires_in: Some(expires_in),
-        refresh: false,
-    }
-}
-
-/// The values of header `name` in an echo response.
-fn echoed<'a>(body: &'a Value, name: &str) -> Vec<&'a str> {
-    body["headers"]
-        .as_array()
-        .expect("echo headers")
-        .iter()
-        .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .map(|h| h[1].as_str().unwrap_or_default())
-        .collect()
-}
-
-/// GET through the proxy → (status, JSON body or Null).
-async fn proxied(sidecar: &Sidecar, path: &str) -> (u16, Value) {
-    get_json(&sidecar.url(path)).await
+    Reply::token(expires_in, false)
 }
 
 /// The number `N` of the `Bearer tok-N` an echo response received.
@@ -88,22 +65,6 @@ where
     }
 }
 
-/// Polls the status of connection `api` until `done` holds; returns that status.
-async fn wait_status(sidecar: &Sidecar, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let status = sidecar.status("api").await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A loopback port with nothing listening on it (bound, then released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -115,17 +76,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn injects_the_token_and_replaces_the_apps_authorization() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
-    let echo = Echo::start().await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        cc_connection("api", echo.addr, tokens.addr, "")
-    ))
-    .await;
+    let (_tokens, _echo, sidecar) = setup(token(3600), "").await;
     sidecar.wait_state("api", "ready").await;
     let r = client()
         .get(sidecar.url("/api/v1/things?a=1&b=%2F+x"))
@@ -136,14 +87,7 @@ async fn injects_the_token_and_replaces_the_apps_authorization() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(body["target"], "/v1/things?a=1&b=%2F+x");
-    let auth: Vec<&serde_json::Value> = body["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0] == "authorization")
-        .collect();
-    assert_eq!(auth.len(), 1);
-    assert_eq!(auth[0][1], "Bearer tok-1");
+    assert_eq!(echoed(&body, "authorization"), ["Bearer tok-1"]);
 }
 
 #[tokio::test]
@@ -229,11 +173,7 @@ async fn strips_hop_by_hop_response_headers() {
     )
     .await;
     let tokens = TokenServer::start(token(3600)).await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        cc_connection("api", upstream.addr, tokens.addr, "")
-    ))
-    .await;
+    let sidecar = cc_sidecar("api", upstream.addr, tokens.addr).await;
     sidecar.wait_state("api", "ready").await;
     // Control: fetched straight from the upstream, the client sees them all.
     let direct = client()
@@ -359,10 +299,11 @@ async fn keeps_the_valid_token_while_the_endpoint_fails_then_recovers() {
         status: 503,
         retry_after: None,
     });
-    let down = wait_status(&sidecar, "the failed refresh to show in status", |s| {
-        !s["last_error"].is_null()
-    })
-    .await;
+    let down = sidecar
+        .wait_status("api", "the failed refresh to show in status", |s| {
+            !s["last_error"].is_null()
+        })
+        .await;
     let failures_seen = tokens.count();
     assert!(failures_seen >= 2);
     assert_eq!(down["state"], "ready");
@@ -372,17 +313,18 @@ async fn keeps_the_valid_token_while_the_endpoint_fails_then_recovers() {
     assert!(!error.contains(CLIENT_SECRET) && !error.contains("tok-"));
     // Requests keep going out with the still-valid token.
     for _ in 0..5 {
-        let (status, body) = proxied(&sidecar, "/api/while-down").await;
+        let (status, body) = sidecar.get("/api/while-down").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(token_number(&body), 1);
     }
     // The endpoint comes back: the retry (backoff from 1 s) brings a new token.
     tokens.set_default(token(3600));
-    wait_status(&sidecar, "a new token after the endpoint recovered", |s| {
-        s["last_error"].is_null() && s["consecutive_failures"] == 0
-    })
-    .await;
-    let (status, body) = proxied(&sidecar, "/api/after").await;
+    sidecar
+        .wait_status("api", "a new token after the endpoint recovered", |s| {
+            s["last_error"].is_null() && s["consecutive_failures"] == 0
+        })
+        .await;
+    let (status, body) = sidecar.get("/api/after").await;
     assert_eq!(status, 200, "{body}");
     assert!(token_number(&body) >= 2);
     assert_eq!(sidecar.status("api").await["state"], "ready");
@@ -399,16 +341,15 @@ async fn keeps_the_valid_token_while_the_endpoint_is_unreachable() {
     let (tokens, _echo, sidecar) = setup(token(6), "").await;
     sidecar.wait_state("api", "ready").await;
     tokens.stop();
-    let down = wait_status(
-        &sidecar,
-        "the unreachable endpoint to show in status",
-        |s| !s["last_error"].is_null(),
-    )
-    .await;
+    let down = sidecar
+        .wait_status("api", "the unreachable endpoint to show in status", |s| {
+            !s["last_error"].is_null()
+        })
+        .await;
     let error = down["last_error"].as_str().unwrap();
     assert!(error.contains("unreachable"), "{error}");
     assert_eq!(down["state"], "ready");
-    let (status, body) = proxied(&sidecar, "/api/while-unreachable").await;
+    let (status, body) = sidecar.get("/api/while-unreachable").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(token_number(&body), 1);
 }
@@ -462,26 +403,28 @@ async fn maps_routing_and_upstream_failures_to_statuses() {
     let refused: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let silent = RawUpstream::silent().await;
     let sidecar = Sidecar::start(&format!(
-        "proxy:\n  response_timeout: 300ms\nconnections:\n{}{}",
-        cc_connection("down", refused, tokens.addr, ""),
-        cc_connection("slow", silent.addr, tokens.addr, ""),
+        "proxy:\n  response_timeout: 300ms\n{}",
+        connections(&[
+            cc_connection("down", refused, tokens.addr, ""),
+            cc_connection("slow", silent.addr, tokens.addr, ""),
+        ])
     ))
     .await;
     sidecar.wait_state("down", "ready").await;
     sidecar.wait_state("slow", "ready").await;
 
-    let (status, body) = proxied(&sidecar, "/nope/x").await;
+    let (status, body) = sidecar.get("/nope/x").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"], "unknown_connection");
     assert_eq!(body["connection"], "nope");
 
-    let (status, body) = proxied(&sidecar, "/down/x").await;
+    let (status, body) = sidecar.get("/down/x").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "upstream_unreachable");
     assert_eq!(body["connection"], "down");
 
     let started = Instant::now();
-    let (status, body) = proxied(&sidecar, "/slow/x").await;
+    let (status, body) = sidecar.get("/slow/x").await;
     let took = started.elapsed();
     assert_eq!(status, 504, "{body}");
     assert_eq!(
@@ -544,11 +487,7 @@ async fn readiness_health_metrics_and_status_never_show_a_token() {
     // Hold the first token back to look at the sidecar before it has one.
     tokens.script([Reply::Slow(Duration::from_millis(1500))]);
     let echo = Echo::start().await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        cc_connection("api", echo.addr, tokens.addr, "")
-    ))
-    .await;
+    let sidecar = cc_sidecar("api", echo.addr, tokens.addr).await;
     assert_eq!(
         get_json(&sidecar.admin_url("/healthz")).await,
         (200, json!({"status": "ok"}))
@@ -556,7 +495,7 @@ async fn readiness_health_metrics_and_status_never_show_a_token() {
     let (status, body) = get_json(&sidecar.admin_url("/readyz")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["waiting_for"], json!(["api"]));
-    let (status, body) = proxied(&sidecar, "/api/early").await;
+    let (status, body) = sidecar.get("/api/early").await;
     assert_eq!(status, 503);
     assert_eq!(
         body,
@@ -569,7 +508,7 @@ async fn readiness_health_metrics_and_status_never_show_a_token() {
         (200, json!({"status": "ready"}))
     );
     for _ in 0..3 {
-        assert_eq!(proxied(&sidecar, "/api/counted").await.0, 200);
+        assert_eq!(sidecar.get("/api/counted").await.0, 200);
     }
     let issued: Vec<String> = (1..=tokens.count()).map(|n| format!("tok-{n}")).collect();
 
@@ -623,18 +562,11 @@ async fn a_configured_expires_in_wins_over_the_response() {
 
 #[tokio::test]
 async fn a_response_without_expires_in_is_long_lived() {
-    let (_tokens, _echo, sidecar) = setup(
-        Reply::Token {
-            expires_in: None,
-            refresh: false,
-        },
-        "",
-    )
-    .await;
+    let (_tokens, _echo, sidecar) = setup(Reply::token_without_expiry(), "").await;
     let status = sidecar.wait_state("api", "ready").await;
     assert_eq!(status["expires_at"], Value::Null, "{status}");
     assert_eq!(get_json(&sidecar.admin_url("/readyz")).await.0, 200);
-    let (code, body) = proxied(&sidecar, "/api/x").await;
+    let (code, body) = sidecar.get("/api/x").await;
     assert_eq!(code, 200);
     assert_eq!(token_number(&body), 1);
 }
@@ -649,7 +581,7 @@ async fn a_string_expires_in_and_any_case_token_type_work() {
     let status = sidecar.wait_state("api", "ready").await;
     let expires_at = status["expires_at"].as_i64().expect("expires_at");
     assert!((expires_at - (unix_now() + 1200)).abs() <= 5, "{status}");
-    let (code, body) = proxied(&sidecar, "/api/x").await;
+    let (code, body) = sidecar.get("/api/x").await;
     assert_eq!(code, 200);
     assert_eq!(token_number(&body), 7);
 }
@@ -658,6 +590,19 @@ async fn a_string_expires_in_and_any_case_token_type_work() {
 
 fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+}
+
+/// `tokenwarden run --config {config}` with the binary tests' secrets in its environment,
+/// killed when dropped.
+fn run_binary(config: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("TW_TEST_SECRET", ENV_SECRET)
+        .env("TW_STORE_KEY", STORE_KEY)
+        .kill_on_drop(true);
+    cmd
 }
 
 /// A config for the binary: one client-credentials connection whose secret comes from
@@ -688,13 +633,8 @@ connections:
       authentication:
         strategy: oauth2_client_credentials
         configuration:
-          token_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{token}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
-"#
+{token_request}"#,
+        token_request = cc_token_request(token)
     )
 }
 
@@ -707,11 +647,7 @@ const APP_SECRET: &str = "app-credential-never-logged";
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(2),
-        refresh: true,
-    })
-    .await;
+    let tokens = TokenServer::start(Reply::token(2, true)).await;
     // The first answer is a (transient) OAuth error, so a token failure is logged too.
     tokens.script([Reply::Raw(
         r#"{"error":"temporarily_unavailable","error_description":"the server is busy, try later"}"#,
@@ -726,16 +662,10 @@ async fn secrets_never_reach_the_logs() {
     )
     .unwrap();
     let log_path = dir.path().join("stderr.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
+    let mut child = run_binary(&config)
         .env("RUST_LOG", "trace")
-        .env("TW_TEST_SECRET", ENV_SECRET)
-        .env("TW_STORE_KEY", STORE_KEY)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
         .spawn()
         .expect("start tokenwarden");
     let admin = format!("http://127.0.0.1:{admin_port}");
@@ -893,14 +823,8 @@ async fn run_refuses_a_bad_config_before_binding_any_port() {
     let bad = good.replace("log:\n", "mystery: 1\nlog:\n");
     let run = |yaml: &str, name: &str| {
         let config = write(dir.path(), name, yaml);
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("TW_TEST_SECRET", ENV_SECRET)
-            .env("TW_STORE_KEY", STORE_KEY)
-            .env_remove("RUST_LOG")
-            .kill_on_drop(true);
+        let mut cmd = run_binary(&config);
+        cmd.env_remove("RUST_LOG");
         async move {
             tokio::time::timeout(WAIT, cmd.output())
                 .await

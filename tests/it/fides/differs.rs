@@ -2,11 +2,10 @@
 //! test pins tokenwarden's behaviour; docs/fides-compatibility.md says why.
 
 use super::*;
-use crate::support::authz::{authorize, callback, query};
+use crate::support::authz::{authorize, authorize_with, callback, query, redeem};
 use crate::support::golden;
 use crate::support::*;
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokenwarden::app::Options;
 
@@ -14,24 +13,14 @@ use tokenwarden::app::Options;
 /// token after it expires; tokenwarden stops at expiry and asks for a new authorization.
 #[tokio::test]
 async fn without_refresh_request_an_expired_token_is_not_sent() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3),
-        refresh: true,
-    })
-    .await;
-    let echo = Echo::start().await;
     let key = "ac";
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        fixture_authcode(key, &echo_root(&echo), tokens.addr, false)
-    ))
-    .await;
+    let (tokens, _echo, sidecar) = start_fixture(key, Reply::token(3, true), false).await;
     authorize_with(&sidecar, key, "auth_code").await;
-    let (code, body) = proxied(&sidecar, key, "/x").await;
+    let (code, body) = sidecar.get(&format!("/{key}/x")).await;
     assert_eq!(code, 200);
     assert_eq!(echoed(&body, "authorization"), ["Bearer tok-1"]);
     sidecar.wait_state(key, "needs_reauthorization").await;
-    let (code, body) = proxied(&sidecar, key, "/x").await;
+    let (code, body) = sidecar.get(&format!("/{key}/x")).await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(
         body["authorize"],
@@ -45,11 +34,7 @@ async fn without_refresh_request_an_expired_token_is_not_sent() {
 /// retries a transient one with backoff, and stops at a terminal one.
 #[tokio::test]
 async fn a_failed_token_request_is_retried_or_halted() {
-    let flaky = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
+    let flaky = TokenServer::start(Reply::token(3600, false)).await;
     flaky.script([Reply::OAuthError {
         status: 400,
         code: "invalid_request",
@@ -60,13 +45,14 @@ async fn a_failed_token_request_is_retried_or_halted() {
     })
     .await;
     let echo = Echo::start().await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}{}",
+    let sidecar = Sidecar::start(&connections(&[
         cc_connection("flaky", echo.addr, flaky.addr, ""),
-        cc_connection("refused", echo.addr, refused.addr, "")
-    ))
+        cc_connection("refused", echo.addr, refused.addr, ""),
+    ]))
     .await;
-    let failing = wait_status(&sidecar, "flaky", |s| !s["last_error"].is_null()).await;
+    let failing = sidecar
+        .wait_status("flaky", "an error", |s| !s["last_error"].is_null())
+        .await;
     let error = failing["last_error"].as_str().unwrap();
     assert!(
         error.contains("invalid_request") && !error.contains("s3cret"),
@@ -82,7 +68,7 @@ async fn a_failed_token_request_is_retried_or_halted() {
         .contains("invalid_client"));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(refused.count(), 1, "a terminal error is not retried");
-    let (code, body) = proxied(&sidecar, "refused", "/x").await;
+    let (code, body) = sidecar.get("/refused/x").await;
     assert_eq!((code, body["error"].as_str()), (503, Some("no_token")));
 }
 
@@ -92,12 +78,11 @@ async fn a_failed_token_request_is_retried_or_halted() {
 fn missing_secrets_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let yaml = format!(
-        "connections:\n{}",
-        fixture_authcode("k", "protocol: https\n      host: localhost", unused, true)
-    )
-    .replace("client_id: client, client_secret: secret, ", "");
+    let unused = "127.0.0.1:9".parse().unwrap();
+    let without_id_and_secret = fixture_authcode("k", "localhost", Some(unused), true)
+        .protocol("https")
+        .secrets(r#"domain: localhost, redirect_uri: "https://localhost/callback""#);
+    let yaml = connections(&[without_id_and_secret]);
     std::fs::write(&file, yaml).unwrap();
     let problems = tokenwarden::config::load_with_env(&file, &|_| None)
         .expect_err("missing secrets are refused")
@@ -113,16 +98,12 @@ fn missing_secrets_are_config_errors() {
 /// (`admin.state_ttl`), and several may be pending at once.
 #[tokio::test]
 async fn state_is_single_use_and_expires() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: true,
-    })
-    .await;
+    let tokens = TokenServer::start(Reply::token(3600, true)).await;
     let echo = Echo::start().await;
     let key = "ac";
     let sidecar = Sidecar::start(&format!(
-        "admin:\n  state_ttl: 700ms\nconnections:\n{}",
-        fixture_authcode(key, &echo_root(&echo), tokens.addr, true)
+        "admin:\n  state_ttl: 700ms\n{}",
+        fixture_yaml(key, &echo, &tokens, true)
     ))
     .await;
     let first = authorize(&sidecar, key).await;
@@ -136,14 +117,10 @@ async fn state_is_single_use_and_expires() {
     );
     assert_eq!(tokens.count(), 1);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let late = callback(
-        &sidecar,
-        &query(&[("code", "c2"), ("state", &second.state)]),
-    )
-    .await;
+    let late = redeem(&sidecar, "c2", &second.state).await;
     assert_eq!(late.status, 400, "expired");
     assert_eq!(tokens.count(), 1);
-    let unknown = callback(&sidecar, &query(&[("code", "c3"), ("state", "not_found")])).await;
+    let unknown = redeem(&sidecar, "c3", "not_found").await;
     assert_eq!(unknown.status, 400);
     assert_eq!(tokens.count(), 1);
 }
@@ -153,37 +130,27 @@ async fn state_is_single_use_and_expires() {
 /// background at a fraction of the lifetime, requests or not.
 #[tokio::test]
 async fn refresh_follows_the_lifetime_not_the_requests() {
-    let five_minutes = TokenServer::start(Reply::Token {
-        expires_in: Some(300),
-        refresh: false,
-    })
-    .await;
-    let short = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
-    short.script([Reply::Token {
-        expires_in: Some(2),
-        refresh: false,
-    }]);
+    let five_minutes = TokenServer::start(Reply::token(300, false)).await;
+    let short = TokenServer::start(Reply::token(3600, false)).await;
+    short.script([Reply::token(2, false)]);
     let echo = Echo::start().await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}{}",
+    let sidecar = Sidecar::start(&connections(&[
         cc_connection("five", echo.addr, five_minutes.addr, ""),
-        cc_connection("short", echo.addr, short.addr, "")
-    ))
+        cc_connection("short", echo.addr, short.addr, ""),
+    ]))
     .await;
     sidecar.wait_state("five", "ready").await;
     for _ in 0..5 {
-        let (code, body) = proxied(&sidecar, "five", "/x").await;
+        let (code, body) = sidecar.get("/five/x").await;
         assert_eq!(code, 200);
         assert_eq!(echoed(&body, "authorization"), ["Bearer tok-1"]);
     }
     assert_eq!(five_minutes.count(), 1);
     // no request through "short" at all: renewed anyway, before it expired
     short.wait_count(2).await;
-    let status = wait_status(&sidecar, "short", |s| lifetime_left(s) > 1800).await;
+    let status = sidecar
+        .wait_status("short", "an hour-long token", |s| lifetime_left(s) > 1800)
+        .await;
     assert_eq!(status["consecutive_failures"], 0);
 }
 
@@ -195,14 +162,10 @@ async fn string_expires_in_is_accepted() {
     ))
     .await;
     let echo = Echo::start().await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        cc_connection("s", echo.addr, tokens.addr, "")
-    ))
-    .await;
+    let sidecar = cc_sidecar("s", echo.addr, tokens.addr).await;
     let status = sidecar.wait_state("s", "ready").await;
     assert!((3595..=3600).contains(&lifetime_left(&status)), "{status}");
-    let (_, body) = proxied(&sidecar, "s", "/x").await;
+    let (_, body) = sidecar.get("/s/x").await;
     assert_eq!(echoed(&body, "authorization"), ["Bearer tok-s"]);
 }
 
@@ -211,34 +174,22 @@ async fn string_expires_in_is_accepted() {
 /// tokenwarden the new token is long-lived and is not refreshed per request.
 #[tokio::test]
 async fn no_expires_in_means_long_lived() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: None,
-        refresh: false,
-    })
-    .await;
+    let tokens = TokenServer::start(Reply::token_without_expiry()).await;
     let echo = Echo::start().await;
     let key = "ac";
     let dir = tempfile::tempdir().unwrap();
     store_due_token(dir.path(), key);
-    let sidecar = Sidecar::start_in(
-        dir,
-        &format!(
-            "connections:\n{}",
-            fixture_authcode(key, &echo_root(&echo), tokens.addr, true)
-        ),
-        Options::default(),
-    )
-    .await;
-    tokens.wait_count(1).await;
+    let yaml = fixture_yaml(key, &echo, &tokens, true);
+    let sidecar = Sidecar::start_in(dir, &yaml, Options::default()).await;
     assert_eq!(
-        tokens.requests()[0].field("refresh_token").as_deref(),
+        tokens.nth(1).await.field("refresh_token").as_deref(),
         Some(golden::REFRESH_TOKEN)
     );
     let status = sidecar.wait_state(key, "ready").await;
     assert_eq!(status["expires_at"], Value::Null, "{status}");
     assert_eq!(status["has_refresh_token"], true, "kept: {status}");
     for _ in 0..3 {
-        let (code, body) = proxied(&sidecar, key, "/x").await;
+        let (code, body) = sidecar.get(&format!("/{key}/x")).await;
         assert_eq!(code, 200);
         assert_eq!(echoed(&body, "authorization"), ["Bearer tok-1"]);
     }
@@ -250,36 +201,25 @@ async fn no_expires_in_means_long_lived() {
 /// exchange only.
 #[tokio::test]
 async fn the_code_is_not_persisted() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
-    tokens.script([Reply::Token {
-        expires_in: Some(2),
-        refresh: true,
-    }]);
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    tokens.script([Reply::token(2, true)]);
     let echo = Echo::start().await;
     let key = "ac";
-    let yaml = fixture_authcode(key, &echo_root(&echo), tokens.addr, false)
-        + &format!(
-            r#"          refresh_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "code": "<code?>"}}'
-"#,
-            tokens.addr
-        );
-    let sidecar = Sidecar::start(&format!("connections:\n{yaml}")).await;
+    let refresh_with_code = form_request(
+        "refresh_request",
+        "/oauth/token",
+        tokens.addr,
+        r#"{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "code": "<code?>"}"#,
+    );
+    let fixture =
+        fixture_authcode(key, echo.addr, Some(tokens.addr), false).configure(&refresh_with_code);
+    let sidecar = Sidecar::start(&connections(&[fixture])).await;
     authorize_with(&sidecar, key, "CODE456").await;
     assert_eq!(
         tokens.requests()[0].field("code").as_deref(),
         Some("CODE456")
     );
-    tokens.wait_count(2).await;
-    let refresh = &tokens.requests()[1];
+    let refresh = tokens.nth(2).await;
     assert_eq!(
         String::from_utf8_lossy(&refresh.body),
         "code=&grant_type=refresh_token&refresh_token=ref-1"
@@ -292,27 +232,14 @@ async fn the_code_is_not_persisted() {
 /// account's grant).
 #[tokio::test]
 async fn a_new_authorization_replaces_the_old_grant() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
-    tokens.script([Reply::Token {
-        expires_in: Some(3600),
-        refresh: true,
-    }]);
-    let echo = Echo::start().await;
     let key = "ac";
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        fixture_authcode(key, &echo_root(&echo), tokens.addr, true)
-    ))
-    .await;
+    let (tokens, _echo, sidecar) = start_fixture(key, Reply::token(3600, false), true).await;
+    tokens.script([Reply::token(3600, true)]);
     authorize_with(&sidecar, key, "first").await;
     assert_eq!(sidecar.status(key).await["has_refresh_token"], true);
     authorize_with(&sidecar, key, "second").await;
     let status = sidecar.status(key).await;
     assert_eq!(status["has_refresh_token"], false, "{status}");
-    let (_, body) = proxied(&sidecar, key, "/x").await;
+    let (_, body) = sidecar.get(&format!("/{key}/x")).await;
     assert_eq!(echoed(&body, "authorization"), ["Bearer tok-2"]);
 }

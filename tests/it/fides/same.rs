@@ -1,42 +1,18 @@
 //! Fides' own test cases (FIDES-BEHAVIOUR.md §5.1–5.3) where tokenwarden behaves the same.
 
 use super::*;
+use crate::support::authz::authorize_with;
 use crate::support::*;
-use std::net::SocketAddr;
-use tokenwarden::oauth::request;
-use tokenwarden::template::Lookup;
 
 /// §5.2 case 8 (and 10–11: the referer plays no part in the URL).
 #[tokio::test]
 async fn authorization_url_of_the_test_fixture() {
     let expected = "https://localhost/auth/authorize?client_id=client&redirect_uri=https%3A%2F%2Flocalhost%2Fcallback&response_type=code&scope=admin.read+admin.write&state=unique_value";
-    let root = "protocol: https\n      host: localhost";
-    let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        fixture_authcode("oauth2_authorization_code_connector", root, unused, true)
-    ))
-    .await;
     let key = "oauth2_authorization_code_connector";
-    let conn = &sidecar
-        .running
-        .as_ref()
-        .unwrap()
-        .registry
-        .get(key)
-        .unwrap()
-        .conn;
-    let runtime = [("state", "unique_value")];
-    let url = request::authorization_url(
-        &format!("{} OAuth2", conn.name),
-        oauth(conn).authorization_request.as_ref().unwrap(),
-        &conn.client_config,
-        &Lookup {
-            params: &conn.params,
-            runtime: &runtime,
-        },
-    )
-    .unwrap();
+    let unused = "127.0.0.1:9".parse().unwrap();
+    let fixture = fixture_authcode(key, "localhost", Some(unused), true).protocol("https");
+    let sidecar = Sidecar::start(&connections(&[fixture])).await;
+    let url = authorization_url_with_state(&sidecar, key, "unique_value");
     assert_eq!(url, expected);
     let r = client()
         .get(sidecar.admin_url(&format!("/api/v1/connection/{key}/authorize")))
@@ -60,19 +36,9 @@ async fn authorization_url_of_the_test_fixture() {
 /// §5.1's token request byte for byte, and case 12 (the response's tokens and TTL stored).
 #[tokio::test]
 async fn code_exchange_of_the_test_fixture() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(7200),
-        refresh: true,
-    })
-    .await;
-    let echo = Echo::start().await;
     let key = "oauth2_authorization_code_connector";
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        fixture_authcode(key, &echo_root(&echo), tokens.addr, true)
-    ))
-    .await;
-    let (status, body) = proxied(&sidecar, key, "/v1/x").await;
+    let (tokens, echo, sidecar) = start_fixture(key, Reply::token(7200, true), true).await;
+    let (status, body) = sidecar.get(&format!("/{key}/v1/x")).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"], "no_token");
     assert_eq!(
@@ -98,7 +64,7 @@ async fn code_exchange_of_the_test_fixture() {
     let status = sidecar.wait_state(key, "ready").await;
     assert!((7195..=7200).contains(&lifetime_left(&status)), "{status}");
     assert_eq!(status["has_refresh_token"], true);
-    let (code, body) = proxied(&sidecar, key, "/v1/x").await;
+    let (code, body) = sidecar.get(&format!("/{key}/v1/x")).await;
     assert_eq!(code, 200);
     assert_eq!(echoed(&body, "authorization"), ["Bearer tok-1"]);
 }
@@ -107,23 +73,14 @@ async fn code_exchange_of_the_test_fixture() {
 /// and applies when the response has none.
 #[tokio::test]
 async fn configured_expires_in_wins() {
-    let says_60 = TokenServer::start(Reply::Token {
-        expires_in: Some(60),
-        refresh: false,
-    })
-    .await;
-    let says_nothing = TokenServer::start(Reply::Token {
-        expires_in: None,
-        refresh: false,
-    })
-    .await;
+    let says_60 = TokenServer::start(Reply::token(60, false)).await;
+    let says_nothing = TokenServer::start(Reply::token_without_expiry()).await;
     let echo = Echo::start().await;
     let conf = "          expires_in: 3600\n";
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}{}",
+    let sidecar = Sidecar::start(&connections(&[
         cc_connection("a", echo.addr, says_60.addr, conf),
-        cc_connection("b", echo.addr, says_nothing.addr, conf)
-    ))
+        cc_connection("b", echo.addr, says_nothing.addr, conf),
+    ]))
     .await;
     for key in ["a", "b"] {
         let status = sidecar.wait_state(key, "ready").await;
@@ -138,33 +95,26 @@ async fn configured_expires_in_wins() {
 /// when the config also has a `refresh_request`.
 #[tokio::test]
 async fn client_credentials_renews_with_the_token_request() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
-    tokens.script([Reply::Token {
-        expires_in: Some(2),
-        refresh: true,
-    }]);
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    tokens.script([Reply::token(2, true)]);
     let echo = Echo::start().await;
-    let refresh = format!(
-        r#"          refresh_request:
-            method: POST
-            path: /oauth/refresh
-            client_config: {{ protocol: http, host: "{}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "refresh_token", "refresh_token": "<refresh_token>"}}'
-"#,
-        tokens.addr
+    let refresh = form_request(
+        "refresh_request",
+        "/oauth/refresh",
+        tokens.addr,
+        r#"{"grant_type": "refresh_token", "refresh_token": "<refresh_token>"}"#,
     );
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        cc_connection("cc", echo.addr, tokens.addr, &refresh)
-    ))
+    let sidecar = Sidecar::start(&connections(&[cc_connection(
+        "cc",
+        echo.addr,
+        tokens.addr,
+        &refresh,
+    )]))
     .await;
     tokens.wait_count(2).await;
-    let status = wait_status(&sidecar, "cc", |s| lifetime_left(s) > 1800).await;
+    let status = sidecar
+        .wait_status("cc", "an hour-long token", |s| lifetime_left(s) > 1800)
+        .await;
     assert_eq!(status["state"], "ready");
     for sent in tokens.requests() {
         assert_eq!(sent.path_and_query, "/oauth/token");
@@ -173,7 +123,7 @@ async fn client_credentials_renews_with_the_token_request() {
             Some("client_credentials")
         );
     }
-    let (_, body) = proxied(&sidecar, "cc", "/x").await;
+    let (_, body) = sidecar.get("/cc/x").await;
     assert_eq!(echoed(&body, "authorization"), ["Bearer tok-2"]);
 }
 
@@ -181,28 +131,12 @@ async fn client_credentials_renews_with_the_token_request() {
 /// next refresh sends again.
 #[tokio::test]
 async fn refresh_without_a_new_refresh_token_keeps_the_old_one() {
-    let tokens = TokenServer::start(Reply::Token {
-        expires_in: Some(3600),
-        refresh: false,
-    })
-    .await;
-    tokens.script([
-        Reply::Token {
-            expires_in: Some(2),
-            refresh: true, // ref-1, from the code exchange
-        },
-        Reply::Token {
-            expires_in: Some(2),
-            refresh: false, // the first refresh: no refresh token
-        },
-    ]);
-    let echo = Echo::start().await;
     let key = "ac";
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        fixture_authcode(key, &echo_root(&echo), tokens.addr, true)
-    ))
-    .await;
+    let (tokens, _echo, sidecar) = start_fixture(key, Reply::token(3600, false), true).await;
+    tokens.script([
+        Reply::token(2, true),  // ref-1, from the code exchange
+        Reply::token(2, false), // the first refresh: no refresh token
+    ]);
     authorize_with(&sidecar, key, "auth_code").await;
     tokens.wait_count(3).await;
     let sent = tokens.requests();
@@ -213,6 +147,8 @@ async fn refresh_without_a_new_refresh_token_keeps_the_old_one() {
         );
         assert_eq!(refresh.field("refresh_token").as_deref(), Some("ref-1"));
     }
-    let status = wait_status(&sidecar, key, |s| lifetime_left(s) > 1800).await;
+    let status = sidecar
+        .wait_status(key, "an hour-long token", |s| lifetime_left(s) > 1800)
+        .await;
     assert_eq!(status["has_refresh_token"], true);
 }

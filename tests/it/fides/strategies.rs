@@ -2,7 +2,6 @@
 //! sidecar serves every connector: `bearer`, `basic` (with and without a password) and
 //! `api_key` (headers; query parameters set or replaced; a body merged into the JSON body).
 
-use super::*;
 use crate::support::*;
 use serde_json::Value;
 
@@ -13,19 +12,10 @@ fn static_connection(
     strategy: &str,
     configuration: &str,
     secrets: &str,
-) -> String {
-    format!(
-        r#"  - key: {key}
-    secrets: {{ {secrets} }}
-    client_config:
-      protocol: http
-      host: "{addr}"
-      authentication:
-        strategy: {strategy}
-        configuration:
-{configuration}"#,
-        addr = echo.addr
-    )
+) -> Conn {
+    Conn::new(key, echo.addr, strategy)
+        .secrets(secrets)
+        .configure(configuration)
 }
 
 #[tokio::test]
@@ -61,7 +51,7 @@ async fn bearer_basic_and_api_key_headers_are_injected() {
             "api_key: k3y",
         ),
     ];
-    let sidecar = Sidecar::start(&format!("connections:\n{}", conns.concat())).await;
+    let sidecar = Sidecar::start(&connections(&conns)).await;
     for (key, header, value) in [
         ("bearer", "authorization", "Bearer imnotasecretitsok"),
         (
@@ -89,16 +79,13 @@ async fn bearer_basic_and_api_key_headers_are_injected() {
 #[tokio::test]
 async fn api_key_query_params_are_set_or_replaced() {
     let echo = Echo::start().await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        static_connection(
-            "q",
-            &echo,
-            "api_key",
-            "          query_params:\n            - { name: token, value: \"<api_key>\" }\n",
-            "api_key: \"k3y/+=\""
-        )
-    ))
+    let sidecar = Sidecar::start(&connections(&[static_connection(
+        "q",
+        &echo,
+        "api_key",
+        "          query_params:\n            - { name: token, value: \"<api_key>\" }\n",
+        "api_key: \"k3y/+=\"",
+    )]))
     .await;
     for (path, target) in [
         ("/v1/x", "/v1/x?token=k3y%2F%2B%3D"),
@@ -108,7 +95,7 @@ async fn api_key_query_params_are_set_or_replaced() {
             "/v1/x?a=1&token=k3y%2F%2B%3D&b=two+words",
         ),
     ] {
-        let (code, body) = proxied(&sidecar, "q", path).await;
+        let (code, body) = sidecar.get(&format!("/q{path}")).await;
         assert_eq!(code, 200);
         assert_eq!(body["target"], target, "{path}");
     }
@@ -117,16 +104,13 @@ async fn api_key_query_params_are_set_or_replaced() {
 #[tokio::test]
 async fn api_key_body_is_merged_into_the_json_body() {
     let echo = Echo::start().await;
-    let sidecar = Sidecar::start(&format!(
-        "connections:\n{}",
-        static_connection(
-            "b",
-            &echo,
-            "api_key",
-            "          body: '{\"api_key\": \"<api_key>\", \"nested\": {\"n\": 1}}'\n",
-            "api_key: k3y"
-        )
-    ))
+    let sidecar = Sidecar::start(&connections(&[static_connection(
+        "b",
+        &echo,
+        "api_key",
+        "          body: '{\"api_key\": \"<api_key>\", \"nested\": {\"n\": 1}}'\n",
+        "api_key: k3y",
+    )]))
     .await;
     let r = client()
         .post(sidecar.url("/b/v1/orders"))

@@ -6,7 +6,7 @@
 //! its random state) and built with the fixed state `STATE123`.
 
 use super::*;
-use crate::support::authz::{authorize, callback, query};
+use crate::support::authz::{authorize, query, redeem};
 use crate::support::capture::{Capture, Captured};
 use crate::support::golden::{self, Expected};
 use crate::support::*;
@@ -15,8 +15,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokenwarden::app::Options;
-use tokenwarden::oauth::request;
-use tokenwarden::template::Lookup;
 
 /// Compares a request captured on the wire with the golden one.
 fn assert_wire(got: &Captured, expected: &Expected, what: &str) {
@@ -109,34 +107,12 @@ async fn authorize_and_callback(sidecar: &Sidecar, key: &str, domain: &str) {
         expected,
         "{key}: the authorize route's URL"
     );
-    let conn = &sidecar
-        .running
-        .as_ref()
-        .unwrap()
-        .registry
-        .get(key)
-        .unwrap()
-        .conn;
-    let runtime = [("state", golden::STATE)];
-    let fixed = request::authorization_url(
-        &format!("{} OAuth2", conn.name),
-        oauth(conn).authorization_request.as_ref().unwrap(),
-        &conn.client_config,
-        &Lookup {
-            params: &conn.params,
-            runtime: &runtime,
-        },
-    )
-    .unwrap();
+    let fixed = authorization_url_with_state(sidecar, key, golden::STATE);
     assert_eq!(
         fixed, expected,
         "{key}: authorization URL with a fixed state"
     );
-    let page = callback(
-        sidecar,
-        &query(&[("code", golden::CODE), ("state", &auth.state)]),
-    )
-    .await;
+    let page = redeem(sidecar, golden::CODE, &auth.state).await;
     assert_eq!(page.status, 200, "{key} callback: {}", page.body);
 }
 
@@ -187,10 +163,11 @@ async fn wire(key: &str) {
         assert_wire(&capture.nth(2).await, &refresh, &format!("{key} refresh"));
     }
     // the last answer (tok-long) lives an hour or more
-    let status = wait_status(&sidecar, key, |s| {
-        s["state"] == "ready" && s["expires_at"].as_u64().unwrap_or_default() > now() + 1800
-    })
-    .await;
+    let status = sidecar
+        .wait_status(key, "a ready, hour-long token", |s| {
+            s["state"] == "ready" && s["expires_at"].as_u64().unwrap_or_default() > now() + 1800
+        })
+        .await;
     if !renew_first {
         // the renewal answer has no refresh token: an authorization-code connection keeps
         // REFRESH789; client credentials never had one

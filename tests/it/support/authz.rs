@@ -30,13 +30,18 @@ impl Authorization {
     }
 }
 
-/// GETs the authorize route of `key` and parses the JSON-string answer; panics unless 200.
-pub async fn authorize(sidecar: &Sidecar, key: &str) -> Authorization {
-    let r = client()
-        .get(sidecar.admin_url(&format!("/api/v1/connection/{key}/authorize")))
+/// GETs `path` on the admin listener (no redirect following).
+async fn admin_get(sidecar: &Sidecar, path: &str) -> reqwest::Response {
+    client()
+        .get(sidecar.admin_url(path))
         .send()
         .await
-        .expect("authorize request");
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// GETs the authorize route of `key` and parses the JSON-string answer; panics unless 200.
+pub async fn authorize(sidecar: &Sidecar, key: &str) -> Authorization {
+    let r = admin_get(sidecar, &format!("/api/v1/connection/{key}/authorize")).await;
     let status = r.status();
     let body = r.text().await.unwrap();
     assert_eq!(status, 200, "authorize of {key} answered {status}: {body}");
@@ -77,16 +82,26 @@ impl Page {
 
 /// GETs `/api/v1/oauth/callback?{query}` on the admin listener (no redirect following).
 pub async fn callback(sidecar: &Sidecar, query: &str) -> Page {
-    let r = client()
-        .get(sidecar.admin_url(&format!("/api/v1/oauth/callback?{query}")))
-        .send()
-        .await
-        .expect("callback request");
+    let r = admin_get(sidecar, &format!("/api/v1/oauth/callback?{query}")).await;
     Page {
         status: r.status().as_u16(),
         headers: r.headers().clone(),
         body: r.text().await.unwrap_or_default(),
     }
+}
+
+/// Delivers the callback for `state` with `code`, as the provider's redirect would.
+pub async fn redeem(sidecar: &Sidecar, code: &str, state: &str) -> Page {
+    callback(sidecar, &query(&[("code", code), ("state", state)])).await
+}
+
+/// Authorizes `key` with `code` (authorize, then the callback); panics unless the callback
+/// answers 200.
+pub async fn authorize_with(sidecar: &Sidecar, key: &str, code: &str) -> Authorization {
+    let a = authorize(sidecar, key).await;
+    let page = redeem(sidecar, code, &a.state).await;
+    assert_eq!(page.status, 200, "callback: {}", page.body);
+    a
 }
 
 /// Form-encodes pairs into a query string.

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
@@ -143,41 +143,20 @@ async fn handle(
     sni: Option<String>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
+    let r = super::serve::receive(req).await;
     let reply = {
         let mut i = inner.lock().unwrap();
         i.requests.push(Captured {
-            method: parts.method.to_string(),
-            target: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body,
+            method: r.method,
+            target: r.target,
+            headers: r.headers,
+            body: r.body,
             sni,
         });
         let default = i.default.clone();
         i.script.pop_front().unwrap_or(default)
     };
-    let mut r = Response::new(Full::new(Bytes::from(reply.to_string())));
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    r
+    super::serve::json_response(200, reply.to_string())
 }
 
 fn server_config() -> rustls::ServerConfig {

@@ -6,11 +6,11 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Frame, Incoming};
+use serde_json::Value;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Chunk size of `/bytes/N` downloads.
@@ -27,20 +27,13 @@ pub struct Echo {
 
 impl Echo {
     pub async fn start() -> Echo {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
-        let shutdown = CancellationToken::new();
         let h = Arc::clone(&hits);
-        tokio::spawn(tokenwarden::server::serve(
-            listener,
-            Duration::from_secs(5),
-            shutdown.clone(),
-            move |req, _| {
-                h.fetch_add(1, Ordering::SeqCst);
-                handle(req)
-            },
-        ));
+        let (addr, shutdown) = super::serve::spawn(move |req| {
+            h.fetch_add(1, Ordering::SeqCst);
+            handle(req)
+        })
+        .await;
         Echo {
             addr,
             hits,
@@ -80,41 +73,38 @@ async fn handle(req: Request<Incoming>) -> Response<EchoBody> {
         }
         return json(serde_json::json!({"received": total}));
     }
-    let method = req.method().to_string();
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let r = super::serve::receive(req).await;
     json(serde_json::json!({
-        "method": method,
-        "target": target,
-        "headers": headers,
-        "body": String::from_utf8_lossy(&body),
+        "method": r.method,
+        "target": r.target,
+        "headers": r.headers,
+        "body": String::from_utf8_lossy(&r.body),
     }))
 }
 
 fn json(v: serde_json::Value) -> Response<EchoBody> {
-    let mut r = Response::new(Either::Left(Full::new(Bytes::from(v.to_string()))));
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    r
+    super::serve::json_response(200, v.to_string()).map(Either::Left)
+}
+
+/// The values of header `name` (case-insensitive) in an echo answer, in order; panics when
+/// `body` is not an echo answer.
+pub fn echoed<'a>(body: &'a Value, name: &str) -> Vec<&'a str> {
+    body["headers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an echo answer: {body}"))
+        .iter()
+        .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .map(|h| h[1].as_str().unwrap_or_default())
+        .collect()
+}
+
+/// The first Authorization header a body received, if it is an echo answer that has one.
+pub fn echoed_authorization(body: &Value) -> Option<String> {
+    body["headers"].as_array().and_then(|hs| {
+        hs.iter()
+            .find(|h| h[0] == "authorization")
+            .map(|h| h[1].as_str().unwrap_or_default().to_owned())
+    })
 }
 
 /// A body of `left` bytes of `x`, produced chunk by chunk (never held whole).

@@ -6,6 +6,7 @@
 
 pub mod authz;
 pub mod capture;
+pub mod config;
 pub mod conn_counter;
 pub mod echo;
 pub mod external;
@@ -15,16 +16,18 @@ pub mod memory;
 pub mod oidc;
 pub mod raw;
 pub mod raw_upstream;
+pub mod serve;
 pub mod token_server;
 pub mod upload;
 
-pub use echo::Echo;
+pub use config::*;
+pub use echo::{echoed, echoed_authorization, Echo};
 pub use token_server::{Reply, TokenServer};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokenwarden::app::{self, Options, Running};
+use tokenwarden::app::{self, Options, Running, StartError};
 
 /// Longest wait for an asynchronous condition in tests.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -46,13 +49,17 @@ impl Sidecar {
 
     /// Starts in an existing directory (e.g. to restart on the same store).
     pub async fn start_in(dir: tempfile::TempDir, yaml: &str, options: Options) -> Sidecar {
-        let file = dir.path().join("config.yaml");
-        std::fs::write(&file, yaml).expect("write config");
-        let config =
-            tokenwarden::config::load(&file).unwrap_or_else(|p| panic!("config invalid:\n{p}"));
-        let proxy_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = app::start(config, proxy_l, admin_l, options)
+        Sidecar::start_on(loopback().await, dir, yaml, options).await
+    }
+
+    /// Starts on a proxy listener bound beforehand (when the config must name its address).
+    pub async fn start_on(
+        proxy: tokio::net::TcpListener,
+        dir: tempfile::TempDir,
+        yaml: &str,
+        options: Options,
+    ) -> Sidecar {
+        let running = start_app(proxy, dir.path(), yaml, options)
             .await
             .expect("sidecar starts");
         Sidecar {
@@ -61,6 +68,12 @@ impl Sidecar {
             running: Some(running),
             dir,
         }
+    }
+
+    /// Stops and starts again from `yaml` on the same directory (and store).
+    pub async fn restart(self, yaml: &str) -> Sidecar {
+        let dir = self.stop().await;
+        Sidecar::start_in(dir, yaml, Options::default()).await
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -77,25 +90,41 @@ impl Sidecar {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// GET `path` through the proxy → (status, JSON body or Null).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        get_json(&self.url(path)).await
+    }
+
     /// The status document of connection `key`.
     pub async fn status(&self, key: &str) -> serde_json::Value {
-        get_json(&self.admin_url(&format!("/api/v1/connection/{key}")))
-            .await
-            .1
+        status_at(self.admin, key).await
     }
 
     /// Waits until connection `key` reports `state`.
     pub async fn wait_state(&self, key: &str, state: &str) -> serde_json::Value {
-        let mut last = serde_json::Value::Null;
+        wait_state_at(self.admin, key, state).await
+    }
+
+    /// Polls the status of connection `key` until `done` holds; returns that status
+    /// (panics naming `what` after [`WAIT`]).
+    pub async fn wait_status(
+        &self,
+        key: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::time::Instant::now() < deadline {
-            last = self.status(key).await;
-            if last["state"] == state {
-                return last;
+        loop {
+            let status = self.status(key).await;
+            if done(&status) {
+                return status;
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connection {key}: timed out waiting for {what}; last status {status}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("connection {key} never reached state {state}; last status {last}");
     }
 
     /// Stops the sidecar and hands back its directory (to restart on the same store).
@@ -105,6 +134,58 @@ impl Sidecar {
         }
         self.dir
     }
+}
+
+/// A fresh listener on `127.0.0.1:0`.
+pub async fn loopback() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// Writes `yaml` to `<dir>/config.yaml`, loads it (panics when it is invalid) and runs
+/// `app::start` on `proxy` and a fresh admin listener.
+async fn start_app(
+    proxy: tokio::net::TcpListener,
+    dir: &Path,
+    yaml: &str,
+    options: Options,
+) -> Result<Running, StartError> {
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).expect("write config");
+    let config =
+        tokenwarden::config::load(&file).unwrap_or_else(|p| panic!("config invalid:\n{p}"));
+    app::start(config, proxy, loopback().await, options).await
+}
+
+/// [`Sidecar::start_in`] that hands back a failed start instead of panicking.
+pub async fn try_start(dir: &Path, yaml: &str) -> Result<Running, StartError> {
+    start_app(loopback().await, dir, yaml, Options::default()).await
+}
+
+/// A sidecar with one client-credentials connection `key` from `upstream` to `token`
+/// ([`cc_connection`]).
+pub async fn cc_sidecar(key: &str, upstream: SocketAddr, token: SocketAddr) -> Sidecar {
+    Sidecar::start(&connections(&[cc_connection(key, upstream, token, "")])).await
+}
+
+/// The status document of connection `key` from the admin listener at `admin`.
+pub async fn status_at(admin: SocketAddr, key: &str) -> serde_json::Value {
+    get_json(&format!("http://{admin}/api/v1/connection/{key}"))
+        .await
+        .1
+}
+
+/// Waits until connection `key` of the admin listener at `admin` reports `state`.
+pub async fn wait_state_at(admin: SocketAddr, key: &str, state: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        last = status_at(admin, key).await;
+        if last["state"] == state {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("connection {key} never reached state {state}; last status {last}");
 }
 
 /// A client that never uses a proxy from the environment.
@@ -125,27 +206,5 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     (
         status,
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    )
-}
-
-/// A connection block with an inline client_config using client credentials against
-/// `token` and forwarding to `upstream` (both `host:port`, plain http).
-pub fn cc_connection(key: &str, upstream: SocketAddr, token: SocketAddr, extra: &str) -> String {
-    format!(
-        r#"  - key: {key}
-    secrets: {{ client_id: the-client, client_secret: "s3cret-VALUE" }}
-    client_config:
-      protocol: http
-      host: "{upstream}"
-      authentication:
-        strategy: oauth2_client_credentials
-        configuration:
-{extra}          token_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{token}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
-"#
     )
 }

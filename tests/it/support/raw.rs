@@ -43,6 +43,11 @@ pub fn get(target: &str, host: &str, extra: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
 }
 
+/// A `CONNECT {target}` request (authority form) with its `Host` header.
+pub fn connect_request(target: &str) -> String {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")
+}
+
 /// Connects to `addr`, writes `request` as is and reads one whole response.
 pub async fn send(addr: SocketAddr, request: &str) -> RawResponse {
     let mut stream = connect(addr).await;

@@ -2,9 +2,10 @@
 //! taken from a queue of scripted replies, or the default reply when the queue is empty.
 //! Tokens are `tok-1`, `tok-2`, … and refresh tokens `ref-1`, `ref-2`, … (rotating).
 
+use super::serve::{self, json_response};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Request, Response};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,6 +32,24 @@ pub enum Reply {
     Raw(&'static str),
     /// Wait this long, then answer with a token (to test single-flight and timeouts).
     Slow(Duration),
+}
+
+impl Reply {
+    /// A token living `expires_in` seconds, with a rotated refresh token if `refresh`.
+    pub fn token(expires_in: u64, refresh: bool) -> Reply {
+        Reply::Token {
+            expires_in: Some(expires_in),
+            refresh,
+        }
+    }
+
+    /// A token without `expires_in` (long-lived) and without a refresh token.
+    pub fn token_without_expiry() -> Reply {
+        Reply::Token {
+            expires_in: None,
+            refresh: false,
+        }
+    }
 }
 
 /// One request as the endpoint received it.
@@ -89,20 +108,12 @@ pub struct TokenServer {
 impl TokenServer {
     /// Starts an endpoint whose default reply is a token living `expires_in` seconds.
     pub async fn start(default: Reply) -> TokenServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Mutex::new(Inner {
             default: Some(default),
             ..Inner::default()
         }));
-        let shutdown = CancellationToken::new();
         let state = Arc::clone(&inner);
-        tokio::spawn(tokenwarden::server::serve(
-            listener,
-            Duration::from_secs(5),
-            shutdown.clone(),
-            move |req, _| handle(Arc::clone(&state), req),
-        ));
+        let (addr, shutdown) = serve::spawn(move |req| handle(Arc::clone(&state), req)).await;
         TokenServer {
             addr,
             inner,
@@ -140,33 +151,26 @@ impl TokenServer {
         }
     }
 
+    /// Waits until at least `n` requests have arrived, and returns request `n - 1`.
+    pub async fn nth(&self, n: usize) -> Recorded {
+        self.wait_count(n).await;
+        self.requests()[n - 1].clone()
+    }
+
     pub fn stop(&self) {
         self.shutdown.cancel();
     }
 }
 
 async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
+    let r = serve::receive(req).await;
     let reply = {
         let mut i = inner.lock().unwrap();
         i.requests.push(Recorded {
-            method: parts.method.to_string(),
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-                .collect(),
-            body,
+            method: r.method,
+            path_and_query: r.target,
+            headers: r.headers,
+            body: r.body,
         });
         i.script
             .pop_front()
@@ -206,10 +210,7 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
 }
 
 fn respond(status: u16, body: String, retry_after: Option<u64>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
+    let mut r = json_response(status, body);
     if let Some(s) = retry_after {
         r.headers_mut()
             .insert("retry-after", s.to_string().parse().unwrap());
