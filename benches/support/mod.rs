@@ -1,0 +1,169 @@
+//! Shared by `benches/hot_path.rs` and `tests/alloc.rs`: a connection loaded through the real
+//! config loader with a token installed, a realistic parsed request, and the request
+//! preparation that `Proxy::forward` does between a parsed request and the upstream request.
+//!
+//! `Proxy::route` is private, so [`upstream_uri`] mirrors its reverse-mode branch and
+//! [`prepare`] mirrors the header/URI part of `Proxy::forward` line for line, using the real
+//! `tokenwarden::proxy::headers` functions and `ConnectionState::header`. Keep them in step
+//! with src/proxy/mod.rs (or make `route`/a `prepare` fn public and call it from here).
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::Request;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokenwarden::proxy::headers;
+use tokenwarden::token::{ConnectionState, TokenSet};
+
+/// The connection key used in reverse mode (`/{KEY}/…`).
+pub const KEY: &str = "api";
+/// The request target an app sends in reverse mode.
+pub const REVERSE_TARGET: &str = "/api/v1/accounts/12345/contacts?limit=50&cursor=abc123";
+/// The `Via` pseudonym (the config default).
+pub const PSEUDONYM: &str = "tokenwarden";
+
+/// A client-credentials connection loaded with `tokenwarden::config::load` from a temp file.
+/// The temp dir must outlive the returned state (the store path points into it).
+pub fn loaded_state() -> (tempfile::TempDir, Arc<ConnectionState>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"store: {{ path: tokens.bin }}
+connections:
+  - key: {KEY}
+    secrets: {{ client_id: bench-client, client_secret: bench-secret }}
+    client_config:
+      protocol: https
+      host: api.example.com
+      authentication:
+        strategy: oauth2_client_credentials
+        configuration:
+          token_request:
+            method: POST
+            path: /oauth/token
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
+"#
+        ),
+    )
+    .expect("write config");
+    let config = tokenwarden::config::load(&file).unwrap_or_else(|p| panic!("config: {p}"));
+    let conn = Arc::clone(&config.connections[0]);
+    (dir, Arc::new(ConnectionState::new(conn, 0)))
+}
+
+/// Installs an access token of `len` characters that stays usable for an hour.
+pub fn install_token(state: &ConnectionState, len: usize) {
+    let token: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let set = TokenSet::new(
+        token.into(),
+        None,
+        None,
+        SystemTime::now(),
+        Some(Duration::from_secs(3600)),
+        0.0,
+    )
+    .expect("token set");
+    state.restore(set);
+}
+
+/// The headers of a typical API call from an app, as hyper hands them over (plus a
+/// `Connection: keep-alive` and a stale `Authorization` the proxy must replace).
+pub fn realistic_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in [
+        ("host", "127.0.0.1:8080"),
+        (
+            "user-agent",
+            "my-app/2.3.1 (+https://example.com) reqwest/0.12",
+        ),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("content-type", "application/json"),
+        ("x-request-id", "7f0c1f9e-3b5a-4d0e-9a65-2b8f0f5c1d42"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("connection", "keep-alive"),
+        ("authorization", "Bearer stale-app-token"),
+    ] {
+        h.append(
+            header::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    h
+}
+
+/// A parsed reverse-mode request, as `Proxy::forward` receives it (body omitted).
+pub fn parsed_request() -> Request<()> {
+    let mut req = Request::new(());
+    *req.uri_mut() = Uri::from_static(REVERSE_TARGET);
+    *req.headers_mut() = realistic_headers();
+    req
+}
+
+/// Mirror of the reverse-mode branch of `Proxy::route` plus the URI `Proxy::forward` sends
+/// on the pooled connection: `/{key}/rest?q` → origin-form `/rest?q` (the connection is
+/// already to the upstream authority; `Host` carries it).
+pub fn upstream_uri(state: &ConnectionState, uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let (key, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if key != state.conn.key {
+        return None;
+    }
+    let mut target = String::with_capacity(tail.len() + uri.query().map_or(0, |q| q.len() + 1) + 1);
+    target.push_str(if tail.is_empty() { "/" } else { tail });
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let pq = PathAndQuery::from_maybe_shared(Bytes::from(target)).ok()?;
+    Some(Uri::from(pq))
+}
+
+/// Header injection as `Proxy::forward` does it: strip hop-by-hop, set `Host` to the
+/// upstream's, append `Via`, insert the connection's `Authorization`.
+#[inline]
+pub fn inject(headers_map: &mut HeaderMap, via: &HeaderValue, state: &ConnectionState) -> bool {
+    headers::strip_hop_by_hop(headers_map);
+    headers_map.insert(header::HOST, state.host_header.clone());
+    headers_map.append(header::VIA, via.clone());
+    match state.header() {
+        Some(value) => {
+            headers_map.insert(header::AUTHORIZATION, value);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Everything `Proxy::forward` does between the parsed request and the request handed to
+/// the upstream client (loop check, route/rewrite, header hygiene, injection, version).
+pub fn prepare(
+    req: Request<()>,
+    via: &HeaderValue,
+    state: &ConnectionState,
+) -> Option<Request<()>> {
+    if headers::has_our_via(req.headers(), PSEUDONYM) {
+        return None;
+    }
+    let uri = upstream_uri(state, req.uri())?;
+    let (mut parts, body) = req.into_parts();
+    if !inject(&mut parts.headers, via, state) {
+        return None;
+    }
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    Some(Request::from_parts(parts, body))
+}
