@@ -4,14 +4,15 @@
 //!
 //! `parts/*` splits `token_cache_header` into its clock read, `ArcSwap` load and
 //! `HeaderValue` clone. `candidate/*` are alternative implementations evaluated for
-//! src/proxy/, measured next to what is there now so a gain (or loss) shows in one run.
+//! src/proxy/, measured next to what is there now so a gain (or loss) shows in one run
+//! (the exact-capacity target rewrite was one, and is now in `Proxy::route`).
 
 #[path = "support/mod.rs"]
 mod support;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::Uri;
 use std::time::Duration;
 use tokenwarden::proxy::headers;
 
@@ -21,9 +22,8 @@ const MEASUREMENT: Duration = Duration::from_secs(2);
 const SAMPLES: usize = 50;
 
 fn hot_path(c: &mut Criterion) {
-    let (_dir, state) = support::loaded_state();
+    let (_dir, state, proxy) = support::loaded_state();
     support::install_token(&state, 1200);
-    let via = headers::via_value(support::PSEUDONYM);
     let target = Uri::from_static(support::REVERSE_TARGET);
 
     let mut g = c.benchmark_group("hot_path");
@@ -44,17 +44,17 @@ fn hot_path(c: &mut Criterion) {
     g.bench_function("inject_headers", |b| {
         b.iter_batched_ref(
             support::realistic_headers,
-            |h| black_box(support::inject(black_box(h), &via, &state)),
+            |h| black_box(support::inject(&proxy, black_box(h), &state)),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("rewrite_target", |b| {
-        b.iter(|| black_box(support::upstream_uri(&state, black_box(&target))))
+        b.iter(|| black_box(support::upstream_uri(&proxy, black_box(&target))))
     });
     g.bench_function("prepare_request", |b| {
         b.iter_batched(
             support::parsed_request,
-            |req| black_box(support::prepare(req, &via, &state)),
+            |req| black_box(support::prepare(&proxy, req)),
             BatchSize::SmallInput,
         )
     });
@@ -93,9 +93,6 @@ fn hot_path(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    g.bench_function("rewrite_target_exact_capacity", |b| {
-        b.iter(|| black_box(rewrite_exact(black_box(&target))))
-    });
     g.finish();
 }
 
@@ -126,25 +123,6 @@ fn strip_one_scan(h: &mut HeaderMap) {
         seen >>= 1;
         i += 1;
     }
-}
-
-/// Candidate for the reverse rewrite: exact capacity, so `Bytes::from(Vec)` takes the
-/// buffer as is (len == capacity) instead of allocating a `Shared` header for it: one
-/// allocation per request instead of two.
-fn rewrite_exact(uri: &Uri) -> Option<Uri> {
-    let path = uri.path();
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    let tail = rest.find('/').map_or("", |i| &rest[i..]);
-    let tail = if tail.is_empty() { "/" } else { tail };
-    let query = uri.query();
-    let mut target = Vec::with_capacity(tail.len() + query.map_or(0, |q| q.len() + 1));
-    target.extend_from_slice(tail.as_bytes());
-    if let Some(q) = query {
-        target.push(b'?');
-        target.extend_from_slice(q.as_bytes());
-    }
-    let pq = PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)).ok()?;
-    Some(Uri::from(pq))
 }
 
 criterion_group!(benches, hot_path);

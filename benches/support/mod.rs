@@ -1,21 +1,17 @@
 //! Shared by `benches/hot_path.rs` and `tests/alloc.rs`: a connection loaded through the real
 //! config loader with a token installed, a realistic parsed request, and the request
-//! preparation that `Proxy::forward` does between a parsed request and the upstream request.
-//!
-//! `Proxy::route` is private, so [`upstream_uri`] mirrors its reverse-mode branch and
-//! [`prepare`] mirrors the header/URI part of `Proxy::forward` line for line, using the real
-//! `tokenwarden::proxy::headers` functions and `ConnectionState::header`. Keep them in step
-//! with src/proxy/mod.rs (or make `route`/a `prepare` fn public and call it from here).
+//! preparation `Proxy::forward` does between a parsed request and the upstream request —
+//! through the real `Proxy::route`, `Proxy::prepare_headers` and `ConnectionState::header`.
 
 #![allow(dead_code)]
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::Uri;
 use http::Request;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokenwarden::proxy::headers;
+use tokenwarden::proxy::{headers, Proxy};
+use tokenwarden::registry::Registry;
 use tokenwarden::token::{ConnectionState, TokenSet};
 
 /// The connection key used in reverse mode (`/{KEY}/…`).
@@ -25,9 +21,10 @@ pub const REVERSE_TARGET: &str = "/api/v1/accounts/12345/contacts?limit=50&curso
 /// The `Via` pseudonym (the config default).
 pub const PSEUDONYM: &str = "tokenwarden";
 
-/// A client-credentials connection loaded with `tokenwarden::config::load` from a temp file.
-/// The temp dir must outlive the returned state (the store path points into it).
-pub fn loaded_state() -> (tempfile::TempDir, Arc<ConnectionState>) {
+/// A client-credentials connection loaded with `tokenwarden::config::load` from a temp
+/// file, and the proxy that routes to it. The temp dir must outlive them (the store path
+/// points into it).
+pub fn loaded_state() -> (tempfile::TempDir, Arc<ConnectionState>, Proxy) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("config.yaml");
     std::fs::write(
@@ -53,8 +50,10 @@ connections:
     )
     .expect("write config");
     let config = tokenwarden::config::load(&file).unwrap_or_else(|p| panic!("config: {p}"));
-    let conn = Arc::clone(&config.connections[0]);
-    (dir, Arc::new(ConnectionState::new(conn, 0)))
+    let registry = Arc::new(Registry::new(&config.connections));
+    let state = Arc::clone(&registry.connections[0]);
+    let proxy = Proxy::new(registry, &config.proxy, Vec::new());
+    (dir, state, proxy)
 }
 
 /// Installs an access token of `len` characters that stays usable for an hour.
@@ -109,36 +108,17 @@ pub fn parsed_request() -> Request<()> {
     req
 }
 
-/// Mirror of the reverse-mode branch of `Proxy::route` plus the URI `Proxy::forward` sends
-/// on the pooled connection: `/{key}/rest?q` → origin-form `/rest?q` (the connection is
-/// already to the upstream authority; `Host` carries it).
-pub fn upstream_uri(state: &ConnectionState, uri: &Uri) -> Option<Uri> {
-    let path = uri.path();
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    let (key, tail) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if key != state.conn.key {
-        return None;
-    }
-    let mut target = String::with_capacity(tail.len() + uri.query().map_or(0, |q| q.len() + 1) + 1);
-    target.push_str(if tail.is_empty() { "/" } else { tail });
-    if let Some(q) = uri.query() {
-        target.push('?');
-        target.push_str(q);
-    }
-    let pq = PathAndQuery::from_maybe_shared(Bytes::from(target)).ok()?;
-    Some(Uri::from(pq))
+/// `Proxy::route`: `/{key}/rest?q` → the origin-form `/rest?q` sent on the pooled
+/// connection (the connection is already to the upstream authority; `Host` carries it).
+pub fn upstream_uri(proxy: &Proxy, uri: &Uri) -> Option<Uri> {
+    proxy.route(uri).ok().map(|(_, pq)| Uri::from(pq))
 }
 
-/// Header injection as `Proxy::forward` does it: strip hop-by-hop, set `Host` to the
-/// upstream's, append `Via`, insert the connection's `Authorization`.
+/// Header injection as `Proxy::forward` does it: hygiene, `Host`, `Via`, then the
+/// connection's `Authorization`.
 #[inline]
-pub fn inject(headers_map: &mut HeaderMap, via: &HeaderValue, state: &ConnectionState) -> bool {
-    headers::strip_hop_by_hop(headers_map);
-    headers_map.insert(header::HOST, state.host_header.clone());
-    headers_map.append(header::VIA, via.clone());
+pub fn inject(proxy: &Proxy, headers_map: &mut HeaderMap, state: &ConnectionState) -> bool {
+    proxy.prepare_headers(state, headers_map);
     match state.header() {
         Some(value) => {
             headers_map.insert(header::AUTHORIZATION, value);
@@ -149,21 +129,17 @@ pub fn inject(headers_map: &mut HeaderMap, via: &HeaderValue, state: &Connection
 }
 
 /// Everything `Proxy::forward` does between the parsed request and the request handed to
-/// the upstream client (loop check, route/rewrite, header hygiene, injection, version).
-pub fn prepare(
-    req: Request<()>,
-    via: &HeaderValue,
-    state: &ConnectionState,
-) -> Option<Request<()>> {
+/// the upstream pool (loop check, route/rewrite, header hygiene, injection, version).
+pub fn prepare(proxy: &Proxy, req: Request<()>) -> Option<Request<()>> {
     if headers::has_our_via(req.headers(), PSEUDONYM) {
         return None;
     }
-    let uri = upstream_uri(state, req.uri())?;
+    let (state, pq) = proxy.route(req.uri()).ok()?;
     let (mut parts, body) = req.into_parts();
-    if !inject(&mut parts.headers, via, state) {
+    if !inject(proxy, &mut parts.headers, &state) {
         return None;
     }
-    parts.uri = uri;
+    parts.uri = Uri::from(pq);
     parts.version = http::Version::HTTP_11;
     Some(Request::from_parts(parts, body))
 }

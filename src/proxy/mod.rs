@@ -93,11 +93,7 @@ impl Proxy {
         let (state, path_and_query) = self.route(req.uri())?;
         let conn = &state.conn;
         let (mut parts, body) = req.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .insert(header::HOST, state.host_header.clone());
-        parts.headers.append(header::VIA, self.via.clone());
+        self.prepare_headers(&state, &mut parts.headers);
         let mut path_and_query = path_and_query;
         let mut body: UpstreamBody = Either::Left(body);
         match &conn.auth {
@@ -143,8 +139,18 @@ impl Proxy {
         Ok(Response::from_parts(parts, Either::Left(body)))
     }
 
-    /// Reverse mode (`/{key}/rest?query`) or forward mode (`http://host/rest?query`).
-    fn route(&self, uri: &Uri) -> Result<(Arc<ConnectionState>, PathAndQuery), ProxyError> {
+    /// Header hygiene for the upstream request: hop-by-hop headers out, `Host` set to the
+    /// upstream authority, our `Via` appended. The credential is added after this, so no
+    /// `Connection`-named header can remove it.
+    pub fn prepare_headers(&self, state: &ConnectionState, headers: &mut http::HeaderMap) {
+        headers::strip_hop_by_hop(headers);
+        headers.insert(header::HOST, state.host_header.clone());
+        headers.append(header::VIA, self.via.clone());
+    }
+
+    /// Reverse mode (`/{key}/rest?query`) or forward mode (`http://host/rest?query`): the
+    /// connection and the origin-form target to send upstream.
+    pub fn route(&self, uri: &Uri) -> Result<(Arc<ConnectionState>, PathAndQuery), ProxyError> {
         if let Some(authority) = uri.authority() {
             if uri.scheme() != Some(&Scheme::HTTP) {
                 return Err(ProxyError::Forbidden {
@@ -184,9 +190,10 @@ impl Proxy {
             .ok_or_else(|| ProxyError::UnknownConnection {
                 key: key.to_owned(),
             })?;
-        let mut target =
-            String::with_capacity(tail.len() + uri.query().map_or(0, |q| q.len() + 1) + 1);
-        target.push_str(if tail.is_empty() { "/" } else { tail });
+        // Exact capacity: `Bytes::from` then takes the buffer without reallocating.
+        let path = if tail.is_empty() { "/" } else { tail };
+        let mut target = String::with_capacity(path.len() + uri.query().map_or(0, |q| q.len() + 1));
+        target.push_str(path);
         if let Some(q) = uri.query() {
             target.push('?');
             target.push_str(q);

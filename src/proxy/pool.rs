@@ -81,7 +81,8 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.checkout(index).await {
                 Some(s) => (s, true),
-                None => (self.connect(upstream).await?, false),
+                // Boxed: the cold path would otherwise bloat every request's future.
+                None => (Box::pin(self.connect(upstream)).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(response) => {
