@@ -7,7 +7,7 @@
 //!  config file ─► config::load (validated Config) ─► Registry of ConnectionStates
 //!  refresher per connection ─ token/refresh requests (oauth) ─► TokenCache (ArcSwap<TokenSet>) ─► store (encrypted file)
 //!  admin: /authorize ─► pending state (+PKCE) ; /oauth/callback ─► code exchange ─┘
-//!  app ─► proxy listener ─► route (reverse /{key}/… · forward absolute-form) ─► inject ─► upstream pool ─► SaaS API
+//!  app ─► proxy worker (one per core) ─► route (reverse /{key}/… · forward absolute-form) ─► inject ─► its upstream pool ─► SaaS API
 //! ```
 //!
 //! Modules:
@@ -16,7 +16,8 @@
 //! - [`oauth`]: authorization URL, token/refresh requests and responses, states, PKCE.
 //! - [`token`]: token sets, the lock-free cache, schedule, refresher, store.
 //! - [`registry`]: connections by key and by host.
-//! - [`proxy`]: the request path: routing, header hygiene, injection, upstream pool, errors.
+//! - [`proxy`]: the request path: routing, header hygiene, injection, errors; one worker
+//!   thread per core, each with its own runtime and lock-free upstream pool.
 //! - [`admin`]: health, readiness, metrics, status, authorize and callback routes.
 //! - [`server`]: the accept loop shared by both listeners.
 //! - [`app`]: the composition root; [`run`] is what `tokenwarden run` does.
