@@ -4,11 +4,12 @@
 use super::AdminBody;
 use crate::registry::Registry;
 use crate::token::cache::Counters;
+use crate::token::set::unix_seconds;
+use crate::token::ConnectionState;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response};
 use http_body_util::Full;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Every state a connection can report, so each gets a 0/1 series.
 const STATES: [&str; 7] = [
@@ -21,99 +22,100 @@ const STATES: [&str; 7] = [
     "static",
 ];
 
+/// A family's samples: the label set (`{…}` or empty) and the value.
+type Samples = Vec<(String, u64)>;
+
 pub fn render(registry: &Registry, pending_states: usize) -> Response<AdminBody> {
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str| {
+    // Each family: HELP and TYPE, then all its samples (the text format wants them grouped).
+    let mut family = |name: &str, kind: &str, help: &str, samples: Samples| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        name.to_owned()
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
     };
-    let mut lines = Vec::new();
-    let state = family(
+    let each = |f: &dyn Fn(&ConnectionState, &str) -> Samples| -> Samples {
+        registry
+            .connections
+            .iter()
+            .flat_map(|c| f(c, &c.conn.key))
+            .collect()
+    };
+    family(
         "tokenwarden_connection_state",
         "gauge",
         "1 for the connection's current state.",
+        each(&|c, k| {
+            let now = c.state_name();
+            STATES
+                .iter()
+                .map(|s| {
+                    (
+                        format!("{{connection=\"{k}\",state=\"{s}\"}}"),
+                        u64::from(*s == now),
+                    )
+                })
+                .collect()
+        }),
     );
-    for c in &registry.connections {
-        let now = c.state_name();
-        for s in STATES {
-            lines.push(format!(
-                "{state}{{connection=\"{}\",state=\"{s}\"}} {}",
-                c.conn.key,
-                u8::from(s == now)
-            ));
-        }
-    }
-    let expiry = family(
+    family(
         "tokenwarden_token_expires_at_seconds",
         "gauge",
         "Unix time the current token expires (absent: none or long-lived).",
+        each(&|c, k| {
+            c.token()
+                .and_then(|t| t.expires_at)
+                .map(|at| (format!("{{connection=\"{k}\"}}"), unix_seconds(Some(at))))
+                .into_iter()
+                .collect()
+        }),
     );
-    for c in &registry.connections {
-        if let Some(at) = c
-            .token()
-            .and_then(|t| t.expires_at)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        {
-            lines.push(format!(
-                "{expiry}{{connection=\"{}\"}} {}",
-                c.conn.key,
-                at.as_secs()
-            ));
-        }
-    }
-    let tokens = family(
+    family(
         "tokenwarden_token_requests_total",
         "counter",
         "Token requests by outcome.",
+        each(&|c, k| {
+            vec![
+                (
+                    format!("{{connection=\"{k}\",outcome=\"ok\"}}"),
+                    Counters::get(&c.counters.token_ok),
+                ),
+                (
+                    format!("{{connection=\"{k}\",outcome=\"error\"}}"),
+                    Counters::get(&c.counters.token_failed),
+                ),
+            ]
+        }),
     );
-    let proxied = family(
+    family(
         "tokenwarden_proxied_requests_total",
         "counter",
         "Requests forwarded with a credential.",
+        each(&|c, k| {
+            vec![(
+                format!("{{connection=\"{k}\"}}"),
+                Counters::get(&c.counters.proxied),
+            )]
+        }),
     );
-    let refused = family(
+    family(
         "tokenwarden_no_token_total",
         "counter",
         "Requests refused with 503 for want of a usable token.",
+        each(&|c, k| {
+            vec![(
+                format!("{{connection=\"{k}\"}}"),
+                Counters::get(&c.counters.no_token),
+            )]
+        }),
     );
-    for c in &registry.connections {
-        let k = &c.conn.key;
-        let n = &c.counters;
-        lines.push(format!(
-            "{tokens}{{connection=\"{k}\",outcome=\"ok\"}} {}",
-            Counters::get(&n.token_ok)
-        ));
-        lines.push(format!(
-            "{tokens}{{connection=\"{k}\",outcome=\"error\"}} {}",
-            Counters::get(&n.token_failed)
-        ));
-        lines.push(format!(
-            "{proxied}{{connection=\"{k}\"}} {}",
-            Counters::get(&n.proxied)
-        ));
-        lines.push(format!(
-            "{refused}{{connection=\"{k}\"}} {}",
-            Counters::get(&n.no_token)
-        ));
-    }
-    let pending = family(
+    family(
         "tokenwarden_pending_authorizations",
         "gauge",
         "Authorization states waiting for their callback.",
+        vec![(String::new(), pending_states as u64)],
     );
-    lines.push(format!("{pending} {pending_states}"));
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let _ = now;
-    // HELP/TYPE headers first, then the samples (Prometheus accepts either order per family).
-    let mut text = out;
-    for l in lines {
-        text.push_str(&l);
-        text.push('\n');
-    }
-    let mut r = Response::new(Full::new(Bytes::from(text)));
+    let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
