@@ -10,6 +10,7 @@ mod position;
 mod raw;
 mod settings;
 mod source;
+mod strategy;
 
 pub use connection::{ApiKey, Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
 pub use settings::{
