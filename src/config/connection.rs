@@ -63,11 +63,30 @@ pub enum Auth {
 }
 
 /// `api_key`: headers set, query parameters set or replaced, JSON merged into the body.
-#[derive(Debug)]
+/// Its values are secrets: `Debug` shows only names.
 pub struct ApiKey {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub query_params: Vec<(String, String)>,
     pub body: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "query_params",
+                &self.query_params.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| b.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug)]

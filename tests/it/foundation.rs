@@ -883,6 +883,16 @@ connections:
       protocol: https
       host: static.example.com
       authentication: { strategy: bearer, configuration: { token: "<api_token>" } }
+  - key: keyed
+    secrets: { key: query-key-never-shown, body_key: body-key-never-shown }
+    client_config:
+      protocol: https
+      host: keyed.example.com
+      authentication:
+        strategy: api_key
+        configuration:
+          query_params: [{ name: api_key, value: "<key>" }]
+          body: '{"token": "<body_key>"}'
 "#,
     );
     let config = tokenwarden::config::load_with_env(&config, &|name| match name {
@@ -898,6 +908,8 @@ connections:
         STORE_KEY,
         "admin-token-never-shown",
         "static-token-never-shown",
+        "query-key-never-shown",
+        "body-key-never-shown",
     ] {
         assert!(
             !debug.contains(secret),
