@@ -22,9 +22,8 @@ use std::sync::Arc;
 /// The callback route, appended to `admin.public_url` for the default `redirect_uri`.
 pub const CALLBACK_PATH: &str = "/api/v1/oauth/callback";
 
-/// A validated connection. Holds secrets (in `params` and header values): its `Debug`
-/// output never shows them.
-#[derive(Debug)]
+/// A validated connection. Holds secrets (in `params`, header values, and request
+/// templates, which may carry expanded `${VAR}`s): its `Debug` output never shows them.
 pub struct Connection {
     /// URL prefix in reverse mode and name everywhere else.
     pub key: String,
@@ -40,6 +39,22 @@ pub struct Connection {
     /// Expected `iss` on the callback (RFC 9207).
     pub issuer: Option<String>,
     pub allow_private_network: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .field("upstream", &self.upstream)
+            .field("auth", &self.auth)
+            .field("params", &self.params)
+            .field("pkce", &self.pkce)
+            .field("client_auth", &self.client_auth)
+            .field("issuer", &self.issuer)
+            .field("allow_private_network", &self.allow_private_network)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where proxied requests go.
@@ -89,7 +104,7 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-#[derive(Debug)]
+/// `Debug` leaves out the request templates (they may hold expanded secrets).
 pub struct OAuth2 {
     pub grant: Grant,
     pub token_request: SaasRequest,
@@ -97,6 +112,16 @@ pub struct OAuth2 {
     pub authorization_request: Option<SaasRequest>,
     /// A configured lifetime wins over the token response's `expires_in` (as in Fides).
     pub expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for OAuth2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2")
+            .field("grant", &self.grant)
+            .field("refresh_request", &self.refresh_request.is_some())
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -883,6 +883,17 @@ connections:
       protocol: https
       host: static.example.com
       authentication: { strategy: bearer, configuration: { token: "<api_token>" } }
+  - key: inline
+    client_config:
+      protocol: https
+      host: inline.example.com
+      authentication:
+        strategy: oauth2_client_credentials
+        configuration:
+          token_request:
+            method: POST
+            path: /oauth/token
+            body: '{"client_secret": "inline-secret-never-shown"}'
   - key: keyed
     secrets: { key: query-key-never-shown, body_key: body-key-never-shown }
     client_config:
@@ -910,6 +921,7 @@ connections:
         "static-token-never-shown",
         "query-key-never-shown",
         "body-key-never-shown",
+        "inline-secret-never-shown",
     ] {
         assert!(
             !debug.contains(secret),
