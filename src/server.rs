@@ -1,7 +1,8 @@
 //! The accept loop shared by every listener: HTTP/1.1 with keep-alive, a header read
 //! timeout, upgrades (for `CONNECT` tunnels), and a graceful drain when the process's
-//! cancellation token fires. [`serve`] spawns connections on a multi-thread runtime;
-//! [`serve_local`] spawns them on the current thread's `LocalSet` (the proxy workers).
+//! cancellation token fires. [`serve`] spawns connections on a multi-thread runtime; the
+//! proxy workers use [`accept_loop`] with their own connection handler
+//! ([`crate::proxy::fast`]), which hands connections to [`connection`] when it must.
 
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -47,32 +48,9 @@ pub async fn serve<H, F, B>(
     .await
 }
 
-/// [`serve`] for handlers whose futures are not `Send`: connections run on the current
-/// thread's `LocalSet`.
-pub async fn serve_local<H, F, B>(
-    listener: TcpListener,
-    header_read_timeout: Duration,
-    shutdown: CancellationToken,
-    handle: H,
-) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + 'static,
-    F: Future<Output = Response<B>> + 'static,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    accept_loop(listener, &shutdown, |tracker, stream, peer| {
-        tracker.spawn_local(connection(
-            stream,
-            peer,
-            handle.clone(),
-            header_read_timeout,
-            shutdown.clone(),
-        ));
-    })
-    .await
-}
-
-async fn accept_loop(
+/// Accepts connections until `shutdown`, handing each to `spawn`; then waits (up to
+/// [`SHUTDOWN_GRACE`]) for the tasks it spawned to finish.
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     shutdown: &CancellationToken,
     mut spawn: impl FnMut(&TaskTracker, TcpStream, SocketAddr),
@@ -104,8 +82,8 @@ async fn accept_loop(
 }
 
 /// One client connection: serve requests until it closes, or drain it on shutdown.
-async fn connection<H, F, B>(
-    stream: TcpStream,
+pub(crate) async fn connection<I, H, F, B>(
+    stream: I,
     peer: SocketAddr,
     handle: H,
     header_read_timeout: Duration,
@@ -115,6 +93,7 @@ async fn connection<H, F, B>(
     F: Future<Output = Response<B>> + 'static,
     B: Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let service = service_fn(move |req| {
         let response = handle(req, peer);

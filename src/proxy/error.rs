@@ -84,18 +84,20 @@ impl ProxyError {
     }
 }
 
+/// The headers of every response the proxy writes itself (besides its length).
+pub const OWN_HEADERS: [(header::HeaderName, &str); 2] = [
+    (header::CONTENT_TYPE, "application/json"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
 /// A small JSON response from the proxy itself.
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
+    for (name, value) in OWN_HEADERS {
+        r.headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
     r
 }
 

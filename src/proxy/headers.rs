@@ -39,6 +39,50 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The header names the proxy treats specially (any case), told apart with one length
+/// test and at most two comparisons: the fast path classifies every header it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// The other names of [`HOP_BY_HOP`].
+    HopByHop,
+    Expect,
+    Via,
+    Host,
+    Authorization,
+    Other,
+}
+
+pub fn classify(name: &str) -> Known {
+    let is = |known: &str| name.eq_ignore_ascii_case(known);
+    match name.len() {
+        2 if is("te") => Known::HopByHop,
+        3 if is("via") => Known::Via,
+        4 if is("host") => Known::Host,
+        6 if is("expect") => Known::Expect,
+        7 if is("upgrade") || is("trailer") => Known::HopByHop,
+        10 if is("connection") => Known::Connection,
+        10 if is("keep-alive") => Known::HopByHop,
+        13 if is("authorization") => Known::Authorization,
+        14 if is("content-length") => Known::ContentLength,
+        16 if is("proxy-connection") => Known::HopByHop,
+        17 if is("transfer-encoding") => Known::TransferEncoding,
+        18 if is("proxy-authenticate") => Known::HopByHop,
+        19 if is("proxy-authorization") => Known::HopByHop,
+        _ => Known::Other,
+    }
+}
+
+/// Whether a header name (any case) is one of [`HOP_BY_HOP`].
+pub fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        classify(name),
+        Known::Connection | Known::TransferEncoding | Known::HopByHop
+    )
+}
+
 /// `close` and `keep-alive` name no other header, so they need no extra work.
 fn is_standard_connection_option(v: &HeaderValue) -> bool {
     v.as_bytes().eq_ignore_ascii_case(b"close") || v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
@@ -55,14 +99,20 @@ pub fn has_our_via(headers: &HeaderMap, pseudonym: &str) -> bool {
     headers
         .get_all(header::VIA)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|entry| {
-            entry
-                .split_whitespace()
-                .nth(1)
-                .is_some_and(|by| by.eq_ignore_ascii_case(pseudonym))
-        })
+        .any(|v| via_names(v.as_bytes(), pseudonym))
+}
+
+/// Whether one `Via` header value has an entry received by `pseudonym`.
+pub fn via_names(value: &[u8], pseudonym: &str) -> bool {
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
+    };
+    value.split(',').any(|entry| {
+        entry
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|by| by.eq_ignore_ascii_case(pseudonym))
+    })
 }
 
 #[cfg(test)]
@@ -85,6 +135,19 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_the_list() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()));
+            assert!(is_hop_by_hop(&name.as_str().to_ascii_uppercase()));
+        }
+        assert!(!is_hop_by_hop("connectio"));
+        assert!(!is_hop_by_hop("authorization"));
+        assert_eq!(classify("Content-LENGTH"), Known::ContentLength);
+        assert_eq!(classify("VIA"), Known::Via);
+        assert_eq!(classify("x-via"), Known::Other);
     }
 
     #[test]

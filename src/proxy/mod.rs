@@ -5,9 +5,14 @@
 //! Requests run on the worker thread that accepted them ([`worker`]).
 
 mod apikey;
+pub mod chunked;
 mod connect;
+pub mod deadline;
 pub mod error;
+pub mod fast;
+pub mod head;
 pub mod headers;
+pub mod io;
 pub mod pool;
 pub mod upstream;
 pub mod worker;
@@ -19,7 +24,7 @@ use crate::token::ConnectionState;
 use bytes::Bytes;
 use error::ProxyError;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -90,11 +95,11 @@ impl Proxy {
         if headers::has_our_via(req.headers(), &self.pseudonym) {
             return Err(ProxyError::Loop);
         }
-        let (state, path_and_query) = self.route(req.uri())?;
+        let (state, target) = self.route_uri(req.uri())?;
+        let mut path_and_query = target.to_path_and_query()?;
         let conn = &state.conn;
         let (mut parts, body) = req.into_parts();
-        self.prepare_headers(&state, &mut parts.headers);
-        let mut path_and_query = path_and_query;
+        self.prepare_headers(state, &mut parts.headers);
         let mut body: UpstreamBody = Either::Left(body);
         match &conn.auth {
             Auth::OAuth2(_) => match state.header() {
@@ -103,7 +108,7 @@ impl Proxy {
                 }
                 None => {
                     Counters::add(&state.counters.no_token);
-                    return Err(no_token(&state));
+                    return Err(no_token(state));
                 }
             },
             Auth::Header(value) => {
@@ -148,62 +153,56 @@ impl Proxy {
         headers.append(header::VIA, self.via.clone());
     }
 
-    /// Reverse mode (`/{key}/rest?query`) or forward mode (`http://host/rest?query`): the
-    /// connection and the origin-form target to send upstream.
-    pub fn route(&self, uri: &Uri) -> Result<(Arc<ConnectionState>, PathAndQuery), ProxyError> {
-        if let Some(authority) = uri.authority() {
-            if uri.scheme() != Some(&Scheme::HTTP) {
+    /// [`Proxy::route`] for a request target hyper parsed.
+    pub fn route_uri<'t>(
+        &self,
+        uri: &'t Uri,
+    ) -> Result<(&Arc<ConnectionState>, Target<'t>), ProxyError> {
+        let origin = uri
+            .authority()
+            .map(|a| (uri.scheme_str().unwrap_or(""), a.as_str()));
+        let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
+        self.route(origin, path_and_query)
+    }
+
+    /// Reverse mode (`/{key}/rest?query`) or forward mode (`http://host/rest?query`, given
+    /// as `origin = Some((scheme, authority))`): the connection and the origin-form target
+    /// to send upstream. Works on the raw target, so both request paths share it.
+    pub fn route<'t>(
+        &self,
+        origin: Option<(&str, &str)>,
+        path_and_query: &'t str,
+    ) -> Result<(&Arc<ConnectionState>, Target<'t>), ProxyError> {
+        if let Some((scheme, authority)) = origin {
+            if !scheme.eq_ignore_ascii_case("http") {
                 return Err(ProxyError::Forbidden {
                     reason: "only http:// requests can go through this proxy (tokenwarden talks https upstream)".into(),
                 });
             }
-            if authority.as_str().contains('@') {
+            if authority.contains('@') {
                 return Err(ProxyError::BadRequest {
                     reason: "userinfo is not allowed in the request target".into(),
                 });
             }
-            let host = authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            if self.targets_self(host, authority.port_u16().unwrap_or(80)) {
+            let (host, port) = split_authority(authority)?;
+            if self.targets_self(host, port.unwrap_or(80)) {
                 return Err(ProxyError::Loop);
             }
-            let state = self.registry.by_authority(host, authority.port_u16()).ok_or_else(|| ProxyError::Forbidden {
+            let state = self.registry.by_authority(host, port).ok_or_else(|| ProxyError::Forbidden {
                 reason: format!("{host} is not the host of a configured connection; tokenwarden is not an open proxy"),
             })?;
-            let pq = uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            return Ok((Arc::clone(state), pq));
+            return Ok((state, Target::after(path_and_query)));
         }
-        let path = uri.path();
-        let rest = path.strip_prefix('/').unwrap_or(path);
-        let (key, tail) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
+        let rest = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (key, tail) = rest.split_at(end);
         let state = self
             .registry
             .get(key)
             .ok_or_else(|| ProxyError::UnknownConnection {
                 key: key.to_owned(),
             })?;
-        // Exact capacity: `Bytes::from` then takes the buffer without reallocating.
-        let path = if tail.is_empty() { "/" } else { tail };
-        let mut target = String::with_capacity(path.len() + uri.query().map_or(0, |q| q.len() + 1));
-        target.push_str(path);
-        if let Some(q) = uri.query() {
-            target.push('?');
-            target.push_str(q);
-        }
-        let pq = PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(|_| {
-            ProxyError::BadRequest {
-                reason: "the request path cannot be forwarded".into(),
-            }
-        })?;
-        Ok((Arc::clone(state), pq))
+        Ok((state, Target::after(tail)))
     }
 
     /// Whether `host:port` is one of this process's listeners.
@@ -217,6 +216,74 @@ impl Proxy {
                 && (a.ip() == ip
                     || (a.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
         })
+    }
+}
+
+/// The origin-form target sent upstream: `/` (when `slash`) followed by `rest`, so that
+/// routing can cut it out of the app's target without copying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'t> {
+    pub slash: bool,
+    pub rest: &'t str,
+}
+
+impl<'t> Target<'t> {
+    /// The target for what follows the routing part: a path (`/v1?x`), a bare query
+    /// (`?x` → `/?x`) or nothing (`/`).
+    fn after(tail: &'t str) -> Target<'t> {
+        Target {
+            slash: !tail.starts_with('/'),
+            rest: tail,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.slash) + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        if self.slash {
+            out.push(b'/');
+        }
+        out.extend_from_slice(self.rest.as_bytes());
+    }
+
+    /// As a `PathAndQuery` (one allocation of exactly its length).
+    pub fn to_path_and_query(&self) -> Result<PathAndQuery, ProxyError> {
+        let mut target = Vec::with_capacity(self.len());
+        self.write_to(&mut target);
+        PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(|_| ProxyError::BadRequest {
+            reason: "the request path cannot be forwarded".into(),
+        })
+    }
+}
+
+/// `host[:port]` or `[v6][:port]` → the host (without brackets) and the port, if written.
+fn split_authority(authority: &str) -> Result<(&str, Option<u16>), ProxyError> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let end = v6.find(']').ok_or_else(|| bad_authority(authority))?;
+            (&v6[..end], v6[end + 1..].strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        None | Some("") => None,
+        Some(p) => Some(p.parse().map_err(|_| bad_authority(authority))?),
+    };
+    Ok((host, port))
+}
+
+fn bad_authority(authority: &str) -> ProxyError {
+    ProxyError::BadRequest {
+        reason: format!("{authority} is not a valid host[:port]"),
     }
 }
 

@@ -3,7 +3,12 @@
 //! connections per upstream in a `RefCell`, checked out for one request and returned when
 //! the response body has been read to its end. A connection whose response body is dropped
 //! early is closed (HTTP/1.1 cannot abandon a response and reuse the connection).
+//!
+//! It keeps two kinds of idle connection: raw [`Link`]s for the fast path
+//! ([`super::fast`]) and hyper client connections for the hyper path. Both are opened by
+//! [`Pool::open`] (SSRF-guarded resolution, TCP, TLS).
 
+use super::io::{Buf, Stream};
 use super::upstream::{GuardedResolver, UpstreamBody};
 use crate::config::Upstream;
 use http::uri::Scheme;
@@ -43,9 +48,24 @@ struct Idle {
     since: Instant,
 }
 
+/// Read buffer of a fast-path upstream connection (a response head must fit; bodies are
+/// relayed through it in pieces of up to this size).
+pub const LINK_BUFFER: usize = 16 * 1024;
+
+/// A fast-path upstream connection: the stream, its read buffer, and the buffer the
+/// response head for the app is written into.
+pub struct Link {
+    pub stream: Stream,
+    pub buf: Buf,
+    pub head: Vec<u8>,
+    since: Instant,
+}
+
 pub struct Pool {
-    /// Idle connections, indexed by the connection's position in the registry.
+    /// Idle hyper connections, indexed by the connection's position in the registry.
     idle: RefCell<Vec<Vec<Idle>>>,
+    /// Idle fast-path connections, indexed the same way.
+    links: RefCell<Vec<Vec<Link>>>,
     tls: tokio_rustls::TlsConnector,
     resolver: GuardedResolver,
     connect_timeout: Duration,
@@ -62,6 +82,7 @@ impl Pool {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Pool {
             idle: RefCell::new((0..connections).map(|_| Vec::new()).collect()),
+            links: RefCell::new((0..connections).map(|_| Vec::new()).collect()),
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             resolver,
             connect_timeout,
@@ -127,8 +148,46 @@ impl Pool {
         }
     }
 
-    /// Opens a connection: resolve (through the SSRF guard), TCP, TLS for https, handshake.
+    /// An idle fast-path connection to connection `index`'s upstream that is still open.
+    pub fn checkout_link(&self, index: usize, now: Instant) -> Option<Link> {
+        let mut links = self.links.borrow_mut();
+        while let Some(link) = links[index].pop() {
+            if now.saturating_duration_since(link.since) <= POOL_IDLE_TIMEOUT
+                && link.stream.idle_and_open()
+            {
+                return Some(link);
+            }
+        }
+        None
+    }
+
+    /// Returns a fast-path connection whose last response was read to its end; idle since
+    /// `since` (the start of that request will do: it errs on the old side).
+    pub fn checkin_link(&self, index: usize, mut link: Link, since: Instant) {
+        let mut links = self.links.borrow_mut();
+        if links[index].len() < POOL_MAX_IDLE {
+            link.since = since;
+            links[index].push(link);
+        }
+    }
+
+    /// A new fast-path connection to `upstream`.
+    pub async fn connect_link(&self, upstream: &Upstream) -> Result<Link, PoolError> {
+        Ok(Link {
+            stream: self.open(upstream).await?,
+            buf: Buf::with_capacity(LINK_BUFFER),
+            head: Vec::new(),
+            since: Instant::now(),
+        })
+    }
+
+    /// Opens a hyper client connection.
     async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<UpstreamBody>, PoolError> {
+        handshake(self.open(upstream).await?).await
+    }
+
+    /// Opens a connection: resolve (through the SSRF guard), TCP, TLS for https.
+    async fn open(&self, upstream: &Upstream) -> Result<Stream, PoolError> {
         let addrs = self.resolve(upstream).await?;
         let tcp = tokio::time::timeout(self.connect_timeout, connect_any(&addrs))
             .await
@@ -144,9 +203,9 @@ impl Pool {
                 .map_err(|e| {
                     PoolError::Connect(format!("TLS handshake with {} failed: {e}", upstream.host))
                 })?;
-            handshake(tls).await
+            Ok(Stream::Tls(Box::new(tls)))
         } else {
-            handshake(tcp).await
+            Ok(Stream::Plain(tcp))
         }
     }
 

@@ -1,8 +1,11 @@
 //! Proxy worker threads, one per core: each runs a current-thread runtime with a
 //! `LocalSet`, accepts on its own handle to the proxy's listening socket, and owns its
-//! upstream [`Pool`], so a request never crosses threads and the pool needs no lock.
-//! Shared state (the registry and its token caches) is read lock-free through `ArcSwap`.
+//! upstream [`Pool`] and coarse [`Timers`], so a request never crosses threads and
+//! nothing on its path takes a lock. Shared state (the registry and its token caches) is
+//! read lock-free through `ArcSwap`. Connections are served by [`fast::serve`].
 
+use super::deadline::Timers;
+use super::fast::{self, Worker};
 use super::pool::Pool;
 use super::Proxy;
 use std::rc::Rc;
@@ -29,16 +32,21 @@ pub fn spawn(
             (Arc::clone(&proxy), Arc::clone(&make_pool), shutdown.clone());
         let (tx, rx) = oneshot::channel::<()>();
         done.push(rx);
-        std::thread::Builder::new().name(format!("tokenwarden-proxy-{i}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "proxy worker could not start a runtime");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, async move {
+        std::thread::Builder::new()
+            .name(format!("tokenwarden-proxy-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "proxy worker could not start a runtime");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
                 let listener = match tokio::net::TcpListener::from_std(socket) {
                     Ok(l) => l,
                     Err(e) => {
@@ -46,14 +54,22 @@ pub fn spawn(
                         return;
                     }
                 };
-                let pool = Rc::new(make_pool());
-                crate::server::serve_local(listener, header_read_timeout, shutdown, move |req, _peer| {
-                    Arc::clone(&proxy).handle(Rc::clone(&pool), req)
+                let timers = Timers::new();
+                tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
+                let worker = Rc::new(Worker {
+                    proxy,
+                    pool: Rc::new(make_pool()),
+                    timers,
+                    header_read_timeout,
+                    shutdown: shutdown.clone(),
+                });
+                crate::server::accept_loop(listener, &shutdown, |tracker, stream, peer| {
+                    tracker.spawn_local(fast::serve(Rc::clone(&worker), stream, peer));
                 })
                 .await;
             });
-            let _ = tx.send(());
-        })?;
+                let _ = tx.send(());
+            })?;
     }
     Ok(async move {
         for rx in done {

@@ -125,8 +125,14 @@ impl ConnectionState {
     /// Cloning a `HeaderValue` bumps a reference count; nothing is allocated.
     #[inline]
     pub fn header(&self) -> Option<HeaderValue> {
+        self.header_at(Instant::now())
+    }
+
+    /// [`ConnectionState::header`] at `now` (for a caller that has read the clock already).
+    #[inline]
+    pub fn header_at(&self, now: Instant) -> Option<HeaderValue> {
         let guard = self.token.load();
-        guard.as_ref()?.header_at(Instant::now()).cloned()
+        guard.as_ref()?.header_at(now).cloned()
     }
 
     pub fn token(&self) -> Option<Arc<TokenSet>> {

@@ -1,0 +1,344 @@
+//! The fast path of the proxy listener: each app connection is served by one task that
+//! reads the request head into a reused buffer, writes the upstream request head as bytes
+//! ([`head::translate_request`]), sends it with its body in one system call on a pooled
+//! upstream [`Link`], and relays the response head ([`head::translate_response`]) and body
+//! back, the same way nginx does. No hyper dispatch task, no channel, no `HeaderMap`, no
+//! tokio timer per request (deadlines are the worker's coarse [`Timers`]).
+//!
+//! A request this path does not take (see [`head`]) moves the connection, with the bytes
+//! read so far, to hyper and [`Proxy::handle`] for the rest of its life: routing and
+//! credential errors, `CONNECT`, `api_key` and the rarer HTTP shapes all keep the one
+//! behaviour the hyper path defines.
+
+use super::chunked::{ChunkedError, ChunkedScanner};
+use super::deadline::Timers;
+use super::error::ProxyError;
+use super::head::{self, Framing, Outcome, Parsed};
+use super::io::{write_all2, Buf, Rewind};
+use super::pool::{Link, Pool};
+use super::Proxy;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A body up to this size is copied behind its head and sent with one `send`, which costs
+/// the kernel less than a two-part `writev`.
+const COALESCE: usize = 4096;
+
+/// Initial read buffer of an app connection (grows to a head of [`head::MAX_HEAD`]).
+const CLIENT_BUFFER: usize = 4096;
+
+/// What a proxy worker thread shares between its connections.
+pub struct Worker {
+    pub proxy: Arc<Proxy>,
+    pub pool: Rc<Pool>,
+    pub timers: Rc<Timers>,
+    pub header_read_timeout: Duration,
+    pub shutdown: CancellationToken,
+}
+
+/// One app connection.
+struct Client {
+    io: TcpStream,
+    buf: Buf,
+    /// The upstream request head being sent.
+    out: Vec<u8>,
+}
+
+/// How a request ended, for the app connection.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Move the connection to the hyper path.
+    Hyper,
+}
+
+/// Serves one app connection until it closes.
+pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
+    let mut client = Client {
+        io,
+        buf: Buf::with_capacity(CLIENT_BUFFER),
+        out: Vec::new(),
+    };
+    loop {
+        match worker.request(&mut client).await {
+            Next::KeepAlive => {}
+            Next::Close => return,
+            Next::Hyper => break,
+        }
+    }
+    let io = Rewind::new(client.buf.into_pending(), client.io);
+    let (proxy, pool) = (Arc::clone(&worker.proxy), Rc::clone(&worker.pool));
+    crate::server::connection(
+        io,
+        peer,
+        move |req, _peer| Arc::clone(&proxy).handle(Rc::clone(&pool), req),
+        worker.header_read_timeout,
+        worker.shutdown.clone(),
+    )
+    .await;
+}
+
+impl Worker {
+    /// Reads, forwards and answers one request of `client`.
+    async fn request(&self, client: &mut Client) -> Next {
+        let (req, now) = loop {
+            let now = Instant::now();
+            match head::translate_request(&self.proxy, client.buf.pending(), &mut client.out, now) {
+                Outcome::Ready(req) => break (req, now),
+                Outcome::Fallback => return Next::Hyper,
+                Outcome::Partial => {}
+            }
+            // Waiting between requests ends at shutdown; inside one it does not.
+            let read = if client.buf.is_empty() {
+                self.timers
+                    .idle(self.header_read_timeout, client.buf.fill(&mut client.io))
+                    .await
+            } else {
+                self.timers
+                    .timeout(self.header_read_timeout, client.buf.fill(&mut client.io))
+                    .await
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, failed, idle too long or shutting down: nothing to answer.
+                _ => return Next::Close,
+            }
+        };
+        let state = req.state;
+        let conn = &state.conn;
+        let mut body = &client.buf.pending()[req.head_len..req.head_len + req.body_len];
+        if body.len() <= COALESCE {
+            client.out.extend_from_slice(body);
+            body = &[];
+        }
+        let close = req.close || self.timers.shutting_down();
+        let consumed = req.head_len + req.body_len;
+
+        // Send, and read the response head. A reused connection that fails before it
+        // answers may have been closed by the upstream meanwhile: try another.
+        let (mut link, response) = loop {
+            let (mut link, reused) = match self.pool.checkout_link(state.index, now) {
+                Some(link) => (link, true),
+                None => match Box::pin(self.pool.connect_link(&conn.upstream)).await {
+                    Ok(link) => (link, false),
+                    Err(e) => {
+                        let error = ProxyError::UpstreamUnreachable {
+                            connection: conn.key.clone(),
+                            reason: super::root_cause(&e),
+                        };
+                        return self.fail(client, consumed, error, req.is_head, close).await;
+                    }
+                },
+            };
+            let exchanged = self
+                .timers
+                .timeout(
+                    self.proxy.response_timeout,
+                    exchange(&mut link, &client.out, body, req.is_head, close),
+                )
+                .await;
+            match exchanged {
+                Ok(Ok(response)) => break (link, response),
+                Ok(Err(Failure::BeforeAnswer(_))) if reused && req.idempotent => continue,
+                Ok(Err(Failure::BeforeAnswer(reason) | Failure::Protocol(reason))) => {
+                    let error = ProxyError::UpstreamUnreachable {
+                        connection: conn.key.clone(),
+                        reason,
+                    };
+                    return self.fail(client, consumed, error, req.is_head, close).await;
+                }
+                Err(_) => {
+                    let error = ProxyError::UpstreamTimeout {
+                        connection: conn.key.clone(),
+                    };
+                    return self.fail(client, consumed, error, req.is_head, close).await;
+                }
+            }
+        };
+        client.buf.consume(consumed);
+
+        match relay(&mut link, &mut client.io, response.framing).await {
+            Ok(()) if response.reusable && link.buf.is_empty() => {
+                self.pool.checkin_link(state.index, link, now)
+            }
+            Ok(()) => {}
+            Err(Relay::Unsent(reason)) => {
+                let error = ProxyError::UpstreamUnreachable {
+                    connection: conn.key.clone(),
+                    reason,
+                };
+                return self.fail(client, 0, error, req.is_head, close).await;
+            }
+            // The app got a partial response; only closing can tell it so.
+            Err(Relay::Broken) => return Next::Close,
+        }
+        if response.close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// Answers with the proxy's own error response.
+    async fn fail(
+        &self,
+        client: &mut Client,
+        consumed: usize,
+        error: ProxyError,
+        is_head: bool,
+        close: bool,
+    ) -> Next {
+        tracing::debug!(error = ?error, "upstream request failed");
+        client.buf.consume(consumed);
+        head::write_error(&mut client.out, error, is_head, close);
+        let written = write_all2(&mut client.io, &client.out, &[]).await;
+        if written.is_err() || close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// Nothing of a response arrived (the request may not have reached the upstream).
+    BeforeAnswer(String),
+    /// The upstream answered with something that is not a valid response.
+    Protocol(String),
+}
+
+/// Sends `request_head` and `body` on `link` and reads the response head, which is left
+/// translated in `link.head`, its bytes still at the start of `link.buf`.
+async fn exchange(
+    link: &mut Link,
+    request_head: &[u8],
+    body: &[u8],
+    is_head: bool,
+    close: bool,
+) -> Result<head::Response, Failure> {
+    write_all2(&mut link.stream, request_head, body)
+        .await
+        .map_err(|e| Failure::BeforeAnswer(e.to_string()))?;
+    let mut answered = false;
+    loop {
+        match head::translate_response(link.buf.pending(), &mut link.head, is_head, close) {
+            Ok(Parsed::Final(response)) => {
+                link.buf.consume(response.head_len);
+                return Ok(response);
+            }
+            Ok(Parsed::Interim(len)) => {
+                link.buf.consume(len);
+                continue;
+            }
+            Ok(Parsed::Partial) => {}
+            Err(reason) => return Err(Failure::Protocol(reason)),
+        }
+        match link.buf.fill(&mut link.stream).await {
+            Ok(0) if !answered => {
+                return Err(Failure::BeforeAnswer(
+                    "the upstream closed the connection without answering".into(),
+                ))
+            }
+            Ok(0) => {
+                return Err(Failure::Protocol(
+                    "the upstream closed the connection in the middle of a response head".into(),
+                ))
+            }
+            Ok(_) => answered = true,
+            Err(e) if !answered => return Err(Failure::BeforeAnswer(e.to_string())),
+            Err(e) => return Err(Failure::Protocol(e.to_string())),
+        }
+    }
+}
+
+/// Why a relay stopped short.
+enum Relay {
+    /// The body's framing was broken before anything was sent to the app.
+    Unsent(String),
+    /// The app has part of the response (or its connection failed).
+    Broken,
+}
+
+/// Writes the translated head and relays the body as framed, leaving `link.buf` holding
+/// whatever followed the body.
+async fn relay(link: &mut Link, app: &mut TcpStream, framing: Framing) -> Result<(), Relay> {
+    let Link {
+        stream, buf, head, ..
+    } = link;
+    let mut body = BodyLeft::new(framing);
+    let mut first = true;
+    loop {
+        let take = match body.take(buf.pending()) {
+            Ok(take) => take,
+            Err(e) if first => return Err(Relay::Unsent(e.to_string())),
+            Err(_) => return Err(Relay::Broken),
+        };
+        let chunk = &buf.pending()[..take];
+        let written = if !first {
+            write_all2(app, chunk, &[]).await
+        } else if chunk.len() <= COALESCE {
+            head.extend_from_slice(chunk);
+            write_all2(app, head, &[]).await
+        } else {
+            write_all2(app, head, chunk).await
+        };
+        written.map_err(|_| Relay::Broken)?;
+        first = false;
+        buf.consume(take);
+        if body.is_done() {
+            return Ok(());
+        }
+        match buf.fill(stream).await {
+            Ok(0) if matches!(body, BodyLeft::UntilClose) => return Ok(()),
+            Ok(0) | Err(_) => return Err(Relay::Broken),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What is left of a response body being relayed.
+enum BodyLeft {
+    Bytes(u64),
+    Chunked(ChunkedScanner),
+    UntilClose,
+}
+
+impl BodyLeft {
+    fn new(framing: Framing) -> BodyLeft {
+        match framing {
+            Framing::Empty => BodyLeft::Bytes(0),
+            Framing::Length(n) => BodyLeft::Bytes(n),
+            Framing::Chunked => BodyLeft::Chunked(ChunkedScanner::new()),
+            Framing::UntilClose => BodyLeft::UntilClose,
+        }
+    }
+
+    /// How many of the bytes at hand belong to the body.
+    fn take(&mut self, at_hand: &[u8]) -> Result<usize, ChunkedError> {
+        Ok(match self {
+            BodyLeft::Bytes(left) => {
+                let take = at_hand
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= take as u64;
+                take
+            }
+            BodyLeft::Chunked(scanner) => scanner.scan(at_hand)?,
+            BodyLeft::UntilClose => at_hand.len(),
+        })
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            BodyLeft::Bytes(left) => *left == 0,
+            BodyLeft::Chunked(scanner) => scanner.is_done(),
+            BodyLeft::UntilClose => false,
+        }
+    }
+}
