@@ -1,9 +1,12 @@
 //! Allocation budget of the request path, with a counting global allocator (its own test
 //! binary so the allocator affects nothing else):
 //! - `ConnectionState::header()` allocates nothing;
-//! - preparing the upstream request from a parsed one (loop check, target rewrite, header
-//!   hygiene, injection) allocates the same with a 10-byte and a 10,000-byte token, so
-//!   nothing on that path copies or depends on the token.
+//! - the fast path — the app's request bytes to the upstream request head (parse, route,
+//!   loop check, hygiene, injection) and the upstream's response head to the app's —
+//!   allocates nothing at all, with a 10-byte or a 10,000-byte token, once its reused
+//!   buffers have grown to fit;
+//! - the hyper path's preparation of a parsed request allocates the same with a 10-byte
+//!   and a 10,000-byte token, so nothing on that path copies or depends on the token.
 //!
 //! The counters are process-wide, so everything is measured in one test (no other test
 //! thread allocates meanwhile) and each count is the minimum over a few rounds.
@@ -68,6 +71,38 @@ fn preparation_allocations(token_len: usize) -> (usize, usize) {
     counts[1..].iter().copied().min().expect("rounds")
 }
 
+/// Allocations of translating the request and the response head, with a token of
+/// `token_len` bytes, into buffers reused across calls (as a connection reuses them).
+fn fast_path_allocations(token_len: usize) -> usize {
+    let (_dir, state, proxy) = support::loaded_state();
+    support::install_token(&state, token_len);
+    let raw = support::raw_request();
+    let (mut request_head, mut response_head) = (Vec::new(), Vec::new());
+    let n = allocations(|| {
+        for _ in 0..CALLS {
+            let len = support::translate_request(&proxy, &raw, &mut request_head);
+            assert_eq!(len, Some(raw.len()));
+            assert!(support::translate_response(
+                support::RAW_RESPONSE,
+                &mut response_head
+            ));
+        }
+    });
+    let head = String::from_utf8(request_head).unwrap();
+    assert!(
+        head.starts_with("GET /v1/accounts/12345/contacts?limit=50&cursor=abc123 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    let token = head
+        .split("\r\nauthorization: Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n").next())
+        .expect("an authorization header");
+    assert_eq!(token.len(), token_len, "{head:.300}");
+    assert!(head.contains("\r\nhost: api.example.com\r\n"), "{head}");
+    n
+}
+
 #[test]
 fn request_path_allocates_nothing_token_dependent() {
     // 1. The token cache load: zero allocations, whatever the token's size.
@@ -86,7 +121,16 @@ fn request_path_allocates_nothing_token_dependent() {
         );
     }
 
-    // 2. The whole preparation: the same count for a short and a huge token, and small.
+    // 2. The fast path: nothing at all.
+    for len in [10, 10_000] {
+        let n = fast_path_allocations(len);
+        assert_eq!(
+            n, 0,
+            "the fast path allocated {n} times in {CALLS} requests (token of {len} bytes)"
+        );
+    }
+
+    // 3. The hyper path's preparation: the same count for a short and a huge token, and small.
     let short = preparation_allocations(10);
     let long = preparation_allocations(10_000);
     eprintln!(

@@ -1,7 +1,8 @@
 //! Shared by `benches/hot_path.rs` and `tests/alloc.rs`: a connection loaded through the real
-//! config loader with a token installed, a realistic parsed request, and the request
-//! preparation `Proxy::forward` does between a parsed request and the upstream request —
-//! through the real `Proxy::route`, `Proxy::prepare_headers` and `ConnectionState::header`.
+//! config loader with a token installed, a realistic request and response, and the work the
+//! proxy does between reading a request and sending it upstream — on the fast path
+//! (`head::translate_request`, `head::translate_response`, as bytes) and on the hyper path
+//! (`Proxy::route_uri`, `Proxy::prepare_headers`, `ConnectionState::header`).
 
 #![allow(dead_code)]
 
@@ -10,6 +11,7 @@ use http::uri::Uri;
 use http::Request;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokenwarden::proxy::head::{self, Outcome, Parsed};
 use tokenwarden::proxy::{headers, Proxy};
 use tokenwarden::registry::Registry;
 use tokenwarden::token::{ConnectionState, TokenSet};
@@ -100,7 +102,42 @@ pub fn realistic_headers() -> HeaderMap {
     h
 }
 
-/// A parsed reverse-mode request, as `Proxy::forward` receives it (body omitted).
+/// The same request as the app sends it: bytes on the wire.
+pub fn raw_request() -> Vec<u8> {
+    let mut raw = format!("GET {REVERSE_TARGET} HTTP/1.1\r\n");
+    for (name, value) in &realistic_headers() {
+        raw.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    raw.push_str("\r\n");
+    raw.into_bytes()
+}
+
+/// A typical small JSON response head from an API.
+pub const RAW_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\
+    Date: Sun, 29 Nov 2026 17:00:00 GMT\r\nContent-Type: application/json\r\n\
+    Content-Length: 74\r\nConnection: keep-alive\r\nCache-Control: no-cache\r\n\
+    X-RateLimit-Remaining: 4999\r\n\r\n";
+
+/// The fast path's request work: parse, route, inject, write the upstream head into
+/// `out`. Returns the app's head length when the request goes upstream.
+#[inline]
+pub fn translate_request(proxy: &Proxy, raw: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    match head::translate_request(proxy, raw, out, tokio::time::Instant::now()) {
+        Outcome::Ready(req) => Some(req.head_len),
+        Outcome::Partial | Outcome::Fallback => None,
+    }
+}
+
+/// The fast path's response work: parse the upstream head, write the app's into `out`.
+#[inline]
+pub fn translate_response(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    matches!(
+        head::translate_response(raw, out, false, false),
+        Ok(Parsed::Final(_))
+    )
+}
+
+/// A parsed reverse-mode request, as the hyper path receives it (body omitted).
 pub fn parsed_request() -> Request<()> {
     let mut req = Request::new(());
     *req.uri_mut() = Uri::from_static(REVERSE_TARGET);
@@ -108,13 +145,7 @@ pub fn parsed_request() -> Request<()> {
     req
 }
 
-/// `Proxy::route`: `/{key}/rest?q` → the origin-form `/rest?q` sent on the pooled
-/// connection (the connection is already to the upstream authority; `Host` carries it).
-pub fn upstream_uri(proxy: &Proxy, uri: &Uri) -> Option<Uri> {
-    proxy.route(uri).ok().map(|(_, pq)| Uri::from(pq))
-}
-
-/// Header injection as `Proxy::forward` does it: hygiene, `Host`, `Via`, then the
+/// Header injection as the hyper path does it: hygiene, `Host`, `Via`, then the
 /// connection's `Authorization`.
 #[inline]
 pub fn inject(proxy: &Proxy, headers_map: &mut HeaderMap, state: &ConnectionState) -> bool {
@@ -128,15 +159,16 @@ pub fn inject(proxy: &Proxy, headers_map: &mut HeaderMap, state: &ConnectionStat
     }
 }
 
-/// Everything `Proxy::forward` does between the parsed request and the request handed to
-/// the upstream pool (loop check, route/rewrite, header hygiene, injection, version).
+/// Everything the hyper path (`Proxy::forward`) does between the parsed request and the
+/// request handed to the upstream pool (loop check, route/rewrite, hygiene, injection).
 pub fn prepare(proxy: &Proxy, req: Request<()>) -> Option<Request<()>> {
     if headers::has_our_via(req.headers(), PSEUDONYM) {
         return None;
     }
-    let (state, pq) = proxy.route(req.uri()).ok()?;
+    let (state, target) = proxy.route_uri(req.uri()).ok()?;
+    let pq = target.to_path_and_query().ok()?;
     let (mut parts, body) = req.into_parts();
-    if !inject(proxy, &mut parts.headers, &state) {
+    if !inject(proxy, &mut parts.headers, state) {
         return None;
     }
     parts.uri = Uri::from(pq);

@@ -6,6 +6,7 @@ mod support;
 
 mod authcode;
 mod config_errors;
+mod fast_path;
 mod fides;
 mod forward;
 mod foundation;

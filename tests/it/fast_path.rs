@@ -1,0 +1,381 @@
+//! The proxy's fast path (`src/proxy/fast.rs`) against upstreams that answer byte for byte
+//! as scripted: keep-alive and pipelining on both sides, every response framing (length,
+//! chunked with extensions and trailers, until close, HEAD, 204, interim 1xx), a pooled
+//! connection the upstream dropped (retried for GET, never for POST), malformed responses,
+//! request bodies on both sides of the fast path's limit, and a connection that moves to
+//! the hyper path in the middle and goes on working.
+
+use crate::support::config::{connections, Conn};
+use crate::support::echo::Echo;
+use crate::support::raw::{self, read_response};
+use crate::support::{Sidecar, WAIT};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A static-bearer connection `key` to `upstream`.
+fn bearer(key: &str, upstream: SocketAddr) -> Conn {
+    Conn::new(key, upstream, "bearer")
+        .secrets("token: t0ken")
+        .configure("          token: \"<token>\"\n")
+}
+
+/// What the scripted upstream does with the next request it reads.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Writes these bytes and keeps the connection open.
+    Answer(&'static str),
+    /// Writes these bytes and closes the connection.
+    AnswerAndClose(&'static str),
+    /// Writes the first bytes, then after a pause the second, and closes the connection.
+    AnswerInTwo(&'static str, &'static str),
+    /// Closes the connection without answering.
+    Drop,
+}
+
+/// The pause between the two writes of [`Step::AnswerInTwo`].
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// An upstream that answers the requests it reads, on whatever connection, with the
+/// steps of its script in order (and closes connections once the script is done).
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// The request heads and bodies received, as text.
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Scripted {
+    async fn start(steps: &[Step]) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(Mutex::new(steps.iter().copied().collect::<VecDeque<_>>()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (a, r) = (Arc::clone(&accepted), Arc::clone(&requests));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_script(stream, Arc::clone(&script), Arc::clone(&r)));
+            }
+        });
+        Scripted {
+            addr,
+            accepted,
+            requests,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+async fn serve_script(
+    mut stream: TcpStream,
+    script: Arc<Mutex<VecDeque<Step>>>,
+    requests: Arc<Mutex<Vec<String>>>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        // One request: the head, then a Content-Length body.
+        let (head_end, length) = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                break (i + 4, length);
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let request: Vec<u8> = buf.drain(..head_end + length).collect();
+        requests
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&request).into_owned());
+        let step = script.lock().unwrap().pop_front();
+        match step {
+            Some(Step::Answer(bytes)) => {
+                if stream.write_all(bytes.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Some(Step::AnswerAndClose(bytes)) => {
+                let _ = stream.write_all(bytes.as_bytes()).await;
+                return;
+            }
+            Some(Step::AnswerInTwo(first, second)) => {
+                let _ = stream.write_all(first.as_bytes()).await;
+                tokio::time::sleep(PAUSE).await;
+                let _ = stream.write_all(second.as_bytes()).await;
+                return;
+            }
+            Some(Step::Drop) | None => return,
+        }
+    }
+}
+
+/// One request on an open app connection, its response read whole.
+async fn exchange(stream: &mut TcpStream, request: &str) -> raw::RawResponse {
+    raw::write(stream, request).await;
+    read_response(stream).await
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n")
+}
+
+const OK_5: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+#[tokio::test]
+async fn keep_alive_and_pipelining_share_one_upstream_connection() {
+    let echo = Echo::start().await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", echo.addr)])).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+    for i in 0..20 {
+        let r = exchange(&mut app, &get(&format!("/api/v1/items/{i}?x=1"))).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        let body = r.json();
+        assert_eq!(body["target"], format!("/v1/items/{i}?x=1"));
+    }
+    // Ten requests in one write; the answers come back in order.
+    let pipelined: String = (0..10).map(|i| get(&format!("/api/p/{i}"))).collect();
+    raw::write(&mut app, &pipelined).await;
+    for i in 0..10 {
+        let r = read_response(&mut app).await;
+        assert_eq!(r.json()["target"], format!("/p/{i}"));
+    }
+    assert_eq!(echo.hits(), 30);
+}
+
+#[tokio::test]
+async fn every_response_framing_is_relayed_exactly() {
+    let upstream = Scripted::start(&[
+        // Chunked, with an extension and a trailer; the connection stays reusable.
+        Step::Answer(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n\
+             5;ext=\"a;b\"\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        ),
+        // An interim response first, then the real one.
+        Step::Answer("HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        // HEAD: a length but no body.
+        Step::Answer("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+        Step::Answer("HTTP/1.1 204 No Content\r\n\r\n"),
+        // Until close: the app's connection closes after it.
+        Step::AnswerAndClose("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"),
+    ])
+    .await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", upstream.addr)])).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+
+    // Relayed as the upstream framed it, byte for byte, trailer included.
+    raw::write(&mut app, &get("/api/chunked")).await;
+    let (status, head, mut body) = raw::read_head(&mut app).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{head}");
+    assert!(head.contains("\r\nX-Up: 1"), "{head}");
+    let expected = "5;ext=\"a;b\"\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    while body.len() < expected.len() {
+        let mut chunk = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, app.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&body));
+        body.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&body), expected);
+
+    let r = exchange(&mut app, &get("/api/hints")).await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"ok"[..]),
+        "{}",
+        r.head
+    );
+
+    raw::write(&mut app, "HEAD /api/head HTTP/1.1\r\nHost: app\r\n\r\n").await;
+    let (status, head, rest) = raw::read_head(&mut app).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Length: 1000"), "{head}");
+    assert!(rest.is_empty());
+
+    let (status, _, rest) = {
+        raw::write(&mut app, &get("/api/none")).await;
+        raw::read_head(&mut app).await
+    };
+    assert_eq!((status, rest.len()), (204, 0));
+
+    let r = exchange(&mut app, &get("/api/until-close")).await;
+    assert_eq!(r.body, b"until the end");
+    assert_eq!(r.header("connection"), Some("close"));
+    let mut more = [0u8; 1];
+    let n = tokio::time::timeout(WAIT, app.read(&mut more))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        n, 0,
+        "the app connection closes after a close-delimited body"
+    );
+
+    // All but the last came over one upstream connection.
+    assert_eq!(upstream.accepted(), 1);
+    assert!(upstream.requests()[2].starts_with("HEAD /head HTTP/1.1\r\n"));
+}
+
+#[tokio::test]
+async fn a_dropped_pooled_connection_is_retried_for_get_but_not_for_post() {
+    let upstream = Scripted::start(&[
+        Step::Answer(OK_5),
+        // The upstream drops the pooled connection on the next request it reads.
+        Step::Drop,
+        Step::Answer(OK_5),
+        Step::Answer(OK_5),
+        Step::Drop,
+    ])
+    .await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", upstream.addr)])).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+    assert_eq!(exchange(&mut app, &get("/api/a")).await.body, b"hello");
+    // Sent on the pooled connection, dropped unanswered, sent again on a new one.
+    assert_eq!(exchange(&mut app, &get("/api/b")).await.body, b"hello");
+    assert_eq!(upstream.accepted(), 2);
+    assert_eq!(exchange(&mut app, &get("/api/c")).await.body, b"hello");
+    // A POST may have had its effect: it is answered 502, not sent twice.
+    let r = exchange(
+        &mut app,
+        "POST /api/d HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.head);
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+    let posts = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1);
+}
+
+#[tokio::test]
+async fn malformed_or_ambiguous_responses_are_502() {
+    let upstream = Scripted::start(&[
+        Step::AnswerAndClose("SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+        Step::AnswerAndClose(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        ),
+        Step::AnswerAndClose("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"),
+    ])
+    .await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", upstream.addr)])).await;
+    for path in ["/api/ssh", "/api/two-lengths", "/api/upgrade"] {
+        let r = raw::send(sidecar.proxy, &raw::get(path, "app", "")).await;
+        assert_eq!(r.status, 502, "{path}: {}", r.head);
+        let body = r.json();
+        assert_eq!(body["error"], "upstream_unreachable", "{path}");
+        assert_eq!(body["connection"], "api");
+    }
+}
+
+#[tokio::test]
+async fn bad_chunked_framing_is_a_502_or_a_closed_connection() {
+    let upstream = Scripted::start(&[
+        // Broken at once: nothing was relayed yet, so the app gets a 502.
+        Step::AnswerAndClose("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+        // Broken after a good chunk: the app gets what was good, then the connection closes.
+        Step::AnswerInTwo(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            "5\nworld\r\n0\r\n\r\n",
+        ),
+    ])
+    .await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", upstream.addr)])).await;
+    let r = raw::send(sidecar.proxy, &raw::get("/api/bad", "app", "")).await;
+    assert_eq!(r.status, 502, "{}", r.head);
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+
+    let mut app = raw::connect(sidecar.proxy).await;
+    raw::write(&mut app, &get("/api/half")).await;
+    let mut all = Vec::new();
+    tokio::time::timeout(WAIT, app.read_to_end(&mut all))
+        .await
+        .expect("the app connection closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.ends_with("5\r\nhello\r\n"),
+        "only the good chunk is relayed: {text}"
+    );
+}
+
+#[tokio::test]
+async fn request_bodies_below_and_above_the_fast_path_limit_arrive_intact() {
+    let echo = Echo::start().await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", echo.addr)])).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+    // 1 KiB goes with its head; 200 KiB moves the connection to the hyper path.
+    for size in [0, 1024, 64 * 1024, 200 * 1024, 3] {
+        let body = "x".repeat(size);
+        let request = format!(
+            "POST /api/count HTTP/1.1\r\nHost: app\r\nContent-Length: {size}\r\n\r\n{body}"
+        );
+        let r = exchange(&mut app, &request).await;
+        assert_eq!(r.status, 200, "{size}: {}", r.head);
+        assert_eq!(r.json()["received"], size, "{size}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_moved_to_the_hyper_path_keeps_working() {
+    let echo = Echo::start().await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", echo.addr)])).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+    let r = exchange(&mut app, &get("/api/first")).await;
+    assert_eq!(r.json()["target"], "/first");
+    // An unknown connection: the hyper path answers it, on the same connection.
+    let r = exchange(&mut app, &get("/nope/x")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "unknown_connection");
+    for i in 0..3 {
+        let r = exchange(&mut app, &get(&format!("/api/after/{i}"))).await;
+        assert_eq!(r.status, 200);
+        let body = r.json();
+        assert_eq!(body["target"], format!("/after/{i}"));
+        assert_eq!(
+            crate::support::echo::echoed_authorization(&body).as_deref(),
+            Some("Bearer t0ken")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_asking_to_close_gets_its_answer_then_the_close() {
+    let echo = Echo::start().await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", echo.addr)])).await;
+    let r = raw::send(sidecar.proxy, &raw::get("/api/bye", "app", "")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.json()["target"], "/bye");
+}
