@@ -14,13 +14,21 @@
 # Core budget (2+ cores): the proxy under test is pinned to core PROXY_CORE (default 1)
 # with `taskset`, all its threads/processes included: tokenwarden runs with
 # `proxy.worker_threads: 1`, nginx with `worker_processes 1`, HAProxy with `nbthread 1`.
-# wrk (1 thread) and the upstream nginx (1 worker) share core LOAD_CORE (default 0).
+# LAYOUT says where the load runs:
+#   sidecar (default): wrk (the app, 1 thread) shares the proxy's core, as an app and its
+#     sidecar share a pod's CPUs; the upstream nginx (1 worker) has core OTHER_CORE (0).
+#     The proxy's cost then shows in throughput: what it does not use, the app gets.
+#   split: the proxy has its core alone; wrk and the upstream share OTHER_CORE. That core
+#     is the bottleneck, so req/s and latency measure the load generator as much as the
+#     proxy: a proxy that answers sooner leaves its core idle more often, sends work to the
+#     load core in smaller batches, and makes wrk and the upstream switch more often.
 # With one core nothing is pinned (the numbers then mix load generator and proxy).
 #
 # Environment knobs: DURATION (s, default 10), CONNS (default "64 256"), BIG_CONNS (1 MB
 # case, default 16), CASES (default "small tls big"), PROXIES (default "tokenwarden nginx
 # haproxy"), WARMUP (s, default 2), SF_EXPIRES_IN (s, default 2), SF_REQUESTS (10000),
-# KEEP_WORKDIR=1 (keep configs and logs), RESULTS (also write the table to this file).
+# KEEP_WORKDIR=1 (keep configs and logs), RESULTS (also write the table to this file),
+# LAYOUT (sidecar or split, above), PROXY_CORE (1), OTHER_CORE (0).
 #
 # Reading the table: the machine is shared, so compare rows of one run (the ratio lines),
 # never numbers across runs. "up conns" counts connections the upstream accepted during
@@ -69,13 +77,24 @@ fi
 NCPU=$(nproc)
 if ((NCPU >= 2)); then
     PROXY_CORE=${PROXY_CORE:-1}
-    LOAD_CORE=${LOAD_CORE:-0}
+    OTHER_CORE=${OTHER_CORE:-0}
     PIN_PROXY=(taskset -c "$PROXY_CORE")
-    PIN_LOAD=(taskset -c "$LOAD_CORE")
-    PINNING="proxy on core $PROXY_CORE; wrk + upstream on core $LOAD_CORE"
+    PIN_UPSTREAM=(taskset -c "$OTHER_CORE")
+    case ${LAYOUT:-sidecar} in
+    sidecar)
+        PIN_APP=(taskset -c "$PROXY_CORE")
+        PINNING="layout sidecar: proxy + wrk on core $PROXY_CORE, upstream on core $OTHER_CORE"
+        ;;
+    split)
+        PIN_APP=(taskset -c "$OTHER_CORE")
+        PINNING="layout split: proxy alone on core $PROXY_CORE, wrk + upstream on core $OTHER_CORE"
+        ;;
+    *) die "LAYOUT must be sidecar or split" ;;
+    esac
 else
     PIN_PROXY=()
-    PIN_LOAD=()
+    PIN_UPSTREAM=()
+    PIN_APP=()
     PINNING="1 CPU: nothing pinned"
 fi
 TICK=$(getconf CLK_TCK)
@@ -247,7 +266,7 @@ http {
     }
 }
 EOF
-"${PIN_LOAD[@]}" nginx -p "$W/up" -e "$W/up/error.log" -c "$W/up/nginx.conf" &
+"${PIN_UPSTREAM[@]}" nginx -p "$W/up" -e "$W/up/error.log" -c "$W/up/nginx.conf" &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$UP/" '"id"' || die "the upstream nginx did not start ($(tail -3 "$W/up/error.log"))"
 
@@ -417,11 +436,11 @@ ROWS=()
 run_case() { # proxy case conns path
     local proxy=$1 case=$2 conns=$3 path=$4 url t0 t1 out rps p50 p99 n err cpu_us rss
     url="http://127.0.0.1:$PORT$path"
-    "${PIN_LOAD[@]}" wrk -t1 -c"$conns" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+    "${PIN_APP[@]}" wrk -t1 -c"$conns" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
     a0=$(upstream_accepts)
     t0=$(cpu_ticks "$PROXY_PID")
     out="$W/wrk-$proxy-$case-$conns.txt"
-    "${PIN_LOAD[@]}" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 \
+    "${PIN_APP[@]}" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 \
         || die "wrk failed for $proxy $case: $(tail -3 "$out")"
     t1=$(cpu_ticks "$PROXY_PID")
     upconns=$(($(upstream_accepts) - a0 - 1))
@@ -483,7 +502,7 @@ EOF
     done
     sleep "$(awk -v L="$SF_EXPIRES_IN" 'BEGIN { printf "%.3f", 0.05 * L }')"
     : >"$W/sf/requests.log"
-    "${PIN_LOAD[@]}" wrk -t1 -c64 -d$((SF_EXPIRES_IN + 5))s -s "$W/sf/count.lua" "$sf_url" >"$W/sf/wrk.txt" 2>&1 \
+    "${PIN_APP[@]}" wrk -t1 -c64 -d$((SF_EXPIRES_IN + 5))s -s "$W/sf/count.lua" "$sf_url" >"$W/sf/wrk.txt" 2>&1 \
         || die "wrk failed (single flight)"
     stop_proxy
     read -r _ _ _ sf_n sf_err < <(parse_wrk "$W/sf/wrk.txt")
