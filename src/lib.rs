@@ -8,6 +8,7 @@
 //!  refresher per connection ─ token/refresh requests (oauth) ─► TokenCache (ArcSwap<TokenSet>) ─► store (encrypted file)
 //!  admin: /authorize ─► pending state (+PKCE) ; /oauth/callback ─► code exchange ─┘
 //!  app ─► proxy worker (one per core) ─► route (reverse /{key}/… · forward absolute-form) ─► inject ─► its upstream pool ─► SaaS API
+//!         (fast path: request and response heads as bytes; anything unusual: hyper)
 //! ```
 //!
 //! Modules:
@@ -17,7 +18,8 @@
 //! - [`token`]: token sets, the lock-free cache, schedule, refresher, store.
 //! - [`registry`]: connections by key and by host.
 //! - [`proxy`]: the request path: routing, header hygiene, injection, errors; one worker
-//!   thread per core, each with its own runtime and lock-free upstream pool.
+//!   thread per core, each with its own runtime, lock-free upstream pool and coarse timers;
+//!   a byte-level fast path (`proxy::fast`) for ordinary requests, hyper for the rest.
 //! - [`admin`]: health, readiness, metrics, status, authorize and callback routes.
 //! - [`server`]: the accept loop shared by both listeners.
 //! - [`app`]: the composition root; [`run`] is what `tokenwarden run` does.

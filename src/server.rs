@@ -1,8 +1,8 @@
 //! The accept loop shared by every listener: HTTP/1.1 with keep-alive, a header read
 //! timeout, upgrades (for `CONNECT` tunnels), and a graceful drain when the process's
 //! cancellation token fires. [`serve`] spawns connections on a multi-thread runtime; the
-//! proxy workers use [`accept_loop`] with their own connection handler
-//! ([`crate::proxy::fast`]), which hands connections to [`connection`] when it must.
+//! proxy workers use `accept_loop` with their own connection handler
+//! ([`crate::proxy::fast`]), which hands connections to `connection` when it must.
 
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;

@@ -1,4 +1,4 @@
-//! Configuration: the file schema (serde, [`raw`] and [`fides`]) → [`load`] → a typed,
+//! Configuration: the file schema (serde, `raw` and [`fides`]) → [`load`] → a typed,
 //! validated [`Config`]. Every problem in a file is reported at once, each with
 //! `file:line:column` where the YAML parser knows it. Downstream code never sees serde types
 //! except the Fides request templates ([`fides::SaasRequest`]), which are the wire contract.

@@ -119,45 +119,27 @@ impl Worker {
         let close = req.close || self.timers.shutting_down();
         let consumed = req.head_len + req.body_len;
 
-        // Send, and read the response head. A reused connection that fails before it
-        // answers may have been closed by the upstream meanwhile: try another.
-        let (mut link, response) = loop {
-            let (mut link, reused) = match self.pool.checkout_link(state.index, now) {
-                Some(link) => (link, true),
-                None => match Box::pin(self.pool.connect_link(&conn.upstream)).await {
-                    Ok(link) => (link, false),
-                    Err(e) => {
-                        let error = ProxyError::UpstreamUnreachable {
-                            connection: conn.key.clone(),
-                            reason: super::root_cause(&e),
-                        };
-                        return self.fail(client, consumed, error, req.is_head, close).await;
-                    }
-                },
-            };
-            let exchanged = self
-                .timers
-                .timeout(
-                    self.proxy.response_timeout,
-                    exchange(&mut link, &client.out, body, req.is_head, close),
-                )
-                .await;
-            match exchanged {
-                Ok(Ok(response)) => break (link, response),
-                Ok(Err(Failure::BeforeAnswer(_))) if reused && req.idempotent => continue,
-                Ok(Err(Failure::BeforeAnswer(reason) | Failure::Protocol(reason))) => {
-                    let error = ProxyError::UpstreamUnreachable {
-                        connection: conn.key.clone(),
-                        reason,
-                    };
-                    return self.fail(client, consumed, error, req.is_head, close).await;
-                }
-                Err(_) => {
-                    let error = ProxyError::UpstreamTimeout {
-                        connection: conn.key.clone(),
-                    };
-                    return self.fail(client, consumed, error, req.is_head, close).await;
-                }
+        let sent = self
+            .timers
+            .timeout(
+                self.proxy.response_timeout,
+                self.send(&req, &client.out, body, close, now),
+            )
+            .await;
+        let (mut link, response) = match sent {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(reason)) => {
+                let error = ProxyError::UpstreamUnreachable {
+                    connection: conn.key.clone(),
+                    reason,
+                };
+                return self.fail(client, consumed, error, req.is_head, close).await;
+            }
+            Err(_) => {
+                let error = ProxyError::UpstreamTimeout {
+                    connection: conn.key.clone(),
+                };
+                return self.fail(client, consumed, error, req.is_head, close).await;
             }
         };
         client.buf.consume(consumed);
@@ -181,6 +163,36 @@ impl Worker {
             Next::Close
         } else {
             Next::KeepAlive
+        }
+    }
+
+    /// Sends the request on a pooled or a new upstream connection and reads the response
+    /// head. A reused connection that fails before answering may have been closed by the
+    /// upstream meanwhile: an idempotent request then goes again on another one.
+    async fn send(
+        &self,
+        req: &head::Request<'_>,
+        request_head: &[u8],
+        body: &[u8],
+        close: bool,
+        now: Instant,
+    ) -> Result<(Link, head::Response), String> {
+        loop {
+            let (mut link, reused) = match self.pool.checkout_link(req.state.index, now) {
+                Some(link) => (link, true),
+                // Boxed: the cold path would otherwise bloat every request's future.
+                None => match Box::pin(self.pool.connect_link(&req.state.conn.upstream)).await {
+                    Ok(link) => (link, false),
+                    Err(e) => return Err(super::root_cause(&e)),
+                },
+            };
+            match exchange(&mut link, request_head, body, req.is_head, close).await {
+                Ok(response) => return Ok((link, response)),
+                Err(Failure::BeforeAnswer(_)) if reused && req.idempotent => continue,
+                Err(Failure::BeforeAnswer(reason) | Failure::Protocol(reason)) => {
+                    return Err(reason)
+                }
+            }
         }
     }
 

@@ -81,12 +81,13 @@ pub fn translate_request<'p>(
     let Ok((state, target)) = proxy.route(origin, path_and_query) else {
         return Outcome::Fallback;
     };
+    let token = state.current();
     let credential = match &state.conn.auth {
-        Auth::OAuth2(_) => match state.header_at(now) {
+        Auth::OAuth2(_) => match token.as_deref().and_then(|t| t.header_at(now)) {
             Some(value) => value,
             None => return Outcome::Fallback,
         },
-        Auth::Header(value) => value.clone(),
+        Auth::Header(value) => value,
         Auth::ApiKey(_) => return Outcome::Fallback,
     };
 

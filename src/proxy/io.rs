@@ -136,7 +136,7 @@ impl Buf {
         }
     }
 
-    /// Reads once from `io` (after making room for at least [`MIN_READ`] bytes); 0 is EOF.
+    /// Reads once from `io` (after making room for at least `MIN_READ` bytes); 0 is EOF.
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> io::Result<usize> {
         if self.data.capacity() - self.data.len() < MIN_READ {
             if self.start > 0 {

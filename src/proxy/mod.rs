@@ -3,6 +3,13 @@
 //! both bodies. Nothing here takes a lock, parses config or allocates a header value for
 //! the token: the token is one `ArcSwap` load and a reference-counted `HeaderValue` clone.
 //! Requests run on the worker thread that accepted them ([`worker`]).
+//!
+//! Two paths share the routing ([`Proxy::route`]) and the error mapping ([`error`]):
+//! - [`fast`] serves ordinary requests as bytes ([`head`], [`io`], [`chunked`], with the
+//!   worker's coarse [`deadline`]s) on raw pooled upstream connections;
+//! - [`Proxy::handle`] (hyper, `http::Request`) serves everything else — errors, `CONNECT`
+//!   (`connect`), `api_key` (`apikey`), streamed request bodies — once the fast path
+//!   has handed it the connection.
 
 mod apikey;
 pub mod chunked;

@@ -6,7 +6,7 @@
 //!
 //! It keeps two kinds of idle connection: raw [`Link`]s for the fast path
 //! ([`super::fast`]) and hyper client connections for the hyper path. Both are opened by
-//! [`Pool::open`] (SSRF-guarded resolution, TCP, TLS).
+//! `Pool::open` (SSRF-guarded resolution, TCP, TLS).
 
 use super::io::{Buf, Stream};
 use super::upstream::{GuardedResolver, UpstreamBody};

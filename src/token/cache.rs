@@ -131,8 +131,14 @@ impl ConnectionState {
     /// [`ConnectionState::header`] at `now` (for a caller that has read the clock already).
     #[inline]
     pub fn header_at(&self, now: Instant) -> Option<HeaderValue> {
-        let guard = self.token.load();
-        guard.as_ref()?.header_at(now).cloned()
+        self.current().as_ref()?.header_at(now).cloned()
+    }
+
+    /// The current token set, borrowed (no reference count taken): the fast path copies
+    /// the header's bytes straight from it.
+    #[inline]
+    pub fn current(&self) -> arc_swap::Guard<Option<Arc<TokenSet>>> {
+        self.token.load()
     }
 
     pub fn token(&self) -> Option<Arc<TokenSet>> {
