@@ -105,7 +105,10 @@ pub(crate) async fn connection<I, H, F, B>(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
+    // The connection first: one handed over by the fast path may already hold a request,
+    // which hyper must read before a graceful shutdown can see it in flight.
     tokio::select! {
+        biased;
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");

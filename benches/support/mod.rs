@@ -124,7 +124,7 @@ pub const RAW_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\
 pub fn translate_request(proxy: &Proxy, raw: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     match head::translate_request(proxy, raw, out, tokio::time::Instant::now()) {
         Outcome::Ready(req) => Some(req.head_len),
-        Outcome::Partial | Outcome::Fallback => None,
+        Outcome::Partial(_) | Outcome::Fallback => None,
     }
 }
 

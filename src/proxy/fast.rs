@@ -49,6 +49,14 @@ struct Client {
     out: Vec<u8>,
 }
 
+impl Client {
+    /// Gives back what a large request grew the buffers to, between requests.
+    fn shrink(&mut self) {
+        self.buf.shrink_to(CLIENT_BUFFER);
+        self.out.shrink_to(CLIENT_BUFFER);
+    }
+}
+
 /// How a request ended, for the app connection.
 enum Next {
     KeepAlive,
@@ -86,28 +94,18 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
 impl Worker {
     /// Reads, forwards and answers one request of `client`.
     async fn request(&self, client: &mut Client) -> Next {
-        let (req, now) = loop {
-            let now = Instant::now();
-            match head::translate_request(&self.proxy, client.buf.pending(), &mut client.out, now) {
-                Outcome::Ready(req) => break (req, now),
-                Outcome::Fallback => return Next::Hyper,
-                Outcome::Partial => {}
-            }
-            // Waiting between requests ends at shutdown; inside one it does not.
-            let read = if client.buf.is_empty() {
-                self.timers
-                    .idle(self.header_read_timeout, client.buf.fill(&mut client.io))
-                    .await
-            } else {
-                self.timers
-                    .timeout(self.header_read_timeout, client.buf.fill(&mut client.io))
-                    .await
-            };
-            match read {
-                Ok(Ok(n)) if n > 0 => {}
-                // Closed, failed, idle too long or shutting down: nothing to answer.
-                _ => return Next::Close,
-            }
+        client.shrink();
+        // The whole head (and a small body) must arrive within header_read_timeout, counted
+        // from when the wait starts; the wait ends at shutdown, before anything was taken.
+        let read = self
+            .timers
+            .idle(self.header_read_timeout, self.read_request(client))
+            .await;
+        let (req, now) = match read {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(next)) => return next,
+            // Idle too long, too slow, or shutting down: nothing to answer.
+            Err(_) => return Next::Close,
         };
         let state = req.state;
         let conn = &state.conn;
@@ -116,7 +114,7 @@ impl Worker {
             client.out.extend_from_slice(body);
             body = &[];
         }
-        let close = req.close || self.timers.shutting_down();
+        let close = req.close;
         let consumed = req.head_len + req.body_len;
 
         let sent = self
@@ -166,9 +164,46 @@ impl Worker {
         }
     }
 
+    /// Reads until `client.buf` starts with a whole request the fast path forwards (its
+    /// upstream head then in `client.out`), or one it does not (`Err(Next::Hyper)`), or the
+    /// app closes. A head is parsed again only when a read may have completed it.
+    async fn read_request<'s>(
+        &'s self,
+        client: &mut Client,
+    ) -> Result<(head::Request<'s>, Instant), Next> {
+        loop {
+            let now = Instant::now();
+            let whole = match head::translate_request(
+                &self.proxy,
+                client.buf.pending(),
+                &mut client.out,
+                now,
+            ) {
+                Outcome::Ready(req) => return Ok((req, now)),
+                Outcome::Fallback => return Err(Next::Hyper),
+                Outcome::Partial(whole) => whole,
+            };
+            loop {
+                let before = client.buf.pending().len();
+                match client.buf.fill(&mut client.io).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return Err(Next::Close),
+                }
+                let pending = client.buf.pending();
+                let worth_parsing = match whole {
+                    Some(length) => pending.len() >= length,
+                    None => pending[before..].contains(&b'\n'),
+                };
+                if worth_parsing {
+                    break;
+                }
+            }
+        }
+    }
+
     /// Sends the request on a pooled or a new upstream connection and reads the response
-    /// head. A reused connection that fails before answering may have been closed by the
-    /// upstream meanwhile: an idempotent request then goes again on another one.
+    /// head. A pooled connection that fails before answering may have been closed by the
+    /// upstream meanwhile: an idempotent request then goes once more, on a new connection.
     async fn send(
         &self,
         req: &head::Request<'_>,
@@ -177,16 +212,27 @@ impl Worker {
         close: bool,
         now: Instant,
     ) -> Result<(Link, head::Response), String> {
+        let mut pooled = self.pool.checkout_link(req.state.index, now);
         loop {
-            let (mut link, reused) = match self.pool.checkout_link(req.state.index, now) {
-                Some(link) => (link, true),
+            let reused = pooled.is_some();
+            let mut link = match pooled.take() {
+                Some(link) => link,
                 // Boxed: the cold path would otherwise bloat every request's future.
                 None => match Box::pin(self.pool.connect_link(&req.state.conn.upstream)).await {
-                    Ok(link) => (link, false),
+                    Ok(link) => link,
                     Err(e) => return Err(super::root_cause(&e)),
                 },
             };
-            match exchange(&mut link, request_head, body, req.is_head, close).await {
+            match exchange(
+                &mut link,
+                request_head,
+                body,
+                req.is_head,
+                close,
+                &self.timers,
+            )
+            .await
+            {
                 Ok(response) => return Ok((link, response)),
                 Err(Failure::BeforeAnswer(_)) if reused && req.idempotent => continue,
                 Err(Failure::BeforeAnswer(reason) | Failure::Protocol(reason)) => {
@@ -226,19 +272,22 @@ enum Failure {
 }
 
 /// Sends `request_head` and `body` on `link` and reads the response head, which is left
-/// translated in `link.head`, its bytes still at the start of `link.buf`.
+/// translated in `link.head`. The app is told the connection closes when it asked to, or
+/// when the worker is shutting down by the time the response arrives.
 async fn exchange(
     link: &mut Link,
     request_head: &[u8],
     body: &[u8],
     is_head: bool,
     close: bool,
+    timers: &Timers,
 ) -> Result<head::Response, Failure> {
     write_all2(&mut link.stream, request_head, body)
         .await
         .map_err(|e| Failure::BeforeAnswer(e.to_string()))?;
     let mut answered = false;
     loop {
+        let close = close || timers.shutting_down();
         match head::translate_response(link.buf.pending(), &mut link.head, is_head, close) {
             Ok(Parsed::Final(response)) => {
                 link.buf.consume(response.head_len);

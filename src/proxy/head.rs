@@ -15,6 +15,7 @@ use super::Proxy;
 use crate::config::Auth;
 use crate::token::cache::Counters;
 use crate::token::ConnectionState;
+use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 /// Most headers in a head (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
 /// Largest head the fast path reads; a larger request head goes to the hyper path (which
-/// refuses it), a larger response head is a 502.
+/// takes heads up to about 400 KiB), a larger response head is a 502.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body the fast path buffers and sends with its head; larger bodies
 /// stream through the hyper path.
@@ -30,8 +31,9 @@ pub const MAX_BUFFERED_BODY: usize = 64 * 1024;
 
 /// What to do with the bytes at the start of the app's connection buffer.
 pub enum Outcome<'p> {
-    /// Not a whole head (and body) yet: read more.
-    Partial,
+    /// Not a whole head (and body) yet: read more. When the head is whole, the length the
+    /// buffer must reach (head and body) before the request is.
+    Partial(Option<usize>),
     /// Hand the connection to the hyper path.
     Fallback,
     /// The upstream request head is written; send it with `body_len` bytes of body.
@@ -65,14 +67,16 @@ pub fn translate_request<'p>(
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Outcome::Partial,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Outcome::Partial(None),
         // Too large or malformed: hyper answers it.
         _ => return Outcome::Fallback,
     };
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Outcome::Fallback;
     };
-    if method == "CONNECT" {
+    // TRACE would have the upstream echo the injected credential back: the hyper path
+    // refuses it.
+    if method == "CONNECT" || method == "TRACE" || !target.bytes().all(is_plain_target_byte) {
         return Outcome::Fallback;
     }
     let Some((origin, path_and_query)) = split_target(target) else {
@@ -107,14 +111,11 @@ pub fn translate_request<'p>(
                 _ => return Outcome::Fallback,
             },
             Known::Connection => {
-                for option in h.value.split(|&b| b == b',') {
-                    let option = option.trim_ascii();
-                    if option.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if !option.eq_ignore_ascii_case(b"keep-alive") && !option.is_empty() {
-                        return Outcome::Fallback;
-                    }
+                let (closes, names_others) = connection_options(h.value);
+                if names_others {
+                    return Outcome::Fallback;
                 }
+                close |= closes;
                 continue;
             }
             Known::TransferEncoding | Known::Expect => return Outcome::Fallback,
@@ -126,7 +127,7 @@ pub fn translate_request<'p>(
     }
     let body_len = body_len.unwrap_or(0);
     if buf.len() < head_len + body_len {
-        return Outcome::Partial;
+        return Outcome::Partial(Some(head_len + body_len));
     }
     write_header(out, b"host", state.host_header.as_bytes());
     write_header(out, b"authorization", credential.as_bytes());
@@ -138,12 +139,31 @@ pub fn translate_request<'p>(
         head_len,
         body_len,
         is_head: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
-        ),
+        idempotent: matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"),
         close,
     })
+}
+
+/// Bytes a request target may hold on the fast path: RFC 3986's unreserved, sub-delims,
+/// `:@/?%` and `[]` (IPv6 hosts). Anything else (`#`, `<`, `"`, `{`, …) goes to the hyper
+/// path, which decides as it always has (400, or a fragment dropped).
+fn is_plain_target_byte(b: u8) -> bool {
+    const PLAIN: [bool; 256] = {
+        let mut table = [false; 256];
+        let extra = b"-._~!$&'()*+,;=:@/?%[]";
+        let mut i = 0;
+        while i < 256 {
+            table[i] = (i as u8).is_ascii_alphanumeric();
+            i += 1;
+        }
+        let mut j = 0;
+        while j < extra.len() {
+            table[extra[j] as usize] = true;
+            j += 1;
+        }
+        table
+    };
+    PLAIN[b as usize]
 }
 
 /// An origin-form target (`None`, the target) or an absolute-form one
@@ -247,14 +267,9 @@ pub fn translate_response(
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
             Known::Connection => {
-                for option in h.value.split(|&b| b == b',') {
-                    let option = option.trim_ascii();
-                    if option.eq_ignore_ascii_case(b"close") {
-                        upstream_close = true;
-                    } else if !option.eq_ignore_ascii_case(b"keep-alive") && !option.is_empty() {
-                        names_others = true;
-                    }
-                }
+                let (closes, others) = connection_options(h.value);
+                upstream_close |= closes;
+                names_others |= others;
             }
             _ => {}
         }
@@ -287,12 +302,17 @@ pub fn translate_response(
             Known::Connection | Known::HopByHop => true,
             // Kept: the body is relayed as the upstream encoded it.
             Known::TransferEncoding => false,
-            Known::ContentLength => transfer_encoded,
+            // Written once below, as one number.
+            Known::ContentLength => true,
             _ => names_others && named_in_connection(res.headers, h.name),
         };
         if !skip {
             write_header(out, h.name.as_bytes(), h.value);
         }
+    }
+    if let (Some(length), false) = (length, transfer_encoded) {
+        // Formatting into the Vec itself: no allocation, and writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {length}\r\n");
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -304,6 +324,20 @@ pub fn translate_response(
         reusable,
         close,
     }))
+}
+
+/// A `Connection` header value: whether it says `close`, and whether it names anything
+/// but `close` and `keep-alive` (headers that are then hop-by-hop).
+fn connection_options(value: &[u8]) -> (bool, bool) {
+    let (mut close, mut others) = (false, false);
+    for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if option.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if !option.eq_ignore_ascii_case(b"keep-alive") && !option.is_empty() {
+            others = true;
+        }
+    }
+    (close, others)
 }
 
 /// Whether some `Connection` header lists `name` (so it is hop-by-hop for this message).
@@ -413,7 +447,7 @@ mod tests {
                 Some((r.head_len, r.body_len, r.idempotent, r.close)),
                 String::from_utf8(out).unwrap(),
             ),
-            Outcome::Partial => (None, "partial".into()),
+            Outcome::Partial(_) => (None, "partial".into()),
             Outcome::Fallback => (None, "fallback".into()),
         }
     }
@@ -490,6 +524,10 @@ mod tests {
             "GET http://other.example.com/x HTTP/1.1\r\n\r\n",
             "GET http://user@api.example.com:8443/x HTTP/1.1\r\n\r\n",
             "GET * HTTP/1.1\r\n\r\n",
+            "TRACE /api/x HTTP/1.1\r\n\r\n",
+            "GET /api/a<b> HTTP/1.1\r\n\r\n",
+            "GET /api/a#frag HTTP/1.1\r\n\r\n",
+            "GET /api/?q={\"a\":1} HTTP/1.1\r\n\r\n",
             "POST /api/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST /api/x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "POST /api/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nab",
@@ -535,12 +573,12 @@ mod tests {
         );
         assert_eq!(
             out,
-            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
-             X-Kept: yes\r\n\r\n"
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Kept: yes\r\n\
+             content-length: 2\r\n\r\n"
         );
         let (_, out) = respond(response, false, true);
         assert!(
-            out.ends_with("X-Kept: yes\r\nconnection: close\r\n\r\n"),
+            out.ends_with("content-length: 2\r\nconnection: close\r\n\r\n"),
             "{out}"
         );
     }
@@ -570,8 +608,17 @@ mod tests {
             }))
         ));
         assert!(
-            out.contains("Content-Length: 9\r\n"),
+            out.contains("content-length: 9\r\n"),
             "HEAD keeps the length: {out}"
+        );
+        let (_, out) = respond(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n",
+            false,
+            false,
+        );
+        assert_eq!(
+            out, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            "one length"
         );
         // Until close: the app is told the connection ends.
         let (_, out) = respond("HTTP/1.1 200 OK\r\n\r\n", false, false);

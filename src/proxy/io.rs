@@ -24,6 +24,20 @@ impl Stream {
         }
     }
 
+    /// Whether a connection whose response was read to its end holds nothing more: for
+    /// TLS, no decrypted bytes (or close) waiting inside the session, which the socket
+    /// check of [`Stream::idle_and_open`] cannot see. No system call.
+    pub fn is_clean(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(tls) => {
+                let mut probe = [0u8; 1];
+                let read = std::io::Read::read(&mut tls.get_mut().1.reader(), &mut probe);
+                matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
     /// Whether an idle connection can take a request: nothing arrived on it since its last
     /// response (no close, no stray bytes). Costs a system call only when the socket
     /// became readable while idle.
@@ -124,6 +138,13 @@ impl Buf {
 
     pub fn is_empty(&self) -> bool {
         self.start == self.data.len()
+    }
+
+    /// Shrinks an empty buffer whose capacity grew beyond `capacity`.
+    pub fn shrink_to(&mut self, capacity: usize) {
+        if self.is_empty() && self.data.capacity() > capacity {
+            self.data = Vec::with_capacity(capacity);
+        }
     }
 
     /// Drops the first `n` pending bytes.

@@ -102,6 +102,12 @@ impl Proxy {
         if headers::has_our_via(req.headers(), &self.pseudonym) {
             return Err(ProxyError::Loop);
         }
+        if req.method() == Method::TRACE {
+            return Err(ProxyError::Forbidden {
+                reason: "TRACE is refused: the upstream would echo the injected credential back"
+                    .into(),
+            });
+        }
         let (state, target) = self.route_uri(req.uri())?;
         let mut path_and_query = target.to_path_and_query()?;
         let conn = &state.conn;

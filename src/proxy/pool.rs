@@ -29,6 +29,8 @@ use tokio::time::Instant;
 
 /// How long an idle upstream connection may wait for reuse.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often idle fast-path connections are checked ([`Pool::reap_links`]).
+pub const POOL_REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// Idle connections kept per upstream, per worker.
 pub const POOL_MAX_IDLE: usize = 1024;
 
@@ -164,10 +166,24 @@ impl Pool {
     /// Returns a fast-path connection whose last response was read to its end; idle since
     /// `since` (the start of that request will do: it errs on the old side).
     pub fn checkin_link(&self, index: usize, mut link: Link, since: Instant) {
+        if !link.stream.is_clean() {
+            return;
+        }
         let mut links = self.links.borrow_mut();
         if links[index].len() < POOL_MAX_IDLE {
             link.since = since;
             links[index].push(link);
+        }
+    }
+
+    /// Closes idle fast-path connections that the upstream closed or that waited too long
+    /// (nothing reads an idle connection, so this is what frees their sockets).
+    pub fn reap_links(&self, now: Instant) {
+        for links in self.links.borrow_mut().iter_mut() {
+            links.retain(|link| {
+                now.saturating_duration_since(link.since) <= POOL_IDLE_TIMEOUT
+                    && link.stream.idle_and_open()
+            });
         }
     }
 

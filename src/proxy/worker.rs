@@ -6,7 +6,7 @@
 
 use super::deadline::Timers;
 use super::fast::{self, Worker};
-use super::pool::Pool;
+use super::pool::{Pool, POOL_REAP_INTERVAL};
 use super::Proxy;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -56,9 +56,11 @@ pub fn spawn(
                 };
                 let timers = Timers::new();
                 tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
+                let pool = Rc::new(make_pool());
+                tokio::task::spawn_local(reap(Rc::clone(&pool), shutdown.clone()));
                 let worker = Rc::new(Worker {
                     proxy,
-                    pool: Rc::new(make_pool()),
+                    pool,
                     timers,
                     header_read_timeout,
                     shutdown: shutdown.clone(),
@@ -76,4 +78,15 @@ pub fn spawn(
             let _ = rx.await;
         }
     })
+}
+
+/// Closes the pool's dead idle connections every [`POOL_REAP_INTERVAL`] until shutdown.
+async fn reap(pool: Rc<Pool>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(POOL_REAP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            now = every.tick() => pool.reap_links(now),
+        }
+    }
 }

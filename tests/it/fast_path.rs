@@ -1,9 +1,10 @@
 //! The proxy's fast path (`src/proxy/fast.rs`) against upstreams that answer byte for byte
 //! as scripted: keep-alive and pipelining on both sides, every response framing (length,
 //! chunked with extensions and trailers, until close, HEAD, 204, interim 1xx), a pooled
-//! connection the upstream dropped (retried for GET, never for POST), malformed responses,
-//! request bodies on both sides of the fast path's limit, and a connection that moves to
-//! the hyper path in the middle and goes on working.
+//! connection the upstream dropped (retried once for GET, never for POST), malformed
+//! responses, request bodies on both sides of the fast path's limit, a connection that
+//! moves to the hyper path in the middle and goes on working, slow clients, idle upstream
+//! connections the upstream closed, odd targets, TRACE, and a shutdown mid-request.
 
 use crate::support::config::{connections, Conn};
 use crate::support::echo::Echo;
@@ -32,6 +33,8 @@ enum Step {
     AnswerAndClose(&'static str),
     /// Writes the first bytes, then after a pause the second, and closes the connection.
     AnswerInTwo(&'static str, &'static str),
+    /// Waits [`PAUSE`], then writes these bytes and keeps the connection open.
+    SlowAnswer(&'static str),
     /// Closes the connection without answering.
     Drop,
 }
@@ -123,6 +126,12 @@ async fn serve_script(
             Some(Step::AnswerAndClose(bytes)) => {
                 let _ = stream.write_all(bytes.as_bytes()).await;
                 return;
+            }
+            Some(Step::SlowAnswer(bytes)) => {
+                tokio::time::sleep(PAUSE).await;
+                if stream.write_all(bytes.as_bytes()).await.is_err() {
+                    return;
+                }
             }
             Some(Step::AnswerInTwo(first, second)) => {
                 let _ = stream.write_all(first.as_bytes()).await;
@@ -217,7 +226,7 @@ async fn every_response_framing_is_relayed_exactly() {
     raw::write(&mut app, "HEAD /api/head HTTP/1.1\r\nHost: app\r\n\r\n").await;
     let (status, head, rest) = raw::read_head(&mut app).await;
     assert_eq!(status, 200);
-    assert!(head.contains("Content-Length: 1000"), "{head}");
+    assert!(head.contains("content-length: 1000"), "{head}");
     assert!(rest.is_empty());
 
     let (status, _, rest) = {
@@ -378,4 +387,169 @@ async fn a_request_asking_to_close_gets_its_answer_then_the_close() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(r.json()["target"], "/bye");
+}
+
+/// `count` requests at once, each on its own app connection; all must answer 200.
+async fn concurrently(proxy: SocketAddr, path: &str, count: usize) {
+    let handles: Vec<_> = (0..count)
+        .map(|_| {
+            let request = raw::get(path, "app", "");
+            tokio::spawn(async move { raw::send(proxy, &request).await })
+        })
+        .collect();
+    for handle in handles {
+        let r = handle.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.head);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_request_is_sent_at_most_twice_however_many_connections_are_pooled() {
+    let upstream = Scripted::start(&[
+        Step::SlowAnswer(OK_5),
+        Step::SlowAnswer(OK_5),
+        Step::SlowAnswer(OK_5),
+        Step::Drop,
+        Step::Drop,
+        Step::Drop,
+        Step::Drop,
+    ])
+    .await;
+    // One worker, so the request finds the pool the warm-up filled.
+    let yaml = format!(
+        "proxy: {{ worker_threads: 1 }}\n{}",
+        connections(&[bearer("api", upstream.addr)])
+    );
+    let sidecar = Sidecar::start(&yaml).await;
+    concurrently(sidecar.proxy, "/api/warm", 3).await;
+    assert_eq!(upstream.accepted(), 3, "three pooled connections");
+    let r = raw::send(sidecar.proxy, &raw::get("/api/die", "app", "")).await;
+    assert_eq!(r.status, 502, "{}", r.head);
+    let sends = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /die "))
+        .count();
+    assert_eq!(
+        sends, 2,
+        "sent on a pooled connection, then once more on a new one"
+    );
+}
+
+/// Sockets to `port` (as the remote port) in TCP state CLOSE_WAIT, from /proc/net/tcp.
+fn close_wait_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().unwrap();
+            u16::from_str_radix(remote_port, 16) == Ok(port) && fields[3] == "08"
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_the_upstream_closed_are_reaped() {
+    // Three answers at once (each takes a pause, so three connections open), and the
+    // upstream closes each connection after its answer, while it sits idle in the pool.
+    let upstream = Scripted::start(
+        &[Step::AnswerInTwo("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "hello"); 3],
+    )
+    .await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", upstream.addr)])).await;
+    concurrently(sidecar.proxy, "/api/x", 3).await;
+    assert_eq!(upstream.accepted(), 3);
+    let port = upstream.addr.port();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = 0;
+    loop {
+        let now_waiting = close_wait_to(port);
+        seen = seen.max(now_waiting);
+        if seen > 0 && now_waiting == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "CLOSE_WAIT sockets to the upstream: {now_waiting} (most seen {seen}), never reaped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_client_gets_header_read_timeout_for_its_whole_head() {
+    let echo = Echo::start().await;
+    let yaml = format!(
+        "proxy: {{ header_read_timeout: 1s }}\n{}",
+        connections(&[bearer("api", echo.addr)])
+    );
+    let sidecar = Sidecar::start(&yaml).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+    let started = std::time::Instant::now();
+    // One byte every 300 ms: each read is quick, the head as a whole is not.
+    let request = get("/api/slow");
+    let mut closed = false;
+    for byte in request.as_bytes() {
+        if app.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(PAUSE * 3, app.read(&mut probe)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the connection outlived its head's deadline");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "closed after {took:?}, not about 1 s"
+    );
+    assert_eq!(echo.hits(), 0);
+}
+
+#[tokio::test]
+async fn odd_targets_and_trace_are_answered_as_the_hyper_path_answers_them() {
+    let echo = Echo::start().await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", echo.addr)])).await;
+    // A fragment is not sent upstream; a target with `<` is refused.
+    let r = raw::send(sidecar.proxy, &raw::get("/api/a?x=1#frag", "app", "")).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.json()["target"], "/a?x=1");
+    let r = raw::send(sidecar.proxy, &raw::get("/api/a<b>", "app", "")).await;
+    assert_eq!(r.status, 400, "{}", r.head);
+    // JSON in a query goes through, unchanged.
+    let r = raw::send(
+        sidecar.proxy,
+        &raw::get("/api/q?f={%22a%22:1}|x", "app", ""),
+    )
+    .await;
+    assert_eq!(r.json()["target"], "/q?f={%22a%22:1}|x");
+    // TRACE would echo the injected credential back to the app.
+    let r = raw::send(
+        sidecar.proxy,
+        "TRACE /api/x HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.head);
+    assert!(!String::from_utf8_lossy(&r.body).contains("t0ken"));
+    assert_eq!(echo.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_response_during_shutdown_tells_the_app_the_connection_closes() {
+    let upstream = Scripted::start(&[Step::SlowAnswer(OK_5)]).await;
+    let sidecar = Sidecar::start(&connections(&[bearer("api", upstream.addr)])).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+    raw::write(&mut app, &get("/api/slow")).await;
+    // Shutdown starts while the upstream is still answering.
+    tokio::time::sleep(PAUSE / 2).await;
+    let stopping = tokio::spawn(sidecar.stop());
+    let r = read_response(&mut app).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(r.header("connection"), Some("close"), "{}", r.head);
+    tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
 }
