@@ -31,6 +31,9 @@ const COALESCE: usize = 4096;
 
 /// Initial read buffer of an app connection (grows to a head of [`head::MAX_HEAD`]).
 const CLIENT_BUFFER: usize = 4096;
+/// A connection's buffers that grew beyond this (a large head or body) are given back
+/// between requests.
+const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// What a proxy worker thread shares between its connections.
 pub struct Worker {
@@ -52,8 +55,10 @@ struct Client {
 impl Client {
     /// Gives back what a large request grew the buffers to, between requests.
     fn shrink(&mut self) {
-        self.buf.shrink_to(CLIENT_BUFFER);
-        self.out.shrink_to(CLIENT_BUFFER);
+        self.buf.shrink(SHRINK_ABOVE, CLIENT_BUFFER);
+        if self.out.capacity() > SHRINK_ABOVE {
+            self.out = Vec::new();
+        }
     }
 }
 
@@ -171,33 +176,34 @@ impl Worker {
         &'s self,
         client: &mut Client,
     ) -> Result<(head::Request<'s>, Instant), Next> {
+        // Between requests the buffer is usually empty: nothing to parse before a read.
+        let mut parse = !client.buf.is_empty();
+        let mut whole = None;
         loop {
-            let now = Instant::now();
-            let whole = match head::translate_request(
-                &self.proxy,
-                client.buf.pending(),
-                &mut client.out,
-                now,
-            ) {
-                Outcome::Ready(req) => return Ok((req, now)),
-                Outcome::Fallback => return Err(Next::Hyper),
-                Outcome::Partial(whole) => whole,
-            };
-            loop {
-                let before = client.buf.pending().len();
-                match client.buf.fill(&mut client.io).await {
-                    Ok(n) if n > 0 => {}
-                    _ => return Err(Next::Close),
-                }
-                let pending = client.buf.pending();
-                let worth_parsing = match whole {
-                    Some(length) => pending.len() >= length,
-                    None => pending[before..].contains(&b'\n'),
-                };
-                if worth_parsing {
-                    break;
+            if parse {
+                let now = Instant::now();
+                match head::translate_request(
+                    &self.proxy,
+                    client.buf.pending(),
+                    &mut client.out,
+                    now,
+                ) {
+                    Outcome::Ready(req) => return Ok((req, now)),
+                    Outcome::Fallback => return Err(Next::Hyper),
+                    Outcome::Partial(length) => whole = length,
                 }
             }
+            let before = client.buf.pending().len();
+            match client.buf.fill(&mut client.io).await {
+                Ok(n) if n > 0 => {}
+                _ => return Err(Next::Close),
+            }
+            let pending = client.buf.pending();
+            parse = match whole {
+                Some(length) => pending.len() >= length,
+                // (Or the head is too large for this path, which parsing then says.)
+                None => pending.len() >= head::MAX_HEAD || pending[before..].contains(&b'\n'),
+            };
         }
     }
 

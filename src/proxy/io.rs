@@ -140,10 +140,10 @@ impl Buf {
         self.start == self.data.len()
     }
 
-    /// Shrinks an empty buffer whose capacity grew beyond `capacity`.
-    pub fn shrink_to(&mut self, capacity: usize) {
-        if self.is_empty() && self.data.capacity() > capacity {
-            self.data = Vec::with_capacity(capacity);
+    /// Replaces an empty buffer whose capacity grew beyond `above` with one of `capacity`.
+    pub fn shrink(&mut self, above: usize, capacity: usize) {
+        if self.is_empty() && self.data.capacity() > above {
+            *self = Buf::with_capacity(capacity);
         }
     }
 

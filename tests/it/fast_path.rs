@@ -553,3 +553,28 @@ async fn a_response_during_shutdown_tells_the_app_the_connection_closes() {
     assert_eq!(r.header("connection"), Some("close"), "{}", r.head);
     tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_head_line_that_never_ends_is_handed_to_hyper_at_the_size_limit() {
+    let echo = Echo::start().await;
+    let yaml = format!(
+        "proxy: {{ header_read_timeout: 60s }}\n{}",
+        connections(&[bearer("api", echo.addr)])
+    );
+    let sidecar = Sidecar::start(&yaml).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+    raw::write(&mut app, "GET /api/x HTTP/1.1\r\nX-Long: ").await;
+    // A megabyte without a line end: hyper refuses the head long before it is all sent.
+    let line = vec![b'a'; 1024 * 1024];
+    let _ = tokio::time::timeout(WAIT, app.write_all(&line)).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, app.read_to_end(&mut answer))
+        .await
+        .expect("answered or closed long before header_read_timeout");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "{text:.200}"
+    );
+    assert_eq!(echo.hits(), 0);
+}
