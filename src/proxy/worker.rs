@@ -35,41 +35,7 @@ pub fn spawn(
         std::thread::Builder::new()
             .name(format!("tokenwarden-proxy-{i}"))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "proxy worker could not start a runtime");
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, async move {
-                let listener = match tokio::net::TcpListener::from_std(socket) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "proxy worker could not register the listener");
-                        return;
-                    }
-                };
-                let timers = Timers::new();
-                tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
-                let pool = Rc::new(make_pool());
-                tokio::task::spawn_local(reap(Rc::clone(&pool), shutdown.clone()));
-                let worker = Rc::new(Worker {
-                    proxy,
-                    pool,
-                    timers,
-                    header_read_timeout,
-                    shutdown: shutdown.clone(),
-                });
-                crate::server::accept_loop(listener, &shutdown, |tracker, stream, peer| {
-                    tracker.spawn_local(fast::serve(Rc::clone(&worker), stream, peer));
-                })
-                .await;
-            });
+                run(socket, proxy, &*make_pool, header_read_timeout, shutdown);
                 let _ = tx.send(());
             })?;
     }
@@ -78,6 +44,52 @@ pub fn spawn(
             let _ = rx.await;
         }
     })
+}
+
+/// One worker thread: a current-thread runtime and `LocalSet` with the worker's timers,
+/// pool reaper and accept loop, until the accept loop has drained after `shutdown`.
+fn run(
+    socket: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    make_pool: &(dyn Fn() -> Pool + Send + Sync),
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "proxy worker could not start a runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = match tokio::net::TcpListener::from_std(socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "proxy worker could not register the listener");
+                return;
+            }
+        };
+        let timers = Timers::new();
+        tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
+        let pool = Rc::new(make_pool());
+        tokio::task::spawn_local(reap(Rc::clone(&pool), shutdown.clone()));
+        let worker = Rc::new(Worker {
+            proxy,
+            pool,
+            timers,
+            header_read_timeout,
+            shutdown: shutdown.clone(),
+        });
+        crate::server::accept_loop(listener, &shutdown, |tracker, stream, peer| {
+            tracker.spawn_local(fast::serve(Rc::clone(&worker), stream, peer));
+        })
+        .await;
+    });
 }
 
 /// Closes the pool's dead idle connections every [`POOL_REAP_INTERVAL`] until shutdown.
