@@ -545,8 +545,15 @@ async fn a_response_during_shutdown_tells_the_app_the_connection_closes() {
     let sidecar = Sidecar::start(&connections(&[bearer("api", upstream.addr)])).await;
     let mut app = raw::connect(sidecar.proxy).await;
     raw::write(&mut app, &get("/api/slow")).await;
-    // Shutdown starts while the upstream is still answering.
-    tokio::time::sleep(PAUSE / 2).await;
+    // Shutdown starts once the upstream has the request, PAUSE before it answers.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while upstream.requests().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let stopping = tokio::spawn(sidecar.stop());
     let r = read_response(&mut app).await;
     assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
