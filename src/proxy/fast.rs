@@ -31,9 +31,9 @@ const COALESCE: usize = 4096;
 
 /// Initial read buffer of an app connection (grows to a head of [`head::MAX_HEAD`]).
 const CLIENT_BUFFER: usize = 4096;
-/// A connection's buffers that grew beyond this (a large head or body) are given back
-/// between requests.
-const SHRINK_ABOVE: usize = 64 * 1024;
+/// A connection's buffers that grew beyond this are given back between requests: above
+/// what the largest request this path takes (a 64 KiB head and a 64 KiB body) grows them to.
+const SHRINK_ABOVE: usize = 256 * 1024;
 
 /// What a proxy worker thread shares between its connections.
 pub struct Worker {
@@ -60,6 +60,13 @@ impl Client {
             self.out = Vec::new();
         }
     }
+}
+
+/// What reading a request produced.
+enum Read<'s> {
+    Ready(head::Request<'s>, Instant),
+    /// The head is whole; its body is still arriving.
+    Body,
 }
 
 /// How a request ended, for the app connection.
@@ -100,17 +107,26 @@ impl Worker {
     /// Reads, forwards and answers one request of `client`.
     async fn request(&self, client: &mut Client) -> Next {
         client.shrink();
-        // The whole head (and a small body) must arrive within header_read_timeout, counted
-        // from when the wait starts; the wait ends at shutdown, before anything was taken.
-        let read = self
+        // The head must arrive within header_read_timeout, counted from when the wait
+        // starts; that wait ends at shutdown, before anything was taken. A small body then
+        // gets as long again, and shutdown does not end it: the request is under way.
+        let timeout = self.header_read_timeout;
+        let read = match self
             .timers
-            .idle(self.header_read_timeout, self.read_request(client))
-            .await;
+            .idle(timeout, self.read_request(client, true))
+            .await
+        {
+            Ok(Ok(Read::Body)) => {
+                let body = self.read_request(client, false);
+                self.timers.timeout(timeout, body).await
+            }
+            read => read,
+        };
         let (req, now) = match read {
-            Ok(Ok(ready)) => ready,
+            Ok(Ok(Read::Ready(req, now))) => (req, now),
             Ok(Err(next)) => return next,
-            // Idle too long, too slow, or shutting down: nothing to answer.
-            Err(_) => return Next::Close,
+            // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
+            Err(_) | Ok(Ok(Read::Body)) => return Next::Close,
         };
         let state = req.state;
         let conn = &state.conn;
@@ -171,11 +187,13 @@ impl Worker {
 
     /// Reads until `client.buf` starts with a whole request the fast path forwards (its
     /// upstream head then in `client.out`), or one it does not (`Err(Next::Hyper)`), or the
-    /// app closes. A head is parsed again only when a read may have completed it.
+    /// app closes — or, with `until_head`, until a forwardable head is whole but its body
+    /// is not (`Read::Body`). A head is parsed again only when a read may have completed it.
     async fn read_request<'s>(
         &'s self,
         client: &mut Client,
-    ) -> Result<(head::Request<'s>, Instant), Next> {
+        until_head: bool,
+    ) -> Result<Read<'s>, Next> {
         // Between requests the buffer is usually empty: nothing to parse before a read.
         let mut parse = !client.buf.is_empty();
         let mut whole = None;
@@ -188,8 +206,9 @@ impl Worker {
                     &mut client.out,
                     now,
                 ) {
-                    Outcome::Ready(req) => return Ok((req, now)),
+                    Outcome::Ready(req) => return Ok(Read::Ready(req, now)),
                     Outcome::Fallback => return Err(Next::Hyper),
+                    Outcome::Partial(Some(_)) if until_head => return Ok(Read::Body),
                     Outcome::Partial(length) => whole = length,
                 }
             }
@@ -258,6 +277,7 @@ impl Worker {
         close: bool,
     ) -> Next {
         tracing::debug!(error = ?error, "upstream request failed");
+        let close = close || self.timers.shutting_down();
         client.buf.consume(consumed);
         head::write_error(&mut client.out, error, is_head, close);
         let written = write_all2(&mut client.io, &client.out, &[]).await;

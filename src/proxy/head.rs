@@ -76,7 +76,10 @@ pub fn translate_request<'p>(
     };
     // TRACE would have the upstream echo the injected credential back: the hyper path
     // refuses it.
-    if method == "CONNECT" || method == "TRACE" || !target.bytes().all(is_plain_target_byte) {
+    if method == "CONNECT"
+        || method.eq_ignore_ascii_case("TRACE")
+        || !target.bytes().all(is_plain_target_byte)
+    {
         return Outcome::Fallback;
     }
     let Some((origin, path_and_query)) = split_target(target) else {

@@ -102,7 +102,8 @@ impl Proxy {
         if headers::has_our_via(req.headers(), &self.pseudonym) {
             return Err(ProxyError::Loop);
         }
-        if req.method() == Method::TRACE {
+        // In any case: an upstream may not care about a method's case.
+        if req.method().as_str().eq_ignore_ascii_case("TRACE") {
             return Err(ProxyError::Forbidden {
                 reason: "TRACE is refused: the upstream would echo the injected credential back"
                     .into(),

@@ -68,6 +68,9 @@ pub struct Pool {
     idle: RefCell<Vec<Vec<Idle>>>,
     /// Idle fast-path connections, indexed the same way.
     links: RefCell<Vec<Vec<Link>>>,
+    /// Wakes the reaper when it sleeps for want of pooled fast-path connections.
+    link_pooled: tokio::sync::Notify,
+    reaper_parked: std::cell::Cell<bool>,
     tls: tokio_rustls::TlsConnector,
     resolver: GuardedResolver,
     connect_timeout: Duration,
@@ -85,6 +88,8 @@ impl Pool {
         Pool {
             idle: RefCell::new((0..connections).map(|_| Vec::new()).collect()),
             links: RefCell::new((0..connections).map(|_| Vec::new()).collect()),
+            link_pooled: tokio::sync::Notify::new(),
+            reaper_parked: std::cell::Cell::new(false),
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             resolver,
             connect_timeout,
@@ -173,11 +178,27 @@ impl Pool {
         if links[index].len() < POOL_MAX_IDLE {
             link.since = since;
             links[index].push(link);
+            if self.reaper_parked.replace(false) {
+                self.link_pooled.notify_one();
+            }
         }
     }
 
-    /// Closes idle fast-path connections that the upstream closed or that waited too long
-    /// (nothing reads an idle connection, so this is what frees their sockets).
+    /// Every [`POOL_REAP_INTERVAL`] while fast-path connections are pooled, closes those
+    /// the upstream closed or that waited too long (nothing reads an idle connection, so
+    /// this is what frees their sockets). With none pooled it sleeps without a timer.
+    pub async fn reap(&self) {
+        loop {
+            if self.links.borrow().iter().all(Vec::is_empty) {
+                self.reaper_parked.set(true);
+                self.link_pooled.notified().await;
+            }
+            tokio::time::sleep(POOL_REAP_INTERVAL).await;
+            self.reap_links(Instant::now());
+        }
+    }
+
+    /// Closes idle fast-path connections that the upstream closed or that waited too long.
     pub fn reap_links(&self, now: Instant) {
         for links in self.links.borrow_mut().iter_mut() {
             links.retain(|link| {

@@ -6,7 +6,7 @@
 
 use super::deadline::Timers;
 use super::fast::{self, Worker};
-use super::pool::{Pool, POOL_REAP_INTERVAL};
+use super::pool::Pool;
 use super::Proxy;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -92,13 +92,10 @@ fn run(
     });
 }
 
-/// Closes the pool's dead idle connections every [`POOL_REAP_INTERVAL`] until shutdown.
+/// Runs the pool's reaper until shutdown.
 async fn reap(pool: Rc<Pool>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(POOL_REAP_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            now = every.tick() => pool.reap_links(now),
-        }
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = pool.reap() => {}
     }
 }
