@@ -63,6 +63,15 @@ pub struct Link {
     since: Instant,
 }
 
+impl Link {
+    /// Whether an idle connection may take a request at `now`: not idle too long, and
+    /// nothing (a close, stray bytes) arrived on it.
+    fn usable(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) <= POOL_IDLE_TIMEOUT
+            && self.stream.idle_and_open()
+    }
+}
+
 pub struct Pool {
     /// Idle hyper connections, indexed by the connection's position in the registry.
     idle: RefCell<Vec<Vec<Idle>>>,
@@ -159,9 +168,7 @@ impl Pool {
     pub fn checkout_link(&self, index: usize, now: Instant) -> Option<Link> {
         let mut links = self.links.borrow_mut();
         while let Some(link) = links[index].pop() {
-            if now.saturating_duration_since(link.since) <= POOL_IDLE_TIMEOUT
-                && link.stream.idle_and_open()
-            {
+            if link.usable(now) {
                 return Some(link);
             }
         }
@@ -201,10 +208,7 @@ impl Pool {
     /// Closes idle fast-path connections that the upstream closed or that waited too long.
     pub fn reap_links(&self, now: Instant) {
         for links in self.links.borrow_mut().iter_mut() {
-            links.retain(|link| {
-                now.saturating_duration_since(link.since) <= POOL_IDLE_TIMEOUT
-                    && link.stream.idle_and_open()
-            });
+            links.retain(|link| link.usable(now));
         }
     }
 
