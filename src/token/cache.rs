@@ -125,13 +125,7 @@ impl ConnectionState {
     /// Cloning a `HeaderValue` bumps a reference count; nothing is allocated.
     #[inline]
     pub fn header(&self) -> Option<HeaderValue> {
-        self.header_at(Instant::now())
-    }
-
-    /// [`ConnectionState::header`] at `now` (for a caller that has read the clock already).
-    #[inline]
-    pub fn header_at(&self, now: Instant) -> Option<HeaderValue> {
-        self.current().as_ref()?.header_at(now).cloned()
+        self.current().as_ref()?.header_at(Instant::now()).cloned()
     }
 
     /// The current token set, borrowed (no reference count taken): the fast path copies
