@@ -433,6 +433,27 @@ mod tests {
         (timers, shutdown, ticker)
     }
 
+    /// Spawns `fut` guarded by `timers.idle` (when `idle`) or `timers.timeout` of `after`.
+    fn spawn_guarded<F>(
+        timers: &Rc<Timers>,
+        idle: bool,
+        after: Duration,
+        fut: F,
+    ) -> JoinHandle<Result<F::Output, Expired>>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let timers = Rc::clone(timers);
+        spawn_local(async move {
+            if idle {
+                timers.idle(after, fut).await
+            } else {
+                timers.timeout(after, fut).await
+            }
+        })
+    }
+
     /// Awaits a task, failing (instead of hanging) if it does not end within a minute.
     async fn finished<T>(task: JoinHandle<T>) -> T {
         match tokio::time::timeout(Duration::from_secs(60), task).await {
@@ -513,12 +534,12 @@ mod tests {
                 // timeout (the ticker is ticking and the coarse clock may be stale).
                 for busy in [false, true] {
                     let background = busy.then(|| {
-                        let timers = Rc::clone(&timers);
-                        spawn_local(async move {
-                            timers
-                                .timeout(Duration::from_secs(3600), std::future::pending::<()>())
-                                .await
-                        })
+                        spawn_guarded(
+                            &timers,
+                            false,
+                            Duration::from_secs(3600),
+                            std::future::pending::<()>(),
+                        )
                     });
                     settle().await;
                     assert_eq!(timers.parked.get(), !busy);
@@ -630,14 +651,12 @@ mod tests {
             .run_until(async {
                 let (timers, shutdown, ticker) = start();
                 // A long timeout keeps the ticker running through the shutdown.
-                let long = {
-                    let timers = Rc::clone(&timers);
-                    spawn_local(async move {
-                        timers
-                            .timeout(Duration::from_secs(5), sleep(Duration::from_secs(2)))
-                            .await
-                    })
-                };
+                let long = spawn_guarded(
+                    &timers,
+                    false,
+                    Duration::from_secs(5),
+                    sleep(Duration::from_secs(2)),
+                );
                 settle().await;
                 shutdown.cancel();
                 settle().await;
@@ -705,14 +724,12 @@ mod tests {
                 assert_eq!(timers.clock.get(), clock);
 
                 // Something registered: the ticker wakes and ticks every TICK.
-                let long = {
-                    let timers = Rc::clone(&timers);
-                    spawn_local(async move {
-                        timers
-                            .timeout(Duration::from_secs(1), sleep(Duration::from_secs(2)))
-                            .await
-                    })
-                };
+                let long = spawn_guarded(
+                    &timers,
+                    false,
+                    Duration::from_secs(1),
+                    sleep(Duration::from_secs(2)),
+                );
                 settle().await;
                 assert!(!timers.parked.get());
                 assert_eq!(timers.clock.get(), 100, "refreshed when it unparked");
@@ -735,14 +752,12 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let (timers, shutdown, ticker) = start();
-                let idle = {
-                    let timers = Rc::clone(&timers);
-                    spawn_local(async move {
-                        timers
-                            .idle(Duration::from_secs(60), std::future::pending::<()>())
-                            .await
-                    })
-                };
+                let idle = spawn_guarded(
+                    &timers,
+                    true,
+                    Duration::from_secs(60),
+                    std::future::pending::<()>(),
+                );
                 settle().await;
                 let start = Instant::now();
                 shutdown.cancel();
