@@ -36,14 +36,14 @@ fn hot_path(c: &mut Criterion) {
         .measurement_time(MEASUREMENT)
         .sample_size(SAMPLES);
     g.bench_function("token_cache_header", |b| {
-        b.iter(|| black_box(state.header()))
+        b.iter(|| black_box(state.tokens.header()))
     });
     // What the fast path does per request: borrow the token set, check it at the
     // request's clock reading (taken once per request), copy the bytes out.
     let now = tokio::time::Instant::now();
     g.bench_function("token_cache_borrow", |b| {
         b.iter(|| {
-            let token = state.current();
+            let token = state.tokens.current();
             let header = token.as_deref().and_then(|t| t.header_at(black_box(now)));
             black_box(header.map(|h| h.as_bytes().len()))
         })

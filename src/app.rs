@@ -1,6 +1,7 @@
 //! The composition root: builds the shared state from a validated [`Config`], loads the
-//! store, spawns one refresher per OAuth2 connection, and serves the proxy and admin
-//! listeners until the shutdown token fires. Tests call [`start`] with listeners bound to
+//! store, spawns one refresher per OAuth2 connection (and, with Redis, the follower that
+//! adopts other replicas' tokens), and serves the proxy and admin listeners until the
+//! shutdown token fires. Tests call [`start`] with listeners bound to
 //! `127.0.0.1:0`; `main` does the same with the configured addresses.
 
 use crate::admin::Admin;
@@ -10,9 +11,11 @@ use crate::oauth::TokenClient;
 use crate::proxy::pool::Pool;
 use crate::proxy::upstream::{GuardedResolver, StaticHosts};
 use crate::proxy::Proxy;
+use crate::refresher::follow::Follower;
+use crate::refresher::Refresher;
 use crate::registry::Registry;
-use crate::token::refresher::Refresher;
-use crate::token::store::{FileStore, StoreError, StoredToken, TokenStore};
+use crate::token::store::redis::Versioned;
+use crate::token::store::{Backend, FileStore, RedisStore, StoreError, StoredToken, TokenStore};
 use crate::token::TokenSet;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,25 +74,18 @@ pub async fn start(
     options: Options,
 ) -> Result<Running, StartError> {
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
-    let store: Arc<dyn TokenStore> = Arc::new(open_store(&config)?);
-    let (store, stored) = match load_tokens(&config, &store).await? {
-        Loaded::Tokens(tokens) => (store, tokens),
-        Loaded::SetAside => (
-            Arc::new(open_store(&config)?) as Arc<dyn TokenStore>,
-            HashMap::new(),
-        ),
-    };
+    let (backend, stored) = open_backend(&config).await?;
 
     let registry = Arc::new(Registry::new(&config.connections));
-    for state in &registry.connections {
-        if let (Auth::OAuth2(_), Some(saved)) = (&state.conn.auth, stored.get(&state.conn.key)) {
-            match TokenSet::from_stored(saved.clone(), rand::random()) {
+    for entry in &registry.connections {
+        if let (Auth::OAuth2(_), Some(saved)) = (&entry.conn.auth, stored.get(&entry.conn.key)) {
+            match TokenSet::from_stored(saved.token.clone(), rand::random()) {
                 Ok(set) => {
-                    tracing::info!(connection = %state.conn.key, expires_at = crate::token::set::unix_seconds(set.expires_at), "token loaded from the store");
-                    state.restore(set);
+                    tracing::info!(connection = %entry.conn.key, expires_at = crate::token::set::unix_seconds(set.expires_at), "token loaded from the store");
+                    entry.tokens.restore(set, saved.generation);
                 }
                 Err(e) => {
-                    tracing::warn!(connection = %state.conn.key, error = %e, "stored token ignored")
+                    tracing::warn!(connection = %entry.conn.key, error = %e, "stored token ignored")
                 }
             }
         }
@@ -120,29 +116,40 @@ pub async fn start(
         &config.proxy,
         vec![proxy_addr, admin_addr],
     ));
+    let mut pending = PendingStates::new(
+        config.admin.state_ttl,
+        config.admin.max_pending_states,
+        config.admin.instance.clone(),
+    );
+    if let Backend::Shared(redis) = &backend {
+        pending = pending.shared(Arc::clone(redis));
+    }
     let admin = Arc::new(Admin {
         registry: Arc::clone(&registry),
-        pending: PendingStates::new(
-            config.admin.state_ttl,
-            config.admin.max_pending_states,
-            config.admin.instance.clone(),
-        ),
+        pending,
         settings: config.admin.clone(),
         client: token_client.clone(),
-        store: Arc::clone(&store),
+        backend: backend.clone(),
     });
 
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
-    for state in &registry.connections {
-        if matches!(state.conn.auth, Auth::OAuth2(_)) {
+    for entry in &registry.connections {
+        if matches!(entry.conn.auth, Auth::OAuth2(_)) {
             let refresher = Refresher {
-                state: Arc::clone(state),
+                entry: Arc::clone(entry),
                 client: token_client.clone(),
-                store: Arc::clone(&store),
+                backend: backend.clone(),
             };
             tasks.spawn(refresher.run(shutdown.clone()));
         }
+    }
+    if let Backend::Shared(redis) = &backend {
+        let follower = Follower {
+            registry: Arc::clone(&registry),
+            redis: Arc::clone(redis),
+        };
+        tasks.spawn(follower.run(shutdown.clone()));
     }
     let header_timeout = config.proxy.header_read_timeout;
     let workers = config
@@ -173,6 +180,65 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Opens the configured store and reads what it holds for the configured connections.
+async fn open_backend(
+    config: &Config,
+) -> Result<(Backend, HashMap<String, Versioned>), StartError> {
+    let Some(settings) = &config.store.redis else {
+        let store: Arc<dyn TokenStore> = Arc::new(open_store(config)?);
+        return Ok(match load_tokens(config, &store).await? {
+            Loaded::Tokens(tokens) => {
+                let tokens = tokens
+                    .into_iter()
+                    .map(|(k, token)| {
+                        (
+                            k,
+                            Versioned {
+                                generation: 0,
+                                token,
+                            },
+                        )
+                    })
+                    .collect();
+                (Backend::Local(store), tokens)
+            }
+            Loaded::SetAside => (
+                Backend::Local(Arc::new(open_store(config)?)),
+                HashMap::new(),
+            ),
+        });
+    };
+    let key = config
+        .store
+        .key
+        .as_ref()
+        .ok_or(StartError::Store(StoreError::BadKey {
+            path: "store.key".into(),
+            reason: "required with backend: redis".into(),
+        }))?;
+    let redis = Arc::new(RedisStore::open(settings, key)?);
+    let keys: Vec<&str> = config
+        .connections
+        .iter()
+        .filter(|c| matches!(c.auth, Auth::OAuth2(_)))
+        .map(|c| c.key.as_str())
+        .collect();
+    let tokens = match redis.load(&keys).await {
+        Ok(tokens) => tokens,
+        Err(e @ StoreError::Unavailable { .. }) => {
+            // Not fatal: the follower loads the tokens once Redis answers.
+            tracing::warn!(error = %e, "token store unavailable at start-up; starting without tokens");
+            HashMap::new()
+        }
+        Err(e) if config.store.on_unreadable == Unreadable::StartUnauthorized => {
+            tracing::error!(error = %e, "token store unreadable; starting with every connection unauthorised (store.on_unreadable)");
+            HashMap::new()
+        }
+        Err(e) => return Err(StartError::Store(e)),
+    };
+    Ok((Backend::Shared(redis), tokens))
 }
 
 fn open_store(config: &Config) -> Result<FileStore, StoreError> {

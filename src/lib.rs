@@ -32,6 +32,7 @@ pub mod demo;
 pub mod describe;
 pub mod oauth;
 pub mod proxy;
+pub mod refresher;
 pub mod registry;
 pub mod server;
 pub mod telemetry;

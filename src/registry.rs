@@ -1,8 +1,14 @@
 //! The set of connections the proxy routes to, with their lookup tables: by key (reverse
 //! mode) and by upstream host (forward mode). Built once from the config; read-only.
+//!
+//! An [`Entry`] is what the request path needs of one connection: the validated
+//! [`Connection`], its position (which indexes the per-worker upstream pools), the ready
+//! `Host` value, the proxy's counters, and the connection's [`token::Cache`].
 
-use crate::config::{Connection, Upstream};
-use crate::token::ConnectionState;
+use crate::config::{Auth, Connection, Grant, Upstream};
+use crate::telemetry::Counter;
+use crate::token::{self, State};
+use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,9 +26,49 @@ fn default_port(upstream: &Upstream) -> u16 {
     }
 }
 
+/// One connection as the proxy and admin routes see it.
+pub struct Entry {
+    pub conn: Arc<Connection>,
+    /// Position in the registry (indexes per-worker upstream pools).
+    pub index: usize,
+    /// The upstream authority as a ready `Host` value.
+    pub host_header: HeaderValue,
+    pub counters: ProxyCounters,
+    /// The current token and its status (a static credential leaves it empty).
+    pub tokens: Arc<token::Cache>,
+}
+
+/// Per-connection request counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Requests forwarded upstream with a credential.
+    pub proxied: Counter,
+    /// Requests refused because no usable token was held.
+    pub no_token: Counter,
+}
+
+impl Entry {
+    pub fn new(conn: Arc<Connection>, index: usize) -> Entry {
+        let state = match &conn.auth {
+            Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => State::NeedsAuthorization,
+            Auth::OAuth2(_) => State::Pending,
+            _ => State::Static,
+        };
+        let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
+            .expect("an Authority is a valid header value");
+        Entry {
+            conn,
+            index,
+            host_header,
+            counters: ProxyCounters::default(),
+            tokens: Arc::new(token::Cache::new(state)),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Registry {
-    pub connections: Vec<Arc<ConnectionState>>,
+    pub connections: Vec<Arc<Entry>>,
     by_key: HashMap<String, usize>,
     /// Lower-case host → connections on that host (several may differ by port).
     by_host: HashMap<String, Vec<usize>>,
@@ -32,8 +78,7 @@ impl Registry {
     pub fn new(connections: &[Arc<Connection>]) -> Registry {
         let mut r = Registry::default();
         for (i, c) in connections.iter().enumerate() {
-            r.connections
-                .push(Arc::new(ConnectionState::new(Arc::clone(c), i)));
+            r.connections.push(Arc::new(Entry::new(Arc::clone(c), i)));
             r.by_key.insert(c.key.clone(), i);
             r.by_host
                 .entry(c.upstream.host.clone())
@@ -43,7 +88,7 @@ impl Registry {
         r
     }
 
-    pub fn get(&self, key: &str) -> Option<&Arc<ConnectionState>> {
+    pub fn get(&self, key: &str) -> Option<&Arc<Entry>> {
         self.by_key.get(key).map(|&i| &self.connections[i])
     }
 
@@ -52,7 +97,7 @@ impl Registry {
     /// written, so 80). A connection matches the port it is configured on, and a request
     /// without a port (or with the `http://` default, 80) also matches a connection on its
     /// protocol's default port: `http://api.example.com/` reaches `https://api.example.com`.
-    pub fn by_authority(&self, host: &str, port: Option<u16>) -> Option<&Arc<ConnectionState>> {
+    pub fn by_authority(&self, host: &str, port: Option<u16>) -> Option<&Arc<Entry>> {
         let host = host.trim_end_matches('.');
         let found = match self.by_host.get(host) {
             Some(found) => found,

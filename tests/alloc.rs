@@ -1,6 +1,6 @@
 //! Allocation budget of the request path, with a counting global allocator (its own test
 //! binary so the allocator affects nothing else):
-//! - `ConnectionState::header()` allocates nothing;
+//! - `token::Cache::header()` allocates nothing;
 //! - the fast path — the app's request bytes to the upstream request head (parse, route,
 //!   loop check, hygiene, injection) and the upstream's response head to the app's —
 //!   allocates nothing at all, with a 10-byte or a 10,000-byte token, once its reused
@@ -109,15 +109,15 @@ fn request_path_allocates_nothing_token_dependent() {
     for len in [10, 10_000] {
         let (_dir, state, _proxy) = support::loaded_state();
         support::install_token(&state, len);
-        assert!(state.header().is_some());
+        assert!(state.tokens.header().is_some());
         let n = allocations(|| {
             for _ in 0..CALLS {
-                black_box(state.header());
+                black_box(state.tokens.header());
             }
         });
         assert_eq!(
             n, 0,
-            "ConnectionState::header() allocated {n} times in {CALLS} calls (token of {len} bytes)"
+            "token::Cache::header() allocated {n} times in {CALLS} calls (token of {len} bytes)"
         );
     }
 

@@ -2,7 +2,7 @@
 //! config loader with a token installed, a realistic request and response, and the work the
 //! proxy does between reading a request and sending it upstream — on the fast path
 //! (`head::translate_request`, `head::translate_response`, as bytes) and on the hyper path
-//! (`Proxy::route_uri`, `Proxy::prepare_headers`, `ConnectionState::header`).
+//! (`Proxy::route_uri`, `Proxy::prepare_headers`, `token::Cache::header`).
 
 #![allow(dead_code)]
 
@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokenwarden::proxy::head::{self, Outcome, Parsed};
 use tokenwarden::proxy::{headers, Proxy};
+use tokenwarden::registry::Entry;
 use tokenwarden::registry::Registry;
-use tokenwarden::token::{ConnectionState, TokenSet};
+use tokenwarden::token::TokenSet;
 
 /// The connection key used in reverse mode (`/{KEY}/…`).
 pub const KEY: &str = "api";
@@ -26,7 +27,7 @@ pub const PSEUDONYM: &str = "tokenwarden";
 /// A client-credentials connection loaded with `tokenwarden::config::load` from a temp
 /// file, and the proxy that routes to it. The temp dir must outlive them (the store path
 /// points into it).
-pub fn loaded_state() -> (tempfile::TempDir, Arc<ConnectionState>, Proxy) {
+pub fn loaded_state() -> (tempfile::TempDir, Arc<Entry>, Proxy) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("config.yaml");
     std::fs::write(
@@ -59,7 +60,7 @@ connections:
 }
 
 /// Installs an access token of `len` characters that stays usable for an hour.
-pub fn install_token(state: &ConnectionState, len: usize) {
+pub fn install_token(state: &Entry, len: usize) {
     let token: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     let set = TokenSet::new(
         token.into(),
@@ -70,7 +71,7 @@ pub fn install_token(state: &ConnectionState, len: usize) {
         0.0,
     )
     .expect("token set");
-    state.restore(set);
+    state.tokens.restore(set, 0);
 }
 
 /// The headers of a typical API call from an app, as hyper hands them over (plus a
@@ -148,9 +149,9 @@ pub fn parsed_request() -> Request<()> {
 /// Header injection as the hyper path does it: hygiene, `Host`, `Via`, then the
 /// connection's `Authorization`.
 #[inline]
-pub fn inject(proxy: &Proxy, headers_map: &mut HeaderMap, state: &ConnectionState) -> bool {
+pub fn inject(proxy: &Proxy, headers_map: &mut HeaderMap, state: &Entry) -> bool {
     proxy.prepare_headers(state, headers_map);
-    match state.header() {
+    match state.tokens.header() {
         Some(value) => {
             headers_map.insert(header::AUTHORIZATION, value);
             true

@@ -2,10 +2,9 @@
 //! never a token, secret or URL.
 
 use super::AdminBody;
-use crate::registry::Registry;
-use crate::token::cache::Counters;
+use crate::registry::{Entry, Registry};
 use crate::token::set::unix_seconds;
-use crate::token::ConnectionState;
+use crate::token::store::Backend;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response};
 use http_body_util::Full;
@@ -25,7 +24,11 @@ const STATES: [&str; 7] = [
 /// A family's samples: the label set (`{…}` or empty) and the value.
 type Samples = Vec<(String, u64)>;
 
-pub fn render(registry: &Registry, pending_states: usize) -> Response<AdminBody> {
+pub fn render(
+    registry: &Registry,
+    backend: &Backend,
+    pending_states: usize,
+) -> Response<AdminBody> {
     let mut out = String::new();
     // Each family: HELP and TYPE, then all its samples (the text format wants them grouped).
     let mut family = |name: &str, kind: &str, help: &str, samples: Samples| {
@@ -34,7 +37,7 @@ pub fn render(registry: &Registry, pending_states: usize) -> Response<AdminBody>
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let each = |f: &dyn Fn(&ConnectionState, &str) -> Samples| -> Samples {
+    let each = |f: &dyn Fn(&Entry, &str) -> Samples| -> Samples {
         registry
             .connections
             .iter()
@@ -46,7 +49,7 @@ pub fn render(registry: &Registry, pending_states: usize) -> Response<AdminBody>
         "gauge",
         "1 for the connection's current state.",
         each(&|c, k| {
-            let now = c.state_name();
+            let now = c.tokens.state_name();
             STATES
                 .iter()
                 .map(|s| {
@@ -63,7 +66,8 @@ pub fn render(registry: &Registry, pending_states: usize) -> Response<AdminBody>
         "gauge",
         "Unix time the current token expires (absent: none or long-lived).",
         each(&|c, k| {
-            c.token()
+            c.tokens
+                .token()
                 .and_then(|t| t.expires_at)
                 .map(|at| (format!("{{connection=\"{k}\"}}"), unix_seconds(Some(at))))
                 .into_iter()
@@ -78,42 +82,50 @@ pub fn render(registry: &Registry, pending_states: usize) -> Response<AdminBody>
             vec![
                 (
                     format!("{{connection=\"{k}\",outcome=\"ok\"}}"),
-                    Counters::get(&c.counters.token_ok),
+                    c.tokens.counters.ok.get(),
                 ),
                 (
                     format!("{{connection=\"{k}\",outcome=\"error\"}}"),
-                    Counters::get(&c.counters.token_failed),
+                    c.tokens.counters.failed.get(),
                 ),
             ]
+        }),
+    );
+    family(
+        "tokenwarden_tokens_adopted_total",
+        "counter",
+        "Token sets taken from the shared store (written by another replica).",
+        each(&|c, k| {
+            vec![(
+                format!("{{connection=\"{k}\"}}"),
+                c.tokens.counters.adopted.get(),
+            )]
         }),
     );
     family(
         "tokenwarden_proxied_requests_total",
         "counter",
         "Requests forwarded with a credential.",
-        each(&|c, k| {
-            vec![(
-                format!("{{connection=\"{k}\"}}"),
-                Counters::get(&c.counters.proxied),
-            )]
-        }),
+        each(&|c, k| vec![(format!("{{connection=\"{k}\"}}"), c.counters.proxied.get())]),
     );
     family(
         "tokenwarden_no_token_total",
         "counter",
         "Requests refused with 503 for want of a usable token.",
-        each(&|c, k| {
-            vec![(
-                format!("{{connection=\"{k}\"}}"),
-                Counters::get(&c.counters.no_token),
-            )]
-        }),
+        each(&|c, k| vec![(format!("{{connection=\"{k}\"}}"), c.counters.no_token.get())]),
     );
     family(
         "tokenwarden_pending_authorizations",
         "gauge",
         "Authorization states waiting for their callback.",
         vec![(String::new(), pending_states as u64)],
+    );
+    let (name, up, _) = backend.health();
+    family(
+        "tokenwarden_store_up",
+        "gauge",
+        "1 while the token store answers (always 1 for the file store).",
+        vec![(format!("{{backend=\"{name}\"}}"), u64::from(up))],
     );
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(

@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /healthz` | 200 while the process serves |
-//! | `GET /readyz` | 200 when every client-credentials connection holds a usable token, else 503 with the ones that do not |
+//! | `GET /readyz` | 200 when every client-credentials connection holds a usable token, else 503 with the ones that do not; the body also shows the store's health |
 //! | `GET /metrics` | Prometheus text: token state, expiry, token requests, proxied requests |
 //! | `GET /api/v1/connections` | every connection's status (never a token value) |
 //! | `GET /api/v1/connection/{key}` | one connection's status |
@@ -20,7 +20,7 @@ use crate::config::AdminSettings;
 use crate::oauth::pending::PendingStates;
 use crate::oauth::TokenClient;
 use crate::registry::Registry;
-use crate::token::store::TokenStore;
+use crate::token::store::Backend;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -35,7 +35,7 @@ pub struct Admin {
     pub settings: AdminSettings,
     pub pending: PendingStates,
     pub client: TokenClient,
-    pub store: Arc<dyn TokenStore>,
+    pub backend: Backend,
 }
 
 impl Admin {
@@ -62,10 +62,10 @@ impl Admin {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
             ["healthz"] => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-            ["readyz"] => status::ready(&self.registry),
-            ["metrics"] => metrics::render(&self.registry, self.pending.len()),
-            ["api", "v1", "connections"] => status::list(&self.registry),
-            ["api", "v1", "connection", key] => status::one(&self.registry, key),
+            ["readyz"] => status::ready(&self.registry, &self.backend),
+            ["metrics"] => metrics::render(&self.registry, &self.backend, self.pending.len()),
+            ["api", "v1", "connections"] => status::list(&self.registry, &self.backend),
+            ["api", "v1", "connection", key] => status::one(&self.registry, &self.backend, key),
             // These two act (mint a state, exchange a code): GET only, never HEAD.
             ["api", "v1", "connection", _, "authorize"] | ["api", "v1", "oauth", "callback"]
                 if req.method() != Method::GET =>
@@ -76,7 +76,7 @@ impl Admin {
                 )
             }
             ["api", "v1", "connection", key, "authorize"] => {
-                oauth::authorize(self, key, &req, peer)
+                oauth::authorize(self, key, &req, peer).await
             }
             ["api", "v1", "oauth", "callback"] => {
                 oauth::callback(self, req.uri().query().unwrap_or_default()).await

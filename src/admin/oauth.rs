@@ -12,9 +12,10 @@
 use super::{json, Admin, AdminBody};
 use crate::config::{Auth, Grant, OAuth2};
 use crate::oauth::flow::{self, Exchange};
+use crate::oauth::pending::MintError;
 use crate::oauth::{pkce, request};
+use crate::refresher::persist::{self, Turn};
 use crate::template::{encode_pairs, Lookup};
-use crate::token::cache::Counters;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -23,7 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::net::SocketAddr;
 
-pub fn authorize(
+pub async fn authorize(
     admin: &Admin,
     key: &str,
     req: &Request<Incoming>,
@@ -60,13 +61,20 @@ pub fn authorize(
     let challenge = verifier
         .as_ref()
         .map(|v| pkce::challenge(v.expose_secret()));
-    let minted = match admin.pending.mint(key, verifier) {
+    let minted = match admin.pending.mint(key, verifier).await {
         Ok(s) => s,
-        Err(e) => {
+        Err(e @ MintError::Full) => {
             return json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"error": "too_many_pending", "message": e.to_string()}),
             )
+        }
+        Err(MintError::Store(e)) => {
+            tracing::warn!(connection = %key, error = %e, "cannot store the authorization state");
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "store_unavailable", "message": "the shared token store does not answer; try again shortly"}),
+            );
         }
     };
     let runtime = [("state", minted.as_str())];
@@ -94,7 +102,7 @@ pub fn authorize(
         }
         Err(e) => {
             // No URL carries this state: withdraw it rather than let it hold a slot.
-            admin.pending.take(&minted);
+            let _ = admin.pending.take(&minted).await;
             json(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "bad_authorization_request", "message": e.to_string()}),
@@ -160,18 +168,25 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
             "The callback has no state.",
         );
     };
-    let Some(pending) = admin.pending.take(state) else {
-        return page(StatusCode::BAD_REQUEST, "Authorization failed",
-            "This authorization link is unknown, expired or already used. Start again from the authorize route.");
+    let pending = match admin.pending.take(state).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return page(StatusCode::BAD_REQUEST, "Authorization failed",
+            "This authorization link is unknown, expired or already used. Start again from the authorize route."),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot redeem the authorization state");
+            return page(StatusCode::SERVICE_UNAVAILABLE, "Authorization failed",
+                "The shared token store does not answer. Reload this page in a moment.");
+        }
     };
-    let Some(conn_state) = admin.registry.get(&pending.connection).cloned() else {
+    let Some(entry) = admin.registry.get(&pending.connection).cloned() else {
         return page(
             StatusCode::BAD_REQUEST,
             "Authorization failed",
             "The connection no longer exists.",
         );
     };
-    let key = &conn_state.conn.key;
+    let key = &entry.conn.key;
+    let cache = &entry.tokens;
     if let Some(error) = get("error") {
         let description = get("error_description")
             .map(|d| format!(": {d}"))
@@ -192,7 +207,7 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
             "The callback has no code.",
         );
     };
-    if let (Some(expected), Some(iss)) = (&conn_state.conn.issuer, get("iss")) {
+    if let (Some(expected), Some(iss)) = (&entry.conn.issuer, get("iss")) {
         if iss != expected {
             tracing::warn!(connection = %key, "callback iss does not match the configured issuer; refusing (RFC 9207)");
             return page(
@@ -202,16 +217,17 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
             );
         }
     }
-    let _guard = conn_state.write_lock.lock().await;
+    let _guard = cache.write_lock.lock().await;
     let exchange = Exchange::Code {
         code,
         verifier: pending.verifier.as_ref(),
     };
-    match flow::run(&admin.client, &conn_state.conn, exchange, None).await {
+    let granted = flow::run(&admin.client, &entry.conn, exchange, None).await;
+    match granted.and_then(|g| persist::token_set(key, g)) {
         Ok(set) => {
-            conn_state.install(set, &admin.store).await;
-            Counters::add(&conn_state.counters.token_ok);
-            conn_state.wake.notify_one();
+            persist::finish(&admin.backend, key, cache, set, Turn::new_grant()).await;
+            cache.counters.ok.inc();
+            cache.wake.notify_one();
             tracing::info!(connection = %key, "connection authorized");
             match &admin.settings.success_url {
                 Some(url) => redirect(url, key),
@@ -223,7 +239,7 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
             }
         }
         Err(e) => {
-            Counters::add(&conn_state.counters.token_failed);
+            cache.counters.failed.inc();
             tracing::warn!(connection = %key, error = %e, "code exchange failed");
             page(
                 StatusCode::BAD_REQUEST,

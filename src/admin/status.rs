@@ -2,8 +2,8 @@
 
 use super::{json, AdminBody};
 use crate::config::{Auth, Grant};
-use crate::registry::Registry;
-use crate::token::ConnectionState;
+use crate::registry::{Entry, Registry};
+use crate::token::store::Backend;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,11 +13,21 @@ fn unix(t: Option<SystemTime>) -> Value {
         .map_or(Value::Null, |d| json!(d.as_secs()))
 }
 
+/// The store's health: `{"backend": "file"|"redis", "state": "ok"|"degraded", "last_error"}`.
+fn store(backend: &Backend) -> Value {
+    let (name, up, error) = backend.health();
+    json!({
+        "backend": name,
+        "state": if up { "ok" } else { "degraded" },
+        "last_error": error.as_deref(),
+    })
+}
+
 /// The status document of one connection.
-pub fn describe(state: &ConnectionState) -> Value {
-    let conn = &state.conn;
-    let status = state.status();
-    let token = state.token();
+pub fn describe(entry: &Entry, backend: &Backend) -> Value {
+    let conn = &entry.conn;
+    let status = entry.tokens.status();
+    let token = entry.tokens.token();
     let strategy = match &conn.auth {
         Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => "oauth2_authorization_code",
         Auth::OAuth2(_) => "oauth2_client_credentials",
@@ -29,24 +39,29 @@ pub fn describe(state: &ConnectionState) -> Value {
         "name": conn.name,
         "strategy": strategy,
         "upstream": format!("{}://{}", conn.upstream.scheme, conn.upstream.authority),
-        "state": state.state_name(),
+        "state": entry.tokens.state_name(),
         "has_token": token.is_some(),
         "has_refresh_token": token.as_ref().is_some_and(|t| t.refresh_token.is_some()),
         "expires_at": unix(token.as_ref().and_then(|t| t.expires_at)),
         "last_refresh": unix(status.last_refresh),
         "last_error": status.last_error,
         "consecutive_failures": status.consecutive_failures,
+        "store": store(backend),
     })
 }
 
-pub fn list(registry: &Registry) -> Response<AdminBody> {
-    let all: Vec<Value> = registry.connections.iter().map(|c| describe(c)).collect();
+pub fn list(registry: &Registry, backend: &Backend) -> Response<AdminBody> {
+    let all: Vec<Value> = registry
+        .connections
+        .iter()
+        .map(|c| describe(c, backend))
+        .collect();
     json(StatusCode::OK, &Value::Array(all))
 }
 
-pub fn one(registry: &Registry, key: &str) -> Response<AdminBody> {
+pub fn one(registry: &Registry, backend: &Backend, key: &str) -> Response<AdminBody> {
     match registry.get(key) {
-        Some(c) => json(StatusCode::OK, &describe(c)),
+        Some(c) => json(StatusCode::OK, &describe(c, backend)),
         None => json(
             StatusCode::NOT_FOUND,
             &json!({"error": "unknown_connection", "connection": key}),
@@ -55,21 +70,27 @@ pub fn one(registry: &Registry, key: &str) -> Response<AdminBody> {
 }
 
 /// Ready when every client-credentials connection holds a usable token (authorization-code
-/// connections wait for a human, so they do not hold readiness back).
-pub fn ready(registry: &Registry) -> Response<AdminBody> {
+/// connections wait for a human, so they do not hold readiness back). A degraded shared
+/// store shows in the body but does not make the pod unready: the tokens held still work,
+/// and taking every replica out of service when Redis blips would turn a store outage
+/// into an application outage.
+pub fn ready(registry: &Registry, backend: &Backend) -> Response<AdminBody> {
     let waiting: Vec<&str> = registry
         .connections
         .iter()
         .filter(|c| matches!(&c.conn.auth, Auth::OAuth2(o) if o.grant == Grant::ClientCredentials))
-        .filter(|c| c.header().is_none())
+        .filter(|c| c.tokens.header().is_none())
         .map(|c| c.conn.key.as_str())
         .collect();
     if waiting.is_empty() {
-        json(StatusCode::OK, &json!({"status": "ready"}))
+        json(
+            StatusCode::OK,
+            &json!({"status": "ready", "store": store(backend)}),
+        )
     } else {
         json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "not_ready", "waiting_for": waiting}),
+            &json!({"status": "not_ready", "waiting_for": waiting, "store": store(backend)}),
         )
     }
 }

@@ -14,7 +14,7 @@ mod strategy;
 
 pub use connection::{ApiKey, Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
 pub use settings::{
-    AdminSettings, LogFormat, LogSettings, ProxySettings, StoreSettings, Unreadable,
+    AdminSettings, LogFormat, LogSettings, ProxySettings, RedisSettings, StoreSettings, Unreadable,
 };
 pub use source::{Problem, Problems};
 

@@ -152,11 +152,20 @@ pub struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
+    pub backend: Option<String>,
     pub path: Option<String>,
     /// A secret: a bare number is read as text, so no type error ever quotes it.
     #[serde(default, deserialize_with = "scalar_text")]
     pub key: Option<String>,
     pub on_unreadable: Option<String>,
+    /// May carry a password: never echoed.
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub lease_ttl: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub poll_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,15 +1,26 @@
 //! The OAuth2 exchanges of a connection: the client-credentials token request, the
 //! authorization-code exchange and the refresh, each built from the connection's Fides
-//! templates and turned into a [`TokenSet`].
+//! templates and turned into a plain [`Granted`] (the refresher and the callback make a
+//! token set of it).
 
 use super::client::{TokenClient, TokenError};
 use super::request::{self, BuiltRequest};
 use super::response::TokenResponse;
 use crate::config::{Auth, ClientAuth, Connection, Grant, OAuth2};
 use crate::template::{self, Lookup};
-use crate::token::TokenSet;
 use secrecy::{ExposeSecret, SecretString};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// What a successful exchange granted.
+pub struct Granted {
+    pub access_token: SecretString,
+    /// The new refresh token, or the previous one when the response carried none.
+    pub refresh_token: Option<SecretString>,
+    pub scope: Option<String>,
+    pub obtained_at: SystemTime,
+    /// None: long-lived.
+    pub lifetime: Option<Duration>,
+}
 
 /// Which exchange to run.
 pub enum Exchange<'a> {
@@ -28,18 +39,18 @@ pub enum Exchange<'a> {
     },
 }
 
-/// Runs `exchange` for `conn` and returns the new token set. A response without a refresh
+/// Runs `exchange` for `conn` and returns what it granted. A response without a refresh
 /// token keeps `previous_refresh` (rotation replaces it only when a new one arrives).
 pub async fn run(
     client: &TokenClient,
     conn: &Connection,
     exchange: Exchange<'_>,
     previous_refresh: Option<SecretString>,
-) -> Result<TokenSet, TokenError> {
+) -> Result<Granted, TokenError> {
     let oauth = oauth2(conn)?;
     let built = build(conn, oauth, &exchange)?;
     let response = client.send(&conn.key, built).await?;
-    token_set(conn, oauth, response, previous_refresh)
+    Ok(granted(oauth, response, previous_refresh))
 }
 
 fn oauth2(conn: &Connection) -> Result<&OAuth2, TokenError> {
@@ -173,30 +184,23 @@ fn add_body_parameter(
     }
 }
 
-/// A token response → a token set. A configured `expires_in` wins over the response's
-/// (as in Fides); with neither, the token is long-lived.
-fn token_set(
-    conn: &Connection,
+/// A token response → what it granted. A configured `expires_in` wins over the
+/// response's (as in Fides); with neither, the token is long-lived.
+fn granted(
     oauth: &OAuth2,
     response: TokenResponse,
     previous_refresh: Option<SecretString>,
-) -> Result<TokenSet, TokenError> {
-    let lifetime = oauth
-        .expires_in
-        .map(std::time::Duration::from_secs)
-        .or(response.expires_in);
-    TokenSet::new(
-        response.access_token,
-        response.refresh_token.or(previous_refresh),
-        response.scope,
-        SystemTime::now(),
-        lifetime,
-        rand::random::<f64>(),
-    )
-    .map_err(|e| TokenError::Invalid {
-        connection: conn.key.clone(),
-        reason: e.to_string(),
-    })
+) -> Granted {
+    Granted {
+        access_token: response.access_token,
+        refresh_token: response.refresh_token.or(previous_refresh),
+        scope: response.scope,
+        obtained_at: SystemTime::now(),
+        lifetime: oauth
+            .expires_in
+            .map(Duration::from_secs)
+            .or(response.expires_in),
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,7 @@
 use super::headers::{classify, via_names, Known};
 use super::Proxy;
 use crate::config::Auth;
-use crate::token::cache::Counters;
-use crate::token::ConnectionState;
+use crate::registry::Entry;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -42,7 +41,7 @@ pub enum Outcome<'p> {
 
 /// A request the fast path forwards.
 pub struct Request<'p> {
-    pub state: &'p Arc<ConnectionState>,
+    pub state: &'p Arc<Entry>,
     /// Bytes of the app's head, then of its body, at the start of the buffer.
     pub head_len: usize,
     pub body_len: usize,
@@ -88,7 +87,7 @@ pub fn translate_request<'p>(
     let Ok((state, target)) = proxy.route(origin, path_and_query) else {
         return Outcome::Fallback;
     };
-    let token = state.current();
+    let token = state.tokens.current();
     let credential = match &state.conn.auth {
         Auth::OAuth2(_) => match token.as_deref().and_then(|t| t.header_at(now)) {
             Some(value) => value,
@@ -136,7 +135,7 @@ pub fn translate_request<'p>(
     write_header(out, b"authorization", credential.as_bytes());
     write_header(out, b"via", proxy.via.as_bytes());
     out.extend_from_slice(b"\r\n");
-    Counters::add(&state.counters.proxied);
+    state.counters.proxied.inc();
     Outcome::Ready(Request {
         state,
         head_len,

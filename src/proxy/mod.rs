@@ -25,9 +25,8 @@ pub mod upstream;
 pub mod worker;
 
 use crate::config::Auth;
+use crate::registry::Entry;
 use crate::registry::Registry;
-use crate::token::cache::Counters;
-use crate::token::ConnectionState;
 use bytes::Bytes;
 use error::ProxyError;
 use http::header::{self, HeaderValue};
@@ -116,12 +115,12 @@ impl Proxy {
         self.prepare_headers(state, &mut parts.headers);
         let mut body: UpstreamBody = Either::Left(body);
         match &conn.auth {
-            Auth::OAuth2(_) => match state.header() {
+            Auth::OAuth2(_) => match state.tokens.header() {
                 Some(value) => {
                     parts.headers.insert(header::AUTHORIZATION, value);
                 }
                 None => {
-                    Counters::add(&state.counters.no_token);
+                    state.counters.no_token.inc();
                     return Err(no_token(state));
                 }
             },
@@ -137,7 +136,7 @@ impl Proxy {
         parts.uri = Uri::from(path_and_query);
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, body);
-        Counters::add(&state.counters.proxied);
+        state.counters.proxied.inc();
         let sent = pool.send(state.index, &conn.upstream, request);
         let response = match tokio::time::timeout(self.response_timeout, sent).await {
             Err(_) => {
@@ -161,17 +160,14 @@ impl Proxy {
     /// Header hygiene for the upstream request: hop-by-hop headers out, `Host` set to the
     /// upstream authority, our `Via` appended. The credential is added after this, so no
     /// `Connection`-named header can remove it.
-    pub fn prepare_headers(&self, state: &ConnectionState, headers: &mut http::HeaderMap) {
+    pub fn prepare_headers(&self, state: &Entry, headers: &mut http::HeaderMap) {
         headers::strip_hop_by_hop(headers);
         headers.insert(header::HOST, state.host_header.clone());
         headers.append(header::VIA, self.via.clone());
     }
 
     /// [`Proxy::route`] for a request target hyper parsed.
-    pub fn route_uri<'t>(
-        &self,
-        uri: &'t Uri,
-    ) -> Result<(&Arc<ConnectionState>, Target<'t>), ProxyError> {
+    pub fn route_uri<'t>(&self, uri: &'t Uri) -> Result<(&Arc<Entry>, Target<'t>), ProxyError> {
         let origin = uri
             .authority()
             .map(|a| (uri.scheme_str().unwrap_or(""), a.as_str()));
@@ -186,7 +182,7 @@ impl Proxy {
         &self,
         origin: Option<(&str, &str)>,
         path_and_query: &'t str,
-    ) -> Result<(&Arc<ConnectionState>, Target<'t>), ProxyError> {
+    ) -> Result<(&Arc<Entry>, Target<'t>), ProxyError> {
         if let Some((scheme, authority)) = origin {
             if !scheme.eq_ignore_ascii_case("http") {
                 return Err(ProxyError::Forbidden {
@@ -302,7 +298,7 @@ fn bad_authority(authority: &str) -> ProxyError {
 }
 
 /// The 503 for a connection without a usable token.
-pub fn no_token(state: &ConnectionState) -> ProxyError {
+pub fn no_token(state: &Entry) -> ProxyError {
     let authorize = match &state.conn.auth {
         Auth::OAuth2(o) if o.grant == crate::config::Grant::AuthorizationCode => {
             Some(authorize_route(&state.conn.key))
@@ -311,7 +307,7 @@ pub fn no_token(state: &ConnectionState) -> ProxyError {
     };
     ProxyError::NoToken {
         connection: state.conn.key.clone(),
-        state: state.state_name(),
+        state: state.tokens.state_name(),
         authorize,
     }
 }

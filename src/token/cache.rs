@@ -1,14 +1,14 @@
-//! [`ConnectionState`]: per connection, the current [`TokenSet`] and [`Status`] in
-//! `ArcSwap`s.
+//! [`Cache`]: one connection's current [`TokenSet`] and [`Status`], each in an `ArcSwap`.
 //!
-//! Locking budget: the proxy only calls [`ConnectionState::header`] — one `ArcSwap` load,
-//! no lock, no allocation. Writers (the refresher and the OAuth callback) serialise on
+//! Locking budget: the proxy only calls [`Cache::header`] or [`Cache::current`] — one
+//! `ArcSwap` load, no lock, no allocation. Writers (the refresher, the OAuth callback and,
+//! with a shared store, the follower that adopts other replicas' tokens) serialise on
 //! `write_lock`, an async mutex never touched on the request path, so at most one token
-//! request per connection is in flight and a refresh cannot overwrite a newer grant.
+//! request per connection is in flight in this process and a refresh cannot overwrite a
+//! newer grant. Persisting a token set is the writer's job, done before [`Cache::publish`].
 
 use super::set::TokenSet;
-use super::store::TokenStore;
-use crate::config::{Auth, Connection, Grant};
+use crate::telemetry::Counter;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,57 +57,34 @@ pub struct Status {
     pub consecutive_failures: u32,
 }
 
-pub struct ConnectionState {
-    pub conn: Arc<Connection>,
-    /// Position in the registry (indexes per-worker upstream pools).
-    pub index: usize,
-    /// The upstream authority as a ready `Host` value.
-    pub host_header: HeaderValue,
+/// Token counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TokenCounters {
+    /// Token requests (any grant) that produced a token.
+    pub ok: Counter,
+    /// Token requests that failed.
+    pub failed: Counter,
+    /// Token sets adopted from the shared store (written by another replica).
+    pub adopted: Counter,
+}
+
+pub struct Cache {
     token: ArcSwapOption<TokenSet>,
     status: ArcSwap<Status>,
-    /// Wakes the refresher when a new grant arrives or on reload.
+    /// The shared store's generation of the current token set (0: none, or a local store).
+    generation: AtomicU64,
+    /// Wakes the refresher when a new grant arrives, another replica's token is adopted,
+    /// or on reload.
     pub wake: Notify,
     /// Held while a token request and its store write run.
     pub write_lock: Mutex<()>,
-    pub counters: Counters,
+    pub counters: TokenCounters,
 }
 
-/// Per-connection counters for `/metrics` (relaxed atomics; one add per event).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Requests forwarded upstream with a credential.
-    pub proxied: AtomicU64,
-    /// Requests refused because no usable token was held.
-    pub no_token: AtomicU64,
-    /// Token requests (any grant) that produced a token.
-    pub token_ok: AtomicU64,
-    /// Token requests that failed.
-    pub token_failed: AtomicU64,
-}
-
-impl Counters {
-    pub fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
-
-impl ConnectionState {
-    pub fn new(conn: Arc<Connection>, index: usize) -> ConnectionState {
-        let state = match &conn.auth {
-            Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => State::NeedsAuthorization,
-            Auth::OAuth2(_) => State::Pending,
-            _ => State::Static,
-        };
-        let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
-            .expect("an Authority is a valid header value");
-        ConnectionState {
-            conn,
-            index,
-            host_header,
+impl Cache {
+    /// An empty cache in `state` (pending, needs authorization, or static).
+    pub fn new(state: State) -> Cache {
+        Cache {
             token: ArcSwapOption::empty(),
             status: ArcSwap::from_pointee(Status {
                 state,
@@ -115,9 +92,10 @@ impl ConnectionState {
                 last_error: None,
                 consecutive_failures: 0,
             }),
+            generation: AtomicU64::new(0),
             wake: Notify::new(),
             write_lock: Mutex::new(()),
-            counters: Counters::default(),
+            counters: TokenCounters::default(),
         }
     }
 
@@ -143,6 +121,11 @@ impl ConnectionState {
         self.status.load_full()
     }
 
+    /// The shared store's generation of the current token set (0: none or local store).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// The state to report: `Ready` with an unusable token reads as `expired`.
     pub fn state_name(&self) -> &'static str {
         let status = self.status.load();
@@ -153,29 +136,19 @@ impl ConnectionState {
         }
     }
 
-    /// Puts a token loaded from the store in place at start-up.
-    pub fn restore(&self, set: TokenSet) {
+    /// Puts a token loaded from the store in place at start-up (no refresh recorded).
+    pub fn restore(&self, set: TokenSet, generation: u64) {
         self.token.store(Some(Arc::new(set)));
+        self.generation.store(generation, Ordering::Release);
         self.update(|s| s.state = State::Ready);
     }
 
-    /// Writes `set` durably, then makes it the current token. Call with `write_lock` held.
-    /// A store failure is reported in status and the token is used anyway, so a rotated
-    /// refresh token is never dropped; the next successful write persists it.
-    pub async fn install(&self, set: TokenSet, store: &Arc<dyn TokenStore>) {
-        let stored = set.to_stored();
-        let key = self.conn.key.clone();
-        let store = Arc::clone(store);
-        let written = tokio::task::spawn_blocking(move || store.put(&key, &stored)).await;
-        let store_error = match written {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(format!("store task failed: {e}")),
-        };
-        if let Some(e) = &store_error {
-            tracing::error!(connection = %self.conn.key, error = %e, "could not persist the new token; using it anyway");
-        }
+    /// Makes `set` the current token. Call with `write_lock` held, after the set was
+    /// persisted (or persisting it failed and `store_error` says why: the token is used
+    /// anyway, so a rotated refresh token is never dropped).
+    pub fn publish(&self, set: TokenSet, generation: u64, store_error: Option<String>) {
         self.token.store(Some(Arc::new(set)));
+        self.generation.store(generation, Ordering::Release);
         self.update(|s| {
             s.state = State::Ready;
             s.last_refresh = Some(SystemTime::now());

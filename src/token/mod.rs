@@ -1,9 +1,9 @@
-//! Token sets, the lock-free cache, the refresh schedule and loop, and the durable store.
+//! Token sets, the lock-free cache, the refresh schedule and the durable store. A leaf:
+//! nothing here knows of OAuth requests, the proxy or the admin routes.
 pub mod cache;
-pub mod refresher;
 pub mod schedule;
 pub mod set;
 pub mod store;
 
-pub use cache::{ConnectionState, State, Status};
+pub use cache::{Cache, State, Status};
 pub use set::TokenSet;

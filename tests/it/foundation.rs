@@ -505,7 +505,10 @@ async fn readiness_health_metrics_and_status_never_show_a_token() {
     sidecar.wait_state("api", "ready").await;
     assert_eq!(
         get_json(&sidecar.admin_url("/readyz")).await,
-        (200, json!({"status": "ready"}))
+        (
+            200,
+            json!({"status": "ready", "store": {"backend": "file", "state": "ok", "last_error": null}})
+        )
     );
     for _ in 0..3 {
         assert_eq!(sidecar.get("/api/counted").await.0, 200);

@@ -68,6 +68,32 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// Redis did not answer in time, refused the connection or the command. Retried with
+    /// backoff; tokens already held stay in use. `endpoint` is `host:port`, never the URL
+    /// (it may carry a password).
+    #[error("token store redis at {endpoint}: {action} failed: {reason}")]
+    Unavailable {
+        endpoint: String,
+        action: &'static str,
+        reason: String,
+    },
+
+    /// A Redis value that cannot be decoded (garbage, truncated, or written for another
+    /// connection). It is never overwritten silently at start-up.
+    #[error("token store redis key {key}: {reason}")]
+    BadValue { key: String, reason: String },
+
+    /// A Redis value sealed with another key than the configured one.
+    #[error(
+        "token store redis key {key} was written with key id {stored_key_id}, \
+         configured key has id {configured_key_id}"
+    )]
+    WrongKeyAt {
+        key: String,
+        stored_key_id: String,
+        configured_key_id: String,
+    },
+
     /// This connection key or token set cannot be stored (e.g. an empty connection key, or one
     /// too long for the file format). Nothing was written.
     #[error("token store {path}: cannot store connection {connection:?}: {reason}")]

@@ -10,6 +10,10 @@
 //!   atomically (temp file, fsync, rename, fsync directory) on every change. The on-disk layout
 //!   is documented in the `format` module.
 //! * [`MemoryStore`] — an in-memory map for tests; nothing survives the process.
+//! * [`RedisStore`] — token sets, refresh leases and pending states in Redis, shared by
+//!   replicas; async, with its own layout (see its module).
+//!
+//! [`Backend`] is the configured one of these, as the refresher and the callback use it.
 //!
 //! Module layout: `error` (the [`StoreError`] callers act on), `key` (store key parsing, key
 //! ids, generated key files), `atomic` (durable file replacement), `record` (encryption of one
@@ -22,6 +26,7 @@ mod format;
 mod key;
 mod memory;
 mod record;
+pub mod redis;
 
 #[cfg(test)]
 mod crash_tests;
@@ -30,9 +35,11 @@ mod file_tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use secrecy::SecretString;
 
+pub use self::redis::RedisStore;
 pub use error::StoreError;
 pub use file::FileStore;
 pub use key::KEY_LEN;
@@ -68,8 +75,31 @@ impl fmt::Debug for StoredToken {
     }
 }
 
-/// Durable storage of token sets, keyed by connection key. Implementations are called from
-/// blocking context (the caller uses spawn_blocking); a shared store for many replicas (Redis) comes later.
+/// The store token sets are written to.
+#[derive(Clone)]
+pub enum Backend {
+    /// This process's own store (the encrypted file; memory in tests).
+    Local(Arc<dyn TokenStore>),
+    /// Redis, shared by every replica.
+    Shared(Arc<RedisStore>),
+}
+
+impl Backend {
+    /// The backend's name and, with Redis, whether it answers and its last error — for
+    /// status, readiness and metrics.
+    pub fn health(&self) -> (&'static str, bool, Option<Arc<String>>) {
+        match self {
+            Backend::Local(_) => ("file", true, None),
+            Backend::Shared(redis) => {
+                let (up, error) = redis.health();
+                ("redis", up, error)
+            }
+        }
+    }
+}
+
+/// Durable storage of token sets, keyed by connection key, for one process. Implementations
+/// are called from blocking context (the caller uses spawn_blocking).
 pub trait TokenStore: Send + Sync + 'static {
     /// Every stored token set, keyed by connection key. A store that was never written is empty.
     fn load_all(&self) -> Result<HashMap<String, StoredToken>, StoreError>;

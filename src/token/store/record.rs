@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::format::{FORMAT_VERSION, MAGIC};
-use super::key::{KeyId, StoreKey};
+use super::key::{KeyId, StoreKey, KEY_ID_LEN};
 use super::{StoreError, StoredToken};
 
 /// Length of an XChaCha20-Poly1305 nonce.
@@ -45,13 +45,39 @@ struct TokenDoc {
     obtained_at: u64,
 }
 
-/// One encrypted token set, as stored in the file.
+/// One encrypted token set, as stored in the file (or, as [`SealedRecord::to_bytes`], in
+/// a Redis value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SealedRecord {
     pub(crate) key_id: KeyId,
     pub(crate) nonce: [u8; NONCE_LEN],
     /// Ciphertext followed by the tag.
     pub(crate) ciphertext: Vec<u8>,
+}
+
+impl SealedRecord {
+    /// `key id ‖ nonce ‖ ciphertext and tag`.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + self.ciphertext.len());
+        out.extend_from_slice(&self.key_id.0);
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// The inverse of [`SealedRecord::to_bytes`]; None when the value is too short.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<SealedRecord> {
+        if bytes.len() < KEY_ID_LEN + NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (id, rest) = bytes.split_at(KEY_ID_LEN);
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        Some(SealedRecord {
+            key_id: KeyId(id.try_into().ok()?),
+            nonce: nonce.try_into().ok()?,
+            ciphertext: ciphertext.to_vec(),
+        })
+    }
 }
 
 /// Encrypts `token` for `connection`. Fails only if the AEAD refuses the input (which it does
@@ -71,24 +97,58 @@ pub(crate) fn seal(
     let plaintext = Zeroizing::new(
         serde_json::to_vec(&doc).map_err(|_| "token set could not be serialized".to_owned())?,
     );
+    seal_bytes(key, connection, &plaintext)
+}
+
+/// Encrypts `plaintext` bound to `label` (a connection key, or another name that cannot
+/// be one) under a fresh nonce.
+pub(crate) fn seal_bytes(
+    key: &StoreKey,
+    label: &str,
+    plaintext: &[u8],
+) -> Result<SealedRecord, String> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let aad = associated_data(connection);
+    let aad = associated_data(label);
     let ciphertext = key
         .cipher
         .encrypt(
             XNonce::from_slice(&nonce),
             Payload {
-                msg: &plaintext,
+                msg: plaintext,
                 aad: &aad,
             },
         )
-        .map_err(|_| "token set could not be encrypted".to_owned())?;
+        .map_err(|_| "the record could not be encrypted".to_owned())?;
     Ok(SealedRecord {
         key_id: key.id,
         nonce,
         ciphertext,
     })
+}
+
+/// Decrypts a record sealed by [`seal_bytes`] for `label`; the error quotes no content.
+pub(crate) fn open_bytes(
+    key: &StoreKey,
+    label: &str,
+    record: &SealedRecord,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    let aad = associated_data(label);
+    key.cipher
+        .decrypt(
+            XNonce::from_slice(&record.nonce),
+            Payload {
+                msg: &record.ciphertext,
+                aad: &aad,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            format!(
+                "record for {label:?} failed authentication \
+                 (modified, or moved from another connection)"
+            )
+        })
 }
 
 /// Decrypts every record, reporting a key mismatch before any decryption failure so that a
@@ -115,24 +175,12 @@ pub(crate) fn open_all(
 }
 
 /// Decrypts and parses one record; the error says what failed without quoting content.
-fn open(key: &StoreKey, connection: &str, record: &SealedRecord) -> Result<StoredToken, String> {
-    let aad = associated_data(connection);
-    let plaintext = Zeroizing::new(
-        key.cipher
-            .decrypt(
-                XNonce::from_slice(&record.nonce),
-                Payload {
-                    msg: &record.ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                format!(
-                    "record for connection {connection:?} failed authentication \
-                     (modified, or moved from another connection)"
-                )
-            })?,
-    );
+pub(crate) fn open(
+    key: &StoreKey,
+    connection: &str,
+    record: &SealedRecord,
+) -> Result<StoredToken, String> {
+    let plaintext = open_bytes(key, connection, record)?;
     // serde_json's error text may quote the document, so only its position is reported.
     let doc: TokenDoc = serde_json::from_slice(&plaintext).map_err(|e| {
         format!(

@@ -4,14 +4,21 @@
 //! Each decision is taken on a snapshot of the token and acted on under the connection's
 //! write lock only if that snapshot is still current, so a grant the callback installs
 //! meanwhile is never refreshed, failed or expired by a stale decision.
+//!
+//! With a shared store every token request is made under the connection's lease in Redis
+//! (`persist`), and `follow` adopts the token sets other replicas write.
 
-use super::cache::{ConnectionState, Counters, State};
-use super::schedule;
-use super::set::{unix_seconds, TokenSet};
-use super::store::TokenStore;
+pub mod follow;
+pub mod persist;
+
 use crate::config::{Auth, Grant};
 use crate::oauth::flow::{self, Exchange};
 use crate::oauth::{TokenClient, TokenError};
+use crate::registry::Entry;
+use crate::token::set::{unix_seconds, TokenSet};
+use crate::token::store::Backend;
+use crate::token::{schedule, State};
+use persist::{Begin, Turn};
 use std::sync::Arc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -30,16 +37,18 @@ enum Next {
 }
 
 pub struct Refresher {
-    pub state: Arc<ConnectionState>,
+    pub entry: Arc<Entry>,
     pub client: TokenClient,
-    pub store: Arc<dyn TokenStore>,
+    pub backend: Backend,
 }
 
 impl Refresher {
     pub async fn run(self, shutdown: CancellationToken) {
-        let Auth::OAuth2(oauth) = &self.state.conn.auth else {
+        let Auth::OAuth2(oauth) = &self.entry.conn.auth else {
             return;
         };
+        let cache = &self.entry.tokens;
+        let key = self.entry.conn.key.as_str();
         let grant = oauth.grant;
         let can_refresh = grant == Grant::ClientCredentials || oauth.refresh_request.is_some();
         let mut attempt = 0u32;
@@ -47,7 +56,7 @@ impl Refresher {
         let mut halted = false;
         loop {
             // The decision is made on this token; a writer may replace it before the fetch.
-            let seen = self.state.token();
+            let seen = cache.token();
             let next = if halted {
                 Next::Idle
             } else {
@@ -57,20 +66,50 @@ impl Refresher {
                 Next::Fetch => {
                     // Every write, the status included, happens under the write lock and
                     // only if the token is still the one the decision was made on.
-                    let _guard = self.state.write_lock.lock().await;
-                    if !same(self.state.token().as_ref(), seen.as_ref()) {
+                    let guard = cache.write_lock.lock().await;
+                    if !same(cache.token().as_ref(), seen.as_ref()) {
                         // A new grant arrived meanwhile (callback): decide afresh.
                         attempt = 0;
                         retry_at = None;
                         continue;
                     }
-                    let result = self.fetch(grant, seen).await;
-                    let counter = if result.is_ok() {
-                        &self.state.counters.token_ok
-                    } else {
-                        &self.state.counters.token_failed
+                    let alone_ok = grant == Grant::ClientCredentials;
+                    let result = match persist::begin(&self.backend, key, cache, alone_ok).await {
+                        Begin::Go(turn) => self.fetch(grant, seen, turn).await,
+                        Begin::Adopted => {
+                            attempt = 0;
+                            retry_at = None;
+                            continue;
+                        }
+                        Begin::Wait(retry) => {
+                            // Another replica is refreshing: its token arrives through the
+                            // follower (which needs the write lock), or its lease expires.
+                            drop(guard);
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = cache.wake.notified() => {}
+                                _ = tokio::time::sleep(retry) => {}
+                            }
+                            continue;
+                        }
+                        Begin::Unavailable(e) => {
+                            attempt += 1;
+                            let wait = schedule::backoff(attempt, None, rand::random());
+                            tracing::warn!(connection = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "no refresh without the lease; keeping the current token");
+                            retry_at = Some(Instant::now() + wait);
+                            cache.update(|s| {
+                                s.last_error = Some(e.to_string());
+                                s.consecutive_failures = attempt;
+                            });
+                            continue;
+                        }
                     };
-                    Counters::add(counter);
+                    let counter = if result.is_ok() {
+                        &cache.counters.ok
+                    } else {
+                        &cache.counters.failed
+                    };
+                    counter.inc();
                     match result {
                         Ok(()) => {
                             attempt = 0;
@@ -84,8 +123,8 @@ impl Refresher {
                             } else {
                                 State::Failed
                             };
-                            tracing::error!(connection = %self.state.conn.key, error = %e, state = state.as_str(), "token request failed for good; not retrying");
-                            self.state.update(|s| {
+                            tracing::error!(connection = %key, error = %e, state = state.as_str(), "token request failed for good; not retrying");
+                            cache.update(|s| {
                                 s.state = state;
                                 s.last_error = Some(e.to_string());
                                 s.consecutive_failures += 1;
@@ -95,9 +134,9 @@ impl Refresher {
                         Err(e) => {
                             attempt += 1;
                             let wait = schedule::backoff(attempt, e.retry_after(), rand::random());
-                            tracing::warn!(connection = %self.state.conn.key, error = %e, retry_in_ms = wait.as_millis() as u64, "token request failed; will retry");
+                            tracing::warn!(connection = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "token request failed; will retry");
                             retry_at = Some(Instant::now() + wait);
-                            self.state.update(|s| {
+                            cache.update(|s| {
                                 s.last_error = Some(e.to_string());
                                 s.consecutive_failures = attempt;
                             });
@@ -106,9 +145,9 @@ impl Refresher {
                     continue;
                 }
                 Next::Expired => {
-                    let _guard = self.state.write_lock.lock().await;
-                    if same(self.state.token().as_ref(), seen.as_ref()) {
-                        self.state.update(|s| s.state = State::NeedsReauthorization);
+                    let _guard = cache.write_lock.lock().await;
+                    if same(cache.token().as_ref(), seen.as_ref()) {
+                        cache.update(|s| s.state = State::NeedsReauthorization);
                         halted = true;
                     }
                     continue;
@@ -118,7 +157,7 @@ impl Refresher {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.state.wake.notified() => {
+                _ = cache.wake.notified() => {
                     // A new grant (callback) or an operator action: start afresh.
                     halted = false;
                     attempt = 0;
@@ -130,7 +169,13 @@ impl Refresher {
     }
 
     /// One exchange for `current`, then persist and publish. Call with the write lock held.
-    async fn fetch(&self, grant: Grant, current: Option<Arc<TokenSet>>) -> Result<(), TokenError> {
+    async fn fetch(
+        &self,
+        grant: Grant,
+        current: Option<Arc<TokenSet>>,
+        turn: Turn,
+    ) -> Result<(), TokenError> {
+        let conn = &self.entry.conn;
         let refresh_token = current.as_ref().and_then(|t| t.refresh_token.clone());
         let exchange = match (grant, &current) {
             (Grant::ClientCredentials, None) => Exchange::ClientCredentials,
@@ -139,15 +184,27 @@ impl Refresher {
                 access_token: current.as_ref().map(|t| t.access_token()),
             },
         };
-        let set = flow::run(
-            &self.client,
-            &self.state.conn,
-            exchange,
-            refresh_token.clone(),
-        )
-        .await?;
-        tracing::info!(connection = %self.state.conn.key, expires_at = unix_seconds(set.expires_at), "new token");
-        self.state.install(set, &self.store).await;
+        let request = flow::run(&self.client, conn, exchange, refresh_token.clone());
+        let granted = match turn.request_deadline(&self.backend) {
+            Some(deadline) => tokio::time::timeout_at(deadline, request)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TokenError::Network {
+                        connection: conn.key.clone(),
+                        reason: "no answer before the refresh lease ran out".into(),
+                    })
+                }),
+            None => request.await,
+        };
+        let set = match granted.and_then(|g| persist::token_set(&conn.key, g)) {
+            Ok(set) => set,
+            Err(e) => {
+                persist::abandon(&self.backend, turn).await;
+                return Err(e);
+            }
+        };
+        tracing::info!(connection = %conn.key, expires_at = unix_seconds(set.expires_at), "new token");
+        persist::finish(&self.backend, &conn.key, &self.entry.tokens, set, turn).await;
         Ok(())
     }
 }

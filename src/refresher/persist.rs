@@ -1,0 +1,208 @@
+//! Getting the right to make a token request, and writing its result, for either store.
+//!
+//! With the file store the process is alone: [`begin`] always says go, and [`finish`]
+//! writes the file, then publishes. With Redis, replicas coordinate per connection:
+//!
+//! ```text
+//! begin:  SET lease NX PX ttl ──taken──► read the stored set ──newer than ours──► adopt it, release
+//!            │                                 └─ not newer ─► Go (token request, cut off before the lease ends)
+//!            └─ held by another ─► Wait (for its token to arrive, or for the lease to expire)
+//! finish: fenced write (lease still ours, generation unchanged) + publish + release, all in one script
+//!            └─ fenced ─► adopt the stored set        └─ Redis down ─► use ours; the follower writes it back
+//! ```
+//!
+//! Only a client-credentials connection may go without the lease when Redis does not
+//! answer (nothing rotates); an authorization-code connection waits, keeping its token.
+//! When Redis answers but has lost this connection's set (restarted without persistence),
+//! this replica writes its own back and waits one poll interval before refreshing, so that
+//! a replica holding a newer set (one it could not share while Redis was away) can put
+//! that back first — refreshing with an already rotated refresh token would end the grant.
+
+use crate::oauth::flow::Granted;
+use crate::oauth::TokenError;
+use crate::token::store::redis::{Commit, Lease, Versioned};
+use crate::token::store::{Backend, StoreError};
+use crate::token::{Cache, TokenSet};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A token request under a lease must end by this share of the lease, so its result is
+/// written while the lease still holds.
+const LEASE_REQUEST_SHARE: f64 = 0.75;
+/// Longest wait before trying again for a lease another replica holds (its token usually
+/// arrives sooner, through the follower, which wakes the refresher).
+const LEASE_RETRY_MAX: Duration = Duration::from_millis(250);
+
+/// The answer of [`begin`].
+pub enum Begin {
+    /// Make the token request.
+    Go(Turn),
+    /// The store held a newer token set, which is now current: decide again.
+    Adopted,
+    /// Try again after this long (another replica holds the lease, or Redis was emptied).
+    Wait(Duration),
+    /// The shared store does not answer and this connection may not go alone.
+    Unavailable(StoreError),
+}
+
+/// What the writer of a token request holds.
+pub struct Turn {
+    lease: Option<Lease>,
+    /// The stored generation when the lease was taken (None: write whatever is there).
+    expected: Option<u64>,
+}
+
+impl Turn {
+    /// A new grant from the callback: it supersedes whatever is stored.
+    pub fn new_grant() -> Turn {
+        Turn {
+            lease: None,
+            expected: None,
+        }
+    }
+
+    /// When the token request must have been answered (None: no lease to outlive).
+    pub fn request_deadline(&self, backend: &Backend) -> Option<Instant> {
+        match (backend, &self.lease) {
+            (Backend::Shared(redis), Some(lease)) => {
+                Some(lease.deadline - redis.lease_ttl.mul_f64(1.0 - LEASE_REQUEST_SHARE))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Before a token request for `key`. `alone_ok`: the connection may refetch without the
+/// lease when Redis does not answer (client credentials).
+pub async fn begin(backend: &Backend, key: &str, cache: &Cache, alone_ok: bool) -> Begin {
+    let Backend::Shared(redis) = backend else {
+        return Begin::Go(Turn::new_grant());
+    };
+    let lease = match redis.lease(key).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return Begin::Wait((redis.lease_ttl / 4).min(LEASE_RETRY_MAX)),
+        Err(e) if alone_ok => {
+            tracing::warn!(connection = %key, error = %e, "token store unavailable; fetching a client-credentials token without the lease");
+            return Begin::Go(Turn {
+                lease: None,
+                expected: Some(cache.generation()),
+            });
+        }
+        Err(e) => return Begin::Unavailable(e),
+    };
+    match redis.read(key).await {
+        Ok(Some(stored)) if stored.generation > cache.generation() => {
+            redis.release(lease).await;
+            adopt(cache, key, stored);
+            Begin::Adopted
+        }
+        Ok(None) if cache.generation() > 0 => {
+            // Redis lost what it held: put ours back, give the others time to do the same.
+            if let Some(set) = cache.token() {
+                let _ = redis
+                    .restore(key, cache.generation(), &set.to_stored())
+                    .await;
+            }
+            redis.release(lease).await;
+            tracing::warn!(connection = %key, "the shared store lost this connection's token set; wrote ours back, waiting for the other replicas before refreshing");
+            Begin::Wait(redis.poll_interval + LEASE_RETRY_MAX)
+        }
+        Ok(stored) => Begin::Go(Turn {
+            lease: Some(lease),
+            expected: Some(stored.map_or(0, |s| s.generation)),
+        }),
+        Err(e) => {
+            redis.release(lease).await;
+            Begin::Unavailable(e)
+        }
+    }
+}
+
+/// The token request failed: give the lease back so another replica may try.
+pub async fn abandon(backend: &Backend, turn: Turn) {
+    if let (Backend::Shared(redis), Some(lease)) = (backend, turn.lease) {
+        redis.release(lease).await;
+    }
+}
+
+/// Persists `set`, then makes it current. Call with the cache's write lock held.
+pub async fn finish(backend: &Backend, key: &str, cache: &Cache, set: TokenSet, turn: Turn) {
+    let redis = match backend {
+        Backend::Local(store) => {
+            let stored = set.to_stored();
+            let store = std::sync::Arc::clone(store);
+            let owned_key = key.to_owned();
+            let written = tokio::task::spawn_blocking(move || store.put(&owned_key, &stored)).await;
+            let error = match written {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(format!("store task failed: {e}")),
+            };
+            if let Some(e) = &error {
+                tracing::error!(connection = %key, error = %e, "could not persist the new token; using it anyway");
+            }
+            cache.publish(set, 0, error);
+            return;
+        }
+        Backend::Shared(redis) => redis,
+    };
+    let floor = cache.generation();
+    let committed = redis
+        .commit(
+            key,
+            turn.lease.as_ref(),
+            turn.expected,
+            floor,
+            &set.to_stored(),
+        )
+        .await;
+    match committed {
+        Ok(Commit::Written(generation)) => cache.publish(set, generation, None),
+        Ok(Commit::Fenced) => {
+            tracing::error!(connection = %key, "another replica wrote a newer token set while this request ran (the lease ran out); using the stored one");
+            if let Some(lease) = turn.lease {
+                redis.release(lease).await;
+            }
+            match redis.read(key).await {
+                Ok(Some(stored)) if stored.generation > floor => adopt(cache, key, stored),
+                _ => cache.publish(set, floor + 1, Some("token store: write refused".into())),
+            }
+        }
+        Err(e) => {
+            // The token endpoint already answered: keep what it gave (a rotated refresh
+            // token exists nowhere else); the follower writes it back when Redis returns.
+            tracing::error!(connection = %key, error = %e, "could not share the new token; using it here until the store is back");
+            cache.publish(set, floor + 1, Some(e.to_string()));
+        }
+    }
+}
+
+/// Makes a token set another replica stored the current one here.
+pub fn adopt(cache: &Cache, key: &str, stored: Versioned) {
+    match TokenSet::from_stored(stored.token, rand::random()) {
+        Ok(set) => {
+            tracing::info!(connection = %key, generation = stored.generation, expires_at = crate::token::set::unix_seconds(set.expires_at), "token from the shared store");
+            cache.publish(set, stored.generation, None);
+            cache.counters.adopted.inc();
+        }
+        Err(e) => {
+            tracing::error!(connection = %key, error = %e, "stored token ignored");
+        }
+    }
+}
+
+/// A grant → the token set to inject (refused when the token cannot be a header value).
+pub fn token_set(key: &str, granted: Granted) -> Result<TokenSet, TokenError> {
+    TokenSet::new(
+        granted.access_token,
+        granted.refresh_token,
+        granted.scope,
+        granted.obtained_at,
+        granted.lifetime,
+        rand::random::<f64>(),
+    )
+    .map_err(|e| TokenError::Invalid {
+        connection: key.to_owned(),
+        reason: e.to_string(),
+    })
+}

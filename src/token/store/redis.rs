@@ -1,0 +1,502 @@
+//! [`RedisStore`]: token sets, refresh leases and pending authorization states in Redis,
+//! shared by every replica that serves the same connections.
+//!
+//! Layout, with the key prefix `P` (default `tokenwarden:`) and a connection key `k`; the
+//! `{k}` hash tag keeps one connection's keys in one Cluster slot:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P{k}:token` | hash | `gen`: the generation, +1 on every write; `sealed`: key id ‖ nonce ‖ ciphertext |
+//! | `P{k}:lease` | string, `PX` lease TTL | the holder of the refresh lease: `<pid>-<random>` |
+//! | `Pstate:<sha256 of the state>` | string, `PX` state TTL | a sealed pending authorization |
+//! | channel `Ptokens` | pub/sub | `<gen> <k>` after every write |
+//!
+//! Values are sealed as the file store seals them (XChaCha20-Poly1305, the connection key
+//! and format version as associated data), so Redis never holds a token in clear. Every
+//! write goes through a Lua script: a token write is fenced — refused unless the writer
+//! still holds the lease and the generation is the one it read — and publishes the new
+//! generation in the same step. Commands time out after [`RESPONSE_TIMEOUT`]; the
+//! connection manager reconnects with backoff. [`RedisStore::health`] is what status,
+//! readiness and metrics show.
+
+use super::key::StoreKey;
+use super::record::{self, SealedRecord};
+use super::{StoreError, StoredToken};
+use crate::config::RedisSettings;
+use arc_swap::ArcSwapOption;
+use base64::Engine as _;
+use rand::RngCore;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Longest wait for one Redis command; beyond it Redis counts as down.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait to open a connection to Redis.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection backoff of the connection manager: first and longest delay.
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+/// Reconnection attempts per failed command before it reports the error.
+const RECONNECT_RETRIES: usize = 2;
+/// Random bytes in a lease holder id.
+const HOLDER_BYTES: usize = 16;
+/// Label (associated data) of a sealed pending state: a NUL cannot start a connection key
+/// read from YAML, so it never collides with one.
+const STATE_LABEL_PREFIX: &str = "\0state:";
+
+/// Writes `sealed` as the next generation if the writer may: it holds the lease (ARGV[1],
+/// empty: no lease needed) and the generation is still `expected` (ARGV[2], empty: any).
+/// The new generation is above both the stored one and `floor` (ARGV[3], what this
+/// replica holds, so a Redis restarted empty never goes backwards). Releases the lease and
+/// publishes `<gen> <key>`. Returns the generation, -1 (lease lost) or -2 (newer set).
+const COMMIT: &str = r"
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0
+if ARGV[2] ~= '' and gen ~= tonumber(ARGV[2]) then return -2 end
+local floor = tonumber(ARGV[3])
+if floor > gen then gen = floor end
+gen = gen + 1
+redis.call('HSET', KEYS[1], 'gen', gen, 'sealed', ARGV[4])
+if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', ARGV[5], gen .. ' ' .. ARGV[6])
+return gen
+";
+
+/// Writes `sealed` at generation ARGV[1] only if Redis holds an older one (or none):
+/// a replica putting back what a Redis restart lost. Returns 1 when it wrote.
+const RESTORE: &str = r"
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0
+if gen >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'sealed', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[4])
+return 1
+";
+
+/// Deletes the lease only if it is still ours (compare-and-delete).
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// The right to run one token request for a connection, until `deadline`.
+pub struct Lease {
+    key: String,
+    holder: String,
+    /// When the lease ends in Redis (measured from before it was taken).
+    pub deadline: Instant,
+}
+
+/// The outcome of a fenced write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Written as this generation, and published.
+    Written(u64),
+    /// Refused: the lease was lost or a newer token set is stored.
+    Fenced,
+}
+
+/// A token set as stored, with its generation.
+pub struct Versioned {
+    pub generation: u64,
+    pub token: StoredToken,
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    manager: ConnectionManager,
+    key: StoreKey,
+    prefix: String,
+    endpoint: String,
+    pub lease_ttl: Duration,
+    pub poll_interval: Duration,
+    up: AtomicBool,
+    last_error: ArcSwapOption<String>,
+}
+
+impl RedisStore {
+    /// Parses the URL and the key; connects lazily (a Redis that is down at start-up is
+    /// retried, not fatal).
+    pub fn open(settings: &RedisSettings, key: &SecretString) -> Result<RedisStore, StoreError> {
+        let endpoint = settings.endpoint.clone();
+        let key = StoreKey::parse(key, Path::new("store.key"))?;
+        let client = redis::Client::open(settings.url.expose_secret()).map_err(|e| {
+            StoreError::Unavailable {
+                endpoint: endpoint.clone(),
+                action: "reading the URL",
+                reason: e.kind_text(),
+            }
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY);
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
+                StoreError::Unavailable {
+                    endpoint: endpoint.clone(),
+                    action: "setting up the connection",
+                    reason: e.kind_text(),
+                }
+            })?;
+        Ok(RedisStore {
+            client,
+            manager,
+            key,
+            prefix: settings.key_prefix.clone(),
+            endpoint,
+            lease_ttl: settings.lease_ttl,
+            poll_interval: settings.poll_interval,
+            up: AtomicBool::new(true),
+            last_error: ArcSwapOption::empty(),
+        })
+    }
+
+    /// `host:port` of the server, for logs.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether the last command succeeded, and the last failure.
+    pub fn health(&self) -> (bool, Option<Arc<String>>) {
+        (self.up.load(Ordering::Relaxed), self.last_error.load_full())
+    }
+
+    /// Records the outcome of a command (also used by the follower's own connection).
+    pub fn note<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => {
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!(redis = %self.endpoint, "token store reachable again");
+                }
+            }
+            Err(e) => {
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "token store degraded: tokens held stay in use");
+                }
+                self.last_error.store(Some(Arc::new(e.to_string())));
+            }
+        }
+    }
+
+    /// Runs one command, mapping its error (never quoting a value) and noting the outcome.
+    async fn run<T>(
+        &self,
+        action: &'static str,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let result = command.await.map_err(|e| StoreError::Unavailable {
+            endpoint: self.endpoint.clone(),
+            action,
+            reason: e.kind_text(),
+        });
+        self.note(&result);
+        result
+    }
+
+    fn token_key(&self, connection: &str) -> String {
+        format!("{}{{{connection}}}:token", self.prefix)
+    }
+
+    fn lease_key(&self, connection: &str) -> String {
+        format!("{}{{{connection}}}:lease", self.prefix)
+    }
+
+    /// The pub/sub channel of token writes.
+    pub fn channel(&self) -> String {
+        format!("{}tokens", self.prefix)
+    }
+
+    /// The stored token set of `connection`, if any.
+    pub async fn read(&self, connection: &str) -> Result<Option<Versioned>, StoreError> {
+        let key = self.token_key(connection);
+        let mut con = self.manager.clone();
+        let (generation, sealed): (Option<String>, Option<Vec<u8>>) = self
+            .run(
+                "reading a token set",
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("gen")
+                    .arg("sealed")
+                    .query_async(&mut con),
+            )
+            .await?;
+        let (generation, sealed) = match (generation, sealed) {
+            (None, None) => return Ok(None),
+            (Some(g), Some(s)) => (g, s),
+            _ => return Err(bad_value(&key, "the hash lacks its gen or sealed field")),
+        };
+        let generation = generation
+            .parse()
+            .map_err(|_| bad_value(&key, "the gen field is not a number"))?;
+        let record = SealedRecord::from_bytes(&sealed)
+            .ok_or_else(|| bad_value(&key, "the sealed field is too short to be a record"))?;
+        self.check_key_id(&key, &record)?;
+        let token = record::open(&self.key, connection, &record).map_err(|r| bad_value(&key, r))?;
+        Ok(Some(Versioned { generation, token }))
+    }
+
+    /// Every stored token set among `connections`.
+    pub async fn load(
+        &self,
+        connections: &[&str],
+    ) -> Result<HashMap<String, Versioned>, StoreError> {
+        let mut out = HashMap::new();
+        for connection in connections {
+            if let Some(v) = self.read(connection).await? {
+                out.insert((*connection).to_owned(), v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_key_id(&self, key: &str, record: &SealedRecord) -> Result<(), StoreError> {
+        if record.key_id == self.key.id {
+            return Ok(());
+        }
+        Err(StoreError::WrongKeyAt {
+            key: key.to_owned(),
+            stored_key_id: record.key_id.to_string(),
+            configured_key_id: self.key.id.to_string(),
+        })
+    }
+
+    /// Takes the refresh lease of `connection` (`SET NX PX`); None while another holds it.
+    pub async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError> {
+        let key = self.lease_key(connection);
+        let mut bytes = [0u8; HOLDER_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        // The pid tells an operator (and the tests) which process holds it.
+        let holder = format!(
+            "{}-{}",
+            std::process::id(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
+        let deadline = Instant::now() + self.lease_ttl;
+        let mut con = self.manager.clone();
+        let ttl_ms = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        let taken: Option<String> = self
+            .run(
+                "taking the refresh lease",
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut con),
+            )
+            .await?;
+        Ok(taken.map(|_| Lease {
+            key,
+            holder,
+            deadline,
+        }))
+    }
+
+    /// Gives the lease back (only if still ours). A failure leaves it to expire.
+    pub async fn release(&self, lease: Lease) {
+        let mut con = self.manager.clone();
+        let script = redis::Script::new(RELEASE);
+        let mut call = script.key(&lease.key);
+        call.arg(&lease.holder);
+        let _ = self
+            .run::<i64>("releasing the refresh lease", call.invoke_async(&mut con))
+            .await;
+    }
+
+    /// Writes `token` as the next generation (see [`COMMIT`]). `lease`: the writer's lease
+    /// (None: a new grant from the callback, which supersedes any refresh). `expected`:
+    /// the generation the writer read (None: any). `floor`: the generation it holds.
+    pub async fn commit(
+        &self,
+        connection: &str,
+        lease: Option<&Lease>,
+        expected: Option<u64>,
+        floor: u64,
+        token: &StoredToken,
+    ) -> Result<Commit, StoreError> {
+        let sealed = self.seal(connection, token)?;
+        let mut con = self.manager.clone();
+        let script = redis::Script::new(COMMIT);
+        let mut call = script.key(self.token_key(connection));
+        call.key(self.lease_key(connection))
+            .arg(lease.map_or("", |l| l.holder.as_str()))
+            .arg(expected.map(|g| g.to_string()).unwrap_or_default())
+            .arg(floor)
+            .arg(sealed)
+            .arg(self.channel())
+            .arg(connection);
+        let generation: i64 = self
+            .run("writing a token set", call.invoke_async(&mut con))
+            .await?;
+        Ok(u64::try_from(generation).map_or(Commit::Fenced, Commit::Written))
+    }
+
+    /// Puts `token` back at `generation` if Redis holds an older one or none (see
+    /// [`RESTORE`]). Returns whether it wrote.
+    pub async fn restore(
+        &self,
+        connection: &str,
+        generation: u64,
+        token: &StoredToken,
+    ) -> Result<bool, StoreError> {
+        let sealed = self.seal(connection, token)?;
+        let mut con = self.manager.clone();
+        let script = redis::Script::new(RESTORE);
+        let mut call = script.key(self.token_key(connection));
+        call.arg(generation)
+            .arg(sealed)
+            .arg(self.channel())
+            .arg(connection);
+        let wrote: i64 = self
+            .run("restoring a token set", call.invoke_async(&mut con))
+            .await?;
+        Ok(wrote == 1)
+    }
+
+    fn seal(&self, connection: &str, token: &StoredToken) -> Result<Vec<u8>, StoreError> {
+        record::seal(&self.key, connection, token)
+            .map(|r| r.to_bytes())
+            .map_err(|reason| bad_value(&self.token_key(connection), reason))
+    }
+
+    fn state_key(&self, state: &str) -> String {
+        format!("{}state:{}", self.prefix, state_digest(state))
+    }
+
+    /// Stores a pending authorization for `ttl`, sealed and bound to its state.
+    pub async fn put_state(
+        &self,
+        state: &str,
+        payload: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.state_key(state);
+        let label = format!("{STATE_LABEL_PREFIX}{}", state_digest(state));
+        let sealed = record::seal_bytes(&self.key, &label, payload)
+            .map_err(|reason| bad_value(&key, reason))?;
+        let mut con = self.manager.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.run::<()>(
+            "storing a pending authorization",
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(sealed.to_bytes())
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut con),
+        )
+        .await
+    }
+
+    /// Redeems a pending authorization: `GETDEL`, so a state is redeemed once across
+    /// every replica. None when unknown, expired or already redeemed.
+    pub async fn take_state(&self, state: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let key = self.state_key(state);
+        let mut con = self.manager.clone();
+        let value: Option<Vec<u8>> = self
+            .run(
+                "redeeming a pending authorization",
+                redis::cmd("GETDEL").arg(&key).query_async(&mut con),
+            )
+            .await?;
+        let Some(value) = value else { return Ok(None) };
+        let record = SealedRecord::from_bytes(&value)
+            .ok_or_else(|| bad_value(&key, "the value is too short to be a record"))?;
+        self.check_key_id(&key, &record)?;
+        let label = format!("{STATE_LABEL_PREFIX}{}", state_digest(state));
+        record::open_bytes(&self.key, &label, &record)
+            .map(Some)
+            .map_err(|reason| bad_value(&key, reason))
+    }
+
+    /// A dedicated connection subscribed to [`RedisStore::channel`].
+    pub async fn subscribe(&self) -> Result<PubSub, StoreError> {
+        let channel = self.channel();
+        let result = async {
+            let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })??;
+            pubsub.subscribe(&channel).await?;
+            Ok(pubsub)
+        };
+        self.run("subscribing to token updates", result).await
+    }
+}
+
+/// A token-write notification `<gen> <connection>` → its parts.
+pub fn parse_update(payload: &[u8]) -> Option<(u64, &str)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (generation, connection) = text.split_once(' ')?;
+    Some((generation.parse().ok()?, connection))
+}
+
+/// SHA-256 of a state, hex: the state itself (a bearer secret for the callback) is never
+/// a Redis key.
+fn state_digest(state: &str) -> String {
+    Sha256::digest(state.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn bad_value(key: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::BadValue {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A Redis error as words without any value it may carry.
+trait KindText {
+    fn kind_text(&self) -> String;
+}
+
+impl KindText for redis::RedisError {
+    fn kind_text(&self) -> String {
+        if self.is_timeout() {
+            "timed out".into()
+        } else if self.is_connection_refusal() {
+            "connection refused".into()
+        } else if self.is_connection_dropped() || self.is_io_error() {
+            "connection lost".into()
+        } else {
+            // The server's error code and message (e.g. WRONGPASS, NOAUTH, READONLY);
+            // redis-rs puts no command arguments in them.
+            self.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_parse() {
+        assert_eq!(parse_update(b"7 outreach"), Some((7, "outreach")));
+        assert_eq!(parse_update(b"x outreach"), None);
+        assert_eq!(parse_update(b"7"), None);
+    }
+
+    #[test]
+    fn states_are_hashed() {
+        let d = state_digest("abc");
+        assert_eq!(d.len(), 64);
+        assert_ne!(d, state_digest("abd"));
+        assert!(!d.contains("abc"));
+    }
+}
