@@ -11,3 +11,4 @@ mod fides;
 mod forward;
 mod foundation;
 mod oidc;
+mod shared_store;

@@ -5,6 +5,7 @@ use super::{client, Sidecar};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 
 /// An authorization URL as `/api/v1/connection/{key}/authorize` returned it.
 #[derive(Debug, Clone)]
@@ -30,10 +31,10 @@ impl Authorization {
     }
 }
 
-/// GETs `path` on the admin listener (no redirect following).
-async fn admin_get(sidecar: &Sidecar, path: &str) -> reqwest::Response {
+/// GETs `path` on the admin listener at `admin` (no redirect following).
+async fn admin_get(admin: SocketAddr, path: &str) -> reqwest::Response {
     client()
-        .get(sidecar.admin_url(path))
+        .get(format!("http://{admin}{path}"))
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
@@ -41,7 +42,12 @@ async fn admin_get(sidecar: &Sidecar, path: &str) -> reqwest::Response {
 
 /// GETs the authorize route of `key` and parses the JSON-string answer; panics unless 200.
 pub async fn authorize(sidecar: &Sidecar, key: &str) -> Authorization {
-    let r = admin_get(sidecar, &format!("/api/v1/connection/{key}/authorize")).await;
+    authorize_at(sidecar.admin, key).await
+}
+
+/// [`authorize`] on the admin listener at `admin` (e.g. of a sidecar process).
+pub async fn authorize_at(admin: SocketAddr, key: &str) -> Authorization {
+    let r = admin_get(admin, &format!("/api/v1/connection/{key}/authorize")).await;
     let status = r.status();
     let body = r.text().await.unwrap();
     assert_eq!(status, 200, "authorize of {key} answered {status}: {body}");
@@ -82,7 +88,12 @@ impl Page {
 
 /// GETs `/api/v1/oauth/callback?{query}` on the admin listener (no redirect following).
 pub async fn callback(sidecar: &Sidecar, query: &str) -> Page {
-    let r = admin_get(sidecar, &format!("/api/v1/oauth/callback?{query}")).await;
+    callback_at(sidecar.admin, query).await
+}
+
+/// [`callback`] on the admin listener at `admin`.
+pub async fn callback_at(admin: SocketAddr, query: &str) -> Page {
+    let r = admin_get(admin, &format!("/api/v1/oauth/callback?{query}")).await;
     Page {
         status: r.status().as_u16(),
         headers: r.headers().clone(),

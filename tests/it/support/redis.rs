@@ -1,0 +1,153 @@
+//! A throwaway `redis-server` on a free loopback port, with no persistence, stopped by its
+//! pid; and a small client for the tests to look at (or spoil) what the sidecars stored.
+//!
+//! Needs Debian's `redis-server` (`.ci/run` installs it); without it the tests fail, never
+//! skip.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// What to run when the server cannot start.
+pub const INSTALL_HINT: &str = "install Redis: apt-get install redis-server";
+/// Longest wait for the server to answer after it is started.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port.
+    pub async fn start() -> RedisServer {
+        let port = free_port();
+        let mut server = RedisServer { port, child: None };
+        server.launch().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The pid of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--protected-mode", "yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server ({e}): {INSTALL_HINT}"));
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + START_WAIT;
+        loop {
+            if self.ping().await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server on port {} did not answer within {START_WAIT:?}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        redis::cmd("PING")
+            .query_async::<String>(&mut con)
+            .await
+            .is_ok()
+    }
+
+    /// Kills the server (SIGKILL by pid) and waits for it to exit; everything it held is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("test connection to redis")
+    }
+
+    /// Runs one command.
+    pub async fn cmd<T: redis::FromRedisValue>(&self, args: &[&[u8]]) -> T {
+        let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut self.connection().await)
+            .await
+            .unwrap_or_else(|e| panic!("redis {:?}: {e}", String::from_utf8_lossy(args[0])))
+    }
+
+    /// The stored generation of connection `key` (default prefix), 0 when none.
+    pub async fn generation(&self, key: &str) -> u64 {
+        let gen: Option<String> = self
+            .cmd(&[
+                b"HGET",
+                format!("tokenwarden:{{{key}}}:token").as_bytes(),
+                b"gen",
+            ])
+            .await;
+        gen.map_or(0, |g| g.parse().unwrap())
+    }
+
+    /// The holder of connection `key`'s refresh lease, if any.
+    pub async fn lease_holder(&self, key: &str) -> Option<String> {
+        self.cmd(&[b"GET", format!("tokenwarden:{{{key}}}:lease").as_bytes()])
+            .await
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nothing listens on (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `store:` section of a sidecar on `redis` with `key`, a lease of `lease_ttl` and a
+/// poll every `poll`.
+pub fn redis_store(redis: &RedisServer, key: &str, lease_ttl: &str, poll: &str) -> String {
+    format!(
+        "store:\n  backend: redis\n  url: {}\n  key: \"{key}\"\n  lease_ttl: {lease_ttl}\n  poll_interval: {poll}\n",
+        redis.url()
+    )
+}
