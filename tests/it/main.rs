@@ -11,4 +11,5 @@ mod fides;
 mod forward;
 mod foundation;
 mod oidc;
+mod replicas;
 mod shared_store;

@@ -16,17 +16,17 @@ use tokenwarden::app::Options;
 /// Access-token lifetime at the provider, in seconds.
 const ACCESS_TTL: u64 = 3;
 /// Where the provider sends the browser: the sidecar's public URL + the callback route.
-const PUBLIC_URL: &str = "https://tokenwarden.test";
-const REDIRECT_URI: &str = "https://tokenwarden.test/api/v1/oauth/callback";
+pub const PUBLIC_URL: &str = "https://tokenwarden.test";
+pub const REDIRECT_URI: &str = "https://tokenwarden.test/api/v1/oauth/callback";
 /// Proxied requests are sent this often…
 const REQUEST_EVERY: Duration = Duration::from_millis(100);
 /// …until the provider has seen this many more refresh grants (at ~1.4 s each).
 const REFRESHES_PER_PHASE: u64 = 3;
-const KEY: &str = "idp";
+pub const KEY: &str = "idp";
 const STORE_KEY: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
 
 /// The registered clients of server.mjs.
-struct Client {
+pub struct Client {
     id: &'static str,
     secret: &'static str,
     /// The connection's `client_auth` (None: as the Fides templates say, i.e. in the body).
@@ -35,7 +35,7 @@ struct Client {
     method: &'static str,
 }
 
-const CS_POST: Client = Client {
+pub const CS_POST: Client = Client {
     id: "cs-post",
     secret: "post-secret",
     client_auth: None,
@@ -53,6 +53,20 @@ const CS_BASIC: Client = Client {
 /// it issues refresh tokens; form bodies; the client's secret in the body for
 /// client_secret_post, or only in the Basic header (`client_auth`) for client_secret_basic.
 fn config(provider: &Provider, c: &Client, client_auth: Option<&str>) -> String {
+    format!(
+        r#"admin:
+  listen: 127.0.0.1:0
+  public_url: {PUBLIC_URL}
+store:
+  path: tokens.bin
+  key: "{STORE_KEY}"
+{}"#,
+        connection(provider, c, client_auth)
+    )
+}
+
+/// The `connections:` section of [`config`]: connection [`KEY`] to the provider.
+pub fn connection(provider: &Provider, c: &Client, client_auth: Option<&str>) -> String {
     let host = provider.authority();
     let issuer = &provider.issuer;
     let (id, secret) = (c.id, c.secret);
@@ -65,13 +79,7 @@ fn config(provider: &Provider, c: &Client, client_auth: Option<&str>) -> String 
         .map(|a| format!("    client_auth: {a}\n"))
         .unwrap_or_default();
     format!(
-        r#"admin:
-  listen: 127.0.0.1:0
-  public_url: {PUBLIC_URL}
-store:
-  path: tokens.bin
-  key: "{STORE_KEY}"
-connections:
+        r#"connections:
   - key: {KEY}
     pkce: true
     issuer: "{issuer}"

@@ -86,7 +86,10 @@ const provider = new Provider(issuer, {
 });
 
 // ---- /__stats + token-endpoint accounting (and strict client auth method) ----
-const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {} };
+// POST /__hold?ms=N holds the next token request N ms before the provider sees it; if its
+// client went away meanwhile (a replica killed mid-refresh) it is dropped unprocessed.
+const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0 };
+let holdNextMs = 0;
 const bump = (obj, key) => { obj[key] = (obj[key] ?? 0) + 1; };
 const readBody = (req) => new Promise((resolve, reject) => {
   const chunks = [];
@@ -106,8 +109,27 @@ provider.use(async (ctx, next) => {
     ctx.body = stats;
     return;
   }
+  if (ctx.method === 'POST' && ctx.path === '/__hold') {
+    holdNextMs = Number(ctx.query.ms ?? 0);
+    ctx.status = 204;
+    return;
+  }
   if (ctx.method !== 'POST' || ctx.path !== '/token') return next();
 
+  if (holdNextMs > 0) {
+    const ms = holdNextMs;
+    holdNextMs = 0;
+    let gone = false;
+    ctx.res.once('close', () => { gone = true; });
+    stats.held += 1;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    stats.held -= 1;
+    if (gone || ctx.req.socket.destroyed) {
+      stats.abandoned += 1;
+      ctx.respond = false;
+      return;
+    }
+  }
   stats.token_requests += 1;
   // Read the body here so we can count/inspect it; oidc-provider then uses the pre-read body.
   const raw = await readBody(ctx.req);

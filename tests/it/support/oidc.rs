@@ -99,6 +99,17 @@ impl Provider {
         self.issuer.trim_start_matches("http://")
     }
 
+    /// Holds the next token request `ms` before the provider sees it, and drops it
+    /// unprocessed if its client goes away meanwhile (`POST /__hold`).
+    pub async fn hold_next(&self, ms: u64) {
+        let r = client()
+            .post(format!("{}/__hold?ms={ms}", self.issuer))
+            .send()
+            .await
+            .expect("hold");
+        assert_eq!(r.status(), 204);
+    }
+
     /// The provider's token-endpoint counters (`GET /__stats`).
     pub async fn stats(&self) -> serde_json::Value {
         let r = client()
