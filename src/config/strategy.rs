@@ -172,13 +172,7 @@ pub(super) fn static_auth(
                 Some(p) => check.fill(&format!("{rel}.password"), p, problems)?,
                 None => String::new(),
             };
-            sensitive(
-                crate::oauth::request::basic_header(&user, &pass),
-                origin,
-                rel,
-                problems,
-            )
-            .map(Auth::Header)
+            sensitive(template::basic_header(&user, &pass), origin, rel, problems).map(Auth::Header)
         }
         _ => {
             let c: fides::ApiKeyConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;

@@ -110,9 +110,9 @@ pub fn build(
         let (id, secret) = (get("client_id"), get("client_secret"));
         let header = match conn.client_auth {
             ClientAuth::Basic => {
-                request::basic_header(&template::quote_plus(&id), &template::quote_plus(&secret))
+                template::basic_header(&template::quote_plus(&id), &template::quote_plus(&secret))
             }
-            _ => request::basic_header(&id, &secret),
+            _ => template::basic_header(&id, &secret),
         };
         built.set_header("Authorization", header);
     }

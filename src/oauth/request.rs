@@ -3,7 +3,6 @@
 
 use crate::config::fides::{ClientConfig, SaasRequest};
 use crate::template::{self, Lookup};
-use base64::Engine as _;
 use std::fmt;
 
 /// Why a request could not be built. Messages name placeholders, never their values.
@@ -150,15 +149,9 @@ pub fn build(
             let (action, context) = err_ctx();
             return Err(BuildError::BasicAuth { action, context });
         };
-        built.set_header("Authorization", basic_header(&user, &pass));
+        built.set_header("Authorization", template::basic_header(&user, &pass));
     }
     Ok(built)
-}
-
-/// `Basic base64(user:pass)`, as Fides' `basic` strategy sends it (no form-encoding).
-pub fn basic_header(user: &str, pass: &str) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    format!("Basic {encoded}")
 }
 
 /// The authorization URL: `protocol://host + path + "?" + urlencode(query_params)`, query

@@ -1,7 +1,9 @@
 //! The encodings of request parts: Python's `quote_plus` and `urlencode` for query
-//! strings, and Fides' form bodies (multidimensional_urlencode + nullsafe_urlencode).
+//! strings, Fides' form bodies (multidimensional_urlencode + nullsafe_urlencode), and
+//! HTTP Basic credentials.
 
 use super::python::{python_repr, python_text};
+use base64::Engine as _;
 use serde_json::Value;
 
 /// Python's `urllib.parse.quote_plus`: unreserved bytes kept, space → `+`, the rest `%XX`.
@@ -99,6 +101,12 @@ fn nulls_to_empty(value: &Value) -> Value {
     }
 }
 
+/// `Basic base64(user:pass)`, as Fides' `basic` strategy sends it (no form-encoding).
+pub fn basic_header(user: &str, pass: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    format!("Basic {encoded}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +168,12 @@ mod tests {
             "names%5B%5D=a&names%5B%5D=b&user%5Bname%5D=John"
         );
         assert!(form_encode(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn basic_credentials_are_base64_of_user_colon_pass() {
+        // FIDES-BEHAVIOUR.md §4: Domo and PowerReviews with client / secret
+        assert_eq!(basic_header("client", "secret"), "Basic Y2xpZW50OnNlY3JldA==");
+        assert_eq!(basic_header("a:b", ""), "Basic YTpiOg==");
     }
 }

@@ -8,7 +8,7 @@ mod encode;
 mod placeholder;
 mod python;
 
-pub use encode::{encode_pairs, form_encode, quote_plus};
+pub use encode::{basic_header, encode_pairs, form_encode, quote_plus};
 pub use placeholder::{assign, missing, placeholders};
 pub use python::{python_float, python_json, python_repr, python_text};
 
