@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn basic_credentials_are_base64_of_user_colon_pass() {
         // FIDES-BEHAVIOUR.md §4: Domo and PowerReviews with client / secret
-        assert_eq!(basic_header("client", "secret"), "Basic Y2xpZW50OnNlY3JldA==");
+        assert_eq!(
+            basic_header("client", "secret"),
+            "Basic Y2xpZW50OnNlY3JldA=="
+        );
         assert_eq!(basic_header("a:b", ""), "Basic YTpiOg==");
     }
 }

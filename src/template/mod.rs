@@ -9,7 +9,7 @@ mod placeholder;
 mod python;
 
 pub use encode::{basic_header, encode_pairs, form_encode, quote_plus};
-pub use placeholder::{assign, missing, placeholders};
+pub use placeholder::{assign, missing, placeholders, Template, Unresolved};
 pub use python::{python_float, python_json, python_repr, python_text};
 
 use serde_json::Value;

@@ -25,34 +25,109 @@ pub fn placeholders(text: &str) -> Vec<&str> {
     found
 }
 
-/// Required placeholders in `text` that `lookup` cannot resolve.
-pub fn missing(text: &str, lookup: &Lookup<'_>) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for p in placeholders(text) {
-        if !p.ends_with('?') && lookup.text(p).is_none() && !names.iter().any(|n| n == p) {
-            names.push(p.to_owned());
-        }
-    }
-    names
+/// A placeholder text parsed once: the text and its placeholders in order of appearance
+/// (repeats included, as Fides' `re.findall` returns them). Filling it is Fides'
+/// `assign_placeholders` without scanning the text again. The text may hold secrets (an
+/// expanded `${VAR}`): `Debug` shows only the placeholder names.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Template {
+    text: String,
+    placeholders: Vec<Placeholder>,
 }
 
-/// Fides' `assign_placeholders`: every `<name>` replaced by its value; a missing optional
-/// `"<name?>"` (quoted) becomes `null`; any missing required placeholder → None.
-/// Nothing is escaped.
-pub fn assign(text: &str, lookup: &Lookup<'_>) -> Option<String> {
-    let mut out = text.to_owned();
-    for p in placeholders(text) {
-        let (name, optional) = match p.strip_suffix('?') {
-            Some(name) => (name, true),
-            None => (p, false),
-        };
-        match lookup.text(name) {
-            Some(value) => out = out.replace(&format!("<{p}>"), &value),
-            None if optional => out = out.replace(&format!("\"<{p}>\""), "null"),
-            None => return None,
+/// One placeholder, as written (`name` or `name?`).
+#[derive(Clone, PartialEq, Eq)]
+struct Placeholder {
+    /// `<name>` or `<name?>`: the text `str.replace` looks for.
+    needle: String,
+    optional: bool,
+}
+
+impl Placeholder {
+    /// The name looked up (without `?`).
+    fn name(&self) -> &str {
+        let inner = &self.needle[1..self.needle.len() - 1];
+        inner.strip_suffix('?').unwrap_or(inner)
+    }
+}
+
+/// Required placeholders that had no value when a template was filled, in order of
+/// appearance, each once. Names only, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unresolved placeholders: [{}]", .names.join(", "))]
+pub struct Unresolved {
+    pub names: Vec<String>,
+}
+
+impl Template {
+    /// Parses `text`; any text is a template (one without placeholders fills to itself).
+    pub fn parse(text: &str) -> Template {
+        let placeholders = placeholders(text)
+            .into_iter()
+            .map(|written| Placeholder {
+                needle: format!("<{written}>"),
+                optional: written.ends_with('?'),
+            })
+            .collect();
+        Template {
+            text: text.to_owned(),
+            placeholders,
         }
     }
-    Some(out)
+
+    /// Whether any placeholder is one of `names`.
+    pub fn uses(&self, names: &[&str]) -> bool {
+        self.placeholders.iter().any(|p| names.contains(&p.name()))
+    }
+
+    /// Required placeholders that `lookup` cannot resolve, each once.
+    pub fn missing(&self, lookup: &Lookup<'_>) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for p in self.placeholders.iter().filter(|p| !p.optional) {
+            let name = p.name();
+            if lookup.text(name).is_none() && !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        names
+    }
+
+    /// Fides' `assign_placeholders`: every `<name>` replaced by its value, in order, with
+    /// `str.replace`; a missing optional `"<name?>"` (quoted) becomes `null`; any missing
+    /// required placeholder fails the whole text. Nothing is escaped.
+    pub fn fill(&self, lookup: &Lookup<'_>) -> Result<String, Unresolved> {
+        let mut out = self.text.clone();
+        for p in &self.placeholders {
+            match lookup.text(p.name()) {
+                Some(value) => out = out.replace(&p.needle, &value),
+                None if p.optional => out = out.replace(&format!("\"{}\"", p.needle), "null"),
+                None => {
+                    return Err(Unresolved {
+                        names: self.missing(lookup),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.placeholders.iter().map(|p| &p.needle))
+            .finish()
+    }
+}
+
+/// Required placeholders in `text` that `lookup` cannot resolve.
+pub fn missing(text: &str, lookup: &Lookup<'_>) -> Vec<String> {
+    Template::parse(text).missing(lookup)
+}
+
+/// [`Template::fill`] of `text` parsed on the spot; None when a placeholder is missing.
+pub fn assign(text: &str, lookup: &Lookup<'_>) -> Option<String> {
+    Template::parse(text).fill(lookup).ok()
 }
 
 #[cfg(test)]
@@ -106,5 +181,57 @@ mod tests {
             runtime: &[("code", "fresh")],
         };
         assert_eq!(assign("<code>", &l).as_deref(), Some("fresh"));
+    }
+
+    #[test]
+    fn a_template_parsed_once_fills_from_each_lookup() {
+        let t = Template::parse(r#"{"code": "<code>", "id": "<client_id>", "x": "<x?>"}"#);
+        let p = params(json!({"client_id": "c"}));
+        let fill = |code: &str| {
+            let runtime = [("code", code)];
+            t.fill(&Lookup {
+                params: &p,
+                runtime: &runtime,
+            })
+        };
+        assert_eq!(
+            fill("one").as_deref(),
+            Ok(r#"{"code": "one", "id": "c", "x": null}"#)
+        );
+        assert_eq!(
+            fill("two").as_deref(),
+            Ok(r#"{"code": "two", "id": "c", "x": null}"#)
+        );
+        assert_eq!(
+            t.fill(&Lookup::new(&p)),
+            Err(Unresolved {
+                names: vec!["code".into()]
+            })
+        );
+        assert!(t.uses(&["code"]) && t.uses(&["x"]) && !t.uses(&["state"]));
+    }
+
+    #[test]
+    fn fill_replaces_in_sequence_as_str_replace_does() {
+        // `a`'s value holds `<b>`, which the later replacement of `<b>` fills too (Python).
+        let p = params(json!({"a": "<b>", "b": "x"}));
+        let t = Template::parse("<a> <b> <a>");
+        assert_eq!(t.fill(&Lookup::new(&p)).as_deref(), Ok("x x x"));
+        // an unquoted missing optional stays as written
+        assert_eq!(
+            Template::parse("<o?> \"<o?>\"")
+                .fill(&Lookup::new(&p))
+                .as_deref(),
+            Ok("<o?> null")
+        );
+        let t = Template::parse("<m> <a> <m> <n>");
+        assert_eq!(t.missing(&Lookup::new(&p)), vec!["m", "n"]);
+        assert_eq!(t.fill(&Lookup::new(&p)).unwrap_err().names, vec!["m", "n"]);
+    }
+
+    #[test]
+    fn debug_shows_placeholder_names_not_the_text() {
+        let t = Template::parse("Bearer literal-secret-<name>");
+        assert_eq!(format!("{t:?}"), r#"["<name>"]"#);
     }
 }
