@@ -1,22 +1,28 @@
 //! Configuration: the file schema (serde, `raw` and [`fides`]) → [`load`] → a typed,
 //! validated [`Config`]. Every problem in a file is reported at once, each with
-//! `file:line:column` where the YAML parser knows it. Downstream code never sees serde types
-//! except the Fides request templates ([`fides::SaasRequest`]), which are the wire contract.
+//! `file:line:column` where the YAML parser knows it. Downstream code never sees serde types:
+//! the Fides request templates are compiled at load into [`RequestTemplate`]s.
 
 mod connection;
 mod env;
 pub mod fides;
+mod origin;
 mod position;
 mod raw;
+mod request;
 mod settings;
 mod source;
 mod strategy;
 
-pub use connection::{ApiKey, Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
+pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
+pub use request::{
+    fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
+};
 pub use settings::{
     AdminSettings, LogFormat, LogSettings, ProxySettings, StoreSettings, Unreadable,
 };
 pub use source::{Problem, Problems};
+pub use strategy::ApiKey;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

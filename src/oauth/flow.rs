@@ -87,8 +87,7 @@ pub fn build(
         params: &conn.params,
         runtime: &runtime,
     };
-    let mut built = request::build(action, &context, template, &conn.client_config, &lookup)
-        .map_err(build_err)?;
+    let mut built = request::build(action, &context, template, &lookup).map_err(build_err)?;
     if let Exchange::Code {
         verifier: Some(v), ..
     } = exchange

@@ -9,7 +9,7 @@ mod placeholder;
 mod python;
 
 pub use encode::{basic_header, encode_pairs, form_encode, quote_plus};
-pub use placeholder::{assign, missing, placeholders, Template, Unresolved};
+pub use placeholder::{Template, Unresolved};
 pub use python::{python_float, python_json, python_repr, python_text};
 
 use serde_json::Value;
@@ -96,4 +96,10 @@ fn test_params(v: Value) -> Params {
         Value::Object(m) => Params::new(m),
         _ => unreachable!(),
     }
+}
+
+/// A text filled on the spot (for tests).
+#[cfg(test)]
+fn test_assign(text: &str, lookup: &Lookup<'_>) -> Option<String> {
+    placeholder::Template::parse(text).fill(lookup).ok()
 }

@@ -5,7 +5,7 @@ use super::Lookup;
 
 /// The placeholders in `text`, in order of appearance, as written (`name` or `name?`).
 /// Matches the regex `<([^<>]+)>`: `<<a>>` holds the placeholder `a`.
-pub fn placeholders(text: &str) -> Vec<&str> {
+fn placeholders(text: &str) -> Vec<&str> {
     let mut found = Vec::new();
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -120,19 +120,10 @@ impl std::fmt::Debug for Template {
     }
 }
 
-/// Required placeholders in `text` that `lookup` cannot resolve.
-pub fn missing(text: &str, lookup: &Lookup<'_>) -> Vec<String> {
-    Template::parse(text).missing(lookup)
-}
-
-/// [`Template::fill`] of `text` parsed on the spot; None when a placeholder is missing.
-pub fn assign(text: &str, lookup: &Lookup<'_>) -> Option<String> {
-    Template::parse(text).fill(lookup).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::test_assign as assign;
     use crate::template::test_params as params;
     use serde_json::json;
 
@@ -170,7 +161,10 @@ mod tests {
             Some(r#"{"a": 1, "b": "x"}"#)
         );
         assert_eq!(assign("<list>", &l).as_deref(), Some(r#"[1, "two"]"#));
-        assert_eq!(missing("<a> <access> <b?> <a>", &l), vec!["a".to_string()]);
+        assert_eq!(
+            Template::parse("<a> <access> <b?> <a>").missing(&l),
+            vec!["a".to_string()]
+        );
     }
 
     #[test]

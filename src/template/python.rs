@@ -205,8 +205,9 @@ fn python_printable(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::test_assign as assign;
     use crate::template::test_params as params;
-    use crate::template::{assign, Lookup};
+    use crate::template::Lookup;
     use serde_json::json;
 
     #[test]
