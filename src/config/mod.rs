@@ -103,3 +103,17 @@ pub fn load_with_env(
         connections,
     })
 }
+
+/// Loading a config from its text, for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{load_with_env, Config, Problems};
+
+    /// Loads `yaml` as a `config.yaml` in a fresh directory, with an empty environment.
+    pub(crate) fn load_text(yaml: &str) -> Result<Config, Problems> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        load_with_env(&file, &|_| None)
+    }
+}

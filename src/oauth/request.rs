@@ -223,3 +223,150 @@ fn base_url(
     let host = names.fill(Part::Host, &request.host, lookup)?;
     Ok(format!("{}://{host}", request.protocol))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::load_text;
+    use crate::config::{Auth, Connection, OAuth2};
+
+    /// An authorization-code connection: the authorization host takes `<state>`, the token
+    /// body `<code>`, the refresh path and query `<refresh_token>` and `<access_token>`.
+    const CONFIG: &str = r#"connections:
+  - key: api
+    secrets: { client_id: cid, client_secret: "s e/c", domain: as.example }
+    client_config:
+      protocol: https
+      host: api.example
+      authentication:
+        strategy: oauth2_authorization_code
+        configuration:
+          authorization_request:
+            method: GET
+            path: /authorize
+            client_config: { protocol: https, host: "<state>.login.example" }
+            query_params: [{ name: client_id, value: <client_id> }]
+          token_request:
+            method: POST
+            path: /token
+            headers: [{ name: Content-Type, value: application/x-www-form-urlencoded }]
+            body: '{"code": "<code>", "client_id": "<client_id>"}'
+          refresh_request:
+            method: POST
+            path: /refresh/<refresh_token>
+            client_config:
+              protocol: http
+              host: <domain>
+              authentication: { strategy: basic, configuration: { username: <client_id>, password: <client_secret> } }
+            query_params: [{ name: at, value: <access_token> }, { name: id, value: <client_id> }]
+            body: '{"r": "<refresh_token>"}'
+"#;
+
+    fn connection() -> Connection {
+        let config = load_text(CONFIG).unwrap_or_else(|p| panic!("{p}"));
+        let conn = config.connections.into_iter().next().unwrap();
+        std::sync::Arc::try_unwrap(conn).unwrap()
+    }
+
+    fn oauth(conn: &Connection) -> &OAuth2 {
+        match &conn.auth {
+            Auth::OAuth2(o) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn build_with(
+        conn: &Connection,
+        request: &RequestTemplate,
+        runtime: &[(&str, &str)],
+    ) -> Result<BuiltRequest, BuildError> {
+        let lookup = Lookup {
+            params: &conn.params,
+            runtime,
+        };
+        build("refresh", "Api OAuth2", request, &lookup)
+    }
+
+    fn body(built: &BuiltRequest) -> String {
+        String::from_utf8(built.body.clone().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn one_compiled_template_builds_each_request_with_its_values() {
+        let conn = connection();
+        let token = &oauth(&conn).token_request;
+        for code in ["C1", "a b/c"] {
+            let built = build_with(&conn, token, &[("code", code)]).unwrap();
+            assert_eq!(built.method, "POST");
+            assert_eq!(built.url, "https://api.example/token");
+            let expected = format!("client_id=cid&code={}", template::quote_plus(code));
+            assert_eq!(body(&built), expected, "form keys sorted, values encoded");
+        }
+        let refresh = &oauth(&conn).refresh_request.as_ref().unwrap();
+        let built = build_with(
+            &conn,
+            refresh,
+            &[("refresh_token", "R"), ("access_token", "A")],
+        )
+        .unwrap();
+        assert_eq!(built.url, "http://as.example/refresh/R?at=A&id=cid");
+        assert_eq!(body(&built), r#"{"r": "R"}"#);
+        let header = |name: &str| {
+            built
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header(config::CONTENT_TYPE).as_deref(), Some(config::JSON));
+        assert_eq!(
+            header("Authorization"),
+            Some(template::basic_header("cid", "s e/c"))
+        );
+    }
+
+    #[test]
+    fn a_run_time_placeholder_without_a_value_is_the_only_failure() {
+        let conn = connection();
+        let o = oauth(&conn);
+        let refresh = o.refresh_request.as_ref().unwrap();
+        // a pair without its value is left out, not an error
+        let built = build_with(&conn, refresh, &[("refresh_token", "R")]).unwrap();
+        assert_eq!(built.url, "http://as.example/refresh/R?id=cid");
+
+        let names = |e: BuildError| match e {
+            BuildError::Path { names, .. } => ("path", names),
+            BuildError::Body { names, .. } => ("body", names),
+            BuildError::Host { names, .. } => ("host", names),
+            BuildError::BasicAuth { names, .. } => ("basic", names),
+            BuildError::FormBody { .. } => ("form", String::new()),
+        };
+        let missing = build_with(&conn, refresh, &[("access_token", "A")]).unwrap_err();
+        assert_eq!(names(missing), ("path", "refresh_token".to_owned()));
+        let missing = build_with(&conn, &o.token_request, &[]).unwrap_err();
+        assert_eq!(names(missing.clone()), ("body", "code".to_owned()));
+        assert!(!missing.to_string().contains("cid"), "names, never values");
+
+        let authorize = o.authorization_request.as_ref().unwrap();
+        let lookup = Lookup::new(&conn.params);
+        let missing = authorization_url("Api OAuth2", authorize, &lookup).unwrap_err();
+        assert_eq!(names(missing), ("host", "state".to_owned()));
+        let runtime = [("state", "s1")];
+        let lookup = Lookup {
+            params: &conn.params,
+            runtime: &runtime,
+        };
+        assert_eq!(
+            authorization_url("Api OAuth2", authorize, &lookup).as_deref(),
+            Ok("https://s1.login.example/authorize?client_id=cid")
+        );
+    }
+
+    #[test]
+    fn a_form_body_that_is_not_json_once_filled_is_a_value_error() {
+        let conn = connection();
+        let token = &oauth(&conn).token_request;
+        let err = build_with(&conn, token, &[("code", "x\"y")]).unwrap_err();
+        assert!(matches!(err, BuildError::FormBody { .. }), "{err}");
+    }
+}
