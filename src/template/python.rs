@@ -28,21 +28,30 @@ pub fn python_text(value: &Value) -> String {
 /// order of the text it parsed; the two agree for the values Fides connector files use.
 pub fn python_json(value: &Value) -> String {
     match value {
+        Value::Array(_) | Value::Object(_) => container(value, python_json, json_string),
+        Value::String(s) => json_string(s),
+        Value::Number(n) => python_number(n),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+    }
+}
+
+/// A list or dict as Python writes both `json.dumps` and `repr()` of one: `[a, b]`,
+/// `{k: v}`, items by `item` and keys by `key`. Any other value is written by `item`.
+fn container(value: &Value, item: fn(&Value) -> String, key: fn(&str) -> String) -> String {
+    match value {
         Value::Array(items) => {
-            let inner: Vec<String> = items.iter().map(python_json).collect();
+            let inner: Vec<String> = items.iter().map(item).collect();
             format!("[{}]", inner.join(", "))
         }
         Value::Object(map) => {
             let inner: Vec<String> = map
                 .iter()
-                .map(|(k, v)| format!("{}: {}", json_string(k), python_json(v)))
+                .map(|(k, v)| format!("{}: {}", key(k), item(v)))
                 .collect();
             format!("{{{}}}", inner.join(", "))
         }
-        Value::String(s) => json_string(s),
-        Value::Number(n) => python_number(n),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => "null".into(),
+        other => item(other),
     }
 }
 
@@ -135,17 +144,7 @@ pub fn python_repr(value: &Value) -> String {
         Value::Bool(false) => "False".into(),
         Value::Null => "None".into(),
         Value::Number(n) => python_number(n),
-        Value::Array(items) => {
-            let inner: Vec<String> = items.iter().map(python_repr).collect();
-            format!("[{}]", inner.join(", "))
-        }
-        Value::Object(map) => {
-            let inner: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("{}: {}", python_repr_str(k), python_repr(v)))
-                .collect();
-            format!("{{{}}}", inner.join(", "))
-        }
+        Value::Array(_) | Value::Object(_) => container(value, python_repr, python_repr_str),
     }
 }
 
