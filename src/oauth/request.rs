@@ -11,36 +11,37 @@ use std::fmt;
 /// body that is not JSON once filled. Messages name placeholders, never their values.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BuildError {
-    #[error("the following param_values reference invalid fields for the '{action}' request of {context}: [{names}]")]
-    Path {
+    /// A run-time placeholder of `part` had no value (Fides' message for that part).
+    #[error("{}", part.message(action, context, names))]
+    Unresolved {
+        part: Part,
         action: String,
         context: String,
-        names: String,
-    },
-    #[error("unable to replace placeholders in body for the '{action}' request of {context}. The following placeholders could not be resolved: [{names}]")]
-    Body {
-        action: String,
-        context: String,
-        names: String,
-    },
-    #[error(
-        "the host of the '{action}' request of {context} has unresolved placeholders: [{names}]"
-    )]
-    Host {
-        action: String,
-        context: String,
+        /// The placeholders, comma-separated.
         names: String,
     },
     #[error("the body of the '{action}' request of {context} is not valid JSON for a form body")]
     FormBody { action: String, context: String },
-    #[error(
-        "the basic credentials of the '{action}' request of {context} have unresolved placeholders: [{names}]"
-    )]
-    BasicAuth {
-        action: String,
-        context: String,
-        names: String,
-    },
+}
+
+/// The part of a request a placeholder was missing in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Host,
+    Path,
+    Body,
+    BasicAuth,
+}
+
+impl Part {
+    fn message(self, action: &str, context: &str, names: &str) -> String {
+        match self {
+            Part::Path => format!("the following param_values reference invalid fields for the '{action}' request of {context}: [{names}]"),
+            Part::Body => format!("unable to replace placeholders in body for the '{action}' request of {context}. The following placeholders could not be resolved: [{names}]"),
+            Part::Host => format!("the host of the '{action}' request of {context} has unresolved placeholders: [{names}]"),
+            Part::BasicAuth => format!("the basic credentials of the '{action}' request of {context} have unresolved placeholders: [{names}]"),
+        }
+    }
 }
 
 /// Which request is being built, for errors: Fides' action name (`authorize`, `access`,
@@ -51,15 +52,6 @@ struct Names<'a> {
     context: &'a str,
 }
 
-/// Which part of a request a placeholder was missing in.
-#[derive(Clone, Copy)]
-enum Part {
-    Host,
-    Path,
-    Body,
-    BasicAuth,
-}
-
 impl Names<'_> {
     /// Fills `template`, the `part` of this request.
     fn fill(
@@ -68,35 +60,14 @@ impl Names<'_> {
         template: &Template,
         lookup: &Lookup<'_>,
     ) -> Result<String, BuildError> {
-        template.fill(lookup).map_err(|Unresolved { names }| {
-            let (action, context, names) = (
-                self.action.to_owned(),
-                self.context.to_owned(),
-                names.join(", "),
-            );
-            match part {
-                Part::Host => BuildError::Host {
-                    action,
-                    context,
-                    names,
-                },
-                Part::Path => BuildError::Path {
-                    action,
-                    context,
-                    names,
-                },
-                Part::Body => BuildError::Body {
-                    action,
-                    context,
-                    names,
-                },
-                Part::BasicAuth => BuildError::BasicAuth {
-                    action,
-                    context,
-                    names,
-                },
-            }
-        })
+        template
+            .fill(lookup)
+            .map_err(|Unresolved { names }| BuildError::Unresolved {
+                part,
+                action: self.action.to_owned(),
+                context: self.context.to_owned(),
+                names: names.join(", "),
+            })
     }
 
     fn form_error(&self) -> BuildError {
@@ -335,22 +306,24 @@ mod tests {
         assert_eq!(built.url, "http://as.example/refresh/R?id=cid");
 
         let names = |e: BuildError| match e {
-            BuildError::Path { names, .. } => ("path", names),
-            BuildError::Body { names, .. } => ("body", names),
-            BuildError::Host { names, .. } => ("host", names),
-            BuildError::BasicAuth { names, .. } => ("basic", names),
-            BuildError::FormBody { .. } => ("form", String::new()),
+            BuildError::Unresolved { part, names, .. } => (part, names),
+            other => panic!("{other}"),
         };
         let missing = build_with(&conn, refresh, &[("access_token", "A")]).unwrap_err();
-        assert_eq!(names(missing), ("path", "refresh_token".to_owned()));
+        assert_eq!(
+            missing.to_string(),
+            "the following param_values reference invalid fields for the 'refresh' request of Api OAuth2: [refresh_token]",
+            "Fides' message (FIDES-BEHAVIOUR.md §2.2)"
+        );
+        assert_eq!(names(missing), (Part::Path, "refresh_token".to_owned()));
         let missing = build_with(&conn, &o.token_request, &[]).unwrap_err();
-        assert_eq!(names(missing.clone()), ("body", "code".to_owned()));
+        assert_eq!(names(missing.clone()), (Part::Body, "code".to_owned()));
         assert!(!missing.to_string().contains("cid"), "names, never values");
 
         let authorize = o.authorization_request.as_ref().unwrap();
         let lookup = Lookup::new(&conn.params);
         let missing = authorization_url("Api OAuth2", authorize, &lookup).unwrap_err();
-        assert_eq!(names(missing), ("host", "state".to_owned()));
+        assert_eq!(names(missing), (Part::Host, "state".to_owned()));
         let runtime = [("state", "s1")];
         let lookup = Lookup {
             params: &conn.params,
