@@ -82,12 +82,7 @@ pub async fn authorize(
         params: &conn.params,
         runtime: &runtime,
     };
-    match request::authorization_url(
-        &format!("{} OAuth2", conn.name),
-        template,
-        &conn.client_config,
-        &lookup,
-    ) {
+    match request::authorization_url(&format!("{} OAuth2", conn.name), template, &lookup) {
         Ok(mut url) => {
             if let Some(c) = challenge {
                 if !url.ends_with('?') {

@@ -2,18 +2,16 @@
 //! from, its params (secrets over connector-param defaults), its strategy, and the checks
 //! that every placeholder the host and the auth requests use can be resolved.
 
-use super::fides::{
-    self, ClientConfig, SaasConfig, SaasConfigFile, SaasRequest, SUPPORTED_STRATEGIES,
-};
+use super::fides::{self, ClientConfig, SUPPORTED_STRATEGIES};
+use super::origin::{FidesSource, Named, Origin};
 use super::raw::RawConnection;
-use super::runtime;
+use super::request::{RequestTemplate, Root};
 use super::settings::AdminSettings;
 use super::source::{Problems, Source};
-use super::strategy::{static_auth, Checker};
-use crate::template::{self, Lookup, Params};
+use super::strategy::{oauth2_auth, static_auth, ApiKey, Checked, Checker};
+use crate::template::{Lookup, Params, Template};
 use http::uri::{Authority, Scheme};
-use http::{HeaderName, HeaderValue};
-use serde::de::DeserializeOwned;
+use http::HeaderValue;
 use serde_yaml_ng::Value;
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,8 +30,6 @@ pub struct Connection {
     pub upstream: Upstream,
     pub auth: Auth,
     pub params: Params,
-    /// The root Fides client_config (token requests without their own use its host).
-    pub client_config: ClientConfig,
     pub pkce: bool,
     pub client_auth: ClientAuth,
     /// Expected `iss` on the callback (RFC 9207).
@@ -77,39 +73,14 @@ pub enum Auth {
     OAuth2(Box<OAuth2>),
 }
 
-/// `api_key`: headers set, query parameters set or replaced, JSON merged into the body.
-/// Its values are secrets: `Debug` shows only names.
-pub struct ApiKey {
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub query_params: Vec<(String, String)>,
-    pub body: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
-            .field(
-                "headers",
-                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field(
-                "query_params",
-                &self.query_params.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field(
-                "body",
-                &self.body.as_ref().map(|b| b.keys().collect::<Vec<_>>()),
-            )
-            .finish()
-    }
-}
-
-/// `Debug` leaves out the request templates (they may hold expanded secrets).
+/// The OAuth2 strategies, their Fides requests compiled at load. `Debug` leaves out the
+/// request templates (they may hold expanded secrets).
 pub struct OAuth2 {
     pub grant: Grant,
-    pub token_request: SaasRequest,
-    pub refresh_request: Option<SaasRequest>,
-    pub authorization_request: Option<SaasRequest>,
+    pub token_request: RequestTemplate,
+    pub refresh_request: Option<RequestTemplate>,
+    /// Authorization code only.
+    pub authorization_request: Option<RequestTemplate>,
     /// A configured lifetime wins over the token response's `expires_in` (as in Fides).
     pub expires_in: Option<u64>,
 }
@@ -181,30 +152,10 @@ pub fn validate_all(
     out
 }
 
-/// Where a connection's client_config lives: the file (main or Fides) and the path in it.
-pub(super) struct Origin<'a> {
-    src: &'a Source,
-    path: String,
-    key: &'a str,
-}
-
-impl Origin<'_> {
-    fn at(&self, rel: &str) -> String {
-        format!("{}.{rel}", self.path)
-    }
-    pub(super) fn problem(&self, rel: &str, msg: impl std::fmt::Display) -> super::Problem {
-        self.src
-            .problem(&self.at(rel), format!("connection `{}`: {msg}", self.key))
-    }
-    pub(super) fn read<T: DeserializeOwned>(
-        &self,
-        value: Value,
-        rel: &str,
-    ) -> Result<T, super::Problem> {
-        self.src.deserialize(value, &self.at(rel))
-    }
-}
-
+/// Validates one connection in the order its parts depend on each other: read its Fides
+/// source, merge its params, check its strategy and compile its auth (host and requests
+/// included), check its client_auth, and resolve its upstream. Every problem goes to
+/// `problems`; None when there is any.
 fn validate_one(
     raw: RawConnection,
     src: &Source,
@@ -213,105 +164,95 @@ fn validate_one(
     admin: &AdminSettings,
     problems: &mut Problems,
 ) -> Option<Connection> {
-    // 1. The Fides config: a file, an inline saas_config, or an inline client_config.
-    let fides_src;
-    let (saas, origin_src, origin_path): (SaasConfig, &Source, String) =
-        match (raw.saas_config, raw.client_config) {
-            (Some(Value::String(file)), None) => {
-                let file = base.join(file);
-                fides_src = match std::fs::read_to_string(&file) {
-                    Ok(text) => Source::from_text(&file, text),
-                    Err(e) => {
-                        // Positioned where the main file names it.
-                        problems.push(src.problem(
-                            &format!("{prefix}.saas_config"),
-                            format!(
-                                "connection `{}`: cannot read the Fides file `{}`: {e}",
-                                raw.key,
-                                file.display()
-                            ),
-                        ));
-                        return None;
-                    }
-                };
-                let in_fides_file = |mut p: super::Problem| {
-                    p.message = format!("connection `{}`: {}", raw.key, p.message);
-                    p
-                };
-                let value = fides_src
-                    .parse()
-                    .map_err(|p| problems.push(in_fides_file(p)))
-                    .ok()?;
-                let parsed: SaasConfigFile = fides_src
-                    .deserialize(value, "")
-                    .map_err(|p| problems.push(in_fides_file(p)))
-                    .ok()?;
-                (
-                    parsed.saas_config,
-                    &fides_src,
-                    "saas_config.client_config".into(),
-                )
-            }
-            (Some(value @ Value::Mapping(_)), None) => {
-                let at = format!("{prefix}.saas_config");
-                let parsed: SaasConfig = src
-                    .deserialize(value, &at)
-                    .map_err(|p| problems.push(p))
-                    .ok()?;
-                (parsed, src, format!("{at}.client_config"))
-            }
-            (None, Some(value)) => {
-                let at = format!("{prefix}.client_config");
-                let client_config: ClientConfig = src
-                    .deserialize(value, &at)
-                    .map_err(|p| problems.push(p))
-                    .ok()?;
-                let saas = SaasConfig {
-                    fides_key: raw.key.clone(),
-                    name: raw.key.clone(),
-                    kind: "custom".into(),
-                    connector_params: Vec::new(),
-                    client_config,
-                };
-                (saas, src, at)
-            }
-            (Some(_), None) => {
-                problems.push(src.problem(
-                    &format!("{prefix}.saas_config"),
-                    "expected a file path or a saas_config mapping",
-                ));
-                return None;
-            }
-            (Some(_), Some(_)) => {
-                problems.push(src.problem(
-                    &format!("{prefix}.client_config"),
-                    format!(
-                        "connection `{}` has both saas_config and client_config; keep one",
-                        raw.key
-                    ),
-                ));
-                return None;
-            }
-            (None, None) => {
-                problems.push(src.problem(
-                    prefix,
-                    format!(
-                        "connection `{}` needs a saas_config (a Fides file) or a client_config",
-                        raw.key
-                    ),
-                ));
-                return None;
-            }
-        };
-    let origin = Origin {
-        src: origin_src,
-        path: origin_path,
+    let named = Named {
         key: &raw.key,
+        saas_config: raw.saas_config,
+        client_config: raw.client_config,
+        prefix,
     };
+    let fides = FidesSource::read(named, src, base, problems)?;
+    let origin = fides.origin(src, &raw.key);
+    let saas = &fides.saas;
+    let mut params = params(&saas.connector_params, raw.secrets, src, prefix, problems);
+    let (strategy, grant) = strategy(&saas.client_config, &origin, problems)?;
+    if grant == Some(Grant::AuthorizationCode) {
+        default_redirect_uri(&mut params, admin);
+    }
+    let check = Checker {
+        origin: &origin,
+        params: &params,
+        runtime: &[],
+    };
+    let host = check.compile("host", &saas.client_config.host, problems);
+    let pkce_refused = raw.pkce.then(|| {
+        src.problem(
+            &format!("{prefix}.pkce"),
+            "pkce applies to oauth2_authorization_code connections only",
+        )
+    });
+    let root = Root {
+        protocol: &saas.client_config.protocol,
+        host: host.as_ref(),
+    };
+    let auth = auth(&strategy, grant, &check, &root, pkce_refused, problems)?;
+    let client_auth = client_auth(raw.client_auth.as_deref(), &params, src, prefix, problems);
+    let (Checked::Auth(auth), Some(host)) = (auth, host) else {
+        return None;
+    };
+    let upstream = upstream(&saas.client_config.protocol, &host, &check, problems)?;
+    Some(Connection {
+        key: raw.key,
+        name: saas.name.clone(),
+        upstream,
+        auth,
+        params,
+        pkce: raw.pkce,
+        client_auth,
+        issuer: raw.issuer,
+        allow_private_network: raw.allow_private_network,
+    })
+}
 
-    // 2. Params: connector-param defaults, then secrets.
+/// Where a strategy's configuration sits in the client_config.
+const CONFIGURATION: &str = "authentication.configuration";
+
+/// The strategy's credentials: the OAuth2 requests compiled, or the static header or
+/// api_key parts built. None (with a problem) when its configuration cannot be read.
+fn auth(
+    strategy: &fides::Strategy,
+    grant: Option<Grant>,
+    check: &Checker<'_>,
+    root: &Root<'_>,
+    pkce_refused: Option<super::Problem>,
+    problems: &mut Problems,
+) -> Option<Checked> {
+    let conf = strategy.configuration.clone().unwrap_or(Value::Null);
+    match grant {
+        Some(grant) => oauth2_auth(
+            grant,
+            conf,
+            check,
+            root,
+            CONFIGURATION,
+            pkce_refused,
+            problems,
+        ),
+        None => {
+            static_auth(&strategy.strategy, conf, check, CONFIGURATION, problems).map(Checked::Auth)
+        }
+    }
+}
+
+/// The params: connector-param defaults, then secrets over them.
+fn params(
+    connector_params: &[fides::ConnectorParam],
+    secrets: serde_yaml_ng::Mapping,
+    src: &Source,
+    prefix: &str,
+    problems: &mut Problems,
+) -> Params {
     let mut map = serde_json::Map::new();
-    for p in &saas.connector_params {
+    for p in connector_params {
         if let Some(default) = p
             .default_value
             .as_ref()
@@ -320,7 +261,7 @@ fn validate_one(
             map.insert(p.name.clone(), trim_string(default));
         }
     }
-    for (k, v) in raw.secrets {
+    for (k, v) in secrets {
         match (k.as_str(), serde_json::to_value(&v)) {
             (Some(name), Ok(value)) => {
                 map.insert(name.to_owned(), value);
@@ -331,21 +272,24 @@ fn validate_one(
             )),
         }
     }
-    let mut params = Params::new(map);
+    Params::new(map)
+}
 
-    // 3. Strategy.
-    let Some(strategy) = saas.client_config.authentication.clone() else {
+/// The client_config's strategy and, for the OAuth2 ones, its grant; None (with a problem)
+/// when there is none or tokenwarden does not know it.
+fn strategy(
+    client_config: &ClientConfig,
+    origin: &Origin<'_>,
+    problems: &mut Problems,
+) -> Option<(fides::Strategy, Option<Grant>)> {
+    let supported = SUPPORTED_STRATEGIES.join(", ");
+    let Some(strategy) = client_config.authentication.clone() else {
         problems.push(origin.problem(
             "",
-            format!(
-            "has no authentication, so tokenwarden has nothing to inject; supported strategies: {}",
-            SUPPORTED_STRATEGIES.join(", ")
-        ),
+            format!("has no authentication, so tokenwarden has nothing to inject; supported strategies: {supported}"),
         ));
         return None;
     };
-    let config_value = strategy.configuration.clone().unwrap_or(Value::Null);
-    let conf_rel = "authentication.configuration";
     let grant = match strategy.strategy.as_str() {
         "oauth2_client_credentials" => Some(Grant::ClientCredentials),
         "oauth2_authorization_code" => Some(Grant::AuthorizationCode),
@@ -353,92 +297,44 @@ fn validate_one(
         other => {
             problems.push(origin.problem(
                 "authentication.strategy",
-                format!(
-                    "unknown strategy `{other}`; supported strategies: {}",
-                    SUPPORTED_STRATEGIES.join(", ")
-                ),
+                format!("unknown strategy `{other}`; supported strategies: {supported}"),
             ));
             return None;
         }
     };
-    if grant == Some(Grant::AuthorizationCode) && !params.contains("redirect_uri") {
-        if let Some(public) = &admin.public_url {
-            params.insert(
-                "redirect_uri",
-                serde_json::Value::String(format!("{public}{CALLBACK_PATH}")),
-            );
-        }
+    Some((strategy, grant))
+}
+
+/// An authorization-code connection without a `redirect_uri` secret gets the admin
+/// callback under `admin.public_url`, when there is one.
+fn default_redirect_uri(params: &mut Params, admin: &AdminSettings) {
+    if params.contains("redirect_uri") {
+        return;
     }
-    let check = Checker {
-        origin: &origin,
-        params: &params,
-        runtime: &[],
-    };
-    let host_ok = check.text("host", &saas.client_config.host, problems);
-    let auth = match grant {
-        Some(grant) => {
-            let conf: fides::OAuth2Configuration = origin
-                .read(config_value, conf_rel)
-                .map_err(|p| problems.push(p))
-                .ok()?;
-            let code = match grant {
-                Grant::AuthorizationCode => runtime::CODE_EXCHANGE,
-                Grant::ClientCredentials => &[],
-            };
-            check.allowing(code).request(
-                &format!("{conf_rel}.token_request"),
-                Some(&conf.token_request),
-                problems,
-            );
-            check.allowing(runtime::REFRESH).request(
-                &format!("{conf_rel}.refresh_request"),
-                conf.refresh_request.as_ref(),
-                problems,
-            );
-            if grant == Grant::AuthorizationCode {
-                match &conf.authorization_request {
-                    Some(_) => check.allowing(runtime::AUTHORIZATION).request(
-                        &format!("{conf_rel}.authorization_request"),
-                        conf.authorization_request.as_ref(),
-                        problems,
-                    ),
-                    None => problems.push(origin.problem(
-                        conf_rel,
-                        "oauth2_authorization_code needs an authorization_request",
-                    )),
-                }
-            } else if raw.pkce {
-                problems.push(src.problem(
-                    &format!("{prefix}.pkce"),
-                    "pkce applies to oauth2_authorization_code connections only",
-                ));
-            }
-            let expires_in = match conf.expires_in {
-                Some(n) if n <= 0 => {
-                    problems.push(origin.problem(
-                        &format!("{conf_rel}.expires_in"),
-                        "expires_in must be a positive number of seconds",
-                    ));
-                    None
-                }
-                n => n.map(|n| n as u64),
-            };
-            Auth::OAuth2(Box::new(OAuth2 {
-                grant,
-                token_request: conf.token_request,
-                refresh_request: conf.refresh_request,
-                authorization_request: conf.authorization_request,
-                expires_in,
-            }))
-        }
-        None => static_auth(&strategy.strategy, config_value, &check, conf_rel, problems)?,
-    };
-    let client_auth = match raw.client_auth.as_deref() {
+    if let Some(public) = &admin.public_url {
+        params.insert(
+            "redirect_uri",
+            serde_json::Value::String(format!("{public}{CALLBACK_PATH}")),
+        );
+    }
+}
+
+/// `client_auth:`: how token requests present the client's credentials beyond what the
+/// Fides requests carry; the Basic forms need `client_id` and `client_secret`.
+fn client_auth(
+    value: Option<&str>,
+    params: &Params,
+    src: &Source,
+    prefix: &str,
+    problems: &mut Problems,
+) -> ClientAuth {
+    let at = format!("{prefix}.client_auth");
+    let client_auth = match value {
         None => ClientAuth::AsConfigured,
         Some("client_secret_basic") => ClientAuth::Basic,
         Some("client_secret_basic_unencoded") => ClientAuth::BasicUnencoded,
         Some(other) => {
-            problems.push(src.problem(&format!("{prefix}.client_auth"), format!(
+            problems.push(src.problem(&at, format!(
                 "unknown value `{other}`: expected client_secret_basic or client_secret_basic_unencoded"
             )));
             ClientAuth::AsConfigured
@@ -447,36 +343,24 @@ fn validate_one(
     if client_auth != ClientAuth::AsConfigured {
         for name in ["client_id", "client_secret"] {
             if !params.contains(name) {
-                problems.push(src.problem(
-                    &format!("{prefix}.client_auth"),
-                    format!("needs `{name}` in secrets"),
-                ));
+                problems.push(src.problem(&at, format!("needs `{name}` in secrets")));
             }
         }
     }
-    if !host_ok {
-        return None;
-    }
-    let host = template::assign(&saas.client_config.host, &Lookup::new(&params))?;
-    let upstream = match parse_upstream(&saas.client_config.protocol, &host) {
-        Ok(u) => u,
-        Err(msg) => {
-            problems.push(origin.problem("host", msg));
-            return None;
-        }
-    };
-    Some(Connection {
-        key: raw.key,
-        name: saas.name,
-        upstream,
-        auth,
-        params,
-        client_config: saas.client_config,
-        pkce: raw.pkce,
-        client_auth,
-        issuer: raw.issuer,
-        allow_private_network: raw.allow_private_network,
-    })
+    client_auth
+}
+
+/// The upstream from the client_config's protocol and its checked host, filled.
+fn upstream(
+    protocol: &str,
+    host: &Template,
+    check: &Checker<'_>,
+    problems: &mut Problems,
+) -> Option<Upstream> {
+    let host = host.fill(&Lookup::new(check.params)).ok()?;
+    parse_upstream(protocol, &host)
+        .map_err(|msg| problems.push(check.origin.problem("host", msg)))
+        .ok()
 }
 
 /// YAML drops trailing spaces of plain scalars; quoted defaults keep them — trim like Fides users expect.

@@ -1,22 +1,28 @@
 //! Configuration: the file schema (serde, `raw` and [`fides`]) → [`load`] → a typed,
 //! validated [`Config`]. Every problem in a file is reported at once, each with
-//! `file:line:column` where the YAML parser knows it. Downstream code never sees serde types
-//! except the Fides request templates ([`fides::SaasRequest`]), which are the wire contract.
+//! `file:line:column` where the YAML parser knows it. Downstream code never sees serde types:
+//! the Fides request templates are compiled at load into [`RequestTemplate`]s.
 
 mod connection;
 mod env;
 pub mod fides;
+mod origin;
 mod position;
 mod raw;
+mod request;
 mod settings;
 mod source;
 mod strategy;
 
-pub use connection::{ApiKey, Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
+pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
+pub use request::{
+    fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
+};
 pub use settings::{
     AdminSettings, LogFormat, LogSettings, ProxySettings, RedisSettings, StoreSettings, Unreadable,
 };
 pub use source::{Problem, Problems};
+pub use strategy::ApiKey;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,4 +102,18 @@ pub fn load_with_env(
         log: s.log,
         connections,
     })
+}
+
+/// Loading a config from its text, for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{load_with_env, Config, Problems};
+
+    /// Loads `yaml` as a `config.yaml` in a fresh directory, with an empty environment.
+    pub(crate) fn load_text(yaml: &str) -> Result<Config, Problems> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        load_with_env(&file, &|_| None)
+    }
 }

@@ -1,15 +1,45 @@
 //! The checks and credentials of a connection's strategy: [`Checker`] proves every
 //! placeholder in the host and the auth requests resolves (from the params, or as a
-//! runtime placeholder of that request), and [`static_auth`] builds the fixed header or
-//! api_key parts of `bearer`, `basic` and `api_key` at load.
+//! runtime placeholder of that request), [`oauth2_auth`] compiles the OAuth2 requests, and
+//! [`static_auth`] builds the fixed header or api_key parts of `bearer`, `basic` and
+//! `api_key` at load.
 
-use super::connection::{ApiKey, Auth, Origin};
-use super::fides::{self, SaasRequest};
+use super::connection::{Auth, Grant, OAuth2};
+use super::fides;
+use super::origin::Origin;
+use super::request::{checked, RequestTemplate, Root, Use};
 use super::runtime;
-use super::source::Problems;
-use crate::template::{self, Lookup, Params};
+use super::source::{Problem, Problems};
+use crate::template::{self, Lookup, Params, Template};
 use http::{HeaderName, HeaderValue};
 use serde_yaml_ng::Value;
+
+/// `api_key`: headers set, query parameters set or replaced, JSON merged into the body.
+/// Its values are secrets: `Debug` shows only names.
+pub struct ApiKey {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub query_params: Vec<(String, String)>,
+    pub body: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "query_params",
+                &self.query_params.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| b.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
 
 /// Checks that templates only use placeholders the params provide, or the runtime
 /// placeholders of the request being checked.
@@ -29,13 +59,21 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub(super) fn text(&self, rel: &str, text: &str, problems: &mut Problems) -> bool {
+    /// Parses `text` (found at `rel`) and checks its placeholders; the template when they
+    /// all resolve, else None with a problem per missing name.
+    pub(super) fn compile(
+        &self,
+        rel: &str,
+        text: &str,
+        problems: &mut Problems,
+    ) -> Option<Template> {
+        let template = Template::parse(text);
         let runtime: Vec<(&str, &str)> = self.runtime.iter().map(|n| (*n, "")).collect();
         let lookup = Lookup {
             params: self.params,
             runtime: &runtime,
         };
-        let missing = template::missing(text, &lookup);
+        let missing = template.missing(&lookup);
         for name in &missing {
             let message = if runtime::ALL.contains(&name.as_str()) {
                 format!(
@@ -47,79 +85,14 @@ impl<'a> Checker<'a> {
             };
             problems.push(self.origin.problem(rel, message));
         }
-        missing.is_empty()
-    }
-
-    pub(super) fn request(
-        &self,
-        rel: &str,
-        request: Option<&SaasRequest>,
-        problems: &mut Problems,
-    ) {
-        let Some(r) = request else { return };
-        if r.request_override.is_some() {
-            problems.push(
-                self.origin
-                    .problem(rel, "request_override cannot be used for an OAuth2 request"),
-            );
-        }
-        match r.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
-            Some("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "HEAD") => {}
-            Some(m) => problems.push(
-                self.origin
-                    .problem(&format!("{rel}.method"), format!("unknown method `{m}`")),
-            ),
-            None => problems.push(self.origin.problem(rel, "a request must specify a method")),
-        }
-        match &r.path {
-            Some(p) => {
-                self.text(&format!("{rel}.path"), p, problems);
-            }
-            None => problems.push(self.origin.problem(rel, "a request must specify a path")),
-        }
-        for (i, h) in r.headers.iter().enumerate() {
-            self.text(&format!("{rel}.headers[{i}].value"), &h.value, problems);
-        }
-        for (i, q) in r.query_params.iter().enumerate() {
-            self.text(
-                &format!("{rel}.query_params[{i}].value"),
-                &q.value,
-                problems,
-            );
-        }
-        if let Some(b) = &r.body {
-            self.text(&format!("{rel}.body"), b, problems);
-        }
-        if let Some(c) = &r.client_config {
-            self.text(&format!("{rel}.client_config.host"), &c.host, problems);
-            if let Some(a) = &c.authentication {
-                if a.strategy != "basic" {
-                    problems.push(self.origin.problem(&format!("{rel}.client_config.authentication.strategy"), format!(
-                        "only `basic` authentication is supported on an OAuth2 request, not `{}`", a.strategy
-                    )));
-                } else if let Some(conf) = &a.configuration {
-                    let rel = format!("{rel}.client_config.authentication.configuration");
-                    if let Ok(b) = self
-                        .origin
-                        .read::<fides::BasicConfiguration>(conf.clone(), &rel)
-                        .map_err(|p| problems.push(p))
-                    {
-                        self.text(&format!("{rel}.username"), &b.username, problems);
-                        if let Some(p) = &b.password {
-                            self.text(&format!("{rel}.password"), p, problems);
-                        }
-                    }
-                }
-            }
-        }
+        missing.is_empty().then_some(template)
     }
 
     /// Fills a static credential; None (with a problem) when a placeholder is missing.
     pub(super) fn fill(&self, rel: &str, text: &str, problems: &mut Problems) -> Option<String> {
-        if !self.text(rel, text, problems) {
-            return None;
-        }
-        template::assign(text, &Lookup::new(self.params))
+        self.compile(rel, text, problems)?
+            .fill(&Lookup::new(self.params))
+            .ok()
     }
 }
 
@@ -130,6 +103,95 @@ fn runtime_home(name: &str) -> &'static str {
         "code" => "the token_request of oauth2_authorization_code",
         _ => "refresh_request",
     }
+}
+
+/// What checking an OAuth2 strategy found, when its configuration could be read.
+pub(super) enum Checked {
+    Auth(Auth),
+    /// Its problems are pushed; the rest of the connection is still checked.
+    Invalid,
+}
+
+/// `oauth2_client_credentials` and `oauth2_authorization_code`: the configuration read at
+/// `rel` (None, with a problem, when it cannot be), then each request compiled with the
+/// run-time placeholders it receives. `pkce_refused` is the main file's problem for
+/// `pkce: true`, reported if the grant turns out to be client credentials.
+pub(super) fn oauth2_auth(
+    grant: Grant,
+    conf: Value,
+    check: &Checker<'_>,
+    root: &Root<'_>,
+    rel: &str,
+    pkce_refused: Option<Problem>,
+    problems: &mut Problems,
+) -> Option<Checked> {
+    let origin = check.origin;
+    let conf: fides::OAuth2Configuration =
+        origin.read(conf, rel).map_err(|p| problems.push(p)).ok()?;
+    let code = match grant {
+        Grant::AuthorizationCode => runtime::CODE_EXCHANGE,
+        Grant::ClientCredentials => &[],
+    };
+    let token_request = RequestTemplate::compile(
+        &check.allowing(code),
+        &format!("{rel}.token_request"),
+        &conf.token_request,
+        root,
+        Use::Sent,
+        problems,
+    );
+    let refresh_request = conf.refresh_request.as_ref().map(|r| {
+        let rel = format!("{rel}.refresh_request");
+        RequestTemplate::compile(
+            &check.allowing(runtime::REFRESH),
+            &rel,
+            r,
+            root,
+            Use::Sent,
+            problems,
+        )
+    });
+    // Only authorization code reads it; client credentials ignores it, as Fides does.
+    let authorization_request = match (grant, &conf.authorization_request) {
+        (Grant::ClientCredentials, _) => Some(None),
+        (Grant::AuthorizationCode, Some(r)) => {
+            let rel = format!("{rel}.authorization_request");
+            let check = check.allowing(runtime::AUTHORIZATION);
+            RequestTemplate::compile(&check, &rel, r, root, Use::UrlOnly, problems).map(Some)
+        }
+        (Grant::AuthorizationCode, None) => {
+            problems.push(origin.problem(
+                rel,
+                "oauth2_authorization_code needs an authorization_request",
+            ));
+            None
+        }
+    };
+    if let (Grant::ClientCredentials, Some(p)) = (grant, pkce_refused) {
+        problems.push(p);
+    }
+    let expires_in = match conf.expires_in {
+        Some(n) if n <= 0 => {
+            problems.push(origin.problem(
+                &format!("{rel}.expires_in"),
+                "expires_in must be a positive number of seconds",
+            ));
+            return Some(Checked::Invalid);
+        }
+        n => n.map(|n| n.unsigned_abs()),
+    };
+    let oauth = (|| {
+        Some(OAuth2 {
+            grant,
+            token_request: token_request?,
+            refresh_request: checked(refresh_request)?,
+            authorization_request: authorization_request?,
+            expires_in,
+        })
+    })();
+    Some(oauth.map_or(Checked::Invalid, |o| {
+        Checked::Auth(Auth::OAuth2(Box::new(o)))
+    }))
 }
 
 fn sensitive(
@@ -172,13 +234,7 @@ pub(super) fn static_auth(
                 Some(p) => check.fill(&format!("{rel}.password"), p, problems)?,
                 None => String::new(),
             };
-            sensitive(
-                crate::oauth::request::basic_header(&user, &pass),
-                origin,
-                rel,
-                problems,
-            )
-            .map(Auth::Header)
+            sensitive(template::basic_header(&user, &pass), origin, rel, problems).map(Auth::Header)
         }
         _ => {
             let c: fides::ApiKeyConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;

@@ -98,8 +98,7 @@ pub fn build(
         params: &conn.params,
         runtime: &runtime,
     };
-    let mut built = request::build(action, &context, template, &conn.client_config, &lookup)
-        .map_err(build_err)?;
+    let mut built = request::build(action, &context, template, &lookup).map_err(build_err)?;
     if let Exchange::Code {
         verifier: Some(v), ..
     } = exchange
@@ -121,9 +120,9 @@ pub fn build(
         let (id, secret) = (get("client_id"), get("client_secret"));
         let header = match conn.client_auth {
             ClientAuth::Basic => {
-                request::basic_header(&template::quote_plus(&id), &template::quote_plus(&secret))
+                template::basic_header(&template::quote_plus(&id), &template::quote_plus(&secret))
             }
-            _ => request::basic_header(&id, &secret),
+            _ => template::basic_header(&id, &secret),
         };
         built.set_header("Authorization", header);
     }
@@ -139,20 +138,20 @@ fn add_body_parameter(
     name: &str,
     value: &str,
 ) -> Result<(), &'static str> {
-    const FORM: &str = "application/x-www-form-urlencoded";
+    use crate::config::{CONTENT_TYPE, FORM, JSON};
     let content_type = built
         .headers
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .find(|(n, _)| n.eq_ignore_ascii_case(CONTENT_TYPE))
         .map(|(_, v)| v.clone());
     if built.body.is_none() {
         if matches!(built.method.as_str(), "GET" | "HEAD") {
             return Err("the token request is a GET, which has no body; use POST");
         }
         match content_type.as_deref() {
-            None => built.set_header("Content-Type", FORM.to_owned()),
+            None => built.set_header(CONTENT_TYPE, FORM.to_owned()),
             Some(FORM) => {}
-            Some("application/json") => {
+            Some(JSON) => {
                 let mut map = serde_json::Map::new();
                 map.insert(name.into(), value.into());
                 built.body = Some(serde_json::Value::Object(map).to_string().into_bytes());
@@ -172,7 +171,7 @@ fn add_body_parameter(
             body.extend_from_slice(template::encode_pairs([(name, value)]).as_bytes());
             Ok(())
         }
-        Some("application/json") => match serde_json::from_slice(body) {
+        Some(JSON) => match serde_json::from_slice(body) {
             Ok(serde_json::Value::Object(mut map)) => {
                 map.insert(name.into(), value.into());
                 *body = serde_json::to_vec(&map).map_err(|_| "the JSON body cannot be written")?;

@@ -114,7 +114,6 @@ fn authorization_url_with_state(sidecar: &Sidecar, key: &str, state: &str) -> St
     request::authorization_url(
         &format!("{} OAuth2", conn.name),
         oauth(conn).authorization_request.as_ref().unwrap(),
-        &conn.client_config,
         &Lookup {
             params: &conn.params,
             runtime: &runtime,

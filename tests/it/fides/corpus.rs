@@ -252,7 +252,6 @@ fn every_connector_builds_the_requests_fides_builds() {
             let url = request::authorization_url(
                 &format!("{} OAuth2", conn.name),
                 o.authorization_request.as_ref().unwrap(),
-                &conn.client_config,
                 &lookup,
             )
             .unwrap();

@@ -1,0 +1,448 @@
+//! A Fides request (`SaaSRequest`) compiled at load into a [`RequestTemplate`]: one walk
+//! that checks every part (method, path, placeholders, Content-Type, basic credentials) and
+//! keeps it parsed, so that building a token, refresh or authorization request only fills
+//! values in. What is left to fail then is a value: a run-time placeholder (`<code>`,
+//! `<refresh_token>`, …) without one, or a form body that is not JSON once filled.
+
+use super::fides::{self, NameValue, SaasRequest};
+use super::source::Problems;
+use super::strategy::Checker;
+use crate::template::{Lookup, Template};
+use http::Method;
+use serde_yaml_ng::Value;
+
+/// The methods Fides' `HTTPMethod` allows.
+const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::HEAD,
+];
+
+/// The header whose value picks the body encoding (matched case-insensitively).
+pub const CONTENT_TYPE: &str = "Content-Type";
+/// JSON: the body text as is. Also what Fides adds when a request has no Content-Type.
+pub const JSON: &str = "application/json";
+/// Form: the body text parsed as JSON and form-encoded with sorted keys.
+pub const FORM: &str = "application/x-www-form-urlencoded";
+/// Plain text: the body text as is.
+pub const PLAIN: &str = "text/plain";
+
+/// A Fides request with every part parsed and checked. Holds secrets in its templates
+/// (expanded `${VAR}`s); `Debug` shows only placeholder names.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    pub method: Method,
+    /// From the request's own client_config, else the root one.
+    pub protocol: String,
+    /// As `protocol`.
+    pub host: Template,
+    pub path: Template,
+    /// In config order. A pair whose value has a placeholder without a value is left out.
+    pub query_params: Vec<Pair>,
+    /// As `query_params`.
+    pub headers: Vec<Pair>,
+    /// None for a request without a body — and for the authorization request, which is
+    /// never sent, so its body plays no part (FIDES-BEHAVIOUR.md §3.2).
+    pub body: Option<Body>,
+    /// The request's own `client_config.authentication` (`basic` is the only one allowed).
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// A header or query parameter: a fixed name, a template value.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub name: String,
+    pub value: Template,
+}
+
+/// A body template and the encoding its Content-Type asks for.
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub template: Template,
+    pub encoding: Encoding,
+}
+
+/// How a filled body goes on the wire (Fides' `format_body`, FIDES-BEHAVIOUR.md §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// No Content-Type header: the text as is, with `Content-Type: application/json` added.
+    DefaultJson,
+    /// `application/json` or `text/plain`: the text as is.
+    AsIs,
+    /// `application/x-www-form-urlencoded`: the text parsed as JSON, then form-encoded.
+    Form,
+}
+
+/// `basic` credentials of one request: `Authorization: Basic base64(username:password)`.
+#[derive(Debug, Clone)]
+pub struct BasicAuth {
+    pub username: Template,
+    /// None sends an empty password (Fides turns a None password into `""`).
+    pub password: Option<Template>,
+}
+
+/// Whether the request is sent, or only read for the authorization URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Use {
+    Sent,
+    UrlOnly,
+}
+
+/// The root client_config's protocol and host, for requests without their own.
+pub(super) struct Root<'a> {
+    pub(super) protocol: &'a str,
+    /// Checked by the caller (its problems sit at the root `host`): None when it failed.
+    pub(super) host: Option<&'a Template>,
+}
+
+impl RequestTemplate {
+    /// Checks `request` (found at `rel`) with `check` and compiles it; None, with every
+    /// problem pushed, when any part is wrong.
+    pub(super) fn compile(
+        check: &Checker<'_>,
+        rel: &str,
+        request: &SaasRequest,
+        root: &Root<'_>,
+        usage: Use,
+        problems: &mut Problems,
+    ) -> Option<RequestTemplate> {
+        let origin = check.origin;
+        if request.request_override.is_some() {
+            problems
+                .push(origin.problem(rel, "request_override cannot be used for an OAuth2 request"));
+        }
+        let method = method(check, rel, request.method.as_deref(), problems);
+        let path = match &request.path {
+            Some(p) => check.compile(&format!("{rel}.path"), p, problems),
+            None => {
+                problems.push(origin.problem(rel, "a request must specify a path"));
+                None
+            }
+        };
+        let headers = pairs(check, &format!("{rel}.headers"), &request.headers, problems);
+        let query_params = pairs(
+            check,
+            &format!("{rel}.query_params"),
+            &request.query_params,
+            problems,
+        );
+        let body = request
+            .body
+            .as_ref()
+            .map(|b| check.compile(&format!("{rel}.body"), b, problems));
+        let (protocol, host, basic_auth) = match &request.client_config {
+            Some(c) => (
+                c.protocol.as_str(),
+                check.compile(&format!("{rel}.client_config.host"), &c.host, problems),
+                basic_auth(check, &format!("{rel}.client_config"), c, problems),
+            ),
+            None => (root.protocol, root.host.cloned(), Some(None)),
+        };
+        let (headers, query_params) = (headers?, query_params?);
+        let body = match (body, usage) {
+            (None, _) => None,
+            (Some(template), Use::UrlOnly) => {
+                template?; // checked, not kept
+                None
+            }
+            (Some(template), Use::Sent) => Some(Body {
+                encoding: encoding(check, rel, &request.headers, &headers, problems)?,
+                template: template?,
+            }),
+        };
+        Some(RequestTemplate {
+            method: method?,
+            protocol: protocol.to_owned(),
+            host: host?,
+            path: path?,
+            query_params,
+            headers,
+            body,
+            basic_auth: basic_auth?,
+        })
+    }
+}
+
+/// Fills `pairs` in order: a pair with a missing placeholder is left out, and a repeated
+/// name keeps its first position and takes the last value (Python dict semantics).
+pub fn fill_pairs(pairs: &[Pair], lookup: &Lookup<'_>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in pairs {
+        let Ok(value) = pair.value.fill(lookup) else {
+            continue;
+        };
+        match out.iter_mut().find(|(n, _)| *n == pair.name) {
+            Some(slot) => slot.1 = value,
+            None => out.push((pair.name.clone(), value)),
+        }
+    }
+    out
+}
+
+fn method(
+    check: &Checker<'_>,
+    rel: &str,
+    method: Option<&str>,
+    problems: &mut Problems,
+) -> Option<Method> {
+    let Some(m) = method.map(str::to_ascii_uppercase) else {
+        problems.push(check.origin.problem(rel, "a request must specify a method"));
+        return None;
+    };
+    let found = METHODS.iter().find(|known| known.as_str() == m).cloned();
+    if found.is_none() {
+        problems.push(
+            check
+                .origin
+                .problem(&format!("{rel}.method"), format!("unknown method `{m}`")),
+        );
+    }
+    found
+}
+
+/// Every pair checked (each problem at its own value); None when any is wrong.
+fn pairs(
+    check: &Checker<'_>,
+    rel: &str,
+    items: &[NameValue],
+    problems: &mut Problems,
+) -> Option<Vec<Pair>> {
+    let compiled: Vec<Option<Pair>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let value = check.compile(&format!("{rel}[{i}].value"), &item.value, problems)?;
+            Some(Pair {
+                name: item.name.clone(),
+                value,
+            })
+        })
+        .collect();
+    compiled.into_iter().collect()
+}
+
+/// A request's own authentication: only `basic`, its credentials checked. `Some(None)`
+/// when there is none; None (with problems) when it is wrong.
+fn basic_auth(
+    check: &Checker<'_>,
+    rel: &str,
+    client: &fides::ClientConfig,
+    problems: &mut Problems,
+) -> Option<Option<BasicAuth>> {
+    let Some(auth) = &client.authentication else {
+        return Some(None);
+    };
+    if auth.strategy != "basic" {
+        problems.push(check.origin.problem(
+            &format!("{rel}.authentication.strategy"),
+            format!(
+                "only `basic` authentication is supported on an OAuth2 request, not `{}`",
+                auth.strategy
+            ),
+        ));
+        return None;
+    }
+    let rel = format!("{rel}.authentication.configuration");
+    let conf = auth.configuration.clone().unwrap_or(Value::Null);
+    let basic: fides::BasicConfiguration = check
+        .origin
+        .read(conf, &rel)
+        .map_err(|p| problems.push(p))
+        .ok()?;
+    let username = check.compile(&format!("{rel}.username"), &basic.username, problems);
+    let password = basic
+        .password
+        .as_ref()
+        .map(|p| check.compile(&format!("{rel}.password"), p, problems));
+    Some(Some(BasicAuth {
+        username: username?,
+        password: checked(password)?,
+    }))
+}
+
+/// An optional part after checking: absent is fine (`Some(None)`), present must have
+/// compiled (None when it did not).
+pub(super) fn checked<T>(part: Option<Option<T>>) -> Option<Option<T>> {
+    part.map_or(Some(None), |p| p.map(Some))
+}
+
+/// The encoding of a sent request's body, from the Content-Type header Fides' `format_body`
+/// would find: the first header of that name (any case), with the last value given for
+/// its exact name. The value is fixed at load: it may not use a run-time placeholder.
+fn encoding(
+    check: &Checker<'_>,
+    rel: &str,
+    written: &[NameValue],
+    headers: &[Pair],
+    problems: &mut Problems,
+) -> Option<Encoding> {
+    let content_type = |name: &str| name.eq_ignore_ascii_case(CONTENT_TYPE);
+    let Some(first) = written.iter().find(|h| content_type(&h.name)) else {
+        return Some(Encoding::DefaultJson);
+    };
+    // The header whose value is sent: the last one of the first name found.
+    let last = written.iter().rposition(|h| h.name == first.name);
+    let at = format!("{rel}.headers[{}].value", last.unwrap_or_default());
+    if headers
+        .iter()
+        .any(|h| content_type(&h.name) && h.value.uses(check.runtime))
+    {
+        problems.push(check.origin.problem(
+            &at,
+            "the Content-Type of a request with a body is fixed at load: it cannot use a run-time placeholder",
+        ));
+        return None;
+    }
+    let filled = fill_pairs(headers, &Lookup::new(check.params));
+    let value = filled
+        .iter()
+        .find(|(n, _)| content_type(n))
+        .map(|(_, v)| v.as_str());
+    match value {
+        None => Some(Encoding::DefaultJson),
+        Some(JSON | PLAIN) => Some(Encoding::AsIs),
+        Some(FORM) => Some(Encoding::Form),
+        Some(_) => {
+            problems.push(check.origin.problem(
+                &at,
+                format!("unsupported Content-Type for a request with a body; Fides sends {JSON}, {FORM} or {PLAIN}"),
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::load_text;
+    use crate::config::{Auth, OAuth2};
+
+    /// An authorization-code connection whose `configuration:` is `conf` (indented 10).
+    fn yaml(conf: &str) -> String {
+        format!(
+            "connections:\n  - key: api\n    secrets: {{ client_id: cid, client_secret: sec, domain: as.example }}\n    client_config:\n      protocol: https\n      host: api.example\n      authentication:\n        strategy: oauth2_authorization_code\n        configuration:\n{conf}"
+        )
+    }
+
+    const AUTHORIZE: &str = "          authorization_request:\n            method: GET\n            path: /authorize\n            query_params: [{ name: client_id, value: <client_id> }, { name: state, value: <state> }]\n";
+
+    fn oauth(conf: &str) -> OAuth2 {
+        let config = load_text(&yaml(conf)).unwrap_or_else(|p| panic!("{p}"));
+        let conn = config.connections.into_iter().next().unwrap();
+        match std::sync::Arc::try_unwrap(conn).unwrap().auth {
+            Auth::OAuth2(o) => *o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn problems(conf: &str) -> String {
+        load_text(&yaml(conf)).expect_err("a problem").to_string()
+    }
+
+    #[test]
+    fn each_part_is_compiled_with_its_names() {
+        let o = oauth(&format!(
+            "{AUTHORIZE}          token_request:\n            method: post\n            path: /token\n            headers: [{{ name: content-type, value: application/x-www-form-urlencoded }}]\n            query_params: [{{ name: q, value: \"<client_id>-<code>\" }}]\n            body: '{{\"code\": \"<code>\"}}'\n          refresh_request:\n            method: PUT\n            path: /refresh\n            client_config:\n              protocol: http\n              host: <domain>\n              authentication: {{ strategy: basic, configuration: {{ username: <client_id> }} }}\n            body: '{{\"r\": \"<refresh_token>\"}}'\n"
+        ));
+        let token = &o.token_request;
+        assert_eq!(token.method, Method::POST, "methods are upper-cased");
+        assert_eq!(token.protocol, "https", "the root client_config");
+        assert_eq!(token.host, Template::parse("api.example"));
+        assert_eq!(token.query_params[0].name, "q");
+        assert!(token.query_params[0].value.uses(&["code"]));
+        assert!(token.query_params[0].value.uses(&["client_id"]));
+        let body = token.body.as_ref().unwrap();
+        assert_eq!(
+            body.encoding,
+            Encoding::Form,
+            "Content-Type matched in any case"
+        );
+        assert!(body.template.uses(&["code"]));
+        assert!(token.basic_auth.is_none());
+
+        let refresh = o.refresh_request.as_ref().unwrap();
+        assert_eq!(refresh.method, Method::PUT);
+        assert_eq!(refresh.protocol, "http", "the request's own client_config");
+        assert!(refresh.host.uses(&["domain"]));
+        let body = refresh.body.as_ref().unwrap();
+        assert_eq!(body.encoding, Encoding::DefaultJson);
+        let basic = refresh.basic_auth.as_ref().unwrap();
+        assert!(basic.username.uses(&["client_id"]) && basic.password.is_none());
+
+        let authorize = o.authorization_request.as_ref().unwrap();
+        assert_eq!(authorize.path, Template::parse("/authorize"));
+        assert_eq!(authorize.query_params.len(), 2);
+    }
+
+    #[test]
+    fn the_content_type_of_a_body_is_settled_at_load() {
+        let token = |headers: &str, body: &str| {
+            format!("{AUTHORIZE}          token_request:\n            method: POST\n            path: /token\n            headers: [{headers}]\n{body}")
+        };
+        let body = "            body: '{\"code\": \"<code>\"}'\n";
+        for (header, want) in [
+            ("{ name: Content-Type, value: application/json }", Encoding::AsIs),
+            ("{ name: Content-Type, value: text/plain }", Encoding::AsIs),
+            // a repeated name keeps its last value
+            ("{ name: Content-Type, value: text/csv }, { name: Content-Type, value: application/x-www-form-urlencoded }", Encoding::Form),
+        ] {
+            let o = oauth(&token(header, body));
+            assert_eq!(o.token_request.body.unwrap().encoding, want, "{header}");
+        }
+
+        let charset =
+            "{ name: Content-Type, value: application/x-www-form-urlencoded; charset=utf-8 }";
+        let p = problems(&token(charset, body));
+        assert!(
+            p.contains(
+                "token_request.headers[0].value: connection `api`: unsupported Content-Type"
+            ),
+            "{p}"
+        );
+        // without a body Fides sends any Content-Type as is
+        assert!(oauth(&token(charset, "")).token_request.body.is_none());
+
+        let runtime = "{ name: Content-Type, value: <code> }";
+        let p = problems(&token(runtime, body));
+        assert!(p.contains("cannot use a run-time placeholder"), "{p}");
+    }
+
+    #[test]
+    fn the_authorization_request_keeps_no_body() {
+        let conf = "          authorization_request:\n            method: GET\n            path: /authorize\n            headers: [{ name: Content-Type, value: text/csv }]\n            body: '<state>'\n          token_request: { method: POST, path: /token }\n";
+        assert!(oauth(conf).authorization_request.unwrap().body.is_none());
+        // its placeholders are still checked
+        let p = problems(&conf.replace("'<state>'", "'<nope>'"));
+        assert!(
+            p.contains(
+                "authorization_request.body: connection `api`: placeholder <nope> is not resolved"
+            ),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn request_basic_auth_is_checked_at_load() {
+        let token = |auth: &str| {
+            format!("{AUTHORIZE}          token_request:\n            method: POST\n            path: /token\n            client_config: {{ protocol: https, host: as.example, authentication: {auth} }}\n")
+        };
+        let o = oauth(&token("{ strategy: basic, configuration: { username: <client_id>, password: <client_secret> } }"));
+        let basic = o.token_request.basic_auth.unwrap();
+        assert!(basic.password.unwrap().uses(&["client_secret"]));
+        let p = problems(&token("{ strategy: basic }"));
+        assert!(
+            p.contains("token_request.client_config.authentication.configuration"),
+            "{p}"
+        );
+        let p = problems(&token("{ strategy: bearer, configuration: { token: x } }"));
+        assert!(
+            p.contains("only `basic` authentication is supported"),
+            "{p}"
+        );
+    }
+}
