@@ -8,16 +8,31 @@ pub fn summary(config: &Config) -> String {
     let _ = writeln!(out, "config {} is valid", config.file.display());
     let _ = writeln!(out, "proxy listen  {}", config.proxy.listen);
     let _ = writeln!(out, "admin listen  {}", config.admin.listen);
-    let _ = writeln!(
-        out,
-        "token store   {}{}",
-        config.store.path.display(),
-        if config.store.key.is_some() {
-            " (key configured)"
-        } else {
-            " (generated key beside it)"
+    match &config.store.redis {
+        // The endpoint only: the URL may carry a password.
+        Some(redis) => {
+            let _ = writeln!(
+                out,
+                "token store   redis at {} (prefix {}, lease {} ms, poll {} ms, key configured)",
+                redis.endpoint,
+                redis.key_prefix,
+                redis.lease_ttl.as_millis(),
+                redis.poll_interval.as_millis()
+            );
         }
-    );
+        None => {
+            let _ = writeln!(
+                out,
+                "token store   {}{}",
+                config.store.path.display(),
+                if config.store.key.is_some() {
+                    " (key configured)"
+                } else {
+                    " (generated key beside it)"
+                }
+            );
+        }
+    }
     let _ = writeln!(out, "connections   {}", config.connections.len());
     for c in &config.connections {
         let strategy = match &c.auth {

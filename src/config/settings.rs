@@ -353,12 +353,16 @@ fn redis_settings(
         ));
         return None;
     };
-    let Some(endpoint) = redis_endpoint(url) else {
-        // The URL is not quoted: it may carry a password.
+    if url.starts_with("rediss://") {
         problems.push(src.problem(
             "store.url",
-            "is not a redis://HOST[:PORT][/DB] or rediss://… URL",
+            "TLS to Redis (rediss://) is not built into this version: reach Redis over loopback or a private network, or through a local TLS tunnel",
         ));
+        return None;
+    }
+    let Some(endpoint) = redis_endpoint(url) else {
+        // The URL is not quoted: it may carry a password.
+        problems.push(src.problem("store.url", "is not a redis://HOST[:PORT][/DB] URL"));
         return None;
     };
     Some(RedisSettings {

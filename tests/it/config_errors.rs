@@ -313,6 +313,44 @@ connections:
             "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `acme`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
         ],
     },
+    Case {
+        name: "redis store without url or key, with a file path and a tiny lease",
+        config: "store:\n  backend: redis\n  path: tokens.bin\n  lease_ttl: 10ms\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:1:1: store.key: is required with `backend: redis` (every replica needs the same key)",
+            "config.yaml:1:1: store.url: is required with `backend: redis`, such as redis://127.0.0.1:6379/0",
+            "config.yaml:3:3: store.path: only applies with `backend: file`; Redis holds the tokens",
+            "config.yaml:4:3: store.lease_ttl: must be at least 500ms",
+        ],
+    },
+    Case {
+        name: "an unknown backend",
+        config: "store:\n  backend: memcached\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &["config.yaml:2:3: store.backend: unknown value `memcached`: expected file or redis"],
+    },
+    Case {
+        name: "redis-only fields on the file store",
+        config: "store:\n  path: tokens.bin\n  poll_interval: 1s\n  url: redis://127.0.0.1\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:3:3: store.poll_interval: only applies with `backend: redis`",
+            "config.yaml:4:3: store.url: only applies with `backend: redis`",
+        ],
+    },
+    Case {
+        name: "a redis URL that is not one is not echoed",
+        config: "store:\n  backend: redis\n  url: \"http://:hunter2@cache:6379\"\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:3:3: store.url: is not a redis://HOST[:PORT][/DB] URL",
+        ],
+    },
 ];
 
 /// Loads `case` from a fresh directory → its problem lines, paths relative to that directory.
