@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub enum StartError {
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("token store: {0}")]
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error("token store {path} is unreadable ({source}); fix or remove it, restore the right store.key, or set store.on_unreadable: start_unauthorized")]
     Unreadable { path: String, source: StoreError },
@@ -182,6 +182,16 @@ pub async fn start(
     })
 }
 
+/// What `run` would refuse about the store, found without writing anything (`check`): the
+/// key, and with the file store whether the key opens the file. Redis is not contacted.
+pub fn check_store(config: &Config) -> Result<(), StoreError> {
+    match (&config.store.redis, &config.store.key) {
+        (Some(_), Some(key)) => crate::token::store::check_key(key),
+        (Some(_), None) => Ok(()), // config validation already requires it
+        (None, key) => FileStore::verify(&config.store.path, key.as_ref()),
+    }
+}
+
 /// Opens the configured store and reads what it holds for the configured connections.
 async fn open_backend(
     config: &Config,
@@ -204,10 +214,13 @@ async fn open_backend(
                     .collect();
                 (Backend::Local(store), tokens)
             }
-            Loaded::SetAside => (
-                Backend::Local(Arc::new(open_store(config)?)),
-                HashMap::new(),
-            ),
+            Loaded::SetAside => {
+                drop(store); // and its lock, before the new store takes it
+                (
+                    Backend::Local(Arc::new(open_store(config)?)),
+                    HashMap::new(),
+                )
+            }
         });
     };
     let key = config

@@ -23,6 +23,9 @@ const DEMO_CLIENT_SECRET: &str = "demo-secret";
 const DEMO_PROXY_PORT: u16 = 8080;
 const DEMO_ADMIN_PORT: u16 = 9090;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The echo API's host name (RFC 6761 `.test`), resolved to loopback by the sidecar alone,
+/// so `NO_PROXY=127.0.0.1,localhost` does not make clients bypass the proxy for it.
+pub const DEMO_API_HOST: &str = "echo.demo.test";
 
 /// The demo authorization server's state: issued codes and refresh tokens.
 #[derive(Default)]
@@ -164,13 +167,14 @@ async fn bind_preferring(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// The sidecar config the demo writes and loads (a real file, through the real loader).
-fn demo_config(auth: SocketAddr, api: SocketAddr, admin: SocketAddr) -> String {
+fn demo_config(auth: SocketAddr, api: &str, admin: SocketAddr) -> String {
     format!(
         r#"# Written by `tokenwarden demo`.
 store: {{ path: tokens.bin }}
 admin: {{ public_url: "http://{admin}" }}
 connections:
   - key: echo
+    allow_private_network: true   # {DEMO_API_HOST} resolves to loopback
     secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
     client_config:
       protocol: http
@@ -186,6 +190,7 @@ connections:
             body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
   - key: echo-user
     pkce: true
+    allow_private_network: true
     secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
     client_config:
       protocol: http
@@ -247,29 +252,33 @@ pub async fn run() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("tokenwarden-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("config.yaml");
-    std::fs::write(&file, demo_config(auth_addr, api_addr, admin_addr))?;
+    let api_host = format!("{DEMO_API_HOST}:{}", api_addr.port());
+    std::fs::write(&file, demo_config(auth_addr, &api_host, admin_addr))?;
     let config =
         crate::config::load(&file).map_err(|p| anyhow::anyhow!("demo config invalid:\n{p}"))?;
-    let running =
-        crate::app::start(config, proxy_listener, admin_listener, Default::default()).await?;
+    let options = crate::app::Options {
+        static_hosts: [(DEMO_API_HOST.to_owned(), vec![api_addr.ip()])].into(),
+        ..Default::default()
+    };
+    let running = crate::app::start(config, proxy_listener, admin_listener, options).await?;
 
     println!(
         r#"
 tokenwarden demo is running (config: {file})
-  authorization server  http://{auth_addr}   echo API  http://{api_addr}
+  authorization server  http://{auth_addr}   echo API  http://{api_host} (= {api_addr}, known to the proxy only)
   proxy                 http://{proxy_addr}  admin     http://{admin_addr}
 
 1. Client credentials — tokenwarden fetched a token at start; the echo API shows it arrived:
      curl -s http://{proxy_addr}/echo/hello?x=1
    Look for "authorization": "Bearer demo-token-…" in the answer. Your own Authorization header is replaced:
      curl -s -H 'Authorization: Bearer mine' http://{proxy_addr}/echo/hello
-   The same through HTTP_PROXY (forward mode):
-     curl -s -x http://{proxy_addr} http://{api_addr}/hello
+   The same through HTTP_PROXY (forward mode; {DEMO_API_HOST} is not in NO_PROXY, so it goes through the proxy):
+     HTTP_PROXY=http://{proxy_addr} NO_PROXY=127.0.0.1,localhost curl -s http://{api_host}/hello
 
 2. Authorization code (with PKCE) — not authorized yet, so the proxy says so:
      curl -s http://{proxy_addr}/echo-user/me
    Open the authorization URL in a browser (the demo server approves at once):
-     curl -s http://{admin_addr}/api/v1/connection/echo-user/authorize
+     curl -s "http://{admin_addr}/api/v1/connection/echo-user/authorize?format=text"
    then try again:
      curl -s http://{proxy_addr}/echo-user/me
 
@@ -277,11 +286,13 @@ tokenwarden demo is running (config: {file})
      curl -s http://{admin_addr}/api/v1/connections
      curl -s http://{admin_addr}/metrics
 
-Tokens live {DEMO_TOKEN_LIFETIME}s and are refreshed ahead of expiry (watch the log). Ctrl-C stops the demo.
+Tokens live {DEMO_TOKEN_LIFETIME}s and are refreshed ahead of expiry (watch the log). Ctrl-C (or SIGTERM) stops the demo
+and removes {dir}.
 "#,
-        file = file.display()
+        file = file.display(),
+        dir = dir.display()
     );
-    tokio::signal::ctrl_c().await?;
+    crate::wait_for_signal().await;
     running.stop().await;
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);

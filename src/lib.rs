@@ -56,11 +56,19 @@ pub async fn run(config: config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM. SIGHUP (which would otherwise end the process) is logged
+/// and ignored: configuration reload does not exist yet.
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hangup.recv() => tracing::warn!(
+                "SIGHUP ignored: tokenwarden does not reload its configuration yet; restart it to apply changes"
+            ),
+        }
     }
 }

@@ -45,7 +45,16 @@ fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
                 print!("{}", tokenwarden::describe::summary(&c));
-                ExitCode::SUCCESS
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+                match tokenwarden::app::check_store(&c) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("{e}\n1 problem(s); tokenwarden would not start.");
+                        ExitCode::from(EXIT_INVALID_CONFIG)
+                    }
+                }
             }
             Err(problems) => invalid(&problems),
         },
@@ -55,6 +64,9 @@ fn main() -> ExitCode {
                 Err(problems) => return invalid(&problems),
             };
             tokenwarden::telemetry::init(&config.log);
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             report(runtime(Some(CONTROL_THREADS)).block_on(tokenwarden::run(config)))
         }
         Command::Demo => report(runtime(None).block_on(tokenwarden::demo::run())),

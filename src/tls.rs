@@ -55,3 +55,75 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+/// A TLS failure somewhere in `error`'s chain, in words an operator can act on (rustls
+/// names them `UnknownIssuer`, `CaUsedAsEndEntity`, …); None when the chain holds none.
+pub fn in_words(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = unwrap_io(e).downcast_ref::<rustls::Error>() {
+            return Some(describe(tls));
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The error inside (possibly nested) `io::Error`s: rustls errors travel in them, and an
+/// io::Error's `source` skips the error it wraps.
+fn unwrap_io<'e>(
+    mut e: &'e (dyn std::error::Error + 'static),
+) -> &'e (dyn std::error::Error + 'static) {
+    while let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        e = inner;
+    }
+    e
+}
+
+fn describe(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let what = match e {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => "the server's certificate is not signed by an authority tokenwarden trusts (add that CA with tls.ca_file)".to_owned(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => "the server's certificate is not valid for this host name".to_owned(),
+            C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".to_owned(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "the server's certificate is not valid yet (check this machine's clock)".to_owned(),
+            C::Revoked => "the server's certificate has been revoked".to_owned(),
+            C::BadSignature => "the server's certificate has a bad signature".to_owned(),
+            C::BadEncoding => "the server's certificate cannot be decoded".to_owned(),
+            C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+                "the server presents a CA certificate as its own; it must present a certificate issued by a CA".to_owned()
+            }
+            other => format!("the server's certificate was refused ({other:?})"),
+        },
+        rustls::Error::AlertReceived(alert) => format!("the server ended the TLS handshake ({alert:?} alert)"),
+        rustls::Error::NoCertificatesPresented => "the server presented no certificate".to_owned(),
+        rustls::Error::PeerIncompatible(why) => format!("the server's TLS is incompatible ({why:?})"),
+        rustls::Error::InvalidMessage(_) | rustls::Error::PeerMisbehaved(_) => {
+            "the server does not speak TLS correctly (is it plain http?)".to_owned()
+        }
+        other => format!("TLS failed: {other}"),
+    };
+    format!("TLS: {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_failures_read_as_words_through_io_errors() {
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, unknown);
+        let io = std::io::Error::other(io); // as reqwest nests them
+        let words = in_words(&io).unwrap();
+        assert!(words.contains("not signed by an authority"), "{words}");
+        assert!(!words.contains("UnknownIssuer"), "{words}");
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        assert!(in_words(&expired).unwrap().contains("expired"));
+        assert_eq!(in_words(&std::io::Error::other("plain")), None);
+    }
+}

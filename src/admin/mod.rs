@@ -7,10 +7,12 @@
 //! | `GET /metrics` | Prometheus text: token state, expiry, token requests, proxied requests |
 //! | `GET /api/v1/connections` | every connection's status (never a token value) |
 //! | `GET /api/v1/connection/{key}` | one connection's status |
-//! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string (trusted callers only) |
+//! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string, or as plain text with `?format=text` (trusted callers only) |
+//! | `POST /api/v1/connection/{key}/retry` | a failed or backing-off connection tries again now (trusted callers only) |
 //! | `GET /api/v1/oauth/callback` | the provider's redirect: exchanges the code once |
 //!
-//! Access logs record method, path (never the query: it carries codes and states) and status.
+//! Access logs record method, path (never the query: it carries codes and states) and status;
+//! probes (`/healthz`, `/readyz`, `/metrics`) at debug level, the rest at info.
 
 mod metrics;
 mod oauth;
@@ -30,6 +32,9 @@ use std::sync::Arc;
 
 pub type AdminBody = Full<Bytes>;
 
+/// Routes polled by probes and scrapers, logged at debug level.
+const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 pub struct Admin {
     pub registry: Arc<Registry>,
     pub settings: AdminSettings,
@@ -47,19 +52,34 @@ impl Admin {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let response = self.route(req, peer).await;
-        tracing::info!(target: "tokenwarden::access", %method, %path, status = response.status().as_u16(), %peer, "admin request");
+        let status = response.status().as_u16();
+        // Probes come every few seconds from every kubelet: debug, not info.
+        if PROBES.contains(&path.as_str()) {
+            tracing::debug!(target: "tokenwarden::access", %method, %path, status, %peer, "admin request");
+        } else {
+            tracing::info!(target: "tokenwarden::access", %method, %path, status, %peer, "admin request");
+        }
         response
     }
 
     async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
+        let path = req.uri().path();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let ["api", "v1", "connection", key, "retry"] = segments.as_slice() {
+            return match *req.method() {
+                Method::POST => oauth::retry(self, key, &req, peer),
+                _ => json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &serde_json::json!({"error": "method_not_allowed", "allow": "POST"}),
+                ),
+            };
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &serde_json::json!({"error": "method_not_allowed"}),
             );
         }
-        let path = req.uri().path();
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
             ["healthz"] => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             ["readyz"] => status::ready(&self.registry, &self.backend),

@@ -93,7 +93,11 @@ pub async fn authorize(
                     ("code_challenge_method", "S256"),
                 ]));
             }
-            json(StatusCode::OK, &json!(url))
+            if wants_text(req.uri().query()) {
+                text(url)
+            } else {
+                json(StatusCode::OK, &json!(url))
+            }
         }
         Err(e) => {
             // No URL carries this state: withdraw it rather than let it hold a slot.
@@ -103,6 +107,72 @@ pub async fn authorize(
                 &json!({"error": "bad_authorization_request", "message": e.to_string()}),
             )
         }
+    }
+}
+
+/// `?format=text`: the URL as plain text, for a shell (`open "$(curl -s …)"`).
+fn wants_text(query: Option<&str>) -> bool {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "format" && v == "text")
+}
+
+fn text(body: String) -> Response<AdminBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body + "\n")));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `POST /api/v1/connection/{key}/retry`: the connection's refresher stops backing off (or
+/// waiting after a terminal error) and tries now. Same access rule as `authorize`.
+pub fn retry(
+    admin: &Admin,
+    key: &str,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<AdminBody> {
+    if !trusted(admin.settings.token.as_ref(), req.headers(), peer) {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "unauthorized",
+            "message": "retry is open to loopback callers, or to others with the admin token as a bearer token"}),
+        );
+    }
+    let Some(entry) = admin.registry.get(key) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown_connection", "connection": key}),
+        );
+    };
+    let state = entry.tokens.state_name();
+    match &entry.conn.auth {
+        Auth::OAuth2(o)
+            if o.grant == Grant::AuthorizationCode && entry.tokens.token().is_none() =>
+        {
+            json(
+                StatusCode::CONFLICT,
+                &json!({"error": "needs_authorization", "connection": key, "state": state,
+                "authorize": format!("/api/v1/connection/{key}/authorize"),
+                "message": "there is no grant to retry with: authorize the connection"}),
+            )
+        }
+        Auth::OAuth2(_) => {
+            tracing::info!(connection = %key, state, "retry requested");
+            entry.tokens.wake.notify_one();
+            json(
+                StatusCode::ACCEPTED,
+                &json!({"status": "retrying", "connection": key, "state": state}),
+            )
+        }
+        _ => json(
+            StatusCode::CONFLICT,
+            &json!({"error": "static_credential", "connection": key,
+            "message": "the connection uses a static credential: nothing to retry"}),
+        ),
     }
 }
 

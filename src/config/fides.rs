@@ -119,6 +119,17 @@ fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Erro
     })
 }
 
+/// The keys of each strategy's `configuration`, for the unknown-key warning.
+pub const OAUTH2_KEYS: [&str; 4] = [
+    "expires_in",
+    "token_request",
+    "refresh_request",
+    "authorization_request",
+];
+pub const BASIC_KEYS: [&str; 2] = ["username", "password"];
+pub const BEARER_KEYS: [&str; 1] = ["token"];
+pub const API_KEY_KEYS: [&str; 3] = ["headers", "query_params", "body"];
+
 /// `oauth2_authorization_code` and `oauth2_client_credentials` (`OAuth2BaseConfiguration`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct OAuth2Configuration {

@@ -39,6 +39,8 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     pub log: LogSettings,
     pub connections: Vec<Arc<Connection>>,
+    /// What loads but is likely a mistake (`check` prints these, `run` logs them).
+    pub warnings: Vec<Problem>,
 }
 
 /// Placeholders tokenwarden fills at run time, by the request that may use them: a config
@@ -92,7 +94,9 @@ pub fn load_with_env(
                 .iter()
                 .any(|u| p.message.starts_with(&format!("{}: ", u.path)))
     });
+    cross_checks(&s.proxy, &connections, &source, &mut problems);
     problems.sort();
+    let warnings = problems.take_warnings();
     problems.into_result(Config {
         file: path.to_path_buf(),
         proxy: s.proxy,
@@ -101,7 +105,51 @@ pub fn load_with_env(
         ca_file: s.ca_file,
         log: s.log,
         connections,
+        warnings,
     })
+}
+
+/// What only the settings and the connections together can show: no connection at all, a
+/// passthrough entry no CONNECT can ever use, and hosts forward mode cannot tell apart.
+fn cross_checks(
+    proxy: &ProxySettings,
+    connections: &[Arc<Connection>],
+    src: &source::Source,
+    problems: &mut Problems,
+) {
+    if connections.is_empty() && problems.is_empty() {
+        problems.push(src.problem(
+            "connections",
+            "at least one connection is required (see README: Connections and strategies)",
+        ));
+    }
+    for (i, target) in proxy.connect_passthrough.iter().enumerate() {
+        let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Some(c) = connections.iter().find(|c| c.upstream.host == host) {
+            problems.push(src.problem(
+                &format!("proxy.connect_passthrough[{i}]"),
+                format!(
+                    "`{target}` can never be tunnelled: {host} is the host of connection `{}`, and CONNECT to a connection's host is always refused, on any port (tokenwarden cannot inject inside TLS; send http:// requests instead)",
+                    c.key
+                ),
+            ));
+        }
+    }
+    for (i, c) in connections.iter().enumerate() {
+        let same = |o: &&Arc<Connection>| {
+            o.upstream.host == c.upstream.host && o.upstream.port == c.upstream.port
+        };
+        if let Some(first) = connections[..i].iter().find(same) {
+            problems.warn(src.problem(
+                &format!("connections[{i}].key"),
+                format!(
+                    "connections `{}` and `{}` both reach {}: forward mode (HTTP_PROXY) routes that host to `{}`; reverse mode reaches each by its key",
+                    first.key, c.key, c.upstream.authority, first.key
+                ),
+            ));
+        }
+    }
 }
 
 /// Loading a config from its text, for unit tests.

@@ -31,6 +31,33 @@ impl Origin<'_> {
     pub(super) fn read<T: DeserializeOwned>(&self, value: Value, rel: &str) -> Result<T, Problem> {
         self.src.deserialize(value, &self.at(rel))
     }
+
+    /// [`Origin::read`] of a strategy `configuration`, with a warning for each key not in
+    /// `known`: Fides ignores them, so they load, but a typo (`expire_in`) would otherwise
+    /// pass without a word.
+    pub(super) fn read_configuration<T: DeserializeOwned>(
+        &self,
+        value: Value,
+        rel: &str,
+        known: &[&str],
+        problems: &mut Problems,
+    ) -> Result<T, Problem> {
+        if let Value::Mapping(map) = &value {
+            for key in map.keys().filter_map(Value::as_str) {
+                if known.contains(&key) {
+                    continue;
+                }
+                let hint = closest(key, known)
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
+                problems.warn(self.problem(
+                    &format!("{rel}.{key}"),
+                    format!("unknown key `{key}` is ignored (as Fides ignores it){hint}"),
+                ));
+            }
+        }
+        self.read(value, rel)
+    }
 }
 
 /// A connection's Fides config, read, with the Fides file's source when it came from one.
@@ -160,5 +187,51 @@ impl FidesSource {
             path: &self.path,
             key,
         }
+    }
+}
+
+/// Most edits between a key and a known one for "did you mean".
+const MAX_SUGGESTION_EDITS: usize = 2;
+
+/// The known key closest to `key`, if within [`MAX_SUGGESTION_EDITS`] edits.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edits(key, k), *k))
+        .filter(|(d, _)| *d <= MAX_SUGGESTION_EDITS)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (bytes; keys are ASCII).
+fn edits(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_close_keys_only() {
+        let known = ["expires_in", "token_request", "refresh_request"];
+        assert_eq!(closest("expire_in", &known), Some("expires_in"));
+        assert_eq!(closest("token_requests", &known), Some("token_request"));
+        assert_eq!(closest("scopes", &known), None);
+        assert_eq!(edits("", "abc"), 3);
+        assert_eq!(edits("kitten", "sitting"), 3);
     }
 }

@@ -25,17 +25,28 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Every problem found, in file order.
+/// Every problem found, in file order, and the warnings: things that load but are likely
+/// mistakes (a key Fides ignores, two connections forward mode cannot tell apart).
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<Problem>);
+pub struct Problems(pub Vec<Problem>, pub Vec<Problem>);
 
 impl Problems {
     pub fn push(&mut self, p: Problem) {
         self.0.push(p);
     }
 
+    /// Records a warning: `check` prints it, `run` logs it, neither refuses the file.
+    pub fn warn(&mut self, p: Problem) {
+        self.1.push(p);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The warnings, taken out.
+    pub fn take_warnings(&mut self) -> Vec<Problem> {
+        std::mem::take(&mut self.1)
     }
 
     /// Puts the problems in file order: grouped by file (in the order the files first
@@ -64,14 +75,18 @@ impl Problems {
 
 impl From<Vec<Problem>> for Problems {
     fn from(v: Vec<Problem>) -> Problems {
-        Problems(v)
+        Problems(v, Vec::new())
     }
 }
 
+/// The problems, one a line, then the warnings, each after `warning: `.
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.0 {
             writeln!(f, "{p}")?;
+        }
+        for w in &self.1 {
+            writeln!(f, "warning: {w}")?;
         }
         Ok(())
     }

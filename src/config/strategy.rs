@@ -127,7 +127,13 @@ pub(super) fn oauth2_auth(
 ) -> Option<Checked> {
     let origin = check.origin;
     let conf: fides::OAuth2Configuration =
-        origin.read(conf, rel).map_err(|p| problems.push(p)).ok()?;
+        match origin.read_configuration(conf, rel, &fides::OAUTH2_KEYS, problems) {
+            Ok(conf) => conf,
+            Err(p) => {
+                problems.push(p);
+                return None;
+            }
+        };
     let code = match grant {
         Grant::AuthorizationCode => runtime::CODE_EXCHANGE,
         Grant::ClientCredentials => &[],
@@ -220,6 +226,18 @@ pub(super) fn static_auth(
     problems: &mut Problems,
 ) -> Option<Auth> {
     let origin = check.origin;
+    let known: &[&str] = match strategy {
+        "bearer" => &fides::BEARER_KEYS,
+        "basic" => &fides::BASIC_KEYS,
+        _ => &fides::API_KEY_KEYS,
+    };
+    let conf = match origin.read_configuration::<Value>(conf, rel, known, problems) {
+        Ok(conf) => conf,
+        Err(p) => {
+            problems.push(p);
+            return None;
+        }
+    };
     let read_err = |p| problems.push(p);
     match strategy {
         "bearer" => {

@@ -170,8 +170,12 @@ impl TokenClient {
     }
 }
 
-/// A reqwest error without its URL (which may hold secrets in the query).
+/// A reqwest error without its URL (which may hold secrets in the query); a TLS failure
+/// in words.
 fn describe(e: &reqwest::Error) -> String {
+    if let Some(tls) = crate::tls::in_words(e) {
+        return tls;
+    }
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -33,8 +33,9 @@ impl Follower {
                 Ok(pubsub) => pubsub,
                 Err(e) => {
                     failures += 1;
-                    let wait = schedule::backoff(failures, None, rand::random())
-                        .min(self.redis.poll_interval);
+                    let wait =
+                        schedule::backoff(failures, None, rand::random(), schedule::BACKOFF_MAX)
+                            .min(self.redis.poll_interval);
                     tracing::debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "token updates: cannot subscribe");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

@@ -94,7 +94,8 @@ impl Refresher {
                         }
                         Begin::Unavailable(e) => {
                             attempt += 1;
-                            let wait = schedule::backoff(attempt, None, rand::random());
+                            let cap = schedule::backoff_cap(cache.header().is_some());
+                            let wait = schedule::backoff(attempt, None, rand::random(), cap);
                             tracing::warn!(connection = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "no refresh without the lease; keeping the current token");
                             retry_at = Some(Instant::now() + wait);
                             cache.update(|s| {
@@ -133,7 +134,9 @@ impl Refresher {
                         }
                         Err(e) => {
                             attempt += 1;
-                            let wait = schedule::backoff(attempt, e.retry_after(), rand::random());
+                            let cap = schedule::backoff_cap(cache.header().is_some());
+                            let wait =
+                                schedule::backoff(attempt, e.retry_after(), rand::random(), cap);
                             tracing::warn!(connection = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "token request failed; will retry");
                             retry_at = Some(Instant::now() + wait);
                             cache.update(|s| {

@@ -15,8 +15,11 @@ pub const JITTER_FRACTION: f64 = 0.1;
 pub const MIN_REFRESH_DELAY: Duration = Duration::from_millis(500);
 /// First backoff after a transient failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Longest backoff.
+/// Longest backoff while a usable token is still held (it keeps being injected meanwhile).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Longest backoff while no usable token is held: every request gets a 503 meanwhile, so
+/// a recovered endpoint must be noticed soon.
+pub const BACKOFF_MAX_WITHOUT_TOKEN: Duration = Duration::from_secs(30);
 /// A token is no longer injected this long before it expires (or a tenth of its lifetime,
 /// if that is less), so no request leaves with a token that expires in flight.
 pub const EXPIRY_SAFETY_MARGIN: Duration = Duration::from_secs(5);
@@ -40,12 +43,27 @@ pub fn safety_margin(lifetime: Duration) -> Duration {
     EXPIRY_SAFETY_MARGIN.min(lifetime / 10)
 }
 
+/// The backoff cap: [`BACKOFF_MAX`] while a usable token is held, else
+/// [`BACKOFF_MAX_WITHOUT_TOKEN`].
+pub fn backoff_cap(token_usable: bool) -> Duration {
+    if token_usable {
+        BACKOFF_MAX
+    } else {
+        BACKOFF_MAX_WITHOUT_TOKEN
+    }
+}
+
 /// Wait before retry number `attempt` (1-based): exponential from [`BACKOFF_BASE`], capped
-/// at [`BACKOFF_MAX`], with "equal jitter" (between half and all of it), and never
+/// at `cap` ([`backoff_cap`]), with "equal jitter" (between half and all of it), and never
 /// shorter than the server's `Retry-After`.
-pub fn backoff(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+pub fn backoff(
+    attempt: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+    cap: Duration,
+) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(BACKOFF_MAX);
+    let capped = exp.min(cap);
     let jittered = capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
     jittered.max(retry_after.unwrap_or_default())
 }
@@ -93,11 +111,22 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
-        assert_eq!(backoff(1, None, 1.0), S(1));
-        assert_eq!(backoff(2, None, 1.0), S(2));
-        assert_eq!(backoff(3, None, 0.0), S(2));
-        assert_eq!(backoff(30, None, 1.0), BACKOFF_MAX);
-        assert_eq!(backoff(1, Some(S(30)), 1.0), S(30));
-        assert_eq!(backoff(12, Some(S(30)), 0.0), BACKOFF_MAX / 2);
+        assert_eq!(backoff(1, None, 1.0, BACKOFF_MAX), S(1));
+        assert_eq!(backoff(2, None, 1.0, BACKOFF_MAX), S(2));
+        assert_eq!(backoff(3, None, 0.0, BACKOFF_MAX), S(2));
+        assert_eq!(backoff(30, None, 1.0, BACKOFF_MAX), BACKOFF_MAX);
+        assert_eq!(backoff(1, Some(S(30)), 1.0, BACKOFF_MAX), S(30));
+        assert_eq!(backoff(12, Some(S(30)), 0.0, BACKOFF_MAX), BACKOFF_MAX / 2);
+    }
+
+    #[test]
+    fn without_a_usable_token_the_backoff_stops_at_30_s() {
+        let cap = backoff_cap(false);
+        assert_eq!(cap, S(30));
+        assert_eq!(backoff(30, None, 1.0, cap), S(30));
+        assert!(backoff(6, None, 1.0, cap) <= S(30), "2^5 s is capped");
+        assert_eq!(backoff(30, None, 1.0, backoff_cap(true)), BACKOFF_MAX);
+        // The server's Retry-After still wins.
+        assert_eq!(backoff(30, Some(S(120)), 1.0, cap), S(120));
     }
 }

@@ -314,6 +314,27 @@ connections:
         ],
     },
     Case {
+        name: "an empty file",
+        config: "",
+        files: &[],
+        env: &[],
+        expected: &["config.yaml: connections: at least one connection is required (see README: Connections and strategies)"],
+    },
+    Case {
+        name: "an empty connections list",
+        config: "proxy:\n  listen: 127.0.0.1:8080\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &["config.yaml:3:1: connections: at least one connection is required (see README: Connections and strategies)"],
+    },
+    Case {
+        name: "a passthrough entry for a connection's host, on another port",
+        config: "proxy:\n  connect_passthrough: [\"api.acme.example:8443\", \"other.example:443\"]\nconnections:\n  - key: acme\n    saas_config: acme.yml\n    secrets: { client_id: a, client_secret: b }\n",
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &["config.yaml:2:25: proxy.connect_passthrough[0]: `api.acme.example:8443` can never be tunnelled: api.acme.example is the host of connection `acme`, and CONNECT to a connection's host is always refused, on any port (tokenwarden cannot inject inside TLS; send http:// requests instead)"],
+    },
+    Case {
         name: "redis store without url or key, with a file path and a tiny lease",
         config: "store:\n  backend: redis\n  path: tokens.bin\n  lease_ttl: 10ms\nconnections: []\n",
         files: &[],

@@ -8,6 +8,7 @@ mod authcode;
 mod config_errors;
 mod fast_path;
 mod fides;
+mod first_steps;
 mod forward;
 mod foundation;
 mod oidc;

@@ -94,6 +94,18 @@ pub enum StoreError {
         configured_key_id: String,
     },
 
+    /// Another process holds the store's lock: two writers would lose each other's rotated
+    /// refresh tokens within seconds, so the second one does not start.
+    #[error(
+        "token store {path} is in use by another tokenwarden{} (lock file {lock}); stop it, or give this one its own store.path",
+        .holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        holder: Option<u32>,
+    },
+
     /// This connection key or token set cannot be stored (e.g. an empty connection key, or one
     /// too long for the file format). Nothing was written.
     #[error("token store {path}: cannot store connection {connection:?}: {reason}")]

@@ -5,8 +5,11 @@
 //! after a crash at any instant the file holds either the old or the new set — never a mix.
 //!
 //! A mutex serialises writers within the process and guards an in-memory copy of the
-//! decrypted records, so a write does not re-read the file. One process owns a store file;
-//! several processes writing the same file would overwrite each other's changes.
+//! decrypted records, so a write does not re-read the file. One process owns a store file:
+//! [`FileStore::open`] takes an exclusive lock on `<store>.lock` (holding this process's
+//! pid) for as long as the store is open, and refuses when another process holds it —
+//! two writers would overwrite each other's rotated refresh tokens. The operating system
+//! releases the lock when the process dies, however it dies.
 //!
 //! A file that cannot be decoded (corrupt, wrong key, unknown version) is never rewritten or
 //! deleted: `load_all`, `put` and `remove` all fail with the error until an operator acts.
@@ -20,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use secrecy::SecretString;
 
-use super::key::{key_file_path, KeySource, StoreKey};
+use super::key::{key_file_path, read_key_file, KeySource, StoreKey};
 use super::{atomic, format, record, StoreError, StoredToken, TokenStore};
 
 /// Longest prefix of an offending connection key quoted in an error message.
@@ -30,11 +33,16 @@ const CONNECTION_DISPLAY_MAX: usize = 64;
 /// or a write failed part-way so the disk state must be re-read).
 type Cache = Option<HashMap<String, StoredToken>>;
 
+/// Suffix of the lock file beside the store.
+const LOCK_SUFFIX: &str = "lock";
+
 /// The durable encrypted token store (see the module doc).
 pub struct FileStore {
     path: PathBuf,
     key: StoreKey,
     cache: Mutex<Cache>,
+    /// The exclusive lock, held while the store is open (None: `verify`, which only reads).
+    _lock: Option<fs::File>,
 }
 
 impl fmt::Debug for FileStore {
@@ -56,6 +64,7 @@ impl FileStore {
     /// [`TokenStore::load_all`] and first written by [`TokenStore::put`].
     pub fn open(path: &Path, key: Option<&SecretString>) -> Result<FileStore, StoreError> {
         atomic::ensure_dir(atomic::parent_dir(path))?;
+        let lock = lock(path)?;
         let key = match key {
             Some(text) => StoreKey::parse(text, path)?,
             None => {
@@ -70,7 +79,37 @@ impl FileStore {
             path: path.to_path_buf(),
             key,
             cache: Mutex::new(None),
+            _lock: Some(lock),
         })
+    }
+
+    /// What [`FileStore::open`] and [`TokenStore::load_all`] would refuse, found without
+    /// creating or writing anything (for `tokenwarden check`): an unusable key, and a store
+    /// file the key does not open (wrong key, corrupt, unknown version).
+    pub fn verify(path: &Path, key: Option<&SecretString>) -> Result<(), StoreError> {
+        let key = match key {
+            Some(text) => StoreKey::parse(text, path)?,
+            None => match read_key_file(&key_file_path(path))? {
+                Some(key) => key,
+                // `run` generates a key: fine for a new store, not for an existing one.
+                None if path.exists() => {
+                    return Err(StoreError::BadKey {
+                        path: key_file_path(path),
+                        reason: "the store exists but neither store.key nor its key file does; \
+                                 a generated key could not open it"
+                            .into(),
+                    })
+                }
+                None => return Ok(()),
+            },
+        };
+        let store = FileStore {
+            path: path.to_path_buf(),
+            key,
+            cache: Mutex::new(None),
+            _lock: None,
+        };
+        store.read_file().map(drop)
     }
 
     /// The store file.
@@ -162,6 +201,43 @@ impl TokenStore for FileStore {
     fn remove(&self, connection: &str) -> Result<(), StoreError> {
         self.update(|tokens| tokens.remove(connection).is_some())
     }
+}
+
+/// Takes the exclusive lock of the store at `path` and records this process's pid in it.
+fn lock(path: &Path) -> Result<fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let lock_path = path.with_extension(match path.extension() {
+        Some(ext) => format!("{}.{LOCK_SUFFIX}", ext.to_string_lossy()),
+        None => LOCK_SUFFIX.to_owned(),
+    });
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| StoreError::io(&lock_path, "opening the lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StoreError::Locked {
+                path: path.to_path_buf(),
+                lock: lock_path,
+                holder: text.trim().parse().ok(),
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(StoreError::io(&lock_path, "locking the store", e))
+        }
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()));
+    written.map_err(|e| StoreError::io(&lock_path, "writing the lock file", e))?;
+    Ok(file)
 }
 
 /// Warns that the store is protected only by a key file lying beside it.

@@ -277,6 +277,13 @@ fn concurrent_writers_are_serialised() {
     for t in threads {
         t.join().unwrap().unwrap();
     }
+    // One process, one open store: a second open waits for the first to close.
+    let err = FileStore::open(&path, Some(&key(1))).err().unwrap();
+    assert!(
+        matches!(err, StoreError::Locked { holder: Some(pid), .. } if pid == std::process::id()),
+        "{err}"
+    );
+    drop(store);
     let reopened = FileStore::open(&path, Some(&key(1))).unwrap();
     assert_eq!(reopened.load_all().unwrap().len(), 8);
 }

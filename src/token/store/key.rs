@@ -136,7 +136,7 @@ pub(crate) fn key_file_path(store_path: &Path) -> PathBuf {
 }
 
 /// Reads and parses a key file; `None` if it does not exist.
-fn read_key_file(key_path: &Path) -> Result<Option<StoreKey>, StoreError> {
+pub(crate) fn read_key_file(key_path: &Path) -> Result<Option<StoreKey>, StoreError> {
     let text = match fs::read_to_string(key_path) {
         Ok(text) => SecretString::from(text),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

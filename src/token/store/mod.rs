@@ -75,6 +75,11 @@ impl fmt::Debug for StoredToken {
     }
 }
 
+/// Whether `text` is a usable store key (32 bytes, base64); the value is never echoed.
+pub fn check_key(text: &SecretString) -> Result<(), StoreError> {
+    key::StoreKey::parse(text, std::path::Path::new("store.key")).map(drop)
+}
+
 /// The store token sets are written to.
 #[derive(Clone)]
 pub enum Backend {

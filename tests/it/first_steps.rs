@@ -1,0 +1,308 @@
+//! What a new user trips over: `check` refusing what `run` would refuse (store key, store
+//! file) and warning about what loads but is likely a mistake, one process per store file,
+//! SIGHUP not ending the process, quiet probes, retrying a failed connection, a plain-text
+//! authorization URL, TLS failures in words, and the demo through `HTTP_PROXY`.
+
+use crate::support::authz::authorize;
+use crate::support::capture::Capture;
+use crate::support::process::SidecarProcess;
+use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const STORE_KEY: &str = "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=";
+const OTHER_KEY: &str = "BgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgY=";
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+}
+
+/// `tokenwarden check` on `yaml` written into `dir` → (exit code, stdout, stderr).
+fn check(dir: &Path, yaml: &str) -> (Option<i32>, String, String) {
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = binary()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn store(key: &str) -> String {
+    format!("store: {{ path: tokens.bin, key: \"{key}\" }}\n")
+}
+
+#[tokio::test]
+async fn check_refuses_the_store_run_would_refuse() {
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let echo = Echo::start().await;
+    let conns = connections(&[cc_conn("api", echo.addr, tokens.addr)]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // A key that is not 32 bytes of base64: check says so (once), without echoing it.
+    let (code, _, err) = check(dir.path(), &format!("{}{conns}", store("c2hvcnQ=")));
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("decodes to 5 bytes, expected 32"), "{err}");
+    assert_eq!(err.matches("token store").count(), 1, "said once: {err}");
+    assert!(!err.contains("c2hvcnQ="), "{err}");
+
+    // A store written with one key, checked with another: what run would refuse.
+    let yaml = format!("{}{conns}", store(STORE_KEY));
+    let sc = Sidecar::start_in(dir, &yaml, Default::default()).await;
+    sc.wait_state("api", "ready").await;
+    let dir = sc.stop().await;
+    let (code, out, err) = check(dir.path(), &format!("{}{conns}", store(OTHER_KEY)));
+    assert_eq!(code, Some(64), "{out}{err}");
+    assert!(err.contains("was written with key id"), "{err}");
+    let (code, _, err) = check(dir.path(), &yaml);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[tokio::test]
+async fn check_warns_about_what_loads_but_is_likely_a_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = format!(
+        "{}{}",
+        store(STORE_KEY),
+        connections(&[
+            cc_conn("one", "api.example.com", tokens).configure("          expire_in: 3600\n"),
+            cc_conn("two", "api.example.com", tokens),
+        ])
+    );
+    let (code, out, err) = check(dir.path(), &yaml);
+    assert_eq!(code, Some(0), "warnings do not refuse the file: {err}");
+    assert!(out.contains("  - one"), "{out}");
+    assert!(
+        err.contains("warning: ") && err.contains("unknown key `expire_in` is ignored (as Fides ignores it); did you mean `expires_in`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("connections `one` and `two` both reach api.example.com: forward mode (HTTP_PROXY) routes that host to `one`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_process_on_one_store_file_is_refused_naming_the_first() {
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let echo = Echo::start().await;
+    let yaml = format!(
+        "{}{}",
+        store(STORE_KEY),
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let first = Sidecar::start(&yaml).await;
+    first.wait_state("api", "ready").await;
+    let err = try_start(first.dir.path(), &yaml)
+        .await
+        .err()
+        .expect("the second sidecar must not start")
+        .to_string();
+    assert!(
+        err.contains("is in use by another tokenwarden")
+            && err.contains(&format!("(pid {})", std::process::id())),
+        "{err}"
+    );
+    // The first is untouched; once it stops, the store can be opened again.
+    assert_eq!(first.status("api").await["state"], "ready");
+    let dir = first.stop().await;
+    let again = Sidecar::start_in(dir, &yaml, Default::default()).await;
+    again.wait_state("api", "ready").await;
+    assert_eq!(tokens.count(), 1, "the token came from the store");
+}
+
+#[tokio::test]
+async fn sighup_is_ignored_with_a_log_line_and_probes_log_at_debug() {
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{}{}",
+        store(STORE_KEY),
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let p = SidecarProcess::spawn(dir.path(), "hup", "", &body).await;
+    wait_state_at(p.admin, "api", "ready").await;
+    let _ = get_json(&format!("http://{}/readyz", p.admin)).await;
+    let _ = get_json(&format!("http://{}/api/v1/connections", p.admin)).await;
+    let hup = Command::new("kill")
+        .arg("-HUP")
+        .arg(p.pid().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = get_json(&format!("http://{}/healthz", p.admin)).await;
+    assert_eq!(status, 200, "still serving after SIGHUP:\n{}", p.logs());
+    let logs = p.logs();
+    assert!(logs.contains("SIGHUP ignored"), "{logs}");
+    assert!(logs.contains("/api/v1/connections"), "{logs}");
+    assert!(
+        !logs.contains("/readyz") && !logs.contains("/healthz"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_connection_is_retried_on_request() {
+    let tokens = TokenServer::start(Reply::OAuthError {
+        status: 401,
+        code: "invalid_client",
+    })
+    .await;
+    let echo = Echo::start().await;
+    let sc = Sidecar::start(&format!(
+        "{}{}",
+        store(STORE_KEY),
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    ))
+    .await;
+    sc.wait_state("api", "failed").await;
+    tokens.set_default(Reply::token(3600, false));
+    let retry = sc.admin_url("/api/v1/connection/api/retry");
+    let r = client().get(&retry).send().await.unwrap();
+    assert_eq!(r.status(), 405, "POST only");
+    let r = client().post(&retry).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["status"], "retrying");
+    sc.wait_state("api", "ready").await;
+    assert_eq!(tokens.count(), 2);
+    let r = client()
+        .post(sc.admin_url("/api/v1/connection/nope/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn authorize_answers_a_plain_url_on_request() {
+    let echo = Echo::start().await;
+    let sc = Sidecar::start(&format!(
+        "{}{}",
+        store(STORE_KEY),
+        connections(&[fixture_authcode("crm", echo.addr, None, false)])
+    ))
+    .await;
+    let json = authorize(&sc, "crm").await;
+    let r = client()
+        .get(sc.admin_url("/api/v1/connection/crm/authorize?format=text"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    let text = r.text().await.unwrap();
+    let url = text.trim_end();
+    assert!(!url.starts_with('"') && text.ends_with('\n'), "{text:?}");
+    let cut = |u: &str| u.split("state=").next().unwrap().to_owned();
+    assert_eq!(cut(url), cut(&json.url), "the same URL, with its own state");
+}
+
+#[tokio::test]
+async fn a_tls_failure_is_reported_in_words() {
+    // A TLS token endpoint whose CA the sidecar was not told about.
+    let tls = Capture::start(serde_json::json!({"access_token": "t", "expires_in": 3600})).await;
+    let echo = Echo::start().await;
+    let token_request = format!(
+        r#"          token_request:
+            method: POST
+            path: /oauth/token
+            client_config: {{ protocol: https, host: "127.0.0.1:{}" }}
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "client_credentials"}}'
+"#,
+        tls.addr.port()
+    );
+    let sc = Sidecar::start(&format!(
+        "{}{}",
+        store(STORE_KEY),
+        connections(&[Conn::new("api", echo.addr, CLIENT_CREDENTIALS)
+            .secrets(CC_SECRETS)
+            .configure(&token_request)])
+    ))
+    .await;
+    let st = sc
+        .wait_status("api", "a failed token request", |s| {
+            !s["last_error"].is_null()
+        })
+        .await;
+    let error = st["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("TLS: the server's certificate is not signed by an authority tokenwarden trusts (add that CA with tls.ca_file)"),
+        "{error}"
+    );
+    assert!(!error.contains("UnknownIssuer"), "{error}");
+}
+
+#[tokio::test]
+async fn the_demo_works_through_http_proxy_with_no_proxy_and_cleans_up_on_sigterm() {
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let (mut proxy, mut api, mut dir) = (None, None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let word_after = |marker: &str| {
+            line.split_once(marker)
+                .map(|(_, rest)| rest.split_whitespace().next().unwrap().to_owned())
+        };
+        if line.trim_start().starts_with("proxy ") {
+            proxy = word_after("http://");
+        }
+        if api.is_none() && line.contains("echo API  http") {
+            api = line
+                .split("echo API")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_owned);
+        }
+        if let Some(d) = word_after("removes ") {
+            dir = Some(d.trim_end_matches('.').to_owned());
+            break;
+        }
+    }
+    let (proxy, api, dir) = (proxy.unwrap(), api.unwrap(), dir.unwrap());
+    assert!(api.starts_with("http://echo.demo.test:"), "{api}");
+    assert!(Path::new(&dir).is_dir(), "{dir}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", &format!("{api}/hello")])
+            .env("HTTP_PROXY", format!("http://{proxy}"))
+            .env("http_proxy", format!("http://{proxy}"))
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("Bearer demo-token-") || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(answer.contains("Bearer demo-token-"), "{answer}");
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(demo.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = demo.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!Path::new(&dir).exists(), "{dir} left behind");
+}
