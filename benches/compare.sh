@@ -271,7 +271,7 @@ http {
         location / {
             access_log $W/sf/requests.log ts;
             limit_req zone=sf burst=100000;
-            # a file, not `return`: limit_req runs after the rewrite phase
+            # a file, not a return: limit_req runs after the rewrite phase
             root $W/www;
             rewrite ^ /small.json break;
         }
