@@ -3,11 +3,18 @@
 # in front of the same fast upstream, on loopback, in one run. Prints one table (req/s, p50,
 # p99, the proxy's own CPU per request, peak RSS) plus tokenwarden/nginx ratios and a
 # single-flight line (requests spread across a token refresh → token-endpoint hits).
+# The proxy `tokenwarden-redis` (add it to PROXIES) is tokenwarden with `store.backend:
+# redis` on a throwaway redis-server (free loopback port, no persistence, on OTHER_CORE);
+# it gets tokenwarden-redis/tokenwarden ratio lines (target: CPU/req within 5 %). Replicas
+# never call Redis on the request path, so this checks that the follower task costs nothing
+# there.
 #
 # Usage:  benches/compare.sh                      (≈ 3 min on 2 cores)
 #         DURATION=5 CONNS="64" CASES="small" benches/compare.sh   (quicker)
+#         PROXIES="tokenwarden tokenwarden-redis nginx" benches/compare.sh   (+ Redis store)
 # Needs:  nginx (any flavour with ssl), haproxy, wrk, curl, openssl, taskset, cargo.
 #         Debian/Ubuntu: apt-get install nginx-light haproxy wrk curl openssl util-linux
+#         tokenwarden-redis also needs redis-server (apt-get install redis-server).
 # It installs nothing; it builds target/release/tokenwarden if missing (TOKENWARDEN_BIN
 # or CARGO_TARGET_DIR choose another binary).
 #
@@ -26,9 +33,10 @@
 #
 # Environment knobs: DURATION (s, default 10), CONNS (default "64 256"), BIG_CONNS (1 MB
 # case, default 16), CASES (default "small tls big"), PROXIES (default "tokenwarden nginx
-# haproxy"), WARMUP (s, default 2), SF_EXPIRES_IN (s, default 2), SF_REQUESTS (10000),
-# KEEP_WORKDIR=1 (keep configs and logs), RESULTS (also write the table to this file),
-# LAYOUT (sidecar or split, above), PROXY_CORE (1), OTHER_CORE (0).
+# haproxy"; add tokenwarden-redis for the Redis store), WARMUP (s, default 2),
+# SF_EXPIRES_IN (s, default 2), SF_REQUESTS (10000), KEEP_WORKDIR=1 (keep configs and
+# logs), RESULTS (also write the table to this file), LAYOUT (sidecar or split, above),
+# PROXY_CORE (1), OTHER_CORE (0).
 #
 # Reading the table: the machine is shared, so compare rows of one run (the ratio lines),
 # never numbers across runs. "up conns" counts connections the upstream accepted during
@@ -59,10 +67,16 @@ missing=()
 for tool in nginx haproxy wrk curl openssl taskset awk; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+WITH_REDIS=0
+if [[ " $PROXIES " == *" tokenwarden-redis "* ]]; then
+    WITH_REDIS=1
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+fi
 if ((${#missing[@]})); then
     echo "compare.sh: missing: ${missing[*]}" >&2
     echo "  this benchmark needs nginx (with ssl), haproxy, wrk, curl, openssl and taskset;" >&2
     echo "  on Debian/Ubuntu: apt-get install nginx-light haproxy wrk curl openssl util-linux" >&2
+    echo "  (and redis-server for tokenwarden-redis)" >&2
     exit 2
 fi
 
@@ -192,9 +206,11 @@ free_port TW      # tokenwarden's proxy listener
 free_port TWADMIN # … and its admin listener
 free_port NGX     # nginx as the proxy
 free_port HAP     # HAProxy as the proxy
+free_port REDIS   # redis-server for tokenwarden-redis
+REDIS_STORE_KEY=$(openssl rand -base64 32)
 
 SMALL_JSON='{"id":12345,"name":"Ada Lovelace","email":"ada@example.com","active":true}'
-mkdir -p "$W/www" "$W/tls" "$W/up" "$W/ngx" "$W/tw" "$W/sf"
+mkdir -p "$W/www" "$W/tls" "$W/up" "$W/ngx" "$W/tw" "$W/twr" "$W/sf"
 head -c 1048576 /dev/urandom >"$W/www/big.bin"
 printf '%s' "$SMALL_JSON" >"$W/www/small.json"
 chmod -R a+rX "$W/www"
@@ -255,7 +271,7 @@ http {
         location / {
             access_log $W/sf/requests.log ts;
             limit_req zone=sf burst=100000;
-            # a file, not `return`: limit_req runs after the rewrite phase
+            # a file, not a return: limit_req runs after the rewrite phase
             root $W/www;
             rewrite ^ /small.json break;
         }
@@ -269,6 +285,22 @@ EOF
 "${PIN_UPSTREAM[@]}" nginx -p "$W/up" -e "$W/up/error.log" -c "$W/up/nginx.conf" &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$UP/" '"id"' || die "the upstream nginx did not start ($(tail -3 "$W/up/error.log"))"
+
+# ---------------------------------------------------------------- Redis (tokenwarden-redis)
+# Answers +PONG when the redis-server on $REDIS is up.
+redis_ping() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$REDIS" && printf 'PING\r\n' >&3 && head -c 5 <&3) 2>/dev/null
+}
+if ((WITH_REDIS)); then
+    "${PIN_UPSTREAM[@]}" redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
+        --protected-mode yes >"$W/twr/redis.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 200); do
+        [[ $(redis_ping) == "+PONG" ]] && break
+        sleep 0.05
+    done
+    [[ $(redis_ping) == "+PONG" ]] || die "redis-server did not start ($(tail -3 "$W/twr/redis.log"))"
+fi
 
 # ---------------------------------------------------------------- proxies' configs
 connection_yaml() { # key protocol host:port
@@ -301,6 +333,9 @@ EOF
     connection_yaml api http "127.0.0.1:$UP" "127.0.0.1:$UP"
     connection_yaml api-tls https "127.0.0.1:$UPTLS" "127.0.0.1:$UP"
 } >"$W/tw/config.yaml"
+# The same with the Redis store (default lease and poll interval).
+sed "s|^store: .*|store: { backend: redis, url: \"redis://127.0.0.1:$REDIS/0\", key: \"$REDIS_STORE_KEY\" }|" \
+    "$W/tw/config.yaml" >"$W/twr/config.yaml"
 {
     cat <<EOF
 proxy: { listen: "127.0.0.1:$TW", worker_threads: 1 }
@@ -383,6 +418,11 @@ start_proxy() { # name
         PROXY_PID=$!
         PORT=$TW
         ;;
+    tokenwarden-redis)
+        "${PIN_PROXY[@]}" "$BIN" run --config "$W/twr/config.yaml" 2>>"$W/twr/stderr.log" &
+        PROXY_PID=$!
+        PORT=$TW
+        ;;
     nginx)
         "${PIN_PROXY[@]}" nginx -p "$W/ngx" -e "$W/ngx/error.log" -c "$W/ngx/nginx.conf" &
         PROXY_PID=$!
@@ -450,7 +490,7 @@ run_case() { # proxy case conns path
     cpu_pct=$(awk -v d=$((t1 - t0)) -v t="$TICK" -v s="$DURATION" 'BEGIN { printf "%.0f", d / t / s * 100 }')
     rss=$(awk -v k="$(peak_rss_kb "$PROXY_PID")" 'BEGIN { printf "%.1f", k / 1024 }')
     ROWS+=("$case $conns $proxy $rps $p50 $p99 $cpu_us $cpu_pct $rss $err $upconns")
-    printf '  %-6s c=%-4s %-12s %8s req/s  p50 %6s ms  p99 %6s ms  %6s µs CPU/req  %5s MB  errors %s  new upstream conns %s\n' \
+    printf '  %-6s c=%-4s %-17s %8s req/s  p50 %6s ms  p99 %6s ms  %6s µs CPU/req  %5s MB  errors %s  new upstream conns %s\n' \
         "$case" "$conns" "$proxy" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$err" "$upconns" >&2
 }
 
@@ -526,16 +566,16 @@ fi
     echo
     echo "## tokenwarden vs nginx vs HAProxy — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "machine: $NCPU × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
-    echo "versions: tokenwarden $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty'), $(nginx -v 2>&1 | sed 's/.*: //'), haproxy $(haproxy -v | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')"
+    echo "versions: tokenwarden $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty'), $(nginx -v 2>&1 | sed 's/.*: //'), haproxy $(haproxy -v | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')$( ((WITH_REDIS)) && redis-server --version | awk '{print ", redis " substr($3, 3)}')"
     echo "method: $PINNING; 1 worker/thread per proxy; wrk -t1, ${DURATION}s per row; CPU = user+sys of the proxy's processes over the run / requests; RSS = peak VmHWM (summed over processes); up conns = connections the upstream accepted during the run (pool churn); token ${TOKEN_LEN} bytes"
     echo
-    printf '| %-5s | %5s | %-11s | %9s | %7s | %7s | %11s | %5s | %8s | %6s | %8s |\n' \
+    printf '| %-5s | %5s | %-17s | %9s | %7s | %7s | %11s | %5s | %8s | %6s | %8s |\n' \
         case conns proxy "req/s" "p50 ms" "p99 ms" "CPU µs/req" "CPU%" "RSS MB" errors "up conns"
-    echo '|:------|------:|:------------|----------:|--------:|--------:|------------:|------:|---------:|-------:|---------:|'
+    echo '|:------|------:|:------------------|----------:|--------:|--------:|------------:|------:|---------:|-------:|---------:|'
     for row in "${ROWS[@]}"; do
         # shellcheck disable=SC2086
         set -- $row
-        printf '| %-5s | %5s | %-11s | %9s | %7s | %7s | %11s | %5s | %8s | %6s | %8s |\n' "$@"
+        printf '| %-5s | %5s | %-17s | %9s | %7s | %7s | %11s | %5s | %8s | %6s | %8s |\n' "$@"
     done
     echo
     # tokenwarden / nginx per case: CPU per request, throughput, p99
@@ -547,6 +587,17 @@ fi
             [[ $1 == "${12}" && $2 == "${13}" && ${14} == nginx ]] || continue
             awk -v c="$1" -v k="$2" -v cpu="$7" -v ncpu="${18}" -v rps="$4" -v nrps="${15}" -v p99="$6" -v np99="${17}" \
                 'BEGIN { printf "tokenwarden/nginx %-5s c=%-4s CPU/req %.2f×  req/s %.2f×  p99 %.2f×\n", c, k, cpu / ncpu, rps / nrps, (np99 > 0 ? p99 / np99 : 0) }'
+        done
+    done
+    # tokenwarden with the Redis store / with the file store, per case (target: CPU/req ≤ 1.05×)
+    for row in "${ROWS[@]}"; do
+        set -- $row
+        [[ $3 == tokenwarden-redis ]] || continue
+        for other in "${ROWS[@]}"; do
+            set -- $row $other
+            [[ $1 == "${12}" && $2 == "${13}" && ${14} == tokenwarden ]] || continue
+            awk -v c="$1" -v k="$2" -v cpu="$7" -v fcpu="${18}" -v rps="$4" -v frps="${15}" -v p99="$6" -v fp99="${17}" \
+                'BEGIN { r = cpu / fcpu; printf "tokenwarden-redis/tokenwarden %-5s c=%-4s CPU/req %.3f× [%s]  req/s %.2f×  p99 %.2f×\n", c, k, r, (r <= 1.05 ? "ok, within 5 %" : "over 5 %"), rps / frps, (fp99 > 0 ? p99 / fp99 : 0) }'
         done
     done
     echo "$SF_LINE"
