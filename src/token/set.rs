@@ -87,10 +87,10 @@ impl TokenSet {
 
     /// Rebuilds a persisted token set; None when the stored token is unusable.
     pub fn from_stored(stored: StoredToken, jitter: f64) -> Result<TokenSet, BadToken> {
-        let obtained_at = UNIX_EPOCH + Duration::from_secs(stored.obtained_at);
+        let obtained_at = UNIX_EPOCH + Duration::from_millis(stored.obtained_at_ms);
         let lifetime = stored
-            .expires_at
-            .map(|e| Duration::from_secs(e.saturating_sub(stored.obtained_at)));
+            .expires_at_ms
+            .map(|e| Duration::from_millis(e.saturating_sub(stored.obtained_at_ms)));
         TokenSet::new(
             stored.access_token,
             stored.refresh_token,
@@ -102,13 +102,16 @@ impl TokenSet {
     }
 
     pub fn to_stored(&self) -> StoredToken {
-        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let ms = |t: SystemTime| {
+            let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        };
         StoredToken {
             access_token: self.access_token.clone(),
             refresh_token: self.refresh_token.clone(),
-            expires_at: self.expires_at.map(secs),
+            expires_at_ms: self.expires_at.map(ms),
             scope: self.scope.clone(),
-            obtained_at: secs(self.obtained_at),
+            obtained_at_ms: ms(self.obtained_at),
         }
     }
 
@@ -182,6 +185,12 @@ mod tests {
         assert!(t.header_at(Instant::now()).is_some());
         assert!(t.refresh_at.is_none());
         let back = TokenSet::from_stored(t.to_stored(), 0.0).unwrap();
+        let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
+        assert_eq!(
+            ms(back.obtained_at),
+            ms(t.obtained_at),
+            "to the millisecond"
+        );
         assert_eq!(back.header, t.header);
         assert!(format!("{back:?}").contains("****") && !format!("{back:?}").contains("abc"));
         assert_eq!(back.refresh_token.unwrap().expose_secret(), "r");

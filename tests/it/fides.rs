@@ -77,9 +77,9 @@ fn store_due_token(dir: &Path, key: &str) {
             &StoredToken {
                 access_token: SecretString::from("tok-stale"),
                 refresh_token: Some(SecretString::from(golden::REFRESH_TOKEN)),
-                expires_at: Some(t - 60),
+                expires_at_ms: Some((t - 60) * 1000),
                 scope: None,
-                obtained_at: t - 3660,
+                obtained_at_ms: (t - 3660) * 1000,
             },
         )
         .unwrap();

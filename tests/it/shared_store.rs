@@ -59,7 +59,8 @@ async fn replicas_make_one_token_request_per_cycle_between_them() {
     a.wait_state("api", "ready").await;
     b.wait_state("api", "ready").await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(20);
     while redis.generation("api").await < 5 {
         assert!(tokio::time::Instant::now() < deadline, "too few refreshes");
         for s in [&a, &b] {
@@ -82,6 +83,16 @@ async fn replicas_make_one_token_request_per_cycle_between_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen.0, seen.1, "token requests vs stored generations");
+    // And no replica refreshed what another had just refreshed: the requests are at least
+    // the schedule's shortest cycle apart (half of 3 s, less 10 % jitter).
+    let shortest_cycle = Duration::from_secs(3).mul_f64(0.5 * 0.9);
+    let most = (started.elapsed().as_secs_f64() / shortest_cycle.as_secs_f64()).ceil() as u64 + 1;
+    assert!(
+        seen.0 <= most,
+        "{} token requests in {:?}",
+        seen.0,
+        started.elapsed()
+    );
     let latest = format!("Bearer tok-{}", seen.1);
     wait_injected(&a, "api", &latest).await;
     wait_injected(&b, "api", &latest).await;

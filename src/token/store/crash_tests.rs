@@ -55,9 +55,9 @@ fn generation(n: u64) -> StoredToken {
     StoredToken {
         access_token: SecretString::from(format!("gen-{n}")),
         refresh_token: Some(SecretString::from(format!("refresh-{n}"))),
-        expires_at: Some(n),
+        expires_at_ms: Some(n),
         scope: Some(format!("scope-{n}")),
-        obtained_at: n,
+        obtained_at_ms: n,
     }
 }
 
@@ -66,7 +66,7 @@ fn generation_of(tokens: &HashMap<String, StoredToken>) -> u64 {
     let Some(token) = tokens.get(LIVE) else {
         return 0;
     };
-    let n = token.obtained_at;
+    let n = token.obtained_at_ms;
     let expected = generation(n);
     assert_eq!(
         token.access_token.expose_secret(),
@@ -79,7 +79,7 @@ fn generation_of(tokens: &HashMap<String, StoredToken>) -> u64 {
             .map(|s| s.expose_secret().to_owned()),
         Some(format!("refresh-{n}"))
     );
-    assert_eq!(token.expires_at, expected.expires_at);
+    assert_eq!(token.expires_at_ms, expected.expires_at_ms);
     assert_eq!(token.scope, expected.scope);
     n
 }

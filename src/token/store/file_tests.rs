@@ -112,7 +112,7 @@ fn round_trip_replace_remove_and_reopen() {
     store.remove("b").unwrap();
     let long_lived = StoredToken {
         refresh_token: None,
-        expires_at: None,
+        expires_at_ms: None,
         scope: None,
         ..sample_token("4")
     };

@@ -53,11 +53,12 @@ const REDACTED: &str = "****";
 pub struct StoredToken {
     pub access_token: SecretString,
     pub refresh_token: Option<SecretString>,
-    /// Unix seconds; None = long-lived.
-    pub expires_at: Option<u64>,
+    /// Unix milliseconds; None = long-lived.
+    pub expires_at_ms: Option<u64>,
     pub scope: Option<String>,
-    /// Unix seconds when the token was obtained.
-    pub obtained_at: u64,
+    /// Unix milliseconds when the token was obtained: replicas that adopt a short-lived
+    /// token must see its true age, or they refresh it again at once.
+    pub obtained_at_ms: u64,
 }
 
 impl fmt::Debug for StoredToken {
@@ -68,9 +69,9 @@ impl fmt::Debug for StoredToken {
                 "refresh_token",
                 &self.refresh_token.as_ref().map(|_| REDACTED),
             )
-            .field("expires_at", &self.expires_at)
+            .field("expires_at_ms", &self.expires_at_ms)
             .field("scope", &self.scope)
-            .field("obtained_at", &self.obtained_at)
+            .field("obtained_at_ms", &self.obtained_at_ms)
             .finish()
     }
 }
@@ -126,9 +127,9 @@ pub(crate) mod test_support {
         StoredToken {
             access_token: SecretString::from(format!("access-{tag}")),
             refresh_token: Some(SecretString::from(format!("refresh-{tag}"))),
-            expires_at: Some(1_700_000_000 + tag.len() as u64),
+            expires_at_ms: Some(1_700_000_000_000 + tag.len() as u64),
             scope: Some(format!("scope:{tag}")),
-            obtained_at: 1_600_000_000,
+            obtained_at_ms: 1_600_000_000_000,
         }
     }
 
@@ -141,9 +142,9 @@ pub(crate) mod test_support {
                 == b.refresh_token
                     .as_ref()
                     .map(|s| s.expose_secret().to_owned())
-            && a.expires_at == b.expires_at
+            && a.expires_at_ms == b.expires_at_ms
             && a.scope == b.scope
-            && a.obtained_at == b.obtained_at
+            && a.obtained_at_ms == b.obtained_at_ms
     }
 }
 

@@ -1,6 +1,8 @@
 //! Encryption of one connection's token set.
 //!
-//! The plaintext is a small JSON document with the fields of [`StoredToken`]; it is sealed
+//! The plaintext is a small JSON document with the fields of [`StoredToken`] (times in Unix
+//! seconds, and since the Redis store also in milliseconds: a document without the
+//! millisecond fields, written by an older version, is read from the seconds); it is sealed
 //! with XChaCha20-Poly1305 under a fresh random 24-byte nonce on every write. The associated
 //! data is `MAGIC ‖ format version (u16 BE) ‖ connection key length (u16 BE) ‖ connection key`,
 //! so a record only decrypts under the connection (and format version) it was written for.
@@ -33,6 +35,8 @@ struct TokenDocRef<'a> {
     expires_at: Option<u64>,
     scope: Option<&'a str>,
     obtained_at: u64,
+    expires_at_ms: Option<u64>,
+    obtained_at_ms: u64,
 }
 
 /// The serialized form of a token set (owning, for reading).
@@ -43,7 +47,14 @@ struct TokenDoc {
     expires_at: Option<u64>,
     scope: Option<String>,
     obtained_at: u64,
+    #[serde(default)]
+    expires_at_ms: Option<u64>,
+    #[serde(default)]
+    obtained_at_ms: Option<u64>,
 }
+
+/// Milliseconds in a second (the document keeps both units).
+const MS_PER_S: u64 = 1000;
 
 /// One encrypted token set, as stored in the file (or, as [`SealedRecord::to_bytes`], in
 /// a Redis value).
@@ -90,9 +101,11 @@ pub(crate) fn seal(
     let doc = TokenDocRef {
         access_token: token.access_token.expose_secret(),
         refresh_token: token.refresh_token.as_ref().map(|s| s.expose_secret()),
-        expires_at: token.expires_at,
+        expires_at: token.expires_at_ms.map(|ms| ms / MS_PER_S),
         scope: token.scope.as_deref(),
-        obtained_at: token.obtained_at,
+        obtained_at: token.obtained_at_ms / MS_PER_S,
+        expires_at_ms: token.expires_at_ms,
+        obtained_at_ms: token.obtained_at_ms,
     };
     let plaintext = Zeroizing::new(
         serde_json::to_vec(&doc).map_err(|_| "token set could not be serialized".to_owned())?,
@@ -193,9 +206,13 @@ pub(crate) fn open(
     Ok(StoredToken {
         access_token: SecretString::from(doc.access_token),
         refresh_token: doc.refresh_token.map(SecretString::from),
-        expires_at: doc.expires_at,
+        expires_at_ms: doc
+            .expires_at_ms
+            .or(doc.expires_at.map(|s| s.saturating_mul(MS_PER_S))),
         scope: doc.scope,
-        obtained_at: doc.obtained_at,
+        obtained_at_ms: doc
+            .obtained_at_ms
+            .unwrap_or(doc.obtained_at.saturating_mul(MS_PER_S)),
     })
 }
 
@@ -233,6 +250,21 @@ mod tests {
         assert_ne!(a.nonce, b.nonce);
         assert_eq!(a.ciphertext.len(), b.ciphertext.len());
         assert!(same_token(&open(&k, "conn", &a).unwrap(), &token));
+    }
+
+    #[test]
+    fn a_document_with_seconds_only_reads_as_milliseconds() {
+        let k = key(6);
+        let old = br#"{"access_token":"a","refresh_token":null,"expires_at":1700000060,"scope":null,"obtained_at":1700000000}"#;
+        let sealed = seal_bytes(&k, "conn", old).unwrap();
+        let token = open(&k, "conn", &sealed).unwrap();
+        assert_eq!(token.obtained_at_ms, 1_700_000_000_000);
+        assert_eq!(token.expires_at_ms, Some(1_700_000_060_000));
+        // New documents keep the milliseconds.
+        let mut t = sample_token("ms");
+        t.obtained_at_ms = 1_700_000_000_123;
+        let back = open(&k, "conn", &seal(&k, "conn", &t).unwrap()).unwrap();
+        assert_eq!(back.obtained_at_ms, 1_700_000_000_123);
     }
 
     #[test]
