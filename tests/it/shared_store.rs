@@ -47,6 +47,19 @@ async fn wait_injected(sidecar: &Sidecar, key: &str, token: &str) {
     }
 }
 
+/// Waits until `n` followers are subscribed to the token-update channel.
+async fn wait_subscribers(redis: &RedisServer, n: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while redis.subscribers().await != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} subscribers, not {n}",
+            redis.subscribers().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn replicas_make_one_token_request_per_cycle_between_them() {
     let redis = RedisServer::start().await;
@@ -58,6 +71,7 @@ async fn replicas_make_one_token_request_per_cycle_between_them() {
     let b = Sidecar::start(&config).await;
     a.wait_state("api", "ready").await;
     b.wait_state("api", "ready").await;
+    wait_subscribers(&redis, 2).await;
 
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_secs(20);
@@ -203,10 +217,12 @@ async fn redis_down_keeps_tokens_then_restarted_empty_gets_them_back() {
     );
     assert!(injected(&a, "api").await.is_some());
 
-    // Back, empty: the sidecar writes its grant back, then refreshes it under the lease.
+    // Back, empty: the sidecar writes its grant back, then refreshes it under the lease,
+    // and its follower subscribes again (updates are pushed, not only polled).
     redis.restart().await;
     a.wait_status("crm", "the store back", |s| s["store"]["state"] == "ok")
         .await;
+    wait_subscribers(&redis, 1).await;
     wait_injected(&a, "crm", "Bearer tok-2").await;
     assert_eq!(code_tokens.count(), 2);
     assert!(redis.generation("crm").await >= 2);

@@ -121,6 +121,14 @@ impl RedisServer {
         gen.map_or(0, |g| g.parse().unwrap())
     }
 
+    /// How many connections are subscribed to the token-update channel (default prefix).
+    pub async fn subscribers(&self) -> i64 {
+        let (_, n): (String, i64) = self
+            .cmd(&[b"PUBSUB", b"NUMSUB", b"tokenwarden:tokens"])
+            .await;
+        n
+    }
+
     /// The holder of connection `key`'s refresh lease, if any.
     pub async fn lease_holder(&self, key: &str) -> Option<String> {
         self.cmd(&[b"GET", format!("tokenwarden:{{{key}}}:lease").as_bytes()])
