@@ -182,14 +182,24 @@ pub async fn start(
     })
 }
 
-/// What `run` would refuse about the store, found without writing anything (`check`): the
-/// key, and with the file store whether the key opens the file. Redis is not contacted.
-pub fn check_store(config: &Config) -> Result<(), StoreError> {
-    match (&config.store.redis, &config.store.key) {
-        (Some(_), Some(key)) => crate::token::store::check_key(key),
+/// What `run` would refuse beyond the config file, found without writing anything or
+/// contacting Redis (`check`): the TLS roots, the store key, the Redis URL, and with the
+/// file store whether the key opens the existing file. Every such problem, one a line.
+pub fn preflight(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = crate::tls::client_config(config.ca_file.as_deref()) {
+        problems.push(e.to_string());
+    }
+    let store = match (&config.store.redis, &config.store.key) {
+        (Some(redis), Some(key)) => crate::token::store::check_key(key)
+            .and_then(|()| crate::token::store::redis::check_url(redis)),
         (Some(_), None) => Ok(()), // config validation already requires it
         (None, key) => FileStore::verify(&config.store.path, key.as_ref()),
+    };
+    if let Err(e) = store {
+        problems.push(e.to_string());
     }
+    problems
 }
 
 /// Opens the configured store and reads what it holds for the configured connections.

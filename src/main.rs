@@ -48,13 +48,18 @@ fn main() -> ExitCode {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");
                 }
-                match tokenwarden::app::check_store(&c) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("{e}\n1 problem(s); tokenwarden would not start.");
-                        ExitCode::from(EXIT_INVALID_CONFIG)
-                    }
+                let problems = tokenwarden::app::preflight(&c);
+                if problems.is_empty() {
+                    return ExitCode::SUCCESS;
                 }
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                eprintln!(
+                    "{} problem(s); tokenwarden would not start.",
+                    problems.len()
+                );
+                ExitCode::from(EXIT_INVALID_CONFIG)
             }
             Err(problems) => invalid(&problems),
         },

@@ -114,12 +114,15 @@ pub fn render(
         "Requests refused with 503 for want of a usable token.",
         each(&|c, k| vec![(format!("{{connection=\"{k}\"}}"), c.counters.no_token.get())]),
     );
-    family(
-        "tokenwarden_pending_authorizations",
-        "gauge",
-        "Authorization states waiting for their callback.",
-        vec![(String::new(), pending_states as u64)],
-    );
+    // With Redis the states live there (bounded by their TTL): this process cannot count them.
+    if matches!(backend, Backend::Local(_)) {
+        family(
+            "tokenwarden_pending_authorizations",
+            "gauge",
+            "Authorization states waiting for their callback.",
+            vec![(String::new(), pending_states as u64)],
+        );
+    }
     let (name, up, _) = backend.health();
     family(
         "tokenwarden_store_up",

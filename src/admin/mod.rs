@@ -16,6 +16,7 @@
 
 mod metrics;
 mod oauth;
+mod retry;
 mod status;
 
 use crate::config::AdminSettings;
@@ -67,7 +68,7 @@ impl Admin {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         if let ["api", "v1", "connection", key, "retry"] = segments.as_slice() {
             return match *req.method() {
-                Method::POST => oauth::retry(self, key, &req, peer),
+                Method::POST => retry::retry(self, key, &req, peer),
                 _ => json(
                     StatusCode::METHOD_NOT_ALLOWED,
                     &serde_json::json!({"error": "method_not_allowed", "allow": "POST"}),

@@ -30,18 +30,9 @@ pub async fn authorize(
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<AdminBody> {
-    if !trusted(admin.settings.token.as_ref(), req.headers(), peer) {
-        return json(
-            StatusCode::UNAUTHORIZED,
-            &json!({"error": "unauthorized",
-            "message": "authorize is open to loopback callers, or to others with the admin token as a bearer token"}),
-        );
-    }
-    let Some(state) = admin.registry.get(key) else {
-        return json(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "unknown_connection", "connection": key}),
-        );
+    let state = match acting_on(admin, "authorize", key, req, peer) {
+        Ok(entry) => entry,
+        Err(refused) => return *refused,
     };
     let conn = &state.conn;
     let Some(oauth) = auth_code(&conn.auth) else {
@@ -127,53 +118,28 @@ fn text(body: String) -> Response<AdminBody> {
     r
 }
 
-/// `POST /api/v1/connection/{key}/retry`: the connection's refresher stops backing off (or
-/// waiting after a terminal error) and tries now. Same access rule as `authorize`.
-pub fn retry(
-    admin: &Admin,
+/// Connection `key`, for a route that acts on it (`authorize`, `retry`): trusted callers
+/// only (see [`trusted`]). Otherwise the 401 or 404 to answer.
+pub(super) fn acting_on<'a>(
+    admin: &'a Admin,
+    route: &str,
     key: &str,
     req: &Request<Incoming>,
     peer: SocketAddr,
-) -> Response<AdminBody> {
+) -> Result<&'a std::sync::Arc<crate::registry::Entry>, Box<Response<AdminBody>>> {
     if !trusted(admin.settings.token.as_ref(), req.headers(), peer) {
-        return json(
+        return Err(Box::new(json(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "unauthorized",
-            "message": "retry is open to loopback callers, or to others with the admin token as a bearer token"}),
-        );
+            "message": format!("{route} is open to loopback callers, or to others with the admin token as a bearer token")}),
+        )));
     }
-    let Some(entry) = admin.registry.get(key) else {
-        return json(
+    admin.registry.get(key).ok_or_else(|| {
+        Box::new(json(
             StatusCode::NOT_FOUND,
             &json!({"error": "unknown_connection", "connection": key}),
-        );
-    };
-    let state = entry.tokens.state_name();
-    match &entry.conn.auth {
-        Auth::OAuth2(o)
-            if o.grant == Grant::AuthorizationCode && entry.tokens.token().is_none() =>
-        {
-            json(
-                StatusCode::CONFLICT,
-                &json!({"error": "needs_authorization", "connection": key, "state": state,
-                "authorize": format!("/api/v1/connection/{key}/authorize"),
-                "message": "there is no grant to retry with: authorize the connection"}),
-            )
-        }
-        Auth::OAuth2(_) => {
-            tracing::info!(connection = %key, state, "retry requested");
-            entry.tokens.wake.notify_one();
-            json(
-                StatusCode::ACCEPTED,
-                &json!({"status": "retrying", "connection": key, "state": state}),
-            )
-        }
-        _ => json(
-            StatusCode::CONFLICT,
-            &json!({"error": "static_credential", "connection": key,
-            "message": "the connection uses a static credential: nothing to retry"}),
-        ),
-    }
+        ))
+    })
 }
 
 fn auth_code(auth: &Auth) -> Option<&OAuth2> {
@@ -186,7 +152,11 @@ fn auth_code(auth: &Auth) -> Option<&OAuth2> {
 /// Loopback peers, or the admin token as a bearer token (compared in constant time). When
 /// an admin token is configured, an `Authorization` header that is presented must carry it,
 /// even from loopback (fail closed on a wrong or malformed one).
-fn trusted(expected: Option<&SecretString>, headers: &HeaderMap, peer: SocketAddr) -> bool {
+pub(super) fn trusted(
+    expected: Option<&SecretString>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> bool {
     if let (Some(expected), Some(given)) = (expected, headers.get(header::AUTHORIZATION)) {
         return given.to_str().ok().and_then(bearer).is_some_and(|given| {
             constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes())

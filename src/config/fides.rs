@@ -119,7 +119,8 @@ fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Erro
     })
 }
 
-/// The keys of each strategy's `configuration`, for the unknown-key warning.
+/// The keys of each strategy's `configuration`, for the unknown-key warning: keep each list
+/// in step with its struct below.
 pub const OAUTH2_KEYS: [&str; 4] = [
     "expires_in",
     "token_request",
@@ -175,3 +176,35 @@ pub const SUPPORTED_STRATEGIES: [&str; 5] = [
     "basic",
     "api_key",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// A mapping with exactly the listed keys reads into the struct: no listed key is a
+    /// typo. (A field added to a struct must be added to its list too, or `check` would
+    /// warn that it is ignored.)
+    fn reads_all<T: DeserializeOwned>(keys: &[&str], yaml: &str) {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let map = value.as_mapping().unwrap();
+        let given: Vec<&str> = map.keys().filter_map(|k| k.as_str()).collect();
+        assert_eq!(given, keys, "the fixture lists exactly the known keys");
+        serde_yaml_ng::from_value::<T>(value).unwrap();
+    }
+
+    #[test]
+    fn every_listed_configuration_key_is_read() {
+        let request = "{ method: POST, path: /t }";
+        reads_all::<OAuth2Configuration>(
+            &OAUTH2_KEYS,
+            &format!("{{ expires_in: 1, token_request: {request}, refresh_request: {request}, authorization_request: {request} }}"),
+        );
+        reads_all::<BasicConfiguration>(&BASIC_KEYS, "{ username: u, password: p }");
+        reads_all::<BearerConfiguration>(&BEARER_KEYS, "{ token: t }");
+        reads_all::<ApiKeyConfiguration>(
+            &API_KEY_KEYS,
+            "{ headers: [], query_params: [], body: b }",
+        );
+    }
+}

@@ -12,6 +12,7 @@ mod raw;
 mod request;
 mod settings;
 mod source;
+mod store;
 mod strategy;
 
 pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
@@ -96,7 +97,12 @@ pub fn load_with_env(
     });
     cross_checks(&s.proxy, &connections, &source, &mut problems);
     problems.sort();
-    let warnings = problems.take_warnings();
+    // With errors the warnings stay with them (printed after), so nothing is hidden.
+    let warnings = if problems.is_empty() {
+        problems.take_warnings()
+    } else {
+        Vec::new()
+    };
     problems.into_result(Config {
         file: path.to_path_buf(),
         proxy: s.proxy,
@@ -137,8 +143,11 @@ fn cross_checks(
         }
     }
     for (i, c) in connections.iter().enumerate() {
+        // (A duplicate key is an error of its own.)
         let same = |o: &&Arc<Connection>| {
-            o.upstream.host == c.upstream.host && o.upstream.port == c.upstream.port
+            o.key != c.key
+                && o.upstream.host == c.upstream.host
+                && o.upstream.port == c.upstream.port
         };
         if let Some(first) = connections[..i].iter().find(same) {
             problems.warn(src.problem(

@@ -2,6 +2,8 @@
 
 use super::raw::RawFile;
 use super::source::{Problems, Source};
+use super::store::{redis_settings, DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_STORE_PATH};
+pub use super::store::{RedisSettings, StoreSettings, Unreadable};
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,18 +25,6 @@ pub const DEFAULT_VIA_PSEUDONYM: &str = "tokenwarden";
 pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(600);
 /// Default bound on authorization states waiting for their callback.
 pub const DEFAULT_MAX_PENDING_STATES: usize = 1024;
-/// Default store file, relative to the config file's directory.
-pub const DEFAULT_STORE_PATH: &str = "state/tokens.bin";
-/// Default prefix of every Redis key and channel tokenwarden uses.
-pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tokenwarden:";
-/// Default lifetime of a refresh lease in Redis: how long a replica killed mid-refresh can
-/// hold the others back. Token requests under a lease are cut off before it ends.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
-/// Shortest lease: a token request must fit in it.
-pub const MIN_LEASE_TTL: Duration = Duration::from_millis(500);
-/// Default interval at which replicas re-read Redis in case a pushed update was missed.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
-
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
@@ -61,37 +51,6 @@ pub struct AdminSettings {
     pub instance: Option<String>,
     /// Where the callback redirects (307) after a successful authorization.
     pub success_url: Option<String>,
-}
-
-/// What to do when the store file cannot be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unreadable {
-    /// Refuse to start (default).
-    Refuse,
-    /// Move the file aside and start with every connection unauthorised.
-    StartUnauthorized,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// The file store's path (unused with Redis).
-    pub path: PathBuf,
-    pub key: Option<SecretString>,
-    pub on_unreadable: Unreadable,
-    /// None: the file store (default).
-    pub redis: Option<RedisSettings>,
-}
-
-/// `store: { backend: redis, … }`: token sets, leases and pending states shared by replicas.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL; may carry a password, so it is a secret.
-    pub url: SecretString,
-    /// `host:port` of the URL, for logs and errors.
-    pub endpoint: String,
-    pub key_prefix: String,
-    pub lease_ttl: Duration,
-    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,113 +250,6 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
     }
 }
 
-/// The Redis backend's settings, when `store.backend` is `redis`; the problems of a store
-/// section whose fields do not fit its backend.
-fn redis_settings(
-    raw: &RawFile,
-    src: &Source,
-    problems: &mut Problems,
-    lease_ttl: Duration,
-    poll_interval: Duration,
-) -> Option<RedisSettings> {
-    let store = &raw.store;
-    let redis_only = [
-        ("store.url", store.url.is_some()),
-        ("store.key_prefix", store.key_prefix.is_some()),
-        ("store.lease_ttl", store.lease_ttl.is_some()),
-        ("store.poll_interval", store.poll_interval.is_some()),
-    ];
-    match store.backend.as_deref() {
-        None | Some("file") => {
-            for (path, given) in redis_only {
-                if given {
-                    problems.push(src.problem(path, "only applies with `backend: redis`"));
-                }
-            }
-            return None;
-        }
-        Some("redis") => {}
-        Some(other) => {
-            problems.push(src.problem(
-                "store.backend",
-                format!("unknown value `{other}`: expected file or redis"),
-            ));
-            return None;
-        }
-    }
-    if store.path.is_some() {
-        problems.push(src.problem(
-            "store.path",
-            "only applies with `backend: file`; Redis holds the tokens",
-        ));
-    }
-    if store.key.as_deref().is_none_or(str::is_empty) {
-        problems.push(src.problem(
-            "store.key",
-            "is required with `backend: redis` (every replica needs the same key)",
-        ));
-    }
-    if lease_ttl < MIN_LEASE_TTL {
-        problems.push(src.problem(
-            "store.lease_ttl",
-            format!("must be at least {}ms", MIN_LEASE_TTL.as_millis()),
-        ));
-    }
-    if poll_interval.is_zero() {
-        problems.push(src.problem("store.poll_interval", "must be more than 0"));
-    }
-    let Some(url) = store.url.as_deref().filter(|u| !u.is_empty()) else {
-        problems.push(src.problem(
-            "store.url",
-            "is required with `backend: redis`, such as redis://127.0.0.1:6379/0",
-        ));
-        return None;
-    };
-    if url.starts_with("rediss://") {
-        problems.push(src.problem(
-            "store.url",
-            "TLS to Redis (rediss://) is not built into this version: reach Redis over loopback or a private network, or through a local TLS tunnel",
-        ));
-        return None;
-    }
-    let Some(endpoint) = redis_endpoint(url) else {
-        // The URL is not quoted: it may carry a password.
-        problems.push(src.problem("store.url", "is not a redis://HOST[:PORT][/DB] URL"));
-        return None;
-    };
-    Some(RedisSettings {
-        url: SecretString::from(url.to_owned()),
-        endpoint,
-        key_prefix: store
-            .key_prefix
-            .clone()
-            .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.into()),
-        lease_ttl,
-        poll_interval,
-    })
-}
-
-/// `host:port` of a `redis://[user:password@]host[:port][/db]` URL (or `rediss://`).
-fn redis_endpoint(url: &str) -> Option<String> {
-    const DEFAULT_REDIS_PORT: u16 = 6379;
-    let rest = url
-        .strip_prefix("redis://")
-        .or_else(|| url.strip_prefix("rediss://"))?;
-    let authority = rest.split(['/', '?']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host_port.is_empty() {
-        return None;
-    }
-    let has_port = host_port
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.contains(']'));
-    Some(if has_port {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:{DEFAULT_REDIS_PORT}")
-    })
-}
-
 /// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -428,23 +280,5 @@ mod tests {
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1d"), None);
         assert_eq!(parse_duration("s"), None);
-    }
-
-    #[test]
-    fn redis_endpoints_never_show_the_password() {
-        assert_eq!(
-            redis_endpoint("redis://127.0.0.1:6380/0").as_deref(),
-            Some("127.0.0.1:6380")
-        );
-        assert_eq!(
-            redis_endpoint("rediss://:pw@cache.internal").as_deref(),
-            Some("cache.internal:6379")
-        );
-        assert_eq!(
-            redis_endpoint("redis://user:p@ss:w@[::1]:7000").as_deref(),
-            Some("[::1]:7000")
-        );
-        assert_eq!(redis_endpoint("http://127.0.0.1"), None);
-        assert_eq!(redis_endpoint("redis://"), None);
     }
 }

@@ -146,6 +146,7 @@ impl PendingStates {
         Ok((Instant::now().duration_since(pending.created) < self.ttl).then_some(pending))
     }
 
+    /// States pending in this process (with Redis, 0: they live there, bounded by their TTL).
     pub fn len(&self) -> usize {
         self.states.lock().expect("pending states lock").len()
     }

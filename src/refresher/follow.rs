@@ -3,8 +3,9 @@
 //! as the fallback for a missed message — and writes back what a Redis restart lost.
 //!
 //! On every (re)connection it catches up with every connection, puts back token sets that
-//! Redis no longer holds (or holds older), and wakes the refreshers, which were backing off
-//! while Redis was away. It never calls a token endpoint.
+//! Redis no longer holds (or holds older), and tells the refreshers the store is back (they
+//! were backing off while it was away). On every poll it also pings the subscription, so a
+//! half-open connection is noticed. It never calls a token endpoint.
 
 use super::persist;
 use crate::config::Auth;
@@ -12,6 +13,7 @@ use crate::registry::{Entry, Registry};
 use crate::token::schedule;
 use crate::token::store::redis::parse_update;
 use crate::token::store::{RedisStore, StoreError};
+use crate::token::Cache;
 use futures_util::StreamExt as _;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +31,7 @@ impl Follower {
                 _ = shutdown.cancelled() => return,
                 s = self.redis.subscribe() => s,
             };
-            let mut pubsub = match subscribed {
+            let (mut sink, mut messages) = match subscribed {
                 Ok(pubsub) => pubsub,
                 Err(e) => {
                     failures += 1;
@@ -47,7 +49,6 @@ impl Follower {
             self.sync_all(true).await;
             let mut poll = tokio::time::interval(self.redis.poll_interval);
             poll.reset();
-            let mut messages = pubsub.on_message();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -62,7 +63,13 @@ impl Follower {
                             break;
                         }
                     },
-                    _ = poll.tick() => self.sync_all(false).await,
+                    _ = poll.tick() => {
+                        // A half-open subscription would never end the stream: check it.
+                        if self.redis.ping(&mut sink).await.is_err() {
+                            break;
+                        }
+                        self.sync_all(false).await;
+                    }
                 }
             }
         }
@@ -80,20 +87,21 @@ impl Follower {
         }
     }
 
-    /// Every OAuth2 connection; `wake`: let the refreshers try again now.
-    async fn sync_all(&self, wake: bool) {
+    /// Every OAuth2 connection; `reconnected`: also tell the refreshers the store is back.
+    async fn sync_all(&self, reconnected: bool) {
         for entry in &self.registry.connections {
             if matches!(entry.conn.auth, Auth::OAuth2(_)) {
                 self.sync(entry).await;
-                if wake {
-                    entry.tokens.wake.notify_one();
+                if reconnected {
+                    entry.tokens.store_back.notify_one();
                 }
             }
         }
     }
 
     /// Brings one connection in line with Redis: adopt a newer stored set, or put ours
-    /// back where Redis holds an older one or none.
+    /// back where Redis holds an older one or none. Reads only the generation unless the
+    /// stored set is newer.
     async fn sync(&self, entry: &Entry) {
         let cache = &entry.tokens;
         let key = entry.conn.key.as_str();
@@ -101,29 +109,48 @@ impl Follower {
         let Ok(_guard) = cache.write_lock.try_lock() else {
             return;
         };
-        match self.redis.read(key).await {
-            Ok(Some(stored)) if stored.generation > cache.generation() => {
-                persist::adopt(cache, key, stored);
-                cache.wake.notify_one();
-            }
-            Ok(stored) => {
-                let ours = cache.generation();
-                let theirs = stored.map_or(0, |s| s.generation);
-                if let (true, Some(set)) = (ours > theirs, cache.token()) {
-                    match self.redis.restore(key, ours, &set.to_stored()).await {
-                        Ok(true) => {
-                            tracing::info!(connection = %key, generation = ours, "token set written back to the shared store")
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::debug!(connection = %key, error = %e, "cannot write the token set back yet")
-                        }
-                    }
+        let ours = cache.generation();
+        let result = match self.redis.generation(key).await {
+            Ok(theirs) if theirs > ours => match self.redis.read(key).await {
+                Ok(Some(stored)) if stored.generation > ours => {
+                    persist::adopt(cache, key, stored);
+                    cache.wake.notify_one();
+                    Ok(())
                 }
-            }
-            Err(e) => {
-                tracing::debug!(connection = %key, error = %e, "cannot read the shared store")
-            }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Ok(theirs) if theirs < ours => match cache.token() {
+                Some(set) => match self.redis.restore(key, ours, &set.to_stored()).await {
+                    Ok(true) => {
+                        tracing::info!(connection = %key, generation = ours, "token set written back to the shared store");
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                None => Ok(()),
+            },
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            report(cache, key, &e);
         }
+    }
+}
+
+/// A value Redis holds but that cannot be used (wrong key, garbage) is the operator's to
+/// fix: warned once per distinct error and shown in the connection's status. Redis not
+/// answering is the store's health, shown there.
+fn report(cache: &Cache, key: &str, e: &StoreError) {
+    if matches!(e, StoreError::Unavailable { .. }) {
+        tracing::debug!(connection = %key, error = %e, "cannot reach the shared store");
+        return;
+    }
+    let message = e.to_string();
+    if cache.status().last_error.as_deref() != Some(message.as_str()) {
+        tracing::warn!(connection = %key, error = %e, "the shared store holds a token set this replica cannot use; keeping the current token");
+        cache.update(|s| s.last_error = Some(message.clone()));
     }
 }

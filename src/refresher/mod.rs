@@ -20,6 +20,7 @@ use crate::token::store::Backend;
 use crate::token::{schedule, State};
 use persist::{Begin, Turn};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +53,7 @@ impl Refresher {
         let grant = oauth.grant;
         let can_refresh = grant == Grant::ClientCredentials || oauth.refresh_request.is_some();
         let mut attempt = 0u32;
-        let mut retry_at: Option<Instant> = None;
+        let mut retry: Option<Retry> = None;
         let mut halted = false;
         loop {
             // The decision is made on this token; a writer may replace it before the fetch.
@@ -60,7 +61,7 @@ impl Refresher {
             let next = if halted {
                 Next::Idle
             } else {
-                decide(seen.as_deref(), grant, can_refresh, retry_at)
+                decide(seen.as_deref(), grant, can_refresh, retry)
             };
             let until = match next {
                 Next::Fetch => {
@@ -70,7 +71,7 @@ impl Refresher {
                     if !same(cache.token().as_ref(), seen.as_ref()) {
                         // A new grant arrived meanwhile (callback): decide afresh.
                         attempt = 0;
-                        retry_at = None;
+                        retry = None;
                         continue;
                     }
                     let alone_ok = grant == Grant::ClientCredentials;
@@ -78,7 +79,7 @@ impl Refresher {
                         Begin::Go(turn) => self.fetch(grant, seen, turn).await,
                         Begin::Adopted => {
                             attempt = 0;
-                            retry_at = None;
+                            retry = None;
                             continue;
                         }
                         Begin::Wait(retry) => {
@@ -94,10 +95,9 @@ impl Refresher {
                         }
                         Begin::Unavailable(e) => {
                             attempt += 1;
-                            let cap = schedule::backoff_cap(cache.header().is_some());
-                            let wait = schedule::backoff(attempt, None, rand::random(), cap);
-                            tracing::warn!(connection = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "no refresh without the lease; keeping the current token");
-                            retry_at = Some(Instant::now() + wait);
+                            let next = Retry::after(attempt, None);
+                            tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "no refresh without the lease; keeping the current token");
+                            retry = Some(next);
                             cache.update(|s| {
                                 s.last_error = Some(e.to_string());
                                 s.consecutive_failures = attempt;
@@ -114,7 +114,7 @@ impl Refresher {
                     match result {
                         Ok(()) => {
                             attempt = 0;
-                            retry_at = None;
+                            retry = None;
                         }
                         Err(e) if e.is_terminal() => {
                             let state = if grant == Grant::AuthorizationCode
@@ -134,11 +134,9 @@ impl Refresher {
                         }
                         Err(e) => {
                             attempt += 1;
-                            let cap = schedule::backoff_cap(cache.header().is_some());
-                            let wait =
-                                schedule::backoff(attempt, e.retry_after(), rand::random(), cap);
-                            tracing::warn!(connection = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "token request failed; will retry");
-                            retry_at = Some(Instant::now() + wait);
+                            let next = Retry::after(attempt, e.retry_after());
+                            tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "token request failed; will retry");
+                            retry = Some(next);
                             cache.update(|s| {
                                 s.last_error = Some(e.to_string());
                                 s.consecutive_failures = attempt;
@@ -164,7 +162,13 @@ impl Refresher {
                     // A new grant (callback) or an operator action: start afresh.
                     halted = false;
                     attempt = 0;
-                    retry_at = None;
+                    retry = None;
+                }
+                _ = cache.store_back.notified() => {
+                    // The shared store answers again: stop backing off (a terminal error
+                    // stays terminal).
+                    attempt = 0;
+                    retry = None;
                 }
                 _ = sleep_or_forever(until) => {}
             }
@@ -212,6 +216,38 @@ impl Refresher {
     }
 }
 
+/// When to try again after transient failure number `attempt`: with exponential backoff
+/// capped at [`schedule::BACKOFF_MAX`] while the token is still usable, and at
+/// [`schedule::BACKOFF_MAX_WITHOUT_TOKEN`] once it is not (every request is a 503 then).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Retry {
+    /// While a usable token is held.
+    at: Instant,
+    /// Once none is.
+    without_token: Instant,
+}
+
+impl Retry {
+    fn after(attempt: u32, retry_after: Option<Duration>) -> Retry {
+        let (now, jitter) = (Instant::now(), rand::random());
+        let wait = |cap| schedule::backoff(attempt, retry_after, jitter, cap);
+        Retry {
+            at: now + wait(schedule::BACKOFF_MAX),
+            without_token: now + wait(schedule::BACKOFF_MAX_WITHOUT_TOKEN),
+        }
+    }
+
+    /// The wait that applies now (for logs).
+    fn wait(&self, cache: &crate::token::Cache) -> Duration {
+        let at = if cache.header().is_some() {
+            self.at
+        } else {
+            self.without_token
+        };
+        at.saturating_duration_since(Instant::now())
+    }
+}
+
 /// Whether two snapshots are the same token set (or both empty).
 fn same(a: Option<&Arc<TokenSet>>, b: Option<&Arc<TokenSet>>) -> bool {
     match (a, b) {
@@ -221,15 +257,23 @@ fn same(a: Option<&Arc<TokenSet>>, b: Option<&Arc<TokenSet>>) -> bool {
     }
 }
 
-fn decide(
-    token: Option<&TokenSet>,
-    grant: Grant,
-    can_refresh: bool,
-    retry_at: Option<Instant>,
-) -> Next {
+fn decide(token: Option<&TokenSet>, grant: Grant, can_refresh: bool, retry: Option<Retry>) -> Next {
     let now = Instant::now();
-    if let Some(at) = retry_at.filter(|at| *at > now) {
-        return Next::Sleep(at);
+    if let Some(retry) = retry {
+        let usable = token.is_some_and(|t| t.header_at(now).is_some());
+        let at = if usable {
+            retry.at
+        } else {
+            retry.without_token
+        };
+        if at > now {
+            // While the token is usable, wake when it stops being so: the shorter
+            // backoff applies from then.
+            return match token.and_then(TokenSet::usable_until) {
+                Some(until) if usable => Next::Sleep(at.min(until)),
+                _ => Next::Sleep(at),
+            };
+        }
     }
     match token {
         None if grant == Grant::ClientCredentials => Next::Fetch,
@@ -294,7 +338,11 @@ mod tests {
             Next::Sleep(t.refresh_at.unwrap())
         );
         let later = Instant::now() + Duration::from_secs(7);
-        assert_eq!(decide(Some(&t), ac, true, Some(later)), Next::Sleep(later));
+        let retry = Retry {
+            at: later,
+            without_token: later,
+        };
+        assert_eq!(decide(Some(&t), ac, true, Some(retry)), Next::Sleep(later));
         tokio::time::advance(Duration::from_secs(50)).await;
         assert_eq!(decide(Some(&t), ac, true, None), Next::Fetch);
         // Due, but no way to refresh: keep it until it is unusable, then say so.
@@ -322,6 +370,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(decide(Some(&long_lived), ac, true, None), Next::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_comes_sooner_once_the_token_is_no_longer_usable() {
+        let cc = Grant::ClientCredentials;
+        let t = token(100, false); // usable until 95 s
+        let retry = Retry::after(30, None); // 150–300 s with a token, 15–30 s without
+        assert!(retry.at - Instant::now() >= Duration::from_secs(150));
+        assert!(retry.without_token - Instant::now() <= Duration::from_secs(30));
+        // While usable: sleep until it stops being so, not for the long backoff.
+        assert_eq!(
+            decide(Some(&t), cc, true, Some(retry)),
+            Next::Sleep(t.usable_until().unwrap())
+        );
+        tokio::time::advance(Duration::from_secs(96)).await;
+        // Unusable, and the short backoff has passed: fetch now.
+        assert_eq!(decide(Some(&t), cc, true, Some(retry)), Next::Fetch);
+        // With no token at all the short backoff applies from the start.
+        let fresh = Retry::after(30, None);
+        assert_eq!(
+            decide(None, cc, true, Some(fresh)),
+            Next::Sleep(fresh.without_token)
+        );
     }
 
     #[test]

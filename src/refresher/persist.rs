@@ -5,18 +5,20 @@
 //!
 //! ```text
 //! begin:  SET lease NX PX ttl ──taken──► read the stored set ──newer than ours──► adopt it, release
-//!            │                                 └─ not newer ─► Go (token request, cut off before the lease ends)
+//!            │                                 └─ not newer ─► Go (token request, cut off in time to commit)
 //!            └─ held by another ─► Wait (for its token to arrive, or for the lease to expire)
-//! finish: fenced write (lease still ours, generation unchanged) + publish + release, all in one script
-//!            └─ fenced ─► adopt the stored set        └─ Redis down ─► use ours; the follower writes it back
+//! finish: fenced write (lease still ours, nothing newer than our base) + publish + release, one script
+//!            ├─ fenced, a newer set ─► adopt it;  fenced, nothing newer ─► write ours back (restore)
+//!            └─ Redis errors ─► retried until the lease ends, then ours is used here and the follower writes it back
 //! ```
 //!
 //! Only a client-credentials connection may go without the lease when Redis does not
 //! answer (nothing rotates); an authorization-code connection waits, keeping its token.
 //! When Redis answers but has lost this connection's set (restarted without persistence),
-//! this replica writes its own back and waits one poll interval before refreshing, so that
-//! a replica holding a newer set (one it could not share while Redis was away) can put
-//! that back first — refreshing with an already rotated refresh token would end the grant.
+//! this replica writes its own back and waits a whole lease before refreshing: a lease
+//! taken before the restart may still have a request in flight, and a replica holding a
+//! newer set (one it could not share while Redis was away) must get to put it back first —
+//! refreshing with an already rotated refresh token would end the grant.
 
 use crate::oauth::flow::Granted;
 use crate::oauth::TokenError;
@@ -26,9 +28,12 @@ use crate::token::{Cache, TokenSet};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A token request under a lease must end by this share of the lease, so its result is
-/// written while the lease still holds.
-const LEASE_REQUEST_SHARE: f64 = 0.75;
+/// Of the lease, at least this share is kept for writing the result…
+const LEASE_COMMIT_SHARE: f64 = 0.25;
+/// …and at least this long: more than one Redis command may take before it times out.
+const LEASE_COMMIT_TIME: Duration = Duration::from_millis(2500);
+/// Pause between attempts to write a result while Redis does not answer.
+const COMMIT_RETRY: Duration = Duration::from_millis(100);
 /// Longest wait before trying again for a lease another replica holds (its token usually
 /// arrives sooner, through the follower, which wakes the refresher).
 const LEASE_RETRY_MAX: Duration = Duration::from_millis(250);
@@ -48,8 +53,9 @@ pub enum Begin {
 /// What the writer of a token request holds.
 pub struct Turn {
     lease: Option<Lease>,
-    /// The stored generation when the lease was taken (None: write whatever is there).
-    expected: Option<u64>,
+    /// Refuse to overwrite a set newer than the writer's base (false: a new grant from the
+    /// callback, which supersedes whatever is stored).
+    fenced: bool,
 }
 
 impl Turn {
@@ -57,15 +63,33 @@ impl Turn {
     pub fn new_grant() -> Turn {
         Turn {
             lease: None,
-            expected: None,
+            fenced: false,
         }
     }
 
-    /// When the token request must have been answered (None: no lease to outlive).
+    /// A refresh, under `lease` if one was taken.
+    fn refresh(lease: Option<Lease>) -> Turn {
+        Turn {
+            lease,
+            fenced: true,
+        }
+    }
+
+    /// When the token request must have been answered, so that its result can still be
+    /// written under the lease (None: no lease to outlive).
     pub fn request_deadline(&self, backend: &Backend) -> Option<Instant> {
         match (backend, &self.lease) {
             (Backend::Shared(redis), Some(lease)) => {
-                Some(lease.deadline - redis.lease_ttl.mul_f64(1.0 - LEASE_REQUEST_SHARE))
+                let keep = redis
+                    .lease_ttl
+                    .mul_f64(LEASE_COMMIT_SHARE)
+                    .max(LEASE_COMMIT_TIME);
+                Some(
+                    lease
+                        .deadline
+                        .checked_sub(keep)
+                        .unwrap_or_else(Instant::now),
+                )
             }
             _ => None,
         }
@@ -83,10 +107,7 @@ pub async fn begin(backend: &Backend, key: &str, cache: &Cache, alone_ok: bool) 
         Ok(None) => return Begin::Wait((redis.lease_ttl / 4).min(LEASE_RETRY_MAX)),
         Err(e) if alone_ok => {
             tracing::warn!(connection = %key, error = %e, "token store unavailable; fetching a client-credentials token without the lease");
-            return Begin::Go(Turn {
-                lease: None,
-                expected: Some(cache.generation()),
-            });
+            return Begin::Go(Turn::refresh(None));
         }
         Err(e) => return Begin::Unavailable(e),
     };
@@ -105,12 +126,9 @@ pub async fn begin(backend: &Backend, key: &str, cache: &Cache, alone_ok: bool) 
             }
             redis.release(lease).await;
             tracing::warn!(connection = %key, "the shared store lost this connection's token set; wrote ours back, waiting for the other replicas before refreshing");
-            Begin::Wait(redis.poll_interval + LEASE_RETRY_MAX)
+            Begin::Wait(redis.lease_ttl.max(redis.poll_interval) + LEASE_RETRY_MAX)
         }
-        Ok(stored) => Begin::Go(Turn {
-            lease: Some(lease),
-            expected: Some(stored.map_or(0, |s| s.generation)),
-        }),
+        Ok(_) => Begin::Go(Turn::refresh(Some(lease))),
         Err(e) => {
             redis.release(lease).await;
             Begin::Unavailable(e)
@@ -147,32 +165,51 @@ pub async fn finish(backend: &Backend, key: &str, cache: &Cache, set: TokenSet, 
         Backend::Shared(redis) => redis,
     };
     let floor = cache.generation();
-    let committed = redis
-        .commit(
-            key,
-            turn.lease.as_ref(),
-            turn.expected,
-            floor,
-            &set.to_stored(),
-        )
-        .await;
-    match committed {
-        Ok(Commit::Written(generation)) => cache.publish(set, generation, None),
-        Ok(Commit::Fenced) => {
-            tracing::error!(connection = %key, "another replica wrote a newer token set while this request ran (the lease ran out); using the stored one");
-            if let Some(lease) = turn.lease {
-                redis.release(lease).await;
+    let stored = set.to_stored();
+    let mut lease = turn.lease;
+    loop {
+        let committed = redis
+            .commit(key, lease.as_ref(), turn.fenced, floor, &stored)
+            .await;
+        match committed {
+            Ok(Commit::Written(generation)) => {
+                cache.publish(set, generation, None);
+                return;
             }
-            match redis.read(key).await {
-                Ok(Some(stored)) if stored.generation > floor => adopt(cache, key, stored),
-                _ => cache.publish(set, floor + 1, Some("token store: write refused".into())),
+            Ok(Commit::Fenced) => {
+                if let Some(lease) = lease.take() {
+                    redis.release(lease).await;
+                }
+                match redis.read(key).await {
+                    Ok(Some(newer)) if newer.generation > floor => {
+                        tracing::warn!(connection = %key, "another replica stored a newer token set while this request ran; using that one");
+                        adopt(cache, key, newer);
+                    }
+                    _ => {
+                        // The lease was lost (Redis restarted, or it ran out) but nothing
+                        // newer is stored: ours holds the current refresh token.
+                        let restored = redis.restore(key, floor + 1, &stored).await;
+                        let error = restored.err().map(|e| e.to_string());
+                        cache.publish(set, floor + 1, error);
+                    }
+                }
+                return;
             }
-        }
-        Err(e) => {
-            // The token endpoint already answered: keep what it gave (a rotated refresh
-            // token exists nowhere else); the follower writes it back when Redis returns.
-            tracing::error!(connection = %key, error = %e, "could not share the new token; using it here until the store is back");
-            cache.publish(set, floor + 1, Some(e.to_string()));
+            Err(e) => {
+                let retry = lease
+                    .as_ref()
+                    .is_some_and(|l| Instant::now() + COMMIT_RETRY < l.deadline);
+                if retry {
+                    tokio::time::sleep(COMMIT_RETRY).await;
+                    continue;
+                }
+                // The token endpoint already answered: keep what it gave (a rotated
+                // refresh token exists nowhere else); the follower writes it back when
+                // Redis answers again.
+                tracing::error!(connection = %key, error = %e, "could not share the new token; using it here until the store is back");
+                cache.publish(set, floor + 1, Some(e.to_string()));
+                return;
+            }
         }
     }
 }

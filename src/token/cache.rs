@@ -73,9 +73,12 @@ pub struct Cache {
     status: ArcSwap<Status>,
     /// The shared store's generation of the current token set (0: none, or a local store).
     generation: AtomicU64,
-    /// Wakes the refresher when a new grant arrives, another replica's token is adopted,
-    /// or on reload.
+    /// Wakes the refresher when a new grant arrives, another replica's token is adopted, or
+    /// an operator asks for a retry: it decides afresh, even after a terminal error.
     pub wake: Notify,
+    /// Wakes the refresher when the shared store answers again: it stops backing off, but
+    /// a terminal error stays terminal.
+    pub store_back: Notify,
     /// Held while a token request and its store write run.
     pub write_lock: Mutex<()>,
     pub counters: TokenCounters,
@@ -94,6 +97,7 @@ impl Cache {
             }),
             generation: AtomicU64::new(0),
             wake: Notify::new(),
+            store_back: Notify::new(),
             write_lock: Mutex::new(()),
             counters: TokenCounters::default(),
         }

@@ -343,7 +343,7 @@ connections:
             "config.yaml:1:1: store.key: is required with `backend: redis` (every replica needs the same key)",
             "config.yaml:1:1: store.url: is required with `backend: redis`, such as redis://127.0.0.1:6379/0",
             "config.yaml:3:3: store.path: only applies with `backend: file`; Redis holds the tokens",
-            "config.yaml:4:3: store.lease_ttl: must be at least 500ms",
+            "config.yaml:4:3: store.lease_ttl: must be at least 5s (a token request and the write of its result must fit in it)",
         ],
     },
     Case {

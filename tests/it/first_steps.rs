@@ -94,27 +94,29 @@ async fn check_warns_about_what_loads_but_is_likely_a_mistake() {
 async fn a_second_process_on_one_store_file_is_refused_naming_the_first() {
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let echo = Echo::start().await;
-    let yaml = format!(
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
         "{}{}",
         store(STORE_KEY),
         connections(&[cc_conn("api", echo.addr, tokens.addr)])
     );
-    let first = Sidecar::start(&yaml).await;
-    first.wait_state("api", "ready").await;
-    let err = try_start(first.dir.path(), &yaml)
+    let mut first = SidecarProcess::spawn(dir.path(), "first", "", &body).await;
+    wait_state_at(first.admin, "api", "ready").await;
+    // The same store file (tokens.bin beside the configs) from this process.
+    let err = try_start(dir.path(), &body)
         .await
         .err()
         .expect("the second sidecar must not start")
         .to_string();
+    let pid = first.pid().unwrap();
     assert!(
-        err.contains("is in use by another tokenwarden")
-            && err.contains(&format!("(pid {})", std::process::id())),
+        err.contains("is in use by another tokenwarden") && err.contains(&format!("(pid {pid})")),
         "{err}"
     );
-    // The first is untouched; once it stops, the store can be opened again.
-    assert_eq!(first.status("api").await["state"], "ready");
-    let dir = first.stop().await;
-    let again = Sidecar::start_in(dir, &yaml, Default::default()).await;
+    // The first is untouched; once it is gone (even killed), the store opens again.
+    assert_eq!(status_at(first.admin, "api").await["state"], "ready");
+    first.kill();
+    let again = Sidecar::start_in(dir, &body, Default::default()).await;
     again.wait_state("api", "ready").await;
     assert_eq!(tokens.count(), 1, "the token came from the store");
 }
@@ -149,6 +151,16 @@ async fn sighup_is_ignored_with_a_log_line_and_probes_log_at_debug() {
         !logs.contains("/readyz") && !logs.contains("/healthz"),
         "{logs}"
     );
+
+    // At debug level the probes are there.
+    let body = body.replace("tokens.bin", "debug.bin");
+    let debug = SidecarProcess::spawn_logging(dir.path(), "debug", "", &body, "debug").await;
+    let _ = get_json(&format!("http://{}/readyz", debug.admin)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !debug.logs().contains("path=/readyz") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", debug.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -246,17 +258,27 @@ async fn a_tls_failure_is_reported_in_words() {
 
 #[tokio::test]
 async fn the_demo_works_through_http_proxy_with_no_proxy_and_cleans_up_on_sigterm() {
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-        .arg("demo")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut demo = Guard(
+        Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+            .arg("demo")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Its instructions, read on a thread so that a changed format fails instead of hanging.
+    let (sender, received) = std::sync::mpsc::channel();
+    let stdout = demo.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let (mut proxy, mut api, mut dir) = (None, None, None);
-    for line in lines.by_ref() {
-        let line = line.unwrap();
+    while let Ok(line) = received.recv_timeout(WAIT) {
         let word_after = |marker: &str| {
             line.split_once(marker)
                 .map(|(_, rest)| rest.split_whitespace().next().unwrap().to_owned())
@@ -276,7 +298,9 @@ async fn the_demo_works_through_http_proxy_with_no_proxy_and_cleans_up_on_sigter
             break;
         }
     }
-    let (proxy, api, dir) = (proxy.unwrap(), api.unwrap(), dir.unwrap());
+    let (Some(proxy), Some(api), Some(dir)) = (proxy, api, dir) else {
+        panic!("the demo did not print its addresses and directory");
+    };
     assert!(api.starts_with("http://echo.demo.test:"), "{api}");
     assert!(Path::new(&dir).is_dir(), "{dir}");
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -298,11 +322,21 @@ async fn the_demo_works_through_http_proxy_with_no_proxy_and_cleans_up_on_sigter
     assert!(answer.contains("Bearer demo-token-"), "{answer}");
     let term = Command::new("kill")
         .arg("-TERM")
-        .arg(demo.id().to_string())
+        .arg(demo.0.id().to_string())
         .status()
         .unwrap();
     assert!(term.success());
-    let status = demo.wait().unwrap();
+    let status = demo.0.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(!Path::new(&dir).exists(), "{dir} left behind");
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 const STORE_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const OTHER_KEY: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
-/// Lease and poll settings for tests: short, so a lost replica or message costs little.
-const LEASE: &str = "2s";
+/// Lease and poll settings for tests: short (the lease at its minimum), so a lost replica
+/// or message costs little.
+const LEASE: &str = "5s";
 const POLL: &str = "500ms";
 
 fn yaml(redis: &RedisServer, key: &str, conns: &[Conn]) -> String {
@@ -128,9 +129,9 @@ async fn a_state_minted_on_one_replica_is_redeemed_once_on_another() {
 
     let minted_on_a = authorize(&a, "crm").await;
     let page = redeem(&b, "the-code", &minted_on_a.state).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    b.wait_state("crm", "ready").await;
+    // The callback answers once the grant is stored in Redis: from here, A must follow.
     let started = tokio::time::Instant::now();
+    assert_eq!(page.status, 200, "{}", page.body);
     a.wait_state("crm", "ready").await;
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -271,6 +272,20 @@ async fn values_redis_cannot_give_back_are_named() {
     let _: () = redis
         .cmd(&[b"HSET", b"tokenwarden:{api}:token", b"gen", b"x"])
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The running replica says so in its status (at its next poll) and keeps its token.
+    let st = a
+        .wait_status("api", "the bad value reported", |s| {
+            s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("tokenwarden:{api}:token"))
+        })
+        .await;
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("gen field is not a number"),
+        "{st}"
+    );
     assert_eq!(injected(&a, "api").await.as_deref(), Some("Bearer tok-1"));
 }

@@ -15,6 +15,7 @@ pub struct SidecarProcess {
     pub admin: SocketAddr,
     config: PathBuf,
     log: PathBuf,
+    log_level: String,
     child: Option<Child>,
 }
 
@@ -22,6 +23,17 @@ impl SidecarProcess {
     /// Writes `<dir>/<name>.yaml` — `body` after `proxy.listen` and `admin.listen` lines on
     /// free ports — and starts the binary on it; waits for `/healthz`.
     pub async fn spawn(dir: &Path, name: &str, admin_extra: &str, body: &str) -> SidecarProcess {
+        SidecarProcess::spawn_logging(dir, name, admin_extra, body, "info").await
+    }
+
+    /// [`SidecarProcess::spawn`] with `RUST_LOG=<log>`.
+    pub async fn spawn_logging(
+        dir: &Path,
+        name: &str,
+        admin_extra: &str,
+        body: &str,
+        log: &str,
+    ) -> SidecarProcess {
         let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.join(format!("{name}.yaml"));
@@ -33,6 +45,7 @@ impl SidecarProcess {
             proxy,
             admin,
             log: dir.join(format!("{name}.log")),
+            log_level: log.to_owned(),
             config,
             child: None,
         };
@@ -51,7 +64,7 @@ impl SidecarProcess {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -104,6 +117,14 @@ impl SidecarProcess {
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
+            let deadline = std::time::Instant::now() + WAIT;
+            while child.try_wait().ok().flatten().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill(); // did not drain in time: never left running
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.wait();
         }
     }

@@ -52,6 +52,14 @@ impl RedisServer {
         let deadline = tokio::time::Instant::now() + START_WAIT;
         loop {
             if self.ping().await {
+                // The port was free when picked; make sure the server answering is ours.
+                let info: String = self.cmd(&[b"INFO", b"server"]).await;
+                let pid = self.pid().unwrap();
+                assert!(
+                    info.contains(&format!("process_id:{pid}\r\n")),
+                    "port {} answers, but not from the redis-server just started (pid {pid})",
+                    self.port
+                );
                 return;
             }
             assert!(

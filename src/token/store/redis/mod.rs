@@ -13,11 +13,17 @@
 //!
 //! Values are sealed as the file store seals them (XChaCha20-Poly1305, the connection key
 //! and format version as associated data), so Redis never holds a token in clear. Every
-//! write goes through a Lua script: a token write is fenced — refused unless the writer
-//! still holds the lease and the generation is the one it read — and publishes the new
-//! generation in the same step. Commands time out after [`RESPONSE_TIMEOUT`]; the
+//! write goes through a Lua script (`scripts`): a refresh's write is fenced — refused
+//! unless the writer still holds the lease and Redis holds nothing newer than the set the
+//! refresh started from — and publishes the new generation in the same step. Commands time out after [`RESPONSE_TIMEOUT`]; the
 //! connection manager reconnects with backoff. [`RedisStore::health`] is what status,
 //! readiness and metrics show.
+
+mod scripts;
+mod states;
+mod updates;
+
+pub use updates::parse_update;
 
 use super::key::StoreKey;
 use super::record::{self, SealedRecord};
@@ -26,10 +32,8 @@ use crate::config::RedisSettings;
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use rand::RngCore;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
-use secrecy::zeroize::Zeroizing;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
@@ -49,43 +53,6 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 const RECONNECT_RETRIES: usize = 2;
 /// Random bytes in a lease holder id.
 const HOLDER_BYTES: usize = 16;
-/// Label (associated data) of a sealed pending state: a NUL cannot start a connection key
-/// read from YAML, so it never collides with one.
-const STATE_LABEL_PREFIX: &str = "\0state:";
-
-/// Writes `sealed` as the next generation if the writer may: it holds the lease (ARGV[1],
-/// empty: no lease needed) and the generation is still `expected` (ARGV[2], empty: any).
-/// The new generation is above both the stored one and `floor` (ARGV[3], what this
-/// replica holds, so a Redis restarted empty never goes backwards). Releases the lease and
-/// publishes `<gen> <key>`. Returns the generation, -1 (lease lost) or -2 (newer set).
-const COMMIT: &str = r"
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0
-if ARGV[2] ~= '' and gen ~= tonumber(ARGV[2]) then return -2 end
-local floor = tonumber(ARGV[3])
-if floor > gen then gen = floor end
-gen = gen + 1
-redis.call('HSET', KEYS[1], 'gen', gen, 'sealed', ARGV[4])
-if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[5], gen .. ' ' .. ARGV[6])
-return gen
-";
-
-/// Writes `sealed` at generation ARGV[1] only if Redis holds an older one (or none):
-/// a replica putting back what a Redis restart lost. Returns 1 when it wrote.
-const RESTORE: &str = r"
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0
-if gen >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'sealed', ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[4])
-return 1
-";
-
-/// Deletes the lease only if it is still ours (compare-and-delete).
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
 
 /// The right to run one token request for a connection, until `deadline`.
 pub struct Lease {
@@ -177,6 +144,7 @@ impl RedisStore {
         match result {
             Ok(_) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
+                    self.last_error.store(None);
                     tracing::info!(redis = %self.endpoint, "token store reachable again");
                 }
             }
@@ -190,7 +158,7 @@ impl RedisStore {
     }
 
     /// Runs one command, mapping its error (never quoting a value) and noting the outcome.
-    async fn run<T>(
+    pub(super) async fn run<T>(
         &self,
         action: &'static str,
         command: impl Future<Output = redis::RedisResult<T>>,
@@ -244,6 +212,27 @@ impl RedisStore {
         self.check_key_id(&key, &record)?;
         let token = record::open(&self.key, connection, &record).map_err(|r| bad_value(&key, r))?;
         Ok(Some(Versioned { generation, token }))
+    }
+
+    /// The stored generation of `connection` (0: none) — one small read, for polling.
+    pub async fn generation(&self, connection: &str) -> Result<u64, StoreError> {
+        let key = self.token_key(connection);
+        let mut con = self.manager.clone();
+        let generation: Option<String> = self
+            .run(
+                "reading a generation",
+                redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("gen")
+                    .query_async(&mut con),
+            )
+            .await?;
+        match generation {
+            None => Ok(0),
+            Some(g) => g
+                .parse()
+                .map_err(|_| bad_value(&key, "the gen field is not a number")),
+        }
     }
 
     /// Every stored token set among `connections`.
@@ -307,32 +296,31 @@ impl RedisStore {
     /// Gives the lease back (only if still ours). A failure leaves it to expire.
     pub async fn release(&self, lease: Lease) {
         let mut con = self.manager.clone();
-        let script = redis::Script::new(RELEASE);
-        let mut call = script.key(&lease.key);
+        let mut call = scripts::RELEASE.key(&lease.key);
         call.arg(&lease.holder);
         let _ = self
             .run::<i64>("releasing the refresh lease", call.invoke_async(&mut con))
             .await;
     }
 
-    /// Writes `token` as the next generation (see [`COMMIT`]). `lease`: the writer's lease
-    /// (None: a new grant from the callback, which supersedes any refresh). `expected`:
-    /// the generation the writer read (None: any). `floor`: the generation it holds.
+    /// Writes `token` as the next generation (see `scripts::COMMIT`). `lease`: the
+    /// writer's lease, if it took one. `fenced`: refuse when Redis holds a set newer than
+    /// `floor`, the generation the writer's set was refreshed from (false: a new grant
+    /// from the callback, which supersedes whatever is stored).
     pub async fn commit(
         &self,
         connection: &str,
         lease: Option<&Lease>,
-        expected: Option<u64>,
+        fenced: bool,
         floor: u64,
         token: &StoredToken,
     ) -> Result<Commit, StoreError> {
         let sealed = self.seal(connection, token)?;
         let mut con = self.manager.clone();
-        let script = redis::Script::new(COMMIT);
-        let mut call = script.key(self.token_key(connection));
+        let mut call = scripts::COMMIT.key(self.token_key(connection));
         call.key(self.lease_key(connection))
             .arg(lease.map_or("", |l| l.holder.as_str()))
-            .arg(expected.map(|g| g.to_string()).unwrap_or_default())
+            .arg(if fenced { "fenced" } else { "supersede" })
             .arg(floor)
             .arg(sealed)
             .arg(self.channel())
@@ -344,7 +332,7 @@ impl RedisStore {
     }
 
     /// Puts `token` back at `generation` if Redis holds an older one or none (see
-    /// [`RESTORE`]). Returns whether it wrote.
+    /// `scripts::RESTORE`). Returns whether it wrote.
     pub async fn restore(
         &self,
         connection: &str,
@@ -353,8 +341,7 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let sealed = self.seal(connection, token)?;
         let mut con = self.manager.clone();
-        let script = redis::Script::new(RESTORE);
-        let mut call = script.key(self.token_key(connection));
+        let mut call = scripts::RESTORE.key(self.token_key(connection));
         call.arg(generation)
             .arg(sealed)
             .arg(self.channel())
@@ -370,90 +357,25 @@ impl RedisStore {
             .map(|r| r.to_bytes())
             .map_err(|reason| bad_value(&self.token_key(connection), reason))
     }
-
-    fn state_key(&self, state: &str) -> String {
-        format!("{}state:{}", self.prefix, state_digest(state))
-    }
-
-    /// Stores a pending authorization for `ttl`, sealed and bound to its state.
-    pub async fn put_state(
-        &self,
-        state: &str,
-        payload: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let key = self.state_key(state);
-        let label = format!("{STATE_LABEL_PREFIX}{}", state_digest(state));
-        let sealed = record::seal_bytes(&self.key, &label, payload)
-            .map_err(|reason| bad_value(&key, reason))?;
-        let mut con = self.manager.clone();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.run::<()>(
-            "storing a pending authorization",
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(sealed.to_bytes())
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async(&mut con),
-        )
-        .await
-    }
-
-    /// Redeems a pending authorization: `GETDEL`, so a state is redeemed once across
-    /// every replica. None when unknown, expired or already redeemed.
-    pub async fn take_state(&self, state: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let key = self.state_key(state);
-        let mut con = self.manager.clone();
-        let value: Option<Vec<u8>> = self
-            .run(
-                "redeeming a pending authorization",
-                redis::cmd("GETDEL").arg(&key).query_async(&mut con),
-            )
-            .await?;
-        let Some(value) = value else { return Ok(None) };
-        let record = SealedRecord::from_bytes(&value)
-            .ok_or_else(|| bad_value(&key, "the value is too short to be a record"))?;
-        self.check_key_id(&key, &record)?;
-        let label = format!("{STATE_LABEL_PREFIX}{}", state_digest(state));
-        record::open_bytes(&self.key, &label, &record)
-            .map(Some)
-            .map_err(|reason| bad_value(&key, reason))
-    }
-
-    /// A dedicated connection subscribed to [`RedisStore::channel`].
-    pub async fn subscribe(&self) -> Result<PubSub, StoreError> {
-        let channel = self.channel();
-        let result = async {
-            let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-                })??;
-            pubsub.subscribe(&channel).await?;
-            Ok(pubsub)
-        };
-        self.run("subscribing to token updates", result).await
-    }
 }
 
-/// A token-write notification `<gen> <connection>` → its parts.
-pub fn parse_update(payload: &[u8]) -> Option<(u64, &str)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (generation, connection) = text.split_once(' ')?;
-    Some((generation.parse().ok()?, connection))
+pub(super) fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
 
-/// SHA-256 of a state, hex: the state itself (a bearer secret for the callback) is never
-/// a Redis key.
-fn state_digest(state: &str) -> String {
-    Sha256::digest(state.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// Checks a Redis URL the way [`RedisStore::open`] reads it (for `check`); the URL is never
+/// quoted.
+pub fn check_url(settings: &RedisSettings) -> Result<(), StoreError> {
+    redis::Client::open(settings.url.expose_secret())
+        .map(drop)
+        .map_err(|e| StoreError::Unavailable {
+            endpoint: settings.endpoint.clone(),
+            action: "reading the URL",
+            reason: e.kind_text(),
+        })
 }
 
-fn bad_value(key: &str, reason: impl Into<String>) -> StoreError {
+pub(super) fn bad_value(key: &str, reason: impl Into<String>) -> StoreError {
     StoreError::BadValue {
         key: key.to_owned(),
         reason: reason.into(),
@@ -461,7 +383,7 @@ fn bad_value(key: &str, reason: impl Into<String>) -> StoreError {
 }
 
 /// A Redis error as words without any value it may carry.
-trait KindText {
+pub(super) trait KindText {
     fn kind_text(&self) -> String;
 }
 
@@ -478,25 +400,5 @@ impl KindText for redis::RedisError {
             // redis-rs puts no command arguments in them.
             self.to_string()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn updates_parse() {
-        assert_eq!(parse_update(b"7 outreach"), Some((7, "outreach")));
-        assert_eq!(parse_update(b"x outreach"), None);
-        assert_eq!(parse_update(b"7"), None);
-    }
-
-    #[test]
-    fn states_are_hashed() {
-        let d = state_digest("abc");
-        assert_eq!(d.len(), 64);
-        assert_ne!(d, state_digest("abd"));
-        assert!(!d.contains("abc"));
     }
 }
