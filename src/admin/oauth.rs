@@ -24,6 +24,35 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::net::SocketAddr;
 
+/// How `authorize` answers the authorization URL (`?format=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// A JSON string (the default, as Fides answers).
+    Json,
+    /// Plain text, for a shell (`open "$(curl -s …)"`).
+    Text,
+    /// `303 See Other` to the URL: the status page's Authorize button, in a browser.
+    Redirect,
+}
+
+impl Format {
+    fn of(query: Option<&str>) -> Format {
+        let mut format = Format::Json;
+        for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match (k.as_ref(), v.as_ref()) {
+                ("format", "text") => format = Format::Text,
+                ("format", "redirect") => format = Format::Redirect,
+                _ => {}
+            }
+        }
+        format
+    }
+}
+
+/// `GET /api/v1/connection/{key}/authorize`: mints a state (and PKCE verifier) and answers
+/// the authorization URL in the [`Format`] asked for. Trusted callers only; a request a
+/// browser marks as coming from another site is refused too, so a page elsewhere cannot
+/// start an authorization (or fill the pending states) through the operator's browser.
 pub async fn authorize(
     admin: &Admin,
     key: &str,
@@ -35,6 +64,13 @@ pub async fn authorize(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "unauthorized",
             "message": "authorize is open to loopback callers, or to others with the admin token as a bearer token"}),
+        );
+    }
+    if cross_site(req.headers()) {
+        return json(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "cross_site",
+            "message": "authorize refuses requests started by another site; open the status page or this route directly"}),
         );
     }
     let Some(state) = admin.registry.get(key) else {
@@ -93,10 +129,20 @@ pub async fn authorize(
                     ("code_challenge_method", "S256"),
                 ]));
             }
-            if wants_text(req.uri().query()) {
-                text(url)
-            } else {
-                json(StatusCode::OK, &json!(url))
+            match Format::of(req.uri().query()) {
+                Format::Json => json(StatusCode::OK, &json!(url)),
+                Format::Text => text(url),
+                Format::Redirect => match HeaderValue::try_from(url) {
+                    Ok(location) => see_other(location),
+                    Err(_) => {
+                        let _ = admin.pending.take(&minted).await;
+                        json(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": "bad_authorization_request",
+                            "message": "the authorization URL is not a valid Location header"}),
+                        )
+                    }
+                },
             }
         }
         Err(e) => {
@@ -110,10 +156,24 @@ pub async fn authorize(
     }
 }
 
-/// `?format=text`: the URL as plain text, for a shell (`open "$(curl -s …)"`).
-fn wants_text(query: Option<&str>) -> bool {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "format" && v == "text")
+/// A browser's `Sec-Fetch-Site` says another site started this request (`cross-site`, or
+/// `same-site`: another port or subdomain of this host). Browsers send `same-origin` for the
+/// status page's button and `none` for an address typed or opened directly; other clients
+/// send nothing.
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
+}
+
+/// The Fetch Metadata request header (not among `http`'s constants).
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
+fn see_other(location: HeaderValue) -> Response<AdminBody> {
+    let mut r = with_security_headers(Response::new(Full::default()));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r.headers_mut().insert(header::LOCATION, location);
+    r
 }
 
 fn text(body: String) -> Response<AdminBody> {
@@ -186,7 +246,11 @@ fn auth_code(auth: &Auth) -> Option<&OAuth2> {
 /// Loopback peers, or the admin token as a bearer token (compared in constant time). When
 /// an admin token is configured, an `Authorization` header that is presented must carry it,
 /// even from loopback (fail closed on a wrong or malformed one).
-fn trusted(expected: Option<&SecretString>, headers: &HeaderMap, peer: SocketAddr) -> bool {
+pub(super) fn trusted(
+    expected: Option<&SecretString>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> bool {
     if let (Some(expected), Some(given)) = (expected, headers.get(header::AUTHORIZATION)) {
         return given.to_str().ok().and_then(bearer).is_some_and(|given| {
             constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes())
@@ -345,7 +409,7 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response<AdminBody> {
     r
 }
 
-fn with_security_headers(mut r: Response<AdminBody>) -> Response<AdminBody> {
+pub(super) fn with_security_headers(mut r: Response<AdminBody>) -> Response<AdminBody> {
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
@@ -364,7 +428,7 @@ fn with_security_headers(mut r: Response<AdminBody>) -> Response<AdminBody> {
 }
 
 /// HTML-escapes text for element content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -438,6 +502,36 @@ mod tests {
             &none,
             "[::ffff:127.0.0.1]:1".parse().unwrap()
         ));
+    }
+
+    #[test]
+    fn format_is_json_unless_asked() {
+        assert_eq!(Format::of(None), Format::Json);
+        assert_eq!(Format::of(Some("format=json")), Format::Json);
+        assert_eq!(Format::of(Some("format=text")), Format::Text);
+        assert_eq!(Format::of(Some("x=1&format=redirect")), Format::Redirect);
+        assert_eq!(Format::of(Some("format=Redirect")), Format::Json);
+    }
+
+    #[test]
+    fn cross_site_is_what_a_browser_marks_as_started_elsewhere() {
+        let with = |site: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(SEC_FETCH_SITE, HeaderValue::from_str(site).unwrap());
+            h
+        };
+        assert!(
+            !cross_site(&HeaderMap::new()),
+            "curl sends no fetch metadata"
+        );
+        assert!(
+            !cross_site(&with("same-origin")),
+            "the status page's button"
+        );
+        assert!(!cross_site(&with("none")), "an address opened directly");
+        assert!(cross_site(&with("cross-site")));
+        assert!(cross_site(&with("same-site")), "another port of this host");
+        assert!(cross_site(&with("bogus")), "fail closed");
     }
 
     #[test]
