@@ -5,6 +5,7 @@
 mod support;
 
 mod authcode;
+mod browser;
 mod config_errors;
 mod fast_path;
 mod fides;
@@ -14,3 +15,4 @@ mod foundation;
 mod oidc;
 mod replicas;
 mod shared_store;
+mod status_page;

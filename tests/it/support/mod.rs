@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod authz;
+pub mod browser;
 pub mod capture;
 pub mod config;
 pub mod conn_counter;
