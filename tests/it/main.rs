@@ -12,6 +12,7 @@ mod fides;
 mod first_steps;
 mod forward;
 mod foundation;
+mod kubernetes;
 mod oidc;
 mod replicas;
 mod shared_store;
