@@ -259,20 +259,19 @@ fn civil(secs: u64) -> (u64, u64, u64, u64) {
 
 /// `2026-12-02 16:50:47 UTC`.
 fn time(secs: u64) -> String {
-    let (y, mo, d, s) = civil(secs);
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        s / HOUR,
-        s % HOUR / MINUTE,
-        s % MINUTE
-    )
+    stamp(secs, ' ', " UTC")
 }
 
 /// `2026-12-02T16:50:47Z`.
 fn rfc3339(secs: u64) -> String {
+    stamp(secs, 'T', "Z")
+}
+
+/// Date, `between`, time of day, `zone`.
+fn stamp(secs: u64, between: char, zone: &str) -> String {
     let (y, mo, d, s) = civil(secs);
     format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        "{y:04}-{mo:02}-{d:02}{between}{:02}:{:02}:{:02}{zone}",
         s / HOUR,
         s % HOUR / MINUTE,
         s % MINUTE

@@ -178,14 +178,7 @@ async fn the_authorize_button_redirects_to_the_provider_under_the_authorize_rule
         let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
         assert_eq!(body["error"], "cross_site");
     }
-    let metrics = client()
-        .get(sc.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sc.metrics().await;
     assert!(
         metrics.contains("tokenwarden_pending_authorizations 0"),
         "{metrics}"

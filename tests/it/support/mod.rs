@@ -130,6 +130,18 @@ impl Sidecar {
         }
     }
 
+    /// The `/metrics` scrape as text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Stops the sidecar and hands back its directory (to restart on the same store).
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(r) = self.running.take() {
