@@ -282,7 +282,8 @@ tokenwarden demo is running (config: {file})
    then try again:
      curl -s http://{proxy_addr}/echo-user/me
 
-3. Status and metrics (never token values):
+3. Status and metrics (never token values): the status page, with an Authorize button for echo-user,
+     http://{admin_addr}/   (open it in a browser)
      curl -s http://{admin_addr}/api/v1/connections
      curl -s http://{admin_addr}/metrics
 

@@ -2,12 +2,13 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /` | the status page: HTML, every connection and the store's health, an Authorize button for authorization-code connections (see `page`) |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when every client-credentials connection holds a usable token, else 503 with the ones that do not; the body also shows the store's health |
 //! | `GET /metrics` | Prometheus text: token state, expiry, token requests, proxied requests |
 //! | `GET /api/v1/connections` | every connection's status (never a token value) |
 //! | `GET /api/v1/connection/{key}` | one connection's status |
-//! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string, or as plain text with `?format=text` (trusted callers only) |
+//! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string, as plain text with `?format=text`, or as a 303 redirect with `?format=redirect` (trusted callers only; never for a request a browser marks cross-site) |
 //! | `POST /api/v1/connection/{key}/retry` | a failed or backing-off connection tries again now (trusted callers only) |
 //! | `GET /api/v1/oauth/callback` | the provider's redirect: exchanges the code once |
 //!
@@ -16,6 +17,7 @@
 
 mod metrics;
 mod oauth;
+mod page;
 mod retry;
 mod status;
 
@@ -82,6 +84,7 @@ impl Admin {
             );
         }
         match segments.as_slice() {
+            [""] => page::render(self, req.headers(), peer),
             ["healthz"] => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             ["readyz"] => status::ready(&self.registry, &self.backend),
             ["metrics"] => metrics::render(&self.registry, &self.backend, self.pending.len()),

@@ -24,6 +24,35 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::net::SocketAddr;
 
+/// How `authorize` answers the authorization URL (`?format=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// A JSON string (the default, as Fides answers).
+    Json,
+    /// Plain text, for a shell (`open "$(curl -s …)"`).
+    Text,
+    /// `303 See Other` to the URL: the status page's Authorize button, in a browser.
+    Redirect,
+}
+
+impl Format {
+    fn of(query: Option<&str>) -> Format {
+        let mut format = Format::Json;
+        for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match (k.as_ref(), v.as_ref()) {
+                ("format", "text") => format = Format::Text,
+                ("format", "redirect") => format = Format::Redirect,
+                _ => {}
+            }
+        }
+        format
+    }
+}
+
+/// `GET /api/v1/connection/{key}/authorize`: mints a state (and PKCE verifier) and answers
+/// the authorization URL in the [`Format`] asked for. Trusted callers only; a request a
+/// browser marks as coming from another site is refused too, so a page elsewhere cannot
+/// start an authorization (or fill the pending states) through the operator's browser.
 pub async fn authorize(
     admin: &Admin,
     key: &str,
@@ -84,10 +113,20 @@ pub async fn authorize(
                     ("code_challenge_method", "S256"),
                 ]));
             }
-            if wants_text(req.uri().query()) {
-                text(url)
-            } else {
-                json(StatusCode::OK, &json!(url))
+            match Format::of(req.uri().query()) {
+                Format::Json => json(StatusCode::OK, &json!(url)),
+                Format::Text => text(url),
+                Format::Redirect => match HeaderValue::try_from(url) {
+                    Ok(location) => see_other(location),
+                    Err(_) => {
+                        let _ = admin.pending.take(&minted).await;
+                        json(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": "bad_authorization_request",
+                            "message": "the authorization URL is not a valid Location header"}),
+                        )
+                    }
+                },
             }
         }
         Err(e) => {
@@ -101,10 +140,24 @@ pub async fn authorize(
     }
 }
 
-/// `?format=text`: the URL as plain text, for a shell (`open "$(curl -s …)"`).
-fn wants_text(query: Option<&str>) -> bool {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "format" && v == "text")
+/// A browser's `Sec-Fetch-Site` says another site started this request (`cross-site`, or
+/// `same-site`: another port or subdomain of this host). Browsers send `same-origin` for the
+/// status page's button and `none` for an address typed or opened directly; other clients
+/// send nothing.
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
+}
+
+/// The Fetch Metadata request header (not among `http`'s constants).
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
+fn see_other(location: HeaderValue) -> Response<AdminBody> {
+    let mut r = with_security_headers(Response::new(Full::default()));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r.headers_mut().insert(header::LOCATION, location);
+    r
 }
 
 fn text(body: String) -> Response<AdminBody> {
@@ -119,7 +172,9 @@ fn text(body: String) -> Response<AdminBody> {
 }
 
 /// Connection `key`, for a route that acts on it (`authorize`, `retry`): trusted callers
-/// only (see [`trusted`]). Otherwise the 401 or 404 to answer.
+/// only (see [`trusted`]), and never a request a browser marks as started by another site
+/// (so a page elsewhere cannot act through the operator's browser). Otherwise the 401, 403
+/// or 404 to answer.
 pub(super) fn acting_on<'a>(
     admin: &'a Admin,
     route: &str,
@@ -132,6 +187,13 @@ pub(super) fn acting_on<'a>(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "unauthorized",
             "message": format!("{route} is open to loopback callers, or to others with the admin token as a bearer token")}),
+        )));
+    }
+    if cross_site(req.headers()) {
+        return Err(Box::new(json(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "cross_site",
+            "message": format!("{route} refuses requests started by another site; use the status page or call this route directly")}),
         )));
     }
     admin.registry.get(key).ok_or_else(|| {
@@ -315,7 +377,7 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response<AdminBody> {
     r
 }
 
-fn with_security_headers(mut r: Response<AdminBody>) -> Response<AdminBody> {
+pub(super) fn with_security_headers(mut r: Response<AdminBody>) -> Response<AdminBody> {
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
@@ -334,7 +396,7 @@ fn with_security_headers(mut r: Response<AdminBody>) -> Response<AdminBody> {
 }
 
 /// HTML-escapes text for element content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -408,6 +470,36 @@ mod tests {
             &none,
             "[::ffff:127.0.0.1]:1".parse().unwrap()
         ));
+    }
+
+    #[test]
+    fn format_is_json_unless_asked() {
+        assert_eq!(Format::of(None), Format::Json);
+        assert_eq!(Format::of(Some("format=json")), Format::Json);
+        assert_eq!(Format::of(Some("format=text")), Format::Text);
+        assert_eq!(Format::of(Some("x=1&format=redirect")), Format::Redirect);
+        assert_eq!(Format::of(Some("format=Redirect")), Format::Json);
+    }
+
+    #[test]
+    fn cross_site_is_what_a_browser_marks_as_started_elsewhere() {
+        let with = |site: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(SEC_FETCH_SITE, HeaderValue::from_str(site).unwrap());
+            h
+        };
+        assert!(
+            !cross_site(&HeaderMap::new()),
+            "curl sends no fetch metadata"
+        );
+        assert!(
+            !cross_site(&with("same-origin")),
+            "the status page's button"
+        );
+        assert!(!cross_site(&with("none")), "an address opened directly");
+        assert!(cross_site(&with("cross-site")));
+        assert!(cross_site(&with("same-site")), "another port of this host");
+        assert!(cross_site(&with("bogus")), "fail closed");
     }
 
     #[test]

@@ -14,7 +14,7 @@ fn unix(t: Option<SystemTime>) -> Value {
 }
 
 /// The store's health: `{"backend": "file"|"redis", "state": "ok"|"degraded", "last_error"}`.
-fn store(backend: &Backend) -> Value {
+pub(super) fn store(backend: &Backend) -> Value {
     let (name, up, error) = backend.health();
     json!({
         "backend": name,

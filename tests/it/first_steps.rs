@@ -182,6 +182,17 @@ async fn a_failed_connection_is_retried_on_request() {
     let retry = sc.admin_url("/api/v1/connection/api/retry");
     let r = client().get(&retry).send().await.unwrap();
     assert_eq!(r.status(), 405, "POST only");
+    let r = client()
+        .post(&retry)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "a page elsewhere cannot retry through a browser"
+    );
     let r = client().post(&retry).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();

@@ -5,12 +5,15 @@
 mod support;
 
 mod authcode;
+mod browser;
 mod config_errors;
 mod fast_path;
 mod fides;
 mod first_steps;
 mod forward;
 mod foundation;
+mod kubernetes;
 mod oidc;
 mod replicas;
 mod shared_store;
+mod status_page;

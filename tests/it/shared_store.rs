@@ -196,14 +196,7 @@ async fn redis_down_keeps_tokens_then_restarted_empty_gets_them_back() {
         (status, &ready["store"]["state"]),
         (200, &"degraded".into())
     );
-    let metrics = client()
-        .get(a.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metrics.contains("tokenwarden_store_up{backend=\"redis\"} 0"),
         "{metrics}"

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod authz;
+pub mod browser;
 pub mod capture;
 pub mod config;
 pub mod conn_counter;
@@ -127,6 +128,18 @@ impl Sidecar {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The `/metrics` scrape as text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Stops the sidecar and hands back its directory (to restart on the same store).

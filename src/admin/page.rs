@@ -1,0 +1,467 @@
+//! `GET /`: the status page, for an operator's browser. One server-rendered HTML document
+//! (no script, no external asset) with the token store's health and a row per connection —
+//! strategy, state, token expiry, last refresh, last error — drawn from the same status
+//! documents as `/api/v1/connections`, so it never holds a token value either.
+//!
+//! Authorization-code connections get an "Authorize" button: a link to
+//! `/api/v1/connection/{key}/authorize?format=redirect`, the authorize route itself, which
+//! mints the state and answers `303 See Other` to the provider. The button is shown only to
+//! callers that route trusts (loopback, e.g. through `kubectl port-forward`, or the admin
+//! token); others see how to get there.
+//!
+//! Every value is HTML-escaped. The Content-Security-Policy allows nothing but the page's
+//! own `<style>` (by its hash): no script, image, font, frame, form or base URL.
+
+use super::oauth::{escape, trusted, with_security_headers};
+use super::status::{describe, store};
+use super::{Admin, AdminBody};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The page's only style sheet, allowed by its hash in [`CSP`].
+const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:2rem;color:#222}\
+table{border-collapse:collapse;width:100%}\
+th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}\
+th{background:#f4f4f4}small{color:#666}\
+.state{font-weight:600;padding:.1rem .4rem;border-radius:.25rem}\
+.ok{background:#dff3e0;color:#17602a}.warn{background:#fff1cc;color:#7a5200}\
+.bad{background:#fbdcdc;color:#8a1c1c}\
+.error{font-family:ui-monospace,monospace;font-size:13px;max-width:32rem;overflow-wrap:anywhere}\
+a.button{display:inline-block;padding:.3rem .8rem;border-radius:.25rem;background:#1f5fbf;color:#fff;text-decoration:none}";
+
+/// Nothing but [`STYLE`]: no script, no external asset, no form, not framed.
+static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+    HeaderValue::try_from(format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ))
+    .expect("a base64 hash is a valid header value")
+});
+
+/// What the page shows: the status documents, the store's health, whether the caller may
+/// start an authorization, and the time it is rendered at (Unix seconds).
+pub(crate) struct View {
+    pub(crate) connections: Vec<Value>,
+    pub(crate) store: Value,
+    pub(crate) may_authorize: bool,
+    pub(crate) now: u64,
+}
+
+/// `GET /`: the page for this caller.
+pub(crate) fn render(admin: &Admin, headers: &HeaderMap, peer: SocketAddr) -> Response<AdminBody> {
+    let view = View {
+        connections: admin
+            .registry
+            .connections
+            .iter()
+            .map(|c| describe(c, &admin.backend))
+            .collect(),
+        store: store(&admin.backend),
+        may_authorize: trusted(admin.settings.token.as_ref(), headers, peer),
+        now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let mut r = with_security_headers(Response::new(Full::new(Bytes::from(html(&view)))));
+    *r.status_mut() = StatusCode::OK;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_SECURITY_POLICY, CSP.clone());
+    r
+}
+
+/// The document. Each connection is a `<tr id="connection-{key}" data-state="{state}">`.
+pub(crate) fn html(view: &View) -> String {
+    let mut out = String::with_capacity(4096);
+    let _ = write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>tokenwarden status</title><style>{STYLE}</style></head><body>\n\
+<h1>tokenwarden</h1>\n"
+    );
+    store_line(&mut out, &view.store);
+    out.push_str(
+        "<table><thead><tr><th>Connection</th><th>Strategy</th><th>State</th>\
+<th>Token expires</th><th>Last refresh</th><th>Last error</th><th></th></tr></thead><tbody>\n",
+    );
+    for c in &view.connections {
+        row(&mut out, c, view);
+    }
+    out.push_str("</tbody></table>\n");
+    if !view.may_authorize {
+        out.push_str(
+            "<p><small>Authorizing is open to loopback callers (for example through \
+<code>kubectl port-forward</code>) or to callers with the admin token.</small></p>\n",
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<p><small>Rendered {}. The same as JSON: <a href=\"/api/v1/connections\">/api/v1/connections</a>.</small></p>\n</body></html>",
+        time(view.now)
+    );
+    out
+}
+
+fn store_line(out: &mut String, store: &Value) {
+    let state = text(&store["state"]);
+    let _ = write!(
+        out,
+        "<p id=\"store\" data-state=\"{s}\">Token store: <b>{b}</b> <span class=\"state {c}\">{s}</span>",
+        b = escape(text(&store["backend"])),
+        s = escape(state),
+        c = if state == "ok" { "ok" } else { "bad" },
+    );
+    if let Some(e) = store["last_error"].as_str() {
+        let _ = write!(out, " <span class=\"error\">{}</span>", escape(e));
+    }
+    out.push_str("</p>\n");
+}
+
+fn row(out: &mut String, c: &Value, view: &View) {
+    let key = text(&c["key"]);
+    let state = text(&c["state"]);
+    let name = text(&c["name"]);
+    let _ = write!(
+        out,
+        "<tr id=\"connection-{k}\" data-state=\"{s}\"><td><b>{k}</b>",
+        k = escape(key),
+        s = escape(state),
+    );
+    if name != key {
+        let _ = write!(out, " <small>{}</small>", escape(name));
+    }
+    let _ = write!(
+        out,
+        "<br><small>{}</small></td><td>{}</td><td><span class=\"state {}\">{}</span></td>",
+        escape(text(&c["upstream"])),
+        escape(text(&c["strategy"])),
+        state_class(state),
+        escape(state),
+    );
+    let _ = write!(
+        out,
+        "<td>{}</td><td>{}</td>",
+        when(&c["expires_at"], view.now, "—"),
+        when(&c["last_refresh"], view.now, "never"),
+    );
+    match c["last_error"].as_str() {
+        Some(e) => {
+            let _ = write!(out, "<td class=\"error\">{}", escape(e));
+            if let Some(n) = c["consecutive_failures"].as_u64().filter(|n| *n > 0) {
+                let _ = write!(out, " <small>({n} in a row)</small>");
+            }
+            out.push_str("</td>");
+        }
+        None => out.push_str("<td></td>"),
+    }
+    out.push_str("<td>");
+    if c["strategy"] == "oauth2_authorization_code" {
+        if view.may_authorize {
+            let _ = write!(
+                out,
+                "<a class=\"button\" href=\"/api/v1/connection/{}/authorize?format=redirect\">Authorize</a>",
+                escape(&encode_segment(key)),
+            );
+        } else {
+            out.push_str("<small>Authorize from loopback</small>");
+        }
+    }
+    out.push_str("</td></tr>\n");
+}
+
+/// A string field, or "" when it is absent or not a string.
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// The style of a state badge: usable, waiting, or needing the operator.
+fn state_class(state: &str) -> &'static str {
+    match state {
+        "ready" | "static" => "ok",
+        "failed" | "needs_reauthorization" | "expired" => "bad",
+        _ => "warn",
+    }
+}
+
+/// Percent-encodes a path segment (connection keys are already URL-safe; this keeps the
+/// link right whatever a key holds).
+fn encode_segment(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// A Unix-seconds field as a `<time>` with its distance from `now`, or `absent`.
+fn when(v: &Value, now: u64, absent: &str) -> String {
+    let Some(t) = v.as_u64() else {
+        return absent.to_owned();
+    };
+    let distance = if t > now {
+        format!("in {}", span(t - now))
+    } else {
+        format!("{} ago", span(now - t))
+    };
+    format!(
+        "<time datetime=\"{}\">{}</time> <small>({distance})</small>",
+        rfc3339(t),
+        time(t)
+    )
+}
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+/// Below twice a unit, the next smaller unit is shown ("90 s", "100 min").
+const UNIT_SWITCH: u64 = 2;
+
+/// A duration in seconds, in the largest unit it holds twice.
+fn span(secs: u64) -> String {
+    if secs < UNIT_SWITCH * MINUTE {
+        format!("{secs} s")
+    } else if secs < UNIT_SWITCH * HOUR {
+        format!("{} min", secs / MINUTE)
+    } else if secs < UNIT_SWITCH * DAY {
+        format!("{} h", secs / HOUR)
+    } else {
+        format!("{} days", secs / DAY)
+    }
+}
+
+/// Unix seconds → (year, month, day, seconds into the day), proleptic Gregorian, UTC
+/// (Howard Hinnant's `civil_from_days`; its constants are those of the 400-year cycle).
+fn civil(secs: u64) -> (u64, u64, u64, u64) {
+    const DAYS_FROM_0000_03_01_TO_EPOCH: u64 = 719_468;
+    const DAYS_PER_ERA: u64 = 146_097;
+    let z = secs / DAY + DAYS_FROM_0000_03_01_TO_EPOCH;
+    let era = z / DAYS_PER_ERA;
+    let doe = z % DAYS_PER_ERA;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day, secs % DAY)
+}
+
+/// `2026-12-02 16:50:47 UTC`.
+fn time(secs: u64) -> String {
+    stamp(secs, ' ', " UTC")
+}
+
+/// `2026-12-02T16:50:47Z`.
+fn rfc3339(secs: u64) -> String {
+    stamp(secs, 'T', "Z")
+}
+
+/// Date, `between`, time of day, `zone`.
+fn stamp(secs: u64, between: char, zone: &str) -> String {
+    let (y, mo, d, s) = civil(secs);
+    format!(
+        "{y:04}-{mo:02}-{d:02}{between}{:02}:{:02}:{:02}{zone}",
+        s / HOUR,
+        s % HOUR / MINUTE,
+        s % MINUTE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// 2026-12-02 16:50:47 UTC.
+    const NOW: u64 = 1_796_230_247;
+
+    fn connection(key: &str, strategy: &str, state: &str) -> Value {
+        json!({
+            "key": key, "name": key, "strategy": strategy, "upstream": "https://api.example",
+            "state": state, "has_token": state == "ready", "has_refresh_token": false,
+            "expires_at": null, "last_refresh": null, "last_error": null,
+            "consecutive_failures": 0,
+            "store": {"backend": "file", "state": "ok", "last_error": null},
+        })
+    }
+
+    fn view(connections: Vec<Value>, may_authorize: bool) -> View {
+        View {
+            connections,
+            store: json!({"backend": "file", "state": "ok", "last_error": null}),
+            may_authorize,
+            now: NOW,
+        }
+    }
+
+    /// The `<tr>` of connection `key`.
+    fn row_of<'a>(html: &'a str, key: &str) -> &'a str {
+        let start = html
+            .find(&format!("<tr id=\"connection-{key}\""))
+            .unwrap_or_else(|| panic!("no row for {key}: {html}"));
+        let end = start + html[start..].find("</tr>").unwrap();
+        &html[start..end]
+    }
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(time(NOW), "2026-12-02 16:50:47 UTC");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(time(4_107_542_399), "2100-02-28 23:59:59 UTC");
+        assert_eq!(time(4_107_542_400), "2100-03-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn spans_use_the_largest_unit_held_twice() {
+        assert_eq!(span(59), "59 s");
+        assert_eq!(span(119), "119 s");
+        assert_eq!(span(120), "2 min");
+        assert_eq!(span(3 * HOUR), "3 h");
+        assert_eq!(span(3 * DAY), "3 days");
+    }
+
+    #[test]
+    fn every_state_is_shown_with_its_badge() {
+        let states = [
+            ("pending", "warn"),
+            ("ready", "ok"),
+            ("expired", "bad"),
+            ("failed", "bad"),
+            ("needs_authorization", "warn"),
+            ("needs_reauthorization", "bad"),
+            ("static", "ok"),
+        ];
+        let conns = states
+            .iter()
+            .map(|(s, _)| connection(s, "oauth2_client_credentials", s))
+            .collect();
+        let html = html(&view(conns, true));
+        for (state, class) in states {
+            let row = row_of(&html, state);
+            assert!(row.contains(&format!("data-state=\"{state}\"")), "{row}");
+            assert!(
+                row.contains(&format!("<span class=\"state {class}\">{state}</span>")),
+                "{row}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_errors_and_the_store_are_shown() {
+        let mut c = connection("crm", "oauth2_authorization_code", "ready");
+        c["expires_at"] = json!(NOW + 59);
+        c["last_refresh"] = json!(NOW - 3 * MINUTE);
+        c["last_error"] = json!("connection `crm`: token endpoint answered HTTP 503");
+        c["consecutive_failures"] = json!(2);
+        let mut v = view(vec![c], true);
+        v.store =
+            json!({"backend": "redis", "state": "degraded", "last_error": "connection refused"});
+        let html = html(&v);
+        let row = row_of(&html, "crm");
+        assert!(
+            row.contains("<time datetime=\"2026-12-02T16:51:46Z\">2026-12-02 16:51:46 UTC</time> <small>(in 59 s)</small>"),
+            "{row}"
+        );
+        assert!(row.contains("(3 min ago)"), "{row}");
+        assert!(
+            row.contains("token endpoint answered HTTP 503 <small>(2 in a row)</small>"),
+            "{row}"
+        );
+        assert!(
+            html.contains("<p id=\"store\" data-state=\"degraded\">Token store: <b>redis</b> <span class=\"state bad\">degraded</span> <span class=\"error\">connection refused</span></p>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn absent_times_say_so() {
+        let html = html(&view(
+            vec![connection("api", "oauth2_client_credentials", "pending")],
+            true,
+        ));
+        let row = row_of(&html, "api");
+        assert!(row.contains("<td>—</td><td>never</td><td></td>"), "{row}");
+    }
+
+    #[test]
+    fn everything_is_escaped() {
+        let mut c = connection("a<b>", "oauth2_authorization_code", "failed\"><script>");
+        c["name"] = json!("<script>alert('name')</script>");
+        c["upstream"] = json!("https://x/<i>");
+        c["last_error"] =
+            json!("returned OAuth error `invalid_client` (<img src=x onerror=alert(1)>)");
+        let mut v = view(vec![c], true);
+        v.store = json!({"backend": "file<", "state": "ok", "last_error": "<b>"});
+        let html = html(&v);
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("<i>"), "{html}");
+        assert!(
+            html.contains("<span class=\"error\">&lt;b&gt;</span>"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;"));
+        assert!(html.contains("(&lt;img src=x onerror=alert(1)&gt;)"));
+        assert!(html.contains("data-state=\"failed&quot;&gt;&lt;script&gt;\""));
+        assert!(html.contains("href=\"/api/v1/connection/a%3Cb%3E/authorize?format=redirect\""));
+        assert!(html.contains("<b>file&lt;</b>"));
+    }
+
+    #[test]
+    fn the_authorize_button_is_for_authorization_code_and_trusted_callers() {
+        let conns = vec![
+            connection("crm", "oauth2_authorization_code", "needs_authorization"),
+            connection("billing", "oauth2_client_credentials", "ready"),
+            connection("static", "static_header", "static"),
+        ];
+        let html_trusted = html(&view(conns.clone(), true));
+        assert!(row_of(&html_trusted, "crm").contains(
+            "<a class=\"button\" href=\"/api/v1/connection/crm/authorize?format=redirect\">Authorize</a>"
+        ));
+        assert!(!row_of(&html_trusted, "billing").contains("Authorize"));
+        assert!(!row_of(&html_trusted, "static").contains("Authorize"));
+        assert!(!html_trusted.contains("Authorizing is open to"));
+
+        let html_untrusted = html(&view(conns, false));
+        assert!(!html_untrusted.contains("href=\"/api/v1/connection/crm/authorize"));
+        assert!(row_of(&html_untrusted, "crm").contains("Authorize from loopback"));
+        assert!(html_untrusted.contains("Authorizing is open to loopback callers"));
+    }
+
+    #[test]
+    fn the_page_holds_no_script_and_its_style_matches_the_policy() {
+        let html = html(&view(
+            vec![connection("crm", "oauth2_authorization_code", "ready")],
+            true,
+        ));
+        assert!(!html.contains("<script"));
+        let handler = html.match_indices(" on").any(|(i, _)| {
+            let rest = &html[i + 3..];
+            let name_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(0);
+            name_len > 0 && rest[name_len..].starts_with('=')
+        });
+        assert!(!handler, "no event-handler attribute: {html}");
+        let style = html
+            .split_once("<style>")
+            .and_then(|(_, rest)| rest.split_once("</style>"))
+            .map(|(s, _)| s)
+            .unwrap();
+        let hash = STANDARD.encode(Sha256::digest(style.as_bytes()));
+        let csp = CSP.to_str().unwrap();
+        assert!(csp.contains(&format!("style-src 'sha256-{hash}'")), "{csp}");
+        assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+    }
+}
