@@ -5,11 +5,14 @@
 mod support;
 
 mod authcode;
+mod cli;
 mod config_errors;
 mod fast_path;
 mod fides;
 mod forward;
-mod foundation;
+mod injection;
+mod lifecycle;
 mod oidc;
+mod paths;
 mod replicas;
 mod shared_store;
