@@ -9,7 +9,8 @@
 //!   routing, refusals, credential, counters, the headers set, and the retry rule),
 //!   [`headers`] (hop-by-hop hygiene, with the one definition of "named in
 //!   `Connection`"), [`error`] (every error, rendered as a hyper response or as bytes),
-//!   [`upstream`] (the SSRF-guarded dialer);
+//!   [`upstream`] (the SSRF-guarded dialer), [`limits`] (connections, requests per
+//!   connection, lifetimes);
 //! - [`fast`]: ordinary requests as bytes (request and response heads, chunked scanning,
 //!   coarse deadlines, raw pooled upstream links), in the worker's connection loop;
 //! - [`full`]: hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fast;
 pub mod full;
 pub mod headers;
+pub mod limits;
 pub mod route;
 pub mod upstream;
 
@@ -54,6 +56,7 @@ pub struct Proxy {
     /// `host:port` pairs `CONNECT` may tunnel to.
     pub passthrough: HashSet<String>,
     pub connect_timeout: Duration,
+    pub limits: crate::config::ProxyLimits,
 }
 
 impl Proxy {
@@ -70,6 +73,7 @@ impl Proxy {
             own_addrs,
             passthrough: settings.connect_passthrough.iter().cloned().collect(),
             connect_timeout: settings.connect_timeout,
+            limits: settings.limits,
         }
     }
 }

@@ -12,6 +12,7 @@ mod fides;
 mod forward;
 mod injection;
 mod lifecycle;
+mod limits;
 mod oidc;
 mod paths;
 mod replicas;

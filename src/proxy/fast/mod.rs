@@ -20,6 +20,7 @@ pub mod worker;
 
 use super::error::{self, write_error, ProxyError};
 use super::full::pool::Pool;
+use super::limits::Budget;
 use super::route::{may_retry, Unanswered};
 use super::Proxy;
 use chunked::{ChunkedError, ChunkedScanner};
@@ -62,6 +63,8 @@ pub struct Worker {
 /// One app connection.
 struct Client {
     io: TcpStream,
+    /// What it may still do (moves with it to hyper).
+    budget: Rc<Budget>,
     buf: Buf,
     /// The upstream request head being sent.
     out: Vec<u8>,
@@ -98,6 +101,7 @@ enum Next {
 pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
     let mut client = Client {
         io,
+        budget: Rc::new(Budget::new(worker.proxy.limits, Instant::now())),
         buf: Buf::with_capacity(CLIENT_BUFFER),
         out: Vec::new(),
     };
@@ -113,11 +117,29 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
         }
     }
     let io = Rewind::new(client.buf.into_pending(), client.io);
-    let (proxy, pool) = (Arc::clone(&worker.proxy), Rc::clone(&worker.pool));
+    let (proxy, pool, budget) = (
+        Arc::clone(&worker.proxy),
+        Rc::clone(&worker.pool),
+        client.budget,
+    );
     crate::server::connection(
         io,
         peer,
-        move |req, _peer| Arc::clone(&proxy).handle(Rc::clone(&pool), req),
+        move |req, _peer| {
+            let last = budget.last(Instant::now());
+            let response = Arc::clone(&proxy).handle(Rc::clone(&pool), req);
+            async move {
+                let mut response = response.await;
+                if last {
+                    // hyper closes the connection after a response that says so.
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                response
+            }
+        },
         worker.header_read_timeout,
         worker.shutdown.clone(),
     )
@@ -130,7 +152,7 @@ impl Worker {
         client.shrink();
         // The head must arrive within header_read_timeout, counted from when the wait
         // starts; that wait ends at shutdown, before anything was taken. A small body then
-        // gets as long again, and shutdown does not end it: the request is under way.
+        // gets body_read_timeout, and shutdown does not end it: the request is under way.
         let timeout = self.header_read_timeout;
         let read = match self
             .timers
@@ -138,8 +160,9 @@ impl Worker {
             .await
         {
             Ok(Ok(Read::Body)) => {
+                let bound = client.budget.body_read_timeout();
                 let body = self.read_request(client, false);
-                self.timers.timeout(timeout, body).await
+                self.timers.timeout(bound, body).await
             }
             read => read,
         };
@@ -152,6 +175,7 @@ impl Worker {
                     is_head,
                     close,
                 } = refused.framed;
+                let close = close || client.budget.last(Instant::now());
                 return self
                     .fail(client, head_len + body_len, refused.error, is_head, close)
                     .await;
@@ -168,6 +192,7 @@ impl Worker {
             is_head,
             close,
         } = req.framed;
+        let close = close || client.budget.last(now);
         let mut body = &client.buf.pending()[head_len..head_len + body_len];
         if body.len() <= COALESCE {
             client.out.extend_from_slice(body);

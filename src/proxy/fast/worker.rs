@@ -2,12 +2,14 @@
 //! `LocalSet`, accepts on its own handle to the proxy's listening socket, and owns its
 //! upstream [`Pool`] and coarse [`Timers`], so a request never crosses threads and
 //! nothing on its path takes a lock. Shared state (the registry and its token caches) is
-//! read lock-free through `ArcSwap`. Connections are served by [`super::serve`].
+//! read lock-free through `ArcSwap`. Connections are served by [`super::serve`], as many
+//! at once as `proxy.max_connections` admits ([`Admission`], shared by the workers).
 
 use super::deadline::Timers;
 use super::link::Links;
 use super::Worker;
 use crate::proxy::full::pool::Pool;
+use crate::proxy::limits::Admission;
 use crate::proxy::upstream::Dialer;
 use crate::proxy::Proxy;
 use std::rc::Rc;
@@ -36,22 +38,24 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let workers = settings.workers;
+    let admission = Arc::new(Admission::new(proxy.limits.max_connections));
     listener.set_nonblocking(true)?;
     let mut done = Vec::with_capacity(workers);
     for i in 0..workers.max(1) {
         let socket = listener.try_clone()?;
-        let (proxy, dialer, settings, shutdown) = (
+        let (proxy, dialer, settings, shutdown, admission) = (
             Arc::clone(&proxy),
             dialer.clone(),
             settings.clone(),
             shutdown.clone(),
+            Arc::clone(&admission),
         );
         let (tx, rx) = oneshot::channel::<()>();
         done.push(rx);
         std::thread::Builder::new()
             .name(format!("tokenwarden-proxy-{i}"))
             .spawn(move || {
-                run(socket, proxy, dialer, settings, shutdown);
+                run(socket, proxy, dialer, settings, admission, shutdown);
                 let _ = tx.send(());
             })?;
     }
@@ -69,6 +73,7 @@ fn run(
     proxy: Arc<Proxy>,
     dialer: Dialer,
     settings: Settings,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -104,7 +109,15 @@ fn run(
         });
         tokio::task::spawn_local(reap(Rc::clone(&worker), shutdown.clone()));
         crate::server::accept_loop(listener, &shutdown, |tracker, stream, peer| {
-            tracker.spawn_local(super::serve(Rc::clone(&worker), stream, peer));
+            // Beyond proxy.max_connections the connection is closed at once (logged).
+            let Some(permit) = admission.admit() else {
+                return;
+            };
+            let served = super::serve(Rc::clone(&worker), stream, peer);
+            tracker.spawn_local(async move {
+                served.await;
+                drop(permit);
+            });
         })
         .await;
     });

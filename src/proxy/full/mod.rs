@@ -7,6 +7,7 @@
 pub(crate) mod apikey;
 pub(crate) mod connect;
 pub mod pool;
+pub(crate) mod stall;
 
 use super::error::{self, ProxyError};
 use super::headers;
@@ -26,8 +27,9 @@ use tokio::time::Instant;
 /// The body of a response to the app: the upstream's, streamed, or one tokenwarden wrote.
 pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
-/// The request body sent upstream: the app's body streamed, or a body tokenwarden built.
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+/// The request body sent upstream: the app's body streamed (bounded by
+/// `proxy.body_read_timeout`), or a body tokenwarden built.
+pub type UpstreamBody = Either<stall::Bounded<Incoming>, Full<Bytes>>;
 
 impl Proxy {
     /// Handles one request from the app, using the accepting worker's `pool`.
@@ -57,7 +59,8 @@ impl Proxy {
         } = prepared;
         let (mut parts, body) = req.into_parts();
         let conn = &entry.conn;
-        let mut body: UpstreamBody = Either::Left(body);
+        let mut body: UpstreamBody =
+            Either::Left(stall::Bounded::new(body, self.limits.body_read_timeout));
         if let Some(key) = api_key {
             let target = parts.uri.path_and_query().cloned();
             let target = target.unwrap_or_else(|| PathAndQuery::from_static("/"));
