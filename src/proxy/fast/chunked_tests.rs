@@ -641,3 +641,96 @@ fn random_corruption_never_panics_or_overconsumes() {
         }
     }
 }
+
+/// Properties of the chunked scanner (`proptest`).
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid chunked body: chunks with optional extensions, optional trailers.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let chunk = (
+            prop::collection::vec(any::<u8>(), 1..300),
+            prop::option::of("[a-z]{1,6}(=[a-z0-9]{1,6})?"),
+        );
+        let trailers = prop::collection::vec(("X-[A-Za-z]{1,10}", "[!-~]{1,20}"), 0..3);
+        (prop::collection::vec(chunk, 0..6), trailers).prop_map(|(chunks, trailers)| {
+            let mut raw = Vec::new();
+            for (data, ext) in chunks {
+                raw.extend_from_slice(format!("{:x}", data.len()).as_bytes());
+                if let Some(ext) = ext {
+                    raw.extend_from_slice(format!(";{ext}").as_bytes());
+                }
+                raw.extend_from_slice(b"\r\n");
+                raw.extend_from_slice(&data);
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"0\r\n");
+            for (name, value) in trailers {
+                raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\n");
+            raw
+        })
+    }
+
+    /// Feeds `input` cut at `cuts` (positions, any order): the bytes consumed in all,
+    /// and whether the body ended. Until it ends, the scanner takes every byte offered.
+    fn feed_cut(input: &[u8], cuts: &[usize]) -> Result<(usize, bool), ChunkedError> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.push(input.len());
+        points.sort_unstable();
+        let mut scanner = ChunkedScanner::new();
+        let mut start = 0;
+        for end in points {
+            let took = scanner.scan(&input[start..end])?;
+            if scanner.is_done() {
+                return Ok((start + took, true));
+            }
+            assert_eq!(took, end - start, "took less than offered without ending");
+            start = end;
+        }
+        Ok((start, false))
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_a_valid_body_scans_as_the_whole(
+            raw in body(),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+            next in prop::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let mut input = raw.clone();
+            input.extend_from_slice(&next);
+            let mut whole = ChunkedScanner::new();
+            prop_assert_eq!(whole.scan(&input), Ok(raw.len()));
+            prop_assert!(whole.is_done());
+            prop_assert_eq!(feed_cut(&input, &cuts), Ok((raw.len(), true)));
+        }
+
+        #[test]
+        fn random_bytes_never_panic_loop_or_overconsume(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            piece in 1usize..64,
+        ) {
+            let mut scanner = ChunkedScanner::new();
+            let mut at = 0;
+            let mut calls = 0;
+            while at < bytes.len() && !scanner.is_done() {
+                calls += 1;
+                prop_assert!(calls <= bytes.len() + 1, "the scanner stopped making progress");
+                let end = (at + piece).min(bytes.len());
+                match scanner.scan(&bytes[at..end]) {
+                    Ok(took) => {
+                        prop_assert!(took <= end - at);
+                        if took < end - at {
+                            prop_assert!(scanner.is_done(), "left bytes without ending");
+                        }
+                        at += took;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}

@@ -165,3 +165,75 @@ fn everything_else_goes_to_the_hyper_path() {
         assert_eq!(translate(&proxy, request).1, "fallback", "{request:.80}");
     }
 }
+
+/// Properties of the request head parser (`proptest`).
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid request the fast path forwards: method, target, `X-` headers, a body.
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
+        let path = prop::collection::vec("[a-z0-9._~-]{1,8}", 0..4);
+        let query = prop::option::of("[a-z]{1,5}=[a-zA-Z0-9%]{0,8}");
+        let headers =
+            prop::collection::vec(("X-[A-Za-z0-9-]{1,12}", "[!-~]([ -~]{0,30}[!-~])?"), 0..8);
+        let body = prop::collection::vec(any::<u8>(), 0..300);
+        (method, path, query, headers, body).prop_map(|(method, path, query, headers, body)| {
+            let mut raw = format!("{method} /api/{}", path.join("/"));
+            if let Some(q) = query {
+                raw.push('?');
+                raw.push_str(&q);
+            }
+            raw.push_str(" HTTP/1.1\r\nHost: app\r\n");
+            for (name, value) in headers {
+                raw.push_str(&format!("{name}: {value}\r\n"));
+            }
+            raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+            let mut raw = raw.into_bytes();
+            raw.extend_from_slice(&body);
+            raw
+        })
+    }
+
+    /// The outcome of translating `buf`, as a comparable value.
+    fn outcome(proxy: &Proxy, buf: &[u8]) -> (String, Vec<u8>) {
+        let mut out = Vec::new();
+        let kind = match translate_request(proxy, buf, &mut out, Instant::now()) {
+            Outcome::Ready(r) => format!("ready {:?}", r.framed),
+            Outcome::Partial(n) => format!("partial {n:?}"),
+            Outcome::Fallback => "fallback".into(),
+            Outcome::Refused(r) => format!("refused {}", r.error.status()),
+        };
+        (kind, out)
+    }
+
+    proptest! {
+        #[test]
+        fn every_prefix_is_partial_and_the_whole_parses_as_itself(
+            raw in request(),
+            next in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let (_dir, proxy) = proxy();
+            let whole = outcome(&proxy, &raw);
+            prop_assert!(whole.0.starts_with("ready"), "{:?}", whole.0);
+            for cut in 0..raw.len() {
+                let (kind, _) = outcome(&proxy, &raw[..cut]);
+                prop_assert!(kind.starts_with("partial"), "prefix {cut}: {kind}");
+            }
+            // Whatever follows (a pipelined request, noise) changes nothing.
+            let mut more = raw.clone();
+            more.extend_from_slice(&next);
+            prop_assert_eq!(outcome(&proxy, &more), whole);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let (_dir, proxy) = proxy();
+            let _ = outcome(&proxy, &bytes);
+            let mut framed = b"GET /api/x HTTP/1.1\r\n".to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = outcome(&proxy, &framed);
+        }
+    }
+}

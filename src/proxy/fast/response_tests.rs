@@ -135,3 +135,61 @@ fn connection_fate_and_bad_heads() {
         assert!(respond(bad, false, false).0.is_err(), "{bad:?}");
     }
 }
+
+/// Properties of the response head parser (`proptest`).
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn response() -> impl Strategy<Value = (Vec<u8>, usize)> {
+        let status = (200u16..600).prop_filter("has a body", |s| *s != 204 && *s != 304);
+        let headers =
+            prop::collection::vec(("X-[A-Za-z0-9-]{1,12}", "[!-~]([ -~]{0,30}[!-~])?"), 0..8);
+        let body = prop::collection::vec(any::<u8>(), 0..200);
+        (status, headers, body).prop_map(|(status, headers, body)| {
+            let mut raw = format!("HTTP/1.1 {status} Whatever\r\n");
+            for (name, value) in headers {
+                raw.push_str(&format!("{name}: {value}\r\n"));
+            }
+            raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+            let head_len = raw.len();
+            let mut raw = raw.into_bytes();
+            raw.extend_from_slice(&body);
+            (raw, head_len)
+        })
+    }
+
+    fn outcome(buf: &[u8], is_head: bool) -> (Result<Parsed, String>, Vec<u8>) {
+        let mut out = Vec::new();
+        let parsed = translate_response(buf, &mut out, is_head, false);
+        (parsed, out)
+    }
+
+    proptest! {
+        #[test]
+        fn every_prefix_of_the_head_is_partial_and_the_rest_changes_nothing(
+            (raw, head_len) in response(),
+            is_head in any::<bool>(),
+        ) {
+            let whole = outcome(&raw, is_head);
+            let Ok(Parsed::Final(r)) = &whole.0 else {
+                return Err(TestCaseError::fail(format!("{:?}", whole.0)));
+            };
+            prop_assert_eq!(r.head_len, head_len);
+            for cut in 0..head_len {
+                prop_assert_eq!(outcome(&raw[..cut], is_head).0, Ok(Parsed::Partial), "prefix {}", cut);
+            }
+            for cut in head_len..raw.len() {
+                prop_assert_eq!(&outcome(&raw[..cut], is_head), &whole);
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048), is_head in any::<bool>()) {
+            let _ = outcome(&bytes, is_head);
+            let mut framed = b"HTTP/1.1 200 OK\r\n".to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = outcome(&framed, is_head);
+        }
+    }
+}
