@@ -205,7 +205,7 @@ fn parse_answers(mut bytes: &[u8], is_head: bool, closed: bool) -> (Vec<Answer>,
         let framed = if no_body {
             Some((Vec::new(), 0))
         } else if chunked {
-            dechunk(rest)
+            super::raw::dechunk(rest).ok().flatten()
         } else if let Some(length) = length {
             (rest.len() >= length).then(|| (rest[..length].to_vec(), length))
         } else if closed {
@@ -233,32 +233,5 @@ fn parse_answers(mut bytes: &[u8], is_head: bool, closed: bool) -> (Vec<Answer>,
             whole: true,
         });
         bytes = &rest[used..];
-    }
-}
-
-/// A whole chunked body at the start of `data`: (the data, bytes used), or None.
-fn dechunk(data: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    loop {
-        let end = data[at..].windows(2).position(|w| w == b"\r\n")? + at;
-        let text = String::from_utf8_lossy(&data[at..end]);
-        let size = usize::from_str_radix(text.split(';').next()?.trim(), 16).ok()?;
-        at = end + 2;
-        if size == 0 {
-            loop {
-                let end = data[at..].windows(2).position(|w| w == b"\r\n")? + at;
-                let empty = end == at;
-                at = end + 2;
-                if empty {
-                    return Some((out, at));
-                }
-            }
-        }
-        if data.len() < at + size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&data[at..at + size]);
-        at += size + 2;
     }
 }

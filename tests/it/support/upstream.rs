@@ -168,7 +168,11 @@ fn request_len(buf: &[u8]) -> Option<Result<(usize, usize), ()>> {
             .map(|v| v.trim().to_owned())
     };
     if header("transfer-encoding:").is_some_and(|v| v.ends_with("chunked")) {
-        return chunked_len(&buf[head_end..]).map(|r| r.map(|body| (head_end, body)));
+        return match super::raw::dechunk(&buf[head_end..]) {
+            Ok(Some((_, body))) => Some(Ok((head_end, body))),
+            Ok(None) => None,
+            Err(_) => Some(Err(())),
+        };
     }
     let length = match header("content-length:") {
         None => 0,
@@ -178,35 +182,6 @@ fn request_len(buf: &[u8]) -> Option<Result<(usize, usize), ()>> {
         },
     };
     (buf.len() >= head_end + length).then_some(Ok((head_end, length)))
-}
-
-/// The length of the chunked body at the start of `body` (trailers included), once whole.
-fn chunked_len(body: &[u8]) -> Option<Result<usize, ()>> {
-    let mut at = 0;
-    loop {
-        let line_end = body[at..].windows(2).position(|w| w == b"\r\n")? + at;
-        let size_text = String::from_utf8_lossy(&body[at..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let Ok(size) = usize::from_str_radix(size_text, 16) else {
-            return Some(Err(()));
-        };
-        at = line_end + 2;
-        if size == 0 {
-            // Trailers up to the empty line.
-            loop {
-                let end = body[at..].windows(2).position(|w| w == b"\r\n")? + at;
-                let empty = end == at;
-                at = end + 2;
-                if empty {
-                    return Some(Ok(at));
-                }
-            }
-        }
-        if body.len() < at + size + 2 {
-            return None;
-        }
-        at += size + 2;
-    }
 }
 
 async fn serve(
