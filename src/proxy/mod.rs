@@ -22,13 +22,13 @@
 //! 0.37–0.58× (see README, Performance). `tests/it/paths.rs` runs a table of request and
 //! response shapes down both paths and asserts they agree.
 
-pub mod error;
+pub(crate) mod error;
 pub mod fast;
-pub mod full;
-pub mod headers;
-pub mod limits;
-pub mod route;
-pub mod upstream;
+pub(crate) mod full;
+pub(crate) mod headers;
+pub(crate) mod limits;
+pub(crate) mod route;
+pub(crate) mod upstream;
 
 use crate::registry::Registry;
 use http::header::HeaderValue;
@@ -37,8 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use full::ProxyBody;
-pub use route::{Ask, Plan, Target};
+pub(crate) use route::Plan;
 
 /// The AUTHORIZE route of the admin listener, as error bodies name it.
 pub fn authorize_route(key: &str) -> String {

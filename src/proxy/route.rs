@@ -229,15 +229,15 @@ impl<'t> Target<'t> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn len(self) -> usize {
         usize::from(self.slash) + self.rest.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub fn is_empty(self) -> bool {
         self.len() == 0
     }
 
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    pub fn write_to(self, out: &mut Vec<u8>) {
         if self.slash {
             out.push(b'/');
         }
@@ -245,7 +245,7 @@ impl<'t> Target<'t> {
     }
 
     /// As a `PathAndQuery` (one allocation of exactly its length).
-    pub fn to_path_and_query(&self) -> Result<PathAndQuery, ProxyError> {
+    pub fn to_path_and_query(self) -> Result<PathAndQuery, ProxyError> {
         let mut target = Vec::with_capacity(self.len());
         self.write_to(&mut target);
         PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(|_| ProxyError::BadRequest {

@@ -7,6 +7,7 @@ mod support;
 mod authcode;
 mod cli;
 mod config_errors;
+mod crash;
 mod fast_path;
 mod fides;
 mod forward;

@@ -10,14 +10,14 @@
 //! A request this path does not frame itself (see [`request`]) moves the connection, with
 //! the bytes read so far, to hyper and [`Proxy::handle`] for the rest of its life.
 
-pub mod chunked;
-pub mod deadline;
-pub mod io;
-pub mod link;
+pub(crate) mod chunked;
+pub(crate) mod deadline;
+pub(crate) mod io;
+pub(crate) mod link;
 mod relay;
 pub mod request;
 pub mod response;
-pub mod worker;
+pub(crate) mod worker;
 
 use super::error::{self, write_error, ProxyError};
 use super::full::pool::Pool;

@@ -6,7 +6,7 @@
 
 pub(crate) mod apikey;
 pub(crate) mod connect;
-pub mod pool;
+pub(crate) mod pool;
 pub(crate) mod stall;
 
 use super::error::{self, ProxyError};
