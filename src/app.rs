@@ -8,8 +8,7 @@ use crate::admin::Admin;
 use crate::config::{Auth, Config, Unreadable};
 use crate::oauth::pending::PendingStates;
 use crate::oauth::TokenClient;
-use crate::proxy::pool::Pool;
-use crate::proxy::upstream::{GuardedResolver, StaticHosts};
+use crate::proxy::upstream::{Dialer, GuardedResolver, StaticHosts};
 use crate::proxy::Proxy;
 use crate::refresher::follow::Follower;
 use crate::refresher::Refresher;
@@ -46,6 +45,10 @@ pub struct Options {
     pub static_hosts: StaticHosts,
     /// Fixed DNS answers for token-endpoint host names (the port is used when the URL has none).
     pub resolve: HashMap<String, SocketAddr>,
+    /// Serve every proxy request on the hyper path (the fast path off), so tests can run
+    /// the same requests down both paths and compare. Deliberately not a config option:
+    /// only code that builds `Options` (tests) can set it.
+    pub hyper_only: bool,
 }
 
 /// A running sidecar.
@@ -99,16 +102,7 @@ pub async fn start(
         .map(|c| c.upstream.host.clone())
         .collect();
     let resolver = GuardedResolver::new(allow_private, options.static_hosts);
-    let connection_count = registry.connections.len();
-    let connect_timeout = config.proxy.connect_timeout;
-    let make_pool: Arc<dyn Fn() -> Pool + Send + Sync> = Arc::new(move || {
-        Pool::new(
-            connection_count,
-            Arc::clone(&tls),
-            resolver.clone(),
-            connect_timeout,
-        )
-    });
+    let dialer = Dialer::new(Arc::clone(&tls), resolver, config.proxy.connect_timeout);
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let proxy = Arc::new(Proxy::new(
@@ -156,12 +150,16 @@ pub async fn start(
         .proxy
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    tasks.spawn(crate::proxy::worker::spawn(
+    let settings = crate::proxy::fast::worker::Settings {
         workers,
+        header_read_timeout: header_timeout,
+        fast_path: !options.hyper_only,
+    };
+    tasks.spawn(crate::proxy::fast::worker::spawn(
         proxy_listener.into_std()?,
         proxy,
-        make_pool,
-        header_timeout,
+        dialer,
+        settings,
         shutdown.clone(),
     )?);
     tasks.spawn(crate::server::serve(

@@ -1,8 +1,9 @@
 //! Shared by `benches/hot_path.rs` and `tests/alloc.rs`: a connection loaded through the real
 //! config loader with a token installed, a realistic request and response, and the work the
-//! proxy does between reading a request and sending it upstream — on the fast path
-//! (`head::translate_request`, `head::translate_response`, as bytes) and on the hyper path
-//! (`Proxy::route_uri`, `Proxy::prepare_headers`, `token::Cache::header`).
+//! proxy does between reading a request and sending it upstream, by the product's own
+//! functions — on the fast path (`fast::request::translate_request`,
+//! `fast::response::translate_response`, as bytes) and on the hyper path
+//! (`Proxy::prepare_request`: the shared plan, then the `HeaderMap`).
 
 #![allow(dead_code)]
 
@@ -11,8 +12,9 @@ use http::uri::Uri;
 use http::Request;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokenwarden::proxy::head::{self, Outcome, Parsed};
-use tokenwarden::proxy::{headers, Proxy};
+use tokenwarden::proxy::fast::request::{self, Outcome};
+use tokenwarden::proxy::fast::response::{self, Parsed};
+use tokenwarden::proxy::Proxy;
 use tokenwarden::registry::Entry;
 use tokenwarden::registry::Registry;
 use tokenwarden::token::TokenSet;
@@ -21,8 +23,6 @@ use tokenwarden::token::TokenSet;
 pub const KEY: &str = "api";
 /// The request target an app sends in reverse mode.
 pub const REVERSE_TARGET: &str = "/api/v1/accounts/12345/contacts?limit=50&cursor=abc123";
-/// The `Via` pseudonym (the config default).
-pub const PSEUDONYM: &str = "tokenwarden";
 
 /// A client-credentials connection loaded with `tokenwarden::config::load` from a temp
 /// file, and the proxy that routes to it. The temp dir must outlive them (the store path
@@ -123,9 +123,9 @@ pub const RAW_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\
 /// `out`. Returns the app's head length when the request goes upstream.
 #[inline]
 pub fn translate_request(proxy: &Proxy, raw: &[u8], out: &mut Vec<u8>) -> Option<usize> {
-    match head::translate_request(proxy, raw, out, tokio::time::Instant::now()) {
-        Outcome::Ready(req) => Some(req.head_len),
-        Outcome::Partial(_) | Outcome::Fallback => None,
+    match request::translate_request(proxy, raw, out, tokio::time::Instant::now()) {
+        Outcome::Ready(req) => Some(req.framed.head_len),
+        Outcome::Partial(_) | Outcome::Fallback | Outcome::Refused(_) => None,
     }
 }
 
@@ -133,7 +133,7 @@ pub fn translate_request(proxy: &Proxy, raw: &[u8], out: &mut Vec<u8>) -> Option
 #[inline]
 pub fn translate_response(raw: &[u8], out: &mut Vec<u8>) -> bool {
     matches!(
-        head::translate_response(raw, out, false, false),
+        response::translate_response(raw, out, false, false),
         Ok(Parsed::Final(_))
     )
 }
@@ -146,33 +146,11 @@ pub fn parsed_request() -> Request<()> {
     req
 }
 
-/// Header injection as the hyper path does it: hygiene, `Host`, `Via`, then the
-/// connection's `Authorization`.
-#[inline]
-pub fn inject(proxy: &Proxy, headers_map: &mut HeaderMap, state: &Entry) -> bool {
-    proxy.prepare_headers(state, headers_map);
-    match state.tokens.header() {
-        Some(value) => {
-            headers_map.insert(header::AUTHORIZATION, value);
-            true
-        }
-        None => false,
-    }
-}
-
 /// Everything the hyper path (`Proxy::forward`) does between the parsed request and the
-/// request handed to the upstream pool (loop check, route/rewrite, hygiene, injection).
+/// request handed to the upstream pool: `Proxy::prepare_request` itself.
 pub fn prepare(proxy: &Proxy, req: Request<()>) -> Option<Request<()>> {
-    if headers::has_our_via(req.headers(), PSEUDONYM) {
-        return None;
-    }
-    let (state, target) = proxy.route_uri(req.uri()).ok()?;
-    let pq = target.to_path_and_query().ok()?;
-    let (mut parts, body) = req.into_parts();
-    if !inject(proxy, &mut parts.headers, state) {
-        return None;
-    }
-    parts.uri = Uri::from(pq);
-    parts.version = http::Version::HTTP_11;
-    Some(Request::from_parts(parts, body))
+    let (req, _) = proxy
+        .prepare_request(req, tokio::time::Instant::now())
+        .ok()?;
+    Some(req)
 }

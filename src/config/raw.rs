@@ -131,6 +131,12 @@ pub struct RawProxy {
     #[serde(default)]
     pub connect_passthrough: Vec<String>,
     pub worker_threads: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_requests_per_connection: Option<u64>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub max_connection_lifetime: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub body_read_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

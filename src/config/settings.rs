@@ -19,6 +19,15 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time a client has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on open app connections to the proxy listener (all workers together).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default number of requests one app connection may make before it is closed.
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
+/// Default age after which an app connection is closed (after its current response).
+pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default time a request body may stall: a buffered body (fast path) must arrive whole,
+/// a streamed one (hyper path) must send its next bytes, within it.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `Via` pseudonym (also the loop-detection marker).
 pub const DEFAULT_VIA_PSEUDONYM: &str = "tokenwarden";
 /// Default lifetime of an authorization `state`.
@@ -36,6 +45,17 @@ pub struct ProxySettings {
     pub connect_passthrough: Vec<String>,
     /// Proxy worker threads; default: the number of CPUs.
     pub worker_threads: Option<usize>,
+    pub limits: ProxyLimits,
+}
+
+/// Resource limits of the proxy listener (see README, The proxy).
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyLimits {
+    /// Open app connections beyond this are refused (closed at once, with a log line).
+    pub max_connections: usize,
+    pub max_requests_per_connection: u64,
+    pub max_connection_lifetime: Duration,
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +132,16 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         &raw.proxy.header_read_timeout,
         DEFAULT_HEADER_READ_TIMEOUT,
     );
+    let max_connection_lifetime = duration(
+        "proxy.max_connection_lifetime",
+        &raw.proxy.max_connection_lifetime,
+        DEFAULT_MAX_CONNECTION_LIFETIME,
+    );
+    let body_read_timeout = duration(
+        "proxy.body_read_timeout",
+        &raw.proxy.body_read_timeout,
+        DEFAULT_BODY_READ_TIMEOUT,
+    );
     let state_ttl = duration("admin.state_ttl", &raw.admin.state_ttl, DEFAULT_STATE_TTL);
     let lease_ttl = duration("store.lease_ttl", &raw.store.lease_ttl, DEFAULT_LEASE_TTL);
     let poll_interval = duration(
@@ -159,6 +189,12 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
                 format!("`{target}` is not HOST:PORT"),
             ));
         }
+    }
+    if raw.proxy.max_connections == Some(0) {
+        problems.push(src.problem("proxy.max_connections", "must be at least 1"));
+    }
+    if raw.proxy.max_requests_per_connection == Some(0) {
+        problems.push(src.problem("proxy.max_requests_per_connection", "must be at least 1"));
     }
     if raw.proxy.worker_threads == Some(0) {
         problems.push(src.problem("proxy.worker_threads", "must be at least 1"));
@@ -209,6 +245,15 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
             worker_threads: raw.proxy.worker_threads,
+            limits: ProxyLimits {
+                max_connections: raw.proxy.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                max_requests_per_connection: raw
+                    .proxy
+                    .max_requests_per_connection
+                    .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
+                max_connection_lifetime,
+                body_read_timeout,
+            },
         },
         admin: AdminSettings {
             listen: admin_listen,

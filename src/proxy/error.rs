@@ -1,8 +1,9 @@
 //! Every way the proxy refuses or fails a request, and the one function that maps each
-//! to an HTTP status and a JSON body with a stable `error` code. Bodies never hold a
+//! to an HTTP status and a JSON body with a stable `error` code, rendered by both paths:
+//! as a hyper response ([`ProxyError::into_response`]) or as bytes ([`write_error`]). Bodies never hold a
 //! token, a secret or the app's request data.
 
-use super::ProxyBody;
+use super::full::ProxyBody;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -84,6 +85,13 @@ impl ProxyError {
     }
 }
 
+/// The `message` of the 502 for an upstream that closed (or reset) the connection before
+/// any byte of a response — the same on both paths (details are logged at debug).
+pub const CLOSED_UNANSWERED: &str = "the upstream closed the connection without answering";
+/// The `message` of the 502 for a response head that is malformed or ambiguous (e.g.
+/// conflicting `Content-Length` values) — the same on both paths.
+pub const MALFORMED_RESPONSE: &str = "the upstream sent a malformed or ambiguous response head";
+
 /// The headers of every response the proxy writes itself (besides its length).
 pub const OWN_HEADERS: [(header::HeaderName, &str); 2] = [
     (header::CONTENT_TYPE, "application/json"),
@@ -99,6 +107,37 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<P
             .insert(name, header::HeaderValue::from_static(value));
     }
     r
+}
+
+/// The same response as bytes, for the fast path: [`ProxyError::into_response`]'s
+/// status, headers and JSON, with its length (and `connection: close` when `close`).
+pub fn write_error(out: &mut Vec<u8>, error: &ProxyError, is_head: bool, close: bool) {
+    let status = error.status();
+    let body = error.body().to_string();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &OWN_HEADERS {
+        write_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    write_header(out, b"content-length", body.len().to_string().as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !is_head {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
+pub(crate) fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -177,6 +216,25 @@ mod tests {
             },
             504,
             "upstream_timeout",
+        );
+    }
+
+    #[test]
+    fn proxy_errors_match_the_hyper_path() {
+        let mut out = Vec::new();
+        let error = ProxyError::UpstreamTimeout {
+            connection: "api".into(),
+        };
+        let body = error.body().to_string();
+        write_error(&mut out, &error, false, true);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "HTTP/1.1 504 Gateway Timeout\r\ncontent-type: application/json\r\n\
+                 cache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
         );
     }
 }

@@ -21,14 +21,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let names_others = headers
         .get_all(header::CONNECTION)
         .iter()
-        .any(|v| !is_standard_connection_option(v));
+        .any(|v| connection_options(v.as_bytes()).1);
     if names_others {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .flat_map(|v| connection_names(v.as_bytes()))
+            .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -37,6 +36,54 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// [`strip_hop_by_hop`] for a response hyper decoded, with the fast path's rule for its
+/// length ([`forwards_length`]).
+pub fn strip_response(status: u16, headers: &mut HeaderMap) {
+    if !forwards_length(status, headers.contains_key(header::TRANSFER_ENCODING)) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(headers);
+}
+
+/// Whether a response's `Content-Length` goes on to the app: not beside
+/// `Transfer-Encoding` (RFC 9112 §6.3: it is wrong, and the body is relayed or re-framed
+/// as chunked), and never on a 1xx or 204 (RFC 9110 §8.6: they have none).
+pub fn forwards_length(status: u16, transfer_encoded: bool) -> bool {
+    !transfer_encoded && status != 204 && !(100..200).contains(&status)
+}
+
+/// The options of one `Connection` value that name headers (all but `close` and
+/// `keep-alive`, any case): the one definition of "named in `Connection`".
+pub fn connection_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|option| {
+            !option.is_empty()
+                && !option.eq_ignore_ascii_case(b"close")
+                && !option.eq_ignore_ascii_case(b"keep-alive")
+        })
+}
+
+/// A `Connection` header value: whether it says `close`, and whether it names headers
+/// ([`connection_names`]), which are then hop-by-hop.
+pub fn connection_options(value: &[u8]) -> (bool, bool) {
+    let closes = value
+        .split(|&b| b == b',')
+        .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"));
+    (closes, connection_names(value).next().is_some())
+}
+
+/// Whether one of the `Connection` values lists `name` (so it is hop-by-hop here).
+pub fn named_in_connection<'v>(
+    mut connection_values: impl Iterator<Item = &'v [u8]>,
+    name: &str,
+) -> bool {
+    connection_values.any(|value| {
+        connection_names(value).any(|named| named.eq_ignore_ascii_case(name.as_bytes()))
+    })
 }
 
 /// The header names the proxy treats specially (any case), told apart with one length
@@ -73,11 +120,6 @@ pub fn classify(name: &str) -> Known {
         19 if is("proxy-authorization") => Known::HopByHop,
         _ => Known::Other,
     }
-}
-
-/// `close` and `keep-alive` name no other header, so they need no extra work.
-fn is_standard_connection_option(v: &HeaderValue) -> bool {
-    v.as_bytes().eq_ignore_ascii_case(b"close") || v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
 }
 
 /// The value this proxy appends to `Via`: `1.1 <pseudonym>`.

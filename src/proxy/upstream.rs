@@ -1,16 +1,211 @@
-//! Upstream addressing: the request body type, and the SSRF guard — a connection's host
-//! *name* may only resolve to public addresses unless the connection sets
-//! `allow_private_network`, and the pool ([`super::pool`]) connects to exactly the
-//! addresses that were checked. A host written as an IP literal is the operator's explicit
-//! choice and is not resolved (so not checked).
+//! The upstream dialer both pools use ([`Dialer::open`]: SSRF-guarded resolution, TCP,
+//! TLS by rustls, into a [`Stream`]), and the SSRF guard — a connection's host *name* may
+//! only resolve to public addresses unless the connection sets `allow_private_network`,
+//! and the dialer connects to exactly the addresses that were checked. A host written as
+//! an IP literal is the operator's explicit choice and is not resolved (so not checked).
 
+use crate::config::Upstream;
+use http::uri::Scheme;
+use rustls::pki_types::ServerName;
 use std::collections::{HashMap, HashSet};
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
-/// The request body sent upstream: the app's body streamed, or a body tokenwarden built.
-pub type UpstreamBody =
-    http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;
+/// Why an upstream connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("connect timed out")]
+    ConnectTimeout,
+}
+
+/// Opens upstream connections for one worker's pools.
+#[derive(Clone)]
+pub struct Dialer {
+    tls: tokio_rustls::TlsConnector,
+    resolver: GuardedResolver,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    /// A dialer that offers ALPN `http/1.1` over `tls`.
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        resolver: GuardedResolver,
+        connect_timeout: Duration,
+    ) -> Dialer {
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Dialer {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            resolver,
+            connect_timeout,
+        }
+    }
+
+    /// Opens a connection: resolve (through the SSRF guard), TCP, TLS for https.
+    pub async fn open(&self, upstream: &Upstream) -> Result<Stream, DialError> {
+        let addrs = self.resolve(upstream).await?;
+        let tcp = tokio::time::timeout(self.connect_timeout, connect_any(&addrs))
+            .await
+            .map_err(|_| DialError::ConnectTimeout)??;
+        let _ = tcp.set_nodelay(true);
+        if upstream.scheme != Scheme::HTTPS {
+            return Ok(Stream::Plain(tcp));
+        }
+        let name = ServerName::try_from(upstream.host.clone()).map_err(|_| {
+            DialError::Connect(format!("{} is not a valid TLS server name", upstream.host))
+        })?;
+        let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
+            .await
+            .map_err(|_| DialError::ConnectTimeout)?
+            .map_err(|e| {
+                DialError::Connect(format!("TLS handshake with {} failed: {e}", upstream.host))
+            })?;
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    async fn resolve(&self, upstream: &Upstream) -> Result<Vec<SocketAddr>, DialError> {
+        if let Ok(ip) = upstream.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, upstream.port)]);
+        }
+        let found = self
+            .resolver
+            .resolve(&upstream.host)
+            .await
+            .map_err(|e| DialError::Connect(e.to_string()))?;
+        Ok(found
+            .into_iter()
+            .map(|a| SocketAddr::new(a.ip(), upstream.port))
+            .collect())
+    }
+}
+
+async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, DialError> {
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(DialError::Connect(last.map_or_else(
+        || "no address to connect to".into(),
+        |e| e.to_string(),
+    )))
+}
+
+/// A connection to an upstream.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Whether a connection whose response was read to its end holds nothing more: for
+    /// TLS, no decrypted bytes (or close) waiting inside the session, which the socket
+    /// check of [`Stream::idle_and_open`] cannot see. No system call.
+    pub fn is_clean(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(tls) => {
+                let mut probe = [0u8; 1];
+                let read = std::io::Read::read(&mut tls.get_mut().1.reader(), &mut probe);
+                matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Whether an idle connection can take a request: nothing arrived on it since its last
+    /// response (no close, no stray bytes). Costs a system call only when the socket
+    /// became readable while idle.
+    pub fn idle_and_open(&self) -> bool {
+        let tcp = self.tcp();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match tcp.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: a close or bytes nobody asked for — unless the readiness is stale.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Test hook: fixed answers for host names, instead of the system resolver.
 pub type StaticHosts = HashMap<String, Vec<IpAddr>>;

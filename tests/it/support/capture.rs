@@ -26,42 +26,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
 }
 
-/// One request as the server received it.
-#[derive(Clone, Debug)]
-pub struct Captured {
-    pub method: String,
-    /// The raw request target (`/path?query`).
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// The TLS server name the client sent (None for an IP address).
-    pub sni: Option<String>,
-}
-
-impl Captured {
-    /// The values of header `name` (case-insensitive), in order.
-    pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The single value of header `name`; panics when it is repeated.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let all = self.all(name);
-        assert!(all.len() <= 1, "header {name} sent {} times", all.len());
-        all.first().copied()
-    }
-
-    /// A form field of the body.
-    pub fn field(&self, name: &str) -> Option<String> {
-        form_urlencoded::parse(&self.body)
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.into_owned())
-    }
-}
+/// One request as the server received it (with its `sni`).
+pub type Captured = super::serve::Received;
 
 #[derive(Default)]
 struct Inner {
@@ -146,13 +112,7 @@ async fn handle(
     let r = super::serve::receive(req).await;
     let reply = {
         let mut i = inner.lock().unwrap();
-        i.requests.push(Captured {
-            method: r.method,
-            target: r.target,
-            headers: r.headers,
-            body: r.body,
-            sni,
-        });
+        i.requests.push(Captured { sni, ..r });
         let default = i.default.clone();
         i.script.pop_front().unwrap_or(default)
     };

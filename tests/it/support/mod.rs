@@ -9,6 +9,7 @@ pub mod browser;
 pub mod capture;
 pub mod config;
 pub mod conn_counter;
+pub mod differential;
 pub mod echo;
 pub mod external;
 pub mod golden;
@@ -17,19 +18,20 @@ pub mod memory;
 pub mod oidc;
 pub mod process;
 pub mod raw;
-pub mod raw_upstream;
 pub mod redis;
 pub mod serve;
 pub mod token_server;
 pub mod upload;
+pub mod upstream;
 
 pub use config::*;
 pub use echo::{echoed, echoed_authorization, Echo};
 pub use token_server::{Reply, TokenServer};
 
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokenwarden::app::{self, Options, Running, StartError};
 
 /// Longest wait for an asynchronous condition in tests.
@@ -223,3 +225,53 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A token endpoint answering `reply`, an echo upstream, and a sidecar with one
+/// client-credentials connection `api` between them (`extra`: lines under `configuration:`).
+pub async fn setup(reply: Reply, extra: &str) -> (TokenServer, Echo, Sidecar) {
+    let tokens = TokenServer::start(reply).await;
+    let echo = Echo::start().await;
+    let yaml = connections(&[cc_connection("api", echo.addr, tokens.addr, extra)]);
+    let sidecar = Sidecar::start(&yaml).await;
+    (tokens, echo, sidecar)
+}
+
+/// A token living `expires_in` seconds, without a refresh token.
+pub fn token(expires_in: u64) -> Reply {
+    Reply::token(expires_in, false)
+}
+
+/// The number `N` of the `Bearer tok-N` an echo response received.
+pub fn token_number(body: &Value) -> u64 {
+    let auth = echoed(body, "authorization");
+    assert_eq!(auth.len(), 1, "one Authorization header: {body}");
+    auth[0]
+        .strip_prefix("Bearer tok-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected Authorization {auth:?}"))
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Polls `check` every 20 ms until it holds, or panics with `what` after [`WAIT`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub use redis::free_port;

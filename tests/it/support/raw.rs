@@ -115,7 +115,9 @@ pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> RawResponse 
         .and_then(|v| v.parse::<usize>().ok());
     let mut chunk = [0u8; 4096];
     loop {
-        if length.is_some_and(|l| body.len() >= l) || (chunked && body.ends_with(b"0\r\n\r\n")) {
+        if length.is_some_and(|l| body.len() >= l)
+            || (chunked && matches!(dechunk(&body), Ok(Some(_)) | Err(_)))
+        {
             break;
         }
         let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
@@ -127,22 +129,50 @@ pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> RawResponse 
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    response.body = if chunked { dechunk(&body) } else { body };
+    response.body = match dechunk(&body) {
+        Ok(Some((data, _))) if chunked => data,
+        _ => body,
+    };
     response
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+/// A chunked body at the start of `data`: `Ok(Some((data, bytes used)))` once it is whole
+/// (trailers read and dropped), `Ok(None)` while it is not, `Err` for a bad chunk size.
+pub fn dechunk(data: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let line_end = |from: usize| {
+        data[from..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|i| from + i)
+    };
     let mut out = Vec::new();
-    while let Some(i) = data.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..i]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).expect("chunk size");
-        data = &data[i + 2..];
+    let mut at = 0;
+    loop {
+        let Some(end) = line_end(at) else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&data[at..end]);
+        let size_text = text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        at = end + 2;
         if size == 0 {
-            break;
+            // Trailers up to the empty line.
+            loop {
+                let Some(end) = line_end(at) else {
+                    return Ok(None);
+                };
+                let empty = end == at;
+                at = end + 2;
+                if empty {
+                    return Ok(Some((out, at)));
+                }
+            }
         }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+        if data.len() < at + size + 2 {
+            return Ok(None);
+        }
+        out.extend_from_slice(&data[at..at + size]);
+        at += size + 2;
     }
-    out
 }

@@ -1,5 +1,6 @@
 //! What the kit's loopback HTTP servers share: starting on `127.0.0.1:0`, reading a request
-//! whole, and answering JSON.
+//! whole, answering JSON, and the one "request as received" type ([`Received`]) of every
+//! test server (echo, token, TLS capture, the scripted raw upstream).
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -9,15 +10,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// A request read whole: method, raw request target, headers in order, body bytes.
-pub struct Received {
-    pub method: String,
-    /// The raw request target (`/path?query`).
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
 
 /// Reads `req` whole (a body that fails to read counts as empty).
 pub async fn receive(req: Request<Incoming>) -> Received {
@@ -44,6 +36,7 @@ pub async fn receive(req: Request<Incoming>) -> Received {
             .await
             .map(|b| b.to_bytes().to_vec())
             .unwrap_or_default(),
+        ..Received::default()
     }
 }
 
@@ -76,4 +69,87 @@ where
         move |req, _| handle(req),
     ));
     (addr, shutdown)
+}
+
+/// One request as a test server received it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    pub method: String,
+    /// The raw request target (`/path?query`, or absolute-form as sent).
+    pub target: String,
+    /// `HTTP/1.1`, as sent (empty when a server library parsed the request).
+    pub version: String,
+    /// Header names as sent (a server library lower-cases them), values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body: decoded by a server library, or as framed on the wire by the raw one.
+    pub body: Vec<u8>,
+    /// Which accepted connection (0, 1, …) it came on (raw upstream only).
+    pub connection: usize,
+    /// The TLS server name the client sent (TLS capture only; None for an IP address).
+    pub sni: Option<String>,
+}
+
+impl Received {
+    /// Parses a raw head (request line and header lines, no final empty line).
+    pub fn from_head(head: &str, body: Vec<u8>, connection: usize) -> Received {
+        let mut lines = head.lines();
+        let mut line = lines.next().unwrap_or("").splitn(3, ' ');
+        let (method, target, version) = (
+            line.next().unwrap_or("").to_owned(),
+            line.next().unwrap_or("").to_owned(),
+            line.next().unwrap_or("").to_owned(),
+        );
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Received {
+            method,
+            target,
+            version,
+            headers,
+            body,
+            connection,
+            sni: None,
+        }
+    }
+
+    /// The request line (`GET /a HTTP/1.1`).
+    pub fn line(&self) -> String {
+        format!("{} {} {}", self.method, self.target, self.version)
+    }
+
+    /// The values of header `name` (case-insensitive), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of header `name`; panics when it is repeated.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let all = self.all(name);
+        assert!(all.len() <= 1, "header {name} sent {} times", all.len());
+        all.first().copied()
+    }
+
+    /// A form field of the body.
+    pub fn field(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(&self.body)
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The request as text: line, headers as sent, empty line, body.
+    pub fn text(&self) -> String {
+        let mut text = self.line();
+        for (n, v) in &self.headers {
+            text.push_str(&format!("\r\n{n}: {v}"));
+        }
+        text.push_str("\r\n\r\n");
+        text.push_str(&String::from_utf8_lossy(&self.body));
+        text
+    }
 }

@@ -3,8 +3,9 @@
 //! refused: inside TLS tokenwarden cannot inject, so the app must use `http://` through
 //! the proxy instead.
 
-use super::error::ProxyError;
-use super::{Proxy, ProxyBody};
+use super::ProxyBody;
+use crate::proxy::error::ProxyError;
+use crate::proxy::Proxy;
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};

@@ -2,9 +2,9 @@
 //! replaced (Fides' `set_query_parameter`), and its JSON merged into the request's JSON
 //! body (the body is buffered, up to [`MAX_MERGED_BODY`]).
 
-use super::error::ProxyError;
-use super::upstream::UpstreamBody;
+use super::UpstreamBody;
 use crate::config::ApiKey;
+use crate::proxy::error::ProxyError;
 use crate::template;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};

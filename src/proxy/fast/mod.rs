@@ -1,22 +1,35 @@
 //! The fast path of the proxy listener: each app connection is served by one task that
 //! reads the request head into a reused buffer, writes the upstream request head as bytes
-//! ([`head::translate_request`]), sends it with its body in one system call on a pooled
-//! upstream [`Link`], and relays the response head ([`head::translate_response`]) and body
-//! back, the same way nginx does. No hyper dispatch task, no channel, no `HeaderMap`, no
-//! tokio timer per request (deadlines are the worker's coarse [`Timers`]).
+//! ([`request::translate_request`], from the shared plan), sends it with its body in one
+//! system call on a pooled upstream [`Link`], and relays the response head
+//! ([`response::translate_response`]) and body back, the same way nginx does. No hyper
+//! dispatch task, no channel, no `HeaderMap`, no tokio timer per request (deadlines are
+//! the worker's coarse [`Timers`]). A request the plan refuses is answered here with the
+//! shared error rendering.
 //!
-//! A request this path does not take (see [`head`]) moves the connection, with the bytes
-//! read so far, to hyper and [`Proxy::handle`] for the rest of its life: routing and
-//! credential errors, `CONNECT`, `api_key` and the rarer HTTP shapes all keep the one
-//! behaviour the hyper path defines.
+//! A request this path does not frame itself (see [`request`]) moves the connection, with
+//! the bytes read so far, to hyper and [`Proxy::handle`] for the rest of its life.
 
-use super::chunked::{ChunkedError, ChunkedScanner};
-use super::deadline::Timers;
-use super::error::ProxyError;
-use super::head::{self, Framing, Outcome, Parsed};
-use super::io::{write_all2, Buf, Rewind};
-use super::pool::{Link, Pool};
+pub(crate) mod chunked;
+pub(crate) mod deadline;
+pub(crate) mod io;
+pub(crate) mod link;
+mod relay;
+pub mod request;
+pub mod response;
+pub(crate) mod worker;
+
+use super::error::{self, write_error, ProxyError};
+use super::full::pool::Pool;
+use super::limits::Budget;
+use super::route::{may_retry, Unanswered};
 use super::Proxy;
+use deadline::Timers;
+use io::{write_all2, Buf, Rewind};
+use link::{Link, Links};
+use relay::{relay, Relay};
+use request::{Framed, Outcome};
+use response::Parsed;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 /// the kernel less than a two-part `writev`.
 const COALESCE: usize = 4096;
 
-/// Initial read buffer of an app connection (grows to a head of [`head::MAX_HEAD`]).
+/// Initial read buffer of an app connection (grows to a head of [`request::MAX_HEAD`]).
 const CLIENT_BUFFER: usize = 4096;
 /// A connection's buffers that grew beyond this are given back between requests: above
 /// what the largest request this path takes (a 64 KiB head and a 64 KiB body) grows them to.
@@ -38,7 +51,11 @@ const SHRINK_ABOVE: usize = 256 * 1024;
 /// What a proxy worker thread shares between its connections.
 pub struct Worker {
     pub proxy: Arc<Proxy>,
+    /// The hyper path's pool.
     pub pool: Rc<Pool>,
+    pub links: Links,
+    /// Off only in tests of the hyper path ([`crate::app::Options::hyper_only`]).
+    pub fast_path: bool,
     pub timers: Rc<Timers>,
     pub header_read_timeout: Duration,
     pub shutdown: CancellationToken,
@@ -47,6 +64,8 @@ pub struct Worker {
 /// One app connection.
 struct Client {
     io: TcpStream,
+    /// What it may still do (moves with it to hyper).
+    budget: Rc<Budget>,
     buf: Buf,
     /// The upstream request head being sent.
     out: Vec<u8>,
@@ -64,7 +83,9 @@ impl Client {
 
 /// What reading a request produced.
 enum Read<'s> {
-    Ready(head::Request<'s>, Instant),
+    Ready(request::Request<'s>, Instant),
+    /// The plan refused the request, which is whole in the buffer.
+    Refused(request::Refusal),
     /// The head is whole; its body is still arriving.
     Body,
 }
@@ -81,10 +102,15 @@ enum Next {
 pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
     let mut client = Client {
         io,
+        budget: Rc::new(Budget::new(worker.proxy.limits, Instant::now())),
         buf: Buf::with_capacity(CLIENT_BUFFER),
         out: Vec::new(),
     };
+    // Without the fast path (tests of the hyper path), hyper takes every connection.
     loop {
+        if !worker.fast_path {
+            break;
+        }
         match worker.request(&mut client).await {
             Next::KeepAlive => {}
             Next::Close => return,
@@ -92,11 +118,29 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
         }
     }
     let io = Rewind::new(client.buf.into_pending(), client.io);
-    let (proxy, pool) = (Arc::clone(&worker.proxy), Rc::clone(&worker.pool));
+    let (proxy, pool, budget) = (
+        Arc::clone(&worker.proxy),
+        Rc::clone(&worker.pool),
+        client.budget,
+    );
     crate::server::connection(
         io,
         peer,
-        move |req, _peer| Arc::clone(&proxy).handle(Rc::clone(&pool), req),
+        move |req, _peer| {
+            let last = budget.last(Instant::now());
+            let response = Arc::clone(&proxy).handle(Rc::clone(&pool), req);
+            async move {
+                let mut response = response.await;
+                if last {
+                    // hyper closes the connection after a response that says so.
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                response
+            }
+        },
         worker.header_read_timeout,
         worker.shutdown.clone(),
     )
@@ -109,7 +153,7 @@ impl Worker {
         client.shrink();
         // The head must arrive within header_read_timeout, counted from when the wait
         // starts; that wait ends at shutdown, before anything was taken. A small body then
-        // gets as long again, and shutdown does not end it: the request is under way.
+        // gets body_read_timeout, and shutdown does not end it: the request is under way.
         let timeout = self.header_read_timeout;
         let read = match self
             .timers
@@ -117,26 +161,45 @@ impl Worker {
             .await
         {
             Ok(Ok(Read::Body)) => {
+                let bound = client.budget.body_read_timeout();
                 let body = self.read_request(client, false);
-                self.timers.timeout(timeout, body).await
+                self.timers.timeout(bound, body).await
             }
             read => read,
         };
         let (req, now) = match read {
             Ok(Ok(Read::Ready(req, now))) => (req, now),
+            Ok(Ok(Read::Refused(refused))) => {
+                let Framed {
+                    head_len,
+                    body_len,
+                    is_head,
+                    close,
+                } = refused.framed;
+                let close = close || client.budget.last(Instant::now());
+                return self
+                    .fail(client, head_len + body_len, refused.error, is_head, close)
+                    .await;
+            }
             Ok(Err(next)) => return next,
             // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
             Err(_) | Ok(Ok(Read::Body)) => return Next::Close,
         };
-        let state = req.state;
+        let state = req.entry;
         let conn = &state.conn;
-        let mut body = &client.buf.pending()[req.head_len..req.head_len + req.body_len];
+        let Framed {
+            head_len,
+            body_len,
+            is_head,
+            close,
+        } = req.framed;
+        let close = close || client.budget.last(now);
+        let mut body = &client.buf.pending()[head_len..head_len + body_len];
         if body.len() <= COALESCE {
             client.out.extend_from_slice(body);
             body = &[];
         }
-        let close = req.close;
-        let consumed = req.head_len + req.body_len;
+        let consumed = head_len + body_len;
 
         let sent = self
             .timers
@@ -152,30 +215,25 @@ impl Worker {
                     connection: conn.key.clone(),
                     reason,
                 };
-                return self.fail(client, consumed, error, req.is_head, close).await;
+                return self.fail(client, consumed, error, is_head, close).await;
             }
             Err(_) => {
                 let error = ProxyError::UpstreamTimeout {
                     connection: conn.key.clone(),
                 };
-                return self.fail(client, consumed, error, req.is_head, close).await;
+                return self.fail(client, consumed, error, is_head, close).await;
             }
         };
         client.buf.consume(consumed);
 
         match relay(&mut link, &mut client.io, response.framing).await {
             Ok(()) if response.reusable && link.buf.is_empty() => {
-                self.pool.checkin_link(state.index, link, now)
+                self.links.checkin(state.index, link, now)
             }
             Ok(()) => {}
-            Err(Relay::Unsent(reason)) => {
-                let error = ProxyError::UpstreamUnreachable {
-                    connection: conn.key.clone(),
-                    reason,
-                };
-                return self.fail(client, 0, error, req.is_head, close).await;
-            }
-            // The app got a partial response; only closing can tell it so.
+            // The app may have part of the response; only closing can tell it so. (A body
+            // whose framing breaks is this too, however early: the hyper path has sent
+            // the head by then, and both paths end the same way.)
             Err(Relay::Broken) => return Next::Close,
         }
         if response.close {
@@ -200,13 +258,14 @@ impl Worker {
         loop {
             if parse {
                 let now = Instant::now();
-                match head::translate_request(
+                match request::translate_request(
                     &self.proxy,
                     client.buf.pending(),
                     &mut client.out,
                     now,
                 ) {
                     Outcome::Ready(req) => return Ok(Read::Ready(req, now)),
+                    Outcome::Refused(refused) => return Ok(Read::Refused(refused)),
                     Outcome::Fallback => return Err(Next::Hyper),
                     Outcome::Partial(Some(_)) if until_head => return Ok(Read::Body),
                     Outcome::Partial(length) => whole = length,
@@ -221,29 +280,30 @@ impl Worker {
             parse = match whole {
                 Some(length) => pending.len() >= length,
                 // (Or the head is too large for this path, which parsing then says.)
-                None => pending.len() >= head::MAX_HEAD || pending[before..].contains(&b'\n'),
+                None => pending.len() >= request::MAX_HEAD || pending[before..].contains(&b'\n'),
             };
         }
     }
 
     /// Sends the request on a pooled or a new upstream connection and reads the response
     /// head. A pooled connection that fails before answering may have been closed by the
-    /// upstream meanwhile: an idempotent request then goes once more, on a new connection.
+    /// upstream meanwhile: the shared rule ([`may_retry`]) says whether the request goes
+    /// once more, on a new connection.
     async fn send(
         &self,
-        req: &head::Request<'_>,
+        req: &request::Request<'_>,
         request_head: &[u8],
         body: &[u8],
         close: bool,
         now: Instant,
-    ) -> Result<(Link, head::Response), String> {
-        let mut pooled = self.pool.checkout_link(req.state.index, now);
+    ) -> Result<(Link, response::Response), String> {
+        let mut pooled = self.links.checkout(req.entry.index, now);
         loop {
             let reused = pooled.is_some();
             let mut link = match pooled.take() {
                 Some(link) => link,
                 // Boxed: the cold path would otherwise bloat every request's future.
-                None => match Box::pin(self.pool.connect_link(&req.state.conn.upstream)).await {
+                None => match Box::pin(self.links.connect(&req.entry.conn.upstream)).await {
                     Ok(link) => link,
                     Err(e) => return Err(super::root_cause(&e)),
                 },
@@ -252,16 +312,25 @@ impl Worker {
                 &mut link,
                 request_head,
                 body,
-                req.is_head,
+                req.framed.is_head,
                 close,
                 &self.timers,
             )
             .await
             {
                 Ok(response) => return Ok((link, response)),
-                Err(Failure::BeforeAnswer(_)) if reused && req.idempotent => continue,
-                Err(Failure::BeforeAnswer(reason) | Failure::Protocol(reason)) => {
-                    return Err(reason)
+                Err(Failure::BeforeAnswer(_))
+                    if may_retry(reused, req.idempotent, Unanswered::Sent) =>
+                {
+                    continue
+                }
+                Err(Failure::BeforeAnswer(reason)) => {
+                    tracing::debug!(%reason, "the upstream did not answer");
+                    return Err(error::CLOSED_UNANSWERED.into());
+                }
+                Err(Failure::Protocol(reason)) => {
+                    tracing::debug!(%reason, "the upstream's response was malformed");
+                    return Err(error::MALFORMED_RESPONSE.into());
                 }
             }
         }
@@ -279,7 +348,7 @@ impl Worker {
         tracing::debug!(error = ?error, "upstream request failed");
         let close = close || self.timers.shutting_down();
         client.buf.consume(consumed);
-        head::write_error(&mut client.out, error, is_head, close);
+        write_error(&mut client.out, &error, is_head, close);
         let written = write_all2(&mut client.io, &client.out, &[]).await;
         if written.is_err() || close {
             Next::Close
@@ -307,14 +376,14 @@ async fn exchange(
     is_head: bool,
     close: bool,
     timers: &Timers,
-) -> Result<head::Response, Failure> {
+) -> Result<response::Response, Failure> {
     write_all2(&mut link.stream, request_head, body)
         .await
         .map_err(|e| Failure::BeforeAnswer(e.to_string()))?;
     let mut answered = false;
     loop {
         let close = close || timers.shutting_down();
-        match head::translate_response(link.buf.pending(), &mut link.head, is_head, close) {
+        match response::translate_response(link.buf.pending(), &mut link.head, is_head, close) {
             Ok(Parsed::Final(response)) => {
                 link.buf.consume(response.head_len);
                 return Ok(response);
@@ -340,92 +409,6 @@ async fn exchange(
             Ok(_) => answered = true,
             Err(e) if !answered => return Err(Failure::BeforeAnswer(e.to_string())),
             Err(e) => return Err(Failure::Protocol(e.to_string())),
-        }
-    }
-}
-
-/// Why a relay stopped short.
-enum Relay {
-    /// The body's framing was broken before anything was sent to the app.
-    Unsent(String),
-    /// The app has part of the response (or its connection failed).
-    Broken,
-}
-
-/// Writes the translated head and relays the body as framed, leaving `link.buf` holding
-/// whatever followed the body.
-async fn relay(link: &mut Link, app: &mut TcpStream, framing: Framing) -> Result<(), Relay> {
-    let Link {
-        stream, buf, head, ..
-    } = link;
-    let mut body = BodyLeft::new(framing);
-    let mut first = true;
-    loop {
-        let take = match body.take(buf.pending()) {
-            Ok(take) => take,
-            Err(e) if first => return Err(Relay::Unsent(e.to_string())),
-            Err(_) => return Err(Relay::Broken),
-        };
-        let chunk = &buf.pending()[..take];
-        let written = if !first {
-            write_all2(app, chunk, &[]).await
-        } else if chunk.len() <= COALESCE {
-            head.extend_from_slice(chunk);
-            write_all2(app, head, &[]).await
-        } else {
-            write_all2(app, head, chunk).await
-        };
-        written.map_err(|_| Relay::Broken)?;
-        first = false;
-        buf.consume(take);
-        if body.is_done() {
-            return Ok(());
-        }
-        match buf.fill(stream).await {
-            Ok(0) if matches!(body, BodyLeft::UntilClose) => return Ok(()),
-            Ok(0) | Err(_) => return Err(Relay::Broken),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// What is left of a response body being relayed.
-enum BodyLeft {
-    Bytes(u64),
-    Chunked(ChunkedScanner),
-    UntilClose,
-}
-
-impl BodyLeft {
-    fn new(framing: Framing) -> BodyLeft {
-        match framing {
-            Framing::Empty => BodyLeft::Bytes(0),
-            Framing::Length(n) => BodyLeft::Bytes(n),
-            Framing::Chunked => BodyLeft::Chunked(ChunkedScanner::new()),
-            Framing::UntilClose => BodyLeft::UntilClose,
-        }
-    }
-
-    /// How many of the bytes at hand belong to the body.
-    fn take(&mut self, at_hand: &[u8]) -> Result<usize, ChunkedError> {
-        Ok(match self {
-            BodyLeft::Bytes(left) => {
-                let take = at_hand
-                    .len()
-                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                *left -= take as u64;
-                take
-            }
-            BodyLeft::Chunked(scanner) => scanner.scan(at_hand)?,
-            BodyLeft::UntilClose => at_hand.len(),
-        })
-    }
-
-    fn is_done(&self) -> bool {
-        match self {
-            BodyLeft::Bytes(left) => *left == 0,
-            BodyLeft::Chunked(scanner) => scanner.is_done(),
-            BodyLeft::UntilClose => false,
         }
     }
 }

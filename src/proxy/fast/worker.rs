@@ -2,40 +2,60 @@
 //! `LocalSet`, accepts on its own handle to the proxy's listening socket, and owns its
 //! upstream [`Pool`] and coarse [`Timers`], so a request never crosses threads and
 //! nothing on its path takes a lock. Shared state (the registry and its token caches) is
-//! read lock-free through `ArcSwap`. Connections are served by [`fast::serve`].
+//! read lock-free through `ArcSwap`. Connections are served by [`super::serve`], as many
+//! at once as `proxy.max_connections` admits ([`Admission`], shared by the workers).
 
 use super::deadline::Timers;
-use super::fast::{self, Worker};
-use super::pool::Pool;
-use super::Proxy;
+use super::link::Links;
+use super::Worker;
+use crate::proxy::full::pool::Pool;
+use crate::proxy::limits::Admission;
+use crate::proxy::upstream::Dialer;
+use crate::proxy::Proxy;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-/// Starts `workers` threads serving `listener` with `proxy`. The returned future resolves
-/// when every worker has drained after `shutdown`.
+/// How the workers serve their connections.
+#[derive(Clone)]
+pub struct Settings {
+    pub workers: usize,
+    pub header_read_timeout: Duration,
+    /// Off only for tests of the hyper path ([`crate::app::Options::hyper_only`]).
+    pub fast_path: bool,
+}
+
+/// Starts `settings.workers` threads serving `listener` with `proxy`, each with its own
+/// pools opening connections with `dialer`. The returned future resolves when every
+/// worker has drained after `shutdown`.
 pub fn spawn(
-    workers: usize,
     listener: std::net::TcpListener,
     proxy: Arc<Proxy>,
-    make_pool: Arc<dyn Fn() -> Pool + Send + Sync>,
-    header_read_timeout: Duration,
+    dialer: Dialer,
+    settings: Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let workers = settings.workers;
+    let admission = Arc::new(Admission::new(proxy.limits.max_connections));
     listener.set_nonblocking(true)?;
     let mut done = Vec::with_capacity(workers);
     for i in 0..workers.max(1) {
         let socket = listener.try_clone()?;
-        let (proxy, make_pool, shutdown) =
-            (Arc::clone(&proxy), Arc::clone(&make_pool), shutdown.clone());
+        let (proxy, dialer, settings, shutdown, admission) = (
+            Arc::clone(&proxy),
+            dialer.clone(),
+            settings.clone(),
+            shutdown.clone(),
+            Arc::clone(&admission),
+        );
         let (tx, rx) = oneshot::channel::<()>();
         done.push(rx);
         std::thread::Builder::new()
             .name(format!("tokenwarden-proxy-{i}"))
             .spawn(move || {
-                run(socket, proxy, &*make_pool, header_read_timeout, shutdown);
+                run(socket, proxy, dialer, settings, admission, shutdown);
                 let _ = tx.send(());
             })?;
     }
@@ -51,8 +71,9 @@ pub fn spawn(
 fn run(
     socket: std::net::TcpListener,
     proxy: Arc<Proxy>,
-    make_pool: &(dyn Fn() -> Pool + Send + Sync),
-    header_read_timeout: Duration,
+    dialer: Dialer,
+    settings: Settings,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -76,26 +97,36 @@ fn run(
         };
         let timers = Timers::new();
         tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
-        let pool = Rc::new(make_pool());
-        tokio::task::spawn_local(reap(Rc::clone(&pool), shutdown.clone()));
+        let connections = proxy.registry.connections.len();
         let worker = Rc::new(Worker {
             proxy,
-            pool,
+            pool: Rc::new(Pool::new(connections, dialer.clone())),
+            links: Links::new(connections, dialer),
+            fast_path: settings.fast_path,
             timers,
-            header_read_timeout,
+            header_read_timeout: settings.header_read_timeout,
             shutdown: shutdown.clone(),
         });
+        tokio::task::spawn_local(reap(Rc::clone(&worker), shutdown.clone()));
         crate::server::accept_loop(listener, &shutdown, |tracker, stream, peer| {
-            tracker.spawn_local(fast::serve(Rc::clone(&worker), stream, peer));
+            // Beyond proxy.max_connections the connection is closed at once (logged).
+            let Some(permit) = admission.admit() else {
+                return;
+            };
+            let served = super::serve(Rc::clone(&worker), stream, peer);
+            tracker.spawn_local(async move {
+                served.await;
+                drop(permit);
+            });
         })
         .await;
     });
 }
 
-/// Runs the pool's reaper until shutdown.
-async fn reap(pool: Rc<Pool>, shutdown: CancellationToken) {
+/// Runs the link pool's reaper until shutdown.
+async fn reap(worker: Rc<Worker>, shutdown: CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        _ = pool.reap() => {}
+        _ = worker.links.reap() => {}
     }
 }

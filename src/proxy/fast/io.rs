@@ -1,118 +1,12 @@
-//! Byte plumbing for the fast path: an upstream [`Stream`] (TCP or TLS), a reusable read
-//! buffer ([`Buf`]), a vectored `write_all` for a head and a body in one system call, and
-//! [`Rewind`], which replays bytes already read when a connection moves to hyper.
+//! Byte plumbing for the fast path: a reusable read buffer ([`Buf`]), a vectored
+//! `write_all` for a head and a body in one system call, and [`Rewind`], which replays
+//! bytes already read when a connection moves to hyper.
 
 use bytes::{Buf as _, Bytes};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-
-/// A connection to an upstream.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().0,
-        }
-    }
-
-    /// Whether a connection whose response was read to its end holds nothing more: for
-    /// TLS, no decrypted bytes (or close) waiting inside the session, which the socket
-    /// check of [`Stream::idle_and_open`] cannot see. No system call.
-    pub fn is_clean(&mut self) -> bool {
-        match self {
-            Stream::Plain(_) => true,
-            Stream::Tls(tls) => {
-                let mut probe = [0u8; 1];
-                let read = std::io::Read::read(&mut tls.get_mut().1.reader(), &mut probe);
-                matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
-    }
-
-    /// Whether an idle connection can take a request: nothing arrived on it since its last
-    /// response (no close, no stray bytes). Costs a system call only when the socket
-    /// became readable while idle.
-    pub fn idle_and_open(&self) -> bool {
-        let tcp = self.tcp();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match tcp.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readable: a close or bytes nobody asked for — unless the readiness is stale.
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
 
 /// Read at least this much per read call (the buffer is compacted or grown to allow it).
 const MIN_READ: usize = 2048;

@@ -1,0 +1,221 @@
+//! The app's request head on the fast path, as bytes: parsed with `httparse`, its framing
+//! decided (strictly: anything unusual goes to hyper), then planned by the shared
+//! [`Proxy::plan`] and written out as the upstream request head (target rewritten,
+//! hop-by-hop headers dropped, the plan's `Host` and `Authorization` set, our `Via`
+//! appended). No `HeaderMap`, no allocation: the head goes into a reused buffer.
+//!
+//! Framing is decided before routing, so a request this path would not frame itself
+//! ([`Outcome::Fallback`]) is planned only by the hyper path ([`crate::proxy::full`]):
+//! `CONNECT`, HTTP/1.0, `Transfer-Encoding`, `Expect`, a missing, repeated or non-decimal
+//! `Content-Length` above [`MAX_BUFFERED_BODY`], `Connection` naming other headers,
+//! `api_key` connections, heads above [`MAX_HEAD`] and targets with unusual bytes.
+
+use crate::proxy::error::{write_header, ProxyError};
+use crate::proxy::headers::{classify, connection_options, via_names, Known};
+use crate::proxy::route::{Ask, Credential};
+use crate::proxy::Proxy;
+use crate::registry::Entry;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Most headers in a head (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+/// Largest head the fast path reads; a larger request head goes to the hyper path (which
+/// takes heads up to about 400 KiB), a larger response head is a 502.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Largest request body the fast path buffers and sends with its head; larger bodies
+/// stream through the hyper path.
+pub const MAX_BUFFERED_BODY: usize = 64 * 1024;
+
+/// What to do with the bytes at the start of the app's connection buffer.
+pub enum Outcome<'p> {
+    /// Not a whole head (and body) yet: read more. When the head is whole, the length the
+    /// buffer must reach (head and body) before the request is.
+    Partial(Option<usize>),
+    /// Hand the connection to the hyper path.
+    Fallback,
+    /// The upstream request head is written; send it with `body_len` bytes of body.
+    Ready(Request<'p>),
+    /// The plan refused the whole request (head and body at hand): answer `error`.
+    Refused(Refusal),
+}
+
+/// Where a request sits in the app's buffer, and what its head asked of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framed {
+    /// Bytes of the app's head, then of its body, at the start of the buffer.
+    pub head_len: usize,
+    pub body_len: usize,
+    /// HEAD: the response has no body whatever its headers say.
+    pub is_head: bool,
+    /// The app sent `Connection: close`.
+    pub close: bool,
+}
+
+/// A request the fast path forwards.
+pub struct Request<'p> {
+    pub entry: &'p Arc<Entry>,
+    pub framed: Framed,
+    /// Safe to send again by the shared retry rule.
+    pub idempotent: bool,
+}
+
+/// A request the plan refused.
+pub struct Refusal {
+    pub error: ProxyError,
+    pub framed: Framed,
+}
+
+/// Parses the app's request at the start of `buf` and, when the fast path can forward
+/// it, writes the upstream request head into `out` (cleared first).
+pub fn translate_request<'p>(
+    proxy: &'p Proxy,
+    buf: &[u8],
+    out: &mut Vec<u8>,
+    now: Instant,
+) -> Outcome<'p> {
+    // Uninitialised: filling 100 empty headers first costs more than parsing a typical head.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Outcome::Partial(None),
+        // Too large or malformed: hyper answers it.
+        _ => return Outcome::Fallback,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Outcome::Fallback;
+    };
+    if method == "CONNECT" || !target.bytes().all(is_plain_target_byte) {
+        return Outcome::Fallback;
+    }
+    let Some((origin, path_and_query)) = split_target(target) else {
+        return Outcome::Fallback;
+    };
+
+    // Framing first, before anything is decided on the request.
+    let mut body_len = None;
+    let mut close = false;
+    let mut looped = false;
+    for h in req.headers.iter() {
+        match classify(h.name) {
+            Known::ContentLength => match parse_length(h.value) {
+                Some(n) if body_len.is_none() && n <= MAX_BUFFERED_BODY as u64 => {
+                    body_len = Some(n as usize)
+                }
+                _ => return Outcome::Fallback,
+            },
+            Known::Connection => {
+                let (closes, names_others) = connection_options(h.value);
+                if names_others {
+                    return Outcome::Fallback;
+                }
+                close |= closes;
+            }
+            Known::TransferEncoding | Known::Expect => return Outcome::Fallback,
+            Known::Via => looped |= via_names(h.value, &proxy.pseudonym),
+            _ => {}
+        }
+    }
+    let framed = Framed {
+        head_len,
+        body_len: body_len.unwrap_or(0),
+        is_head: method == "HEAD",
+        close,
+    };
+    if buf.len() < head_len + framed.body_len {
+        return Outcome::Partial(Some(head_len + framed.body_len));
+    }
+
+    let ask = Ask {
+        method,
+        origin,
+        path_and_query,
+        looped,
+    };
+    let plan = match proxy.plan(&ask, now) {
+        Ok(plan) => plan,
+        Err(error) => return Outcome::Refused(Refusal { error, framed }),
+    };
+    if matches!(plan.credential, Credential::ApiKey(_)) {
+        return Outcome::Fallback;
+    }
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    plan.target.write_to(out);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        match classify(h.name) {
+            Known::Connection
+            | Known::TransferEncoding
+            | Known::HopByHop
+            | Known::Host
+            | Known::Authorization => {}
+            _ => write_header(out, h.name.as_bytes(), h.value),
+        }
+    }
+    for (name, value) in plan.set_headers() {
+        write_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    write_header(out, b"via", proxy.via.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    plan.sent();
+    Outcome::Ready(Request {
+        entry: plan.entry,
+        framed,
+        idempotent: plan.idempotent,
+    })
+}
+
+/// Bytes a request target may hold on the fast path: RFC 3986's unreserved, sub-delims,
+/// `:@/?%` and `[]` (IPv6 hosts). Anything else (`#`, `<`, `"`, `{`, …) goes to the hyper
+/// path, which decides as it always has (400, or a fragment dropped).
+fn is_plain_target_byte(b: u8) -> bool {
+    const PLAIN: [bool; 256] = {
+        let mut table = [false; 256];
+        let extra = b"-._~!$&'()*+,;=:@/?%[]";
+        let mut i = 0;
+        while i < 256 {
+            table[i] = (i as u8).is_ascii_alphanumeric();
+            i += 1;
+        }
+        let mut j = 0;
+        while j < extra.len() {
+            table[extra[j] as usize] = true;
+            j += 1;
+        }
+        table
+    };
+    PLAIN[b as usize]
+}
+
+/// An origin-form target (`None`, the target) or an absolute-form one
+/// (`Some((scheme, authority))`, the rest); `None` for anything else.
+fn split_target(target: &str) -> Option<(Option<(&str, &str)>, &str)> {
+    if target.starts_with('/') {
+        return Some((None, target));
+    }
+    let (scheme, rest) = target.split_once("://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_and_query) = rest.split_at(end);
+    Some((Some((scheme, authority)), path_and_query))
+}
+
+/// Longest Content-Length value in digits (below `u64::MAX`, as hyper's limit).
+const MAX_LENGTH_DIGITS: usize = 18;
+
+/// A Content-Length value: decimal digits only.
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > MAX_LENGTH_DIGITS || !value.iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

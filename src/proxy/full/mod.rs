@@ -1,0 +1,168 @@
+//! The hyper path: a request hyper parsed (`http::Request`) is planned by
+//! [`Proxy::plan`], its headers prepared into the `HeaderMap` ([`Proxy::prepare`]), and
+//! sent on the worker's hyper [`Pool`]; the response streams back. It serves what the fast
+//! path hands over: `CONNECT` ([`connect`]), `api_key` connections ([`apikey`]), streamed
+//! and chunked request bodies, HTTP/1.0, `Expect`, `Connection` headers naming others.
+
+pub(crate) mod apikey;
+pub(crate) mod connect;
+pub(crate) mod pool;
+pub(crate) mod stall;
+
+use super::error::{self, ProxyError};
+use super::headers;
+use super::route::{Ask, Credential};
+use super::Proxy;
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use pool::{Pool, PoolError, PooledBody};
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// The body of a response to the app: the upstream's, streamed, or one tokenwarden wrote.
+pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
+
+/// The request body sent upstream: the app's body streamed (bounded by
+/// `proxy.body_read_timeout`), or a body tokenwarden built.
+pub type UpstreamBody = Either<stall::Bounded<Incoming>, Full<Bytes>>;
+
+impl Proxy {
+    /// Handles one request from the app, using the accepting worker's `pool`.
+    pub async fn handle(
+        self: Arc<Self>,
+        pool: Rc<Pool>,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let result = if req.method() == Method::CONNECT {
+            connect::handle(&self, req).await
+        } else {
+            self.forward(&pool, req).await
+        };
+        result.unwrap_or_else(ProxyError::into_response)
+    }
+
+    async fn forward(
+        &self,
+        pool: &Rc<Pool>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (req, prepared) = self.prepare_request(req, Instant::now())?;
+        let Prepared {
+            entry,
+            api_key,
+            idempotent,
+        } = prepared;
+        let (mut parts, body) = req.into_parts();
+        let conn = &entry.conn;
+        let mut body: UpstreamBody =
+            Either::Left(stall::Bounded::new(body, self.limits.body_read_timeout));
+        if let Some(key) = api_key {
+            let target = parts.uri.path_and_query().cloned();
+            let target = target.unwrap_or_else(|| PathAndQuery::from_static("/"));
+            let (target, merged) = apikey::apply(key, &mut parts.headers, target, body).await?;
+            (parts.uri, body) = (Uri::from(target), merged);
+        }
+        let request = Request::from_parts(parts, body);
+        super::route::sent(entry);
+        let sent = pool.send(entry.index, &conn.upstream, request, idempotent);
+        let response = match tokio::time::timeout(self.response_timeout, sent).await {
+            Err(_) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    connection: conn.key.clone(),
+                })
+            }
+            Ok(Err(e)) => return Err(failed(&conn.key, e)),
+            Ok(Ok(r)) => r,
+        };
+        let (mut parts, body) = response.into_parts();
+        headers::strip_response(parts.status.as_u16(), &mut parts.headers);
+        Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+
+    /// Everything the hyper path does between the parsed request and the request handed
+    /// to the pool (for `api_key`, before [`apikey::apply`]): plan it at `now`, rewrite the
+    /// target to origin form (the pool's connection is to the upstream authority), prepare
+    /// the headers ([`Proxy::prepare`]), HTTP/1.1.
+    pub fn prepare_request<'p, B>(
+        &'p self,
+        req: Request<B>,
+        now: Instant,
+    ) -> Result<(Request<B>, Prepared<'p>), ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let (prepared, target) = {
+            let plan = self.plan(&ask(&parts.method, &parts.uri, &parts.headers, self), now)?;
+            let target = plan.target.to_path_and_query()?;
+            self.prepare(&plan, &mut parts.headers);
+            let prepared = Prepared {
+                entry: plan.entry,
+                api_key: match plan.credential {
+                    Credential::ApiKey(key) => Some(key),
+                    _ => None,
+                },
+                idempotent: plan.idempotent,
+            };
+            (prepared, target)
+            // The plan borrows the token: it ends here, before anything awaits.
+        };
+        parts.uri = Uri::from(target);
+        parts.version = http::Version::HTTP_11;
+        Ok((Request::from_parts(parts, body), prepared))
+    }
+
+    /// The plan's headers in a `HeaderMap`: hop-by-hop headers out, then the plan's
+    /// `Host` and `Authorization` set, then our `Via` appended.
+    pub fn prepare(&self, plan: &super::Plan<'_, '_>, headers: &mut HeaderMap) {
+        headers::strip_hop_by_hop(headers);
+        for (name, value) in plan.set_headers() {
+            headers.insert(name, value.clone());
+        }
+        headers.append(header::VIA, self.via.clone());
+    }
+}
+
+/// The error for a failed upstream exchange, worded as the fast path words it.
+fn failed(connection: &str, e: PoolError) -> ProxyError {
+    let reason = match &e {
+        PoolError::Http(h) if h.is_user() => {
+            // The app's own streamed body broke (bad chunked framing, or cut short).
+            tracing::debug!(error = %e, "the request body could not be read");
+            return ProxyError::BadRequest {
+                reason:
+                    "the request body could not be read (malformed chunked framing or cut short)"
+                        .into(),
+            };
+        }
+        PoolError::Http(h) if h.is_parse() => error::MALFORMED_RESPONSE.into(),
+        PoolError::Http(h) if h.is_incomplete_message() => error::CLOSED_UNANSWERED.into(),
+        _ => super::root_cause(&e),
+    };
+    tracing::debug!(error = %e, "upstream request failed");
+    ProxyError::UpstreamUnreachable {
+        connection: connection.to_owned(),
+        reason,
+    }
+}
+
+/// What the hyper path keeps of a plan once the request is prepared.
+pub struct Prepared<'p> {
+    pub entry: &'p Arc<crate::registry::Entry>,
+    pub api_key: Option<&'p crate::config::ApiKey>,
+    pub idempotent: bool,
+}
+
+/// The [`Ask`] of a request hyper parsed.
+pub fn ask<'r>(method: &'r Method, uri: &'r Uri, headers: &HeaderMap, proxy: &Proxy) -> Ask<'r> {
+    Ask {
+        method: method.as_str(),
+        origin: uri
+            .authority()
+            .map(|a| (uri.scheme_str().unwrap_or(""), a.as_str())),
+        path_and_query: uri.path_and_query().map_or("", PathAndQuery::as_str),
+        looped: headers::has_our_via(headers, &proxy.pseudonym),
+    }
+}

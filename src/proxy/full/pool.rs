@@ -1,0 +1,205 @@
+//! The hyper path's upstream connection pool of one proxy worker thread. Each worker runs
+//! a current-thread runtime, so the pool needs no lock and no atomics: idle hyper HTTP/1.1
+//! client connections per upstream in a `RefCell`, checked out for one request and
+//! returned when the response body has been read to its end. A connection whose response
+//! body is dropped early is closed (HTTP/1.1 cannot abandon a response and reuse the
+//! connection). Connections are opened by the shared [`Dialer`]; failures are retried by
+//! the shared rule ([`may_retry`]).
+
+use super::UpstreamBody;
+use crate::config::Upstream;
+use crate::proxy::route::{may_retry, Unanswered};
+use crate::proxy::upstream::{DialError, Dialer};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long an idle upstream connection may wait for reuse (both pools).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream, per worker (both pools).
+pub const POOL_MAX_IDLE: usize = 1024;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+pub struct Pool {
+    /// Idle connections, indexed by the connection's position in the registry.
+    idle: RefCell<Vec<Vec<Idle>>>,
+    dialer: Dialer,
+}
+
+impl Pool {
+    pub fn new(connections: usize, dialer: Dialer) -> Pool {
+        Pool {
+            idle: RefCell::new((0..connections).map(|_| Vec::new()).collect()),
+            dialer,
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to connection `index`'s upstream, on an
+    /// idle connection when there is one, retrying by [`may_retry`]: a request hyper gave
+    /// back unsent, or an `idempotent` one without a body that a reused connection lost
+    /// before answering, goes once more on a new connection.
+    pub async fn send(
+        self: &Rc<Self>,
+        index: usize,
+        upstream: &Upstream,
+        req: Request<UpstreamBody>,
+        idempotent: bool,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        let mut req = req;
+        loop {
+            let (mut sender, reused) = match self.checkout(index).await {
+                Some(s) => (s, true),
+                // Boxed: the cold path would otherwise bloat every request's future.
+                None => (Box::pin(self.connect(upstream)).await?, false),
+            };
+            // A bodiless request can be sent again after it left: keep its head.
+            let again =
+                (reused && idempotent && req.body().is_end_stream()).then(|| resend_copy(&req));
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    let body = PooledBody {
+                        inner: body,
+                        slot: Some((sender, Rc::clone(self), index)),
+                    };
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(mut e) => match (e.take_message(), again) {
+                    (Some(unsent), _) if may_retry(reused, idempotent, Unanswered::Unsent) => {
+                        req = unsent
+                    }
+                    (None, Some(copy))
+                        if e.error().is_incomplete_message()
+                            && may_retry(reused, idempotent, Unanswered::Sent) =>
+                    {
+                        req = copy
+                    }
+                    _ => return Err(PoolError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+    async fn checkout(&self, index: usize) -> Option<SendRequest<UpstreamBody>> {
+        loop {
+            let idle = self.idle.borrow_mut()[index].pop()?;
+            if idle.sender.is_closed() || idle.since.elapsed() > POOL_IDLE_TIMEOUT {
+                continue;
+            }
+            let mut sender = idle.sender;
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn checkin(&self, index: usize, sender: SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        if idle[index].len() < POOL_MAX_IDLE {
+            idle[index].push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a hyper client connection.
+    async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<UpstreamBody>, PoolError> {
+        handshake(self.dialer.open(upstream).await?).await
+    }
+}
+
+/// A copy of a bodiless request, to send again.
+fn resend_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let mut copy = Request::new(http_body_util::Either::Right(Default::default()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+async fn handshake<T>(io: T) -> Result<SendRequest<UpstreamBody>, PoolError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+    tokio::task::spawn_local(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A response body that gives its connection back to the pool once read to the end.
+pub struct PooledBody {
+    inner: Incoming,
+    slot: Option<(SendRequest<UpstreamBody>, Rc<Pool>, usize)>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((sender, pool, index)) = self.slot.take() {
+            pool.checkin(index, sender);
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    /// An empty body may never be polled; its connection is still reusable.
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            None => self.release(),
+            Some(Ok(_)) if self.inner.is_end_stream() => self.release(),
+            Some(Err(_)) => self.slot = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

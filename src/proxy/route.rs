@@ -1,0 +1,336 @@
+//! The one plan of a request, shared by both request paths: [`Proxy::plan`] decides the
+//! routing (reverse `/{key}/…` or forward absolute-form), every refusal (`TRACE`, a loop,
+//! an open-proxy request, an unusable target), the credential and the `no_token` error
+//! (counted here), and the headers the proxy sets; [`sent`] counts the request as
+//! proxied. The fast path ([`super::fast`]) serialises a plan as bytes, the hyper path
+//! ([`super::full`]) into a `HeaderMap`. This file imports neither.
+//!
+//! [`may_retry`] is the one retry rule both upstream pools follow.
+
+use super::error::ProxyError;
+use super::Proxy;
+use crate::config::{ApiKey, Auth, Grant};
+use crate::registry::Entry;
+use crate::token::TokenSet;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// The port of an absolute-form `http://` target that names none.
+const HTTP_DEFAULT_PORT: u16 = 80;
+
+/// What the app's request head says, as either parser read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'r> {
+    pub method: &'r str,
+    /// Absolute-form target: `Some((scheme, authority))`; origin-form: `None`.
+    pub origin: Option<(&'r str, &'r str)>,
+    /// The path and query (origin-form: the whole target).
+    pub path_and_query: &'r str,
+    /// A `Via` header names this proxy ([`super::headers::via_names`]).
+    pub looped: bool,
+}
+
+/// How a request is forwarded: decided once by [`Proxy::plan`].
+pub struct Plan<'p, 'r> {
+    pub entry: &'p Arc<Entry>,
+    /// The origin-form target sent upstream.
+    pub target: Target<'r>,
+    pub credential: Credential<'p>,
+    /// Safe to send again after a failure ([`may_retry`]).
+    pub idempotent: bool,
+    /// HEAD: the response has no body whatever its headers say.
+    pub is_head: bool,
+}
+
+/// The credential a plan injects.
+pub enum Credential<'p> {
+    /// An OAuth2 token usable at the plan's clock reading, borrowed from the cache (no
+    /// reference count taken; drop the plan before awaiting).
+    Token(arc_swap::Guard<Option<Arc<TokenSet>>>, Instant),
+    /// A static `Authorization` value (bearer, basic).
+    Static(&'p HeaderValue),
+    /// Headers, query parameters and body fields of an `api_key` connection (the hyper
+    /// path applies them: they rewrite the target and may rewrite the body).
+    ApiKey(&'p ApiKey),
+}
+
+impl Credential<'_> {
+    /// The `Authorization` value to set, if the credential is one.
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        match self {
+            Credential::Token(token, now) => token.as_deref().and_then(|t| t.header_at(*now)),
+            Credential::Static(value) => Some(value),
+            Credential::ApiKey(_) => None,
+        }
+    }
+}
+
+/// The names of the headers a plan sets, replacing the app's ([`Plan::set_headers`]).
+static SET_NAMES: [HeaderName; 2] = [header::HOST, header::AUTHORIZATION];
+
+/// Methods whose request may be sent twice (RFC 9110 §9.2.2, without TRACE, which is refused).
+const IDEMPOTENT: [&str; 5] = ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"];
+
+impl<'p> Plan<'p, '_> {
+    /// The headers the proxy sets upstream after hop-by-hop hygiene, replacing any the app
+    /// sent: `Host` (the upstream authority), then `Authorization` (the credential). The
+    /// proxy's `Via` ([`Proxy::via`]) is appended after them. Hygiene runs first, so no
+    /// `Connection`-named header can remove these.
+    pub fn set_headers(&self) -> impl Iterator<Item = (&'static HeaderName, &HeaderValue)> {
+        let values = [
+            Some(&self.entry.host_header),
+            self.credential.authorization(),
+        ];
+        SET_NAMES
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// Counts the request as proxied ([`sent`]).
+    pub fn sent(&self) {
+        sent(self.entry);
+    }
+}
+
+impl Proxy {
+    /// Decides how to forward a request, at clock reading `now`: refusals first (a loop,
+    /// `TRACE` in any case, routing), then the credential; a connection without a usable
+    /// token is the `no_token` error, counted here. Pure otherwise: a path may plan a
+    /// request it then hands to the other path, which plans it again.
+    pub fn plan<'p, 'r>(&'p self, ask: &Ask<'r>, now: Instant) -> Result<Plan<'p, 'r>, ProxyError> {
+        if ask.looped {
+            return Err(ProxyError::Loop);
+        }
+        // In any case: an upstream may not care about a method's case.
+        if ask.method.eq_ignore_ascii_case("TRACE") {
+            return Err(ProxyError::Forbidden {
+                reason: "TRACE is refused: the upstream would echo the injected credential back"
+                    .into(),
+            });
+        }
+        let (entry, target) = self.route(ask.origin, ask.path_and_query)?;
+        let credential = match &entry.conn.auth {
+            Auth::OAuth2(_) => {
+                let token = entry.tokens.current();
+                if token.as_deref().and_then(|t| t.header_at(now)).is_none() {
+                    entry.counters.no_token.inc();
+                    return Err(no_token(entry));
+                }
+                Credential::Token(token, now)
+            }
+            Auth::Header(value) => Credential::Static(value),
+            Auth::ApiKey(key) => Credential::ApiKey(key),
+        };
+        Ok(Plan {
+            entry,
+            target,
+            credential,
+            idempotent: IDEMPOTENT.contains(&ask.method),
+            is_head: ask.method == "HEAD",
+        })
+    }
+
+    /// Reverse mode (`/{key}/rest?query`) or forward mode (`http://host/rest?query`, given
+    /// as `origin = Some((scheme, authority))`): the connection and the origin-form target
+    /// to send upstream. Works on the raw target, so both request paths share it.
+    pub fn route<'t>(
+        &self,
+        origin: Option<(&str, &str)>,
+        path_and_query: &'t str,
+    ) -> Result<(&Arc<Entry>, Target<'t>), ProxyError> {
+        if let Some((scheme, authority)) = origin {
+            if !scheme.eq_ignore_ascii_case("http") {
+                return Err(ProxyError::Forbidden {
+                    reason: "only http:// requests can go through this proxy (tokenwarden talks https upstream)".into(),
+                });
+            }
+            if authority.contains('@') {
+                return Err(ProxyError::BadRequest {
+                    reason: "userinfo is not allowed in the request target".into(),
+                });
+            }
+            let (host, port) = split_authority(authority)?;
+            if self.targets_self(host, port.unwrap_or(HTTP_DEFAULT_PORT)) {
+                return Err(ProxyError::Loop);
+            }
+            let state = self.registry.by_authority(host, port).ok_or_else(|| ProxyError::Forbidden {
+                reason: format!("{host} is not the host of a configured connection; tokenwarden is not an open proxy"),
+            })?;
+            return Ok((state, Target::after(path_and_query)));
+        }
+        let rest = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (key, tail) = rest.split_at(end);
+        let state = self
+            .registry
+            .get(key)
+            .ok_or_else(|| ProxyError::UnknownConnection {
+                key: key.to_owned(),
+            })?;
+        Ok((state, Target::after(tail)))
+    }
+
+    /// Whether `host:port` is one of this process's listeners.
+    fn targets_self(&self, host: &str, port: u16) -> bool {
+        let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+            return host.eq_ignore_ascii_case("localhost")
+                && self.own_addrs.iter().any(|a| a.port() == port);
+        };
+        self.own_addrs.iter().any(|a| {
+            a.port() == port
+                && (a.ip() == ip
+                    || (a.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+        })
+    }
+}
+
+/// Counts a request to `entry` as proxied: call once per request, when it is sent upstream.
+pub fn sent(entry: &Entry) {
+    entry.counters.proxied.inc();
+}
+
+/// How a request on a pooled upstream connection failed before any byte of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// It provably never left (the connection was found closed first).
+    Unsent,
+    /// It was written, or may have been in part.
+    Sent,
+}
+
+/// The retry rule of both pools: a request goes once more, on a new connection, only when
+/// it failed on a *reused* pooled connection (which the upstream may have closed while
+/// idle) before any byte of a response arrived, and it either never left or its method is
+/// idempotent. A new connection that fails is an error at once, and so is any failure
+/// after a response started.
+pub fn may_retry(reused: bool, idempotent: bool, how: Unanswered) -> bool {
+    reused && (how == Unanswered::Unsent || idempotent)
+}
+
+/// The origin-form target sent upstream: `/` (when `slash`) followed by `rest`, so that
+/// routing can cut it out of the app's target without copying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'t> {
+    pub slash: bool,
+    pub rest: &'t str,
+}
+
+impl<'t> Target<'t> {
+    /// The target for what follows the routing part: a path (`/v1?x`), a bare query
+    /// (`?x` → `/?x`) or nothing (`/`).
+    fn after(tail: &'t str) -> Target<'t> {
+        Target {
+            slash: !tail.starts_with('/'),
+            rest: tail,
+        }
+    }
+
+    pub fn len(self) -> usize {
+        usize::from(self.slash) + self.rest.len()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        if self.slash {
+            out.push(b'/');
+        }
+        out.extend_from_slice(self.rest.as_bytes());
+    }
+
+    /// As a `PathAndQuery` (one allocation of exactly its length).
+    pub fn to_path_and_query(self) -> Result<PathAndQuery, ProxyError> {
+        let mut target = Vec::with_capacity(self.len());
+        self.write_to(&mut target);
+        PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(|_| ProxyError::BadRequest {
+            reason: "the request path cannot be forwarded".into(),
+        })
+    }
+}
+
+/// `host[:port]` or `[v6][:port]` → the host (without brackets) and the port, if written.
+fn split_authority(authority: &str) -> Result<(&str, Option<u16>), ProxyError> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let end = v6.find(']').ok_or_else(|| bad_authority(authority))?;
+            (&v6[..end], v6[end + 1..].strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        None | Some("") => None,
+        Some(p) => Some(p.parse().map_err(|_| bad_authority(authority))?),
+    };
+    Ok((host, port))
+}
+
+fn bad_authority(authority: &str) -> ProxyError {
+    ProxyError::BadRequest {
+        reason: format!("{authority} is not a valid host[:port]"),
+    }
+}
+
+/// The 503 for a connection without a usable token.
+fn no_token(state: &Entry) -> ProxyError {
+    let authorize = match &state.conn.auth {
+        Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => {
+            Some(super::authorize_route(&state.conn.key))
+        }
+        _ => None,
+    };
+    ProxyError::NoToken {
+        connection: state.conn.key.clone(),
+        state: state.tokens.state_name(),
+        authorize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_rule() {
+        use Unanswered::{Sent, Unsent};
+        // (reused, idempotent, how) → retried
+        for (reused, idempotent, how, retried) in [
+            (true, true, Sent, true),
+            (true, false, Sent, false),
+            (true, false, Unsent, true),
+            (true, true, Unsent, true),
+            (false, true, Sent, false),
+            (false, true, Unsent, false),
+            (false, false, Unsent, false),
+        ] {
+            assert_eq!(
+                may_retry(reused, idempotent, how),
+                retried,
+                "{reused} {idempotent} {how:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn authorities_split_with_ipv6_brackets_and_optional_ports() {
+        assert_eq!(split_authority("a.example").unwrap(), ("a.example", None));
+        assert_eq!(
+            split_authority("a.example:81").unwrap(),
+            ("a.example", Some(81))
+        );
+        assert_eq!(split_authority("a.example:").unwrap(), ("a.example", None));
+        assert_eq!(split_authority("[::1]:8443").unwrap(), ("::1", Some(8443)));
+        assert_eq!(split_authority("[::1]").unwrap(), ("::1", None));
+        for bad in ["a.example:x", "[::1", "a:99999"] {
+            assert!(split_authority(bad).is_err(), "{bad}");
+        }
+    }
+}

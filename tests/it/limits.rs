@@ -1,0 +1,214 @@
+//! The proxy listener's resource limits, with real sockets: 2,000 idle app connections
+//! keep the sidecar's memory bounded and ordinary requests served; `max_connections`
+//! closes connections beyond it (and admits again once some close);
+//! `max_requests_per_connection` and `max_connection_lifetime` end a connection after its
+//! current response on both paths; a stalled request body is cut off on both paths.
+
+use crate::support::config::{connections, Conn};
+use crate::support::differential::Path;
+use crate::support::echo::Echo;
+use crate::support::memory::rss_bytes;
+use crate::support::raw::{self, read_response};
+use crate::support::upstream::{Scripted, Step};
+use crate::support::{Sidecar, WAIT};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Idle app connections opened at once.
+const IDLE: usize = 2000;
+/// Largest growth of the test process's resident memory accepted for them (both ends of
+/// every connection live in this process).
+const MAX_IDLE_RSS_GROWTH: u64 = 64 * 1024 * 1024;
+
+fn bearer(key: &str, upstream: SocketAddr) -> Conn {
+    Conn::new(key, upstream, "bearer")
+        .secrets("token: t0ken")
+        .configure("          token: \"<token>\"\n")
+}
+
+async fn sidecar(proxy_yaml: &str, upstream: SocketAddr) -> Sidecar {
+    let yaml = format!(
+        "proxy: {{ {proxy_yaml} }}\n{}",
+        connections(&[bearer("api", upstream)])
+    );
+    Sidecar::start(&yaml).await
+}
+
+/// Whether the proxy closed `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_keep_memory_bounded_and_requests_served() {
+    let echo = Echo::start().await;
+    let sidecar = sidecar("header_read_timeout: 60s", echo.addr).await;
+    let before = rss_bytes();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(raw::connect(sidecar.proxy).await);
+    }
+    // Half of them started a request head and stopped.
+    for stream in idle.iter_mut().step_by(2) {
+        raw::write(stream, "GET /api/x HTTP/1.1\r\nHost: app\r\n").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_bytes().saturating_sub(before);
+    eprintln!("{IDLE} idle connections: RSS grew {} KiB", grown / 1024);
+    assert!(
+        grown < MAX_IDLE_RSS_GROWTH,
+        "RSS grew {grown} bytes for {IDLE} idle connections"
+    );
+    for i in 0..20 {
+        let r = raw::send(sidecar.proxy, &raw::get(&format!("/api/n/{i}"), "app", "")).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(r.json()["target"], format!("/n/{i}"));
+    }
+    assert_eq!(echo.hits(), 20);
+    drop(idle);
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_until_some_close() {
+    let echo = Echo::start().await;
+    let sidecar = sidecar("max_connections: 3, header_read_timeout: 60s", echo.addr).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = raw::connect(sidecar.proxy).await;
+        raw::write(&mut stream, "GET /api/held HTTP/1.1\r\nHost: app\r\n\r\n").await;
+        let r = read_response(&mut stream).await;
+        assert_eq!(r.status, 200);
+        held.push(stream);
+    }
+    let mut fourth = raw::connect(sidecar.proxy).await;
+    assert!(
+        closed_within(&mut fourth, WAIT).await,
+        "a fourth connection is closed at once"
+    );
+    drop(held.pop());
+    // The permit is given back once the proxy has seen the close.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut stream = raw::connect(sidecar.proxy).await;
+        raw::write(&mut stream, &raw::get("/api/again", "app", "")).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never admitted again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `count` requests on one connection (each answered) and returns whether the
+/// proxy closed the connection right after the last, with `connection: close` on it.
+async fn closes_after(proxy: SocketAddr, request: &str, count: usize) -> bool {
+    let mut app = raw::connect(proxy).await;
+    for i in 0..count {
+        raw::write(&mut app, request).await;
+        let r = read_response(&mut app).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.head);
+        let says_close = r.header("connection") == Some("close");
+        if says_close {
+            return i + 1 == count && closed_within(&mut app, WAIT).await;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_connection_ends_after_its_request_budget_on_both_paths() {
+    let echo = Echo::start().await;
+    let sidecar = sidecar("max_requests_per_connection: 3", echo.addr).await;
+    let plain = "GET /api/x HTTP/1.1\r\nHost: app\r\n\r\n";
+    assert!(closes_after(sidecar.proxy, plain, 3).await, "fast path");
+    // HTTP/1.0 keep-alive requests go to hyper: the same budget applies there, and a
+    // connection handed over mid-way keeps what it had used.
+    let chunked =
+        "POST /api/count HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n";
+    assert!(closes_after(sidecar.proxy, chunked, 3).await, "hyper path");
+    let mut app = raw::connect(sidecar.proxy).await;
+    raw::write(&mut app, plain).await;
+    assert_eq!(read_response(&mut app).await.header("connection"), None);
+    raw::write(&mut app, chunked).await;
+    assert_eq!(read_response(&mut app).await.header("connection"), None);
+    raw::write(&mut app, chunked).await;
+    assert_eq!(
+        read_response(&mut app).await.header("connection"),
+        Some("close")
+    );
+    assert!(closed_within(&mut app, WAIT).await);
+}
+
+#[tokio::test]
+async fn a_connection_ends_after_its_lifetime() {
+    let echo = Echo::start().await;
+    let sidecar = sidecar("max_connection_lifetime: 300ms", echo.addr).await;
+    let mut app = raw::connect(sidecar.proxy).await;
+    raw::write(&mut app, "GET /api/x HTTP/1.1\r\nHost: app\r\n\r\n").await;
+    assert_eq!(read_response(&mut app).await.header("connection"), None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    raw::write(&mut app, "GET /api/x HTTP/1.1\r\nHost: app\r\n\r\n").await;
+    let r = read_response(&mut app).await;
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert!(closed_within(&mut app, WAIT).await);
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_is_cut_off_on_both_paths() {
+    for path in [Path::Fast, Path::Hyper] {
+        let upstream = Scripted::always(Step::Answer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ))
+        .await;
+        let yaml = format!(
+            "proxy: {{ body_read_timeout: 500ms }}\n{}",
+            connections(&[bearer("api", upstream.addr)])
+        );
+        let options = tokenwarden::app::Options {
+            hyper_only: path == Path::Hyper,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sidecar = Sidecar::start_in(dir, &yaml, options).await;
+        let mut app = raw::connect(sidecar.proxy).await;
+        // Half a small body, then nothing.
+        raw::write(
+            &mut app,
+            "POST /api/a HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nhello",
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, app.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{path:?}: the stalled body was never cut off"))
+            .ok();
+        assert!(
+            started.elapsed() < WAIT,
+            "{path:?}: cut off after {:?}",
+            started.elapsed()
+        );
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 400"),
+            "{path:?}: {text}"
+        );
+        assert!(
+            upstream.requests().is_empty(),
+            "{path:?}: a half request went upstream"
+        );
+        sidecar.stop().await;
+    }
+}
