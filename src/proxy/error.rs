@@ -18,6 +18,8 @@ pub enum ProxyError {
         state: &'static str,
         /// The route that (re)authorizes it, for authorization-code connections.
         authorize: Option<String>,
+        /// A token was being fetched when the request was refused (it may wait for it).
+        fetching: bool,
     },
     /// Forward mode: not a configured host, or a `CONNECT` that is not allowed.
     Forbidden { reason: String },
@@ -55,6 +57,7 @@ impl ProxyError {
                 connection,
                 state,
                 authorize,
+                ..
             } => {
                 let mut body =
                     json!({"error": "no_token", "connection": connection, "state": state});
@@ -80,10 +83,34 @@ impl ProxyError {
         }
     }
 
+    /// `Retry-After` seconds: on every `no_token` 503 — soon while a token is on its way,
+    /// later when a person must act first.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::NoToken { state, .. } => Some(match *state {
+                "pending" | "expired" | "ready" => RETRY_AFTER_REFRESHING,
+                _ => RETRY_AFTER_NEEDS_ACTION,
+            }),
+            _ => None,
+        }
+    }
+
     pub fn into_response(self) -> Response<ProxyBody> {
-        json_response(self.status(), &self.body())
+        let mut response = json_response(self.status(), &self.body());
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
+
+/// `Retry-After` of a `no_token` 503 while the connection is getting a token (seconds).
+pub const RETRY_AFTER_REFRESHING: u64 = 2;
+/// `Retry-After` of a `no_token` 503 when a person must act first (authorize, fix the
+/// credentials, then `…/retry`); also the refresher's longest backoff without a token.
+pub const RETRY_AFTER_NEEDS_ACTION: u64 = 30;
 
 /// The `message` of the 502 for an upstream that closed (or reset) the connection before
 /// any byte of a response — the same on both paths (details are logged at debug).
@@ -124,6 +151,9 @@ pub fn write_error(out: &mut Vec<u8>, error: &ProxyError, is_head: bool, close: 
         write_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     write_header(out, b"content-length", body.len().to_string().as_bytes());
+    if let Some(seconds) = error.retry_after() {
+        write_header(out, b"retry-after", seconds.to_string().as_bytes());
+    }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -167,10 +197,30 @@ mod tests {
             connection: "c".into(),
             state: "needs_reauthorization",
             authorize: Some("/api/v1/connection/c/authorize".into()),
+            fetching: false,
         };
         assert_eq!(e.body()["authorize"], "/api/v1/connection/c/authorize");
         assert_eq!(e.body()["state"], "needs_reauthorization");
+        assert_eq!(e.retry_after(), Some(RETRY_AFTER_NEEDS_ACTION));
+        let r = e.clone().into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "30");
+        let mut bytes = Vec::new();
+        write_error(&mut bytes, &e, false, false);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\r\nretry-after: 30\r\n"), "{text}");
         check(e, 503, "no_token");
+    }
+
+    #[test]
+    fn no_token_while_one_is_on_its_way_says_retry_soon() {
+        let e = ProxyError::NoToken {
+            connection: "c".into(),
+            state: "pending",
+            authorize: None,
+            fetching: true,
+        };
+        assert_eq!(e.retry_after(), Some(RETRY_AFTER_REFRESHING));
+        assert_eq!(e.body().get("fetching"), None, "internal, not in the body");
     }
 
     #[test]

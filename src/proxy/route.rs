@@ -117,8 +117,12 @@ impl Proxy {
             Auth::OAuth2(_) => {
                 let token = entry.tokens.current();
                 if token.as_deref().and_then(|t| t.header_at(now)).is_none() {
-                    entry.counters.no_token.inc();
-                    return Err(no_token(entry));
+                    let refusal = no_token(entry);
+                    // Not final while a token is being fetched (`token_arrives` counts it).
+                    if !matches!(refusal, ProxyError::NoToken { fetching: true, .. }) {
+                        entry.counters.no_token.inc();
+                    }
+                    return Err(refusal);
                 }
                 Credential::Token(token, now)
             }
@@ -291,6 +295,36 @@ fn no_token(state: &Entry) -> ProxyError {
         connection: state.conn.key.clone(),
         state: state.tokens.state_name(),
         authorize,
+        fetching: state.tokens.fetching(),
+    }
+}
+
+/// How long a request without a usable token waits for one that is being fetched (the
+/// first token, or the refresh of an expired one) before its 503.
+pub const TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Proxy {
+    /// After a `no_token` refusal of a connection that was fetching a token: waits for it,
+    /// at most [`TOKEN_WAIT`]. True: a usable token arrived, plan the request again. False:
+    /// answer the refusal — counted here, since the plan left a refusal that might not be
+    /// final uncounted.
+    pub async fn token_arrives(&self, error: &ProxyError) -> bool {
+        let ProxyError::NoToken {
+            connection,
+            fetching: true,
+            ..
+        } = error
+        else {
+            return false;
+        };
+        let Some(entry) = self.registry.get(connection) else {
+            return false;
+        };
+        let arrived = entry.tokens.usable_within(TOKEN_WAIT).await;
+        if !arrived {
+            entry.counters.no_token.inc();
+        }
+        arrived
     }
 }
 

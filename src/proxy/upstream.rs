@@ -22,8 +22,8 @@ use tokio::net::TcpStream;
 pub enum DialError {
     #[error("{0}")]
     Connect(String),
-    #[error("connect timed out")]
-    ConnectTimeout,
+    #[error("connecting to {target} timed out after {after:?}")]
+    ConnectTimeout { target: String, after: Duration },
 }
 
 /// Opens upstream connections for one worker's pools.
@@ -53,9 +53,13 @@ impl Dialer {
     /// Opens a connection: resolve (through the SSRF guard), TCP, TLS for https.
     pub async fn open(&self, upstream: &Upstream) -> Result<Stream, DialError> {
         let addrs = self.resolve(upstream).await?;
-        let tcp = tokio::time::timeout(self.connect_timeout, connect_any(&addrs))
+        let timed_out = || DialError::ConnectTimeout {
+            target: upstream.authority.to_string(),
+            after: self.connect_timeout,
+        };
+        let tcp = tokio::time::timeout(self.connect_timeout, connect_any(upstream, &addrs))
             .await
-            .map_err(|_| DialError::ConnectTimeout)??;
+            .map_err(|_| timed_out())??;
         let _ = tcp.set_nodelay(true);
         if upstream.scheme != Scheme::HTTPS {
             return Ok(Stream::Plain(tcp));
@@ -65,9 +69,13 @@ impl Dialer {
         })?;
         let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
             .await
-            .map_err(|_| DialError::ConnectTimeout)?
+            .map_err(|_| timed_out())?
             .map_err(|e| {
-                DialError::Connect(format!("TLS handshake with {} failed: {e}", upstream.host))
+                let why = crate::tls::in_words(&e).unwrap_or_else(|| e.to_string());
+                DialError::Connect(format!(
+                    "TLS handshake with {} failed: {why}",
+                    upstream.authority
+                ))
             })?;
         Ok(Stream::Tls(Box::new(tls)))
     }
@@ -76,11 +84,13 @@ impl Dialer {
         if let Ok(ip) = upstream.host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, upstream.port)]);
         }
-        let found = self
-            .resolver
-            .resolve(&upstream.host)
-            .await
-            .map_err(|e| DialError::Connect(e.to_string()))?;
+        let found = self.resolver.resolve(&upstream.host).await.map_err(|e| {
+            DialError::Connect(match e.kind() {
+                // The SSRF guard: its message names the host and the fix.
+                std::io::ErrorKind::PermissionDenied => e.to_string(),
+                _ => format!("cannot resolve {}: {e}", upstream.host),
+            })
+        })?;
         Ok(found
             .into_iter()
             .map(|a| SocketAddr::new(a.ip(), upstream.port))
@@ -88,7 +98,8 @@ impl Dialer {
     }
 }
 
-async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, DialError> {
+/// The first of `addrs` that accepts; the error names the upstream and every address tried.
+async fn connect_any(upstream: &Upstream, addrs: &[SocketAddr]) -> Result<TcpStream, DialError> {
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
@@ -96,10 +107,15 @@ async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, DialError> {
             Err(e) => last = Some(e),
         }
     }
-    Err(DialError::Connect(last.map_or_else(
-        || "no address to connect to".into(),
-        |e| e.to_string(),
-    )))
+    let tried: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    Err(DialError::Connect(match last {
+        None => format!("{} resolved to no address", upstream.authority),
+        Some(e) => format!(
+            "cannot connect to {} (tried {}): {e}",
+            upstream.authority,
+            tried.join(", ")
+        ),
+    }))
 }
 
 /// A connection to an upstream.

@@ -74,6 +74,8 @@ impl Refresher {
                         retry = None;
                         continue;
                     }
+                    // Requests without a usable token may wait for this one briefly.
+                    let _fetching = cache.fetch_started();
                     let alone_ok = grant == Grant::ClientCredentials;
                     let result = match persist::begin(&self.backend, key, cache, alone_ok).await {
                         Begin::Go(turn) => self.fetch(grant, seen, turn).await,

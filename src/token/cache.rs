@@ -11,7 +11,7 @@ use super::set::TokenSet;
 use crate::telemetry::Counter;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::{Mutex, Notify};
@@ -81,7 +81,22 @@ pub struct Cache {
     pub store_back: Notify,
     /// Held while a token request and its store write run.
     pub write_lock: Mutex<()>,
+    /// A token request (or, with a shared store, another replica's) is under way: a
+    /// request without a usable token may wait for it briefly instead of a 503.
+    fetching: AtomicBool,
+    /// Notified (all waiters) when a token is published or a fetch ends.
+    settled: Notify,
     pub counters: TokenCounters,
+}
+
+/// Marks a fetch under way while alive ([`Cache::fetch_started`]).
+pub struct Fetching<'c>(&'c Cache);
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.0.fetching.store(false, Ordering::Release);
+        self.0.settled.notify_waiters();
+    }
 }
 
 impl Cache {
@@ -99,6 +114,8 @@ impl Cache {
             wake: Notify::new(),
             store_back: Notify::new(),
             write_lock: Mutex::new(()),
+            fetching: AtomicBool::new(false),
+            settled: Notify::new(),
             counters: TokenCounters::default(),
         }
     }
@@ -153,12 +170,45 @@ impl Cache {
     pub fn publish(&self, set: TokenSet, generation: u64, store_error: Option<String>) {
         self.token.store(Some(Arc::new(set)));
         self.generation.store(generation, Ordering::Release);
+        self.settled.notify_waiters();
         self.update(|s| {
             s.state = State::Ready;
             s.last_refresh = Some(SystemTime::now());
             s.last_error = store_error.clone();
             s.consecutive_failures = 0;
         });
+    }
+
+    /// The refresher is about to fetch a token; over when the guard drops.
+    pub fn fetch_started(&self) -> Fetching<'_> {
+        self.fetching.store(true, Ordering::Release);
+        Fetching(self)
+    }
+
+    /// Whether a token is being fetched now.
+    pub fn fetching(&self) -> bool {
+        self.fetching.load(Ordering::Acquire)
+    }
+
+    /// Waits, at most `wait`, for a usable token while one is being fetched. True when a
+    /// usable token is held (at once, or once it arrived).
+    pub async fn usable_within(&self, wait: std::time::Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            // Registered before checking, so a publish in between is not missed.
+            settled.as_mut().enable();
+            if self.header().is_some() {
+                return true;
+            }
+            if !self.fetching() {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return self.header().is_some();
+            }
+        }
     }
 
     /// Changes the status (readers see the old or the new one, never a mix).

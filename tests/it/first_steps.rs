@@ -351,3 +351,123 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// Both request paths: the byte-level fast path, and hyper alone.
+const BOTH_PATHS: [bool; 2] = [false, true];
+
+fn options(hyper_only: bool) -> tokenwarden::app::Options {
+    tokenwarden::app::Options {
+        hyper_only,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_request_waits_briefly_for_a_first_token_on_its_way() {
+    for hyper_only in BOTH_PATHS {
+        let echo = Echo::start().await;
+        // The first token takes 1 s to come: the request waits for it instead of a 503.
+        let tokens = TokenServer::start(Reply::token(3600, false)).await;
+        tokens.script([Reply::Slow(Duration::from_secs(1))]);
+        let yaml = format!(
+            "{}{}",
+            store(STORE_KEY),
+            connections(&[cc_conn("api", echo.addr, tokens.addr)])
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::start_in(dir, &yaml, options(hyper_only)).await;
+        tokens.wait_count(1).await;
+        let (status, body) = sc.get("/api/first").await;
+        assert_eq!(status, 200, "hyper_only {hyper_only}: {body}");
+        assert!(echoed_authorization(&body).is_some(), "{body}");
+        let metrics = sc.metrics().await;
+        assert!(
+            metrics.contains("tokenwarden_no_token_total{connection=\"api\"} 0"),
+            "a request that waited and went through is no refusal: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_too_slow_to_wait_for_is_a_503_with_retry_after() {
+    for hyper_only in BOTH_PATHS {
+        let echo = Echo::start().await;
+        let tokens = TokenServer::start(Reply::token(3600, false)).await;
+        tokens.script([Reply::Slow(Duration::from_secs(4))]);
+        let yaml = format!(
+            "{}{}",
+            store(STORE_KEY),
+            connections(&[
+                cc_conn("api", echo.addr, tokens.addr),
+                fixture_authcode("crm", echo.addr, None, false),
+            ])
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::start_in(dir, &yaml, options(hyper_only)).await;
+        tokens.wait_count(1).await;
+        let started = tokio::time::Instant::now();
+        let r = client().get(sc.url("/api/slow")).send().await.unwrap();
+        assert_eq!(r.status(), 503, "hyper_only {hyper_only}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "it waited"
+        );
+        assert_eq!(r.headers()["retry-after"], "2", "a token is on its way");
+        // A connection waiting for a person: no wait, a longer Retry-After.
+        let r = client().get(sc.url("/crm/x")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "30");
+        let metrics = sc.metrics().await;
+        assert!(
+            metrics.contains("tokenwarden_no_token_total{connection=\"api\"} 1"),
+            "{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_named_with_its_address() {
+    for hyper_only in BOTH_PATHS {
+        let closed = crate::support::redis::free_port();
+        let tokens = TokenServer::start(Reply::token(3600, false)).await;
+        let upstream: std::net::SocketAddr = format!("127.0.0.1:{closed}").parse().unwrap();
+        let yaml = format!(
+            "{}{}",
+            store(STORE_KEY),
+            connections(&[cc_conn("api", upstream, tokens.addr)])
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::start_in(dir, &yaml, options(hyper_only)).await;
+        sc.wait_state("api", "ready").await;
+        let (status, body) = sc.get("/api/x").await;
+        assert_eq!(status, 502, "hyper_only {hyper_only}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!(
+                "cannot connect to 127.0.0.1:{closed} (tried 127.0.0.1:{closed})"
+            )),
+            "hyper_only {hyper_only}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_tls_failure_is_reported_in_words() {
+    // An https upstream whose CA the sidecar was not told about (no tls.ca_file).
+    let upstream = Capture::start(serde_json::json!({})).await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    for hyper_only in BOTH_PATHS {
+        let conn = cc_conn("api", upstream.addr, tokens.addr).protocol("https");
+        let yaml = format!("{}{}", store(STORE_KEY), connections(&[conn]));
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::start_in(dir, &yaml, options(hyper_only)).await;
+        sc.wait_state("api", "ready").await;
+        let (status, body) = sc.get("/api/x").await;
+        assert_eq!(status, 502, "hyper_only {hyper_only}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("TLS handshake with 127.0.0.1:{} failed: TLS: the server's certificate is not signed by an authority tokenwarden trusts", upstream.addr.port())),
+            "hyper_only {hyper_only}: {message}"
+        );
+    }
+}

@@ -170,6 +170,11 @@ impl Worker {
         let (req, now) = match read {
             Ok(Ok(Read::Ready(req, now))) => (req, now),
             Ok(Ok(Read::Refused(refused))) => {
+                // A token on its way: wait for it, then read the same request again (it is
+                // still in the buffer).
+                if self.proxy.token_arrives(&refused.error).await {
+                    return Next::KeepAlive;
+                }
                 let Framed {
                     head_len,
                     body_len,

@@ -51,6 +51,19 @@ impl Proxy {
         pool: &Rc<Pool>,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // A token on its way: wait for it rather than refuse at once (both paths do).
+        loop {
+            let refusal = match self.plan(
+                &ask(req.method(), req.uri(), req.headers(), self),
+                Instant::now(),
+            ) {
+                Ok(_) => break,
+                Err(refusal) => refusal,
+            };
+            if !self.token_arrives(&refusal).await {
+                return Err(refusal);
+            }
+        }
         let (req, prepared) = self.prepare_request(req, Instant::now())?;
         let Prepared {
             entry,
