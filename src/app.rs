@@ -9,13 +9,13 @@ use crate::config::{Auth, Config, Unreadable};
 use crate::oauth::pending::PendingStates;
 use crate::oauth::TokenClient;
 use crate::proxy::upstream::{Dialer, GuardedResolver, StaticHosts};
-use crate::proxy::Proxy;
 use crate::refresher::follow::Follower;
-use crate::refresher::Refresher;
 use crate::registry::Registry;
+use crate::reload::{Parts, Reloader};
 use crate::token::store::redis::Versioned;
 use crate::token::store::{Backend, FileStore, RedisStore, StoreError, StoredToken, TokenStore};
 use crate::token::TokenSet;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,13 +55,20 @@ pub struct Options {
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub registry: Arc<Registry>,
+    /// The current connections (a reload swaps them).
+    pub registry: Arc<ArcSwap<Registry>>,
+    pub reloader: Arc<Reloader>,
     pub shutdown: CancellationToken,
     /// Finishes when both listeners have drained after `shutdown`.
     pub task: JoinHandle<()>,
 }
 
 impl Running {
+    /// Reads the config file again and applies it (`SIGHUP`).
+    pub async fn reload(&self) -> Arc<crate::reload::Outcome> {
+        self.reloader.reload().await
+    }
+
     /// Stops the sidecar and waits for it to drain.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -102,14 +109,13 @@ pub async fn start(
         .map(|c| c.upstream.host.clone())
         .collect();
     let resolver = GuardedResolver::new(allow_private, options.static_hosts);
-    let dialer = Dialer::new(Arc::clone(&tls), resolver, config.proxy.connect_timeout);
+    let dialer = Dialer::new(
+        Arc::clone(&tls),
+        resolver.clone(),
+        config.proxy.connect_timeout,
+    );
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let proxy = Arc::new(Proxy::new(
-        Arc::clone(&registry),
-        &config.proxy,
-        vec![proxy_addr, admin_addr],
-    ));
     let mut pending = PendingStates::new(
         config.admin.state_ttl,
         config.admin.max_pending_states,
@@ -118,38 +124,42 @@ pub async fn start(
     if let Backend::Shared(redis) = &backend {
         pending = pending.shared(Arc::clone(redis));
     }
-    let admin = Arc::new(Admin {
-        registry: Arc::clone(&registry),
-        pending,
-        settings: config.admin.clone(),
-        client: token_client.clone(),
-        backend: backend.clone(),
-    });
-
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
-    for entry in &registry.connections {
-        if matches!(entry.conn.auth, Auth::OAuth2(_)) {
-            let refresher = Refresher {
-                entry: Arc::clone(entry),
-                client: token_client.clone(),
-                backend: backend.clone(),
-            };
-            tasks.spawn(refresher.run(shutdown.clone()));
-        }
-    }
-    if let Backend::Shared(redis) = &backend {
-        let follower = Follower {
-            registry: Arc::clone(&registry),
-            redis: Arc::clone(redis),
-        };
-        tasks.spawn(follower.run(shutdown.clone()));
-    }
+    let admin_settings = config.admin.clone();
     let header_timeout = config.proxy.header_read_timeout;
     let workers = config
         .proxy
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let reloader = Arc::new(Reloader::new(Parts {
+        started: config,
+        registry: Arc::clone(&registry),
+        own_addrs: vec![proxy_addr, admin_addr],
+        resolver,
+        client: token_client.clone(),
+        backend: backend.clone(),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    }));
+    let admin = Arc::new(Admin {
+        registry: Arc::clone(&reloader.registry),
+        reloader: Arc::clone(&reloader),
+        pending,
+        settings: admin_settings,
+        client: token_client,
+        backend: backend.clone(),
+    });
+    for entry in &registry.connections {
+        reloader.start_refresher(entry);
+    }
+    if let Backend::Shared(redis) = &backend {
+        let follower = Follower {
+            registry: Arc::clone(&reloader.registry),
+            redis: Arc::clone(redis),
+        };
+        tasks.spawn(follower.run(shutdown.clone()));
+    }
     let settings = crate::proxy::fast::worker::Settings {
         workers,
         header_read_timeout: header_timeout,
@@ -157,7 +167,7 @@ pub async fn start(
     };
     tasks.spawn(crate::proxy::fast::worker::spawn(
         proxy_listener.into_std()?,
-        proxy,
+        Arc::clone(&reloader.proxy),
         dialer,
         settings,
         shutdown.clone(),
@@ -174,7 +184,8 @@ pub async fn start(
     Ok(Running {
         proxy_addr,
         admin_addr,
-        registry,
+        registry: Arc::clone(&reloader.registry),
+        reloader,
         shutdown,
         task,
     })

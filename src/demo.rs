@@ -293,7 +293,7 @@ and removes {dir}.
         file = file.display(),
         dir = dir.display()
     );
-    crate::wait_for_signal().await;
+    crate::serve_until_stopped(&running).await;
     running.stop().await;
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);

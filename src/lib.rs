@@ -4,8 +4,8 @@
 //! Data flow (one direction):
 //!
 //! ```text
-//!  config file ─► config::load (validated Config) ─► Registry of ConnectionStates
-//!  refresher per connection ─ token/refresh requests (oauth) ─► TokenCache (ArcSwap<TokenSet>) ─► store (encrypted file)
+//!  config file ─► config::load (validated Config) ─► Registry of Entries (ArcSwap; swapped on reload)
+//!  refresher per connection ─ token/refresh requests (oauth) ─► token::Cache (ArcSwap<TokenSet>) ─► store (encrypted file; Redis for many replicas)
 //!  admin: /authorize ─► pending state (+PKCE) ; /oauth/callback ─► code exchange ─┘
 //!  app ─► proxy worker (one per core) ─► route (reverse /{key}/… · forward absolute-form) ─► inject ─► its upstream pool ─► SaaS API
 //!         (fast path: request and response heads as bytes; anything unusual: hyper)
@@ -15,8 +15,11 @@
 //! - [`config`]: the file schema → validated [`config::Config`]; Fides model; `${ENV}`.
 //! - [`template`]: Fides placeholders and encodings.
 //! - [`oauth`]: authorization URL, token/refresh requests and responses, states, PKCE.
-//! - [`token`]: token sets, the lock-free cache, schedule, refresher, store.
-//! - [`registry`]: connections by key and by host.
+//! - [`token`]: token sets, the lock-free cache, schedule, store (a leaf: no OAuth, no proxy).
+//! - [`registry`]: connections by key and by host; [`reload`]: config hot reload (SIGHUP,
+//!   `POST /api/v1/reload`), which swaps the registry and the proxy settings.
+//! - [`refresher`]: one task per OAuth2 connection that gets and renews its token (with the
+//!   Redis store, under a lease, and a follower that adopts other replicas' tokens).
 //! - [`proxy`]: the request path: routing, header hygiene, injection, errors; one worker
 //!   thread per core, each with its own runtime, lock-free upstream pool and coarse timers;
 //!   a byte-level fast path (`proxy::fast`) for ordinary requests, hyper for the rest.
@@ -34,6 +37,7 @@ pub mod oauth;
 pub mod proxy;
 pub mod refresher;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod template;
@@ -50,25 +54,37 @@ pub async fn run(config: config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (admin.listen)", config.admin.listen))?;
     let running = app::start(config, proxy, admin, app::Options::default()).await?;
-    wait_for_signal().await;
+    serve_until_stopped(&running).await;
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP (which would otherwise end the process) is logged
-/// and ignored: configuration reload does not exist yet.
-pub(crate) async fn wait_for_signal() {
+/// Until SIGINT or SIGTERM: each SIGHUP reloads the configuration (see [`reload`]).
+pub(crate) async fn serve_until_stopped(running: &app::Running) {
+    while let Signal::Reload = next_signal().await {
+        tracing::info!("SIGHUP: reloading the configuration");
+        running.reload().await;
+    }
+}
+
+/// What a signal asks for.
+pub(crate) enum Signal {
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP.
+    Reload,
+}
+
+/// Waits for the next of SIGINT, SIGTERM or SIGHUP (which, handled here, no longer ends
+/// the process).
+pub(crate) async fn next_signal() -> Signal {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hangup.recv() => tracing::warn!(
-                "SIGHUP ignored: tokenwarden does not reload its configuration yet; restart it to apply changes"
-            ),
-        }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Signal::Stop,
+        _ = term.recv() => Signal::Stop,
+        _ = hangup.recv() => Signal::Reload,
     }
 }

@@ -1,5 +1,6 @@
 //! The set of connections the proxy routes to, with their lookup tables: by key (reverse
-//! mode) and by upstream host (forward mode). Built once from the config; read-only.
+//! mode) and by upstream host (forward mode). Built from the config and read-only; a
+//! reload builds the next one ([`Registry::reloaded`]) and swaps it in whole.
 //!
 //! An [`Entry`] is what the request path needs of one connection: the validated
 //! [`Connection`], its position (which indexes the per-worker upstream pools), the ready
@@ -54,6 +55,10 @@ impl Entry {
             Auth::OAuth2(_) => State::Pending,
             _ => State::Static,
         };
+        Entry::with_tokens(conn, index, Arc::new(token::Cache::new(state)))
+    }
+
+    fn with_tokens(conn: Arc<Connection>, index: usize, tokens: Arc<token::Cache>) -> Entry {
         let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
             .expect("an Authority is a valid header value");
         Entry {
@@ -61,14 +66,29 @@ impl Entry {
             index,
             host_header,
             counters: ProxyCounters::default(),
-            tokens: Arc::new(token::Cache::new(state)),
+            tokens,
         }
     }
+}
+
+/// What a reload changed, by connection.
+#[derive(Default)]
+pub struct Changes {
+    /// Same definition: the entry (tokens, refresher, counters) is kept.
+    pub kept: Vec<String>,
+    /// A new definition under an existing key: a new entry that keeps the token cache
+    /// (its refresher restarts with the new definition).
+    pub changed: Vec<Arc<Entry>>,
+    pub added: Vec<Arc<Entry>>,
+    pub removed: Vec<Arc<Entry>>,
 }
 
 #[derive(Default)]
 pub struct Registry {
     pub connections: Vec<Arc<Entry>>,
+    /// The next free position: positions are never reused, so per-worker upstream pools
+    /// indexed by them never mix a removed connection's links with a new one's.
+    next_index: usize,
     by_key: HashMap<String, usize>,
     /// Lower-case host → connections on that host (several may differ by port).
     by_host: HashMap<String, Vec<usize>>,
@@ -76,16 +96,71 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(connections: &[Arc<Connection>]) -> Registry {
-        let mut r = Registry::default();
-        for (i, c) in connections.iter().enumerate() {
-            r.connections.push(Arc::new(Entry::new(Arc::clone(c), i)));
-            r.by_key.insert(c.key.clone(), i);
+        let entries = connections
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Arc::new(Entry::new(Arc::clone(c), i)))
+            .collect();
+        Registry::of(entries, connections.len())
+    }
+
+    fn of(entries: Vec<Arc<Entry>>, next_index: usize) -> Registry {
+        let mut r = Registry {
+            next_index,
+            ..Registry::default()
+        };
+        for (i, entry) in entries.into_iter().enumerate() {
+            r.by_key.insert(entry.conn.key.clone(), i);
             r.by_host
-                .entry(c.upstream.host.clone())
+                .entry(entry.conn.upstream.host.clone())
                 .or_default()
                 .push(i);
+            r.connections.push(entry);
         }
         r
+    }
+
+    /// The registry for a reloaded config: a connection with the same fingerprint keeps
+    /// its entry; one whose definition changed gets a new entry (a new position) that
+    /// keeps its token cache; new keys get new entries; the rest are removed.
+    pub fn reloaded(&self, connections: &[Arc<Connection>]) -> (Registry, Changes) {
+        let mut changes = Changes::default();
+        let mut next_index = self.next_index;
+        let mut entries = Vec::with_capacity(connections.len());
+        for c in connections {
+            let entry = match self.get(&c.key) {
+                Some(old) if old.conn.fingerprint == c.fingerprint => {
+                    changes.kept.push(c.key.clone());
+                    Arc::clone(old)
+                }
+                Some(old) => {
+                    let tokens = Arc::clone(&old.tokens);
+                    let entry = Arc::new(Entry::with_tokens(Arc::clone(c), next_index, tokens));
+                    changes.changed.push(Arc::clone(&entry));
+                    next_index += 1;
+                    entry
+                }
+                None => {
+                    let entry = Arc::new(Entry::new(Arc::clone(c), next_index));
+                    changes.added.push(Arc::clone(&entry));
+                    next_index += 1;
+                    entry
+                }
+            };
+            entries.push(entry);
+        }
+        changes.removed = self
+            .connections
+            .iter()
+            .filter(|e| !connections.iter().any(|c| c.key == e.conn.key))
+            .cloned()
+            .collect();
+        (Registry::of(entries, next_index), changes)
+    }
+
+    /// One more than the highest position in use (for sizing per-worker pools).
+    pub fn positions(&self) -> usize {
+        self.next_index
     }
 
     pub fn get(&self, key: &str) -> Option<&Arc<Entry>> {

@@ -9,6 +9,8 @@
 //! | `GET /api/v1/connections` | every connection's status (never a token value) |
 //! | `GET /api/v1/connection/{key}` | one connection's status |
 //! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string, as plain text with `?format=text`, or as a 303 redirect with `?format=redirect` (trusted callers only; never for a request a browser marks cross-site) |
+//! | `POST /api/v1/reload` | reads the config file again and applies it (trusted callers only) |
+//! | `GET /api/v1/reload` | the last reload's outcome |
 //! | `POST /api/v1/connection/{key}/retry` | a failed or backing-off connection tries again now (trusted callers only) |
 //! | `GET /api/v1/oauth/callback` | the provider's redirect: exchanges the code once |
 //!
@@ -25,7 +27,9 @@ use crate::config::AdminSettings;
 use crate::oauth::pending::PendingStates;
 use crate::oauth::TokenClient;
 use crate::registry::Registry;
+use crate::reload::Reloader;
 use crate::token::store::Backend;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -39,7 +43,9 @@ pub type AdminBody = Full<Bytes>;
 const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 pub struct Admin {
-    pub registry: Arc<Registry>,
+    /// The current connections (a reload swaps them).
+    pub registry: Arc<ArcSwap<Registry>>,
+    pub reloader: Arc<Reloader>,
     pub settings: AdminSettings,
     pub pending: PendingStates,
     pub client: TokenClient,
@@ -68,6 +74,28 @@ impl Admin {
     async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
         let path = req.uri().path();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let ["api", "v1", "reload"] = segments.as_slice() {
+            return match *req.method() {
+                Method::POST => match oauth::untrusted(self, "reload", &req, peer) {
+                    Some(refused) => *refused,
+                    None => {
+                        let outcome = self.reloader.reload().await;
+                        let status = match outcome.result {
+                            "applied" => StatusCode::OK,
+                            _ => StatusCode::UNPROCESSABLE_ENTITY,
+                        };
+                        json(status, &serde_json::json!(*outcome))
+                    }
+                },
+                Method::GET | Method::HEAD => {
+                    json(StatusCode::OK, &serde_json::json!(*self.reloader.last()))
+                }
+                _ => json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &serde_json::json!({"error": "method_not_allowed", "allow": "GET, POST"}),
+                ),
+            };
+        }
         if let ["api", "v1", "connection", key, "retry"] = segments.as_slice() {
             return match *req.method() {
                 Method::POST => retry::retry(self, key, &req, peer),
@@ -86,10 +114,14 @@ impl Admin {
         match segments.as_slice() {
             [""] => page::render(self, req.headers(), peer),
             ["healthz"] => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-            ["readyz"] => status::ready(&self.registry, &self.backend),
-            ["metrics"] => metrics::render(&self.registry, &self.backend, self.pending.len()),
-            ["api", "v1", "connections"] => status::list(&self.registry, &self.backend),
-            ["api", "v1", "connection", key] => status::one(&self.registry, &self.backend, key),
+            ["readyz"] => status::ready(&self.registry.load(), &self.backend),
+            ["metrics"] => {
+                metrics::render(&self.registry.load(), &self.backend, self.pending.len())
+            }
+            ["api", "v1", "connections"] => status::list(&self.registry.load(), &self.backend),
+            ["api", "v1", "connection", key] => {
+                status::one(&self.registry.load(), &self.backend, key)
+            }
             // These two act (mint a state, exchange a code): GET only, never HEAD.
             ["api", "v1", "connection", _, "authorize"] | ["api", "v1", "oauth", "callback"]
                 if req.method() != Method::GET =>

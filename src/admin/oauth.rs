@@ -175,33 +175,46 @@ fn text(body: String) -> Response<AdminBody> {
 /// only (see [`trusted`]), and never a request a browser marks as started by another site
 /// (so a page elsewhere cannot act through the operator's browser). Otherwise the 401, 403
 /// or 404 to answer.
-pub(super) fn acting_on<'a>(
-    admin: &'a Admin,
+pub(super) fn acting_on(
+    admin: &Admin,
     route: &str,
     key: &str,
     req: &Request<Incoming>,
     peer: SocketAddr,
-) -> Result<&'a std::sync::Arc<crate::registry::Entry>, Box<Response<AdminBody>>> {
+) -> Result<std::sync::Arc<crate::registry::Entry>, Box<Response<AdminBody>>> {
+    if let Some(refused) = untrusted(admin, route, req, peer) {
+        return Err(refused);
+    }
+    admin.registry.load().get(key).cloned().ok_or_else(|| {
+        Box::new(json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown_connection", "connection": key}),
+        ))
+    })
+}
+
+/// The 401 or 403 for a caller `route` must refuse (see [`acting_on`]); None: go ahead.
+pub(super) fn untrusted(
+    admin: &Admin,
+    route: &str,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Option<Box<Response<AdminBody>>> {
     if !trusted(admin.settings.token.as_ref(), req.headers(), peer) {
-        return Err(Box::new(json(
+        return Some(Box::new(json(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "unauthorized",
             "message": format!("{route} is open to loopback callers, or to others with the admin token as a bearer token")}),
         )));
     }
     if cross_site(req.headers()) {
-        return Err(Box::new(json(
+        return Some(Box::new(json(
             StatusCode::FORBIDDEN,
             &json!({"error": "cross_site",
             "message": format!("{route} refuses requests started by another site; use the status page or call this route directly")}),
         )));
     }
-    admin.registry.get(key).ok_or_else(|| {
-        Box::new(json(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "unknown_connection", "connection": key}),
-        ))
-    })
+    None
 }
 
 fn auth_code(auth: &Auth) -> Option<&OAuth2> {
@@ -275,7 +288,7 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
                 "The shared token store does not answer. Reload this page in a moment.");
         }
     };
-    let Some(entry) = admin.registry.get(&pending.connection).cloned() else {
+    let Some(entry) = admin.registry.load().get(&pending.connection).cloned() else {
         return page(
             StatusCode::BAD_REQUEST,
             "Authorization failed",

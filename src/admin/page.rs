@@ -61,6 +61,7 @@ pub(crate) fn render(admin: &Admin, headers: &HeaderMap, peer: SocketAddr) -> Re
     let view = View {
         connections: admin
             .registry
+            .load()
             .connections
             .iter()
             .map(|c| describe(c, &admin.backend))

@@ -35,6 +35,10 @@ pub struct Connection {
     /// Expected `iss` on the callback (RFC 9207).
     pub issuer: Option<String>,
     pub allow_private_network: bool,
+    /// SHA-256 of the entry as written (after `${VAR}` expansion, secrets included) and of
+    /// its Fides file: equal fingerprints are the same connection (hot reload keeps it).
+    /// Never shown.
+    pub fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for Connection {
@@ -124,6 +128,7 @@ pub fn validate_all(
     let mut out = Vec::new();
     for (i, value) in values.into_iter().enumerate() {
         let prefix = format!("connections[{i}]");
+        let fingerprint = fingerprint(&value, base);
         let Some(raw) = src.deserialize_all::<RawConnection>(value, &prefix, problems) else {
             continue;
         };
@@ -145,11 +150,24 @@ pub fn validate_all(
             problems
                 .push(src.problem(&key_path, format!("duplicate connection key `{}`", raw.key)));
         }
-        if let Some(c) = validate_one(raw, src, &prefix, base, admin, problems) {
+        if let Some(mut c) = validate_one(raw, src, &prefix, base, admin, problems) {
+            c.fingerprint = fingerprint;
             out.push(Arc::new(c));
         }
     }
     out
+}
+
+/// What identifies a connection's definition: its entry and, when `saas_config` names a
+/// file, that file's text (an unreadable file is reported by validation itself).
+fn fingerprint(entry: &Value, base: &Path) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(serde_yaml_ng::to_string(entry).unwrap_or_default());
+    if let Some(file) = entry.get("saas_config").and_then(Value::as_str) {
+        hash.update(std::fs::read(base.join(file)).unwrap_or_default());
+    }
+    hash.finalize().into()
 }
 
 /// Validates one connection in the order its parts depend on each other: read its Fides
@@ -210,6 +228,7 @@ fn validate_one(
         client_auth,
         issuer: raw.issuer,
         allow_private_network: raw.allow_private_network,
+        fingerprint: [0; 32],
     })
 }
 

@@ -39,6 +39,16 @@ use std::time::Duration;
 
 pub(crate) use route::Plan;
 
+/// The idle list of connection `index` in a per-worker pool (both paths' pools), made when
+/// a reload added connections after the pool was built; positions are never reused, so the
+/// list is always that connection's.
+pub(crate) fn pool_slot<T>(lists: &mut Vec<Vec<T>>, index: usize) -> &mut Vec<T> {
+    if lists.len() <= index {
+        lists.resize_with(index + 1, Vec::new);
+    }
+    &mut lists[index]
+}
+
 /// The AUTHORIZE route of the admin listener, as error bodies name it.
 pub fn authorize_route(key: &str) -> String {
     format!("/api/v1/connection/{key}/authorize")

@@ -5,6 +5,7 @@
 //! an IP literal is the operator's explicit choice and is not resolved (so not checked).
 
 use crate::config::Upstream;
+use arc_swap::ArcSwap;
 use http::uri::Scheme;
 use rustls::pki_types::ServerName;
 use std::collections::{HashMap, HashSet};
@@ -229,17 +230,23 @@ pub type StaticHosts = HashMap<String, Vec<IpAddr>>;
 /// The SSRF-guarding resolver.
 #[derive(Clone, Default)]
 pub struct GuardedResolver {
-    /// Host names whose connection set `allow_private_network`.
-    allow_private: Arc<HashSet<String>>,
+    /// Host names whose connection set `allow_private_network` (a reload replaces them;
+    /// every clone of the resolver sees the change).
+    allow_private: Arc<ArcSwap<HashSet<String>>>,
     overrides: Arc<StaticHosts>,
 }
 
 impl GuardedResolver {
     pub fn new(allow_private: HashSet<String>, overrides: StaticHosts) -> GuardedResolver {
         GuardedResolver {
-            allow_private: Arc::new(allow_private),
+            allow_private: Arc::new(ArcSwap::from_pointee(allow_private)),
             overrides: Arc::new(overrides),
         }
+    }
+
+    /// The hosts of the connections that set `allow_private_network`, after a reload.
+    pub fn allow_private(&self, hosts: HashSet<String>) {
+        self.allow_private.store(Arc::new(hosts));
     }
 }
 
@@ -254,7 +261,7 @@ impl GuardedResolver {
             Some(ips) => ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
             None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
         };
-        if self.allow_private.contains(&host) {
+        if self.allow_private.load().contains(&host) {
             return Ok(found);
         }
         let public: Vec<SocketAddr> = found.into_iter().filter(|a| !is_private(a.ip())).collect();

@@ -14,12 +14,14 @@ use crate::token::schedule;
 use crate::token::store::redis::parse_update;
 use crate::token::store::{RedisStore, StoreError};
 use crate::token::Cache;
+use arc_swap::ArcSwap;
 use futures_util::StreamExt as _;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub struct Follower {
-    pub registry: Arc<Registry>,
+    /// The current connections (a reload swaps them).
+    pub registry: Arc<ArcSwap<Registry>>,
     pub redis: Arc<RedisStore>,
 }
 
@@ -80,7 +82,7 @@ impl Follower {
         let Some((generation, key)) = parse_update(payload) else {
             return;
         };
-        if let Some(entry) = self.registry.get(key) {
+        if let Some(entry) = self.registry.load_full().get(key) {
             if generation > entry.tokens.generation() {
                 self.sync(entry).await;
             }
@@ -89,7 +91,7 @@ impl Follower {
 
     /// Every OAuth2 connection; `reconnected`: also tell the refreshers the store is back.
     async fn sync_all(&self, reconnected: bool) {
-        for entry in &self.registry.connections {
+        for entry in &self.registry.load_full().connections {
             if matches!(entry.conn.auth, Auth::OAuth2(_)) {
                 self.sync(entry).await;
                 if reconnected {

@@ -102,14 +102,8 @@ async fn start_fixture(key: &str, reply: Reply, refresh: bool) -> (TokenServer, 
 
 /// The authorization URL of connection `key` built with the fixed `state` (no admin route).
 fn authorization_url_with_state(sidecar: &Sidecar, key: &str, state: &str) -> String {
-    let conn = &sidecar
-        .running
-        .as_ref()
-        .unwrap()
-        .registry
-        .get(key)
-        .unwrap()
-        .conn;
+    let registry = sidecar.running.as_ref().unwrap().registry.load_full();
+    let conn = &registry.get(key).unwrap().conn;
     let runtime = [("state", state)];
     request::authorization_url(
         &format!("{} OAuth2", conn.name),

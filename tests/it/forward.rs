@@ -72,7 +72,8 @@ impl World {
         let all: Vec<&String> = std::iter::once(&saas).chain(more).collect();
         let yaml = format!("proxy: {proxy_yaml}\n{}", connections(&all));
         let sidecar = Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options()).await;
-        for state in &sidecar.running.as_ref().unwrap().registry.connections {
+        let registry = sidecar.running.as_ref().unwrap().registry.load_full();
+        for state in &registry.connections {
             sidecar.wait_state(&state.conn.key, "ready").await;
         }
         World {

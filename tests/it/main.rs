@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod oidc;
 mod paths;
+mod reload;
 mod replicas;
 mod shared_store;
 mod status_page;

@@ -61,7 +61,8 @@ impl Links {
     /// An idle link to connection `index`'s upstream that is still open.
     pub fn checkout(&self, index: usize, now: Instant) -> Option<Link> {
         let mut links = self.idle.borrow_mut();
-        while let Some(link) = links[index].pop() {
+        let links = links.get_mut(index)?;
+        while let Some(link) = links.pop() {
             if link.usable(now) {
                 return Some(link);
             }
@@ -76,9 +77,10 @@ impl Links {
             return;
         }
         let mut links = self.idle.borrow_mut();
-        if links[index].len() < POOL_MAX_IDLE {
+        let links = crate::proxy::pool_slot(&mut links, index);
+        if links.len() < POOL_MAX_IDLE {
             link.since = since;
-            links[index].push(link);
+            links.push(link);
             if self.reaper_parked.replace(false) {
                 self.pooled.notify_one();
             }

@@ -24,6 +24,7 @@ use super::full::pool::Pool;
 use super::limits::Budget;
 use super::route::{may_retry, Unanswered};
 use super::Proxy;
+use arc_swap::ArcSwap;
 use deadline::Timers;
 use io::{write_all2, Buf, Rewind};
 use link::{Link, Links};
@@ -50,7 +51,9 @@ const SHRINK_ABOVE: usize = 256 * 1024;
 
 /// What a proxy worker thread shares between its connections.
 pub struct Worker {
-    pub proxy: Arc<Proxy>,
+    /// The current proxy (a reload swaps in another registry and settings): loaded once per
+    /// request, which then keeps what it loaded to its end.
+    pub proxy: Arc<ArcSwap<Proxy>>,
     /// The hyper path's pool.
     pub pool: Rc<Pool>,
     pub links: Links,
@@ -102,7 +105,7 @@ enum Next {
 pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
     let mut client = Client {
         io,
-        budget: Rc::new(Budget::new(worker.proxy.limits, Instant::now())),
+        budget: Rc::new(Budget::new(worker.proxy.load().limits, Instant::now())),
         buf: Buf::with_capacity(CLIENT_BUFFER),
         out: Vec::new(),
     };
@@ -118,7 +121,7 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
         }
     }
     let io = Rewind::new(client.buf.into_pending(), client.io);
-    let (proxy, pool, budget) = (
+    let (proxies, pool, budget) = (
         Arc::clone(&worker.proxy),
         Rc::clone(&worker.pool),
         client.budget,
@@ -128,7 +131,7 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
         peer,
         move |req, _peer| {
             let last = budget.last(Instant::now());
-            let response = Arc::clone(&proxy).handle(Rc::clone(&pool), req);
+            let response = proxies.load_full().handle(Rc::clone(&pool), req);
             async move {
                 let mut response = response.await;
                 if last {
@@ -151,18 +154,19 @@ impl Worker {
     /// Reads, forwards and answers one request of `client`.
     async fn request(&self, client: &mut Client) -> Next {
         client.shrink();
+        let proxy = self.proxy.load_full();
         // The head must arrive within header_read_timeout, counted from when the wait
         // starts; that wait ends at shutdown, before anything was taken. A small body then
         // gets body_read_timeout, and shutdown does not end it: the request is under way.
         let timeout = self.header_read_timeout;
         let read = match self
             .timers
-            .idle(timeout, self.read_request(client, true))
+            .idle(timeout, self.read_request(&proxy, client, true))
             .await
         {
             Ok(Ok(Read::Body)) => {
                 let bound = client.budget.body_read_timeout();
-                let body = self.read_request(client, false);
+                let body = self.read_request(&proxy, client, false);
                 self.timers.timeout(bound, body).await
             }
             read => read,
@@ -172,7 +176,7 @@ impl Worker {
             Ok(Ok(Read::Refused(refused))) => {
                 // A token on its way: wait for it, then read the same request again (it is
                 // still in the buffer).
-                if self.proxy.token_arrives(&refused.error).await {
+                if proxy.token_arrives(&refused.error).await {
                     return Next::KeepAlive;
                 }
                 let Framed {
@@ -209,7 +213,7 @@ impl Worker {
         let sent = self
             .timers
             .timeout(
-                self.proxy.response_timeout,
+                proxy.response_timeout,
                 self.send(&req, &client.out, body, close, now),
             )
             .await;
@@ -253,7 +257,8 @@ impl Worker {
     /// app closes — or, with `until_head`, until a forwardable head is whole but its body
     /// is not (`Read::Body`). A head is parsed again only when a read may have completed it.
     async fn read_request<'s>(
-        &'s self,
+        &self,
+        proxy: &'s Proxy,
         client: &mut Client,
         until_head: bool,
     ) -> Result<Read<'s>, Next> {
@@ -263,12 +268,8 @@ impl Worker {
         loop {
             if parse {
                 let now = Instant::now();
-                match request::translate_request(
-                    &self.proxy,
-                    client.buf.pending(),
-                    &mut client.out,
-                    now,
-                ) {
+                match request::translate_request(proxy, client.buf.pending(), &mut client.out, now)
+                {
                     Outcome::Ready(req) => return Ok(Read::Ready(req, now)),
                     Outcome::Refused(refused) => return Ok(Read::Refused(refused)),
                     Outcome::Fallback => return Err(Next::Hyper),

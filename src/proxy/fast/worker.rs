@@ -12,6 +12,7 @@ use crate::proxy::full::pool::Pool;
 use crate::proxy::limits::Admission;
 use crate::proxy::upstream::Dialer;
 use crate::proxy::Proxy;
+use arc_swap::ArcSwap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,18 +28,18 @@ pub struct Settings {
     pub fast_path: bool,
 }
 
-/// Starts `settings.workers` threads serving `listener` with `proxy`, each with its own
-/// pools opening connections with `dialer`. The returned future resolves when every
+/// Starts `settings.workers` threads serving `listener` with the current `proxy` (a reload
+/// swaps it), each with its own pools opening connections with `dialer`. The returned future resolves when every
 /// worker has drained after `shutdown`.
 pub fn spawn(
     listener: std::net::TcpListener,
-    proxy: Arc<Proxy>,
+    proxy: Arc<ArcSwap<Proxy>>,
     dialer: Dialer,
     settings: Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let workers = settings.workers;
-    let admission = Arc::new(Admission::new(proxy.limits.max_connections));
+    let admission = Arc::new(Admission::new(proxy.load().limits.max_connections));
     listener.set_nonblocking(true)?;
     let mut done = Vec::with_capacity(workers);
     for i in 0..workers.max(1) {
@@ -70,7 +71,7 @@ pub fn spawn(
 /// pool reaper and accept loop, until the accept loop has drained after `shutdown`.
 fn run(
     socket: std::net::TcpListener,
-    proxy: Arc<Proxy>,
+    proxy: Arc<ArcSwap<Proxy>>,
     dialer: Dialer,
     settings: Settings,
     admission: Arc<Admission>,
@@ -97,7 +98,7 @@ fn run(
         };
         let timers = Timers::new();
         tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
-        let connections = proxy.registry.connections.len();
+        let connections = proxy.load().registry.positions();
         let worker = Rc::new(Worker {
             proxy,
             pool: Rc::new(Pool::new(connections, dialer.clone())),

@@ -101,7 +101,7 @@ impl Pool {
     }
     async fn checkout(&self, index: usize) -> Option<SendRequest<UpstreamBody>> {
         loop {
-            let idle = self.idle.borrow_mut()[index].pop()?;
+            let idle = self.idle.borrow_mut().get_mut(index)?.pop()?;
             if idle.sender.is_closed() || idle.since.elapsed() > POOL_IDLE_TIMEOUT {
                 continue;
             }
@@ -117,8 +117,9 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        if idle[index].len() < POOL_MAX_IDLE {
-            idle[index].push(Idle {
+        let idle = crate::proxy::pool_slot(&mut idle, index);
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push(Idle {
                 sender,
                 since: Instant::now(),
             });

@@ -1,0 +1,252 @@
+//! Config hot reload (`POST /api/v1/reload`, and SIGHUP on the real binary): connections
+//! added, removed and changed while kept ones keep their tokens, an invalid file changing
+//! nothing, settings that need a restart reported, and requests in flight across reloads.
+
+use crate::support::process::SidecarProcess;
+use crate::support::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const STORE: &str =
+    "store: { path: tokens.bin, key: \"CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=\" }\n";
+/// Reloads during the load test.
+const RELOADS: usize = 20;
+
+/// Rewrites the sidecar's config file and asks it to reload → (status, outcome).
+async fn reload_with(sc: &Sidecar, yaml: &str) -> (u16, serde_json::Value) {
+    std::fs::write(sc.config_path(), yaml).unwrap();
+    let r = client()
+        .post(sc.admin_url("/api/v1/reload"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+    )
+}
+
+/// The token the echo upstream received through `sc` for `GET /{key}/x`.
+async fn injected(sc: &Sidecar, key: &str) -> (u16, Option<String>) {
+    let (status, body) = sc.get(&format!("/{key}/x")).await;
+    (status, echoed_authorization(&body))
+}
+
+#[tokio::test]
+async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_tokens() {
+    let (echo, other_echo) = (Echo::start().await, Echo::start().await);
+    let tokens: Vec<TokenServer> = futures_util::future::join_all(
+        (0..4).map(|_| TokenServer::start(Reply::token(3600, false))),
+    )
+    .await;
+    let [kept, removed, changed, added] = [0, 1, 2, 3].map(|i| tokens[i].addr);
+    let before = format!(
+        "{STORE}{}",
+        connections(&[
+            cc_conn("kept", echo.addr, kept),
+            cc_conn("removed", echo.addr, removed),
+            cc_conn("changed", echo.addr, changed),
+        ])
+    );
+    let sc = Sidecar::start(&before).await;
+    for key in ["kept", "removed", "changed"] {
+        sc.wait_state(key, "ready").await;
+    }
+    assert_eq!(
+        injected(&sc, "kept").await.1.as_deref(),
+        Some("Bearer tok-1")
+    );
+
+    // `changed` now goes to another upstream; `removed` is gone; `added` is new.
+    let after = format!(
+        "{STORE}{}",
+        connections(&[
+            cc_conn("kept", echo.addr, kept),
+            cc_conn("changed", other_echo.addr, changed),
+            cc_conn("added", echo.addr, added),
+        ])
+    );
+    let (status, outcome) = reload_with(&sc, &after).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["result"], "applied");
+    assert_eq!(outcome["added"], serde_json::json!(["added"]));
+    assert_eq!(outcome["changed"], serde_json::json!(["changed"]));
+    assert_eq!(outcome["removed"], serde_json::json!(["removed"]));
+    assert_eq!(outcome["restart_required"], serde_json::json!([]));
+
+    // Kept: same token, no new token request.
+    assert_eq!(
+        injected(&sc, "kept").await.1.as_deref(),
+        Some("Bearer tok-1")
+    );
+    assert_eq!(tokens[0].count(), 1);
+    // Changed: its new upstream, with the token it had (its refresher restarted).
+    let hits = other_echo.hits();
+    assert_eq!(
+        injected(&sc, "changed").await.1.as_deref(),
+        Some("Bearer tok-1")
+    );
+    assert_eq!(other_echo.hits(), hits + 1, "the new upstream");
+    assert_eq!(tokens[2].count(), 1);
+    // Removed: unknown now. Added: fetches its token and serves.
+    assert_eq!(injected(&sc, "removed").await.0, 404);
+    sc.wait_state("added", "ready").await;
+    assert_eq!(
+        injected(&sc, "added").await.1.as_deref(),
+        Some("Bearer tok-1")
+    );
+    let (_, last) = get_json(&sc.admin_url("/api/v1/reload")).await;
+    assert_eq!(last, outcome, "GET shows the last reload");
+    let (status, list) = get_json(&sc.admin_url("/api/v1/connections")).await;
+    assert_eq!(status, 200);
+    let keys: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["kept", "changed", "added"]);
+}
+
+#[tokio::test]
+async fn an_invalid_file_changes_nothing_and_says_where() {
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let good = format!(
+        "{STORE}{}",
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let sc = Sidecar::start(&good).await;
+    sc.wait_state("api", "ready").await;
+    let broken = good.replace("  - key: api\n", "  - key: api\n    mystery: 1\n");
+    let (status, outcome) = reload_with(&sc, &broken).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(outcome["result"], "invalid");
+    let problems = outcome["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| {
+            let p = p.as_str().unwrap();
+            p.contains("config.yaml:4:5") && p.contains("mystery")
+        }),
+        "{outcome}"
+    );
+    assert_eq!(
+        injected(&sc, "api").await.1.as_deref(),
+        Some("Bearer tok-1")
+    );
+    assert_eq!(get_json(&sc.admin_url("/api/v1/reload")).await.1, outcome);
+}
+
+#[tokio::test]
+async fn settings_that_need_a_restart_are_reported_not_applied() {
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let conns = connections(&[cc_conn("api", echo.addr, tokens.addr)]);
+    let sc = Sidecar::start(&format!("{STORE}{conns}")).await;
+    sc.wait_state("api", "ready").await;
+    let next = format!(
+        "proxy:\n  listen: 127.0.0.1:1\n  worker_threads: 1\nlog: {{ level: debug }}\n{STORE}{conns}"
+    );
+    let (status, outcome) = reload_with(&sc, &next).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(
+        outcome["restart_required"],
+        serde_json::json!(["proxy.listen", "proxy.worker_threads", "log"])
+    );
+    // Still on its listener.
+    assert_eq!(injected(&sc, "api").await.0, 200);
+}
+
+#[tokio::test]
+async fn requests_in_flight_never_fail_across_reloads() {
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let extra = TokenServer::start(Reply::token(3600, false)).await;
+    let base = cc_conn("api", echo.addr, tokens.addr);
+    let with = format!(
+        "{STORE}{}",
+        connections(&[base.clone(), cc_conn("extra", echo.addr, extra.addr)])
+    );
+    let without = format!("{STORE}{}", connections(&[base]));
+    let sc = Arc::new(Sidecar::start(&without).await);
+    sc.wait_state("api", "ready").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    // Two clients: one keeps its connection alive across reloads, one opens new ones.
+    for keep_alive in [true, false] {
+        let (sc, stop, served) = (Arc::clone(&sc), Arc::clone(&stop), Arc::clone(&served));
+        load.push(tokio::spawn(async move {
+            let http = if keep_alive {
+                client()
+            } else {
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap()
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let r = http
+                    .get(sc.url("/api/x"))
+                    .send()
+                    .await
+                    .expect("proxy answers");
+                assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for i in 0..RELOADS {
+        let yaml = if i % 2 == 0 { &with } else { &without };
+        let (status, outcome) = reload_with(&sc, yaml).await;
+        assert_eq!(status, 200, "{outcome}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.expect("no request failed");
+    }
+    assert!(served.load(Ordering::Relaxed) > RELOADS as u64, "load ran");
+    assert_eq!(tokens.count(), 1, "the kept connection never fetched again");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_running_binary() {
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let later = TokenServer::start(Reply::token(3600, false)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = format!(
+        "{STORE}{}",
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let p = SidecarProcess::spawn(dir.path(), "hup", "", &one).await;
+    wait_state_at(p.admin, "api", "ready").await;
+    let two = format!(
+        "{STORE}{}",
+        connections(&[
+            cc_conn("api", echo.addr, tokens.addr),
+            cc_conn("later", echo.addr, later.addr),
+        ])
+    );
+    // The process's config file: proxy and admin lines first, then the body.
+    let file = dir.path().join("hup.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace(&one, &two)).unwrap();
+    let hup = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(p.pid().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_state_at(p.admin, "later", "ready").await;
+    let (status, _) = get_json(&p.url("/later/x")).await;
+    assert_eq!(status, 200, "{}", p.logs());
+    assert!(p.logs().contains("configuration reloaded"), "{}", p.logs());
+    let (status, _) = get_json(&format!("http://{}/healthz", p.admin)).await;
+    assert_eq!(status, 200, "still serving after SIGHUP");
+}
