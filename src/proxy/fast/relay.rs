@@ -18,7 +18,11 @@ pub(super) enum Relay {
 
 /// Writes the translated head and relays the body as framed, leaving `link.buf` holding
 /// whatever followed the body.
-pub(super) async fn relay(link: &mut Link, app: &mut TcpStream, framing: Framing) -> Result<(), Relay> {
+pub(super) async fn relay(
+    link: &mut Link,
+    app: &mut TcpStream,
+    framing: Framing,
+) -> Result<(), Relay> {
     let Link {
         stream, buf, head, ..
     } = link;
