@@ -54,26 +54,36 @@ pub fn forwards_length(status: u16, transfer_encoded: bool) -> bool {
     !transfer_encoded && status != 204 && !(100..200).contains(&status)
 }
 
-/// The options of one `Connection` value that name headers (all but `close` and
-/// `keep-alive`, any case): the one definition of "named in `Connection`".
+/// Whether one option of a `Connection` value names a header: anything but `close` and
+/// `keep-alive` (any case) — the one definition of "named in `Connection`".
+fn names_a_header(option: &[u8]) -> bool {
+    !option.is_empty()
+        && !option.eq_ignore_ascii_case(b"close")
+        && !option.eq_ignore_ascii_case(b"keep-alive")
+}
+
+/// The options of one `Connection` value that name headers ([`names_a_header`]).
 pub fn connection_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
-        .filter(|option| {
-            !option.is_empty()
-                && !option.eq_ignore_ascii_case(b"close")
-                && !option.eq_ignore_ascii_case(b"keep-alive")
-        })
+        .filter(|option| names_a_header(option))
 }
 
 /// A `Connection` header value: whether it says `close`, and whether it names headers
-/// ([`connection_names`]), which are then hop-by-hop.
+/// ([`names_a_header`]), which are then hop-by-hop. One pass: the fast path asks this of
+/// every request.
+#[inline]
 pub fn connection_options(value: &[u8]) -> (bool, bool) {
-    let closes = value
-        .split(|&b| b == b',')
-        .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"));
-    (closes, connection_names(value).next().is_some())
+    let (mut close, mut others) = (false, false);
+    for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if option.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else {
+            others |= names_a_header(option);
+        }
+    }
+    (close, others)
 }
 
 /// Whether one of the `Connection` values lists `name` (so it is hop-by-hop here).
@@ -102,6 +112,7 @@ pub enum Known {
     Other,
 }
 
+#[inline]
 pub fn classify(name: &str) -> Known {
     let is = |known: &str| name.eq_ignore_ascii_case(known);
     match name.len() {

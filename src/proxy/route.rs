@@ -101,6 +101,7 @@ impl Proxy {
     /// `TRACE` in any case, routing), then the credential; a connection without a usable
     /// token is the `no_token` error, counted here. Pure otherwise: a path may plan a
     /// request it then hands to the other path, which plans it again.
+    #[inline]
     pub fn plan<'p, 'r>(&'p self, ask: &Ask<'r>, now: Instant) -> Result<Plan<'p, 'r>, ProxyError> {
         if ask.looped {
             return Err(ProxyError::Loop);
@@ -246,6 +247,15 @@ impl<'t> Target<'t> {
             out.push(b'/');
         }
         out.extend_from_slice(self.rest.as_bytes());
+    }
+
+    /// Writes the target into `out`, which is exactly [`Target::len`] bytes long.
+    pub fn write_into(self, out: &mut [u8]) {
+        let (slash, rest) = out.split_at_mut(usize::from(self.slash));
+        if let [b] = slash {
+            *b = b'/';
+        }
+        rest.copy_from_slice(self.rest.as_bytes());
     }
 
     /// As a `PathAndQuery` (one allocation of exactly its length).

@@ -19,6 +19,9 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// What ends the upstream request line.
+const REQUEST_LINE_END: &[u8] = b" HTTP/1.1\r\n";
+
 /// Most headers in a head (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
 /// Largest head the fast path reads; a larger request head goes to the hyper path (which
@@ -94,7 +97,10 @@ pub fn translate_request<'p>(
         return Outcome::Fallback;
     };
 
-    // Framing first, before anything is decided on the request.
+    // Framing first, before anything is decided on the request; the headers that go
+    // upstream are written meanwhile (one pass), the request line goes before them once
+    // the plan has the target.
+    out.clear();
     let mut body_len = None;
     let mut close = false;
     let mut looped = false;
@@ -112,11 +118,14 @@ pub fn translate_request<'p>(
                     return Outcome::Fallback;
                 }
                 close |= closes;
+                continue;
             }
             Known::TransferEncoding | Known::Expect => return Outcome::Fallback,
             Known::Via => looped |= via_names(h.value, &proxy.pseudonym),
-            _ => {}
+            Known::HopByHop | Known::Host | Known::Authorization => continue,
+            Known::Other => {}
         }
+        write_header(out, h.name.as_bytes(), h.value);
     }
     let framed = Framed {
         head_len,
@@ -141,21 +150,18 @@ pub fn translate_request<'p>(
     if matches!(plan.credential, Credential::ApiKey(_)) {
         return Outcome::Fallback;
     }
-    out.clear();
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    plan.target.write_to(out);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
-        match classify(h.name) {
-            Known::Connection
-            | Known::TransferEncoding
-            | Known::HopByHop
-            | Known::Host
-            | Known::Authorization => {}
-            _ => write_header(out, h.name.as_bytes(), h.value),
-        }
-    }
+    // The request line, before the headers written above.
+    let headers_len = out.len();
+    let line_len = method.len() + 1 + plan.target.len() + REQUEST_LINE_END.len();
+    out.resize(headers_len + line_len, 0);
+    out.copy_within(..headers_len, line_len);
+    let line = &mut out[..line_len];
+    let (m, rest) = line.split_at_mut(method.len());
+    m.copy_from_slice(method.as_bytes());
+    rest[0] = b' ';
+    let (t, end) = rest[1..].split_at_mut(plan.target.len());
+    plan.target.write_into(t);
+    end.copy_from_slice(REQUEST_LINE_END);
     for (name, value) in plan.set_headers() {
         write_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
