@@ -185,8 +185,9 @@ async fn invalid_client_fails_the_connection_without_hammering() {
 #[tokio::test]
 async fn readiness_health_metrics_and_status_never_show_a_token() {
     let tokens = TokenServer::start(token(3600)).await;
-    // Hold the first token back to look at the sidecar before it has one.
-    tokens.script([Reply::Slow(Duration::from_millis(1500))]);
+    // Hold the first token back to look at the sidecar before it has one (longer than a
+    // request waits for a token on its way, so that request still gets its 503).
+    tokens.script([Reply::Slow(Duration::from_millis(3500))]);
     let echo = Echo::start().await;
     let sidecar = cc_sidecar("api", echo.addr, tokens.addr).await;
     assert_eq!(

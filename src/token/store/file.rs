@@ -35,6 +35,10 @@ type Cache = Option<HashMap<String, StoredToken>>;
 
 /// Suffix of the lock file beside the store.
 const LOCK_SUFFIX: &str = "lock";
+/// How long opening waits for another holder of the lock to let go before refusing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Pause between attempts to take the lock.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The durable encrypted token store (see the module doc).
 pub struct FileStore {
@@ -217,19 +221,27 @@ fn lock(path: &Path) -> Result<fs::File, StoreError> {
         .truncate(false)
         .open(&lock_path)
         .map_err(|e| StoreError::io(&lock_path, "opening the lock file", e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(StoreError::Locked {
-                path: path.to_path_buf(),
-                lock: lock_path,
-                holder: text.trim().parse().ok(),
-            });
-        }
-        Err(fs::TryLockError::Error(e)) => {
-            return Err(StoreError::io(&lock_path, "locking the store", e))
+    // A holder that is exiting (a restart), or a forked child that has not yet exec'd
+    // and so still shares the descriptor, lets go within moments: wait that long.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                    lock: lock_path,
+                    holder: text.trim().parse().ok(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(&lock_path, "locking the store", e))
+            }
         }
     }
     let written = file
