@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the tests need and is missing, then checks it is there (fails loudly if not):
+# Debian packages (curl for the forward-proxy tests, redis-server for the shared store,
+# chromium for the status page's browser test), Python `requests`, and the npm packages of
+# the end-to-end authorization server (tests/oidc). Idempotent: run it before `cargo test`
+# on a fresh machine (README) and from CI (.ci/run). Needs root for apt-get when a package
+# is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "tests/deps.sh: '$1' is required but missing" >&2; exit 1; }; }
+
+packages=()
+command -v curl >/dev/null 2>&1 || packages+=(curl)
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "tests/deps.sh: installing ${packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${packages[@]}"
+fi
+for tool in curl redis-server chromium cargo node npm python3; do need "$tool"; done
+
+python3 -c 'import requests' 2>/dev/null || python3 -m pip install --quiet requests
+python3 -c 'import requests'
+
+npm ci --prefix tests/oidc --no-audit --no-fund --silent
