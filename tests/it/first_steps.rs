@@ -349,11 +349,14 @@ impl Drop for Guard {
 /// Both request paths: the byte-level fast path, and hyper alone.
 const BOTH_PATHS: [bool; 2] = [false, true];
 
-fn options(hyper_only: bool) -> tokenwarden::app::Options {
-    tokenwarden::app::Options {
+/// A sidecar with `conns` (and this file's store) on the fast path, or on hyper alone.
+async fn sidecar_on(hyper_only: bool, conns: &[Conn]) -> Sidecar {
+    let yaml = format!("{}{}", store(STORE_KEY), connections(conns));
+    let options = tokenwarden::app::Options {
         hyper_only,
         ..Default::default()
-    }
+    };
+    Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options).await
 }
 
 #[tokio::test]
@@ -363,13 +366,7 @@ async fn a_request_waits_briefly_for_a_first_token_on_its_way() {
         // The first token takes 1 s to come: the request waits for it instead of a 503.
         let tokens = TokenServer::start(Reply::token(3600, false)).await;
         tokens.script([Reply::Slow(Duration::from_secs(1))]);
-        let yaml = format!(
-            "{}{}",
-            store(STORE_KEY),
-            connections(&[cc_conn("api", echo.addr, tokens.addr)])
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let sc = Sidecar::start_in(dir, &yaml, options(hyper_only)).await;
+        let sc = sidecar_on(hyper_only, &[cc_conn("api", echo.addr, tokens.addr)]).await;
         tokens.wait_count(1).await;
         let (status, body) = sc.get("/api/first").await;
         assert_eq!(status, 200, "hyper_only {hyper_only}: {body}");
@@ -388,16 +385,14 @@ async fn a_token_too_slow_to_wait_for_is_a_503_with_retry_after() {
         let echo = Echo::start().await;
         let tokens = TokenServer::start(Reply::token(3600, false)).await;
         tokens.script([Reply::Slow(Duration::from_secs(4))]);
-        let yaml = format!(
-            "{}{}",
-            store(STORE_KEY),
-            connections(&[
+        let sc = sidecar_on(
+            hyper_only,
+            &[
                 cc_conn("api", echo.addr, tokens.addr),
                 fixture_authcode("crm", echo.addr, None, false),
-            ])
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let sc = Sidecar::start_in(dir, &yaml, options(hyper_only)).await;
+            ],
+        )
+        .await;
         tokens.wait_count(1).await;
         let started = tokio::time::Instant::now();
         let r = client().get(sc.url("/api/slow")).send().await.unwrap();
@@ -425,13 +420,7 @@ async fn an_unreachable_upstream_is_named_with_its_address() {
         let closed = crate::support::redis::free_port();
         let tokens = TokenServer::start(Reply::token(3600, false)).await;
         let upstream: std::net::SocketAddr = format!("127.0.0.1:{closed}").parse().unwrap();
-        let yaml = format!(
-            "{}{}",
-            store(STORE_KEY),
-            connections(&[cc_conn("api", upstream, tokens.addr)])
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let sc = Sidecar::start_in(dir, &yaml, options(hyper_only)).await;
+        let sc = sidecar_on(hyper_only, &[cc_conn("api", upstream, tokens.addr)]).await;
         sc.wait_state("api", "ready").await;
         let (status, body) = sc.get("/api/x").await;
         assert_eq!(status, 502, "hyper_only {hyper_only}: {body}");
@@ -452,9 +441,7 @@ async fn an_upstream_tls_failure_is_reported_in_words() {
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
     for hyper_only in BOTH_PATHS {
         let conn = cc_conn("api", upstream.addr, tokens.addr).protocol("https");
-        let yaml = format!("{}{}", store(STORE_KEY), connections(&[conn]));
-        let dir = tempfile::tempdir().unwrap();
-        let sc = Sidecar::start_in(dir, &yaml, options(hyper_only)).await;
+        let sc = sidecar_on(hyper_only, &[conn]).await;
         sc.wait_state("api", "ready").await;
         let (status, body) = sc.get("/api/x").await;
         assert_eq!(status, 502, "hyper_only {hyper_only}: {body}");
