@@ -17,6 +17,7 @@
 //! Access logs record method, path (never the query: it carries codes and states) and status;
 //! probes (`/healthz`, `/readyz`, `/metrics`) at debug level, the rest at info.
 
+mod access;
 mod metrics;
 mod oauth;
 mod page;
@@ -76,7 +77,7 @@ impl Admin {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         if let ["api", "v1", "reload"] = segments.as_slice() {
             return match *req.method() {
-                Method::POST => match oauth::untrusted(self, "reload", &req, peer) {
+                Method::POST => match access::untrusted(self, "reload", &req, peer) {
                     Some(refused) => *refused,
                     None => {
                         let outcome = self.reloader.reload().await;

@@ -12,7 +12,8 @@
 //! Every value is HTML-escaped. The Content-Security-Policy allows nothing but the page's
 //! own `<style>` (by its hash): no script, image, font, frame, form or base URL.
 
-use super::oauth::{escape, trusted, with_security_headers};
+use super::access::trusted;
+use super::oauth::{escape, with_security_headers};
 use super::status::{describe, store};
 use super::{Admin, AdminBody};
 use base64::engine::general_purpose::STANDARD;

@@ -2,7 +2,7 @@
 //! that is backing off or stopped on a terminal error (`invalid_client` fixed at the
 //! provider, say), without a restart.
 
-use super::oauth::acting_on;
+use super::access::acting_on;
 use super::{json, Admin, AdminBody};
 use crate::config::{Auth, Grant};
 use http::{Request, Response, StatusCode};
