@@ -46,6 +46,8 @@ pub struct ProxySettings {
     /// Proxy worker threads; default: the number of CPUs.
     pub worker_threads: Option<usize>,
     pub limits: ProxyLimits,
+    /// Log every proxied request (connection, method, path without query, status, time).
+    pub access_log: bool,
 }
 
 /// Resource limits of the proxy listener (see README, The proxy).
@@ -244,6 +246,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
                 .iter()
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
+            access_log: raw.proxy.access_log,
             worker_threads: raw.proxy.worker_threads,
             limits: ProxyLimits {
                 max_connections: raw.proxy.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),

@@ -22,6 +22,7 @@
 //! 0.37–0.58× (see README, Performance). `tests/it/paths.rs` runs a table of request and
 //! response shapes down both paths and asserts they agree.
 
+pub(crate) mod access;
 pub(crate) mod error;
 pub mod fast;
 pub(crate) mod full;
@@ -66,6 +67,8 @@ pub struct Proxy {
     pub passthrough: HashSet<String>,
     pub connect_timeout: Duration,
     pub limits: crate::config::ProxyLimits,
+    /// `proxy.access_log`.
+    pub access_log: bool,
 }
 
 impl Proxy {
@@ -83,6 +86,7 @@ impl Proxy {
             passthrough: settings.connect_passthrough.iter().cloned().collect(),
             connect_timeout: settings.connect_timeout,
             limits: settings.limits,
+            access_log: settings.access_log,
         }
     }
 }

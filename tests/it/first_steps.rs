@@ -452,3 +452,96 @@ async fn an_upstream_tls_failure_is_reported_in_words() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_access_log_has_each_request_on_both_paths_and_no_secret() {
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conns = connections(&[cc_conn("api", echo.addr, tokens.addr)]);
+    let on = format!("{}{conns}", store(STORE_KEY));
+    let p = SidecarProcess::spawn_with(
+        dir.path(),
+        "access",
+        "  access_log: true\n",
+        "",
+        &on,
+        "info",
+    )
+    .await;
+    wait_state_at(p.admin, "api", "ready").await;
+    let http = client();
+    // The fast path, with a secret in the query and in a header.
+    let r = http
+        .get(p.url("/api/fast?token=query-secret"))
+        .header("x-secret", "header-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The hyper path (a `Connection` header naming another one), and a refusal.
+    let r = http
+        .post(p.url("/api/slow?q=2"))
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "1")
+        .body("posted")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        http.get(p.url("/nope/x")).send().await.unwrap().status(),
+        404
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while p.logs().matches("proxied request").count() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", p.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = p.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("proxied request"))
+        .collect();
+    let line = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(path))
+            .unwrap_or_else(|| panic!("no line for {path}: {lines:?}"))
+            .to_string()
+    };
+    let fast = line("/api/fast");
+    assert!(
+        fast.contains("connection=\"api\"") && fast.contains("GET") && fast.contains("status=200"),
+        "{fast}"
+    );
+    assert!(fast.contains("duration_ms="), "{fast}");
+    let slow = line("/api/slow");
+    assert!(
+        slow.contains("connection=\"api\"") && slow.contains("POST") && slow.contains("status=200"),
+        "{slow}"
+    );
+    let refused = line("/nope/x");
+    assert!(
+        refused.contains("status=404") && refused.contains("connection=\"-\""),
+        "{refused}"
+    );
+    for secret in ["query-secret", "header-secret", "q=2", "Bearer", "tok-1"] {
+        assert!(!logs.contains(secret), "{secret} in the log:\n{logs}");
+    }
+
+    // Off by default.
+    let off = format!("{}{conns}", store(STORE_KEY)).replace("tokens.bin", "off.bin");
+    let quiet = SidecarProcess::spawn(dir.path(), "quiet", "", &off).await;
+    wait_state_at(quiet.admin, "api", "ready").await;
+    assert_eq!(
+        http.get(quiet.url("/api/x")).send().await.unwrap().status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !quiet.logs().contains("proxied request"),
+        "{}",
+        quiet.logs()
+    );
+}

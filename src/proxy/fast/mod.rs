@@ -19,6 +19,7 @@ pub mod request;
 pub mod response;
 pub(crate) mod worker;
 
+use super::access;
 use super::error::{self, write_error, ProxyError};
 use super::full::pool::Pool;
 use super::limits::Budget;
@@ -186,6 +187,14 @@ impl Worker {
                     close,
                 } = refused.framed;
                 let close = close || client.budget.last(Instant::now());
+                if proxy.access_log {
+                    log_access(
+                        client,
+                        access::NO_CONNECTION,
+                        refused.error.status().as_u16(),
+                        Instant::now(),
+                    );
+                }
                 return self
                     .fail(client, head_len + body_len, refused.error, is_head, close)
                     .await;
@@ -209,6 +218,12 @@ impl Worker {
             body = &[];
         }
         let consumed = head_len + body_len;
+        // The access log's request line, copied (only when it is on) before the buffer moves.
+        let logged = proxy.access_log.then(|| {
+            access::request_line(&client.buf.pending()[..head_len])
+                .map(|(m, t)| (m.to_owned(), t.to_owned()))
+                .unwrap_or_default()
+        });
 
         let sent = self
             .timers
@@ -224,18 +239,28 @@ impl Worker {
                     connection: conn.key.clone(),
                     reason,
                 };
+                if let Some((method, target)) = &logged {
+                    access::log(&conn.key, method, target, error.status().as_u16(), now);
+                }
                 return self.fail(client, consumed, error, is_head, close).await;
             }
             Err(_) => {
                 let error = ProxyError::UpstreamTimeout {
                     connection: conn.key.clone(),
                 };
+                if let Some((method, target)) = &logged {
+                    access::log(&conn.key, method, target, error.status().as_u16(), now);
+                }
                 return self.fail(client, consumed, error, is_head, close).await;
             }
         };
         client.buf.consume(consumed);
 
-        match relay(&mut link, &mut client.io, response.framing).await {
+        let relayed = relay(&mut link, &mut client.io, response.framing).await;
+        if let Some((method, target)) = &logged {
+            access::log(&conn.key, method, target, response.status, now);
+        }
+        match relayed {
             Ok(()) if response.reusable && link.buf.is_empty() => {
                 self.links.checkin(state.index, link, now)
             }
@@ -417,4 +442,12 @@ async fn exchange(
             Err(e) => return Err(Failure::Protocol(e.to_string())),
         }
     }
+}
+
+/// The access-log event of a request answered before it was forwarded (its head is at the
+/// start of the client's buffer).
+fn log_access(client: &Client, connection: &str, status: u16, started: Instant) {
+    let head = client.buf.pending();
+    let (method, target) = access::request_line(head).unwrap_or_default();
+    access::log(connection, method, target, status, started);
 }

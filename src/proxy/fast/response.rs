@@ -27,6 +27,8 @@ pub enum Framing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Response {
     pub head_len: usize,
+    /// The status code (for the access log).
+    pub status: u16,
     pub framing: Framing,
     /// The upstream connection can take another request once the body is read.
     pub reusable: bool,
@@ -163,6 +165,7 @@ pub fn translate_response(
     out.extend_from_slice(b"\r\n");
     Ok(Parsed::Final(Response {
         head_len,
+        status: code,
         framing,
         reusable,
         close,

@@ -26,6 +26,7 @@ fn response_head_is_rewritten_as_bytes() {
         parsed,
         Ok(Parsed::Final(Response {
             head_len,
+            status: 201,
             framing: Framing::Length(2),
             reusable: true,
             close: false

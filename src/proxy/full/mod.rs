@@ -38,12 +38,37 @@ impl Proxy {
         pool: Rc<Pool>,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        // The access log's fields, taken only when it is on.
+        let logged = self.access_log.then(|| {
+            let ask = ask(req.method(), req.uri(), req.headers(), &self);
+            let connection = self
+                .route(ask.origin, ask.path_and_query)
+                .map_or(super::access::NO_CONNECTION.to_owned(), |(e, _)| {
+                    e.conn.key.clone()
+                });
+            (
+                connection,
+                req.method().to_string(),
+                req.uri().to_string(),
+                Instant::now(),
+            )
+        });
         let result = if req.method() == Method::CONNECT {
             connect::handle(&self, req).await
         } else {
             self.forward(&pool, req).await
         };
-        result.unwrap_or_else(ProxyError::into_response)
+        let response = result.unwrap_or_else(ProxyError::into_response);
+        if let Some((connection, method, target, started)) = logged {
+            super::access::log(
+                &connection,
+                &method,
+                &target,
+                response.status().as_u16(),
+                started,
+            );
+        }
+        response
     }
 
     async fn forward(

@@ -1,0 +1,53 @@
+//! The opt-in access log of proxied requests (`proxy.access_log: true`), written the same
+//! way by both paths: one `info` event on the `tokenwarden::access` target per answered
+//! request, with the connection, method, path (never the query: it may carry secrets),
+//! status and duration — never a header value. Nothing is computed when it is off.
+
+use tokio::time::Instant;
+
+/// Stands for the connection of a request no connection took (an unknown key, a refusal).
+pub const NO_CONNECTION: &str = "-";
+
+/// The path of a request target without its query: origin-form as is, absolute-form
+/// (forward mode) with its scheme and authority.
+pub fn path(target: &str) -> &str {
+    target.split(['?', '#']).next().unwrap_or_default()
+}
+
+/// Writes one access-log event.
+pub fn log(connection: &str, method: &str, target: &str, status: u16, started: Instant) {
+    tracing::info!(
+        target: "tokenwarden::access",
+        connection,
+        method,
+        path = path(target),
+        status,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "proxied request"
+    );
+}
+
+/// `METHOD target` of the request line at the start of `head` (None: not a request line).
+pub fn request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|&b| b == b'\r' || b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    Some((parts.next()?, parts.next()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_never_reaches_the_log() {
+        assert_eq!(path("/api/v1/x?token=secret"), "/api/v1/x");
+        assert_eq!(path("http://h.example/p?q#f"), "http://h.example/p");
+        assert_eq!(path("/plain"), "/plain");
+        assert_eq!(
+            request_line(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(("GET", "/a?b=c"))
+        );
+        assert_eq!(request_line(b"\xff\xfe"), None);
+    }
+}
