@@ -8,6 +8,7 @@ use crate::admin::Admin;
 use crate::config::{Auth, Config, Unreadable};
 use crate::oauth::pending::PendingStates;
 use crate::oauth::TokenClient;
+use crate::proxy::tunnel::Interceptor;
 use crate::proxy::upstream::{Dialer, GuardedResolver, StaticHosts};
 use crate::proxy::Proxy;
 use crate::refresher::follow::Follower;
@@ -28,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 pub enum StartError {
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("proxy.intercept: {0}")]
+    Intercept(#[from] crate::ca::CaError),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("token store {path} is unreadable ({source}); fix or remove it, restore the right store.key, or set store.on_unreadable: start_unauthorized")]
@@ -105,11 +108,21 @@ pub async fn start(
     let dialer = Dialer::new(Arc::clone(&tls), resolver, config.proxy.connect_timeout);
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let proxy = Arc::new(Proxy::new(
+    let mut proxy = Proxy::new(
         Arc::clone(&registry),
         &config.proxy,
         vec![proxy_addr, admin_addr],
-    ));
+    );
+    let interceptor = match &config.proxy.intercept {
+        Some(ca) => {
+            let root = crate::ca::Root::load(&ca.ca_cert, &ca.ca_key)?;
+            let interceptor = Arc::new(Interceptor::new(root, registry.hosts())?);
+            proxy = proxy.with_intercept(Arc::clone(&interceptor));
+            Some(interceptor)
+        }
+        None => None,
+    };
+    let proxy = Arc::new(proxy);
     let mut pending = PendingStates::new(
         config.admin.state_ttl,
         config.admin.max_pending_states,
@@ -137,6 +150,9 @@ pub async fn start(
             };
             tasks.spawn(refresher.run(shutdown.clone()));
         }
+    }
+    if let Some(interceptor) = interceptor {
+        tasks.spawn(interceptor.renew_every(crate::ca::mint::RENEW_EVERY, shutdown.clone()));
     }
     if let Backend::Shared(redis) = &backend {
         let follower = Follower {
@@ -187,6 +203,11 @@ pub fn preflight(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(e) = crate::tls::client_config(config.ca_file.as_deref()) {
         problems.push(e.to_string());
+    }
+    if let Some(ca) = &config.proxy.intercept {
+        if let Err(e) = crate::ca::Root::load(&ca.ca_cert, &ca.ca_key) {
+            problems.push(format!("proxy.intercept: {e}"));
+        }
     }
     let store = match (&config.store.redis, &config.store.key) {
         (Some(redis), Some(key)) => crate::token::store::check_key(key)

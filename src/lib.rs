@@ -20,6 +20,8 @@
 //! - [`proxy`]: the request path: routing, header hygiene, injection, errors; one worker
 //!   thread per core, each with its own runtime, lock-free upstream pool and coarse timers;
 //!   a byte-level fast path (`proxy::fast`) for ordinary requests, hyper for the rest.
+//! - [`ca`]: the local CA of TLS interception (`ca init`, `ca bundle`) and the
+//!   intermediate and leaves minted from it at start.
 //! - [`admin`]: health, readiness, metrics, status, authorize and callback routes.
 //! - [`server`]: the accept loop shared by both listeners.
 //! - [`app`]: the composition root; [`run`] is what `tokenwarden run` does.
@@ -27,6 +29,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod ca;
 pub mod config;
 pub mod demo;
 pub mod describe;

@@ -110,6 +110,39 @@ impl Registry {
         })
     }
 
+    /// `CONNECT host:port`: the connection whose upstream is `host` on exactly `port`
+    /// (case-insensitive, trailing dot ignored).
+    pub fn by_tunnel(&self, host: &str, port: u16) -> Option<&Arc<Entry>> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let found = self.by_host.get(&host)?;
+        found
+            .iter()
+            .map(|&i| &self.connections[i])
+            .find(|c| c.conn.upstream.port == port)
+    }
+
+    /// The ports the connections on `host` are configured on.
+    pub fn ports_of(&self, host: &str) -> Vec<u16> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let found = self.by_host.get(&host).map_or(&[][..], Vec::as_slice);
+        found
+            .iter()
+            .map(|&i| self.connections[i].conn.upstream.port)
+            .collect()
+    }
+
+    /// Every configured upstream host, once each (lower case), in configuration order.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for entry in &self.connections {
+            let host = &entry.conn.upstream.host;
+            if !hosts.contains(host) {
+                hosts.push(host.clone());
+            }
+        }
+        hosts
+    }
+
     /// Whether some connection's upstream host is `host`.
     pub fn knows_host(&self, host: &str) -> bool {
         self.by_host

@@ -20,8 +20,8 @@ pub use request::{
     fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
 };
 pub use settings::{
-    AdminSettings, LogFormat, LogSettings, ProxyLimits, ProxySettings, RedisSettings,
-    StoreSettings, Unreadable,
+    AdminSettings, InterceptSettings, LogFormat, LogSettings, ProxyLimits, ProxySettings,
+    RedisSettings, StoreSettings, Unreadable,
 };
 pub use source::{Problem, Problems};
 pub use strategy::ApiKey;

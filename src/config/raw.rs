@@ -130,6 +130,7 @@ pub struct RawProxy {
     pub via_pseudonym: Option<String>,
     #[serde(default)]
     pub connect_passthrough: Vec<String>,
+    pub intercept: Option<RawIntercept>,
     pub worker_threads: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_requests_per_connection: Option<u64>,
@@ -172,6 +173,14 @@ pub struct RawStore {
     pub lease_ttl: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub poll_interval: Option<String>,
+}
+
+/// `proxy.intercept`: the local CA that lets `CONNECT` to a connection's host be intercepted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntercept {
+    pub ca_cert: String,
+    pub ca_key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -46,6 +46,16 @@ pub struct ProxySettings {
     /// Proxy worker threads; default: the number of CPUs.
     pub worker_threads: Option<usize>,
     pub limits: ProxyLimits,
+    /// TLS interception of `CONNECT` to a connection's host (`proxy.intercept`).
+    pub intercept: Option<InterceptSettings>,
+}
+
+/// `proxy.intercept`: the persisted root CA (paths resolved against the config file's
+/// directory) that signs the intermediate minted at start ([`crate::ca`]).
+#[derive(Debug, Clone)]
+pub struct InterceptSettings {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
 }
 
 /// Resource limits of the proxy listener (see README, The proxy).
@@ -245,6 +255,10 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
             worker_threads: raw.proxy.worker_threads,
+            intercept: raw.proxy.intercept.as_ref().map(|i| InterceptSettings {
+                ca_cert: base.join(&i.ca_cert),
+                ca_key: base.join(&i.ca_key),
+            }),
             limits: ProxyLimits {
                 max_connections: raw.proxy.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
                 max_requests_per_connection: raw

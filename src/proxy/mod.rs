@@ -15,7 +15,10 @@
 //!   coarse deadlines, raw pooled upstream links), in the worker's connection loop;
 //! - [`full`]: hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
 //!   streamed or chunked request bodies, HTTP/1.0, `Expect`, `Connection` naming other
-//!   headers — once the fast path has handed it the connection.
+//!   headers — once the fast path has handed it the connection;
+//! - [`tunnel`]: `CONNECT` to a configured host with `proxy.intercept` on: TLS terminated
+//!   with a minted leaf, and the decrypted stream served by [`fast::serve`] like an
+//!   accepted connection, with the tunnel's `host:port` as the forward-mode authority.
 //!
 //! Why two: measured with `benches/compare.sh` (sidecar layout, one core each), the
 //! hyper-only path cost 1.05–1.28× nginx's CPU per request; the fast path costs
@@ -28,6 +31,7 @@ pub(crate) mod full;
 pub(crate) mod headers;
 pub(crate) mod limits;
 pub(crate) mod route;
+pub mod tunnel;
 pub(crate) mod upstream;
 
 use crate::registry::Registry;
@@ -56,6 +60,8 @@ pub struct Proxy {
     pub passthrough: HashSet<String>,
     pub connect_timeout: Duration,
     pub limits: crate::config::ProxyLimits,
+    /// TLS interception of `CONNECT` to a connection's host (`proxy.intercept`).
+    pub intercept: Option<Arc<tunnel::Interceptor>>,
 }
 
 impl Proxy {
@@ -73,7 +79,14 @@ impl Proxy {
             passthrough: settings.connect_passthrough.iter().cloned().collect(),
             connect_timeout: settings.connect_timeout,
             limits: settings.limits,
+            intercept: None,
         }
+    }
+
+    /// Turns interception on with `interceptor` (built from `proxy.intercept`).
+    pub fn with_intercept(mut self, interceptor: Arc<tunnel::Interceptor>) -> Proxy {
+        self.intercept = Some(interceptor);
+        self
     }
 }
 

@@ -25,7 +25,7 @@ use super::limits::Budget;
 use super::route::{may_retry, Unanswered};
 use super::Proxy;
 use deadline::Timers;
-use io::{write_all2, Buf, Rewind};
+use io::{write_all2, AppIo, Buf, Rewind};
 use link::{Link, Links};
 use relay::{relay, Relay};
 use request::{Framed, Outcome};
@@ -34,7 +34,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -62,8 +61,10 @@ pub struct Worker {
 }
 
 /// One app connection.
-struct Client {
-    io: TcpStream,
+struct Client<S> {
+    io: S,
+    /// The `host:port` of the intercepted tunnel it is inside, if any ([`super::tunnel`]).
+    tunnel: Option<Rc<str>>,
     /// What it may still do (moves with it to hyper).
     budget: Rc<Budget>,
     buf: Buf,
@@ -71,7 +72,7 @@ struct Client {
     out: Vec<u8>,
 }
 
-impl Client {
+impl<S> Client<S> {
     /// Gives back what a large request grew the buffers to, between requests.
     fn shrink(&mut self) {
         self.buf.shrink(SHRINK_ABOVE, CLIENT_BUFFER);
@@ -98,10 +99,12 @@ enum Next {
     Hyper,
 }
 
-/// Serves one app connection until it closes.
-pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
+/// Serves one app connection until it closes: a TCP connection the listener accepted
+/// (`tunnel: None`), or the decrypted stream of an intercepted tunnel to `tunnel`.
+pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel: Option<Rc<str>>) {
     let mut client = Client {
         io,
+        tunnel,
         budget: Rc::new(Budget::new(worker.proxy.limits, Instant::now())),
         buf: Buf::with_capacity(CLIENT_BUFFER),
         out: Vec::new(),
@@ -118,17 +121,14 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
         }
     }
     let io = Rewind::new(client.buf.into_pending(), client.io);
-    let (proxy, pool, budget) = (
-        Arc::clone(&worker.proxy),
-        Rc::clone(&worker.pool),
-        client.budget,
-    );
+    let (this, budget, tunnel) = (Rc::clone(&worker), client.budget, client.tunnel);
     crate::server::connection(
         io,
         peer,
-        move |req, _peer| {
+        move |req, peer| {
             let last = budget.last(Instant::now());
-            let response = Arc::clone(&proxy).handle(Rc::clone(&pool), req);
+            let proxy = Arc::clone(&this.proxy);
+            let response = proxy.handle(Rc::clone(&this), req, peer, tunnel.clone());
             async move {
                 let mut response = response.await;
                 if last {
@@ -149,7 +149,7 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
 
 impl Worker {
     /// Reads, forwards and answers one request of `client`.
-    async fn request(&self, client: &mut Client) -> Next {
+    async fn request<S: AppIo>(&self, client: &mut Client<S>) -> Next {
         client.shrink();
         // The head must arrive within header_read_timeout, counted from when the wait
         // starts; that wait ends at shutdown, before anything was taken. A small body then
@@ -247,9 +247,9 @@ impl Worker {
     /// upstream head then in `client.out`), or one it does not (`Err(Next::Hyper)`), or the
     /// app closes — or, with `until_head`, until a forwardable head is whole but its body
     /// is not (`Read::Body`). A head is parsed again only when a read may have completed it.
-    async fn read_request<'s>(
+    async fn read_request<'s, S: AppIo>(
         &'s self,
-        client: &mut Client,
+        client: &mut Client<S>,
         until_head: bool,
     ) -> Result<Read<'s>, Next> {
         // Between requests the buffer is usually empty: nothing to parse before a read.
@@ -263,6 +263,7 @@ impl Worker {
                     client.buf.pending(),
                     &mut client.out,
                     now,
+                    client.tunnel.as_deref(),
                 ) {
                     Outcome::Ready(req) => return Ok(Read::Ready(req, now)),
                     Outcome::Refused(refused) => return Ok(Read::Refused(refused)),
@@ -337,9 +338,9 @@ impl Worker {
     }
 
     /// Answers with the proxy's own error response.
-    async fn fail(
+    async fn fail<S: AppIo>(
         &self,
-        client: &mut Client,
+        client: &mut Client<S>,
         consumed: usize,
         error: ProxyError,
         is_head: bool,
