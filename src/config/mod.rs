@@ -137,7 +137,7 @@ fn cross_checks(
             problems.push(src.problem(
                 &format!("proxy.connect_passthrough[{i}]"),
                 format!(
-                    "`{target}` can never be tunnelled: {host} is the host of connection `{}`, and CONNECT to a connection's host is always refused, on any port (tokenwarden cannot inject inside TLS; send http:// requests instead)",
+                    "`{target}` can never be tunnelled: {host} is the host of connection `{}`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)",
                     c.key
                 ),
             ));

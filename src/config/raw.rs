@@ -130,7 +130,6 @@ pub struct RawProxy {
     pub via_pseudonym: Option<String>,
     #[serde(default)]
     pub connect_passthrough: Vec<String>,
-    pub intercept: Option<RawIntercept>,
     pub worker_threads: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_requests_per_connection: Option<u64>,
@@ -138,6 +137,7 @@ pub struct RawProxy {
     pub max_connection_lifetime: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub body_read_timeout: Option<String>,
+    pub intercept: Option<RawIntercept>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@ mod fides;
 mod first_steps;
 mod forward;
 mod injection;
+mod intercept;
 mod kubernetes;
 mod lifecycle;
 mod limits;
