@@ -29,6 +29,8 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(12 * 3600);
 pub const BACKDATE: Duration = Duration::from_secs(300);
 /// The intermediate's common name.
 const INTERMEDIATE_NAME: &str = "tokenwarden interception (configured hosts only)";
+/// The common name of a leaf for an IP address (not a host name, so no client checks it).
+const IP_LEAF_NAME: &str = "tokenwarden interception leaf";
 /// The DNS subtree permitted when no configured host is a name: the reserved `.invalid`
 /// (RFC 6761), so the intermediate cannot sign a real name either.
 const NO_NAME: &str = "invalid";
@@ -122,11 +124,14 @@ fn leaf(
 ) -> Result<ServerConfig, CaError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = common_name(host);
-    params.subject_alt_names = vec![match host.parse::<IpAddr>() {
-        Ok(ip) => SanType::IpAddress(ip),
-        Err(_) => SanType::DnsName(host.try_into()?),
-    }];
+    // An IP address as the common name would be checked against the DNS constraints by
+    // OpenSSL (and fail them): the subjectAltName carries the address.
+    let (name, san) = match host.parse::<IpAddr>() {
+        Ok(ip) => (IP_LEAF_NAME, SanType::IpAddress(ip)),
+        Err(_) => (host, SanType::DnsName(host.try_into()?)),
+    };
+    params.distinguished_name = common_name(name);
+    params.subject_alt_names = vec![san];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;

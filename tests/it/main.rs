@@ -15,6 +15,7 @@ mod first_steps;
 mod forward;
 mod injection;
 mod intercept;
+mod intercept_cli;
 mod kubernetes;
 mod lifecycle;
 mod limits;

@@ -34,11 +34,23 @@ impl SidecarProcess {
         body: &str,
         log: &str,
     ) -> SidecarProcess {
+        SidecarProcess::spawn_proxy(dir, name, "", &format!("{admin_extra}{body}"), log).await
+    }
+
+    /// [`SidecarProcess::spawn_logging`] with `proxy_extra` lines under `proxy:` (indented
+    /// two spaces, each ending in `\n`) and `body` after the `admin.listen` line.
+    pub async fn spawn_proxy(
+        dir: &Path,
+        name: &str,
+        proxy_extra: &str,
+        body: &str,
+        log: &str,
+    ) -> SidecarProcess {
         let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.join(format!("{name}.yaml"));
         let yaml =
-            format!("proxy:\n  listen: {proxy}\nadmin:\n  listen: {admin}\n{admin_extra}{body}");
+            format!("proxy:\n  listen: {proxy}\n{proxy_extra}admin:\n  listen: {admin}\n{body}");
         std::fs::write(&config, yaml).unwrap();
         let mut p = SidecarProcess {
             name: name.to_owned(),
