@@ -138,6 +138,22 @@ fn options() -> Options {
     }
 }
 
+/// A client's `BODY\nSTATUS` output: 200, with the upstream's reply.
+fn assert_answered(out: &std::process::Output) {
+    let (body, status) = body_then_status(out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status, 200, "{body} {stderr}");
+    assert_eq!(json_body(&body), reply());
+}
+
+/// A `python3 -c` script: GET `sys.argv[1]` with `module` (`requests` or `httpx`, both
+/// reading the proxy and CA variables), printing `BODY\nSTATUS`.
+fn python_get(module: &str) -> String {
+    format!(
+        "import sys, {module}\nr = {module}.get(sys.argv[1], timeout=8)\nsys.stdout.write(r.text + '\\n' + str(r.status_code))"
+    )
+}
+
 fn json_body(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -155,14 +171,7 @@ async fn curl_with_cacert_and_with_curl_ca_bundle_gets_the_token_injected() {
         &[("HTTPS_PROXY", &proxy)],
     )
     .await;
-    let (body, status) = body_then_status(&out);
-    assert_eq!(
-        status,
-        200,
-        "{body} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json_body(&body), reply());
+    assert_answered(&out);
     w.assert_injected(1, "/v1/things?x=1").await;
 
     let url = w.url("/v1/env");
@@ -171,37 +180,22 @@ async fn curl_with_cacert_and_with_curl_ca_bundle_gets_the_token_injected() {
         ("CURL_CA_BUNDLE", ca.as_str()),
     ];
     let out = external::curl(&["-w", "\n%{http_code}", &url], &env).await;
-    let (body, status) = body_then_status(&out);
-    assert_eq!(
-        status,
-        200,
-        "{body} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_answered(&out);
     w.assert_injected(2, "/v1/env").await;
 }
 
 #[tokio::test]
 async fn python_requests_with_requests_ca_bundle_gets_the_token_injected() {
     let w = World::start("").await;
-    let script = "import sys, requests\n\
-                  r = requests.get(sys.argv[1], timeout=8)\n\
-                  sys.stdout.write(r.text + '\\n' + str(r.status_code))";
+    let script = python_get("requests");
     let url = w.url("/v1/py?lang=python");
     let env = [
         ("HTTPS_PROXY", w.proxy()),
         ("REQUESTS_CA_BUNDLE", w.bundle()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = external::python_requests(script, &[&url], &env).await;
-    let (body, status) = body_then_status(&out);
-    assert_eq!(
-        status,
-        200,
-        "{body} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json_body(&body), reply());
+    let out = external::python_requests(&script, &[&url], &env).await;
+    assert_answered(&out);
     w.assert_injected(1, "/v1/py?lang=python").await;
 }
 
@@ -214,24 +208,15 @@ async fn python_httpx_with_ssl_cert_file_gets_the_token_injected() {
         probe.status.success(),
         "Python `httpx` is required ({HINT})"
     );
-    let script = "import sys, httpx\n\
-                  r = httpx.get(sys.argv[1], timeout=8)\n\
-                  sys.stdout.write(r.text + '\\n' + str(r.status_code))";
+    let script = python_get("httpx");
     let url = w.url("/v1/httpx");
     let (proxy, bundle) = (w.proxy(), w.bundle());
     let env = [
         ("HTTPS_PROXY", proxy.as_str()),
         ("SSL_CERT_FILE", bundle.as_str()),
     ];
-    let out = external::run("python3", &["-c", script, &url], &env, HINT).await;
-    let (body, status) = body_then_status(&out);
-    assert_eq!(
-        status,
-        200,
-        "{body} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json_body(&body), reply());
+    let out = external::run("python3", &["-c", &script, &url], &env, HINT).await;
+    assert_answered(&out);
     w.assert_injected(1, "/v1/httpx").await;
 }
 
@@ -251,15 +236,7 @@ async fn node_fetch_with_undici_proxy_agent_and_node_extra_ca_certs_gets_the_tok
         ("NODE_EXTRA_CA_CERTS", ca.as_str()),
     ];
     let out = external::run("node", &[&script, &url], &env, "install Node 20").await;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
-    assert_eq!(
-        status,
-        "200",
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json_body(body), reply());
+    assert_answered(&out);
     w.assert_injected(1, "/v1/node?runtime=20").await;
 }
 

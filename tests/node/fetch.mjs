@@ -1,5 +1,5 @@
-// Node 20 fetch through HTTPS_PROXY with undici's ProxyAgent: prints the status, a
-// newline, then the body. The CA is trusted the documented way, NODE_EXTRA_CA_CERTS
+// Node 20 fetch through HTTPS_PROXY with undici's ProxyAgent: prints the body, a
+// newline, then the status. The CA is trusted the documented way, NODE_EXTRA_CA_CERTS
 // (read by Node at start); certificate verification stays on.
 // Usage: HTTPS_PROXY=http://127.0.0.1:8080 NODE_EXTRA_CA_CERTS=ca.pem node fetch.mjs URL
 import { ProxyAgent } from "undici";
@@ -13,7 +13,7 @@ if (!url || !proxy) {
 try {
   const response = await fetch(url, { dispatcher: new ProxyAgent(proxy) });
   const body = await response.text();
-  process.stdout.write(`${response.status}\n${body}`);
+  process.stdout.write(`${body}\n${response.status}`);
 } catch (e) {
   console.error(`fetch failed: ${e.cause?.code ?? ""} ${e.cause?.message ?? e.message}`);
   process.exit(1);
