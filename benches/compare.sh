@@ -3,6 +3,11 @@
 # in front of the same fast upstream, on loopback, in one run. Prints one table (req/s, p50,
 # p99, the proxy's own CPU per request, peak RSS) plus tokenwarden/nginx ratios and a
 # single-flight line (requests spread across a token refresh → token-endpoint hits).
+# The "intercept" case (issue 12) is https:// through HTTPS_PROXY: tokenwarden terminates
+# the client's TLS (CONNECT, a leaf minted by `proxy.intercept`'s CA) and originates TLS to
+# the upstream, against nginx doing the same with an `ssl` listener and `proxy_pass https`.
+# wrk cannot send CONNECT, so a socat relay (on OTHER_CORE, not counted) opens each tunnel
+# through tokenwarden (`PROXY:` address); nginx gets an identical plain socat relay.
 # The proxy `tokenwarden-redis` (add it to PROXIES) is tokenwarden with `store.backend:
 # redis` on a throwaway redis-server (free loopback port, no persistence, on OTHER_CORE);
 # it gets tokenwarden-redis/tokenwarden ratio lines (target: CPU/req within 5 %). Replicas
@@ -12,7 +17,8 @@
 # Usage:  benches/compare.sh                      (≈ 3 min on 2 cores)
 #         DURATION=5 CONNS="64" CASES="small" benches/compare.sh   (quicker)
 #         PROXIES="tokenwarden tokenwarden-redis nginx" benches/compare.sh   (+ Redis store)
-# Needs:  nginx (any flavour with ssl), haproxy, wrk, curl, openssl, taskset, cargo.
+# Needs:  nginx (any flavour with ssl), haproxy, wrk, curl, openssl, taskset, cargo; socat
+#         for the intercept case.
 #         Debian/Ubuntu: apt-get install nginx-light haproxy wrk curl openssl util-linux
 #         tokenwarden-redis also needs redis-server (apt-get install redis-server).
 # It installs nothing; it builds target/release/tokenwarden if missing (TOKENWARDEN_BIN
@@ -32,7 +38,7 @@
 # With one core nothing is pinned (the numbers then mix load generator and proxy).
 #
 # Environment knobs: DURATION (s, default 10), CONNS (default "64 256"), BIG_CONNS (1 MB
-# case, default 16), CASES (default "small tls big"), PROXIES (default "tokenwarden nginx
+# case, default 16), CASES (default "small tls big"; add intercept), PROXIES (default "tokenwarden nginx
 # haproxy"; add tokenwarden-redis for the Redis store), WARMUP (s, default 2),
 # SF_EXPIRES_IN (s, default 2), SF_REQUESTS (10000), KEEP_WORKDIR=1 (keep configs and
 # logs), RESULTS (also write the table to this file), LAYOUT (sidecar or split, above),
@@ -67,6 +73,9 @@ missing=()
 for tool in nginx haproxy wrk curl openssl taskset awk; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+if [[ " $CASES " == *" intercept "* ]]; then
+    command -v socat >/dev/null 2>&1 || missing+=(socat)
+fi
 WITH_REDIS=0
 if [[ " $PROXIES " == *" tokenwarden-redis "* ]]; then
     WITH_REDIS=1
@@ -207,6 +216,8 @@ free_port TWADMIN # … and its admin listener
 free_port NGX     # nginx as the proxy
 free_port HAP     # HAProxy as the proxy
 free_port REDIS   # redis-server for tokenwarden-redis
+free_port NGXS    # nginx's ssl listener (intercept case)
+free_port RELAY   # the socat relay in front of the proxy (intercept case)
 REDIS_STORE_KEY=$(openssl rand -base64 32)
 
 SMALL_JSON='{"id":12345,"name":"Ada Lovelace","email":"ada@example.com","active":true}'
@@ -228,6 +239,8 @@ openssl x509 -req -in "$W/tls/leaf.csr" -CA "$W/tls/ca.pem" -CAkey "$W/tls/ca.ke
     -CAcreateserial -days 2 -extfile "$W/tls/ext.cnf" -out "$W/tls/leaf.pem" >/dev/null 2>&1 \
     || die "openssl could not sign the leaf certificate"
 chmod -R a+rX "$W/tls"
+# The interception CA (tokenwarden's own `ca init`; key mode 600, as it requires).
+"$BIN" ca init --dir "$W/twca" >/dev/null || die "tokenwarden ca init failed"
 
 SF_RATE=$((SF_REQUESTS * 1000 / (750 * SF_EXPIRES_IN)))
 
@@ -323,7 +336,7 @@ EOF
 }
 {
     cat <<EOF
-proxy: { listen: "127.0.0.1:$TW", worker_threads: 1 }
+proxy: { listen: "127.0.0.1:$TW", worker_threads: 1, intercept: { ca_cert: "$W/twca/ca.pem", ca_key: "$W/twca/ca.key" } }
 admin: { listen: "127.0.0.1:$TWADMIN" }
 store: { path: "$W/tw/tokens.bin" }
 tls: { ca_file: "$W/tls/ca.pem" }
@@ -374,6 +387,20 @@ http {
         location /api/ { proxy_pass http://up/; }
         location /api-tls/ {
             proxy_pass https://up_tls/;
+            proxy_ssl_trusted_certificate $W/tls/ca.pem;
+            proxy_ssl_verify on;
+            proxy_ssl_name localhost;
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;
+        }
+    }
+    # intercept case: terminate the client's TLS, originate TLS upstream
+    server {
+        listen 127.0.0.1:$NGXS ssl;
+        ssl_certificate $W/tls/leaf.pem;
+        ssl_certificate_key $W/tls/leaf.key;
+        location / {
+            proxy_pass https://up_tls;
             proxy_ssl_trusted_certificate $W/tls/ca.pem;
             proxy_ssl_verify on;
             proxy_ssl_name localhost;
@@ -473,9 +500,9 @@ parse_wrk() {
 }
 
 ROWS=()
-run_case() { # proxy case conns path
+run_case() { # proxy case conns path [url]
     local proxy=$1 case=$2 conns=$3 path=$4 url t0 t1 out rps p50 p99 n err cpu_us rss
-    url="http://127.0.0.1:$PORT$path"
+    url=${5:-"http://127.0.0.1:$PORT$path"}
     "${PIN_APP[@]}" wrk -t1 -c"$conns" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
     a0=$(upstream_accepts)
     t0=$(cpu_ticks "$PROXY_PID")
@@ -494,6 +521,38 @@ run_case() { # proxy case conns path
         "$case" "$conns" "$proxy" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$err" "$upconns" >&2
 }
 
+# The intercept case: a socat relay on $RELAY (OTHER_CORE) that wrk's TLS goes through —
+# a CONNECT tunnel through tokenwarden to the TLS upstream, or straight to nginx's ssl
+# listener; checks that the token arrives and the minted certificate verifies.
+RELAY_PID=
+start_relay() { # proxy
+    local target
+    case $1 in
+    tokenwarden*) target="PROXY:127.0.0.1:127.0.0.1:$UPTLS,proxyport=$TW" ;;
+    nginx) target="TCP:127.0.0.1:$NGXS" ;;
+    *) die "the intercept case compares tokenwarden and nginx only (not $1)" ;;
+    esac
+    "${PIN_UPSTREAM[@]}" socat "TCP-LISTEN:$RELAY,bind=127.0.0.1,fork,reuseaddr" "$target" 2>>"$W/socat.log" &
+    RELAY_PID=$!
+    PIDS+=("$RELAY_PID")
+    if [[ $1 == tokenwarden* ]]; then
+        for _ in $(seq 1 100); do
+            curl -fsS --max-time 2 --cacert "$W/twca/ca.pem" -x "http://127.0.0.1:$TW" \
+                "https://127.0.0.1:$UPTLS/echo-auth" 2>/dev/null | grep -q "^Bearer $TOKEN\$" && return 0
+            sleep 0.05
+        done
+        die "tokenwarden does not intercept https:// through CONNECT (see $W)"
+    fi
+    wait_for_tls() { curl -fsS --max-time 1 --cacert "$W/tls/ca.pem" --resolve "localhost:$RELAY:127.0.0.1" "https://localhost:$RELAY/echo-auth" 2>/dev/null | grep -q "^Bearer $TOKEN\$"; }
+    for _ in $(seq 1 100); do wait_for_tls && return 0; sleep 0.05; done
+    die "nginx does not answer over its ssl listener (see $W)"
+}
+stop_relay() {
+    kill "$RELAY_PID" 2>/dev/null || true
+    wait "$RELAY_PID" 2>/dev/null || true
+    RELAY_PID=
+}
+
 # ---------------------------------------------------------------- the runs
 echo "tokenwarden bench: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $PINNING" >&2
 echo "  ${DURATION}s per row after ${WARMUP}s warm-up; work dir $W" >&2
@@ -506,7 +565,12 @@ for case in $CASES; do
         small) for c in $CONNS; do run_case "$proxy" small "$c" "/api/v1/contacts/12345?fields=name,email"; done ;;
         tls) run_case "$proxy" tls "${CONNS%% *}" "/api-tls/v1/contacts/12345?fields=name,email" ;;
         big) run_case "$proxy" 1MB "$BIG_CONNS" "/api/big.bin" ;;
-        *) die "unknown case $case (small, tls, big)" ;;
+        intercept)
+            start_relay "$proxy"
+            run_case "$proxy" icept "${CONNS%% *}" "" "https://127.0.0.1:$RELAY/v1/contacts/12345?fields=name,email"
+            stop_relay
+            ;;
+        *) die "unknown case $case (small, tls, big, intercept)" ;;
         esac
         stop_proxy
     done

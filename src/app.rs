@@ -8,6 +8,7 @@ use crate::admin::Admin;
 use crate::config::{Auth, Config, Unreadable};
 use crate::oauth::pending::PendingStates;
 use crate::oauth::TokenClient;
+use crate::proxy::tunnel::Interceptor;
 use crate::proxy::upstream::{Dialer, GuardedResolver, StaticHosts};
 use crate::refresher::follow::Follower;
 use crate::registry::Registry;
@@ -28,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 pub enum StartError {
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("proxy.intercept: {0}")]
+    Intercept(#[from] crate::ca::CaError),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("token store {path} is unreadable ({source}); fix or remove it, restore the right store.key, or set store.on_unreadable: start_unauthorized")]
@@ -116,6 +119,13 @@ pub async fn start(
     );
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    let interceptor = match &config.proxy.intercept {
+        Some(ca) => {
+            let root = crate::ca::Root::load(&ca.ca_cert, &ca.ca_key)?;
+            Some(Arc::new(Interceptor::new(root, registry.hosts())?))
+        }
+        None => None,
+    };
     let mut pending = PendingStates::new(
         config.admin.state_ttl,
         config.admin.max_pending_states,
@@ -127,6 +137,11 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     let admin_settings = config.admin.clone();
+    if let Some(interceptor) = &interceptor {
+        let renew =
+            Arc::clone(interceptor).renew_every(crate::ca::mint::RENEW_EVERY, shutdown.clone());
+        tasks.spawn(renew);
+    }
     let header_timeout = config.proxy.header_read_timeout;
     let workers = config
         .proxy
@@ -134,6 +149,7 @@ pub async fn start(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let reloader = Arc::new(Reloader::new(Parts {
         started: config,
+        intercept: interceptor,
         registry: Arc::clone(&registry),
         own_addrs: vec![proxy_addr, admin_addr],
         resolver,
@@ -199,6 +215,11 @@ pub fn preflight(config: &Config) -> Vec<String> {
     if let Err(e) = crate::tls::client_config(config.ca_file.as_deref()) {
         problems.push(e.to_string());
     }
+    if let Some(ca) = &config.proxy.intercept {
+        if let Err(e) = crate::ca::Root::load(&ca.ca_cert, &ca.ca_key) {
+            problems.push(format!("proxy.intercept: {e}"));
+        }
+    }
     let store = match (&config.store.redis, &config.store.key) {
         (Some(redis), Some(key)) => crate::token::store::check_key(key)
             .and_then(|()| crate::token::store::redis::check_url(redis)),
@@ -216,7 +237,7 @@ async fn open_backend(
     config: &Config,
 ) -> Result<(Backend, HashMap<String, Versioned>), StartError> {
     let Some(settings) = &config.store.redis else {
-        let store: Arc<dyn TokenStore> = Arc::new(open_store(config)?);
+        let store: Arc<dyn TokenStore> = Arc::new(open_store(config).await?);
         return Ok(match load_tokens(config, &store).await? {
             Loaded::Tokens(tokens) => {
                 let tokens = tokens
@@ -236,7 +257,7 @@ async fn open_backend(
             Loaded::SetAside => {
                 drop(store); // and its lock, before the new store takes it
                 (
-                    Backend::Local(Arc::new(open_store(config)?)),
+                    Backend::Local(Arc::new(open_store(config).await?)),
                     HashMap::new(),
                 )
             }
@@ -273,8 +294,18 @@ async fn open_backend(
     Ok((Backend::Shared(redis), tokens))
 }
 
-fn open_store(config: &Config) -> Result<FileStore, StoreError> {
-    FileStore::open(&config.store.path, config.store.key.as_ref())
+/// Opens the file store off the runtime (taking its lock may wait for a holder to exit).
+async fn open_store(config: &Config) -> Result<FileStore, StoreError> {
+    let (path, key) = (config.store.path.clone(), config.store.key.clone());
+    tokio::task::spawn_blocking(move || FileStore::open(&path, key.as_ref()))
+        .await
+        .map_err(|e| {
+            StoreError::io(
+                &config.store.path,
+                "opening the store",
+                std::io::Error::other(e),
+            )
+        })?
 }
 
 enum Loaded {

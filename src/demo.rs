@@ -260,6 +260,7 @@ pub async fn run() -> anyhow::Result<()> {
         static_hosts: [(DEMO_API_HOST.to_owned(), vec![api_addr.ip()])].into(),
         ..Default::default()
     };
+    let mut signals = crate::Signals::new();
     let running = crate::app::start(config, proxy_listener, admin_listener, options).await?;
 
     println!(
@@ -293,7 +294,7 @@ and removes {dir}.
         file = file.display(),
         dir = dir.display()
     );
-    crate::serve_until_stopped(&running).await;
+    crate::serve_until_stopped(&running, &mut signals).await;
     running.stop().await;
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);

@@ -23,6 +23,8 @@
 //! - [`proxy`]: the request path: routing, header hygiene, injection, errors; one worker
 //!   thread per core, each with its own runtime, lock-free upstream pool and coarse timers;
 //!   a byte-level fast path (`proxy::fast`) for ordinary requests, hyper for the rest.
+//! - [`ca`]: the local CA of TLS interception (`ca init`, `ca bundle`) and the
+//!   intermediate and leaves minted from it at start.
 //! - [`admin`]: health, readiness, metrics, status, authorize and callback routes.
 //! - [`server`]: the accept loop shared by both listeners.
 //! - [`app`]: the composition root; [`run`] is what `tokenwarden run` does.
@@ -30,6 +32,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod ca;
 pub mod config;
 pub mod demo;
 pub mod describe;
@@ -53,16 +56,19 @@ pub async fn run(config: config::Config) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin.listen)", config.admin.listen))?;
+    // Listening from before the start, so no signal is missed (a SIGHUP would end the process).
+    let mut signals = Signals::new();
     let running = app::start(config, proxy, admin, app::Options::default()).await?;
-    serve_until_stopped(&running).await;
+    serve_until_stopped(&running, &mut signals).await;
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
 }
 
-/// Until SIGINT or SIGTERM: each SIGHUP reloads the configuration (see [`reload`]).
-pub(crate) async fn serve_until_stopped(running: &app::Running) {
-    while let Signal::Reload = next_signal().await {
+/// Until SIGINT or SIGTERM: each SIGHUP reloads the configuration (see [`reload`]). A stop
+/// that arrives during a reload is kept by the listener and taken next.
+pub(crate) async fn serve_until_stopped(running: &app::Running, signals: &mut Signals) {
+    while let Signal::Reload = signals.next().await {
         tracing::info!("SIGHUP: reloading the configuration");
         running.reload().await;
     }
@@ -76,15 +82,30 @@ pub(crate) enum Signal {
     Reload,
 }
 
-/// Waits for the next of SIGINT, SIGTERM or SIGHUP (which, handled here, no longer ends
-/// the process).
-pub(crate) async fn next_signal() -> Signal {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => Signal::Stop,
-        _ = term.recv() => Signal::Stop,
-        _ = hangup.recv() => Signal::Reload,
+/// The process's signal listeners, made once (a listener sees only what arrives after it
+/// exists; once made, SIGHUP no longer ends the process).
+pub(crate) struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            hangup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+        }
+    }
+
+    /// The next of SIGINT, SIGTERM or SIGHUP.
+    pub(crate) async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Reload,
+        }
     }
 }

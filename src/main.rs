@@ -1,4 +1,4 @@
-//! The `tokenwarden` command: `run`, `check` and `demo`. All logic lives in the library.
+//! The `tokenwarden` command: `run`, `check`, `demo` and `ca init` / `ca bundle`. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -38,6 +38,32 @@ enum Command {
     },
     /// Start a self-contained demo on loopback: an authorization server, an echo API and the sidecar.
     Demo,
+    /// The local CA for https:// through HTTPS_PROXY (`proxy.intercept`).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a CA: DIR/ca.key (mode 600) and DIR/ca.pem; prints how to trust it.
+    Init {
+        #[arg(long, default_value = tokenwarden::ca::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Write a trust bundle (the system roots + DIR/ca.pem), for clients that replace
+    /// their roots (SSL_CERT_FILE, REQUESTS_CA_BUNDLE).
+    Bundle {
+        #[arg(long, default_value = tokenwarden::ca::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Where to write it (default DIR/bundle.pem).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The system bundle to start from (default: the first well-known one found).
+        #[arg(long)]
+        system: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,7 +101,25 @@ fn main() -> ExitCode {
             report(runtime(Some(CONTROL_THREADS)).block_on(tokenwarden::run(config)))
         }
         Command::Demo => report(runtime(None).block_on(tokenwarden::demo::run())),
+        Command::Ca { command } => ca(command),
     }
+}
+
+fn ca(command: CaCommand) -> ExitCode {
+    use tokenwarden::ca;
+    let result = match command {
+        CaCommand::Init { dir } => {
+            ca::init(&dir).map(|files| print!("{}", ca::trust_instructions(&files)))
+        }
+        CaCommand::Bundle { dir, out, system } => {
+            let out = out.unwrap_or_else(|| dir.join(ca::BUNDLE_FILE));
+            ca::bundle(&dir.join(ca::CA_CERT_FILE), system.as_deref(), &out).map(|from| {
+                println!("Wrote {} ({} + {}).", out.display(), from.display(), dir.join(ca::CA_CERT_FILE).display());
+                println!("Use it as REQUESTS_CA_BUNDLE or SSL_CERT_FILE; write it again when the system roots change.");
+            })
+        }
+    };
+    report(result.map_err(anyhow::Error::from))
 }
 
 fn invalid(problems: &config::Problems) -> ExitCode {

@@ -55,10 +55,7 @@ impl Entry {
             Auth::OAuth2(_) => State::Pending,
             _ => State::Static,
         };
-        Entry::with_tokens(conn, index, Arc::new(token::Cache::new(state)))
-    }
-
-    fn with_tokens(conn: Arc<Connection>, index: usize, tokens: Arc<token::Cache>) -> Entry {
+        let tokens = Arc::new(token::Cache::new(state));
         let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
             .expect("an Authority is a valid header value");
         Entry {
@@ -76,8 +73,9 @@ impl Entry {
 pub struct Changes {
     /// Same definition: the entry (tokens, refresher, counters) is kept.
     pub kept: Vec<String>,
-    /// A new definition under an existing key: a new entry that keeps the token cache
-    /// (its refresher restarts with the new definition).
+    /// A new definition under an existing key: a new entry that starts afresh (its token
+    /// was obtained under the old definition — perhaps another token endpoint or host —
+    /// so it is neither kept nor sent to the new one), with a new refresher.
     pub changed: Vec<Arc<Entry>>,
     pub added: Vec<Arc<Entry>>,
     pub removed: Vec<Arc<Entry>>,
@@ -121,8 +119,8 @@ impl Registry {
     }
 
     /// The registry for a reloaded config: a connection with the same fingerprint keeps
-    /// its entry; one whose definition changed gets a new entry (a new position) that
-    /// keeps its token cache; new keys get new entries; the rest are removed.
+    /// its entry; one whose definition changed gets a new entry (a new position, a new
+    /// token cache); new keys get new entries; the rest are removed.
     pub fn reloaded(&self, connections: &[Arc<Connection>]) -> (Registry, Changes) {
         let mut changes = Changes::default();
         let mut next_index = self.next_index;
@@ -133,9 +131,8 @@ impl Registry {
                     changes.kept.push(c.key.clone());
                     Arc::clone(old)
                 }
-                Some(old) => {
-                    let tokens = Arc::clone(&old.tokens);
-                    let entry = Arc::new(Entry::with_tokens(Arc::clone(c), next_index, tokens));
+                Some(_) => {
+                    let entry = Arc::new(Entry::new(Arc::clone(c), next_index));
                     changes.changed.push(Arc::clone(&entry));
                     next_index += 1;
                     entry
@@ -183,6 +180,39 @@ impl Registry {
             let upstream = &c.conn.upstream;
             port == Some(upstream.port) || (implicit && upstream.port == default_port(upstream))
         })
+    }
+
+    /// `CONNECT host:port`: the connection whose upstream is `host` on exactly `port`
+    /// (case-insensitive, trailing dot ignored).
+    pub fn by_tunnel(&self, host: &str, port: u16) -> Option<&Arc<Entry>> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let found = self.by_host.get(&host)?;
+        found
+            .iter()
+            .map(|&i| &self.connections[i])
+            .find(|c| c.conn.upstream.port == port)
+    }
+
+    /// The ports the connections on `host` are configured on.
+    pub fn ports_of(&self, host: &str) -> Vec<u16> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let found = self.by_host.get(&host).map_or(&[][..], Vec::as_slice);
+        found
+            .iter()
+            .map(|&i| self.connections[i].conn.upstream.port)
+            .collect()
+    }
+
+    /// Every configured upstream host, once each (lower case), in configuration order.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for entry in &self.connections {
+            let host = &entry.conn.upstream.host;
+            if !hosts.contains(host) {
+                hosts.push(host.clone());
+            }
+        }
+        hosts
     }
 
     /// Whether some connection's upstream host is `host`.

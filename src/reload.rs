@@ -5,16 +5,19 @@
 //! what they started with.
 //!
 //! Per connection, by fingerprint ([`Registry::reloaded`]): unchanged ones keep their
-//! tokens, refresher and counters; a changed one keeps its tokens and its refresher
-//! restarts with the new definition (secrets, token requests, upstream); new ones start
-//! (with a token the store holds for them); removed ones stop, and leave the file store
-//! (a Redis store keeps them: other replicas may still serve them). Settings that need a
+//! tokens, refresher and counters; a changed one (secrets, token requests, upstream,
+//! strategy) starts afresh — its old refresher is stopped and waited for, its old token
+//! leaves the file store and is never sent under the new definition (an authorization-code
+//! connection then needs a new authorization); new ones start (with a token the store
+//! holds for them); removed ones stop and leave the file store (a Redis store keeps them:
+//! other replicas may still serve them). Settings that need a
 //! new socket, thread or client — listen addresses, worker threads, connection limit,
 //! connect and header timeouts, the store, TLS roots, the admin and log sections — are
 //! reported as "restart required", not half-applied.
 
 use crate::config::{self, Auth, Config};
 use crate::oauth::TokenClient;
+use crate::proxy::tunnel::Interceptor;
 use crate::proxy::upstream::GuardedResolver;
 use crate::proxy::Proxy;
 use crate::refresher::Refresher;
@@ -27,7 +30,12 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Longest wait for a stopped refresher to finish its token request (the token client's
+/// own timeout is 30 s).
+const REFRESHER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(35);
 use tokio_util::task::TaskTracker;
 
 /// What the last reload did (`GET /api/v1/reload`). Never a secret: problems are the
@@ -56,10 +64,11 @@ pub struct Reloader {
     pub proxy: Arc<ArcSwap<Proxy>>,
     own_addrs: Vec<SocketAddr>,
     resolver: GuardedResolver,
+    intercept: Option<Arc<Interceptor>>,
     client: TokenClient,
     backend: Backend,
-    /// Each OAuth2 connection's refresher, by key, to stop it.
-    refreshers: Mutex<HashMap<String, CancellationToken>>,
+    /// Each OAuth2 connection's refresher, by key, to stop it and wait for it.
+    refreshers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     last: ArcSwap<Outcome>,
@@ -68,6 +77,8 @@ pub struct Reloader {
 /// The parts of a running sidecar a [`Reloader`] is made of.
 pub struct Parts {
     pub started: Config,
+    /// TLS interception (`proxy.intercept`), if on.
+    pub intercept: Option<Arc<Interceptor>>,
     pub registry: Arc<Registry>,
     pub own_addrs: Vec<SocketAddr>,
     pub resolver: GuardedResolver,
@@ -79,10 +90,11 @@ pub struct Parts {
 
 impl Reloader {
     pub fn new(parts: Parts) -> Reloader {
-        let proxy = Proxy::new(
+        let proxy = proxy(
             Arc::clone(&parts.registry),
             &parts.started.proxy,
             parts.own_addrs.clone(),
+            parts.intercept.as_ref(),
         );
         Reloader {
             started: parts.started,
@@ -91,6 +103,7 @@ impl Reloader {
             proxy: Arc::new(ArcSwap::from_pointee(proxy)),
             own_addrs: parts.own_addrs,
             resolver: parts.resolver,
+            intercept: parts.intercept,
             client: parts.client,
             backend: parts.backend,
             refreshers: Mutex::new(HashMap::new()),
@@ -108,31 +121,38 @@ impl Reloader {
         self.last.load_full()
     }
 
-    /// Starts (or restarts) the refresher of an OAuth2 connection.
+    /// Starts the refresher of an OAuth2 connection (a static credential has none).
+    /// Call [`Reloader::stop_refresher`] for a previous one first.
     pub fn start_refresher(&self, entry: &Arc<Entry>) {
         if !matches!(entry.conn.auth, Auth::OAuth2(_)) {
             return;
         }
         let stop = self.shutdown.child_token();
-        let previous = self
-            .refreshers
-            .lock()
-            .expect("refreshers lock")
-            .insert(entry.conn.key.clone(), stop.clone());
-        if let Some(previous) = previous {
-            previous.cancel();
-        }
         let refresher = Refresher {
             entry: Arc::clone(entry),
             client: self.client.clone(),
             backend: self.backend.clone(),
         };
-        self.tasks.spawn(refresher.run(stop));
+        let task = self.tasks.spawn(refresher.run(stop.clone()));
+        self.refreshers
+            .lock()
+            .expect("refreshers lock")
+            .insert(entry.conn.key.clone(), (stop, task));
     }
 
-    fn stop_refresher(&self, key: &str) {
-        if let Some(stop) = self.refreshers.lock().expect("refreshers lock").remove(key) {
+    /// Stops the refresher of `key` and waits for it: a token request under way finishes
+    /// first (abandoning it could lose a rotated refresh token), so nothing it writes can
+    /// land after the connection was changed or removed.
+    async fn stop_refresher(&self, key: &str) {
+        let running = self.refreshers.lock().expect("refreshers lock").remove(key);
+        if let Some((stop, task)) = running {
             stop.cancel();
+            if tokio::time::timeout(REFRESHER_STOP_WAIT, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(connection = %key, "the old refresher did not stop in time");
+            }
         }
     }
 
@@ -182,11 +202,21 @@ impl Reloader {
         settings.connect_timeout = self.started.proxy.connect_timeout;
         settings.limits.max_connections = self.started.proxy.limits.max_connections;
         let registry = Arc::new(registry);
-        let proxy = Proxy::new(Arc::clone(&registry), &settings, self.own_addrs.clone());
+        if let Some(intercept) = &self.intercept {
+            if let Err(e) = intercept.renew_for(registry.hosts()) {
+                tracing::error!(error = %e, "interception certificates not minted for the new hosts; the old ones stay");
+            }
+        }
+        let proxy = proxy(
+            Arc::clone(&registry),
+            &settings,
+            self.own_addrs.clone(),
+            self.intercept.as_ref(),
+        );
         self.registry.store(Arc::clone(&registry));
         self.proxy.store(Arc::new(proxy));
-        for entry in &changes.removed {
-            self.stop_refresher(&entry.conn.key);
+        for entry in changes.removed.iter().chain(&changes.changed) {
+            self.stop_refresher(&entry.conn.key).await;
             self.forget(&entry.conn.key).await;
         }
         for entry in changes.changed.iter().chain(&changes.added) {
@@ -240,7 +270,8 @@ impl Reloader {
         }
     }
 
-    /// A removed connection leaves the file store (Redis keeps it for other replicas).
+    /// A removed or changed connection's token leaves the file store (Redis keeps it for
+    /// other replicas).
     async fn forget(&self, key: &str) {
         if let Backend::Local(store) = &self.backend {
             let (store, key) = (Arc::clone(store), key.to_owned());
@@ -252,6 +283,20 @@ impl Reloader {
     }
 }
 
+/// The proxy for `registry`, intercepting when `intercept` is on.
+fn proxy(
+    registry: Arc<Registry>,
+    settings: &crate::config::ProxySettings,
+    own_addrs: Vec<SocketAddr>,
+    intercept: Option<&Arc<Interceptor>>,
+) -> Proxy {
+    let proxy = Proxy::new(registry, settings, own_addrs);
+    match intercept {
+        Some(i) => proxy.with_intercept(Arc::clone(i)),
+        None => proxy,
+    }
+}
+
 /// The settings that differ between `running` and `next` but apply only after a restart.
 fn restart_required(running: &Config, next: &Config) -> Vec<&'static str> {
     let (a, b) = (&running.proxy, &next.proxy);
@@ -259,6 +304,10 @@ fn restart_required(running: &Config, next: &Config) -> Vec<&'static str> {
         |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
     let differs = [
         ("proxy.listen", a.listen != b.listen),
+        (
+            "proxy.intercept",
+            format!("{:?}", a.intercept) != format!("{:?}", b.intercept),
+        ),
         ("proxy.worker_threads", a.worker_threads != b.worker_threads),
         (
             "proxy.max_connections",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is missing, then checks it is there (fails loudly if not):
 # Debian packages (curl for the forward-proxy tests, redis-server for the shared store,
-# chromium for the status page's browser test), Python `requests`, and the npm packages of
-# the end-to-end authorization server (tests/oidc). Idempotent: run it before `cargo test`
+# chromium for the status page's browser test), Python `requests` and `httpx`, and the npm
+# packages of the end-to-end authorization server (tests/oidc) and of the Node client of the
+# interception test (tests/node: undici). Idempotent: run it before `cargo test`
 # on a fresh machine (README) and from CI (.ci/run). Needs root for apt-get when a package
 # is missing.
 set -euo pipefail
@@ -23,6 +24,8 @@ fi
 for tool in curl redis-server chromium cargo node npm python3; do need "$tool"; done
 
 python3 -c 'import requests' 2>/dev/null || python3 -m pip install --quiet requests
-python3 -c 'import requests'
+python3 -c 'import httpx' 2>/dev/null || python3 -m pip install --quiet httpx
+python3 -c 'import requests, httpx'
 
 npm ci --prefix tests/oidc --no-audit --no-fund --silent
+npm ci --prefix tests/node --no-audit --no-fund --silent

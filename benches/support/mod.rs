@@ -123,7 +123,7 @@ pub const RAW_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\
 /// `out`. Returns the app's head length when the request goes upstream.
 #[inline]
 pub fn translate_request(proxy: &Proxy, raw: &[u8], out: &mut Vec<u8>) -> Option<usize> {
-    match request::translate_request(proxy, raw, out, tokio::time::Instant::now()) {
+    match request::translate_request(proxy, raw, out, tokio::time::Instant::now(), None) {
         Outcome::Ready(req) => Some(req.framed.head_len),
         Outcome::Partial(_) | Outcome::Fallback | Outcome::Refused(_) => None,
     }

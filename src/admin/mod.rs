@@ -88,9 +88,10 @@ impl Admin {
                         json(status, &serde_json::json!(*outcome))
                     }
                 },
-                Method::GET | Method::HEAD => {
-                    json(StatusCode::OK, &serde_json::json!(*self.reloader.last()))
-                }
+                Method::GET | Method::HEAD => match access::untrusted(self, "reload", &req, peer) {
+                    Some(refused) => *refused,
+                    None => json(StatusCode::OK, &serde_json::json!(*self.reloader.last())),
+                },
                 _ => json(
                     StatusCode::METHOD_NOT_ALLOWED,
                     &serde_json::json!({"error": "method_not_allowed", "allow": "GET, POST"}),

@@ -128,7 +128,7 @@ pub fn validate_all(
     let mut out = Vec::new();
     for (i, value) in values.into_iter().enumerate() {
         let prefix = format!("connections[{i}]");
-        let fingerprint = fingerprint(&value, base);
+        let fingerprint = fingerprint(&value, base, admin);
         let Some(raw) = src.deserialize_all::<RawConnection>(value, &prefix, problems) else {
             continue;
         };
@@ -158,11 +158,14 @@ pub fn validate_all(
     out
 }
 
-/// What identifies a connection's definition: its entry and, when `saas_config` names a
-/// file, that file's text (an unreadable file is reported by validation itself).
-fn fingerprint(entry: &Value, base: &Path) -> [u8; 32] {
+/// What identifies a connection's definition: its entry, `admin.public_url` and, when
+/// `saas_config` names a file, that file's text (an unreadable file is reported by
+/// validation itself).
+fn fingerprint(entry: &Value, base: &Path, admin: &AdminSettings) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
+    // It gives authorization-code connections their default redirect_uri.
+    hash.update(admin.public_url.as_deref().unwrap_or_default());
     hash.update(serde_yaml_ng::to_string(entry).unwrap_or_default());
     if let Some(file) = entry.get("saas_config").and_then(Value::as_str) {
         hash.update(std::fs::read(base.join(file)).unwrap_or_default());

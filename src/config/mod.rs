@@ -20,8 +20,8 @@ pub use request::{
     fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
 };
 pub use settings::{
-    AdminSettings, LogFormat, LogSettings, ProxyLimits, ProxySettings, RedisSettings,
-    StoreSettings, Unreadable,
+    AdminSettings, InterceptSettings, LogFormat, LogSettings, ProxyLimits, ProxySettings,
+    RedisSettings, StoreSettings, Unreadable,
 };
 pub use source::{Problem, Problems};
 pub use strategy::ApiKey;
@@ -137,7 +137,7 @@ fn cross_checks(
             problems.push(src.problem(
                 &format!("proxy.connect_passthrough[{i}]"),
                 format!(
-                    "`{target}` can never be tunnelled: {host} is the host of connection `{}`, and CONNECT to a connection's host is always refused, on any port (tokenwarden cannot inject inside TLS; send http:// requests instead)",
+                    "`{target}` can never be tunnelled: {host} is the host of connection `{}`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)",
                     c.key
                 ),
             ));

@@ -139,6 +139,7 @@ pub struct RawProxy {
     pub body_read_timeout: Option<String>,
     #[serde(default)]
     pub access_log: bool,
+    pub intercept: Option<RawIntercept>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +175,14 @@ pub struct RawStore {
     pub lease_ttl: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub poll_interval: Option<String>,
+}
+
+/// `proxy.intercept`: the local CA that lets `CONNECT` to a connection's host be intercepted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntercept {
+    pub ca_cert: String,
+    pub ca_key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

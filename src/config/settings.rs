@@ -48,6 +48,16 @@ pub struct ProxySettings {
     pub limits: ProxyLimits,
     /// Log every proxied request (connection, method, path without query, status, time).
     pub access_log: bool,
+    /// TLS interception of `CONNECT` to a connection's host (`proxy.intercept`).
+    pub intercept: Option<InterceptSettings>,
+}
+
+/// `proxy.intercept`: the persisted root CA (paths resolved against the config file's
+/// directory) that signs the intermediate minted at start ([`crate::ca`]).
+#[derive(Debug, Clone)]
+pub struct InterceptSettings {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
 }
 
 /// Resource limits of the proxy listener (see README, The proxy).
@@ -248,6 +258,10 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
                 .collect(),
             access_log: raw.proxy.access_log,
             worker_threads: raw.proxy.worker_threads,
+            intercept: raw.proxy.intercept.as_ref().map(|i| InterceptSettings {
+                ca_cert: base.join(&i.ca_cert),
+                ca_key: base.join(&i.ca_key),
+            }),
             limits: ProxyLimits {
                 max_connections: raw.proxy.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
                 max_requests_per_connection: raw

@@ -15,7 +15,10 @@
 //!   coarse deadlines, raw pooled upstream links), in the worker's connection loop;
 //! - [`full`]: hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
 //!   streamed or chunked request bodies, HTTP/1.0, `Expect`, `Connection` naming other
-//!   headers — once the fast path has handed it the connection.
+//!   headers — once the fast path has handed it the connection;
+//! - [`tunnel`]: `CONNECT` to a configured host with `proxy.intercept` on: TLS terminated
+//!   with a minted leaf, and the decrypted stream served by [`fast::serve`] like an
+//!   accepted connection, with the tunnel's `host:port` as the forward-mode authority.
 //!
 //! Why two: measured with `benches/compare.sh` (sidecar layout, one core each), the
 //! hyper-only path cost 1.05–1.28× nginx's CPU per request; the fast path costs
@@ -29,6 +32,7 @@ pub(crate) mod full;
 pub(crate) mod headers;
 pub(crate) mod limits;
 pub(crate) mod route;
+pub mod tunnel;
 pub(crate) mod upstream;
 
 use crate::registry::Registry;
@@ -69,6 +73,8 @@ pub struct Proxy {
     pub limits: crate::config::ProxyLimits,
     /// `proxy.access_log`.
     pub access_log: bool,
+    /// TLS interception of `CONNECT` to a connection's host (`proxy.intercept`).
+    pub intercept: Option<Arc<tunnel::Interceptor>>,
 }
 
 impl Proxy {
@@ -87,7 +93,14 @@ impl Proxy {
             connect_timeout: settings.connect_timeout,
             limits: settings.limits,
             access_log: settings.access_log,
+            intercept: None,
         }
+    }
+
+    /// Turns interception on with `interceptor` (built from `proxy.intercept`).
+    pub fn with_intercept(mut self, interceptor: Arc<tunnel::Interceptor>) -> Proxy {
+        self.intercept = Some(interceptor);
+        self
     }
 }
 

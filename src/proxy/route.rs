@@ -31,6 +31,9 @@ pub struct Ask<'r> {
     pub path_and_query: &'r str,
     /// A `Via` header names this proxy ([`super::headers::via_names`]).
     pub looped: bool,
+    /// The request arrived inside an intercepted `CONNECT` tunnel to this `host:port`
+    /// ([`super::tunnel`]): routed as a forward-mode request to `https://host:port`.
+    pub tunnel: Option<&'r str>,
 }
 
 /// How a request is forwarded: decided once by [`Proxy::plan`].
@@ -113,7 +116,7 @@ impl Proxy {
                     .into(),
             });
         }
-        let (entry, target) = self.route(ask.origin, ask.path_and_query)?;
+        let (entry, target) = self.route(ask.origin, ask.path_and_query, ask.tunnel)?;
         let credential = match &entry.conn.auth {
             Auth::OAuth2(_) => {
                 let token = entry.tokens.current();
@@ -141,16 +144,29 @@ impl Proxy {
 
     /// Reverse mode (`/{key}/rest?query`) or forward mode (`http://host/rest?query`, given
     /// as `origin = Some((scheme, authority))`): the connection and the origin-form target
-    /// to send upstream. Works on the raw target, so both request paths share it.
+    /// to send upstream. Inside an intercepted tunnel to `tunnel` (`host:port`), an
+    /// origin-form request is a forward-mode request to `https://{tunnel}`. Works on the
+    /// raw target, so both request paths share it.
     pub fn route<'t>(
         &self,
         origin: Option<(&str, &str)>,
         path_and_query: &'t str,
+        tunnel: Option<&str>,
     ) -> Result<(&Arc<Entry>, Target<'t>), ProxyError> {
+        let origin = match (tunnel, origin) {
+            (Some(authority), None) => Some(("https", authority)),
+            (Some(_), Some(_)) => {
+                return Err(ProxyError::BadRequest {
+                    reason: "inside an intercepted https tunnel, send origin-form targets (/path)"
+                        .into(),
+                })
+            }
+            (None, origin) => origin,
+        };
         if let Some((scheme, authority)) = origin {
-            if !scheme.eq_ignore_ascii_case("http") {
+            if tunnel.is_none() && !scheme.eq_ignore_ascii_case("http") {
                 return Err(ProxyError::Forbidden {
-                    reason: "only http:// requests can go through this proxy (tokenwarden talks https upstream)".into(),
+                    reason: "only http:// requests can go through this proxy as absolute-form targets (tokenwarden talks https upstream); https:// URLs need HTTPS_PROXY and proxy.intercept".into(),
                 });
             }
             if authority.contains('@') {

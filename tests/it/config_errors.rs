@@ -304,7 +304,7 @@ connections:
         env: &[],
         expected: &[
             "config.yaml:2:3: proxy.listen: bad listen address `8080`: expected IP:PORT, such as 127.0.0.1:8080",
-            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_connection_lifetime`, `body_read_timeout`, `access_log`",
+            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_connection_lifetime`, `body_read_timeout`, `access_log`, `intercept`",
             "config.yaml:6:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
             "config.yaml:11:7: connections[0].secrets.client_id: environment variable `ACME_ID` is not set",
             "config.yaml:12:5: connections[1].key: duplicate connection key `acme`",
@@ -332,7 +332,7 @@ connections:
         config: "proxy:\n  connect_passthrough: [\"api.acme.example:8443\", \"other.example:443\"]\nconnections:\n  - key: acme\n    saas_config: acme.yml\n    secrets: { client_id: a, client_secret: b }\n",
         files: &[("acme.yml", FIDES_OK)],
         env: &[],
-        expected: &["config.yaml:2:25: proxy.connect_passthrough[0]: `api.acme.example:8443` can never be tunnelled: api.acme.example is the host of connection `acme`, and CONNECT to a connection's host is always refused, on any port (tokenwarden cannot inject inside TLS; send http:// requests instead)"],
+        expected: &["config.yaml:2:25: proxy.connect_passthrough[0]: `api.acme.example:8443` can never be tunnelled: api.acme.example is the host of connection `acme`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)"],
     },
     Case {
         name: "redis store without url or key, with a file path and a tiny lease",

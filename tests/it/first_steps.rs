@@ -368,8 +368,13 @@ async fn a_request_waits_briefly_for_a_first_token_on_its_way() {
         tokens.script([Reply::Slow(Duration::from_secs(1))]);
         let sc = sidecar_on(hyper_only, &[cc_conn("api", echo.addr, tokens.addr)]).await;
         tokens.wait_count(1).await;
+        let started = tokio::time::Instant::now();
         let (status, body) = sc.get("/api/first").await;
         assert_eq!(status, 200, "hyper_only {hyper_only}: {body}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "it waited for the token"
+        );
         assert!(echoed_authorization(&body).is_some(), "{body}");
         let metrics = sc.metrics().await;
         assert!(
@@ -384,7 +389,8 @@ async fn a_token_too_slow_to_wait_for_is_a_503_with_retry_after() {
     for hyper_only in BOTH_PATHS {
         let echo = Echo::start().await;
         let tokens = TokenServer::start(Reply::token(3600, false)).await;
-        tokens.script([Reply::Slow(Duration::from_secs(4))]);
+        // Far longer than the 2 s a request waits, however slow this machine is.
+        tokens.script([Reply::Slow(Duration::from_secs(10))]);
         let sc = sidecar_on(
             hyper_only,
             &[
@@ -417,7 +423,10 @@ async fn a_token_too_slow_to_wait_for_is_a_503_with_retry_after() {
 #[tokio::test]
 async fn an_unreachable_upstream_is_named_with_its_address() {
     for hyper_only in BOTH_PATHS {
-        let closed = crate::support::redis::free_port();
+        // A port bound but not listening: connecting is refused, and no other test can take it.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let closed = reserved.local_addr().unwrap().port();
         let tokens = TokenServer::start(Reply::token(3600, false)).await;
         let upstream: std::net::SocketAddr = format!("127.0.0.1:{closed}").parse().unwrap();
         let sc = sidecar_on(hyper_only, &[cc_conn("api", upstream, tokens.addr)]).await;

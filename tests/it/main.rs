@@ -14,6 +14,8 @@ mod fides;
 mod first_steps;
 mod forward;
 mod injection;
+mod intercept;
+mod intercept_cli;
 mod kubernetes;
 mod lifecycle;
 mod limits;

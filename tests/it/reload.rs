@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+const STORE_KEY: &str = "CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=";
 const STORE: &str =
     "store: { path: tokens.bin, key: \"CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=\" }\n";
 /// Reloads during the load test.
@@ -38,20 +39,25 @@ async fn injected(sc: &Sidecar, key: &str) -> (u16, Option<String>) {
 async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_tokens() {
     let (echo, other_echo) = (Echo::start().await, Echo::start().await);
     let tokens: Vec<TokenServer> = futures_util::future::join_all(
-        (0..4).map(|_| TokenServer::start(Reply::token(3600, false))),
+        (0..5).map(|_| TokenServer::start(Reply::token(3600, false))),
     )
     .await;
-    let [kept, removed, changed, added] = [0, 1, 2, 3].map(|i| tokens[i].addr);
+    // The removed and the flipped connections refresh every second: a refresher left
+    // running after the reload would show at their token servers.
+    tokens[1].set_default(Reply::token(2, false));
+    tokens[4].set_default(Reply::token(2, false));
+    let [kept, removed, changed, added, flipped] = [0, 1, 2, 3, 4].map(|i| tokens[i].addr);
     let before = format!(
         "{STORE}{}",
         connections(&[
             cc_conn("kept", echo.addr, kept),
             cc_conn("removed", echo.addr, removed),
             cc_conn("changed", echo.addr, changed),
+            cc_conn("flipped", echo.addr, flipped),
         ])
     );
     let sc = Sidecar::start(&before).await;
-    for key in ["kept", "removed", "changed"] {
+    for key in ["kept", "removed", "changed", "flipped"] {
         sc.wait_state(key, "ready").await;
     }
     assert_eq!(
@@ -59,20 +65,28 @@ async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_to
         Some("Bearer tok-1")
     );
 
-    // `changed` now goes to another upstream; `removed` is gone; `added` is new.
+    // `changed` now goes to another upstream; `removed` is gone; `added` is new;
+    // `flipped` becomes a static bearer credential.
+    let static_bearer = Conn::new("flipped", echo.addr, "bearer")
+        .secrets("api_token: flipped-static")
+        .configure("          token: <api_token>\n");
     let after = format!(
         "{STORE}{}",
         connections(&[
             cc_conn("kept", echo.addr, kept),
             cc_conn("changed", other_echo.addr, changed),
             cc_conn("added", echo.addr, added),
+            static_bearer,
         ])
     );
     let (status, outcome) = reload_with(&sc, &after).await;
     assert_eq!(status, 200, "{outcome}");
     assert_eq!(outcome["result"], "applied");
     assert_eq!(outcome["added"], serde_json::json!(["added"]));
-    assert_eq!(outcome["changed"], serde_json::json!(["changed"]));
+    assert_eq!(
+        outcome["changed"],
+        serde_json::json!(["changed", "flipped"])
+    );
     assert_eq!(outcome["removed"], serde_json::json!(["removed"]));
     assert_eq!(outcome["restart_required"], serde_json::json!([]));
 
@@ -82,14 +96,20 @@ async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_to
         Some("Bearer tok-1")
     );
     assert_eq!(tokens[0].count(), 1);
-    // Changed: its new upstream, with the token it had (its refresher restarted).
+    // Changed: starts afresh — the token of the old definition never reaches the new
+    // upstream; a new one is fetched.
+    sc.wait_state("changed", "ready").await;
     let hits = other_echo.hits();
     assert_eq!(
         injected(&sc, "changed").await.1.as_deref(),
-        Some("Bearer tok-1")
+        Some("Bearer tok-2")
     );
     assert_eq!(other_echo.hits(), hits + 1, "the new upstream");
-    assert_eq!(tokens[2].count(), 1);
+    // Flipped to a static credential: injected, and its refresher is gone.
+    assert_eq!(
+        injected(&sc, "flipped").await.1.as_deref(),
+        Some("Bearer flipped-static")
+    );
     // Removed: unknown now. Added: fetches its token and serves.
     assert_eq!(injected(&sc, "removed").await.0, 404);
     sc.wait_state("added", "ready").await;
@@ -107,7 +127,33 @@ async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_to
         .iter()
         .map(|c| c["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["kept", "changed", "added"]);
+    assert_eq!(keys, ["kept", "changed", "added", "flipped"]);
+
+    // No refresher of the old definitions is left: their token servers stay quiet over
+    // more than two of their refresh intervals.
+    let (removed_before, flipped_before) = (tokens[1].count(), tokens[4].count());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        tokens[1].count(),
+        removed_before,
+        "removed connection still refreshed"
+    );
+    assert_eq!(
+        tokens[4].count(),
+        flipped_before,
+        "flipped connection still refreshed"
+    );
+    // And the removed connection left the store.
+    let dir = sc.stop().await;
+    let store = tokenwarden::token::store::FileStore::open(
+        &dir.path().join("tokens.bin"),
+        Some(&secrecy::SecretString::from(STORE_KEY)),
+    )
+    .unwrap();
+    use tokenwarden::token::store::TokenStore as _;
+    let stored = store.load_all().unwrap();
+    assert!(!stored.contains_key("removed"), "{:?}", stored.keys());
+    assert!(stored.contains_key("kept") && stored.contains_key("changed"));
 }
 
 #[tokio::test]

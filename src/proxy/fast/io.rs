@@ -8,6 +8,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+/// What an app connection is: the accepted TCP stream, or the TLS stream inside an
+/// intercepted tunnel ([`crate::proxy::tunnel`]).
+pub trait AppIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AppIo for T {}
+
 /// Read at least this much per read call (the buffer is compacted or grown to allow it).
 const MIN_READ: usize = 2048;
 

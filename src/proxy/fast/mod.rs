@@ -27,7 +27,7 @@ use super::route::{may_retry, Unanswered};
 use super::Proxy;
 use arc_swap::ArcSwap;
 use deadline::Timers;
-use io::{write_all2, Buf, Rewind};
+use io::{write_all2, AppIo, Buf, Rewind};
 use link::{Link, Links};
 use relay::{relay, Relay};
 use request::{Framed, Outcome};
@@ -36,7 +36,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -66,8 +65,10 @@ pub struct Worker {
 }
 
 /// One app connection.
-struct Client {
-    io: TcpStream,
+struct Client<S> {
+    io: S,
+    /// The `host:port` of the intercepted tunnel it is inside, if any ([`super::tunnel`]).
+    tunnel: Option<Rc<str>>,
     /// What it may still do (moves with it to hyper).
     budget: Rc<Budget>,
     buf: Buf,
@@ -75,7 +76,7 @@ struct Client {
     out: Vec<u8>,
 }
 
-impl Client {
+impl<S> Client<S> {
     /// Gives back what a large request grew the buffers to, between requests.
     fn shrink(&mut self) {
         self.buf.shrink(SHRINK_ABOVE, CLIENT_BUFFER);
@@ -102,10 +103,12 @@ enum Next {
     Hyper,
 }
 
-/// Serves one app connection until it closes.
-pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
+/// Serves one app connection until it closes: a TCP connection the listener accepted
+/// (`tunnel: None`), or the decrypted stream of an intercepted tunnel to `tunnel`.
+pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel: Option<Rc<str>>) {
     let mut client = Client {
         io,
+        tunnel,
         budget: Rc::new(Budget::new(worker.proxy.load().limits, Instant::now())),
         buf: Buf::with_capacity(CLIENT_BUFFER),
         out: Vec::new(),
@@ -122,17 +125,14 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
         }
     }
     let io = Rewind::new(client.buf.into_pending(), client.io);
-    let (proxies, pool, budget) = (
-        Arc::clone(&worker.proxy),
-        Rc::clone(&worker.pool),
-        client.budget,
-    );
+    let (this, budget, tunnel) = (Rc::clone(&worker), client.budget, client.tunnel);
     crate::server::connection(
         io,
         peer,
-        move |req, _peer| {
+        move |req, peer| {
             let last = budget.last(Instant::now());
-            let response = proxies.load_full().handle(Rc::clone(&pool), req);
+            let proxy = this.proxy.load_full();
+            let response = proxy.handle(Rc::clone(&this), req, peer, tunnel.clone());
             async move {
                 let mut response = response.await;
                 if last {
@@ -153,7 +153,7 @@ pub async fn serve(worker: Rc<Worker>, io: TcpStream, peer: SocketAddr) {
 
 impl Worker {
     /// Reads, forwards and answers one request of `client`.
-    async fn request(&self, client: &mut Client) -> Next {
+    async fn request<S: AppIo>(&self, client: &mut Client<S>) -> Next {
         client.shrink();
         let proxy = self.proxy.load_full();
         // The head must arrive within header_read_timeout, counted from when the wait
@@ -281,10 +281,10 @@ impl Worker {
     /// upstream head then in `client.out`), or one it does not (`Err(Next::Hyper)`), or the
     /// app closes — or, with `until_head`, until a forwardable head is whole but its body
     /// is not (`Read::Body`). A head is parsed again only when a read may have completed it.
-    async fn read_request<'s>(
+    async fn read_request<'s, S: AppIo>(
         &self,
         proxy: &'s Proxy,
-        client: &mut Client,
+        client: &mut Client<S>,
         until_head: bool,
     ) -> Result<Read<'s>, Next> {
         // Between requests the buffer is usually empty: nothing to parse before a read.
@@ -293,8 +293,13 @@ impl Worker {
         loop {
             if parse {
                 let now = Instant::now();
-                match request::translate_request(proxy, client.buf.pending(), &mut client.out, now)
-                {
+                match request::translate_request(
+                    proxy,
+                    client.buf.pending(),
+                    &mut client.out,
+                    now,
+                    client.tunnel.as_deref(),
+                ) {
                     Outcome::Ready(req) => return Ok(Read::Ready(req, now)),
                     Outcome::Refused(refused) => return Ok(Read::Refused(refused)),
                     Outcome::Fallback => return Err(Next::Hyper),
@@ -368,9 +373,9 @@ impl Worker {
     }
 
     /// Answers with the proxy's own error response.
-    async fn fail(
+    async fn fail<S: AppIo>(
         &self,
-        client: &mut Client,
+        client: &mut Client<S>,
         consumed: usize,
         error: ProxyError,
         is_head: bool,
@@ -446,7 +451,7 @@ async fn exchange(
 
 /// The access-log event of a request answered before it was forwarded (its head is at the
 /// start of the client's buffer).
-fn log_access(client: &Client, connection: &str, status: u16, started: Instant) {
+fn log_access<S>(client: &Client<S>, connection: &str, status: u16, started: Instant) {
     let head = client.buf.pending();
     let (method, target) = access::request_line(head).unwrap_or_default();
     access::log(connection, method, target, status, started);

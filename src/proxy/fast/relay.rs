@@ -8,7 +8,7 @@ use super::io::write_all2;
 use super::link::Link;
 use super::response::Framing;
 use super::COALESCE;
-use tokio::net::TcpStream;
+use tokio::io::AsyncWrite;
 
 /// Why a relay stopped short: the app may have part of the response (or its connection
 /// failed, or the body's framing broke).
@@ -18,9 +18,9 @@ pub(super) enum Relay {
 
 /// Writes the translated head and relays the body as framed, leaving `link.buf` holding
 /// whatever followed the body.
-pub(super) async fn relay(
+pub(super) async fn relay<A: AsyncWrite + Unpin>(
     link: &mut Link,
-    app: &mut TcpStream,
+    app: &mut A,
     framing: Framing,
 ) -> Result<(), Relay> {
     let Link {

@@ -71,12 +71,14 @@ pub struct Refusal {
 }
 
 /// Parses the app's request at the start of `buf` and, when the fast path can forward
-/// it, writes the upstream request head into `out` (cleared first).
+/// it, writes the upstream request head into `out` (cleared first). `tunnel`: the
+/// `host:port` of the intercepted tunnel the request arrived in ([`Ask::tunnel`]).
 pub fn translate_request<'p>(
     proxy: &'p Proxy,
     buf: &[u8],
     out: &mut Vec<u8>,
     now: Instant,
+    tunnel: Option<&str>,
 ) -> Outcome<'p> {
     // Uninitialised: filling 100 empty headers first costs more than parsing a typical head.
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -142,6 +144,7 @@ pub fn translate_request<'p>(
         origin,
         path_and_query,
         looped,
+        tunnel,
     };
     let plan = match proxy.plan(&ask, now) {
         Ok(plan) => plan,

@@ -34,7 +34,7 @@ fn proxy() -> (tempfile::TempDir, Proxy) {
 
 fn translate(proxy: &Proxy, request: &str) -> (Option<(usize, usize, bool, bool)>, String) {
     let mut out = Vec::new();
-    match translate_request(proxy, request.as_bytes(), &mut out, Instant::now()) {
+    match translate_request(proxy, request.as_bytes(), &mut out, Instant::now(), None) {
         Outcome::Ready(r) => (
             Some((
                 r.framed.head_len,
@@ -199,7 +199,7 @@ mod properties {
     /// The outcome of translating `buf`, as a comparable value.
     fn outcome(proxy: &Proxy, buf: &[u8]) -> (String, Vec<u8>) {
         let mut out = Vec::new();
-        let kind = match translate_request(proxy, buf, &mut out, Instant::now()) {
+        let kind = match translate_request(proxy, buf, &mut out, Instant::now(), None) {
             Outcome::Ready(r) => format!("ready {:?}", r.framed),
             Outcome::Partial(n) => format!("partial {n:?}"),
             Outcome::Fallback => "fallback".into(),

@@ -114,7 +114,7 @@ fn run(
             let Some(permit) = admission.admit() else {
                 return;
             };
-            let served = super::serve(Rc::clone(&worker), stream, peer);
+            let served = super::serve(Rc::clone(&worker), stream, peer, None);
             tracker.spawn_local(async move {
                 served.await;
                 drop(permit);

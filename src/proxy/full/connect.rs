@@ -1,16 +1,22 @@
-//! `CONNECT`: refused, with a reason, unless `host:port` is in `proxy.connect_passthrough`
-//! — then a plain tunnel, with no injection. A tunnel to a connection's own host is always
-//! refused: inside TLS tokenwarden cannot inject, so the app must use `http://` through
-//! the proxy instead.
+//! `CONNECT`: to a connection's `host:port` with `proxy.intercept` on, an intercepted
+//! tunnel ([`crate::proxy::tunnel`]): answered 200, TLS terminated with the host's minted
+//! leaf, its requests served as forward mode. A connection's host is never tunnelled
+//! untouched: on another port, or without `proxy.intercept`, it is refused with the way
+//! out. Any other target is refused unless `host:port` is in `proxy.connect_passthrough`
+//! — then a plain tunnel, with no injection (and no interception).
 
 use super::ProxyBody;
 use crate::proxy::error::ProxyError;
+use crate::proxy::fast::Worker;
 use crate::proxy::Proxy;
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
 
 /// The port of a `CONNECT` target that names none.
 const DEFAULT_TUNNEL_PORT: u16 = 443;
@@ -22,10 +28,19 @@ fn tunnel_target(authority: &Authority) -> String {
     format!("{}:{port}", authority.host().to_ascii_lowercase())
 }
 
+/// Answers a `CONNECT` from `peer` (`in_tunnel`: inside an intercepted tunnel already).
 pub async fn handle(
     proxy: &Proxy,
+    worker: &Rc<Worker>,
     req: Request<Incoming>,
+    peer: SocketAddr,
+    in_tunnel: bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if in_tunnel {
+        return Err(ProxyError::BadRequest {
+            reason: "CONNECT inside an intercepted tunnel is not allowed".into(),
+        });
+    }
     let Some(authority) = req.uri().authority().cloned() else {
         return Err(ProxyError::BadRequest {
             reason: "CONNECT needs a host:port target".into(),
@@ -36,14 +51,40 @@ pub async fn handle(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_ascii_lowercase();
-    if proxy.registry.knows_host(&host) {
-        return Err(ProxyError::Forbidden {
-            reason: format!(
-                "{host} is a configured connection: send plain http:// requests through this proxy (e.g. http://{host}/…); tokenwarden makes the upstream request itself, over the connection's protocol (https for a SaaS API), and injects the token, which it cannot do inside a CONNECT (TLS) tunnel"
-            ),
-        });
-    }
     let target = tunnel_target(&authority);
+    if proxy.registry.knows_host(&host) {
+        let port = authority.port_u16().unwrap_or(DEFAULT_TUNNEL_PORT);
+        let Some(interceptor) = &proxy.intercept else {
+            return Err(ProxyError::Forbidden {
+                reason: format!(
+                    "{host} is a configured connection: send plain http:// requests through this proxy (e.g. http://{host}/…), or turn on proxy.intercept to keep https:// URLs (docs/local-proxy.md); tokenwarden makes the upstream request itself, over the connection's protocol (https for a SaaS API), and injects the token, which it cannot do inside a plain CONNECT (TLS) tunnel"
+                ),
+            });
+        };
+        if proxy.registry.by_tunnel(&host, port).is_none() {
+            let ports: Vec<String> = proxy
+                .registry
+                .ports_of(&host)
+                .iter()
+                .map(u16::to_string)
+                .collect();
+            return Err(ProxyError::Forbidden {
+                reason: format!(
+                    "{host} is configured on port {}, not {port}: CONNECT to {target} is refused (a configured host is never tunnelled untouched)",
+                    ports.join(", ")
+                ),
+            });
+        }
+        crate::proxy::tunnel::open(
+            Rc::clone(worker),
+            Arc::clone(interceptor),
+            req,
+            peer,
+            host,
+            target,
+        );
+        return Ok(established());
+    }
     if !proxy.passthrough.contains(&target) {
         return Err(ProxyError::Forbidden {
             reason: format!("CONNECT to {target} is not allowed; tokenwarden is not an open proxy (see proxy.connect_passthrough)"),
@@ -74,9 +115,14 @@ pub async fn handle(
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
     });
+    Ok(established())
+}
+
+/// The 200 that opens a tunnel.
+fn established() -> Response<ProxyBody> {
     let mut response = Response::new(Either::Right(Full::default()));
     *response.status_mut() = StatusCode::OK;
-    Ok(response)
+    response
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub(crate) mod pool;
 pub(crate) mod stall;
 
 use super::error::{self, ProxyError};
+use super::fast::Worker;
 use super::headers;
 use super::route::{Ask, Credential};
 use super::Proxy;
@@ -20,6 +21,7 @@ use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pool::{Pool, PoolError, PooledBody};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -32,17 +34,20 @@ pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 pub type UpstreamBody = Either<stall::Bounded<Incoming>, Full<Bytes>>;
 
 impl Proxy {
-    /// Handles one request from the app, using the accepting worker's `pool`.
+    /// Handles one request from the app (from `peer`; inside the intercepted tunnel to
+    /// `tunnel`, if any), using the accepting `worker`'s pool.
     pub async fn handle(
         self: Arc<Self>,
-        pool: Rc<Pool>,
+        worker: Rc<Worker>,
         req: Request<Incoming>,
+        peer: SocketAddr,
+        tunnel: Option<Rc<str>>,
     ) -> Response<ProxyBody> {
         // The access log's fields, taken only when it is on.
         let logged = self.access_log.then(|| {
             let ask = ask(req.method(), req.uri(), req.headers(), &self);
             let connection = self
-                .route(ask.origin, ask.path_and_query)
+                .route(ask.origin, ask.path_and_query, tunnel.as_deref())
                 .map_or(super::access::NO_CONNECTION.to_owned(), |(e, _)| {
                     e.conn.key.clone()
                 });
@@ -54,9 +59,9 @@ impl Proxy {
             )
         });
         let result = if req.method() == Method::CONNECT {
-            connect::handle(&self, req).await
+            connect::handle(&self, &worker, req, peer, tunnel.is_some()).await
         } else {
-            self.forward(&pool, req).await
+            self.forward(&worker.pool, req, tunnel.as_deref()).await
         };
         let response = result.unwrap_or_else(ProxyError::into_response);
         if let Some((connection, method, target, started)) = logged {
@@ -75,13 +80,13 @@ impl Proxy {
         &self,
         pool: &Rc<Pool>,
         req: Request<Incoming>,
+        tunnel: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // A token on its way: wait for it rather than refuse at once (both paths do).
         loop {
-            let refusal = match self.plan(
-                &ask(req.method(), req.uri(), req.headers(), self),
-                Instant::now(),
-            ) {
+            let mut ask = ask(req.method(), req.uri(), req.headers(), self);
+            ask.tunnel = tunnel;
+            let refusal = match self.plan(&ask, Instant::now()) {
                 Ok(_) => break,
                 Err(refusal) => refusal,
             };
@@ -89,7 +94,7 @@ impl Proxy {
                 return Err(refusal);
             }
         }
-        let (req, prepared) = self.prepare_request(req, Instant::now())?;
+        let (req, prepared) = self.prepare_request_in(req, Instant::now(), tunnel)?;
         let Prepared {
             entry,
             api_key,
@@ -131,9 +136,22 @@ impl Proxy {
         req: Request<B>,
         now: Instant,
     ) -> Result<(Request<B>, Prepared<'p>), ProxyError> {
+        self.prepare_request_in(req, now, None)
+    }
+
+    /// [`Proxy::prepare_request`] for a request that arrived inside the intercepted
+    /// tunnel to `tunnel` (`host:port`), if any ([`Ask::tunnel`]).
+    pub fn prepare_request_in<'p, B>(
+        &'p self,
+        req: Request<B>,
+        now: Instant,
+        tunnel: Option<&str>,
+    ) -> Result<(Request<B>, Prepared<'p>), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let (prepared, target) = {
-            let plan = self.plan(&ask(&parts.method, &parts.uri, &parts.headers, self), now)?;
+            let mut ask = ask(&parts.method, &parts.uri, &parts.headers, self);
+            ask.tunnel = tunnel;
+            let plan = self.plan(&ask, now)?;
             let target = plan.target.to_path_and_query()?;
             self.prepare(&plan, &mut parts.headers);
             let prepared = Prepared {
@@ -202,5 +220,6 @@ pub fn ask<'r>(method: &'r Method, uri: &'r Uri, headers: &HeaderMap, proxy: &Pr
             .map(|a| (uri.scheme_str().unwrap_or(""), a.as_str())),
         path_and_query: uri.path_and_query().map_or("", PathAndQuery::as_str),
         looped: headers::has_our_via(headers, &proxy.pseudonym),
+        tunnel: None,
     }
 }

@@ -1,0 +1,182 @@
+//! Intercepted `CONNECT` tunnels (`proxy.intercept`, issue 12). [`open`] is called by the
+//! `CONNECT` handler ([`super::full::connect`]) once it has decided that `host:port` is a
+//! configured connection's: after the 200, the client's TLS is terminated here with the
+//! leaf minted for `host` at start ([`crate::ca::mint`]) — only when the ClientHello's SNI
+//! is that same host — and the decrypted stream is served by [`super::fast::serve`], the
+//! same connection handling an accepted socket gets, with the tunnel's `host:port` as the
+//! forward-mode authority ([`super::route::Ask::tunnel`]). Routing, header hygiene,
+//! injection and the worker's upstream pools are therefore the forward mode's own.
+//!
+//! A handshake the client aborts because it does not trust the CA is logged once per
+//! client address, as a warning with the fix; later ones at debug level.
+
+use super::fast::Worker;
+use crate::ca::mint::{mint, Minted};
+use crate::ca::{CaError, Root};
+use arc_swap::ArcSwap;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::AlertDescription;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// Client addresses remembered as already warned about; the set starts over beyond it.
+const MAX_WARNED_CLIENTS: usize = 4096;
+
+/// The certificates interception serves, and what it remembers of failed handshakes.
+/// Locking budget: the request path does one `ArcSwap` load per tunnel; the mutex is taken
+/// only when a handshake fails.
+pub struct Interceptor {
+    root: Root,
+    /// The configured hosts (a reload replaces them, see [`Interceptor::renew_for`]).
+    hosts: Mutex<Vec<String>>,
+    minted: ArcSwap<Minted>,
+    warned: Mutex<HashSet<IpAddr>>,
+}
+
+impl Interceptor {
+    /// Mints the intermediate and the leaves for `hosts` (the configured hosts).
+    pub fn new(root: Root, hosts: Vec<String>) -> Result<Interceptor, CaError> {
+        let minted = mint(&root, &hosts)?;
+        Ok(Interceptor {
+            root,
+            hosts: Mutex::new(hosts),
+            minted: ArcSwap::from_pointee(minted),
+            warned: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Mints a new intermediate and new leaves, and serves them from the next tunnel on.
+    pub fn renew(&self) -> Result<(), CaError> {
+        let hosts = self.hosts.lock().expect("hosts lock").clone();
+        self.minted.store(Arc::new(mint(&self.root, &hosts)?));
+        Ok(())
+    }
+
+    /// After a reload: mints for the configured `hosts` (the intermediate's name
+    /// constraints change with them) when they changed. On failure the old ones stay.
+    pub fn renew_for(&self, hosts: Vec<String>) -> Result<(), CaError> {
+        if *self.hosts.lock().expect("hosts lock") == hosts {
+            return Ok(());
+        }
+        let minted = mint(&self.root, &hosts)?;
+        *self.hosts.lock().expect("hosts lock") = hosts;
+        self.minted.store(Arc::new(minted));
+        Ok(())
+    }
+
+    /// Renews every `every` until `shutdown` (the leaves' validity is short).
+    pub async fn renew_every(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match self.renew() {
+                Ok(()) => tracing::info!("interception certificates renewed"),
+                Err(e) => tracing::error!(error = %e, "interception certificates not renewed"),
+            }
+        }
+    }
+
+    /// The intermediate certificate currently served (DER).
+    pub fn intermediate(&self) -> Vec<u8> {
+        self.minted.load().intermediate.to_vec()
+    }
+
+    fn config(&self, host: &str) -> Option<Arc<rustls::ServerConfig>> {
+        self.minted.load().by_host.get(host).cloned()
+    }
+
+    /// Whether this is the first failure from `client` (then it is warned about).
+    fn first_failure(&self, client: IpAddr) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.len() >= MAX_WARNED_CLIENTS {
+            warned.clear();
+        }
+        warned.insert(client)
+    }
+}
+
+/// Takes over the `CONNECT` request `req` from `peer` to `authority` (`host:port`, host
+/// lower case without brackets in `host`): once hyper hands over the connection, the TLS
+/// handshake, then the requests inside, on the worker's thread.
+pub fn open(
+    worker: Rc<Worker>,
+    interceptor: Arc<Interceptor>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    host: String,
+    authority: String,
+) {
+    tokio::task::spawn_local(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        };
+        let timeout = worker.header_read_timeout;
+        let acceptor =
+            LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
+        let start = match tokio::time::timeout(timeout, acceptor).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(e)) => {
+                return tracing::debug!(%peer, error = %e, "no TLS ClientHello in the tunnel")
+            }
+            Err(_) => return tracing::debug!(%peer, "no TLS ClientHello in the tunnel in time"),
+        };
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(|name| name.trim_end_matches('.').to_ascii_lowercase());
+        let matches = match &sni {
+            Some(name) => *name == host,
+            // A client sends no SNI for an IP address.
+            None => host.parse::<IpAddr>().is_ok(),
+        };
+        if !matches {
+            return tracing::warn!(client = %peer.ip(), connect = %authority, sni = sni.as_deref().unwrap_or("(none)"),
+                "intercepted tunnel refused: the TLS ClientHello names another host than the CONNECT");
+        }
+        let Some(config) = interceptor.config(&host) else {
+            return tracing::error!(%host, "no interception certificate for a configured host");
+        };
+        match tokio::time::timeout(timeout, start.into_stream(config)).await {
+            Ok(Ok(tls)) => super::fast::serve(worker, tls, peer, Some(authority.into())).await,
+            Ok(Err(e)) => handshake_failed(&interceptor, peer, &host, &e),
+            Err(_) => tracing::debug!(%peer, %host, "TLS handshake in the tunnel timed out"),
+        }
+    });
+}
+
+/// Logs a failed handshake: a client refusing the certificate once per client address,
+/// with the fix; anything else, and repeats, at debug level.
+fn handshake_failed(interceptor: &Interceptor, peer: SocketAddr, host: &str, e: &std::io::Error) {
+    let alert = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::AlertReceived(alert) => Some(*alert),
+            _ => None,
+        });
+    let distrust = matches!(
+        alert,
+        Some(
+            AlertDescription::UnknownCA
+                | AlertDescription::BadCertificate
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::UnsupportedCertificate
+        )
+    );
+    if distrust && interceptor.first_failure(peer.ip()) {
+        tracing::warn!(client = %peer.ip(), %host, alert = ?alert.unwrap_or(AlertDescription::UnknownCA),
+            "a client refused tokenwarden's certificate for {host}: it does not trust the interception CA (proxy.intercept.ca_cert). Trust it: curl --cacert / CURL_CA_BUNDLE, REQUESTS_CA_BUNDLE or SSL_CERT_FILE (a bundle from `tokenwarden ca bundle`), NODE_EXTRA_CA_CERTS (read at start); see docs/local-proxy.md. Further failures from this client are logged at debug level");
+    } else {
+        tracing::debug!(client = %peer.ip(), %host, error = %e, "TLS handshake in the tunnel failed");
+    }
+}
