@@ -18,8 +18,11 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::AlertDescription;
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,9 +107,15 @@ impl Interceptor {
     }
 }
 
+/// Where the `CONNECT` handler leaves an app connection's tunnel: the connection's own
+/// task runs it once hyper is done with the connection ([`super::fast::serve`]), so the
+/// tunnel keeps the connection's `proxy.max_connections` permit and drains at shutdown
+/// like any connection.
+pub type Slot = Rc<RefCell<Option<Pin<Box<dyn Future<Output = ()>>>>>>;
+
 /// Takes over the `CONNECT` request `req` from `peer` to `authority` (`host:port`, host
 /// lower case without brackets in `host`): once hyper hands over the connection, the TLS
-/// handshake, then the requests inside, on the worker's thread.
+/// handshake, then the requests inside, on the worker's thread (left in `slot`).
 pub fn open(
     worker: Rc<Worker>,
     interceptor: Arc<Interceptor>,
@@ -114,8 +123,9 @@ pub fn open(
     peer: SocketAddr,
     host: String,
     authority: String,
+    slot: &Slot,
 ) {
-    tokio::task::spawn_local(async move {
+    *slot.borrow_mut() = Some(Box::pin(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -151,7 +161,7 @@ pub fn open(
             Ok(Err(e)) => handshake_failed(&interceptor, peer, &host, &e),
             Err(_) => tracing::debug!(%peer, %host, "TLS handshake in the tunnel timed out"),
         }
-    });
+    }));
 }
 
 /// Logs a failed handshake: a client refusing the certificate once per client address,

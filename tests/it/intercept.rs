@@ -289,9 +289,12 @@ async fn connect_to_an_unconfigured_host_or_another_port_is_refused() {
     assert_eq!((w.capture.count(), other.count()), (0, 0));
 }
 
-/// A rustls client trusting only the interception CA, sending `sni` and offering
-/// `http/1.1`: the leaf it was shown.
-async fn handshake(w: &World, sni: &str) -> std::io::Result<Vec<u8>> {
+/// A tunnel through the sidecar to the connection, with a rustls client trusting only
+/// the interception CA, sending `sni` and offering `h2` and `http/1.1`.
+async fn tunnel(
+    w: &World,
+    sni: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut stream = raw::connect(w.sidecar.proxy).await;
     raw::write(&mut stream, &raw::connect_request(&w.authority())).await;
     let (status, head, _) = raw::read_head(&mut stream).await;
@@ -310,10 +313,30 @@ async fn handshake(w: &World, sni: &str) -> std::io::Result<Vec<u8>> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::try_from(sni.to_owned()).unwrap();
-    let tls = connector.connect(name, stream).await?;
+    connector.connect(name, stream).await
+}
+
+/// [`tunnel`]'s handshake: `http/1.1` chosen, and the leaf it was shown.
+async fn handshake(w: &World, sni: &str) -> std::io::Result<Vec<u8>> {
+    let tls = tunnel(w, sni).await?;
     let session = tls.get_ref().1;
     assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
     Ok(session.peer_certificates().unwrap()[0].to_vec())
+}
+
+#[tokio::test]
+async fn a_tunnel_holds_its_connection_permit() {
+    use tokio::io::AsyncReadExt as _;
+    let w = World::start(", max_connections: 1").await;
+    let _open = tunnel(&w, NAME).await.expect("the tunnel opens");
+    let mut second = raw::connect(w.sidecar.proxy).await;
+    raw::write(&mut second, &raw::get("/", NAME, "")).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, second.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok() && answer.is_empty(),
+        "beyond max_connections: closed unanswered"
+    );
 }
 
 #[tokio::test]

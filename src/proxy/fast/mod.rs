@@ -126,13 +126,16 @@ pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel
     }
     let io = Rewind::new(client.buf.into_pending(), client.io);
     let (this, budget, tunnel) = (Rc::clone(&worker), client.budget, client.tunnel);
+    let slot = super::tunnel::Slot::default();
+    let left = Rc::clone(&slot);
     crate::server::connection(
         io,
         peer,
         move |req, peer| {
             let last = budget.last(Instant::now());
             let proxy = this.proxy.load_full();
-            let response = proxy.handle(Rc::clone(&this), req, peer, tunnel.clone());
+            let slot = Rc::clone(&slot);
+            let response = proxy.handle(Rc::clone(&this), req, peer, tunnel.clone(), slot);
             async move {
                 let mut response = response.await;
                 if last {
@@ -149,6 +152,11 @@ pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel
         worker.shutdown.clone(),
     )
     .await;
+    // An intercepted CONNECT: hyper has handed the connection over; serve the tunnel.
+    let tunnel = left.borrow_mut().take();
+    if let Some(tunnel) = tunnel {
+        tunnel.await;
+    }
 }
 
 impl Worker {

@@ -28,13 +28,15 @@ fn tunnel_target(authority: &Authority) -> String {
     format!("{}:{port}", authority.host().to_ascii_lowercase())
 }
 
-/// Answers a `CONNECT` from `peer` (`in_tunnel`: inside an intercepted tunnel already).
+/// Answers a `CONNECT` from `peer` (`in_tunnel`: inside an intercepted tunnel already);
+/// an intercepted tunnel is left in `slot` for the connection's task.
 pub async fn handle(
     proxy: &Proxy,
     worker: &Rc<Worker>,
     req: Request<Incoming>,
     peer: SocketAddr,
     in_tunnel: bool,
+    slot: &crate::proxy::tunnel::Slot,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if in_tunnel {
         return Err(ProxyError::BadRequest {
@@ -82,6 +84,7 @@ pub async fn handle(
             peer,
             host,
             target,
+            slot,
         );
         return Ok(established());
     }

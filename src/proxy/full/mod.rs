@@ -35,13 +35,15 @@ pub type UpstreamBody = Either<stall::Bounded<Incoming>, Full<Bytes>>;
 
 impl Proxy {
     /// Handles one request from the app (from `peer`; inside the intercepted tunnel to
-    /// `tunnel`, if any), using the accepting `worker`'s pool.
+    /// `tunnel`, if any), using the accepting `worker`'s pool; a `CONNECT` it intercepts
+    /// leaves the tunnel in `slot`.
     pub async fn handle(
         self: Arc<Self>,
         worker: Rc<Worker>,
         req: Request<Incoming>,
         peer: SocketAddr,
         tunnel: Option<Rc<str>>,
+        slot: super::tunnel::Slot,
     ) -> Response<ProxyBody> {
         // The access log's fields, taken only when it is on.
         let logged = self.access_log.then(|| {
@@ -59,7 +61,7 @@ impl Proxy {
             )
         });
         let result = if req.method() == Method::CONNECT {
-            connect::handle(&self, &worker, req, peer, tunnel.is_some()).await
+            connect::handle(&self, &worker, req, peer, tunnel.is_some(), &slot).await
         } else {
             self.forward(&worker.pool, req, tunnel.as_deref()).await
         };
