@@ -324,7 +324,15 @@ fn restart_required(running: &Config, next: &Config) -> Vec<&'static str> {
         ("admin.listen", running.admin.listen != next.admin.listen),
         (
             "admin",
-            format!("{:?}", running.admin) != format!("{:?}", next.admin)
+            // The rest of `admin` (its listen address is reported above, not twice).
+            format!("{:?}", running.admin)
+                != format!(
+                    "{:?}",
+                    crate::config::AdminSettings {
+                        listen: running.admin.listen,
+                        ..next.admin.clone()
+                    }
+                )
                 || secret(&running.admin.token) != secret(&next.admin.token),
         ),
         (

@@ -193,13 +193,19 @@ async fn settings_that_need_a_restart_are_reported_not_applied() {
     let sc = Sidecar::start(&format!("{STORE}{conns}")).await;
     sc.wait_state("api", "ready").await;
     let next = format!(
-        "proxy:\n  listen: 127.0.0.1:1\n  worker_threads: 1\nlog: {{ level: debug }}\n{STORE}{conns}"
+        "proxy:\n  listen: 127.0.0.1:1\n  worker_threads: 1\nadmin:\n  listen: 127.0.0.1:2\n\
+         log: {{ level: debug }}\n{STORE}{conns}"
     );
     let (status, outcome) = reload_with(&sc, &next).await;
     assert_eq!(status, 200, "{outcome}");
     assert_eq!(
         outcome["restart_required"],
-        serde_json::json!(["proxy.listen", "proxy.worker_threads", "log"])
+        serde_json::json!([
+            "proxy.listen",
+            "proxy.worker_threads",
+            "admin.listen",
+            "log"
+        ])
     );
     // Still on its listener.
     assert_eq!(injected(&sc, "api").await.0, 200);
