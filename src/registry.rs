@@ -46,6 +46,8 @@ pub struct ProxyCounters {
     pub proxied: Counter,
     /// Requests refused because no usable token was held.
     pub no_token: Counter,
+    /// Upstream 401s to requests that carried a token, by what came of them.
+    pub unauthorized: crate::proxy::unauthorized::Counters,
 }
 
 impl Entry {

@@ -114,6 +114,22 @@ pub fn render(
         "Requests refused with 503 for want of a usable token.",
         each(&|c, k| vec![(format!("{{connection=\"{k}\"}}"), c.counters.no_token.get())]),
     );
+    family(
+        "tokenwarden_unauthorized_refreshes_total",
+        "counter",
+        "Upstream 401s to requests that carried a token, by what came of them.",
+        each(&|c, k| {
+            crate::proxy::unauthorized::Outcome::ALL
+                .iter()
+                .map(|&o| {
+                    (
+                        format!("{{connection=\"{k}\",outcome=\"{}\"}}", o.as_str()),
+                        c.counters.unauthorized.get(o),
+                    )
+                })
+                .collect()
+        }),
+    );
     // With Redis the states live there (bounded by their TTL): this process cannot count them.
     if matches!(backend, Backend::Local(_)) {
         family(

@@ -139,6 +139,8 @@ pub struct RawProxy {
     pub body_read_timeout: Option<String>,
     #[serde(default)]
     pub access_log: bool,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub unauthorized_refresh_interval: Option<String>,
     pub intercept: Option<RawIntercept>,
 }
 

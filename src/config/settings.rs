@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
 /// Default time a request body may stall: a buffered body (fast path) must arrive whole,
 /// a streamed one (hyper path) must send its next bytes, within it.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default shortest time between two refreshes an upstream's 401 causes, per connection.
+pub const DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `Via` pseudonym (also the loop-detection marker).
 pub const DEFAULT_VIA_PSEUDONYM: &str = "tokenwarden";
 /// Default lifetime of an authorization `state`.
@@ -48,6 +50,9 @@ pub struct ProxySettings {
     pub limits: ProxyLimits,
     /// Log every proxied request (connection, method, path without query, status, time).
     pub access_log: bool,
+    /// At most one refresh per connection in this time is caused by upstream 401s
+    /// (zero: none; [`crate::proxy::unauthorized`]).
+    pub unauthorized_refresh_interval: Duration,
     /// TLS interception of `CONNECT` to a connection's host (`proxy.intercept`).
     pub intercept: Option<InterceptSettings>,
 }
@@ -154,6 +159,11 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         &raw.proxy.body_read_timeout,
         DEFAULT_BODY_READ_TIMEOUT,
     );
+    let unauthorized_refresh_interval = duration(
+        "proxy.unauthorized_refresh_interval",
+        &raw.proxy.unauthorized_refresh_interval,
+        DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL,
+    );
     let state_ttl = duration("admin.state_ttl", &raw.admin.state_ttl, DEFAULT_STATE_TTL);
     let lease_ttl = duration("store.lease_ttl", &raw.store.lease_ttl, DEFAULT_LEASE_TTL);
     let poll_interval = duration(
@@ -257,6 +267,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
             access_log: raw.proxy.access_log,
+            unauthorized_refresh_interval,
             worker_threads: raw.proxy.worker_threads,
             intercept: raw.proxy.intercept.as_ref().map(|i| InterceptSettings {
                 ca_cert: base.join(&i.ca_cert),

@@ -16,6 +16,7 @@
 //! - [`full`]: hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
 //!   streamed or chunked request bodies, HTTP/1.0, `Expect`, `Connection` naming other
 //!   headers — once the fast path has handed it the connection;
+//! - [`unauthorized`]: what both paths do with an upstream's 401 (one refresh, one replay);
 //! - [`tunnel`]: `CONNECT` to a configured host with `proxy.intercept` on: TLS terminated
 //!   with a minted leaf, and the decrypted stream served by [`fast::serve`] like an
 //!   accepted connection, with the tunnel's `host:port` as the forward-mode authority.
@@ -33,6 +34,7 @@ pub(crate) mod headers;
 pub(crate) mod limits;
 pub(crate) mod route;
 pub mod tunnel;
+pub mod unauthorized;
 pub(crate) mod upstream;
 
 use crate::registry::Registry;
@@ -73,6 +75,8 @@ pub struct Proxy {
     pub limits: crate::config::ProxyLimits,
     /// `proxy.access_log`.
     pub access_log: bool,
+    /// `proxy.unauthorized_refresh_interval` (zero: no refresh on a 401; [`unauthorized`]).
+    pub unauthorized_refresh_interval: Duration,
     /// TLS interception of `CONNECT` to a connection's host (`proxy.intercept`).
     pub intercept: Option<Arc<tunnel::Interceptor>>,
 }
@@ -93,6 +97,7 @@ impl Proxy {
             connect_timeout: settings.connect_timeout,
             limits: settings.limits,
             access_log: settings.access_log,
+            unauthorized_refresh_interval: settings.unauthorized_refresh_interval,
             intercept: None,
         }
     }

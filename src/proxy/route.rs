@@ -61,6 +61,15 @@ pub enum Credential<'p> {
 }
 
 impl Credential<'_> {
+    /// The serial of the OAuth2 token injected (0: not a token), for matching an
+    /// upstream's 401 to it ([`super::unauthorized`]).
+    pub fn token_serial(&self) -> u64 {
+        match self {
+            Credential::Token(token, _) => token.as_deref().map_or(0, TokenSet::serial),
+            _ => 0,
+        }
+    }
+
     /// The `Authorization` value to set, if the credential is one.
     pub fn authorization(&self) -> Option<&HeaderValue> {
         match self {

@@ -58,8 +58,16 @@ impl Refresher {
         loop {
             // The decision is made on this token; a writer may replace it before the fetch.
             let seen = cache.token();
+            let serial = seen.as_deref().map_or(0, TokenSet::serial);
+            // An upstream rejected the token (401): replace it now, backoff or not.
+            let forced = cache.replacement_asked(seen.as_deref());
             let next = if halted {
+                if forced {
+                    cache.replacement_done(serial);
+                }
                 Next::Idle
+            } else if forced {
+                Next::Fetch
             } else {
                 decide(seen.as_deref(), grant, can_refresh, retry)
             };
@@ -96,6 +104,7 @@ impl Refresher {
                             continue;
                         }
                         Begin::Unavailable(e) => {
+                            cache.replacement_done(serial);
                             attempt += 1;
                             let next = Retry::after(attempt, None);
                             tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "no refresh without the lease; keeping the current token");
@@ -113,6 +122,7 @@ impl Refresher {
                         &cache.counters.failed
                     };
                     counter.inc();
+                    cache.replacement_done(serial);
                     match result {
                         Ok(()) => {
                             attempt = 0;
@@ -166,6 +176,8 @@ impl Refresher {
                     attempt = 0;
                     retry = None;
                 }
+                // An upstream rejected the token: decide again (the loop's top acts on it).
+                _ = cache.forced.notified() => {}
                 _ = cache.store_back.notified() => {
                     // The shared store answers again: stop backing off (a terminal error
                     // stays terminal).

@@ -6,6 +6,10 @@
 //! `write_lock`, an async mutex never touched on the request path, so at most one token
 //! request per connection is in flight in this process and a refresh cannot overwrite a
 //! newer grant. Persisting a token set is the writer's job, done before [`Cache::publish`].
+//!
+//! An upstream that rejects a token early (401) asks for its replacement with
+//! [`Cache::replace_rejected`]: a lock-free claim that the refresher acts on, shared by
+//! every request rejected with the same token and rate-limited per connection.
 
 use super::set::TokenSet;
 use crate::telemetry::Counter;
@@ -13,7 +17,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
@@ -87,6 +91,28 @@ pub struct Cache {
     /// Notified (all waiters) when a token is published or a fetch ends.
     settled: Notify,
     pub counters: TokenCounters,
+    /// The serial of a token an upstream rejected that the refresher is asked to replace
+    /// now, out of schedule (0: none) ([`Cache::replace_rejected`]).
+    rejected: AtomicU64,
+    /// When the last such replacement was asked for: milliseconds since `created`, plus 1
+    /// (0: never).
+    last_forced: AtomicU64,
+    created: Instant,
+    /// Wakes the refresher when a replacement is asked for.
+    pub forced: Notify,
+}
+
+/// What became of a request to replace a rejected token ([`Cache::replace_rejected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacement {
+    /// This request asked for the refresh, and a new token arrived.
+    Refreshed,
+    /// Another token is current (already, or from a refresh another request asked for).
+    Reused,
+    /// A replacement was asked for less than the interval ago: none now.
+    Limited,
+    /// The refresh failed, or no new token arrived in time.
+    Failed,
 }
 
 /// Marks a fetch under way while alive ([`Cache::fetch_started`]).
@@ -117,6 +143,10 @@ impl Cache {
             fetching: AtomicBool::new(false),
             settled: Notify::new(),
             counters: TokenCounters::default(),
+            rejected: AtomicU64::new(0),
+            last_forced: AtomicU64::new(0),
+            created: Instant::now(),
+            forced: Notify::new(),
         }
     }
 
@@ -211,6 +241,85 @@ impl Cache {
         }
     }
 
+    /// Whether a usable token other than the one with `serial` is current.
+    pub fn replaced(&self, serial: u64) -> bool {
+        let current = self.current();
+        current
+            .as_deref()
+            .is_some_and(|t| t.serial() != serial && t.header_at(Instant::now()).is_some())
+    }
+
+    /// An upstream rejected the token with `serial` (401): unless another token is already
+    /// current, asks the refresher to replace it now and waits, at most `wait`, for the
+    /// new one. Every request rejected with the same token shares one refresh; a new one
+    /// is asked for at most once per `interval` (not zero) per connection. Lock-free.
+    pub async fn replace_rejected(
+        &self,
+        serial: u64,
+        interval: Duration,
+        wait: Duration,
+    ) -> Replacement {
+        if self.replaced(serial) {
+            return Replacement::Reused;
+        }
+        let asked = loop {
+            let rejected = self.rejected.load(Ordering::Acquire);
+            if rejected == serial {
+                // Another request asked for this token's replacement: share it.
+                break false;
+            }
+            // +1: 0 means "never".
+            let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+            let last = self.last_forced.load(Ordering::Acquire);
+            let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+            if last != 0 && now.saturating_sub(last) < interval {
+                return Replacement::Limited;
+            }
+            if self
+                .rejected
+                .compare_exchange(rejected, serial, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.last_forced.store(now, Ordering::Release);
+                self.forced.notify_one();
+                break true;
+            }
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            // Registered before checking, so a publish in between is not missed.
+            settled.as_mut().enable();
+            let ended = self.rejected.load(Ordering::Acquire) != serial;
+            // Checked after `ended`: the refresher publishes before it ends the request.
+            if self.replaced(serial) {
+                return if asked {
+                    Replacement::Refreshed
+                } else {
+                    Replacement::Reused
+                };
+            }
+            if ended || tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return Replacement::Failed;
+            }
+        }
+    }
+
+    /// For the refresher: whether the replacement of `token` (the current one) is asked for.
+    pub fn replacement_asked(&self, token: Option<&TokenSet>) -> bool {
+        token.is_some_and(|t| self.rejected.load(Ordering::Acquire) == t.serial())
+    }
+
+    /// For the refresher: the replacement of the token with `serial` was attempted (a new
+    /// token is published, or the attempt failed); the requests waiting for it stop.
+    pub fn replacement_done(&self, serial: u64) {
+        let _ = self
+            .rejected
+            .compare_exchange(serial, 0, Ordering::AcqRel, Ordering::Acquire);
+        self.settled.notify_waiters();
+    }
+
     /// Changes the status (readers see the old or the new one, never a mix).
     pub fn update(&self, f: impl Fn(&mut Status)) {
         self.status.rcu(|old| {
@@ -218,5 +327,113 @@ impl Cache {
             f(&mut s);
             s
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn token() -> TokenSet {
+        let lifetime = Some(Duration::from_secs(3600));
+        TokenSet::new(
+            "at".to_owned().into(),
+            None,
+            None,
+            SystemTime::now(),
+            lifetime,
+            0.0,
+        )
+        .unwrap()
+    }
+
+    /// A cache holding a token, and its serial.
+    fn ready() -> (Arc<Cache>, u64) {
+        let cache = Arc::new(Cache::new(State::Pending));
+        let set = token();
+        let serial = set.serial();
+        cache.publish(set, 0, None);
+        (cache, serial)
+    }
+
+    /// Plays the refresher once: waits for a replacement request, then publishes a new
+    /// token (or, with `fail`, gives up) after `takes`.
+    fn refresher(cache: &Arc<Cache>, takes: Duration, fail: bool) -> tokio::task::JoinHandle<()> {
+        let cache = Arc::clone(cache);
+        tokio::spawn(async move {
+            cache.forced.notified().await;
+            let seen = cache.token();
+            assert!(cache.replacement_asked(seen.as_deref()));
+            tokio::time::sleep(takes).await;
+            if !fail {
+                cache.publish(token(), 0, None);
+            }
+            cache.replacement_done(seen.map_or(0, |t| t.serial()));
+        })
+    }
+
+    const INTERVAL: Duration = Duration::from_secs(30);
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn rejected_requests_share_one_refresh_and_the_next_one_waits_an_interval() {
+        let (cache, first) = ready();
+        let refreshing = refresher(&cache, Duration::from_secs(1), false);
+        let (a, b, c) = tokio::join!(
+            cache.replace_rejected(first, INTERVAL, WAIT),
+            cache.replace_rejected(first, INTERVAL, WAIT),
+            cache.replace_rejected(first, INTERVAL, WAIT),
+        );
+        refreshing.await.unwrap();
+        assert_eq!(
+            [a, b, c],
+            [
+                Replacement::Refreshed,
+                Replacement::Reused,
+                Replacement::Reused
+            ]
+        );
+        let second = cache.current().as_deref().unwrap().serial();
+        assert_ne!(second, first);
+        // A late 401 to the first token: the second is current, nothing to ask.
+        assert_eq!(
+            cache.replace_rejected(first, INTERVAL, WAIT).await,
+            Replacement::Reused
+        );
+        // The second token rejected within the interval: limited.
+        assert_eq!(
+            cache.replace_rejected(second, INTERVAL, WAIT).await,
+            Replacement::Limited
+        );
+        tokio::time::advance(INTERVAL).await;
+        let refreshing = refresher(&cache, Duration::ZERO, false);
+        assert_eq!(
+            cache.replace_rejected(second, INTERVAL, WAIT).await,
+            Replacement::Refreshed
+        );
+        refreshing.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_or_slow_refresh_ends_the_wait_as_failed() {
+        let (cache, first) = ready();
+        let refreshing = refresher(&cache, Duration::from_secs(1), true);
+        assert_eq!(
+            cache.replace_rejected(first, INTERVAL, WAIT).await,
+            Replacement::Failed
+        );
+        refreshing.await.unwrap();
+        assert_eq!(cache.current().as_deref().unwrap().serial(), first);
+
+        let (cache, first) = ready();
+        let refreshing = refresher(&cache, WAIT * 2, false);
+        let started = Instant::now();
+        assert_eq!(
+            cache.replace_rejected(first, INTERVAL, WAIT).await,
+            Replacement::Failed
+        );
+        assert_eq!(started.elapsed(), WAIT, "no longer than the wait");
+        refreshing.abort();
     }
 }

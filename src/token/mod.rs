@@ -5,5 +5,5 @@ pub mod schedule;
 pub mod set;
 pub mod store;
 
-pub use cache::{Cache, State, Status};
+pub use cache::{Cache, Replacement, State, Status};
 pub use set::TokenSet;

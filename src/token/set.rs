@@ -5,8 +5,12 @@ use super::schedule;
 use super::store::StoredToken;
 use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
+
+/// The serial of the next token set built in this process (0 means "no token").
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// Immutable once built; replaced whole in the cache.
 pub struct TokenSet {
@@ -22,6 +26,9 @@ pub struct TokenSet {
     usable_until: Option<Instant>,
     /// When the refresher renews it.
     pub refresh_at: Option<Instant>,
+    /// Unique in this process (never 0): which token a request carried, so an upstream's
+    /// 401 can be matched to the cache's current token ([`crate::proxy::unauthorized`]).
+    serial: u64,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -82,6 +89,7 @@ impl TokenSet {
             expires_at,
             usable_until,
             refresh_at,
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -127,6 +135,12 @@ impl TokenSet {
     /// The access token (for `<access_token>` in a refresh request).
     pub fn access_token(&self) -> &SecretString {
         &self.access_token
+    }
+
+    /// This set's serial, unique in this process and never 0.
+    #[inline]
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// The instant the token stops being injected (None: long-lived).
@@ -193,6 +207,10 @@ mod tests {
         );
         assert_eq!(back.header, t.header);
         assert!(format!("{back:?}").contains("****") && !format!("{back:?}").contains("abc"));
+        assert!(
+            back.serial() != t.serial() && t.serial() != 0,
+            "every set is new"
+        );
         assert_eq!(back.refresh_token.unwrap().expose_secret(), "r");
     }
 

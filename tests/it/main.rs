@@ -25,3 +25,4 @@ mod reload;
 mod replicas;
 mod shared_store;
 mod status_page;
+mod unauthorized;

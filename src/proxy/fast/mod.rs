@@ -24,14 +24,14 @@ use super::error::{self, write_error, ProxyError};
 use super::full::pool::Pool;
 use super::limits::Budget;
 use super::route::{may_retry, Unanswered};
-use super::Proxy;
+use super::{unauthorized, Proxy};
 use arc_swap::ArcSwap;
 use deadline::Timers;
 use io::{write_all2, AppIo, Buf, Rewind};
 use link::{Link, Links};
 use relay::{relay, Relay};
 use request::{Framed, Outcome};
-use response::Parsed;
+use response::{Framing, Parsed};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -42,6 +42,10 @@ use tokio_util::sync::CancellationToken;
 /// A body up to this size is copied behind its head and sent with one `send`, which costs
 /// the kernel less than a two-part `writev`.
 const COALESCE: usize = 4096;
+
+/// The longest body of a response the app does not get (a 401 before a replay) that is
+/// read to its end to keep the link; a longer one closes it.
+const MAX_DISCARDED_BODY: u64 = 64 * 1024;
 
 /// Initial read buffer of an app connection (grows to a head of [`request::MAX_HEAD`]).
 const CLIENT_BUFFER: usize = 4096;
@@ -180,7 +184,7 @@ impl Worker {
             }
             read => read,
         };
-        let (req, now) = match read {
+        let (mut req, now) = match read {
             Ok(Ok(Read::Ready(req, now))) => (req, now),
             Ok(Ok(Read::Refused(refused))) => {
                 // A token on its way: wait for it, then read the same request again (it is
@@ -220,11 +224,8 @@ impl Worker {
             close,
         } = req.framed;
         let close = close || client.budget.last(now);
-        let mut body = &client.buf.pending()[head_len..head_len + body_len];
-        if body.len() <= COALESCE {
-            client.out.extend_from_slice(body);
-            body = &[];
-        }
+        let whole_body = &client.buf.pending()[head_len..head_len + body_len];
+        let mut body = coalesce(&mut client.out, whole_body);
         let consumed = head_len + body_len;
         // The access log's request line, copied (only when it is on) before the buffer moves.
         let logged = proxy.access_log.then(|| {
@@ -233,34 +234,60 @@ impl Worker {
                 .unwrap_or_default()
         });
 
-        let sent = self
-            .timers
-            .timeout(
-                proxy.response_timeout,
-                self.send(&req, &client.out, body, close, now),
-            )
-            .await;
-        let (mut link, response) = match sent {
-            Ok(Ok(sent)) => sent,
-            Ok(Err(reason)) => {
-                let error = ProxyError::UpstreamUnreachable {
-                    connection: conn.key.clone(),
-                    reason,
-                };
-                if let Some((method, target)) = &logged {
-                    access::log(&conn.key, method, target, error.status().as_u16(), now);
+        let mut replayed = false;
+        let (mut link, response) = loop {
+            let sent = self
+                .timers
+                .timeout(
+                    proxy.response_timeout,
+                    self.send(&req, &client.out, body, close, now),
+                )
+                .await;
+            let (link, response) = match sent {
+                Ok(Ok(sent)) => sent,
+                Ok(Err(reason)) => {
+                    let error = ProxyError::UpstreamUnreachable {
+                        connection: conn.key.clone(),
+                        reason,
+                    };
+                    if let Some((method, target)) = &logged {
+                        access::log(&conn.key, method, target, error.status().as_u16(), now);
+                    }
+                    return self.fail(client, consumed, error, is_head, close).await;
                 }
-                return self.fail(client, consumed, error, is_head, close).await;
-            }
-            Err(_) => {
-                let error = ProxyError::UpstreamTimeout {
-                    connection: conn.key.clone(),
-                };
-                if let Some((method, target)) = &logged {
-                    access::log(&conn.key, method, target, error.status().as_u16(), now);
+                Err(_) => {
+                    let error = ProxyError::UpstreamTimeout {
+                        connection: conn.key.clone(),
+                    };
+                    if let Some((method, target)) = &logged {
+                        access::log(&conn.key, method, target, error.status().as_u16(), now);
+                    }
+                    return self.fail(client, consumed, error, is_head, close).await;
                 }
-                return self.fail(client, consumed, error, is_head, close).await;
+            };
+            // A 401 to a token still considered valid: one refresh, and one replay of the
+            // request (still whole at the start of the buffer) with the new token.
+            if replayed
+                || response.status != unauthorized::UNAUTHORIZED
+                || !proxy.unauthorized(state, req.token, req.idempotent).await
+            {
+                break (link, response);
             }
+            let again = request::translate_request(
+                &proxy,
+                client.buf.pending(),
+                &mut client.out,
+                Instant::now(),
+                client.tunnel.as_deref(),
+            );
+            let Outcome::Ready(again) = again else {
+                // (Not forwardable any more, e.g. the new token is unusable: the 401 stands.)
+                break (link, response);
+            };
+            self.discard(link, &response, state.index, &proxy).await;
+            req = again;
+            body = coalesce(&mut client.out, whole_body);
+            replayed = true;
         };
         client.buf.consume(consumed);
 
@@ -380,6 +407,32 @@ impl Worker {
         }
     }
 
+    /// Ends a response the app will not see (a 401 before a replay): a body of up to
+    /// [`MAX_DISCARDED_BODY`] bytes is read to its end, so the link can be pooled again;
+    /// any other closes the link.
+    async fn discard(
+        &self,
+        mut link: Link,
+        response: &response::Response,
+        index: usize,
+        proxy: &Proxy,
+    ) {
+        let short = match response.framing {
+            Framing::Empty => true,
+            Framing::Length(n) => n <= MAX_DISCARDED_BODY,
+            Framing::Chunked | Framing::UntilClose => false,
+        };
+        if !short {
+            return;
+        }
+        let mut sink = tokio::io::sink();
+        let read = relay(&mut link, &mut sink, response.framing);
+        let read = self.timers.timeout(proxy.response_timeout, read).await;
+        if matches!(read, Ok(Ok(()))) && response.reusable && link.buf.is_empty() {
+            self.links.checkin(index, link, Instant::now());
+        }
+    }
+
     /// Answers with the proxy's own error response.
     async fn fail<S: AppIo>(
         &self,
@@ -400,6 +453,16 @@ impl Worker {
             Next::KeepAlive
         }
     }
+}
+
+/// Copies a body of up to [`COALESCE`] bytes behind the request head in `out` (sent with
+/// one `send`); returns what is left to send after the head.
+fn coalesce<'b>(out: &mut Vec<u8>, body: &'b [u8]) -> &'b [u8] {
+    if body.len() <= COALESCE {
+        out.extend_from_slice(body);
+        return &[];
+    }
+    body
 }
 
 /// Why an exchange failed.

@@ -62,6 +62,8 @@ pub struct Request<'p> {
     pub framed: Framed,
     /// Safe to send again by the shared retry rule.
     pub idempotent: bool,
+    /// The serial of the token injected (0: none), for [`Proxy::unauthorized`].
+    pub token: u64,
 }
 
 /// A request the plan refused.
@@ -175,6 +177,7 @@ pub fn translate_request<'p>(
         entry: plan.entry,
         framed,
         idempotent: plan.idempotent,
+        token: plan.credential.token_serial(),
     })
 }
 

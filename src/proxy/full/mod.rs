@@ -13,7 +13,7 @@ use super::error::{self, ProxyError};
 use super::fast::Worker;
 use super::headers;
 use super::route::{Ask, Credential};
-use super::Proxy;
+use super::{unauthorized, Proxy};
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::uri::{PathAndQuery, Uri};
@@ -85,27 +85,96 @@ impl Proxy {
         tunnel: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // A token on its way: wait for it rather than refuse at once (both paths do).
-        loop {
+        let replayable = loop {
             let mut ask = ask(req.method(), req.uri(), req.headers(), self);
             ask.tunnel = tunnel;
             let refusal = match self.plan(&ask, Instant::now()) {
-                Ok(_) => break,
+                Ok(plan) => break plan.idempotent && plan.credential.token_serial() != 0,
                 Err(refusal) => refusal,
             };
             if !self.token_arrives(&refusal).await {
                 return Err(refusal);
             }
+        };
+        let (req, kept) = self.keep_for_replay(req, replayable).await?;
+        let (entry, token, mut response) = self.send_upstream(pool, req, tunnel).await?;
+        // A 401 to a token still considered valid: one refresh, and one replay of the
+        // request (kept whole) with the new token ([`super::unauthorized`]).
+        if response.status().as_u16() == unauthorized::UNAUTHORIZED
+            && self.unauthorized(entry, token, kept.is_some()).await
+        {
+            if let Some(kept) = kept {
+                // The 401's body is dropped unread: hyper then closes that connection.
+                drop(response);
+                response = self.send_upstream(pool, kept.request(), tunnel).await?.2;
+            }
         }
+        let (mut parts, body) = response.into_parts();
+        headers::strip_response(parts.status.as_u16(), &mut parts.headers);
+        Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+
+    /// The request with its body as sent upstream: streamed (bounded by
+    /// `proxy.body_read_timeout`), or, for a request that may be replayed after a 401
+    /// (`replayable`: idempotent, with a token) whose body has a known length of at most
+    /// [`unauthorized::MAX_REPLAY_BODY`], read whole first and kept with a copy of the
+    /// head, as the fast path keeps it in its buffer.
+    async fn keep_for_replay(
+        &self,
+        req: Request<Incoming>,
+        replayable: bool,
+    ) -> Result<(Request<UpstreamBody>, Option<Kept>), ProxyError> {
+        let bound = self.limits.body_read_timeout;
+        let small = http_body::Body::size_hint(req.body())
+            .exact()
+            .is_some_and(|n| n <= unauthorized::MAX_REPLAY_BODY as u64);
+        if !(replayable && small && !self.unauthorized_refresh_interval.is_zero()) {
+            return Ok((
+                req.map(|b| Either::Left(stall::Bounded::new(b, bound))),
+                None,
+            ));
+        }
+        let (parts, body) = req.into_parts();
+        let body = http_body_util::BodyExt::collect(stall::Bounded::new(body, bound))
+            .await
+            .map_err(|e| {
+                tracing::debug!(error = %e, "the request body could not be read");
+                ProxyError::BadRequest {
+                    reason: BODY_UNREADABLE.into(),
+                }
+            })?
+            .to_bytes();
+        let kept = Kept {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        };
+        Ok((
+            Request::from_parts(parts, Either::Right(Full::new(body))),
+            Some(kept),
+        ))
+    }
+
+    /// Prepares `req` (a new plan, so the current token) and sends it on the worker's
+    /// pool: its connection, the serial of the token it carried (0: none) and the
+    /// response.
+    async fn send_upstream(
+        &self,
+        pool: &Rc<Pool>,
+        req: Request<UpstreamBody>,
+        tunnel: Option<&str>,
+    ) -> Result<(&Arc<crate::registry::Entry>, u64, Response<PooledBody>), ProxyError> {
         let (req, prepared) = self.prepare_request_in(req, Instant::now(), tunnel)?;
         let Prepared {
             entry,
             api_key,
             idempotent,
+            token,
         } = prepared;
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, mut body) = req.into_parts();
         let conn = &entry.conn;
-        let mut body: UpstreamBody =
-            Either::Left(stall::Bounded::new(body, self.limits.body_read_timeout));
         if let Some(key) = api_key {
             let target = parts.uri.path_and_query().cloned();
             let target = target.unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -115,18 +184,13 @@ impl Proxy {
         let request = Request::from_parts(parts, body);
         super::route::sent(entry);
         let sent = pool.send(entry.index, &conn.upstream, request, idempotent);
-        let response = match tokio::time::timeout(self.response_timeout, sent).await {
-            Err(_) => {
-                return Err(ProxyError::UpstreamTimeout {
-                    connection: conn.key.clone(),
-                })
-            }
-            Ok(Err(e)) => return Err(failed(&conn.key, e)),
-            Ok(Ok(r)) => r,
-        };
-        let (mut parts, body) = response.into_parts();
-        headers::strip_response(parts.status.as_u16(), &mut parts.headers);
-        Ok(Response::from_parts(parts, Either::Left(body)))
+        match tokio::time::timeout(self.response_timeout, sent).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                connection: conn.key.clone(),
+            }),
+            Ok(Err(e)) => Err(failed(&conn.key, e)),
+            Ok(Ok(response)) => Ok((entry, token, response)),
+        }
     }
 
     /// Everything the hyper path does between the parsed request and the request handed
@@ -163,6 +227,7 @@ impl Proxy {
                     _ => None,
                 },
                 idempotent: plan.idempotent,
+                token: plan.credential.token_serial(),
             };
             (prepared, target)
             // The plan borrows the token: it ends here, before anything awaits.
@@ -183,6 +248,10 @@ impl Proxy {
     }
 }
 
+/// Why an app's request body could not be forwarded.
+const BODY_UNREADABLE: &str =
+    "the request body could not be read (malformed chunked framing or cut short)";
+
 /// The error for a failed upstream exchange, worded as the fast path words it.
 fn failed(connection: &str, e: PoolError) -> ProxyError {
     let reason = match &e {
@@ -190,9 +259,7 @@ fn failed(connection: &str, e: PoolError) -> ProxyError {
             // The app's own streamed body broke (bad chunked framing, or cut short).
             tracing::debug!(error = %e, "the request body could not be read");
             return ProxyError::BadRequest {
-                reason:
-                    "the request body could not be read (malformed chunked framing or cut short)"
-                        .into(),
+                reason: BODY_UNREADABLE.into(),
             };
         }
         PoolError::Http(h) if h.is_parse() => error::MALFORMED_RESPONSE.into(),
@@ -211,6 +278,29 @@ pub struct Prepared<'p> {
     pub entry: &'p Arc<crate::registry::Entry>,
     pub api_key: Option<&'p crate::config::ApiKey>,
     pub idempotent: bool,
+    /// The serial of the token injected (0: none), for [`Proxy::unauthorized`].
+    pub token: u64,
+}
+
+/// A request kept whole for its replay after a 401 ([`Proxy::keep_for_replay`]): the
+/// app's head as it arrived (the replay is planned afresh) and its body.
+struct Kept {
+    method: Method,
+    uri: Uri,
+    version: http::Version,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Kept {
+    fn request(self) -> Request<UpstreamBody> {
+        let mut req = Request::new(Either::Right(Full::new(self.body)));
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        req
+    }
 }
 
 /// The [`Ask`] of a request hyper parsed.

@@ -1,0 +1,144 @@
+//! An upstream's 401 to a request that carried a token tokenwarden still considered valid
+//! (revoked early, the provider's clock ahead of ours): the one decision both request
+//! paths take ([`Proxy::unauthorized`]), so they behave the same.
+//!
+//! - The token the request carried is still the cache's current one: one refresh of the
+//!   connection, out of schedule, through its refresher ([`Cache::replace_rejected`]:
+//!   every request rejected with that token shares it, the shared store's lease is
+//!   respected, and a refresh is asked for at most once per
+//!   `proxy.unauthorized_refresh_interval`, so an API that rejects every token cannot
+//!   cause a refresh storm). A connection that cannot refresh (authorization code without
+//!   a `refresh_request` or a refresh token) gets none.
+//! - A newer token is already current: no refresh.
+//! - Then the request is sent once more with the new token when it is *replayable* — an
+//!   idempotent method whose body is still at hand (at most [`MAX_REPLAY_BODY`] bytes,
+//!   buffered) — and nothing of the 401 has reached the app (both paths decide before
+//!   they relay a byte of it). Otherwise the 401 goes back to the app unchanged; a
+//!   request that is not replayable still waits for the refresh, so the app's next
+//!   request carries the new token. A replay is never replayed again.
+//!
+//! Only 401 does this: 403, 429 and 5xx always pass through. Each 401 that carried a token
+//! is counted once, by outcome, in `tokenwarden_unauthorized_refreshes_total`.
+
+use super::Proxy;
+use crate::config::{Auth, Grant};
+use crate::registry::Entry;
+use crate::telemetry::Counter;
+use crate::token::Replacement;
+use std::time::Duration;
+
+/// The largest request body kept for a replay: the fast path's buffered bodies
+/// ([`super::fast::request::MAX_BUFFERED_BODY`]); the hyper path buffers an idempotent
+/// request's body of a known length up to this before sending it.
+pub const MAX_REPLAY_BODY: usize = super::fast::request::MAX_BUFFERED_BODY;
+
+/// How long a rejected request waits for the refreshed token before its 401 goes back.
+pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
+
+/// The status that starts a recovery.
+pub const UNAUTHORIZED: u16 = 401;
+
+/// What became of one 401 that carried a token (the metric's `outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A refresh ran for it and produced a new token.
+    Refreshed,
+    /// A newer token was there already, or came from a refresh another 401 asked for.
+    Reused,
+    /// A refresh was asked for less than `proxy.unauthorized_refresh_interval` ago.
+    Limited,
+    /// The refresh failed, or brought no new token within [`REFRESH_WAIT`].
+    Failed,
+    /// The connection has no way to refresh (authorization code without a refresh token).
+    NotRefreshable,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Refreshed,
+        Outcome::Reused,
+        Outcome::Limited,
+        Outcome::Failed,
+        Outcome::NotRefreshable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Refreshed => "refreshed",
+            Outcome::Reused => "reused",
+            Outcome::Limited => "limited",
+            Outcome::Failed => "failed",
+            Outcome::NotRefreshable => "not_refreshable",
+        }
+    }
+
+    /// Whether the request may go again, with another token.
+    fn new_token(self) -> bool {
+        matches!(self, Outcome::Refreshed | Outcome::Reused)
+    }
+}
+
+impl From<Replacement> for Outcome {
+    fn from(r: Replacement) -> Outcome {
+        match r {
+            Replacement::Refreshed => Outcome::Refreshed,
+            Replacement::Reused => Outcome::Reused,
+            Replacement::Limited => Outcome::Limited,
+            Replacement::Failed => Outcome::Failed,
+        }
+    }
+}
+
+/// The 401s of one connection by outcome (`/metrics`).
+#[derive(Debug, Default)]
+pub struct Counters([Counter; Outcome::ALL.len()]);
+
+impl Counters {
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        self.0[outcome as usize].get()
+    }
+
+    fn inc(&self, outcome: Outcome) {
+        self.0[outcome as usize].inc();
+    }
+}
+
+impl Proxy {
+    /// The upstream of `entry` answered 401 to a request that carried the token with
+    /// `serial` (0: none — a static credential, which is left alone). Refreshes the token
+    /// if it is still current (module doc) and says whether to send the request again:
+    /// only when `replayable` (idempotent, body at hand, nothing relayed to the app yet)
+    /// and the token changed. Counts the outcome.
+    pub async fn unauthorized(&self, entry: &Entry, serial: u64, replayable: bool) -> bool {
+        let interval = self.unauthorized_refresh_interval;
+        let Auth::OAuth2(oauth) = &entry.conn.auth else {
+            return false;
+        };
+        if serial == 0 || interval.is_zero() {
+            return false;
+        }
+        let cache = &entry.tokens;
+        let refreshable = oauth.grant == Grant::ClientCredentials
+            || (oauth.refresh_request.is_some()
+                && cache
+                    .current()
+                    .as_deref()
+                    .is_some_and(|t| t.refresh_token.is_some()));
+        let outcome = if refreshable {
+            Outcome::from(cache.replace_rejected(serial, interval, REFRESH_WAIT).await)
+        } else if cache.replaced(serial) {
+            // A newer token (say, from a new authorization) is there: use it.
+            Outcome::Reused
+        } else {
+            Outcome::NotRefreshable
+        };
+        entry.counters.unauthorized.inc(outcome);
+        tracing::info!(
+            connection = %entry.conn.key,
+            outcome = outcome.as_str(),
+            replay = replayable && outcome.new_token(),
+            "the upstream rejected a token it should have accepted (401)"
+        );
+        replayable && outcome.new_token()
+    }
+}
