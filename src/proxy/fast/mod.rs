@@ -266,10 +266,11 @@ impl Worker {
                 }
             };
             // A 401 to a token still considered valid: one refresh, and one replay of the
-            // request (still whole at the start of the buffer) with the new token.
+            // request (still whole at the start of the buffer) with the new token. (Boxed:
+            // the cold path would otherwise bloat every request's future.)
             if replayed
                 || response.status != unauthorized::UNAUTHORIZED
-                || !proxy.unauthorized(state, req.token, req.idempotent).await
+                || !Box::pin(proxy.unauthorized(state, req.token, req.idempotent)).await
             {
                 break (link, response);
             }
@@ -284,7 +285,7 @@ impl Worker {
                 // (Not forwardable any more, e.g. the new token is unusable: the 401 stands.)
                 break (link, response);
             };
-            self.discard(link, &response, state.index, &proxy).await;
+            Box::pin(self.discard(link, &response, state.index, &proxy)).await;
             req = again;
             body = coalesce(&mut client.out, whole_body);
             replayed = true;
