@@ -133,12 +133,21 @@ impl Proxy {
             Outcome::NotRefreshable
         };
         entry.counters.unauthorized.inc(outcome);
-        tracing::info!(
-            connection = %entry.conn.key,
-            outcome = outcome.as_str(),
-            replay = replayable && outcome.new_token(),
-            "the upstream rejected a token it should have accepted (401)"
-        );
-        replayable && outcome.new_token()
+        let replay = replayable && outcome.new_token();
+        let key = &entry.conn.key;
+        // Refreshes happen at most once per interval: those are logged; the other
+        // outcomes (as many as there are rejected requests) only at debug level.
+        match outcome {
+            Outcome::Refreshed => {
+                tracing::info!(connection = %key, replay, "the upstream rejected a current token (401): refreshed it")
+            }
+            Outcome::Failed => {
+                tracing::warn!(connection = %key, "the upstream rejected a current token (401), and no new token came; the 401 goes back")
+            }
+            _ => {
+                tracing::debug!(connection = %key, outcome = outcome.as_str(), replay, "the upstream rejected a token (401)")
+            }
+        }
+        replay
     }
 }
