@@ -36,6 +36,7 @@ pub mod ca;
 pub mod config;
 pub mod demo;
 pub mod describe;
+pub mod instrument;
 pub mod oauth;
 pub mod proxy;
 pub mod refresher;

@@ -85,18 +85,22 @@ impl Proxy {
         tunnel: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // A token on its way: wait for it rather than refuse at once (both paths do).
+        let started = Instant::now();
+        let mut now = started;
         loop {
             let mut ask = ask(req.method(), req.uri(), req.headers(), self);
             ask.tunnel = tunnel;
-            let refusal = match self.plan(&ask, Instant::now()) {
+            let refusal = match self.plan(&ask, now) {
                 Ok(_) => break,
                 Err(refusal) => refusal,
             };
             if !self.token_arrives(&refusal).await {
+                super::measure::failed(self, &refusal, started);
                 return Err(refusal);
             }
+            now = Instant::now();
         }
-        let (req, prepared) = self.prepare_request_in(req, Instant::now(), tunnel)?;
+        let (req, prepared) = self.prepare_request_in(req, now, tunnel)?;
         let Prepared {
             entry,
             api_key,
@@ -114,16 +118,16 @@ impl Proxy {
         }
         let request = Request::from_parts(parts, body);
         super::route::sent(entry);
-        let sent = pool.send(entry.index, &conn.upstream, request, idempotent);
+        let sent = pool.send(entry, request, idempotent);
         let response = match tokio::time::timeout(self.response_timeout, sent).await {
-            Err(_) => {
-                return Err(ProxyError::UpstreamTimeout {
-                    connection: conn.key.clone(),
-                })
-            }
-            Ok(Err(e)) => return Err(failed(&conn.key, e)),
-            Ok(Ok(r)) => r,
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                connection: conn.key.clone(),
+            }),
+            Ok(Err(e)) => Err(failed(&conn.key, e)),
+            Ok(Ok(r)) => Ok(r),
         };
+        let response = response.inspect_err(|e| super::measure::failed(self, e, started))?;
+        super::measure::answered(entry, response.status().as_u16(), started);
         let (mut parts, body) = response.into_parts();
         headers::strip_response(parts.status.as_u16(), &mut parts.headers);
         Ok(Response::from_parts(parts, Either::Left(body)))
