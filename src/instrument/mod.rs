@@ -135,3 +135,35 @@ pub struct Instruments {
     /// Upstream connections open (fast-path links and hyper pool connections, idle or not).
     pub open_upstream: Arc<Gauge>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_counts_in_its_class_and_an_odd_one_in_the_nearest() {
+        let c = ConnectionInstruments::default();
+        let ms = Duration::from_millis(1);
+        for status in [101, 200, 204, 302, 404, 502, 599, 99, 600] {
+            c.answered(status, ms);
+        }
+        let counts: Vec<u64> = (0..STATUS_CLASSES.len())
+            .map(|i| c.durations(i).snapshot().count())
+            .collect();
+        // 99 joins 1xx, 600 joins 5xx.
+        assert_eq!(counts, [2, 2, 1, 1, 3]);
+    }
+
+    #[test]
+    fn no_token_refusals_are_kept_by_state() {
+        let c = ConnectionInstruments::default();
+        c.no_token("failed");
+        c.no_token("failed");
+        c.no_token("needs_authorization");
+        let counts: Vec<u64> = (0..NO_TOKEN_STATES.len()).map(|i| c.no_tokens(i)).collect();
+        assert_eq!(counts, [0, 0, 0, 2, 1, 0]);
+        c.upstream_error(UpstreamError::Tls);
+        assert_eq!(c.upstream_errors(UpstreamError::Tls), 1);
+        assert_eq!(c.upstream_errors(UpstreamError::Connect), 0);
+    }
+}
