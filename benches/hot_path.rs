@@ -6,6 +6,8 @@
 //! (parsed into a `HeaderMap` by hyper), which the fast path replaced for ordinary requests.
 //! `cargo bench --bench hot_path` (~1 min).
 //!
+//! `hot_path/record_request_duration` is what a request adds for `/metrics`.
+//!
 //! `parts/*` splits `token_cache_header` into its clock read, `ArcSwap` load and
 //! `HeaderValue` clone.
 
@@ -73,6 +75,15 @@ fn hot_path(c: &mut Criterion) {
                 black_box(support::RAW_RESPONSE),
                 &mut out,
             ))
+        })
+    });
+    // What a request adds for `/metrics` (`proxy::measure::answered`): the clock read that
+    // ends it and the record into the worker's histogram shard.
+    let started = tokio::time::Instant::now();
+    g.bench_function("record_request_duration", |b| {
+        b.iter(|| {
+            let took = tokio::time::Instant::now().saturating_duration_since(started);
+            state.counters.requests.answered(black_box(200), took)
         })
     });
     g.finish();

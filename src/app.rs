@@ -158,7 +158,9 @@ pub async fn start(
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     }));
+    let instruments = Arc::new(crate::instrument::Instruments::default());
     let admin = Arc::new(Admin {
+        instruments: Arc::clone(&instruments),
         registry: Arc::clone(&reloader.registry),
         reloader: Arc::clone(&reloader),
         pending,
@@ -180,6 +182,7 @@ pub async fn start(
         workers,
         header_read_timeout: header_timeout,
         fast_path: !options.hyper_only,
+        instruments,
     };
     tasks.spawn(crate::proxy::fast::worker::spawn(
         proxy_listener.into_std()?,

@@ -25,7 +25,10 @@
 //!   a byte-level fast path (`proxy::fast`) for ordinary requests, hyper for the rest.
 //! - [`ca`]: the local CA of TLS interception (`ca init`, `ca bundle`) and the
 //!   intermediate and leaves minted from it at start.
-//! - [`admin`]: health, readiness, metrics, status, authorize and callback routes.
+//! - [`admin`]: health, readiness, metrics (OpenMetrics, by prometheus-client), status,
+//!   authorize and callback routes.
+//! - [`instrument`]: the lock-free, per-worker sharded histograms, counters and gauges the
+//!   request path records into for `/metrics`.
 //! - [`server`]: the accept loop shared by both listeners.
 //! - [`app`]: the composition root; [`run`] is what `tokenwarden run` does.
 //! - [`demo`]: the self-contained demo; [`telemetry`]: logging; [`tls`]: rustls roots.
@@ -36,6 +39,7 @@ pub mod ca;
 pub mod config;
 pub mod demo;
 pub mod describe;
+pub mod instrument;
 pub mod oauth;
 pub mod proxy;
 pub mod refresher;

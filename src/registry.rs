@@ -7,6 +7,7 @@
 //! `Host` value, the proxy's counters, and the connection's [`token::Cache`].
 
 use crate::config::{Auth, Connection, Grant, Upstream};
+use crate::instrument::ConnectionInstruments;
 use crate::telemetry::Counter;
 use crate::token::{self, State};
 use http::HeaderValue;
@@ -44,8 +45,9 @@ pub struct Entry {
 pub struct ProxyCounters {
     /// Requests forwarded upstream with a credential.
     pub proxied: Counter,
-    /// Requests refused because no usable token was held.
-    pub no_token: Counter,
+    /// Request and connect durations, upstream errors, and the requests refused because
+    /// no usable token was held (by the state the 503 reported).
+    pub requests: ConnectionInstruments,
     /// Upstream 401s to requests that carried a token, by what came of them.
     pub unauthorized: crate::proxy::unauthorized::Counters,
 }

@@ -1,6 +1,7 @@
 //! Allocation budget of the request path, with a counting global allocator (its own test
 //! binary so the allocator affects nothing else):
 //! - `token::Cache::header()` allocates nothing;
+//! - recording a request's duration for `/metrics` allocates nothing;
 //! - the fast path — the app's request bytes to the upstream request head (parse, route,
 //!   loop check, hygiene, injection) and the upstream's response head to the app's —
 //!   allocates nothing at all, with a 10-byte or a 10,000-byte token, once its reused
@@ -130,7 +131,29 @@ fn request_path_allocates_nothing_token_dependent() {
         );
     }
 
-    // 3. The hyper path's preparation: the same count for a short and a huge token, and small.
+    // 3. Recording a request for `/metrics` (its duration by status class, on the
+    //    recording thread's shard): nothing.
+    let (_dir, state, _proxy) = support::loaded_state();
+    let took = std::time::Duration::from_micros(250);
+    let n = allocations(|| {
+        for status in (0..CALLS).map(|i| 200 + (i % 4) as u16 * 100) {
+            state.counters.requests.answered(black_box(status), took);
+        }
+    });
+    assert_eq!(
+        n, 0,
+        "recording {CALLS} request durations allocated {n} times"
+    );
+    let recorded: u64 = (0..tokenwarden::instrument::STATUS_CLASSES.len())
+        .map(|class| state.counters.requests.durations(class).snapshot().count())
+        .sum();
+    assert_eq!(
+        recorded,
+        (CALLS * (ROUNDS + 1)) as u64,
+        "every call recorded"
+    );
+
+    // 4. The hyper path's preparation: the same count for a short and a huge token, and small.
     let short = preparation_allocations(10);
     let long = preparation_allocations(10_000);
     eprintln!(

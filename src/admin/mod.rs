@@ -5,7 +5,7 @@
 //! | `GET /` | the status page: HTML, every connection and the store's health, an Authorize button for authorization-code connections (see `page`) |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when every client-credentials connection holds a usable token, else 503 with the ones that do not; the body also shows the store's health |
-//! | `GET /metrics` | Prometheus text: token state, expiry, token requests, proxied requests |
+//! | `GET /metrics` | OpenMetrics text (prometheus-client): token state, expiry, token requests and their durations, proxied requests and their durations, upstream connects and errors, `no_token` refusals, open connections, store health (see `collector`) |
 //! | `GET /api/v1/connections` | every connection's status (never a token value) |
 //! | `GET /api/v1/connection/{key}` | one connection's status |
 //! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string, as plain text with `?format=text`, or as a 303 redirect with `?format=redirect` (trusted callers only; never for a request a browser marks cross-site) |
@@ -18,6 +18,7 @@
 //! probes (`/healthz`, `/readyz`, `/metrics`) at debug level, the rest at info.
 
 mod access;
+mod collector;
 mod metrics;
 mod oauth;
 mod page;
@@ -51,6 +52,8 @@ pub struct Admin {
     pub pending: PendingStates,
     pub client: TokenClient,
     pub backend: Backend,
+    /// The proxy's open-connection gauges.
+    pub instruments: Arc<crate::instrument::Instruments>,
 }
 
 impl Admin {
@@ -117,9 +120,7 @@ impl Admin {
             [""] => page::render(self, req.headers(), peer),
             ["healthz"] => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             ["readyz"] => status::ready(&self.registry.load(), &self.backend),
-            ["metrics"] => {
-                metrics::render(&self.registry.load(), &self.backend, self.pending.len())
-            }
+            ["metrics"] => metrics::render(self),
             ["api", "v1", "connections"] => status::list(&self.registry.load(), &self.backend),
             ["api", "v1", "connection", key] => {
                 status::one(&self.registry.load(), &self.backend, key)

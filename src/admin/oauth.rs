@@ -242,11 +242,13 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
         code,
         verifier: pending.verifier.as_ref(),
     };
+    let started = tokio::time::Instant::now();
     let granted = flow::run(&admin.client, &entry.conn, exchange, None).await;
-    match granted.and_then(|g| persist::token_set(key, g)) {
+    let granted = granted.and_then(|g| persist::token_set(key, g));
+    cache.counters.requested(granted.is_ok(), started.elapsed());
+    match granted {
         Ok(set) => {
             persist::finish(&admin.backend, key, cache, set, Turn::new_grant()).await;
-            cache.counters.ok.inc();
             cache.wake.notify_one();
             tracing::info!(connection = %key, "connection authorized");
             match &admin.settings.success_url {
@@ -259,7 +261,6 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
             }
         }
         Err(e) => {
-            cache.counters.failed.inc();
             tracing::warn!(connection = %key, error = %e, "code exchange failed");
             page(
                 StatusCode::BAD_REQUEST,

@@ -10,7 +10,7 @@
 //!   [`headers`] (hop-by-hop hygiene, with the one definition of "named in
 //!   `Connection`"), [`error`] (every error, rendered as a hyper response or as bytes),
 //!   [`upstream`] (the SSRF-guarded dialer), [`limits`] (connections, requests per
-//!   connection, lifetimes);
+//!   connection, lifetimes), [`measure`] (what both record for `/metrics`);
 //! - [`fast`]: ordinary requests as bytes (request and response heads, chunked scanning,
 //!   coarse deadlines, raw pooled upstream links), in the worker's connection loop;
 //! - [`full`]: hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
@@ -32,6 +32,7 @@ pub mod fast;
 pub(crate) mod full;
 pub(crate) mod headers;
 pub(crate) mod limits;
+pub(crate) mod measure;
 pub(crate) mod route;
 pub mod tunnel;
 pub mod unauthorized;

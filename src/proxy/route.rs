@@ -132,8 +132,13 @@ impl Proxy {
                 if token.as_deref().and_then(|t| t.header_at(now)).is_none() {
                     let refusal = no_token(entry);
                     // Not final while a token is being fetched (`token_arrives` counts it).
-                    if !matches!(refusal, ProxyError::NoToken { fetching: true, .. }) {
-                        entry.counters.no_token.inc();
+                    if let ProxyError::NoToken {
+                        fetching: false,
+                        state,
+                        ..
+                    } = refusal
+                    {
+                        entry.counters.requests.no_token(state);
                     }
                     return Err(refusal);
                 }
@@ -346,6 +351,7 @@ impl Proxy {
     pub async fn token_arrives(&self, error: &ProxyError) -> bool {
         let ProxyError::NoToken {
             connection,
+            state,
             fetching: true,
             ..
         } = error
@@ -357,7 +363,7 @@ impl Proxy {
         };
         let arrived = entry.tokens.usable_within(TOKEN_WAIT).await;
         if !arrived {
-            entry.counters.no_token.inc();
+            entry.counters.requests.no_token(state);
         }
         arrived
     }

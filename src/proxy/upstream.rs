@@ -25,6 +25,21 @@ pub enum DialError {
     Connect(String),
     #[error("connecting to {target} timed out after {after:?}")]
     ConnectTimeout { target: String, after: Duration },
+    /// TCP connected; the TLS handshake failed.
+    #[error("{0}")]
+    Tls(String),
+}
+
+impl DialError {
+    /// Its kind, for `tokenwarden_upstream_errors_total` (a TLS handshake that timed out
+    /// counts as a connect timeout).
+    pub fn kind(&self) -> crate::instrument::UpstreamError {
+        use crate::instrument::UpstreamError;
+        match self {
+            DialError::Connect(_) | DialError::ConnectTimeout { .. } => UpstreamError::Connect,
+            DialError::Tls(_) => UpstreamError::Tls,
+        }
+    }
 }
 
 /// Opens upstream connections for one worker's pools.
@@ -73,7 +88,7 @@ impl Dialer {
             .map_err(|_| timed_out())?
             .map_err(|e| {
                 let why = crate::tls::in_words(&e).unwrap_or_else(|| e.to_string());
-                DialError::Connect(format!(
+                DialError::Tls(format!(
                     "TLS handshake with {} failed: {why}",
                     upstream.authority
                 ))

@@ -116,12 +116,6 @@ impl Refresher {
                             continue;
                         }
                     };
-                    let counter = if result.is_ok() {
-                        &cache.counters.ok
-                    } else {
-                        &cache.counters.failed
-                    };
-                    counter.inc();
                     cache.replacement_done(serial);
                     match result {
                         Ok(()) => {
@@ -189,7 +183,8 @@ impl Refresher {
         }
     }
 
-    /// One exchange for `current`, then persist and publish. Call with the write lock held.
+    /// One exchange for `current` (counted and timed by outcome), then persist and
+    /// publish. Call with the write lock held.
     async fn fetch(
         &self,
         grant: Grant,
@@ -205,6 +200,7 @@ impl Refresher {
                 access_token: current.as_ref().map(|t| t.access_token()),
             },
         };
+        let started = Instant::now();
         let request = flow::run(&self.client, conn, exchange, refresh_token.clone());
         let granted = match turn.request_deadline(&self.backend) {
             Some(deadline) => tokio::time::timeout_at(deadline, request)
@@ -217,7 +213,10 @@ impl Refresher {
                 }),
             None => request.await,
         };
-        let set = match granted.and_then(|g| persist::token_set(&conn.key, g)) {
+        let set = granted.and_then(|g| persist::token_set(&conn.key, g));
+        let counters = &self.entry.tokens.counters;
+        counters.requested(set.is_ok(), started.elapsed());
+        let set = match set {
             Ok(set) => set,
             Err(e) => {
                 persist::abandon(&self.backend, turn).await;

@@ -12,6 +12,7 @@
 //! every request rejected with the same token and rate-limited per connection.
 
 use super::set::TokenSet;
+use crate::instrument::Histogram;
 use crate::telemetry::Counter;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
@@ -62,7 +63,7 @@ pub struct Status {
 }
 
 /// Token counters for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct TokenCounters {
     /// Token requests (any grant) that produced a token.
     pub ok: Counter,
@@ -70,6 +71,23 @@ pub struct TokenCounters {
     pub failed: Counter,
     /// Token sets adopted from the shared store (written by another replica).
     pub adopted: Counter,
+    /// How long the token requests that produced a token took.
+    pub ok_durations: Histogram,
+    /// How long the failed token requests took.
+    pub failed_durations: Histogram,
+}
+
+impl TokenCounters {
+    /// One token request that took `took`: counted, and its duration recorded, by outcome.
+    pub fn requested(&self, ok: bool, took: std::time::Duration) {
+        let (count, durations) = if ok {
+            (&self.ok, &self.ok_durations)
+        } else {
+            (&self.failed, &self.failed_durations)
+        };
+        count.inc();
+        durations.record(took);
+    }
 }
 
 pub struct Cache {

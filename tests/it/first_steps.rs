@@ -378,7 +378,7 @@ async fn a_request_waits_briefly_for_a_first_token_on_its_way() {
         assert!(echoed_authorization(&body).is_some(), "{body}");
         let metrics = sc.metrics().await;
         assert!(
-            metrics.contains("tokenwarden_no_token_total{connection=\"api\"} 0"),
+            metrics.contains("tokenwarden_no_token_total{connection=\"api\",state=\"pending\"} 0"),
             "a request that waited and went through is no refusal: {metrics}"
         );
     }
@@ -414,7 +414,7 @@ async fn a_token_too_slow_to_wait_for_is_a_503_with_retry_after() {
         assert_eq!(r.headers()["retry-after"], "30");
         let metrics = sc.metrics().await;
         assert!(
-            metrics.contains("tokenwarden_no_token_total{connection=\"api\"} 1"),
+            metrics.contains("tokenwarden_no_token_total{connection=\"api\",state=\"pending\"} 1"),
             "{metrics}"
         );
     }

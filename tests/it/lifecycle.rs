@@ -225,7 +225,7 @@ async fn readiness_health_metrics_and_status_never_show_a_token() {
         "tokenwarden_token_requests_total{connection=\"api\",outcome=\"ok\"} 1",
         "tokenwarden_token_requests_total{connection=\"api\",outcome=\"error\"} 0",
         "tokenwarden_proxied_requests_total{connection=\"api\"} 3",
-        "tokenwarden_no_token_total{connection=\"api\"} 1",
+        "tokenwarden_no_token_total{connection=\"api\",state=\"pending\"} 1",
         "tokenwarden_token_expires_at_seconds{connection=\"api\"} ",
     ] {
         assert!(metrics.contains(series), "no `{series}` in\n{metrics}");

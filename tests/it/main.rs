@@ -19,6 +19,7 @@ mod intercept_cli;
 mod kubernetes;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod oidc;
 mod paths;
 mod reload;

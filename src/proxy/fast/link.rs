@@ -6,10 +6,13 @@
 //! shared [`Dialer`].
 
 use super::io::Buf;
-use crate::config::Upstream;
+use crate::instrument::{Gauge, Open};
 use crate::proxy::full::pool::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
+use crate::proxy::measure;
 use crate::proxy::upstream::{DialError, Dialer, Stream};
+use crate::registry::Entry;
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -27,6 +30,8 @@ pub struct Link {
     pub buf: Buf,
     pub head: Vec<u8>,
     since: Instant,
+    /// Counts it in `tokenwarden_open_connections{side="upstream"}` while it exists.
+    _open: Open,
 }
 
 impl Link {
@@ -46,15 +51,18 @@ pub struct Links {
     pooled: tokio::sync::Notify,
     reaper_parked: Cell<bool>,
     dialer: Dialer,
+    /// The open upstream connections of the process.
+    open: Arc<Gauge>,
 }
 
 impl Links {
-    pub fn new(connections: usize, dialer: Dialer) -> Links {
+    pub fn new(connections: usize, dialer: Dialer, open: Arc<Gauge>) -> Links {
         Links {
             idle: RefCell::new((0..connections).map(|_| Vec::new()).collect()),
             pooled: tokio::sync::Notify::new(),
             reaper_parked: Cell::new(false),
             dialer,
+            open,
         }
     }
 
@@ -107,13 +115,14 @@ impl Links {
         }
     }
 
-    /// A new link to `upstream`.
-    pub async fn connect(&self, upstream: &Upstream) -> Result<Link, DialError> {
+    /// A new link to `entry`'s upstream (timed, or its failure counted: [`measure::dial`]).
+    pub async fn connect(&self, entry: &Entry) -> Result<Link, DialError> {
         Ok(Link {
-            stream: self.dialer.open(upstream).await?,
+            stream: measure::dial(&self.dialer, entry).await?,
             buf: Buf::with_capacity(LINK_BUFFER),
             head: Vec::new(),
             since: Instant::now(),
+            _open: self.open.open(),
         })
     }
 }

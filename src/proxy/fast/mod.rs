@@ -66,6 +66,8 @@ pub struct Worker {
     pub timers: Rc<Timers>,
     pub header_read_timeout: Duration,
     pub shutdown: CancellationToken,
+    /// `tokenwarden_open_connections{side="client"}`.
+    pub open_clients: Arc<crate::instrument::Gauge>,
 }
 
 /// One app connection.
@@ -93,8 +95,8 @@ impl<S> Client<S> {
 /// What reading a request produced.
 enum Read<'s> {
     Ready(request::Request<'s>, Instant),
-    /// The plan refused the request, which is whole in the buffer.
-    Refused(request::Refusal),
+    /// The plan refused the request (read at the instant), which is whole in the buffer.
+    Refused(request::Refusal, Instant),
     /// The head is whole; its body is still arriving.
     Body,
 }
@@ -110,6 +112,7 @@ enum Next {
 /// Serves one app connection until it closes: a TCP connection the listener accepted
 /// (`tunnel: None`), or the decrypted stream of an intercepted tunnel to `tunnel`.
 pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel: Option<Rc<str>>) {
+    let _open = worker.open_clients.open();
     let mut client = Client {
         io,
         tunnel,
@@ -186,7 +189,7 @@ impl Worker {
         };
         let (mut req, now) = match read {
             Ok(Ok(Read::Ready(req, now))) => (req, now),
-            Ok(Ok(Read::Refused(refused))) => {
+            Ok(Ok(Read::Refused(refused, started))) => {
                 // A token on its way: wait for it, then read the same request again (it is
                 // still in the buffer).
                 if proxy.token_arrives(&refused.error).await {
@@ -199,6 +202,7 @@ impl Worker {
                     close,
                 } = refused.framed;
                 let close = close || client.budget.last(Instant::now());
+                super::measure::failed(&proxy, &refused.error, started);
                 if proxy.access_log {
                     log_access(
                         client,
@@ -245,20 +249,13 @@ impl Worker {
                 .await;
             let (link, response) = match sent {
                 Ok(Ok(sent)) => sent,
-                Ok(Err(reason)) => {
-                    let error = ProxyError::UpstreamUnreachable {
-                        connection: conn.key.clone(),
-                        reason,
+                failed => {
+                    let connection = conn.key.clone();
+                    let error = match failed {
+                        Ok(Err(reason)) => ProxyError::UpstreamUnreachable { connection, reason },
+                        _ => ProxyError::UpstreamTimeout { connection },
                     };
-                    if let Some((method, target)) = &logged {
-                        access::log(&conn.key, method, target, error.status().as_u16(), now);
-                    }
-                    return self.fail(client, consumed, error, is_head, close).await;
-                }
-                Err(_) => {
-                    let error = ProxyError::UpstreamTimeout {
-                        connection: conn.key.clone(),
-                    };
+                    super::measure::failed(&proxy, &error, now);
                     if let Some((method, target)) = &logged {
                         access::log(&conn.key, method, target, error.status().as_u16(), now);
                     }
@@ -291,6 +288,7 @@ impl Worker {
             replayed = true;
         };
         client.buf.consume(consumed);
+        super::measure::answered(state, response.status, now);
 
         let relayed = relay(&mut link, &mut client.io, response.framing).await;
         if let Some((method, target)) = &logged {
@@ -337,7 +335,7 @@ impl Worker {
                     client.tunnel.as_deref(),
                 ) {
                     Outcome::Ready(req) => return Ok(Read::Ready(req, now)),
-                    Outcome::Refused(refused) => return Ok(Read::Refused(refused)),
+                    Outcome::Refused(refused) => return Ok(Read::Refused(refused, now)),
                     Outcome::Fallback => return Err(Next::Hyper),
                     Outcome::Partial(Some(_)) if until_head => return Ok(Read::Body),
                     Outcome::Partial(length) => whole = length,
@@ -375,7 +373,7 @@ impl Worker {
             let mut link = match pooled.take() {
                 Some(link) => link,
                 // Boxed: the cold path would otherwise bloat every request's future.
-                None => match Box::pin(self.links.connect(&req.entry.conn.upstream)).await {
+                None => match Box::pin(self.links.connect(req.entry)).await {
                     Ok(link) => link,
                     Err(e) => return Err(super::root_cause(&e)),
                 },

@@ -2,12 +2,14 @@
 //! `LocalSet`, accepts on its own handle to the proxy's listening socket, and owns its
 //! upstream [`Pool`] and coarse [`Timers`], so a request never crosses threads and
 //! nothing on its path takes a lock. Shared state (the registry and its token caches) is
-//! read lock-free through `ArcSwap`. Connections are served by [`super::serve`], as many
+//! read lock-free through `ArcSwap`. Worker `i` records into shard `i` of the request
+//! path's instruments ([`crate::instrument::shard`]). Connections are served by [`super::serve`], as many
 //! at once as `proxy.max_connections` admits ([`Admission`], shared by the workers).
 
 use super::deadline::Timers;
 use super::link::Links;
 use super::Worker;
+use crate::instrument::Instruments;
 use crate::proxy::full::pool::Pool;
 use crate::proxy::limits::Admission;
 use crate::proxy::upstream::Dialer;
@@ -26,6 +28,8 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Off only for tests of the hyper path ([`crate::app::Options::hyper_only`]).
     pub fast_path: bool,
+    /// The process's open-connection gauges.
+    pub instruments: Arc<Instruments>,
 }
 
 /// Starts `settings.workers` threads serving `listener` with the current `proxy` (a reload
@@ -56,6 +60,8 @@ pub fn spawn(
         std::thread::Builder::new()
             .name(format!("tokenwarden-proxy-{i}"))
             .spawn(move || {
+                // Worker i records into shard i of the request-path instruments.
+                crate::instrument::shard::enter(i);
                 run(socket, proxy, dialer, settings, admission, shutdown);
                 let _ = tx.send(());
             })?;
@@ -99,14 +105,20 @@ fn run(
         let timers = Timers::new();
         tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
         let connections = proxy.load().registry.positions();
+        let instruments = &settings.instruments;
         let worker = Rc::new(Worker {
             proxy,
-            pool: Rc::new(Pool::new(connections, dialer.clone())),
-            links: Links::new(connections, dialer),
+            pool: Rc::new(Pool::new(
+                connections,
+                dialer.clone(),
+                Arc::clone(&instruments.open_upstream),
+            )),
+            links: Links::new(connections, dialer, Arc::clone(&instruments.open_upstream)),
             fast_path: settings.fast_path,
             timers,
             header_read_timeout: settings.header_read_timeout,
             shutdown: shutdown.clone(),
+            open_clients: Arc::clone(&instruments.open_client),
         });
         tokio::task::spawn_local(reap(Rc::clone(&worker), shutdown.clone()));
         crate::server::accept_loop(listener, &shutdown, |tracker, stream, peer| {

@@ -85,33 +85,58 @@ impl Proxy {
         tunnel: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // A token on its way: wait for it rather than refuse at once (both paths do).
+        let started = Instant::now();
+        let mut now = started;
         let replayable = loop {
             let mut ask = ask(req.method(), req.uri(), req.headers(), self);
             ask.tunnel = tunnel;
-            let refusal = match self.plan(&ask, Instant::now()) {
+            let refusal = match self.plan(&ask, now) {
                 Ok(plan) => break plan.idempotent && plan.credential.token_serial() != 0,
                 Err(refusal) => refusal,
             };
             if !self.token_arrives(&refusal).await {
+                super::measure::failed(self, &refusal, started);
                 return Err(refusal);
             }
+            now = Instant::now();
         };
+        let (entry, response) = self
+            .exchange(pool, req, replayable, tunnel, now)
+            .await
+            .inspect_err(|e| super::measure::failed(self, e, started))?;
+        super::measure::answered(entry, response.status().as_u16(), started);
+        let (mut parts, body) = response.into_parts();
+        headers::strip_response(parts.status.as_u16(), &mut parts.headers);
+        Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+
+    /// Sends the request planned at `now` and reads the response head; a 401 to a token
+    /// still considered valid gets one refresh and, if the request is `replayable`
+    /// (idempotent, with a token) and its body could be kept, one replay with the new
+    /// token ([`super::unauthorized`]).
+    async fn exchange(
+        &self,
+        pool: &Rc<Pool>,
+        req: Request<Incoming>,
+        replayable: bool,
+        tunnel: Option<&str>,
+        now: Instant,
+    ) -> Result<(&Arc<crate::registry::Entry>, Response<PooledBody>), ProxyError> {
         let (req, kept) = self.keep_for_replay(req, replayable).await?;
-        let (entry, token, mut response) = self.send_upstream(pool, req, tunnel).await?;
-        // A 401 to a token still considered valid: one refresh, and one replay of the
-        // request (kept whole) with the new token ([`super::unauthorized`]).
+        let (entry, token, response) = self.send_upstream(pool, req, tunnel, now).await?;
         if response.status().as_u16() == unauthorized::UNAUTHORIZED
             && self.unauthorized(entry, token, kept.is_some()).await
         {
             if let Some(kept) = kept {
                 // The 401's body is dropped unread: hyper then closes that connection.
                 drop(response);
-                response = self.send_upstream(pool, kept.request(), tunnel).await?.2;
+                let (entry, _, response) = self
+                    .send_upstream(pool, kept.request(), tunnel, Instant::now())
+                    .await?;
+                return Ok((entry, response));
             }
         }
-        let (mut parts, body) = response.into_parts();
-        headers::strip_response(parts.status.as_u16(), &mut parts.headers);
-        Ok(Response::from_parts(parts, Either::Left(body)))
+        Ok((entry, response))
     }
 
     /// The request with its body as sent upstream: streamed (bounded by
@@ -157,16 +182,17 @@ impl Proxy {
         ))
     }
 
-    /// Prepares `req` (a new plan, so the current token) and sends it on the worker's
-    /// pool: its connection, the serial of the token it carried (0: none) and the
-    /// response.
+    /// Prepares `req` (planned at `now`, so with the current token) and sends it on the
+    /// worker's pool: its connection, the serial of the token it carried (0: none) and
+    /// the response head.
     async fn send_upstream(
         &self,
         pool: &Rc<Pool>,
         req: Request<UpstreamBody>,
         tunnel: Option<&str>,
+        now: Instant,
     ) -> Result<(&Arc<crate::registry::Entry>, u64, Response<PooledBody>), ProxyError> {
-        let (req, prepared) = self.prepare_request_in(req, Instant::now(), tunnel)?;
+        let (req, prepared) = self.prepare_request_in(req, now, tunnel)?;
         let Prepared {
             entry,
             api_key,
@@ -183,7 +209,7 @@ impl Proxy {
         }
         let request = Request::from_parts(parts, body);
         super::route::sent(entry);
-        let sent = pool.send(entry.index, &conn.upstream, request, idempotent);
+        let sent = pool.send(entry, request, idempotent);
         match tokio::time::timeout(self.response_timeout, sent).await {
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 connection: conn.key.clone(),

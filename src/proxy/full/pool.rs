@@ -7,9 +7,11 @@
 //! the shared rule ([`may_retry`]).
 
 use super::UpstreamBody;
-use crate::config::Upstream;
+use crate::instrument::{Gauge, Open};
+use crate::proxy::measure;
 use crate::proxy::route::{may_retry, Unanswered};
 use crate::proxy::upstream::{DialError, Dialer};
+use crate::registry::Entry;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
@@ -17,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -44,33 +47,36 @@ pub struct Pool {
     /// Idle connections, indexed by the connection's position in the registry.
     idle: RefCell<Vec<Vec<Idle>>>,
     dialer: Dialer,
+    /// The open upstream connections of the process.
+    open: Arc<Gauge>,
 }
 
 impl Pool {
-    pub fn new(connections: usize, dialer: Dialer) -> Pool {
+    pub fn new(connections: usize, dialer: Dialer, open: Arc<Gauge>) -> Pool {
         Pool {
             idle: RefCell::new((0..connections).map(|_| Vec::new()).collect()),
             dialer,
+            open,
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to connection `index`'s upstream, on an
+    /// Sends `req` (origin-form URI, `Host` set) to connection `entry`'s upstream, on an
     /// idle connection when there is one, retrying by [`may_retry`]: a request hyper gave
     /// back unsent, or an `idempotent` one without a body that a reused connection lost
     /// before answering, goes once more on a new connection.
     pub async fn send(
         self: &Rc<Self>,
-        index: usize,
-        upstream: &Upstream,
+        entry: &Entry,
         req: Request<UpstreamBody>,
         idempotent: bool,
     ) -> Result<Response<PooledBody>, PoolError> {
+        let index = entry.index;
         let mut req = req;
         loop {
             let (mut sender, reused) = match self.checkout(index).await {
                 Some(s) => (s, true),
                 // Boxed: the cold path would otherwise bloat every request's future.
-                None => (Box::pin(self.connect(upstream)).await?, false),
+                None => (Box::pin(self.connect(entry)).await?, false),
             };
             // A bodiless request can be sent again after it left: keep its head.
             let again =
@@ -126,9 +132,11 @@ impl Pool {
         }
     }
 
-    /// Opens a hyper client connection.
-    async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<UpstreamBody>, PoolError> {
-        handshake(self.dialer.open(upstream).await?).await
+    /// Opens a hyper client connection (timed, or its failure counted: [`measure::dial`]),
+    /// counted as open while its connection task runs.
+    async fn connect(&self, entry: &Entry) -> Result<SendRequest<UpstreamBody>, PoolError> {
+        let stream = measure::dial(&self.dialer, entry).await?;
+        handshake(stream, self.open.open()).await
     }
 }
 
@@ -142,7 +150,7 @@ fn resend_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
     copy
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<UpstreamBody>, PoolError>
+async fn handshake<T>(io: T, open: Open) -> Result<SendRequest<UpstreamBody>, PoolError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -151,6 +159,7 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
+        drop(open);
     });
     Ok(sender)
 }
