@@ -3,7 +3,7 @@
 //! paths take ([`Proxy::unauthorized`]), so they behave the same.
 //!
 //! - The token the request carried is still the cache's current one: one refresh of the
-//!   connection, out of schedule, through its refresher ([`Cache::replace_rejected`]:
+//!   connection, out of schedule, through its refresher ([`crate::token::Cache::replace_rejected`]:
 //!   every request rejected with that token shares it, the shared store's lease is
 //!   respected, and a refresh is asked for at most once per
 //!   `proxy.unauthorized_refresh_interval`, so an API that rejects every token cannot

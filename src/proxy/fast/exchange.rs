@@ -1,0 +1,153 @@
+//! The fast path's upstream side of one request: [`Worker::send`] takes a pooled [`Link`]
+//! (or opens one) and [`exchange`]s the request head and body for the response head,
+//! retrying once by the shared rule; [`Worker::discard`] ends a response the app will
+//! not see (a 401 before its replay).
+
+use super::deadline::Timers;
+use super::io::write_all2;
+use super::link::Link;
+use super::relay::relay;
+use super::response::{self, Framing, Parsed};
+use super::{request, Worker};
+use crate::proxy::error;
+use crate::proxy::route::{may_retry, Unanswered};
+use crate::proxy::Proxy;
+use tokio::time::Instant;
+
+/// The longest body of a response the app does not get (a 401 before a replay) that is
+/// read to its end to keep the link; a longer one closes it.
+const MAX_DISCARDED_BODY: u64 = 64 * 1024;
+
+impl Worker {
+    /// Sends the request on a pooled or a new upstream connection and reads the response
+    /// head. A pooled connection that fails before answering may have been closed by the
+    /// upstream meanwhile: the shared rule ([`may_retry`]) says whether the request goes
+    /// once more, on a new connection.
+    pub(super) async fn send(
+        &self,
+        req: &request::Request<'_>,
+        request_head: &[u8],
+        body: &[u8],
+        close: bool,
+        now: Instant,
+    ) -> Result<(Link, response::Response), String> {
+        let mut pooled = self.links.checkout(req.entry.index, now);
+        loop {
+            let reused = pooled.is_some();
+            let mut link = match pooled.take() {
+                Some(link) => link,
+                // Boxed: the cold path would otherwise bloat every request's future.
+                None => match Box::pin(self.links.connect(req.entry)).await {
+                    Ok(link) => link,
+                    Err(e) => return Err(crate::proxy::root_cause(&e)),
+                },
+            };
+            match exchange(
+                &mut link,
+                request_head,
+                body,
+                req.framed.is_head,
+                close,
+                &self.timers,
+            )
+            .await
+            {
+                Ok(response) => return Ok((link, response)),
+                Err(Failure::BeforeAnswer(_))
+                    if may_retry(reused, req.idempotent, Unanswered::Sent) =>
+                {
+                    continue
+                }
+                Err(Failure::BeforeAnswer(reason)) => {
+                    tracing::debug!(%reason, "the upstream did not answer");
+                    return Err(error::CLOSED_UNANSWERED.into());
+                }
+                Err(Failure::Protocol(reason)) => {
+                    tracing::debug!(%reason, "the upstream's response was malformed");
+                    return Err(error::MALFORMED_RESPONSE.into());
+                }
+            }
+        }
+    }
+
+    /// Ends a response the app will not see (a 401 before a replay): a body of up to
+    /// [`MAX_DISCARDED_BODY`] bytes is read to its end, so the link can be pooled again;
+    /// any other closes the link.
+    pub(super) async fn discard(
+        &self,
+        mut link: Link,
+        response: &response::Response,
+        index: usize,
+        proxy: &Proxy,
+    ) {
+        let short = match response.framing {
+            Framing::Empty => true,
+            Framing::Length(n) => n <= MAX_DISCARDED_BODY,
+            Framing::Chunked | Framing::UntilClose => false,
+        };
+        if !short {
+            return;
+        }
+        let mut sink = tokio::io::sink();
+        let read = relay(&mut link, &mut sink, response.framing);
+        let read = self.timers.timeout(proxy.response_timeout, read).await;
+        if matches!(read, Ok(Ok(()))) && response.reusable && link.buf.is_empty() {
+            self.links.checkin(index, link, Instant::now());
+        }
+    }
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// Nothing of a response arrived (the request may not have reached the upstream).
+    BeforeAnswer(String),
+    /// The upstream answered with something that is not a valid response.
+    Protocol(String),
+}
+
+/// Sends `request_head` and `body` on `link` and reads the response head, which is left
+/// translated in `link.head`. The app is told the connection closes when it asked to, or
+/// when the worker is shutting down by the time the response arrives.
+async fn exchange(
+    link: &mut Link,
+    request_head: &[u8],
+    body: &[u8],
+    is_head: bool,
+    close: bool,
+    timers: &Timers,
+) -> Result<response::Response, Failure> {
+    write_all2(&mut link.stream, request_head, body)
+        .await
+        .map_err(|e| Failure::BeforeAnswer(e.to_string()))?;
+    let mut answered = false;
+    loop {
+        let close = close || timers.shutting_down();
+        match response::translate_response(link.buf.pending(), &mut link.head, is_head, close) {
+            Ok(Parsed::Final(response)) => {
+                link.buf.consume(response.head_len);
+                return Ok(response);
+            }
+            Ok(Parsed::Interim(len)) => {
+                link.buf.consume(len);
+                continue;
+            }
+            Ok(Parsed::Partial) => {}
+            Err(reason) => return Err(Failure::Protocol(reason)),
+        }
+        match link.buf.fill(&mut link.stream).await {
+            Ok(0) if !answered => {
+                return Err(Failure::BeforeAnswer(
+                    "the upstream closed the connection without answering".into(),
+                ))
+            }
+            Ok(0) => {
+                return Err(Failure::Protocol(
+                    "the upstream closed the connection in the middle of a response head".into(),
+                ))
+            }
+            Ok(_) => answered = true,
+            Err(e) if !answered => return Err(Failure::BeforeAnswer(e.to_string())),
+            Err(e) => return Err(Failure::Protocol(e.to_string())),
+        }
+    }
+}
