@@ -3,11 +3,11 @@
 //! paths take ([`Proxy::unauthorized`]), so they behave the same.
 //!
 //! - The token the request carried is still the cache's current one: one refresh of the
-//!   connection, out of schedule, through its refresher ([`crate::token::Cache::replace_rejected`]:
-//!   every request rejected with that token shares it, the shared store's lease is
-//!   respected, and a refresh is asked for at most once per
-//!   `proxy.unauthorized_refresh_interval`, so an API that rejects every token cannot
-//!   cause a refresh storm). A connection that cannot refresh (authorization code without
+//!   connection, out of schedule, through its refresher
+//!   ([`crate::token::Cache::replace_rejected`]: every request rejected with that token
+//!   shares it, the shared store's lease is respected, and a refresh is asked for at most
+//!   once per `proxy.unauthorized_refresh_interval`, so an API that rejects every token
+//!   cannot cause a refresh storm). A connection that cannot refresh (authorization code without
 //!   a `refresh_request` or a refresh token) gets none.
 //! - A newer token is already current: no refresh.
 //! - Then the request is sent once more with the new token when it is *replayable* — an

@@ -2,9 +2,10 @@
 //! reads the request head into a reused buffer, writes the upstream request head as bytes
 //! ([`request::translate_request`], from the shared plan), sends it with its body in one
 //! system call on a pooled upstream [`Link`](link::Link) ([`exchange`]), and relays the
-//! response head ([`response::translate_response`]) and body back ([`relay()`](relay::relay)), the same
-//! way nginx does. No hyper dispatch task, no channel, no `HeaderMap`, no tokio timer per
-//! request (deadlines are the worker's coarse [`Timers`]). A request the plan refuses is
+//! response head ([`response::translate_response`]) and body back
+//! ([`relay()`](relay::relay)), the same way nginx does. No hyper dispatch task, no
+//! channel, no `HeaderMap`, no tokio timer per request (deadlines are the worker's coarse
+//! [`Timers`]). A request the plan refuses is
 //! answered here with the shared error rendering; an upstream's 401 to a current token
 //! gets the shared recovery ([`crate::proxy::unauthorized`]): the request is still whole
 //! in the buffer, so it is translated again with the new token and sent once more.
