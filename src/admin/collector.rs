@@ -10,6 +10,7 @@
 use crate::instrument::{self, histogram::Snapshot, Instruments, UpstreamError};
 use crate::proxy::unauthorized;
 use crate::registry::{Entry, Registry};
+use crate::token::cache::STATE_NAMES;
 use crate::token::set::unix_seconds;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
@@ -17,17 +18,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 use std::fmt;
 use std::sync::Arc;
-
-/// Every state a connection can report, so each gets a 0/1 series.
-const STATES: [&str; 7] = [
-    "pending",
-    "ready",
-    "expired",
-    "failed",
-    "needs_authorization",
-    "needs_reauthorization",
-    "static",
-];
 
 /// What one scrape reads.
 pub(super) struct Scrape {
@@ -77,7 +67,7 @@ impl Collector for Scrape {
         )?;
         for c in conns {
             let now = c.tokens.state_name();
-            for state in STATES {
+            for state in STATE_NAMES {
                 let labels = [("connection", c.conn.key.as_str()), ("state", state)];
                 gauge(&mut f, &labels, i64::from(state == now))?;
             }

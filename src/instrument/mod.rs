@@ -16,6 +16,7 @@ pub use gauge::{Gauge, Open};
 pub use histogram::Histogram;
 
 use crate::telemetry::Counter;
+use crate::token::cache::STATE_NAMES;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,14 +25,7 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The states a `no_token` 503 reports (`token::Cache::state_name`), each a series of
 /// `tokenwarden_no_token_total`.
-pub const NO_TOKEN_STATES: [&str; 6] = [
-    "pending",
-    "ready",
-    "expired",
-    "failed",
-    "needs_authorization",
-    "needs_reauthorization",
-];
+pub const NO_TOKEN_STATES: &[&str] = STATE_NAMES.split_at(STATE_NAMES.len() - 1).0;
 
 /// Why a request to a connection's upstream failed (the `kind` label of
 /// `tokenwarden_upstream_errors_total`).

@@ -52,6 +52,18 @@ impl State {
     }
 }
 
+/// Every name [`Cache::state_name`] reports (the `state` label in `/metrics`). The last,
+/// `static`, is never without a token; the others can answer a `no_token` 503.
+pub const STATE_NAMES: [&str; 7] = [
+    "pending",
+    "ready",
+    "expired",
+    "failed",
+    "needs_authorization",
+    "needs_reauthorization",
+    "static",
+];
+
 /// What status routes show. Never holds a token value.
 #[derive(Debug, Clone)]
 pub struct Status {

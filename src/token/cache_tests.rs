@@ -1,5 +1,5 @@
-//! Unit tests of [`Cache::replace_rejected`]: the claim, its sharing, its rate limit and
-//! its failures.
+//! Unit tests of [`Cache::replace_rejected`] (the claim, its sharing, its rate limit and
+//! its failures) and of [`STATE_NAMES`].
 
 use super::*;
 use std::time::Duration;
@@ -104,4 +104,27 @@ async fn a_failed_or_slow_refresh_ends_the_wait_as_failed() {
     );
     assert_eq!(started.elapsed(), WAIT, "no longer than the wait");
     refreshing.abort();
+}
+
+#[test]
+fn every_state_name_is_listed_and_static_comes_last() {
+    use State::*;
+    let states = [
+        Pending,
+        Ready,
+        Failed,
+        NeedsAuthorization,
+        NeedsReauthorization,
+        Static,
+    ];
+    for state in states {
+        assert!(STATE_NAMES.contains(&state.as_str()), "{state:?}");
+    }
+    assert!(STATE_NAMES.contains(&"expired"));
+    assert_eq!(
+        STATE_NAMES.len(),
+        states.len() + 1,
+        "the names and no others"
+    );
+    assert_eq!(STATE_NAMES.last(), Some(&"static"));
 }
