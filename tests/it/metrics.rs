@@ -138,30 +138,52 @@ async fn an_upstream_5xx_is_counted_in_its_class() {
 }
 
 #[tokio::test]
-async fn upstream_failures_are_counted_by_kind_with_their_502_or_504() {
+async fn upstream_failures_are_counted_by_kind_with_their_502_or_504_on_both_paths() {
+    let fast = upstream_failures_are_counted_by_kind(false).await;
+    let hyper = upstream_failures_are_counted_by_kind(true).await;
+    assert_eq!(fast, hyper, "both paths answer each failure alike");
+}
+
+/// Runs the failures on one path; their error bodies (the upstreams' ports blanked).
+async fn upstream_failures_are_counted_by_kind(hyper_only: bool) -> Vec<serde_json::Value> {
     let tokens = TokenServer::start(token(3600)).await;
     // Nothing listens on a port just freed: connect.
     let refused = loopback().await.local_addr().unwrap();
     let closing = Scripted::always(Step::Drop).await;
+    let resetting = Scripted::always(Step::Reset).await;
     let malformed =
         Scripted::always(Step::Answer("HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n")).await;
     let silent = Scripted::always(Step::Silent).await;
     let conns = [
         cc_conn("refused", refused, tokens.addr),
         cc_conn("closing", closing.addr, tokens.addr),
+        cc_conn("resetting", resetting.addr, tokens.addr),
         cc_conn("malformed", malformed.addr, tokens.addr),
         cc_conn("silent", silent.addr, tokens.addr),
     ];
     let yaml = format!("proxy:\n  response_timeout: 300ms\n{}", connections(&conns));
-    let sidecar = Sidecar::start(&yaml).await;
+    let options = tokenwarden::app::Options {
+        hyper_only,
+        ..Default::default()
+    };
+    let sidecar = Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options).await;
+    let mut bodies = Vec::new();
     for (key, status, kind) in [
         ("refused", 502, "connect"),
         ("closing", 502, "closed"),
+        ("resetting", 502, "closed"),
         ("malformed", 502, "malformed"),
         ("silent", 504, "timeout"),
     ] {
         sidecar.wait_state(key, "ready").await;
-        assert_eq!(sidecar.get(&format!("/{key}/x")).await.0, status, "{key}");
+        let (got, body) = sidecar.get(&format!("/{key}/x")).await;
+        assert_eq!(got, status, "hyper_only {hyper_only}, {key}: {body}");
+        // (Each run's refused port differs.)
+        let mut body = body;
+        if let Some(message) = body["message"].as_str() {
+            body["message"] = message.replace(&refused.port().to_string(), "PORT").into();
+        }
+        bodies.push(body);
         let metrics = sidecar.metrics().await;
         let errors = |k: &str| {
             value(
@@ -169,7 +191,11 @@ async fn upstream_failures_are_counted_by_kind_with_their_502_or_504() {
                 &format!("tokenwarden_upstream_errors_total{{connection=\"{key}\",kind=\"{k}\"}}"),
             )
         };
-        assert_eq!(errors(kind), 1.0, "{key}: kind {kind}\n{metrics}");
+        assert_eq!(
+            errors(kind),
+            1.0,
+            "hyper_only {hyper_only}, {key}: kind {kind}\n{metrics}"
+        );
         let others: f64 = ["connect", "tls", "timeout", "closed", "malformed"]
             .iter()
             .filter(|k| **k != kind)
@@ -179,6 +205,7 @@ async fn upstream_failures_are_counted_by_kind_with_their_502_or_504() {
         // The proxy's own answer counts as the routed connection's 5xx.
         assert_eq!(durations(&metrics, key, "5xx"), Some(1.0), "{key}");
     }
+    bodies
 }
 
 #[tokio::test]

@@ -289,8 +289,10 @@ fn failed(connection: &str, e: PoolError) -> ProxyError {
             };
         }
         PoolError::Http(h) if h.is_parse() => error::MALFORMED_RESPONSE.into(),
-        PoolError::Http(h) if h.is_incomplete_message() => error::CLOSED_UNANSWERED.into(),
-        _ => super::root_cause(&e),
+        // Closed or reset before a response head (the pool returns once a head is read):
+        // what the fast path calls it.
+        PoolError::Http(_) => error::CLOSED_UNANSWERED.into(),
+        PoolError::Dial(_) => super::root_cause(&e),
     };
     tracing::debug!(error = %e, "upstream request failed");
     ProxyError::UpstreamUnreachable {

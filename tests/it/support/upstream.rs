@@ -42,6 +42,8 @@ pub enum Step {
     Late(Duration, &'static str),
     /// Closes the connection without answering.
     Drop,
+    /// Resets the connection (an RST, not a FIN) without answering.
+    Reset,
     /// Keeps the connection open and never answers.
     Silent,
 }
@@ -237,6 +239,11 @@ async fn serve(
                 false
             }
             Step::Drop => false,
+            Step::Reset => {
+                // SO_LINGER 0: closing sends an RST.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                return;
+            }
             Step::Silent => {
                 // Hold the connection until the peer gives up (or the upstream is dropped).
                 while fill(&mut stream, &mut buf).await {}
