@@ -116,6 +116,18 @@ impl Api {
     fn seen(&self) -> Vec<Seen> {
         self.rules.lock().unwrap().seen.clone()
     }
+
+    /// Waits until `n` requests have arrived.
+    async fn wait_seen(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.seen().len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} requests never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// A sidecar with one client-credentials connection `api` to `api`, `proxy` lines under
@@ -395,7 +407,8 @@ async fn a_401_to_an_older_token_replays_with_the_current_one_without_a_refresh(
                 (r.status().as_u16(), json_of(r).await)
             }
         });
-        tokio::time::sleep(SLOW / 4).await;
+        // Once the API has the slow request (rejected on arrival, answered after SLOW).
+        api.wait_seen(1).await;
         let (status, body) = send(&sc, "GET", "/api/fast", "").await;
         assert_eq!(
             (status, &body["authorization"]),
@@ -458,7 +471,6 @@ async fn replicas_on_one_redis_make_one_token_request_for_a_revoked_token() {
     let redis = RedisServer::start().await;
     let api = Api::start().await;
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
-    // The refresh takes a while, so both replicas' 401s overlap it.
     let config = format!(
         "{}{}",
         redis_store(&redis, STORE_KEY, "5s", "500ms"),
@@ -470,6 +482,7 @@ async fn replicas_on_one_redis_make_one_token_request_for_a_revoked_token() {
     b.wait_state("api", "ready").await;
     assert_eq!(tokens.count(), 1, "one first token between them");
     api.revoke("tok-1");
+    // The refresh takes a while, so both replicas' 401s overlap it.
     tokens.script([Reply::Slow(Duration::from_millis(500))]);
     let (ra, rb) = tokio::join!(
         send(&a, "GET", "/api/items", ""),
