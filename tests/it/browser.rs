@@ -6,69 +6,12 @@
 //! show in its console.
 
 use crate::support::browser::{self, Loaded};
+use crate::support::demo::Demo;
 use crate::support::wait_state_at;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 
 /// The demo's authorization-code connection (and its client-credentials one).
 const USER_CONNECTION: &str = "echo-user";
 const CC_CONNECTION: &str = "echo";
-
-/// `tokenwarden demo` as a child process; SIGTERM on drop.
-struct Demo {
-    child: Child,
-    admin: SocketAddr,
-}
-
-impl Demo {
-    /// Starts the demo and reads its admin address from what it prints.
-    fn start() -> Demo {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-            .arg("demo")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tokenwarden demo");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut admin = None;
-        let mut line = String::new();
-        while admin.is_none() && stdout.read_line(&mut line).unwrap() > 0 {
-            if let Some((_, rest)) = line.split_once("admin     http://") {
-                admin = rest.split_whitespace().next().map(|a| a.parse().unwrap());
-            }
-            line.clear();
-        }
-        // Keep reading: the demo prints more, and a closed pipe would make it fail.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Demo {
-            admin: admin.expect("the demo prints its admin address"),
-            child,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    /// SIGTERM and wait; true when the demo exited cleanly.
-    fn stop(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.child.wait().is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.stop();
-        }
-    }
-}
 
 /// The `data-state` of connection `key`'s row in the page's DOM.
 fn state_of<'a>(dom: &'a str, key: &str) -> &'a str {

@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod config_errors;
 mod crash;
+mod demo;
 mod fast_path;
 mod fides;
 mod first_steps;

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod capture;
 pub mod config;
 pub mod conn_counter;
+pub mod demo;
 pub mod differential;
 pub mod echo;
 pub mod external;
