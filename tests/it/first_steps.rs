@@ -554,3 +554,39 @@ async fn the_access_log_has_each_request_on_both_paths_and_no_secret() {
         quiet.logs()
     );
 }
+
+/// `config/minimal.yaml`, the README's starting point: `check` passes with the variables its
+/// header exports, and it holds one connection of each OAuth2 kind.
+#[test]
+fn the_minimal_example_config_passes_check() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/minimal.yaml");
+    let out = binary()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("TOKENWARDEN_STORE_KEY", STORE_KEY)
+        .env("BILLING_CLIENT_ID", "billing-id")
+        .env("BILLING_CLIENT_SECRET", "billing-secret")
+        .env("CRM_CLIENT_ID", "crm-id")
+        .env("CRM_CLIENT_SECRET", "crm-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("billing") && stdout.contains("oauth2_client_credentials"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("crm") && stdout.contains("oauth2_authorization_code"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("-secret") && !stderr.contains("-secret"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.is_empty() || !stderr.contains("warning"),
+        "no warning: {stderr}"
+    );
+}

@@ -289,3 +289,34 @@ fn every_connector_builds_the_requests_fides_builds() {
     }
     assert_eq!(config.connections.len(), CONNECTORS.len());
 }
+
+/// `config/fides-example.env` sets exactly the variables the example config needs, and
+/// `check` passes with it loaded the way its own comment says.
+#[test]
+fn the_example_env_file_sets_every_variable_and_check_passes_with_it() {
+    let yaml = std::fs::read_to_string(repo("config/fides-example.yaml")).unwrap();
+    let env = std::fs::read_to_string(repo("config/fides-example.env")).unwrap();
+    let mut set: Vec<&str> = env
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once('=').expect("NAME=value").0)
+        .collect();
+    let mut needed = variables(&yaml);
+    set.sort_unstable();
+    needed.sort_unstable();
+    assert_eq!(set, needed);
+
+    assert!(env.contains("#   set -a; . config/fides-example.env; set +a\n"));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"set -a; . config/fides-example.env; set +a; "$TW" check --config config/fides-example.yaml"#)
+        .current_dir(repo(""))
+        .env("TW", env!("CARGO_BIN_EXE_tokenwarden"))
+        .env_remove("TOKENWARDEN_STORE_KEY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("connections   11"), "{stdout}");
+}
