@@ -52,6 +52,7 @@ pub mod telemetry;
 pub mod template;
 pub mod tls;
 pub mod token;
+pub mod watch;
 
 /// `tokenwarden run`: binds the configured listeners, serves until SIGINT/SIGTERM, drains.
 pub async fn run(config: config::Config) -> anyhow::Result<()> {

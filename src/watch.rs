@@ -1,0 +1,131 @@
+//! Reload on change (`admin.watch_config`): the config file and the Fides files it names are
+//! read every interval and hashed; a change is applied as a reload (the same all-or-nothing
+//! [`Reloader::reload`] as `SIGHUP`) once two reads in a row agree, so an editor's
+//! half-written file, or a Kubernetes ConfigMap update in progress, is not taken mid-way.
+//!
+//! Content, not timestamps: a ConfigMap volume swaps a symlink (`..data`) and keeps old
+//! modification times, and a `touch` changes nothing. A reload that finds the new content
+//! invalid changes nothing and is not retried until the files change again.
+
+use crate::reload::Reloader;
+use serde_yaml_ng::Value;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What the config file and its Fides files hold, as one hash. An unreadable file hashes as
+/// its error kind: a file that disappears is a change too (the reload then says why).
+pub fn fingerprint(config_file: &Path) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    let text = read_into(&mut hash, config_file);
+    let base = config_file.parent().unwrap_or(Path::new("."));
+    for fides in fides_files(text.as_deref().unwrap_or_default()) {
+        hash.update([0]);
+        hash.update(fides.as_bytes());
+        read_into(&mut hash, &base.join(&fides));
+    }
+    hash.finalize().into()
+}
+
+/// Adds the file's bytes (or its error kind) to `hash`; its text, when it is UTF-8.
+fn read_into(hash: &mut Sha256, file: &Path) -> Option<String> {
+    match std::fs::read(file) {
+        Ok(bytes) => {
+            hash.update(b"ok");
+            hash.update(&bytes);
+            String::from_utf8(bytes).ok()
+        }
+        Err(e) => {
+            hash.update(format!("error {:?}", e.kind()).as_bytes());
+            None
+        }
+    }
+}
+
+/// The `saas_config:` file paths the config names (as written: relative to its folder).
+/// Text that does not parse names none; the reload reports it.
+fn fides_files(config: &str) -> Vec<String> {
+    let Ok(doc) = serde_yaml_ng::from_str::<Value>(config) else {
+        return Vec::new();
+    };
+    let Some(Value::Sequence(connections)) = doc.get("connections") else {
+        return Vec::new();
+    };
+    connections
+        .iter()
+        .filter_map(|c| c.get("saas_config")?.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Until `shutdown`: reads the files every `interval` and reloads after a change that two
+/// reads in a row agree on.
+pub async fn run(
+    reloader: Arc<Reloader>,
+    config_file: std::path::PathBuf,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let read = |file: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || fingerprint(&file))
+            .await
+            .unwrap_or_default()
+    };
+    let mut applied = read(config_file.clone()).await;
+    let mut seen = applied;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let now = read(config_file.clone()).await;
+        if now != applied && now == seen {
+            tracing::info!(file = %config_file.display(), "the config file changed: reloading");
+            reloader.reload().await;
+            applied = now;
+        }
+        seen = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_follows_the_config_and_its_fides_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        let fides = dir.path().join("crm.yml");
+        std::fs::write(&fides, "saas_config: {}\n").unwrap();
+        std::fs::write(
+            &config,
+            "connections:\n  - key: crm\n    saas_config: crm.yml\n",
+        )
+        .unwrap();
+        let first = fingerprint(&config);
+        assert_eq!(fingerprint(&config), first, "same files, same fingerprint");
+
+        std::fs::write(&fides, "saas_config: { name: x }\n").unwrap();
+        let fides_edited = fingerprint(&config);
+        assert_ne!(fides_edited, first, "a Fides file edit is a change");
+
+        std::fs::remove_file(&fides).unwrap();
+        assert_ne!(fingerprint(&config), fides_edited, "so is its removal");
+
+        std::fs::write(&config, "connections: [ half").unwrap();
+        let broken = fingerprint(&config);
+        assert_ne!(broken, first);
+        assert_eq!(fingerprint(&config), broken, "unparsable text hashes too");
+    }
+
+    #[test]
+    fn only_saas_config_paths_are_fides_files() {
+        let names = fides_files(
+            "connections:\n  - key: a\n    saas_config: a.yml\n  - key: b\n    saas_config: { saas_config: {} }\n  - key: c\n    client_config: {}\n",
+        );
+        assert_eq!(names, ["a.yml"]);
+        assert!(fides_files("not: [valid").is_empty());
+    }
+}
