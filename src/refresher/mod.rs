@@ -131,6 +131,9 @@ impl Refresher {
                                 State::Failed
                             };
                             tracing::error!(connection = %key, error = %e, state = state.as_str(), "token request failed for good; not retrying");
+                            if state == State::NeedsReauthorization {
+                                cache.withdraw(); // under `guard`, taken for the fetch
+                            }
                             cache.update(|s| {
                                 s.state = state;
                                 s.last_error = Some(e.to_string());

@@ -239,6 +239,15 @@ impl Cache {
         });
     }
 
+    /// The grant is known dead (`invalid_grant` on refresh): its token, even unexpired, is
+    /// no longer injected, so the app gets the 503 with the authorize link at once instead of
+    /// the provider's 401s. The generation stays, so a shared store's follower does not take
+    /// the same set back. Call with `write_lock` held.
+    pub fn withdraw(&self) {
+        self.token.store(None);
+        self.settled.notify_waiters();
+    }
+
     /// The refresher is about to fetch a token; over when the guard drops.
     pub fn fetch_started(&self) -> Fetching<'_> {
         self.fetching.store(true, Ordering::Release);

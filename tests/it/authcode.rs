@@ -792,6 +792,38 @@ async fn invalid_grant_on_refresh_needs_reauthorization_without_retrying() {
     sc.wait_state(KEY, "ready").await;
 }
 
+/// A grant the provider says is dead (`invalid_grant` on refresh) is not injected for the
+/// rest of its access token's life: the next request gets the 503 with the authorize link
+/// at once, not a string of the provider's 401s.
+#[tokio::test]
+async fn a_dead_grant_is_not_injected_while_its_token_is_unexpired() {
+    let (tokens, _echo, sc) = start(Ac::default()).await;
+    // An 8 s token is refreshed at half its life and stays usable until 7.2 s.
+    tokens.script([
+        Reply::token(8, true),
+        Reply::OAuthError {
+            status: 400,
+            code: "invalid_grant",
+        },
+    ]);
+    authorize_with(&sc, KEY, "abc").await;
+    let (status, injected, _) = proxied(&sc).await;
+    assert_eq!((status, injected.as_deref()), (200, Some("Bearer tok-1")));
+    let st = sc.wait_state(KEY, "needs_reauthorization").await;
+    let (status, injected, body) = proxied(&sc).await;
+    assert_eq!(
+        status, 503,
+        "the dead grant's token was injected: {body} (status {st})"
+    );
+    assert_eq!(injected, None);
+    assert_eq!(body["state"], "needs_reauthorization");
+    assert_eq!(
+        body["authorize"],
+        format!("/api/v1/connection/{KEY}/authorize")
+    );
+    assert_eq!(tokens.count(), 2, "no retry after invalid_grant");
+}
+
 /// Without a refresh_request the token is used until it expires, then the connection
 /// needs re-authorization; nothing is requested.
 #[tokio::test]
