@@ -3,7 +3,8 @@
 //! strategy, state, token expiry, last refresh, last error — drawn from the same status
 //! documents as `/api/v1/connections`, so it never holds a token value either.
 //!
-//! Authorization-code connections get an "Authorize" button: a link to
+//! Authorization-code connections get an "Authorize" button ("Re-authorize" once a grant is
+//! held or was lost): a link to
 //! `/api/v1/connection/{key}/authorize?format=redirect`, the authorize route itself, which
 //! mints the state and answers `303 See Other` to the provider. The button is shown only to
 //! callers that route trusts (loopback, e.g. through `kubectl port-forward`, or the admin
@@ -172,9 +173,16 @@ fn row(out: &mut String, c: &Value, view: &View) {
     out.push_str("<td>");
     if c["strategy"] == "oauth2_authorization_code" {
         if view.may_authorize {
+            // A connection that holds (or held) a grant is authorized again, as someone else
+            // or after a revocation: the button says so.
+            let label = if state == "needs_authorization" {
+                "Authorize"
+            } else {
+                "Re-authorize"
+            };
             let _ = write!(
                 out,
-                "<a class=\"button\" href=\"/api/v1/connection/{}/authorize?format=redirect\">Authorize</a>",
+                "<a class=\"button\" href=\"/api/v1/connection/{}/authorize?format=redirect\">{label}</a>",
                 escape(&encode_segment(key)),
             );
         } else {

@@ -150,6 +150,17 @@ fn the_authorize_button_is_for_authorization_code_and_trusted_callers() {
     assert!(!row_of(&html_trusted, "static").contains("Authorize"));
     assert!(!html_trusted.contains("Authorizing is open to"));
 
+    for state in ["ready", "expired", "needs_reauthorization"] {
+        let row = html(&view(
+            vec![connection("crm", "oauth2_authorization_code", state)],
+            true,
+        ));
+        assert!(
+            row_of(&row, "crm").contains("authorize?format=redirect\">Re-authorize</a>"),
+            "{state}: {row}"
+        );
+    }
+
     let html_untrusted = html(&view(conns, false));
     assert!(!html_untrusted.contains("href=\"/api/v1/connection/crm/authorize"));
     assert!(row_of(&html_untrusted, "crm").contains("Authorize from loopback"));
