@@ -159,6 +159,18 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
+/// Writes `text` to a new file only its owner can read.
+fn write_private(file: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)?
+        .write_all(text.as_bytes())
+}
+
 async fn bind_preferring(port: u16) -> std::io::Result<TcpListener> {
     match TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => Ok(l),
@@ -167,10 +179,10 @@ async fn bind_preferring(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// The sidecar config the demo writes and loads (a real file, through the real loader).
-fn demo_config(auth: SocketAddr, api: &str, admin: SocketAddr) -> String {
+fn demo_config(auth: SocketAddr, api: &str, admin: SocketAddr, store_key: &str) -> String {
     format!(
         r#"# Written by `tokenwarden demo`.
-store: {{ path: tokens.bin }}
+store: {{ path: tokens.bin, key: "{store_key}" }}   # a fresh key per demo (this file is mode 600)
 admin: {{ public_url: "http://{admin}" }}
 connections:
   - key: echo
@@ -253,7 +265,17 @@ pub async fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("config.yaml");
     let api_host = format!("{DEMO_API_HOST}:{}", api_addr.port());
-    std::fs::write(&file, demo_config(auth_addr, &api_host, admin_addr))?;
+    // The store key goes in the file itself (readable by this user only): a demo's store
+    // lives as long as its temporary directory, and an explicit key spares the newcomer the
+    // "generated a new token store key" warning meant for real deployments.
+    let store_key = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    };
+    write_private(
+        &file,
+        &demo_config(auth_addr, &api_host, admin_addr, &store_key),
+    )?;
     let config =
         crate::config::load(&file).map_err(|p| anyhow::anyhow!("demo config invalid:\n{p}"))?;
     let options = crate::app::Options {

@@ -1,6 +1,7 @@
 //! The quick start as a newcomer runs it: `tokenwarden demo` (the binary), then every command
 //! line it prints, exactly as printed, through `sh -c` and the real curl, in the printed order —
-//! with the authorization URL it prints opened as a browser would (following redirects).
+//! with the authorization URL it prints opened as a browser would (following redirects) —
+//! and a log with no warning in it.
 
 use crate::support::demo::Demo;
 use crate::support::wait_state_at;
@@ -113,5 +114,7 @@ async fn every_line_the_demo_prints_runs_as_printed() {
     assert_eq!(url, demo.url("/"));
     let (ok, page) = shell(&format!("curl -sf {url}"));
     assert!(ok && page.contains("<h1>tokenwarden</h1>"), "{page}");
+    // A newcomer's run of the demo is a normal run: nothing in its log calls for action.
+    assert_eq!(demo.warnings(), Vec::<String>::new());
     assert!(demo.stop(), "the demo exits cleanly on SIGTERM");
 }

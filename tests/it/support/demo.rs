@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// The last line of the demo's printout (everything before it is the quick start).
 const LAST_LINE: &str = "Ctrl-C (or SIGTERM) stops the demo";
@@ -13,6 +14,8 @@ pub struct Demo {
     pub admin: SocketAddr,
     /// Every line the demo printed, up to and including the one about stopping it.
     pub printed: Vec<String>,
+    /// What it has logged (standard error) so far.
+    log: Arc<Mutex<String>>,
 }
 
 impl Demo {
@@ -22,9 +25,19 @@ impl Demo {
             .arg("demo")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start tokenwarden demo");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (mut stderr, into) = (child.stderr.take().unwrap(), Arc::clone(&log));
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut stderr = BufReader::new(&mut stderr);
+            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                into.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let (mut admin, mut printed) = (None, Vec::new());
         let mut line = String::new();
@@ -46,7 +59,17 @@ impl Demo {
             admin: admin.expect("the demo prints its admin address"),
             child,
             printed,
+            log,
         }
+    }
+
+    /// The lines logged so far at WARN or ERROR.
+    pub fn warnings(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {
