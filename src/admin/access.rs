@@ -3,10 +3,11 @@
 //! decides which account the sidecar acts as: callers on loopback, and others only with
 //! `Authorization: Bearer <admin.token>`; when an admin token is set, a presented
 //! `Authorization` header must carry it, from loopback too. A request a browser marks as
-//! started by another site is refused as well, so a page elsewhere cannot act through the
-//! operator's browser.
+//! started by another site (Fetch Metadata), or whose `Origin` is not the listener's own
+//! (`host`), is refused as well, so a page elsewhere cannot act through the operator's
+//! browser.
 
-use super::{json, Admin, AdminBody};
+use super::{host, json, Admin, AdminBody};
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretString};
@@ -68,6 +69,15 @@ pub(super) fn untrusted(
             &json!({"error": "cross_site",
             "message": format!("{route} refuses requests started by another site; use the status page or call this route directly")}),
         )));
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        if !admin.names.is_own_origin(origin, host::request_host(req)) {
+            return Some(Box::new(json(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "cross_origin",
+                "message": format!("{route} refuses requests from a page of another origin; use the status page or call this route directly")}),
+            )));
+        }
     }
     None
 }
