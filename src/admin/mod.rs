@@ -22,6 +22,7 @@
 
 mod access;
 mod collector;
+mod forwarded;
 mod host;
 mod metrics;
 mod oauth;

@@ -1,11 +1,15 @@
 //! Who reaches the admin listener, with raw requests (issue 20): a `Host` that is not one of
 //! the listener's own names gets 421 (DNS rebinding), except on the probes; a present
-//! `Origin` of another site cannot act.
+//! `Origin` of another site cannot act; a request forwarded by a proxy is not a loopback
+//! caller unless `admin.trusted_proxies` names the proxy, and then the client is the one
+//! the proxy names.
 
 use crate::support::raw::{self, RawResponse};
 use crate::support::*;
 
 const STORE_KEY: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
+/// The admin token of the sidecars that set one.
+const ADMIN_TOKEN: &str = "adm1n-T0KEN";
 /// The test connection (authorization code, never authorized here).
 const KEY: &str = "crm";
 const PUBLIC_URL: &str = "https://tw.example";
@@ -147,4 +151,114 @@ async fn a_foreign_origin_cannot_act() {
             assert_eq!(r.status, status, "{method} {path} Origin {origin:?}");
         }
     }
+}
+
+/// Headers a same-host reverse proxy adds, each naming a public client.
+const FORWARDED_PUBLIC: [(&str, &str); 4] = [
+    ("x-forwarded-for", "203.0.113.7"),
+    ("forwarded", "for=203.0.113.7;proto=https"),
+    ("x-real-ip", "203.0.113.7"),
+    ("x-forwarded-for", "127.0.0.1"),
+];
+
+/// 20.8: by default a request that a proxy forwarded (it carries `Forwarded`,
+/// `X-Forwarded-For` or `X-Real-IP`) is not a loopback caller, whatever the header says:
+/// it needs the admin token, and the status page shows it no Authorize button.
+#[tokio::test]
+async fn a_forwarded_request_needs_the_admin_token_by_default() {
+    let sc = sidecar(&format!("  token: {ADMIN_TOKEN}\n")).await;
+    let host = sc.admin.to_string();
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    for header in FORWARDED_PUBLIC {
+        for (method, path, status) in ACTING {
+            let r = ask(&sc, method, path, &host, &[header]).await;
+            assert_eq!(r.status, 401, "{method} {path} {header:?}: {}", r.head);
+            let with_token = [header, ("authorization", bearer.as_str())];
+            let r = ask(&sc, method, path, &host, &with_token).await;
+            assert_eq!(
+                r.status, status,
+                "{method} {path} {header:?} with the token"
+            );
+        }
+        let page = ask(&sc, "GET", "/", &host, &[header]).await;
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(
+            html.contains("Authorize from loopback"),
+            "{header:?}: {html}"
+        );
+    }
+    for (method, path, status) in ACTING {
+        let r = ask(&sc, method, path, &host, &[]).await;
+        assert_eq!(r.status, status, "{method} {path}: loopback, not forwarded");
+    }
+}
+
+/// 20.8: with `admin.trusted_proxies`, the client of a request from a trusted proxy is the
+/// one its headers name (the rightmost address that is not a trusted proxy); every header
+/// present must name a loopback client. Others' headers are never believed.
+#[tokio::test]
+async fn trusted_proxies_name_the_client() {
+    let sc = sidecar("  trusted_proxies: [\"127.0.0.1\", \"10.0.0.0/8\"]\n").await;
+    let host = sc.admin.to_string();
+    let loopback: [&[(&str, &str)]; 5] = [
+        &[("x-forwarded-for", "127.0.0.1")],
+        &[("x-forwarded-for", "127.0.0.1, 10.1.2.3")],
+        &[("forwarded", "for=\"[::1]:5000\";proto=https")],
+        &[("x-real-ip", "::1"), ("x-forwarded-for", "127.0.0.1")],
+        &[],
+    ];
+    for headers in loopback {
+        for (method, path, status) in ACTING {
+            let r = ask(&sc, method, path, &host, headers).await;
+            assert_eq!(r.status, status, "{method} {path} {headers:?}: {}", r.head);
+        }
+    }
+    let public: [&[(&str, &str)]; 7] = [
+        &[("x-forwarded-for", "203.0.113.7")],
+        &[("x-forwarded-for", "127.0.0.1, 203.0.113.7")],
+        &[("x-forwarded-for", "203.0.113.7, 10.1.2.3, 127.0.0.1")],
+        &[("forwarded", "for=127.0.0.1"), ("x-real-ip", "203.0.113.7")],
+        &[("forwarded", "for=unknown")],
+        &[("x-forwarded-for", "not-an-address")],
+        &[("x-forwarded-for", "")],
+    ];
+    for headers in public {
+        for (method, path, _) in ACTING {
+            let r = ask(&sc, method, path, &host, headers).await;
+            assert_eq!(r.status, 401, "{method} {path} {headers:?}: {}", r.head);
+        }
+    }
+    // A peer that is not a trusted proxy: its headers prove nothing.
+    let other = sidecar("  trusted_proxies: [\"10.0.0.0/8\"]\n").await;
+    let host = other.admin.to_string();
+    let r = ask(
+        &other,
+        "POST",
+        "/api/v1/reload",
+        &host,
+        &[FORWARDED_PUBLIC[3]],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}
+
+/// `admin.trusted_proxies` entries are IP addresses or CIDR ranges; anything else is a
+/// config problem naming the entry.
+#[test]
+fn a_trusted_proxy_must_be_an_address_or_a_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "admin:\n  trusted_proxies: [\"127.0.0.1\", \"proxy.internal\", \"10.0.0.0/33\", \"::1/128\"]\n{}",
+            connections(&[cc_conn("api", "127.0.0.1:1", "127.0.0.1:2".parse().unwrap())])
+        ),
+    )
+    .unwrap();
+    let problems = tokenwarden::config::load(&file).err().unwrap().to_string();
+    assert!(problems.contains("admin.trusted_proxies[1]"), "{problems}");
+    assert!(problems.contains("admin.trusted_proxies[2]"), "{problems}");
+    assert!(!problems.contains("trusted_proxies[0]"), "{problems}");
+    assert!(!problems.contains("trusted_proxies[3]"), "{problems}");
 }
