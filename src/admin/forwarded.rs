@@ -2,35 +2,47 @@
 //! (issue 20.8).
 //!
 //! A proxy on the same host connects from loopback, so its peer address says nothing about
-//! the client. A request that carries `Forwarded`, `X-Forwarded-For` or `X-Real-IP` was
-//! forwarded, so by default it is not a loopback caller at all, whatever the headers say
-//! (it needs the admin token). When `admin.trusted_proxies` names its peer, the client is
-//! the one the headers name: in each header the rightmost address that is not a trusted
+//! the client. A request that carries a header only proxies add (`Forwarded`,
+//! `X-Forwarded-*`, `X-Real-IP`, `Via`) was forwarded, so by default it is not a loopback
+//! caller at all, whatever the headers say (it needs the admin token). When
+//! `admin.trusted_proxies` names its peer, the client is the one the headers name: in each of
+//! `Forwarded`, `X-Forwarded-For` and `X-Real-IP` the rightmost address that is not a trusted
 //! proxy (the leftmost when all are), as a proxy that appends to the header leaves it. Every
-//! header present must name a loopback client: the most cautious reading, so a header the
-//! proxy passes through untouched from the client cannot override one the proxy set.
+//! such header present must name a loopback client: the most cautious reading, so a header
+//! the proxy passes through untouched from the client cannot override one the proxy set. A
+//! trusted proxy's request that names no client is judged by the proxy's own address.
 
-use http::HeaderMap;
+use http::{header, HeaderMap};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// The headers by which proxies name the client they forward for.
 const FORWARDING: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+/// The prefix of the other headers proxies add (`X-Forwarded-Proto`, `-Host`, …).
+const X_FORWARDED: &str = "x-forwarded-";
 
 /// Whether the caller of a request from `peer` with `headers` is on loopback, given the
 /// `proxies` whose forwarding headers are believed.
 pub(super) fn loopback_caller(proxies: &[IpNet], headers: &HeaderMap, peer: SocketAddr) -> bool {
     // `to_canonical`: a v4 peer on a dual-stack listener shows as ::ffff:127.0.0.1.
     let peer = peer.ip().to_canonical();
-    let mut present = FORWARDING
-        .into_iter()
-        .filter(|name| headers.contains_key(*name))
-        .peekable();
-    if present.peek().is_none() {
+    if !was_forwarded(headers) {
         return peer.is_loopback();
     }
     is_trusted(proxies, peer)
-        && present.all(|name| client(name, headers, proxies).is_some_and(|ip| ip.is_loopback()))
+        && FORWARDING
+            .into_iter()
+            .filter(|name| headers.contains_key(*name))
+            .all(|name| client(name, headers, proxies).is_some_and(|ip| ip.is_loopback()))
+}
+
+/// Whether `headers` hold one that only a proxy adds.
+fn was_forwarded(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        FORWARDING.contains(&name.as_str())
+            || name.as_str().starts_with(X_FORWARDED)
+            || name == header::VIA
+    })
 }
 
 fn is_trusted(proxies: &[IpNet], ip: IpAddr) -> bool {
@@ -124,6 +136,20 @@ mod tests {
             let h = headers(&[(name, "127.0.0.1")]);
             assert!(!loopback_caller(&[], &h, peer), "{name}");
             assert!(!loopback_caller(&nets(&["10.0.0.0/8"]), &h, peer), "{name}");
+        }
+        // Other headers only a proxy adds mark a forwarded request too.
+        for (name, value) in [
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "tw.example"),
+            ("via", "1.1 nginx"),
+        ] {
+            let h = headers(&[(name, value)]);
+            assert!(!loopback_caller(&[], &h, peer), "{name}");
+            // From a trusted proxy that names no client: the proxy's own address decides.
+            assert!(
+                loopback_caller(&nets(&["127.0.0.1/32"]), &h, peer),
+                "{name}"
+            );
         }
     }
 

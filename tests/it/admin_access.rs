@@ -153,17 +153,19 @@ async fn a_foreign_origin_cannot_act() {
     }
 }
 
-/// Headers a same-host reverse proxy adds, each naming a public client.
-const FORWARDED_PUBLIC: [(&str, &str); 4] = [
+/// Headers a same-host reverse proxy adds: naming a public client, a loopback one, or none.
+const FORWARDED_PUBLIC: [(&str, &str); 6] = [
     ("x-forwarded-for", "203.0.113.7"),
     ("forwarded", "for=203.0.113.7;proto=https"),
     ("x-real-ip", "203.0.113.7"),
     ("x-forwarded-for", "127.0.0.1"),
+    ("x-forwarded-proto", "https"),
+    ("via", "1.1 proxy"),
 ];
 
 /// 20.8: by default a request that a proxy forwarded (it carries `Forwarded`,
-/// `X-Forwarded-For` or `X-Real-IP`) is not a loopback caller, whatever the header says:
-/// it needs the admin token, and the status page shows it no Authorize button.
+/// `X-Forwarded-*`, `X-Real-IP` or `Via`) is not a loopback caller, whatever the header
+/// says: it needs the admin token, and the status page shows it no Authorize button.
 #[tokio::test]
 async fn a_forwarded_request_needs_the_admin_token_by_default() {
     let sc = sidecar(&format!("  token: {ADMIN_TOKEN}\n")).await;
@@ -258,6 +260,10 @@ fn a_trusted_proxy_must_be_an_address_or_a_range() {
     .unwrap();
     let problems = tokenwarden::config::load(&file).err().unwrap().to_string();
     assert!(problems.contains("admin.trusted_proxies[1]"), "{problems}");
+    assert!(
+        !problems.contains("proxy.internal"),
+        "never quoted: {problems}"
+    );
     assert!(problems.contains("admin.trusted_proxies[2]"), "{problems}");
     assert!(!problems.contains("trusted_proxies[0]"), "{problems}");
     assert!(!problems.contains("trusted_proxies[3]"), "{problems}");
