@@ -1,8 +1,8 @@
 //! The local CA of TLS interception (`proxy.intercept`, issue 12): the persisted root that
 //! `tokenwarden ca init` creates (key `0600`, certificate PEM; new files only, no link
 //! followed), its loading at start (a key file others could read or replace is an error:
-//! see `hygiene`), and `tokenwarden ca bundle` (the
-//! system roots plus the root, for clients that replace rather than extend their roots).
+//! see `hygiene`), and `tokenwarden ca bundle` (the system roots plus the root, for clients
+//! that replace rather than extend their roots).
 //!
 //! The root signs nothing on the request path: at start [`mint`] makes an intermediate
 //! whose X.509 name constraints permit only the configured hosts, and the leaves for
