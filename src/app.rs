@@ -160,6 +160,7 @@ pub async fn start(
     }));
     let instruments = Arc::new(crate::instrument::Instruments::default());
     let admin = Arc::new(Admin {
+        names: crate::admin::OwnNames::new(admin_addr.ip(), admin_settings.public_url.as_deref()),
         instruments: Arc::clone(&instruments),
         registry: Arc::clone(&reloader.registry),
         reloader: Arc::clone(&reloader),

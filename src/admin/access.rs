@@ -2,13 +2,16 @@
 //! Authorize button). Only the operator may, because whoever completes an authorization
 //! decides which account the sidecar acts as: callers on loopback, and others only with
 //! `Authorization: Bearer <admin.token>`; when an admin token is set, a presented
-//! `Authorization` header must carry it, from loopback too. A request a browser marks as
-//! started by another site is refused as well, so a page elsewhere cannot act through the
+//! `Authorization` header must carry it, from loopback too. A request a reverse proxy
+//! forwarded is a loopback caller only as `forwarded` decides (by default never). A request
+//! a browser marks as started by another site (Fetch Metadata), or whose `Origin` is not the
+//! listener's own (`host`), is refused as well, so a page elsewhere cannot act through the
 //! operator's browser.
 
-use super::{json, Admin, AdminBody};
+use super::{forwarded, host, json, Admin, AdminBody};
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -55,11 +58,17 @@ pub(super) fn untrusted(
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Option<Box<Response<AdminBody>>> {
-    if !trusted(admin.settings.token.as_ref(), req.headers(), peer) {
+    let settings = &admin.settings;
+    if !trusted(
+        settings.token.as_ref(),
+        &settings.trusted_proxies,
+        req.headers(),
+        peer,
+    ) {
         return Some(Box::new(json(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "unauthorized",
-            "message": format!("{route} is open to loopback callers, or to others with the admin token as a bearer token")}),
+            "message": format!("{route} is open to loopback callers, or to others with the admin token as a bearer token (a request a reverse proxy forwarded is a loopback caller only when admin.trusted_proxies names the proxy)")}),
         )));
     }
     if cross_site(req.headers()) {
@@ -69,14 +78,25 @@ pub(super) fn untrusted(
             "message": format!("{route} refuses requests started by another site; use the status page or call this route directly")}),
         )));
     }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        if !admin.names.is_own_origin(origin, host::request_host(req)) {
+            return Some(Box::new(json(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "cross_origin",
+                "message": format!("{route} refuses requests from a page of another origin; use the status page or call this route directly")}),
+            )));
+        }
+    }
     None
 }
 
-/// Loopback peers, or the admin token as a bearer token (compared in constant time). When
-/// an admin token is configured, an `Authorization` header that is presented must carry it,
+/// Loopback callers (as [`forwarded::loopback_caller`] tells them, given the trusted
+/// `proxies`), or the admin token as a bearer token (compared in constant time). When an
+/// admin token is configured, an `Authorization` header that is presented must carry it,
 /// even from loopback (fail closed on a wrong or malformed one).
 pub(super) fn trusted(
     expected: Option<&SecretString>,
+    proxies: &[IpNet],
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> bool {
@@ -85,8 +105,7 @@ pub(super) fn trusted(
             constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes())
         });
     }
-    // `to_canonical`: a v4 peer on a dual-stack listener shows as ::ffff:127.0.0.1.
-    peer.ip().to_canonical().is_loopback()
+    forwarded::loopback_caller(proxies, headers, peer)
 }
 
 /// The credentials of a `Bearer` authorization (the scheme is case-insensitive, RFC 9110 §11.1).
@@ -106,6 +125,11 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// [`trusted`] without trusted proxies (`forwarded` has its own tests).
+    fn check(token: Option<&SecretString>, headers: &HeaderMap, peer: SocketAddr) -> bool {
+        trusted(token, &[], headers, peer)
+    }
+
     #[test]
     fn trust_is_loopback_or_the_admin_token() {
         let token = SecretString::from("let-me-in");
@@ -119,40 +143,28 @@ mod tests {
         };
         let none = HeaderMap::new();
         // Without an admin token only loopback is trusted, whatever is presented.
-        assert!(trusted(None, &none, loopback));
-        assert!(trusted(None, &none, loopback6));
-        assert!(!trusted(None, &none, remote));
-        assert!(!trusted(None, &with("Bearer let-me-in"), remote));
+        assert!(check(None, &none, loopback));
+        assert!(check(None, &none, loopback6));
+        assert!(!check(None, &none, remote));
+        assert!(!check(None, &with("Bearer let-me-in"), remote));
         // With one, a remote caller needs it; a presented token must match, even on loopback.
-        assert!(!trusted(Some(&token), &none, remote));
-        assert!(trusted(Some(&token), &with("Bearer let-me-in"), remote));
-        assert!(trusted(Some(&token), &with("bearer let-me-in"), remote));
-        assert!(trusted(Some(&token), &with("BEARER  let-me-in"), remote));
-        assert!(!trusted(Some(&token), &with("Bearer let-me-i"), remote));
-        assert!(!trusted(Some(&token), &with("Bearer let-me-inn"), remote));
-        assert!(!trusted(Some(&token), &with("Basic let-me-in"), remote));
-        assert!(!trusted(Some(&token), &with("Bearer"), remote));
-        assert!(!trusted(Some(&token), &with("Bearer wrong"), loopback));
-        assert!(!trusted(Some(&token), &with("Bearer"), loopback));
-        assert!(!trusted(
-            Some(&token),
-            &with("Basic dXNlcjpwYXNz"),
-            loopback
-        ));
-        assert!(trusted(Some(&token), &none, loopback));
+        assert!(!check(Some(&token), &none, remote));
+        assert!(check(Some(&token), &with("Bearer let-me-in"), remote));
+        assert!(check(Some(&token), &with("bearer let-me-in"), remote));
+        assert!(check(Some(&token), &with("BEARER  let-me-in"), remote));
+        assert!(!check(Some(&token), &with("Bearer let-me-i"), remote));
+        assert!(!check(Some(&token), &with("Bearer let-me-inn"), remote));
+        assert!(!check(Some(&token), &with("Basic let-me-in"), remote));
+        assert!(!check(Some(&token), &with("Bearer"), remote));
+        assert!(!check(Some(&token), &with("Bearer wrong"), loopback));
+        assert!(!check(Some(&token), &with("Bearer"), loopback));
+        assert!(!check(Some(&token), &with("Basic dXNlcjpwYXNz"), loopback));
+        assert!(check(Some(&token), &none, loopback));
         // Loopback is 127.0.0.0/8 and ::1, not private ranges.
-        assert!(trusted(None, &none, "127.0.0.2:1".parse().unwrap()));
-        assert!(!trusted(None, &none, "10.0.0.1:1".parse().unwrap()));
-        assert!(!trusted(
-            None,
-            &none,
-            "[::ffff:10.0.0.1]:1".parse().unwrap()
-        ));
-        assert!(trusted(
-            None,
-            &none,
-            "[::ffff:127.0.0.1]:1".parse().unwrap()
-        ));
+        assert!(check(None, &none, "127.0.0.2:1".parse().unwrap()));
+        assert!(!check(None, &none, "10.0.0.1:1".parse().unwrap()));
+        assert!(!check(None, &none, "[::ffff:10.0.0.1]:1".parse().unwrap()));
+        assert!(check(None, &none, "[::ffff:127.0.0.1]:1".parse().unwrap()));
     }
 
     #[test]

@@ -14,11 +14,16 @@
 //! | `POST /api/v1/connection/{key}/retry` | a failed or backing-off connection tries again now (trusted callers only) |
 //! | `GET /api/v1/oauth/callback` | the provider's redirect: exchanges the code once |
 //!
+//! Every route but the probes answers 421 to a `Host` that is not the listener's own (DNS
+//! rebinding, see `host`); who may use the routes that act is `access`.
+//!
 //! Access logs record method, path (never the query: it carries codes and states) and status;
 //! probes (`/healthz`, `/readyz`, `/metrics`) at debug level, the rest at info.
 
 mod access;
 mod collector;
+mod forwarded;
+mod host;
 mod metrics;
 mod oauth;
 mod page;
@@ -39,6 +44,8 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use host::OwnNames;
+
 pub type AdminBody = Full<Bytes>;
 
 /// Routes polled by probes and scrapers, logged at debug level.
@@ -54,6 +61,8 @@ pub struct Admin {
     pub backend: Backend,
     /// The proxy's open-connection gauges.
     pub instruments: Arc<crate::instrument::Instruments>,
+    /// The names this listener answers to (`Host`) and the origins that may act.
+    pub names: OwnNames,
 }
 
 impl Admin {
@@ -77,6 +86,12 @@ impl Admin {
 
     async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
         let path = req.uri().path();
+        // DNS rebinding: only the probes answer a name that is not the listener's own.
+        if !PROBES.contains(&path)
+            && !host::request_host(&req).is_some_and(|h| self.names.is_own_host(h))
+        {
+            return host::misdirected();
+        }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         if let ["api", "v1", "reload"] = segments.as_slice() {
             return match *req.method() {

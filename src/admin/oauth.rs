@@ -227,15 +227,8 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
             "The callback has no code.",
         );
     };
-    if let (Some(expected), Some(iss)) = (&entry.conn.issuer, get("iss")) {
-        if iss != expected {
-            tracing::warn!(connection = %key, "callback iss does not match the configured issuer; refusing (RFC 9207)");
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Authorization failed",
-                "The authorization response came from an unexpected issuer.",
-            );
-        }
+    if let Some(refused) = issuer_mismatch(key, entry.conn.issuer.as_deref(), get("iss")) {
+        return refused;
     }
     let _guard = cache.write_lock.lock().await;
     let exchange = Exchange::Code {
@@ -269,6 +262,30 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
             )
         }
     }
+}
+
+/// RFC 9207: with an `issuer` configured the client expects `iss`, so a response with a
+/// different one (a mix-up) or without one (§2.4) is refused before any token request.
+/// The page names neither the code nor the state.
+fn issuer_mismatch(
+    key: &str,
+    expected: Option<&str>,
+    iss: Option<&str>,
+) -> Option<Response<AdminBody>> {
+    let message = match (expected?, iss) {
+        (expected, Some(iss)) if iss == expected => return None,
+        (_, Some(_)) => "The authorization response came from an unexpected issuer.".to_owned(),
+        (_, None) => format!(
+            "The authorization response has no iss parameter, but connection {key} sets an \
+             issuer and expects one (RFC 9207)."
+        ),
+    };
+    tracing::warn!(connection = %key, iss_present = iss.is_some(), "callback iss does not match the configured issuer; refusing (RFC 9207)");
+    Some(page(
+        StatusCode::BAD_REQUEST,
+        "Authorization failed",
+        &message,
+    ))
 }
 
 fn redirect(url: &str, key: &str) -> Response<AdminBody> {

@@ -69,7 +69,12 @@ pub(crate) fn render(admin: &Admin, headers: &HeaderMap, peer: SocketAddr) -> Re
             .map(|c| describe(c, &admin.backend))
             .collect(),
         store: store(&admin.backend),
-        may_authorize: trusted(admin.settings.token.as_ref(), headers, peer),
+        may_authorize: trusted(
+            admin.settings.token.as_ref(),
+            &admin.settings.trusted_proxies,
+            headers,
+            peer,
+        ),
         now: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

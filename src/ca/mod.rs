@@ -1,12 +1,14 @@
 //! The local CA of TLS interception (`proxy.intercept`, issue 12): the persisted root that
-//! `tokenwarden ca init` creates (key `0600`, certificate PEM), its loading at start (a
-//! key file readable by group or others is an error), and `tokenwarden ca bundle` (the
-//! system roots plus the root, for clients that replace rather than extend their roots).
+//! `tokenwarden ca init` creates (key `0600`, certificate PEM; new files only, no link
+//! followed), its loading at start (a key file others could read or replace is an error:
+//! see `hygiene`), and `tokenwarden ca bundle` (the system roots plus the root, for clients
+//! that replace rather than extend their roots).
 //!
 //! The root signs nothing on the request path: at start [`mint`] makes an intermediate
 //! whose X.509 name constraints permit only the configured hosts, and the leaves for
 //! those hosts, once. A stolen intermediate cannot front any other site.
 
+mod hygiene;
 pub mod mint;
 
 use rcgen::{
@@ -14,7 +16,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,8 +32,8 @@ pub const DEFAULT_DIR: &str = "tokenwarden-ca";
 const KEY_MODE: u32 = 0o600;
 /// Mode of the directory `ca init` creates.
 const DIR_MODE: u32 = 0o700;
-/// Permission bits of group and others: none may be set on the key file.
-const GROUP_OTHER_BITS: u32 = 0o077;
+/// Mode of the root certificate file (public).
+const CERT_MODE: u32 = 0o644;
 /// Lifetime of the root (rotate it sooner: see docs/local-proxy.md, Security).
 const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// The root's common name.
@@ -57,6 +59,16 @@ pub enum CaError {
     Exists { path: String },
     #[error("CA key {path} is readable by others (mode {mode:o}); it is as sensitive as every token it could front: chmod 600 {path}")]
     LoosePermissions { path: String, mode: u32 },
+    #[error("CA key {path} is owned by uid {owner}, not by the user running tokenwarden (uid {user}) or root; another user could replace it: chown it, or use a CA of your own")]
+    ForeignOwner { path: String, owner: u32, user: u32 },
+    #[error("CA key {path} is under {dir}, a directory writable by anyone without the sticky bit (mode {mode:o}), where anyone could replace it: chmod o-w {dir}, or move the key")]
+    OpenDirectory {
+        path: String,
+        dir: String,
+        mode: u32,
+    },
+    #[error("{path} is a symbolic link (to {target}); ca init writes new files only and follows no link: remove it (or use --dir)")]
+    Symlink { path: String, target: String },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
     #[error("no system trust bundle found (looked for {}); pass --system FILE", SYSTEM_BUNDLES.join(", "))]
@@ -86,11 +98,7 @@ pub fn init(dir: &Path) -> Result<CaFiles, CaError> {
         key: dir.join(CA_KEY_FILE),
     };
     for path in [&files.cert, &files.key] {
-        if path.exists() {
-            return Err(CaError::Exists {
-                path: path.display().to_string(),
-            });
-        }
+        hygiene::check_new(path)?;
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -108,16 +116,21 @@ pub fn init(dir: &Path) -> Result<CaFiles, CaError> {
     params.not_before = now - mint::BACKDATE;
     params.not_after = now + ROOT_VALIDITY;
     let cert = params.self_signed(&key)?;
-    let mut file = std::fs::OpenOptions::new()
+    write_new(&files.key, KEY_MODE, &key.serialize_pem())?;
+    write_new(&files.cert, CERT_MODE, &cert.pem())?;
+    Ok(files)
+}
+
+/// Writes `text` to a new file at `path` with `mode`: `O_EXCL`, so neither an existing file
+/// nor a symbolic link (even one created since [`hygiene::check_new`]) is written through.
+fn write_new(path: &Path, mode: u32, text: &str) -> Result<(), CaError> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(KEY_MODE)
-        .open(&files.key)
-        .map_err(io_error(&files.key))?;
-    file.write_all(key.serialize_pem().as_bytes())
-        .map_err(io_error(&files.key))?;
-    std::fs::write(&files.cert, cert.pem()).map_err(io_error(&files.cert))?;
-    Ok(files)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .map_err(io_error(path))
 }
 
 /// The persisted root, loaded at start: it signs the intermediate ([`mint`]).
@@ -126,19 +139,11 @@ pub struct Root {
 }
 
 impl Root {
-    /// Loads the root certificate and key; a key file that group or others may read is
-    /// [`CaError::LoosePermissions`].
+    /// Loads the root certificate and key; a key file that others could read or replace is
+    /// refused ([`CaError::LoosePermissions`], [`CaError::ForeignOwner`],
+    /// [`CaError::OpenDirectory`]).
     pub fn load(cert: &Path, key: &Path) -> Result<Root, CaError> {
-        let mode = std::fs::metadata(key)
-            .map_err(io_error(key))?
-            .permissions()
-            .mode();
-        if mode & GROUP_OTHER_BITS != 0 {
-            return Err(CaError::LoosePermissions {
-                path: key.display().to_string(),
-                mode: mode & 0o777,
-            });
-        }
+        hygiene::check_key(key)?;
         let invalid = |path: &Path, reason: String| CaError::Invalid {
             path: path.display().to_string(),
             reason,
@@ -210,6 +215,7 @@ The last two replace the system roots; write that bundle (system roots + this CA
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn init_writes_a_private_key_and_refuses_to_overwrite() {

@@ -158,6 +158,9 @@ pub struct RawAdmin {
     pub max_pending_states: Option<usize>,
     pub instance: Option<String>,
     pub success_url: Option<String>,
+    /// Addresses or CIDR ranges of reverse proxies whose forwarding headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,8 +4,9 @@ use super::raw::RawFile;
 use super::source::{Problems, Source};
 use super::store::{redis_settings, DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_STORE_PATH};
 pub use super::store::{RedisSettings, StoreSettings, Unreadable};
+use ipnet::IpNet;
 use secrecy::SecretString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ pub struct AdminSettings {
     pub instance: Option<String>,
     /// Where the callback redirects (307) after a successful authorization.
     pub success_url: Option<String>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` / `X-Real-IP` name the
+    /// client (see `admin::forwarded`); empty: a forwarded request is never a loopback caller.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +187,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             }
         }
     }
+    let trusted_proxies = trusted_proxies(&raw.admin.trusted_proxies, src, problems);
     if proxy_listen == admin_listen && proxy_listen.port() != 0 {
         problems.push(src.problem(
             "admin.listen",
@@ -303,6 +308,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
                 .unwrap_or(DEFAULT_MAX_PENDING_STATES),
             instance: raw.admin.instance.clone().filter(|i| !i.is_empty()),
             success_url: raw.admin.success_url.clone(),
+            trusted_proxies,
         },
         store: StoreSettings {
             path: base.join(raw.store.path.as_deref().unwrap_or(DEFAULT_STORE_PATH)),
@@ -321,6 +327,25 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             format,
         },
     }
+}
+
+/// `admin.trusted_proxies`: each entry an IP address or a CIDR range.
+fn trusted_proxies(entries: &[String], src: &Source, problems: &mut Problems) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for (i, text) in entries.iter().enumerate() {
+        match text.parse::<IpNet>() {
+            Ok(net) => nets.push(net),
+            Err(_) => match text.parse::<IpAddr>() {
+                Ok(ip) => nets.push(IpNet::from(ip)),
+                Err(_) => problems.push(src.problem(
+                    &format!("admin.trusted_proxies[{i}]"),
+                    // The value may come from `${…}`: never quoted.
+                    "not an IP address or a CIDR range such as 10.0.0.0/8",
+                )),
+            },
+        }
+    }
+    nets
 }
 
 /// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.

@@ -587,6 +587,32 @@ async fn a_differing_iss_is_refused_before_any_token_request() {
     assert_eq!(tokens.count(), 1);
 }
 
+/// RFC 9207 §2.4: a client that expects `iss` (the connection sets `issuer:`) refuses a
+/// response without it, before any token request, burning the state; the page says why
+/// without echoing the code or the state.
+#[tokio::test]
+async fn a_missing_iss_is_refused_when_an_issuer_is_set() {
+    let ac = Ac {
+        issuer: Some("https://login.example.com"),
+        ..Ac::default()
+    };
+    let (tokens, _echo, sc) = start(ac).await;
+    let a = authorize(&sc, KEY).await;
+    let code = "code-without-iss-7f3a";
+    let page = redeem(&sc, code, &a.state).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("no iss"), "{}", page.body);
+    assert!(
+        !page.body.contains(code) && !page.body.contains(&a.state),
+        "{}",
+        page.body
+    );
+    assert_eq!(tokens.count(), 0, "no token request");
+    let again = redeem(&sc, code, &a.state).await;
+    assert_eq!(again.status, 400, "the response burnt the state");
+    assert_eq!(sc.status(KEY).await["state"], "needs_authorization");
+}
+
 #[tokio::test]
 async fn success_url_gets_a_307() {
     let (_tokens, _echo, sc) = start(Ac::with_admin(

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin_access;
 mod authcode;
 mod browser;
 mod cli;
