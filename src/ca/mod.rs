@@ -105,6 +105,13 @@ pub fn init(dir: &Path) -> Result<CaFiles, CaError> {
         .mode(DIR_MODE)
         .create(dir)
         .map_err(io_error(dir))?;
+    // Absolute from here on: the paths printed for the config file must not depend on the
+    // directory `ca init` ran in (the config resolves relative paths against its own folder).
+    let dir = dir.canonicalize().map_err(io_error(dir))?;
+    let files = CaFiles {
+        cert: dir.join(CA_CERT_FILE),
+        key: dir.join(CA_KEY_FILE),
+    };
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();

@@ -139,3 +139,41 @@ async fn an_untrusting_client_is_logged_once_with_a_hint_and_an_ip_host_is_inter
         "{logs}"
     );
 }
+
+/// `ca init --dir` with a relative directory prints absolute paths: the config resolves a
+/// relative path against its own folder, not the one `ca init` ran in, so the printed
+/// `intercept:` line works pasted into a config file anywhere.
+#[test]
+fn ca_init_prints_absolute_paths_for_a_relative_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["ca", "init", "--dir", "sub/ca"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("intercept:"))
+        .unwrap_or_else(|| panic!("no intercept line in:\n{text}"));
+    let cert = dir.path().canonicalize().unwrap().join("sub/ca/ca.pem");
+    let key = cert.with_file_name("ca.key");
+    let expected = format!(
+        "intercept: {{ ca_cert: {}, ca_key: {} }}",
+        cert.display(),
+        key.display()
+    );
+    assert_eq!(line.trim(), expected);
+    assert!(
+        text.contains(&format!(
+            "tokenwarden ca bundle --dir {}",
+            cert.parent().unwrap().display()
+        )),
+        "{text}"
+    );
+}
