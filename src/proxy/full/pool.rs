@@ -3,11 +3,13 @@
 //! client connections per upstream in a `RefCell`, checked out for one request and
 //! returned when the response body has been read to its end. A connection whose response
 //! body is dropped early is closed (HTTP/1.1 cannot abandon a response and reuse the
-//! connection). Connections are opened by the shared [`Dialer`]; failures are retried by
+//! connection), and so is one whose response was framed ambiguously or refused
+//! ([`ResponseFraming`], the fast path's rules). Connections are opened by the shared [`Dialer`]; failures are retried by
 //! the shared rule ([`may_retry`]).
 
 use super::UpstreamBody;
 use crate::instrument::{Gauge, Open};
+use crate::proxy::headers::ResponseFraming;
 use crate::proxy::measure;
 use crate::proxy::route::{may_retry, Unanswered};
 use crate::proxy::upstream::{DialError, Dialer};
@@ -36,6 +38,9 @@ pub enum PoolError {
     Dial(#[from] DialError),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// The response has a transfer coding other than chunked.
+    #[error("the upstream sent a transfer coding other than chunked")]
+    TransferCoding,
 }
 
 struct Idle {
@@ -84,10 +89,14 @@ impl Pool {
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
-                    let body = PooledBody {
-                        inner: body,
-                        slot: Some((sender, Rc::clone(self), index)),
+                    // Dropping the sender (with the response, or once the body is read)
+                    // closes the connection.
+                    let slot = match ResponseFraming::of(&parts.headers) {
+                        ResponseFraming::Clean => Some((sender, Rc::clone(self), index)),
+                        ResponseFraming::Ambiguous => None,
+                        ResponseFraming::Refused => return Err(PoolError::TransferCoding),
                     };
+                    let body = PooledBody { inner: body, slot };
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(mut e) => match (e.take_message(), again) {
