@@ -182,6 +182,7 @@ const RESPONSES: &[Case] = &[
     answered("response TE gzip, chunked", GET_R, &[Step::Answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")], Unpooled(502)),
     answered("response TE on HTTP/1.0", GET_R, &[Step::Answer("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")], Unpooled(502)),
     answered("response Transfer_Encoding beside CL", GET_R, &[Step::Answer("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\nKeep_Alive: 5\r\n\r\nhello")], Answered(200)),
+    answered("response chunk extension with a control byte", GET_R, &[Step::Answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a\x01b\r\nhello\r\n0\r\n\r\n")], Cut),
     answered("response with two lengths", GET_R, &[Step::Answer("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")], Answered(502)),
     answered("response with a bad chunk", GET_R, &[Step::Answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")], Cut),
     answered("a body on HEAD", "HEAD /api/r HTTP/1.1\r\nHost: app\r\n\r\n", &[Step::Answer("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")], Answered(200)),

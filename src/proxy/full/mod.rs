@@ -9,6 +9,7 @@
 //! chunked whatever the method (hyper's client would send a GET's or HEAD's as none).
 
 pub(crate) mod apikey;
+pub(crate) mod checked;
 pub(crate) mod connect;
 pub(crate) mod pool;
 pub(crate) mod stall;

@@ -4,9 +4,10 @@
 //! returned when the response body has been read to its end. A connection whose response
 //! body is dropped early is closed (HTTP/1.1 cannot abandon a response and reuse the
 //! connection), and so is one whose response was framed ambiguously or refused
-//! ([`ResponseFraming`], the fast path's rules). Connections are opened by the shared [`Dialer`]; failures are retried by
+//! ([`ResponseFraming`]) or whose body breaks the fast path's chunked rules ([`Checked`]). Connections are opened by the shared [`Dialer`]; failures are retried by
 //! the shared rule ([`may_retry`]).
 
+use super::checked::Checked;
 use super::UpstreamBody;
 use crate::instrument::{Gauge, Open};
 use crate::proxy::headers::ResponseFraming;
@@ -145,7 +146,7 @@ impl Pool {
     /// counted as open while its connection task runs.
     async fn connect(&self, entry: &Entry) -> Result<SendRequest<UpstreamBody>, PoolError> {
         let stream = measure::dial(&self.dialer, entry).await?;
-        handshake(stream, self.open.open()).await
+        handshake(Checked::new(stream), self.open.open()).await
     }
 }
 
