@@ -101,6 +101,7 @@ const REQUESTS: &[Case] = &[
     case("TE gzip, chunked", "POST /api/a HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", Rejected(501)),
     case("TE gzip, then TE chunked", "POST /api/a HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", Rejected(501)),
     case("Transfer_Encoding beside CL", "POST /api/a HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\r\nhello", Forwarded(POST_A)),
+    case("Transfer_Encoding alone: no body, the rest a bad request", "POST /api/a HTTP/1.1\r\nHost: app\r\nTransfer_Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", Forwarded(POST_A)),
     case("Content_Length beside TE", "POST /api/a HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nContent_Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n", Forwarded(POST_A)),
     case("hop-by-hop names with underscores", "GET /api/a HTTP/1.1\r\nHost: app\r\nKeep_Alive: 5\r\nProxy_Authorization: Basic eA==\r\nProxy_Connection: close\r\n\r\n", Forwarded(GET_A)),
     case("GET with a chunked body", "GET /api/a HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", Carried("GET /a HTTP/1.1", "hello")),
