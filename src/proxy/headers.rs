@@ -202,8 +202,8 @@ pub enum Known {
     Authorization,
     /// A name that is one of the framing or hop-by-hop names with `_` for a `-`
     /// (`Transfer_Encoding`, `Content_Length`, `Keep_Alive`, `Proxy_Connection`,
-    /// `Proxy_Authenticate`, `Proxy_Authorization`), which a server mapping `_` to `-`
-    /// (as CGI does) would read as that header: dropped in both directions.
+    /// `Proxy_Authenticate`, `Proxy_Authorization`), which a server that treats `_` and `-`
+    /// alike (as CGI-style variables do) would read as that header: dropped both ways.
     Lookalike,
     Other,
 }

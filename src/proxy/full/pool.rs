@@ -4,8 +4,9 @@
 //! returned when the response body has been read to its end. A connection whose response
 //! body is dropped early is closed (HTTP/1.1 cannot abandon a response and reuse the
 //! connection), and so is one whose response was framed ambiguously or refused
-//! ([`ResponseFraming`]) or whose body breaks the fast path's chunked rules ([`Checked`]). Connections are opened by the shared [`Dialer`]; failures are retried by
-//! the shared rule ([`may_retry`]).
+//! ([`ResponseFraming`]) or whose body breaks the fast path's chunked rules ([`Checked`]).
+//! Connections are opened by the shared [`Dialer`]; failures are retried by the shared
+//! rule ([`may_retry`]).
 
 use super::checked::Checked;
 use super::UpstreamBody;
@@ -90,8 +91,8 @@ impl Pool {
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
-                    // Dropping the sender (with the response, or once the body is read)
-                    // closes the connection.
+                    // Without its sender, hyper closes the connection once this response
+                    // is read (a refused one is dropped unread: closed at once).
                     let slot = match ResponseFraming::of(&parts.headers) {
                         ResponseFraming::Clean => Some((sender, Rc::clone(self), index)),
                         ResponseFraming::Ambiguous => None,
