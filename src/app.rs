@@ -105,16 +105,9 @@ pub async fn start(
     }
 
     let token_client = TokenClient::with_resolve(Arc::clone(&tls), &options.resolve)?;
-    let allow_private = config
-        .connections
-        .iter()
-        .filter(|c| c.allow_private_network)
-        .map(|c| c.upstream.host.clone())
-        .collect();
-    let resolver = GuardedResolver::new(allow_private, options.static_hosts);
     let dialer = Dialer::new(
         Arc::clone(&tls),
-        resolver.clone(),
+        GuardedResolver::new(options.static_hosts),
         config.proxy.connect_timeout,
     );
     let proxy_addr = proxy_listener.local_addr()?;
@@ -152,7 +145,6 @@ pub async fn start(
         intercept: interceptor,
         registry: Arc::clone(&registry),
         own_addrs: vec![proxy_addr, admin_addr],
-        resolver,
         client: token_client.clone(),
         backend: backend.clone(),
         tasks: tasks.clone(),

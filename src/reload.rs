@@ -18,7 +18,6 @@
 use crate::config::{self, Auth, Config};
 use crate::oauth::TokenClient;
 use crate::proxy::tunnel::Interceptor;
-use crate::proxy::upstream::GuardedResolver;
 use crate::proxy::Proxy;
 use crate::refresher::Refresher;
 use crate::registry::{Entry, Registry};
@@ -63,7 +62,6 @@ pub struct Reloader {
     pub registry: Arc<ArcSwap<Registry>>,
     pub proxy: Arc<ArcSwap<Proxy>>,
     own_addrs: Vec<SocketAddr>,
-    resolver: GuardedResolver,
     intercept: Option<Arc<Interceptor>>,
     client: TokenClient,
     backend: Backend,
@@ -81,7 +79,6 @@ pub struct Parts {
     pub intercept: Option<Arc<Interceptor>>,
     pub registry: Arc<Registry>,
     pub own_addrs: Vec<SocketAddr>,
-    pub resolver: GuardedResolver,
     pub client: TokenClient,
     pub backend: Backend,
     pub tasks: TaskTracker,
@@ -102,7 +99,6 @@ impl Reloader {
             registry: Arc::new(ArcSwap::new(parts.registry)),
             proxy: Arc::new(ArcSwap::from_pointee(proxy)),
             own_addrs: parts.own_addrs,
-            resolver: parts.resolver,
             intercept: parts.intercept,
             client: parts.client,
             backend: parts.backend,
@@ -189,14 +185,6 @@ impl Reloader {
         }
         let (registry, changes) = self.registry.load().reloaded(&config.connections);
         self.restore(&changes.added).await;
-        self.resolver.allow_private(
-            config
-                .connections
-                .iter()
-                .filter(|c| c.allow_private_network)
-                .map(|c| c.upstream.host.clone())
-                .collect(),
-        );
         // Restart-required proxy settings keep their running values.
         let mut settings = config.proxy.clone();
         settings.connect_timeout = self.started.proxy.connect_timeout;

@@ -27,6 +27,9 @@ pub enum ProxyError {
     Loop,
     /// A malformed request target (e.g. userinfo in the authority).
     BadRequest { reason: String },
+    /// The request's body has a transfer coding other than chunked, which the proxy does
+    /// not implement (RFC 9112 §6.1): its body cannot be forwarded as the app meant it.
+    TransferCoding,
     /// The upstream could not be reached (DNS, refused, TLS, SSRF guard).
     UpstreamUnreachable { connection: String, reason: String },
     /// The upstream did not answer in time.
@@ -41,6 +44,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -73,6 +77,8 @@ impl ProxyError {
             ProxyError::Loop => json!({"error": "loop_detected",
                 "message": "the request already passed through this proxy or targets it"}),
             ProxyError::BadRequest { reason } => json!({"error": "bad_request", "message": reason}),
+            ProxyError::TransferCoding => json!({"error": "not_implemented",
+                "message": "a transfer coding other than chunked; tokenwarden implements only chunked"}),
             ProxyError::UpstreamUnreachable { connection, reason } => {
                 json!({"error": "upstream_unreachable",
                 "connection": connection, "message": reason})
@@ -95,12 +101,24 @@ impl ProxyError {
         }
     }
 
+    /// The app's connection ends after this answer: the request's body was not read, and
+    /// its framing is not one the proxy can follow to the next request.
+    pub fn closes(&self) -> bool {
+        matches!(self, ProxyError::TransferCoding)
+    }
+
     pub fn into_response(self) -> Response<ProxyBody> {
         let mut response = json_response(self.status(), &self.body());
         if let Some(seconds) = self.retry_after() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        if self.closes() {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         response
     }
@@ -137,8 +155,10 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<P
 }
 
 /// The same response as bytes, for the fast path: [`ProxyError::into_response`]'s
-/// status, headers and JSON, with its length (and `connection: close` when `close`).
+/// status, headers and JSON, with its length (and `connection: close` when `close`, or
+/// when the error [closes](ProxyError::closes) it).
 pub fn write_error(out: &mut Vec<u8>, error: &ProxyError, is_head: bool, close: bool) {
+    let close = close || error.closes();
     let status = error.status();
     let body = error.body().to_string();
     out.clear();
@@ -244,6 +264,21 @@ mod tests {
             400,
             "bad_request",
         );
+    }
+
+    #[test]
+    fn transfer_coding_is_501_and_closes() {
+        let e = ProxyError::TransferCoding;
+        assert!(e.closes());
+        assert_eq!(
+            e.clone().into_response().headers()[header::CONNECTION],
+            "close"
+        );
+        let mut bytes = Vec::new();
+        write_error(&mut bytes, &e, false, false);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+        check(e, 501, "not_implemented");
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(crate) fn failed(proxy: &Proxy, error: &ProxyError, started: Instant) {
 /// its failure counted by kind (`connect` or `tls`).
 pub(crate) async fn dial(dialer: &Dialer, entry: &Entry) -> Result<Stream, DialError> {
     let started = Instant::now();
-    let opened = dialer.open(&entry.conn.upstream).await;
+    let opened = dialer.open(&entry.conn).await;
     let instruments = &entry.counters.requests;
     match &opened {
         Ok(_) => instruments.connect.record(started.elapsed()),

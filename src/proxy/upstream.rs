@@ -1,14 +1,18 @@
 //! The upstream dialer both pools use ([`Dialer::open`]: SSRF-guarded resolution, TCP,
 //! TLS by rustls, into a [`Stream`]), and the SSRF guard — a connection's host *name* may
-//! only resolve to public addresses unless the connection sets `allow_private_network`,
+//! only resolve to public addresses unless that connection sets `allow_private_network`,
 //! and the dialer connects to exactly the addresses that were checked. A host written as
 //! an IP literal is the operator's explicit choice and is not resolved (so not checked).
+//!
+//! The flag travels with each dial, from the connection being served: it is not a property
+//! of the host name, so another connection on the same name keeps the guard. Both pools
+//! keep their links per connection (by registry position, never reused), so a link one
+//! connection was allowed to open is never handed to another.
 
-use crate::config::Upstream;
-use arc_swap::ArcSwap;
+use crate::config::{Connection, Upstream};
 use http::uri::Scheme;
 use rustls::pki_types::ServerName;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -66,9 +70,11 @@ impl Dialer {
         }
     }
 
-    /// Opens a connection: resolve (through the SSRF guard), TCP, TLS for https.
-    pub async fn open(&self, upstream: &Upstream) -> Result<Stream, DialError> {
-        let addrs = self.resolve(upstream).await?;
+    /// Opens a connection to `conn`'s upstream: resolve (through the SSRF guard, with
+    /// `conn`'s own `allow_private_network`), TCP, TLS for https.
+    pub async fn open(&self, conn: &Connection) -> Result<Stream, DialError> {
+        let upstream = &conn.upstream;
+        let addrs = self.resolve(conn).await?;
         let timed_out = || DialError::ConnectTimeout {
             target: upstream.authority.to_string(),
             after: self.connect_timeout,
@@ -96,11 +102,14 @@ impl Dialer {
         Ok(Stream::Tls(Box::new(tls)))
     }
 
-    async fn resolve(&self, upstream: &Upstream) -> Result<Vec<SocketAddr>, DialError> {
+    async fn resolve(&self, conn: &Connection) -> Result<Vec<SocketAddr>, DialError> {
+        let upstream = &conn.upstream;
         if let Ok(ip) = upstream.host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, upstream.port)]);
         }
-        let found = self.resolver.resolve(&upstream.host).await.map_err(|e| {
+        let allow_private = conn.allow_private_network;
+        let found = self.resolver.resolve(&upstream.host, allow_private);
+        let found = found.await.map_err(|e| {
             DialError::Connect(match e.kind() {
                 // The SSRF guard: its message names the host and the fix.
                 std::io::ErrorKind::PermissionDenied => e.to_string(),
@@ -242,41 +251,35 @@ impl AsyncWrite for Stream {
 /// Test hook: fixed answers for host names, instead of the system resolver.
 pub type StaticHosts = HashMap<String, Vec<IpAddr>>;
 
-/// The SSRF-guarding resolver.
+/// The SSRF-guarding resolver. It holds no per-host policy: whether private addresses
+/// are allowed comes with each call, from the connection being dialled.
 #[derive(Clone, Default)]
 pub struct GuardedResolver {
-    /// Host names whose connection set `allow_private_network` (a reload replaces them;
-    /// every clone of the resolver sees the change).
-    allow_private: Arc<ArcSwap<HashSet<String>>>,
     overrides: Arc<StaticHosts>,
 }
 
 impl GuardedResolver {
-    pub fn new(allow_private: HashSet<String>, overrides: StaticHosts) -> GuardedResolver {
+    pub fn new(overrides: StaticHosts) -> GuardedResolver {
         GuardedResolver {
-            allow_private: Arc::new(ArcSwap::from_pointee(allow_private)),
             overrides: Arc::new(overrides),
         }
     }
 
-    /// The hosts of the connections that set `allow_private_network`, after a reload.
-    pub fn allow_private(&self, hosts: HashSet<String>) {
-        self.allow_private.store(Arc::new(hosts));
-    }
-}
-
-impl GuardedResolver {
     /// Resolves a host *name* (IP literals are never passed here) and keeps only the
-    /// addresses the SSRF guard allows: all of them when the name's connection set
-    /// `allow_private_network`, else the public ones; none left is a `PermissionDenied`
-    /// error saying why. Ports in the answer are 0.
-    pub async fn resolve(&self, name: &str) -> std::io::Result<Vec<SocketAddr>> {
+    /// addresses the SSRF guard allows: all of them when the connection being dialled set
+    /// `allow_private_network` (`allow_private`), else the public ones; none left is a
+    /// `PermissionDenied` error saying why. Ports in the answer are 0.
+    pub async fn resolve(
+        &self,
+        name: &str,
+        allow_private: bool,
+    ) -> std::io::Result<Vec<SocketAddr>> {
         let host = name.trim_end_matches('.').to_ascii_lowercase();
         let found: Vec<SocketAddr> = match self.overrides.get(&host) {
             Some(ips) => ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
             None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
         };
-        if self.allow_private.load().contains(&host) {
+        if allow_private {
             return Ok(found);
         }
         let public: Vec<SocketAddr> = found.into_iter().filter(|a| !is_private(a.ip())).collect();
@@ -390,13 +393,13 @@ mod tests {
             ),
         ]
         .into();
-        let guard = GuardedResolver::new(HashSet::new(), overrides.clone());
-        let err = guard.resolve("internal.example").await.unwrap_err();
+        let guard = GuardedResolver::new(overrides);
+        let err = guard.resolve("internal.example", false).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
         // only the checked public address is handed to the connector
-        let addrs = guard.resolve("api.example").await.unwrap();
+        let addrs = guard.resolve("api.example", false).await.unwrap();
         assert_eq!(addrs, vec!["93.184.216.34:0".parse().unwrap()]);
-        let allowed = GuardedResolver::new(["internal.example".to_string()].into(), overrides);
-        assert_eq!(allowed.resolve("internal.example.").await.unwrap().len(), 1);
+        let allowed = guard.resolve("internal.example.", true).await.unwrap();
+        assert_eq!(allowed.len(), 1);
     }
 }

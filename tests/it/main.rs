@@ -24,6 +24,7 @@ mod limits;
 mod metrics;
 mod oidc;
 mod paths;
+mod private_network;
 mod reload;
 mod replicas;
 mod shared_store;

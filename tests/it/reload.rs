@@ -16,17 +16,7 @@ const RELOADS: usize = 20;
 
 /// Rewrites the sidecar's config file and asks it to reload → (status, outcome).
 async fn reload_with(sc: &Sidecar, yaml: &str) -> (u16, serde_json::Value) {
-    std::fs::write(sc.config_path(), yaml).unwrap();
-    let r = client()
-        .post(sc.admin_url("/api/v1/reload"))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
-    )
+    sc.reload(yaml).await
 }
 
 /// The token the echo upstream received through `sc` for `GET /{key}/x`.

@@ -363,7 +363,7 @@ impl Worker {
         close: bool,
     ) -> Next {
         tracing::debug!(error = ?error, "upstream request failed");
-        let close = close || self.timers.shutting_down();
+        let close = close || self.timers.shutting_down() || error.closes();
         client.buf.consume(consumed);
         write_error(&mut client.out, &error, is_head, close);
         let written = write_all2(&mut client.io, &client.out, &[]).await;

@@ -11,7 +11,7 @@
 //! `api_key` connections, heads above [`MAX_HEAD`] and targets with unusual bytes.
 
 use crate::proxy::error::{write_header, ProxyError};
-use crate::proxy::headers::{classify, connection_options, via_names, Known};
+use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
 use crate::proxy::route::{Ask, Credential};
 use crate::proxy::Proxy;
 use crate::registry::Entry;
@@ -126,7 +126,7 @@ pub fn translate_request<'p>(
             }
             Known::TransferEncoding | Known::Expect => return Outcome::Fallback,
             Known::Via => looped |= via_names(h.value, &proxy.pseudonym),
-            Known::HopByHop | Known::Host | Known::Authorization => continue,
+            Known::HopByHop | Known::Lookalike | Known::Host | Known::Authorization => continue,
             Known::Other => {}
         }
         write_header(out, h.name.as_bytes(), h.value);
@@ -213,19 +213,6 @@ fn split_target(target: &str) -> Option<(Option<(&str, &str)>, &str)> {
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path_and_query) = rest.split_at(end);
     Some((Some((scheme, authority)), path_and_query))
-}
-
-/// Longest Content-Length value in digits (below `u64::MAX`, as hyper's limit).
-const MAX_LENGTH_DIGITS: usize = 18;
-
-/// A Content-Length value: decimal digits only.
-pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > MAX_LENGTH_DIGITS || !value.iter().all(u8::is_ascii_digit)
-    {
-        return None;
-    }
-    Some(value.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 //! [`headers`](crate::proxy::headers) definitions), one `Content-Length`, and
 //! `connection: close` when the app's connection ends. No allocation.
 
-use super::request::{parse_length, MAX_HEAD, MAX_HEADERS};
+use super::request::{MAX_HEAD, MAX_HEADERS};
 use crate::proxy::error::write_header;
 use crate::proxy::headers::{
-    classify, connection_options, forwards_length, named_in_connection, Known,
+    classify, connection_options, forwards_length, named_in_connection, only_chunked,
+    parse_length_list, Known,
 };
 use std::io::Write as _;
 use std::mem::MaybeUninit;
@@ -79,7 +80,6 @@ pub fn translate_response(
 
     // First pass: framing and the connection's fate.
     let mut length = None;
-    let mut chunked = false;
     let mut transfer_encoded = false;
     let mut upstream_close = version == 0;
     let mut names_others = false;
@@ -93,15 +93,13 @@ pub fn translate_response(
                 }
                 length = Some(n);
             }
-            Known::TransferEncoding => {
-                transfer_encoded = true;
-                // Only the last coding matters for framing (RFC 9112 §6.3).
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // Chunked only, and only from HTTP/1.1 (hyper refuses the same): the proxy
+            // never sends `TE`, so no other transfer coding was asked for, and relaying
+            // one (or reading until close under a `Transfer-Encoding`) is not one framing.
+            Known::TransferEncoding if version == 0 || !only_chunked(h.value) => {
+                return Err("the upstream sent a transfer coding other than chunked".into())
             }
+            Known::TransferEncoding => transfer_encoded = true,
             Known::Connection => {
                 let (closes, others) = connection_options(h.value);
                 upstream_close |= closes;
@@ -113,11 +111,7 @@ pub fn translate_response(
     let framing = if is_head || code == 204 || code == 304 {
         Framing::Empty
     } else if transfer_encoded {
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
+        Framing::Chunked
     } else {
         length.map_or(Framing::UntilClose, Framing::Length)
     };
@@ -135,7 +129,7 @@ pub fn translate_response(
     out.extend_from_slice(b"\r\n");
     for h in res.headers.iter() {
         let skip = match classify(h.name) {
-            Known::Connection | Known::HopByHop => true,
+            Known::Connection | Known::HopByHop | Known::Lookalike => true,
             // Kept: the body is relayed as the upstream encoded it.
             Known::TransferEncoding => false,
             // Written once below, as one number.
@@ -180,13 +174,6 @@ fn itoa3(code: u16) -> [u8; 3] {
         b'0' + (code / 10 % 10) as u8,
         b'0' + (code % 10) as u8,
     ]
-}
-
-/// A response Content-Length, which may repeat one value as a list (`5, 5`).
-fn parse_length_list(value: &[u8]) -> Option<u64> {
-    let mut values = value.split(|&b| b == b',').map(parse_length);
-    let first = values.next()??;
-    values.all(|v| v == Some(first)).then_some(first)
 }
 
 #[cfg(test)]

@@ -51,9 +51,18 @@ fn response_framing_follows_rfc_9112() {
         Framing::Length(5)
     );
     assert_eq!(
-        framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+        framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked, chunked\r\n\r\n"),
         Framing::Chunked
     );
+    // No transfer coding but chunked (the proxy never sends `TE`), none from HTTP/1.0.
+    for refused in [
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        "HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        assert!(respond(refused, false, false).0.is_err(), "{refused}");
+    }
     assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n"), Framing::UntilClose);
     assert_eq!(
         framing("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n"),

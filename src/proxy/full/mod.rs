@@ -3,8 +3,13 @@
 //! sent on the worker's hyper [`Pool`]; the response streams back. It serves what the fast
 //! path hands over: `CONNECT` ([`connect`]), `api_key` connections ([`apikey`]), streamed
 //! and chunked request bodies, HTTP/1.0, `Expect`, `Connection` headers naming others.
+//!
+//! Request framing: a body in a transfer coding other than chunked is a 501 (hyper decodes
+//! only chunked and would forward the rest undeclared); a chunked body goes upstream
+//! chunked whatever the method (hyper's client would send a GET's or HEAD's as none).
 
 pub(crate) mod apikey;
+pub(crate) mod checked;
 pub(crate) mod connect;
 pub(crate) mod pool;
 pub(crate) mod stall;
@@ -84,6 +89,10 @@ impl Proxy {
         req: Request<Incoming>,
         tunnel: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let codings = req.headers().get_all(header::TRANSFER_ENCODING);
+        if !codings.iter().all(|v| headers::only_chunked(v.as_bytes())) {
+            return Err(ProxyError::TransferCoding);
+        }
         // A token on its way: wait for it rather than refuse at once (both paths do).
         let started = Instant::now();
         let mut now = started;
@@ -207,6 +216,13 @@ impl Proxy {
             let (target, merged) = apikey::apply(key, &mut parts.headers, target, body).await?;
             (parts.uri, body) = (Uri::from(target), merged);
         }
+        if !http_body::Body::is_end_stream(&body)
+            && http_body::Body::size_hint(&body).exact().is_none()
+        {
+            // The app's chunked body: framed as such, or hyper sends a GET's as none.
+            let chunked = http::HeaderValue::from_static("chunked");
+            parts.headers.insert(header::TRANSFER_ENCODING, chunked);
+        }
         let request = Request::from_parts(parts, body);
         super::route::sent(entry);
         let sent = pool.send(entry, request, idempotent);
@@ -289,6 +305,7 @@ fn failed(connection: &str, e: PoolError) -> ProxyError {
             };
         }
         PoolError::Http(h) if h.is_parse() => error::MALFORMED_RESPONSE.into(),
+        PoolError::TransferCoding => error::MALFORMED_RESPONSE.into(),
         // Closed or reset before a response head (the pool returns once a head is read):
         // what the fast path calls it.
         PoolError::Http(_) => error::CLOSED_UNANSWERED.into(),

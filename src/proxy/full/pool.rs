@@ -3,11 +3,15 @@
 //! client connections per upstream in a `RefCell`, checked out for one request and
 //! returned when the response body has been read to its end. A connection whose response
 //! body is dropped early is closed (HTTP/1.1 cannot abandon a response and reuse the
-//! connection). Connections are opened by the shared [`Dialer`]; failures are retried by
-//! the shared rule ([`may_retry`]).
+//! connection), and so is one whose response was framed ambiguously or refused
+//! ([`ResponseFraming`]) or whose body breaks the fast path's chunked rules ([`Checked`]).
+//! Connections are opened by the shared [`Dialer`]; failures are retried by the shared
+//! rule ([`may_retry`]).
 
+use super::checked::Checked;
 use super::UpstreamBody;
 use crate::instrument::{Gauge, Open};
+use crate::proxy::headers::ResponseFraming;
 use crate::proxy::measure;
 use crate::proxy::route::{may_retry, Unanswered};
 use crate::proxy::upstream::{DialError, Dialer};
@@ -36,6 +40,9 @@ pub enum PoolError {
     Dial(#[from] DialError),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// The response has a transfer coding other than chunked.
+    #[error("the upstream sent a transfer coding other than chunked")]
+    TransferCoding,
 }
 
 struct Idle {
@@ -84,10 +91,14 @@ impl Pool {
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
-                    let body = PooledBody {
-                        inner: body,
-                        slot: Some((sender, Rc::clone(self), index)),
+                    // Without its sender, hyper closes the connection once this response
+                    // is read (a refused one is dropped unread: closed at once).
+                    let slot = match ResponseFraming::of(&parts.headers) {
+                        ResponseFraming::Clean => Some((sender, Rc::clone(self), index)),
+                        ResponseFraming::Ambiguous => None,
+                        ResponseFraming::Refused => return Err(PoolError::TransferCoding),
                     };
+                    let body = PooledBody { inner: body, slot };
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(mut e) => match (e.take_message(), again) {
@@ -136,7 +147,7 @@ impl Pool {
     /// counted as open while its connection task runs.
     async fn connect(&self, entry: &Entry) -> Result<SendRequest<UpstreamBody>, PoolError> {
         let stream = measure::dial(&self.dialer, entry).await?;
-        handshake(stream, self.open.open()).await
+        handshake(Checked::new(stream), self.open.open()).await
     }
 }
 

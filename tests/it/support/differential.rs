@@ -58,6 +58,33 @@ pub struct Observed {
     /// The answer to a clean GET sent afterwards on a new connection (proves nothing
     /// poisoned was pooled and no leftover became a request).
     pub after: Option<Answer>,
+    /// That GET went upstream on a connection one of the case's requests had used: the
+    /// proxy pooled it. Not part of [`Observed::same_as`]: after stray bytes it races with
+    /// hyper noticing them, so a case asserts it only where it expects the connection
+    /// closed.
+    pub reused: bool,
+}
+
+impl Observed {
+    /// Whether two paths did the same, [`Observed::reused`] aside.
+    pub fn same_as(&self, other: &Observed) -> bool {
+        let Observed {
+            answers,
+            closed,
+            unparsed,
+            upstream,
+            after,
+            reused: _,
+        } = self;
+        (answers, closed, unparsed, upstream, after)
+            == (
+                &other.answers,
+                &other.closed,
+                &other.unparsed,
+                &other.upstream,
+                &other.after,
+            )
+    }
 }
 
 /// The sidecar config: `api` (static bearer `t0ken`) and `nok` (client credentials with
@@ -105,8 +132,15 @@ pub async fn observe(
     let before = upstream.requests().len();
     let probe = b"GET /api/probe HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n";
     let (mut probed, _, _) = talk(sidecar.proxy, probe, false).await;
-    let mut upstream_seen: Vec<_> = upstream
-        .requests()
+    let received = upstream.requests();
+    const PROBE: &str = "GET /probe HTTP/1.1";
+    let reused = received[before..].iter().any(|probe| {
+        probe.line() == PROBE
+            && received[..before]
+                .iter()
+                .any(|r| r.connection == probe.connection)
+    });
+    let mut upstream_seen: Vec<_> = received
         .iter()
         .map(|r| {
             let line = r.line().replace(&up, UP);
@@ -122,9 +156,9 @@ pub async fn observe(
     let probe_seen = upstream_seen.len() > before
         && upstream_seen[before..]
             .iter()
-            .any(|(line, _, _)| line == "GET /probe HTTP/1.1");
+            .any(|(line, _, _)| line == PROBE);
     if probe_seen {
-        upstream_seen.retain(|(line, _, _)| line != "GET /probe HTTP/1.1");
+        upstream_seen.retain(|(line, _, _)| line != PROBE);
     }
     sidecar.stop().await;
     drop(dead);
@@ -134,6 +168,7 @@ pub async fn observe(
         unparsed,
         upstream: upstream_seen,
         after: probed.pop(),
+        reused,
     }
 }
 

@@ -133,6 +133,22 @@ impl Sidecar {
         }
     }
 
+    /// Rewrites the config file and asks for a reload (`POST /api/v1/reload`) → (status,
+    /// outcome).
+    pub async fn reload(&self, yaml: &str) -> (u16, serde_json::Value) {
+        std::fs::write(self.config_path(), yaml).unwrap();
+        let r = client()
+            .post(self.admin_url("/api/v1/reload"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+        )
+    }
+
     /// The `/metrics` scrape as text.
     pub async fn metrics(&self) -> String {
         client()
