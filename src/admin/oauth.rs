@@ -302,10 +302,11 @@ fn redirect(url: &str, key: &str) -> Response<AdminBody> {
     r
 }
 
-/// A short HTML page; `message` is escaped.
+/// A short HTML page, with a link back to the status page (the callback is on the admin
+/// listener, so `/` is that page); `message` is escaped.
 fn page(status: StatusCode, title: &str, message: &str) -> Response<AdminBody> {
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{m}</p></body></html>\n",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to the status page</a></p></body></html>\n",
         t = escape(title),
         m = escape(message)
     );

@@ -269,6 +269,12 @@ async fn the_whole_flow_with_pkce_stores_the_token_and_the_proxy_injects_it() {
         "{}",
         page.body
     );
+    assert!(
+        page.body
+            .contains("<a href=\"/\">Back to the status page</a>"),
+        "{}",
+        page.body
+    );
     assert_eq!(
         page.header("content-type"),
         Some("text/html; charset=utf-8")

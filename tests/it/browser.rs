@@ -79,6 +79,14 @@ async fn chromium_follows_the_authorize_button_through_the_demo_login_to_ready()
         authorized.log
     );
 
+    // The callback page links back to the status page, which now shows the grant.
+    assert!(
+        authorized
+            .dom
+            .contains("<a href=\"/\">Back to the status page</a>"),
+        "{}",
+        authorized.dom
+    );
     wait_state_at(demo.admin, USER_CONNECTION, "ready").await;
     let after = browser::load(&demo.url("/")).await;
     assert_no_csp_violation(&after);
