@@ -22,9 +22,15 @@ pub fn log(connection: &str, method: &str, target: &str, status: u16, started: I
         method,
         path = path(target),
         status,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = millis(started.elapsed()),
         "proxied request"
     );
+}
+
+/// Milliseconds to the microsecond: `12.345`, not the `12.345000000000001` of a float
+/// product (the nearest double to a whole number of microseconds over 1000 prints short).
+fn millis(took: std::time::Duration) -> f64 {
+    took.as_micros() as f64 / 1000.0
 }
 
 /// `METHOD target` of the request line at the start of `head` (None: not a request line).
@@ -49,5 +55,26 @@ mod tests {
             Some(("GET", "/a?b=c"))
         );
         assert_eq!(request_line(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn durations_print_to_the_microsecond_without_float_noise() {
+        use std::time::Duration;
+        // As a float product, 9 µs printed as 0.009000000000000001 ms.
+        let nine = Duration::from_micros(9);
+        assert_eq!(
+            format!("{:?}", nine.as_secs_f64() * 1000.0),
+            "0.009000000000000001"
+        );
+        assert_eq!(format!("{:?}", millis(nine)), "0.009");
+        assert_eq!(
+            format!("{:?}", millis(Duration::from_nanos(12_345_678))),
+            "12.345"
+        );
+        for micros in 0..20_000u64 {
+            let printed = format!("{:?}", millis(Duration::from_micros(micros)));
+            let decimals = printed.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 3, "{micros} µs printed as {printed}");
+        }
     }
 }

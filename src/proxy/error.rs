@@ -37,6 +37,17 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The connection a routed request failed on (no token, upstream unreachable or timed
+    /// out); None for a refusal before any connection was chosen.
+    pub fn connection(&self) -> Option<&str> {
+        match self {
+            ProxyError::NoToken { connection, .. }
+            | ProxyError::UpstreamUnreachable { connection, .. }
+            | ProxyError::UpstreamTimeout { connection } => Some(connection),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::UnknownConnection { .. } => StatusCode::NOT_FOUND,

@@ -465,9 +465,18 @@ async fn an_upstream_tls_failure_is_reported_in_words() {
 #[tokio::test]
 async fn the_access_log_has_each_request_on_both_paths_and_no_secret() {
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    // A connection whose client is refused: its requests are the proxy's own 503.
+    let refusing = TokenServer::start(Reply::OAuthError {
+        status: 401,
+        code: "invalid_client",
+    })
+    .await;
     let echo = Echo::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let conns = connections(&[cc_conn("api", echo.addr, tokens.addr)]);
+    let conns = connections(&[
+        cc_conn("api", echo.addr, tokens.addr),
+        cc_conn("dead", echo.addr, refusing.addr),
+    ]);
     let on = format!("{}{conns}", store(STORE_KEY));
     let p = SidecarProcess::spawn_with(
         dir.path(),
@@ -479,6 +488,7 @@ async fn the_access_log_has_each_request_on_both_paths_and_no_secret() {
     )
     .await;
     wait_state_at(p.admin, "api", "ready").await;
+    wait_state_at(p.admin, "dead", "failed").await;
     let http = client();
     // The fast path, with a secret in the query and in a header.
     let r = http
@@ -502,8 +512,21 @@ async fn the_access_log_has_each_request_on_both_paths_and_no_secret() {
         http.get(p.url("/nope/x")).send().await.unwrap().status(),
         404
     );
+    // A 503 names its connection on both paths (the second sends a hop-by-hop header).
+    for (path, connection) in [
+        ("/dead/fast", "keep-alive"),
+        ("/dead/slow", "keep-alive, x-hop"),
+    ] {
+        let r = http
+            .get(p.url(path))
+            .header("connection", connection)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+    }
     let deadline = tokio::time::Instant::now() + WAIT;
-    while p.logs().matches("proxied request").count() < 3 {
+    while p.logs().matches("proxied request").count() < 5 {
         assert!(tokio::time::Instant::now() < deadline, "{}", p.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -524,12 +547,30 @@ async fn the_access_log_has_each_request_on_both_paths_and_no_secret() {
         fast.contains("connection=\"api\"") && fast.contains("GET") && fast.contains("status=200"),
         "{fast}"
     );
-    assert!(fast.contains("duration_ms="), "{fast}");
+    let duration = fast
+        .split("duration_ms=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let decimals = duration.split_once('.').map_or(0, |(_, d)| d.len());
+    assert!(
+        decimals <= 3,
+        "to the microsecond, without float noise: {fast}"
+    );
     let slow = line("/api/slow");
     assert!(
         slow.contains("connection=\"api\"") && slow.contains("POST") && slow.contains("status=200"),
         "{slow}"
     );
+    for path in ["/dead/fast", "/dead/slow"] {
+        let dead = line(path);
+        assert!(
+            dead.contains("status=503") && dead.contains("connection=\"dead\""),
+            "{dead}"
+        );
+    }
     let refused = line("/nope/x");
     assert!(
         refused.contains("status=404") && refused.contains("connection=\"-\""),

@@ -204,7 +204,7 @@ impl Worker {
                 if proxy.access_log {
                     log_access(
                         client,
-                        access::NO_CONNECTION,
+                        refused.error.connection().unwrap_or(access::NO_CONNECTION),
                         refused.error.status().as_u16(),
                         Instant::now(),
                     );
