@@ -4,6 +4,7 @@
 //! and a log with no warning in it.
 
 use crate::support::demo::Demo;
+use crate::support::external::PROXY_VARS;
 use crate::support::wait_state_at;
 use std::process::Command;
 
@@ -12,17 +13,9 @@ use std::process::Command;
 fn shell(line: &str) -> (bool, String) {
     let mut command = Command::new("sh");
     command.arg("-c").arg(line);
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
+    for var in PROXY_VARS {
         command.env_remove(var);
     }
-    command.env_remove("no_proxy").env_remove("NO_PROXY");
     let out = command.output().expect("run sh");
     (
         out.status.success(),
