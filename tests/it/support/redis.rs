@@ -137,6 +137,17 @@ impl RedisServer {
         n
     }
 
+    /// How many times the server ran `command` (lower case, e.g. `subscribe`) since it
+    /// started, from `INFO commandstats`.
+    pub async fn calls(&self, command: &str) -> u64 {
+        let info: String = self.cmd(&[b"INFO", b"commandstats"]).await;
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
     /// The holder of connection `key`'s refresh lease, if any.
     pub async fn lease_holder(&self, key: &str) -> Option<String> {
         self.cmd(&[b"GET", format!("tokenwarden:{{{key}}}:lease").as_bytes()])
