@@ -113,7 +113,7 @@ impl Follower {
         };
         let ours = cache.generation();
         let result = match self.redis.generation(key).await {
-            Ok(theirs) if theirs > ours => match self.redis.read(key).await {
+            Ok(theirs) if theirs > ours => match self.redis.read(key, ours).await {
                 Ok(Some(stored)) if stored.generation > ours => {
                     persist::adopt(cache, key, stored);
                     cache.wake.notify_one();

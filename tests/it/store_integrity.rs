@@ -4,8 +4,9 @@
 //! sidecars (helpers shared with `shared_store`).
 
 use crate::shared_store::{injected, wait_injected, wait_subscribers, yaml, STORE_KEY};
+use crate::support::authz::{authorize, redeem};
 use crate::support::logs::Logs;
-use crate::support::redis::RedisServer;
+use crate::support::redis::{seal_v1, RedisServer};
 use crate::support::*;
 
 /// Polls of the follower that must pass without a hitch.
@@ -38,4 +39,212 @@ async fn a_subscribed_follower_stays_healthy_over_many_polls() {
     let st = a.status("api").await;
     assert_eq!(st["store"]["state"], "ok", "{st}");
     assert!(injected(&a, "api").await.is_some());
+}
+
+/// The token hash of connection `key` under the default prefix.
+fn token_key(key: &str) -> String {
+    format!("tokenwarden:{{{key}}}:token")
+}
+
+/// Writes `sealed` at generation `generation` under `hash`, as anyone who can write to
+/// Redis can, and announces it on `channel` as a replica would.
+async fn plant(redis: &RedisServer, hash: &str, generation: &str, sealed: &[u8], channel: &str) {
+    let key = hash.as_bytes();
+    let _: () = redis
+        .cmd(&[
+            b"HSET",
+            key,
+            b"gen",
+            generation.as_bytes(),
+            b"sealed",
+            sealed,
+        ])
+        .await;
+    let connection = &hash[hash.find('{').unwrap() + 1..hash.find('}').unwrap()];
+    let message = format!("{generation} {connection}");
+    let _: i64 = redis
+        .cmd(&[b"PUBLISH", channel.as_bytes(), message.as_bytes()])
+        .await;
+}
+
+/// Log lines at WARN that contain every one of `parts`.
+fn warnings(logs: &Logs, parts: &[&str]) -> usize {
+    logs.text()
+        .lines()
+        .filter(|l| l.contains("WARN") && parts.iter().all(|p| l.contains(p)))
+        .count()
+}
+
+#[tokio::test]
+async fn a_superseded_grant_written_back_is_refused_and_the_next_refresh_is_bobs() {
+    let (logs, _capture) = Logs::capture();
+    let redis = RedisServer::start().await;
+    let echo = Echo::start().await;
+    // 4 s tokens with rotating refresh tokens: bob's grant is refreshed ~2 s after it.
+    let tokens = TokenServer::start(Reply::token(4, true)).await;
+    let conn = fixture_authcode("crm", echo.addr, Some(tokens.addr), true);
+    let config = yaml(&redis, STORE_KEY, &[conn]);
+    let a = Sidecar::start(&config).await;
+    let b = Sidecar::start(&config).await;
+    wait_subscribers(&redis, 2).await;
+    let hash = token_key("crm");
+
+    // alice's grant (tok-1, ref-1), its sealed value copied out of Redis…
+    let alice = authorize(&a, "crm").await;
+    assert_eq!(redeem(&a, "alice", &alice.state).await.status, 200);
+    let alices: Vec<u8> = redis.cmd(&[b"HGET", hash.as_bytes(), b"sealed"]).await;
+    // …then bob's (tok-2, ref-2), which every replica takes up.
+    let bob = authorize(&b, "crm").await;
+    assert_eq!(redeem(&b, "bob", &bob.state).await.status, 200);
+    wait_injected(&a, "crm", "Bearer tok-2").await;
+    wait_injected(&b, "crm", "Bearer tok-2").await;
+
+    // alice's value written back above bob's generation, and announced.
+    let planted = (redis.generation("crm").await + 1).to_string();
+    plant(&redis, &hash, &planted, &alices, "tokenwarden:tokens").await;
+    wait_until("both replicas to refuse it", || async {
+        warnings(&logs, &[&hash, "value refused", "failed authentication"]) >= 2
+    })
+    .await;
+    for s in [&a, &b] {
+        assert_eq!(injected(s, "crm").await.as_deref(), Some("Bearer tok-2"));
+        assert_eq!(s.status("crm").await["state"], "ready");
+    }
+    let adopted = format!("generation={planted}");
+    assert!(
+        !logs
+            .text()
+            .lines()
+            .any(|l| l.contains("token from the shared store") && l.contains(&adopted)),
+        "alice's value was adopted"
+    );
+
+    // The next refresh presents bob's refresh token and writes above the planted value.
+    let refresh = tokens.nth(3).await;
+    assert!(
+        refresh.path_and_query.contains("refresh_token=ref-2"),
+        "{}",
+        refresh.path_and_query
+    );
+    wait_injected(&a, "crm", "Bearer tok-3").await;
+    wait_injected(&b, "crm", "Bearer tok-3").await;
+    assert!(redis.generation("crm").await > planted.parse().unwrap());
+    logs.assert_free_of(&[
+        ("alice's token", "tok-1"),
+        ("alice's refresh token", "ref-1"),
+        ("bob's refresh token", "ref-2"),
+    ]);
+}
+
+#[tokio::test]
+async fn a_value_with_its_gen_edited_or_from_another_key_prefix_is_refused() {
+    let (logs, _capture) = Logs::capture();
+    let redis = RedisServer::start().await;
+    let echo = Echo::start().await;
+    let prod_tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let staging_tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let prod = Sidecar::start(&yaml(
+        &redis,
+        STORE_KEY,
+        &[cc_conn("api", echo.addr, prod_tokens.addr)],
+    ))
+    .await;
+    // Another deployment on the same Redis, with the same store key but its own prefix.
+    let staging = Sidecar::start(&format!(
+        "{}  key_prefix: \"staging:\"\n{}",
+        crate::support::redis::redis_store(&redis, STORE_KEY, crate::shared_store::LEASE, "500ms"),
+        connections(&[cc_conn("api", echo.addr, staging_tokens.addr)])
+    ))
+    .await;
+    prod.wait_state("api", "ready").await;
+    staging.wait_state("api", "ready").await;
+    wait_until("staging to subscribe", || async {
+        let (_, n): (String, i64) = redis.cmd(&[b"PUBSUB", b"NUMSUB", b"staging:tokens"]).await;
+        n == 1
+    })
+    .await;
+    let adoptions = || logs.text().matches("token from the shared store").count();
+    let before = adoptions();
+
+    // prod's value copied under staging's key, above staging's generation.
+    let prods: Vec<u8> = redis
+        .cmd(&[b"HGET", token_key("api").as_bytes(), b"sealed"])
+        .await;
+    let staging_gen: String = redis.cmd(&[b"HGET", b"staging:{api}:token", b"gen"]).await;
+    let above = (staging_gen.parse::<u64>().unwrap() + 1).to_string();
+    plant(
+        &redis,
+        "staging:{api}:token",
+        &above,
+        &prods,
+        "staging:tokens",
+    )
+    .await;
+    wait_until("staging to refuse prod's value", || async {
+        warnings(&logs, &["staging:{api}:token", "value refused"]) >= 1
+    })
+    .await;
+
+    // prod's own value with only its gen edited.
+    let edited = (redis.generation("api").await + 1).to_string();
+    plant(
+        &redis,
+        &token_key("api"),
+        &edited,
+        &prods,
+        "tokenwarden:tokens",
+    )
+    .await;
+    wait_until("prod to refuse its edited value", || async {
+        warnings(&logs, &[&token_key("api"), "value refused"]) >= 1
+    })
+    .await;
+
+    assert_eq!(adoptions(), before, "a refused value was adopted");
+    for s in [&prod, &staging] {
+        assert_eq!(injected(s, "api").await.as_deref(), Some("Bearer tok-1"));
+    }
+}
+
+#[tokio::test]
+async fn a_value_of_the_previous_version_is_adopted_and_resealed_then_refused() {
+    let (logs, _capture) = Logs::capture();
+    let redis = RedisServer::start().await;
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, true)).await;
+    let conn = fixture_authcode("crm", echo.addr, Some(tokens.addr), true);
+    let config = yaml(&redis, STORE_KEY, &[conn]);
+    let hash = token_key("crm");
+    // What the previous version left in Redis.
+    let old = seal_v1(STORE_KEY, "crm", "old-access", "old-refresh");
+    plant(&redis, &hash, "5", &old, "tokenwarden:tokens").await;
+
+    // Upgraded, a replica that holds nothing adopts it and re-seals it at once…
+    let a = Sidecar::start(&config).await;
+    wait_injected(&a, "crm", "Bearer old-access").await;
+    assert_eq!(
+        redis.generation("crm").await,
+        6,
+        "re-sealed at the next generation"
+    );
+    // …in the new form, which the next replica reads as it is.
+    let b = Sidecar::start(&config).await;
+    wait_injected(&b, "crm", "Bearer old-access").await;
+    assert_eq!(redis.generation("crm").await, 6);
+    wait_subscribers(&redis, 2).await;
+
+    // A value of the previous version planted now: both hold a set, so both refuse it.
+    let planted = seal_v1(STORE_KEY, "crm", "planted-access", "planted-refresh");
+    plant(&redis, &hash, "9", &planted, "tokenwarden:tokens").await;
+    wait_until("both replicas to refuse it", || async {
+        warnings(&logs, &[&hash, "value refused", "earlier version"]) >= 2
+    })
+    .await;
+    for s in [&a, &b] {
+        assert_eq!(
+            injected(s, "crm").await.as_deref(),
+            Some("Bearer old-access")
+        );
+    }
+    assert_eq!(tokens.count(), 0);
 }
