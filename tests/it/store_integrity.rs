@@ -248,3 +248,75 @@ async fn a_value_of_the_previous_version_is_adopted_and_resealed_then_refused() 
     }
     assert_eq!(tokens.count(), 0);
 }
+
+#[tokio::test]
+async fn an_oversized_value_and_a_generation_beyond_the_bound_are_refused_once() {
+    use tokenwarden::token::store::redis::{MAX_GENERATION, MAX_SEALED_LEN};
+    let (logs, _capture) = Logs::capture();
+    let redis = RedisServer::start().await;
+    let echo = Echo::start().await;
+    // 10 s tokens: the first refresh comes ~4.5 s or more after start.
+    let tokens = TokenServer::start(Reply::token(10, false)).await;
+    let config = format!(
+        "{}{}",
+        crate::support::redis::redis_store(&redis, STORE_KEY, crate::shared_store::LEASE, "100ms"),
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let a = Sidecar::start(&config).await;
+    a.wait_state("api", "ready").await;
+    wait_subscribers(&redis, 1).await;
+    let hash = token_key("api");
+    let sealed: Vec<u8> = redis.cmd(&[b"HGET", hash.as_bytes(), b"sealed"]).await;
+    let refused = |what: &'static str| {
+        let logs = logs.clone();
+        let hash = hash.clone();
+        move || warnings(&logs, &[&hash, what, "keeping the current token"])
+    };
+    let polls = || async {
+        let pings = redis.calls("ping").await;
+        wait_until("several polls", || async {
+            redis.calls("ping").await >= pings + QUIET_POLLS
+        })
+        .await;
+    };
+
+    // 1 MiB under a newer generation: refused without being fetched, on every poll.
+    let oversized = vec![b'x'; 4 * MAX_SEALED_LEN];
+    plant(&redis, &hash, "2", &oversized, "tokenwarden:tokens").await;
+    let too_long = refused("longer than");
+    wait_until("the oversized value refused", || async { too_long() >= 1 }).await;
+    let sent = redis.bytes_sent().await;
+    polls().await;
+    let grown = redis.bytes_sent().await - sent;
+    assert!(
+        grown < MAX_SEALED_LEN as u64,
+        "{grown} bytes sent over {QUIET_POLLS} polls"
+    );
+    assert_eq!(too_long(), 1, "warned more than once");
+
+    // A gen near 2^64 (the value itself intact): refused, and warned about once.
+    plant(
+        &redis,
+        &hash,
+        "18446744073709551615",
+        &sealed,
+        "tokenwarden:tokens",
+    )
+    .await;
+    let beyond = refused("beyond");
+    wait_until("the generation refused", || async { beyond() >= 1 }).await;
+    polls().await;
+    assert_eq!(beyond(), 1, "warned more than once");
+    assert_eq!(injected(&a, "api").await.as_deref(), Some("Bearer tok-1"));
+    assert_eq!(tokens.count(), 1);
+
+    // The next refresh is not blocked: it replaces the value with a readable generation.
+    wait_injected(&a, "api", "Bearer tok-2").await;
+    let generation: String = redis.cmd(&[b"HGET", hash.as_bytes(), b"gen"]).await;
+    let generation: u64 = generation.parse().expect("a decimal generation");
+    assert!((1..=MAX_GENERATION).contains(&generation), "{generation}");
+    let length: u64 = redis.cmd(&[b"HSTRLEN", hash.as_bytes(), b"sealed"]).await;
+    assert!(length < 1024, "{length}");
+    let st = a.status("api").await;
+    assert_eq!(st["state"], "ready", "{st}");
+}
