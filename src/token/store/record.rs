@@ -8,8 +8,8 @@
 //! layouts in the `binding` module — so a record only decrypts where and as what it was
 //! written. [`open_legacy`] reads token sets sealed before the binding carried more than
 //! the connection; nothing is sealed that way any more. Pending states ([`seal_bytes`]) are
-//! bound to a label. Secrets are exposed only inside [`seal`], and plaintext buffers are
-//! zeroized after use.
+//! bound to a label. Secrets are exposed only to build the document (`document`), and
+//! plaintext buffers are zeroized after use.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -101,19 +101,7 @@ pub(crate) fn seal(
     binding: &Binding<'_>,
     token: &StoredToken,
 ) -> Result<SealedRecord, String> {
-    let doc = TokenDocRef {
-        access_token: token.access_token.expose_secret(),
-        refresh_token: token.refresh_token.as_ref().map(|s| s.expose_secret()),
-        expires_at: token.expires_at_ms.map(|ms| ms / MS_PER_S),
-        scope: token.scope.as_deref(),
-        obtained_at: token.obtained_at_ms / MS_PER_S,
-        expires_at_ms: token.expires_at_ms,
-        obtained_at_ms: token.obtained_at_ms,
-    };
-    let plaintext = Zeroizing::new(
-        serde_json::to_vec(&doc).map_err(|_| "token set could not be serialized".to_owned())?,
-    );
-    encrypt(key, &binding.associated_data(), &plaintext)
+    encrypt(key, &binding.associated_data(), &document(token)?)
 }
 
 /// Encrypts `token` as versions before the [`Binding`] did: bound to `connection` only (for
@@ -124,10 +112,23 @@ pub(crate) fn seal_legacy(
     connection: &str,
     token: &StoredToken,
 ) -> Result<SealedRecord, String> {
-    let sealed = seal(key, &Binding::file(connection), token)?;
-    let plaintext = open_bytes_with(key, &Binding::file(connection).associated_data(), &sealed)
-        .ok_or("the record just sealed did not open")?;
-    seal_bytes(key, connection, &plaintext)
+    seal_bytes(key, connection, &document(token)?)
+}
+
+/// The JSON document of `token` (zeroized on drop).
+fn document(token: &StoredToken) -> Result<Zeroizing<Vec<u8>>, String> {
+    let doc = TokenDocRef {
+        access_token: token.access_token.expose_secret(),
+        refresh_token: token.refresh_token.as_ref().map(|s| s.expose_secret()),
+        expires_at: token.expires_at_ms.map(|ms| ms / MS_PER_S),
+        scope: token.scope.as_deref(),
+        obtained_at: token.obtained_at_ms / MS_PER_S,
+        expires_at_ms: token.expires_at_ms,
+        obtained_at_ms: token.obtained_at_ms,
+    };
+    serde_json::to_vec(&doc)
+        .map(Zeroizing::new)
+        .map_err(|_| "token set could not be serialized".to_owned())
 }
 
 /// Encrypts `plaintext` bound to `label` (a name that cannot be a connection key, such as a
