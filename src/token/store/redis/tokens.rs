@@ -102,34 +102,39 @@ impl RedisStore {
         let (generation, sealed): (Option<Vec<u8>>, Value) = self
             .run("reading a token set", call.invoke_async(&mut con))
             .await?;
-        let (generation, sealed) = match (generation, sealed) {
+        let generation = match (generation, &sealed) {
             (None, Value::Nil) => return Ok(None),
-            (Some(g), sealed @ (Value::BulkString(_) | Value::Int(_))) => (g, sealed),
-            _ => return Err(bad_value(&key, "the hash lacks its gen or sealed field")),
+            (None, _) => return Err(bad_value(&key, "the hash lacks its gen field")),
+            (Some(g), _) => g,
         };
         let (text, generation) = parse_generation(&key, &generation)?;
+        let refused = |reason: String| StoreError::Refused {
+            key: key.clone(),
+            reason,
+            generation: Some(generation),
+        };
         match sealed {
             Value::BulkString(sealed) => Ok(Some(Raw {
                 text,
                 generation,
                 sealed,
             })),
-            _ => Err(StoreError::Refused {
-                key,
-                reason: format!(
-                    "the sealed field is longer than the {MAX_SEALED_LEN} bytes a token set \
-                     may take; not read"
-                ),
-                generation: Some(generation),
-            }),
+            Value::Int(_) => Err(refused(format!(
+                "the sealed field is longer than the {MAX_SEALED_LEN} bytes a token set may \
+                 take; not read"
+            ))),
+            _ => Err(refused("the hash lacks its sealed field".into())),
         }
     }
 
     /// Opens `raw` as this version's value at its generation, or as an earlier version's.
     fn unseal(&self, connection: &str, held: u64, raw: &Raw) -> Result<Unsealed, StoreError> {
         let key = self.token_key(connection);
-        let record = SealedRecord::from_bytes(&raw.sealed)
-            .ok_or_else(|| bad_value(&key, "the sealed field is too short to be a record"))?;
+        let record = SealedRecord::from_bytes(&raw.sealed).ok_or_else(|| StoreError::Refused {
+            key: key.clone(),
+            reason: "the sealed field is too short to be a record".into(),
+            generation: Some(raw.generation),
+        })?;
         self.check_key_id(&key, &record)?;
         let binding = self.binding(connection, raw.generation);
         if let Ok(token) = record::open(&self.key, &binding, &record) {
