@@ -323,3 +323,30 @@ async fn an_oversized_value_and_a_generation_beyond_the_bound_are_refused_once()
     let st = a.status("api").await;
     assert_eq!(st["state"], "ready", "{st}");
 }
+
+#[tokio::test]
+async fn garbage_under_a_readable_generation_is_replaced_by_the_next_refresh() {
+    let (logs, _capture) = Logs::capture();
+    let redis = RedisServer::start().await;
+    let echo = Echo::start().await;
+    // 3 s tokens: a refresh every ~1.5 s.
+    let tokens = TokenServer::start(Reply::token(3, false)).await;
+    let a = Sidecar::start(&yaml(
+        &redis,
+        STORE_KEY,
+        &[cc_conn("api", echo.addr, tokens.addr)],
+    ))
+    .await;
+    a.wait_state("api", "ready").await;
+    let hash = token_key("api");
+    let planted = (redis.generation("api").await + 1).to_string();
+    plant(&redis, &hash, &planted, b"garbage", "tokenwarden:tokens").await;
+    wait_until("the garbage refused", || async {
+        warnings(&logs, &[&hash, "value refused", "too short"]) >= 1
+    })
+    .await;
+    wait_injected(&a, "api", "Bearer tok-2").await;
+    assert!(redis.generation("api").await > planted.parse().unwrap());
+    let st = a.status("api").await;
+    assert_eq!(st["state"], "ready", "{st}");
+}
