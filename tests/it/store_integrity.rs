@@ -1,12 +1,13 @@
 //! The Redis store against a hostile or odd Redis: the subscription's health check on a
-//! RESP2 connection, superseded grants written back (issue 20.1), and out-of-bound
-//! generations and oversized values (issue 20.16). Real `redis-server`s, in-process
-//! sidecars (helpers shared with `shared_store`).
+//! RESP2 connection (issue 21.2), superseded grants written back and values copied, edited or
+//! of an earlier version (issue 20.1), out-of-bound generations, oversized values and garbage
+//! (issue 20.16). Real `redis-server`s, in-process sidecars (helpers shared with
+//! `shared_store`).
 
-use crate::shared_store::{injected, wait_injected, wait_subscribers, yaml, STORE_KEY};
+use crate::shared_store::{injected, wait_injected, wait_subscribers, yaml, LEASE, STORE_KEY};
 use crate::support::authz::{authorize, redeem};
 use crate::support::logs::Logs;
-use crate::support::redis::{seal_v1, RedisServer};
+use crate::support::redis::{redis_store, seal_v1, RedisServer};
 use crate::support::*;
 
 /// Polls of the follower that must pass without a hitch.
@@ -20,7 +21,7 @@ async fn a_subscribed_follower_stays_healthy_over_many_polls() {
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let config = format!(
         "{}{}",
-        crate::support::redis::redis_store(&redis, STORE_KEY, crate::shared_store::LEASE, "100ms"),
+        redis_store(&redis, STORE_KEY, LEASE, "100ms"),
         connections(&[cc_conn("api", echo.addr, tokens.addr)])
     );
     let a = Sidecar::start(&config).await;
@@ -38,6 +39,11 @@ async fn a_subscribed_follower_stays_healthy_over_many_polls() {
     assert!(!text.contains("token store degraded"), "{text}");
     let st = a.status("api").await;
     assert_eq!(st["store"]["state"], "ok", "{st}");
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.contains("tokenwarden_store_up{backend=\"redis\"} 1"),
+        "{metrics}"
+    );
     assert!(injected(&a, "api").await.is_some());
 }
 
@@ -152,7 +158,7 @@ async fn a_value_with_its_gen_edited_or_from_another_key_prefix_is_refused() {
     // Another deployment on the same Redis, with the same store key but its own prefix.
     let staging = Sidecar::start(&format!(
         "{}  key_prefix: \"staging:\"\n{}",
-        crate::support::redis::redis_store(&redis, STORE_KEY, crate::shared_store::LEASE, "500ms"),
+        redis_store(&redis, STORE_KEY, LEASE, "500ms"),
         connections(&[cc_conn("api", echo.addr, staging_tokens.addr)])
     ))
     .await;
@@ -259,7 +265,7 @@ async fn an_oversized_value_and_a_generation_beyond_the_bound_are_refused_once()
     let tokens = TokenServer::start(Reply::token(10, false)).await;
     let config = format!(
         "{}{}",
-        crate::support::redis::redis_store(&redis, STORE_KEY, crate::shared_store::LEASE, "100ms"),
+        redis_store(&redis, STORE_KEY, LEASE, "100ms"),
         connections(&[cc_conn("api", echo.addr, tokens.addr)])
     );
     let a = Sidecar::start(&config).await;
