@@ -244,7 +244,7 @@ impl Reloader {
                     }
                 }
                 Backend::Shared(redis) => redis
-                    .read(&key)
+                    .read(&key, entry.tokens.generation())
                     .await
                     .ok()
                     .flatten()

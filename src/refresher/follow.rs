@@ -6,6 +6,11 @@
 //! Redis no longer holds (or holds older), and tells the refreshers the store is back (they
 //! were backing off while it was away). On every poll it also pings the subscription, so a
 //! half-open connection is noticed. It never calls a token endpoint.
+//!
+//! It adopts only a set that opens as written at its stored generation (see
+//! `token::store::redis`) and is newer than the one held; anything else Redis holds — a value
+//! written back, copied or edited, out of bounds, or of an earlier version while a set is
+//! held — is refused and reported once, and the next refresh writes above it.
 
 use super::persist;
 use crate::config::Auth;
@@ -113,7 +118,7 @@ impl Follower {
         };
         let ours = cache.generation();
         let result = match self.redis.generation(key).await {
-            Ok(theirs) if theirs > ours => match self.redis.read(key).await {
+            Ok(theirs) if theirs > ours => match self.redis.read(key, ours).await {
                 Ok(Some(stored)) if stored.generation > ours => {
                     persist::adopt(cache, key, stored);
                     cache.wake.notify_one();
@@ -142,9 +147,9 @@ impl Follower {
     }
 }
 
-/// A value Redis holds but that cannot be used (wrong key, garbage) is the operator's to
-/// fix: warned once per distinct error and shown in the connection's status. Redis not
-/// answering is the store's health, shown there.
+/// A value Redis holds but that cannot be used (wrong key, garbage, refused) is warned about
+/// once per distinct error, naming the Redis key (never the value), and shown in the
+/// connection's status. Redis not answering is the store's health, shown there.
 fn report(cache: &Cache, key: &str, e: &StoreError) {
     if matches!(e, StoreError::Unavailable { .. }) {
         tracing::debug!(connection = %key, error = %e, "cannot reach the shared store");

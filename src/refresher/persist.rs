@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! begin:  SET lease NX PX ttl ──taken──► read the stored set ──newer than ours──► adopt it, release
-//!            │                                 └─ not newer ─► Go (token request, cut off in time to commit)
+//!            │                                 ├─ not newer ─► Go (token request, cut off in time to commit)
+//!            │                                 └─ refused (forged, written back, out of bounds) ─► Go, written above it
 //!            └─ held by another ─► Wait (for its token to arrive, or for the lease to expire)
 //! finish: fenced write (lease still ours, nothing newer than our base) + publish + release, one script
 //!            ├─ fenced, a newer set ─► adopt it;  fenced, nothing newer ─► write ours back (restore)
@@ -56,6 +57,9 @@ pub struct Turn {
     /// Refuse to overwrite a set newer than the writer's base (false: a new grant from the
     /// callback, which supersedes whatever is stored).
     fenced: bool,
+    /// The generation of a stored value this replica refused, which the write goes above
+    /// (0: none).
+    over: u64,
 }
 
 impl Turn {
@@ -64,14 +68,16 @@ impl Turn {
         Turn {
             lease: None,
             fenced: false,
+            over: 0,
         }
     }
 
-    /// A refresh, under `lease` if one was taken.
-    fn refresh(lease: Option<Lease>) -> Turn {
+    /// A refresh, under `lease` if one was taken, written above generation `over`.
+    fn refresh(lease: Option<Lease>, over: u64) -> Turn {
         Turn {
             lease,
             fenced: true,
+            over,
         }
     }
 
@@ -107,11 +113,11 @@ pub async fn begin(backend: &Backend, key: &str, cache: &Cache, alone_ok: bool) 
         Ok(None) => return Begin::Wait((redis.lease_ttl / 4).min(LEASE_RETRY_MAX)),
         Err(e) if alone_ok => {
             tracing::warn!(connection = %key, error = %e, "token store unavailable; fetching a client-credentials token without the lease");
-            return Begin::Go(Turn::refresh(None));
+            return Begin::Go(Turn::refresh(None, 0));
         }
         Err(e) => return Begin::Unavailable(e),
     };
-    match redis.read(key).await {
+    match redis.read(key, cache.generation()).await {
         Ok(Some(stored)) if stored.generation > cache.generation() => {
             redis.release(lease).await;
             adopt(cache, key, stored);
@@ -128,7 +134,17 @@ pub async fn begin(backend: &Backend, key: &str, cache: &Cache, alone_ok: bool) 
             tracing::warn!(connection = %key, "the shared store lost this connection's token set; wrote ours back, waiting for the other replicas before refreshing");
             Begin::Wait(redis.lease_ttl.max(redis.poll_interval) + LEASE_RETRY_MAX)
         }
-        Ok(_) => Begin::Go(Turn::refresh(Some(lease))),
+        Ok(_) => Begin::Go(Turn::refresh(Some(lease), 0)),
+        Err(e @ (StoreError::Refused { .. } | StoreError::BadValue { .. })) => {
+            // Not a set this replica may use (forged, written back, out of bounds): the
+            // refresh of the set it holds replaces it.
+            tracing::warn!(connection = %key, error = %e, "the shared store holds a token set this replica refuses; this refresh replaces it");
+            let over = match e {
+                StoreError::Refused { generation, .. } => generation.unwrap_or(0),
+                _ => 0,
+            };
+            Begin::Go(Turn::refresh(Some(lease), over))
+        }
         Err(e) => {
             redis.release(lease).await;
             Begin::Unavailable(e)
@@ -164,7 +180,7 @@ pub async fn finish(backend: &Backend, key: &str, cache: &Cache, set: TokenSet, 
         }
         Backend::Shared(redis) => redis,
     };
-    let floor = cache.generation();
+    let floor = cache.generation().max(turn.over);
     let stored = set.to_stored();
     let mut lease = turn.lease;
     loop {
@@ -180,7 +196,7 @@ pub async fn finish(backend: &Backend, key: &str, cache: &Cache, set: TokenSet, 
                 if let Some(lease) = lease.take() {
                     redis.release(lease).await;
                 }
-                match redis.read(key).await {
+                match redis.read(key, cache.generation()).await {
                     Ok(Some(newer)) if newer.generation > floor => {
                         tracing::warn!(connection = %key, "another replica stored a newer token set while this request ran; using that one");
                         adopt(cache, key, newer);

@@ -29,4 +29,5 @@ mod reload;
 mod replicas;
 mod shared_store;
 mod status_page;
+mod store_integrity;
 mod unauthorized;

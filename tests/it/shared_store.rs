@@ -8,14 +8,14 @@ use crate::support::redis::{redis_store, RedisServer};
 use crate::support::*;
 use std::time::Duration;
 
-const STORE_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+pub(crate) const STORE_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const OTHER_KEY: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
 /// Lease and poll settings for tests: short (the lease at its minimum), so a lost replica
 /// or message costs little.
-const LEASE: &str = "5s";
+pub(crate) const LEASE: &str = "5s";
 const POLL: &str = "500ms";
 
-fn yaml(redis: &RedisServer, key: &str, conns: &[Conn]) -> String {
+pub(crate) fn yaml(redis: &RedisServer, key: &str, conns: &[Conn]) -> String {
     format!(
         "{}{}",
         redis_store(redis, key, LEASE, POLL),
@@ -24,7 +24,7 @@ fn yaml(redis: &RedisServer, key: &str, conns: &[Conn]) -> String {
 }
 
 /// The token the echo upstream received through `sidecar` for `GET /{key}/`.
-async fn injected(sidecar: &Sidecar, key: &str) -> Option<String> {
+pub(crate) async fn injected(sidecar: &Sidecar, key: &str) -> Option<String> {
     let (status, body) = sidecar.get(&format!("/{key}/who")).await;
     (status == 200)
         .then(|| echoed_authorization(&body))
@@ -32,7 +32,7 @@ async fn injected(sidecar: &Sidecar, key: &str) -> Option<String> {
 }
 
 /// Waits until `sidecar` injects `token` for `key`.
-async fn wait_injected(sidecar: &Sidecar, key: &str, token: &str) {
+pub(crate) async fn wait_injected(sidecar: &Sidecar, key: &str, token: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let seen = injected(sidecar, key).await;
@@ -49,7 +49,7 @@ async fn wait_injected(sidecar: &Sidecar, key: &str, token: &str) {
 }
 
 /// Waits until `n` followers are subscribed to the token-update channel.
-async fn wait_subscribers(redis: &RedisServer, n: i64) {
+pub(crate) async fn wait_subscribers(redis: &RedisServer, n: i64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while redis.subscribers().await != n {
         assert!(

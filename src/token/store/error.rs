@@ -83,6 +83,18 @@ pub enum StoreError {
     #[error("token store redis key {key}: {reason}")]
     BadValue { key: String, reason: String },
 
+    /// A Redis token set this replica will not use: it fails authentication (edited, written
+    /// back under another generation, copied from another connection or key prefix), its
+    /// generation or size is beyond the store's bounds, or it was sealed by an earlier
+    /// version and could roll back the set this replica holds. It is not adopted; the next
+    /// refresh replaces it. `generation`: its `gen` field, when that is within the bound.
+    #[error("token store redis key {key}: value refused: {reason}")]
+    Refused {
+        key: String,
+        reason: String,
+        generation: Option<u64>,
+    },
+
     /// A Redis value sealed with another key than the configured one.
     #[error(
         "token store redis key {key} was written with key id {stored_key_id}, \

@@ -23,6 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use secrecy::SecretString;
 
+use super::binding::Binding;
 use super::key::{key_file_path, read_key_file, KeySource, StoreKey};
 use super::{atomic, format, record, StoreError, StoredToken, TokenStore};
 
@@ -138,8 +139,9 @@ impl FileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
             Err(e) => return Err(StoreError::io(&self.path, "reading the store", e)),
         };
-        let records = format::decode(&self.path, &bytes)?;
-        record::open_all(&self.path, &self.key, records)
+        let (version, records) = format::decode(&self.path, &bytes)?;
+        let legacy = version == format::LEGACY_FORMAT_VERSION;
+        record::open_all(&self.path, &self.key, legacy, records)
     }
 
     /// Encrypts and encodes `tokens` and durably replaces the file with them.
@@ -148,7 +150,8 @@ impl FileStore {
         connections.sort();
         let mut sealed = Vec::with_capacity(connections.len());
         for connection in connections {
-            let record = record::seal(&self.key, connection, &tokens[connection])
+            let binding = Binding::file(connection);
+            let record = record::seal(&self.key, &binding, &tokens[connection])
                 .map_err(|reason| self.unstorable(connection, reason))?;
             sealed.push((connection.as_str(), record));
         }

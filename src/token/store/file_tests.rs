@@ -341,3 +341,33 @@ fn generated_key_warns_once_with_path_only() {
     let configured = capture_warnings(|| drop(FileStore::open(&path, Some(&key(1))).unwrap()));
     assert!(configured.is_empty(), "{configured}");
 }
+
+#[test]
+fn a_version_1_file_is_read_and_rewritten_as_version_2() {
+    use super::format::{encode_as, FORMAT_VERSION, LEGACY_FORMAT_VERSION, MAGIC};
+    let (_dir, path) = store_path();
+    let store_key = super::key::StoreKey::parse(&key(1), &path).unwrap();
+    let old = super::record::seal_legacy(&store_key, "alpha", &sample_token("old")).unwrap();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(
+        &path,
+        encode_as(LEGACY_FORMAT_VERSION, &[("alpha", old)]).unwrap(),
+    )
+    .unwrap();
+    let version = |path: &Path| {
+        let bytes = fs::read(path).unwrap();
+        u16::from_be_bytes([bytes[MAGIC.len()], bytes[MAGIC.len() + 1]])
+    };
+
+    let store = FileStore::open(&path, Some(&key(1))).unwrap();
+    let loaded = store.load_all().unwrap();
+    assert!(same_token(&loaded["alpha"], &sample_token("old")));
+    assert_eq!(version(&path), LEGACY_FORMAT_VERSION);
+    store.put("bravo", &sample_token("b")).unwrap();
+    assert_eq!(version(&path), FORMAT_VERSION);
+    drop(store);
+    let reopened = FileStore::open(&path, Some(&key(1))).unwrap();
+    let loaded = reopened.load_all().unwrap();
+    assert!(same_token(&loaded["alpha"], &sample_token("old")));
+    assert!(same_token(&loaded["bravo"], &sample_token("b")));
+}

@@ -5,7 +5,7 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic "TKWARDEN"
-//! 8       2     format version (1)
+//! 8       2     format version (2; version 1 is still read)
 //! 10      4     record count N
 //! 14      8     total file length in bytes, checksum included
 //! 22            N records, sorted by connection key:
@@ -20,7 +20,9 @@
 //!
 //! The checksum and the declared length tell damage (flipped bits, truncation, trailing data)
 //! apart from a wrong key; the AEAD (see the `record` module) authenticates each token set and
-//! binds it to its connection key. Decoding checks, in order: magic, version, length,
+//! binds it to its connection key. Versions 1 and 2 share this layout and differ only in the
+//! records' associated data (see the `binding` module): a version-1 file is read, and the
+//! next write replaces it with a version-2 file. Decoding checks, in order: magic, version, length,
 //! checksum, record structure, duplicate connections — then `record` checks key ids and
 //! decrypts.
 
@@ -36,8 +38,10 @@ use super::StoreError;
 
 /// First bytes of every store file.
 pub(crate) const MAGIC: [u8; 8] = *b"TKWARDEN";
-/// The format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes (and reads).
+pub(crate) const FORMAT_VERSION: u16 = 2;
+/// The earlier format version this build still reads: records bound to their connection only.
+pub(crate) const LEGACY_FORMAT_VERSION: u16 = 1;
 /// Bytes before the first record: magic, version, record count, total length.
 const HEADER_LEN: usize = MAGIC.len() + size_of::<u16>() + size_of::<u32>() + LENGTH_FIELD_LEN;
 /// Size of the header field holding the total file length.
@@ -64,10 +68,15 @@ pub(crate) fn validate_connection(connection: &str) -> Result<(), String> {
 
 /// Serializes `records` (which the caller sorts) into a complete store file.
 pub(crate) fn encode(records: &[(&str, SealedRecord)]) -> Result<Vec<u8>, String> {
+    encode_as(FORMAT_VERSION, records)
+}
+
+/// [`encode`] with the header's version `version` (tests write version-1 files with it).
+pub(crate) fn encode_as(version: u16, records: &[(&str, SealedRecord)]) -> Result<Vec<u8>, String> {
     let count = u32::try_from(records.len()).map_err(|_| "too many connections".to_owned())?;
     let mut out = Vec::new();
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
     let length_at = out.len();
     out.extend_from_slice(&0u64.to_be_bytes()); // patched below once the length is known
@@ -89,8 +98,11 @@ pub(crate) fn encode(records: &[(&str, SealedRecord)]) -> Result<Vec<u8>, String
     Ok(out)
 }
 
-/// Parses a complete store file into its (still encrypted) records, in file order.
-pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<(String, SealedRecord)>, StoreError> {
+/// A decoded store file: its format version and its (still encrypted) records, in file order.
+pub(crate) type Decoded = (u16, Vec<(String, SealedRecord)>);
+
+/// Parses a complete store file into its version and records.
+pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Decoded, StoreError> {
     let corrupt = |reason: String| StoreError::corrupt(path, reason);
     let len = bytes.len();
     if len == 0 {
@@ -109,7 +121,7 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<(String, SealedRec
     }
     let mut header = Cursor::new(&bytes[MAGIC.len()..HEADER_LEN]);
     let version = header.u16().unwrap_or_default();
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != LEGACY_FORMAT_VERSION {
         return Err(StoreError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -143,7 +155,7 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<(String, SealedRec
             "connection {dup:?} appears more than once"
         )));
     }
-    Ok(records)
+    Ok((version, records))
 }
 
 /// Parses exactly `count` records filling `area`; the error is a reason for `Corrupt`.
@@ -237,7 +249,9 @@ mod tests {
     }
 
     fn decode_ok(bytes: &[u8]) -> Vec<(String, SealedRecord)> {
-        decode(Path::new("/s"), bytes).unwrap()
+        let (version, records) = decode(Path::new("/s"), bytes).unwrap();
+        assert_eq!(version, FORMAT_VERSION);
+        records
     }
 
     fn reason(bytes: &[u8]) -> String {
@@ -302,12 +316,14 @@ mod tests {
         let mut trailing = good.clone();
         trailing.extend_from_slice(b"junk");
         assert!(reason(&trailing).contains("4 bytes of trailing data"));
-        let mut newer = good.clone();
-        newer[MAGIC.len() + 1] = 2;
+        let newer = encode_as(3, &[("a", record(1))]).unwrap();
         assert!(matches!(
             decode(Path::new("/s"), &newer),
-            Err(StoreError::UnsupportedVersion { found: 2, .. })
+            Err(StoreError::UnsupportedVersion { found: 3, .. })
         ));
+        let older = encode_as(LEGACY_FORMAT_VERSION, &[("a", record(1))]).unwrap();
+        let (version, records) = decode(Path::new("/s"), &older).unwrap();
+        assert_eq!((version, records), (1, vec![("a".into(), record(1))]));
         let mut flipped = good;
         flipped[HEADER_LEN + 3] ^= 1;
         assert!(reason(&flipped).contains("checksum mismatch"));

@@ -16,10 +16,12 @@
 //! [`Backend`] is the configured one of these, as the refresher and the callback use it.
 //!
 //! Module layout: `error` (the [`StoreError`] callers act on), `key` (store key parsing, key
-//! ids, generated key files), `atomic` (durable file replacement), `record` (encryption of one
-//! token set), `format` (the whole-file binary layout), `file` and `memory` (the stores).
+//! ids, generated key files), `atomic` (durable file replacement), `binding` (what a sealed
+//! record is bound to), `record` (encryption of one token set), `format` (the whole-file
+//! binary layout), `file` and `memory` (the stores).
 
 mod atomic;
+mod binding;
 mod error;
 mod file;
 mod format;

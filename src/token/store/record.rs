@@ -4,9 +4,12 @@
 //! seconds, and since the Redis store also in milliseconds: a document without the
 //! millisecond fields, written by an older version, is read from the seconds); it is sealed
 //! with XChaCha20-Poly1305 under a fresh random 24-byte nonce on every write. The associated
-//! data is `MAGIC ‖ format version (u16 BE) ‖ connection key length (u16 BE) ‖ connection key`,
-//! so a record only decrypts under the connection (and format version) it was written for.
-//! Secrets are exposed only inside [`seal`], and plaintext buffers are zeroized after use.
+//! data is a [`Binding`] — connection, subject, namespace (Redis key prefix) and generation,
+//! layouts in the `binding` module — so a record only decrypts where and as what it was
+//! written. [`open_legacy`] reads token sets sealed before the binding carried more than
+//! the connection; nothing is sealed that way any more. Pending states ([`seal_bytes`]) are
+//! bound to a label. Secrets are exposed only to build the document (`document`), and
+//! plaintext buffers are zeroized after use.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +21,7 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::format::{FORMAT_VERSION, MAGIC};
+use super::binding::{legacy_associated_data, Binding};
 use super::key::{KeyId, StoreKey, KEY_ID_LEN};
 use super::{StoreError, StoredToken};
 
@@ -91,13 +94,29 @@ impl SealedRecord {
     }
 }
 
-/// Encrypts `token` for `connection`. Fails only if the AEAD refuses the input (which it does
-/// only for absurdly large messages); the error text contains no secret material.
+/// Encrypts `token`, bound to `binding`. Fails only if the AEAD refuses the input (which it
+/// does only for absurdly large messages); the error text contains no secret material.
 pub(crate) fn seal(
+    key: &StoreKey,
+    binding: &Binding<'_>,
+    token: &StoredToken,
+) -> Result<SealedRecord, String> {
+    encrypt(key, &binding.associated_data(), &document(token)?)
+}
+
+/// Encrypts `token` as versions before the [`Binding`] did: bound to `connection` only (for
+/// tests that play an earlier version).
+#[cfg(test)]
+pub(crate) fn seal_legacy(
     key: &StoreKey,
     connection: &str,
     token: &StoredToken,
 ) -> Result<SealedRecord, String> {
+    seal_bytes(key, connection, &document(token)?)
+}
+
+/// The JSON document of `token` (zeroized on drop).
+fn document(token: &StoredToken) -> Result<Zeroizing<Vec<u8>>, String> {
     let doc = TokenDocRef {
         access_token: token.access_token.expose_secret(),
         refresh_token: token.refresh_token.as_ref().map(|s| s.expose_secret()),
@@ -107,29 +126,32 @@ pub(crate) fn seal(
         expires_at_ms: token.expires_at_ms,
         obtained_at_ms: token.obtained_at_ms,
     };
-    let plaintext = Zeroizing::new(
-        serde_json::to_vec(&doc).map_err(|_| "token set could not be serialized".to_owned())?,
-    );
-    seal_bytes(key, connection, &plaintext)
+    serde_json::to_vec(&doc)
+        .map(Zeroizing::new)
+        .map_err(|_| "token set could not be serialized".to_owned())
 }
 
-/// Encrypts `plaintext` bound to `label` (a connection key, or another name that cannot
-/// be one) under a fresh nonce.
+/// Encrypts `plaintext` bound to `label` (a name that cannot be a connection key, such as a
+/// pending state's) under a fresh nonce.
 pub(crate) fn seal_bytes(
     key: &StoreKey,
     label: &str,
     plaintext: &[u8],
 ) -> Result<SealedRecord, String> {
+    encrypt(key, &legacy_associated_data(label), plaintext)
+}
+
+/// Encrypts `plaintext` with associated data `aad` under a fresh nonce.
+fn encrypt(key: &StoreKey, aad: &[u8], plaintext: &[u8]) -> Result<SealedRecord, String> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let aad = associated_data(label);
     let ciphertext = key
         .cipher
         .encrypt(
             XNonce::from_slice(&nonce),
             Payload {
                 msg: plaintext,
-                aad: &aad,
+                aad,
             },
         )
         .map_err(|_| "the record could not be encrypted".to_owned())?;
@@ -146,29 +168,39 @@ pub(crate) fn open_bytes(
     label: &str,
     record: &SealedRecord,
 ) -> Result<Zeroizing<Vec<u8>>, String> {
-    let aad = associated_data(label);
+    open_bytes_with(key, &legacy_associated_data(label), record).ok_or_else(|| {
+        format!(
+            "record for {label:?} failed authentication \
+             (modified, or moved from another connection)"
+        )
+    })
+}
+
+/// Decrypts `record` with associated data `aad`; None when it fails authentication.
+fn open_bytes_with(
+    key: &StoreKey,
+    aad: &[u8],
+    record: &SealedRecord,
+) -> Option<Zeroizing<Vec<u8>>> {
     key.cipher
         .decrypt(
             XNonce::from_slice(&record.nonce),
             Payload {
                 msg: &record.ciphertext,
-                aad: &aad,
+                aad,
             },
         )
+        .ok()
         .map(Zeroizing::new)
-        .map_err(|_| {
-            format!(
-                "record for {label:?} failed authentication \
-                 (modified, or moved from another connection)"
-            )
-        })
 }
 
-/// Decrypts every record, reporting a key mismatch before any decryption failure so that a
-/// wrong key is never mistaken for corruption.
+/// Decrypts every record of a store file, reporting a key mismatch before any decryption
+/// failure so that a wrong key is never mistaken for corruption. `legacy`: the file is of
+/// the earlier format, whose records are bound to their connection only.
 pub(crate) fn open_all(
     path: &Path,
     key: &StoreKey,
+    legacy: bool,
     records: Vec<(String, SealedRecord)>,
 ) -> Result<HashMap<String, StoredToken>, StoreError> {
     if let Some((_, foreign)) = records.iter().find(|(_, r)| r.key_id != key.id) {
@@ -180,22 +212,49 @@ pub(crate) fn open_all(
     }
     let mut tokens = HashMap::with_capacity(records.len());
     for (connection, record) in records {
-        let token =
-            open(key, &connection, &record).map_err(|reason| StoreError::corrupt(path, reason))?;
+        let token = if legacy {
+            open_legacy(key, &connection, &record)
+        } else {
+            open(key, &Binding::file(&connection), &record)
+        };
+        let token = token.map_err(|reason| StoreError::corrupt(path, reason))?;
         tokens.insert(connection, token);
     }
     Ok(tokens)
 }
 
-/// Decrypts and parses one record; the error says what failed without quoting content.
+/// Decrypts and parses one record sealed by [`seal`] for `binding`; the error says what
+/// failed without quoting content.
 pub(crate) fn open(
+    key: &StoreKey,
+    binding: &Binding<'_>,
+    record: &SealedRecord,
+) -> Result<StoredToken, String> {
+    let plaintext = open_bytes_with(key, &binding.associated_data(), record).ok_or_else(|| {
+        format!(
+            "record for connection {:?} failed authentication (modified, or written for \
+             another connection, key prefix or generation)",
+            binding.connection
+        )
+    })?;
+    parse(binding.connection, &plaintext)
+}
+
+/// Decrypts and parses one token set sealed by an earlier version, bound to its connection
+/// only (read, never written).
+pub(crate) fn open_legacy(
     key: &StoreKey,
     connection: &str,
     record: &SealedRecord,
 ) -> Result<StoredToken, String> {
     let plaintext = open_bytes(key, connection, record)?;
+    parse(connection, &plaintext)
+}
+
+/// The token document in `plaintext` → a token set.
+fn parse(connection: &str, plaintext: &[u8]) -> Result<StoredToken, String> {
     // serde_json's error text may quote the document, so only its position is reported.
-    let doc: TokenDoc = serde_json::from_slice(&plaintext).map_err(|e| {
+    let doc: TokenDoc = serde_json::from_slice(plaintext).map_err(|e| {
         format!(
             "record for connection {connection:?} holds an invalid token document \
              (line {}, column {})",
@@ -216,19 +275,6 @@ pub(crate) fn open(
     })
 }
 
-/// `MAGIC ‖ version ‖ connection length ‖ connection`: binds a record to its connection.
-fn associated_data(connection: &str) -> Vec<u8> {
-    let conn = connection.as_bytes();
-    let mut aad = Vec::with_capacity(MAGIC.len() + 2 * std::mem::size_of::<u16>() + conn.len());
-    aad.extend_from_slice(&MAGIC);
-    aad.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-    // Connection keys longer than u16::MAX are rejected before sealing; saturate defensively.
-    let len = u16::try_from(conn.len()).unwrap_or(u16::MAX);
-    aad.extend_from_slice(&len.to_be_bytes());
-    aad.extend_from_slice(conn);
-    aad
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,11 +291,12 @@ mod tests {
     fn seal_open_round_trip_with_fresh_nonces() {
         let k = key(1);
         let token = sample_token("rt");
-        let a = seal(&k, "conn", &token).unwrap();
-        let b = seal(&k, "conn", &token).unwrap();
+        let at = Binding::file("conn");
+        let a = seal(&k, &at, &token).unwrap();
+        let b = seal(&k, &at, &token).unwrap();
         assert_ne!(a.nonce, b.nonce);
         assert_eq!(a.ciphertext.len(), b.ciphertext.len());
-        assert!(same_token(&open(&k, "conn", &a).unwrap(), &token));
+        assert!(same_token(&open(&k, &at, &a).unwrap(), &token));
     }
 
     #[test]
@@ -257,35 +304,71 @@ mod tests {
         let k = key(6);
         let old = br#"{"access_token":"a","refresh_token":null,"expires_at":1700000060,"scope":null,"obtained_at":1700000000}"#;
         let sealed = seal_bytes(&k, "conn", old).unwrap();
-        let token = open(&k, "conn", &sealed).unwrap();
+        let token = open_legacy(&k, "conn", &sealed).unwrap();
         assert_eq!(token.obtained_at_ms, 1_700_000_000_000);
         assert_eq!(token.expires_at_ms, Some(1_700_000_060_000));
         // New documents keep the milliseconds.
         let mut t = sample_token("ms");
         t.obtained_at_ms = 1_700_000_000_123;
-        let back = open(&k, "conn", &seal(&k, "conn", &t).unwrap()).unwrap();
+        let at = Binding::file("conn");
+        let back = open(&k, &at, &seal(&k, &at, &t).unwrap()).unwrap();
         assert_eq!(back.obtained_at_ms, 1_700_000_000_123);
     }
 
     #[test]
     fn record_does_not_open_under_another_connection() {
         let k = key(2);
-        let sealed = seal(&k, "alpha", &sample_token("x")).unwrap();
-        let err = open(&k, "bravo", &sealed).err().unwrap();
+        let sealed = seal(&k, &Binding::file("alpha"), &sample_token("x")).unwrap();
+        let err = open(&k, &Binding::file("bravo"), &sealed).err().unwrap();
         assert!(err.contains("failed authentication"), "{err}");
     }
 
     #[test]
+    fn record_opens_only_at_its_generation_prefix_and_subject() {
+        let k = key(7);
+        let at = Binding {
+            connection: "crm",
+            subject: "",
+            namespace: "tokenwarden:",
+            generation: 2,
+        };
+        let sealed = seal(&k, &at, &sample_token("g")).unwrap();
+        assert!(open(&k, &at, &sealed).is_ok());
+        for elsewhere in [
+            Binding {
+                generation: 3,
+                ..at
+            },
+            Binding {
+                namespace: "staging:",
+                ..at
+            },
+            Binding {
+                subject: "alice",
+                ..at
+            },
+        ] {
+            let err = open(&k, &elsewhere, &sealed).err().unwrap();
+            assert!(err.contains("failed authentication"), "{err}");
+        }
+        // Nor does it pass for a record of the earlier layout, or the reverse.
+        assert!(open_legacy(&k, "crm", &sealed).is_err());
+        let legacy = seal_bytes(&k, "crm", br#"{"access_token":"a","refresh_token":null,"expires_at":null,"scope":null,"obtained_at":1}"#).unwrap();
+        assert!(open_legacy(&k, "crm", &legacy).is_ok());
+        assert!(open(&k, &Binding::file("crm"), &legacy).is_err());
+    }
+
+    #[test]
     fn ciphertext_hides_the_secrets() {
-        let sealed = seal(&key(3), "c", &sample_token("visible?")).unwrap();
+        let sealed = seal(&key(3), &Binding::file("c"), &sample_token("visible?")).unwrap();
         let haystack = String::from_utf8_lossy(&sealed.ciphertext);
         assert!(!haystack.contains("access-visible?"));
     }
 
     #[test]
     fn open_all_reports_wrong_key_before_corruption() {
-        let sealed = seal(&key(4), "c", &sample_token("t")).unwrap();
-        let err = open_all(Path::new("/s"), &key(5), vec![("c".into(), sealed)])
+        let sealed = seal(&key(4), &Binding::file("c"), &sample_token("t")).unwrap();
+        let err = open_all(Path::new("/s"), &key(5), false, vec![("c".into(), sealed)])
             .err()
             .unwrap();
         assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");

@@ -137,6 +137,26 @@ impl RedisServer {
         n
     }
 
+    /// How many times the server ran `command` (lower case, e.g. `subscribe`) since it
+    /// started, from `INFO commandstats`.
+    pub async fn calls(&self, command: &str) -> u64 {
+        let info: String = self.cmd(&[b"INFO", b"commandstats"]).await;
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// Bytes the server has sent to all its clients since it started (`INFO stats`).
+    pub async fn bytes_sent(&self) -> u64 {
+        let info: String = self.cmd(&[b"INFO", b"stats"]).await;
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_net_output_bytes:"))
+            .map(|n| n.trim().parse().unwrap())
+            .expect("total_net_output_bytes in INFO stats")
+    }
+
     /// The holder of connection `key`'s refresh lease, if any.
     pub async fn lease_holder(&self, key: &str) -> Option<String> {
         self.cmd(&[b"GET", format!("tokenwarden:{{{key}}}:lease").as_bytes()])
@@ -148,6 +168,42 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A token set sealed as tokenwarden sealed it before issue 20 (associated data: magic,
+/// version 1, connection; no generation or key prefix): `key id ‖ nonce ‖ ciphertext`, for
+/// a `sealed` field. An independent re-implementation of that format, to play an earlier
+/// version (or an attacker holding its old values).
+pub fn seal_v1(store_key: &str, connection: &str, access: &str, refresh: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use sha2::Digest as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(store_key)
+        .unwrap();
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new_from_slice(&raw).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let document = serde_json::json!({
+        "access_token": access, "refresh_token": refresh, "expires_at": now + 3600,
+        "scope": null, "obtained_at": now,
+    });
+    let mut aad = b"TKWARDEN\x00\x01".to_vec();
+    aad.extend_from_slice(&u16::try_from(connection.len()).unwrap().to_be_bytes());
+    aad.extend_from_slice(connection.as_bytes());
+    let nonce: [u8; 24] = rand::random();
+    let plaintext = serde_json::to_vec(&document).unwrap();
+    let payload = Payload {
+        msg: &plaintext,
+        aad: &aad,
+    };
+    let ciphertext = cipher.encrypt(&nonce.into(), payload).unwrap();
+    let mut sealed = sha2::Sha256::digest(&raw)[..8].to_vec();
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&ciphertext);
+    sealed
 }
 
 /// A loopback port nothing listens on (bound and released).

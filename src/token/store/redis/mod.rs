@@ -6,27 +6,39 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P{k}:token` | hash | `gen`: the generation, +1 on every write; `sealed`: key id ‖ nonce ‖ ciphertext |
+//! | `P{k}:token` | hash | `gen`: the generation, +1 on every write, at most [`MAX_GENERATION`]; `sealed`: key id ‖ nonce ‖ ciphertext, at most [`MAX_SEALED_LEN`] bytes |
 //! | `P{k}:lease` | string, `PX` lease TTL | the holder of the refresh lease: `<pid>-<random>` |
 //! | `Pstate:<sha256 of the state>` | string, `PX` state TTL | a sealed pending authorization |
 //! | channel `Ptokens` | pub/sub | `<gen> <k>` after every write |
 //!
-//! Values are sealed as the file store seals them (XChaCha20-Poly1305, the connection key
-//! and format version as associated data), so Redis never holds a token in clear. Every
-//! write goes through a Lua script (`scripts`): a refresh's write is fenced — refused
+//! Token sets are sealed as the file store seals them (XChaCha20-Poly1305), with the
+//! connection key, the subject (empty: per-user grants will fill it), the key prefix `P` and
+//! the generation as associated data (see the `binding` module), so Redis never holds a token
+//! in clear and a value only opens as what it was written: not under another `gen`, prefix or
+//! connection. A value that does not is refused and logged, never adopted (`tokens`).
+//!
+//! Values of an earlier version were bound to their connection only. Such a value is
+//! adopted only by a replica that holds no token set for the connection (at start-up, say),
+//! and is re-sealed at once at the next generation; a replica that holds a set refuses it,
+//! since it cannot tell a value never upgraded from an old grant written back to roll the
+//! grant back. Once any replica of this version has read a connection, its value is in the
+//! new form, so the window that remains is a replica starting while such a value was
+//! planted — by someone who can already write to Redis.
+//!
+//! Every write goes through a Lua script (`scripts`): a refresh's write is fenced — refused
 //! unless the writer still holds the lease and Redis holds nothing newer than the set the
-//! refresh started from — and publishes the new generation in the same step. Commands time out after [`RESPONSE_TIMEOUT`]; the
-//! connection manager reconnects with backoff. [`RedisStore::health`] is what status,
-//! readiness and metrics show.
+//! refresh started from — and publishes the new generation in the same step. Commands time
+//! out after [`RESPONSE_TIMEOUT`]; the connection manager reconnects with backoff.
+//! [`RedisStore::health`] is what status, readiness and metrics show.
 
 mod scripts;
 mod states;
+mod tokens;
 mod updates;
 
 pub use updates::parse_update;
 
 use super::key::StoreKey;
-use super::record::{self, SealedRecord};
 use super::{StoreError, StoredToken};
 use crate::config::RedisSettings;
 use arc_swap::ArcSwapOption;
@@ -34,7 +46,6 @@ use base64::Engine as _;
 use rand::RngCore;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +64,12 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 const RECONNECT_RETRIES: usize = 2;
 /// Random bytes in a lease holder id.
 const HOLDER_BYTES: usize = 16;
+/// The highest generation written or adopted: 2^53 - 1, the largest integer a Lua number
+/// (a double) holds exactly, so the scripts never compute with a rounded one.
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+/// The longest `sealed` field read or written (256 KiB; a token set is a few KiB): a longer
+/// one is refused without being fetched.
+pub const MAX_SEALED_LEN: usize = 256 * 1024;
 
 /// The right to run one token request for a connection, until `deadline`.
 pub struct Lease {
@@ -185,81 +202,6 @@ impl RedisStore {
         format!("{}tokens", self.prefix)
     }
 
-    /// The stored token set of `connection`, if any.
-    pub async fn read(&self, connection: &str) -> Result<Option<Versioned>, StoreError> {
-        let key = self.token_key(connection);
-        let mut con = self.manager.clone();
-        let (generation, sealed): (Option<String>, Option<Vec<u8>>) = self
-            .run(
-                "reading a token set",
-                redis::cmd("HMGET")
-                    .arg(&key)
-                    .arg("gen")
-                    .arg("sealed")
-                    .query_async(&mut con),
-            )
-            .await?;
-        let (generation, sealed) = match (generation, sealed) {
-            (None, None) => return Ok(None),
-            (Some(g), Some(s)) => (g, s),
-            _ => return Err(bad_value(&key, "the hash lacks its gen or sealed field")),
-        };
-        let generation = generation
-            .parse()
-            .map_err(|_| bad_value(&key, "the gen field is not a number"))?;
-        let record = SealedRecord::from_bytes(&sealed)
-            .ok_or_else(|| bad_value(&key, "the sealed field is too short to be a record"))?;
-        self.check_key_id(&key, &record)?;
-        let token = record::open(&self.key, connection, &record).map_err(|r| bad_value(&key, r))?;
-        Ok(Some(Versioned { generation, token }))
-    }
-
-    /// The stored generation of `connection` (0: none) — one small read, for polling.
-    pub async fn generation(&self, connection: &str) -> Result<u64, StoreError> {
-        let key = self.token_key(connection);
-        let mut con = self.manager.clone();
-        let generation: Option<String> = self
-            .run(
-                "reading a generation",
-                redis::cmd("HGET")
-                    .arg(&key)
-                    .arg("gen")
-                    .query_async(&mut con),
-            )
-            .await?;
-        match generation {
-            None => Ok(0),
-            Some(g) => g
-                .parse()
-                .map_err(|_| bad_value(&key, "the gen field is not a number")),
-        }
-    }
-
-    /// Every stored token set among `connections`.
-    pub async fn load(
-        &self,
-        connections: &[&str],
-    ) -> Result<HashMap<String, Versioned>, StoreError> {
-        let mut out = HashMap::new();
-        for connection in connections {
-            if let Some(v) = self.read(connection).await? {
-                out.insert((*connection).to_owned(), v);
-            }
-        }
-        Ok(out)
-    }
-
-    fn check_key_id(&self, key: &str, record: &SealedRecord) -> Result<(), StoreError> {
-        if record.key_id == self.key.id {
-            return Ok(());
-        }
-        Err(StoreError::WrongKeyAt {
-            key: key.to_owned(),
-            stored_key_id: record.key_id.to_string(),
-            configured_key_id: self.key.id.to_string(),
-        })
-    }
-
     /// Takes the refresh lease of `connection` (`SET NX PX`); None while another holds it.
     pub async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError> {
         let key = self.lease_key(connection);
@@ -301,61 +243,6 @@ impl RedisStore {
         let _ = self
             .run::<i64>("releasing the refresh lease", call.invoke_async(&mut con))
             .await;
-    }
-
-    /// Writes `token` as the next generation (see `scripts::COMMIT`). `lease`: the
-    /// writer's lease, if it took one. `fenced`: refuse when Redis holds a set newer than
-    /// `floor`, the generation the writer's set was refreshed from (false: a new grant
-    /// from the callback, which supersedes whatever is stored).
-    pub async fn commit(
-        &self,
-        connection: &str,
-        lease: Option<&Lease>,
-        fenced: bool,
-        floor: u64,
-        token: &StoredToken,
-    ) -> Result<Commit, StoreError> {
-        let sealed = self.seal(connection, token)?;
-        let mut con = self.manager.clone();
-        let mut call = scripts::COMMIT.key(self.token_key(connection));
-        call.key(self.lease_key(connection))
-            .arg(lease.map_or("", |l| l.holder.as_str()))
-            .arg(if fenced { "fenced" } else { "supersede" })
-            .arg(floor)
-            .arg(sealed)
-            .arg(self.channel())
-            .arg(connection);
-        let generation: i64 = self
-            .run("writing a token set", call.invoke_async(&mut con))
-            .await?;
-        Ok(u64::try_from(generation).map_or(Commit::Fenced, Commit::Written))
-    }
-
-    /// Puts `token` back at `generation` if Redis holds an older one or none (see
-    /// `scripts::RESTORE`). Returns whether it wrote.
-    pub async fn restore(
-        &self,
-        connection: &str,
-        generation: u64,
-        token: &StoredToken,
-    ) -> Result<bool, StoreError> {
-        let sealed = self.seal(connection, token)?;
-        let mut con = self.manager.clone();
-        let mut call = scripts::RESTORE.key(self.token_key(connection));
-        call.arg(generation)
-            .arg(sealed)
-            .arg(self.channel())
-            .arg(connection);
-        let wrote: i64 = self
-            .run("restoring a token set", call.invoke_async(&mut con))
-            .await?;
-        Ok(wrote == 1)
-    }
-
-    fn seal(&self, connection: &str, token: &StoredToken) -> Result<Vec<u8>, StoreError> {
-        record::seal(&self.key, connection, token)
-            .map(|r| r.to_bytes())
-            .map_err(|reason| bad_value(&self.token_key(connection), reason))
     }
 }
 

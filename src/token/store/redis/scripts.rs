@@ -1,33 +1,62 @@
-//! The Lua scripts every Redis write goes through, each built (and hashed for `EVALSHA`)
-//! once per process. Keys and arguments are documented per script; see the layout in the
-//! parent module.
+//! The Lua scripts every token write (and the bounded token read) goes through, each built
+//! (and hashed for `EVALSHA`) once per process. Keys and arguments are documented per
+//! script; see the layout in the parent module.
+//!
+//! Generations cross the script boundary as decimal strings written by Rust, and are never
+//! turned back into strings by Lua (whose `..` prints numbers beyond 10^14 in exponent
+//! notation). A stored `gen` that is not a decimal integer within [`MAX_GENERATION`] counts as
+//! 0 (see `STORED_GEN`): such a value is refused by every reader, and any write replaces it.
 
+use super::MAX_GENERATION;
 use redis::Script;
 use std::sync::LazyLock;
 
-/// Writes `sealed` as the next generation if the writer may.
+/// `stored_gen(key)`: the `gen` field of the token hash `key` as a number, or 0 when absent
+/// or unusable (not digits, or beyond the bound: Lua numbers hold integers exactly only up
+/// to 2^53, and 16 digits cannot reach the next power of ten).
+fn stored_gen() -> String {
+    format!(
+        r"
+local function stored_gen(key)
+  local raw = redis.call('HGET', key, 'gen')
+  if raw and #raw <= 16 and string.match(raw, '^%d+$') then
+    local n = tonumber(raw)
+    if n <= {MAX_GENERATION} then return n end
+  end
+  return 0
+end
+"
+    )
+}
+
+/// A script with the `stored_gen` helper in front of `body`.
+fn with_stored_gen(body: &str) -> Script {
+    Script::new(&format!("{}{body}", stored_gen()))
+}
+
+/// Writes `sealed` at generation G if the writer may.
 ///
 /// KEYS: token hash, lease. ARGV: holder (empty: no lease needed), mode (`fenced` or
-/// `supersede`), floor (the generation the writer's set was refreshed from), sealed,
-/// channel, connection key.
+/// `supersede`), floor (the generation the writer's set was refreshed from), G (above
+/// floor; sealed into the value), sealed, channel, connection key.
 ///
-/// Refuses with -1 when the writer named a lease it no longer holds, and with -2 when
-/// `fenced` and Redis holds a set newer than `floor` (someone refreshed after the writer's
-/// base). The new generation is above both the stored one and `floor`, so a Redis
-/// restarted empty never goes backwards. Releases the lease and publishes `<gen> <key>`.
+/// Refuses with -1 when the writer named a lease it no longer holds, with -2 when `fenced`
+/// and Redis holds a set newer than `floor` (someone refreshed after the writer's base),
+/// and with -3 when Redis holds G or newer (the writer reads the generation again and
+/// proposes one above it). Otherwise writes, releases the lease, publishes `<G> <key>` and
+/// returns 1. G is above both the stored generation and `floor`, so a Redis restarted empty
+/// never goes backwards.
 pub(super) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_stored_gen(
         r"
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0
-local floor = tonumber(ARGV[3])
-if ARGV[2] == 'fenced' and gen > floor then return -2 end
-if floor > gen then gen = floor end
-gen = gen + 1
-redis.call('HSET', KEYS[1], 'gen', gen, 'sealed', ARGV[4])
+local gen = stored_gen(KEYS[1])
+if ARGV[2] == 'fenced' and gen > tonumber(ARGV[3]) then return -2 end
+if gen >= tonumber(ARGV[4]) then return -3 end
+redis.call('HSET', KEYS[1], 'gen', ARGV[4], 'sealed', ARGV[5])
 if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[5], gen .. ' ' .. ARGV[6])
-return gen
+redis.call('PUBLISH', ARGV[6], ARGV[4] .. ' ' .. ARGV[7])
+return 1
 ",
     )
 });
@@ -36,13 +65,41 @@ return gen
 /// replica putting back what Redis lost or never got. KEYS: token hash. ARGV: generation,
 /// sealed, channel, connection key. Returns 1 when it wrote.
 pub(super) static RESTORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_stored_gen(
         r"
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0
-if gen >= tonumber(ARGV[1]) then return 0 end
+if stored_gen(KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'sealed', ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[4])
 return 1
+",
+    )
+});
+
+/// Re-seals a value of an earlier version in place: writes `sealed` at generation ARGV[2]
+/// only if `gen` still reads exactly ARGV[1] (compare-and-set, so two replicas upgrading
+/// at once write once). KEYS: token hash. ARGV: the `gen` read, new generation, sealed,
+/// channel, connection key. Returns 1 when it wrote.
+pub(super) static UPGRADE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'sealed', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[2] .. ' ' .. ARGV[5])
+return 1
+",
+    )
+});
+
+/// Reads a token hash without fetching an oversized `sealed` field: `[gen, sealed]`, or
+/// `[gen, length]` (an integer) when `sealed` is longer than ARGV[1] bytes. KEYS: token
+/// hash. Absent fields are nil.
+pub(super) static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local gen = redis.call('HGET', KEYS[1], 'gen')
+local len = redis.call('HSTRLEN', KEYS[1], 'sealed')
+if len > tonumber(ARGV[1]) then return {gen, len} end
+return {gen, redis.call('HGET', KEYS[1], 'sealed')}
 ",
     )
 });

@@ -1,10 +1,11 @@
 //! Token-write notifications: the follower's own subscription to the channel every write
 //! publishes `<gen> <connection>` on, and a ping that tells a half-open subscription from
-//! a quiet one.
+//! a quiet one (answered in RESP2 or RESP3 shape).
 
 use super::{timed_out, RedisStore, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::token::store::StoreError;
 use redis::aio::{PubSubSink, PubSubStream};
+use redis::{ErrorKind, RedisError, Value};
 
 impl RedisStore {
     /// A dedicated connection subscribed to [`RedisStore::channel`]: its sink (for
@@ -26,16 +27,38 @@ impl RedisStore {
     }
 
     /// Checks that the subscription's connection still answers (a half-open socket would
-    /// otherwise never end the stream).
+    /// otherwise never end the stream). A subscribed connection answers PING in either
+    /// protocol's shape (see [`is_pong`]).
     pub async fn ping(&self, sink: &mut PubSubSink) -> Result<(), StoreError> {
         let ping = async {
-            tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<String>())
+            let answer = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<Value>())
                 .await
-                .unwrap_or_else(|_| Err(timed_out()))
-                .map(drop)
+                .unwrap_or_else(|_| Err(timed_out()))?;
+            if is_pong(&answer) {
+                Ok(())
+            } else {
+                Err(RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "PING on the subscription did not answer PONG",
+                )))
+            }
         };
         self.run("checking the token-update subscription", ping)
             .await
+    }
+}
+
+/// Whether `answer` is a PING's answer: `PONG` (RESP3, or a connection not subscribed),
+/// or, on a subscribed RESP2 connection, the array `["pong", ""]`.
+fn is_pong(answer: &Value) -> bool {
+    let pong = |v: &Value| match v {
+        Value::SimpleString(s) => s.eq_ignore_ascii_case("pong"),
+        Value::BulkString(b) => b.eq_ignore_ascii_case(b"pong"),
+        _ => false,
+    };
+    match answer {
+        Value::Array(items) => items.first().is_some_and(pong),
+        other => pong(other),
     }
 }
 
@@ -55,5 +78,18 @@ mod tests {
         assert_eq!(parse_update(b"7 outreach"), Some((7, "outreach")));
         assert_eq!(parse_update(b"x outreach"), None);
         assert_eq!(parse_update(b"7"), None);
+    }
+
+    #[test]
+    fn both_protocols_pong() {
+        assert!(is_pong(&Value::SimpleString("PONG".into())));
+        let resp2 = Value::Array(vec![
+            Value::BulkString(b"pong".to_vec()),
+            Value::BulkString(Vec::new()),
+        ]);
+        assert!(is_pong(&resp2));
+        assert!(!is_pong(&Value::Array(Vec::new())));
+        assert!(!is_pong(&Value::BulkString(b"nope".to_vec())));
+        assert!(!is_pong(&Value::Nil));
     }
 }
