@@ -137,6 +137,8 @@ pub struct RawProxy {
     pub max_connection_lifetime: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub body_read_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub tunnel_idle_timeout: Option<String>,
     #[serde(default)]
     pub access_log: bool,
     #[serde(default, deserialize_with = "scalar_text")]

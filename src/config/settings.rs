@@ -28,6 +28,9 @@ pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
 /// Default time a request body may stall: a buffered body (fast path) must arrive whole,
 /// a streamed one (hyper path) must send its next bytes, within it.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a passthrough `CONNECT` tunnel may carry no byte either way before it is
+/// closed.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default shortest time between two refreshes an upstream's 401 causes, per connection.
 pub const DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `Via` pseudonym (also the loop-detection marker).
@@ -73,6 +76,9 @@ pub struct ProxyLimits {
     pub max_requests_per_connection: u64,
     pub max_connection_lifetime: Duration,
     pub body_read_timeout: Duration,
+    /// A passthrough `CONNECT` tunnel that carries no byte either way for this long is
+    /// closed ([`crate::proxy::full::passthrough`]).
+    pub tunnel_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +165,11 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         &raw.proxy.body_read_timeout,
         DEFAULT_BODY_READ_TIMEOUT,
     );
+    let tunnel_idle_timeout = duration(
+        "proxy.tunnel_idle_timeout",
+        &raw.proxy.tunnel_idle_timeout,
+        DEFAULT_TUNNEL_IDLE_TIMEOUT,
+    );
     let unauthorized_refresh_interval = duration(
         "proxy.unauthorized_refresh_interval",
         &raw.proxy.unauthorized_refresh_interval,
@@ -217,6 +228,9 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
     }
     if raw.proxy.max_requests_per_connection == Some(0) {
         problems.push(src.problem("proxy.max_requests_per_connection", "must be at least 1"));
+    }
+    if tunnel_idle_timeout.is_zero() {
+        problems.push(src.problem("proxy.tunnel_idle_timeout", "must be more than 0s"));
     }
     if raw.proxy.worker_threads == Some(0) {
         problems.push(src.problem("proxy.worker_threads", "must be at least 1"));
@@ -281,6 +295,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
                     .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
                 max_connection_lifetime,
                 body_read_timeout,
+                tunnel_idle_timeout,
             },
         },
         admin: AdminSettings {

@@ -4,7 +4,7 @@
 //! a rate-limited warning), and each connection's [`Budget`] ends it after
 //! `proxy.max_requests_per_connection` requests or `proxy.max_connection_lifetime`
 //! (the last response says `connection: close`). The budget moves with a connection the
-//! fast path hands to hyper. Slow heads are bounded by `proxy.header_read_timeout`,
+//! fast path hands to hyper, and with a `CONNECT` tunnel it opens. Slow heads are bounded by `proxy.header_read_timeout`,
 //! slow bodies by `proxy.body_read_timeout` (see [`crate::config::ProxyLimits`]).
 
 use crate::config::ProxyLimits;
@@ -106,6 +106,7 @@ mod tests {
             max_requests_per_connection: requests,
             max_connection_lifetime: lifetime,
             body_read_timeout: Duration::from_secs(1),
+            tunnel_idle_timeout: Duration::from_secs(1),
         }
     }
 

@@ -2,7 +2,8 @@
 //! keep the sidecar's memory bounded and ordinary requests served; `max_connections`
 //! closes connections beyond it (and admits again once some close);
 //! `max_requests_per_connection` and `max_connection_lifetime` end a connection after its
-//! current response on both paths; a stalled request body is cut off on both paths.
+//! current response on both paths; a stalled request body is cut off on both paths;
+//! passthrough `CONNECT` tunnels count against `max_connections` and close when idle.
 
 use crate::support::config::{connections, Conn};
 use crate::support::differential::Path;
@@ -211,4 +212,112 @@ async fn a_stalled_request_body_is_cut_off_on_both_paths() {
         );
         sidecar.stop().await;
     }
+}
+
+/// Opens a passthrough tunnel through `proxy` to `target` (answered 200).
+async fn tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
+    let mut stream = raw::connect(proxy).await;
+    raw::write(&mut stream, &raw::connect_request(target)).await;
+    let (status, head, rest) = raw::read_head(&mut stream).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(rest.is_empty());
+    stream
+}
+
+/// An upstream for tunnels that keeps every connection open however long it is idle.
+async fn tunnel_upstream() -> Scripted {
+    Scripted::always(Step::Answer(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ))
+    .await
+}
+
+/// One keep-alive request through an open tunnel to a [`tunnel_upstream`].
+async fn through(stream: &mut TcpStream, target: &str, path: &str) {
+    raw::write(
+        stream,
+        &format!("GET {path} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+    )
+    .await;
+    let r = read_response(stream).await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]), "{}", r.head);
+}
+
+#[tokio::test]
+async fn passthrough_tunnels_count_against_max_connections() {
+    let echo = Echo::start().await;
+    let elsewhere = tunnel_upstream().await;
+    // (By name: the sidecar's connection is on 127.0.0.1, which is never tunnelled.)
+    let target = format!("localhost:{}", elsewhere.addr.port());
+    let yaml = format!(
+        "max_connections: 3, header_read_timeout: 60s, connect_passthrough: [\"{target}\"]"
+    );
+    let sidecar = sidecar(&yaml, echo.addr).await;
+    let mut tunnels = Vec::new();
+    for _ in 0..3 {
+        tunnels.push(tunnel(sidecar.proxy, &target).await);
+    }
+    let mut fourth = raw::connect(sidecar.proxy).await;
+    assert!(
+        closed_within(&mut fourth, WAIT).await,
+        "a fourth connection beside three tunnels is closed at once"
+    );
+    // The tunnels themselves still carry bytes.
+    for (i, stream) in tunnels.iter_mut().enumerate() {
+        through(stream, &target, &format!("/t/{i}")).await;
+    }
+    // Closing a tunnel gives its permit back.
+    drop(tunnels.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut stream = raw::connect(sidecar.proxy).await;
+        raw::write(&mut stream, &raw::get("/api/again", "app", "")).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never admitted again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_passthrough_tunnel_closes_after_tunnel_idle_timeout_and_a_busy_one_does_not() {
+    let echo = Echo::start().await;
+    let elsewhere = tunnel_upstream().await;
+    // (By name: the sidecar's connection is on 127.0.0.1, which is never tunnelled.)
+    let target = format!("localhost:{}", elsewhere.addr.port());
+    let idle_timeout = Duration::from_millis(600);
+    let yaml = format!("tunnel_idle_timeout: 600ms, connect_passthrough: [\"{target}\"]");
+    let sidecar = sidecar(&yaml, echo.addr).await;
+    // (Before the CONNECT: the proxy's clock for the tunnel starts later.)
+    let opened = tokio::time::Instant::now();
+    let mut idle = tunnel(sidecar.proxy, &target).await;
+    let mut busy = tunnel(sidecar.proxy, &target).await;
+    // While the idle tunnel waits for its close, the busy one carries a request every
+    // third of the timeout, for three timeouts.
+    let idle_closed = async {
+        assert!(
+            closed_within(&mut idle, WAIT).await,
+            "the idle tunnel was never closed"
+        );
+        opened.elapsed()
+    };
+    let busy_served = async {
+        let mut i = 0;
+        while opened.elapsed() < idle_timeout * 3 {
+            through(&mut busy, &target, &format!("/busy/{i}")).await;
+            i += 1;
+            tokio::time::sleep(idle_timeout / 3).await;
+        }
+    };
+    let (after, ()) = tokio::join!(idle_closed, busy_served);
+    assert!(after >= idle_timeout, "closed early, after {after:?}");
+    through(&mut busy, &target, "/busy/last").await;
+    sidecar.stop().await;
 }

@@ -157,7 +157,7 @@ pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel
         worker.shutdown.clone(),
     )
     .await;
-    // An intercepted CONNECT: hyper has handed the connection over; serve the tunnel.
+    // A CONNECT: hyper has handed the connection over; serve the tunnel.
     let tunnel = left.borrow_mut().take();
     if let Some(tunnel) = tunnel {
         tunnel.await;

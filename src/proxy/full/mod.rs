@@ -6,6 +6,7 @@
 
 pub(crate) mod apikey;
 pub(crate) mod connect;
+pub(crate) mod passthrough;
 pub(crate) mod pool;
 pub(crate) mod stall;
 
