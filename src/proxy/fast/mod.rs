@@ -280,7 +280,7 @@ impl Worker {
                 // (Not forwardable any more, e.g. the new token is unusable: the 401 stands.)
                 break (link, response);
             };
-            Box::pin(self.discard(link, &response, state.index, &proxy)).await;
+            Box::pin(self.discard(link, &response, state.index)).await;
             req = again;
             body = coalesce(&mut client.out, whole_body);
             replayed = true;
