@@ -126,6 +126,8 @@ pub struct RawProxy {
     #[serde(default, deserialize_with = "scalar_text")]
     pub response_timeout: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
+    pub upstream_read_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     pub header_read_timeout: Option<String>,
     pub via_pseudonym: Option<String>,
     #[serde(default)]

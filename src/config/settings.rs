@@ -17,6 +17,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time for an upstream to start answering (response headers).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time an upstream may send nothing between two reads of a response body (nginx's
+/// `proxy_read_timeout`).
+pub const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time a client has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on open app connections to the proxy listener (all workers together).
@@ -44,6 +47,9 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// A response body that sends nothing for this long is cut off: the app's connection
+    /// is closed (the response has begun) and the upstream connection dropped.
+    pub upstream_read_timeout: Duration,
     pub header_read_timeout: Duration,
     pub via_pseudonym: String,
     /// `host:port` pairs that `CONNECT` may tunnel to (no injection).
@@ -150,6 +156,11 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         &raw.proxy.response_timeout,
         DEFAULT_RESPONSE_TIMEOUT,
     );
+    let upstream_read_timeout = duration(
+        "proxy.upstream_read_timeout",
+        &raw.proxy.upstream_read_timeout,
+        DEFAULT_UPSTREAM_READ_TIMEOUT,
+    );
     let header_read_timeout = duration(
         "proxy.header_read_timeout",
         &raw.proxy.header_read_timeout,
@@ -229,8 +240,13 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
     if raw.proxy.max_requests_per_connection == Some(0) {
         problems.push(src.problem("proxy.max_requests_per_connection", "must be at least 1"));
     }
-    if tunnel_idle_timeout.is_zero() {
-        problems.push(src.problem("proxy.tunnel_idle_timeout", "must be more than 0s"));
+    for (path, value) in [
+        ("proxy.tunnel_idle_timeout", tunnel_idle_timeout),
+        ("proxy.upstream_read_timeout", upstream_read_timeout),
+    ] {
+        if value.is_zero() {
+            problems.push(src.problem(path, "must be more than 0s"));
+        }
     }
     if raw.proxy.worker_threads == Some(0) {
         problems.push(src.problem("proxy.worker_threads", "must be at least 1"));
@@ -272,6 +288,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             listen: proxy_listen,
             connect_timeout,
             response_timeout,
+            upstream_read_timeout,
             header_read_timeout,
             via_pseudonym: pseudonym,
             connect_passthrough: raw

@@ -65,6 +65,9 @@ pub fn authorize_route(key: &str) -> String {
 pub struct Proxy {
     pub registry: Arc<Registry>,
     pub response_timeout: Duration,
+    /// `proxy.upstream_read_timeout`: the longest silence between two reads of a
+    /// response body, on both paths.
+    pub upstream_read_timeout: Duration,
     pub pseudonym: String,
     /// The `Via` value this proxy appends (`1.1 <pseudonym>`).
     pub via: HeaderValue,
@@ -91,6 +94,7 @@ impl Proxy {
         Proxy {
             registry,
             response_timeout: settings.response_timeout,
+            upstream_read_timeout: settings.upstream_read_timeout,
             via: headers::via_value(&settings.via_pseudonym),
             pseudonym: settings.via_pseudonym.clone(),
             own_addrs,

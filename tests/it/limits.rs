@@ -321,3 +321,51 @@ async fn an_idle_passthrough_tunnel_closes_after_tunnel_idle_timeout_and_a_busy_
     through(&mut busy, &target, "/busy/last").await;
     sidecar.stop().await;
 }
+
+/// A sidecar in front of `upstream` (connection `api`, static bearer) on `path`, with
+/// `proxy_yaml` under `proxy:`.
+async fn sidecar_on(path: Path, proxy_yaml: &str, upstream: SocketAddr) -> Sidecar {
+    let yaml = format!(
+        "proxy: {{ {proxy_yaml} }}\n{}",
+        connections(&[bearer("api", upstream)])
+    );
+    let options = tokenwarden::app::Options {
+        hyper_only: path == Path::Hyper,
+        ..Default::default()
+    };
+    Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options).await
+}
+
+#[tokio::test]
+async fn a_stalled_response_body_closes_the_app_connection_on_both_paths() {
+    // 10 of 100 bytes, then nothing (the upstream keeps the connection open).
+    let stalled = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789";
+    let timeout = Duration::from_millis(500);
+    for path in [Path::Fast, Path::Hyper] {
+        let upstream = Scripted::always(Step::Answer(stalled)).await;
+        let sidecar = sidecar_on(path, "upstream_read_timeout: 500ms", upstream.addr).await;
+        let mut app = raw::connect(sidecar.proxy).await;
+        raw::write(&mut app, "GET /api/a HTTP/1.1\r\nHost: app\r\n\r\n").await;
+        let (status, head, mut body) = raw::read_head(&mut app).await;
+        assert_eq!(status, 200, "{path:?}: {head}");
+        let started = tokio::time::Instant::now();
+        let cut = tokio::time::timeout(WAIT, app.read_to_end(&mut body)).await;
+        let after = started.elapsed();
+        assert!(cut.is_ok(), "{path:?}: the stalled body was never cut off");
+        assert_eq!(body, b"0123456789", "{path:?}");
+        // (The first bytes may have been read a little before the head was.)
+        assert!(
+            after >= timeout - Duration::from_millis(100),
+            "{path:?}: cut after {after:?}"
+        );
+        // The next request works (on a new upstream connection).
+        let r = raw::send(sidecar.proxy, &raw::get("/api/b", "app", "")).await;
+        assert_eq!(r.status, 200, "{path:?}: {}", r.head);
+        assert_eq!(
+            upstream.accepted(),
+            2,
+            "{path:?}: the stalled link was reused"
+        );
+        sidecar.stop().await;
+    }
+}

@@ -91,7 +91,13 @@ impl Worker {
             return;
         }
         let mut sink = tokio::io::sink();
-        let read = relay(&mut link, &mut sink, response.framing);
+        let read = relay(
+            &mut link,
+            &mut sink,
+            response.framing,
+            &self.timers,
+            DISCARD_WITHIN,
+        );
         let read = self.timers.timeout(DISCARD_WITHIN, read).await;
         if matches!(read, Ok(Ok(()))) && response.reusable && link.buf.is_empty() {
             self.links.checkin(index, link, Instant::now());

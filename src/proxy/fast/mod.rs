@@ -288,7 +288,14 @@ impl Worker {
         client.buf.consume(consumed);
         super::measure::answered(state, response.status, now);
 
-        let relayed = relay(&mut link, &mut client.io, response.framing).await;
+        let relayed = relay(
+            &mut link,
+            &mut client.io,
+            response.framing,
+            &self.timers,
+            proxy.upstream_read_timeout,
+        )
+        .await;
         if let Some((method, target)) = &logged {
             access::log(&conn.key, method, target, response.status, now);
         }
