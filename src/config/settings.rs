@@ -28,8 +28,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
 /// Default age after which an app connection is closed (after its current response).
 pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
-/// Default time a request body may stall: a buffered body (fast path) must arrive whole,
-/// a streamed one (hyper path) must send its next bytes, within it.
+/// Default time a request body may stall: a body of a known length up to 64 KiB must arrive
+/// whole, a streamed one must send its next bytes, within it (and keep a minimum rate after
+/// it: `proxy::full::stall`).
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a passthrough `CONNECT` tunnel may carry no byte either way before it is
 /// closed.
@@ -83,7 +84,7 @@ pub struct ProxyLimits {
     pub max_connection_lifetime: Duration,
     pub body_read_timeout: Duration,
     /// A passthrough `CONNECT` tunnel that carries no byte either way for this long is
-    /// closed ([`crate::proxy::full::passthrough`]).
+    /// closed (`proxy::full::passthrough`).
     pub tunnel_idle_timeout: Duration,
 }
 

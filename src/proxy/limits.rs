@@ -4,8 +4,9 @@
 //! a rate-limited warning), and each connection's [`Budget`] ends it after
 //! `proxy.max_requests_per_connection` requests or `proxy.max_connection_lifetime`
 //! (the last response says `connection: close`). The budget moves with a connection the
-//! fast path hands to hyper, and with a `CONNECT` tunnel it opens. Slow heads are bounded by `proxy.header_read_timeout`,
-//! slow bodies by `proxy.body_read_timeout` (see [`crate::config::ProxyLimits`]).
+//! fast path hands to hyper; a `CONNECT` tunnel keeps its connection's admission permit
+//! until it closes. Slow heads are bounded by `proxy.header_read_timeout`, slow bodies by
+//! `proxy.body_read_timeout` and a minimum rate ([`super::full::stall`]).
 
 use crate::config::ProxyLimits;
 use std::cell::Cell;

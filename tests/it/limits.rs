@@ -369,3 +369,77 @@ async fn a_stalled_response_body_closes_the_app_connection_on_both_paths() {
         sidecar.stop().await;
     }
 }
+
+/// Sends `head`, then each of `pieces` one `every` apart, to `proxy` while reading what
+/// comes back: how long after the head the proxy closed the connection (or `None` if it
+/// was still open after the last piece and `WAIT`), and what it answered.
+async fn trickle(
+    proxy: SocketAddr,
+    head: &str,
+    pieces: &[&str],
+    every: Duration,
+) -> (Option<Duration>, String) {
+    let (mut rd, mut wr) = raw::connect(proxy).await.into_split();
+    tokio::io::AsyncWriteExt::write_all(&mut wr, head.as_bytes())
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let writer = async {
+        for piece in pieces {
+            tokio::time::sleep(every).await;
+            let written = tokio::io::AsyncWriteExt::write_all(&mut wr, piece.as_bytes()).await;
+            if written.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(WAIT, rd.read_to_end(&mut answer)).await;
+        (read.is_ok().then(|| started.elapsed()), answer)
+    };
+    let ((closed, answer), ()) = tokio::join!(reader, writer);
+    (closed, String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn a_trickling_request_body_is_cut_off_on_both_paths() {
+    // 1 s allowed; one byte every 200 ms, so never a pause of 1 s, for 8 s in all.
+    let every = Duration::from_millis(200);
+    let bytes: Vec<&str> = std::iter::repeat_n("x", 40).collect();
+    let chunks: Vec<&str> = std::iter::repeat_n("1\r\nx\r\n", 40).collect();
+    let length_head = "POST /api/a HTTP/1.1\r\nHost: app\r\nContent-Length: 40\r\n\r\n";
+    let chunked_head = "POST /api/a HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // A body of a known length up to 64 KiB must arrive whole within body_read_timeout;
+    // a chunked one must keep the minimum rate after as much grace (hyper on both paths).
+    let cases = [
+        ("small", length_head, &bytes),
+        ("chunked", chunked_head, &chunks),
+    ];
+    for path in [Path::Fast, Path::Hyper] {
+        for (name, head, pieces) in cases {
+            let upstream = Scripted::always(Step::Answer(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            ))
+            .await;
+            let sidecar = sidecar_on(path, "body_read_timeout: 1s", upstream.addr).await;
+            let (closed, answer) = trickle(sidecar.proxy, head, pieces, every).await;
+            let what = format!("{path:?}, {name}");
+            let closed = closed.unwrap_or_else(|| panic!("{what}: never cut off"));
+            // Well before the 8 s the body takes (cut at about 1 s).
+            assert!(
+                closed < Duration::from_secs(5),
+                "{what}: cut after {closed:?}"
+            );
+            assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+                "{what}: {answer}"
+            );
+            assert!(
+                upstream.requests().is_empty(),
+                "{what}: the body went upstream whole"
+            );
+            sidecar.stop().await;
+        }
+    }
+}
