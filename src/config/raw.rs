@@ -135,6 +135,7 @@ pub struct RawProxy {
     pub worker_threads: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_requests_per_connection: Option<u64>,
+    pub max_buffered_head_bytes: Option<usize>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub max_connection_lifetime: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]

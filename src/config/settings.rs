@@ -24,6 +24,11 @@ pub const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on open app connections to the proxy listener (all workers together).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default bound on the bytes of partial request heads held by all app connections together.
+pub const DEFAULT_MAX_BUFFERED_HEAD_BYTES: usize = 64 * 1024 * 1024;
+/// The smallest `proxy.max_buffered_head_bytes`: one head of the largest size the fast path
+/// reads (`proxy::fast::request::MAX_HEAD`).
+pub const MIN_BUFFERED_HEAD_BYTES: usize = 64 * 1024;
 /// Default number of requests one app connection may make before it is closed.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
 /// Default age after which an app connection is closed (after its current response).
@@ -80,6 +85,9 @@ pub struct InterceptSettings {
 pub struct ProxyLimits {
     /// Open app connections beyond this are refused (closed at once, with a log line).
     pub max_connections: usize,
+    /// Partial request heads of all connections together hold at most this many bytes; a
+    /// connection whose head would pass it is closed (`proxy::heads`).
+    pub max_buffered_head_bytes: usize,
     pub max_requests_per_connection: u64,
     pub max_connection_lifetime: Duration,
     pub body_read_timeout: Duration,
@@ -238,6 +246,18 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
     if raw.proxy.max_connections == Some(0) {
         problems.push(src.problem("proxy.max_connections", "must be at least 1"));
     }
+    if raw
+        .proxy
+        .max_buffered_head_bytes
+        .is_some_and(|n| n < MIN_BUFFERED_HEAD_BYTES)
+    {
+        problems.push(src.problem(
+            "proxy.max_buffered_head_bytes",
+            format!(
+                "must be at least {MIN_BUFFERED_HEAD_BYTES} (one request head of the largest size)"
+            ),
+        ));
+    }
     if raw.proxy.max_requests_per_connection == Some(0) {
         problems.push(src.problem("proxy.max_requests_per_connection", "must be at least 1"));
     }
@@ -307,6 +327,10 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             }),
             limits: ProxyLimits {
                 max_connections: raw.proxy.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                max_buffered_head_bytes: raw
+                    .proxy
+                    .max_buffered_head_bytes
+                    .unwrap_or(DEFAULT_MAX_BUFFERED_HEAD_BYTES),
                 max_requests_per_connection: raw
                     .proxy
                     .max_requests_per_connection

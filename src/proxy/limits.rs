@@ -6,7 +6,8 @@
 //! (the last response says `connection: close`). The budget moves with a connection the
 //! fast path hands to hyper; a `CONNECT` tunnel keeps its connection's admission permit
 //! until it closes. Slow heads are bounded by `proxy.header_read_timeout`, slow bodies by
-//! `proxy.body_read_timeout` and a minimum rate ([`super::full::stall`]).
+//! `proxy.body_read_timeout` and a minimum rate ([`super::full::stall`]). Partial request
+//! heads are bounded in all by [`super::heads`].
 
 use crate::config::ProxyLimits;
 use std::cell::Cell;
@@ -104,6 +105,7 @@ mod tests {
     fn limits(requests: u64, lifetime: Duration) -> ProxyLimits {
         ProxyLimits {
             max_connections: 2,
+            max_buffered_head_bytes: 1 << 20,
             max_requests_per_connection: requests,
             max_connection_lifetime: lifetime,
             body_read_timeout: Duration::from_secs(1),

@@ -304,7 +304,7 @@ connections:
         env: &[],
         expected: &[
             "config.yaml:2:3: proxy.listen: bad listen address `8080`: expected IP:PORT, such as 127.0.0.1:8080",
-            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `upstream_read_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_connection_lifetime`, `body_read_timeout`, `tunnel_idle_timeout`, `access_log`, `unauthorized_refresh_interval`, `intercept`",
+            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `upstream_read_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_buffered_head_bytes`, `max_connection_lifetime`, `body_read_timeout`, `tunnel_idle_timeout`, `access_log`, `unauthorized_refresh_interval`, `intercept`",
             "config.yaml:6:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
             "config.yaml:11:7: connections[0].secrets.client_id: environment variable `ACME_ID` is not set",
             "config.yaml:12:5: connections[1].key: duplicate connection key `acme`",

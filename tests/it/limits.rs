@@ -14,7 +14,7 @@ use crate::support::upstream::{Scripted, Step};
 use crate::support::{Sidecar, WAIT};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Idle app connections opened at once.
@@ -380,14 +380,12 @@ async fn trickle(
     every: Duration,
 ) -> (Option<Duration>, String) {
     let (mut rd, mut wr) = raw::connect(proxy).await.into_split();
-    tokio::io::AsyncWriteExt::write_all(&mut wr, head.as_bytes())
-        .await
-        .unwrap();
+    wr.write_all(head.as_bytes()).await.unwrap();
     let started = tokio::time::Instant::now();
     let writer = async {
         for piece in pieces {
             tokio::time::sleep(every).await;
-            let written = tokio::io::AsyncWriteExt::write_all(&mut wr, piece.as_bytes()).await;
+            let written = wr.write_all(piece.as_bytes()).await;
             if written.is_err() {
                 break;
             }
@@ -441,5 +439,80 @@ async fn a_trickling_request_body_is_cut_off_on_both_paths() {
             );
             sidecar.stop().await;
         }
+    }
+}
+
+/// Whether the proxy answered (a 431) or closed `stream` within `within`.
+async fn refused_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(within, stream.read(&mut byte))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn partial_heads_past_max_buffered_head_bytes_are_closed_on_both_paths() {
+    const BUDGET: usize = 1024 * 1024;
+    const CONNECTIONS: usize = 40;
+    // 40 heads that never end, against a 1 MiB budget: of 60 KiB (read by the fast path,
+    // or by hyper alone) and of 300 KiB (handed from the fast path to hyper at 64 KiB).
+    let cases = [
+        (Path::Fast, 60 * 1024),
+        (Path::Hyper, 60 * 1024),
+        (Path::Fast, 300 * 1024),
+    ];
+    for (path, pad) in cases {
+        let partial = format!(
+            "GET /api/x HTTP/1.1\r\nHost: app\r\nX-Pad: {}",
+            "p".repeat(pad)
+        );
+        let fit = BUDGET / (pad + 64);
+        let echo = Echo::start().await;
+        let yaml = format!("header_read_timeout: 60s, max_buffered_head_bytes: {BUDGET}");
+        let sidecar = sidecar_on(path, &yaml, echo.addr).await;
+        let mut watching = tokio::task::JoinSet::new();
+        for _ in 0..CONNECTIONS {
+            let mut stream = raw::connect(sidecar.proxy).await;
+            let partial = partial.clone();
+            watching.spawn(async move {
+                // (The proxy may close the connection before it has read it all.)
+                let _ = tokio::time::timeout(WAIT, stream.write_all(partial.as_bytes())).await;
+                let closed = refused_within(&mut stream, Duration::from_secs(3)).await;
+                (closed, stream)
+            });
+        }
+        let (mut closed, mut open) = (0, Vec::new());
+        while let Some(watched) = watching.join_next().await {
+            match watched.unwrap() {
+                (true, _) => closed += 1,
+                (false, stream) => open.push(stream),
+            }
+        }
+        let what = format!("{path:?}, heads of {pad} bytes");
+        assert!(
+            closed >= CONNECTIONS - fit - 1 && open.len() + 2 >= fit,
+            "{what}: {closed} closed, {} open; the budget holds {fit}",
+            open.len()
+        );
+        // Ordinary requests go on meanwhile (a head read at once is never charged).
+        for i in 0..5 {
+            let r = raw::send(sidecar.proxy, &raw::get(&format!("/api/n/{i}"), "app", "")).await;
+            assert_eq!(r.status, 200, "{what}: {}", r.head);
+        }
+        // Closed connections give their bytes back: a new partial head fits again.
+        drop(open);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut stream = raw::connect(sidecar.proxy).await;
+            let _ = tokio::time::timeout(WAIT, stream.write_all(partial.as_bytes())).await;
+            if !refused_within(&mut stream, Duration::from_millis(500)).await {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: the budget was never given back"
+            );
+        }
+        sidecar.stop().await;
     }
 }
