@@ -335,6 +335,17 @@ connections:
         expected: &["config.yaml:2:25: proxy.connect_passthrough[0]: `api.acme.example:8443` can never be tunnelled: api.acme.example is the host of connection `acme`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)"],
     },
     Case {
+        name: "zero idle timeouts and a head budget below one head",
+        config: "proxy:\n  tunnel_idle_timeout: 0s\n  upstream_read_timeout: 0\n  max_buffered_head_bytes: 1000\nconnections:\n  - key: acme\n    saas_config: acme.yml\n    secrets: { client_id: a, client_secret: b }\n",
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:2:3: proxy.tunnel_idle_timeout: must be more than 0s",
+            "config.yaml:3:3: proxy.upstream_read_timeout: must be more than 0s",
+            "config.yaml:4:3: proxy.max_buffered_head_bytes: must be at least 65536 (one request head of the largest size)",
+        ],
+    },
+    Case {
         name: "redis store without url or key, with a file path and a tiny lease",
         config: "store:\n  backend: redis\n  path: tokens.bin\n  lease_ttl: 10ms\nconnections: []\n",
         files: &[],
