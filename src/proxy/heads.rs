@@ -223,6 +223,31 @@ pub const HEADS_FULL: &[u8] =
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn hyper_reads_are_charged_between_requests_and_given_back() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let budget = Arc::new(HeadBudget::new(100));
+        let (mut app, proxy_side) = tokio::io::duplex(1024);
+        let (mut io, gate) = ChargedIo::new(proxy_side, &budget);
+        let mut buf = [0u8; 256];
+        app.write_all(&[b'h'; 60]).await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 60);
+        assert_eq!(budget.held(), 60, "a head being read is charged");
+        gate.begin();
+        assert_eq!(budget.held(), 0, "given back once parsed");
+        app.write_all(&[b'b'; 200]).await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 200);
+        assert_eq!(budget.held(), 0, "a body in flight is not");
+        gate.end();
+        app.write_all(&[b'h'; 90]).await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 90);
+        app.write_all(&[b'h'; 20]).await.unwrap();
+        assert!(io.read(&mut buf).await.is_err(), "past the budget");
+        assert_eq!(budget.held(), 90);
+        drop(io);
+        assert_eq!(budget.held(), 0, "given back when the connection closes");
+    }
+
     #[test]
     fn head_charges_stay_within_the_budget_and_are_given_back() {
         let budget = HeadBudget::new(100);
