@@ -189,6 +189,7 @@ impl Reloader {
         let mut settings = config.proxy.clone();
         settings.connect_timeout = self.started.proxy.connect_timeout;
         settings.limits.max_connections = self.started.proxy.limits.max_connections;
+        settings.limits.max_buffered_head_bytes = self.started.proxy.limits.max_buffered_head_bytes;
         let registry = Arc::new(registry);
         if let Some(intercept) = &self.intercept {
             if let Err(e) = intercept.renew_for(registry.hosts()) {
@@ -300,6 +301,10 @@ fn restart_required(running: &Config, next: &Config) -> Vec<&'static str> {
         (
             "proxy.max_connections",
             a.limits.max_connections != b.limits.max_connections,
+        ),
+        (
+            "proxy.max_buffered_head_bytes",
+            a.limits.max_buffered_head_bytes != b.limits.max_buffered_head_bytes,
         ),
         (
             "proxy.connect_timeout",

@@ -126,6 +126,8 @@ pub struct RawProxy {
     #[serde(default, deserialize_with = "scalar_text")]
     pub response_timeout: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
+    pub upstream_read_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     pub header_read_timeout: Option<String>,
     pub via_pseudonym: Option<String>,
     #[serde(default)]
@@ -133,10 +135,13 @@ pub struct RawProxy {
     pub worker_threads: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_requests_per_connection: Option<u64>,
+    pub max_buffered_head_bytes: Option<usize>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub max_connection_lifetime: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub body_read_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub tunnel_idle_timeout: Option<String>,
     #[serde(default)]
     pub access_log: bool,
     #[serde(default, deserialize_with = "scalar_text")]

@@ -18,17 +18,29 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time for an upstream to start answering (response headers).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time an upstream may send nothing between two reads of a response body (nginx's
+/// `proxy_read_timeout`).
+pub const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time a client has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on open app connections to the proxy listener (all workers together).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default bound on the bytes of partial request heads held by all app connections together.
+pub const DEFAULT_MAX_BUFFERED_HEAD_BYTES: usize = 64 * 1024 * 1024;
+/// The smallest `proxy.max_buffered_head_bytes`: one head of the largest size the fast path
+/// reads (`proxy::fast::request::MAX_HEAD`).
+pub const MIN_BUFFERED_HEAD_BYTES: usize = 64 * 1024;
 /// Default number of requests one app connection may make before it is closed.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
 /// Default age after which an app connection is closed (after its current response).
 pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
-/// Default time a request body may stall: a buffered body (fast path) must arrive whole,
-/// a streamed one (hyper path) must send its next bytes, within it.
+/// Default time a request body may stall: a body of a known length up to 64 KiB must arrive
+/// whole, a streamed one must send its next bytes, within it (and keep a minimum rate after
+/// it: `proxy::full::stall`).
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a passthrough `CONNECT` tunnel may carry no byte either way before it is
+/// closed.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default shortest time between two refreshes an upstream's 401 causes, per connection.
 pub const DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `Via` pseudonym (also the loop-detection marker).
@@ -42,6 +54,9 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// A response body that sends nothing for this long is cut off: the app's connection
+    /// is closed (the response has begun) and the upstream connection dropped.
+    pub upstream_read_timeout: Duration,
     pub header_read_timeout: Duration,
     pub via_pseudonym: String,
     /// `host:port` pairs that `CONNECT` may tunnel to (no injection).
@@ -71,9 +86,15 @@ pub struct InterceptSettings {
 pub struct ProxyLimits {
     /// Open app connections beyond this are refused (closed at once, with a log line).
     pub max_connections: usize,
+    /// Partial request heads of all connections together hold at most this many bytes; a
+    /// connection whose head would pass it is closed (`proxy::heads`).
+    pub max_buffered_head_bytes: usize,
     pub max_requests_per_connection: u64,
     pub max_connection_lifetime: Duration,
     pub body_read_timeout: Duration,
+    /// A passthrough `CONNECT` tunnel that carries no byte either way for this long is
+    /// closed (`proxy::full::passthrough`).
+    pub tunnel_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +169,11 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         &raw.proxy.response_timeout,
         DEFAULT_RESPONSE_TIMEOUT,
     );
+    let upstream_read_timeout = duration(
+        "proxy.upstream_read_timeout",
+        &raw.proxy.upstream_read_timeout,
+        DEFAULT_UPSTREAM_READ_TIMEOUT,
+    );
     let header_read_timeout = duration(
         "proxy.header_read_timeout",
         &raw.proxy.header_read_timeout,
@@ -162,6 +188,11 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         "proxy.body_read_timeout",
         &raw.proxy.body_read_timeout,
         DEFAULT_BODY_READ_TIMEOUT,
+    );
+    let tunnel_idle_timeout = duration(
+        "proxy.tunnel_idle_timeout",
+        &raw.proxy.tunnel_idle_timeout,
+        DEFAULT_TUNNEL_IDLE_TIMEOUT,
     );
     let unauthorized_refresh_interval = duration(
         "proxy.unauthorized_refresh_interval",
@@ -220,8 +251,28 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
     if raw.proxy.max_connections == Some(0) {
         problems.push(src.problem("proxy.max_connections", "must be at least 1"));
     }
+    if raw
+        .proxy
+        .max_buffered_head_bytes
+        .is_some_and(|n| n < MIN_BUFFERED_HEAD_BYTES)
+    {
+        problems.push(src.problem(
+            "proxy.max_buffered_head_bytes",
+            format!(
+                "must be at least {MIN_BUFFERED_HEAD_BYTES} (one request head of the largest size)"
+            ),
+        ));
+    }
     if raw.proxy.max_requests_per_connection == Some(0) {
         problems.push(src.problem("proxy.max_requests_per_connection", "must be at least 1"));
+    }
+    for (path, value) in [
+        ("proxy.tunnel_idle_timeout", tunnel_idle_timeout),
+        ("proxy.upstream_read_timeout", upstream_read_timeout),
+    ] {
+        if value.is_zero() {
+            problems.push(src.problem(path, "must be more than 0s"));
+        }
     }
     if raw.proxy.worker_threads == Some(0) {
         problems.push(src.problem("proxy.worker_threads", "must be at least 1"));
@@ -263,6 +314,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             listen: proxy_listen,
             connect_timeout,
             response_timeout,
+            upstream_read_timeout,
             header_read_timeout,
             via_pseudonym: pseudonym,
             connect_passthrough: raw
@@ -280,12 +332,17 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             }),
             limits: ProxyLimits {
                 max_connections: raw.proxy.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                max_buffered_head_bytes: raw
+                    .proxy
+                    .max_buffered_head_bytes
+                    .unwrap_or(DEFAULT_MAX_BUFFERED_HEAD_BYTES),
                 max_requests_per_connection: raw
                     .proxy
                     .max_requests_per_connection
                     .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
                 max_connection_lifetime,
                 body_read_timeout,
+                tunnel_idle_timeout,
             },
         },
         admin: AdminSettings {

@@ -4,8 +4,10 @@
 //! a rate-limited warning), and each connection's [`Budget`] ends it after
 //! `proxy.max_requests_per_connection` requests or `proxy.max_connection_lifetime`
 //! (the last response says `connection: close`). The budget moves with a connection the
-//! fast path hands to hyper. Slow heads are bounded by `proxy.header_read_timeout`,
-//! slow bodies by `proxy.body_read_timeout` (see [`crate::config::ProxyLimits`]).
+//! fast path hands to hyper; a `CONNECT` tunnel keeps its connection's admission permit
+//! until it closes. Slow heads are bounded by `proxy.header_read_timeout`, slow bodies by
+//! `proxy.body_read_timeout` and a minimum rate ([`super::full::stall`]). Partial request
+//! heads are bounded in all by [`super::heads`].
 
 use crate::config::ProxyLimits;
 use std::cell::Cell;
@@ -103,9 +105,11 @@ mod tests {
     fn limits(requests: u64, lifetime: Duration) -> ProxyLimits {
         ProxyLimits {
             max_connections: 2,
+            max_buffered_head_bytes: 1 << 20,
             max_requests_per_connection: requests,
             max_connection_lifetime: lifetime,
             body_read_timeout: Duration::from_secs(1),
+            tunnel_idle_timeout: Duration::from_secs(1),
         }
     }
 

@@ -10,7 +10,7 @@
 //!   [`headers`] (hop-by-hop hygiene, with the one definition of "named in
 //!   `Connection`"), [`error`] (every error, rendered as a hyper response or as bytes),
 //!   [`upstream`] (the SSRF-guarded dialer), [`limits`] (connections, requests per
-//!   connection, lifetimes), [`measure`] (what both record for `/metrics`);
+//!   connection, lifetimes), [`heads`] (the memory of partial heads), [`measure`] (what both record for `/metrics`);
 //! - [`fast`]: ordinary requests as bytes (request and response heads, chunked scanning,
 //!   coarse deadlines, raw pooled upstream links), in the worker's connection loop;
 //! - [`full`]: hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
@@ -31,6 +31,7 @@ pub(crate) mod error;
 pub mod fast;
 pub(crate) mod full;
 pub(crate) mod headers;
+pub(crate) mod heads;
 pub(crate) mod limits;
 pub(crate) mod measure;
 pub(crate) mod route;
@@ -65,6 +66,9 @@ pub fn authorize_route(key: &str) -> String {
 pub struct Proxy {
     pub registry: Arc<Registry>,
     pub response_timeout: Duration,
+    /// `proxy.upstream_read_timeout`: the longest silence between two reads of a
+    /// response body, on both paths.
+    pub upstream_read_timeout: Duration,
     pub pseudonym: String,
     /// The `Via` value this proxy appends (`1.1 <pseudonym>`).
     pub via: HeaderValue,
@@ -91,6 +95,7 @@ impl Proxy {
         Proxy {
             registry,
             response_timeout: settings.response_timeout,
+            upstream_read_timeout: settings.upstream_read_timeout,
             via: headers::via_value(&settings.via_pseudonym),
             pseudonym: settings.via_pseudonym.clone(),
             own_addrs,

@@ -107,10 +107,10 @@ impl Interceptor {
     }
 }
 
-/// Where the `CONNECT` handler leaves an app connection's tunnel: the connection's own
-/// task runs it once hyper is done with the connection ([`super::fast::serve`]), so the
-/// tunnel keeps the connection's `proxy.max_connections` permit and drains at shutdown
-/// like any connection.
+/// Where the `CONNECT` handler leaves an app connection's tunnel (intercepted, or a
+/// passthrough one: [`super::full::passthrough`]): the connection's own task runs it once
+/// hyper is done with the connection ([`super::fast::serve`]), so the tunnel keeps the
+/// connection's `proxy.max_connections` permit and ends at shutdown like any connection.
 pub type Slot = Rc<RefCell<Option<Pin<Box<dyn Future<Output = ()>>>>>>;
 
 /// Takes over the `CONNECT` request `req` from `peer` to `authority` (`host:port`, host

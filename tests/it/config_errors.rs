@@ -304,7 +304,7 @@ connections:
         env: &[],
         expected: &[
             "config.yaml:2:3: proxy.listen: bad listen address `8080`: expected IP:PORT, such as 127.0.0.1:8080",
-            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_connection_lifetime`, `body_read_timeout`, `access_log`, `unauthorized_refresh_interval`, `intercept`",
+            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `upstream_read_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_buffered_head_bytes`, `max_connection_lifetime`, `body_read_timeout`, `tunnel_idle_timeout`, `access_log`, `unauthorized_refresh_interval`, `intercept`",
             "config.yaml:6:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
             "config.yaml:11:7: connections[0].secrets.client_id: environment variable `ACME_ID` is not set",
             "config.yaml:12:5: connections[1].key: duplicate connection key `acme`",
@@ -333,6 +333,17 @@ connections:
         files: &[("acme.yml", FIDES_OK)],
         env: &[],
         expected: &["config.yaml:2:25: proxy.connect_passthrough[0]: `api.acme.example:8443` can never be tunnelled: api.acme.example is the host of connection `acme`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)"],
+    },
+    Case {
+        name: "zero idle timeouts and a head budget below one head",
+        config: "proxy:\n  tunnel_idle_timeout: 0s\n  upstream_read_timeout: 0\n  max_buffered_head_bytes: 1000\nconnections:\n  - key: acme\n    saas_config: acme.yml\n    secrets: { client_id: a, client_secret: b }\n",
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:2:3: proxy.tunnel_idle_timeout: must be more than 0s",
+            "config.yaml:3:3: proxy.upstream_read_timeout: must be more than 0s",
+            "config.yaml:4:3: proxy.max_buffered_head_bytes: must be at least 65536 (one request head of the largest size)",
+        ],
     },
     Case {
         name: "redis store without url or key, with a file path and a tiny lease",

@@ -183,7 +183,7 @@ async fn settings_that_need_a_restart_are_reported_not_applied() {
     let sc = Sidecar::start(&format!("{STORE}{conns}")).await;
     sc.wait_state("api", "ready").await;
     let next = format!(
-        "proxy:\n  listen: 127.0.0.1:1\n  worker_threads: 1\nadmin:\n  listen: 127.0.0.1:2\n\
+        "proxy:\n  listen: 127.0.0.1:1\n  worker_threads: 1\n  max_buffered_head_bytes: 2097152\nadmin:\n  listen: 127.0.0.1:2\n\
          log: {{ level: debug }}\n{STORE}{conns}"
     );
     let (status, outcome) = reload_with(&sc, &next).await;
@@ -193,6 +193,7 @@ async fn settings_that_need_a_restart_are_reported_not_applied() {
         serde_json::json!([
             "proxy.listen",
             "proxy.worker_threads",
+            "proxy.max_buffered_head_bytes",
             "admin.listen",
             "log"
         ])

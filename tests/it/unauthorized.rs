@@ -557,3 +557,30 @@ async fn the_401_is_dropped_before_the_replay_whatever_its_framing() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_401_whose_body_stalls_is_dropped_and_the_replay_is_prompt_on_both_paths() {
+    use crate::support::upstream::{Scripted, Step};
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    // 10 of 100 bytes, then nothing (the connection stays open).
+    let stalled =
+        Step::Answer("HTTP/1.1 401 Unauthorized\r\nContent-Length: 100\r\n\r\n0123456789");
+    // Far beyond the bound asserted on: only a read of the 401's body could take this long.
+    let response_timeout = "  response_timeout: 30s\n";
+    let prompt = Duration::from_secs(10);
+    for hyper_only in BOTH_PATHS {
+        let upstream = Scripted::with_then(&[stalled], Step::Answer(OK)).await;
+        let tokens = TokenServer::start(Reply::token(3600, false)).await;
+        let sc = sidecar_to(hyper_only, upstream.addr, &tokens, response_timeout).await;
+        sc.wait_state("api", "ready").await;
+        let started = std::time::Instant::now();
+        let r = client().get(sc.url("/api/x")).send().await.unwrap();
+        let took = started.elapsed();
+        let what = format!("hyper_only {hyper_only}");
+        assert_eq!(r.status(), 200, "{what}");
+        assert_eq!(r.text().await.unwrap(), "hello", "{what}");
+        assert!(took < prompt, "{what}: the replay came after {took:?}");
+        assert_eq!(upstream.requests().len(), 2, "{what}");
+        sc.stop().await;
+    }
+}

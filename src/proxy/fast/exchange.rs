@@ -11,12 +11,15 @@ use super::response::{self, Framing, Parsed};
 use super::{request, Worker};
 use crate::proxy::error;
 use crate::proxy::route::{may_retry, Unanswered};
-use crate::proxy::Proxy;
 use tokio::time::Instant;
 
 /// The longest body of a response the app does not get (a 401 before a replay) that is
 /// read to its end to keep the link; a longer one closes it.
 const MAX_DISCARDED_BODY: u64 = 64 * 1024;
+/// How long the rest of such a body may take to arrive (on the worker's coarse clock, so
+/// up to two ticks more); a body still incomplete then closes the link, so the replay is
+/// not delayed by an upstream that stalls (the hyper path never reads it).
+const DISCARD_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Worker {
     /// Sends the request on a pooled or a new upstream connection and reads the response
@@ -71,14 +74,13 @@ impl Worker {
     }
 
     /// Ends a response the app will not see (a 401 before a replay): a body of up to
-    /// [`MAX_DISCARDED_BODY`] bytes is read to its end, so the link can be pooled again;
-    /// any other closes the link.
+    /// [`MAX_DISCARDED_BODY`] bytes that is at hand or arrives within [`DISCARD_WITHIN`] is
+    /// read to its end, so the link can be pooled again; any other closes the link.
     pub(super) async fn discard(
         &self,
         mut link: Link,
         response: &response::Response,
         index: usize,
-        proxy: &Proxy,
     ) {
         let short = match response.framing {
             Framing::Empty => true,
@@ -89,8 +91,14 @@ impl Worker {
             return;
         }
         let mut sink = tokio::io::sink();
-        let read = relay(&mut link, &mut sink, response.framing);
-        let read = self.timers.timeout(proxy.response_timeout, read).await;
+        let read = relay(
+            &mut link,
+            &mut sink,
+            response.framing,
+            &self.timers,
+            DISCARD_WITHIN,
+        );
+        let read = self.timers.timeout(DISCARD_WITHIN, read).await;
         if matches!(read, Ok(Ok(()))) && response.reusable && link.buf.is_empty() {
             self.links.checkin(index, link, Instant::now());
         }

@@ -11,11 +11,13 @@
 //! in the buffer, so it is translated again with the new token and sent once more.
 //!
 //! A request this path does not frame itself (see [`request`]) moves the connection, with
-//! the bytes read so far, to hyper and [`Proxy::handle`] for the rest of its life.
+//! the bytes read so far, to hyper and [`Proxy::handle`] for the rest of its life
+//! ([`handover`]).
 
 pub(crate) mod chunked;
 pub(crate) mod deadline;
 mod exchange;
+mod handover;
 pub(crate) mod io;
 pub(crate) mod link;
 mod relay;
@@ -26,11 +28,12 @@ pub(crate) mod worker;
 use super::access;
 use super::error::{write_error, ProxyError};
 use super::full::pool::Pool;
+use super::heads::{HeadBudget, HeadCharge};
 use super::limits::Budget;
 use super::{unauthorized, Proxy};
 use arc_swap::ArcSwap;
 use deadline::Timers;
-use io::{write_all2, AppIo, Buf, Rewind};
+use io::{write_all2, AppIo, Buf};
 use link::Links;
 use relay::{relay, Relay};
 use request::{Framed, Outcome};
@@ -66,6 +69,8 @@ pub struct Worker {
     pub shutdown: CancellationToken,
     /// `tokenwarden_open_connections{side="client"}`.
     pub open_clients: Arc<crate::instrument::Gauge>,
+    /// The partial heads of all workers' connections (`proxy.max_buffered_head_bytes`).
+    pub heads: Arc<HeadBudget>,
 }
 
 /// One app connection.
@@ -129,39 +134,7 @@ pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel
             Next::Hyper => break,
         }
     }
-    let io = Rewind::new(client.buf.into_pending(), client.io);
-    let (this, budget, tunnel) = (Rc::clone(&worker), client.budget, client.tunnel);
-    let slot = super::tunnel::Slot::default();
-    let left = Rc::clone(&slot);
-    crate::server::connection(
-        io,
-        peer,
-        move |req, peer| {
-            let last = budget.last(Instant::now());
-            let proxy = this.proxy.load_full();
-            let slot = Rc::clone(&slot);
-            let response = proxy.handle(Rc::clone(&this), req, peer, tunnel.clone(), slot);
-            async move {
-                let mut response = response.await;
-                if last {
-                    // hyper closes the connection after a response that says so.
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                }
-                response
-            }
-        },
-        worker.header_read_timeout,
-        worker.shutdown.clone(),
-    )
-    .await;
-    // An intercepted CONNECT: hyper has handed the connection over; serve the tunnel.
-    let tunnel = left.borrow_mut().take();
-    if let Some(tunnel) = tunnel {
-        tunnel.await;
-    }
+    handover::serve_with_hyper(worker, client, peer).await;
 }
 
 impl Worker {
@@ -280,7 +253,7 @@ impl Worker {
                 // (Not forwardable any more, e.g. the new token is unusable: the 401 stands.)
                 break (link, response);
             };
-            Box::pin(self.discard(link, &response, state.index, &proxy)).await;
+            Box::pin(self.discard(link, &response, state.index)).await;
             req = again;
             body = coalesce(&mut client.out, whole_body);
             replayed = true;
@@ -288,7 +261,14 @@ impl Worker {
         client.buf.consume(consumed);
         super::measure::answered(state, response.status, now);
 
-        let relayed = relay(&mut link, &mut client.io, response.framing).await;
+        let relayed = relay(
+            &mut link,
+            &mut client.io,
+            response.framing,
+            &self.timers,
+            proxy.upstream_read_timeout,
+        )
+        .await;
         if let Some((method, target)) = &logged {
             access::log(&conn.key, method, target, response.status, now);
         }
@@ -313,6 +293,8 @@ impl Worker {
     /// upstream head then in `client.out`), or one it does not (`Err(Next::Hyper)`), or the
     /// app closes — or, with `until_head`, until a forwardable head is whole but its body
     /// is not (`Read::Body`). A head is parsed again only when a read may have completed it.
+    /// A head that spans several reads is charged to the worker's [`HeadBudget`]: one that
+    /// would pass it is answered 431 and the connection closed.
     async fn read_request<'s, S: AppIo>(
         &self,
         proxy: &'s Proxy,
@@ -322,6 +304,8 @@ impl Worker {
         // Between requests the buffer is usually empty: nothing to parse before a read.
         let mut parse = !client.buf.is_empty();
         let mut whole = None;
+        // Charged only once a head spans more than one read; given back on return.
+        let mut charge = HeadCharge::new(&self.heads);
         loop {
             if parse {
                 let now = Instant::now();
@@ -345,6 +329,11 @@ impl Worker {
                 _ => return Err(Next::Close),
             }
             let pending = client.buf.pending();
+            if before > 0 && whole.is_none() && !charge.grow_to(pending.len()) {
+                tracing::debug!("{}: connection closed", super::heads::HEADS_FULL_REASON);
+                let _ = write_all2(&mut client.io, super::heads::HEADS_FULL, &[]).await;
+                return Err(Next::Close);
+            }
             parse = match whole {
                 Some(length) => pending.len() >= length,
                 // (Or the head is too large for this path, which parsing then says.)

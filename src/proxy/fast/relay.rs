@@ -1,13 +1,18 @@
 //! Relaying a response body to the app on the fast path: the translated head goes out
 //! with the first body bytes, then the body as the upstream framed it (length, chunked —
 //! tracked by the [`ChunkedScanner`] — or until close), never a byte past its end, so
-//! what follows stays in the link's buffer (and a link with leftovers is not pooled).
+//! what follows stays in the link's buffer (and a link with leftovers is not pooled). An
+//! upstream that sends nothing for `proxy.upstream_read_timeout` between two reads of the
+//! body breaks the relay (on the worker's coarse [`Timers`]: no timer per read).
 
 use super::chunked::{ChunkedError, ChunkedScanner};
+use super::deadline::Timers;
 use super::io::write_all2;
 use super::link::Link;
 use super::response::Framing;
 use super::COALESCE;
+use std::rc::Rc;
+use std::time::Duration;
 use tokio::io::AsyncWrite;
 
 /// Why a relay stopped short: the app may have part of the response (or its connection
@@ -17,11 +22,13 @@ pub(super) enum Relay {
 }
 
 /// Writes the translated head and relays the body as framed, leaving `link.buf` holding
-/// whatever followed the body.
+/// whatever followed the body; each read of the body must bring bytes within `idle`.
 pub(super) async fn relay<A: AsyncWrite + Unpin>(
     link: &mut Link,
     app: &mut A,
     framing: Framing,
+    timers: &Rc<Timers>,
+    idle: Duration,
 ) -> Result<(), Relay> {
     let Link {
         stream, buf, head, ..
@@ -51,10 +58,17 @@ pub(super) async fn relay<A: AsyncWrite + Unpin>(
         if body.is_done() {
             return Ok(());
         }
-        match buf.fill(stream).await {
-            Ok(0) if matches!(body, BodyLeft::UntilClose) => return Ok(()),
-            Ok(0) | Err(_) => return Err(Relay::Broken),
-            Ok(_) => {}
+        match timers.timeout(idle, buf.fill(stream)).await {
+            Ok(Ok(0)) if matches!(body, BodyLeft::UntilClose) => return Ok(()),
+            Ok(Ok(0) | Err(_)) => return Err(Relay::Broken),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                tracing::debug!(
+                    ?idle,
+                    "the upstream's response body stalled past proxy.upstream_read_timeout"
+                );
+                return Err(Relay::Broken);
+            }
         }
     }
 }

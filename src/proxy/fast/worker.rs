@@ -11,6 +11,7 @@ use super::link::Links;
 use super::Worker;
 use crate::instrument::Instruments;
 use crate::proxy::full::pool::Pool;
+use crate::proxy::heads::HeadBudget;
 use crate::proxy::limits::Admission;
 use crate::proxy::upstream::Dialer;
 use crate::proxy::Proxy;
@@ -43,18 +44,20 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let workers = settings.workers;
-    let admission = Arc::new(Admission::new(proxy.load().limits.max_connections));
+    let limits = proxy.load().limits;
+    let admission = Arc::new(Admission::new(limits.max_connections));
+    let heads = Arc::new(HeadBudget::new(limits.max_buffered_head_bytes));
     listener.set_nonblocking(true)?;
     let mut done = Vec::with_capacity(workers);
     for i in 0..workers.max(1) {
         let socket = listener.try_clone()?;
-        let (proxy, dialer, settings, shutdown, admission) = (
+        let (proxy, dialer, settings, shutdown) = (
             Arc::clone(&proxy),
             dialer.clone(),
             settings.clone(),
             shutdown.clone(),
-            Arc::clone(&admission),
         );
+        let shared = (Arc::clone(&admission), Arc::clone(&heads));
         let (tx, rx) = oneshot::channel::<()>();
         done.push(rx);
         std::thread::Builder::new()
@@ -62,7 +65,7 @@ pub fn spawn(
             .spawn(move || {
                 // Worker i records into shard i of the request-path instruments.
                 crate::instrument::shard::enter(i);
-                run(socket, proxy, dialer, settings, admission, shutdown);
+                run(socket, proxy, dialer, settings, shared, shutdown);
                 let _ = tx.send(());
             })?;
     }
@@ -74,13 +77,14 @@ pub fn spawn(
 }
 
 /// One worker thread: a current-thread runtime and `LocalSet` with the worker's timers,
-/// pool reaper and accept loop, until the accept loop has drained after `shutdown`.
+/// pool reaper and accept loop (admitting by the shared `Admission`, charging partial heads
+/// to the shared `HeadBudget`), until the accept loop has drained after `shutdown`.
 fn run(
     socket: std::net::TcpListener,
     proxy: Arc<ArcSwap<Proxy>>,
     dialer: Dialer,
     settings: Settings,
-    admission: Arc<Admission>,
+    (admission, heads): (Arc<Admission>, Arc<HeadBudget>),
     shutdown: CancellationToken,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -119,6 +123,7 @@ fn run(
             header_read_timeout: settings.header_read_timeout,
             shutdown: shutdown.clone(),
             open_clients: Arc::clone(&instruments.open_client),
+            heads,
         });
         tokio::task::spawn_local(reap(Rc::clone(&worker), shutdown.clone()));
         crate::server::accept_loop(listener, &shutdown, |tracker, stream, peer| {

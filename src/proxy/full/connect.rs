@@ -3,7 +3,9 @@
 //! leaf, its requests served as forward mode. A connection's host is never tunnelled
 //! untouched: on another port, or without `proxy.intercept`, it is refused with the way
 //! out. Any other target is refused unless `host:port` is in `proxy.connect_passthrough`
-//! — then a plain tunnel, with no injection (and no interception).
+//! — then a plain tunnel, with no injection (and no interception), closed after
+//! `proxy.tunnel_idle_timeout` without a byte ([`super::passthrough`]). Both kinds of
+//! tunnel are left in the connection's slot and hold its `proxy.max_connections` permit.
 
 use super::ProxyBody;
 use crate::proxy::error::ProxyError;
@@ -13,7 +15,6 @@ use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ fn tunnel_target(authority: &Authority) -> String {
 }
 
 /// Answers a `CONNECT` from `peer` (`in_tunnel`: inside an intercepted tunnel already);
-/// an intercepted tunnel is left in `slot` for the connection's task.
+/// the tunnel it opens is left in `slot` for the connection's task.
 pub async fn handle(
     proxy: &Proxy,
     worker: &Rc<Worker>,
@@ -108,16 +109,13 @@ pub async fn handle(
         }
         Err(_) => return Err(ProxyError::UpstreamTimeout { connection: target }),
     };
-    tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                let mut upstream = upstream;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
-        }
-    });
+    super::passthrough::open(
+        req,
+        upstream,
+        proxy.limits.tunnel_idle_timeout,
+        worker.shutdown.clone(),
+        slot,
+    );
     Ok(established())
 }
 

@@ -11,6 +11,8 @@
 pub(crate) mod apikey;
 pub(crate) mod checked;
 pub(crate) mod connect;
+pub(crate) mod idle;
+pub(crate) mod passthrough;
 pub(crate) mod pool;
 pub(crate) mod stall;
 
@@ -31,8 +33,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// The body of a response to the app: the upstream's, streamed, or one tokenwarden wrote.
-pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
+/// The body of a response to the app: the upstream's, streamed (bounded by
+/// `proxy.upstream_read_timeout`), or one tokenwarden wrote.
+pub type ProxyBody = Either<idle::ReadBounded<PooledBody>, Full<Bytes>>;
 
 /// The request body sent upstream: the app's body streamed (bounded by
 /// `proxy.body_read_timeout`), or a body tokenwarden built.
@@ -68,7 +71,7 @@ impl Proxy {
         let result = if req.method() == Method::CONNECT {
             connect::handle(&self, &worker, req, peer, tunnel.is_some(), &slot).await
         } else {
-            self.forward(&worker.pool, req, tunnel.as_deref()).await
+            self.forward(&worker, req, tunnel.as_deref()).await
         };
         let response = result.unwrap_or_else(ProxyError::into_response);
         if let Some((connection, method, target, started)) = logged {
@@ -85,7 +88,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        pool: &Rc<Pool>,
+        worker: &Worker,
         req: Request<Incoming>,
         tunnel: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -110,12 +113,13 @@ impl Proxy {
             now = Instant::now();
         };
         let (entry, response) = self
-            .exchange(pool, req, replayable, tunnel, now)
+            .exchange(&worker.pool, req, replayable, tunnel, now)
             .await
             .inspect_err(|e| super::measure::failed(self, e, started))?;
         super::measure::answered(entry, response.status().as_u16(), started);
         let (mut parts, body) = response.into_parts();
         headers::strip_response(parts.status.as_u16(), &mut parts.headers);
+        let body = idle::ReadBounded::new(body, &worker.timers, self.upstream_read_timeout);
         Ok(Response::from_parts(parts, Either::Left(body)))
     }
 
