@@ -28,6 +28,11 @@ impl Origin<'_> {
             .problem(&self.at(rel), format!("connection `{}`: {msg}", self.key))
     }
 
+    /// [`Source::quote`] of the value at `rel`.
+    pub(super) fn quote(&self, rel: &str, text: &str) -> String {
+        self.src.quote(&self.at(rel), text)
+    }
+
     pub(super) fn read<T: DeserializeOwned>(&self, value: Value, rel: &str) -> Result<T, Problem> {
         self.src.deserialize(value, &self.at(rel))
     }

@@ -1,5 +1,6 @@
 //! A config file being read (its text and node positions) and the problems found in it.
 
+use super::hidden::{under_secrets, without_value, HIDDEN};
 use super::position::Positions;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
@@ -94,11 +95,14 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// A YAML file: its path, text and the position of each node.
+/// A YAML file: its path, text and the position of each node, and which values a problem
+/// must never quote.
 pub struct Source {
     pub file: PathBuf,
     text: String,
     positions: Positions,
+    /// Paths of the values a `${VAR}` went into.
+    expanded: Vec<String>,
 }
 
 impl Source {
@@ -118,6 +122,38 @@ impl Source {
             file: file.to_path_buf(),
             text,
             positions,
+            expanded: Vec::new(),
+        }
+    }
+
+    /// Records the paths of the values a `${VAR}` went into ([`super::env::Expansion`]).
+    pub fn hide_expanded(&mut self, paths: Vec<String>) {
+        self.expanded = paths;
+    }
+
+    /// Whether a problem at `path` must not quote its value: the value, or the value it
+    /// is part of, or one inside it, is under a connection's `secrets` or came from `${…}`.
+    pub fn hides(&self, path: &str) -> bool {
+        let related = |p: &str| {
+            let (short, long) = if p.len() <= path.len() {
+                (p, path)
+            } else {
+                (path, p)
+            };
+            long.strip_prefix(short).is_some_and(|rest| {
+                rest.is_empty() || short.is_empty() || rest.starts_with(['.', '['])
+            })
+        };
+        under_secrets(path) || self.expanded.iter().any(|p| related(p))
+    }
+
+    /// `text` in backquotes, for a message about the value at `path` — or `(value hidden)`
+    /// when [`Source::hides`] it.
+    pub fn quote(&self, path: &str, text: &str) -> String {
+        if self.hides(path) {
+            HIDDEN.to_owned()
+        } else {
+            format!("`{text}`")
         }
     }
 
@@ -215,7 +251,12 @@ impl Source {
                 Segment::Unknown => {}
             }
         }
-        self.problem(&path, strip_location(&e.inner().to_string()))
+        let message = strip_location(&e.inner().to_string());
+        if self.hides(&path) {
+            self.problem(&path, without_value(&message))
+        } else {
+            self.problem(&path, message)
+        }
     }
 }
 
@@ -257,5 +298,30 @@ fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_from_a_variable_is_hidden_with_what_holds_it_and_what_it_holds() {
+        let mut src = Source::from_text(Path::new("c.yaml"), String::new());
+        src.hide_expanded(vec!["connections[0].client_config".into()]);
+        for path in [
+            "connections[0].client_config",
+            "connections[0].client_config.host",
+            "connections[0]",
+            "",
+            "connections[2].secrets.id",
+        ] {
+            assert!(src.hides(path), "{path}");
+            assert_eq!(src.quote(path, "v"), HIDDEN);
+        }
+        for path in ["connections[1]", "connections[0].client_configs", "proxy"] {
+            assert!(!src.hides(path), "{path}");
+            assert_eq!(src.quote(path, "v"), "`v`");
+        }
     }
 }

@@ -274,9 +274,9 @@ pub(super) fn static_auth(
                 let at = format!("{rel}.headers[{i}]");
                 let value = check.fill(&format!("{at}.value"), &h.value, problems)?;
                 let Ok(name) = HeaderName::try_from(h.name.as_str()) else {
-                    problems.push(
-                        origin.problem(&at, format!("`{}` is not a valid header name", h.name)),
-                    );
+                    let shown = origin.quote(&format!("{at}.name"), &h.name);
+                    problems
+                        .push(origin.problem(&at, format!("{shown} is not a valid header name")));
                     return None;
                 };
                 out.headers

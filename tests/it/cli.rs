@@ -8,15 +8,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// Exit status of `tokenwarden` for an invalid config.
-const EXIT_INVALID_CONFIG: i32 = 64;
+pub(crate) const EXIT_INVALID_CONFIG: i32 = 64;
 
-fn binary() -> std::process::Command {
+pub(crate) fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
 }
 
 /// `tokenwarden run --config {config}` with the binary tests' secrets in its environment,
 /// killed when dropped.
-fn run_binary(config: &Path) -> tokio::process::Command {
+pub(crate) fn run_binary(config: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
     cmd.arg("run")
         .arg("--config")
@@ -29,7 +29,7 @@ fn run_binary(config: &Path) -> tokio::process::Command {
 
 /// A config for the binary: one client-credentials connection whose secret comes from
 /// `${TW_TEST_SECRET}`, and the listeners on the given ports.
-fn binary_config(
+pub(crate) fn binary_config(
     proxy_port: u16,
     admin_port: u16,
     upstream: SocketAddr,
@@ -63,7 +63,7 @@ connections:
 /// Base64 of 32 bytes: a valid store key (and a secret that must not be logged).
 const STORE_KEY: &str = "c3RvcmUta2V5LW11c3QtbmV2ZXItYmUtbG9nZ2VkLiE=";
 /// The client secret the binary tests pass through the environment.
-const ENV_SECRET: &str = "env-s3cret-never-logged";
+pub(crate) const ENV_SECRET: &str = "env-s3cret-never-logged";
 /// The app's own credential, replaced by the proxy (and not logged either).
 const APP_SECRET: &str = "app-credential-never-logged";
 
@@ -160,7 +160,7 @@ async fn proxied_at(proxy: &str, path: &str) -> (u16, Value) {
 }
 
 /// Writes `yaml` to `dir/name` and returns the path.
-fn write(dir: &Path, name: &str, yaml: &str) -> std::path::PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, yaml: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, yaml).unwrap();
     path

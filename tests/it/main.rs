@@ -13,6 +13,7 @@ mod fast_path;
 mod fides;
 mod first_steps;
 mod forward;
+mod hidden_values;
 mod injection;
 mod intercept;
 mod intercept_cli;
