@@ -36,9 +36,12 @@ pub struct Connection {
     pub issuer: Option<String>,
     pub allow_private_network: bool,
     /// SHA-256 of the entry as written (after `${VAR}` expansion, secrets included) and of
-    /// its Fides file: equal fingerprints are the same connection (hot reload keeps it).
-    /// Never shown.
+    /// its Fides file: equal fingerprints are the same connection (hot reload keeps its
+    /// entry whole). Never shown.
     pub fingerprint: [u8; 32],
+    /// What its tokens were obtained under ([`super::identity`]): a reload that changes the
+    /// definition but not this keeps the tokens. Never shown.
+    pub grant_identity: [u8; 32],
 }
 
 impl std::fmt::Debug for Connection {
@@ -142,6 +145,7 @@ pub fn validate_all(
         }
         if let Some(mut c) = validate_one(raw, src, &prefix, base, admin, problems) {
             c.fingerprint = fingerprint;
+            c.grant_identity = super::identity::grant_identity(&c);
             out.push(Arc::new(c));
         }
     }
@@ -229,6 +233,7 @@ fn validate_one(
         issuer: raw.issuer,
         allow_private_network: raw.allow_private_network,
         fingerprint: [0; 32],
+        grant_identity: [0; 32],
     })
 }
 

@@ -7,6 +7,7 @@ mod connection;
 mod env;
 pub mod fides;
 mod hidden;
+mod identity;
 mod origin;
 mod position;
 mod raw;
