@@ -52,6 +52,9 @@ pub struct Options {
     /// the same requests down both paths and compare. Deliberately not a config option:
     /// only code that builds `Options` (tests) can set it.
     pub hyper_only: bool,
+    /// How long a removed connection's stored grant is kept (None: the documented
+    /// [`crate::reload::retired::REMOVED_GRANT_GRACE`]); tests shorten it.
+    pub removed_grant_grace: Option<std::time::Duration>,
 }
 
 /// A running sidecar.
@@ -147,6 +150,11 @@ pub async fn start(
         .proxy
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let unconfigured = stored
+        .keys()
+        .filter(|k| registry.get(k).is_none())
+        .cloned()
+        .collect();
     let reloader = Arc::new(Reloader::new(Parts {
         started: config,
         intercept: interceptor,
@@ -157,7 +165,12 @@ pub async fn start(
         backend: backend.clone(),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
+        unconfigured,
+        removed_grant_grace: options
+            .removed_grant_grace
+            .unwrap_or(crate::reload::retired::REMOVED_GRANT_GRACE),
     }));
+    tasks.spawn(Arc::clone(&reloader).expire_retired());
     let instruments = Arc::new(crate::instrument::Instruments::default());
     let admin = Arc::new(Admin {
         instruments: Arc::clone(&instruments),

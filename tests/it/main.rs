@@ -24,6 +24,7 @@ mod metrics;
 mod oidc;
 mod paths;
 mod reload;
+mod reload_grants;
 mod replicas;
 mod shared_store;
 mod status_page;
