@@ -122,6 +122,15 @@ pub fn load_with_env(
     })
 }
 
+/// A problem about the setting at `path` (`store.key`) of the config file `file`, placed at
+/// its line and column (or its nearest ancestor's) when the file can be read again.
+pub fn locate(file: &Path, path: &str, message: impl Into<String>) -> Problem {
+    match source::Source::read(file) {
+        Ok(source) => source.problem(path, message),
+        Err(_) => source::Source::from_text(file, String::new()).problem(path, message),
+    }
+}
+
 /// What only the settings and the connections together can show: no connection at all, a
 /// passthrough entry no CONNECT can ever use, and hosts forward mode cannot tell apart.
 fn cross_checks(

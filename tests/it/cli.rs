@@ -228,9 +228,49 @@ fn check_lists_every_problem_and_exits_64() {
         format!("{file}:3:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`"),
         format!("{file}:7:7: connections[0].secrets.client_secret: environment variable `TW_UNSET_VARIABLE` is not set"),
         format!("{file}:12:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_telepathy`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key"),
-        "4 problem(s); tokenwarden did not start.".to_owned(),
+        "4 problem(s); tokenwarden would not start.".to_owned(),
     ];
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");
+}
+
+/// What `run` would refuse beyond the file (a store key that is not one, a CA key file
+/// that is missing) is placed in the file like every other problem; `check` then never
+/// says the config is valid nor prints its summary.
+#[test]
+fn check_places_what_run_would_refuse_and_never_calls_it_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = binary_config(18080, 19090, upstream, upstream).replace(
+        "  listen: 127.0.0.1:18080\n",
+        "  listen: 127.0.0.1:18080\n  intercept:\n    ca_cert: ca.pem\n    ca_key: missing.key\n",
+    );
+    std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+    let config = write(dir.path(), "config.yaml", &yaml);
+    let out = binary()
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("TW_TEST_SECRET", ENV_SECRET)
+        .env("TW_STORE_KEY", "c2hvcnQ=")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_INVALID_CONFIG), "{stderr}");
+    assert_eq!(stdout, "", "no summary of a config run would refuse");
+    let file = config.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:5:5: proxy.intercept.ca_key: ")),
+        "{stderr}"
+    );
+    assert!(lines[0].contains("missing.key"), "{stderr}");
+    assert!(
+        lines[1].starts_with(&format!("{file}:9:3: store.key: token store key ")),
+        "{stderr}"
+    );
+    assert_eq!(lines[2], "2 problem(s); tokenwarden would not start.");
+    assert!(!stderr.contains("is valid") && !stderr.contains("did not start"));
 }
 
 #[tokio::test]

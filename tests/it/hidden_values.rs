@@ -85,7 +85,7 @@ fn check_never_quotes_a_value_from_the_environment_or_the_secrets() {
     let file = config.display();
     let mut expected: Vec<String> = EXPECTED.iter().map(|l| format!("{file}:{l}")).collect();
     expected.push(format!(
-        "{} problem(s); tokenwarden did not start.",
+        "{} problem(s); tokenwarden would not start.",
         EXPECTED.len()
     ));
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");
