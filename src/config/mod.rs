@@ -16,6 +16,7 @@ mod settings;
 mod source;
 mod store;
 mod strategy;
+mod suggest;
 mod upstream;
 
 pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2};

@@ -251,7 +251,7 @@ impl Source {
                 Segment::Unknown => {}
             }
         }
-        let message = strip_location(&e.inner().to_string());
+        let message = super::suggest::did_you_mean(&strip_location(&e.inner().to_string()));
         if self.hides(&path) {
             self.problem(&path, without_value(&message))
         } else {

@@ -41,12 +41,41 @@ const FIDES_OK: &str = r#"saas_config:
 
 const CASES: &[Case] = &[
     Case {
+        name: "a misspelled key in any section",
+        config: r#"proxy:
+  listn: 127.0.0.1:8080
+admin:
+  tokn: abc
+store:
+  ky: abc
+tls:
+  ca_fil: x.pem
+log:
+  levl: debug
+connections:
+  - key: api
+    saas_config: acme.yml
+    secrets: { client_id: a, client_secret: b }
+    pcke: true
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:2:3: proxy.listn: unknown field `listn`; did you mean `listen`?",
+            "config.yaml:4:3: admin.tokn: unknown field `tokn`; did you mean `token`?",
+            "config.yaml:6:3: store.ky: unknown field `ky`; did you mean `key`?",
+            "config.yaml:8:3: tls.ca_fil: unknown field `ca_fil`; did you mean `ca_file`?",
+            "config.yaml:10:3: log.levl: unknown field `levl`; did you mean `level`?",
+            "config.yaml:15:5: connections[0].pcke: unknown field `pcke`; did you mean `pkce`?",
+        ],
+    },
+    Case {
         name: "unknown top-level key",
         config: "proxy:\n  listen: 127.0.0.1:8080\nconnection:\n  - key: api\n",
         files: &[],
         env: &[],
         expected: &[
-            "config.yaml:3:1: connection: unknown field `connection`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
+            "config.yaml:3:1: connection: unknown field `connection`; did you mean `connections`?",
         ],
     },
     Case {
@@ -60,7 +89,7 @@ const CASES: &[Case] = &[
         files: &[("acme.yml", FIDES_OK)],
         env: &[],
         expected: &[
-            "config.yaml:4:5: connections[0].secret: unknown field `secret`, expected one of `key`, `saas_config`, `client_config`, `secrets`, `pkce`, `client_auth`, `issuer`, `allow_private_network`",
+            "config.yaml:4:5: connections[0].secret: unknown field `secret`; did you mean `secrets`?",
             // The rest of the connection is still checked: without `secrets`, nothing fills these.
             "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `api`: placeholder <client_id> is not resolved: add `client_id` to the connection's secrets",
             "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `api`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
