@@ -189,8 +189,12 @@ fn validate_one(
     let origin = fides.origin(src, &raw.key);
     let saas = &fides.saas;
     let mut params = params(&saas.connector_params, raw.secrets, src, prefix, problems);
-    let (strategy, grant) = strategy(&saas.client_config, &origin, problems)?;
-    if grant == Some(Grant::AuthorizationCode) {
+    let strategy = strategy(&saas.client_config, &origin, problems);
+    // (An unknown strategy may be a misspelled authorization code: checked as one.)
+    if strategy
+        .as_ref()
+        .is_none_or(|(_, grant)| *grant == Some(Grant::AuthorizationCode))
+    {
         default_redirect_uri(&mut params, admin);
     }
     let check = Checker {
@@ -199,6 +203,18 @@ fn validate_one(
         runtime: &[],
     };
     let host = check.compile("host", &saas.client_config.host, problems);
+    let client_auth = client_auth(raw.client_auth.as_deref(), &params, src, prefix, problems);
+    let Some((strategy, grant)) = strategy else {
+        // Without a strategy its configuration cannot be read, but its placeholders can
+        // still be checked, so that one pass shows every problem.
+        let configuration = saas.client_config.authentication.as_ref();
+        if let Some(conf) = configuration.and_then(|s| s.configuration.as_ref()) {
+            check
+                .allowing(super::runtime::ALL)
+                .compile_all(CONFIGURATION, conf, problems);
+        }
+        return None;
+    };
     let pkce_refused = raw.pkce.then(|| {
         src.problem(
             &format!("{prefix}.pkce"),
@@ -210,7 +226,6 @@ fn validate_one(
         host: host.as_ref(),
     };
     let auth = auth(&strategy, grant, &check, &root, pkce_refused, problems)?;
-    let client_auth = client_auth(raw.client_auth.as_deref(), &params, src, prefix, problems);
     let (Checked::Auth(auth), Some(host)) = (auth, host) else {
         return None;
     };
