@@ -16,8 +16,9 @@
 //! file restored meanwhile gets it back, then leaves the file store (a Redis store keeps
 //! it: other replicas may still serve it). Settings that need a new socket, thread or
 //! client — listen addresses, worker threads, connection limit, connect and header
-//! timeouts, the store, TLS roots, the admin (but `public_url`) and log sections — are
-//! reported as "restart required", not half-applied.
+//! timeouts, the store, TLS roots, the admin and log sections — are reported as "restart
+//! required", not half-applied (a new `admin.public_url` still gives the connections their
+//! new default `redirect_uri` at once: it is part of their definition).
 //!
 //! [`Connection::grant_identity`]: crate::config::Connection::grant_identity
 

@@ -30,15 +30,12 @@ pub(super) fn restart_required(running: &Config, next: &Config) -> Vec<&'static 
         ("admin.listen", running.admin.listen != next.admin.listen),
         (
             "admin",
-            // The rest of `admin`: not its listen address (reported above, not twice), nor
-            // its public_url, which applies at once (through the connections' default
-            // redirect_uri, its only use).
+            // The rest of `admin` (its listen address is reported above, not twice).
             format!("{:?}", running.admin)
                 != format!(
                     "{:?}",
                     crate::config::AdminSettings {
                         listen: running.admin.listen,
-                        public_url: running.admin.public_url.clone(),
                         ..next.admin.clone()
                     }
                 )
