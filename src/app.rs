@@ -52,6 +52,9 @@ pub struct Options {
     /// the same requests down both paths and compare. Deliberately not a config option:
     /// only code that builds `Options` (tests) can set it.
     pub hyper_only: bool,
+    /// How long a removed connection's stored grant is kept (None: the documented
+    /// [`crate::reload::retired::REMOVED_GRANT_GRACE`]); tests shorten it.
+    pub removed_grant_grace: Option<std::time::Duration>,
 }
 
 /// A running sidecar.
@@ -140,6 +143,11 @@ pub async fn start(
         .proxy
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let unconfigured = stored
+        .keys()
+        .filter(|k| registry.get(k).is_none())
+        .cloned()
+        .collect();
     let reloader = Arc::new(Reloader::new(Parts {
         started: config,
         intercept: interceptor,
@@ -149,7 +157,12 @@ pub async fn start(
         backend: backend.clone(),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
+        unconfigured,
+        removed_grant_grace: options
+            .removed_grant_grace
+            .unwrap_or(crate::reload::retired::REMOVED_GRANT_GRACE),
     }));
+    tasks.spawn(Arc::clone(&reloader).expire_retired());
     let instruments = Arc::new(crate::instrument::Instruments::default());
     let admin = Arc::new(Admin {
         names: crate::admin::OwnNames::new(admin_addr.ip(), admin_settings.public_url.as_deref()),
@@ -204,26 +217,43 @@ pub async fn start(
 }
 
 /// What `run` would refuse beyond the config file, found without writing anything or
-/// contacting Redis (`check`): the TLS roots, the store key, the Redis URL, and with the
-/// file store whether the key opens the existing file. Every such problem, one a line.
-pub fn preflight(config: &Config) -> Vec<String> {
+/// contacting Redis (`check`): the TLS roots, the CA files, the store key, the Redis URL,
+/// and with the file store whether the key opens the existing file. Every such problem,
+/// with the config path of the setting it is about (`store.key`), to place it in the file.
+pub fn preflight(config: &Config) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
     if let Err(e) = crate::tls::client_config(config.ca_file.as_deref()) {
-        problems.push(e.to_string());
+        problems.push(("tls.ca_file", e.to_string()));
     }
     if let Some(ca) = &config.proxy.intercept {
         if let Err(e) = crate::ca::Root::load(&ca.ca_cert, &ca.ca_key) {
-            problems.push(format!("proxy.intercept: {e}"));
+            let message = e.to_string();
+            let at = if message.contains(&ca.ca_key.display().to_string()) {
+                "proxy.intercept.ca_key"
+            } else {
+                "proxy.intercept.ca_cert"
+            };
+            problems.push((at, message));
         }
     }
-    let store = match (&config.store.redis, &config.store.key) {
-        (Some(redis), Some(key)) => crate::token::store::check_key(key)
-            .and_then(|()| crate::token::store::redis::check_url(redis)),
-        (Some(_), None) => Ok(()), // config validation already requires it
-        (None, key) => FileStore::verify(&config.store.path, key.as_ref()),
+    let (store, at) = match (&config.store.redis, &config.store.key) {
+        (Some(redis), Some(key)) => (
+            crate::token::store::check_key(key)
+                .and_then(|()| crate::token::store::redis::check_url(redis)),
+            "store.url",
+        ),
+        (Some(_), None) => (Ok(()), "store.key"), // config validation already requires it
+        (None, key) => (
+            FileStore::verify(&config.store.path, key.as_ref()),
+            "store.path",
+        ),
     };
     if let Err(e) = store {
-        problems.push(e.to_string());
+        let at = match e {
+            StoreError::BadKey { .. } | StoreError::WrongKey { .. } => "store.key",
+            _ => at,
+        };
+        problems.push((at, e.to_string()));
     }
     problems
 }

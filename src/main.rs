@@ -70,29 +70,27 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
+                // What `run` would refuse beyond the file, placed in it like the rest.
+                let problems: Vec<config::Problem> = tokenwarden::app::preflight(&c)
+                    .into_iter()
+                    .map(|(at, message)| config::locate(&c.file, at, message))
+                    .collect();
+                if !problems.is_empty() {
+                    let problems = config::Problems(problems, c.warnings);
+                    return invalid(&problems, "tokenwarden would not start");
+                }
                 print!("{}", tokenwarden::describe::summary(&c));
                 for w in &c.warnings {
                     eprintln!("warning: {w}");
                 }
-                let problems = tokenwarden::app::preflight(&c);
-                if problems.is_empty() {
-                    return ExitCode::SUCCESS;
-                }
-                for p in &problems {
-                    eprintln!("{p}");
-                }
-                eprintln!(
-                    "{} problem(s); tokenwarden would not start.",
-                    problems.len()
-                );
-                ExitCode::from(EXIT_INVALID_CONFIG)
+                ExitCode::SUCCESS
             }
-            Err(problems) => invalid(&problems),
+            Err(problems) => invalid(&problems, "tokenwarden would not start"),
         },
         Command::Run { config } => {
             let config = match config::load(&config) {
                 Ok(c) => c,
-                Err(problems) => return invalid(&problems),
+                Err(problems) => return invalid(&problems, "tokenwarden did not start"),
             };
             tokenwarden::telemetry::init(&config.log);
             for w in &config.warnings {
@@ -122,12 +120,10 @@ fn ca(command: CaCommand) -> ExitCode {
     report(result.map_err(anyhow::Error::from))
 }
 
-fn invalid(problems: &config::Problems) -> ExitCode {
+/// Prints every problem (and warning), then how many and `verdict`; exit 64.
+fn invalid(problems: &config::Problems, verdict: &str) -> ExitCode {
     eprint!("{problems}");
-    eprintln!(
-        "{} problem(s); tokenwarden did not start.",
-        problems.0.len()
-    );
+    eprintln!("{} problem(s); {verdict}.", problems.0.len());
     ExitCode::from(EXIT_INVALID_CONFIG)
 }
 

@@ -53,13 +53,19 @@ pub struct ProxyCounters {
 }
 
 impl Entry {
+    /// The entry of a connection without a token yet.
     pub fn new(conn: Arc<Connection>, index: usize) -> Entry {
         let state = match &conn.auth {
             Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => State::NeedsAuthorization,
             Auth::OAuth2(_) => State::Pending,
             _ => State::Static,
         };
-        let tokens = Arc::new(token::Cache::new(state));
+        Entry::with_tokens(conn, index, Arc::new(token::Cache::new(state)))
+    }
+
+    /// The entry of a connection that takes over `tokens` (a changed definition under
+    /// which they stay valid).
+    fn with_tokens(conn: Arc<Connection>, index: usize, tokens: Arc<token::Cache>) -> Entry {
         let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
             .expect("an Authority is a valid header value");
         Entry {
@@ -77,10 +83,14 @@ impl Entry {
 pub struct Changes {
     /// Same definition: the entry (tokens, refresher, counters) is kept.
     pub kept: Vec<String>,
-    /// A new definition under an existing key: a new entry that starts afresh (its token
-    /// was obtained under the old definition — perhaps another token endpoint or host —
-    /// so it is neither kept nor sent to the new one), with a new refresher.
+    /// A new definition under an existing key: a new entry (new counters, a new refresher).
+    /// It takes over the old entry's tokens when they stay valid under it (the same
+    /// [`Connection::grant_identity`]); otherwise it starts afresh and its key is in
+    /// `tokens_dropped`.
     pub changed: Vec<Arc<Entry>>,
+    /// The changed connections whose tokens were obtained under what changed (token
+    /// endpoint, client, upstream or scope): never sent under the new definition.
+    pub tokens_dropped: Vec<String>,
     pub added: Vec<Arc<Entry>>,
     pub removed: Vec<Arc<Entry>>,
 }
@@ -123,8 +133,9 @@ impl Registry {
     }
 
     /// The registry for a reloaded config: a connection with the same fingerprint keeps
-    /// its entry; one whose definition changed gets a new entry (a new position, a new
-    /// token cache); new keys get new entries; the rest are removed.
+    /// its entry; one whose definition changed gets a new entry (a new position; its token
+    /// cache kept when the grant identity is the same, else a new one); new keys get new
+    /// entries; the rest are removed.
     pub fn reloaded(&self, connections: &[Arc<Connection>]) -> (Registry, Changes) {
         let mut changes = Changes::default();
         let mut next_index = self.next_index;
@@ -135,8 +146,15 @@ impl Registry {
                     changes.kept.push(c.key.clone());
                     Arc::clone(old)
                 }
-                Some(_) => {
-                    let entry = Arc::new(Entry::new(Arc::clone(c), next_index));
+                Some(old) => {
+                    let conn = Arc::clone(c);
+                    let entry = if old.conn.grant_identity == c.grant_identity {
+                        Entry::with_tokens(conn, next_index, Arc::clone(&old.tokens))
+                    } else {
+                        changes.tokens_dropped.push(c.key.clone());
+                        Entry::new(conn, next_index)
+                    };
+                    let entry = Arc::new(entry);
                     changes.changed.push(Arc::clone(&entry));
                     next_index += 1;
                     entry

@@ -5,15 +5,25 @@
 //! what they started with.
 //!
 //! Per connection, by fingerprint ([`Registry::reloaded`]): unchanged ones keep their
-//! tokens, refresher and counters; a changed one (secrets, token requests, upstream,
-//! strategy) starts afresh — its old refresher is stopped and waited for, its old token
-//! leaves the file store and is never sent under the new definition (an authorization-code
-//! connection then needs a new authorization); new ones start (with a token the store
-//! holds for them); removed ones stop and leave the file store (a Redis store keeps them:
-//! other replicas may still serve them). Settings that need a
-//! new socket, thread or client — listen addresses, worker threads, connection limit,
-//! connect and header timeouts, the store, TLS roots, the admin and log sections — are
-//! reported as "restart required", not half-applied.
+//! tokens, refresher and counters. A changed one gets a new refresher (the old one is
+//! stopped and waited for) and keeps its tokens as long as what they were obtained under —
+//! token endpoint, client id and secret, upstream, scope ([`Connection::grant_identity`])
+//! — is the same: a comment, `pkce`, `expires_in` or `admin.public_url` changes nothing
+//! for them. When that changed, its old token leaves the file store and is never sent under
+//! the new definition (an authorization-code connection then needs a new authorization:
+//! `tokens_dropped` in the outcome). New ones start with a token the store holds for them.
+//! Removed ones stop; their stored grant stays for [`retired::REMOVED_GRANT_GRACE`], so a
+//! file restored meanwhile gets it back, then leaves the file store (a Redis store keeps
+//! it: other replicas may still serve it). Settings that need a new socket, thread or
+//! client — listen addresses, worker threads, connection limit, connect and header
+//! timeouts, the store, TLS roots, the admin and log sections — are reported as "restart
+//! required", not half-applied (a new `admin.public_url` still gives the connections their
+//! new default `redirect_uri` at once: it is part of their definition).
+//!
+//! [`Connection::grant_identity`]: crate::config::Connection::grant_identity
+
+mod restart;
+pub mod retired;
 
 use crate::config::{self, Auth, Config};
 use crate::oauth::TokenClient;
@@ -24,7 +34,7 @@ use crate::registry::{Entry, Registry};
 use crate::token::store::Backend;
 use crate::token::TokenSet;
 use arc_swap::ArcSwap;
-use secrecy::ExposeSecret;
+use retired::{Retired, Revived};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,10 +42,11 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use tokio_util::task::TaskTracker;
+
 /// Longest wait for a stopped refresher to finish its token request (the token client's
 /// own timeout is 30 s).
 const REFRESHER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(35);
-use tokio_util::task::TaskTracker;
 
 /// What the last reload did (`GET /api/v1/reload`). Never a secret: problems are the
 /// loader's positioned messages, which quote no secret value.
@@ -50,6 +61,9 @@ pub struct Outcome {
     pub restart_required: Vec<&'static str>,
     pub added: Vec<String>,
     pub changed: Vec<String>,
+    /// Changed connections whose tokens no longer apply (token endpoint, client, upstream
+    /// or scope changed): an authorization-code one needs a new authorization.
+    pub tokens_dropped: Vec<String>,
     pub removed: Vec<String>,
 }
 
@@ -70,6 +84,8 @@ pub struct Reloader {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     last: ArcSwap<Outcome>,
+    /// Removed connections whose stored grant is kept for a while.
+    retired: Retired,
 }
 
 /// The parts of a running sidecar a [`Reloader`] is made of.
@@ -83,10 +99,18 @@ pub struct Parts {
     pub backend: Backend,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
+    /// Keys the store holds a grant for but the config does not name: retired at start.
+    pub unconfigured: Vec<String>,
+    /// How long a removed connection's stored grant is kept.
+    pub removed_grant_grace: std::time::Duration,
 }
 
 impl Reloader {
     pub fn new(parts: Parts) -> Reloader {
+        let retired = Retired::new(parts.removed_grant_grace);
+        for key in &parts.unconfigured {
+            retired.retire(key, None);
+        }
         let proxy = proxy(
             Arc::clone(&parts.registry),
             &parts.started.proxy,
@@ -109,6 +133,25 @@ impl Reloader {
                 result: "none",
                 ..Outcome::default()
             }),
+            retired,
+        }
+    }
+
+    /// Deletes from the file store the grant of each retired connection whose grace has
+    /// passed and that is still not configured, until shutdown. Spawned once, at start.
+    pub async fn expire_retired(self: Arc<Self>) {
+        loop {
+            let due = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                due = self.retired.wait_due() => due,
+            };
+            let _no_reload_meanwhile = self.busy.lock().await;
+            let registry = self.registry.load();
+            for key in due.iter().filter(|k| registry.get(k).is_none()) {
+                if self.forget(key).await {
+                    tracing::info!(connection = %key, "the stored grant of a removed connection is deleted: its grace period has passed");
+                }
+            }
         }
     }
 
@@ -176,7 +219,7 @@ impl Reloader {
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
-        let restart_required = restart_required(&self.started, &config);
+        let restart_required = restart::restart_required(&self.started, &config);
         for setting in &restart_required {
             tracing::warn!(
                 setting,
@@ -184,7 +227,17 @@ impl Reloader {
             );
         }
         let (registry, changes) = self.registry.load().reloaded(&config.connections);
-        self.restore(&changes.added).await;
+        let mut foreign = Vec::new();
+        for entry in &changes.added {
+            if self
+                .retired
+                .revive(&entry.conn.key, entry.conn.grant_identity)
+                == Revived::Other
+            {
+                foreign.push(entry.conn.key.clone());
+            }
+        }
+        self.restore(&changes.added, &foreign).await;
         // Restart-required proxy settings keep their running values.
         let mut settings = config.proxy.clone();
         settings.connect_timeout = self.started.proxy.connect_timeout;
@@ -206,7 +259,14 @@ impl Reloader {
         self.proxy.store(Arc::new(proxy));
         for entry in changes.removed.iter().chain(&changes.changed) {
             self.stop_refresher(&entry.conn.key).await;
-            self.forget(&entry.conn.key).await;
+        }
+        for entry in &changes.removed {
+            let conn = &entry.conn;
+            self.retired.retire(&conn.key, Some(conn.grant_identity));
+        }
+        for key in changes.tokens_dropped.iter().chain(&foreign) {
+            tracing::warn!(connection = %key, "its token endpoint, client, upstream or scope changed: the token obtained before is dropped");
+            self.forget(key).await;
         }
         for entry in changes.changed.iter().chain(&changes.added) {
             self.start_refresher(entry);
@@ -219,6 +279,7 @@ impl Reloader {
             restart_required,
             added: names(&changes.added),
             changed: names(&changes.changed),
+            tokens_dropped: changes.tokens_dropped.clone(),
             removed: names(&changes.removed),
         };
         tracing::info!(added = ?outcome.added, changed = ?outcome.changed, removed = ?outcome.removed, kept = changes.kept.len(), "configuration reloaded");
@@ -231,9 +292,10 @@ impl Reloader {
         outcome
     }
 
-    /// Puts the tokens the store holds for newly added connections in their caches.
-    async fn restore(&self, added: &[Arc<Entry>]) {
-        for entry in added {
+    /// Puts the tokens the store holds for newly added connections in their caches, but
+    /// for those in `foreign` (whose stored grant was obtained under another definition).
+    async fn restore(&self, added: &[Arc<Entry>], foreign: &[String]) {
+        for entry in added.iter().filter(|e| !foreign.contains(&e.conn.key)) {
             let key = entry.conn.key.clone();
             let stored = match &self.backend {
                 Backend::Local(store) => {
@@ -259,15 +321,20 @@ impl Reloader {
         }
     }
 
-    /// A removed or changed connection's token leaves the file store (Redis keeps it for
-    /// other replicas).
-    async fn forget(&self, key: &str) {
-        if let Backend::Local(store) = &self.backend {
-            let (store, key) = (Arc::clone(store), key.to_owned());
-            let removed = tokio::task::spawn_blocking(move || store.remove(&key)).await;
-            if let Ok(Err(e)) = removed {
-                tracing::error!(error = %e, "could not remove a removed connection's token from the store");
+    /// A connection's token leaves the file store (Redis keeps it for other replicas);
+    /// whether it did.
+    async fn forget(&self, key: &str) -> bool {
+        let Backend::Local(store) = &self.backend else {
+            return false;
+        };
+        let (store, key) = (Arc::clone(store), key.to_owned());
+        match tokio::task::spawn_blocking(move || store.remove(&key)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not remove a connection's token from the store");
+                false
             }
+            Err(_) => false,
         }
     }
 }
@@ -284,74 +351,4 @@ fn proxy(
         Some(i) => proxy.with_intercept(Arc::clone(i)),
         None => proxy,
     }
-}
-
-/// The settings that differ between `running` and `next` but apply only after a restart.
-fn restart_required(running: &Config, next: &Config) -> Vec<&'static str> {
-    let (a, b) = (&running.proxy, &next.proxy);
-    let secret =
-        |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
-    let differs = [
-        ("proxy.listen", a.listen != b.listen),
-        (
-            "proxy.intercept",
-            format!("{:?}", a.intercept) != format!("{:?}", b.intercept),
-        ),
-        ("proxy.worker_threads", a.worker_threads != b.worker_threads),
-        (
-            "proxy.max_connections",
-            a.limits.max_connections != b.limits.max_connections,
-        ),
-        (
-            "proxy.max_buffered_head_bytes",
-            a.limits.max_buffered_head_bytes != b.limits.max_buffered_head_bytes,
-        ),
-        (
-            "proxy.connect_timeout",
-            a.connect_timeout != b.connect_timeout,
-        ),
-        (
-            "proxy.header_read_timeout",
-            a.header_read_timeout != b.header_read_timeout,
-        ),
-        ("admin.listen", running.admin.listen != next.admin.listen),
-        (
-            "admin",
-            // The rest of `admin` (its listen address is reported above, not twice).
-            format!("{:?}", running.admin)
-                != format!(
-                    "{:?}",
-                    crate::config::AdminSettings {
-                        listen: running.admin.listen,
-                        ..next.admin.clone()
-                    }
-                )
-                || secret(&running.admin.token) != secret(&next.admin.token),
-        ),
-        (
-            "store",
-            format!("{:?}", running.store) != format!("{:?}", next.store)
-                || secret(&running.store.key) != secret(&next.store.key)
-                || running
-                    .store
-                    .redis
-                    .as_ref()
-                    .map(|r| r.url.expose_secret().to_owned())
-                    != next
-                        .store
-                        .redis
-                        .as_ref()
-                        .map(|r| r.url.expose_secret().to_owned()),
-        ),
-        ("tls.ca_file", running.ca_file != next.ca_file),
-        (
-            "log",
-            format!("{:?}", running.log) != format!("{:?}", next.log),
-        ),
-    ];
-    differs
-        .into_iter()
-        .filter(|(_, d)| *d)
-        .map(|(name, _)| name)
-        .collect()
 }

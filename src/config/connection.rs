@@ -9,8 +9,8 @@ use super::request::{RequestTemplate, Root};
 use super::settings::AdminSettings;
 use super::source::{Problems, Source};
 use super::strategy::{oauth2_auth, static_auth, ApiKey, Checked, Checker};
-use crate::template::{Lookup, Params, Template};
-use http::uri::{Authority, Scheme};
+use super::upstream::{upstream, Upstream};
+use crate::template::Params;
 use http::HeaderValue;
 use serde_yaml_ng::Value;
 use std::collections::HashSet;
@@ -36,9 +36,12 @@ pub struct Connection {
     pub issuer: Option<String>,
     pub allow_private_network: bool,
     /// SHA-256 of the entry as written (after `${VAR}` expansion, secrets included) and of
-    /// its Fides file: equal fingerprints are the same connection (hot reload keeps it).
-    /// Never shown.
+    /// its Fides file: equal fingerprints are the same connection (hot reload keeps its
+    /// entry whole). Never shown.
     pub fingerprint: [u8; 32],
+    /// What its tokens were obtained under ([`super::identity`]): a reload that changes the
+    /// definition but not this keeps the tokens. Never shown.
+    pub grant_identity: [u8; 32],
 }
 
 impl std::fmt::Debug for Connection {
@@ -55,17 +58,6 @@ impl std::fmt::Debug for Connection {
             .field("allow_private_network", &self.allow_private_network)
             .finish_non_exhaustive()
     }
-}
-
-/// Where proxied requests go.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub scheme: Scheme,
-    /// `host[:port]` as written (placeholders filled); also the `Host` header.
-    pub authority: Authority,
-    /// Lower-case host name or IP literal, without brackets or trailing dot.
-    pub host: String,
-    pub port: u16,
 }
 
 /// How requests on a connection are authenticated.
@@ -129,10 +121,11 @@ pub fn validate_all(
     for (i, value) in values.into_iter().enumerate() {
         let prefix = format!("connections[{i}]");
         let fingerprint = fingerprint(&value, base, admin);
-        let Some(raw) = src.deserialize_all::<RawConnection>(value, &prefix, problems) else {
+        let Some(mut raw) = src.deserialize_all::<RawConnection>(value, &prefix, problems) else {
             continue;
         };
         let key_path = format!("{prefix}.key");
+        let shown = src.quote(&key_path, &raw.key);
         if raw.key.is_empty()
             || !raw
                 .key
@@ -141,17 +134,18 @@ pub fn validate_all(
         {
             problems.push(src.problem(
                 &key_path,
-                format!(
-                    "connection key `{}` must be letters, digits, `-`, `_` or `.`",
-                    raw.key
-                ),
+                format!("connection key {shown} must be letters, digits, `-`, `_` or `.`"),
             ));
+            if src.hides(&key_path) {
+                // The rest of its problems name the entry, not the hidden key.
+                raw.key = prefix.clone();
+            }
         } else if !seen.insert(raw.key.clone()) {
-            problems
-                .push(src.problem(&key_path, format!("duplicate connection key `{}`", raw.key)));
+            problems.push(src.problem(&key_path, format!("duplicate connection key {shown}")));
         }
         if let Some(mut c) = validate_one(raw, src, &prefix, base, admin, problems) {
             c.fingerprint = fingerprint;
+            c.grant_identity = super::identity::grant_identity(&c);
             out.push(Arc::new(c));
         }
     }
@@ -195,8 +189,12 @@ fn validate_one(
     let origin = fides.origin(src, &raw.key);
     let saas = &fides.saas;
     let mut params = params(&saas.connector_params, raw.secrets, src, prefix, problems);
-    let (strategy, grant) = strategy(&saas.client_config, &origin, problems)?;
-    if grant == Some(Grant::AuthorizationCode) {
+    let strategy = strategy(&saas.client_config, &origin, problems);
+    // (An unknown strategy may be a misspelled authorization code: checked as one.)
+    if strategy
+        .as_ref()
+        .is_none_or(|(_, grant)| *grant == Some(Grant::AuthorizationCode))
+    {
         default_redirect_uri(&mut params, admin);
     }
     let check = Checker {
@@ -205,6 +203,18 @@ fn validate_one(
         runtime: &[],
     };
     let host = check.compile("host", &saas.client_config.host, problems);
+    let client_auth = client_auth(raw.client_auth.as_deref(), &params, src, prefix, problems);
+    let Some((strategy, grant)) = strategy else {
+        // Without a strategy its configuration cannot be read, but its placeholders can
+        // still be checked, so that one pass shows every problem.
+        let configuration = saas.client_config.authentication.as_ref();
+        if let Some(conf) = configuration.and_then(|s| s.configuration.as_ref()) {
+            check
+                .allowing(super::runtime::ALL)
+                .compile_all(CONFIGURATION, conf, problems);
+        }
+        return None;
+    };
     let pkce_refused = raw.pkce.then(|| {
         src.problem(
             &format!("{prefix}.pkce"),
@@ -216,11 +226,17 @@ fn validate_one(
         host: host.as_ref(),
     };
     let auth = auth(&strategy, grant, &check, &root, pkce_refused, problems)?;
-    let client_auth = client_auth(raw.client_auth.as_deref(), &params, src, prefix, problems);
     let (Checked::Auth(auth), Some(host)) = (auth, host) else {
         return None;
     };
-    let upstream = upstream(&saas.client_config.protocol, &host, &check, problems)?;
+    let client_config = &saas.client_config;
+    let upstream = upstream(
+        &client_config.protocol,
+        &client_config.host,
+        &host,
+        &check,
+        problems,
+    )?;
     Some(Connection {
         key: raw.key,
         name: saas.name.clone(),
@@ -232,6 +248,7 @@ fn validate_one(
         issuer: raw.issuer,
         allow_private_network: raw.allow_private_network,
         fingerprint: [0; 32],
+        grant_identity: [0; 32],
     })
 }
 
@@ -317,9 +334,10 @@ fn strategy(
         "oauth2_authorization_code" => Some(Grant::AuthorizationCode),
         "bearer" | "basic" | "api_key" => None,
         other => {
+            let shown = origin.quote("authentication.strategy", other);
             problems.push(origin.problem(
                 "authentication.strategy",
-                format!("unknown strategy `{other}`; supported strategies: {supported}"),
+                format!("unknown strategy {shown}; supported strategies: {supported}"),
             ));
             return None;
         }
@@ -356,8 +374,9 @@ fn client_auth(
         Some("client_secret_basic") => ClientAuth::Basic,
         Some("client_secret_basic_unencoded") => ClientAuth::BasicUnencoded,
         Some(other) => {
+            let other = src.quote(&at, other);
             problems.push(src.problem(&at, format!(
-                "unknown value `{other}`: expected client_secret_basic or client_secret_basic_unencoded"
+                "unknown value {other}: expected client_secret_basic or client_secret_basic_unencoded"
             )));
             ClientAuth::AsConfigured
         }
@@ -372,48 +391,10 @@ fn client_auth(
     client_auth
 }
 
-/// The upstream from the client_config's protocol and its checked host, filled.
-fn upstream(
-    protocol: &str,
-    host: &Template,
-    check: &Checker<'_>,
-    problems: &mut Problems,
-) -> Option<Upstream> {
-    let host = host.fill(&Lookup::new(check.params)).ok()?;
-    parse_upstream(protocol, &host)
-        .map_err(|msg| problems.push(check.origin.problem("host", msg)))
-        .ok()
-}
-
 /// YAML drops trailing spaces of plain scalars; quoted defaults keep them — trim like Fides users expect.
 fn trim_string(v: serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::String(s) => serde_json::Value::String(s.trim().to_owned()),
         other => other,
     }
-}
-
-/// `protocol` + `host[:port]` → an upstream; the port defaults from the protocol.
-fn parse_upstream(protocol: &str, host: &str) -> Result<Upstream, String> {
-    let (scheme, default_port) = match protocol {
-        "https" => (Scheme::HTTPS, 443),
-        "http" => (Scheme::HTTP, 80),
-        other => return Err(format!("protocol `{other}` is not http or https")),
-    };
-    let authority: Authority = host
-        .parse()
-        .map_err(|_| format!("host `{host}` is not a valid host[:port]"))?;
-    if authority.as_str().contains('@') || host.contains('/') {
-        return Err(format!("host `{host}` must be a bare host[:port]"));
-    }
-    let name = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    Ok(Upstream {
-        scheme,
-        host: name.trim_end_matches('.').to_ascii_lowercase(),
-        port: authority.port_u16().unwrap_or(default_port),
-        authority,
-    })
 }

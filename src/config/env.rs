@@ -1,6 +1,7 @@
 //! `${VAR}` expansion in the string values of tokenwarden's own file. `$${` writes a
 //! literal `${`. Expansion happens after YAML parsing, so a variable's value can never
 //! change the structure of the file. Fides files are never expanded (they are used unchanged).
+//! The paths of the values a variable went into are recorded: problems never quote them.
 
 use super::position::{child_index, child_key};
 use serde_yaml_ng::Value;
@@ -12,40 +13,67 @@ pub struct Unset {
     pub variable: String,
 }
 
+/// What expanding a file found: the variables that are not set, and the paths of the
+/// values that a variable's value went into (never to be quoted in a problem).
+#[derive(Debug, Default)]
+pub struct Expansion {
+    pub unset: Vec<Unset>,
+    pub expanded: Vec<String>,
+}
+
 /// Expands every string in `value` in place, using `lookup` for variables.
 pub fn expand_tree(
     value: &mut Value,
     path: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-    unset: &mut Vec<Unset>,
+    found: &mut Expansion,
 ) {
     match value {
         Value::String(s) if s.contains('$') => match expand(s, lookup) {
-            Ok(expanded) => *s = expanded,
-            Err(missing) => unset.extend(missing.into_iter().map(|variable| Unset {
-                path: path.to_owned(),
-                variable,
-            })),
+            Ok(Expanded { text, substituted }) => {
+                if substituted {
+                    found.expanded.push(path.to_owned());
+                }
+                *s = text;
+            }
+            Err(missing) => found
+                .unset
+                .extend(missing.into_iter().map(|variable| Unset {
+                    path: path.to_owned(),
+                    variable,
+                })),
         },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_tree(item, &child_index(path, i), lookup, unset);
+                expand_tree(item, &child_index(path, i), lookup, found);
             }
         }
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
                 let key = k.as_str().unwrap_or("?");
-                expand_tree(v, &child_key(path, key), lookup, unset);
+                expand_tree(v, &child_key(path, key), lookup, found);
             }
         }
-        Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, lookup, unset),
+        Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, lookup, found),
         _ => {}
     }
 }
 
+/// A text with its variables expanded.
+#[derive(Debug, PartialEq)]
+pub struct Expanded {
+    pub text: String,
+    /// Whether a variable's value went into it (a literal `$${` alone does not count).
+    pub substituted: bool,
+}
+
 /// Expands `${NAME}` in `text`; returns the names that are unset.
-pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+pub fn expand(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Expanded, Vec<String>> {
     let mut out = String::with_capacity(text.len());
+    let mut substituted = false;
     let mut missing = Vec::new();
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -59,7 +87,10 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
                 Some(end) if is_var_name(&tail[..end]) => {
                     let name = &tail[..end];
                     match lookup(name) {
-                        Some(v) => out.push_str(&v),
+                        Some(v) => {
+                            out.push_str(&v);
+                            substituted = true;
+                        }
                         None => missing.push(name.to_owned()),
                     }
                     rest = &tail[end + 1..];
@@ -76,7 +107,10 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
     }
     out.push_str(rest);
     if missing.is_empty() {
-        Ok(out)
+        Ok(Expanded {
+            text: out,
+            substituted,
+        })
     } else {
         Err(missing)
     }
@@ -98,32 +132,33 @@ mod tests {
         }
     }
 
+    fn text(text: &str) -> Result<String, Vec<String>> {
+        expand(text, &env).map(|e| e.text)
+    }
+
     #[test]
     fn expands_and_reports_unset() {
-        assert_eq!(expand("x-${ID}-y", &env), Ok("x-abc-y".into()));
-        assert_eq!(expand("${EMPTY}", &env), Ok(String::new()));
-        assert_eq!(
-            expand("$${ID} $5 ${ not}", &env),
-            Ok("${ID} $5 ${ not}".into())
-        );
-        assert_eq!(
-            expand("${A}${ID}${B}", &env),
-            Err(vec!["A".into(), "B".into()])
-        );
+        assert_eq!(text("x-${ID}-y"), Ok("x-abc-y".into()));
+        assert_eq!(text("${EMPTY}"), Ok(String::new()));
+        assert_eq!(text("$${ID} $5 ${ not}"), Ok("${ID} $5 ${ not}".into()));
+        assert!(expand("${EMPTY}", &env).unwrap().substituted);
+        assert!(!expand("$${ID} $5", &env).unwrap().substituted);
+        assert_eq!(text("${A}${ID}${B}"), Err(vec!["A".into(), "B".into()]));
     }
 
     #[test]
     fn expands_nested_values_with_paths() {
         let mut v: Value = serde_yaml_ng::from_str("a:\n  - x: ${NOPE}\n  - ${ID}\n").unwrap();
-        let mut unset = Vec::new();
-        expand_tree(&mut v, "", &env, &mut unset);
+        let mut found = Expansion::default();
+        expand_tree(&mut v, "", &env, &mut found);
         assert_eq!(
-            unset,
+            found.unset,
             vec![Unset {
                 path: "a[0].x".into(),
                 variable: "NOPE".into()
             }]
         );
+        assert_eq!(found.expanded, ["a[1]"]);
         assert_eq!(v["a"][1].as_str(), Some("abc"));
     }
 }

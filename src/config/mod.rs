@@ -6,6 +6,8 @@
 mod connection;
 mod env;
 pub mod fides;
+mod hidden;
+mod identity;
 mod origin;
 mod position;
 mod raw;
@@ -14,8 +16,10 @@ mod settings;
 mod source;
 mod store;
 mod strategy;
+mod suggest;
+mod upstream;
 
-pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2, Upstream};
+pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2};
 pub use request::{
     fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
 };
@@ -25,6 +29,7 @@ pub use settings::{
 };
 pub use source::{Problem, Problems};
 pub use strategy::ApiKey;
+pub use upstream::Upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,10 +75,12 @@ pub fn load_with_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Problems> {
     let mut problems = Problems::default();
-    let source = source::Source::read(path).map_err(|p| Problems::from(vec![p]))?;
+    let mut source = source::Source::read(path).map_err(|p| Problems::from(vec![p]))?;
     let mut value = source.parse().map_err(|p| Problems::from(vec![p]))?;
-    let mut unset = Vec::new();
-    env::expand_tree(&mut value, "", env, &mut unset);
+    let mut expansion = env::Expansion::default();
+    env::expand_tree(&mut value, "", env, &mut expansion);
+    let env::Expansion { unset, expanded } = expansion;
+    source.hide_expanded(expanded);
     for u in &unset {
         problems.push(source.problem(
             &u.path,
@@ -116,6 +123,15 @@ pub fn load_with_env(
     })
 }
 
+/// A problem about the setting at `path` (`store.key`) of the config file `file`, placed at
+/// its line and column (or its nearest ancestor's) when the file can be read again.
+pub fn locate(file: &Path, path: &str, message: impl Into<String>) -> Problem {
+    match source::Source::read(file) {
+        Ok(source) => source.problem(path, message),
+        Err(_) => source::Source::from_text(file, String::new()).problem(path, message),
+    }
+}
+
 /// What only the settings and the connections together can show: no connection at all, a
 /// passthrough entry no CONNECT can ever use, and hosts forward mode cannot tell apart.
 fn cross_checks(
@@ -134,10 +150,12 @@ fn cross_checks(
         let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Some(c) = connections.iter().find(|c| c.upstream.host == host) {
+            let path = format!("proxy.connect_passthrough[{i}]");
             problems.push(src.problem(
-                &format!("proxy.connect_passthrough[{i}]"),
+                &path,
                 format!(
-                    "`{target}` can never be tunnelled: {host} is the host of connection `{}`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)",
+                    "{} can never be tunnelled: {host} is the host of connection `{}`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)",
+                    src.quote(&path, target),
                     c.key
                 ),
             ));

@@ -4,6 +4,7 @@
 
 use super::fides::{ClientConfig, SaasConfig, SaasConfigFile};
 use super::source::{Problem, Problems, Source};
+use super::suggest::closest;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 use std::path::Path;
@@ -26,6 +27,11 @@ impl Origin<'_> {
     pub(super) fn problem(&self, rel: &str, msg: impl std::fmt::Display) -> Problem {
         self.src
             .problem(&self.at(rel), format!("connection `{}`: {msg}", self.key))
+    }
+
+    /// [`Source::quote`] of the value at `rel`.
+    pub(super) fn quote(&self, rel: &str, text: &str) -> String {
+        self.src.quote(&self.at(rel), text)
     }
 
     pub(super) fn read<T: DeserializeOwned>(&self, value: Value, rel: &str) -> Result<T, Problem> {
@@ -187,51 +193,5 @@ impl FidesSource {
             path: &self.path,
             key,
         }
-    }
-}
-
-/// Most edits between a key and a known one for "did you mean".
-const MAX_SUGGESTION_EDITS: usize = 2;
-
-/// The known key closest to `key`, if within [`MAX_SUGGESTION_EDITS`] edits.
-fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (edits(key, k), *k))
-        .filter(|(d, _)| *d <= MAX_SUGGESTION_EDITS)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-/// Levenshtein distance (bytes; keys are ASCII).
-fn edits(a: &str, b: &str) -> usize {
-    let b = b.as_bytes();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.bytes().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions_are_close_keys_only() {
-        let known = ["expires_in", "token_request", "refresh_request"];
-        assert_eq!(closest("expire_in", &known), Some("expires_in"));
-        assert_eq!(closest("token_requests", &known), Some("token_request"));
-        assert_eq!(closest("scopes", &known), None);
-        assert_eq!(edits("", "abc"), 3);
-        assert_eq!(edits("kitten", "sitting"), 3);
     }
 }

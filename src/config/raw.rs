@@ -61,10 +61,10 @@ impl RawFile {
                 "connections" => section(&mut raw.connections, value, name, src, problems),
                 other => problems.push(src.problem(
                     other,
-                    format!(
+                    super::suggest::did_you_mean(&format!(
                         "unknown field `{other}`, expected one of {}",
                         TOP_LEVEL_KEYS.map(|k| format!("`{k}`")).join(", ")
-                    ),
+                    )),
                 )),
             }
         }

@@ -195,11 +195,9 @@ fn method(
     };
     let found = METHODS.iter().find(|known| known.as_str() == m).cloned();
     if found.is_none() {
-        problems.push(
-            check
-                .origin
-                .problem(&format!("{rel}.method"), format!("unknown method `{m}`")),
-        );
+        let at = format!("{rel}.method");
+        let shown = check.origin.quote(&at, &m);
+        problems.push(check.origin.problem(&at, format!("unknown method {shown}")));
     }
     found
 }
@@ -237,12 +235,11 @@ fn basic_auth(
         return Some(None);
     };
     if auth.strategy != "basic" {
+        let at = format!("{rel}.authentication.strategy");
+        let shown = check.origin.quote(&at, &auth.strategy);
         problems.push(check.origin.problem(
-            &format!("{rel}.authentication.strategy"),
-            format!(
-                "only `basic` authentication is supported on an OAuth2 request, not `{}`",
-                auth.strategy
-            ),
+            &at,
+            format!("only `basic` authentication is supported on an OAuth2 request, not {shown}"),
         ));
         return None;
     }

@@ -142,7 +142,10 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         text.parse().unwrap_or_else(|_| {
             problems.push(src.problem(
                 path,
-                format!("bad listen address `{text}`: expected IP:PORT, such as {default}"),
+                format!(
+                    "bad listen address {}: expected IP:PORT, such as {default}",
+                    src.quote(path, text)
+                ),
             ));
             default.parse().expect("default listen address")
         })
@@ -154,7 +157,10 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         Some(text) => parse_duration(text).unwrap_or_else(|| {
             problems.push(src.problem(
                 path,
-                format!("bad duration `{text}`: use a number with ms, s, m or h, such as 10s"),
+                format!(
+                    "bad duration {}: use a number with ms, s, m or h, such as 10s",
+                    src.quote(path, text)
+                ),
             ));
             default
         }),
@@ -213,8 +219,9 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
     ] {
         if let Some(url) = url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let url = src.quote(path, url);
                 problems
-                    .push(src.problem(path, format!("`{url}` is not an http:// or https:// URL")));
+                    .push(src.problem(path, format!("{url} is not an http:// or https:// URL")));
             }
         }
     }
@@ -242,10 +249,9 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             .and_then(|(_, p)| p.parse::<u16>().ok())
             .is_none()
         {
-            problems.push(src.problem(
-                &format!("proxy.connect_passthrough[{i}]"),
-                format!("`{target}` is not HOST:PORT"),
-            ));
+            let path = format!("proxy.connect_passthrough[{i}]");
+            let target = src.quote(&path, target);
+            problems.push(src.problem(&path, format!("{target} is not HOST:PORT")));
         }
     }
     if raw.proxy.max_connections == Some(0) {
@@ -281,9 +287,10 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         None | Some("refuse") => Unreadable::Refuse,
         Some("start_unauthorized") => Unreadable::StartUnauthorized,
         Some(other) => {
+            let other = src.quote("store.on_unreadable", other);
             problems.push(src.problem(
                 "store.on_unreadable",
-                format!("unknown value `{other}`: expected refuse or start_unauthorized"),
+                format!("unknown value {other}: expected refuse or start_unauthorized"),
             ));
             Unreadable::Refuse
         }
@@ -293,9 +300,10 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
+            let other = src.quote("log.format", other);
             problems.push(src.problem(
                 "log.format",
-                format!("unknown value `{other}`: expected text or json"),
+                format!("unknown value {other}: expected text or json"),
             ));
             LogFormat::Text
         }
@@ -303,10 +311,8 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
     let ca_file = raw.tls.ca_file.as_ref().map(|f| base.join(f));
     if let Some(ca) = &ca_file {
         if !ca.is_file() {
-            problems.push(src.problem(
-                "tls.ca_file",
-                format!("`{}` is not a readable file", ca.display()),
-            ));
+            let shown = src.quote("tls.ca_file", &ca.display().to_string());
+            problems.push(src.problem("tls.ca_file", format!("{shown} is not a readable file")));
         }
     }
     Settings {

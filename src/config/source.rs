@@ -1,6 +1,7 @@
 //! A config file being read (its text and node positions) and the problems found in it.
 
-use super::position::Positions;
+use super::hidden::{under_secrets, without_value, HIDDEN};
+use super::position::{child_key, Positions};
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 use std::fmt;
@@ -94,11 +95,14 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// A YAML file: its path, text and the position of each node.
+/// A YAML file: its path, text and the position of each node, and which values a problem
+/// must never quote.
 pub struct Source {
     pub file: PathBuf,
     text: String,
     positions: Positions,
+    /// Paths of the values a `${VAR}` went into.
+    expanded: Vec<String>,
 }
 
 impl Source {
@@ -118,6 +122,38 @@ impl Source {
             file: file.to_path_buf(),
             text,
             positions,
+            expanded: Vec::new(),
+        }
+    }
+
+    /// Records the paths of the values a `${VAR}` went into ([`super::env::Expansion`]).
+    pub fn hide_expanded(&mut self, paths: Vec<String>) {
+        self.expanded = paths;
+    }
+
+    /// Whether a problem at `path` must not quote its value: the value, or the value it
+    /// is part of, or one inside it, is under a connection's `secrets` or came from `${…}`.
+    pub fn hides(&self, path: &str) -> bool {
+        let related = |p: &str| {
+            let (short, long) = if p.len() <= path.len() {
+                (p, path)
+            } else {
+                (path, p)
+            };
+            long.strip_prefix(short).is_some_and(|rest| {
+                rest.is_empty() || short.is_empty() || rest.starts_with(['.', '['])
+            })
+        };
+        under_secrets(path) || self.expanded.iter().any(|p| related(p))
+    }
+
+    /// `text` in backquotes, for a message about the value at `path` — or `(value hidden)`
+    /// when [`Source::hides`] it.
+    pub fn quote(&self, path: &str, text: &str) -> String {
+        if self.hides(path) {
+            HIDDEN.to_owned()
+        } else {
+            format!("`{text}`")
         }
     }
 
@@ -177,25 +213,32 @@ impl Source {
         serde_path_to_error::deserialize(value).map_err(|e| self.serde_problem(&e, prefix))
     }
 
-    /// [`Source::deserialize`], but an unknown key does not hide the problems after it:
-    /// each unknown key is reported, removed, and the rest read again.
+    /// [`Source::deserialize`], but one wrong key does not hide the problems after it: an
+    /// unknown key, or a value of the wrong type (`pkce: yes please`), is reported, its key
+    /// removed (the field takes its default), and the rest read again. A required field
+    /// whose value was removed so ends the reading, without a second problem about it.
     pub fn deserialize_all<T: DeserializeOwned>(
         &self,
         mut value: Value,
         prefix: &str,
         problems: &mut Problems,
     ) -> Option<T> {
-        for _ in 0..MAX_UNKNOWN_KEYS {
+        let mut removed: Vec<String> = Vec::new();
+        for _ in 0..MAX_REMOVED_KEYS {
             let e = match serde_path_to_error::deserialize(value.clone()) {
                 Ok(t) => return Some(t),
                 Err(e) => e,
             };
-            problems.push(self.serde_problem(&e, prefix));
-            if !e.inner().to_string().starts_with("unknown field `")
-                || !remove(&mut value, e.path())
-            {
+            let message = e.inner().to_string();
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(field, _)| child_key(&path_text("", e.path().iter()), field));
+            if missing.is_some_and(|m| removed.contains(&m)) {
                 return None;
             }
+            problems.push(self.serde_problem(&e, prefix));
+            removed.push(remove(&mut value, e.path())?);
         }
         None
     }
@@ -205,47 +248,58 @@ impl Source {
         e: &serde_path_to_error::Error<serde_yaml_ng::Error>,
         prefix: &str,
     ) -> Problem {
-        let mut path = prefix.to_owned();
-        for segment in e.path().iter() {
-            use serde_path_to_error::Segment;
-            match segment {
-                Segment::Seq { index } => path = super::position::child_index(&path, *index),
-                Segment::Map { key } => path = super::position::child_key(&path, key),
-                Segment::Enum { variant } => path = super::position::child_key(&path, variant),
-                Segment::Unknown => {}
-            }
+        let path = path_text(prefix, e.path().iter());
+        let message = super::suggest::did_you_mean(&strip_location(&e.inner().to_string()));
+        if self.hides(&path) {
+            self.problem(&path, without_value(&message))
+        } else {
+            self.problem(&path, message)
         }
-        self.problem(&path, strip_location(&e.inner().to_string()))
     }
 }
 
-/// Most unknown keys reported in one value before giving up on it.
-const MAX_UNKNOWN_KEYS: usize = 32;
+/// Most wrong keys reported in one value before giving up on it.
+const MAX_REMOVED_KEYS: usize = 32;
 
-/// Removes the node at `path` from `value`; false when the path does not lead to a mapping key.
-fn remove(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+/// `segments` after `prefix`, as a path in [`Source::problem`]'s form (`a[2].b`).
+fn path_text<'a>(
+    prefix: &str,
+    segments: impl Iterator<Item = &'a serde_path_to_error::Segment>,
+) -> String {
+    use serde_path_to_error::Segment;
+    segments.fold(prefix.to_owned(), |path, segment| match segment {
+        Segment::Seq { index } => super::position::child_index(&path, *index),
+        Segment::Map { key } => child_key(&path, key),
+        Segment::Enum { variant } => child_key(&path, variant),
+        Segment::Unknown => path,
+    })
+}
+
+/// Removes from `value` the mapping key nearest to the node at `path` (the node's own key,
+/// or the key of the list it is in); the removed key's path, or None when there is none.
+fn remove(value: &mut Value, path: &serde_path_to_error::Path) -> Option<String> {
     use serde_path_to_error::Segment;
     let segments: Vec<&Segment> = path.iter().collect();
-    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
-        return false;
+    let last_key = segments
+        .iter()
+        .rposition(|s| matches!(s, Segment::Map { .. }))?;
+    let (Segment::Map { key }, parents) = (segments[last_key], &segments[..last_key]) else {
+        return None;
     };
     let mut node = value;
     for segment in parents {
         node = match (segment, node) {
-            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
-                Some(child) => child,
-                None => return false,
-            },
-            (Segment::Seq { index }, Value::Sequence(s)) => match s.get_mut(*index) {
-                Some(child) => child,
-                None => return false,
-            },
-            _ => return false,
+            (Segment::Map { key }, Value::Mapping(m)) => m.get_mut(key.as_str())?,
+            (Segment::Seq { index }, Value::Sequence(s)) => s.get_mut(*index)?,
+            _ => return None,
         };
     }
     match node {
-        Value::Mapping(m) => m.remove(key.as_str()).is_some(),
-        _ => false,
+        // (In place: the keys after it keep their order, so problems keep file order.)
+        Value::Mapping(m) => m
+            .shift_remove(key.as_str())
+            .map(|_| path_text("", segments[..=last_key].iter().copied())),
+        _ => None,
     }
 }
 
@@ -257,5 +311,62 @@ fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read only to be checked
+    struct Entry {
+        name: String,
+        #[serde(default)]
+        on: bool,
+        #[serde(default)]
+        n: u8,
+    }
+
+    #[test]
+    fn a_wrong_key_hides_none_after_it_and_a_removed_field_is_not_also_missing() {
+        let text = "name: [x]\non: maybe\nn: 300\nother: 1\n";
+        let src = Source::from_text(Path::new("c.yaml"), text.to_owned());
+        let mut problems = Problems::default();
+        let value = src.parse().unwrap();
+        assert!(src
+            .deserialize_all::<Entry>(value, "", &mut problems)
+            .is_none());
+        let lines: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "c.yaml:1:1: name: invalid type: sequence, expected a string",
+                "c.yaml:2:1: on: invalid type: string \"maybe\", expected a boolean",
+                "c.yaml:3:1: n: invalid value: integer `300`, expected u8",
+                "c.yaml:4:1: other: unknown field `other`, expected one of `name`, `on`, `n`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_from_a_variable_is_hidden_with_what_holds_it_and_what_it_holds() {
+        let mut src = Source::from_text(Path::new("c.yaml"), String::new());
+        src.hide_expanded(vec!["connections[0].client_config".into()]);
+        for path in [
+            "connections[0].client_config",
+            "connections[0].client_config.host",
+            "connections[0]",
+            "",
+            "connections[2].secrets.id",
+        ] {
+            assert!(src.hides(path), "{path}");
+            assert_eq!(src.quote(path, "v"), HIDDEN);
+        }
+        for path in ["connections[1]", "connections[0].client_configs", "proxy"] {
+            assert!(!src.hides(path), "{path}");
+            assert_eq!(src.quote(path, "v"), "`v`");
+        }
     }
 }

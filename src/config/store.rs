@@ -78,9 +78,10 @@ pub(super) fn redis_settings(
         }
         Some("redis") => {}
         Some(other) => {
+            let other = src.quote("store.backend", other);
             problems.push(src.problem(
                 "store.backend",
-                format!("unknown value `{other}`: expected file or redis"),
+                format!("unknown value {other}: expected file or redis"),
             ));
             return None;
         }

@@ -88,6 +88,29 @@ impl<'a> Checker<'a> {
         missing.is_empty().then_some(template)
     }
 
+    /// Checks the placeholders of every text in `value` (found at `rel`), each at its own
+    /// path: for a configuration that cannot be read as its strategy's.
+    pub(super) fn compile_all(&self, rel: &str, value: &Value, problems: &mut Problems) {
+        match value {
+            Value::String(text) => {
+                self.compile(rel, text, problems);
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.compile_all(&format!("{rel}[{i}]"), item, problems);
+                }
+            }
+            Value::Mapping(map) => {
+                for (key, item) in map {
+                    if let Some(key) = key.as_str() {
+                        self.compile_all(&format!("{rel}.{key}"), item, problems);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Fills a static credential; None (with a problem) when a placeholder is missing.
     pub(super) fn fill(&self, rel: &str, text: &str, problems: &mut Problems) -> Option<String> {
         self.compile(rel, text, problems)?
@@ -274,9 +297,9 @@ pub(super) fn static_auth(
                 let at = format!("{rel}.headers[{i}]");
                 let value = check.fill(&format!("{at}.value"), &h.value, problems)?;
                 let Ok(name) = HeaderName::try_from(h.name.as_str()) else {
-                    problems.push(
-                        origin.problem(&at, format!("`{}` is not a valid header name", h.name)),
-                    );
+                    let shown = origin.quote(&format!("{at}.name"), &h.name);
+                    problems
+                        .push(origin.problem(&at, format!("{shown} is not a valid header name")));
                     return None;
                 };
                 out.headers

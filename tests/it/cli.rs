@@ -8,15 +8,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// Exit status of `tokenwarden` for an invalid config.
-const EXIT_INVALID_CONFIG: i32 = 64;
+pub(crate) const EXIT_INVALID_CONFIG: i32 = 64;
 
-fn binary() -> std::process::Command {
+pub(crate) fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
 }
 
 /// `tokenwarden run --config {config}` with the binary tests' secrets in its environment,
 /// killed when dropped.
-fn run_binary(config: &Path) -> tokio::process::Command {
+pub(crate) fn run_binary(config: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
     cmd.arg("run")
         .arg("--config")
@@ -29,7 +29,7 @@ fn run_binary(config: &Path) -> tokio::process::Command {
 
 /// A config for the binary: one client-credentials connection whose secret comes from
 /// `${TW_TEST_SECRET}`, and the listeners on the given ports.
-fn binary_config(
+pub(crate) fn binary_config(
     proxy_port: u16,
     admin_port: u16,
     upstream: SocketAddr,
@@ -63,7 +63,7 @@ connections:
 /// Base64 of 32 bytes: a valid store key (and a secret that must not be logged).
 const STORE_KEY: &str = "c3RvcmUta2V5LW11c3QtbmV2ZXItYmUtbG9nZ2VkLiE=";
 /// The client secret the binary tests pass through the environment.
-const ENV_SECRET: &str = "env-s3cret-never-logged";
+pub(crate) const ENV_SECRET: &str = "env-s3cret-never-logged";
 /// The app's own credential, replaced by the proxy (and not logged either).
 const APP_SECRET: &str = "app-credential-never-logged";
 
@@ -160,7 +160,7 @@ async fn proxied_at(proxy: &str, path: &str) -> (u16, Value) {
 }
 
 /// Writes `yaml` to `dir/name` and returns the path.
-fn write(dir: &Path, name: &str, yaml: &str) -> std::path::PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, yaml: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, yaml).unwrap();
     path
@@ -228,9 +228,49 @@ fn check_lists_every_problem_and_exits_64() {
         format!("{file}:3:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`"),
         format!("{file}:7:7: connections[0].secrets.client_secret: environment variable `TW_UNSET_VARIABLE` is not set"),
         format!("{file}:12:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_telepathy`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key"),
-        "4 problem(s); tokenwarden did not start.".to_owned(),
+        "4 problem(s); tokenwarden would not start.".to_owned(),
     ];
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");
+}
+
+/// What `run` would refuse beyond the file (a store key that is not one, a CA key file
+/// that is missing) is placed in the file like every other problem; `check` then never
+/// says the config is valid nor prints its summary.
+#[test]
+fn check_places_what_run_would_refuse_and_never_calls_it_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = binary_config(18080, 19090, upstream, upstream).replace(
+        "  listen: 127.0.0.1:18080\n",
+        "  listen: 127.0.0.1:18080\n  intercept:\n    ca_cert: ca.pem\n    ca_key: missing.key\n",
+    );
+    std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+    let config = write(dir.path(), "config.yaml", &yaml);
+    let out = binary()
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("TW_TEST_SECRET", ENV_SECRET)
+        .env("TW_STORE_KEY", "c2hvcnQ=")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_INVALID_CONFIG), "{stderr}");
+    assert_eq!(stdout, "", "no summary of a config run would refuse");
+    let file = config.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:5:5: proxy.intercept.ca_key: ")),
+        "{stderr}"
+    );
+    assert!(lines[0].contains("missing.key"), "{stderr}");
+    assert!(
+        lines[1].starts_with(&format!("{file}:9:3: store.key: token store key ")),
+        "{stderr}"
+    );
+    assert_eq!(lines[2], "2 problem(s); tokenwarden would not start.");
+    assert!(!stderr.contains("is valid") && !stderr.contains("did not start"));
 }
 
 #[tokio::test]

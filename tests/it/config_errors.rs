@@ -41,12 +41,71 @@ const FIDES_OK: &str = r#"saas_config:
 
 const CASES: &[Case] = &[
     Case {
+        name: "a type error and an unknown strategy hide nothing",
+        config: r#"proxy:
+  max_connections: lots
+  listen: nowhere
+connections:
+  - key: api
+    pkce: yes please
+    secrets: { client_id: abc }
+    client_config:
+      protocol: https
+      host: api.example
+      authentication:
+        strategy: oauth2_client_credential
+        configuration:
+          token_request:
+            method: POST
+            path: /oauth/token
+            body: '{"client_id": "<client_id>", "client_secret": "<client_secret>", "code": "<code>"}'
+"#,
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:2:3: proxy.max_connections: invalid type: string \"lots\", expected usize",
+            "config.yaml:3:3: proxy.listen: bad listen address `nowhere`: expected IP:PORT, such as 127.0.0.1:8080",
+            "config.yaml:6:5: connections[0].pkce: invalid type: string \"yes please\", expected a boolean",
+            "config.yaml:12:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_client_credential`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key",
+            "config.yaml:17:13: connections[0].client_config.authentication.configuration.token_request.body: connection `api`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
+        ],
+    },
+    Case {
+        name: "a misspelled key in any section",
+        config: r#"proxy:
+  listn: 127.0.0.1:8080
+admin:
+  tokn: abc
+store:
+  ky: abc
+tls:
+  ca_fil: x.pem
+log:
+  levl: debug
+connections:
+  - key: api
+    saas_config: acme.yml
+    secrets: { client_id: a, client_secret: b }
+    pcke: true
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:2:3: proxy.listn: unknown field `listn`; did you mean `listen`?",
+            "config.yaml:4:3: admin.tokn: unknown field `tokn`; did you mean `token`?",
+            "config.yaml:6:3: store.ky: unknown field `ky`; did you mean `key`?",
+            "config.yaml:8:3: tls.ca_fil: unknown field `ca_fil`; did you mean `ca_file`?",
+            "config.yaml:10:3: log.levl: unknown field `levl`; did you mean `level`?",
+            "config.yaml:15:5: connections[0].pcke: unknown field `pcke`; did you mean `pkce`?",
+        ],
+    },
+    Case {
         name: "unknown top-level key",
         config: "proxy:\n  listen: 127.0.0.1:8080\nconnection:\n  - key: api\n",
         files: &[],
         env: &[],
         expected: &[
-            "config.yaml:3:1: connection: unknown field `connection`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
+            "config.yaml:3:1: connection: unknown field `connection`; did you mean `connections`?",
         ],
     },
     Case {
@@ -60,7 +119,7 @@ const CASES: &[Case] = &[
         files: &[("acme.yml", FIDES_OK)],
         env: &[],
         expected: &[
-            "config.yaml:4:5: connections[0].secret: unknown field `secret`, expected one of `key`, `saas_config`, `client_config`, `secrets`, `pkce`, `client_auth`, `issuer`, `allow_private_network`",
+            "config.yaml:4:5: connections[0].secret: unknown field `secret`; did you mean `secrets`?",
             // The rest of the connection is still checked: without `secrets`, nothing fills these.
             "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `api`: placeholder <client_id> is not resolved: add `client_id` to the connection's secrets",
             "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `api`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
@@ -308,6 +367,7 @@ connections:
             "config.yaml:6:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
             "config.yaml:11:7: connections[0].secrets.client_id: environment variable `ACME_ID` is not set",
             "config.yaml:12:5: connections[1].key: duplicate connection key `acme`",
+            "config.yaml:15:7: connections[1].client_config.host: connection `acme`: placeholder <tenant> is not resolved: add `tenant` to the connection's secrets",
             "config.yaml:16:25: connections[1].client_config.authentication.strategy: connection `acme`: unknown strategy `oauth2_magic`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key",
             "config.yaml:18:5: connections[2].saas_config: connection `other`: cannot read the Fides file `missing.yml`: No such file or directory (os error 2)",
             "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `acme`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",

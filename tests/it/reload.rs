@@ -1,6 +1,7 @@
 //! Config hot reload (`POST /api/v1/reload`, and SIGHUP on the real binary): connections
 //! added, removed and changed while kept ones keep their tokens, an invalid file changing
 //! nothing, settings that need a restart reported, and requests in flight across reloads.
+//! What a reload does to a grant: reload_grants.rs.
 
 use crate::support::process::SidecarProcess;
 use crate::support::*;
@@ -78,6 +79,11 @@ async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_to
         serde_json::json!(["changed", "flipped"])
     );
     assert_eq!(outcome["removed"], serde_json::json!(["removed"]));
+    // Both changed what their tokens were obtained under (upstream, strategy).
+    assert_eq!(
+        outcome["tokens_dropped"],
+        serde_json::json!(["changed", "flipped"])
+    );
     assert_eq!(outcome["restart_required"], serde_json::json!([]));
 
     // Kept: same token, no new token request.
@@ -133,7 +139,8 @@ async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_to
         flipped_before,
         "flipped connection still refreshed"
     );
-    // And the removed connection left the store.
+    // The removed connection's token stays in the store for the grace period (a restored
+    // file gets it back: reload_grants.rs).
     let dir = sc.stop().await;
     let store = tokenwarden::token::store::FileStore::open(
         &dir.path().join("tokens.bin"),
@@ -142,7 +149,7 @@ async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_to
     .unwrap();
     use tokenwarden::token::store::TokenStore as _;
     let stored = store.load_all().unwrap();
-    assert!(!stored.contains_key("removed"), "{:?}", stored.keys());
+    assert!(stored.contains_key("removed"), "{:?}", stored.keys());
     assert!(stored.contains_key("kept") && stored.contains_key("changed"));
 }
 
