@@ -5,6 +5,7 @@
 use super::fides::{self, ClientConfig, SUPPORTED_STRATEGIES};
 use super::origin::{FidesSource, Named, Origin};
 use super::raw::RawConnection;
+use super::rejected::RejectedStatuses;
 use super::request::{RequestTemplate, Root};
 use super::settings::AdminSettings;
 use super::source::{Problems, Source};
@@ -35,6 +36,8 @@ pub struct Connection {
     /// Expected `iss` on the callback (RFC 9207).
     pub issuer: Option<String>,
     pub allow_private_network: bool,
+    /// Upstream statuses that mean the injected token was rejected (refresh, replay).
+    pub token_rejected: RejectedStatuses,
     /// SHA-256 of the entry as written (after `${VAR}` expansion, secrets included) and of
     /// its Fides file: equal fingerprints are the same connection (hot reload keeps its
     /// entry whole). Never shown.
@@ -56,6 +59,7 @@ impl std::fmt::Debug for Connection {
             .field("client_auth", &self.client_auth)
             .field("issuer", &self.issuer)
             .field("allow_private_network", &self.allow_private_network)
+            .field("token_rejected", &self.token_rejected)
             .finish_non_exhaustive()
     }
 }
@@ -226,6 +230,12 @@ fn validate_one(
         host: host.as_ref(),
     };
     let auth = auth(&strategy, grant, &check, &root, pkce_refused, problems)?;
+    let token_rejected = RejectedStatuses::from_config(
+        raw.token_rejected_statuses.as_deref(),
+        src,
+        prefix,
+        problems,
+    );
     let (Checked::Auth(auth), Some(host)) = (auth, host) else {
         return None;
     };
@@ -247,6 +257,7 @@ fn validate_one(
         client_auth,
         issuer: raw.issuer,
         allow_private_network: raw.allow_private_network,
+        token_rejected,
         fingerprint: [0; 32],
         grant_identity: [0; 32],
     })

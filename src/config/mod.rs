@@ -11,6 +11,7 @@ mod identity;
 mod origin;
 mod position;
 mod raw;
+mod rejected;
 mod request;
 mod settings;
 mod source;
@@ -20,6 +21,7 @@ mod suggest;
 mod upstream;
 
 pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2};
+pub use rejected::RejectedStatuses;
 pub use request::{
     fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
 };

@@ -228,4 +228,7 @@ pub struct RawConnection {
     pub issuer: Option<String>,
     #[serde(default)]
     pub allow_private_network: bool,
+    /// Upstream statuses that mean the token was rejected (default `[401]`).
+    #[serde(default)]
+    pub token_rejected_statuses: Option<Vec<u16>>,
 }

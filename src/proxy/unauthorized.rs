@@ -1,4 +1,5 @@
-//! An upstream's 401 to a request that carried a token tokenwarden still considered valid
+//! An upstream's 401 (or another status the connection names in `token_rejected_statuses`)
+//! to a request that carried a token tokenwarden still considered valid
 //! (revoked early, the provider's clock ahead of ours): the one decision both request
 //! paths take ([`Proxy::unauthorized`]), so they behave the same.
 //!
@@ -17,8 +18,10 @@
 //!   request that is not replayable still waits for the refresh, so the app's next
 //!   request carries the new token. A replay is never replayed again.
 //!
-//! Only 401 does this: 403, 429 and 5xx always pass through. Each 401 that carried a token
-//! is counted once, by outcome, in `tokenwarden_unauthorized_refreshes_total`.
+//! Only a status in the connection's `token_rejected_statuses` does this — 401 unless the
+//! connection names others (403, for APIs that answer a revoked token with it); every other
+//! status passes through. Each such answer to a token is counted once, by outcome, in
+//! `tokenwarden_unauthorized_refreshes_total`.
 
 use super::Proxy;
 use crate::config::{Auth, Grant};
@@ -34,9 +37,6 @@ pub const MAX_REPLAY_BODY: usize = super::fast::request::MAX_BUFFERED_BODY;
 
 /// How long a rejected request waits for the refreshed token before its 401 goes back.
 pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
-
-/// The status that starts a recovery.
-pub const UNAUTHORIZED: u16 = 401;
 
 /// What became of one 401 that carried a token (the metric's `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,13 @@ impl Proxy {
     /// if it is still current (module doc) and says whether to send the request again:
     /// only when `replayable` (idempotent, body at hand, nothing relayed to the app yet)
     /// and the token changed. Counts the outcome.
-    pub async fn unauthorized(&self, entry: &Entry, serial: u64, replayable: bool) -> bool {
+    pub async fn unauthorized(
+        &self,
+        entry: &Entry,
+        status: u16,
+        serial: u64,
+        replayable: bool,
+    ) -> bool {
         let interval = self.unauthorized_refresh_interval;
         let Auth::OAuth2(oauth) = &entry.conn.auth else {
             return false;
@@ -139,13 +145,13 @@ impl Proxy {
         // outcomes (as many as there are rejected requests) only at debug level.
         match outcome {
             Outcome::Refreshed => {
-                tracing::info!(connection = %key, replay, "the upstream rejected a current token (401): refreshed it")
+                tracing::info!(connection = %key, status, replay, "the upstream rejected a current token: refreshed it")
             }
             Outcome::Failed => {
-                tracing::warn!(connection = %key, "the upstream rejected a current token (401), and no new token came; the 401 goes back")
+                tracing::warn!(connection = %key, status, "the upstream rejected a current token, and no new token came; its answer goes back")
             }
             _ => {
-                tracing::debug!(connection = %key, outcome = outcome.as_str(), replay, "the upstream rejected a token (401)")
+                tracing::debug!(connection = %key, status, outcome = outcome.as_str(), replay, "the upstream rejected a token")
             }
         }
         replay

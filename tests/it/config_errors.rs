@@ -126,6 +126,20 @@ connections:
         ],
     },
     Case {
+        name: "a token_rejected_statuses entry that is not 4xx",
+        config: r#"connections:
+  - key: api
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: xyz }
+    token_rejected_statuses: [401, 500]
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:5:36: connections[0].token_rejected_statuses[1]: `500` is not a 4xx status (a rejected token is answered 401, or 403 by some APIs)",
+        ],
+    },
+    Case {
         name: "unset environment variable",
         config: r#"connections:
   - key: api

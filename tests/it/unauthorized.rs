@@ -29,6 +29,8 @@ struct Rules {
     revoked: HashSet<String>,
     /// Every token is answered with 401.
     reject_all: bool,
+    /// The status a rejected token gets instead of 401 (as some APIs answer 403).
+    rejects_with: Option<u16>,
     seen: Vec<Seen>,
 }
 
@@ -68,7 +70,9 @@ impl Api {
                         "/forbidden" => 403,
                         "/busy" => 429,
                         "/broken" => 500,
-                        _ if rules.reject_all || rules.revoked.contains(token) => 401,
+                        _ if rules.reject_all || rules.revoked.contains(token) => {
+                            rules.rejects_with.unwrap_or(401)
+                        }
                         _ => 200,
                     };
                     rules.seen.push(Seen {
@@ -107,6 +111,10 @@ impl Api {
 
     fn revoke(&self, token: &str) {
         self.rules.lock().unwrap().revoked.insert(token.into());
+    }
+
+    fn rejects_with(&self, status: u16) {
+        self.rules.lock().unwrap().rejects_with = Some(status);
     }
 
     fn reject_all(&self) {
@@ -329,6 +337,44 @@ async fn only_401_refreshes_403_429_and_5xx_pass_through() {
             assert_eq!(unauthorized(&sc, outcome).await, 0, "{outcome}");
         }
         sc.stop().await;
+    }
+}
+
+/// An API that answers a revoked token with 403 (Django OAuth Toolkit's stock views, some
+/// SaaS APIs): a connection that names 403 in `token_rejected_statuses` gets the same one
+/// refresh and replay for it; without it the 403 passes through untouched.
+#[tokio::test]
+async fn a_connection_may_name_403_as_a_rejected_token() {
+    for hyper_only in BOTH_PATHS {
+        for (statuses, recovers) in [("[401, 403]", true), ("[401]", false)] {
+            let api = Api::start().await;
+            api.rejects_with(403);
+            let tokens = TokenServer::start(Reply::token(3600, false)).await;
+            let conn = cc_conn("api", api.addr, tokens.addr)
+                .field(&format!("token_rejected_statuses: {statuses}"));
+            let yaml = format!("proxy:\n  listen: 127.0.0.1:0\n{}", connections(&[conn]));
+            let options = tokenwarden::app::Options {
+                hyper_only,
+                ..Default::default()
+            };
+            let sc = Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options).await;
+            let what = format!("hyper_only {hyper_only}, {statuses}");
+            let (status, _) = send(&sc, "GET", "/api/items", "").await;
+            assert_eq!(status, 200, "{what}");
+            api.revoke("tok-1");
+            let (status, body) = send(&sc, "GET", "/api/items", "").await;
+            if recovers {
+                assert_eq!(status, 200, "{what}: replayed, {body}");
+                assert_eq!(body["authorization"], "Bearer tok-2", "{what}");
+                assert_eq!(tokens.count(), 2, "{what}: one refresh");
+                assert_eq!(unauthorized(&sc, "refreshed").await, 1, "{what}");
+            } else {
+                assert_eq!(status, 403, "{what}: the upstream's own answer, {body}");
+                assert_eq!(tokens.count(), 1, "{what}: no refresh");
+                assert_eq!(api.seen().len(), 2, "{what}: no replay");
+            }
+            sc.stop().await;
+        }
     }
 }
 

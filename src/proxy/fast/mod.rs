@@ -30,7 +30,7 @@ use super::error::{write_error, ProxyError};
 use super::full::pool::Pool;
 use super::heads::{HeadBudget, HeadCharge};
 use super::limits::Budget;
-use super::{unauthorized, Proxy};
+use super::Proxy;
 use arc_swap::ArcSwap;
 use deadline::Timers;
 use io::{write_all2, AppIo, Buf};
@@ -237,8 +237,9 @@ impl Worker {
             // request (still whole at the start of the buffer) with the new token. (Boxed:
             // the cold path would otherwise bloat every request's future.)
             if replayed
-                || response.status != unauthorized::UNAUTHORIZED
-                || !Box::pin(proxy.unauthorized(state, req.token, req.idempotent)).await
+                || !conn.token_rejected.contains(response.status)
+                || !Box::pin(proxy.unauthorized(state, response.status, req.token, req.idempotent))
+                    .await
             {
                 break (link, response);
             }

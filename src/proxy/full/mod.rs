@@ -137,8 +137,11 @@ impl Proxy {
     ) -> Result<(&Arc<crate::registry::Entry>, Response<PooledBody>), ProxyError> {
         let (req, kept) = self.keep_for_replay(req, replayable).await?;
         let (entry, token, response) = self.send_upstream(pool, req, tunnel, now).await?;
-        if response.status().as_u16() == unauthorized::UNAUTHORIZED
-            && self.unauthorized(entry, token, kept.is_some()).await
+        let status = response.status().as_u16();
+        if entry.conn.token_rejected.contains(status)
+            && self
+                .unauthorized(entry, status, token, kept.is_some())
+                .await
         {
             if let Some(kept) = kept {
                 // The 401's body is dropped unread: hyper then closes that connection.
