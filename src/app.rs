@@ -133,6 +133,9 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     let admin_settings = config.admin.clone();
+    let watch = admin_settings
+        .watch_config
+        .map(|every| (config.file.clone(), every));
     if let Some(interceptor) = &interceptor {
         let renew =
             Arc::clone(interceptor).renew_every(crate::ca::mint::RENEW_EVERY, shutdown.clone());
@@ -203,6 +206,14 @@ pub async fn start(
         shutdown.clone(),
         move |req, peer| Arc::clone(&admin).handle(req, peer),
     ));
+    if let Some((file, every)) = watch {
+        tasks.spawn(crate::watch::run(
+            Arc::clone(&reloader),
+            file,
+            every,
+            shutdown.clone(),
+        ));
+    }
     tasks.close();
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections = registry.connections.len(), "tokenwarden is listening");
     let task = tokio::spawn(async move { tasks.wait().await });

@@ -5,7 +5,8 @@
 //!
 //! Content, not timestamps: a ConfigMap volume swaps a symlink (`..data`) and keeps old
 //! modification times, and a `touch` changes nothing. A reload that finds the new content
-//! invalid changes nothing and is not retried until the files change again.
+//! invalid changes nothing and is not retried until the files change again; after a reload
+//! by `SIGHUP` or the admin API, the text it read is not reloaded a second time.
 
 use crate::reload::Reloader;
 use serde_yaml_ng::Value;
@@ -74,17 +75,23 @@ pub async fn run(
     };
     let mut applied = read(config_file.clone()).await;
     let mut seen = applied;
+    let mut last_reload = reloader.last();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         let now = read(config_file.clone()).await;
-        if now != applied && now == seen {
+        if !Arc::ptr_eq(&last_reload, &reloader.last()) {
+            // A SIGHUP or `POST /api/v1/reload` read the files meanwhile: no second reload
+            // of the same text.
+            applied = now;
+        } else if now != applied && now == seen {
             tracing::info!(file = %config_file.display(), "the config file changed: reloading");
             reloader.reload().await;
             applied = now;
         }
+        last_reload = reloader.last();
         seen = now;
     }
 }

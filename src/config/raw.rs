@@ -166,6 +166,8 @@ pub struct RawAdmin {
     /// Addresses or CIDR ranges of reverse proxies whose forwarding headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub watch_config: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -47,6 +47,9 @@ pub const DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL: Duration = Duration::from_secs(
 pub const DEFAULT_VIA_PSEUDONYM: &str = "tokenwarden";
 /// Default lifetime of an authorization `state`.
 pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(600);
+/// Default interval of the config file watch (`admin.watch_config`): a change applies
+/// within two of these (two reads must agree).
+pub const DEFAULT_WATCH_CONFIG: Duration = Duration::from_secs(5);
 /// Default bound on authorization states waiting for their callback.
 pub const DEFAULT_MAX_PENDING_STATES: usize = 1024;
 #[derive(Debug, Clone)]
@@ -113,6 +116,9 @@ pub struct AdminSettings {
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` / `X-Real-IP` name the
     /// client (see `admin::forwarded`); empty: a forwarded request is never a loopback caller.
     pub trusted_proxies: Vec<IpNet>,
+    /// How often the config file and its Fides files are read for a change to reload
+    /// (`crate::watch`); None: never (`0`).
+    pub watch_config: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +212,11 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
         DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL,
     );
     let state_ttl = duration("admin.state_ttl", &raw.admin.state_ttl, DEFAULT_STATE_TTL);
+    let watch_config = duration(
+        "admin.watch_config",
+        &raw.admin.watch_config,
+        DEFAULT_WATCH_CONFIG,
+    );
     let lease_ttl = duration("store.lease_ttl", &raw.store.lease_ttl, DEFAULT_LEASE_TTL);
     let poll_interval = duration(
         "store.poll_interval",
@@ -372,6 +383,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             instance: raw.admin.instance.clone().filter(|i| !i.is_empty()),
             success_url: raw.admin.success_url.clone(),
             trusted_proxies,
+            watch_config: Some(watch_config).filter(|d| !d.is_zero()),
         },
         store: StoreSettings {
             path: base.join(raw.store.path.as_deref().unwrap_or(DEFAULT_STORE_PATH)),

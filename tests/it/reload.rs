@@ -300,3 +300,56 @@ async fn sighup_reloads_the_running_binary() {
     let (status, _) = get_json(&format!("http://{}/healthz", p.admin)).await;
     assert_eq!(status, 200, "still serving after SIGHUP");
 }
+
+/// `admin.watch_config`: an edited config file applies without a signal (as a Kubernetes
+/// ConfigMap update must), once two reads agree; a broken save changes nothing and is tried
+/// once, not at every read; the file fixed applies again.
+#[tokio::test]
+async fn an_edited_config_file_is_reloaded_without_a_signal() {
+    let (logs, _capture) = crate::support::logs::Logs::capture();
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let config = |conns: &[Conn]| {
+        format!(
+            "admin:\n  watch_config: 100ms\n{STORE}{}",
+            connections(conns)
+        )
+    };
+    let first = cc_conn("first", echo.addr, tokens.addr);
+    let sc = Sidecar::start(&config(&[first.clone()])).await;
+    sc.wait_state("first", "ready").await;
+
+    let second = cc_conn("second", echo.addr, tokens.addr);
+    std::fs::write(sc.config_path(), config(&[first.clone(), second])).unwrap();
+    sc.wait_state("second", "ready").await;
+    let (_, outcome) = get_json(&sc.admin_url("/api/v1/reload")).await;
+    assert_eq!(outcome["result"], "applied", "{outcome}");
+    assert_eq!(outcome["added"], serde_json::json!(["second"]));
+
+    std::fs::write(sc.config_path(), "connections: [ half").unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, outcome) = get_json(&sc.admin_url("/api/v1/reload")).await;
+        if outcome["result"] == "invalid" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{outcome}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Ten more reads of the same broken text: no second attempt, and nothing changed.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let changed = "the config file changed: reloading";
+    assert_eq!(logs.text().matches(changed).count(), 2, "{}", logs.text());
+    assert_eq!(injected(&sc, "second").await.0, 200);
+
+    std::fs::write(sc.config_path(), config(&[first])).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while injected(&sc, "second").await.0 != 404 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(logs.text().matches(changed).count(), 3);
+}
