@@ -191,6 +191,7 @@ impl Registry {
     /// written, so 80). A connection matches the port it is configured on, and a request
     /// without a port (or with the `http://` default, 80) also matches a connection on its
     /// protocol's default port: `http://api.example.com/` reaches `https://api.example.com`.
+    /// A `reverse_only` connection is never the answer.
     pub fn by_authority(&self, host: &str, port: Option<u16>) -> Option<&Arc<Entry>> {
         let host = host.trim_end_matches('.');
         let found = match self.by_host.get(host) {
@@ -200,19 +201,21 @@ impl Registry {
         let implicit = matches!(port, None | Some(HTTP_DEFAULT_PORT));
         found.iter().map(|&i| &self.connections[i]).find(|c| {
             let upstream = &c.conn.upstream;
-            port == Some(upstream.port) || (implicit && upstream.port == default_port(upstream))
+            !c.conn.reverse_only
+                && (port == Some(upstream.port)
+                    || (implicit && upstream.port == default_port(upstream)))
         })
     }
 
     /// `CONNECT host:port`: the connection whose upstream is `host` on exactly `port`
-    /// (case-insensitive, trailing dot ignored).
+    /// (case-insensitive, trailing dot ignored); never a `reverse_only` one.
     pub fn by_tunnel(&self, host: &str, port: u16) -> Option<&Arc<Entry>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let found = self.by_host.get(&host)?;
         found
             .iter()
             .map(|&i| &self.connections[i])
-            .find(|c| c.conn.upstream.port == port)
+            .find(|c| c.conn.upstream.port == port && !c.conn.reverse_only)
     }
 
     /// The ports the connections on `host` are configured on.

@@ -36,6 +36,9 @@ pub struct Connection {
     /// Expected `iss` on the callback (RFC 9207).
     pub issuer: Option<String>,
     pub allow_private_network: bool,
+    /// Reached by its key in reverse mode only: forward mode and interception never route
+    /// its host to it (another connection may own that host there).
+    pub reverse_only: bool,
     /// Upstream statuses that mean the injected token was rejected (refresh, replay).
     pub token_rejected: RejectedStatuses,
     /// SHA-256 of the entry as written (after `${VAR}` expansion, secrets included) and of
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Connection {
             .field("client_auth", &self.client_auth)
             .field("issuer", &self.issuer)
             .field("allow_private_network", &self.allow_private_network)
+            .field("reverse_only", &self.reverse_only)
             .field("token_rejected", &self.token_rejected)
             .finish_non_exhaustive()
     }
@@ -257,6 +261,7 @@ fn validate_one(
         client_auth,
         issuer: raw.issuer,
         allow_private_network: raw.allow_private_network,
+        reverse_only: raw.reverse_only,
         token_rejected,
         fingerprint: [0; 32],
         grant_identity: [0; 32],

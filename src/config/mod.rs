@@ -163,10 +163,16 @@ fn cross_checks(
             ));
         }
     }
-    for (i, c) in connections.iter().enumerate() {
+    // A `reverse_only` connection says it shares its host on purpose: forward mode skips it.
+    for (i, c) in connections
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.reverse_only)
+    {
         // (A duplicate key is an error of its own.)
         let same = |o: &&Arc<Connection>| {
             o.key != c.key
+                && !o.reverse_only
                 && o.upstream.host == c.upstream.host
                 && o.upstream.port == c.upstream.port
         };
@@ -174,8 +180,8 @@ fn cross_checks(
             problems.warn(src.problem(
                 &format!("connections[{i}].key"),
                 format!(
-                    "connections `{}` and `{}` both reach {}: forward mode (HTTP_PROXY) routes that host to `{}`; reverse mode reaches each by its key",
-                    first.key, c.key, c.upstream.authority, first.key
+                    "connections `{}` and `{}` both reach {}: forward mode (HTTP_PROXY) routes that host to `{}`; reverse mode reaches each by its key (set `reverse_only: true` on `{}` if that is what you want)",
+                    first.key, c.key, c.upstream.authority, first.key, c.key
                 ),
             ));
         }

@@ -230,6 +230,9 @@ pub struct RawConnection {
     pub issuer: Option<String>,
     #[serde(default)]
     pub allow_private_network: bool,
+    /// Reached by its key in reverse mode only, never by host in forward mode.
+    #[serde(default)]
+    pub reverse_only: bool,
     /// Upstream statuses that mean the token was rejected (default `[401]`).
     #[serde(default)]
     pub token_rejected_statuses: Option<Vec<u16>>,

@@ -721,3 +721,54 @@ async fn tokenwardens_own_clients_ignore_proxy_variables() {
     );
     child.kill().await.unwrap();
 }
+
+/// `reverse_only: true`: a connection that shares its host on purpose is reached by its key
+/// in reverse mode, never by host — forward mode routes that host to the other connection,
+/// even when the reverse-only one comes first — and `check` does not warn about the sharing.
+#[tokio::test]
+async fn a_reverse_only_connection_is_never_reached_by_host() {
+    let echo = Echo::start().await;
+    let authority = format!("{NAME}:{}", echo.addr.port());
+    // Two token endpoints: `own`'s token is `own-token`, `saas`'s are `tok-…`.
+    let own_tokens = TokenServer::start(Reply::Raw(
+        r#"{"access_token": "own-token", "token_type": "bearer", "expires_in": 3600}"#,
+    ))
+    .await;
+    let saas_tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let own =
+        connection("own", "http", &authority, own_tokens.addr, true) + "    reverse_only: true\n";
+    let saas = connection("saas", "http", &authority, saas_tokens.addr, true);
+    let yaml = format!("proxy: {{}}\n{}", connections(&[&own, &saas]));
+    let sc = Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options()).await;
+    sc.wait_state("own", "ready").await;
+    sc.wait_state("saas", "ready").await;
+
+    // Forward mode: the host is `saas`'s, though `own` is listed first.
+    let target = format!("http://{authority}/v1/f");
+    let r = raw::send(sc.proxy, &raw::get(&target, NAME, "")).await;
+    assert_eq!(r.status, 200, "{:?}", r.head);
+    assert_eq!(echoed(&r.json(), "authorization"), ["Bearer tok-1"]);
+    // Reverse mode reaches `own` by its key, with its own token.
+    let (status, body) = sc.get("/own/v1/r").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(echoed(&body, "authorization"), ["Bearer own-token"]);
+
+    // Alone on its host, a reverse-only connection is no forward-mode route at all.
+    let alone = format!("proxy: {{}}\n{}", connections(&[&own]));
+    let sc = Sidecar::start_in(tempfile::tempdir().unwrap(), &alone, options()).await;
+    let r = raw::send(sc.proxy, &raw::get(&target, NAME, "")).await;
+    assert_eq!(r.status, 403, "{:?}", r.head);
+
+    // `check`: no "both reach" warning once the sharing is declared.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("both reach"), "{stderr}");
+}
