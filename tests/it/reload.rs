@@ -316,7 +316,7 @@ async fn an_edited_config_file_is_reloaded_without_a_signal() {
         )
     };
     let first = cc_conn("first", echo.addr, tokens.addr);
-    let sc = Sidecar::start(&config(&[first.clone()])).await;
+    let sc = Sidecar::start(&config(std::slice::from_ref(&first))).await;
     sc.wait_state("first", "ready").await;
 
     let second = cc_conn("second", echo.addr, tokens.addr);
