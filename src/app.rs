@@ -168,7 +168,7 @@ pub async fn start(
     tasks.spawn(Arc::clone(&reloader).expire_retired());
     let instruments = Arc::new(crate::instrument::Instruments::default());
     let admin = Arc::new(Admin {
-        names: crate::admin::OwnNames::new(admin_addr.ip(), admin_settings.public_url.as_deref()),
+        listen: admin_addr.ip(),
         instruments: Arc::clone(&instruments),
         registry: Arc::clone(&reloader.registry),
         reloader: Arc::clone(&reloader),

@@ -15,10 +15,11 @@
 //! Removed ones stop; their stored grant stays for [`retired::REMOVED_GRANT_GRACE`], so a
 //! file restored meanwhile gets it back, then leaves the file store (a Redis store keeps
 //! it: other replicas may still serve it). Settings that need a new socket, thread or
-//! client — listen addresses, worker threads, connection limit, connect and header
-//! timeouts, the store, TLS roots, the admin and log sections — are reported as "restart
-//! required", not half-applied (a new `admin.public_url` still gives the connections their
-//! new default `redirect_uri` at once: it is part of their definition).
+//! client — listen addresses, worker threads, connection and head-buffer limits, connect
+//! and header timeouts, the store, TLS roots, the admin (but `public_url`) and log sections
+//! — are reported as "restart required", not half-applied. `admin.public_url` applies at
+//! once and whole: the connections' default `redirect_uri` (part of their definition) and
+//! the name the admin listener answers to ([`Reloader::public_url`]).
 //!
 //! [`Connection::grant_identity`]: crate::config::Connection::grant_identity
 
@@ -33,7 +34,7 @@ use crate::refresher::Refresher;
 use crate::registry::{Entry, Registry};
 use crate::token::store::Backend;
 use crate::token::TokenSet;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use retired::{Retired, Revived};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -86,6 +87,9 @@ pub struct Reloader {
     last: ArcSwap<Outcome>,
     /// Removed connections whose stored grant is kept for a while.
     retired: Retired,
+    /// `admin.public_url` as last applied: the one admin setting a reload applies, since the
+    /// connections' default `redirect_uri` follows it (the admin listener answers its host).
+    public_url: ArcSwapOption<String>,
 }
 
 /// The parts of a running sidecar a [`Reloader`] is made of.
@@ -117,6 +121,7 @@ impl Reloader {
             parts.own_addrs.clone(),
             parts.intercept.as_ref(),
         );
+        let public_url = parts.started.admin.public_url.clone().map(Arc::new);
         Reloader {
             started: parts.started,
             busy: tokio::sync::Mutex::new(()),
@@ -133,8 +138,14 @@ impl Reloader {
                 result: "none",
                 ..Outcome::default()
             }),
+            public_url: ArcSwapOption::from(public_url),
             retired,
         }
+    }
+
+    /// `admin.public_url` as the running config has it (the last applied reload's).
+    pub fn public_url(&self) -> Option<Arc<String>> {
+        self.public_url.load_full()
     }
 
     /// Deletes from the file store the grant of each retired connection whose grace has
@@ -257,6 +268,8 @@ impl Reloader {
         );
         self.registry.store(Arc::clone(&registry));
         self.proxy.store(Arc::new(proxy));
+        self.public_url
+            .store(config.admin.public_url.clone().map(Arc::new));
         for entry in changes.removed.iter().chain(&changes.changed) {
             self.stop_refresher(&entry.conn.key).await;
         }

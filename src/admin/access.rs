@@ -79,7 +79,7 @@ pub(super) fn untrusted(
         )));
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
-        if !admin.names.is_own_origin(origin, host::request_host(req)) {
+        if !admin.names().is_own_origin(origin, host::request_host(req)) {
             return Some(Box::new(json(
                 StatusCode::FORBIDDEN,
                 &json!({"error": "cross_origin",

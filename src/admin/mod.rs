@@ -61,11 +61,21 @@ pub struct Admin {
     pub backend: Backend,
     /// The proxy's open-connection gauges.
     pub instruments: Arc<crate::instrument::Instruments>,
-    /// The names this listener answers to (`Host`) and the origins that may act.
-    pub names: OwnNames,
+    /// The address the admin listener is bound to (with `admin.public_url`, which a reload
+    /// may change, the names it answers to: [`Admin::names`]).
+    pub listen: std::net::IpAddr,
 }
 
 impl Admin {
+    /// The names this listener answers to (`Host`) and the origins that may act, under the
+    /// running config's `admin.public_url`.
+    pub fn names(&self) -> OwnNames {
+        OwnNames::new(
+            self.listen,
+            self.reloader.public_url().as_deref().map(String::as_str),
+        )
+    }
+
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -88,7 +98,7 @@ impl Admin {
         let path = req.uri().path();
         // DNS rebinding: only the probes answer a name that is not the listener's own.
         if !PROBES.contains(&path)
-            && !host::request_host(&req).is_some_and(|h| self.names.is_own_host(h))
+            && !host::request_host(&req).is_some_and(|h| self.names().is_own_host(h))
         {
             return host::misdirected();
         }

@@ -34,12 +34,14 @@ pub(super) fn restart_required(running: &Config, next: &Config) -> Vec<&'static 
         ("admin.listen", running.admin.listen != next.admin.listen),
         (
             "admin",
-            // The rest of `admin` (its listen address is reported above, not twice).
+            // The rest of `admin` (its listen address is reported above, not twice; its
+            // public_url applies at once: `Reloader::public_url`).
             format!("{:?}", running.admin)
                 != format!(
                     "{:?}",
                     crate::config::AdminSettings {
                         listen: running.admin.listen,
+                        public_url: running.admin.public_url.clone(),
                         ..next.admin.clone()
                     }
                 )

@@ -143,13 +143,25 @@ async fn setting_the_public_url_keeps_the_grant() {
     let (tokens, echo, sc) = authorized(Default::default()).await;
     let (entry, _) = in_fides_file(&echo, &tokens, &[]);
     let admin = "admin:\n  public_url: https://tw.example\n";
+    let by_public_name = || {
+        let request =
+            "GET /api/v1/connections HTTP/1.1\r\nHost: tw.example\r\nConnection: close\r\n\r\n";
+        crate::support::raw::send(sc.admin, request)
+    };
+    assert_eq!(
+        by_public_name().await.status,
+        421,
+        "not the listener's name yet"
+    );
     let outcome = reload(&sc, &config(admin, &entry), None).await;
     assert_grant_kept(&sc, &tokens).await;
+    // Applied whole at once: the default redirect_uri and the name the listener answers to.
     assert_eq!(
         outcome["restart_required"],
-        serde_json::json!(["admin"]),
+        serde_json::json!([]),
         "{outcome}"
     );
+    assert_eq!(by_public_name().await.status, 200);
     assert_eq!(
         outcome["tokens_dropped"],
         serde_json::json!([]),
