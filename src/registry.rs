@@ -218,13 +218,16 @@ impl Registry {
             .find(|c| c.conn.upstream.port == port && !c.conn.reverse_only)
     }
 
-    /// The ports the connections on `host` are configured on.
+    /// The ports the connections on `host` that a tunnel may reach are configured on (not
+    /// a `reverse_only` one's).
     pub fn ports_of(&self, host: &str) -> Vec<u16> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let found = self.by_host.get(&host).map_or(&[][..], Vec::as_slice);
         found
             .iter()
-            .map(|&i| self.connections[i].conn.upstream.port)
+            .map(|&i| &self.connections[i].conn)
+            .filter(|c| !c.reverse_only)
+            .map(|c| c.upstream.port)
             .collect()
     }
 

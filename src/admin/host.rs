@@ -19,7 +19,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The listener's own names; fixed at start (the admin section needs a restart).
+/// The listener's own names: its bound address and `admin.public_url`'s origin (built per
+/// request from the running config, since a reload may change `public_url`).
 #[derive(Debug, Clone)]
 pub struct OwnNames {
     /// The address the listener is bound to; unspecified: any IP literal is its own.

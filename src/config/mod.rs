@@ -156,7 +156,7 @@ fn cross_checks(
             problems.push(src.problem(
                 &path,
                 format!(
-                    "{} can never be tunnelled: {host} is the host of connection `{}`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)",
+                    "{} can never be tunnelled: its host is connection `{}`'s, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)",
                     src.quote(&path, target),
                     c.key
                 ),
@@ -180,8 +180,9 @@ fn cross_checks(
             problems.warn(src.problem(
                 &format!("connections[{i}].key"),
                 format!(
-                    "connections `{}` and `{}` both reach {}: forward mode (HTTP_PROXY) routes that host to `{}`; reverse mode reaches each by its key (set `reverse_only: true` on `{}` if that is what you want)",
-                    first.key, c.key, c.upstream.authority, first.key, c.key
+                    // (Not the host itself: it may be filled in from the secrets.)
+                    "connections `{}` and `{}` reach the same host and port: forward mode (HTTP_PROXY) routes that host to `{}`; reverse mode reaches each by its key (set `reverse_only: true` on `{}` if that is what you want)",
+                    first.key, c.key, first.key, c.key
                 ),
             ));
         }

@@ -187,6 +187,8 @@ pub struct RawStore {
     pub lease_ttl: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub poll_interval: Option<String>,
+    /// Adopt (and re-seal) token sets an earlier version wrote; for one upgrade only.
+    pub migrate_legacy: Option<bool>,
 }
 
 /// `proxy.intercept`: the local CA that lets `CONNECT` to a connection's host be intercepted.

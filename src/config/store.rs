@@ -49,6 +49,10 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
+    /// `store.migrate_legacy`: a replica holding no token set for a connection adopts (and
+    /// re-seals) a value an earlier version wrote, bound to its connection only. Off, such a
+    /// value is refused: it may be an old grant written back to roll the grant back.
+    pub migrate_legacy: bool,
 }
 
 /// The Redis backend's settings, when `store.backend` is `redis`; the problems of a store
@@ -66,6 +70,7 @@ pub(super) fn redis_settings(
         ("store.key_prefix", store.key_prefix.is_some()),
         ("store.lease_ttl", store.lease_ttl.is_some()),
         ("store.poll_interval", store.poll_interval.is_some()),
+        ("store.migrate_legacy", store.migrate_legacy.is_some()),
     ];
     match store.backend.as_deref() {
         None | Some("file") => {
@@ -138,6 +143,7 @@ pub(super) fn redis_settings(
             .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.into()),
         lease_ttl,
         poll_interval,
+        migrate_legacy: store.migrate_legacy.unwrap_or(false),
     })
 }
 

@@ -406,7 +406,7 @@ connections:
         config: "proxy:\n  connect_passthrough: [\"api.acme.example:8443\", \"other.example:443\"]\nconnections:\n  - key: acme\n    saas_config: acme.yml\n    secrets: { client_id: a, client_secret: b }\n",
         files: &[("acme.yml", FIDES_OK)],
         env: &[],
-        expected: &["config.yaml:2:25: proxy.connect_passthrough[0]: `api.acme.example:8443` can never be tunnelled: api.acme.example is the host of connection `acme`, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)"],
+        expected: &["config.yaml:2:25: proxy.connect_passthrough[0]: `api.acme.example:8443` can never be tunnelled: its host is connection `acme`'s, and a host with credentials is never tunnelled untouched: CONNECT to it is refused, or intercepted with proxy.intercept (send http:// requests, or turn interception on)"],
     },
     Case {
         name: "zero idle timeouts and a head budget below one head",

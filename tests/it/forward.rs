@@ -759,7 +759,7 @@ async fn a_reverse_only_connection_is_never_reached_by_host() {
     let r = raw::send(sc.proxy, &raw::get(&target, NAME, "")).await;
     assert_eq!(r.status, 403, "{:?}", r.head);
 
-    // `check`: no "both reach" warning once the sharing is declared.
+    // `check`: no "same host" warning once the sharing is declared.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, &yaml).unwrap();
@@ -770,5 +770,5 @@ async fn a_reverse_only_connection_is_never_reached_by_host() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("both reach"), "{stderr}");
+    assert!(!stderr.contains("reach the same host"), "{stderr}");
 }

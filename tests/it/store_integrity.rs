@@ -225,7 +225,22 @@ async fn a_value_of_the_previous_version_is_adopted_and_resealed_then_refused() 
     let old = seal_v1(STORE_KEY, "crm", "old-access", "old-refresh");
     plant(&redis, &hash, "5", &old, "tokenwarden:tokens").await;
 
-    // Upgraded, a replica that holds nothing adopts it and re-seals it at once…
+    // Upgraded without `store.migrate_legacy`: the start is refused (the value may be an
+    // old grant written back), naming the Redis key and the setting that adopts it.
+    let dir = tempfile::tempdir().unwrap();
+    let refused = try_start(dir.path(), &config)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        refused.contains(&hash) && refused.contains("store.migrate_legacy: true"),
+        "{refused}"
+    );
+    assert_eq!(redis.generation("crm").await, 5, "left as it was");
+
+    // With it, a replica that holds nothing adopts it and re-seals it at once…
+    let config = config.replacen("store:\n", "store:\n  migrate_legacy: true\n", 1);
     let a = Sidecar::start(&config).await;
     wait_injected(&a, "crm", "Bearer old-access").await;
     assert_eq!(

@@ -71,10 +71,14 @@ pub async fn handle(
                 .iter()
                 .map(u16::to_string)
                 .collect();
+            let configured = if ports.is_empty() {
+                "reached by its key only (reverse_only)".to_owned()
+            } else {
+                format!("configured on port {}, not {port}", ports.join(", "))
+            };
             return Err(ProxyError::Forbidden {
                 reason: format!(
-                    "{host} is configured on port {}, not {port}: CONNECT to {target} is refused (a configured host is never tunnelled untouched)",
-                    ports.join(", ")
+                    "{host} is {configured}: CONNECT to {target} is refused (a configured host is never tunnelled untouched)"
                 ),
             });
         }

@@ -17,13 +17,13 @@
 //! in clear and a value only opens as what it was written: not under another `gen`, prefix or
 //! connection. A value that does not is refused and logged, never adopted (`tokens`).
 //!
-//! Values of an earlier version were bound to their connection only. Such a value is
-//! adopted only by a replica that holds no token set for the connection (at start-up, say),
-//! and is re-sealed at once at the next generation; a replica that holds a set refuses it,
-//! since it cannot tell a value never upgraded from an old grant written back to roll the
-//! grant back. Once any replica of this version has read a connection, its value is in the
-//! new form, so the window that remains is a replica starting while such a value was
-//! planted — by someone who can already write to Redis.
+//! Values of an earlier version were bound to their connection only: nothing tells a value
+//! never upgraded from an old grant written back to roll the grant back, and a replica that
+//! adopted one would re-seal it and spread it to every other. So they are refused, unless
+//! `store.migrate_legacy: true` is set for the first start after the upgrade: then a replica
+//! that holds no token set for the connection adopts such a value and re-seals it at once at
+//! the next generation (a replica that holds a set still refuses it). Remove the setting once
+//! every connection has been read (the log says "re-sealed" for each).
 //!
 //! Every write goes through a Lua script (`scripts`): a refresh's write is fenced — refused
 //! unless the writer still holds the lease and Redis holds nothing newer than the set the
@@ -102,6 +102,8 @@ pub struct RedisStore {
     endpoint: String,
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
+    /// `store.migrate_legacy`: values of an earlier version may be adopted (`tokens`).
+    migrate_legacy: bool,
     up: AtomicBool,
     last_error: ArcSwapOption<String>,
 }
@@ -141,6 +143,7 @@ impl RedisStore {
             endpoint,
             lease_ttl: settings.lease_ttl,
             poll_interval: settings.poll_interval,
+            migrate_legacy: settings.migrate_legacy,
             up: AtomicBool::new(true),
             last_error: ArcSwapOption::empty(),
         })

@@ -144,11 +144,16 @@ impl RedisStore {
             }));
         }
         let reason = match record::open_legacy(&self.key, connection, &record) {
-            Ok(token) if held == 0 => return Ok(Unsealed::Legacy(token)),
-            Ok(_) => {
+            Ok(token) if held == 0 && self.migrate_legacy => return Ok(Unsealed::Legacy(token)),
+            Ok(_) if self.migrate_legacy => {
                 "sealed by an earlier version (without its generation and key prefix), \
                  which is adopted only by a replica holding no token set: it may be an \
                  old grant written back"
+            }
+            Ok(_) => {
+                "sealed by an earlier version (without its generation and key prefix): \
+                 refused, since it may be an old grant written back; for the first start \
+                 after an upgrade, store.migrate_legacy: true adopts and re-seals it"
             }
             Err(_) => {
                 "failed authentication (modified, written back under another generation, \
