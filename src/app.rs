@@ -15,7 +15,6 @@ use crate::registry::Registry;
 use crate::reload::{Parts, Reloader};
 use crate::token::store::redis::Versioned;
 use crate::token::store::{Backend, FileStore, RedisStore, StoreError, StoredToken, TokenStore};
-use crate::token::TokenSet;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -90,20 +89,12 @@ pub async fn start(
     options: Options,
 ) -> Result<Running, StartError> {
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
-    let (backend, stored) = open_backend(&config).await?;
+    let (backend, mut stored) = open_backend(&config).await?;
 
     let registry = Arc::new(Registry::new(&config.connections));
     for entry in &registry.connections {
-        if let (Auth::OAuth2(_), Some(saved)) = (&entry.conn.auth, stored.get(&entry.conn.key)) {
-            match TokenSet::from_stored(saved.token.clone(), rand::random()) {
-                Ok(set) => {
-                    tracing::info!(connection = %entry.conn.key, expires_at = crate::token::set::unix_seconds(set.expires_at), "token loaded from the store");
-                    entry.tokens.restore(set, saved.generation);
-                }
-                Err(e) => {
-                    tracing::warn!(connection = %entry.conn.key, error = %e, "stored token ignored")
-                }
-            }
+        if let (Auth::OAuth2(_), Some(saved)) = (&entry.conn.auth, stored.remove(&entry.conn.key)) {
+            crate::refresher::persist::restore(&entry.tokens, &entry.conn, saved);
         }
     }
 

@@ -11,7 +11,9 @@
 //! — is the same: a comment, `pkce`, `expires_in` or `admin.public_url` changes nothing
 //! for them. When that changed, its old token leaves the file store and is never sent under
 //! the new definition (an authorization-code connection then needs a new authorization:
-//! `tokens_dropped` in the outcome). New ones start with a token the store holds for them.
+//! `tokens_dropped` in the outcome); a stored set carries the identity it was obtained
+//! under, so no replica on the new definition adopts it from Redis either
+//! (`refresher::persist::usable`). New ones start with a token the store holds for them.
 //! Removed ones stop; their stored grant stays for [`retired::REMOVED_GRANT_GRACE`], so a
 //! file restored meanwhile gets it back, then leaves the file store (a Redis store keeps
 //! it: other replicas may still serve it). Settings that need a new socket, thread or
@@ -32,8 +34,8 @@ use crate::proxy::tunnel::Interceptor;
 use crate::proxy::Proxy;
 use crate::refresher::Refresher;
 use crate::registry::{Entry, Registry};
+use crate::token::store::redis::Versioned;
 use crate::token::store::Backend;
-use crate::token::TokenSet;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use retired::{Retired, Revived};
 use serde::Serialize;
@@ -327,9 +329,8 @@ impl Reloader {
                     .map(|v| (v.generation, v.token)),
             };
             if let Some((generation, token)) = stored {
-                if let Ok(set) = TokenSet::from_stored(token, rand::random()) {
-                    entry.tokens.restore(set, generation);
-                }
+                let stored = Versioned { generation, token };
+                crate::refresher::persist::restore(&entry.tokens, &entry.conn, stored);
             }
         }
     }

@@ -237,11 +237,11 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
     };
     let started = tokio::time::Instant::now();
     let granted = flow::run(&admin.client, &entry.conn, exchange, None).await;
-    let granted = granted.and_then(|g| persist::token_set(key, g));
+    let granted = granted.and_then(|g| persist::token_set(&entry.conn, g));
     cache.counters.requested(granted.is_ok(), started.elapsed());
     match granted {
         Ok(set) => {
-            persist::finish(&admin.backend, key, cache, set, Turn::new_grant()).await;
+            persist::finish(&admin.backend, &entry.conn, cache, set, Turn::new_grant()).await;
             cache.wake.notify_one();
             tracing::info!(connection = %key, "connection authorized");
             match &admin.settings.success_url {

@@ -120,8 +120,9 @@ impl Follower {
         let result = match self.redis.generation(key).await {
             Ok(theirs) if theirs > ours => match self.redis.read(key, ours).await {
                 Ok(Some(stored)) if stored.generation > ours => {
-                    persist::adopt(cache, key, stored);
-                    cache.wake.notify_one();
+                    if persist::adopt(cache, &entry.conn, stored) {
+                        cache.wake.notify_one();
+                    }
                     Ok(())
                 }
                 Ok(_) => Ok(()),

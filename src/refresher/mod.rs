@@ -85,7 +85,14 @@ impl Refresher {
                     // Requests without a usable token may wait for this one briefly.
                     let _fetching = cache.fetch_started();
                     let alone_ok = grant == Grant::ClientCredentials;
-                    let result = match persist::begin(&self.backend, key, cache, alone_ok).await {
+                    let result = match persist::begin(
+                        &self.backend,
+                        &self.entry.conn,
+                        cache,
+                        alone_ok,
+                    )
+                    .await
+                    {
                         Begin::Go(turn) => self.fetch(grant, seen, turn).await,
                         Begin::Adopted => {
                             attempt = 0;
@@ -216,7 +223,7 @@ impl Refresher {
                 }),
             None => request.await,
         };
-        let set = granted.and_then(|g| persist::token_set(&conn.key, g));
+        let set = granted.and_then(|g| persist::token_set(conn, g));
         let counters = &self.entry.tokens.counters;
         counters.requested(set.is_ok(), started.elapsed());
         let set = match set {
@@ -227,7 +234,7 @@ impl Refresher {
             }
         };
         tracing::info!(connection = %conn.key, expires_at = unix_seconds(set.expires_at), "new token");
-        persist::finish(&self.backend, &conn.key, &self.entry.tokens, set, turn).await;
+        persist::finish(&self.backend, conn, &self.entry.tokens, set, turn).await;
         Ok(())
     }
 }

@@ -21,10 +21,11 @@
 //! newer set (one it could not share while Redis was away) must get to put it back first —
 //! refreshing with an already rotated refresh token would end the grant.
 
+use crate::config::Connection;
 use crate::oauth::flow::Granted;
 use crate::oauth::TokenError;
 use crate::token::store::redis::{Commit, Lease, Versioned};
-use crate::token::store::{Backend, StoreError};
+use crate::token::store::{Backend, StoreError, StoredToken};
 use crate::token::{Cache, TokenSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -104,7 +105,8 @@ impl Turn {
 
 /// Before a token request for `key`. `alone_ok`: the connection may refetch without the
 /// lease when Redis does not answer (client credentials).
-pub async fn begin(backend: &Backend, key: &str, cache: &Cache, alone_ok: bool) -> Begin {
+pub async fn begin(backend: &Backend, conn: &Connection, cache: &Cache, alone_ok: bool) -> Begin {
+    let key = conn.key.as_str();
     let Backend::Shared(redis) = backend else {
         return Begin::Go(Turn::new_grant());
     };
@@ -119,9 +121,14 @@ pub async fn begin(backend: &Backend, key: &str, cache: &Cache, alone_ok: bool) 
     };
     match redis.read(key, cache.generation()).await {
         Ok(Some(stored)) if stored.generation > cache.generation() => {
-            redis.release(lease).await;
-            adopt(cache, key, stored);
-            Begin::Adopted
+            let over = stored.generation;
+            if adopt(cache, conn, stored) {
+                redis.release(lease).await;
+                Begin::Adopted
+            } else {
+                // Obtained under another definition: this request's set goes above it.
+                Begin::Go(Turn::refresh(Some(lease), over))
+            }
         }
         Ok(None) if cache.generation() > 0 => {
             // Redis lost what it held: put ours back, give the others time to do the same.
@@ -160,7 +167,14 @@ pub async fn abandon(backend: &Backend, turn: Turn) {
 }
 
 /// Persists `set`, then makes it current. Call with the cache's write lock held.
-pub async fn finish(backend: &Backend, key: &str, cache: &Cache, set: TokenSet, turn: Turn) {
+pub async fn finish(
+    backend: &Backend,
+    conn: &Connection,
+    cache: &Cache,
+    set: TokenSet,
+    turn: Turn,
+) {
+    let key = conn.key.as_str();
     let redis = match backend {
         Backend::Local(store) => {
             let stored = set.to_stored();
@@ -196,19 +210,22 @@ pub async fn finish(backend: &Backend, key: &str, cache: &Cache, set: TokenSet, 
                 if let Some(lease) = lease.take() {
                     redis.release(lease).await;
                 }
-                match redis.read(key, cache.generation()).await {
-                    Ok(Some(newer)) if newer.generation > floor => {
-                        tracing::warn!(connection = %key, "another replica stored a newer token set while this request ran; using that one");
-                        adopt(cache, key, newer);
-                    }
-                    _ => {
-                        // The lease was lost (Redis restarted, or it ran out) but nothing
-                        // newer is stored: ours holds the current refresh token.
-                        let restored = redis.restore(key, floor + 1, &stored).await;
-                        let error = restored.err().map(|e| e.to_string());
-                        cache.publish(set, floor + 1, error);
+                let mut floor = floor;
+                if let Ok(Some(newer)) = redis.read(key, cache.generation()).await {
+                    if newer.generation > floor {
+                        floor = newer.generation;
+                        if adopt(cache, conn, newer) {
+                            tracing::warn!(connection = %key, "another replica stored a newer token set while this request ran; using that one");
+                            return;
+                        }
                     }
                 }
+                // The lease was lost (Redis restarted, or it ran out) and nothing newer is
+                // stored — or only a set obtained under another definition of the
+                // connection: ours holds the current refresh token, and goes above it.
+                let restored = redis.restore(key, floor + 1, &stored).await;
+                let error = restored.err().map(|e| e.to_string());
+                cache.publish(set, floor + 1, error);
                 return;
             }
             Err(e) => {
@@ -230,23 +247,28 @@ pub async fn finish(backend: &Backend, key: &str, cache: &Cache, set: TokenSet, 
     }
 }
 
-/// Makes a token set another replica stored the current one here.
-pub fn adopt(cache: &Cache, key: &str, stored: Versioned) {
-    match TokenSet::from_stored(stored.token, rand::random()) {
-        Ok(set) => {
-            tracing::info!(connection = %key, generation = stored.generation, expires_at = crate::token::set::unix_seconds(set.expires_at), "token from the shared store");
-            cache.publish(set, stored.generation, None);
+/// Makes a token set another replica stored the current one here, if `conn` may use it
+/// (see [`usable`]); whether it did. Either way the cache has seen that generation.
+pub fn adopt(cache: &Cache, conn: &Connection, stored: Versioned) -> bool {
+    let generation = stored.generation;
+    match usable(conn, stored.token) {
+        Some(set) => {
+            tracing::info!(connection = %conn.key, generation, expires_at = crate::token::set::unix_seconds(set.expires_at), "token from the shared store");
+            cache.publish(set, generation, None);
             cache.counters.adopted.inc();
+            true
         }
-        Err(e) => {
-            tracing::error!(connection = %key, error = %e, "stored token ignored");
+        None => {
+            cache.pass(generation);
+            false
         }
     }
 }
 
-/// A grant → the token set to inject (refused when the token cannot be a header value).
-pub fn token_set(key: &str, granted: Granted) -> Result<TokenSet, TokenError> {
-    TokenSet::new(
+/// A grant of `conn` → the token set to inject, marked with the definition it was obtained
+/// under (refused when the token cannot be a header value).
+pub fn token_set(conn: &Connection, granted: Granted) -> Result<TokenSet, TokenError> {
+    let set = TokenSet::new(
         granted.access_token,
         granted.refresh_token,
         granted.scope,
@@ -255,7 +277,38 @@ pub fn token_set(key: &str, granted: Granted) -> Result<TokenSet, TokenError> {
         rand::random::<f64>(),
     )
     .map_err(|e| TokenError::Invalid {
-        connection: key.to_owned(),
+        connection: conn.key.clone(),
         reason: e.to_string(),
-    })
+    })?;
+    Ok(set.obtained_under(conn.grant_identity))
+}
+
+/// A stored set → the token set `conn` may use: None when it is unusable, or was obtained
+/// under another definition of the connection (another token endpoint, client, upstream or
+/// scope: its token must not be sent under this one). Either is logged.
+pub fn usable(conn: &Connection, stored: StoredToken) -> Option<TokenSet> {
+    match TokenSet::from_stored(stored, rand::random()) {
+        Ok(set) if set.fits(conn.grant_identity) => Some(set),
+        Ok(_) => {
+            tracing::warn!(connection = %conn.key, "the stored token set was obtained under another definition of this connection (token endpoint, client, upstream or scope); not used");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(connection = %conn.key, error = %e, "stored token ignored");
+            None
+        }
+    }
+}
+
+/// Puts a stored set in `cache` at start or when a connection is (re-)added: only one
+/// `conn` may use; otherwise the cache only notes its generation, so the follower does
+/// not offer it again and the next write goes above it.
+pub fn restore(cache: &Cache, conn: &Connection, stored: Versioned) {
+    match usable(conn, stored.token) {
+        Some(set) => {
+            tracing::info!(connection = %conn.key, expires_at = crate::token::set::unix_seconds(set.expires_at), "token loaded from the store");
+            cache.restore(set, stored.generation);
+        }
+        None => cache.pass(stored.generation),
+    }
 }

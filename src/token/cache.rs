@@ -239,6 +239,13 @@ impl Cache {
         });
     }
 
+    /// A stored set of `generation` this connection may not use (obtained under another
+    /// definition) was seen: the cache keeps its token, and notes the generation so the set
+    /// is not offered again and the next write goes above it.
+    pub fn pass(&self, generation: u64) {
+        self.generation.fetch_max(generation, Ordering::AcqRel);
+    }
+
     /// The grant is known dead (`invalid_grant` on refresh): its token, even unexpired, is
     /// no longer injected, so the app gets the 503 with the authorize link at once instead of
     /// the provider's 401s. The generation stays, so a shared store's follower does not take

@@ -29,6 +29,9 @@ pub struct TokenSet {
     /// Unique in this process (never 0): which token a request carried, so an upstream's
     /// 401 can be matched to the cache's current token ([`crate::proxy::unauthorized`]).
     serial: u64,
+    /// The identity of the connection definition it was obtained under (None: unknown, a
+    /// set an earlier version stored): a set is used only under the same one ([`TokenSet::fits`]).
+    definition: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -90,7 +93,20 @@ impl TokenSet {
             usable_until,
             refresh_at,
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            definition: None,
         })
+    }
+
+    /// This set, marked as obtained under the connection definition `identity`.
+    pub fn obtained_under(mut self, identity: [u8; 32]) -> TokenSet {
+        self.definition = Some(identity);
+        self
+    }
+
+    /// Whether this set may be used by a connection whose definition is `identity`: it was
+    /// obtained under that one (or under an unknown one, in a set an earlier version stored).
+    pub fn fits(&self, identity: [u8; 32]) -> bool {
+        self.definition.is_none_or(|d| d == identity)
     }
 
     /// Rebuilds a persisted token set; None when the stored token is unusable.
@@ -99,14 +115,16 @@ impl TokenSet {
         let lifetime = stored
             .expires_at_ms
             .map(|e| Duration::from_millis(e.saturating_sub(stored.obtained_at_ms)));
-        TokenSet::new(
+        let mut set = TokenSet::new(
             stored.access_token,
             stored.refresh_token,
             stored.scope,
             obtained_at,
             lifetime,
             jitter,
-        )
+        )?;
+        set.definition = stored.definition;
+        Ok(set)
     }
 
     pub fn to_stored(&self) -> StoredToken {
@@ -120,6 +138,7 @@ impl TokenSet {
             expires_at_ms: self.expires_at.map(ms),
             scope: self.scope.clone(),
             obtained_at_ms: ms(self.obtained_at),
+            definition: self.definition,
         }
     }
 

@@ -80,6 +80,7 @@ fn store_due_token(dir: &Path, key: &str) {
                 expires_at_ms: Some((t - 60) * 1000),
                 scope: None,
                 obtained_at_ms: (t - 3660) * 1000,
+                definition: None,
             },
         )
         .unwrap();

@@ -371,3 +371,61 @@ async fn garbage_under_a_readable_generation_is_replaced_by_the_next_refresh() {
     let st = a.status("api").await;
     assert_eq!(st["state"], "ready", "{st}");
 }
+
+/// A reload that changes what a grant was obtained under (here its token endpoint) drops its
+/// token on every replica, though Redis still holds the set: the definition is sealed with
+/// the set, so neither the reloaded replica nor one started on the new definition adopts it,
+/// and a new authorization goes above it.
+#[tokio::test]
+async fn a_set_obtained_under_another_definition_is_never_adopted() {
+    let (logs, _capture) = Logs::capture();
+    let redis = RedisServer::start().await;
+    let echo = Echo::start().await;
+    let (tokens, other_tokens) = (
+        TokenServer::start(Reply::token(3600, true)).await,
+        TokenServer::start(Reply::token(3600, true)).await,
+    );
+    let config = |tokens: &TokenServer| {
+        yaml(
+            &redis,
+            STORE_KEY,
+            &[fixture_authcode("crm", echo.addr, Some(tokens.addr), true)],
+        )
+    };
+    let a = Sidecar::start(&config(&tokens)).await;
+    let grant = authorize(&a, "crm").await;
+    assert_eq!(redeem(&a, "code", &grant.state).await.status, 200);
+    wait_injected(&a, "crm", "Bearer tok-1").await;
+    let old_generation = redis.generation("crm").await;
+
+    let (status, outcome) = a.reload(&config(&other_tokens)).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["tokens_dropped"], serde_json::json!(["crm"]));
+    let b = Sidecar::start(&config(&other_tokens)).await;
+    let refused = "obtained under another definition";
+    wait_until("both replicas to pass the old set by", || async {
+        logs.text().matches(refused).count() >= 2
+    })
+    .await;
+    for s in [&a, &b] {
+        assert_eq!(
+            injected(s, "crm").await,
+            None,
+            "the old grant's token was sent"
+        );
+        assert_eq!(s.status("crm").await["state"], "needs_authorization");
+    }
+
+    // Authorized anew under the new definition: above the old set, and on every replica.
+    let grant = authorize(&b, "crm").await;
+    assert_eq!(redeem(&b, "code", &grant.state).await.status, 200);
+    assert!(redis.generation("crm").await > old_generation);
+    assert_eq!(other_tokens.count(), 1);
+    wait_injected(&a, "crm", "Bearer tok-1").await;
+    wait_injected(&b, "crm", "Bearer tok-1").await;
+    assert_eq!(
+        tokens.count(),
+        1,
+        "the old token endpoint is never asked again"
+    );
+}

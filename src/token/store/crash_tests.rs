@@ -58,6 +58,7 @@ fn generation(n: u64) -> StoredToken {
         expires_at_ms: Some(n),
         scope: Some(format!("scope-{n}")),
         obtained_at_ms: n,
+        definition: None,
     }
 }
 

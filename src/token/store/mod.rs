@@ -61,6 +61,9 @@ pub struct StoredToken {
     /// Unix milliseconds when the token was obtained: replicas that adopt a short-lived
     /// token must see its true age, or they refresh it again at once.
     pub obtained_at_ms: u64,
+    /// The identity of the connection definition it was obtained under
+    /// (`Connection::grant_identity`); None in a set an earlier version wrote.
+    pub definition: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for StoredToken {
@@ -74,6 +77,7 @@ impl fmt::Debug for StoredToken {
             .field("expires_at_ms", &self.expires_at_ms)
             .field("scope", &self.scope)
             .field("obtained_at_ms", &self.obtained_at_ms)
+            .field("definition", &self.definition.map(|_| REDACTED))
             .finish()
     }
 }
@@ -132,6 +136,7 @@ pub(crate) mod test_support {
             expires_at_ms: Some(1_700_000_000_000 + tag.len() as u64),
             scope: Some(format!("scope:{tag}")),
             obtained_at_ms: 1_600_000_000_000,
+            definition: Some([tag.len() as u8; 32]),
         }
     }
 
@@ -147,6 +152,7 @@ pub(crate) mod test_support {
             && a.expires_at_ms == b.expires_at_ms
             && a.scope == b.scope
             && a.obtained_at_ms == b.obtained_at_ms
+            && a.definition == b.definition
     }
 }
 

@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::XNonce;
 use rand::RngCore;
@@ -40,6 +42,9 @@ struct TokenDocRef<'a> {
     obtained_at: u64,
     expires_at_ms: Option<u64>,
     obtained_at_ms: u64,
+    /// base64 of `StoredToken::definition`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    definition: Option<String>,
 }
 
 /// The serialized form of a token set (owning, for reading).
@@ -54,6 +59,8 @@ struct TokenDoc {
     expires_at_ms: Option<u64>,
     #[serde(default)]
     obtained_at_ms: Option<u64>,
+    #[serde(default)]
+    definition: Option<String>,
 }
 
 /// Milliseconds in a second (the document keeps both units).
@@ -125,6 +132,7 @@ fn document(token: &StoredToken) -> Result<Zeroizing<Vec<u8>>, String> {
         obtained_at: token.obtained_at_ms / MS_PER_S,
         expires_at_ms: token.expires_at_ms,
         obtained_at_ms: token.obtained_at_ms,
+        definition: token.definition.map(|d| BASE64.encode(d)),
     };
     serde_json::to_vec(&doc)
         .map(Zeroizing::new)
@@ -262,6 +270,18 @@ fn parse(connection: &str, plaintext: &[u8]) -> Result<StoredToken, String> {
             e.column()
         )
     })?;
+    let definition = match doc.definition {
+        None => None,
+        Some(text) => Some(
+            BASE64
+                .decode(text)
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| {
+                    format!("record for connection {connection:?} holds an invalid definition")
+                })?,
+        ),
+    };
     Ok(StoredToken {
         access_token: SecretString::from(doc.access_token),
         refresh_token: doc.refresh_token.map(SecretString::from),
@@ -272,6 +292,7 @@ fn parse(connection: &str, plaintext: &[u8]) -> Result<StoredToken, String> {
         obtained_at_ms: doc
             .obtained_at_ms
             .unwrap_or(doc.obtained_at.saturating_mul(MS_PER_S)),
+        definition,
     })
 }
 
@@ -279,7 +300,6 @@ fn parse(connection: &str, plaintext: &[u8]) -> Result<StoredToken, String> {
 mod tests {
     use super::*;
     use crate::token::store::test_support::{same_token, sample_token};
-    use base64::Engine as _;
 
     fn key(byte: u8) -> StoreKey {
         let text =
