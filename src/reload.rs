@@ -321,12 +321,14 @@ impl Reloader {
                         _ => None,
                     }
                 }
-                Backend::Shared(redis) => redis
-                    .read(&key, entry.tokens.generation())
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|v| (v.generation, v.token)),
+                Backend::Shared(redis) => match redis.read(&key, entry.tokens.generation()).await {
+                    Ok(stored) => stored.map(|v| (v.generation, v.token)),
+                    Err(e) => {
+                        // (The follower reports it on the connection too, and retries.)
+                        tracing::warn!(connection = %key, error = %e, "the shared store's token set for an added connection cannot be used");
+                        None
+                    }
+                },
             };
             if let Some((generation, token)) = stored {
                 let stored = Versioned { generation, token };

@@ -314,11 +314,17 @@ impl RedisStore {
     }
 }
 
-/// A `gen` field → its text and value; beyond [`MAX_GENERATION`] it is refused.
+/// A `gen` field → its text and value; beyond [`MAX_GENERATION`] it is refused. Digits
+/// only, and no leading zero (which tokenwarden never writes): the scripts (`stored_gen`)
+/// count a field of more than 16 characters as 0, so `00000000000000001` must not be 1 here.
 fn parse_generation(key: &str, field: &[u8]) -> Result<(String, u64), StoreError> {
     let text = std::str::from_utf8(field)
         .ok()
-        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|t| {
+            !t.is_empty()
+                && t.bytes().all(|b| b.is_ascii_digit())
+                && (t.len() == 1 || !t.starts_with('0'))
+        })
         .ok_or_else(|| bad_value(key, "the gen field is not a number"))?;
     match text.parse::<u64>() {
         Ok(n) if n <= MAX_GENERATION => Ok((text.to_owned(), n)),
@@ -350,6 +356,8 @@ mod tests {
         assert_eq!(ok("0"), Some(0));
         assert_eq!(ok("42"), Some(42));
         assert_eq!(ok("9007199254740991"), Some(MAX_GENERATION));
+        assert_eq!(ok("00000000000000001"), None, "the scripts read it as 0");
+        assert_eq!(ok("07"), None);
         for beyond in [
             "9007199254740992",
             "18446744073709551615",
