@@ -79,7 +79,8 @@ taskset -c "$OTHER_CORE" nginx -p "$W/up" -e "$W/up/error.log" -c "$W/up/nginx.c
 PIDS+=($!)
 wait_for "http://127.0.0.1:$UP/" '"id"'
 
-start() { # binary name → sets PID_<name>, PORT_<name>
+start() { # binary name → sets PID_<name>, PORT_<name>; a store file per round: A and B
+          # alternate in each slot, and an older build may not read a newer one's file
     local bin=$1 name=$2 listen admin
     listen=$(port)
     admin=$(port)
@@ -87,7 +88,7 @@ start() { # binary name → sets PID_<name>, PORT_<name>
     cat >"$W/$name/config.yaml" <<EOF
 proxy: { listen: "127.0.0.1:$listen", worker_threads: 1 }
 admin: { listen: "127.0.0.1:$admin" }
-store: { path: "$W/$name/tokens.bin" }
+store: { path: "$W/$name/tokens-$round.bin" }
 log: { level: warn }
 connections:
   - key: api
