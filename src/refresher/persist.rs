@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! begin:  SET lease NX PX ttl ──taken──► read the stored set ──newer than ours──► adopt it, release
+//!            │                                 ├─ newer, but obtained under another definition ─► Go, written above it
 //!            │                                 ├─ not newer ─► Go (token request, cut off in time to commit)
 //!            │                                 └─ refused (forged, written back, out of bounds) ─► Go, written above it
 //!            └─ held by another ─► Wait (for its token to arrive, or for the lease to expire)
@@ -103,7 +104,7 @@ impl Turn {
     }
 }
 
-/// Before a token request for `key`. `alone_ok`: the connection may refetch without the
+/// Before a token request for `conn`. `alone_ok`: the connection may refetch without the
 /// lease when Redis does not answer (client credentials).
 pub async fn begin(backend: &Backend, conn: &Connection, cache: &Cache, alone_ok: bool) -> Begin {
     let key = conn.key.as_str();
