@@ -6,10 +6,12 @@
 mod connection;
 mod env;
 pub mod fides;
+mod fields;
 mod hidden;
 mod identity;
 mod origin;
 mod position;
+mod proxy;
 mod raw;
 mod rejected;
 mod request;
@@ -21,13 +23,13 @@ mod suggest;
 mod upstream;
 
 pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2};
+pub use proxy::{InterceptSettings, ProxyLimits, ProxySettings};
 pub use rejected::RejectedStatuses;
 pub use request::{
     fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
 };
 pub use settings::{
-    AdminSettings, InterceptSettings, LogFormat, LogSettings, ProxyLimits, ProxySettings,
-    RedisSettings, StoreSettings, Unreadable,
+    AdminSettings, LogFormat, LogSettings, RedisSettings, StoreSettings, Unreadable,
 };
 pub use source::{Problem, Problems};
 pub use strategy::ApiKey;
