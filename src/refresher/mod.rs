@@ -6,7 +6,9 @@
 //! meanwhile is never refreshed, failed or expired by a stale decision.
 //!
 //! With a shared store every token request is made under the connection's lease in Redis
-//! (`persist`), and `follow` adopts the token sets other replicas write.
+//! (`persist`), and `follow` adopts the token sets other replicas write. [`Refresher::run`]
+//! reads as the algorithm: decide on the current token, act (fetch under the lock, or mark
+//! it expired), wait for the time or a wake-up.
 
 pub mod follow;
 pub mod persist;
@@ -43,154 +45,191 @@ pub struct Refresher {
     pub backend: Backend,
 }
 
+/// The refresher's memory between decisions: the transient failures in a row, when to try
+/// again after them, and whether a terminal error stopped it.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+    retry: Option<Retry>,
+    halted: bool,
+}
+
+impl Backoff {
+    /// A token arrived, or someone asked to start afresh.
+    fn clear(&mut self) {
+        self.attempt = 0;
+        self.retry = None;
+    }
+
+    /// One more transient failure; the next try waits by [`Retry::after`].
+    fn failed(&mut self, retry_after: Option<Duration>) -> Retry {
+        self.attempt += 1;
+        let next = Retry::after(self.attempt, retry_after);
+        self.retry = Some(next);
+        next
+    }
+}
+
+/// What [`Refresher::fetch_under_lock`] leaves the loop to do.
+enum Then {
+    /// Decide again at once.
+    Decide,
+    /// Another replica is refreshing: wait this long (or for a wake-up), then decide.
+    Wait(Duration),
+}
+
 impl Refresher {
+    /// Until `shutdown`: decide on the current token, act on the decision, wait.
     pub async fn run(self, shutdown: CancellationToken) {
         let Auth::OAuth2(oauth) = &self.entry.conn.auth else {
             return;
         };
         let cache = &self.entry.tokens;
-        let key = self.entry.conn.key.as_str();
         let grant = oauth.grant;
         let can_refresh = grant == Grant::ClientCredentials || oauth.refresh_request.is_some();
-        let mut attempt = 0u32;
-        let mut retry: Option<Retry> = None;
-        let mut halted = false;
+        let mut backoff = Backoff::default();
         loop {
             // The decision is made on this token; a writer may replace it before the fetch.
             let seen = cache.token();
-            let serial = seen.as_deref().map_or(0, TokenSet::serial);
             // An upstream rejected the token (401): replace it now, backoff or not.
             let forced = cache.replacement_asked(seen.as_deref());
-            let next = if halted {
+            let next = if backoff.halted {
                 if forced {
-                    cache.replacement_done(serial);
+                    cache.replacement_done(seen.as_deref().map_or(0, TokenSet::serial));
                 }
                 Next::Idle
             } else if forced {
                 Next::Fetch
             } else {
-                decide(seen.as_deref(), grant, can_refresh, retry)
+                decide(seen.as_deref(), grant, can_refresh, backoff.retry)
             };
             let until = match next {
-                Next::Fetch => {
-                    // Every write, the status included, happens under the write lock and
-                    // only if the token is still the one the decision was made on.
-                    let guard = cache.write_lock.lock().await;
-                    if !same(cache.token().as_ref(), seen.as_ref()) {
-                        // A new grant arrived meanwhile (callback): decide afresh.
-                        attempt = 0;
-                        retry = None;
-                        continue;
-                    }
-                    // Requests without a usable token may wait for this one briefly.
-                    let _fetching = cache.fetch_started();
-                    let alone_ok = grant == Grant::ClientCredentials;
-                    let result = match persist::begin(
-                        &self.backend,
-                        &self.entry.conn,
-                        cache,
-                        alone_ok,
-                    )
-                    .await
-                    {
-                        Begin::Go(turn) => self.fetch(grant, seen, turn).await,
-                        Begin::Adopted => {
-                            attempt = 0;
-                            retry = None;
-                            continue;
-                        }
-                        Begin::Wait(retry) => {
-                            // Another replica is refreshing: its token arrives through the
-                            // follower (which needs the write lock), or its lease expires.
-                            drop(guard);
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                _ = cache.wake.notified() => {}
-                                _ = tokio::time::sleep(retry) => {}
-                            }
-                            continue;
-                        }
-                        Begin::Unavailable(e) => {
-                            cache.replacement_done(serial);
-                            attempt += 1;
-                            let next = Retry::after(attempt, None);
-                            tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "no refresh without the lease; keeping the current token");
-                            retry = Some(next);
-                            cache.update(|s| {
-                                s.last_error = Some(e.to_string());
-                                s.consecutive_failures = attempt;
-                            });
-                            continue;
-                        }
-                    };
-                    cache.replacement_done(serial);
-                    match result {
-                        Ok(()) => {
-                            attempt = 0;
-                            retry = None;
-                        }
-                        Err(e) if e.is_terminal() => {
-                            let state = if grant == Grant::AuthorizationCode
-                                && e.oauth_code() == Some("invalid_grant")
-                            {
-                                State::NeedsReauthorization
-                            } else {
-                                State::Failed
-                            };
-                            tracing::error!(connection = %key, error = %e, state = state.as_str(), "token request failed for good; not retrying");
-                            if state == State::NeedsReauthorization {
-                                cache.withdraw(); // under `guard`, taken for the fetch
-                            }
-                            cache.update(|s| {
-                                s.state = state;
-                                s.last_error = Some(e.to_string());
-                                s.consecutive_failures += 1;
-                            });
-                            halted = true;
-                        }
-                        Err(e) => {
-                            attempt += 1;
-                            let next = Retry::after(attempt, e.retry_after());
-                            tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "token request failed; will retry");
-                            retry = Some(next);
-                            cache.update(|s| {
-                                s.last_error = Some(e.to_string());
-                                s.consecutive_failures = attempt;
-                            });
-                        }
-                    }
-                    continue;
-                }
+                Next::Fetch => match self.fetch_under_lock(grant, seen, &mut backoff).await {
+                    Then::Decide => continue,
+                    Then::Wait(wait) => Some(Instant::now() + wait),
+                },
                 Next::Expired => {
                     let _guard = cache.write_lock.lock().await;
                     if same(cache.token().as_ref(), seen.as_ref()) {
                         cache.update(|s| s.state = State::NeedsReauthorization);
-                        halted = true;
+                        backoff.halted = true;
                     }
                     continue;
                 }
                 Next::Sleep(at) => Some(at),
                 Next::Idle => None,
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = cache.wake.notified() => {
-                    // A new grant (callback) or an operator action: start afresh.
-                    halted = false;
-                    attempt = 0;
-                    retry = None;
-                }
-                // An upstream rejected the token: decide again (the loop's top acts on it).
-                _ = cache.forced.notified() => {}
-                _ = cache.store_back.notified() => {
-                    // The shared store answers again: stop backing off (a terminal error
-                    // stays terminal).
-                    attempt = 0;
-                    retry = None;
-                }
-                _ = sleep_or_forever(until) => {}
+            if !self.wait(until, &mut backoff, &shutdown).await {
+                return;
             }
         }
+    }
+
+    /// Until `until` (None: until woken) or a wake-up; false once `shutdown` fires.
+    async fn wait(
+        &self,
+        until: Option<Instant>,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let cache = &self.entry.tokens;
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = cache.wake.notified() => {
+                // A new grant (callback) or an operator action: start afresh.
+                backoff.clear();
+                backoff.halted = false;
+            }
+            // An upstream rejected the token: decide again (the loop's top acts on it).
+            _ = cache.forced.notified() => {}
+            // The shared store answers again: stop backing off (a terminal error stays
+            // terminal).
+            _ = cache.store_back.notified() => backoff.clear(),
+            _ = sleep_or_forever(until) => {}
+        }
+        true
+    }
+
+    /// A token request for the token `seen`, under the write lock and (with Redis) the
+    /// lease — if `seen` is still current: every write, the status included, happens only
+    /// then. Its outcome goes to `backoff` and the connection's status.
+    async fn fetch_under_lock(
+        &self,
+        grant: Grant,
+        seen: Option<Arc<TokenSet>>,
+        backoff: &mut Backoff,
+    ) -> Then {
+        let cache = &self.entry.tokens;
+        let key = self.entry.conn.key.as_str();
+        let serial = seen.as_deref().map_or(0, TokenSet::serial);
+        let _guard = cache.write_lock.lock().await;
+        if !same(cache.token().as_ref(), seen.as_ref()) {
+            // A new grant arrived meanwhile (callback): decide afresh.
+            backoff.clear();
+            return Then::Decide;
+        }
+        // Requests without a usable token may wait for this one briefly.
+        let _fetching = cache.fetch_started();
+        let alone_ok = grant == Grant::ClientCredentials;
+        let result = match persist::begin(&self.backend, &self.entry.conn, cache, alone_ok).await {
+            Begin::Go(turn) => self.fetch(grant, seen, turn).await,
+            Begin::Adopted => {
+                backoff.clear();
+                return Then::Decide;
+            }
+            // Another replica is refreshing: its token arrives through the follower (which
+            // needs the write lock, released on return), or its lease expires.
+            Begin::Wait(wait) => return Then::Wait(wait),
+            Begin::Unavailable(e) => {
+                cache.replacement_done(serial);
+                let next = backoff.failed(None);
+                tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "no refresh without the lease; keeping the current token");
+                let attempt = backoff.attempt;
+                cache.update(|s| {
+                    s.last_error = Some(e.to_string());
+                    s.consecutive_failures = attempt;
+                });
+                return Then::Decide;
+            }
+        };
+        cache.replacement_done(serial);
+        match result {
+            Ok(()) => backoff.clear(),
+            Err(e) if e.is_terminal() => self.stopped(grant, &e, backoff),
+            Err(e) => {
+                let next = backoff.failed(e.retry_after());
+                tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "token request failed; will retry");
+                let attempt = backoff.attempt;
+                cache.update(|s| {
+                    s.last_error = Some(e.to_string());
+                    s.consecutive_failures = attempt;
+                });
+            }
+        }
+        Then::Decide
+    }
+
+    /// A terminal error: the refresher stops until woken; `invalid_grant` on an
+    /// authorization-code refresh means the grant is dead, and its token leaves the cache.
+    /// Call with the write lock held.
+    fn stopped(&self, grant: Grant, e: &TokenError, backoff: &mut Backoff) {
+        let cache = &self.entry.tokens;
+        let state = if grant == Grant::AuthorizationCode && e.oauth_code() == Some("invalid_grant")
+        {
+            State::NeedsReauthorization
+        } else {
+            State::Failed
+        };
+        tracing::error!(connection = %self.entry.conn.key, error = %e, state = state.as_str(), "token request failed for good; not retrying");
+        if state == State::NeedsReauthorization {
+            cache.withdraw();
+        }
+        cache.update(|s| {
+            s.state = state;
+            s.last_error = Some(e.to_string());
+            s.consecutive_failures += 1;
+        });
+        backoff.halted = true;
     }
 
     /// One exchange for `current` (counted and timed by outcome), then persist and
