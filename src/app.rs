@@ -22,6 +22,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +82,8 @@ impl Running {
     }
 }
 
-/// Starts the sidecar on already-bound listeners.
+/// Starts the sidecar on already-bound listeners: the store read, one refresher per OAuth2
+/// connection, the background tasks, the proxy workers and the admin listener.
 pub async fn start(
     config: Config,
     proxy_listener: TcpListener,
@@ -90,97 +92,56 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
     let (backend, mut stored) = open_backend(&config).await?;
-
-    let registry = Arc::new(Registry::new(&config.connections));
-    for entry in &registry.connections {
-        if let (Auth::OAuth2(_), Some(saved)) = (&entry.conn.auth, stored.remove(&entry.conn.key)) {
-            crate::refresher::persist::restore(&entry.tokens, &entry.conn, saved);
-        }
-    }
-
+    let registry = restored(&config, &mut stored);
+    let intercept = interceptor(&config, &registry)?;
     let token_client = TokenClient::with_resolve(Arc::clone(&tls), &options.resolve)?;
     let dialer = Dialer::new(
         Arc::clone(&tls),
         GuardedResolver::new(options.static_hosts),
         config.proxy.connect_timeout,
     );
-    let proxy_addr = proxy_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
-    let interceptor = match &config.proxy.intercept {
-        Some(ca) => {
-            let root = crate::ca::Root::load(&ca.ca_cert, &ca.ca_key)?;
-            Some(Arc::new(Interceptor::new(root, registry.hosts())?))
-        }
-        None => None,
-    };
-    let mut pending = PendingStates::new(
-        config.admin.state_ttl,
-        config.admin.max_pending_states,
-        config.admin.instance.clone(),
-    );
-    if let Backend::Shared(redis) = &backend {
-        pending = pending.shared(Arc::clone(redis));
-    }
-    let shutdown = CancellationToken::new();
-    let tasks = tokio_util::task::TaskTracker::new();
-    let admin_settings = config.admin.clone();
+    let (proxy_addr, admin_addr) = (proxy_listener.local_addr()?, admin_listener.local_addr()?);
+    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let (admin_settings, proxy_settings) = (config.admin.clone(), config.proxy.clone());
     let watch = admin_settings
         .watch_config
         .map(|every| (config.file.clone(), every));
-    if let Some(interceptor) = &interceptor {
-        let renew =
-            Arc::clone(interceptor).renew_every(crate::ca::mint::RENEW_EVERY, shutdown.clone());
-        tasks.spawn(renew);
-    }
-    let header_timeout = config.proxy.header_read_timeout;
-    let workers = config
-        .proxy
-        .worker_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let unconfigured = stored
-        .keys()
-        .filter(|k| registry.get(k).is_none())
-        .cloned()
-        .collect();
+    // Grants the store holds for connections the config does not name.
+    let unconfigured = stored.into_keys().filter(|k| registry.get(k).is_none());
     let reloader = Arc::new(Reloader::new(Parts {
         started: config,
-        intercept: interceptor,
+        intercept: intercept.clone(),
         registry: Arc::clone(&registry),
         own_addrs: vec![proxy_addr, admin_addr],
         client: token_client.clone(),
         backend: backend.clone(),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
-        unconfigured,
-        removed_grant_grace: options
-            .removed_grant_grace
+        unconfigured: unconfigured.collect(),
+        removed_grant_grace: (options.removed_grant_grace)
             .unwrap_or(crate::reload::retired::REMOVED_GRANT_GRACE),
     }));
-    tasks.spawn(Arc::clone(&reloader).expire_retired());
+    let background = Background {
+        reloader: &reloader,
+        backend: &backend,
+        intercept,
+        watch,
+    };
+    background.spawn(&tasks, &shutdown);
     let instruments = Arc::new(crate::instrument::Instruments::default());
     let admin = Arc::new(Admin {
         listen: admin_addr.ip(),
         instruments: Arc::clone(&instruments),
         registry: Arc::clone(&reloader.registry),
         reloader: Arc::clone(&reloader),
-        pending,
+        pending: pending_states(&admin_settings, &backend),
         settings: admin_settings,
         client: token_client,
-        backend: backend.clone(),
+        backend,
     });
-    for entry in &registry.connections {
-        reloader.start_refresher(entry);
-    }
-    if let Backend::Shared(redis) = &backend {
-        let follower = Follower {
-            registry: Arc::clone(&reloader.registry),
-            redis: Arc::clone(redis),
-        };
-        tasks.spawn(follower.run(shutdown.clone()));
-    }
     let settings = crate::proxy::fast::worker::Settings {
-        workers,
-        header_read_timeout: header_timeout,
+        workers: proxy_settings.worker_threads.unwrap_or_else(cpus),
+        header_read_timeout: proxy_settings.header_read_timeout,
         fast_path: !options.hyper_only,
         instruments,
     };
@@ -191,20 +152,14 @@ pub async fn start(
         settings,
         shutdown.clone(),
     )?);
+    let serve_admin = move |req, peer| Arc::clone(&admin).handle(req, peer);
+    let header_timeout = proxy_settings.header_read_timeout;
     tasks.spawn(crate::server::serve(
         admin_listener,
         header_timeout,
         shutdown.clone(),
-        move |req, peer| Arc::clone(&admin).handle(req, peer),
+        serve_admin,
     ));
-    if let Some((file, every)) = watch {
-        tasks.spawn(crate::watch::run(
-            Arc::clone(&reloader),
-            file,
-            every,
-            shutdown.clone(),
-        ));
-    }
     tasks.close();
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections = registry.connections.len(), "tokenwarden is listening");
     let task = tokio::spawn(async move { tasks.wait().await });
@@ -216,6 +171,85 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// The registry of `config`'s connections, each OAuth2 one with the token set the store
+/// holds for it (taken out of `stored`) if it may use it.
+fn restored(config: &Config, stored: &mut HashMap<String, Versioned>) -> Arc<Registry> {
+    let registry = Arc::new(Registry::new(&config.connections));
+    for entry in &registry.connections {
+        if let (Auth::OAuth2(_), Some(saved)) = (&entry.conn.auth, stored.remove(&entry.conn.key)) {
+            crate::refresher::persist::restore(&entry.tokens, &entry.conn, saved);
+        }
+    }
+    registry
+}
+
+/// TLS interception (`proxy.intercept`): its root CA loaded, the leaves for the registry's
+/// hosts minted.
+fn interceptor(
+    config: &Config,
+    registry: &Registry,
+) -> Result<Option<Arc<Interceptor>>, StartError> {
+    let Some(ca) = &config.proxy.intercept else {
+        return Ok(None);
+    };
+    let root = crate::ca::Root::load(&ca.ca_cert, &ca.ca_key)?;
+    Ok(Some(Arc::new(Interceptor::new(root, registry.hosts())?)))
+}
+
+/// The number of CPUs (the default `proxy.worker_threads`).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The tasks that run beside the listeners until shutdown.
+struct Background<'a> {
+    reloader: &'a Arc<Reloader>,
+    backend: &'a Backend,
+    intercept: Option<Arc<Interceptor>>,
+    /// `admin.watch_config`: the config file, and how often it is read.
+    watch: Option<(std::path::PathBuf, std::time::Duration)>,
+}
+
+impl Background<'_> {
+    /// Each OAuth2 connection's refresher; the interception leaves' renewal, the removed
+    /// grants' expiry, the follower of the shared store, and the config file watch — those
+    /// that apply.
+    fn spawn(self, tasks: &TaskTracker, shutdown: &CancellationToken) {
+        for entry in &self.reloader.registry.load().connections {
+            self.reloader.start_refresher(entry);
+        }
+        if let Some(intercept) = self.intercept {
+            tasks.spawn(intercept.renew_every(crate::ca::mint::RENEW_EVERY, shutdown.clone()));
+        }
+        tasks.spawn(Arc::clone(self.reloader).expire_retired());
+        if let Backend::Shared(redis) = self.backend {
+            let follower = Follower {
+                registry: Arc::clone(&self.reloader.registry),
+                redis: Arc::clone(redis),
+            };
+            tasks.spawn(follower.run(shutdown.clone()));
+        }
+        if let Some((file, every)) = self.watch {
+            let reloader = Arc::clone(self.reloader);
+            tasks.spawn(crate::watch::run(reloader, file, every, shutdown.clone()));
+        }
+    }
+}
+
+/// Authorization states waiting for their callback: in this process, or in Redis (so a
+/// callback can land on any replica).
+fn pending_states(admin: &crate::config::AdminSettings, backend: &Backend) -> PendingStates {
+    let pending = PendingStates::new(
+        admin.state_ttl,
+        admin.max_pending_states,
+        admin.instance.clone(),
+    );
+    match backend {
+        Backend::Shared(redis) => pending.shared(Arc::clone(redis)),
+        Backend::Local(_) => pending,
+    }
 }
 
 /// What `run` would refuse beyond the config file, found without writing anything or
