@@ -95,38 +95,7 @@ impl FidesSource {
         let Named { key, prefix, .. } = named;
         match (named.saas_config, named.client_config) {
             (Some(Value::String(file)), None) => {
-                let file = base.join(file);
-                let fides = match std::fs::read_to_string(&file) {
-                    Ok(text) => Source::from_text(&file, text),
-                    Err(e) => {
-                        // Positioned where the main file names it.
-                        problems.push(src.problem(
-                            &format!("{prefix}.saas_config"),
-                            format!(
-                                "connection `{key}`: cannot read the Fides file `{}`: {e}",
-                                file.display()
-                            ),
-                        ));
-                        return None;
-                    }
-                };
-                let in_fides_file = |mut p: Problem| {
-                    p.message = format!("connection `{key}`: {}", p.message);
-                    p
-                };
-                let value = fides
-                    .parse()
-                    .map_err(|p| problems.push(in_fides_file(p)))
-                    .ok()?;
-                let parsed: SaasConfigFile = fides
-                    .deserialize(value, "")
-                    .map_err(|p| problems.push(in_fides_file(p)))
-                    .ok()?;
-                Some(FidesSource {
-                    saas: parsed.saas_config,
-                    file: Some(fides),
-                    path: "saas_config.client_config".into(),
-                })
+                FidesSource::from_file(&base.join(file), key, prefix, src, problems)
             }
             (Some(value @ Value::Mapping(_)), None) => {
                 let at = format!("{prefix}.saas_config");
@@ -140,25 +109,7 @@ impl FidesSource {
                     path: format!("{at}.client_config"),
                 })
             }
-            (None, Some(value)) => {
-                let at = format!("{prefix}.client_config");
-                let client_config: ClientConfig = src
-                    .deserialize(value, &at)
-                    .map_err(|p| problems.push(p))
-                    .ok()?;
-                let saas = SaasConfig {
-                    fides_key: key.to_owned(),
-                    name: key.to_owned(),
-                    kind: INLINE_KIND.into(),
-                    connector_params: Vec::new(),
-                    client_config,
-                };
-                Some(FidesSource {
-                    saas,
-                    file: None,
-                    path: at,
-                })
-            }
+            (None, Some(value)) => FidesSource::inline(value, key, prefix, src, problems),
             (Some(_), None) => {
                 problems.push(src.problem(
                     &format!("{prefix}.saas_config"),
@@ -183,6 +134,74 @@ impl FidesSource {
                 None
             }
         }
+    }
+
+    /// An unchanged Fides file (`saas_config: <path>`); an unreadable one is a problem where
+    /// the main file names it, the file's own problems are placed in it.
+    fn from_file(
+        file: &Path,
+        key: &str,
+        prefix: &str,
+        src: &Source,
+        problems: &mut Problems,
+    ) -> Option<FidesSource> {
+        let fides = match std::fs::read_to_string(file) {
+            Ok(text) => Source::from_text(file, text),
+            Err(e) => {
+                problems.push(src.problem(
+                    &format!("{prefix}.saas_config"),
+                    format!(
+                        "connection `{key}`: cannot read the Fides file `{}`: {e}",
+                        file.display()
+                    ),
+                ));
+                return None;
+            }
+        };
+        let in_fides_file = |mut p: Problem| {
+            p.message = format!("connection `{key}`: {}", p.message);
+            p
+        };
+        let value = fides
+            .parse()
+            .map_err(|p| problems.push(in_fides_file(p)))
+            .ok()?;
+        let parsed: SaasConfigFile = fides
+            .deserialize(value, "")
+            .map_err(|p| problems.push(in_fides_file(p)))
+            .ok()?;
+        Some(FidesSource {
+            saas: parsed.saas_config,
+            file: Some(fides),
+            path: "saas_config.client_config".into(),
+        })
+    }
+
+    /// An inline `client_config:`, as the Fides config of a connector named by its key.
+    fn inline(
+        value: Value,
+        key: &str,
+        prefix: &str,
+        src: &Source,
+        problems: &mut Problems,
+    ) -> Option<FidesSource> {
+        let at = format!("{prefix}.client_config");
+        let client_config: ClientConfig = src
+            .deserialize(value, &at)
+            .map_err(|p| problems.push(p))
+            .ok()?;
+        let saas = SaasConfig {
+            fides_key: key.to_owned(),
+            name: key.to_owned(),
+            kind: INLINE_KIND.into(),
+            connector_params: Vec::new(),
+            client_config,
+        };
+        Some(FidesSource {
+            saas,
+            file: None,
+            path: at,
+        })
     }
 
     /// Positions problems of connection `key` at its client_config (`main` unless it came
