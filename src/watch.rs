@@ -47,7 +47,8 @@ fn read_into(hash: &mut Sha256, file: &Path) -> Option<String> {
 
 /// The `saas_config:` file paths the config names (as written: relative to its folder).
 /// Text that does not parse names none; the reload reports it. A path written with a
-/// `${VAR}` is taken literally, so that file is not followed (README: Hot reload).
+/// `${VAR}` is taken literally, so that file is not followed (docs/configuration.md: Hot
+/// reload).
 fn fides_files(config: &str) -> Vec<String> {
     let Ok(doc) = serde_yaml_ng::from_str::<Value>(config) else {
         return Vec::new();

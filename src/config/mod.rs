@@ -147,7 +147,7 @@ fn cross_checks(
     if connections.is_empty() && problems.is_empty() {
         problems.push(src.problem(
             "connections",
-            "at least one connection is required (see README: Connections and strategies)",
+            "at least one connection is required (see docs/configuration.md: Connections and strategies)",
         ));
     }
     for (i, target) in proxy.connect_passthrough.iter().enumerate() {

@@ -72,7 +72,7 @@ pub struct InterceptSettings {
     pub ca_key: PathBuf,
 }
 
-/// Resource limits of the proxy listener (see README, The proxy).
+/// Resource limits of the proxy listener (see docs/proxy.md, Limits).
 #[derive(Debug, Clone, Copy)]
 pub struct ProxyLimits {
     /// Open app connections beyond this are refused (closed at once, with a log line).

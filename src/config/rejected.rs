@@ -1,7 +1,8 @@
 //! `token_rejected_statuses` of a connection: the upstream statuses that mean "this token was
-//! rejected", which start the one-refresh-one-replay recovery (README "Upstream 401"). RFC 6750
-//! says 401; some APIs (and Django OAuth Toolkit's stock views) say 403, so a connection may
-//! name that too. Kept as a bit set of 4xx codes: the request path's check is one shift.
+//! rejected", which start the one-refresh-one-replay recovery (docs/configuration.md,
+//! "Upstream 401"). RFC 6750 says 401; some APIs (and Django OAuth Toolkit's stock views) say
+//! 403, so a connection may name that too. Kept as a bit set of 4xx codes: the request path's
+//! check is one shift.
 
 use super::source::{Problems, Source};
 

@@ -23,7 +23,7 @@
 //!
 //! Why two: measured with `benches/compare.sh` (sidecar layout, one core each), the
 //! hyper-only path cost 1.05–1.28× nginx's CPU per request; the fast path costs
-//! 0.37–0.58× (see README, Performance). `tests/it/paths.rs` runs a table of request and
+//! 0.37–0.58× (see docs/performance.md). `tests/it/paths.rs` runs a table of request and
 //! response shapes down both paths and asserts they agree.
 
 pub(crate) mod access;

@@ -392,14 +392,14 @@ connections:
         config: "",
         files: &[],
         env: &[],
-        expected: &["config.yaml: connections: at least one connection is required (see README: Connections and strategies)"],
+        expected: &["config.yaml: connections: at least one connection is required (see docs/configuration.md: Connections and strategies)"],
     },
     Case {
         name: "an empty connections list",
         config: "proxy:\n  listen: 127.0.0.1:8080\nconnections: []\n",
         files: &[],
         env: &[],
-        expected: &["config.yaml:3:1: connections: at least one connection is required (see README: Connections and strategies)"],
+        expected: &["config.yaml:3:1: connections: at least one connection is required (see docs/configuration.md: Connections and strategies)"],
     },
     Case {
         name: "a passthrough entry for a connection's host, on another port",

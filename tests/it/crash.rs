@@ -1,6 +1,6 @@
 //! Crash safety of the token store under refresh-token rotation (ignored: about five
 //! minutes; run with `cargo test --test it crash -- --ignored --nocapture`, figure in
-//! README, "Token store"). A real `tokenwarden run` process refreshes a 2 s token
+//! docs/token-store.md). A real `tokenwarden run` process refreshes a 2 s token
 //! (about once a second) at a strict rotating token endpoint while requests flow through
 //! it, and is SIGKILLed at a random moment, [`KILLS`] times, and restarted on the same
 //! store each time. Asserted, every time: the store loads (the process comes up and
@@ -52,7 +52,7 @@ fn number(token: &str, prefix: &str) -> Option<u64> {
 }
 
 #[tokio::test]
-#[ignore = "about five minutes: run it for the figure in README"]
+#[ignore = "about five minutes: run it for the figure in docs/token-store.md"]
 async fn sigkilled_mid_refresh_the_store_always_loads_and_no_rotated_refresh_token_is_lost() {
     let grant = Arc::new(Mutex::new(Grant::default()));
     let g = Arc::clone(&grant);
