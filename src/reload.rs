@@ -251,27 +251,7 @@ impl Reloader {
             }
         }
         self.restore(&changes.added, &foreign).await;
-        // Restart-required proxy settings keep their running values.
-        let mut settings = config.proxy.clone();
-        settings.connect_timeout = self.started.proxy.connect_timeout;
-        settings.limits.max_connections = self.started.proxy.limits.max_connections;
-        settings.limits.max_buffered_head_bytes = self.started.proxy.limits.max_buffered_head_bytes;
-        let registry = Arc::new(registry);
-        if let Some(intercept) = &self.intercept {
-            if let Err(e) = intercept.renew_for(registry.hosts()) {
-                tracing::error!(error = %e, "interception certificates not minted for the new hosts; the old ones stay");
-            }
-        }
-        let proxy = proxy(
-            Arc::clone(&registry),
-            &settings,
-            self.own_addrs.clone(),
-            self.intercept.as_ref(),
-        );
-        self.registry.store(Arc::clone(&registry));
-        self.proxy.store(Arc::new(proxy));
-        self.public_url
-            .store(config.admin.public_url.clone().map(Arc::new));
+        self.swap_in(registry, &config);
         for entry in changes.removed.iter().chain(&changes.changed) {
             self.stop_refresher(&entry.conn.key).await;
         }
@@ -299,6 +279,33 @@ impl Reloader {
         };
         tracing::info!(added = ?outcome.added, changed = ?outcome.changed, removed = ?outcome.removed, kept = changes.kept.len(), "configuration reloaded");
         self.finish(outcome)
+    }
+
+    /// Makes `registry` and `config`'s proxy settings (but those that need a restart, which
+    /// keep their running values) and `admin.public_url` the running ones: requests in
+    /// flight finish on what they loaded.
+    fn swap_in(&self, registry: Registry, config: &Config) {
+        let mut settings = config.proxy.clone();
+        let running = &self.started.proxy;
+        settings.connect_timeout = running.connect_timeout;
+        settings.limits.max_connections = running.limits.max_connections;
+        settings.limits.max_buffered_head_bytes = running.limits.max_buffered_head_bytes;
+        let registry = Arc::new(registry);
+        if let Some(intercept) = &self.intercept {
+            if let Err(e) = intercept.renew_for(registry.hosts()) {
+                tracing::error!(error = %e, "interception certificates not minted for the new hosts; the old ones stay");
+            }
+        }
+        let proxy = proxy(
+            Arc::clone(&registry),
+            &settings,
+            self.own_addrs.clone(),
+            self.intercept.as_ref(),
+        );
+        self.registry.store(registry);
+        self.proxy.store(Arc::new(proxy));
+        self.public_url
+            .store(config.admin.public_url.clone().map(Arc::new));
     }
 
     fn finish(&self, outcome: Outcome) -> Arc<Outcome> {
