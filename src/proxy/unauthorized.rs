@@ -30,10 +30,11 @@ use crate::telemetry::Counter;
 use crate::token::Replacement;
 use std::time::Duration;
 
-/// The largest request body kept for a replay: the fast path's buffered bodies
-/// ([`super::fast::request::MAX_BUFFERED_BODY`]); the hyper path buffers an idempotent
-/// request's body of a known length up to this before sending it.
-pub const MAX_REPLAY_BODY: usize = super::fast::request::MAX_BUFFERED_BODY;
+/// The largest request body kept for a replay (64 KiB). The fast path buffers bodies up to
+/// this (its `MAX_BUFFERED_BODY` is defined as this), so each of its buffered bodies can be
+/// replayed; the hyper path buffers an idempotent request's body of a known length up to
+/// this before sending it.
+pub const MAX_REPLAY_BODY: usize = 64 * 1024;
 
 /// How long a rejected request waits for the refreshed token before its 401 goes back.
 pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
