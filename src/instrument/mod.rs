@@ -6,11 +6,14 @@
 //!
 //! Per connection ([`ConnectionInstruments`], on `registry::Entry::counters`): request
 //! durations by status class, upstream connect durations, upstream errors by
-//! [`UpstreamError`], `no_token` refusals by state. Per process ([`Instruments`]): the
-//! open app and upstream connections.
+//! [`UpstreamError`], `no_token` refusals by state; and ([`unauthorized`]) the upstream
+//! 401s to a token by what came of them. Per process ([`Instruments`]): the open app and
+//! upstream connections. The code that records into them (`proxy`, `registry`) imports
+//! this module, never the other way round.
 
 pub mod gauge;
 pub mod histogram;
+pub mod unauthorized;
 
 pub use gauge::{Gauge, Open};
 pub use histogram::Histogram;
