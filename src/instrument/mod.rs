@@ -1,17 +1,18 @@
-//! The instruments `/metrics` reads that are written on the request path, and the fixed
-//! label values they are kept by. Writing one is a few relaxed atomic adds on the
-//! recording worker's own cache lines: no lock, no allocation, no system call
-//! ([`histogram`], [`gauge`], sharded by [`shard`]). The admin listener's collector
-//! (`admin::collector`) sums and encodes them at scrape time.
+//! The instruments `/metrics` reads, and the fixed label values they are kept by. Those
+//! written on the request path cost a few relaxed atomic adds on the recording worker's own
+//! cache lines: no lock, no allocation, no system call ([`histogram`], [`gauge`], sharded
+//! by [`shard`]). The admin listener's collector (`admin::collector`) sums and encodes them
+//! at scrape time.
 //!
 //! Per connection ([`ConnectionInstruments`], on `registry::Entry::counters`): request
 //! durations by status class, upstream connect durations, upstream errors by
 //! [`UpstreamError`], `no_token` refusals by state; and ([`unauthorized`]) the upstream
-//! 401s to a token by what came of them. Per process ([`Instruments`]): the open app and
-//! upstream connections. Per connection, off the request path ([`TokenInstruments`], on
-//! its `token::Cache`): token requests by outcome and duration, adoptions. The code that
-//! records into them (`proxy`, `registry`, `token`, `refresher`, `admin`) imports this
-//! module, never the other way round: it imports only `telemetry`.
+//! 401s to a token by what came of them. Per connection, off the request path
+//! ([`TokenInstruments`], on its `token::Cache`): token requests by outcome and duration,
+//! adoptions. Per process ([`Instruments`]): the open app and upstream connections.
+//!
+//! This module imports only `telemetry`, never the code that holds or records into its
+//! instruments (`proxy`, `registry`, `token`, the refresher, the admin routes).
 
 pub mod gauge;
 pub mod histogram;
