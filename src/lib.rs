@@ -15,7 +15,8 @@
 //! - [`config`]: the file schema → validated [`config::Config`]; Fides model; `${ENV}`.
 //! - [`template`]: Fides placeholders and encodings.
 //! - [`oauth`]: authorization URL, token/refresh requests and responses, states, PKCE.
-//! - [`token`]: token sets, the lock-free cache, schedule, store (a leaf: no OAuth, no proxy).
+//! - [`token`]: token sets, the lock-free cache, schedule, store (no OAuth, no proxy: it
+//!   imports only `config`, `telemetry` and `instrument`).
 //! - [`registry`]: connections by key and by host; [`reload`]: config hot reload (SIGHUP,
 //!   `POST /api/v1/reload`), which swaps the registry and the proxy settings.
 //! - [`refresher`]: one task per OAuth2 connection that gets and renews its token (with the
@@ -30,7 +31,8 @@
 //! - [`admin`]: health, readiness, metrics (OpenMetrics, by prometheus-client), status,
 //!   authorize and callback routes.
 //! - [`instrument`]: the lock-free, per-worker sharded histograms, counters and gauges the
-//!   request path records into for `/metrics`.
+//!   request path (and the token writers) record into for `/metrics`; it imports only
+//!   `telemetry`.
 //! - [`server`]: the accept loop shared by both listeners.
 //! - [`app`]: the composition root; [`run`] is what `tokenwarden run` does.
 //! - [`demo`]: the self-contained demo; [`telemetry`]: logging; [`tls`]: rustls roots.

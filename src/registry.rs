@@ -49,7 +49,7 @@ pub struct ProxyCounters {
     /// no usable token was held (by the state the 503 reported).
     pub requests: ConnectionInstruments,
     /// Upstream 401s to requests that carried a token, by what came of them.
-    pub unauthorized: crate::proxy::unauthorized::Counters,
+    pub unauthorized: crate::instrument::unauthorized::Counters,
 }
 
 impl Entry {

@@ -7,10 +7,10 @@
 //! A per-connection counter family with one label of fixed values is one [`counter`]
 //! call with one [`by`] per value.
 
-use crate::instrument::{self, histogram::Snapshot, Instruments, UpstreamError};
-use crate::proxy::unauthorized;
+use crate::instrument::{
+    self, histogram::Snapshot, unauthorized, Instruments, UpstreamError, STATE_NAMES,
+};
 use crate::registry::{Entry, Registry};
-use crate::token::cache::STATE_NAMES;
 use crate::token::set::unix_seconds;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};

@@ -1,27 +1,46 @@
-//! The instruments `/metrics` reads that are written on the request path, and the fixed
-//! label values they are kept by. Writing one is a few relaxed atomic adds on the
-//! recording worker's own cache lines: no lock, no allocation, no system call
-//! ([`histogram`], [`gauge`], sharded by [`shard`]). The admin listener's collector
-//! (`admin::collector`) sums and encodes them at scrape time.
+//! The instruments `/metrics` reads, and the fixed label values they are kept by. Those
+//! written on the request path cost a few relaxed atomic adds on the recording worker's own
+//! cache lines: no lock, no allocation, no system call ([`histogram`], [`gauge`], sharded
+//! by [`shard`]). The admin listener's collector (`admin::collector`) sums and encodes them
+//! at scrape time.
 //!
 //! Per connection ([`ConnectionInstruments`], on `registry::Entry::counters`): request
 //! durations by status class, upstream connect durations, upstream errors by
-//! [`UpstreamError`], `no_token` refusals by state. Per process ([`Instruments`]): the
-//! open app and upstream connections.
+//! [`UpstreamError`], `no_token` refusals by state; and ([`unauthorized`]) the upstream
+//! 401s to a token by what came of them. Per connection, off the request path
+//! ([`TokenInstruments`], on its `token::Cache`): token requests by outcome and duration,
+//! adoptions. Per process ([`Instruments`]): the open app and upstream connections.
+//!
+//! This module imports only `telemetry`, never the code that holds or records into its
+//! instruments (`proxy`, `registry`, `token`, the refresher, the admin routes).
 
 pub mod gauge;
 pub mod histogram;
+pub mod unauthorized;
 
 pub use gauge::{Gauge, Open};
 pub use histogram::Histogram;
 
 use crate::telemetry::Counter;
-use crate::token::cache::STATE_NAMES;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The `status_class` label of a request duration, by the status's first digit.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Every name `token::Cache::state_name` reports (the `state` label in `/metrics`). The
+/// last, `static`, is never without a token; the others can answer a `no_token` 503. Kept
+/// here, with the instruments labelled by it, so that `instrument` imports nothing of
+/// `token` (the token cache's tests check it against `token::State`).
+pub const STATE_NAMES: [&str; 7] = [
+    "pending",
+    "ready",
+    "expired",
+    "failed",
+    "needs_authorization",
+    "needs_reauthorization",
+    "static",
+];
 
 /// The states a `no_token` 503 reports (`token::Cache::state_name`), each a series of
 /// `tokenwarden_no_token_total`.
@@ -115,6 +134,36 @@ impl std::fmt::Debug for ConnectionInstruments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectionInstruments")
             .finish_non_exhaustive()
+    }
+}
+
+/// One connection's token requests for `/metrics`: written by the refresher, the OAuth
+/// callback and the follower that adopts other replicas' tokens (never on the request
+/// path), kept on the connection's `token::Cache`.
+#[derive(Default)]
+pub struct TokenInstruments {
+    /// Token requests (any grant) that produced a token.
+    pub ok: Counter,
+    /// Token requests that failed.
+    pub failed: Counter,
+    /// Token sets adopted from the shared store (written by another replica).
+    pub adopted: Counter,
+    /// How long the token requests that produced a token took.
+    pub ok_durations: Histogram,
+    /// How long the failed token requests took.
+    pub failed_durations: Histogram,
+}
+
+impl TokenInstruments {
+    /// One token request that took `took`: counted, and its duration recorded, by outcome.
+    pub fn requested(&self, ok: bool, took: Duration) {
+        let (count, durations) = if ok {
+            (&self.ok, &self.ok_durations)
+        } else {
+            (&self.failed, &self.failed_durations)
+        };
+        count.inc();
+        durations.record(took);
     }
 }
 

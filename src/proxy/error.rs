@@ -1,12 +1,12 @@
 //! Every way the proxy refuses or fails a request, and the one function that maps each
 //! to an HTTP status and a JSON body with a stable `error` code, rendered by both paths:
 //! as a hyper response ([`ProxyError::into_response`]) or as bytes ([`write_error`]). Bodies never hold a
-//! token, a secret or the app's request data.
+//! token, a secret or the app's request data. It imports neither path: the response's body
+//! is a plain [`Full`], which the hyper path wraps into its own body type.
 
-use super::full::ProxyBody;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProxyError {
@@ -118,7 +118,7 @@ impl ProxyError {
         matches!(self, ProxyError::TransferCoding)
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub fn into_response(self) -> Response<Full<Bytes>> {
         let mut response = json_response(self.status(), &self.body());
         if let Some(seconds) = self.retry_after() {
             response
@@ -155,8 +155,8 @@ pub const OWN_HEADERS: [(header::HeaderName, &str); 2] = [
 ];
 
 /// A small JSON response from the proxy itself.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     for (name, value) in OWN_HEADERS {
         r.headers_mut()

@@ -5,21 +5,32 @@
 //! accepted them ([`fast::worker`]).
 //!
 //! Two HTTP/1.1 implementations serve it, and they decide nothing twice:
-//! - shared, importing neither path: [`route`] (the one [`route::Plan`] of a request:
-//!   routing, refusals, credential, counters, the headers set, and the retry rule),
-//!   [`headers`] (hop-by-hop hygiene, with the one definition of "named in
+//! - shared, importing neither path (nor [`tunnel`]): [`route`] (the one [`route::Plan`]
+//!   of a request: routing, refusals, credential, counters, the headers set, and the retry
+//!   rule), [`headers`] (hop-by-hop hygiene, with the one definition of "named in
 //!   `Connection`"), [`error`] (every error, rendered as a hyper response or as bytes),
-//!   [`upstream`] (the SSRF-guarded dialer), [`limits`] (connections, requests per
-//!   connection, lifetimes), [`heads`] (the memory of partial heads), [`measure`] (what both record for `/metrics`);
+//!   [`upstream`] (the SSRF-guarded dialer, and both pools' idle limits), [`limits`]
+//!   (connections, requests per connection, lifetimes), [`heads`] (the memory of partial
+//!   heads), [`measure`] (what both record for `/metrics`), [`unauthorized`] (what both
+//!   paths do with an upstream's 401: one refresh, one replay; it owns the replay bound)
+//!   and [`access`] (the access log);
 //! - [`fast`]: ordinary requests as bytes (request and response heads, chunked scanning,
 //!   coarse deadlines, raw pooled upstream links), in the worker's connection loop;
 //! - [`full`]: hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
 //!   streamed or chunked request bodies, HTTP/1.0, `Expect`, `Connection` naming other
 //!   headers — once the fast path has handed it the connection;
-//! - [`unauthorized`]: what both paths do with an upstream's 401 (one refresh, one replay);
 //! - [`tunnel`]: `CONNECT` to a configured host with `proxy.intercept` on: TLS terminated
 //!   with a minted leaf, and the decrypted stream served by [`fast::serve`] like an
 //!   accepted connection, with the tunnel's `host:port` as the forward-mode authority.
+//!
+//! Direction: the shared files, both paths and the tunnel import `registry`, `token`,
+//! `instrument` and `config`, none of which imports `proxy`. The paths do not yet import
+//! only the shared files: the per-thread context [`fast::Worker`] (which also holds the
+//! hyper path's pool) and the connection driver [`fast::serve`] (which hands a connection
+//! to [`full`]) live in `fast`; [`full`] and [`tunnel`] take the worker from there,
+//! `tunnel` serves its decrypted stream by calling `fast::serve`, and `full/checked.rs`
+//! checks bodies with the fast path's parsers. That circle among `fast`, `full` and
+//! `tunnel` is cut by moving the worker and the driver out of `fast`.
 //!
 //! Why two: measured with `benches/compare.sh` (sidecar layout, one core each), the
 //! hyper-only path cost 1.05–1.28× nginx's CPU per request; the fast path costs

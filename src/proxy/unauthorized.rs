@@ -20,63 +20,25 @@
 //!
 //! Only a status in the connection's `token_rejected_statuses` does this — 401 unless the
 //! connection names others (403, for APIs that answer a revoked token with it); every other
-//! status passes through. Each such answer to a token is counted once, by outcome, in
-//! `tokenwarden_unauthorized_refreshes_total`.
+//! status passes through. Each such answer to a token is counted once, by [`Outcome`], in
+//! `tokenwarden_unauthorized_refreshes_total` (its storage is
+//! [`crate::instrument::unauthorized`], on the connection's entry).
 
 use super::Proxy;
 use crate::config::{Auth, Grant};
+use crate::instrument::unauthorized::Outcome;
 use crate::registry::Entry;
-use crate::telemetry::Counter;
 use crate::token::Replacement;
 use std::time::Duration;
 
-/// The largest request body kept for a replay: the fast path's buffered bodies
-/// ([`super::fast::request::MAX_BUFFERED_BODY`]); the hyper path buffers an idempotent
-/// request's body of a known length up to this before sending it.
-pub const MAX_REPLAY_BODY: usize = super::fast::request::MAX_BUFFERED_BODY;
+/// The largest request body kept for a replay (64 KiB). The fast path buffers bodies up to
+/// this (its `MAX_BUFFERED_BODY` is defined as this), so each of its buffered bodies can be
+/// replayed; the hyper path buffers an idempotent request's body of a known length up to
+/// this before sending it.
+pub const MAX_REPLAY_BODY: usize = 64 * 1024;
 
 /// How long a rejected request waits for the refreshed token before its 401 goes back.
 pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
-
-/// What became of one 401 that carried a token (the metric's `outcome` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A refresh ran for it and produced a new token.
-    Refreshed,
-    /// A newer token was there already, or came from a refresh another 401 asked for.
-    Reused,
-    /// A refresh was asked for less than `proxy.unauthorized_refresh_interval` ago.
-    Limited,
-    /// The refresh failed, or brought no new token within [`REFRESH_WAIT`].
-    Failed,
-    /// The connection has no way to refresh (authorization code without a refresh token).
-    NotRefreshable,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Refreshed,
-        Outcome::Reused,
-        Outcome::Limited,
-        Outcome::Failed,
-        Outcome::NotRefreshable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Refreshed => "refreshed",
-            Outcome::Reused => "reused",
-            Outcome::Limited => "limited",
-            Outcome::Failed => "failed",
-            Outcome::NotRefreshable => "not_refreshable",
-        }
-    }
-
-    /// Whether the request may go again, with another token.
-    fn new_token(self) -> bool {
-        matches!(self, Outcome::Refreshed | Outcome::Reused)
-    }
-}
 
 impl From<Replacement> for Outcome {
     fn from(r: Replacement) -> Outcome {
@@ -86,20 +48,6 @@ impl From<Replacement> for Outcome {
             Replacement::Limited => Outcome::Limited,
             Replacement::Failed => Outcome::Failed,
         }
-    }
-}
-
-/// The 401s of one connection by outcome (`/metrics`).
-#[derive(Debug, Default)]
-pub struct Counters([Counter; Outcome::ALL.len()]);
-
-impl Counters {
-    pub fn get(&self, outcome: Outcome) -> u64 {
-        self.0[outcome as usize].get()
-    }
-
-    fn inc(&self, outcome: Outcome) {
-        self.0[outcome as usize].inc();
     }
 }
 

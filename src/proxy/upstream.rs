@@ -7,7 +7,9 @@
 //! The flag travels with each dial, from the connection being served: it is not a property
 //! of the host name, so another connection on the same name keeps the guard. Both pools
 //! keep their links per connection (by registry position, never reused), so a link one
-//! connection was allowed to open is never handed to another.
+//! connection was allowed to open is never handed to another. The limits both pools keep
+//! on idle links ([`POOL_IDLE_TIMEOUT`], [`POOL_MAX_IDLE`]) live here with the dialer, so
+//! neither engine imports the other's pool for them.
 
 use crate::config::{Connection, Upstream};
 use http::uri::Scheme;
@@ -21,6 +23,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+/// How long an idle upstream connection may wait for reuse (both pools).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream, per worker (both pools).
+pub const POOL_MAX_IDLE: usize = 1024;
 
 /// Why an upstream connection could not be opened.
 #[derive(Debug, thiserror::Error)]

@@ -12,8 +12,7 @@
 //! every request rejected with the same token and rate-limited per connection.
 
 use super::set::TokenSet;
-use crate::instrument::Histogram;
-use crate::telemetry::Counter;
+use crate::instrument::TokenInstruments;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,18 +51,6 @@ impl State {
     }
 }
 
-/// Every name [`Cache::state_name`] reports (the `state` label in `/metrics`). The last,
-/// `static`, is never without a token; the others can answer a `no_token` 503.
-pub const STATE_NAMES: [&str; 7] = [
-    "pending",
-    "ready",
-    "expired",
-    "failed",
-    "needs_authorization",
-    "needs_reauthorization",
-    "static",
-];
-
 /// What status routes show. Never holds a token value.
 #[derive(Debug, Clone)]
 pub struct Status {
@@ -72,34 +59,6 @@ pub struct Status {
     /// The last failure (connection + OAuth error code or HTTP status; no secrets).
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
-}
-
-/// Token counters for `/metrics`.
-#[derive(Default)]
-pub struct TokenCounters {
-    /// Token requests (any grant) that produced a token.
-    pub ok: Counter,
-    /// Token requests that failed.
-    pub failed: Counter,
-    /// Token sets adopted from the shared store (written by another replica).
-    pub adopted: Counter,
-    /// How long the token requests that produced a token took.
-    pub ok_durations: Histogram,
-    /// How long the failed token requests took.
-    pub failed_durations: Histogram,
-}
-
-impl TokenCounters {
-    /// One token request that took `took`: counted, and its duration recorded, by outcome.
-    pub fn requested(&self, ok: bool, took: std::time::Duration) {
-        let (count, durations) = if ok {
-            (&self.ok, &self.ok_durations)
-        } else {
-            (&self.failed, &self.failed_durations)
-        };
-        count.inc();
-        durations.record(took);
-    }
 }
 
 pub struct Cache {
@@ -120,7 +79,9 @@ pub struct Cache {
     fetching: AtomicBool,
     /// Notified (all waiters) when a token is published or a fetch ends.
     settled: Notify,
-    pub counters: TokenCounters,
+    /// Its token requests and adoptions, for `/metrics` (the type is `instrument`'s; it
+    /// lives here so it follows the tokens across a reload that keeps them).
+    pub counters: TokenInstruments,
     /// The serial of a token an upstream rejected that the refresher is asked to replace
     /// now, out of schedule (0: none) ([`Cache::replace_rejected`]).
     rejected: AtomicU64,
@@ -172,7 +133,7 @@ impl Cache {
             write_lock: Mutex::new(()),
             fetching: AtomicBool::new(false),
             settled: Notify::new(),
-            counters: TokenCounters::default(),
+            counters: TokenInstruments::default(),
             rejected: AtomicU64::new(0),
             last_forced: AtomicU64::new(0),
             created: Instant::now(),

@@ -1,7 +1,9 @@
 //! Unit tests of [`Cache::replace_rejected`] (the claim, its sharing, its rate limit and
-//! its failures) and of [`STATE_NAMES`].
+//! its failures) and of [`STATE_NAMES`] (the names [`Cache::state_name`] reports, kept in
+//! `instrument`).
 
 use super::*;
+use crate::instrument::STATE_NAMES;
 use std::time::Duration;
 
 fn token() -> TokenSet {

@@ -1,5 +1,7 @@
-//! Token sets, the lock-free cache, the refresh schedule and the durable store. A leaf:
-//! nothing here knows of OAuth requests, the proxy or the admin routes.
+//! Token sets, the lock-free cache, the refresh schedule and the durable store. Nothing
+//! here knows of OAuth requests, the proxy, the registry or the admin routes: it imports
+//! only `config` (the Redis settings), `telemetry` and `instrument` (the type of the
+//! token instruments a cache carries), and none of those imports `token`.
 pub mod cache;
 pub mod schedule;
 pub mod set;

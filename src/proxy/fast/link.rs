@@ -3,13 +3,12 @@
 //! per upstream in a `RefCell` (no lock, no atomics), checked out for one request and
 //! returned once its response was read to the end with nothing left over. Nothing reads
 //! an idle link, so [`Links::reap`] closes those the upstream closed. Opened by the
-//! shared [`Dialer`].
+//! shared [`Dialer`], with both pools' limits ([`POOL_IDLE_TIMEOUT`], [`POOL_MAX_IDLE`]).
 
 use super::io::Buf;
 use crate::instrument::{Gauge, Open};
-use crate::proxy::full::pool::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
 use crate::proxy::measure;
-use crate::proxy::upstream::{DialError, Dialer, Stream};
+use crate::proxy::upstream::{DialError, Dialer, Stream, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
 use crate::registry::Entry;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;

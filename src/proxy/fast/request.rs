@@ -13,6 +13,7 @@
 use crate::proxy::error::{write_header, ProxyError};
 use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
 use crate::proxy::route::{Ask, Credential};
+use crate::proxy::unauthorized::MAX_REPLAY_BODY;
 use crate::proxy::Proxy;
 use crate::registry::Entry;
 use std::mem::MaybeUninit;
@@ -27,9 +28,10 @@ pub const MAX_HEADERS: usize = 100;
 /// Largest head the fast path reads; a larger request head goes to the hyper path (which
 /// takes heads up to about 400 KiB), a larger response head is a 502.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Largest request body the fast path buffers and sends with its head; larger bodies
+/// Largest request body the fast path buffers and sends with its head: the replay bound
+/// ([`MAX_REPLAY_BODY`]), so every buffered body can be replayed after a 401; larger bodies
 /// stream through the hyper path.
-pub const MAX_BUFFERED_BODY: usize = 64 * 1024;
+pub const MAX_BUFFERED_BODY: usize = MAX_REPLAY_BODY;
 
 /// What to do with the bytes at the start of the app's connection buffer.
 pub enum Outcome<'p> {

@@ -73,7 +73,7 @@ impl Proxy {
         } else {
             self.forward(&worker, req, tunnel.as_deref()).await
         };
-        let response = result.unwrap_or_else(ProxyError::into_response);
+        let response = result.unwrap_or_else(|e| e.into_response().map(Either::Right));
         if let Some((connection, method, target, started)) = logged {
             super::access::log(
                 &connection,

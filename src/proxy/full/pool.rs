@@ -5,7 +5,8 @@
 //! body is dropped early is closed (HTTP/1.1 cannot abandon a response and reuse the
 //! connection), and so is one whose response was framed ambiguously or refused
 //! ([`ResponseFraming`]) or whose body breaks the fast path's chunked rules ([`Checked`]).
-//! Connections are opened by the shared [`Dialer`]; failures are retried by the shared
+//! Connections are opened by the shared [`Dialer`], which also holds both pools' limits
+//! ([`POOL_IDLE_TIMEOUT`], [`POOL_MAX_IDLE`]); failures are retried by the shared
 //! rule ([`may_retry`]).
 
 use super::checked::Checked;
@@ -14,7 +15,7 @@ use crate::instrument::{Gauge, Open};
 use crate::proxy::headers::ResponseFraming;
 use crate::proxy::measure;
 use crate::proxy::route::{may_retry, Unanswered};
-use crate::proxy::upstream::{DialError, Dialer};
+use crate::proxy::upstream::{DialError, Dialer, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
 use crate::registry::Entry;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -25,13 +26,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 use tokio::time::Instant;
-
-/// How long an idle upstream connection may wait for reuse (both pools).
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per upstream, per worker (both pools).
-pub const POOL_MAX_IDLE: usize = 1024;
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 //! The clock runs only while the body is awaited: the upstream's own back-pressure never
 //! counts against the app.
 
-use crate::proxy::fast::request::MAX_BUFFERED_BODY;
+use crate::proxy::unauthorized::MAX_REPLAY_BODY;
 use bytes::Buf;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 /// A body of a known length up to this must arrive whole within `body_read_timeout` (the
-/// fast path buffers such bodies, under the same rule).
-pub const MAX_WHOLE_BODY: u64 = MAX_BUFFERED_BODY as u64;
+/// fast path buffers such bodies, up to the same bound [`MAX_REPLAY_BODY`], under the same
+/// rule).
+pub const MAX_WHOLE_BODY: u64 = MAX_REPLAY_BODY as u64;
 /// Bytes per second a larger or chunked body must average, over the time it is awaited,
 /// after a first `body_read_timeout` of grace: its budget of waiting time is
 /// `body_read_timeout` plus one second per this many bytes received.

@@ -23,7 +23,7 @@
 //! read — the file store reads a version-1 file, the Redis store adopts a version-1 value
 //! under the rule in its module doc — but never written.
 
-use super::format::MAGIC;
+use super::layout::MAGIC;
 
 /// The associated-data layout of records written now.
 const BOUND_VERSION: u16 = 2;

@@ -25,7 +25,7 @@ use secrecy::SecretString;
 
 use super::binding::Binding;
 use super::key::{key_file_path, read_key_file, KeySource, StoreKey};
-use super::{atomic, format, record, StoreError, StoredToken, TokenStore};
+use super::{atomic, format, layout, record, StoreError, StoredToken, TokenStore};
 
 /// Longest prefix of an offending connection key quoted in an error message.
 const CONNECTION_DISPLAY_MAX: usize = 64;
@@ -140,7 +140,7 @@ impl FileStore {
             Err(e) => return Err(StoreError::io(&self.path, "reading the store", e)),
         };
         let (version, records) = format::decode(&self.path, &bytes)?;
-        let legacy = version == format::LEGACY_FORMAT_VERSION;
+        let legacy = version == layout::LEGACY_FORMAT_VERSION;
         record::open_all(&self.path, &self.key, legacy, records)
     }
 

@@ -344,7 +344,8 @@ fn generated_key_warns_once_with_path_only() {
 
 #[test]
 fn a_version_1_file_is_read_and_rewritten_as_version_2() {
-    use super::format::{encode_as, FORMAT_VERSION, LEGACY_FORMAT_VERSION, MAGIC};
+    use super::format::encode_as;
+    use super::layout::{FORMAT_VERSION, LEGACY_FORMAT_VERSION, MAGIC};
     let (_dir, path) = store_path();
     let store_key = super::key::StoreKey::parse(&key(1), &path).unwrap();
     let old = super::record::seal_legacy(&store_key, "alpha", &sample_token("old")).unwrap();

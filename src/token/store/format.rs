@@ -33,15 +33,10 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::key::{KeyId, KEY_ID_LEN};
+use super::layout::{FORMAT_VERSION, LEGACY_FORMAT_VERSION, MAGIC};
 use super::record::{SealedRecord, NONCE_LEN, TAG_LEN};
 use super::StoreError;
 
-/// First bytes of every store file.
-pub(crate) const MAGIC: [u8; 8] = *b"TKWARDEN";
-/// The format version this build writes (and reads).
-pub(crate) const FORMAT_VERSION: u16 = 2;
-/// The earlier format version this build still reads: records bound to their connection only.
-pub(crate) const LEGACY_FORMAT_VERSION: u16 = 1;
 /// Bytes before the first record: magic, version, record count, total length.
 const HEADER_LEN: usize = MAGIC.len() + size_of::<u16>() + size_of::<u32>() + LENGTH_FIELD_LEN;
 /// Size of the header field holding the total file length.

@@ -18,7 +18,8 @@
 //! Module layout: `error` (the [`StoreError`] callers act on), `key` (store key parsing, key
 //! ids, generated key files), `atomic` (durable file replacement), `binding` (what a sealed
 //! record is bound to), `record` (encryption of one token set), `format` (the whole-file
-//! binary layout), `file` and `memory` (the stores).
+//! binary layout), `layout` (the magic and format versions `format` and `binding` share),
+//! `file` and `memory` (the stores).
 
 mod atomic;
 mod binding;
@@ -26,6 +27,7 @@ mod error;
 mod file;
 mod format;
 mod key;
+mod layout;
 mod memory;
 mod record;
 pub mod redis;
