@@ -9,7 +9,7 @@
 use super::access::acting_on;
 use super::{json, Admin, AdminBody};
 use crate::config::{Auth, Grant, OAuth2};
-use crate::oauth::flow::{self, Exchange};
+use crate::oauth::flow::Exchange;
 use crate::oauth::pending::MintError;
 use crate::oauth::{pkce, request};
 use crate::refresher::persist::{self, Turn};
@@ -235,13 +235,9 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
         code,
         verifier: pending.verifier.as_ref(),
     };
-    let started = tokio::time::Instant::now();
-    let granted = flow::run(&admin.client, &entry.conn, exchange, None).await;
-    let granted = granted.and_then(|g| persist::token_set(&entry.conn, g));
-    cache.counters.requested(granted.is_ok(), started.elapsed());
-    match granted {
-        Ok(set) => {
-            persist::finish(&admin.backend, &entry.conn, cache, set, Turn::new_grant()).await;
+    let writer = (&admin.client, &admin.backend);
+    match persist::obtain(writer, &entry, exchange, None, Turn::new_grant()).await {
+        Ok(_) => {
             cache.wake.notify_one();
             tracing::info!(connection = %key, "connection authorized");
             match &admin.settings.success_url {

@@ -14,7 +14,7 @@ pub mod follow;
 pub mod persist;
 
 use crate::config::{Auth, Grant};
-use crate::oauth::flow::{self, Exchange};
+use crate::oauth::flow::Exchange;
 use crate::oauth::{TokenClient, TokenError};
 use crate::registry::Entry;
 use crate::token::set::{unix_seconds, TokenSet};
@@ -232,8 +232,8 @@ impl Refresher {
         backoff.halted = true;
     }
 
-    /// One exchange for `current` (counted and timed by outcome), then persist and
-    /// publish. Call with the write lock held.
+    /// The exchange that renews `current` (or, for client credentials without one, gets the
+    /// first token), through [`persist::obtain`]. Call with the write lock held.
     async fn fetch(
         &self,
         grant: Grant,
@@ -249,31 +249,10 @@ impl Refresher {
                 access_token: current.as_ref().map(|t| t.access_token()),
             },
         };
-        let started = Instant::now();
-        let request = flow::run(&self.client, conn, exchange, refresh_token.clone());
-        let granted = match turn.request_deadline(&self.backend) {
-            Some(deadline) => tokio::time::timeout_at(deadline, request)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(TokenError::Network {
-                        connection: conn.key.clone(),
-                        reason: "no answer before the refresh lease ran out".into(),
-                    })
-                }),
-            None => request.await,
-        };
-        let set = granted.and_then(|g| persist::token_set(conn, g));
-        let counters = &self.entry.tokens.counters;
-        counters.requested(set.is_ok(), started.elapsed());
-        let set = match set {
-            Ok(set) => set,
-            Err(e) => {
-                persist::abandon(&self.backend, turn).await;
-                return Err(e);
-            }
-        };
-        tracing::info!(connection = %conn.key, expires_at = unix_seconds(set.expires_at), "new token");
-        persist::finish(&self.backend, conn, &self.entry.tokens, set, turn).await;
+        let writer = (&self.client, &self.backend);
+        let expires_at =
+            persist::obtain(writer, &self.entry, exchange, refresh_token.clone(), turn).await?;
+        tracing::info!(connection = %conn.key, expires_at = unix_seconds(expires_at), "new token");
         Ok(())
     }
 }

@@ -23,11 +23,14 @@
 //! refreshing with an already rotated refresh token would end the grant.
 
 use crate::config::Connection;
-use crate::oauth::flow::Granted;
+use crate::oauth::flow::{self, Exchange, Granted};
+use crate::oauth::TokenClient;
 use crate::oauth::TokenError;
+use crate::registry::Entry;
 use crate::token::store::redis::{Commit, Lease, Versioned};
 use crate::token::store::{Backend, StoreError, StoredToken};
 use crate::token::{Cache, TokenSet};
+use secrecy::SecretString;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -262,6 +265,49 @@ pub fn adopt(cache: &Cache, conn: &Connection, stored: Versioned) -> bool {
         None => {
             cache.pass(generation);
             false
+        }
+    }
+}
+
+/// The one token-writing sequence, of the refresher and the OAuth callback: one exchange of
+/// `entry`'s connection (counted and timed by outcome; with a lease, cut off in time to
+/// commit), then the set persisted and published ([`finish`]) — or, when it failed, the
+/// lease given back. The new set's expiry. Call with the connection's write lock held.
+pub async fn obtain(
+    (client, backend): (&TokenClient, &Backend),
+    entry: &Entry,
+    exchange: Exchange<'_>,
+    refresh_token: Option<SecretString>,
+    turn: Turn,
+) -> Result<Option<std::time::SystemTime>, TokenError> {
+    let conn = &entry.conn;
+    let started = Instant::now();
+    let request = flow::run(client, conn, exchange, refresh_token);
+    let granted = match turn.request_deadline(backend) {
+        Some(deadline) => tokio::time::timeout_at(deadline, request)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TokenError::Network {
+                    connection: conn.key.clone(),
+                    reason: "no answer before the refresh lease ran out".into(),
+                })
+            }),
+        None => request.await,
+    };
+    let set = granted.and_then(|g| token_set(conn, g));
+    entry
+        .tokens
+        .counters
+        .requested(set.is_ok(), started.elapsed());
+    match set {
+        Ok(set) => {
+            let expires_at = set.expires_at;
+            finish(backend, conn, &entry.tokens, set, turn).await;
+            Ok(expires_at)
+        }
+        Err(e) => {
+            abandon(backend, turn).await;
+            Err(e)
         }
     }
 }
