@@ -1,6 +1,12 @@
 //! Integration tests: one binary, the real sidecar started in-process on `127.0.0.1:0`
 //! with real sockets, against the shared kit in `support` (and, in `oidc`, panva's
 //! oidc-provider started with Node).
+//!
+//! Two tiers. Plain `cargo test` runs the quick default tier. The soak tier is the tests
+//! marked `#[ignore = "soak: …"]` (the replicas' 60 s run, the oidc refresh-and-restart
+//! runs, the 200 SIGKILLs of `crash`, and in the library the exhaustive byte-flip test of
+//! the file store); `cargo test -- --include-ignored` runs both tiers, as README's test
+//! command and `.ci/run` do.
 
 mod support;
 

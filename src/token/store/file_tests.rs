@@ -189,6 +189,7 @@ fn bad_key_is_rejected_without_echo() {
 }
 
 #[test]
+#[ignore = "soak: 5 s alone, 40 s on a loaded machine, in a debug build (every byte, nine masks, twice); run with --include-ignored"]
 fn every_byte_flip_is_an_error() {
     let (_dir, path, bytes) = two_connection_store();
     let store = FileStore::open(&path, Some(&key(1))).unwrap();
