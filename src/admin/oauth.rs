@@ -13,6 +13,7 @@ use crate::oauth::flow::Exchange;
 use crate::oauth::pending::MintError;
 use crate::oauth::{pkce, request};
 use crate::refresher::persist::{self, Turn};
+use crate::registry::Entry;
 use crate::template::{encode_pairs, Lookup};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -79,21 +80,9 @@ pub async fn authorize(
     let challenge = verifier
         .as_ref()
         .map(|v| pkce::challenge(v.expose_secret()));
-    let minted = match admin.pending.mint(key, verifier).await {
-        Ok(s) => s,
-        Err(e @ MintError::Full) => {
-            return json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"error": "too_many_pending", "message": e.to_string()}),
-            )
-        }
-        Err(MintError::Store(e)) => {
-            tracing::warn!(connection = %key, error = %e, "cannot store the authorization state");
-            return json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"error": "store_unavailable", "message": "the shared token store does not answer; try again shortly"}),
-            );
-        }
+    let minted = match mint(admin, key, verifier).await {
+        Ok(state) => state,
+        Err(refused) => return refused,
     };
     let runtime = [("state", minted.as_str())];
     let lookup = Lookup {
@@ -138,6 +127,29 @@ pub async fn authorize(
     }
 }
 
+/// A new authorization state for connection `key` (with its PKCE verifier), or the 503 that
+/// says why there is none: too many waiting, or the shared store does not answer.
+async fn mint(
+    admin: &Admin,
+    key: &str,
+    verifier: Option<secrecy::SecretString>,
+) -> Result<String, Response<AdminBody>> {
+    match admin.pending.mint(key, verifier).await {
+        Ok(state) => Ok(state),
+        Err(e @ MintError::Full) => Err(json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "too_many_pending", "message": e.to_string()}),
+        )),
+        Err(MintError::Store(e)) => {
+            tracing::warn!(connection = %key, error = %e, "cannot store the authorization state");
+            Err(json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "store_unavailable", "message": "the shared token store does not answer; try again shortly"}),
+            ))
+        }
+    }
+}
+
 fn see_other(location: HeaderValue) -> Response<AdminBody> {
     let mut r = with_security_headers(Response::new(Full::default()));
     *r.status_mut() = StatusCode::SEE_OTHER;
@@ -163,18 +175,30 @@ fn auth_code(auth: &Auth) -> Option<&OAuth2> {
     }
 }
 
-pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
+/// The query's parameters, each once; a parameter given twice is refused (a page that says
+/// which).
+fn callback_params(query: &str) -> Result<Vec<(String, String)>, Response<AdminBody>> {
     let mut params: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         if params.iter().any(|(n, _)| *n == k) {
-            return page(
+            return Err(page(
                 StatusCode::BAD_REQUEST,
                 "Authorization failed",
                 &format!("The parameter {k} appears more than once."),
-            );
+            ));
         }
         params.push((k.into_owned(), v.into_owned()));
     }
+    Ok(params)
+}
+
+/// The provider's redirect: the state redeemed once, the response checked (error, code,
+/// RFC 9207 issuer), then the code exchanged once ([`exchange_code`]).
+pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
+    let params = match callback_params(query) {
+        Ok(params) => params,
+        Err(refused) => return refused,
+    };
     let get = |name: &str| {
         params
             .iter()
@@ -206,7 +230,6 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
         );
     };
     let key = &entry.conn.key;
-    let cache = &entry.tokens;
     if let Some(error) = get("error") {
         let description = get("error_description")
             .map(|d| format!(": {d}"))
@@ -230,13 +253,24 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
     if let Some(refused) = issuer_mismatch(key, entry.conn.issuer.as_deref(), get("iss")) {
         return refused;
     }
-    let _guard = cache.write_lock.lock().await;
     let exchange = Exchange::Code {
         code,
         verifier: pending.verifier.as_ref(),
     };
+    exchange_code(admin, &entry, exchange).await
+}
+
+/// The code exchange of an authorization for `entry`, under its write lock: the grant stored
+/// and the refresher woken, then the success page (or the 307 to `admin.success_url`).
+async fn exchange_code(
+    admin: &Admin,
+    entry: &Entry,
+    exchange: Exchange<'_>,
+) -> Response<AdminBody> {
+    let (key, cache) = (&entry.conn.key, &entry.tokens);
+    let _guard = cache.write_lock.lock().await;
     let writer = (&admin.client, &admin.backend);
-    match persist::obtain(writer, &entry, exchange, None, Turn::new_grant()).await {
+    match persist::obtain(writer, entry, exchange, None, Turn::new_grant()).await {
         Ok(_) => {
             cache.wake.notify_one();
             tracing::info!(connection = %key, "connection authorized");
