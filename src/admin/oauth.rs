@@ -82,7 +82,7 @@ pub async fn authorize(
         .map(|v| pkce::challenge(v.expose_secret()));
     let minted = match mint(admin, key, verifier).await {
         Ok(state) => state,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let runtime = [("state", minted.as_str())];
     let lookup = Lookup {
@@ -133,19 +133,19 @@ async fn mint(
     admin: &Admin,
     key: &str,
     verifier: Option<secrecy::SecretString>,
-) -> Result<String, Response<AdminBody>> {
+) -> Result<String, Box<Response<AdminBody>>> {
     match admin.pending.mint(key, verifier).await {
         Ok(state) => Ok(state),
-        Err(e @ MintError::Full) => Err(json(
+        Err(e @ MintError::Full) => Err(Box::new(json(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"error": "too_many_pending", "message": e.to_string()}),
-        )),
+        ))),
         Err(MintError::Store(e)) => {
             tracing::warn!(connection = %key, error = %e, "cannot store the authorization state");
-            Err(json(
+            Err(Box::new(json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"error": "store_unavailable", "message": "the shared token store does not answer; try again shortly"}),
-            ))
+            )))
         }
     }
 }
@@ -177,15 +177,15 @@ fn auth_code(auth: &Auth) -> Option<&OAuth2> {
 
 /// The query's parameters, each once; a parameter given twice is refused (a page that says
 /// which).
-fn callback_params(query: &str) -> Result<Vec<(String, String)>, Response<AdminBody>> {
+fn callback_params(query: &str) -> Result<Vec<(String, String)>, Box<Response<AdminBody>>> {
     let mut params: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         if params.iter().any(|(n, _)| *n == k) {
-            return Err(page(
+            return Err(Box::new(page(
                 StatusCode::BAD_REQUEST,
                 "Authorization failed",
                 &format!("The parameter {k} appears more than once."),
-            ));
+            )));
         }
         params.push((k.into_owned(), v.into_owned()));
     }
@@ -197,7 +197,7 @@ fn callback_params(query: &str) -> Result<Vec<(String, String)>, Response<AdminB
 pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
     let params = match callback_params(query) {
         Ok(params) => params,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let get = |name: &str| {
         params
