@@ -115,7 +115,28 @@ pub(super) fn redis_settings(
     if poll_interval.is_zero() {
         problems.push(src.problem("store.poll_interval", "must be more than 0"));
     }
-    let Some(url) = store.url.as_deref().filter(|u| !u.is_empty()) else {
+    let (url, endpoint) = redis_url(store.url.as_deref(), src, problems)?;
+    Some(RedisSettings {
+        url: SecretString::from(url.to_owned()),
+        endpoint,
+        key_prefix: store
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.into()),
+        lease_ttl,
+        poll_interval,
+        migrate_legacy: store.migrate_legacy.unwrap_or(false),
+    })
+}
+
+/// `store.url` and its `host:port`, or None with the problem (the URL is never quoted: it
+/// may carry a password).
+fn redis_url<'a>(
+    url: Option<&'a str>,
+    src: &Source,
+    problems: &mut Problems,
+) -> Option<(&'a str, String)> {
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
         problems.push(src.problem(
             "store.url",
             "is required with `backend: redis`, such as redis://127.0.0.1:6379/0",
@@ -130,21 +151,10 @@ pub(super) fn redis_settings(
         return None;
     }
     let Some(endpoint) = redis_endpoint(url) else {
-        // The URL is not quoted: it may carry a password.
         problems.push(src.problem("store.url", "is not a redis://HOST[:PORT][/DB] URL"));
         return None;
     };
-    Some(RedisSettings {
-        url: SecretString::from(url.to_owned()),
-        endpoint,
-        key_prefix: store
-            .key_prefix
-            .clone()
-            .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.into()),
-        lease_ttl,
-        poll_interval,
-        migrate_legacy: store.migrate_legacy.unwrap_or(false),
-    })
+    Some((url, endpoint))
 }
 
 /// `host:port` of a `redis://[user:password@]host[:port][/db]` URL (or `rediss://`).
