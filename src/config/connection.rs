@@ -212,20 +212,20 @@ fn validate_one(
     };
     let host = check.compile("host", &saas.client_config.host, problems);
     let client_auth = client_auth(raw.client_auth.as_deref(), &params, src, prefix, problems);
+    let token_rejected = RejectedStatuses::from_config(
+        raw.token_rejected_statuses.as_deref(),
+        src,
+        prefix,
+        problems,
+    );
     let Some((strategy, grant)) = strategy else {
-        // Without a strategy its configuration cannot be read, but its placeholders can
-        // still be checked, so that one pass shows every problem.
-        let configuration = saas.client_config.authentication.as_ref();
-        if let Some(conf) = configuration.and_then(|s| s.configuration.as_ref()) {
-            check
-                .allowing(super::runtime::ALL)
-                .compile_all(CONFIGURATION, conf, problems);
-        }
+        placeholders_only(&saas.client_config, &check, problems);
         return None;
     };
     let pkce_refused = raw.pkce.then(|| {
+        let path = format!("{prefix}.pkce");
         src.problem(
-            &format!("{prefix}.pkce"),
+            &path,
             "pkce applies to oauth2_authorization_code connections only",
         )
     });
@@ -234,12 +234,6 @@ fn validate_one(
         host: host.as_ref(),
     };
     let auth = auth(&strategy, grant, &check, &root, pkce_refused, problems)?;
-    let token_rejected = RejectedStatuses::from_config(
-        raw.token_rejected_statuses.as_deref(),
-        src,
-        prefix,
-        problems,
-    );
     let (Checked::Auth(auth), Some(host)) = (auth, host) else {
         return None;
     };
@@ -266,6 +260,17 @@ fn validate_one(
         fingerprint: [0; 32],
         grant_identity: [0; 32],
     })
+}
+
+/// A strategy tokenwarden does not know: its configuration cannot be read, but its
+/// placeholders can still be checked, so that one pass shows every problem.
+fn placeholders_only(client_config: &ClientConfig, check: &Checker<'_>, problems: &mut Problems) {
+    let configuration = client_config.authentication.as_ref();
+    if let Some(conf) = configuration.and_then(|s| s.configuration.as_ref()) {
+        check
+            .allowing(super::runtime::ALL)
+            .compile_all(CONFIGURATION, conf, problems);
+    }
 }
 
 /// Where a strategy's configuration sits in the client_config.
