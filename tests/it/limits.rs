@@ -76,6 +76,26 @@ async fn two_thousand_idle_connections_keep_memory_bounded_and_requests_served()
     sidecar.stop().await;
 }
 
+/// Waits until a new app connection to `sidecar` is admitted and answered again (a permit
+/// is given back once the proxy has seen a close).
+async fn admitted_again(sidecar: &Sidecar) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut stream = raw::connect(sidecar.proxy).await;
+        raw::write(&mut stream, &raw::get("/api/again", "app", "")).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never admitted again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn connections_beyond_max_connections_are_closed_until_some_close() {
     let echo = Echo::start().await;
@@ -95,21 +115,7 @@ async fn connections_beyond_max_connections_are_closed_until_some_close() {
     );
     drop(held.pop());
     // The permit is given back once the proxy has seen the close.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut stream = raw::connect(sidecar.proxy).await;
-        raw::write(&mut stream, &raw::get("/api/again", "app", "")).await;
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
-        if answer.starts_with(b"HTTP/1.1 200") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never admitted again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    admitted_again(&sidecar).await;
 }
 
 /// Sends `count` requests on one connection (each answered) and returns whether the
@@ -268,21 +274,7 @@ async fn passthrough_tunnels_count_against_max_connections() {
     }
     // Closing a tunnel gives its permit back.
     drop(tunnels.pop());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut stream = raw::connect(sidecar.proxy).await;
-        raw::write(&mut stream, &raw::get("/api/again", "app", "")).await;
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
-        if answer.starts_with(b"HTTP/1.1 200") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never admitted again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    admitted_again(&sidecar).await;
     sidecar.stop().await;
 }
 

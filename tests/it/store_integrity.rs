@@ -13,20 +13,27 @@ use crate::support::*;
 /// Polls of the follower that must pass without a hitch.
 const QUIET_POLLS: u64 = 5;
 
-#[tokio::test]
-async fn a_subscribed_follower_stays_healthy_over_many_polls() {
-    let (logs, _capture) = Logs::capture();
+/// A real redis-server and one sidecar on it polling every 100 ms, with a client-credentials
+/// connection `api` (tokens as `reply` says) ready and its follower subscribed.
+async fn one_replica(reply: Reply) -> (RedisServer, Echo, TokenServer, Sidecar) {
     let redis = RedisServer::start().await;
     let echo = Echo::start().await;
-    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let tokens = TokenServer::start(reply).await;
     let config = format!(
         "{}{}",
         redis_store(&redis, STORE_KEY, LEASE, "100ms"),
         connections(&[cc_conn("api", echo.addr, tokens.addr)])
     );
-    let a = Sidecar::start(&config).await;
-    a.wait_state("api", "ready").await;
+    let sidecar = Sidecar::start(&config).await;
+    sidecar.wait_state("api", "ready").await;
     wait_subscribers(&redis, 1).await;
+    (redis, echo, tokens, sidecar)
+}
+
+#[tokio::test]
+async fn a_subscribed_follower_stays_healthy_over_many_polls() {
+    let (logs, _capture) = Logs::capture();
+    let (redis, _echo, _tokens, a) = one_replica(Reply::token(3600, false)).await;
     // Each poll pings the subscription (redis-server 7 answers a RESP2 subscriber
     // ["pong", ""]); wait for several of them.
     let pings = redis.calls("ping").await;
@@ -274,18 +281,8 @@ async fn a_value_of_the_previous_version_is_adopted_and_resealed_then_refused() 
 async fn an_oversized_value_and_a_generation_beyond_the_bound_are_refused_once() {
     use tokenwarden::token::store::redis::{MAX_GENERATION, MAX_SEALED_LEN};
     let (logs, _capture) = Logs::capture();
-    let redis = RedisServer::start().await;
-    let echo = Echo::start().await;
     // 10 s tokens: the first refresh comes ~4.5 s or more after start.
-    let tokens = TokenServer::start(Reply::token(10, false)).await;
-    let config = format!(
-        "{}{}",
-        redis_store(&redis, STORE_KEY, LEASE, "100ms"),
-        connections(&[cc_conn("api", echo.addr, tokens.addr)])
-    );
-    let a = Sidecar::start(&config).await;
-    a.wait_state("api", "ready").await;
-    wait_subscribers(&redis, 1).await;
+    let (redis, _echo, _tokens, a) = one_replica(Reply::token(10, false)).await;
     let hash = token_key("api");
     let sealed: Vec<u8> = redis.cmd(&[b"HGET", hash.as_bytes(), b"sealed"]).await;
     let refused = |what: &'static str| {
