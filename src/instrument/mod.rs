@@ -117,11 +117,15 @@ impl ConnectionInstruments {
         self.errors[kind as usize].get()
     }
 
-    /// A `no_token` 503 that reported `state` (one of [`NO_TOKEN_STATES`]; another counts
-    /// as `pending`, the first).
-    pub fn no_token(&self, state: &str) {
-        let i = NO_TOKEN_STATES.iter().position(|s| *s == state);
-        self.no_token[i.unwrap_or(0)].inc();
+    /// A `no_token` 503 that reported the state `NO_TOKEN_STATES[state]` (`token::State
+    /// as usize`; one out of range counts as `pending`, the first).
+    pub fn no_token(&self, state: usize) {
+        let i = if state < NO_TOKEN_STATES.len() {
+            state
+        } else {
+            0
+        };
+        self.no_token[i].inc();
     }
 
     /// `no_token` refusals that reported `NO_TOKEN_STATES[i]`.
@@ -238,9 +242,10 @@ mod tests {
     #[test]
     fn no_token_refusals_are_kept_by_state() {
         let c = ConnectionInstruments::default();
-        c.no_token("failed");
-        c.no_token("failed");
-        c.no_token("needs_authorization");
+        let index = |name| NO_TOKEN_STATES.iter().position(|s| *s == name).unwrap();
+        c.no_token(index("failed"));
+        c.no_token(index("failed"));
+        c.no_token(index("needs_authorization"));
         let counts: Vec<u64> = (0..NO_TOKEN_STATES.len()).map(|i| c.no_tokens(i)).collect();
         assert_eq!(counts, [0, 0, 0, 2, 1, 0]);
         c.upstream_error(UpstreamError::Tls);

@@ -4,6 +4,8 @@
 //! token, a secret or the app's request data. It imports neither path: the response's body
 //! is a plain [`Full`], which the hyper path wraps into its own body type.
 
+use crate::instrument::UpstreamError;
+use crate::token::State;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
@@ -15,7 +17,8 @@ pub enum ProxyError {
     /// The connection holds no usable token.
     NoToken {
         connection: String,
-        state: &'static str,
+        /// As the status page reports it (never `Ready` or `Static`: those have a token).
+        state: State,
         /// The route that (re)authorizes it, for authorization-code connections.
         authorize: Option<String>,
         /// A token was being fetched when the request was refused (it may wait for it).
@@ -30,10 +33,79 @@ pub enum ProxyError {
     /// The request's body has a transfer coding other than chunked, which the proxy does
     /// not implement (RFC 9112 §6.1): its body cannot be forwarded as the app meant it.
     TransferCoding,
-    /// The upstream could not be reached (DNS, refused, TLS, SSRF guard).
-    UpstreamUnreachable { connection: String, reason: String },
-    /// The upstream did not answer in time.
-    UpstreamTimeout { connection: String },
+    /// The exchange with the connection's upstream failed: 504 when it did not answer in
+    /// time, 502 otherwise (DNS, refused, TLS, the SSRF guard, closed unanswered, a
+    /// malformed response head). For a `CONNECT` tunnel, `connection` is its `host:port`.
+    Upstream {
+        connection: String,
+        fault: UpstreamFault,
+    },
+}
+
+/// Why an exchange with an upstream failed, as both paths produce it (pingora's typed
+/// error is the model): `/metrics` counts its [`kind`](UpstreamFault::kind), the app's
+/// 502 or 504 shows its [`message`](UpstreamFault::message). Details beyond that (the
+/// malformed byte, the OS error of a reset) are logged at debug where they happen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamFault {
+    pub kind: UpstreamError,
+    /// For `Connect` and `Tls`: the innermost message of the dial error (a host, a port,
+    /// an OS or TLS error; never a secret). Empty for the kinds with a fixed message.
+    cause: String,
+}
+
+impl UpstreamFault {
+    /// No response head within `proxy.response_timeout` (or a `CONNECT`'s connect timeout).
+    pub fn timeout() -> UpstreamFault {
+        UpstreamFault::fixed(UpstreamError::Timeout)
+    }
+
+    /// Closed or reset before any byte of a response.
+    pub fn closed() -> UpstreamFault {
+        UpstreamFault::fixed(UpstreamError::Closed)
+    }
+
+    /// A response head that is malformed or ambiguous.
+    pub fn malformed() -> UpstreamFault {
+        UpstreamFault::fixed(UpstreamError::Malformed)
+    }
+
+    /// A connection that could not be opened: its kind (`connect` or `tls`) and cause.
+    pub fn dial(kind: UpstreamError, error: &(dyn std::error::Error + 'static)) -> UpstreamFault {
+        let mut cause = error;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        UpstreamFault {
+            kind,
+            cause: cause.to_string(),
+        }
+    }
+
+    fn fixed(kind: UpstreamError) -> UpstreamFault {
+        UpstreamFault {
+            kind,
+            cause: String::new(),
+        }
+    }
+
+    /// The `message` of the 502 (the same on both paths).
+    pub fn message(&self) -> &str {
+        match self.kind {
+            UpstreamError::Closed => CLOSED_UNANSWERED,
+            UpstreamError::Malformed => MALFORMED_RESPONSE,
+            UpstreamError::Timeout => "the upstream did not answer in time",
+            UpstreamError::Connect | UpstreamError::Tls => &self.cause,
+        }
+    }
+
+    /// The failed request's error.
+    pub fn on(self, connection: &str) -> ProxyError {
+        ProxyError::Upstream {
+            connection: connection.to_owned(),
+            fault: self,
+        }
+    }
 }
 
 impl ProxyError {
@@ -41,9 +113,9 @@ impl ProxyError {
     /// out); None for a refusal before any connection was chosen.
     pub fn connection(&self) -> Option<&str> {
         match self {
-            ProxyError::NoToken { connection, .. }
-            | ProxyError::UpstreamUnreachable { connection, .. }
-            | ProxyError::UpstreamTimeout { connection } => Some(connection),
+            ProxyError::NoToken { connection, .. } | ProxyError::Upstream { connection, .. } => {
+                Some(connection)
+            }
             _ => None,
         }
     }
@@ -56,8 +128,10 @@ impl ProxyError {
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
-            ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream { fault, .. } => match fault.kind {
+                UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            },
         }
     }
 
@@ -74,8 +148,8 @@ impl ProxyError {
                 authorize,
                 ..
             } => {
-                let mut body =
-                    json!({"error": "no_token", "connection": connection, "state": state});
+                let mut body = json!({"error": "no_token", "connection": connection,
+                "state": state.as_str()});
                 if let Some(route) = authorize {
                     body["authorize"] = json!(route);
                     body["message"] = json!(format!(
@@ -90,13 +164,13 @@ impl ProxyError {
             ProxyError::BadRequest { reason } => json!({"error": "bad_request", "message": reason}),
             ProxyError::TransferCoding => json!({"error": "not_implemented",
                 "message": "a transfer coding other than chunked; tokenwarden implements only chunked"}),
-            ProxyError::UpstreamUnreachable { connection, reason } => {
-                json!({"error": "upstream_unreachable",
-                "connection": connection, "message": reason})
-            }
-            ProxyError::UpstreamTimeout { connection } => {
-                json!({"error": "upstream_timeout", "connection": connection})
-            }
+            ProxyError::Upstream { connection, fault } => match fault.kind {
+                UpstreamError::Timeout => {
+                    json!({"error": "upstream_timeout", "connection": connection})
+                }
+                _ => json!({"error": "upstream_unreachable",
+                "connection": connection, "message": fault.message()}),
+            },
         }
     }
 
@@ -104,9 +178,12 @@ impl ProxyError {
     /// later when a person must act first.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ProxyError::NoToken { state, .. } => Some(match *state {
-                "pending" | "expired" | "ready" => RETRY_AFTER_REFRESHING,
-                _ => RETRY_AFTER_NEEDS_ACTION,
+            ProxyError::NoToken { state, .. } => Some(match state {
+                State::Pending | State::Expired | State::Ready => RETRY_AFTER_REFRESHING,
+                State::Failed
+                | State::NeedsAuthorization
+                | State::NeedsReauthorization
+                | State::Static => RETRY_AFTER_NEEDS_ACTION,
             }),
             _ => None,
         }
@@ -226,7 +303,7 @@ mod tests {
     fn no_token_is_503_and_names_the_authorize_route() {
         let e = ProxyError::NoToken {
             connection: "c".into(),
-            state: "needs_reauthorization",
+            state: State::NeedsReauthorization,
             authorize: Some("/api/v1/connection/c/authorize".into()),
             fetching: false,
         };
@@ -246,7 +323,7 @@ mod tests {
     fn no_token_while_one_is_on_its_way_says_retry_soon() {
         let e = ProxyError::NoToken {
             connection: "c".into(),
-            state: "pending",
+            state: State::Pending,
             authorize: None,
             fetching: true,
         };
@@ -294,33 +371,18 @@ mod tests {
 
     #[test]
     fn unreachable_is_502() {
-        check(
-            ProxyError::UpstreamUnreachable {
-                connection: "c".into(),
-                reason: "r".into(),
-            },
-            502,
-            "upstream_unreachable",
-        );
+        check(UpstreamFault::closed().on("c"), 502, "upstream_unreachable");
     }
 
     #[test]
     fn timeout_is_504() {
-        check(
-            ProxyError::UpstreamTimeout {
-                connection: "c".into(),
-            },
-            504,
-            "upstream_timeout",
-        );
+        check(UpstreamFault::timeout().on("c"), 504, "upstream_timeout");
     }
 
     #[test]
     fn proxy_errors_match_the_hyper_path() {
         let mut out = Vec::new();
-        let error = ProxyError::UpstreamTimeout {
-            connection: "api".into(),
-        };
+        let error = UpstreamFault::timeout().on("api");
         let body = error.body().to_string();
         write_error(&mut out, &error, false, true);
         let out = String::from_utf8(out).unwrap();

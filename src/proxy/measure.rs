@@ -9,7 +9,7 @@
 //! connection was routed (404, 403, 508, 400). Each costs one clock read (the end) and
 //! two relaxed atomic adds; nothing here locks or allocates.
 
-use super::error::{ProxyError, CLOSED_UNANSWERED, MALFORMED_RESPONSE};
+use super::error::ProxyError;
 use super::upstream::{DialError, Dialer, Stream};
 use super::Proxy;
 use crate::instrument::UpstreamError;
@@ -24,20 +24,16 @@ pub(crate) fn answered(entry: &Entry, status: u16, started: Instant) {
 }
 
 /// The request read at `started` is answered with `error`: counted with its status class
-/// when it names a routed connection (`no_token`, upstream unreachable or timed out), and
-/// an upstream failure by its kind — except a failed dial, which [`dial`] counted.
+/// when it names a routed connection (`no_token`, an upstream fault), and an upstream
+/// fault by its kind — except a failed dial (`connect`, `tls`), which [`dial`] counted
+/// where it happened.
 pub(crate) fn failed(proxy: &Proxy, error: &ProxyError, started: Instant) {
     let (connection, kind) = match error {
         ProxyError::NoToken { connection, .. } => (connection, None),
-        ProxyError::UpstreamTimeout { connection } => (connection, Some(UpstreamError::Timeout)),
-        ProxyError::UpstreamUnreachable { connection, reason } => {
-            let kind = match reason.as_str() {
-                CLOSED_UNANSWERED => Some(UpstreamError::Closed),
-                MALFORMED_RESPONSE => Some(UpstreamError::Malformed),
-                _ => None,
-            };
-            (connection, kind)
-        }
+        ProxyError::Upstream { connection, fault } => match fault.kind {
+            UpstreamError::Connect | UpstreamError::Tls => (connection, None),
+            kind => (connection, Some(kind)),
+        },
         _ => return,
     };
     let Some(entry) = proxy.registry.get(connection) else {

@@ -125,12 +125,3 @@ impl Proxy {
         self
     }
 }
-
-/// The innermost message of an error chain (the useful part of a connect error).
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = e;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
-}

@@ -138,7 +138,7 @@ impl Proxy {
                         ..
                     } = refusal
                     {
-                        entry.counters.requests.no_token(state);
+                        entry.counters.requests.no_token(state as usize);
                     }
                     return Err(refusal);
                 }
@@ -333,7 +333,7 @@ fn no_token(state: &Entry) -> ProxyError {
     };
     ProxyError::NoToken {
         connection: state.conn.key.clone(),
-        state: state.tokens.state_name(),
+        state: state.tokens.state(),
         authorize,
         fetching: state.tokens.fetching(),
     }
@@ -363,7 +363,7 @@ impl Proxy {
         };
         let arrived = entry.tokens.usable_within(TOKEN_WAIT).await;
         if !arrived {
-            entry.counters.requests.no_token(state);
+            entry.counters.requests.no_token(*state as usize);
         }
         arrived
     }

@@ -21,13 +21,16 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
-/// A connection's token lifecycle state, as status and error bodies show it.
+/// A connection's token lifecycle state, as status and error bodies show it. In the
+/// order of `instrument::STATE_NAMES` (`State as usize` indexes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// No token yet; the first request is in flight or backing off.
     Pending,
     /// A token is held and kept fresh.
     Ready,
+    /// Reported only, never stored: `Ready`, but the token held is no longer usable.
+    Expired,
     /// A terminal error (e.g. `invalid_client`); nothing is retried until restart or reload.
     Failed,
     /// An authorization-code connection that has never been authorized.
@@ -43,6 +46,7 @@ impl State {
         match self {
             State::Pending => "pending",
             State::Ready => "ready",
+            State::Expired => "expired",
             State::Failed => "failed",
             State::NeedsAuthorization => "needs_authorization",
             State::NeedsReauthorization => "needs_reauthorization",
@@ -168,14 +172,19 @@ impl Cache {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The state to report: `Ready` with an unusable token reads as `expired`.
-    pub fn state_name(&self) -> &'static str {
+    /// The state to report: `Ready` with an unusable token reads as `Expired`.
+    pub fn state(&self) -> State {
         let status = self.status.load();
         if status.state == State::Ready && self.header().is_none() {
-            "expired"
+            State::Expired
         } else {
-            status.state.as_str()
+            status.state
         }
+    }
+
+    /// The name of [`Cache::state`].
+    pub fn state_name(&self) -> &'static str {
+        self.state().as_str()
     }
 
     /// Puts a token loaded from the store in place at start-up (no refresh recorded).

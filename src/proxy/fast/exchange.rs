@@ -9,7 +9,7 @@ use super::link::Link;
 use super::relay::relay;
 use super::response::{self, Framing, Parsed};
 use super::{request, Worker};
-use crate::proxy::error;
+use crate::proxy::error::UpstreamFault;
 use crate::proxy::route::{may_retry, Unanswered};
 use tokio::time::Instant;
 
@@ -33,7 +33,7 @@ impl Worker {
         body: &[u8],
         close: bool,
         now: Instant,
-    ) -> Result<(Link, response::Response), String> {
+    ) -> Result<(Link, response::Response), UpstreamFault> {
         let mut pooled = self.links.checkout(req.entry.index, now);
         loop {
             let reused = pooled.is_some();
@@ -42,7 +42,7 @@ impl Worker {
                 // Boxed: the cold path would otherwise bloat every request's future.
                 None => match Box::pin(self.links.connect(req.entry)).await {
                     Ok(link) => link,
-                    Err(e) => return Err(crate::proxy::root_cause(&e)),
+                    Err(e) => return Err(UpstreamFault::dial(e.kind(), &e)),
                 },
             };
             match exchange(
@@ -63,11 +63,11 @@ impl Worker {
                 }
                 Err(Failure::BeforeAnswer(reason)) => {
                     tracing::debug!(%reason, "the upstream did not answer");
-                    return Err(error::CLOSED_UNANSWERED.into());
+                    return Err(UpstreamFault::closed());
                 }
                 Err(Failure::Protocol(reason)) => {
                     tracing::debug!(%reason, "the upstream's response was malformed");
-                    return Err(error::MALFORMED_RESPONSE.into());
+                    return Err(UpstreamFault::malformed());
                 }
             }
         }

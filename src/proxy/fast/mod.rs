@@ -26,7 +26,7 @@ pub mod response;
 pub(crate) mod worker;
 
 use super::access;
-use super::error::{write_error, ProxyError};
+use super::error::{write_error, ProxyError, UpstreamFault};
 use super::full::pool::Pool;
 use super::heads::{HeadBudget, HeadCharge};
 use super::limits::Budget;
@@ -221,11 +221,11 @@ impl Worker {
             let (link, response) = match sent {
                 Ok(Ok(sent)) => sent,
                 failed => {
-                    let connection = conn.key.clone();
                     let error = match failed {
-                        Ok(Err(reason)) => ProxyError::UpstreamUnreachable { connection, reason },
-                        _ => ProxyError::UpstreamTimeout { connection },
-                    };
+                        Ok(Err(fault)) => fault,
+                        _ => UpstreamFault::timeout(),
+                    }
+                    .on(&conn.key);
                     super::measure::failed(&proxy, &error, now);
                     if let Some((method, target)) = &logged {
                         access::log(&conn.key, method, target, error.status().as_u16(), now);

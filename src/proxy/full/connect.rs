@@ -8,7 +8,8 @@
 //! tunnel are left in the connection's slot and hold its `proxy.max_connections` permit.
 
 use super::ProxyBody;
-use crate::proxy::error::ProxyError;
+use crate::instrument::UpstreamError;
+use crate::proxy::error::{ProxyError, UpstreamFault};
 use crate::proxy::fast::Worker;
 use crate::proxy::Proxy;
 use http::uri::Authority;
@@ -105,13 +106,8 @@ pub async fn handle(
     .await
     {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(ProxyError::UpstreamUnreachable {
-                connection: target,
-                reason: e.to_string(),
-            })
-        }
-        Err(_) => return Err(ProxyError::UpstreamTimeout { connection: target }),
+        Ok(Err(e)) => return Err(UpstreamFault::dial(UpstreamError::Connect, &e).on(&target)),
+        Err(_) => return Err(UpstreamFault::timeout().on(&target)),
     };
     super::passthrough::open(
         req,

@@ -16,7 +16,7 @@ pub(crate) mod passthrough;
 pub(crate) mod pool;
 pub(crate) mod stall;
 
-use super::error::{self, ProxyError};
+use super::error::{ProxyError, UpstreamFault};
 use super::fast::Worker;
 use super::headers;
 use super::route::{Ask, Credential};
@@ -234,9 +234,7 @@ impl Proxy {
         super::route::sent(entry);
         let sent = pool.send(entry, request, idempotent);
         match tokio::time::timeout(self.response_timeout, sent).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                connection: conn.key.clone(),
-            }),
+            Err(_) => Err(UpstreamFault::timeout().on(&conn.key)),
             Ok(Err(e)) => Err(failed(&conn.key, e)),
             Ok(Ok(response)) => Ok((entry, token, response)),
         }
@@ -303,7 +301,7 @@ const BODY_UNREADABLE: &str =
 
 /// The error for a failed upstream exchange, worded as the fast path words it.
 fn failed(connection: &str, e: PoolError) -> ProxyError {
-    let reason = match &e {
+    let fault = match &e {
         PoolError::Http(h) if h.is_user() => {
             // The app's own streamed body broke (bad chunked framing, or cut short).
             tracing::debug!(error = %e, "the request body could not be read");
@@ -311,18 +309,15 @@ fn failed(connection: &str, e: PoolError) -> ProxyError {
                 reason: BODY_UNREADABLE.into(),
             };
         }
-        PoolError::Http(h) if h.is_parse() => error::MALFORMED_RESPONSE.into(),
-        PoolError::TransferCoding => error::MALFORMED_RESPONSE.into(),
+        PoolError::Http(h) if h.is_parse() => UpstreamFault::malformed(),
+        PoolError::TransferCoding => UpstreamFault::malformed(),
         // Closed or reset before a response head (the pool returns once a head is read):
         // what the fast path calls it.
-        PoolError::Http(_) => error::CLOSED_UNANSWERED.into(),
-        PoolError::Dial(_) => super::root_cause(&e),
+        PoolError::Http(_) => UpstreamFault::closed(),
+        PoolError::Dial(d) => UpstreamFault::dial(d.kind(), d),
     };
     tracing::debug!(error = %e, "upstream request failed");
-    ProxyError::UpstreamUnreachable {
-        connection: connection.to_owned(),
-        reason,
-    }
+    fault.on(connection)
 }
 
 /// What the hyper path keeps of a plan once the request is prepared.
