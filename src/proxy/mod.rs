@@ -43,6 +43,7 @@ pub mod fast;
 pub(crate) mod full;
 pub(crate) mod headers;
 pub(crate) mod heads;
+pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod measure;
 pub(crate) mod route;

@@ -8,8 +8,9 @@ use super::io::write_all2;
 use super::link::Link;
 use super::relay::relay;
 use super::response::{self, Framing, Parsed};
-use super::{request, Worker};
+use super::Worker;
 use crate::proxy::error::UpstreamFault;
+use crate::proxy::lifecycle::Prepared;
 use crate::proxy::route::{may_retry, Unanswered};
 use tokio::time::Instant;
 
@@ -28,7 +29,8 @@ impl Worker {
     /// once more, on a new connection.
     pub(super) async fn send(
         &self,
-        req: &request::Request<'_>,
+        req: &Prepared<'_>,
+        is_head: bool,
         request_head: &[u8],
         body: &[u8],
         close: bool,
@@ -45,16 +47,7 @@ impl Worker {
                     Err(e) => return Err(UpstreamFault::dial(e.kind(), &e)),
                 },
             };
-            match exchange(
-                &mut link,
-                request_head,
-                body,
-                req.framed.is_head,
-                close,
-                &self.timers,
-            )
-            .await
-            {
+            match exchange(&mut link, request_head, body, is_head, close, &self.timers).await {
                 Ok(response) => return Ok((link, response)),
                 Err(Failure::BeforeAnswer(_))
                     if may_retry(reused, req.idempotent, Unanswered::Sent) =>

@@ -29,12 +29,14 @@ use super::access;
 use super::error::{write_error, ProxyError, UpstreamFault};
 use super::full::pool::Pool;
 use super::heads::{HeadBudget, HeadCharge};
+use super::lifecycle::{self, Prepared, Transport};
 use super::limits::Budget;
 use super::Proxy;
+use crate::registry::Entry;
 use arc_swap::ArcSwap;
 use deadline::Timers;
 use io::{write_all2, AppIo, Buf};
-use link::Links;
+use link::{Link, Links};
 use relay::{relay, Relay};
 use request::{Framed, Outcome};
 use std::net::SocketAddr;
@@ -44,8 +46,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// A body up to this size is copied behind its head and sent with one `send`, which costs
-/// the kernel less than a two-part `writev`.
+/// A body up to this size is copied behind its head and sent with one `send`
+/// ([`Exchange::coalesced`]).
 const COALESCE: usize = 4096;
 
 /// Initial read buffer of an app connection (grows to a head of [`request::MAX_HEAD`]).
@@ -138,130 +140,37 @@ pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel
 }
 
 impl Worker {
-    /// Reads, forwards and answers one request of `client`.
+    /// Reads, forwards and answers one request of `client`: [`lifecycle::forward`] over
+    /// this path's [`Exchange`], then the answer relayed or the error written.
     async fn request<S: AppIo>(&self, client: &mut Client<S>) -> Next {
         client.shrink();
         let proxy = self.proxy.load_full();
-        // The head must arrive within header_read_timeout, counted from when the wait
-        // starts; that wait ends at shutdown, before anything was taken. A small body then
-        // gets body_read_timeout, and shutdown does not end it: the request is under way.
-        let timeout = self.header_read_timeout;
-        let read = match self
-            .timers
-            .idle(timeout, self.read_request(&proxy, client, true))
-            .await
-        {
-            Ok(Ok(Read::Body)) => {
-                let bound = client.budget.body_read_timeout();
-                let body = self.read_request(&proxy, client, false);
-                self.timers.timeout(bound, body).await
-            }
-            read => read,
+        let (first, framed, started) = match self.read(&proxy, client).await {
+            Ok(read) => read,
+            Err(next) => return next,
         };
-        let (mut req, now) = match read {
-            Ok(Ok(Read::Ready(req, now))) => (req, now),
-            Ok(Ok(Read::Refused(refused, started))) => {
-                // A token on its way: wait for it, then read the same request again (it is
-                // still in the buffer).
-                if proxy.token_arrives(&refused.error).await {
-                    return Next::KeepAlive;
-                }
-                let Framed {
-                    head_len,
-                    body_len,
-                    is_head,
-                    close,
-                } = refused.framed;
-                let close = close || client.budget.last(Instant::now());
-                super::measure::failed(&proxy, &refused.error, started);
-                if proxy.access_log {
-                    log_access(
-                        client,
-                        refused.error.connection().unwrap_or(access::NO_CONNECTION),
-                        refused.error.status().as_u16(),
-                        Instant::now(),
-                    );
-                }
-                return self
-                    .fail(client, head_len + body_len, refused.error, is_head, close)
-                    .await;
-            }
-            Ok(Err(next)) => return next,
-            // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
-            Err(_) | Ok(Ok(Read::Body)) => return Next::Close,
-        };
-        let state = req.entry;
-        let conn = &state.conn;
         let Framed {
             head_len,
             body_len,
             is_head,
             close,
-        } = req.framed;
-        let close = close || client.budget.last(now);
-        let whole_body = &client.buf.pending()[head_len..head_len + body_len];
-        let mut body = coalesce(&mut client.out, whole_body);
+        } = framed;
+        let close = close || client.budget.last(started);
         let consumed = head_len + body_len;
-        // The access log's request line, copied (only when it is on) before the buffer moves.
-        let logged = proxy.access_log.then(|| {
-            access::request_line(&client.buf.pending()[..head_len])
-                .map(|(m, t)| (m.to_owned(), t.to_owned()))
-                .unwrap_or_default()
-        });
-
-        let mut replayed = false;
-        let (mut link, response) = loop {
-            let sent = self
-                .timers
-                .timeout(
-                    proxy.response_timeout,
-                    self.send(&req, &client.out, body, close, now),
-                )
-                .await;
-            let (link, response) = match sent {
-                Ok(Ok(sent)) => sent,
-                failed => {
-                    let error = match failed {
-                        Ok(Err(fault)) => fault,
-                        _ => UpstreamFault::timeout(),
-                    }
-                    .on(&conn.key);
-                    super::measure::failed(&proxy, &error, now);
-                    if let Some((method, target)) = &logged {
-                        access::log(&conn.key, method, target, error.status().as_u16(), now);
-                    }
-                    return self.fail(client, consumed, error, is_head, close).await;
-                }
-            };
-            // A 401 to a token still considered valid: one refresh, and one replay of the
-            // request (still whole at the start of the buffer) with the new token. (Boxed:
-            // the cold path would otherwise bloat every request's future.)
-            if replayed
-                || !conn.token_rejected.contains(response.status)
-                || !Box::pin(proxy.unauthorized(state, response.status, req.token, req.idempotent))
-                    .await
-            {
-                break (link, response);
-            }
-            let again = request::translate_request(
-                &proxy,
-                client.buf.pending(),
-                &mut client.out,
-                Instant::now(),
-                client.tunnel.as_deref(),
-            );
-            let Outcome::Ready(again) = again else {
-                // (Not forwardable any more, e.g. the new token is unusable: the 401 stands.)
-                break (link, response);
-            };
-            Box::pin(self.discard(link, &response, state.index)).await;
-            req = again;
-            body = coalesce(&mut client.out, whole_body);
-            replayed = true;
+        let mut exchange = Exchange {
+            worker: self,
+            client,
+            framed,
+            close,
+            now: started,
+        };
+        let first = first.map(|req| exchange.coalesced(req));
+        let forwarded = lifecycle::forward(&proxy, &mut exchange, first, started).await;
+        let (entry, (mut link, response)) = match forwarded {
+            Ok(answered) => answered,
+            Err(error) => return self.fail(client, consumed, error, is_head, close).await,
         };
         client.buf.consume(consumed);
-        super::measure::answered(state, response.status, now);
-
         let relayed = relay(
             &mut link,
             &mut client.io,
@@ -270,12 +179,9 @@ impl Worker {
             proxy.upstream_read_timeout,
         )
         .await;
-        if let Some((method, target)) = &logged {
-            access::log(&conn.key, method, target, response.status, now);
-        }
         match relayed {
             Ok(()) if response.reusable && link.buf.is_empty() => {
-                self.links.checkin(state.index, link, now)
+                self.links.checkin(entry.index, link, started)
             }
             Ok(()) => {}
             // The app may have part of the response; only closing can tell it so. (A body
@@ -287,6 +193,38 @@ impl Worker {
             Next::Close
         } else {
             Next::KeepAlive
+        }
+    }
+
+    /// Reads the next request of `client`: planned (its upstream head in `client.out`) or
+    /// refused, with where it sits in the buffer and when it was read. The head must
+    /// arrive within `header_read_timeout`, counted from when the wait starts; that wait
+    /// ends at shutdown, before anything was taken. A small body then gets
+    /// `body_read_timeout`, and shutdown does not end it: the request is under way.
+    async fn read<'p, S: AppIo>(
+        &self,
+        proxy: &'p Proxy,
+        client: &mut Client<S>,
+    ) -> Result<(Result<Prepared<'p>, ProxyError>, Framed, Instant), Next> {
+        let timeout = self.header_read_timeout;
+        let read = match self
+            .timers
+            .idle(timeout, self.read_request(proxy, client, true))
+            .await
+        {
+            Ok(Ok(Read::Body)) => {
+                let bound = client.budget.body_read_timeout();
+                let body = self.read_request(proxy, client, false);
+                self.timers.timeout(bound, body).await
+            }
+            read => read,
+        };
+        match read {
+            Ok(Ok(Read::Ready(req, now))) => Ok((Ok(req.prepared()), req.framed, now)),
+            Ok(Ok(Read::Refused(refused, now))) => Ok((Err(refused.error), refused.framed, now)),
+            Ok(Err(next)) => Err(next),
+            // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
+            Err(_) | Ok(Ok(Read::Body)) => Err(Next::Close),
         }
     }
 
@@ -365,20 +303,104 @@ impl Worker {
     }
 }
 
-/// Copies a body of up to [`COALESCE`] bytes behind the request head in `out` (sent with
-/// one `send`); returns what is left to send after the head.
-fn coalesce<'b>(out: &mut Vec<u8>, body: &'b [u8]) -> &'b [u8] {
-    if body.len() <= COALESCE {
-        out.extend_from_slice(body);
-        return &[];
-    }
-    body
+/// One request of an app connection, as the lifecycle drives it: planned from the bytes
+/// at the start of the connection's buffer (which stay there until it is answered, so a
+/// replay translates them again), sent on the worker's links.
+struct Exchange<'c, S> {
+    worker: &'c Worker,
+    client: &'c mut Client<S>,
+    framed: Framed,
+    /// Tell the upstream the connection closes (the app asked, or its budget is spent).
+    close: bool,
+    /// When the request was read (a pooled link idle since before it is not reused).
+    now: Instant,
 }
 
-/// The access-log event of a request answered before it was forwarded (its head is at the
-/// start of the client's buffer).
-fn log_access<S>(client: &Client<S>, connection: &str, status: u16, started: Instant) {
-    let head = client.buf.pending();
-    let (method, target) = access::request_line(head).unwrap_or_default();
-    access::log(connection, method, target, status, started);
+impl<S> Exchange<'_, S> {
+    /// `req`, with a body of up to [`COALESCE`] bytes copied behind its head in
+    /// `client.out`, to go with it in one `send` (which costs the kernel less than a
+    /// two-part `writev`).
+    fn coalesced<'p>(&mut self, req: Prepared<'p>) -> Prepared<'p> {
+        if self.framed.body_len <= COALESCE {
+            let Framed {
+                head_len, body_len, ..
+            } = self.framed;
+            let body = &self.client.buf.pending()[head_len..head_len + body_len];
+            self.client.out.extend_from_slice(body);
+        }
+        req
+    }
+}
+
+impl<S: AppIo> Transport for Exchange<'_, S> {
+    type Answer = (Link, response::Response);
+
+    fn access_line(&self) -> (String, String) {
+        let (method, target) = access::request_line(self.client.buf.pending()).unwrap_or_default();
+        (method.to_owned(), target.to_owned())
+    }
+
+    fn prepare<'p>(
+        &mut self,
+        proxy: &'p Proxy,
+        now: Instant,
+    ) -> Option<Result<Prepared<'p>, ProxyError>> {
+        let client = &mut *self.client;
+        let translated = request::translate_request(
+            proxy,
+            client.buf.pending(),
+            &mut client.out,
+            now,
+            client.tunnel.as_deref(),
+        );
+        match translated {
+            Outcome::Ready(req) => Some(Ok(self.coalesced(req.prepared()))),
+            Outcome::Refused(refused) => Some(Err(refused.error)),
+            // (The same bytes under the same proxy: translated as they were the first time.)
+            Outcome::Partial(_) | Outcome::Fallback => None,
+        }
+    }
+
+    async fn send<'p>(
+        &mut self,
+        proxy: &'p Proxy,
+        req: &mut Prepared<'p>,
+    ) -> Result<Self::Answer, ProxyError> {
+        let Framed {
+            head_len,
+            body_len,
+            is_head,
+            ..
+        } = self.framed;
+        let body = &self.client.buf.pending()[head_len..head_len + body_len];
+        // A small body went behind the head ([`Exchange::coalesced`]).
+        let rest = if body_len <= COALESCE { &[][..] } else { body };
+        let head = &self.client.out;
+        let sent = self
+            .worker
+            .send(req, is_head, head, rest, self.close, self.now);
+        match self
+            .worker
+            .timers
+            .timeout(proxy.response_timeout, sent)
+            .await
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(fault)) => Err(fault.on(&req.entry.conn.key)),
+            Err(_) => Err(UpstreamFault::timeout().on(&req.entry.conn.key)),
+        }
+    }
+
+    fn status(answer: &Self::Answer) -> u16 {
+        answer.1.status
+    }
+
+    fn replayable(&self) -> bool {
+        // Head and body are whole at the start of the buffer until the request is answered.
+        true
+    }
+
+    async fn discard(&mut self, (link, response): Self::Answer, entry: &Entry) {
+        self.worker.discard(link, &response, entry.index).await;
+    }
 }

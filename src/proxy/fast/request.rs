@@ -68,6 +68,17 @@ pub struct Request<'p> {
     pub token: u64,
 }
 
+impl<'p> Request<'p> {
+    /// What the shared lifecycle keeps of it.
+    pub(crate) fn prepared(&self) -> crate::proxy::lifecycle::Prepared<'p> {
+        crate::proxy::lifecycle::Prepared {
+            entry: self.entry,
+            idempotent: self.idempotent,
+            token: self.token,
+        }
+    }
+}
+
 /// A request the plan refused.
 pub struct Refusal {
     pub error: ProxyError,

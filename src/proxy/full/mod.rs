@@ -19,8 +19,10 @@ pub(crate) mod stall;
 use super::error::{ProxyError, UpstreamFault};
 use super::fast::Worker;
 use super::headers;
+use super::lifecycle::{self, Prepared, Transport};
 use super::route::{Ask, Credential};
 use super::{unauthorized, Proxy};
+use crate::registry::Entry;
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::uri::{PathAndQuery, Uri};
@@ -53,106 +55,55 @@ impl Proxy {
         tunnel: Option<Rc<str>>,
         slot: super::tunnel::Slot,
     ) -> Response<ProxyBody> {
-        // The access log's fields, taken only when it is on.
+        if req.method() != Method::CONNECT {
+            let forwarded = self.forward(&worker, req, tunnel.as_deref()).await;
+            return forwarded.unwrap_or_else(|e| e.into_response().map(Either::Right));
+        }
+        // A CONNECT is no forwarded request (no lifecycle): its access-log line is here.
         let logged = self.access_log.then(|| {
             let ask = ask(req.method(), req.uri(), req.headers(), &self);
-            let connection = self
-                .route(ask.origin, ask.path_and_query, tunnel.as_deref())
+            let connection = self.route(ask.origin, ask.path_and_query, tunnel.as_deref());
+            let connection = connection
                 .map_or(super::access::NO_CONNECTION.to_owned(), |(e, _)| {
                     e.conn.key.clone()
                 });
-            (
-                connection,
-                req.method().to_string(),
-                req.uri().to_string(),
-                Instant::now(),
-            )
+            (connection, req.uri().to_string(), Instant::now())
         });
-        let result = if req.method() == Method::CONNECT {
-            connect::handle(&self, &worker, req, peer, tunnel.is_some(), &slot).await
-        } else {
-            self.forward(&worker, req, tunnel.as_deref()).await
-        };
-        let response = result.unwrap_or_else(|e| e.into_response().map(Either::Right));
-        if let Some((connection, method, target, started)) = logged {
-            super::access::log(
-                &connection,
-                &method,
-                &target,
-                response.status().as_u16(),
-                started,
-            );
+        let opened = connect::handle(&self, &worker, req, peer, tunnel.is_some(), &slot).await;
+        let response = opened.unwrap_or_else(|e| e.into_response().map(Either::Right));
+        if let Some((connection, target, started)) = logged {
+            let status = response.status().as_u16();
+            super::access::log(&connection, "CONNECT", &target, status, started);
         }
         response
     }
 
+    /// A request other than `CONNECT`: [`lifecycle::forward`] over this path's
+    /// [`Exchange`], and the answer's body streamed back.
     async fn forward(
         &self,
         worker: &Worker,
         req: Request<Incoming>,
         tunnel: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let codings = req.headers().get_all(header::TRANSFER_ENCODING);
-        if !codings.iter().all(|v| headers::only_chunked(v.as_bytes())) {
-            return Err(ProxyError::TransferCoding);
-        }
-        // A token on its way: wait for it rather than refuse at once (both paths do).
         let started = Instant::now();
-        let mut now = started;
-        let replayable = loop {
-            let mut ask = ask(req.method(), req.uri(), req.headers(), self);
-            ask.tunnel = tunnel;
-            let refusal = match self.plan(&ask, now) {
-                Ok(plan) => break plan.idempotent && plan.credential.token_serial() != 0,
-                Err(refusal) => refusal,
-            };
-            if !self.token_arrives(&refusal).await {
-                super::measure::failed(self, &refusal, started);
-                return Err(refusal);
-            }
-            now = Instant::now();
+        let codings = req.headers().get_all(header::TRANSFER_ENCODING);
+        let codings_ok = codings.iter().all(|v| headers::only_chunked(v.as_bytes()));
+        let mut exchange = Exchange {
+            pool: &worker.pool,
+            tunnel,
+            app: Some(req),
+            kept: None,
         };
-        let (entry, response) = self
-            .exchange(&worker.pool, req, replayable, tunnel, now)
-            .await
-            .inspect_err(|e| super::measure::failed(self, e, started))?;
-        super::measure::answered(entry, response.status().as_u16(), started);
+        let first = match codings_ok {
+            true => exchange.plan(self, started),
+            false => Err(ProxyError::TransferCoding),
+        };
+        let (_, response) = lifecycle::forward(self, &mut exchange, first, started).await?;
         let (mut parts, body) = response.into_parts();
         headers::strip_response(parts.status.as_u16(), &mut parts.headers);
         let body = idle::ReadBounded::new(body, &worker.timers, self.upstream_read_timeout);
         Ok(Response::from_parts(parts, Either::Left(body)))
-    }
-
-    /// Sends the request planned at `now` and reads the response head; a 401 to a token
-    /// still considered valid gets one refresh and, if the request is `replayable`
-    /// (idempotent, with a token) and its body could be kept, one replay with the new
-    /// token ([`super::unauthorized`]).
-    async fn exchange(
-        &self,
-        pool: &Rc<Pool>,
-        req: Request<Incoming>,
-        replayable: bool,
-        tunnel: Option<&str>,
-        now: Instant,
-    ) -> Result<(&Arc<crate::registry::Entry>, Response<PooledBody>), ProxyError> {
-        let (req, kept) = self.keep_for_replay(req, replayable).await?;
-        let (entry, token, response) = self.send_upstream(pool, req, tunnel, now).await?;
-        let status = response.status().as_u16();
-        if entry.conn.token_rejected.contains(status)
-            && self
-                .unauthorized(entry, status, token, kept.is_some())
-                .await
-        {
-            if let Some(kept) = kept {
-                // The 401's body is dropped unread: hyper then closes that connection.
-                drop(response);
-                let (entry, _, response) = self
-                    .send_upstream(pool, kept.request(), tunnel, Instant::now())
-                    .await?;
-                return Ok((entry, response));
-            }
-        }
-        Ok((entry, response))
     }
 
     /// The request with its body as sent upstream: streamed (bounded by
@@ -207,14 +158,9 @@ impl Proxy {
         req: Request<UpstreamBody>,
         tunnel: Option<&str>,
         now: Instant,
-    ) -> Result<(&Arc<crate::registry::Entry>, u64, Response<PooledBody>), ProxyError> {
-        let (req, prepared) = self.prepare_request_in(req, now, tunnel)?;
-        let Prepared {
-            entry,
-            api_key,
-            idempotent,
-            token,
-        } = prepared;
+    ) -> Result<(Prepared<'_>, Response<PooledBody>), ProxyError> {
+        let (req, Planned { prepared, api_key }) = self.prepare_request_in(req, now, tunnel)?;
+        let entry = prepared.entry;
         let (mut parts, mut body) = req.into_parts();
         let conn = &entry.conn;
         if let Some(key) = api_key {
@@ -232,11 +178,11 @@ impl Proxy {
         }
         let request = Request::from_parts(parts, body);
         super::route::sent(entry);
-        let sent = pool.send(entry, request, idempotent);
+        let sent = pool.send(entry, request, prepared.idempotent);
         match tokio::time::timeout(self.response_timeout, sent).await {
             Err(_) => Err(UpstreamFault::timeout().on(&conn.key)),
             Ok(Err(e)) => Err(failed(&conn.key, e)),
-            Ok(Ok(response)) => Ok((entry, token, response)),
+            Ok(Ok(response)) => Ok((prepared, response)),
         }
     }
 
@@ -248,7 +194,7 @@ impl Proxy {
         &'p self,
         req: Request<B>,
         now: Instant,
-    ) -> Result<(Request<B>, Prepared<'p>), ProxyError> {
+    ) -> Result<(Request<B>, Planned<'p>), ProxyError> {
         self.prepare_request_in(req, now, None)
     }
 
@@ -259,7 +205,7 @@ impl Proxy {
         req: Request<B>,
         now: Instant,
         tunnel: Option<&str>,
-    ) -> Result<(Request<B>, Prepared<'p>), ProxyError> {
+    ) -> Result<(Request<B>, Planned<'p>), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let (prepared, target) = {
             let mut ask = ask(&parts.method, &parts.uri, &parts.headers, self);
@@ -267,14 +213,16 @@ impl Proxy {
             let plan = self.plan(&ask, now)?;
             let target = plan.target.to_path_and_query()?;
             self.prepare(&plan, &mut parts.headers);
-            let prepared = Prepared {
-                entry: plan.entry,
+            let prepared = Planned {
+                prepared: Prepared {
+                    entry: plan.entry,
+                    idempotent: plan.idempotent,
+                    token: plan.credential.token_serial(),
+                },
                 api_key: match plan.credential {
                     Credential::ApiKey(key) => Some(key),
                     _ => None,
                 },
-                idempotent: plan.idempotent,
-                token: plan.credential.token_serial(),
             };
             (prepared, target)
             // The plan borrows the token: it ends here, before anything awaits.
@@ -320,13 +268,105 @@ fn failed(connection: &str, e: PoolError) -> ProxyError {
     fault.on(connection)
 }
 
-/// What the hyper path keeps of a plan once the request is prepared.
-pub struct Prepared<'p> {
-    pub entry: &'p Arc<crate::registry::Entry>,
+/// What the hyper path keeps of a plan once the request is prepared: what the lifecycle
+/// keeps, and the `api_key` to apply to it ([`apikey::apply`]).
+pub struct Planned<'p> {
+    pub(crate) prepared: Prepared<'p>,
     pub api_key: Option<&'p crate::config::ApiKey>,
-    pub idempotent: bool,
-    /// The serial of the token injected (0: none), for [`Proxy::unauthorized`].
-    pub token: u64,
+}
+
+/// One request on the hyper path, as the lifecycle drives it.
+struct Exchange<'w> {
+    pool: &'w Rc<Pool>,
+    tunnel: Option<&'w str>,
+    /// The app's request, until it is sent.
+    app: Option<Request<Incoming>>,
+    /// Then, when it may be replayed after a 401, a copy ([`Proxy::keep_for_replay`]).
+    kept: Option<Kept>,
+}
+
+impl Exchange<'_> {
+    /// Plans the request (as it arrived) at `now`: what the lifecycle needs to know
+    /// before it is sent. Sending plans it again, with the same result unless the token
+    /// changed meanwhile ([`Proxy::send_upstream`]).
+    fn plan<'p>(&self, proxy: &'p Proxy, now: Instant) -> Result<Prepared<'p>, ProxyError> {
+        let (method, uri, headers) = match (&self.app, &self.kept) {
+            (Some(app), _) => (app.method(), app.uri(), app.headers()),
+            (None, Some(kept)) => (&kept.method, &kept.uri, &kept.headers),
+            (None, None) => return Err(body_unreadable()),
+        };
+        let mut ask = ask(method, uri, headers, proxy);
+        ask.tunnel = self.tunnel;
+        let plan = proxy.plan(&ask, now)?;
+        Ok(Prepared {
+            entry: plan.entry,
+            idempotent: plan.idempotent,
+            token: plan.credential.token_serial(),
+        })
+    }
+}
+
+impl Transport for Exchange<'_> {
+    type Answer = Response<PooledBody>;
+
+    fn access_line(&self) -> (String, String) {
+        match &self.app {
+            Some(app) => (app.method().to_string(), app.uri().to_string()),
+            None => Default::default(),
+        }
+    }
+
+    fn prepare<'p>(
+        &mut self,
+        proxy: &'p Proxy,
+        now: Instant,
+    ) -> Option<Result<Prepared<'p>, ProxyError>> {
+        Some(self.plan(proxy, now))
+    }
+
+    async fn send<'p>(
+        &mut self,
+        proxy: &'p Proxy,
+        req: &mut Prepared<'p>,
+    ) -> Result<Self::Answer, ProxyError> {
+        let upstream = match (self.app.take(), &self.kept) {
+            (Some(app), _) => {
+                let replayable = req.idempotent && req.token != 0;
+                let (upstream, kept) = proxy.keep_for_replay(app, replayable).await?;
+                self.kept = kept;
+                upstream
+            }
+            (None, Some(kept)) => kept.request(),
+            // (Sent, and not kept: the lifecycle asks for no replay of it.)
+            (None, None) => return Err(body_unreadable()),
+        };
+        let now = Instant::now();
+        let (sent, response) = proxy
+            .send_upstream(self.pool, upstream, self.tunnel, now)
+            .await?;
+        *req = sent;
+        Ok(response)
+    }
+
+    fn status(answer: &Self::Answer) -> u16 {
+        answer.status().as_u16()
+    }
+
+    fn replayable(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    async fn discard(&mut self, answer: Self::Answer, _: &Entry) {
+        // The body is dropped unread: hyper then closes that connection.
+        drop(answer);
+    }
+}
+
+/// The 400 for a request body that could not be read.
+fn body_unreadable() -> ProxyError {
+    ProxyError::BadRequest {
+        reason: BODY_UNREADABLE.into(),
+    }
 }
 
 /// A request kept whole for its replay after a 401 ([`Proxy::keep_for_replay`]): the
@@ -340,12 +380,13 @@ struct Kept {
 }
 
 impl Kept {
-    fn request(self) -> Request<UpstreamBody> {
-        let mut req = Request::new(Either::Right(Full::new(self.body)));
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
+    /// The request again, for the replay.
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut req = Request::new(Either::Right(Full::new(self.body.clone())));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers;
+        *req.headers_mut() = self.headers.clone();
         req
     }
 }
