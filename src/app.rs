@@ -139,13 +139,13 @@ pub async fn start(
         client: token_client,
         backend,
     });
-    let settings = crate::proxy::fast::worker::Settings {
+    let settings = crate::proxy::worker::Settings {
         workers: proxy_settings.worker_threads.unwrap_or_else(cpus),
         header_read_timeout: proxy_settings.header_read_timeout,
         fast_path: !options.hyper_only,
         instruments,
     };
-    tasks.spawn(crate::proxy::fast::worker::spawn(
+    tasks.spawn(crate::proxy::worker::spawn(
         proxy_listener.into_std()?,
         Arc::clone(&reloader.proxy),
         dialer,

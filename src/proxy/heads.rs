@@ -30,7 +30,8 @@ impl HeadBudget {
         }
     }
 
-    /// The bytes currently charged.
+    /// The bytes currently charged (for tests).
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }

@@ -2,42 +2,43 @@
 //! inject the connection's credential, forward over the worker's upstream pools, stream
 //! both bodies. Nothing here takes a lock, parses config or allocates a header value for
 //! the token: the token is one `ArcSwap` load. Requests run on the worker thread that
-//! accepted them ([`fast::worker`]).
+//! accepted them ([`worker`]).
 //!
-//! Two HTTP/1.1 implementations serve it, and they decide nothing twice:
-//! - shared, importing neither path (nor [`tunnel`]): [`route`] (the one [`route::Plan`]
-//!   of a request: routing, refusals, credential, counters, the headers set, and the retry
-//!   rule), [`headers`] (hop-by-hop hygiene, with the one definition of "named in
-//!   `Connection`"), [`error`] (every error, rendered as a hyper response or as bytes),
-//!   [`upstream`] (the SSRF-guarded dialer, and both pools' idle limits), [`limits`]
-//!   (connections, requests per connection, lifetimes), [`heads`] (the memory of partial
-//!   heads), [`measure`] (what both record for `/metrics`), [`unauthorized`] (what both
-//!   paths do with an upstream's 401: one refresh, one replay; it owns the replay bound)
-//!   and [`access`] (the access log);
-//! - [`fast`]: ordinary requests as bytes (request and response heads, chunked scanning,
-//!   coarse deadlines, raw pooled upstream links), in the worker's connection loop;
-//! - [`full`]: hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
-//!   streamed or chunked request bodies, HTTP/1.0, `Expect`, `Connection` naming other
-//!   headers — once the fast path has handed it the connection;
-//! - [`tunnel`]: `CONNECT` to a configured host with `proxy.intercept` on: TLS terminated
-//!   with a minted leaf, and the decrypted stream served by [`fast::serve`] like an
-//!   accepted connection, with the tunnel's `host:port` as the forward-mode authority.
+//! Layers, each importing only those below it (no arrow back up; see
+//! docs/architecture.md):
+//! - [`worker`]: the per-core threads, each accepting on its own handle of the listener;
+//! - [`conn`]: one app connection (the driver): fast-path requests until one needs hyper,
+//!   then hyper for the rest of the connection, then the `CONNECT` tunnel it opened. Its
+//!   [`conn::Shared`] is what a worker's connections share: the current [`Proxy`] and
+//!   each engine's own state;
+//! - two transports, which import neither the driver nor each other's state:
+//!   [`fast`], ordinary requests as bytes (request and response heads, chunked scanning,
+//!   raw pooled upstream links), and [`full`], hyper (`http::Request`) for everything
+//!   else — `CONNECT`, `api_key`, streamed or chunked request bodies, HTTP/1.0, `Expect`,
+//!   `Connection` naming other headers. (The hyper path checks the framing of what hyper
+//!   forwards with the fast path's parsers, `full/checked.rs`: one way, `fast` imports
+//!   nothing of `full`.) [`tunnel`] terminates an intercepted `CONNECT`'s TLS and leaves
+//!   the decrypted stream for the driver;
+//! - [`lifecycle`]: a forwarded request's life, once for both transports — plan and token
+//!   wait, send, 401 recovery and replay, `/metrics`, the access-log line;
+//! - the shared policy: [`route`] (the one [`route::Plan`] of a request: routing,
+//!   refusals, credential, counters, the headers set, and the retry rule), [`headers`]
+//!   (hop-by-hop hygiene), [`error`] (every error and upstream fault, rendered as a hyper
+//!   response or as bytes), [`upstream`] (the SSRF-guarded dialer, and both pools' idle
+//!   limits), [`limits`], [`heads`] (the memory of partial heads), [`deadline`] (the
+//!   worker's coarse clock), [`measure`], [`unauthorized`] (the 401 decision; it owns the
+//!   replay bound) and [`access`];
+//! - below `proxy`: `registry`, `token`, `instrument` and `config`, none of which imports
+//!   `proxy`.
 //!
-//! Direction: the shared files, both paths and the tunnel import `registry`, `token`,
-//! `instrument` and `config`, none of which imports `proxy`. The paths do not yet import
-//! only the shared files: the per-thread context [`fast::Worker`] (which also holds the
-//! hyper path's pool) and the connection driver [`fast::serve`] (which hands a connection
-//! to [`full`]) live in `fast`; [`full`] and [`tunnel`] take the worker from there,
-//! `tunnel` serves its decrypted stream by calling `fast::serve`, and `full/checked.rs`
-//! checks bodies with the fast path's parsers. That circle among `fast`, `full` and
-//! `tunnel` is cut by moving the worker and the driver out of `fast`.
-//!
-//! Why two: measured with `benches/compare.sh` (sidecar layout, one core each), the
-//! hyper-only path cost 1.05–1.28× nginx's CPU per request; the fast path costs
-//! 0.37–0.58× (see docs/performance.md). `tests/it/paths.rs` runs a table of request and
-//! response shapes down both paths and asserts they agree.
+//! Why two transports: measured with `benches/compare.sh` (sidecar layout, one core
+//! each), the hyper-only path cost 1.05–1.28× nginx's CPU per request; the fast path
+//! costs 0.37–0.58× (see docs/performance.md). `tests/it/paths.rs` runs a table of
+//! request and response shapes down both paths and asserts they agree.
 
 pub(crate) mod access;
+pub(crate) mod conn;
+pub(crate) mod deadline;
 pub(crate) mod error;
 pub mod fast;
 pub(crate) mod full;
@@ -50,6 +51,7 @@ pub(crate) mod route;
 pub mod tunnel;
 pub mod unauthorized;
 pub(crate) mod upstream;
+pub mod worker;
 
 use crate::registry::Registry;
 use http::header::HeaderValue;

@@ -2,15 +2,14 @@
 //! `CONNECT` handler ([`super::full::connect`]) once it has decided that `host:port` is a
 //! configured connection's: after the 200, the client's TLS is terminated here with the
 //! leaf minted for `host` at start ([`crate::ca::mint`]) — only when the ClientHello's SNI
-//! is that same host — and the decrypted stream is served by [`super::fast::serve`], the
-//! same connection handling an accepted socket gets, with the tunnel's `host:port` as the
-//! forward-mode authority ([`super::route::Ask::tunnel`]). Routing, header hygiene,
+//! is that same host — and the decrypted stream is left in the connection's [`Slot`]: the
+//! connection driver ([`super::conn`]) serves it as it serves an accepted socket, with the
+//! tunnel's `host:port` as the forward-mode authority ([`super::route::Ask::tunnel`]). Routing, header hygiene,
 //! injection and the worker's upstream pools are therefore the forward mode's own.
 //!
 //! A handshake the client aborts because it does not trust the CA is logged once per
 //! client address, as a warning with the fix; later ones at debug level.
 
-use super::fast::Worker;
 use crate::ca::mint::{mint, Minted};
 use crate::ca::{CaError, Root};
 use arc_swap::ArcSwap;
@@ -107,38 +106,60 @@ impl Interceptor {
     }
 }
 
-/// Where the `CONNECT` handler leaves an app connection's tunnel (intercepted, or a
-/// passthrough one: [`super::full::passthrough`]): the connection's own task runs it once
-/// hyper is done with the connection ([`super::fast::serve`]), so the tunnel keeps the
-/// connection's `proxy.max_connections` permit and ends at shutdown like any connection.
-pub type Slot = Rc<RefCell<Option<Pin<Box<dyn Future<Output = ()>>>>>>;
+/// Where the `CONNECT` handler leaves an app connection's tunnel: the connection's own
+/// task runs it once hyper is done with the connection ([`super::conn`]), so the tunnel
+/// keeps the connection's `proxy.max_connections` permit and ends at shutdown like any
+/// connection.
+pub type Slot = Rc<RefCell<Option<Tunnel>>>;
+
+/// A tunnel left in a [`Slot`].
+pub enum Tunnel {
+    /// A passthrough tunnel ([`super::full::passthrough`]): runs to its end.
+    Blind(Pin<Box<dyn Future<Output = ()>>>),
+    /// An intercepted tunnel: its TLS handshake, which yields the decrypted stream and the
+    /// tunnel's `host:port` (None: no handshake, or the wrong host; logged).
+    Intercepted(Pin<Box<dyn Future<Output = Option<Terminated>>>>),
+}
+
+/// An intercepted tunnel once its TLS is terminated: the decrypted stream, and the
+/// tunnel's `host:port`.
+pub type Terminated = (Decrypted, Rc<str>);
+
+/// The decrypted stream of an intercepted tunnel.
+pub type Decrypted = tokio_rustls::server::TlsStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Takes over the `CONNECT` request `req` from `peer` to `authority` (`host:port`, host
 /// lower case without brackets in `host`): once hyper hands over the connection, the TLS
-/// handshake, then the requests inside, on the worker's thread (left in `slot`).
+/// handshake (each of its steps within `timeout`), left in `slot`.
 pub fn open(
-    worker: Rc<Worker>,
     interceptor: Arc<Interceptor>,
     req: Request<Incoming>,
     peer: SocketAddr,
     host: String,
     authority: String,
+    timeout: Duration,
     slot: &Slot,
 ) {
-    *slot.borrow_mut() = Some(Box::pin(async move {
+    *slot.borrow_mut() = Some(Tunnel::Intercepted(Box::pin(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "CONNECT upgrade failed");
+                return None;
+            }
         };
-        let timeout = worker.header_read_timeout;
         let acceptor =
             LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
         let start = match tokio::time::timeout(timeout, acceptor).await {
             Ok(Ok(start)) => start,
             Ok(Err(e)) => {
-                return tracing::debug!(%peer, error = %e, "no TLS ClientHello in the tunnel")
+                tracing::debug!(%peer, error = %e, "no TLS ClientHello in the tunnel");
+                return None;
             }
-            Err(_) => return tracing::debug!(%peer, "no TLS ClientHello in the tunnel in time"),
+            Err(_) => {
+                tracing::debug!(%peer, "no TLS ClientHello in the tunnel in time");
+                return None;
+            }
         };
         let sni = start
             .client_hello()
@@ -150,18 +171,21 @@ pub fn open(
             None => host.parse::<IpAddr>().is_ok(),
         };
         if !matches {
-            return tracing::warn!(client = %peer.ip(), connect = %authority, sni = sni.as_deref().unwrap_or("(none)"),
+            tracing::warn!(client = %peer.ip(), connect = %authority, sni = sni.as_deref().unwrap_or("(none)"),
                 "intercepted tunnel refused: the TLS ClientHello names another host than the CONNECT");
+            return None;
         }
         let Some(config) = interceptor.config(&host) else {
-            return tracing::error!(%host, "no interception certificate for a configured host");
+            tracing::error!(%host, "no interception certificate for a configured host");
+            return None;
         };
         match tokio::time::timeout(timeout, start.into_stream(config)).await {
-            Ok(Ok(tls)) => super::fast::serve(worker, tls, peer, Some(authority.into())).await,
+            Ok(Ok(tls)) => return Some((tls, authority.into())),
             Ok(Err(e)) => handshake_failed(&interceptor, peer, &host, &e),
             Err(_) => tracing::debug!(%peer, %host, "TLS handshake in the tunnel timed out"),
         }
-    }));
+        None
+    })));
 }
 
 /// Logs a failed handshake: a client refusing the certificate once per client address,

@@ -1,17 +1,22 @@
-//! The fast path's upstream side of one request: [`Worker::send`] takes a pooled [`Link`]
-//! (or opens one) and [`exchange`]s the request head and body for the response head,
-//! retrying once by the shared rule; [`Worker::discard`] ends a response the app will
-//! not see (a 401 before its replay).
+//! The fast path's upstream side of one request: [`Exchange`], what the shared lifecycle
+//! drives ([`Transport`]); [`Engine::send`] takes a pooled [`Link`] (or opens one) and
+//! [`exchange`]s the request head and body for the response head, retrying once by the
+//! shared rule; [`Engine::discard`] ends a response the app will not see (a 401 before
+//! its replay).
 
-use super::deadline::Timers;
-use super::io::write_all2;
+use super::io::{write_all2, AppIo};
 use super::link::Link;
 use super::relay::relay;
+use super::request::{self, Framed, Outcome};
 use super::response::{self, Framing, Parsed};
-use super::Worker;
-use crate::proxy::error::UpstreamFault;
-use crate::proxy::lifecycle::Prepared;
+use super::{Client, Engine, COALESCE};
+use crate::proxy::access;
+use crate::proxy::deadline::Timers;
+use crate::proxy::error::{ProxyError, UpstreamFault};
+use crate::proxy::lifecycle::{Prepared, Transport};
 use crate::proxy::route::{may_retry, Unanswered};
+use crate::proxy::Proxy;
+use crate::registry::Entry;
 use tokio::time::Instant;
 
 /// The longest body of a response the app does not get (a 401 before a replay) that is
@@ -22,7 +27,7 @@ const MAX_DISCARDED_BODY: u64 = 64 * 1024;
 /// not delayed by an upstream that stalls (the hyper path never reads it).
 const DISCARD_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
 
-impl Worker {
+impl Engine {
     /// Sends the request on a pooled or a new upstream connection and reads the response
     /// head. A pooled connection that fails before answering may have been closed by the
     /// upstream meanwhile: the shared rule ([`may_retry`]) says whether the request goes
@@ -95,6 +100,108 @@ impl Worker {
         if matches!(read, Ok(Ok(()))) && response.reusable && link.buf.is_empty() {
             self.links.checkin(index, link, Instant::now());
         }
+    }
+}
+
+/// One request of an app connection, as the lifecycle drives it: planned from the bytes
+/// at the start of the connection's buffer (which stay there until it is answered, so a
+/// replay translates them again), sent on the worker's links.
+pub(super) struct Exchange<'c, S> {
+    pub(super) engine: &'c Engine,
+    pub(super) client: &'c mut Client<S>,
+    pub(super) framed: Framed,
+    /// Tell the upstream the connection closes (the app asked, or its budget is spent).
+    pub(super) close: bool,
+    /// When the request was read (a pooled link idle since before it is not reused).
+    pub(super) now: Instant,
+}
+
+impl<S> Exchange<'_, S> {
+    /// `req`, with a body of up to [`COALESCE`] bytes copied behind its head in
+    /// `client.out`, to go with it in one `send` (which costs the kernel less than a
+    /// two-part `writev`).
+    pub(super) fn coalesced<'p>(&mut self, req: Prepared<'p>) -> Prepared<'p> {
+        if self.framed.body_len <= COALESCE {
+            let Framed {
+                head_len, body_len, ..
+            } = self.framed;
+            let body = &self.client.buf.pending()[head_len..head_len + body_len];
+            self.client.out.extend_from_slice(body);
+        }
+        req
+    }
+}
+
+impl<S: AppIo> Transport for Exchange<'_, S> {
+    type Answer = (Link, response::Response);
+
+    fn access_line(&self) -> (String, String) {
+        let (method, target) = access::request_line(self.client.buf.pending()).unwrap_or_default();
+        (method.to_owned(), target.to_owned())
+    }
+
+    fn prepare<'p>(
+        &mut self,
+        proxy: &'p Proxy,
+        now: Instant,
+    ) -> Option<Result<Prepared<'p>, ProxyError>> {
+        let client = &mut *self.client;
+        let translated = request::translate_request(
+            proxy,
+            client.buf.pending(),
+            &mut client.out,
+            now,
+            client.tunnel.as_deref(),
+        );
+        match translated {
+            Outcome::Ready(req) => Some(Ok(self.coalesced(req.prepared()))),
+            Outcome::Refused(refused) => Some(Err(refused.error)),
+            // (The same bytes under the same proxy: translated as they were the first time.)
+            Outcome::Partial(_) | Outcome::Fallback => None,
+        }
+    }
+
+    async fn send<'p>(
+        &mut self,
+        proxy: &'p Proxy,
+        req: &mut Prepared<'p>,
+    ) -> Result<Self::Answer, ProxyError> {
+        let Framed {
+            head_len,
+            body_len,
+            is_head,
+            ..
+        } = self.framed;
+        let body = &self.client.buf.pending()[head_len..head_len + body_len];
+        // A small body went behind the head ([`Exchange::coalesced`]).
+        let rest = if body_len <= COALESCE { &[][..] } else { body };
+        let head = &self.client.out;
+        let sent = self
+            .engine
+            .send(req, is_head, head, rest, self.close, self.now);
+        match self
+            .engine
+            .timers
+            .timeout(proxy.response_timeout, sent)
+            .await
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(fault)) => Err(fault.on(&req.entry.conn.key)),
+            Err(_) => Err(UpstreamFault::timeout().on(&req.entry.conn.key)),
+        }
+    }
+
+    fn status(answer: &Self::Answer) -> u16 {
+        answer.1.status
+    }
+
+    fn replayable(&self) -> bool {
+        // Head and body are whole at the start of the buffer until the request is answered.
+        true
+    }
+
+    async fn discard(&mut self, (link, response): Self::Answer, entry: &Entry) {
+        self.engine.discard(link, &response, entry.index).await;
     }
 }
 

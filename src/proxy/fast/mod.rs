@@ -1,50 +1,42 @@
-//! The fast path of the proxy listener: each app connection is served by one task that
+//! The fast path of the proxy listener: a transport ([`lifecycle::Transport`]) that
 //! reads the request head into a reused buffer, writes the upstream request head as bytes
 //! ([`request::translate_request`], from the shared plan), sends it with its body in one
 //! system call on a pooled upstream [`Link`](link::Link) ([`exchange`]), and relays the
 //! response head ([`response::translate_response`]) and body back
 //! ([`relay()`](relay::relay)), the same way nginx does. No hyper dispatch task, no
 //! channel, no `HeaderMap`, no tokio timer per request (deadlines are the worker's coarse
-//! [`Timers`]). A request the plan refuses is
-//! answered here with the shared error rendering; an upstream's 401 to a current token
-//! gets the shared recovery ([`crate::proxy::unauthorized`]): the request is still whole
-//! in the buffer, so it is translated again with the new token and sent once more.
+//! [`Timers`]). The request's life — token wait, send, 401 recovery, metrics, access log —
+//! is the shared [`lifecycle::forward`]; the request stays whole in the buffer until it is
+//! answered, so a replay translates it again with the new token.
 //!
-//! A request this path does not frame itself (see [`request`]) moves the connection, with
-//! the bytes read so far, to hyper and [`Proxy::handle`] for the rest of its life
-//! ([`handover`]).
+//! A request this path does not frame itself (see [`request`]) ends its loop with
+//! [`Next::Hyper`]: the connection driver ([`super::conn`]) moves the connection, with the
+//! bytes read so far, to hyper for the rest of its life. This module imports the shared
+//! files and nothing of the hyper path or the driver.
 
 pub(crate) mod chunked;
-pub(crate) mod deadline;
 mod exchange;
-mod handover;
 pub(crate) mod io;
 pub(crate) mod link;
 mod relay;
 pub mod request;
 pub mod response;
-pub(crate) mod worker;
 
-use super::access;
-use super::error::{write_error, ProxyError, UpstreamFault};
-use super::full::pool::Pool;
+use super::deadline::Timers;
+use super::error::{write_error, ProxyError};
 use super::heads::{HeadBudget, HeadCharge};
-use super::lifecycle::{self, Prepared, Transport};
+use super::lifecycle::{self, Prepared};
 use super::limits::Budget;
 use super::Proxy;
-use crate::registry::Entry;
-use arc_swap::ArcSwap;
-use deadline::Timers;
+use exchange::Exchange;
 use io::{write_all2, AppIo, Buf};
-use link::{Link, Links};
+use link::Links;
 use relay::{relay, Relay};
 use request::{Framed, Outcome};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// A body up to this size is copied behind its head and sent with one `send`
 /// ([`Exchange::coalesced`]).
@@ -56,27 +48,17 @@ const CLIENT_BUFFER: usize = 4096;
 /// what the largest request this path takes (a 64 KiB head and a 64 KiB body) grows them to.
 const SHRINK_ABOVE: usize = 256 * 1024;
 
-/// What a proxy worker thread shares between its connections.
-pub struct Worker {
-    /// The current proxy (a reload swaps in another registry and settings): loaded once per
-    /// request, which then keeps what it loaded to its end.
-    pub proxy: Arc<ArcSwap<Proxy>>,
-    /// The hyper path's pool.
-    pub pool: Rc<Pool>,
+/// What the fast path keeps per worker thread, shared by its connections.
+pub(crate) struct Engine {
     pub links: Links,
-    /// Off only in tests of the hyper path ([`crate::app::Options::hyper_only`]).
-    pub fast_path: bool,
     pub timers: Rc<Timers>,
     pub header_read_timeout: Duration,
-    pub shutdown: CancellationToken,
-    /// `tokenwarden_open_connections{side="client"}`.
-    pub open_clients: Arc<crate::instrument::Gauge>,
     /// The partial heads of all workers' connections (`proxy.max_buffered_head_bytes`).
     pub heads: Arc<HeadBudget>,
 }
 
 /// One app connection.
-struct Client<S> {
+pub(crate) struct Client<S> {
     io: S,
     /// The `host:port` of the intercepted tunnel it is inside, if any ([`super::tunnel`]).
     tunnel: Option<Rc<str>>,
@@ -88,6 +70,24 @@ struct Client<S> {
 }
 
 impl<S> Client<S> {
+    /// A connection (the decrypted stream of the intercepted tunnel to `tunnel`, if any)
+    /// that may still do what `budget` allows.
+    pub(crate) fn new(io: S, tunnel: Option<Rc<str>>, budget: Budget) -> Client<S> {
+        Client {
+            io,
+            tunnel,
+            budget: Rc::new(budget),
+            buf: Buf::with_capacity(CLIENT_BUFFER),
+            out: Vec::new(),
+        }
+    }
+
+    /// What moves to hyper: the bytes read and not yet taken, the stream, the budget and
+    /// the tunnel.
+    pub(crate) fn into_parts(self) -> (bytes::Bytes, S, Rc<Budget>, Option<Rc<str>>) {
+        (self.buf.into_pending(), self.io, self.budget, self.tunnel)
+    }
+
     /// Gives back what a large request grew the buffers to, between requests.
     fn shrink(&mut self) {
         self.buf.shrink(SHRINK_ABOVE, CLIENT_BUFFER);
@@ -107,45 +107,20 @@ enum Read<'s> {
 }
 
 /// How a request ended, for the app connection.
-enum Next {
+pub(crate) enum Next {
     KeepAlive,
     Close,
     /// Move the connection to the hyper path.
     Hyper,
 }
 
-/// Serves one app connection until it closes: a TCP connection the listener accepted
-/// (`tunnel: None`), or the decrypted stream of an intercepted tunnel to `tunnel`.
-pub async fn serve<S: AppIo>(worker: Rc<Worker>, io: S, peer: SocketAddr, tunnel: Option<Rc<str>>) {
-    let _open = worker.open_clients.open();
-    let mut client = Client {
-        io,
-        tunnel,
-        budget: Rc::new(Budget::new(worker.proxy.load().limits, Instant::now())),
-        buf: Buf::with_capacity(CLIENT_BUFFER),
-        out: Vec::new(),
-    };
-    // Without the fast path (tests of the hyper path), hyper takes every connection.
-    loop {
-        if !worker.fast_path {
-            break;
-        }
-        match worker.request(&mut client).await {
-            Next::KeepAlive => {}
-            Next::Close => return,
-            Next::Hyper => break,
-        }
-    }
-    handover::serve_with_hyper(worker, client, peer).await;
-}
-
-impl Worker {
-    /// Reads, forwards and answers one request of `client`: [`lifecycle::forward`] over
-    /// this path's [`Exchange`], then the answer relayed or the error written.
-    async fn request<S: AppIo>(&self, client: &mut Client<S>) -> Next {
+impl Engine {
+    /// Reads, forwards and answers one request of `client` with `proxy` (loaded for it):
+    /// [`lifecycle::forward`] over this path's [`Exchange`], then the answer relayed or
+    /// the error written.
+    pub(crate) async fn request<S: AppIo>(&self, proxy: &Proxy, client: &mut Client<S>) -> Next {
         client.shrink();
-        let proxy = self.proxy.load_full();
-        let (first, framed, started) = match self.read(&proxy, client).await {
+        let (first, framed, started) = match self.read(proxy, client).await {
             Ok(read) => read,
             Err(next) => return next,
         };
@@ -158,14 +133,14 @@ impl Worker {
         let close = close || client.budget.last(started);
         let consumed = head_len + body_len;
         let mut exchange = Exchange {
-            worker: self,
+            engine: self,
             client,
             framed,
             close,
             now: started,
         };
         let first = first.map(|req| exchange.coalesced(req));
-        let forwarded = lifecycle::forward(&proxy, &mut exchange, first, started).await;
+        let forwarded = lifecycle::forward(proxy, &mut exchange, first, started).await;
         let (entry, (mut link, response)) = match forwarded {
             Ok(answered) => answered,
             Err(error) => return self.fail(client, consumed, error, is_head, close).await,
@@ -300,107 +275,5 @@ impl Worker {
         } else {
             Next::KeepAlive
         }
-    }
-}
-
-/// One request of an app connection, as the lifecycle drives it: planned from the bytes
-/// at the start of the connection's buffer (which stay there until it is answered, so a
-/// replay translates them again), sent on the worker's links.
-struct Exchange<'c, S> {
-    worker: &'c Worker,
-    client: &'c mut Client<S>,
-    framed: Framed,
-    /// Tell the upstream the connection closes (the app asked, or its budget is spent).
-    close: bool,
-    /// When the request was read (a pooled link idle since before it is not reused).
-    now: Instant,
-}
-
-impl<S> Exchange<'_, S> {
-    /// `req`, with a body of up to [`COALESCE`] bytes copied behind its head in
-    /// `client.out`, to go with it in one `send` (which costs the kernel less than a
-    /// two-part `writev`).
-    fn coalesced<'p>(&mut self, req: Prepared<'p>) -> Prepared<'p> {
-        if self.framed.body_len <= COALESCE {
-            let Framed {
-                head_len, body_len, ..
-            } = self.framed;
-            let body = &self.client.buf.pending()[head_len..head_len + body_len];
-            self.client.out.extend_from_slice(body);
-        }
-        req
-    }
-}
-
-impl<S: AppIo> Transport for Exchange<'_, S> {
-    type Answer = (Link, response::Response);
-
-    fn access_line(&self) -> (String, String) {
-        let (method, target) = access::request_line(self.client.buf.pending()).unwrap_or_default();
-        (method.to_owned(), target.to_owned())
-    }
-
-    fn prepare<'p>(
-        &mut self,
-        proxy: &'p Proxy,
-        now: Instant,
-    ) -> Option<Result<Prepared<'p>, ProxyError>> {
-        let client = &mut *self.client;
-        let translated = request::translate_request(
-            proxy,
-            client.buf.pending(),
-            &mut client.out,
-            now,
-            client.tunnel.as_deref(),
-        );
-        match translated {
-            Outcome::Ready(req) => Some(Ok(self.coalesced(req.prepared()))),
-            Outcome::Refused(refused) => Some(Err(refused.error)),
-            // (The same bytes under the same proxy: translated as they were the first time.)
-            Outcome::Partial(_) | Outcome::Fallback => None,
-        }
-    }
-
-    async fn send<'p>(
-        &mut self,
-        proxy: &'p Proxy,
-        req: &mut Prepared<'p>,
-    ) -> Result<Self::Answer, ProxyError> {
-        let Framed {
-            head_len,
-            body_len,
-            is_head,
-            ..
-        } = self.framed;
-        let body = &self.client.buf.pending()[head_len..head_len + body_len];
-        // A small body went behind the head ([`Exchange::coalesced`]).
-        let rest = if body_len <= COALESCE { &[][..] } else { body };
-        let head = &self.client.out;
-        let sent = self
-            .worker
-            .send(req, is_head, head, rest, self.close, self.now);
-        match self
-            .worker
-            .timers
-            .timeout(proxy.response_timeout, sent)
-            .await
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(fault)) => Err(fault.on(&req.entry.conn.key)),
-            Err(_) => Err(UpstreamFault::timeout().on(&req.entry.conn.key)),
-        }
-    }
-
-    fn status(answer: &Self::Answer) -> u16 {
-        answer.1.status
-    }
-
-    fn replayable(&self) -> bool {
-        // Head and body are whole at the start of the buffer until the request is answered.
-        true
-    }
-
-    async fn discard(&mut self, (link, response): Self::Answer, entry: &Entry) {
-        self.worker.discard(link, &response, entry.index).await;
     }
 }

@@ -6,11 +6,11 @@
 //! body breaks the relay (on the worker's coarse [`Timers`]: no timer per read).
 
 use super::chunked::{ChunkedError, ChunkedScanner};
-use super::deadline::Timers;
 use super::io::write_all2;
 use super::link::Link;
 use super::response::Framing;
 use super::COALESCE;
+use crate::proxy::deadline::Timers;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::AsyncWrite;

@@ -7,17 +7,16 @@
 //! `proxy.tunnel_idle_timeout` without a byte ([`super::passthrough`]). Both kinds of
 //! tunnel are left in the connection's slot and hold its `proxy.max_connections` permit.
 
+use super::Engine;
 use super::ProxyBody;
 use crate::instrument::UpstreamError;
 use crate::proxy::error::{ProxyError, UpstreamFault};
-use crate::proxy::fast::Worker;
 use crate::proxy::Proxy;
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// The port of a `CONNECT` target that names none.
@@ -34,7 +33,7 @@ fn tunnel_target(authority: &Authority) -> String {
 /// the tunnel it opens is left in `slot` for the connection's task.
 pub async fn handle(
     proxy: &Proxy,
-    worker: &Rc<Worker>,
+    engine: &Engine,
     req: Request<Incoming>,
     peer: SocketAddr,
     in_tunnel: bool,
@@ -83,15 +82,9 @@ pub async fn handle(
                 ),
             });
         }
-        crate::proxy::tunnel::open(
-            Rc::clone(worker),
-            Arc::clone(interceptor),
-            req,
-            peer,
-            host,
-            target,
-            slot,
-        );
+        let timeout = engine.header_read_timeout;
+        let interceptor = Arc::clone(interceptor);
+        crate::proxy::tunnel::open(interceptor, req, peer, host, target, timeout, slot);
         return Ok(established());
     }
     if !proxy.passthrough.contains(&target) {
@@ -113,7 +106,7 @@ pub async fn handle(
         req,
         upstream,
         proxy.limits.tunnel_idle_timeout,
-        worker.shutdown.clone(),
+        engine.shutdown.clone(),
         slot,
     );
     Ok(established())

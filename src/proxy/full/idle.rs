@@ -6,7 +6,7 @@
 //! response, a slab slot only while a read is pending, and the app's own back-pressure
 //! never counts (the clock runs only while the body is polled and has nothing).
 
-use crate::proxy::fast::deadline::{Guarded, Timers};
+use crate::proxy::deadline::{Guarded, Timers};
 use pin_project_lite::pin_project;
 use std::future::{pending, Future, Pending};
 use std::pin::Pin;

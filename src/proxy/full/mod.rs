@@ -1,8 +1,10 @@
-//! The hyper path: a request hyper parsed (`http::Request`) is planned by
-//! [`Proxy::plan`], its headers prepared into the `HeaderMap` ([`Proxy::prepare`]), and
-//! sent on the worker's hyper [`Pool`]; the response streams back. It serves what the fast
-//! path hands over: `CONNECT` ([`connect`]), `api_key` connections ([`apikey`]), streamed
-//! and chunked request bodies, HTTP/1.0, `Expect`, `Connection` headers naming others.
+//! The hyper path, the second transport of the shared lifecycle: a request hyper parsed
+//! (`http::Request`) is planned by [`Proxy::plan`], its headers prepared into the
+//! `HeaderMap` ([`Proxy::prepare`]), and sent on the worker's hyper [`Pool`]
+//! ([`exchange`], driven by [`lifecycle::forward`]); the response streams back. It serves
+//! the connections the driver ([`super::conn`]) moved to hyper: `CONNECT` ([`connect`],
+//! not a forwarded request), `api_key` connections ([`apikey`]), streamed and chunked
+//! request bodies, HTTP/1.0, `Expect`, `Connection` headers naming others.
 //!
 //! Request framing: a body in a transfer coding other than chunked is a 501 (hyper decodes
 //! only chunked and would forward the rest undeclared); a chunked body goes upstream
@@ -11,19 +13,20 @@
 pub(crate) mod apikey;
 pub(crate) mod checked;
 pub(crate) mod connect;
+mod exchange;
 pub(crate) mod idle;
 pub(crate) mod passthrough;
 pub(crate) mod pool;
 pub(crate) mod stall;
 
+use super::deadline::Timers;
 use super::error::{ProxyError, UpstreamFault};
-use super::fast::Worker;
 use super::headers;
-use super::lifecycle::{self, Prepared, Transport};
+use super::lifecycle::{self, Prepared};
 use super::route::{Ask, Credential};
-use super::{unauthorized, Proxy};
-use crate::registry::Entry;
+use super::Proxy;
 use bytes::Bytes;
+use exchange::Exchange;
 use http::header::{self, HeaderMap};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response};
@@ -35,6 +38,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// What the hyper path keeps per worker thread, shared by its connections.
+pub(crate) struct Engine {
+    pub pool: Rc<Pool>,
+    /// The worker's coarse clock (response bodies' `proxy.upstream_read_timeout`).
+    pub timers: Rc<Timers>,
+    /// The bound on each step of an intercepted tunnel's TLS handshake.
+    pub header_read_timeout: std::time::Duration,
+    /// Ends passthrough tunnels.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 /// The body of a response to the app: the upstream's, streamed (bounded by
 /// `proxy.upstream_read_timeout`), or one tokenwarden wrote.
 pub type ProxyBody = Either<idle::ReadBounded<PooledBody>, Full<Bytes>>;
@@ -45,18 +59,18 @@ pub type UpstreamBody = Either<stall::Bounded<Incoming>, Full<Bytes>>;
 
 impl Proxy {
     /// Handles one request from the app (from `peer`; inside the intercepted tunnel to
-    /// `tunnel`, if any), using the accepting `worker`'s pool; a `CONNECT` it intercepts
+    /// `tunnel`, if any), with the accepting worker's hyper `engine`; a `CONNECT` it intercepts
     /// leaves the tunnel in `slot`.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self: Arc<Self>,
-        worker: Rc<Worker>,
+        engine: Rc<Engine>,
         req: Request<Incoming>,
         peer: SocketAddr,
         tunnel: Option<Rc<str>>,
         slot: super::tunnel::Slot,
     ) -> Response<ProxyBody> {
         if req.method() != Method::CONNECT {
-            let forwarded = self.forward(&worker, req, tunnel.as_deref()).await;
+            let forwarded = self.forward(&engine, req, tunnel.as_deref()).await;
             return forwarded.unwrap_or_else(|e| e.into_response().map(Either::Right));
         }
         // A CONNECT is no forwarded request (no lifecycle): its access-log line is here.
@@ -69,7 +83,7 @@ impl Proxy {
                 });
             (connection, req.uri().to_string(), Instant::now())
         });
-        let opened = connect::handle(&self, &worker, req, peer, tunnel.is_some(), &slot).await;
+        let opened = connect::handle(&self, &engine, req, peer, tunnel.is_some(), &slot).await;
         let response = opened.unwrap_or_else(|e| e.into_response().map(Either::Right));
         if let Some((connection, target, started)) = logged {
             let status = response.status().as_u16();
@@ -82,19 +96,14 @@ impl Proxy {
     /// [`Exchange`], and the answer's body streamed back.
     async fn forward(
         &self,
-        worker: &Worker,
+        engine: &Engine,
         req: Request<Incoming>,
         tunnel: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = Instant::now();
         let codings = req.headers().get_all(header::TRANSFER_ENCODING);
         let codings_ok = codings.iter().all(|v| headers::only_chunked(v.as_bytes()));
-        let mut exchange = Exchange {
-            pool: &worker.pool,
-            tunnel,
-            app: Some(req),
-            kept: None,
-        };
+        let mut exchange = Exchange::new(&engine.pool, req, tunnel);
         let first = match codings_ok {
             true => exchange.plan(self, started),
             false => Err(ProxyError::TransferCoding),
@@ -102,51 +111,8 @@ impl Proxy {
         let (_, response) = lifecycle::forward(self, &mut exchange, first, started).await?;
         let (mut parts, body) = response.into_parts();
         headers::strip_response(parts.status.as_u16(), &mut parts.headers);
-        let body = idle::ReadBounded::new(body, &worker.timers, self.upstream_read_timeout);
+        let body = idle::ReadBounded::new(body, &engine.timers, self.upstream_read_timeout);
         Ok(Response::from_parts(parts, Either::Left(body)))
-    }
-
-    /// The request with its body as sent upstream: streamed (bounded by
-    /// `proxy.body_read_timeout`), or, for a request that may be replayed after a 401
-    /// (`replayable`: idempotent, with a token) whose body has a known length of at most
-    /// [`unauthorized::MAX_REPLAY_BODY`], read whole first and kept with a copy of the
-    /// head, as the fast path keeps it in its buffer.
-    async fn keep_for_replay(
-        &self,
-        req: Request<Incoming>,
-        replayable: bool,
-    ) -> Result<(Request<UpstreamBody>, Option<Kept>), ProxyError> {
-        let bound = self.limits.body_read_timeout;
-        let small = http_body::Body::size_hint(req.body())
-            .exact()
-            .is_some_and(|n| n <= unauthorized::MAX_REPLAY_BODY as u64);
-        if !(replayable && small && !self.unauthorized_refresh_interval.is_zero()) {
-            return Ok((
-                req.map(|b| Either::Left(stall::Bounded::new(b, bound))),
-                None,
-            ));
-        }
-        let (parts, body) = req.into_parts();
-        let body = http_body_util::BodyExt::collect(stall::Bounded::new(body, bound))
-            .await
-            .map_err(|e| {
-                tracing::debug!(error = %e, "the request body could not be read");
-                ProxyError::BadRequest {
-                    reason: BODY_UNREADABLE.into(),
-                }
-            })?
-            .to_bytes();
-        let kept = Kept {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            body: body.clone(),
-        };
-        Ok((
-            Request::from_parts(parts, Either::Right(Full::new(body))),
-            Some(kept),
-        ))
     }
 
     /// Prepares `req` (planned at `now`, so with the current token) and sends it on the
@@ -244,7 +210,7 @@ impl Proxy {
 }
 
 /// Why an app's request body could not be forwarded.
-const BODY_UNREADABLE: &str =
+pub(super) const BODY_UNREADABLE: &str =
     "the request body could not be read (malformed chunked framing or cut short)";
 
 /// The error for a failed upstream exchange, worded as the fast path words it.
@@ -273,122 +239,6 @@ fn failed(connection: &str, e: PoolError) -> ProxyError {
 pub struct Planned<'p> {
     pub(crate) prepared: Prepared<'p>,
     pub api_key: Option<&'p crate::config::ApiKey>,
-}
-
-/// One request on the hyper path, as the lifecycle drives it.
-struct Exchange<'w> {
-    pool: &'w Rc<Pool>,
-    tunnel: Option<&'w str>,
-    /// The app's request, until it is sent.
-    app: Option<Request<Incoming>>,
-    /// Then, when it may be replayed after a 401, a copy ([`Proxy::keep_for_replay`]).
-    kept: Option<Kept>,
-}
-
-impl Exchange<'_> {
-    /// Plans the request (as it arrived) at `now`: what the lifecycle needs to know
-    /// before it is sent. Sending plans it again, with the same result unless the token
-    /// changed meanwhile ([`Proxy::send_upstream`]).
-    fn plan<'p>(&self, proxy: &'p Proxy, now: Instant) -> Result<Prepared<'p>, ProxyError> {
-        let (method, uri, headers) = match (&self.app, &self.kept) {
-            (Some(app), _) => (app.method(), app.uri(), app.headers()),
-            (None, Some(kept)) => (&kept.method, &kept.uri, &kept.headers),
-            (None, None) => return Err(body_unreadable()),
-        };
-        let mut ask = ask(method, uri, headers, proxy);
-        ask.tunnel = self.tunnel;
-        let plan = proxy.plan(&ask, now)?;
-        Ok(Prepared {
-            entry: plan.entry,
-            idempotent: plan.idempotent,
-            token: plan.credential.token_serial(),
-        })
-    }
-}
-
-impl Transport for Exchange<'_> {
-    type Answer = Response<PooledBody>;
-
-    fn access_line(&self) -> (String, String) {
-        match &self.app {
-            Some(app) => (app.method().to_string(), app.uri().to_string()),
-            None => Default::default(),
-        }
-    }
-
-    fn prepare<'p>(
-        &mut self,
-        proxy: &'p Proxy,
-        now: Instant,
-    ) -> Option<Result<Prepared<'p>, ProxyError>> {
-        Some(self.plan(proxy, now))
-    }
-
-    async fn send<'p>(
-        &mut self,
-        proxy: &'p Proxy,
-        req: &mut Prepared<'p>,
-    ) -> Result<Self::Answer, ProxyError> {
-        let upstream = match (self.app.take(), &self.kept) {
-            (Some(app), _) => {
-                let replayable = req.idempotent && req.token != 0;
-                let (upstream, kept) = proxy.keep_for_replay(app, replayable).await?;
-                self.kept = kept;
-                upstream
-            }
-            (None, Some(kept)) => kept.request(),
-            // (Sent, and not kept: the lifecycle asks for no replay of it.)
-            (None, None) => return Err(body_unreadable()),
-        };
-        let now = Instant::now();
-        let (sent, response) = proxy
-            .send_upstream(self.pool, upstream, self.tunnel, now)
-            .await?;
-        *req = sent;
-        Ok(response)
-    }
-
-    fn status(answer: &Self::Answer) -> u16 {
-        answer.status().as_u16()
-    }
-
-    fn replayable(&self) -> bool {
-        self.kept.is_some()
-    }
-
-    async fn discard(&mut self, answer: Self::Answer, _: &Entry) {
-        // The body is dropped unread: hyper then closes that connection.
-        drop(answer);
-    }
-}
-
-/// The 400 for a request body that could not be read.
-fn body_unreadable() -> ProxyError {
-    ProxyError::BadRequest {
-        reason: BODY_UNREADABLE.into(),
-    }
-}
-
-/// A request kept whole for its replay after a 401 ([`Proxy::keep_for_replay`]): the
-/// app's head as it arrived (the replay is planned afresh) and its body.
-struct Kept {
-    method: Method,
-    uri: Uri,
-    version: http::Version,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Kept {
-    /// The request again, for the replay.
-    fn request(&self) -> Request<UpstreamBody> {
-        let mut req = Request::new(Either::Right(Full::new(self.body.clone())));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
 }
 
 /// The [`Ask`] of a request hyper parsed.

@@ -6,7 +6,7 @@
 //! `proxy.tunnel_idle_timeout` is closed, and so is every tunnel when shutdown starts (a
 //! tunnel cannot be drained gracefully: tokenwarden does not see its messages).
 
-use crate::proxy::tunnel::Slot;
+use crate::proxy::tunnel::{Slot, Tunnel};
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -37,7 +37,7 @@ pub fn open(
     shutdown: CancellationToken,
     slot: &Slot,
 ) {
-    *slot.borrow_mut() = Some(Box::pin(async move {
+    *slot.borrow_mut() = Some(Tunnel::Blind(Box::pin(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -53,7 +53,7 @@ pub fn open(
                 tracing::debug!(?idle_timeout, "passthrough tunnel closed: idle for proxy.tunnel_idle_timeout");
             }
         }
-    }));
+    })));
 }
 
 /// Returns once `moved` stayed unset for [`CHECKS_PER_TIMEOUT`] checks in a row, one

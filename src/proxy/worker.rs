@@ -3,18 +3,19 @@
 //! upstream [`Pool`] and coarse [`Timers`], so a request never crosses threads and
 //! nothing on its path takes a lock. Shared state (the registry and its token caches) is
 //! read lock-free through `ArcSwap`. Worker `i` records into shard `i` of the request
-//! path's instruments ([`crate::instrument::shard`]). Connections are served by [`super::serve`], as many
-//! at once as `proxy.max_connections` admits ([`Admission`], shared by the workers).
+//! path's instruments ([`crate::instrument::shard`]). Connections are served by
+//! [`super::conn::serve`], as many at once as `proxy.max_connections` admits
+//! ([`Admission`], shared by the workers).
 
+use super::conn::Shared;
 use super::deadline::Timers;
-use super::link::Links;
-use super::Worker;
+use super::fast::link::Links;
+use super::full::pool::Pool;
+use super::heads::HeadBudget;
+use super::limits::Admission;
+use super::upstream::Dialer;
+use super::{fast, full, Proxy};
 use crate::instrument::Instruments;
-use crate::proxy::full::pool::Pool;
-use crate::proxy::heads::HeadBudget;
-use crate::proxy::limits::Admission;
-use crate::proxy::upstream::Dialer;
-use crate::proxy::Proxy;
 use arc_swap::ArcSwap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -110,17 +111,24 @@ fn run(
         tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
         let connections = proxy.load().registry.positions();
         let instruments = &settings.instruments;
-        let worker = Rc::new(Worker {
+        let upstream = &instruments.open_upstream;
+        let header_read_timeout = settings.header_read_timeout;
+        let worker = Rc::new(Shared {
             proxy,
-            pool: Rc::new(Pool::new(
-                connections,
-                dialer.clone(),
-                Arc::clone(&instruments.open_upstream),
-            )),
-            links: Links::new(connections, dialer, Arc::clone(&instruments.open_upstream)),
+            fast: fast::Engine {
+                links: Links::new(connections, dialer.clone(), Arc::clone(upstream)),
+                timers: Rc::clone(&timers),
+                header_read_timeout,
+                heads: Arc::clone(&heads),
+            },
+            full: Rc::new(full::Engine {
+                pool: Rc::new(Pool::new(connections, dialer, Arc::clone(upstream))),
+                timers,
+                header_read_timeout,
+                shutdown: shutdown.clone(),
+            }),
             fast_path: settings.fast_path,
-            timers,
-            header_read_timeout: settings.header_read_timeout,
+            header_read_timeout,
             shutdown: shutdown.clone(),
             open_clients: Arc::clone(&instruments.open_client),
             heads,
@@ -131,7 +139,7 @@ fn run(
             let Some(permit) = admission.admit() else {
                 return;
             };
-            let served = super::serve(Rc::clone(&worker), stream, peer, None);
+            let served = super::conn::serve(Rc::clone(&worker), stream, peer, None);
             tracker.spawn_local(async move {
                 served.await;
                 drop(permit);
@@ -142,9 +150,9 @@ fn run(
 }
 
 /// Runs the link pool's reaper until shutdown.
-async fn reap(worker: Rc<Worker>, shutdown: CancellationToken) {
+async fn reap(worker: Rc<Shared>, shutdown: CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        _ = worker.links.reap() => {}
+        _ = worker.fast.links.reap() => {}
     }
 }
