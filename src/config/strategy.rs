@@ -1,132 +1,17 @@
-//! The checks and credentials of a connection's strategy: [`Checker`] proves every
-//! placeholder in the host and the auth requests resolves (from the params, or as a
-//! runtime placeholder of that request), [`oauth2_auth`] compiles the OAuth2 requests, and
+//! The credentials of a connection's strategy: [`oauth2_auth`] compiles the OAuth2 requests
+//! (each with the request [`Checker`] and the run-time placeholders it receives), and
 //! [`static_auth`] builds the fixed header or api_key parts of `bearer`, `basic` and
 //! `api_key` at load.
 
-use super::connection::{Auth, Grant, OAuth2};
 use super::fides;
+use super::model::{ApiKey, Auth, Grant, OAuth2, RequestTemplate};
 use super::origin::Origin;
-use super::request::{checked, RequestTemplate, Root, Use};
+use super::request::{checked, Checker, Root, Use};
 use super::runtime;
 use super::source::{Problem, Problems};
-use crate::template::{self, Lookup, Params, Template};
+use crate::template;
 use http::{HeaderName, HeaderValue};
 use serde_yaml_ng::Value;
-
-/// `api_key`: headers set, query parameters set or replaced, JSON merged into the body.
-/// Its values are secrets: `Debug` shows only names.
-pub struct ApiKey {
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub query_params: Vec<(String, String)>,
-    pub body: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
-            .field(
-                "headers",
-                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field(
-                "query_params",
-                &self.query_params.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field(
-                "body",
-                &self.body.as_ref().map(|b| b.keys().collect::<Vec<_>>()),
-            )
-            .finish()
-    }
-}
-
-/// Checks that templates only use placeholders the params provide, or the runtime
-/// placeholders of the request being checked.
-pub(super) struct Checker<'a> {
-    pub(super) origin: &'a Origin<'a>,
-    pub(super) params: &'a Params,
-    pub(super) runtime: &'a [&'a str],
-}
-
-impl<'a> Checker<'a> {
-    /// The same checker for a request where `runtime` placeholders are filled at run time.
-    pub(super) fn allowing(&self, runtime: &'a [&'a str]) -> Checker<'a> {
-        Checker {
-            origin: self.origin,
-            params: self.params,
-            runtime,
-        }
-    }
-
-    /// Parses `text` (found at `rel`) and checks its placeholders; the template when they
-    /// all resolve, else None with a problem per missing name.
-    pub(super) fn compile(
-        &self,
-        rel: &str,
-        text: &str,
-        problems: &mut Problems,
-    ) -> Option<Template> {
-        let template = Template::parse(text);
-        let runtime: Vec<(&str, &str)> = self.runtime.iter().map(|n| (*n, "")).collect();
-        let lookup = Lookup {
-            params: self.params,
-            runtime: &runtime,
-        };
-        let missing = template.missing(&lookup);
-        for name in &missing {
-            let message = if runtime::ALL.contains(&name.as_str()) {
-                format!(
-                    "placeholder <{name}> is filled at run time only in the request that receives it ({})",
-                    runtime_home(name)
-                )
-            } else {
-                format!("placeholder <{name}> is not resolved: add `{name}` to the connection's secrets")
-            };
-            problems.push(self.origin.problem(rel, message));
-        }
-        missing.is_empty().then_some(template)
-    }
-
-    /// Checks the placeholders of every text in `value` (found at `rel`), each at its own
-    /// path: for a configuration that cannot be read as its strategy's.
-    pub(super) fn compile_all(&self, rel: &str, value: &Value, problems: &mut Problems) {
-        match value {
-            Value::String(text) => {
-                self.compile(rel, text, problems);
-            }
-            Value::Sequence(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    self.compile_all(&format!("{rel}[{i}]"), item, problems);
-                }
-            }
-            Value::Mapping(map) => {
-                for (key, item) in map {
-                    if let Some(key) = key.as_str() {
-                        self.compile_all(&format!("{rel}.{key}"), item, problems);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Fills a static credential; None (with a problem) when a placeholder is missing.
-    pub(super) fn fill(&self, rel: &str, text: &str, problems: &mut Problems) -> Option<String> {
-        self.compile(rel, text, problems)?
-            .fill(&Lookup::new(self.params))
-            .ok()
-    }
-}
-
-/// Where a runtime placeholder is available, for messages.
-fn runtime_home(name: &str) -> &'static str {
-    match name {
-        "state" => "authorization_request",
-        "code" => "the token_request of oauth2_authorization_code",
-        _ => "refresh_request",
-    }
-}
 
 /// What checking an OAuth2 strategy found, when its configuration could be read.
 pub(super) enum Checked {
