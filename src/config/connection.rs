@@ -102,13 +102,7 @@ fn validate_one(
     let saas = &fides.saas;
     let mut params = params(&saas.connector_params, raw.secrets, src, prefix, problems);
     let strategy = strategy(&saas.client_config, &origin, problems);
-    // (An unknown strategy may be a misspelled authorization code: checked as one.)
-    if strategy
-        .as_ref()
-        .is_none_or(|(_, grant)| *grant == Some(Grant::AuthorizationCode))
-    {
-        default_redirect_uri(&mut params, admin);
-    }
+    default_redirect_uri(strategy.as_ref(), &mut params, admin);
     let check = Checker {
         origin: &origin,
         params: &params,
@@ -126,13 +120,7 @@ fn validate_one(
         placeholders_only(&saas.client_config, &check, problems);
         return None;
     };
-    let pkce_refused = raw.pkce.then(|| {
-        let path = format!("{prefix}.pkce");
-        src.problem(
-            &path,
-            "pkce applies to oauth2_authorization_code connections only",
-        )
-    });
+    let pkce_refused = pkce_refused(raw.pkce, src, prefix);
     let root = Root {
         protocol: &saas.client_config.protocol,
         host: host.as_ref(),
@@ -163,6 +151,18 @@ fn validate_one(
         token_rejected,
         fingerprint: [0; 32],
         grant_identity: [0; 32],
+    })
+}
+
+/// The main file's problem for `pkce: true`, for the strategy check to report if the grant
+/// turns out not to be authorization code.
+fn pkce_refused(pkce: bool, src: &Source, prefix: &str) -> Option<Problem> {
+    pkce.then(|| {
+        let path = format!("{prefix}.pkce");
+        src.problem(
+            &path,
+            "pkce applies to oauth2_authorization_code connections only",
+        )
     })
 }
 
@@ -272,7 +272,15 @@ fn strategy(
 
 /// An authorization-code connection without a `redirect_uri` secret gets the admin
 /// callback under `admin.public_url`, when there is one.
-fn default_redirect_uri(params: &mut Params, admin: &AdminSettings) {
+fn default_redirect_uri(
+    strategy: Option<&(fides::Strategy, Option<Grant>)>,
+    params: &mut Params,
+    admin: &AdminSettings,
+) {
+    // (An unknown strategy may be a misspelled authorization code: checked as one.)
+    if strategy.is_some_and(|(_, grant)| *grant != Some(Grant::AuthorizationCode)) {
+        return;
+    }
     if params.contains("redirect_uri") {
         return;
     }

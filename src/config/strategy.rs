@@ -65,22 +65,7 @@ pub(super) fn oauth2_auth(
             problems,
         )
     });
-    // Only authorization code reads it; client credentials ignores it, as Fides does.
-    let authorization_request = match (grant, &conf.authorization_request) {
-        (Grant::ClientCredentials, _) => Some(None),
-        (Grant::AuthorizationCode, Some(r)) => {
-            let rel = format!("{rel}.authorization_request");
-            let check = check.allowing(runtime::AUTHORIZATION);
-            RequestTemplate::compile(&check, &rel, r, root, Use::UrlOnly, problems).map(Some)
-        }
-        (Grant::AuthorizationCode, None) => {
-            problems.push(origin.problem(
-                rel,
-                "oauth2_authorization_code needs an authorization_request",
-            ));
-            None
-        }
-    };
+    let authorization_request = authorization_request(grant, &conf, check, root, rel, problems);
     if let (Grant::ClientCredentials, Some(p)) = (grant, pkce_refused) {
         problems.push(p);
     }
@@ -108,6 +93,34 @@ pub(super) fn oauth2_auth(
     }))
 }
 
+/// The authorization request, compiled with `<state>`: `Some(None)` for client credentials,
+/// None (with a problem) when it is wrong or missing.
+fn authorization_request(
+    grant: Grant,
+    conf: &fides::OAuth2Configuration,
+    check: &Checker<'_>,
+    root: &Root<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Option<RequestTemplate>> {
+    // Only authorization code reads it; client credentials ignores it, as Fides does.
+    match (grant, &conf.authorization_request) {
+        (Grant::ClientCredentials, _) => Some(None),
+        (Grant::AuthorizationCode, Some(r)) => {
+            let rel = format!("{rel}.authorization_request");
+            let check = check.allowing(runtime::AUTHORIZATION);
+            RequestTemplate::compile(&check, &rel, r, root, Use::UrlOnly, problems).map(Some)
+        }
+        (Grant::AuthorizationCode, None) => {
+            problems.push(check.origin.problem(
+                rel,
+                "oauth2_authorization_code needs an authorization_request",
+            ));
+            None
+        }
+    }
+}
+
 fn sensitive(
     value: String,
     origin: &Origin<'_>,
@@ -126,6 +139,8 @@ fn sensitive(
     }
 }
 
+/// `bearer`, `basic` and `api_key`: the configuration read at `rel` with its strategy's
+/// keys, then its credential built (None, with a problem, when either fails).
 pub(super) fn static_auth(
     strategy: &str,
     conf: Value,
@@ -146,72 +161,105 @@ pub(super) fn static_auth(
             return None;
         }
     };
-    let read_err = |p| problems.push(p);
     match strategy {
-        "bearer" => {
-            let c: fides::BearerConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
-            let token = check.fill(&format!("{rel}.token"), &c.token, problems)?;
-            sensitive(format!("Bearer {token}"), origin, rel, problems).map(Auth::Header)
-        }
-        "basic" => {
-            let c: fides::BasicConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
-            let user = check.fill(&format!("{rel}.username"), &c.username, problems)?;
-            let pass = match &c.password {
-                Some(p) => check.fill(&format!("{rel}.password"), p, problems)?,
-                None => String::new(),
-            };
-            sensitive(template::basic_header(&user, &pass), origin, rel, problems).map(Auth::Header)
-        }
+        "bearer" => bearer(conf, check, rel, problems),
+        "basic" => basic(conf, check, rel, problems),
+        _ => api_key(conf, check, rel, problems).map(Auth::ApiKey),
+    }
+}
+
+/// `bearer`: `Authorization: Bearer <token>`, the token filled at load.
+fn bearer(conf: Value, check: &Checker<'_>, rel: &str, problems: &mut Problems) -> Option<Auth> {
+    let origin = check.origin;
+    let c: fides::BearerConfiguration =
+        origin.read(conf, rel).map_err(|p| problems.push(p)).ok()?;
+    let token = check.fill(&format!("{rel}.token"), &c.token, problems)?;
+    sensitive(format!("Bearer {token}"), origin, rel, problems).map(Auth::Header)
+}
+
+/// `basic`: `Authorization: Basic …` from the username and the (optional) password.
+fn basic(conf: Value, check: &Checker<'_>, rel: &str, problems: &mut Problems) -> Option<Auth> {
+    let origin = check.origin;
+    let c: fides::BasicConfiguration = origin.read(conf, rel).map_err(|p| problems.push(p)).ok()?;
+    let user = check.fill(&format!("{rel}.username"), &c.username, problems)?;
+    let pass = match &c.password {
+        Some(p) => check.fill(&format!("{rel}.password"), p, problems)?,
+        None => String::new(),
+    };
+    sensitive(template::basic_header(&user, &pass), origin, rel, problems).map(Auth::Header)
+}
+
+/// `api_key`: its headers, query parameters and JSON body, each filled at load, in that
+/// order (the first wrong part ends the reading).
+fn api_key(conf: Value, check: &Checker<'_>, rel: &str, problems: &mut Problems) -> Option<ApiKey> {
+    let origin = check.origin;
+    let c: fides::ApiKeyConfiguration =
+        origin.read(conf, rel).map_err(|p| problems.push(p)).ok()?;
+    let headers = c.headers.unwrap_or_default();
+    let query = c.query_params.unwrap_or_default();
+    if headers.is_empty() && query.is_empty() && c.body.as_deref().unwrap_or_default().is_empty() {
+        problems.push(origin.problem(rel, "At least one 'header', 'query_param', or 'body' object must be defined in an 'api_key' auth configuration"));
+        return None;
+    }
+    let headers = api_key_headers(&headers, check, rel, problems)?;
+    let mut query_params = Vec::new();
+    for (i, q) in query.iter().enumerate() {
+        let value = check.fill(
+            &format!("{rel}.query_params[{i}].value"),
+            &q.value,
+            problems,
+        )?;
+        query_params.push((q.name.clone(), value));
+    }
+    let body = match c.body.filter(|b| !b.trim().is_empty()) {
+        Some(body) => Some(api_key_body(&body, check, rel, problems)?),
+        None => None,
+    };
+    Some(ApiKey {
+        headers,
+        query_params,
+        body,
+    })
+}
+
+/// The api_key headers, in order: each value filled and its name a valid header name.
+fn api_key_headers(
+    headers: &[fides::NameValue],
+    check: &Checker<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    let origin = check.origin;
+    let mut out = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        let at = format!("{rel}.headers[{i}]");
+        let value = check.fill(&format!("{at}.value"), &h.value, problems)?;
+        let Ok(name) = HeaderName::try_from(h.name.as_str()) else {
+            let shown = origin.quote(&format!("{at}.name"), &h.name);
+            problems.push(origin.problem(&at, format!("{shown} is not a valid header name")));
+            return None;
+        };
+        out.push((name, sensitive(value, origin, &at, problems)?));
+    }
+    Some(out)
+}
+
+/// The api_key body: filled, then it must be a JSON object.
+fn api_key_body(
+    body: &str,
+    check: &Checker<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let filled = check.fill(&format!("{rel}.body"), body, problems)?;
+    match serde_json::from_str(&filled) {
+        Ok(serde_json::Value::Object(map)) => Some(map),
         _ => {
-            let c: fides::ApiKeyConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
-            let headers = c.headers.unwrap_or_default();
-            let query = c.query_params.unwrap_or_default();
-            if headers.is_empty()
-                && query.is_empty()
-                && c.body.as_deref().unwrap_or_default().is_empty()
-            {
-                problems.push(origin.problem(rel, "At least one 'header', 'query_param', or 'body' object must be defined in an 'api_key' auth configuration"));
-                return None;
-            }
-            let mut out = ApiKey {
-                headers: Vec::new(),
-                query_params: Vec::new(),
-                body: None,
-            };
-            for (i, h) in headers.iter().enumerate() {
-                let at = format!("{rel}.headers[{i}]");
-                let value = check.fill(&format!("{at}.value"), &h.value, problems)?;
-                let Ok(name) = HeaderName::try_from(h.name.as_str()) else {
-                    let shown = origin.quote(&format!("{at}.name"), &h.name);
-                    problems
-                        .push(origin.problem(&at, format!("{shown} is not a valid header name")));
-                    return None;
-                };
-                out.headers
-                    .push((name, sensitive(value, origin, &at, problems)?));
-            }
-            for (i, q) in query.iter().enumerate() {
-                let value = check.fill(
-                    &format!("{rel}.query_params[{i}].value"),
-                    &q.value,
-                    problems,
-                )?;
-                out.query_params.push((q.name.clone(), value));
-            }
-            if let Some(body) = c.body.filter(|b| !b.trim().is_empty()) {
-                let filled = check.fill(&format!("{rel}.body"), &body, problems)?;
-                match serde_json::from_str(&filled) {
-                    Ok(serde_json::Value::Object(map)) => out.body = Some(map),
-                    _ => {
-                        problems.push(origin.problem(
-                            &format!("{rel}.body"),
-                            "the api_key body must be a JSON object",
-                        ));
-                        return None;
-                    }
-                }
-            }
-            Some(Auth::ApiKey(out))
+            problems.push(check.origin.problem(
+                &format!("{rel}.body"),
+                "the api_key body must be a JSON object",
+            ));
+            None
         }
     }
 }
