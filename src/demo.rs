@@ -44,89 +44,93 @@ impl AuthServer {
         )
     }
 
+    /// Its two endpoints; anything else is not found.
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method().clone(), req.uri().path()) {
-            (Method::GET, "/oauth/authorize") => {
-                let query: HashMap<String, String> =
-                    form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-                        .into_owned()
-                        .collect();
-                let (Some(redirect), Some(state)) = (query.get("redirect_uri"), query.get("state"))
-                else {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        "redirect_uri and state are required",
-                    );
-                };
-                // Auto-approve: the "user" logs in and consents at once.
-                let code = self.next("code");
-                self.codes.lock().expect("codes").insert(code.clone(), ());
-                let target = format!(
-                    "{redirect}?{}",
-                    crate::template::encode_pairs([
-                        ("code", code.as_str()),
-                        ("state", state.as_str())
-                    ])
-                );
-                let mut r = text(
-                    StatusCode::FOUND,
-                    "approved; redirecting back to tokenwarden",
-                );
-                r.headers_mut()
-                    .insert(header::LOCATION, target.parse().expect("location"));
-                r
-            }
-            (Method::POST, "/oauth/token") => {
-                let body = req
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let form: HashMap<String, String> =
-                    form_urlencoded::parse(&body).into_owned().collect();
-                if form.get("client_id").map(String::as_str) != Some(DEMO_CLIENT_ID)
-                    || form.get("client_secret").map(String::as_str) != Some(DEMO_CLIENT_SECRET)
-                {
-                    return json(
-                        StatusCode::UNAUTHORIZED,
-                        serde_json::json!({"error": "invalid_client"}),
-                    );
-                }
-                let grant_ok = match form.get("grant_type").map(String::as_str) {
-                    Some("client_credentials") => true,
-                    Some("authorization_code") => form
-                        .get("code")
-                        .is_some_and(|c| self.codes.lock().expect("codes").remove(c).is_some()),
-                    Some("refresh_token") => form.get("refresh_token").is_some_and(|r| {
-                        self.refresh_tokens
-                            .lock()
-                            .expect("refresh")
-                            .remove(r)
-                            .is_some()
-                    }),
-                    _ => false,
-                };
-                if !grant_ok {
-                    return json(
-                        StatusCode::BAD_REQUEST,
-                        serde_json::json!({"error": "invalid_grant"}),
-                    );
-                }
-                let mut answer = serde_json::json!({"access_token": self.next("demo-token"), "token_type": "Bearer", "expires_in": DEMO_TOKEN_LIFETIME});
-                if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-                    let refresh = self.next("demo-refresh");
-                    self.refresh_tokens
-                        .lock()
-                        .expect("refresh")
-                        .insert(refresh.clone(), ());
-                    answer["refresh_token"] = refresh.into();
-                }
-                tracing::info!(target: "demo::auth_server", grant = form.get("grant_type").map(String::as_str).unwrap_or_default(), "issued a token");
-                json(StatusCode::OK, answer)
-            }
+            (Method::GET, "/oauth/authorize") => self.authorize(&req),
+            (Method::POST, "/oauth/token") => self.token(req).await,
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
+    }
+
+    /// The authorization endpoint: approves at once and redirects back with a fresh code.
+    fn authorize(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let query: HashMap<String, String> =
+            form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let (Some(redirect), Some(state)) = (query.get("redirect_uri"), query.get("state")) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "redirect_uri and state are required",
+            );
+        };
+        // Auto-approve: the "user" logs in and consents at once.
+        let code = self.next("code");
+        self.codes.lock().expect("codes").insert(code.clone(), ());
+        let target = format!(
+            "{redirect}?{}",
+            crate::template::encode_pairs([("code", code.as_str()), ("state", state.as_str())])
+        );
+        let mut r = text(
+            StatusCode::FOUND,
+            "approved; redirecting back to tokenwarden",
+        );
+        r.headers_mut()
+            .insert(header::LOCATION, target.parse().expect("location"));
+        r
+    }
+
+    /// The token endpoint: checks the client and the grant (a code or refresh token is
+    /// good once), then issues a token, with a rotated refresh token unless client
+    /// credentials.
+    async fn token(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+        if form.get("client_id").map(String::as_str) != Some(DEMO_CLIENT_ID)
+            || form.get("client_secret").map(String::as_str) != Some(DEMO_CLIENT_SECRET)
+        {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "invalid_client"}),
+            );
+        }
+        let grant_ok = match form.get("grant_type").map(String::as_str) {
+            Some("client_credentials") => true,
+            Some("authorization_code") => form
+                .get("code")
+                .is_some_and(|c| self.codes.lock().expect("codes").remove(c).is_some()),
+            Some("refresh_token") => form.get("refresh_token").is_some_and(|r| {
+                self.refresh_tokens
+                    .lock()
+                    .expect("refresh")
+                    .remove(r)
+                    .is_some()
+            }),
+            _ => false,
+        };
+        if !grant_ok {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "invalid_grant"}),
+            );
+        }
+        let mut answer = serde_json::json!({"access_token": self.next("demo-token"), "token_type": "Bearer", "expires_in": DEMO_TOKEN_LIFETIME});
+        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+            let refresh = self.next("demo-refresh");
+            self.refresh_tokens
+                .lock()
+                .expect("refresh")
+                .insert(refresh.clone(), ());
+            answer["refresh_token"] = refresh.into();
+        }
+        tracing::info!(target: "demo::auth_server", grant = form.get("grant_type").map(String::as_str).unwrap_or_default(), "issued a token");
+        json(StatusCode::OK, answer)
     }
 }
 
@@ -235,12 +239,11 @@ connections:
     )
 }
 
-pub async fn run() -> anyhow::Result<()> {
-    crate::telemetry::init(&crate::config::LogSettings {
-        level: "info".into(),
-        format: crate::config::LogFormat::Text,
-    });
-    let shutdown = CancellationToken::new();
+/// The demo's authorization server and echo API, each on an ephemeral loopback port and
+/// served until `shutdown`; their addresses.
+async fn serve_auth_and_api(
+    shutdown: &CancellationToken,
+) -> std::io::Result<(SocketAddr, SocketAddr)> {
     let auth_listener = TcpListener::bind("127.0.0.1:0").await?;
     let api_listener = TcpListener::bind("127.0.0.1:0").await?;
     let (auth_addr, api_addr) = (auth_listener.local_addr()?, api_listener.local_addr()?);
@@ -257,34 +260,19 @@ pub async fn run() -> anyhow::Result<()> {
         shutdown.clone(),
         |req, _| echo(req),
     ));
+    Ok((auth_addr, api_addr))
+}
 
-    let proxy_listener = bind_preferring(DEMO_PROXY_PORT).await?;
-    let admin_listener = bind_preferring(DEMO_ADMIN_PORT).await?;
-    let (proxy_addr, admin_addr) = (proxy_listener.local_addr()?, admin_listener.local_addr()?);
-    let dir = std::env::temp_dir().join(format!("tokenwarden-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("config.yaml");
-    let api_host = format!("{DEMO_API_HOST}:{}", api_addr.port());
-    // The store key goes in the file itself (readable by this user only): a demo's store
-    // lives as long as its temporary directory, and an explicit key spares the newcomer the
-    // "generated a new token store key" warning meant for real deployments.
-    let store_key = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-    };
-    write_private(
-        &file,
-        &demo_config(auth_addr, &api_host, admin_addr, &store_key),
-    )?;
-    let config =
-        crate::config::load(&file).map_err(|p| anyhow::anyhow!("demo config invalid:\n{p}"))?;
-    let options = crate::app::Options {
-        static_hosts: [(DEMO_API_HOST.to_owned(), vec![api_addr.ip()])].into(),
-        ..Default::default()
-    };
-    let mut signals = crate::Signals::new();
-    let running = crate::app::start(config, proxy_listener, admin_listener, options).await?;
-
+/// What to try, printed once everything runs: `servers` are the authorization server and
+/// the echo API, `sidecar` the proxy and the admin listener.
+fn print_guide(
+    file: &std::path::Path,
+    dir: &std::path::Path,
+    api_host: &str,
+    servers: (SocketAddr, SocketAddr),
+    sidecar: (SocketAddr, SocketAddr),
+) {
+    let ((auth_addr, api_addr), (proxy_addr, admin_addr)) = (servers, sidecar);
     println!(
         r#"
 tokenwarden demo is running (config: {file})
@@ -316,6 +304,51 @@ and removes {dir}.
 "#,
         file = file.display(),
         dir = dir.display()
+    );
+}
+
+/// Runs the demo until Ctrl-C or SIGTERM, then removes its temporary directory.
+pub async fn run() -> anyhow::Result<()> {
+    crate::telemetry::init(&crate::config::LogSettings {
+        level: "info".into(),
+        format: crate::config::LogFormat::Text,
+    });
+    let shutdown = CancellationToken::new();
+    let (auth_addr, api_addr) = serve_auth_and_api(&shutdown).await?;
+
+    let proxy_listener = bind_preferring(DEMO_PROXY_PORT).await?;
+    let admin_listener = bind_preferring(DEMO_ADMIN_PORT).await?;
+    let (proxy_addr, admin_addr) = (proxy_listener.local_addr()?, admin_listener.local_addr()?);
+    let dir = std::env::temp_dir().join(format!("tokenwarden-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("config.yaml");
+    let api_host = format!("{DEMO_API_HOST}:{}", api_addr.port());
+    // The store key goes in the file itself (readable by this user only): a demo's store
+    // lives as long as its temporary directory, and an explicit key spares the newcomer the
+    // "generated a new token store key" warning meant for real deployments.
+    let store_key = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    };
+    write_private(
+        &file,
+        &demo_config(auth_addr, &api_host, admin_addr, &store_key),
+    )?;
+    let config =
+        crate::config::load(&file).map_err(|p| anyhow::anyhow!("demo config invalid:\n{p}"))?;
+    let options = crate::app::Options {
+        static_hosts: [(DEMO_API_HOST.to_owned(), vec![api_addr.ip()])].into(),
+        ..Default::default()
+    };
+    let mut signals = crate::Signals::new();
+    let running = crate::app::start(config, proxy_listener, admin_listener, options).await?;
+
+    print_guide(
+        &file,
+        &dir,
+        &api_host,
+        (auth_addr, api_addr),
+        (proxy_addr, admin_addr),
     );
     crate::serve_until_stopped(&running, &mut signals).await;
     running.stop().await;

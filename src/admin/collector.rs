@@ -58,6 +58,16 @@ fn each(read: fn(&Entry) -> u64) -> Series {
 
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        self.connection_states(&mut e)?;
+        self.tokens(&mut e)?;
+        self.requests(&mut e)?;
+        self.process(&mut e)
+    }
+}
+
+impl Scrape {
+    /// Each connection's state and when its current token expires.
+    fn connection_states(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let conns = &self.registry.connections;
         let mut f = e.encode_descriptor(
             "tokenwarden_connection_state",
@@ -84,8 +94,15 @@ impl Collector for Scrape {
                 gauge(&mut f, &[("connection", c.conn.key.as_str())], at)?;
             }
         }
+        Ok(())
+    }
+
+    /// The token families: requests and their durations by outcome, sets adopted from the
+    /// shared store.
+    fn tokens(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let conns = &self.registry.connections;
         counter(
-            &mut e,
+            e,
             conns,
             "tokenwarden_token_requests",
             "Token requests by outcome.",
@@ -111,13 +128,17 @@ impl Collector for Scrape {
             }
         }
         counter(
-            &mut e,
+            e,
             conns,
             "tokenwarden_tokens_adopted",
             "Token sets taken from the shared store (written by another replica).",
             &[each(|c| c.tokens.counters.adopted.get())],
         )?;
-        self.requests(&mut e)?;
+        Ok(())
+    }
+
+    /// The process's families: open connections, pending authorizations, the store's health.
+    fn process(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let mut f = e.encode_descriptor(
             "tokenwarden_open_connections",
             "Connections open now: from apps (client) and to upstreams (upstream).",
@@ -152,9 +173,7 @@ impl Collector for Scrape {
         )?;
         gauge(&mut f, &[("backend", backend)], i64::from(up))
     }
-}
 
-impl Scrape {
     /// The request path's families: proxied requests, their durations, upstream connects
     /// and errors, `no_token` refusals.
     fn requests(&self, e: &mut DescriptorEncoder) -> fmt::Result {

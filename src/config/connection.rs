@@ -3,16 +3,16 @@
 //! that every placeholder the host and the auth requests use can be resolved.
 
 use super::fides::{self, ClientConfig, SUPPORTED_STRATEGIES};
+use super::model::{ClientAuth, Connection, Grant};
 use super::origin::{FidesSource, Named, Origin};
 use super::raw::RawConnection;
 use super::rejected::RejectedStatuses;
-use super::request::{RequestTemplate, Root};
+use super::request::{Checker, Root};
 use super::settings::AdminSettings;
-use super::source::{Problems, Source};
-use super::strategy::{oauth2_auth, static_auth, ApiKey, Checked, Checker};
-use super::upstream::{upstream, Upstream};
+use super::source::{Problem, Problems, Source};
+use super::strategy::{oauth2_auth, static_auth, Checked};
+use super::upstream::upstream;
 use crate::template::Params;
-use http::HeaderValue;
 use serde_yaml_ng::Value;
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,102 +20,6 @@ use std::sync::Arc;
 
 /// The callback route, appended to `admin.public_url` for the default `redirect_uri`.
 pub const CALLBACK_PATH: &str = "/api/v1/oauth/callback";
-
-/// A validated connection. Holds secrets (in `params`, header values, and request
-/// templates, which may carry expanded `${VAR}`s): its `Debug` output never shows them.
-pub struct Connection {
-    /// URL prefix in reverse mode and name everywhere else.
-    pub key: String,
-    /// Fides `name` (or the key for an inline client_config).
-    pub name: String,
-    pub upstream: Upstream,
-    pub auth: Auth,
-    pub params: Params,
-    pub pkce: bool,
-    pub client_auth: ClientAuth,
-    /// Expected `iss` on the callback (RFC 9207).
-    pub issuer: Option<String>,
-    pub allow_private_network: bool,
-    /// Reached by its key in reverse mode only: forward mode and interception never route
-    /// its host to it (another connection may own that host there).
-    pub reverse_only: bool,
-    /// Upstream statuses that mean the injected token was rejected (refresh, replay).
-    pub token_rejected: RejectedStatuses,
-    /// SHA-256 of the entry as written (after `${VAR}` expansion, secrets included) and of
-    /// its Fides file: equal fingerprints are the same connection (hot reload keeps its
-    /// entry whole). Never shown.
-    pub fingerprint: [u8; 32],
-    /// What its tokens were obtained under ([`super::identity`]): a reload that changes the
-    /// definition but not this keeps the tokens. Never shown.
-    pub grant_identity: [u8; 32],
-}
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("key", &self.key)
-            .field("name", &self.name)
-            .field("upstream", &self.upstream)
-            .field("auth", &self.auth)
-            .field("params", &self.params)
-            .field("pkce", &self.pkce)
-            .field("client_auth", &self.client_auth)
-            .field("issuer", &self.issuer)
-            .field("allow_private_network", &self.allow_private_network)
-            .field("reverse_only", &self.reverse_only)
-            .field("token_rejected", &self.token_rejected)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How requests on a connection are authenticated.
-#[derive(Debug)]
-pub enum Auth {
-    /// `bearer` or `basic`: one fixed `Authorization` value, built at load.
-    Header(HeaderValue),
-    ApiKey(ApiKey),
-    OAuth2(Box<OAuth2>),
-}
-
-/// The OAuth2 strategies, their Fides requests compiled at load. `Debug` leaves out the
-/// request templates (they may hold expanded secrets).
-pub struct OAuth2 {
-    pub grant: Grant,
-    pub token_request: RequestTemplate,
-    pub refresh_request: Option<RequestTemplate>,
-    /// Authorization code only.
-    pub authorization_request: Option<RequestTemplate>,
-    /// A configured lifetime wins over the token response's `expires_in` (as in Fides).
-    pub expires_in: Option<u64>,
-}
-
-impl std::fmt::Debug for OAuth2 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuth2")
-            .field("grant", &self.grant)
-            .field("refresh_request", &self.refresh_request.is_some())
-            .field("expires_in", &self.expires_in)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grant {
-    ClientCredentials,
-    AuthorizationCode,
-}
-
-/// How token and refresh requests present the client's credentials, on top of what the
-/// Fides requests themselves carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// Exactly as the Fides requests say (default).
-    AsConfigured,
-    /// `Authorization: Basic base64(urlencode(client_id):urlencode(client_secret))` (RFC 6749 §2.3.1).
-    Basic,
-    /// The same without the form-encoding, for providers that do not decode it.
-    BasicUnencoded,
-}
 
 pub fn validate_all(
     values: Vec<Value>,
@@ -198,13 +102,7 @@ fn validate_one(
     let saas = &fides.saas;
     let mut params = params(&saas.connector_params, raw.secrets, src, prefix, problems);
     let strategy = strategy(&saas.client_config, &origin, problems);
-    // (An unknown strategy may be a misspelled authorization code: checked as one.)
-    if strategy
-        .as_ref()
-        .is_none_or(|(_, grant)| *grant == Some(Grant::AuthorizationCode))
-    {
-        default_redirect_uri(&mut params, admin);
-    }
+    default_redirect_uri(strategy.as_ref(), &mut params, admin);
     let check = Checker {
         origin: &origin,
         params: &params,
@@ -222,13 +120,7 @@ fn validate_one(
         placeholders_only(&saas.client_config, &check, problems);
         return None;
     };
-    let pkce_refused = raw.pkce.then(|| {
-        let path = format!("{prefix}.pkce");
-        src.problem(
-            &path,
-            "pkce applies to oauth2_authorization_code connections only",
-        )
-    });
+    let pkce_refused = pkce_refused(raw.pkce, src, prefix);
     let root = Root {
         protocol: &saas.client_config.protocol,
         host: host.as_ref(),
@@ -262,6 +154,18 @@ fn validate_one(
     })
 }
 
+/// The main file's problem for `pkce: true`, for the strategy check to report if the grant
+/// turns out not to be authorization code.
+fn pkce_refused(pkce: bool, src: &Source, prefix: &str) -> Option<Problem> {
+    pkce.then(|| {
+        let path = format!("{prefix}.pkce");
+        src.problem(
+            &path,
+            "pkce applies to oauth2_authorization_code connections only",
+        )
+    })
+}
+
 /// A strategy tokenwarden does not know: its configuration cannot be read, but its
 /// placeholders can still be checked, so that one pass shows every problem.
 fn placeholders_only(client_config: &ClientConfig, check: &Checker<'_>, problems: &mut Problems) {
@@ -283,7 +187,7 @@ fn auth(
     grant: Option<Grant>,
     check: &Checker<'_>,
     root: &Root<'_>,
-    pkce_refused: Option<super::Problem>,
+    pkce_refused: Option<Problem>,
     problems: &mut Problems,
 ) -> Option<Checked> {
     let conf = strategy.configuration.clone().unwrap_or(Value::Null);
@@ -368,7 +272,15 @@ fn strategy(
 
 /// An authorization-code connection without a `redirect_uri` secret gets the admin
 /// callback under `admin.public_url`, when there is one.
-fn default_redirect_uri(params: &mut Params, admin: &AdminSettings) {
+fn default_redirect_uri(
+    strategy: Option<&(fides::Strategy, Option<Grant>)>,
+    params: &mut Params,
+    admin: &AdminSettings,
+) {
+    // (An unknown strategy may be a misspelled authorization code: checked as one.)
+    if strategy.is_some_and(|(_, grant)| *grant != Some(Grant::AuthorizationCode)) {
+        return;
+    }
     if params.contains("redirect_uri") {
         return;
     }

@@ -6,8 +6,7 @@
 //! `issuer`, `expires_in`, `admin.public_url` and the `redirect_uri` it implies — leaves a
 //! token valid, so a changed definition with the same identity keeps its tokens.
 
-use super::connection::{Auth, Connection, Grant, OAuth2};
-use super::request::{fill_pairs, RequestTemplate};
+use super::model::{fill_pairs, Auth, Connection, Grant, OAuth2, RequestTemplate};
 use crate::template::{Lookup, Params, Template};
 use sha2::{Digest, Sha256};
 

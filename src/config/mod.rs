@@ -2,6 +2,20 @@
 //! validated [`Config`]. Every problem in a file is reported at once, each with
 //! `file:line:column` where the YAML parser knows it. Downstream code never sees serde types:
 //! the Fides request templates are compiled at load into [`RequestTemplate`]s.
+//!
+//! The modules import one way only, down this list (no circle):
+//! - `connection` (one `connections:` entry) → `identity`, `strategy`, `upstream`;
+//! - `strategy` (OAuth2 and static credentials) → `request`;
+//! - `upstream` (the host dialled) → `request`;
+//! - `identity` (what tokens were obtained under) → `model`;
+//! - `request` (the placeholder `Checker` and the Fides request walk) → `model`;
+//! - `model`: the output types ([`Connection`], [`Auth`], [`RequestTemplate`], [`Upstream`],
+//!   …), plain data with no checking.
+//!
+//! Under them sit the file readers (`origin`, `fides`, `raw`, `source`, `position`,
+//! `hidden`, `env`, `suggest`) and the settings (`settings`, `store`, `proxy`, `fields`,
+//! `rejected`), and [`runtime`], the run-time placeholder lists, which import nothing. This
+//! file declares, re-exports and drives them; no module imports it back, but for [`runtime`].
 
 mod connection;
 mod env;
@@ -9,6 +23,7 @@ pub mod fides;
 mod fields;
 mod hidden;
 mod identity;
+mod model;
 mod origin;
 mod position;
 mod proxy;
@@ -22,18 +37,16 @@ mod strategy;
 mod suggest;
 mod upstream;
 
-pub use connection::{Auth, ClientAuth, Connection, Grant, OAuth2};
+pub use model::{
+    fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Encoding, Grant, OAuth2,
+    Pair, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,
+};
 pub use proxy::{InterceptSettings, ProxyLimits, ProxySettings};
 pub use rejected::RejectedStatuses;
-pub use request::{
-    fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
-};
 pub use settings::{
     AdminSettings, LogFormat, LogSettings, RedisSettings, StoreSettings, Unreadable,
 };
 pub use source::{Problem, Problems};
-pub use strategy::ApiKey;
-pub use upstream::Upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,11 +3,20 @@
 //! keeps it parsed, so that building a token, refresh or authorization request only fills
 //! values in. What is left to fail then is a value: a run-time placeholder (`<code>`,
 //! `<refresh_token>`, …) without one, or a form body that is not JSON once filled.
+//!
+//! [`Checker`] lives here, with the one walk that uses it most: it proves every placeholder
+//! of a template resolves (from the params, or as a runtime placeholder of that request), for
+//! the requests, the host and the static credentials alike. The compiled types themselves are
+//! in `model`.
 
 use super::fides::{self, NameValue, SaasRequest};
+use super::model::{
+    fill_pairs, BasicAuth, Body, Encoding, Pair, RequestTemplate, CONTENT_TYPE, FORM, JSON, PLAIN,
+};
+use super::origin::Origin;
+use super::runtime;
 use super::source::Problems;
-use super::strategy::Checker;
-use crate::template::{Lookup, Template};
+use crate::template::{Lookup, Params, Template};
 use http::Method;
 use serde_yaml_ng::Value;
 
@@ -22,69 +31,6 @@ const METHODS: [Method; 7] = [
     Method::HEAD,
 ];
 
-/// The header whose value picks the body encoding (matched case-insensitively).
-pub const CONTENT_TYPE: &str = "Content-Type";
-/// JSON: the body text as is. Also what Fides adds when a request has no Content-Type.
-pub const JSON: &str = "application/json";
-/// Form: the body text parsed as JSON and form-encoded with sorted keys.
-pub const FORM: &str = "application/x-www-form-urlencoded";
-/// Plain text: the body text as is.
-pub const PLAIN: &str = "text/plain";
-
-/// A Fides request with every part parsed and checked. Holds secrets in its templates
-/// (expanded `${VAR}`s); `Debug` shows only placeholder names.
-#[derive(Debug, Clone)]
-pub struct RequestTemplate {
-    pub method: Method,
-    /// From the request's own client_config, else the root one.
-    pub protocol: String,
-    /// As `protocol`.
-    pub host: Template,
-    pub path: Template,
-    /// In config order. A pair whose value has a placeholder without a value is left out.
-    pub query_params: Vec<Pair>,
-    /// As `query_params`.
-    pub headers: Vec<Pair>,
-    /// None for a request without a body — and for the authorization request, which is
-    /// never sent, so its body plays no part (FIDES-BEHAVIOUR.md §3.2).
-    pub body: Option<Body>,
-    /// The request's own `client_config.authentication` (`basic` is the only one allowed).
-    pub basic_auth: Option<BasicAuth>,
-}
-
-/// A header or query parameter: a fixed name, a template value.
-#[derive(Debug, Clone)]
-pub struct Pair {
-    pub name: String,
-    pub value: Template,
-}
-
-/// A body template and the encoding its Content-Type asks for.
-#[derive(Debug, Clone)]
-pub struct Body {
-    pub template: Template,
-    pub encoding: Encoding,
-}
-
-/// How a filled body goes on the wire (Fides' `format_body`, FIDES-BEHAVIOUR.md §2.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// No Content-Type header: the text as is, with `Content-Type: application/json` added.
-    DefaultJson,
-    /// `application/json` or `text/plain`: the text as is.
-    AsIs,
-    /// `application/x-www-form-urlencoded`: the text parsed as JSON, then form-encoded.
-    Form,
-}
-
-/// `basic` credentials of one request: `Authorization: Basic base64(username:password)`.
-#[derive(Debug, Clone)]
-pub struct BasicAuth {
-    pub username: Template,
-    /// None sends an empty password (Fides turns a None password into `""`).
-    pub password: Option<Template>,
-}
-
 /// Whether the request is sent, or only read for the authorization URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Use {
@@ -97,6 +43,93 @@ pub(super) struct Root<'a> {
     pub(super) protocol: &'a str,
     /// Checked by the caller (its problems sit at the root `host`): None when it failed.
     pub(super) host: Option<&'a Template>,
+}
+
+/// Checks that templates only use placeholders the params provide, or the runtime
+/// placeholders of the request being checked.
+pub(super) struct Checker<'a> {
+    pub(super) origin: &'a Origin<'a>,
+    pub(super) params: &'a Params,
+    pub(super) runtime: &'a [&'a str],
+}
+
+impl<'a> Checker<'a> {
+    /// The same checker for a request where `runtime` placeholders are filled at run time.
+    pub(super) fn allowing(&self, runtime: &'a [&'a str]) -> Checker<'a> {
+        Checker {
+            origin: self.origin,
+            params: self.params,
+            runtime,
+        }
+    }
+
+    /// Parses `text` (found at `rel`) and checks its placeholders; the template when they
+    /// all resolve, else None with a problem per missing name.
+    pub(super) fn compile(
+        &self,
+        rel: &str,
+        text: &str,
+        problems: &mut Problems,
+    ) -> Option<Template> {
+        let template = Template::parse(text);
+        let runtime: Vec<(&str, &str)> = self.runtime.iter().map(|n| (*n, "")).collect();
+        let lookup = Lookup {
+            params: self.params,
+            runtime: &runtime,
+        };
+        let missing = template.missing(&lookup);
+        for name in &missing {
+            let message = if runtime::ALL.contains(&name.as_str()) {
+                format!(
+                    "placeholder <{name}> is filled at run time only in the request that receives it ({})",
+                    runtime_home(name)
+                )
+            } else {
+                format!("placeholder <{name}> is not resolved: add `{name}` to the connection's secrets")
+            };
+            problems.push(self.origin.problem(rel, message));
+        }
+        missing.is_empty().then_some(template)
+    }
+
+    /// Checks the placeholders of every text in `value` (found at `rel`), each at its own
+    /// path: for a configuration that cannot be read as its strategy's.
+    pub(super) fn compile_all(&self, rel: &str, value: &Value, problems: &mut Problems) {
+        match value {
+            Value::String(text) => {
+                self.compile(rel, text, problems);
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.compile_all(&format!("{rel}[{i}]"), item, problems);
+                }
+            }
+            Value::Mapping(map) => {
+                for (key, item) in map {
+                    if let Some(key) = key.as_str() {
+                        self.compile_all(&format!("{rel}.{key}"), item, problems);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Fills a static credential; None (with a problem) when a placeholder is missing.
+    pub(super) fn fill(&self, rel: &str, text: &str, problems: &mut Problems) -> Option<String> {
+        self.compile(rel, text, problems)?
+            .fill(&Lookup::new(self.params))
+            .ok()
+    }
+}
+
+/// Where a runtime placeholder is available, for messages.
+fn runtime_home(name: &str) -> &'static str {
+    match name {
+        "state" => "authorization_request",
+        "code" => "the token_request of oauth2_authorization_code",
+        _ => "refresh_request",
+    }
 }
 
 impl RequestTemplate {
@@ -165,22 +198,6 @@ impl RequestTemplate {
             basic_auth: basic_auth?,
         })
     }
-}
-
-/// Fills `pairs` in order: a pair with a missing placeholder is left out, and a repeated
-/// name keeps its first position and takes the last value (Python dict semantics).
-pub fn fill_pairs(pairs: &[Pair], lookup: &Lookup<'_>) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for pair in pairs {
-        let Ok(value) = pair.value.fill(lookup) else {
-            continue;
-        };
-        match out.iter_mut().find(|(n, _)| *n == pair.name) {
-            Some(slot) => slot.1 = value,
-            None => out.push((pair.name.clone(), value)),
-        }
-    }
-    out
 }
 
 fn method(

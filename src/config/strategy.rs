@@ -1,132 +1,17 @@
-//! The checks and credentials of a connection's strategy: [`Checker`] proves every
-//! placeholder in the host and the auth requests resolves (from the params, or as a
-//! runtime placeholder of that request), [`oauth2_auth`] compiles the OAuth2 requests, and
+//! The credentials of a connection's strategy: [`oauth2_auth`] compiles the OAuth2 requests
+//! (each with the request [`Checker`] and the run-time placeholders it receives), and
 //! [`static_auth`] builds the fixed header or api_key parts of `bearer`, `basic` and
 //! `api_key` at load.
 
-use super::connection::{Auth, Grant, OAuth2};
 use super::fides;
+use super::model::{ApiKey, Auth, Grant, OAuth2, RequestTemplate};
 use super::origin::Origin;
-use super::request::{checked, RequestTemplate, Root, Use};
+use super::request::{checked, Checker, Root, Use};
 use super::runtime;
 use super::source::{Problem, Problems};
-use crate::template::{self, Lookup, Params, Template};
+use crate::template;
 use http::{HeaderName, HeaderValue};
 use serde_yaml_ng::Value;
-
-/// `api_key`: headers set, query parameters set or replaced, JSON merged into the body.
-/// Its values are secrets: `Debug` shows only names.
-pub struct ApiKey {
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub query_params: Vec<(String, String)>,
-    pub body: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
-            .field(
-                "headers",
-                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field(
-                "query_params",
-                &self.query_params.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field(
-                "body",
-                &self.body.as_ref().map(|b| b.keys().collect::<Vec<_>>()),
-            )
-            .finish()
-    }
-}
-
-/// Checks that templates only use placeholders the params provide, or the runtime
-/// placeholders of the request being checked.
-pub(super) struct Checker<'a> {
-    pub(super) origin: &'a Origin<'a>,
-    pub(super) params: &'a Params,
-    pub(super) runtime: &'a [&'a str],
-}
-
-impl<'a> Checker<'a> {
-    /// The same checker for a request where `runtime` placeholders are filled at run time.
-    pub(super) fn allowing(&self, runtime: &'a [&'a str]) -> Checker<'a> {
-        Checker {
-            origin: self.origin,
-            params: self.params,
-            runtime,
-        }
-    }
-
-    /// Parses `text` (found at `rel`) and checks its placeholders; the template when they
-    /// all resolve, else None with a problem per missing name.
-    pub(super) fn compile(
-        &self,
-        rel: &str,
-        text: &str,
-        problems: &mut Problems,
-    ) -> Option<Template> {
-        let template = Template::parse(text);
-        let runtime: Vec<(&str, &str)> = self.runtime.iter().map(|n| (*n, "")).collect();
-        let lookup = Lookup {
-            params: self.params,
-            runtime: &runtime,
-        };
-        let missing = template.missing(&lookup);
-        for name in &missing {
-            let message = if runtime::ALL.contains(&name.as_str()) {
-                format!(
-                    "placeholder <{name}> is filled at run time only in the request that receives it ({})",
-                    runtime_home(name)
-                )
-            } else {
-                format!("placeholder <{name}> is not resolved: add `{name}` to the connection's secrets")
-            };
-            problems.push(self.origin.problem(rel, message));
-        }
-        missing.is_empty().then_some(template)
-    }
-
-    /// Checks the placeholders of every text in `value` (found at `rel`), each at its own
-    /// path: for a configuration that cannot be read as its strategy's.
-    pub(super) fn compile_all(&self, rel: &str, value: &Value, problems: &mut Problems) {
-        match value {
-            Value::String(text) => {
-                self.compile(rel, text, problems);
-            }
-            Value::Sequence(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    self.compile_all(&format!("{rel}[{i}]"), item, problems);
-                }
-            }
-            Value::Mapping(map) => {
-                for (key, item) in map {
-                    if let Some(key) = key.as_str() {
-                        self.compile_all(&format!("{rel}.{key}"), item, problems);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Fills a static credential; None (with a problem) when a placeholder is missing.
-    pub(super) fn fill(&self, rel: &str, text: &str, problems: &mut Problems) -> Option<String> {
-        self.compile(rel, text, problems)?
-            .fill(&Lookup::new(self.params))
-            .ok()
-    }
-}
-
-/// Where a runtime placeholder is available, for messages.
-fn runtime_home(name: &str) -> &'static str {
-    match name {
-        "state" => "authorization_request",
-        "code" => "the token_request of oauth2_authorization_code",
-        _ => "refresh_request",
-    }
-}
 
 /// What checking an OAuth2 strategy found, when its configuration could be read.
 pub(super) enum Checked {
@@ -180,22 +65,7 @@ pub(super) fn oauth2_auth(
             problems,
         )
     });
-    // Only authorization code reads it; client credentials ignores it, as Fides does.
-    let authorization_request = match (grant, &conf.authorization_request) {
-        (Grant::ClientCredentials, _) => Some(None),
-        (Grant::AuthorizationCode, Some(r)) => {
-            let rel = format!("{rel}.authorization_request");
-            let check = check.allowing(runtime::AUTHORIZATION);
-            RequestTemplate::compile(&check, &rel, r, root, Use::UrlOnly, problems).map(Some)
-        }
-        (Grant::AuthorizationCode, None) => {
-            problems.push(origin.problem(
-                rel,
-                "oauth2_authorization_code needs an authorization_request",
-            ));
-            None
-        }
-    };
+    let authorization_request = authorization_request(grant, &conf, check, root, rel, problems);
     if let (Grant::ClientCredentials, Some(p)) = (grant, pkce_refused) {
         problems.push(p);
     }
@@ -223,6 +93,34 @@ pub(super) fn oauth2_auth(
     }))
 }
 
+/// The authorization request, compiled with `<state>`: `Some(None)` for client credentials,
+/// None (with a problem) when it is wrong or missing.
+fn authorization_request(
+    grant: Grant,
+    conf: &fides::OAuth2Configuration,
+    check: &Checker<'_>,
+    root: &Root<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Option<RequestTemplate>> {
+    // Only authorization code reads it; client credentials ignores it, as Fides does.
+    match (grant, &conf.authorization_request) {
+        (Grant::ClientCredentials, _) => Some(None),
+        (Grant::AuthorizationCode, Some(r)) => {
+            let rel = format!("{rel}.authorization_request");
+            let check = check.allowing(runtime::AUTHORIZATION);
+            RequestTemplate::compile(&check, &rel, r, root, Use::UrlOnly, problems).map(Some)
+        }
+        (Grant::AuthorizationCode, None) => {
+            problems.push(check.origin.problem(
+                rel,
+                "oauth2_authorization_code needs an authorization_request",
+            ));
+            None
+        }
+    }
+}
+
 fn sensitive(
     value: String,
     origin: &Origin<'_>,
@@ -241,6 +139,8 @@ fn sensitive(
     }
 }
 
+/// `bearer`, `basic` and `api_key`: the configuration read at `rel` with its strategy's
+/// keys, then its credential built (None, with a problem, when either fails).
 pub(super) fn static_auth(
     strategy: &str,
     conf: Value,
@@ -261,72 +161,105 @@ pub(super) fn static_auth(
             return None;
         }
     };
-    let read_err = |p| problems.push(p);
     match strategy {
-        "bearer" => {
-            let c: fides::BearerConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
-            let token = check.fill(&format!("{rel}.token"), &c.token, problems)?;
-            sensitive(format!("Bearer {token}"), origin, rel, problems).map(Auth::Header)
-        }
-        "basic" => {
-            let c: fides::BasicConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
-            let user = check.fill(&format!("{rel}.username"), &c.username, problems)?;
-            let pass = match &c.password {
-                Some(p) => check.fill(&format!("{rel}.password"), p, problems)?,
-                None => String::new(),
-            };
-            sensitive(template::basic_header(&user, &pass), origin, rel, problems).map(Auth::Header)
-        }
+        "bearer" => bearer(conf, check, rel, problems),
+        "basic" => basic(conf, check, rel, problems),
+        _ => api_key(conf, check, rel, problems).map(Auth::ApiKey),
+    }
+}
+
+/// `bearer`: `Authorization: Bearer <token>`, the token filled at load.
+fn bearer(conf: Value, check: &Checker<'_>, rel: &str, problems: &mut Problems) -> Option<Auth> {
+    let origin = check.origin;
+    let c: fides::BearerConfiguration =
+        origin.read(conf, rel).map_err(|p| problems.push(p)).ok()?;
+    let token = check.fill(&format!("{rel}.token"), &c.token, problems)?;
+    sensitive(format!("Bearer {token}"), origin, rel, problems).map(Auth::Header)
+}
+
+/// `basic`: `Authorization: Basic …` from the username and the (optional) password.
+fn basic(conf: Value, check: &Checker<'_>, rel: &str, problems: &mut Problems) -> Option<Auth> {
+    let origin = check.origin;
+    let c: fides::BasicConfiguration = origin.read(conf, rel).map_err(|p| problems.push(p)).ok()?;
+    let user = check.fill(&format!("{rel}.username"), &c.username, problems)?;
+    let pass = match &c.password {
+        Some(p) => check.fill(&format!("{rel}.password"), p, problems)?,
+        None => String::new(),
+    };
+    sensitive(template::basic_header(&user, &pass), origin, rel, problems).map(Auth::Header)
+}
+
+/// `api_key`: its headers, query parameters and JSON body, each filled at load, in that
+/// order (the first wrong part ends the reading).
+fn api_key(conf: Value, check: &Checker<'_>, rel: &str, problems: &mut Problems) -> Option<ApiKey> {
+    let origin = check.origin;
+    let c: fides::ApiKeyConfiguration =
+        origin.read(conf, rel).map_err(|p| problems.push(p)).ok()?;
+    let headers = c.headers.unwrap_or_default();
+    let query = c.query_params.unwrap_or_default();
+    if headers.is_empty() && query.is_empty() && c.body.as_deref().unwrap_or_default().is_empty() {
+        problems.push(origin.problem(rel, "At least one 'header', 'query_param', or 'body' object must be defined in an 'api_key' auth configuration"));
+        return None;
+    }
+    let headers = api_key_headers(&headers, check, rel, problems)?;
+    let mut query_params = Vec::new();
+    for (i, q) in query.iter().enumerate() {
+        let value = check.fill(
+            &format!("{rel}.query_params[{i}].value"),
+            &q.value,
+            problems,
+        )?;
+        query_params.push((q.name.clone(), value));
+    }
+    let body = match c.body.filter(|b| !b.trim().is_empty()) {
+        Some(body) => Some(api_key_body(&body, check, rel, problems)?),
+        None => None,
+    };
+    Some(ApiKey {
+        headers,
+        query_params,
+        body,
+    })
+}
+
+/// The api_key headers, in order: each value filled and its name a valid header name.
+fn api_key_headers(
+    headers: &[fides::NameValue],
+    check: &Checker<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    let origin = check.origin;
+    let mut out = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        let at = format!("{rel}.headers[{i}]");
+        let value = check.fill(&format!("{at}.value"), &h.value, problems)?;
+        let Ok(name) = HeaderName::try_from(h.name.as_str()) else {
+            let shown = origin.quote(&format!("{at}.name"), &h.name);
+            problems.push(origin.problem(&at, format!("{shown} is not a valid header name")));
+            return None;
+        };
+        out.push((name, sensitive(value, origin, &at, problems)?));
+    }
+    Some(out)
+}
+
+/// The api_key body: filled, then it must be a JSON object.
+fn api_key_body(
+    body: &str,
+    check: &Checker<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let filled = check.fill(&format!("{rel}.body"), body, problems)?;
+    match serde_json::from_str(&filled) {
+        Ok(serde_json::Value::Object(map)) => Some(map),
         _ => {
-            let c: fides::ApiKeyConfiguration = origin.read(conf, rel).map_err(read_err).ok()?;
-            let headers = c.headers.unwrap_or_default();
-            let query = c.query_params.unwrap_or_default();
-            if headers.is_empty()
-                && query.is_empty()
-                && c.body.as_deref().unwrap_or_default().is_empty()
-            {
-                problems.push(origin.problem(rel, "At least one 'header', 'query_param', or 'body' object must be defined in an 'api_key' auth configuration"));
-                return None;
-            }
-            let mut out = ApiKey {
-                headers: Vec::new(),
-                query_params: Vec::new(),
-                body: None,
-            };
-            for (i, h) in headers.iter().enumerate() {
-                let at = format!("{rel}.headers[{i}]");
-                let value = check.fill(&format!("{at}.value"), &h.value, problems)?;
-                let Ok(name) = HeaderName::try_from(h.name.as_str()) else {
-                    let shown = origin.quote(&format!("{at}.name"), &h.name);
-                    problems
-                        .push(origin.problem(&at, format!("{shown} is not a valid header name")));
-                    return None;
-                };
-                out.headers
-                    .push((name, sensitive(value, origin, &at, problems)?));
-            }
-            for (i, q) in query.iter().enumerate() {
-                let value = check.fill(
-                    &format!("{rel}.query_params[{i}].value"),
-                    &q.value,
-                    problems,
-                )?;
-                out.query_params.push((q.name.clone(), value));
-            }
-            if let Some(body) = c.body.filter(|b| !b.trim().is_empty()) {
-                let filled = check.fill(&format!("{rel}.body"), &body, problems)?;
-                match serde_json::from_str(&filled) {
-                    Ok(serde_json::Value::Object(map)) => out.body = Some(map),
-                    _ => {
-                        problems.push(origin.problem(
-                            &format!("{rel}.body"),
-                            "the api_key body must be a JSON object",
-                        ));
-                        return None;
-                    }
-                }
-            }
-            Some(Auth::ApiKey(out))
+            problems.push(check.origin.problem(
+                &format!("{rel}.body"),
+                "the api_key body must be a JSON object",
+            ));
+            None
         }
     }
 }

@@ -2,21 +2,11 @@
 //! as the proxy dials it. A problem quotes the host as written, never a filled-in value.
 
 use super::hidden::HIDDEN;
+use super::model::Upstream;
+use super::request::Checker;
 use super::source::Problems;
-use super::strategy::Checker;
 use crate::template::{Lookup, Template};
 use http::uri::{Authority, Scheme};
-
-/// Where proxied requests go.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub scheme: Scheme,
-    /// `host[:port]` as written (placeholders filled); also the `Host` header.
-    pub authority: Authority,
-    /// Lower-case host name or IP literal, without brackets or trailing dot.
-    pub host: String,
-    pub port: u16,
-}
 
 /// The upstream from the client_config's protocol and its checked host (`written`, with
 /// its placeholders), filled. A problem quotes the host as written, never a value filled in

@@ -1,0 +1,222 @@
+//! What a loaded connection is made of: the plain output types of validation
+//! ([`Connection`], its [`Auth`], the compiled [`RequestTemplate`]s, its [`Upstream`]) and
+//! the run-time filling of a request's pairs. No checking here: the modules that build these
+//! (`connection`, `strategy`, `request`, `upstream`) import this one, never the reverse.
+
+use super::rejected::RejectedStatuses;
+use crate::template::{Lookup, Params, Template};
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Method};
+
+/// A validated connection. Holds secrets (in `params`, header values, and request
+/// templates, which may carry expanded `${VAR}`s): its `Debug` output never shows them.
+pub struct Connection {
+    /// URL prefix in reverse mode and name everywhere else.
+    pub key: String,
+    /// Fides `name` (or the key for an inline client_config).
+    pub name: String,
+    pub upstream: Upstream,
+    pub auth: Auth,
+    pub params: Params,
+    pub pkce: bool,
+    pub client_auth: ClientAuth,
+    /// Expected `iss` on the callback (RFC 9207).
+    pub issuer: Option<String>,
+    pub allow_private_network: bool,
+    /// Reached by its key in reverse mode only: forward mode and interception never route
+    /// its host to it (another connection may own that host there).
+    pub reverse_only: bool,
+    /// Upstream statuses that mean the injected token was rejected (refresh, replay).
+    pub token_rejected: RejectedStatuses,
+    /// SHA-256 of the entry as written (after `${VAR}` expansion, secrets included) and of
+    /// its Fides file: equal fingerprints are the same connection (hot reload keeps its
+    /// entry whole). Never shown.
+    pub fingerprint: [u8; 32],
+    /// What its tokens were obtained under ([`super::identity`]): a reload that changes the
+    /// definition but not this keeps the tokens. Never shown.
+    pub grant_identity: [u8; 32],
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .field("upstream", &self.upstream)
+            .field("auth", &self.auth)
+            .field("params", &self.params)
+            .field("pkce", &self.pkce)
+            .field("client_auth", &self.client_auth)
+            .field("issuer", &self.issuer)
+            .field("allow_private_network", &self.allow_private_network)
+            .field("reverse_only", &self.reverse_only)
+            .field("token_rejected", &self.token_rejected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How requests on a connection are authenticated.
+#[derive(Debug)]
+pub enum Auth {
+    /// `bearer` or `basic`: one fixed `Authorization` value, built at load.
+    Header(HeaderValue),
+    ApiKey(ApiKey),
+    OAuth2(Box<OAuth2>),
+}
+
+/// The OAuth2 strategies, their Fides requests compiled at load. `Debug` leaves out the
+/// request templates (they may hold expanded secrets).
+pub struct OAuth2 {
+    pub grant: Grant,
+    pub token_request: RequestTemplate,
+    pub refresh_request: Option<RequestTemplate>,
+    /// Authorization code only.
+    pub authorization_request: Option<RequestTemplate>,
+    /// A configured lifetime wins over the token response's `expires_in` (as in Fides).
+    pub expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for OAuth2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2")
+            .field("grant", &self.grant)
+            .field("refresh_request", &self.refresh_request.is_some())
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    ClientCredentials,
+    AuthorizationCode,
+}
+
+/// How token and refresh requests present the client's credentials, on top of what the
+/// Fides requests themselves carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Exactly as the Fides requests say (default).
+    AsConfigured,
+    /// `Authorization: Basic base64(urlencode(client_id):urlencode(client_secret))` (RFC 6749 §2.3.1).
+    Basic,
+    /// The same without the form-encoding, for providers that do not decode it.
+    BasicUnencoded,
+}
+
+/// `api_key`: headers set, query parameters set or replaced, JSON merged into the body.
+/// Its values are secrets: `Debug` shows only names.
+pub struct ApiKey {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub query_params: Vec<(String, String)>,
+    pub body: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "query_params",
+                &self.query_params.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| b.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
+
+/// Where proxied requests go.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    /// `host[:port]` as written (placeholders filled); also the `Host` header.
+    pub authority: Authority,
+    /// Lower-case host name or IP literal, without brackets or trailing dot.
+    pub host: String,
+    pub port: u16,
+}
+
+/// The header whose value picks the body encoding (matched case-insensitively).
+pub const CONTENT_TYPE: &str = "Content-Type";
+/// JSON: the body text as is. Also what Fides adds when a request has no Content-Type.
+pub const JSON: &str = "application/json";
+/// Form: the body text parsed as JSON and form-encoded with sorted keys.
+pub const FORM: &str = "application/x-www-form-urlencoded";
+/// Plain text: the body text as is.
+pub const PLAIN: &str = "text/plain";
+
+/// A Fides request with every part parsed and checked. Holds secrets in its templates
+/// (expanded `${VAR}`s); `Debug` shows only placeholder names.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    pub method: Method,
+    /// From the request's own client_config, else the root one.
+    pub protocol: String,
+    /// As `protocol`.
+    pub host: Template,
+    pub path: Template,
+    /// In config order. A pair whose value has a placeholder without a value is left out.
+    pub query_params: Vec<Pair>,
+    /// As `query_params`.
+    pub headers: Vec<Pair>,
+    /// None for a request without a body — and for the authorization request, which is
+    /// never sent, so its body plays no part (FIDES-BEHAVIOUR.md §3.2).
+    pub body: Option<Body>,
+    /// The request's own `client_config.authentication` (`basic` is the only one allowed).
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// A header or query parameter: a fixed name, a template value.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub name: String,
+    pub value: Template,
+}
+
+/// A body template and the encoding its Content-Type asks for.
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub template: Template,
+    pub encoding: Encoding,
+}
+
+/// How a filled body goes on the wire (Fides' `format_body`, FIDES-BEHAVIOUR.md §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// No Content-Type header: the text as is, with `Content-Type: application/json` added.
+    DefaultJson,
+    /// `application/json` or `text/plain`: the text as is.
+    AsIs,
+    /// `application/x-www-form-urlencoded`: the text parsed as JSON, then form-encoded.
+    Form,
+}
+
+/// `basic` credentials of one request: `Authorization: Basic base64(username:password)`.
+#[derive(Debug, Clone)]
+pub struct BasicAuth {
+    pub username: Template,
+    /// None sends an empty password (Fides turns a None password into `""`).
+    pub password: Option<Template>,
+}
+
+/// Fills `pairs` in order: a pair with a missing placeholder is left out, and a repeated
+/// name keeps its first position and takes the last value (Python dict semantics).
+pub fn fill_pairs(pairs: &[Pair], lookup: &Lookup<'_>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in pairs {
+        let Ok(value) = pair.value.fill(lookup) else {
+            continue;
+        };
+        match out.iter_mut().find(|(n, _)| *n == pair.name) {
+            Some(slot) => slot.1 = value,
+            None => out.push((pair.name.clone(), value)),
+        }
+    }
+    out
+}
