@@ -91,9 +91,8 @@ pub async fn start(
     options: Options,
 ) -> Result<Running, StartError> {
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
-    let (backend, mut stored) = open_backend(&config).await?;
-    let registry = restored(&config, &mut stored);
-    let intercept = interceptor(&config, &registry)?;
+    let (backend, stored) = open_backend(&config).await?;
+    let intercept = interceptor(&config)?;
     let token_client = TokenClient::with_resolve(Arc::clone(&tls), &options.resolve)?;
     let dialer = Dialer::new(
         Arc::clone(&tls),
@@ -106,21 +105,19 @@ pub async fn start(
     let watch = admin_settings
         .watch_config
         .map(|every| (config.file.clone(), every));
-    // Grants the store holds for connections the config does not name.
-    let unconfigured = stored.into_keys().filter(|k| registry.get(k).is_none());
     let reloader = Arc::new(Reloader::new(Parts {
         started: config,
         intercept: intercept.clone(),
-        registry: Arc::clone(&registry),
         own_addrs: vec![proxy_addr, admin_addr],
         client: token_client.clone(),
         backend: backend.clone(),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
-        unconfigured: unconfigured.collect(),
         removed_grant_grace: (options.removed_grant_grace)
             .unwrap_or(crate::reload::retired::REMOVED_GRANT_GRACE),
     }));
+    // Start-up is a reload from the empty registry: the same steps, the same refreshers.
+    reloader.start(stored).await;
     let background = Background {
         reloader: &reloader,
         backend: &backend,
@@ -161,7 +158,8 @@ pub async fn start(
         serve_admin,
     ));
     tasks.close();
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections = registry.connections.len(), "tokenwarden is listening");
+    let connections = reloader.registry.load().connections.len();
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections, "tokenwarden is listening");
     let task = tokio::spawn(async move { tasks.wait().await });
     Ok(Running {
         proxy_addr,
@@ -173,29 +171,15 @@ pub async fn start(
     })
 }
 
-/// The registry of `config`'s connections, each OAuth2 one with the token set the store
-/// holds for it (taken out of `stored`) if it may use it.
-fn restored(config: &Config, stored: &mut HashMap<String, Versioned>) -> Arc<Registry> {
-    let registry = Arc::new(Registry::new(&config.connections));
-    for entry in &registry.connections {
-        if let (Auth::OAuth2(_), Some(saved)) = (&entry.conn.auth, stored.remove(&entry.conn.key)) {
-            crate::refresher::persist::restore(&entry.tokens, &entry.conn, saved);
-        }
-    }
-    registry
-}
-
-/// TLS interception (`proxy.intercept`): its root CA loaded, the leaves for the registry's
+/// TLS interception (`proxy.intercept`): its root CA loaded, the leaves for the configured
 /// hosts minted.
-fn interceptor(
-    config: &Config,
-    registry: &Registry,
-) -> Result<Option<Arc<Interceptor>>, StartError> {
+fn interceptor(config: &Config) -> Result<Option<Arc<Interceptor>>, StartError> {
     let Some(ca) = &config.proxy.intercept else {
         return Ok(None);
     };
     let root = crate::ca::Root::load(&ca.ca_cert, &ca.ca_key)?;
-    Ok(Some(Arc::new(Interceptor::new(root, registry.hosts())?)))
+    let hosts = Registry::hosts_of(config.connections.iter().map(|c| &**c));
+    Ok(Some(Arc::new(Interceptor::new(root, hosts)?)))
 }
 
 /// The number of CPUs (the default `proxy.worker_threads`).
@@ -213,13 +197,10 @@ struct Background<'a> {
 }
 
 impl Background<'_> {
-    /// Each OAuth2 connection's refresher; the interception leaves' renewal, the removed
-    /// grants' expiry, the follower of the shared store, and the config file watch — those
-    /// that apply.
+    /// The interception leaves' renewal, the removed grants' expiry, the follower of the
+    /// shared store, and the config file watch — those that apply. (The connections'
+    /// refreshers are the reloader's: [`Reloader::start`].)
     fn spawn(self, tasks: &TaskTracker, shutdown: &CancellationToken) {
-        for entry in &self.reloader.registry.load().connections {
-            self.reloader.start_refresher(entry);
-        }
         if let Some(intercept) = self.intercept {
             tasks.spawn(intercept.renew_every(crate::ca::mint::RENEW_EVERY, shutdown.clone()));
         }

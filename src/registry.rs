@@ -233,9 +233,14 @@ impl Registry {
 
     /// Every configured upstream host, once each (lower case), in configuration order.
     pub fn hosts(&self) -> Vec<String> {
+        Registry::hosts_of(self.connections.iter().map(|e| &*e.conn))
+    }
+
+    /// The upstream hosts of `connections`, each once, in order.
+    pub fn hosts_of<'c>(connections: impl IntoIterator<Item = &'c Connection>) -> Vec<String> {
         let mut hosts: Vec<String> = Vec::new();
-        for entry in &self.connections {
-            let host = &entry.conn.upstream.host;
+        for conn in connections {
+            let host = &conn.upstream.host;
             if !hosts.contains(host) {
                 hosts.push(host.clone());
             }

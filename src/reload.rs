@@ -33,7 +33,7 @@ use crate::oauth::TokenClient;
 use crate::proxy::tunnel::Interceptor;
 use crate::proxy::Proxy;
 use crate::refresher::Refresher;
-use crate::registry::{Entry, Registry};
+use crate::registry::{Changes, Entry, Registry};
 use crate::token::store::redis::Versioned;
 use crate::token::store::Backend;
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -99,26 +99,22 @@ pub struct Parts {
     pub started: Config,
     /// TLS interception (`proxy.intercept`), if on.
     pub intercept: Option<Arc<Interceptor>>,
-    pub registry: Arc<Registry>,
     pub own_addrs: Vec<SocketAddr>,
     pub client: TokenClient,
     pub backend: Backend,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
-    /// Keys the store holds a grant for but the config does not name: retired at start.
-    pub unconfigured: Vec<String>,
     /// How long a removed connection's stored grant is kept.
     pub removed_grant_grace: std::time::Duration,
 }
 
 impl Reloader {
+    /// A reloader whose registry is still empty: [`Reloader::start`] applies the config
+    /// the process started with, as a reload would.
     pub fn new(parts: Parts) -> Reloader {
-        let retired = Retired::new(parts.removed_grant_grace);
-        for key in &parts.unconfigured {
-            retired.retire(key, None);
-        }
+        let registry = Arc::new(Registry::new(&[]));
         let proxy = proxy(
-            Arc::clone(&parts.registry),
+            Arc::clone(&registry),
             &parts.started.proxy,
             parts.own_addrs.clone(),
             parts.intercept.as_ref(),
@@ -127,7 +123,7 @@ impl Reloader {
         Reloader {
             started: parts.started,
             busy: tokio::sync::Mutex::new(()),
-            registry: Arc::new(ArcSwap::new(parts.registry)),
+            registry: Arc::new(ArcSwap::new(registry)),
             proxy: Arc::new(ArcSwap::from_pointee(proxy)),
             own_addrs: parts.own_addrs,
             intercept: parts.intercept,
@@ -141,7 +137,19 @@ impl Reloader {
                 ..Outcome::default()
             }),
             public_url: ArcSwapOption::from(public_url),
-            retired,
+            retired: Retired::new(parts.removed_grant_grace),
+        }
+    }
+
+    /// Start-up: the config the process started with applied to the empty registry, as a
+    /// reload applies one ([`Reloader::apply`]), with `stored`, what the store held when
+    /// it was opened. Grants it holds for connections the config does not name are
+    /// retired (kept for the grace period, in case the file is restored).
+    pub async fn start(&self, stored: HashMap<String, Versioned>) {
+        let _one_at_a_time = self.busy.lock().await;
+        let (_, unconfigured) = self.apply(&self.started, Some(stored)).await;
+        for key in unconfigured.keys() {
+            self.retired.retire(key, None);
         }
     }
 
@@ -239,19 +247,47 @@ impl Reloader {
                 "changed in the config file; applies after a restart"
             );
         }
+        let (changes, _) = self.apply(&config, None).await;
+        let names = |entries: &[Arc<Entry>]| entries.iter().map(|e| e.conn.key.clone()).collect();
+        let outcome = Outcome {
+            result: "applied",
+            at,
+            problems: Vec::new(),
+            restart_required,
+            added: names(&changes.added),
+            changed: names(&changes.changed),
+            tokens_dropped: changes.tokens_dropped.clone(),
+            removed: names(&changes.removed),
+        };
+        tracing::info!(added = ?outcome.added, changed = ?outcome.changed, removed = ?outcome.removed, kept = changes.kept.len(), "configuration reloaded");
+        self.finish(outcome)
+    }
+
+    /// Makes `config`'s connections the running ones (see the module doc): compared with
+    /// the running registry by fingerprint, the added ones given what the store holds for
+    /// them (`stored`, when the caller read it already; else read here), the new registry
+    /// swapped in, the refreshers of removed and changed ones stopped, and those of changed
+    /// and added ones started. Returns the changes, and what of `stored` no configured
+    /// connection took.
+    async fn apply(
+        &self,
+        config: &Config,
+        stored: Option<HashMap<String, Versioned>>,
+    ) -> (Changes, HashMap<String, Versioned>) {
         let (registry, changes) = self.registry.load().reloaded(&config.connections);
         let mut foreign = Vec::new();
         for entry in &changes.added {
-            if self
-                .retired
-                .revive(&entry.conn.key, entry.conn.grant_identity)
-                == Revived::Other
-            {
-                foreign.push(entry.conn.key.clone());
+            let conn = &entry.conn;
+            if self.retired.revive(&conn.key, conn.grant_identity) == Revived::Other {
+                foreign.push(conn.key.clone());
             }
         }
-        self.restore(&changes.added, &foreign).await;
-        self.swap_in(registry, &config);
+        let stored = match stored {
+            Some(stored) => stored,
+            None => self.stored_for(&changes.added).await,
+        };
+        let left = restore(&changes.added, &foreign, stored);
+        self.swap_in(registry, config);
         for entry in changes.removed.iter().chain(&changes.changed) {
             self.stop_refresher(&entry.conn.key).await;
         }
@@ -266,19 +302,7 @@ impl Reloader {
         for entry in changes.changed.iter().chain(&changes.added) {
             self.start_refresher(entry);
         }
-        let names = |entries: &[Arc<Entry>]| entries.iter().map(|e| e.conn.key.clone()).collect();
-        let outcome = Outcome {
-            result: "applied",
-            at,
-            problems: Vec::new(),
-            restart_required,
-            added: names(&changes.added),
-            changed: names(&changes.changed),
-            tokens_dropped: changes.tokens_dropped.clone(),
-            removed: names(&changes.removed),
-        };
-        tracing::info!(added = ?outcome.added, changed = ?outcome.changed, removed = ?outcome.removed, kept = changes.kept.len(), "configuration reloaded");
-        self.finish(outcome)
+        (changes, left)
     }
 
     /// Makes `registry` and `config`'s proxy settings (but those that need a restart, which
@@ -314,34 +338,47 @@ impl Reloader {
         outcome
     }
 
-    /// Puts the tokens the store holds for newly added connections in their caches, but
-    /// for those in `foreign` (whose stored grant was obtained under another definition).
-    async fn restore(&self, added: &[Arc<Entry>], foreign: &[String]) {
-        for entry in added.iter().filter(|e| !foreign.contains(&e.conn.key)) {
-            let key = entry.conn.key.clone();
-            let stored = match &self.backend {
-                Backend::Local(store) => {
-                    let store = Arc::clone(store);
-                    let all = tokio::task::spawn_blocking(move || store.load_all()).await;
-                    match all {
-                        Ok(Ok(mut all)) => all.remove(&key).map(|token| (0, token)),
-                        _ => None,
+    /// What the store holds for the `added` connections: the file store read once, the
+    /// shared store asked for each.
+    async fn stored_for(&self, added: &[Arc<Entry>]) -> HashMap<String, Versioned> {
+        let mut stored = HashMap::new();
+        if added.is_empty() {
+            return stored;
+        }
+        match &self.backend {
+            Backend::Local(store) => {
+                let store = Arc::clone(store);
+                let all = tokio::task::spawn_blocking(move || store.load_all()).await;
+                if let Ok(Ok(all)) = all {
+                    let versioned = |(key, token)| {
+                        (
+                            key,
+                            Versioned {
+                                generation: 0,
+                                token,
+                            },
+                        )
+                    };
+                    stored.extend(all.into_iter().map(versioned));
+                }
+            }
+            Backend::Shared(redis) => {
+                for entry in added {
+                    let key = &entry.conn.key;
+                    match redis.read(key, entry.tokens.generation()).await {
+                        Ok(Some(value)) => {
+                            stored.insert(key.clone(), value);
+                        }
+                        Ok(None) => {}
+                        // (The follower reports it on the connection too, and retries.)
+                        Err(e) => {
+                            tracing::warn!(connection = %key, error = %e, "the shared store's token set for an added connection cannot be used")
+                        }
                     }
                 }
-                Backend::Shared(redis) => match redis.read(&key, entry.tokens.generation()).await {
-                    Ok(stored) => stored.map(|v| (v.generation, v.token)),
-                    Err(e) => {
-                        // (The follower reports it on the connection too, and retries.)
-                        tracing::warn!(connection = %key, error = %e, "the shared store's token set for an added connection cannot be used");
-                        None
-                    }
-                },
-            };
-            if let Some((generation, token)) = stored {
-                let stored = Versioned { generation, token };
-                crate::refresher::persist::restore(&entry.tokens, &entry.conn, stored);
             }
         }
+        stored
     }
 
     /// A connection's token leaves the file store (Redis keeps it for other replicas);
@@ -374,4 +411,24 @@ fn proxy(
         Some(i) => proxy.with_intercept(Arc::clone(i)),
         None => proxy,
     }
+}
+
+/// Puts the token set `stored` holds for each of the `added` connections in its cache, but
+/// for those in `foreign` (whose stored grant was obtained under another definition);
+/// returns what no added connection took.
+fn restore(
+    added: &[Arc<Entry>],
+    foreign: &[String],
+    mut stored: HashMap<String, Versioned>,
+) -> HashMap<String, Versioned> {
+    for entry in added {
+        let key = &entry.conn.key;
+        let Some(saved) = stored.remove(key) else {
+            continue;
+        };
+        if matches!(entry.conn.auth, Auth::OAuth2(_)) && !foreign.contains(key) {
+            crate::refresher::persist::restore(&entry.tokens, &entry.conn, saved);
+        }
+    }
+    stored
 }
