@@ -19,6 +19,12 @@
 //! it, the sample is that instant minus the token endpoint's answer. The instant is taken
 //! when the response arrives, so a sample includes up to one poll interval and one proxied
 //! request: it over-, never under-states the propagation time.
+#![allow(
+    clippy::too_many_lines,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "clippy.toml's rules are for src: a benchmark is a scenario read top to bottom, measures wall time and builds its own HTTP clients"
+)]
 
 use bytes::Bytes;
 use http_body_util::Full;

@@ -87,6 +87,10 @@ impl TokenClient {
         tls: Arc<rustls::ClientConfig>,
         overrides: &HashMap<String, SocketAddr>,
     ) -> Result<TokenClient, reqwest::Error> {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the one place token clients are built"
+        )]
         let mut builder = reqwest::Client::builder();
         for (host, addr) in overrides {
             builder = builder.resolve(host, *addr);

@@ -7,6 +7,12 @@
 //! runs, the 200 SIGKILLs of `crash`, and in the library the exhaustive byte-flip test of
 //! the file store); `cargo test -- --include-ignored` runs both tiers, as README's test
 //! command and `.ci/run` do.
+#![allow(
+    clippy::too_many_lines,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "clippy.toml's rules are for src: a test is a scenario read top to bottom, measures wall time and builds its own HTTP clients"
+)]
 
 mod support;
 

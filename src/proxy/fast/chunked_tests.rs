@@ -82,6 +82,7 @@ fn body_len(name: &str, bytes: &[u8]) -> usize {
 }
 
 /// Invalid bodies: (name, bytes, the error).
+#[allow(clippy::too_many_lines, reason = "a data table, one case per entry")]
 fn invalid_cases() -> Vec<(&'static str, Vec<u8>, ChunkedError)> {
     use ChunkedError::*;
     let long_ext = [

@@ -7,6 +7,9 @@
 //! `put` returns. The parent kills it after a random few milliseconds and asserts that the
 //! stored generation is consistent, never goes backwards, and includes every acknowledged write.
 
+// The parent and child are plain processes and threads, no runtime: std's clock and sleep.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;

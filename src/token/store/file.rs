@@ -211,6 +211,11 @@ impl TokenStore for FileStore {
 }
 
 /// Takes the exclusive lock of the store at `path` and records this process's pid in it.
+#[allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "runs off the runtime (opening the store is spawn_blocking): std's clock and sleep"
+)]
 fn lock(path: &Path) -> Result<fs::File, StoreError> {
     use std::io::{Read as _, Seek as _, Write as _};
     let lock_path = path.with_extension(match path.extension() {
