@@ -23,9 +23,9 @@
 //!   Redis store, under a lease, and a follower that adopts other replicas' tokens).
 //! - [`proxy`]: the request path: routing, header hygiene, injection, errors; one worker
 //!   thread per core, each with its own runtime, lock-free upstream pool and coarse timers;
-//!   a byte-level fast path (`proxy::fast`) for ordinary requests, hyper for the rest;
-//!   an upstream's 401 to a current token gets one refresh and one replay
-//!   (`proxy::unauthorized`, through the refresher).
+//!   one request lifecycle (`proxy::lifecycle`: token wait, send, an upstream's 401 to a
+//!   current token → one refresh and one replay, metrics, access log) over two transports,
+//!   a byte-level fast path (`proxy::fast`) for ordinary requests and hyper for the rest.
 //! - [`ca`]: the local CA of TLS interception (`ca init`, `ca bundle`) and the
 //!   intermediate and leaves minted from it at start.
 //! - [`admin`]: health, readiness, metrics (OpenMetrics, by prometheus-client), status,
