@@ -5,7 +5,7 @@
 //! keeps a request in its buffer.
 
 use super::pool::{Pool, PooledBody};
-use super::{ask, stall, UpstreamBody, BODY_UNREADABLE};
+use super::{ask, body_unreadable, stall, UpstreamBody};
 use crate::proxy::error::ProxyError;
 use crate::proxy::lifecycle::{Prepared, Transport};
 use crate::proxy::{unauthorized, Proxy};
@@ -52,6 +52,7 @@ impl<'w> Exchange<'w> {
         let (method, uri, headers) = match (&self.app, &self.kept) {
             (Some(app), _) => (app.method(), app.uri(), app.headers()),
             (None, Some(kept)) => (&kept.method, &kept.uri, &kept.headers),
+            // (Sent, and not kept: the lifecycle plans no replay of it.)
             (None, None) => return Err(body_unreadable()),
         };
         let mut ask = ask(method, uri, headers, proxy);
@@ -121,13 +122,6 @@ impl Transport for Exchange<'_> {
     }
 }
 
-/// The 400 for a request body that could not be read.
-fn body_unreadable() -> ProxyError {
-    ProxyError::BadRequest {
-        reason: BODY_UNREADABLE.into(),
-    }
-}
-
 /// A request kept whole for its replay after a 401 ([`keep_for_replay`]): the
 /// app's head as it arrived (the replay is planned afresh) and its body.
 struct Kept {
@@ -175,9 +169,7 @@ async fn keep_for_replay(
         .await
         .map_err(|e| {
             tracing::debug!(error = %e, "the request body could not be read");
-            ProxyError::BadRequest {
-                reason: BODY_UNREADABLE.into(),
-            }
+            body_unreadable()
         })?
         .to_bytes();
     let kept = Kept {

@@ -209,9 +209,14 @@ impl Proxy {
     }
 }
 
-/// Why an app's request body could not be forwarded.
-pub(super) const BODY_UNREADABLE: &str =
-    "the request body could not be read (malformed chunked framing or cut short)";
+/// The 400 for an app's request body that could not be read (malformed chunked framing,
+/// or cut short).
+pub(super) fn body_unreadable() -> ProxyError {
+    ProxyError::BadRequest {
+        reason: "the request body could not be read (malformed chunked framing or cut short)"
+            .into(),
+    }
+}
 
 /// The error for a failed upstream exchange, worded as the fast path words it.
 fn failed(connection: &str, e: PoolError) -> ProxyError {
@@ -219,9 +224,7 @@ fn failed(connection: &str, e: PoolError) -> ProxyError {
         PoolError::Http(h) if h.is_user() => {
             // The app's own streamed body broke (bad chunked framing, or cut short).
             tracing::debug!(error = %e, "the request body could not be read");
-            return ProxyError::BadRequest {
-                reason: BODY_UNREADABLE.into(),
-            };
+            return body_unreadable();
         }
         PoolError::Http(h) if h.is_parse() => UpstreamFault::malformed(),
         PoolError::TransferCoding => UpstreamFault::malformed(),
