@@ -11,7 +11,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 /// Chunk size of `/bytes/N` downloads.
 const CHUNK: usize = 64 * 1024;
@@ -22,31 +21,23 @@ type EchoBody = Either<Full<Bytes>, Chunks>;
 pub struct Echo {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
 }
 
 impl Echo {
     pub async fn start() -> Echo {
         let hits = Arc::new(AtomicUsize::new(0));
         let h = Arc::clone(&hits);
-        let (addr, shutdown) = super::serve::spawn(move |req| {
+        // (Serves until the test ends: nothing stops it earlier.)
+        let (addr, _) = super::serve::spawn(move |req| {
             h.fetch_add(1, Ordering::SeqCst);
             handle(req)
         })
         .await;
-        Echo {
-            addr,
-            hits,
-            shutdown,
-        }
+        Echo { addr, hits }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
-    }
-
-    pub fn stop(&self) {
-        self.shutdown.cancel();
     }
 }
 

@@ -2,8 +2,6 @@
 //! real tokenwarden started in-process on `127.0.0.1:0` from a config file written to a
 //! temp dir. Every server here binds loopback only.
 
-#![allow(dead_code)]
-
 pub mod authz;
 pub mod browser;
 pub mod capture;

@@ -135,13 +135,6 @@ impl Received {
         all.first().copied()
     }
 
-    /// A form field of the body.
-    pub fn field(&self, name: &str) -> Option<String> {
-        form_urlencoded::parse(&self.body)
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.into_owned())
-    }
-
     /// The request as text: line, headers as sent, empty line, body.
     pub fn text(&self) -> String {
         let mut text = self.line();

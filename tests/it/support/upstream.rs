@@ -7,7 +7,6 @@
 //! done with its `then` step.
 
 use super::serve::Received;
-use super::WAIT;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,19 +125,6 @@ impl Scripted {
     /// The requests received so far, head and body as text.
     pub fn texts(&self) -> Vec<String> {
         self.requests().iter().map(Received::text).collect()
-    }
-
-    /// Waits until at least `n` requests have arrived.
-    pub async fn wait_for(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.requests.lock().unwrap().len() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the upstream saw {} requests, expected {n}",
-                self.requests.lock().unwrap().len()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 }
 
