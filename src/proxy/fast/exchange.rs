@@ -11,12 +11,16 @@ use super::request::{self, Framed, Outcome};
 use super::response::{self, Framing, Parsed};
 use super::{Client, Engine, COALESCE};
 use crate::proxy::access;
-use crate::proxy::deadline::Timers;
+use crate::proxy::deadline::{Guarded, Timers};
 use crate::proxy::error::{ProxyError, UpstreamFault};
 use crate::proxy::lifecycle::{Prepared, Transport};
 use crate::proxy::route::{may_retry, Unanswered};
 use crate::proxy::Proxy;
 use crate::registry::Entry;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use tokio::time::Instant;
 
 /// The longest body of a response the app does not get (a 401 before a replay) that is
@@ -107,16 +111,37 @@ impl Engine {
 /// at the start of the connection's buffer (which stay there until it is answered, so a
 /// replay translates them again), sent on the worker's links.
 pub(super) struct Exchange<'c, S> {
-    pub(super) engine: &'c Engine,
-    pub(super) client: &'c mut Client<S>,
-    pub(super) framed: Framed,
+    engine: &'c Engine,
+    client: &'c mut Client<S>,
+    framed: Framed,
     /// Tell the upstream the connection closes (the app asked, or its budget is spent).
     pub(super) close: bool,
     /// When the request was read (a pooled link idle since before it is not reused).
-    pub(super) now: Instant,
+    now: Instant,
+    /// The link the answer came on, its body still to read (kept here rather than in the
+    /// answer, which the lifecycle moves: a smaller answer is cheaper per request).
+    pub(super) link: Option<Link>,
 }
 
-impl<S> Exchange<'_, S> {
+impl<'c, S> Exchange<'c, S> {
+    /// The request at the start of `client`'s buffer, `framed` so, read at `now`.
+    pub(super) fn new(
+        engine: &'c Engine,
+        client: &'c mut Client<S>,
+        framed: Framed,
+        now: Instant,
+    ) -> Self {
+        let close = framed.close || client.budget.last(now);
+        Exchange {
+            engine,
+            client,
+            framed,
+            close,
+            now,
+            link: None,
+        }
+    }
+
     /// `req`, with a body of up to [`COALESCE`] bytes copied behind its head in
     /// `client.out`, to go with it in one `send` (which costs the kernel less than a
     /// two-part `writev`).
@@ -133,7 +158,8 @@ impl<S> Exchange<'_, S> {
 }
 
 impl<S: AppIo> Transport for Exchange<'_, S> {
-    type Answer = (Link, response::Response);
+    /// The response head; its link is [`Exchange::link`].
+    type Answer = response::Response;
 
     fn access_line(&self) -> (String, String) {
         let (method, target) = access::request_line(self.client.buf.pending()).unwrap_or_default();
@@ -161,11 +187,11 @@ impl<S: AppIo> Transport for Exchange<'_, S> {
         }
     }
 
-    async fn send<'p>(
+    fn send<'p>(
         &mut self,
         proxy: &'p Proxy,
         req: &mut Prepared<'p>,
-    ) -> Result<Self::Answer, ProxyError> {
+    ) -> impl Future<Output = Result<Self::Answer, ProxyError>> {
         let Framed {
             head_len,
             body_len,
@@ -175,24 +201,19 @@ impl<S: AppIo> Transport for Exchange<'_, S> {
         let body = &self.client.buf.pending()[head_len..head_len + body_len];
         // A small body went behind the head ([`Exchange::coalesced`]).
         let rest = if body_len <= COALESCE { &[][..] } else { body };
-        let head = &self.client.out;
+        let connection = req.entry.conn.key.as_str();
         let sent = self
             .engine
-            .send(req, is_head, head, rest, self.close, self.now);
-        match self
-            .engine
-            .timers
-            .timeout(proxy.response_timeout, sent)
-            .await
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(fault)) => Err(fault.on(&req.entry.conn.key)),
-            Err(_) => Err(UpstreamFault::timeout().on(&req.entry.conn.key)),
+            .send(req, is_head, &self.client.out, rest, self.close, self.now);
+        Timed {
+            sent: self.engine.timers.timeout(proxy.response_timeout, sent),
+            connection,
+            link: &mut self.link,
         }
     }
 
     fn status(answer: &Self::Answer) -> u16 {
-        answer.1.status
+        answer.status
     }
 
     fn replayable(&self) -> bool {
@@ -200,8 +221,40 @@ impl<S: AppIo> Transport for Exchange<'_, S> {
         true
     }
 
-    async fn discard(&mut self, (link, response): Self::Answer, entry: &Entry) {
-        self.engine.discard(link, &response, entry.index).await;
+    async fn discard(&mut self, response: Self::Answer, entry: &Entry) {
+        if let Some(link) = self.link.take() {
+            self.engine.discard(link, &response, entry.index).await;
+        }
+    }
+}
+
+pin_project! {
+    /// A send under `proxy.response_timeout`, as the lifecycle takes it: the response head,
+    /// its link left in `link`; a fault or the timeout is the request's error on
+    /// `connection`.
+    struct Timed<'c, 'l, F> {
+        #[pin]
+        sent: Guarded<F>,
+        connection: &'c str,
+        link: &'l mut Option<Link>,
+    }
+}
+
+impl<F: Future<Output = Result<(Link, response::Response), UpstreamFault>>> Future
+    for Timed<'_, '_, F>
+{
+    type Output = Result<response::Response, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.sent.poll(cx)) {
+            Ok(Ok((link, response))) => {
+                **this.link = Some(link);
+                Ok(response)
+            }
+            Ok(Err(fault)) => Err(fault.on(this.connection)),
+            Err(_) => Err(UpstreamFault::timeout().on(this.connection)),
+        })
     }
 }
 

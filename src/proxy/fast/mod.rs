@@ -25,14 +25,14 @@ pub mod response;
 use super::deadline::Timers;
 use super::error::{write_error, ProxyError};
 use super::heads::{HeadBudget, HeadCharge};
-use super::lifecycle::{self, Prepared};
+use super::lifecycle;
 use super::limits::Budget;
 use super::Proxy;
 use exchange::Exchange;
 use io::{write_all2, AppIo, Buf};
 use link::Links;
 use relay::{relay, Relay};
-use request::{Framed, Outcome};
+use request::Outcome;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,33 +117,49 @@ pub(crate) enum Next {
 impl Engine {
     /// Reads, forwards and answers one request of `client` with `proxy` (loaded for it):
     /// [`lifecycle::forward`] over this path's [`Exchange`], then the answer relayed or
-    /// the error written.
+    /// the error written. (Reading is not a function of its own: each nested `async fn`
+    /// costs every request its state machine.)
     pub(crate) async fn request<S: AppIo>(&self, proxy: &Proxy, client: &mut Client<S>) -> Next {
         client.shrink();
-        let (first, framed, started) = match self.read(proxy, client).await {
-            Ok(read) => read,
-            Err(next) => return next,
+        // The head must arrive within header_read_timeout, counted from when the wait
+        // starts; that wait ends at shutdown, before anything was taken. A small body then
+        // gets body_read_timeout, and shutdown does not end it: the request is under way.
+        let timeout = self.header_read_timeout;
+        let read = match self
+            .timers
+            .idle(timeout, self.read_request(proxy, client, true))
+            .await
+        {
+            Ok(Ok(Read::Body)) => {
+                let bound = client.budget.body_read_timeout();
+                let body = self.read_request(proxy, client, false);
+                self.timers.timeout(bound, body).await
+            }
+            read => read,
         };
-        let Framed {
-            head_len,
-            body_len,
-            is_head,
-            close,
-        } = framed;
-        let close = close || client.budget.last(started);
-        let consumed = head_len + body_len;
-        let mut exchange = Exchange {
-            engine: self,
-            client,
-            framed,
-            close,
-            now: started,
+        let (first, framed, started) = match read {
+            Ok(Ok(Read::Ready(req, now))) => (Ok(req.prepared()), req.framed, now),
+            Ok(Ok(Read::Refused(refused, now))) => (Err(refused.error), refused.framed, now),
+            Ok(Err(next)) => return next,
+            // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
+            Err(_) | Ok(Ok(Read::Body)) => return Next::Close,
         };
+        let consumed = framed.head_len + framed.body_len;
+        let mut exchange = Exchange::new(self, client, framed, started);
         let first = first.map(|req| exchange.coalesced(req));
         let forwarded = lifecycle::forward(proxy, &mut exchange, first, started).await;
-        let (entry, (mut link, response)) = match forwarded {
+        let (close, link) = (exchange.close, exchange.link.take());
+        let (entry, response) = match forwarded {
             Ok(answered) => answered,
-            Err(error) => return self.fail(client, consumed, error, is_head, close).await,
+            Err(error) => {
+                return self
+                    .fail(client, consumed, error, framed.is_head, close)
+                    .await
+            }
+        };
+        // (An answer always comes with its link.)
+        let Some(mut link) = link else {
+            return Next::Close;
         };
         client.buf.consume(consumed);
         let relayed = relay(
@@ -168,38 +184,6 @@ impl Engine {
             Next::Close
         } else {
             Next::KeepAlive
-        }
-    }
-
-    /// Reads the next request of `client`: planned (its upstream head in `client.out`) or
-    /// refused, with where it sits in the buffer and when it was read. The head must
-    /// arrive within `header_read_timeout`, counted from when the wait starts; that wait
-    /// ends at shutdown, before anything was taken. A small body then gets
-    /// `body_read_timeout`, and shutdown does not end it: the request is under way.
-    async fn read<'p, S: AppIo>(
-        &self,
-        proxy: &'p Proxy,
-        client: &mut Client<S>,
-    ) -> Result<(Result<Prepared<'p>, ProxyError>, Framed, Instant), Next> {
-        let timeout = self.header_read_timeout;
-        let read = match self
-            .timers
-            .idle(timeout, self.read_request(proxy, client, true))
-            .await
-        {
-            Ok(Ok(Read::Body)) => {
-                let bound = client.budget.body_read_timeout();
-                let body = self.read_request(proxy, client, false);
-                self.timers.timeout(bound, body).await
-            }
-            read => read,
-        };
-        match read {
-            Ok(Ok(Read::Ready(req, now))) => Ok((Ok(req.prepared()), req.framed, now)),
-            Ok(Ok(Read::Refused(refused, now))) => Ok((Err(refused.error), refused.framed, now)),
-            Ok(Err(next)) => Err(next),
-            // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
-            Err(_) | Ok(Ok(Read::Body)) => Err(Next::Close),
         }
     }
 

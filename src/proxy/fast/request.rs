@@ -12,7 +12,7 @@
 
 use crate::proxy::error::{write_header, ProxyError};
 use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
-use crate::proxy::route::{Ask, Credential, Target};
+use crate::proxy::route::{Ask, Credential};
 use crate::proxy::unauthorized::MAX_REPLAY_BODY;
 use crate::proxy::Proxy;
 use crate::registry::Entry;
@@ -88,6 +88,13 @@ pub struct Refusal {
 /// Parses the app's request at the start of `buf` and, when the fast path can forward
 /// it, writes the upstream request head into `out` (cleared first). `tunnel`: the
 /// `host:port` of the intercepted tunnel the request arrived in ([`Ask::tunnel`]).
+///
+/// One function, longer than the 80-line rule, as [`super::response::translate_response`]:
+/// the hot path's per-request work, kept in one piece the compiler optimises as a whole.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the hot path, kept whole like translate_response"
+)]
 pub fn translate_request<'p>(
     proxy: &'p Proxy,
     buf: &[u8],
@@ -168,7 +175,18 @@ pub fn translate_request<'p>(
     if matches!(plan.credential, Credential::ApiKey(_)) {
         return Outcome::Fallback;
     }
-    write_request_line(out, method, &plan.target);
+    // The request line, before the headers written above.
+    let headers_len = out.len();
+    let line_len = method.len() + 1 + plan.target.len() + REQUEST_LINE_END.len();
+    out.resize(headers_len + line_len, 0);
+    out.copy_within(..headers_len, line_len);
+    let line = &mut out[..line_len];
+    let (m, rest) = line.split_at_mut(method.len());
+    m.copy_from_slice(method.as_bytes());
+    rest[0] = b' ';
+    let (t, end) = rest[1..].split_at_mut(plan.target.len());
+    plan.target.write_into(t);
+    end.copy_from_slice(REQUEST_LINE_END);
     for (name, value) in plan.set_headers() {
         write_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -181,23 +199,6 @@ pub fn translate_request<'p>(
         idempotent: plan.idempotent,
         token: plan.credential.token_serial(),
     })
-}
-
-/// Puts the upstream request line (`method`, `target`) before the headers already in
-/// `out`.
-#[inline]
-fn write_request_line(out: &mut Vec<u8>, method: &str, target: &Target<'_>) {
-    let headers_len = out.len();
-    let line_len = method.len() + 1 + target.len() + REQUEST_LINE_END.len();
-    out.resize(headers_len + line_len, 0);
-    out.copy_within(..headers_len, line_len);
-    let line = &mut out[..line_len];
-    let (m, rest) = line.split_at_mut(method.len());
-    m.copy_from_slice(method.as_bytes());
-    rest[0] = b' ';
-    let (t, end) = rest[1..].split_at_mut(target.len());
-    target.write_into(t);
-    end.copy_from_slice(REQUEST_LINE_END);
 }
 
 /// Bytes a request target may hold on the fast path: RFC 3986's unreserved, sub-delims,

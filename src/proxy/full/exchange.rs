@@ -101,9 +101,8 @@ impl Transport for Exchange<'_> {
             (None, None) => return Err(body_unreadable()),
         };
         let now = Instant::now();
-        let (sent, response) = proxy
-            .send_upstream(self.pool, upstream, self.tunnel, now)
-            .await?;
+        let sent = proxy.send_upstream(self.pool, upstream, self.tunnel, now);
+        let (sent, response) = sent.await?;
         *req = sent;
         Ok(response)
     }
