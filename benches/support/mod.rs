@@ -2,7 +2,7 @@
 //! config loader with a token installed, a realistic request and response, and the work the
 //! proxy does between reading a request and sending it upstream, by the product's own
 //! functions — on the fast path (`fast::request::translate_request`,
-//! `fast::response::translate_response`, as bytes) and on the hyper path
+//! `response::translate_response`, as bytes) and on the hyper path
 //! (`Proxy::prepare_request`: the shared plan, then the `HeaderMap`).
 
 #![allow(dead_code)]
@@ -13,7 +13,7 @@ use http::Request;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokenwarden::proxy::fast::request::{self, Outcome};
-use tokenwarden::proxy::fast::response::{self, Parsed};
+use tokenwarden::proxy::response::{self, Parsed};
 use tokenwarden::proxy::Proxy;
 use tokenwarden::registry::Entry;
 use tokenwarden::registry::Registry;

@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default bound on the bytes of partial request heads held by all app connections together.
 pub const DEFAULT_MAX_BUFFERED_HEAD_BYTES: usize = 64 * 1024 * 1024;
 /// The smallest `proxy.max_buffered_head_bytes`: one head of the largest size the fast path
-/// reads (`proxy::fast::request::MAX_HEAD`).
+/// reads (`proxy::heads::MAX_HEAD`).
 pub const MIN_BUFFERED_HEAD_BYTES: usize = 64 * 1024;
 /// Default number of requests one app connection may make before it is closed.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;

@@ -8,6 +8,12 @@
 //! cannot hold more than the budget until `proxy.header_read_timeout`.
 
 use std::io::{self, IoSlice};
+
+/// Most headers in a head the fast path parses (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+/// Largest head the fast path reads; a larger request head goes to the hyper path (which
+/// takes heads up to about 400 KiB), a larger response head is a 502 on both paths.
+pub const MAX_HEAD: usize = 64 * 1024;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

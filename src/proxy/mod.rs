@@ -11,21 +11,20 @@
 //!   then hyper for the rest of the connection, then the `CONNECT` tunnel it opened. Its
 //!   [`conn::Shared`] is what a worker's connections share: the current [`Proxy`] and
 //!   each engine's own state;
-//! - two transports, which import neither the driver nor each other's state:
-//!   [`fast`], ordinary requests as bytes (request and response heads, chunked scanning,
-//!   raw pooled upstream links), and [`full`], hyper (`http::Request`) for everything
-//!   else — `CONNECT`, `api_key`, streamed or chunked request bodies, HTTP/1.0, `Expect`,
-//!   `Connection` naming other headers. (The hyper path checks the framing of what hyper
-//!   forwards with the fast path's parsers, `full/checked.rs`: one way, `fast` imports
-//!   nothing of `full`.) [`tunnel`] terminates an intercepted `CONNECT`'s TLS and leaves
-//!   the decrypted stream for the driver;
+//! - two transports, which import neither the driver nor each other:
+//!   [`fast`], ordinary requests as bytes (request heads, raw pooled upstream links), and
+//!   [`full`], hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
+//!   streamed or chunked request bodies, HTTP/1.0, `Expect`, `Connection` naming other
+//!   headers. [`tunnel`] terminates an intercepted `CONNECT`'s TLS and leaves the
+//!   decrypted stream for the driver;
 //! - [`lifecycle`]: a forwarded request's life, once for both transports — plan and token
 //!   wait, send, 401 recovery and replay, `/metrics`, the access-log line;
 //! - the shared policy: [`route`] (the one [`route::Plan`] of a request: routing,
 //!   refusals, credential, counters, the headers set, and the retry rule), [`headers`]
 //!   (hop-by-hop hygiene), [`error`] (every error and upstream fault, rendered as a hyper
 //!   response or as bytes), [`upstream`] (the SSRF-guarded dialer, and both pools' idle
-//!   limits), [`limits`], [`heads`] (the memory of partial heads), [`deadline`] (the
+//!   limits), [`limits`], [`heads`] (the memory of partial heads, the largest head),
+//!   [`response`] and [`chunked`] (response framing, for both paths), [`deadline`] (the
 //!   worker's coarse clock), [`measure`], [`unauthorized`] (the 401 decision; it owns the
 //!   replay bound) and [`access`];
 //! - below `proxy`: `registry`, `token`, `instrument` and `config`, none of which imports
@@ -37,6 +36,7 @@
 //! request and response shapes down both paths and asserts they agree.
 
 pub(crate) mod access;
+pub(crate) mod chunked;
 pub(crate) mod conn;
 pub(crate) mod deadline;
 pub(crate) mod error;
@@ -47,6 +47,7 @@ pub(crate) mod heads;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod measure;
+pub mod response;
 pub(crate) mod route;
 pub mod tunnel;
 pub mod unauthorized;

@@ -2,7 +2,7 @@
 //! reads the request head into a reused buffer, writes the upstream request head as bytes
 //! ([`request::translate_request`], from the shared plan), sends it with its body in one
 //! system call on a pooled upstream [`Link`](link::Link) ([`exchange`]), and relays the
-//! response head ([`response::translate_response`]) and body back
+//! response head ([`super::response::translate_response`]) and body back
 //! ([`relay()`](relay::relay)), the same way nginx does. No hyper dispatch task, no
 //! channel, no `HeaderMap`, no tokio timer per request (deadlines are the worker's coarse
 //! [`Timers`]). The request's life — token wait, send, 401 recovery, metrics, access log —
@@ -14,13 +14,11 @@
 //! bytes read so far, to hyper for the rest of its life. This module imports the shared
 //! files and nothing of the hyper path or the driver.
 
-pub(crate) mod chunked;
 mod exchange;
 pub(crate) mod io;
 pub(crate) mod link;
 mod relay;
 pub mod request;
-pub mod response;
 
 use super::deadline::Timers;
 use super::error::{write_error, ProxyError};
@@ -42,7 +40,7 @@ use tokio::time::Instant;
 /// ([`Exchange::coalesced`]).
 const COALESCE: usize = 4096;
 
-/// Initial read buffer of an app connection (grows to a head of [`request::MAX_HEAD`]).
+/// Initial read buffer of an app connection (grows to a head of [`super::heads::MAX_HEAD`]).
 const CLIENT_BUFFER: usize = 4096;
 /// A connection's buffers that grew beyond this are given back between requests: above
 /// what the largest request this path takes (a 64 KiB head and a 64 KiB body) grows them to.
@@ -235,7 +233,9 @@ impl Engine {
             parse = match whole {
                 Some(length) => pending.len() >= length,
                 // (Or the head is too large for this path, which parsing then says.)
-                None => pending.len() >= request::MAX_HEAD || pending[before..].contains(&b'\n'),
+                None => {
+                    pending.len() >= super::heads::MAX_HEAD || pending[before..].contains(&b'\n')
+                }
             };
         }
     }

@@ -5,12 +5,12 @@
 //! upstream that sends nothing for `proxy.upstream_read_timeout` between two reads of the
 //! body breaks the relay (on the worker's coarse [`Timers`]: no timer per read).
 
-use super::chunked::{ChunkedError, ChunkedScanner};
 use super::io::write_all2;
 use super::link::Link;
-use super::response::Framing;
 use super::COALESCE;
+use crate::proxy::chunked::{ChunkedError, ChunkedScanner};
 use crate::proxy::deadline::Timers;
+use crate::proxy::response::Framing;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::AsyncWrite;

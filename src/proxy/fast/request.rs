@@ -12,6 +12,7 @@
 
 use crate::proxy::error::{write_header, ProxyError};
 use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
+use crate::proxy::heads::{MAX_HEAD, MAX_HEADERS};
 use crate::proxy::route::{Ask, Credential};
 use crate::proxy::unauthorized::MAX_REPLAY_BODY;
 use crate::proxy::Proxy;
@@ -23,11 +24,6 @@ use tokio::time::Instant;
 /// What ends the upstream request line.
 const REQUEST_LINE_END: &[u8] = b" HTTP/1.1\r\n";
 
-/// Most headers in a head (hyper's default too).
-pub const MAX_HEADERS: usize = 100;
-/// Largest head the fast path reads; a larger request head goes to the hyper path (which
-/// takes heads up to about 400 KiB), a larger response head is a 502.
-pub const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body the fast path buffers and sends with its head: the replay bound
 /// ([`MAX_REPLAY_BODY`]), so every buffered body can be replayed after a 401; larger bodies
 /// stream through the hyper path.

@@ -9,9 +9,9 @@
 //! Which responses have no body depends on the request (HEAD): the watcher reads it from
 //! the start of the request hyper writes next, as hyper sends one request at a time.
 
-use crate::proxy::fast::chunked::{ChunkedError, ChunkedScanner};
-use crate::proxy::fast::request::MAX_HEAD;
-use crate::proxy::fast::response::{translate_response, Framing, Parsed};
+use crate::proxy::chunked::{ChunkedError, ChunkedScanner};
+use crate::proxy::heads::MAX_HEAD;
+use crate::proxy::response::{translate_response, Framing, Parsed};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};

@@ -1,10 +1,12 @@
-//! The upstream's response head on the fast path, as bytes: parsed with `httparse`, its
+//! The upstream's response head as bytes — shared: the fast path relays the head it
+//! writes, the hyper path's `full/checked.rs` checks hyper's responses by the same
+//! framing. Parsed with `httparse`, its
 //! body framing worked out (RFC 9112 §6.3) and whether the upstream connection may be
 //! reused, then written out for the app with hop-by-hop headers dropped (the shared
 //! [`headers`](crate::proxy::headers) definitions), one `Content-Length`, and
 //! `connection: close` when the app's connection ends. No allocation.
 
-use super::request::{MAX_HEAD, MAX_HEADERS};
+use super::heads::{MAX_HEAD, MAX_HEADERS};
 use crate::proxy::error::write_header;
 use crate::proxy::headers::{
     classify, connection_options, forwards_length, named_in_connection, only_chunked,
