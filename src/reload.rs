@@ -284,7 +284,13 @@ impl Reloader {
         }
         let stored = match stored {
             Some(stored) => stored,
-            None => self.stored_for(&changes.added).await,
+            None => {
+                let wanted: Vec<Arc<Entry>> = (changes.added.iter())
+                    .filter(|e| !foreign.contains(&e.conn.key))
+                    .cloned()
+                    .collect();
+                self.stored_for(&wanted).await
+            }
         };
         let left = restore(&changes.added, &foreign, stored);
         self.swap_in(registry, config);
@@ -339,7 +345,8 @@ impl Reloader {
     }
 
     /// What the store holds for the `added` connections: the file store read once, the
-    /// shared store asked for each.
+    /// shared store asked for each (those whose grant was obtained under another
+    /// definition are not asked for).
     async fn stored_for(&self, added: &[Arc<Entry>]) -> HashMap<String, Versioned> {
         let mut stored = HashMap::new();
         if added.is_empty() {

@@ -4,14 +4,13 @@
 //! ([`Rewind`]), hyper's partial heads are charged to the workers' head budget
 //! ([`ChargedIo`]: what it reads while no request is in flight), and each request counts
 //! against the connection's [`Budget`]. A `CONNECT` tunnel left in the connection's
-//! [`Slot`] runs once hyper lets go of the connection; an intercepted one's decrypted
-//! stream is then served here like an accepted socket (linkerd's protocol detection, with
+//! [`Slot`] runs once hyper lets go of the connection; an intercepted one's TLS handshake
+//! then yields the decrypted stream, served here like an accepted socket (linkerd's protocol detection, with
 //! `PrefixedIo`, is the model: only the driver knows both engines).
 
 use super::fast::io::{AppIo, Rewind};
 use super::fast::{Client, Next};
 use super::heads::ChargedIo;
-use super::heads::HeadBudget;
 use super::limits::Budget;
 use super::tunnel::{Slot, Tunnel};
 use super::{fast, full, Proxy};
@@ -19,9 +18,7 @@ use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// What the connections a worker thread serves share (built by [`super::worker`]): the
 /// current proxy and each engine's own state.
@@ -33,12 +30,8 @@ pub struct Shared {
     pub(crate) full: Rc<full::Engine>,
     /// Off only in tests of the hyper path ([`crate::app::Options::hyper_only`]).
     pub fast_path: bool,
-    pub header_read_timeout: Duration,
-    pub shutdown: CancellationToken,
     /// `tokenwarden_open_connections{side="client"}`.
     pub open_clients: Arc<crate::instrument::Gauge>,
-    /// The partial heads of all workers' connections (`proxy.max_buffered_head_bytes`).
-    pub heads: Arc<HeadBudget>,
 }
 
 /// Serves one app connection until it closes: a TCP connection the listener accepted
@@ -80,7 +73,7 @@ async fn serve_with_hyper<S: AppIo>(
 ) -> Option<Tunnel> {
     let (pending, io, budget, tunnel) = client.into_parts();
     // Hyper's partial heads are charged too: what it reads while no request is in flight.
-    let (io, gate) = ChargedIo::new(Rewind::new(pending, io), &worker.heads);
+    let (io, gate) = ChargedIo::new(Rewind::new(pending, io), &worker.fast.heads);
     let this = Rc::clone(worker);
     let slot = Slot::default();
     let left = Rc::clone(&slot);
@@ -112,8 +105,8 @@ async fn serve_with_hyper<S: AppIo>(
                 response
             }
         },
-        worker.header_read_timeout,
-        worker.shutdown.clone(),
+        worker.fast.header_read_timeout,
+        worker.full.shutdown.clone(),
     )
     .await;
     // A CONNECT: hyper has handed the connection over.

@@ -17,7 +17,8 @@ pub enum ProxyError {
     /// The connection holds no usable token.
     NoToken {
         connection: String,
-        /// As the status page reports it (never `Ready` or `Static`: those have a token).
+        /// As the status page reports it (never `Static`: a static credential has no token
+        /// to lack; `Ready` only in the instant its token expired).
         state: State,
         /// The route that (re)authorizes it, for authorization-code connections.
         authorize: Option<String>,

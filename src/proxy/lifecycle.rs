@@ -16,16 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// What the lifecycle keeps of a planned request. (The plan itself borrows the token and
-/// ends before anything awaits.)
-#[derive(Clone, Copy)]
-pub(crate) struct Prepared<'p> {
-    pub entry: &'p Arc<Entry>,
-    /// Safe to send again by the shared retry rule.
-    pub idempotent: bool,
-    /// The serial of the token injected (0: none), for [`Proxy::unauthorized`].
-    pub token: u64,
-}
+pub(crate) use super::route::Prepared;
 
 /// What a request path does for the lifecycle.
 pub(crate) trait Transport {

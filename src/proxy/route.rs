@@ -48,6 +48,28 @@ pub struct Plan<'p, 'r> {
     pub is_head: bool,
 }
 
+/// What the request's life keeps of its plan ([`Plan::prepared`]; the plan itself borrows
+/// the token and ends before anything awaits).
+#[derive(Clone, Copy)]
+pub(crate) struct Prepared<'p> {
+    pub entry: &'p Arc<Entry>,
+    /// Safe to send again by the shared retry rule.
+    pub idempotent: bool,
+    /// The serial of the token injected (0: none), for [`Proxy::unauthorized`].
+    pub token: u64,
+}
+
+impl<'p> Plan<'p, '_> {
+    /// What the request's life keeps of this plan.
+    pub(crate) fn prepared(&self) -> Prepared<'p> {
+        Prepared {
+            entry: self.entry,
+            idempotent: self.idempotent,
+            token: self.credential.token_serial(),
+        }
+    }
+}
+
 /// The credential a plan injects.
 pub enum Credential<'p> {
     /// An OAuth2 token usable at the plan's clock reading, borrowed from the cache (no

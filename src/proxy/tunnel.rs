@@ -2,8 +2,8 @@
 //! `CONNECT` handler ([`super::full::connect`]) once it has decided that `host:port` is a
 //! configured connection's: after the 200, the client's TLS is terminated here with the
 //! leaf minted for `host` at start ([`crate::ca::mint`]) — only when the ClientHello's SNI
-//! is that same host — and the decrypted stream is left in the connection's [`Slot`]: the
-//! connection driver ([`super::conn`]) serves it as it serves an accepted socket, with the
+//! is that same host. What [`open`] leaves in the connection's [`Slot`] is that handshake,
+//! which yields the decrypted stream: the connection driver ([`super::conn`]) serves it as it serves an accepted socket, with the
 //! tunnel's `host:port` as the forward-mode authority ([`super::route::Ask::tunnel`]). Routing, header hygiene,
 //! injection and the worker's upstream pools are therefore the forward mode's own.
 //!

@@ -128,10 +128,7 @@ fn run(
                 shutdown: shutdown.clone(),
             }),
             fast_path: settings.fast_path,
-            header_read_timeout,
-            shutdown: shutdown.clone(),
             open_clients: Arc::clone(&instruments.open_client),
-            heads,
         });
         tokio::task::spawn_local(reap(Rc::clone(&worker), shutdown.clone()));
         crate::server::accept_loop(listener, &shutdown, |tracker, stream, peer| {

@@ -116,8 +116,9 @@ pub(super) struct Exchange<'c, S> {
     framed: Framed,
     /// Tell the upstream the connection closes (the app asked, or its budget is spent).
     pub(super) close: bool,
-    /// When the request was read (a pooled link idle since before it is not reused).
-    now: Instant,
+    /// When the request was read, or planned again (a pooled link idle since before it
+    /// is not reused).
+    pub(super) now: Instant,
     /// The link the answer came on, its body still to read (kept here rather than in the
     /// answer, which the lifecycle moves: a smaller answer is cheaper per request).
     pub(super) link: Option<Link>,
@@ -180,7 +181,11 @@ impl<S: AppIo> Transport for Exchange<'_, S> {
             client.tunnel.as_deref(),
         );
         match translated {
-            Outcome::Ready(req) => Some(Ok(self.coalesced(req.prepared()))),
+            Outcome::Ready(req) => {
+                // (After a token wait, or for the replay: links are checked out as of now.)
+                self.now = now;
+                Some(Ok(self.coalesced(req.prepared)))
+            }
             Outcome::Refused(refused) => Some(Err(refused.error)),
             // (The same bytes under the same proxy: translated as they were the first time.)
             Outcome::Partial(_) | Outcome::Fallback => None,

@@ -136,7 +136,7 @@ impl Engine {
             read => read,
         };
         let (first, framed, started) = match read {
-            Ok(Ok(Read::Ready(req, now))) => (Ok(req.prepared()), req.framed, now),
+            Ok(Ok(Read::Ready(req, now))) => (Ok(req.prepared), req.framed, now),
             Ok(Ok(Read::Refused(refused, now))) => (Err(refused.error), refused.framed, now),
             Ok(Err(next)) => return next,
             // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
@@ -146,7 +146,7 @@ impl Engine {
         let mut exchange = Exchange::new(self, client, framed, started);
         let first = first.map(|req| exchange.coalesced(req));
         let forwarded = lifecycle::forward(proxy, &mut exchange, first, started).await;
-        let (close, link) = (exchange.close, exchange.link.take());
+        let (close, link, now) = (exchange.close, exchange.link.take(), exchange.now);
         let (entry, response) = match forwarded {
             Ok(answered) => answered,
             Err(error) => {
@@ -170,7 +170,7 @@ impl Engine {
         .await;
         match relayed {
             Ok(()) if response.reusable && link.buf.is_empty() => {
-                self.links.checkin(entry.index, link, started)
+                self.links.checkin(entry.index, link, now)
             }
             Ok(()) => {}
             // The app may have part of the response; only closing can tell it so. (A body

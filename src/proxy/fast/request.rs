@@ -13,12 +13,10 @@
 use crate::proxy::error::{write_header, ProxyError};
 use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
 use crate::proxy::heads::{MAX_HEAD, MAX_HEADERS};
-use crate::proxy::route::{Ask, Credential};
+use crate::proxy::route::{Ask, Credential, Prepared};
 use crate::proxy::unauthorized::MAX_REPLAY_BODY;
 use crate::proxy::Proxy;
-use crate::registry::Entry;
 use std::mem::MaybeUninit;
-use std::sync::Arc;
 use tokio::time::Instant;
 
 /// What ends the upstream request line.
@@ -54,25 +52,11 @@ pub struct Framed {
     pub close: bool,
 }
 
-/// A request the fast path forwards.
+/// A request the fast path forwards: what the lifecycle keeps of its plan, and where it
+/// sits in the buffer.
 pub struct Request<'p> {
-    pub entry: &'p Arc<Entry>,
+    pub(crate) prepared: Prepared<'p>,
     pub framed: Framed,
-    /// Safe to send again by the shared retry rule.
-    pub idempotent: bool,
-    /// The serial of the token injected (0: none), for [`Proxy::unauthorized`].
-    pub token: u64,
-}
-
-impl<'p> Request<'p> {
-    /// What the shared lifecycle keeps of it.
-    pub(crate) fn prepared(&self) -> crate::proxy::lifecycle::Prepared<'p> {
-        crate::proxy::lifecycle::Prepared {
-            entry: self.entry,
-            idempotent: self.idempotent,
-            token: self.token,
-        }
-    }
 }
 
 /// A request the plan refused.
@@ -190,10 +174,8 @@ pub fn translate_request<'p>(
     out.extend_from_slice(b"\r\n");
     plan.sent();
     Outcome::Ready(Request {
-        entry: plan.entry,
+        prepared: plan.prepared(),
         framed,
-        idempotent: plan.idempotent,
-        token: plan.credential.token_serial(),
     })
 }
 

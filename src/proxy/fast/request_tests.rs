@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::registry::Registry;
+use std::sync::Arc;
 
 /// A proxy with connection `api` (bearer `sekrit`, upstream api.example.com:8443) and
 /// connection `keyed` (api_key), loaded through the real config loader.
@@ -39,7 +40,7 @@ fn translate(proxy: &Proxy, request: &str) -> (Option<(usize, usize, bool, bool)
             Some((
                 r.framed.head_len,
                 r.framed.body_len,
-                r.idempotent,
+                r.prepared.idempotent,
                 r.framed.close,
             )),
             String::from_utf8(out).unwrap(),

@@ -27,17 +27,26 @@ pub(super) struct Exchange<'w> {
     app: Option<Request<Incoming>>,
     /// Then, when it may be replayed after a 401, a copy ([`keep_for_replay`]).
     kept: Option<Kept>,
+    /// When it was last planned: the first send plans again as of then, so a token
+    /// usable then is the one sent (however long its body took to read).
+    planned_at: Instant,
 }
 
 impl<'w> Exchange<'w> {
     /// The app's request `req` (inside the intercepted tunnel to `tunnel`, if any), to be
     /// sent on `pool`.
-    pub(super) fn new(pool: &'w Rc<Pool>, req: Request<Incoming>, tunnel: Option<&'w str>) -> Self {
+    pub(super) fn new(
+        pool: &'w Rc<Pool>,
+        req: Request<Incoming>,
+        tunnel: Option<&'w str>,
+        now: Instant,
+    ) -> Self {
         Exchange {
             pool,
             tunnel,
             app: Some(req),
             kept: None,
+            planned_at: now,
         }
     }
 
@@ -55,14 +64,8 @@ impl<'w> Exchange<'w> {
             // (Sent, and not kept: the lifecycle plans no replay of it.)
             (None, None) => return Err(body_unreadable()),
         };
-        let mut ask = ask(method, uri, headers, proxy);
-        ask.tunnel = self.tunnel;
-        let plan = proxy.plan(&ask, now)?;
-        Ok(Prepared {
-            entry: plan.entry,
-            idempotent: plan.idempotent,
-            token: plan.credential.token_serial(),
-        })
+        let ask = ask(method, uri, headers, proxy, self.tunnel);
+        Ok(proxy.plan(&ask, now)?.prepared())
     }
 }
 
@@ -81,6 +84,7 @@ impl Transport for Exchange<'_> {
         proxy: &'p Proxy,
         now: Instant,
     ) -> Option<Result<Prepared<'p>, ProxyError>> {
+        self.planned_at = now;
         Some(self.plan(proxy, now))
     }
 
@@ -100,8 +104,7 @@ impl Transport for Exchange<'_> {
             // (Sent, and not kept: the lifecycle asks for no replay of it.)
             (None, None) => return Err(body_unreadable()),
         };
-        let now = Instant::now();
-        let sent = proxy.send_upstream(self.pool, upstream, self.tunnel, now);
+        let sent = proxy.send_upstream(self.pool, upstream, self.tunnel, self.planned_at);
         let (sent, response) = sent.await?;
         *req = sent;
         Ok(response)

@@ -75,8 +75,14 @@ impl Proxy {
         }
         // A CONNECT is no forwarded request (no lifecycle): its access-log line is here.
         let logged = self.access_log.then(|| {
-            let ask = ask(req.method(), req.uri(), req.headers(), &self);
-            let connection = self.route(ask.origin, ask.path_and_query, tunnel.as_deref());
+            let ask = ask(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                &self,
+                tunnel.as_deref(),
+            );
+            let connection = self.route(ask.origin, ask.path_and_query, ask.tunnel);
             let connection = connection
                 .map_or(super::access::NO_CONNECTION.to_owned(), |(e, _)| {
                     e.conn.key.clone()
@@ -103,7 +109,7 @@ impl Proxy {
         let started = Instant::now();
         let codings = req.headers().get_all(header::TRANSFER_ENCODING);
         let codings_ok = codings.iter().all(|v| headers::only_chunked(v.as_bytes()));
-        let mut exchange = Exchange::new(&engine.pool, req, tunnel);
+        let mut exchange = Exchange::new(&engine.pool, req, tunnel, started);
         let first = match codings_ok {
             true => exchange.plan(self, started),
             false => Err(ProxyError::TransferCoding),
@@ -174,17 +180,12 @@ impl Proxy {
     ) -> Result<(Request<B>, Planned<'p>), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let (prepared, target) = {
-            let mut ask = ask(&parts.method, &parts.uri, &parts.headers, self);
-            ask.tunnel = tunnel;
+            let ask = ask(&parts.method, &parts.uri, &parts.headers, self, tunnel);
             let plan = self.plan(&ask, now)?;
             let target = plan.target.to_path_and_query()?;
             self.prepare(&plan, &mut parts.headers);
             let prepared = Planned {
-                prepared: Prepared {
-                    entry: plan.entry,
-                    idempotent: plan.idempotent,
-                    token: plan.credential.token_serial(),
-                },
+                prepared: plan.prepared(),
                 api_key: match plan.credential {
                     Credential::ApiKey(key) => Some(key),
                     _ => None,
@@ -244,8 +245,15 @@ pub struct Planned<'p> {
     pub api_key: Option<&'p crate::config::ApiKey>,
 }
 
-/// The [`Ask`] of a request hyper parsed.
-pub fn ask<'r>(method: &'r Method, uri: &'r Uri, headers: &HeaderMap, proxy: &Proxy) -> Ask<'r> {
+/// The [`Ask`] of a request hyper parsed (inside the intercepted tunnel to `tunnel`, if
+/// any: [`Ask::tunnel`]).
+pub fn ask<'r>(
+    method: &'r Method,
+    uri: &'r Uri,
+    headers: &HeaderMap,
+    proxy: &Proxy,
+    tunnel: Option<&'r str>,
+) -> Ask<'r> {
     Ask {
         method: method.as_str(),
         origin: uri
@@ -253,6 +261,6 @@ pub fn ask<'r>(method: &'r Method, uri: &'r Uri, headers: &HeaderMap, proxy: &Pr
             .map(|a| (uri.scheme_str().unwrap_or(""), a.as_str())),
         path_and_query: uri.path_and_query().map_or("", PathAndQuery::as_str),
         looped: headers::has_our_via(headers, &proxy.pseudonym),
-        tunnel: None,
+        tunnel,
     }
 }
