@@ -1,6 +1,7 @@
 //! An incremental scanner for HTTP/1.1 `Transfer-Encoding: chunked` bodies (RFC 9112
-//! §7.1), shared by both paths (the fast path's relay, the hyper path's `full/checked.rs`). The proxy relays a chunked body unchanged; the scanner only tracks the framing
-//! across arbitrary buffer boundaries, so the proxy knows exactly where the body ends
+//! §7.1), shared by both paths (the fast path's relay, the hyper path's
+//! `full/checked.rs`). The proxy relays a chunked body unchanged; the scanner only tracks
+//! the framing across arbitrary buffer boundaries, so the proxy knows exactly where the body ends
 //! (to reuse the connection and never forward bytes past it) and refuses malformed
 //! framing. It never copies data, and skips chunk data in O(1) per call.
 //!

@@ -5,8 +5,9 @@
 //! ([`ChargedIo`]: what it reads while no request is in flight), and each request counts
 //! against the connection's [`Budget`]. A `CONNECT` tunnel left in the connection's
 //! [`Slot`] runs once hyper lets go of the connection; an intercepted one's TLS handshake
-//! then yields the decrypted stream, served here like an accepted socket (linkerd's protocol detection, with
-//! `PrefixedIo`, is the model: only the driver knows both engines).
+//! then yields the decrypted stream, served here like an accepted socket (linkerd's
+//! protocol detection, with `PrefixedIo`, is the model: only the driver knows both
+//! engines).
 
 use super::fast::io::{AppIo, Rewind};
 use super::fast::{Client, Next};

@@ -1,8 +1,9 @@
 //! Every way the proxy refuses or fails a request, and the one function that maps each
 //! to an HTTP status and a JSON body with a stable `error` code, rendered by both paths:
-//! as a hyper response ([`ProxyError::into_response`]) or as bytes ([`write_error`]). Bodies never hold a
-//! token, a secret or the app's request data. It imports neither path: the response's body
-//! is a plain [`Full`], which the hyper path wraps into its own body type.
+//! as a hyper response ([`ProxyError::into_response`]) or as bytes ([`write_error`]).
+//! Bodies never hold a token, a secret or the app's request data. It imports neither
+//! path: the response's body is a plain [`Full`], which the hyper path wraps into its own
+//! body type. Upstream faults are typed ([`UpstreamFault`]): `/metrics` counts their kind.
 
 use crate::instrument::UpstreamError;
 use crate::token::State;
