@@ -20,7 +20,8 @@ pub(crate) use super::route::Prepared;
 
 /// What a request path does for the lifecycle.
 pub(crate) trait Transport {
-    /// A response head from the upstream, with what the transport needs to relay its body.
+    /// A response head from the upstream (with, or beside it in the transport, what is
+    /// needed to relay its body).
     type Answer;
 
     /// `METHOD target` of the app's request, for the access log (asked only when it is on).
