@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Instructions per request of tokenwarden builds, counted by valgrind's callgrind: N
+# keep-alive GETs (default 4000) through one proxy worker to a local nginx, per build, and
+# the same with one request, whose difference divided by N is the cost of a request in
+# user-space instructions. Deterministic, unlike CPU time on a shared machine: use it to see
+# *where* a change on the request path costs (callgrind_annotate on the .out files it
+# keeps), and benches/ab.sh for what it costs in CPU time.
+#
+# Usage:  benches/instructions.sh BINARY [BINARY ...]     e.g. a build of main and a branch
+# Knobs:  N (requests, default 4000), OUT (where the callgrind files go, default a temp dir)
+# Needs:  valgrind, nginx, curl, python3 (Debian: apt-get install valgrind nginx-light curl)
+set -euo pipefail
+
+(($# >= 1)) || { sed -n '2,13p' "$0" >&2; exit 64; }
+N=${N:-4000}
+for tool in valgrind callgrind_annotate nginx curl python3; do
+    command -v "$tool" >/dev/null || { echo "instructions.sh: needs $tool" >&2; exit 1; }
+done
+W=$(mktemp -d)
+OUT=${OUT:-$W/out}
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() { # url pattern (valgrind starts slowly)
+    for _ in $(seq 300); do
+        curl -fsS --max-time 2 "$1" 2>/dev/null | grep -q "$2" && return 0
+        sleep 0.2
+    done
+    echo "instructions.sh: $1 never answered $2 (logs in $W)" >&2
+    exit 1
+}
+
+UP=$(port)
+mkdir -p "$W/up"
+cat >"$W/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $W/up/nginx.pid;
+error_log $W/up/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path $W/up/body;
+    proxy_temp_path $W/up/proxy;
+    fastcgi_temp_path $W/up/fastcgi;
+    uwsgi_temp_path $W/up/uwsgi;
+    scgi_temp_path $W/up/scgi;
+    server {
+        listen 127.0.0.1:$UP;
+        default_type application/json;
+        location / { return 200 '{"id":12345,"name":"Ada Lovelace","active":true}'; }
+        location = /oauth/token { return 200 '{"access_token":"ab-token","token_type":"Bearer","expires_in":86400}'; }
+    }
+}
+EOF
+nginx -p "$W/up" -e "$W/up/error.log" -c "$W/up/nginx.conf" &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$UP/" '"id"'
+
+# Total instructions of one run of `bin` serving `n` requests (after the one wait_for sends).
+count() { # bin n name
+    local bin=$1 n=$2 name=$3 listen admin pid
+    listen=$(port)
+    admin=$(port)
+    mkdir -p "$W/$name"
+    cat >"$W/$name/config.yaml" <<EOF
+proxy: { listen: "127.0.0.1:$listen", worker_threads: 1 }
+admin: { listen: "127.0.0.1:$admin" }
+store: { path: "$W/$name/tokens.bin" }
+log: { level: warn }
+connections:
+  - key: api
+    secrets: { client_id: ab, client_secret: ab }
+    client_config:
+      protocol: http
+      host: "127.0.0.1:$UP"
+      authentication:
+        strategy: oauth2_client_credentials
+        configuration:
+          token_request: { method: POST, path: /oauth/token }
+EOF
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" \
+        "$bin" run --config "$W/$name/config.yaml" 2>>"$W/$name/stderr.log" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_for "http://127.0.0.1:$listen/api/" '"id"'
+    python3 - "$listen" "$n" <<'EOF'
+import http.client, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    c.request("GET", "/api/x?i=1", headers={"Accept": "application/json"})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+EOF
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    callgrind_annotate "$OUT/$name.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+}
+
+echo "instructions.sh: $N keep-alive requests per build, one worker, callgrind files in $OUT" >&2
+i=0
+for bin in "$@"; do
+    i=$((i + 1))
+    one=$(count "$(realpath "$bin")" 1 "b$i-one")
+    many=$(count "$(realpath "$bin")" "$N" "b$i")
+    awk -v b="$bin" -v one="$one" -v many="$many" -v n="$N" \
+        'BEGIN { printf "%s: %.0f instructions per request (%d over %d requests)\n", b, (many - one) / (n - 1), many - one, n - 1 }'
+done
