@@ -39,45 +39,12 @@ cleanup() {
 }
 trap cleanup EXIT
 TICK=$(getconf CLK_TCK)
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() { # url pattern
-    for _ in $(seq 100); do
-        curl -fsS --max-time 1 "$1" 2>/dev/null | grep -q "$2" && return 0
-        sleep 0.1
-    done
-    echo "ab.sh: $1 never answered $2 (logs in $W)" >&2
-    exit 1
-}
 # user+sys ticks of a process and its threads
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
-UP=$(port)
-mkdir -p "$W/up"
-cat >"$W/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $W/up/nginx.pid;
-error_log $W/up/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path $W/up/body;
-    proxy_temp_path $W/up/proxy;
-    fastcgi_temp_path $W/up/fastcgi;
-    uwsgi_temp_path $W/up/uwsgi;
-    scgi_temp_path $W/up/scgi;
-    server {
-        listen 127.0.0.1:$UP;
-        default_type application/json;
-        location / { return 200 '{"id":12345,"name":"Ada Lovelace","active":true}'; }
-        location = /oauth/token { return 200 '{"access_token":"ab-token","token_type":"Bearer","expires_in":86400}'; }
-    }
-}
-EOF
-taskset -c "$OTHER_CORE" nginx -p "$W/up" -e "$W/up/error.log" -c "$W/up/nginx.conf" &
-PIDS+=($!)
-wait_for "http://127.0.0.1:$UP/" '"id"'
+# shellcheck source=benches/upstream.sh
+. "$(dirname "$0")/upstream.sh"
+start_upstream taskset -c "$OTHER_CORE"
 
 start() { # binary name → sets PID_<name>, PORT_<name>; a store file per round: A and B
           # alternate in each slot, and an older build may not read a newer one's file
@@ -85,22 +52,7 @@ start() { # binary name → sets PID_<name>, PORT_<name>; a store file per round
     listen=$(port)
     admin=$(port)
     mkdir -p "$W/$name"
-    cat >"$W/$name/config.yaml" <<EOF
-proxy: { listen: "127.0.0.1:$listen", worker_threads: 1 }
-admin: { listen: "127.0.0.1:$admin" }
-store: { path: "$W/$name/tokens-$round.bin" }
-log: { level: warn }
-connections:
-  - key: api
-    secrets: { client_id: ab, client_secret: ab }
-    client_config:
-      protocol: http
-      host: "127.0.0.1:$UP"
-      authentication:
-        strategy: oauth2_client_credentials
-        configuration:
-          token_request: { method: POST, path: /oauth/token }
-EOF
+    write_config "$W/$name/config.yaml" "$listen" "$admin" "$W/$name/tokens-$round.bin"
     taskset -c "$PROXY_CORE" "$bin" run --config "$W/$name/config.yaml" 2>>"$W/$name/stderr.log" &
     PIDS+=($!)
     printf -v "PID_$name" '%s' "$!"

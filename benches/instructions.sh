@@ -25,43 +25,10 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() { # url pattern (valgrind starts slowly)
-    for _ in $(seq 300); do
-        curl -fsS --max-time 2 "$1" 2>/dev/null | grep -q "$2" && return 0
-        sleep 0.2
-    done
-    echo "instructions.sh: $1 never answered $2 (logs in $W)" >&2
-    exit 1
-}
-
-UP=$(port)
-mkdir -p "$W/up"
-cat >"$W/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $W/up/nginx.pid;
-error_log $W/up/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path $W/up/body;
-    proxy_temp_path $W/up/proxy;
-    fastcgi_temp_path $W/up/fastcgi;
-    uwsgi_temp_path $W/up/uwsgi;
-    scgi_temp_path $W/up/scgi;
-    server {
-        listen 127.0.0.1:$UP;
-        default_type application/json;
-        location / { return 200 '{"id":12345,"name":"Ada Lovelace","active":true}'; }
-        location = /oauth/token { return 200 '{"access_token":"ab-token","token_type":"Bearer","expires_in":86400}'; }
-    }
-}
-EOF
-nginx -p "$W/up" -e "$W/up/error.log" -c "$W/up/nginx.conf" &
-PIDS+=($!)
-wait_for "http://127.0.0.1:$UP/" '"id"'
+# shellcheck source=benches/upstream.sh
+. "$(dirname "$0")/upstream.sh"
+TRIES=300 # (valgrind starts slowly)
+start_upstream
 
 # Total instructions of one run of `bin` serving `n` requests (after the one wait_for sends).
 count() { # bin n name
@@ -69,22 +36,7 @@ count() { # bin n name
     listen=$(port)
     admin=$(port)
     mkdir -p "$W/$name"
-    cat >"$W/$name/config.yaml" <<EOF
-proxy: { listen: "127.0.0.1:$listen", worker_threads: 1 }
-admin: { listen: "127.0.0.1:$admin" }
-store: { path: "$W/$name/tokens.bin" }
-log: { level: warn }
-connections:
-  - key: api
-    secrets: { client_id: ab, client_secret: ab }
-    client_config:
-      protocol: http
-      host: "127.0.0.1:$UP"
-      authentication:
-        strategy: oauth2_client_credentials
-        configuration:
-          token_request: { method: POST, path: /oauth/token }
-EOF
+    write_config "$W/$name/config.yaml" "$listen" "$admin" "$W/$name/tokens.bin"
     valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" \
         "$bin" run --config "$W/$name/config.yaml" 2>>"$W/$name/stderr.log" &
     pid=$!

@@ -1,0 +1,69 @@
+# Sourced by benches/ab.sh and benches/instructions.sh: the upstream nginx both load
+# tokenwarden in front of, and the sidecar config they run it with. Expects $W (a work
+# directory) and the array PIDS (what the caller's cleanup kills).
+
+# A free loopback port.
+port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Waits until `url` answers with a body containing `pattern` (TRIES tries, 0.1 s apart).
+wait_for() { # url pattern
+    for _ in $(seq "${TRIES:-100}"); do
+        curl -fsS --max-time 2 "$1" 2>/dev/null | grep -q "$2" && return 0
+        sleep 0.1
+    done
+    echo "$(basename "$0"): $1 never answered $2 (logs in $W)" >&2
+    exit 1
+}
+
+# Starts one nginx worker on a free port (prefixed by the command in "$@", e.g. a
+# taskset) answering a small JSON API and a token endpoint; sets UP to its port.
+start_upstream() { # [command prefix ...]
+    UP=$(port)
+    mkdir -p "$W/up"
+    cat >"$W/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $W/up/nginx.pid;
+error_log $W/up/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path $W/up/body;
+    proxy_temp_path $W/up/proxy;
+    fastcgi_temp_path $W/up/fastcgi;
+    uwsgi_temp_path $W/up/uwsgi;
+    scgi_temp_path $W/up/scgi;
+    server {
+        listen 127.0.0.1:$UP;
+        default_type application/json;
+        location / { return 200 '{"id":12345,"name":"Ada Lovelace","active":true}'; }
+        location = /oauth/token { return 200 '{"access_token":"ab-token","token_type":"Bearer","expires_in":86400}'; }
+    }
+}
+EOF
+    "$@" nginx -p "$W/up" -e "$W/up/error.log" -c "$W/up/nginx.conf" &
+    PIDS+=($!)
+    wait_for "http://127.0.0.1:$UP/" '"id"'
+}
+
+# Writes to `file` a sidecar config: one worker on `listen`, the admin listener on
+# `admin`, the token store at `store`, connection `api` (client credentials) to the upstream.
+write_config() { # file listen admin store
+    cat >"$1" <<EOF
+proxy: { listen: "127.0.0.1:$2", worker_threads: 1 }
+admin: { listen: "127.0.0.1:$3" }
+store: { path: "$4" }
+log: { level: warn }
+connections:
+  - key: api
+    secrets: { client_id: ab, client_secret: ab }
+    client_config:
+      protocol: http
+      host: "127.0.0.1:$UP"
+      authentication:
+        strategy: oauth2_client_credentials
+        configuration:
+          token_request: { method: POST, path: /oauth/token }
+EOF
+}
