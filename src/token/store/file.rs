@@ -208,6 +208,22 @@ impl TokenStore for FileStore {
     fn remove(&self, connection: &str) -> Result<(), StoreError> {
         self.update(|tokens| tokens.remove(connection).is_some())
     }
+
+    // The file format holds no definitions: the embedded database replaces it (issue 23).
+    fn load_definitions(&self) -> Result<Vec<(String, super::Definition)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn put_definition(&self, connection: &str, _definition: &[u8]) -> Result<(), StoreError> {
+        Err(self.unstorable(
+            connection,
+            "the file store holds no runtime connections".into(),
+        ))
+    }
+
+    fn remove_definition(&self, connection: &str) -> Result<(), StoreError> {
+        self.remove(connection)
+    }
 }
 
 /// Takes the exclusive lock of the store at `path` and records this process's pid in it.

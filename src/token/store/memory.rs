@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{StoreError, StoredToken, TokenStore};
+use super::{Definition, StoreError, StoredToken, TokenStore};
 
 /// In-memory implementation for tests (no durability).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tokens: Mutex<HashMap<String, StoredToken>>,
+    definitions: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -21,6 +22,7 @@ impl MemoryStore {
     pub fn with_tokens(tokens: HashMap<String, StoredToken>) -> Self {
         MemoryStore {
             tokens: Mutex::new(tokens),
+            definitions: Mutex::default(),
         }
     }
 
@@ -42,6 +44,27 @@ impl TokenStore for MemoryStore {
     }
 
     fn remove(&self, connection: &str) -> Result<(), StoreError> {
+        self.tokens().remove(connection);
+        Ok(())
+    }
+
+    fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError> {
+        let definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(definitions
+            .iter()
+            .map(|(k, d)| (k.clone(), Definition::new(d.clone())))
+            .collect())
+    }
+
+    fn put_definition(&self, connection: &str, definition: &[u8]) -> Result<(), StoreError> {
+        let mut definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
+        definitions.insert(connection.to_owned(), definition.to_vec());
+        Ok(())
+    }
+
+    fn remove_definition(&self, connection: &str) -> Result<(), StoreError> {
+        let mut definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
+        definitions.remove(connection);
         self.tokens().remove(connection);
         Ok(())
     }

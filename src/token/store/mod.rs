@@ -112,7 +112,60 @@ impl Backend {
     }
 }
 
-/// Durable storage of token sets, keyed by connection key, for one process. Implementations
+impl Backend {
+    /// Every runtime connection's definition, opened.
+    pub async fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError> {
+        match self {
+            Backend::Local(store) => {
+                let store = Arc::clone(store);
+                blocking(move || store.load_definitions()).await
+            }
+            Backend::Shared(redis) => Ok(redis.load_definitions().await?.1),
+        }
+    }
+
+    /// Durably writes a runtime connection's definition (sealed by the store).
+    pub async fn put_definition(
+        &self,
+        connection: &str,
+        definition: Definition,
+    ) -> Result<(), StoreError> {
+        match self {
+            Backend::Local(store) => {
+                let (store, connection) = (Arc::clone(store), connection.to_owned());
+                blocking(move || store.put_definition(&connection, &definition)).await
+            }
+            Backend::Shared(redis) => redis
+                .put_definition(connection, &definition)
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Durably removes a runtime connection's definition and token set.
+    pub async fn remove_definition(&self, connection: &str) -> Result<(), StoreError> {
+        match self {
+            Backend::Local(store) => {
+                let (store, connection) = (Arc::clone(store), connection.to_owned());
+                blocking(move || store.remove_definition(&connection)).await
+            }
+            Backend::Shared(redis) => redis.remove_definition(connection).await.map(drop),
+        }
+    }
+}
+
+/// Runs a store call off the runtime; a panic in it is re-raised.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Durable storage of token sets and runtime-connection definitions, keyed by connection
+/// key, for one process. Implementations
 /// are called from blocking context (the caller uses spawn_blocking).
 pub trait TokenStore: Send + Sync + 'static {
     /// Every stored token set, keyed by connection key. A store that was never written is empty.
@@ -121,7 +174,22 @@ pub trait TokenStore: Send + Sync + 'static {
     fn put(&self, connection: &str, token: &StoredToken) -> Result<(), StoreError>;
     /// Durably removes the token set of `connection`; removing an absent connection is not an error.
     fn remove(&self, connection: &str) -> Result<(), StoreError>;
+
+    /// Every runtime connection's definition (created through the connection API), opened:
+    /// the bytes given to [`TokenStore::put_definition`], by connection key.
+    fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError>;
+    /// Durably writes the definition of the runtime connection `connection` (returns only
+    /// after it is on disk). It is sealed with the store key, the connection key as
+    /// associated data: it holds the connection's secrets.
+    fn put_definition(&self, connection: &str, definition: &[u8]) -> Result<(), StoreError>;
+    /// Durably removes the definition and the token set of `connection` in one step;
+    /// removing an absent one is not an error.
+    fn remove_definition(&self, connection: &str) -> Result<(), StoreError>;
 }
+
+/// An opened runtime-connection definition: JSON with the connection's secrets in it,
+/// wiped from memory when dropped.
+pub type Definition = secrecy::zeroize::Zeroizing<Vec<u8>>;
 
 #[cfg(test)]
 pub(crate) mod test_support {

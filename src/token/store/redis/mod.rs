@@ -31,6 +31,7 @@
 //! out after [`RESPONSE_TIMEOUT`]; the connection manager reconnects with backoff.
 //! [`RedisStore::health`] is what status, readiness and metrics show.
 
+mod connections;
 mod scripts;
 mod states;
 mod tokens;
