@@ -13,6 +13,7 @@ use crate::proxy::upstream::{Dialer, GuardedResolver, StaticHosts};
 use crate::refresher::follow::Follower;
 use crate::registry::Registry;
 use crate::reload::{Parts, Reloader};
+use crate::runtime::Runtime;
 use crate::token::store::redis::Versioned;
 use crate::token::store::{Backend, FileStore, RedisStore, StoreError, StoredToken, TokenStore};
 use arc_swap::ArcSwap;
@@ -102,9 +103,6 @@ pub async fn start(
     let (proxy_addr, admin_addr) = (proxy_listener.local_addr()?, admin_listener.local_addr()?);
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     let (admin_settings, proxy_settings) = (config.admin.clone(), config.proxy.clone());
-    let watch = admin_settings
-        .watch_config
-        .map(|every| (config.file.clone(), every));
     let reloader = Arc::new(Reloader::new(Parts {
         started: config,
         intercept: intercept.clone(),
@@ -116,15 +114,16 @@ pub async fn start(
         removed_grant_grace: (options.removed_grant_grace)
             .unwrap_or(crate::reload::retired::REMOVED_GRANT_GRACE),
     }));
-    // Start-up is a reload from the empty registry: the same steps, the same refreshers.
-    reloader.start(stored).await;
-    let background = Background {
+    let (runtime, generation) = serve_stored(&reloader, &backend, stored).await?;
+    Background {
         reloader: &reloader,
+        runtime: (&runtime, generation),
         backend: &backend,
         intercept,
-        watch,
-    };
-    background.spawn(&tasks, &shutdown);
+        watch: (admin_settings.watch_config)
+            .map(|every| (reloader.config_file().to_path_buf(), every)),
+    }
+    .spawn(&tasks, &shutdown);
     let instruments = Arc::new(crate::instrument::Instruments::default());
     let admin = Arc::new(Admin {
         listen: admin_addr.ip(),
@@ -135,6 +134,7 @@ pub async fn start(
         settings: admin_settings,
         client: token_client,
         backend,
+        runtime,
     });
     let settings = crate::proxy::worker::Settings {
         workers: proxy_settings.worker_threads.unwrap_or_else(cpus),
@@ -151,15 +151,15 @@ pub async fn start(
     )?);
     let serve_admin = move |req, peer| Arc::clone(&admin).handle(req, peer);
     let header_timeout = proxy_settings.header_read_timeout;
-    tasks.spawn(crate::server::serve(
+    let admin_server = crate::server::serve(
         admin_listener,
         header_timeout,
         shutdown.clone(),
         serve_admin,
-    ));
+    );
+    tasks.spawn(admin_server);
     tasks.close();
-    let connections = reloader.registry.load().connections.len();
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections, "tokenwarden is listening");
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections = reloader.registry.load().connections.len(), "tokenwarden is listening");
     let task = tokio::spawn(async move { tasks.wait().await });
     Ok(Running {
         proxy_addr,
@@ -169,6 +169,51 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Start-up is a reload from the empty registry (the same steps, the same refreshers),
+/// then the runtime connections the store defines, each served as its creation did; what
+/// the store holds for neither is retired. Returns the runtime connections' side and the
+/// change generation they were read at ([`load_runtime`]).
+async fn serve_stored(
+    reloader: &Arc<Reloader>,
+    backend: &Backend,
+    stored: HashMap<String, Versioned>,
+) -> Result<(Arc<Runtime>, u64), StartError> {
+    let mut unconfigured = reloader.start(stored).await;
+    let runtime = Arc::new(Runtime::new(Arc::clone(reloader), backend.clone()));
+    let generation = load_runtime(&runtime, &mut unconfigured).await?;
+    reloader.retire(&unconfigured);
+    Ok((runtime, generation))
+}
+
+/// The runtime connections the store defines, served again. A store that cannot be read
+/// is fatal (as the token store is), unless `store.on_unreadable` says to start without.
+/// Returns (Redis) the change generation they were read at; 0 when they were not, so the
+/// follower of the shared store loads them all once Redis answers.
+async fn load_runtime(
+    runtime: &Runtime,
+    stored: &mut HashMap<String, Versioned>,
+) -> Result<u64, StartError> {
+    match runtime.load(stored).await {
+        Ok((0, generation)) => Ok(generation),
+        Ok((served, generation)) => {
+            tracing::info!(
+                connections = served,
+                "runtime connections loaded from the store"
+            );
+            Ok(generation)
+        }
+        Err(e @ StoreError::Unavailable { .. }) => {
+            tracing::warn!(error = %e, "runtime connections not loaded: the store is unavailable; they are loaded when it answers");
+            Ok(0)
+        }
+        Err(e) if runtime.reloader.unreadable() == Unreadable::StartUnauthorized => {
+            tracing::error!(error = %e, "runtime connections unreadable; starting without them (store.on_unreadable)");
+            Ok(0)
+        }
+        Err(e) => Err(StartError::Store(e)),
+    }
 }
 
 /// TLS interception (`proxy.intercept`): its root CA loaded, the leaves for the configured
@@ -190,6 +235,8 @@ fn cpus() -> usize {
 /// The tasks that run beside the listeners until shutdown.
 struct Background<'a> {
     reloader: &'a Arc<Reloader>,
+    /// The runtime connections, and the change generation they were loaded at.
+    runtime: (&'a Arc<Runtime>, u64),
     backend: &'a Backend,
     intercept: Option<Arc<Interceptor>>,
     /// `admin.watch_config`: the config file, and how often it is read.
@@ -197,8 +244,8 @@ struct Background<'a> {
 }
 
 impl Background<'_> {
-    /// The interception leaves' renewal, the removed grants' expiry, the follower of the
-    /// shared store, and the config file watch — those that apply. (The connections'
+    /// The interception leaves' renewal, the removed grants' expiry, the followers of the
+    /// shared store (tokens, runtime connections), and the config file watch — those that apply. (The connections'
     /// refreshers are the reloader's: [`Reloader::start`].)
     fn spawn(self, tasks: &TaskTracker, shutdown: &CancellationToken) {
         if let Some(intercept) = self.intercept {
@@ -209,6 +256,13 @@ impl Background<'_> {
             let follower = Follower {
                 registry: Arc::clone(&self.reloader.registry),
                 redis: Arc::clone(redis),
+            };
+            tasks.spawn(follower.run(shutdown.clone()));
+            let (runtime, seen) = self.runtime;
+            let follower = crate::runtime::follow::Follower {
+                runtime: Arc::clone(runtime),
+                redis: Arc::clone(redis),
+                seen,
             };
             tasks.spawn(follower.run(shutdown.clone()));
         }

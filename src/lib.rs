@@ -18,7 +18,11 @@
 //! - [`token`]: token sets, the lock-free cache, schedule, store (no OAuth, no proxy: it
 //!   imports only `config`, `telemetry` and `instrument`).
 //! - [`registry`]: connections by key and by host; [`reload`]: config hot reload (SIGHUP,
-//!   `POST /api/v1/reload`), which swaps the registry and the proxy settings.
+//!   `POST /api/v1/reload`), which swaps the registry and the proxy settings, and the one
+//!   insert or remove a runtime connection's change makes.
+//! - [`runtime`]: connections created, changed and deleted through the connection API
+//!   (Fides' `instantiate`, `secret` and delete routes): their definitions in the store,
+//!   built from a template (`templates:`) as a file connection is.
 //! - [`refresher`]: one task per OAuth2 connection that gets and renews its token (with the
 //!   Redis store, under a lease, and a follower that adopts other replicas' tokens).
 //! - [`proxy`]: the request path: routing, header hygiene, injection, errors; one worker
@@ -49,6 +53,7 @@ pub mod proxy;
 pub mod refresher;
 pub mod registry;
 pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod telemetry;
 pub mod template;

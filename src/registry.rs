@@ -8,6 +8,7 @@
 
 use crate::config::{Auth, Connection, Grant, Upstream};
 use crate::instrument::ConnectionInstruments;
+use crate::runtime::Definition;
 use crate::telemetry::Counter;
 use crate::token::{self, State};
 use http::HeaderValue;
@@ -38,6 +39,8 @@ pub struct Entry {
     pub counters: ProxyCounters,
     /// The current token and its status (a static credential leaves it empty).
     pub tokens: Arc<token::Cache>,
+    /// A runtime connection's definition (None: a connection of the config file).
+    pub runtime: Option<Arc<Definition>>,
 }
 
 /// Per-connection request counters for `/metrics`.
@@ -65,7 +68,7 @@ impl Entry {
 
     /// The entry of a connection that takes over `tokens` (a changed definition under
     /// which they stay valid).
-    fn with_tokens(conn: Arc<Connection>, index: usize, tokens: Arc<token::Cache>) -> Entry {
+    pub fn with_tokens(conn: Arc<Connection>, index: usize, tokens: Arc<token::Cache>) -> Entry {
         let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
             .expect("an Authority is a valid header value");
         Entry {
@@ -74,6 +77,7 @@ impl Entry {
             host_header,
             counters: ProxyCounters::default(),
             tokens,
+            runtime: None,
         }
     }
 }
@@ -171,10 +175,38 @@ impl Registry {
         changes.removed = self
             .connections
             .iter()
+            .filter(|e| e.runtime.is_none())
             .filter(|e| !connections.iter().any(|c| c.key == e.conn.key))
             .cloned()
             .collect();
+        // Runtime connections are not the file's: a reload keeps them.
+        let runtime = self.connections.iter().filter(|e| e.runtime.is_some());
+        entries.extend(
+            runtime
+                .filter(|e| !connections.iter().any(|c| c.key == e.conn.key))
+                .cloned(),
+        );
         (Registry::of(entries, next_index), changes)
+    }
+
+    /// The registry with `entry` added, or in place of the entry of its key.
+    pub fn with(&self, entry: Arc<Entry>) -> Registry {
+        let mut entries = self.connections.clone();
+        let next_index = self.next_index.max(entry.index + 1);
+        match self.by_key.get(&entry.conn.key) {
+            Some(&i) => entries[i] = entry,
+            None => entries.push(entry),
+        }
+        Registry::of(entries, next_index)
+    }
+
+    /// The registry without the connection `key`.
+    pub fn without(&self, key: &str) -> Registry {
+        let entries = (self.connections.iter())
+            .filter(|e| e.conn.key != key)
+            .cloned()
+            .collect();
+        Registry::of(entries, self.next_index)
     }
 
     /// One more than the highest position in use (for sizing per-worker pools).

@@ -27,6 +27,7 @@
 
 mod restart;
 pub mod retired;
+mod runtime;
 
 use crate::config::{self, Auth, Config};
 use crate::oauth::TokenClient;
@@ -92,6 +93,10 @@ pub struct Reloader {
     /// `admin.public_url` as last applied: the one admin setting a reload applies, since the
     /// connections' default `redirect_uri` follows it (the admin listener answers its host).
     public_url: ArcSwapOption<String>,
+    /// The proxy settings as last applied (a runtime connection's change keeps them).
+    proxy_settings: Mutex<crate::config::ProxySettings>,
+    /// The connector types of runtime connections (`templates:`) as last applied.
+    templates: ArcSwap<Vec<Arc<crate::config::Template>>>,
 }
 
 /// The parts of a running sidecar a [`Reloader`] is made of.
@@ -121,7 +126,6 @@ impl Reloader {
         );
         let public_url = parts.started.admin.public_url.clone().map(Arc::new);
         Reloader {
-            started: parts.started,
             busy: tokio::sync::Mutex::new(()),
             registry: Arc::new(ArcSwap::new(registry)),
             proxy: Arc::new(ArcSwap::from_pointee(proxy)),
@@ -137,17 +141,26 @@ impl Reloader {
                 ..Outcome::default()
             }),
             public_url: ArcSwapOption::from(public_url),
+            proxy_settings: Mutex::new(parts.started.proxy.clone()),
+            templates: ArcSwap::from_pointee(parts.started.templates.clone()),
             retired: Retired::new(parts.removed_grant_grace),
+            started: parts.started,
         }
     }
 
     /// Start-up: the config the process started with applied to the empty registry, as a
     /// reload applies one ([`Reloader::apply`]), with `stored`, what the store held when
-    /// it was opened. Grants it holds for connections the config does not name are
-    /// retired (kept for the grace period, in case the file is restored).
-    pub async fn start(&self, stored: HashMap<String, Versioned>) {
+    /// it was opened. Returns what of `stored` no file connection took: the runtime
+    /// connections' tokens, then [`Reloader::retire`]'s.
+    pub async fn start(&self, stored: HashMap<String, Versioned>) -> HashMap<String, Versioned> {
         let _one_at_a_time = self.busy.lock().await;
-        let (_, unconfigured) = self.apply(&self.started, Some(stored)).await;
+        self.apply(&self.started, Some(stored)).await.1
+    }
+
+    /// Start-up, after the runtime connections took theirs: grants the store holds for
+    /// connections neither the config nor the store's definitions name are retired (kept
+    /// for the grace period, in case the file is restored).
+    pub fn retire(&self, unconfigured: &HashMap<String, Versioned>) {
         for key in unconfigured.keys() {
             self.retired.retire(key, None);
         }
@@ -336,6 +349,8 @@ impl Reloader {
         self.proxy.store(Arc::new(proxy));
         self.public_url
             .store(config.admin.public_url.clone().map(Arc::new));
+        *self.proxy_settings.lock().expect("proxy settings lock") = settings;
+        self.templates.store(Arc::new(config.templates.clone()));
     }
 
     fn finish(&self, outcome: Outcome) -> Arc<Outcome> {

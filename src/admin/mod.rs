@@ -22,6 +22,8 @@
 
 mod access;
 mod collector;
+mod connections;
+mod fides;
 mod forwarded;
 mod host;
 mod metrics;
@@ -61,6 +63,8 @@ pub struct Admin {
     pub backend: Backend,
     /// The proxy's open-connection gauges.
     pub instruments: Arc<crate::instrument::Instruments>,
+    /// The connection API's side: runtime connections created, changed, deleted.
+    pub runtime: Arc<crate::runtime::Runtime>,
     /// The address the admin listener is bound to (with `admin.public_url`, which a reload
     /// may change, the names it answers to: [`Admin::names`]).
     pub listen: std::net::IpAddr,
@@ -94,8 +98,35 @@ impl Admin {
         response
     }
 
+    /// `POST /api/v1/reload` (reload now) and `GET` (the last reload's outcome).
+    async fn reload(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
+        match *req.method() {
+            Method::POST => match access::untrusted(self, "reload", req, peer) {
+                Some(refused) => *refused,
+                None => {
+                    let outcome = self.reloader.reload().await;
+                    let status = match outcome.result {
+                        "applied" => StatusCode::OK,
+                        _ => StatusCode::UNPROCESSABLE_ENTITY,
+                    };
+                    json(status, &serde_json::json!(*outcome))
+                }
+            },
+            Method::GET | Method::HEAD => match access::untrusted(self, "reload", req, peer) {
+                Some(refused) => *refused,
+                None => json(StatusCode::OK, &serde_json::json!(*self.reloader.last())),
+            },
+            _ => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({"error": "method_not_allowed", "allow": "GET, POST"}),
+            ),
+        }
+    }
+
     async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {
-        let path = req.uri().path();
+        // Owned: the connection API's writes take the request (its body) along.
+        let path = req.uri().path().to_owned();
+        let path = path.as_str();
         // DNS rebinding: only the probes answer a name that is not the listener's own.
         if !PROBES.contains(&path)
             && !host::request_host(&req).is_some_and(|h| self.names().is_own_host(h))
@@ -104,27 +135,7 @@ impl Admin {
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         if let ["api", "v1", "reload"] = segments.as_slice() {
-            return match *req.method() {
-                Method::POST => match access::untrusted(self, "reload", &req, peer) {
-                    Some(refused) => *refused,
-                    None => {
-                        let outcome = self.reloader.reload().await;
-                        let status = match outcome.result {
-                            "applied" => StatusCode::OK,
-                            _ => StatusCode::UNPROCESSABLE_ENTITY,
-                        };
-                        json(status, &serde_json::json!(*outcome))
-                    }
-                },
-                Method::GET | Method::HEAD => match access::untrusted(self, "reload", &req, peer) {
-                    Some(refused) => *refused,
-                    None => json(StatusCode::OK, &serde_json::json!(*self.reloader.last())),
-                },
-                _ => json(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &serde_json::json!({"error": "method_not_allowed", "allow": "GET, POST"}),
-                ),
-            };
+            return self.reload(&req, peer).await;
         }
         if let ["api", "v1", "connection", key, "retry"] = segments.as_slice() {
             return match *req.method() {
@@ -135,6 +146,10 @@ impl Admin {
                 ),
             };
         }
+        let req = match connections::route(self, &segments, req, peer).await {
+            Ok(response) => return response,
+            Err(req) => req,
+        };
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return json(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -147,6 +162,8 @@ impl Admin {
             ["readyz"] => status::ready(&self.registry.load(), &self.backend),
             ["metrics"] => metrics::render(self),
             ["api", "v1", "connections"] => status::list(&self.registry.load(), &self.backend),
+            ["api", "v1", "connection_type"] => connections::types(self, req.uri().query()),
+            ["api", "v1", "connection"] => connections::list(self, req.uri().query()),
             ["api", "v1", "connection", key] => {
                 status::one(&self.registry.load(), &self.backend, key)
             }

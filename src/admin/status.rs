@@ -59,9 +59,18 @@ pub fn list(registry: &Registry, backend: &Backend) -> Response<AdminBody> {
     json(StatusCode::OK, &Value::Array(all))
 }
 
+/// One connection's status, with the fields of Fides' `ConnectionConfigurationResponse`.
 pub fn one(registry: &Registry, backend: &Backend, key: &str) -> Response<AdminBody> {
     match registry.get(key) {
-        Some(c) => json(StatusCode::OK, &describe(c, backend)),
+        Some(c) => {
+            let mut status = describe(c, backend);
+            if let (Some(all), Value::Object(fides)) =
+                (status.as_object_mut(), super::fides::connection(c))
+            {
+                all.extend(fides);
+            }
+            json(StatusCode::OK, &status)
+        }
         None => json(
             StatusCode::NOT_FOUND,
             &json!({"error": "unknown_connection", "connection": key}),

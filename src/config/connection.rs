@@ -64,6 +64,25 @@ pub fn validate_all(
     out
 }
 
+/// A runtime connection (the connection API's): `entry` is a `connections:` entry built
+/// from the request (`saas_config` the template's file), found at `prefix` in `src` (the
+/// request as YAML), validated as a file connection is. Its key was checked by the caller.
+pub fn validate_runtime(
+    entry: Value,
+    src: &Source,
+    prefix: &str,
+    admin: &AdminSettings,
+    problems: &mut Problems,
+) -> Option<Arc<Connection>> {
+    let base = Path::new("");
+    let fingerprint = fingerprint(&entry, base, admin);
+    let raw = src.deserialize_all::<RawConnection>(entry, prefix, problems)?;
+    let mut c = validate_one(raw, src, prefix, base, admin, problems)?;
+    c.fingerprint = fingerprint;
+    c.grant_identity = super::identity::grant_identity(&c);
+    Some(Arc::new(c))
+}
+
 /// What identifies a connection's definition: its entry, `admin.public_url` and, when
 /// `saas_config` names a file, that file's text (an unreadable file is reported by
 /// validation itself).

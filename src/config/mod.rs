@@ -35,8 +35,10 @@ mod source;
 mod store;
 mod strategy;
 mod suggest;
+mod template;
 mod upstream;
 
+pub use connection::validate_runtime;
 pub use model::{
     fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Encoding, Grant, OAuth2,
     Pair, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,
@@ -46,7 +48,9 @@ pub use rejected::RejectedStatuses;
 pub use settings::{
     AdminSettings, LogFormat, LogSettings, RedisSettings, StoreSettings, Unreadable,
 };
+pub use source::Source;
 pub use source::{Problem, Problems};
+pub use template::Template;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +67,8 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     pub log: LogSettings,
     pub connections: Vec<Arc<Connection>>,
+    /// The connector types runtime connections are instantiated from (`templates:`).
+    pub templates: Vec<Arc<Template>>,
     /// What loads but is likely a mistake (`check` prints these, `run` logs them).
     pub warnings: Vec<Problem>,
 }
@@ -110,6 +116,7 @@ pub fn load_with_env(
     let s = settings::validate(&raw, &source, &base_dir, &mut problems);
     let connections =
         connection::validate_all(raw.connections, &source, &base_dir, &s.admin, &mut problems);
+    let templates = template::validate_all(raw.templates, &source, &base_dir, &mut problems);
     // A value whose variable is unset still holds `${VAR}`: what validation then says about
     // that value would only repeat the unset variable, less clearly.
     let mut index = 0;
@@ -120,7 +127,7 @@ pub fn load_with_env(
                 .iter()
                 .any(|u| p.message.starts_with(&format!("{}: ", u.path)))
     });
-    cross_checks(&s.proxy, &connections, &source, &mut problems);
+    cross_checks(&s.proxy, &connections, &templates, &source, &mut problems);
     problems.sort();
     // With errors the warnings stay with them (printed after), so nothing is hidden.
     let warnings = if problems.is_empty() {
@@ -136,6 +143,7 @@ pub fn load_with_env(
         ca_file: s.ca_file,
         log: s.log,
         connections,
+        templates,
         warnings,
     })
 }
@@ -154,13 +162,14 @@ pub fn locate(file: &Path, path: &str, message: impl Into<String>) -> Problem {
 fn cross_checks(
     proxy: &ProxySettings,
     connections: &[Arc<Connection>],
+    templates: &[Arc<Template>],
     src: &source::Source,
     problems: &mut Problems,
 ) {
-    if connections.is_empty() && problems.is_empty() {
+    if connections.is_empty() && templates.is_empty() && problems.is_empty() {
         problems.push(src.problem(
             "connections",
-            "at least one connection is required (see docs/configuration.md: Connections and strategies)",
+            "at least one connection or template is required (see docs/configuration.md: Connections and strategies, and Connections at runtime)",
         ));
     }
     for (i, target) in proxy.connect_passthrough.iter().enumerate() {

@@ -7,7 +7,15 @@ use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
 /// The top-level keys of tokenwarden's file, in the order error messages list them.
-pub const TOP_LEVEL_KEYS: [&str; 6] = ["proxy", "admin", "store", "tls", "log", "connections"];
+pub const TOP_LEVEL_KEYS: [&str; 7] = [
+    "proxy",
+    "admin",
+    "store",
+    "tls",
+    "log",
+    "connections",
+    "templates",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +33,9 @@ pub struct RawFile {
     /// Each connection is read on its own, so problems in several are all reported.
     #[serde(default)]
     pub connections: Vec<Value>,
+    /// The connector types runtime connections are made from (each entry read on its own).
+    #[serde(default)]
+    pub templates: Vec<Value>,
 }
 
 impl RawFile {
@@ -59,6 +70,7 @@ impl RawFile {
                 "tls" => section(&mut raw.tls, value, name, src, problems),
                 "log" => section(&mut raw.log, value, name, src, problems),
                 "connections" => section(&mut raw.connections, value, name, src, problems),
+                "templates" => section(&mut raw.templates, value, name, src, problems),
                 other => problems.push(src.problem(
                     other,
                     super::suggest::did_you_mean(&format!(

@@ -113,14 +113,15 @@ impl Backend {
 }
 
 impl Backend {
-    /// Every runtime connection's definition, opened.
-    pub async fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError> {
+    /// Every runtime connection's definition, opened, and (Redis) the change generation
+    /// they were read at (0 for this process's own store).
+    pub async fn load_definitions(&self) -> Result<(u64, Vec<(String, Definition)>), StoreError> {
         match self {
             Backend::Local(store) => {
                 let store = Arc::clone(store);
-                blocking(move || store.load_definitions()).await
+                Ok((0, blocking(move || store.load_definitions()).await?))
             }
-            Backend::Shared(redis) => Ok(redis.load_definitions().await?.1),
+            Backend::Shared(redis) => redis.load_definitions().await,
         }
     }
 

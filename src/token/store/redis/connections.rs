@@ -44,6 +44,13 @@ impl RedisStore {
         Err(self.not_yet())
     }
 
+    /// A dedicated connection subscribed to the connections channel.
+    pub async fn subscribe_connections(
+        &self,
+    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), StoreError> {
+        Err(self.not_yet())
+    }
+
     fn not_yet(&self) -> StoreError {
         StoreError::Unavailable {
             endpoint: self.endpoint.clone(),

@@ -1,0 +1,121 @@
+//! A runtime connection's change as the running sidecar applies it: one insert or remove
+//! in the registry (never a rebuild from the config), the proxy swapped to it, and the
+//! connection's refresher stopped and started as a reload does for a changed connection.
+
+use super::{proxy, Reloader};
+use crate::config::{AdminSettings, Connection, Template};
+use crate::registry::{Entry, Registry};
+use crate::runtime::Definition;
+use crate::token::store::redis::Versioned;
+use std::path::Path;
+use std::sync::Arc;
+
+impl Reloader {
+    /// The connector types runtime connections are made from, as last applied.
+    pub fn templates(&self) -> Arc<Vec<Arc<Template>>> {
+        self.templates.load_full()
+    }
+
+    /// The admin settings a runtime connection is built under: the ones the process started
+    /// with, but `public_url` as last applied (the default `redirect_uri` follows it).
+    pub fn admin_settings(&self) -> AdminSettings {
+        let mut admin = self.started.admin.clone();
+        admin.public_url = self.public_url().map(|u| String::clone(&u));
+        admin
+    }
+
+    /// `store.on_unreadable` as the process started with it.
+    pub fn unreadable(&self) -> crate::config::Unreadable {
+        self.started.store.on_unreadable
+    }
+
+    /// The config file (where file connections are changed).
+    pub fn config_file(&self) -> &Path {
+        &self.started.file
+    }
+
+    /// Serves `conn`, the runtime connection `definition` makes: added, or in place of its
+    /// previous definition. Its tokens are kept when the change leaves what they were
+    /// obtained under alone (the same grant identity), else dropped, as a reload does;
+    /// a new one starts with `stored`, the token set the store holds for it (start-up).
+    /// The previous refresher is stopped (and waited for) before the new one starts.
+    pub async fn put_runtime(
+        &self,
+        conn: Arc<Connection>,
+        definition: Arc<Definition>,
+        stored: Option<Versioned>,
+    ) -> Arc<Entry> {
+        let key = conn.key.clone();
+        let (entry, previous) = {
+            let _one_at_a_time = self.busy.lock().await;
+            let registry = self.registry.load_full();
+            let previous = registry.get(&key).cloned();
+            let mut entry = match &previous {
+                Some(old) if old.conn.grant_identity == conn.grant_identity => {
+                    Entry::with_tokens(conn, registry.positions(), Arc::clone(&old.tokens))
+                }
+                _ => Entry::new(conn, registry.positions()),
+            };
+            entry.runtime = Some(definition);
+            let entry = Arc::new(entry);
+            if let Some(stored) = stored {
+                super::restore(
+                    std::slice::from_ref(&entry),
+                    &[],
+                    [(key.clone(), stored)].into(),
+                );
+            }
+            self.swap_registry(&registry, registry.with(Arc::clone(&entry)));
+            (entry, previous)
+        };
+        if let Some(old) = previous {
+            self.stop_refresher(&key).await;
+            if old.conn.grant_identity != entry.conn.grant_identity {
+                tracing::info!(connection = %key, "its token endpoint, client, upstream or scope changed: the token obtained before is dropped");
+                self.forget(&key).await;
+            }
+        }
+        self.start_refresher(&entry);
+        entry
+    }
+
+    /// Stops serving the runtime connection `key` and stops its refresher (waiting for a
+    /// token request under way); its stored definition and tokens are the caller's to
+    /// delete. Returns its entry, if it was served.
+    pub async fn remove_runtime(&self, key: &str) -> Option<Arc<Entry>> {
+        let removed = {
+            let _one_at_a_time = self.busy.lock().await;
+            let registry = self.registry.load_full();
+            let removed = registry.get(key).cloned()?;
+            self.swap_registry(&registry, registry.without(key));
+            removed
+        };
+        self.stop_refresher(key).await;
+        Some(removed)
+    }
+
+    /// Makes `next` (one change from `running`) the running registry, with the proxy
+    /// settings as last applied. Interception certificates are minted again only when the
+    /// set of hosts changed.
+    fn swap_registry(&self, running: &Registry, next: Registry) {
+        let next = Arc::new(next);
+        if let Some(intercept) = &self.intercept {
+            let hosts = next.hosts();
+            if hosts != running.hosts() {
+                if let Err(e) = intercept.renew_for(hosts) {
+                    tracing::error!(error = %e, "interception certificates not minted for the new hosts; the old ones stay");
+                }
+            }
+        }
+        let settings = self.proxy_settings.lock().expect("proxy settings lock");
+        let proxy = proxy(
+            Arc::clone(&next),
+            &settings,
+            self.own_addrs.clone(),
+            self.intercept.as_ref(),
+        );
+        drop(settings);
+        self.registry.store(next);
+        self.proxy.store(Arc::new(proxy));
+    }
+}

@@ -1,0 +1,285 @@
+//! Connections at runtime: connections created, changed and deleted through the connection
+//! API (Fides' shapes, `admin::connections`) instead of the config file. Each is a
+//! [`Definition`] — a connector type (a template: an unchanged Fides file named under
+//! `templates:`), the instance's names and its secrets — kept in the store, sealed with the
+//! store key ([`crate::token::store`]), and built into a running connection as a file
+//! connection is ([`build`]).
+//!
+//! Every change is written to the store before it is acknowledged, then applied to the
+//! running registry as one insert or remove ([`crate::reload`]'s `put_runtime` and
+//! `remove_runtime`): nothing is rebuilt, and the request path sees the new registry on
+//! its next lookup. With Redis, every other replica applies it too when the change is
+//! published (`follow`). At start-up every stored definition is built again
+//! ([`Runtime::load`]).
+//!
+//! Changes to one key are serialized (a second one while the first is under way is
+//! refused with 409); changes to different keys run side by side.
+
+pub mod build;
+pub mod definition;
+pub mod follow;
+
+pub use build::FieldError;
+pub use definition::Definition;
+
+use crate::config::{Connection, Template};
+use crate::registry::Entry;
+use crate::reload::Reloader;
+use crate::token::store::{Backend, StoreError};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Why a connection API request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("connector type `{0}` is not among the templates")]
+    UnknownType(String),
+    #[error("the request has {} problem(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    #[error("connection `{0}` already exists")]
+    Exists(String),
+    #[error("connection `{key}` is defined in {}: change it there", .file.display())]
+    FromFile { key: String, file: PathBuf },
+    #[error("no connection `{0}`")]
+    NotFound(String),
+    #[error("connection `{0}` is being changed by another request; try again")]
+    Busy(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The connection API's side of the running sidecar.
+pub struct Runtime {
+    pub reloader: Arc<Reloader>,
+    pub backend: Backend,
+    /// Keys with a change under way.
+    changing: Mutex<HashSet<String>>,
+}
+
+/// A key's change under way; dropping it lets the next one in.
+struct Changing<'a> {
+    runtime: &'a Runtime,
+    key: String,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.runtime.changing().remove(&self.key);
+    }
+}
+
+impl Runtime {
+    pub fn new(reloader: Arc<Reloader>, backend: Backend) -> Runtime {
+        Runtime {
+            reloader,
+            backend,
+            changing: Mutex::default(),
+        }
+    }
+
+    fn changing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.changing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims `key` for one change.
+    fn claim(&self, key: &str) -> Result<Changing<'_>, RuntimeError> {
+        if !self.changing().insert(key.to_owned()) {
+            return Err(RuntimeError::Busy(key.to_owned()));
+        }
+        Ok(Changing {
+            runtime: self,
+            key: key.to_owned(),
+        })
+    }
+
+    /// The template of connector type `kind`.
+    pub fn template(&self, kind: &str) -> Result<Arc<Template>, RuntimeError> {
+        (self.reloader.templates().iter())
+            .find(|t| t.kind == kind)
+            .cloned()
+            .ok_or_else(|| RuntimeError::UnknownType(kind.to_owned()))
+    }
+
+    /// The running connection `definition` makes, or why not.
+    fn build(&self, definition: &Definition) -> Result<Arc<Connection>, RuntimeError> {
+        let template = self.template(&definition.connector_type)?;
+        build::build(definition, &template, &self.reloader.admin_settings())
+            .map_err(RuntimeError::Invalid)
+    }
+
+    /// Creates the connection `definition` describes: validated, written to the store,
+    /// then served.
+    pub async fn create(&self, definition: Definition) -> Result<Arc<Entry>, RuntimeError> {
+        let _claim = self.claim(&definition.key)?;
+        if let Some(existing) = self.reloader.registry.load().get(&definition.key) {
+            return Err(match &existing.runtime {
+                Some(_) => RuntimeError::Exists(definition.key.clone()),
+                None => self.owned_by_file(&definition.key),
+            });
+        }
+        let conn = self.build(&definition)?;
+        self.backend
+            .put_definition(&definition.key, definition.encode())
+            .await?;
+        Ok(self
+            .reloader
+            .put_runtime(conn, Arc::new(definition), None)
+            .await)
+    }
+
+    /// Replaces a runtime connection's definition with what `change` makes of it (new
+    /// secrets, a test result): validated, written, then served. A changed grant identity
+    /// restarts its token, as a reload of a changed connection does.
+    pub async fn change(
+        &self,
+        key: &str,
+        change: impl FnOnce(&mut Definition),
+    ) -> Result<Arc<Entry>, RuntimeError> {
+        let _claim = self.claim(key)?;
+        let entry = self.runtime_entry(key)?;
+        let mut definition = Definition::clone(entry.runtime.as_ref().expect("a runtime entry"));
+        change(&mut definition);
+        definition.updated_at = Some(now_ms());
+        let conn = self.build(&definition)?;
+        self.backend
+            .put_definition(key, definition.encode())
+            .await?;
+        Ok(self
+            .reloader
+            .put_runtime(conn, Arc::new(definition), None)
+            .await)
+    }
+
+    /// Deletes a runtime connection: no longer served, its refresher stopped, then its
+    /// definition and tokens deleted from the store.
+    pub async fn delete(&self, key: &str) -> Result<(), RuntimeError> {
+        let _claim = self.claim(key)?;
+        self.runtime_entry(key)?;
+        self.reloader.remove_runtime(key).await;
+        self.backend.remove_definition(key).await?;
+        Ok(())
+    }
+
+    /// The running runtime connection `key`; a file connection or none is an error.
+    pub fn runtime_entry(&self, key: &str) -> Result<Arc<Entry>, RuntimeError> {
+        match self.reloader.registry.load().get(key) {
+            Some(entry) if entry.runtime.is_some() => Ok(Arc::clone(entry)),
+            Some(_) => Err(self.owned_by_file(key)),
+            None => Err(RuntimeError::NotFound(key.to_owned())),
+        }
+    }
+
+    fn owned_by_file(&self, key: &str) -> RuntimeError {
+        RuntimeError::FromFile {
+            key: key.to_owned(),
+            file: self.reloader.config_file().to_path_buf(),
+        }
+    }
+
+    /// Start-up: every stored definition built and served, with the token set `stored`
+    /// holds for it (taken out of `stored`). One that no longer builds (its template gone
+    /// or changed) is logged and left in the store, not served. Returns how many are
+    /// served and (Redis) the change generation read at.
+    pub async fn load(
+        &self,
+        stored: &mut std::collections::HashMap<String, crate::token::store::redis::Versioned>,
+    ) -> Result<(usize, u64), StoreError> {
+        let (generation, definitions) = self.backend.load_definitions().await?;
+        let mut served = 0;
+        for (key, bytes) in definitions {
+            match self.rebuild(&key, &bytes) {
+                Some((conn, definition)) => {
+                    let token = match stored.remove(&key) {
+                        Some(token) => Some(token),
+                        None => self.shared_token(&key).await,
+                    };
+                    self.reloader.put_runtime(conn, definition, token).await;
+                    served += 1;
+                }
+                None => continue,
+            }
+        }
+        Ok((served, generation))
+    }
+
+    /// Applies what the shared store holds for `key` now (another replica's change): its
+    /// definition served, unless it is the one served already; none, it stops being served
+    /// (a file connection is never touched).
+    pub async fn follow(&self, key: &str) -> Result<(), RuntimeError> {
+        let Backend::Shared(redis) = &self.backend else {
+            return Ok(());
+        };
+        let _claim = self.claim(key)?;
+        let running = self.reloader.registry.load().get(key).cloned();
+        if running.as_ref().is_some_and(|e| e.runtime.is_none()) {
+            return Ok(());
+        }
+        match redis.read_definition(key).await? {
+            Some(bytes) => {
+                let Some((conn, definition)) = self.rebuild(key, &bytes) else {
+                    return Ok(());
+                };
+                if running.is_some_and(|e| e.conn.fingerprint == conn.fingerprint) {
+                    return Ok(());
+                }
+                let token = self.shared_token(key).await;
+                self.reloader.put_runtime(conn, definition, token).await;
+            }
+            None if running.is_some() => {
+                self.reloader.remove_runtime(key).await;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// With Redis, the token set it holds for `key` (start-up reads only the file
+    /// connections' at once); a value it refuses is logged and the refresher starts afresh.
+    async fn shared_token(&self, key: &str) -> Option<crate::token::store::redis::Versioned> {
+        let Backend::Shared(redis) = &self.backend else {
+            return None;
+        };
+        match redis.read(key, 0).await {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::warn!(connection = %key, error = %e, "the shared store's token set for a runtime connection cannot be used");
+                None
+            }
+        }
+    }
+
+    /// The connection a stored definition makes again; None (logged) when it does not.
+    fn rebuild(&self, key: &str, bytes: &[u8]) -> Option<(Arc<Connection>, Arc<Definition>)> {
+        let definition = match Definition::decode(bytes) {
+            Ok(d) if d.key == key => d,
+            Ok(_) => {
+                tracing::error!(connection = %key, "the stored definition names another key: not served");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(connection = %key, error = %e, "not served");
+                return None;
+            }
+        };
+        match self.build(&definition) {
+            Ok(conn) => Some((conn, Arc::new(definition))),
+            Err(RuntimeError::Invalid(problems)) => {
+                for p in problems {
+                    tracing::error!(connection = %key, field = %p.loc.join("."), problem = %p.msg, "the stored runtime connection no longer validates: not served");
+                }
+                None
+            }
+            Err(e) => {
+                tracing::error!(connection = %key, error = %e, "the stored runtime connection is not served");
+                None
+            }
+        }
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
