@@ -250,6 +250,18 @@ impl Reloader {
                 });
             }
         };
+        let taken = self.taken_by_runtime(&config);
+        if !taken.is_empty() {
+            for p in &taken {
+                tracing::error!("reload refused, the running config stays: {p}");
+            }
+            return self.finish(Outcome {
+                result: "invalid",
+                at,
+                problems: taken,
+                ..Outcome::default()
+            });
+        }
         for w in &config.warnings {
             tracing::warn!("{w}");
         }

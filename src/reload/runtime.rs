@@ -34,6 +34,19 @@ impl Reloader {
         &self.started.file
     }
 
+    /// The problems of a config whose file connections take a runtime connection's key:
+    /// the two would be one connection with two definitions.
+    pub(super) fn taken_by_runtime(&self, config: &crate::config::Config) -> Vec<String> {
+        let registry = self.registry.load();
+        (config.connections.iter())
+            .filter(|c| registry.get(&c.key).is_some_and(|e| e.runtime.is_some()))
+            .map(|c| {
+                let file = config.file.display();
+                format!("{file}: connection `{}` is a runtime connection's key (created through the connection API): delete that one first, or choose another key", c.key)
+            })
+            .collect()
+    }
+
     /// Serves `conn`, the runtime connection `definition` makes: added, or in place of its
     /// previous definition. Its tokens are kept when the change leaves what they were
     /// obtained under alone (the same grant identity), else dropped, as a reload does;

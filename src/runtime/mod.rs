@@ -188,6 +188,10 @@ impl Runtime {
         let (generation, definitions) = self.backend.load_definitions().await?;
         let mut served = 0;
         for (key, bytes) in definitions {
+            if self.reloader.registry.load().get(&key).is_some() {
+                tracing::error!(connection = %key, "a stored runtime connection is not served: the config file defines a connection of that key; rename one, or delete the runtime one through the API");
+                continue;
+            }
             match self.rebuild(&key, &bytes) {
                 Some((conn, definition)) => {
                     let token = match stored.remove(&key) {
