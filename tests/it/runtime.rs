@@ -44,15 +44,16 @@ const TEMPLATE: &str = r#"saas_config:
 "#;
 
 /// The config: templates in `templates/` (private addresses allowed: the tests' servers
-/// are on loopback) and `strict/` (not allowed), and one file connection `from_file`.
-fn config(dir: &Path, echo: SocketAddr, token: SocketAddr) -> String {
+/// are on loopback) and `strict/` (not allowed), one file connection `from_file`, and the
+/// `store` section.
+fn config(dir: &Path, echo: SocketAddr, token: SocketAddr, store: &str) -> String {
     for (folder, kind) in [("templates", "test_api"), ("strict", "strict_api")] {
         std::fs::create_dir_all(dir.join(folder)).unwrap();
         let text = TEMPLATE.replace("type: test_api", &format!("type: {kind}"));
         std::fs::write(dir.join(folder).join(format!("{kind}.yml")), text).unwrap();
     }
     format!(
-        "{STORE}templates:\n  - {{ path: templates, allow_private_network: true }}\n  - {{ path: strict/strict_api.yml }}\n{}",
+        "{store}templates:\n  - {{ path: templates, allow_private_network: true }}\n  - {{ path: strict/strict_api.yml }}\n{}",
         connections(&[cc_conn("from_file", echo, token)])
     )
 }
@@ -96,14 +97,33 @@ async fn listed(sc: &Sidecar) -> Vec<String> {
         .collect()
 }
 
-/// A sidecar on [`config`] → it and its config text (to restart with).
+/// A sidecar on [`config`] with the embedded store → it and its config text (to restart with).
 async fn start(echo: SocketAddr, token: SocketAddr) -> (Sidecar, String) {
+    start_on(echo, token, STORE).await
+}
+
+/// [`start`] on the store section `store`.
+async fn start_on(echo: SocketAddr, token: SocketAddr, store: &str) -> (Sidecar, String) {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(dir.path(), echo, token);
-    (
-        Sidecar::start_in(dir, &yaml, Default::default()).await,
-        yaml,
-    )
+    let yaml = config(dir.path(), echo, token, store);
+    let sidecar = Sidecar::start_in(dir, &yaml, Default::default()).await;
+    (sidecar, yaml)
+}
+
+/// Waits until `sc` answers `status` for `GET /{key}/x` through its proxy; its body.
+async fn wait_proxied(sc: &Sidecar, key: &str, status: u16) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (got, body) = sc.get(&format!("/{key}/x")).await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/{key}/x never answered {status}; last {got} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -411,4 +431,78 @@ async fn bad_requests_name_their_field_and_create_nothing() {
     assert_eq!(listed(&sc).await, ["from_file", "twice"]);
     let sc = sc.restart(&yaml).await;
     assert_eq!(listed(&sc).await, ["from_file", "twice"]);
+}
+
+#[tokio::test]
+async fn replicas_on_one_redis_serve_change_and_drop_each_others_connections() {
+    let redis = crate::support::redis::RedisServer::start().await;
+    let store =
+        crate::support::redis::redis_store(&redis, crate::shared_store::STORE_KEY, "5s", "500ms");
+    let (echo, tokens) = (
+        Echo::start().await,
+        TokenServer::start(Reply::token(3600, false)).await,
+    );
+    let (a, _) = start_on(echo.addr, tokens.addr, &store).await;
+    let (b, _) = start_on(echo.addr, tokens.addr, &store).await;
+
+    // Created on A, served on B.
+    let body = json!({"instance_key": "acme", "secrets": secrets(echo.addr, tokens.addr, "first")});
+    assert_eq!(instantiate(&a, "test_api", &body).await.0, 200);
+    let served = wait_proxied(&b, "acme", 200).await;
+    assert!(echoed_authorization(&served).is_some(), "{served}");
+
+    // Secrets changed on B: A's next token request uses them.
+    let patch = json!({"client_id": "second"});
+    let (status, answer) = call(
+        &b,
+        "PATCH",
+        "/api/v1/connection/acme/secret?verify=false",
+        Some(&patch),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = a.status("acme").await;
+        if !status["updated_at"].is_null() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never saw the change: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Every token A injects from now on was issued to the new client.
+    let (_, body) = {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (s, body) = a.get("/acme/x").await;
+            let token = echoed_authorization(&body).unwrap_or_default();
+            let n: usize = token.trim_start_matches("Bearer tok-").parse().unwrap_or(0);
+            let issued_to = (n > 0)
+                .then(|| tokens.requests()[n - 1].field("client_id"))
+                .flatten();
+            if s == 200 && issued_to.as_deref() == Some("second") {
+                break (s, body);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "A still sends {token} (issued to {issued_to:?})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    assert!(echoed_authorization(&body).is_some());
+
+    // Deleted on A, refused on B.
+    assert_eq!(
+        call(&a, "DELETE", "/api/v1/connection/acme", None).await.0,
+        204
+    );
+    wait_proxied(&b, "acme", 404).await;
+    assert_eq!(
+        call(&b, "GET", "/api/v1/connection/acme", None).await.0,
+        404
+    );
 }
