@@ -42,6 +42,7 @@ mod reload;
 mod reload_grants;
 mod replicas;
 mod runtime;
+mod runtime_scale;
 mod shared_store;
 mod status_page;
 mod store_integrity;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
 
-const STORE: &str =
+pub(crate) const STORE: &str =
     "store: { path: state/tokens.db, key: \"CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=\" }\n";
 
 /// A client-credentials connector type whose upstream and token endpoint come from the
@@ -46,7 +46,7 @@ const TEMPLATE: &str = r#"saas_config:
 /// The config: templates in `templates/` (private addresses allowed: the tests' servers
 /// are on loopback) and `strict/` (not allowed), one file connection `from_file`, and the
 /// `store` section.
-fn config(dir: &Path, echo: SocketAddr, token: SocketAddr, store: &str) -> String {
+pub(crate) fn config(dir: &Path, echo: SocketAddr, token: SocketAddr, store: &str) -> String {
     for (folder, kind) in [("templates", "test_api"), ("strict", "strict_api")] {
         std::fs::create_dir_all(dir.join(folder)).unwrap();
         let text = TEMPLATE.replace("type: test_api", &format!("type: {kind}"));
@@ -59,7 +59,7 @@ fn config(dir: &Path, echo: SocketAddr, token: SocketAddr, store: &str) -> Strin
 }
 
 /// The secrets of an instance reaching `echo` with tokens from `token`.
-fn secrets(echo: SocketAddr, token: SocketAddr, client_id: &str) -> Value {
+pub(crate) fn secrets(echo: SocketAddr, token: SocketAddr, client_id: &str) -> Value {
     json!({"host": echo.to_string(), "token_host": token.to_string(),
            "client_id": client_id, "client_secret": CLIENT_SECRET})
 }
