@@ -158,7 +158,7 @@ pub async fn start(
         serve_admin,
     ));
     tasks.close();
-    let connections = reloader.registry.load().connections.len();
+    let connections = reloader.registry.load().len();
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections, "tokenwarden is listening");
     let task = tokio::spawn(async move { tasks.wait().await });
     Ok(Running {

@@ -1,17 +1,27 @@
 //! The set of connections the proxy routes to, with their lookup tables: by key (reverse
-//! mode) and by upstream host (forward mode). Built from the config and read-only; a
-//! reload builds the next one ([`Registry::reloaded`]) and swaps it in whole.
+//! mode) and by upstream host (forward mode), and their listing order. Persistent maps
+//! (`imbl`): a change is one insert or remove ([`Registry::with`], [`Registry::without`])
+//! that shares everything else with the registry it came from, and the next registry is
+//! swapped in whole behind the proxy's `ArcSwap`. A config reload ([`Registry::reloaded`])
+//! is such changes for the file's connections; connections created at run time stay.
+//!
+//! Locking budget: none. Readers hold an `Arc<Registry>` (one `ArcSwap` load per request)
+//! and look a key up in a hash trie; writers (reload, the admin API) build the next value.
 //!
 //! An [`Entry`] is what the request path needs of one connection: the validated
-//! [`Connection`], its position (which indexes the per-worker upstream pools), the ready
-//! `Host` value, the proxy's counters, and the connection's [`token::Cache`].
+//! [`Connection`], the [`Origin`] its upstream pools are keyed by, the ready `Host` value,
+//! the proxy's counters, and the connection's [`token::Cache`].
+
+mod origin;
+
+pub use origin::{Origin, OriginHash, OriginHasher};
 
 use crate::config::{Auth, Connection, Grant, Upstream};
 use crate::instrument::ConnectionInstruments;
 use crate::telemetry::Counter;
 use crate::token::{self, State};
 use http::HeaderValue;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The port of an `http://` URL that names none.
@@ -31,8 +41,8 @@ fn default_port(upstream: &Upstream) -> u16 {
 /// One connection as the proxy and admin routes see it.
 pub struct Entry {
     pub conn: Arc<Connection>,
-    /// Position in the registry (indexes per-worker upstream pools).
-    pub index: usize,
+    /// What the per-worker upstream pools key its connections by.
+    pub origin: Origin,
     /// The upstream authority as a ready `Host` value.
     pub host_header: HeaderValue,
     pub counters: ProxyCounters,
@@ -54,27 +64,36 @@ pub struct ProxyCounters {
 
 impl Entry {
     /// The entry of a connection without a token yet.
-    pub fn new(conn: Arc<Connection>, index: usize) -> Entry {
+    pub fn new(conn: Arc<Connection>) -> Entry {
         let state = match &conn.auth {
             Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => State::NeedsAuthorization,
             Auth::OAuth2(_) => State::Pending,
             _ => State::Static,
         };
-        Entry::with_tokens(conn, index, Arc::new(token::Cache::new(state)))
+        Entry::with_tokens(conn, Arc::new(token::Cache::new(state)))
     }
 
     /// The entry of a connection that takes over `tokens` (a changed definition under
     /// which they stay valid).
-    fn with_tokens(conn: Arc<Connection>, index: usize, tokens: Arc<token::Cache>) -> Entry {
+    pub fn with_tokens(conn: Arc<Connection>, tokens: Arc<token::Cache>) -> Entry {
         let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
             .expect("an Authority is a valid header value");
         Entry {
+            origin: Origin::of(&conn),
             conn,
-            index,
             host_header,
             counters: ProxyCounters::default(),
             tokens,
         }
+    }
+
+    /// Whether forward mode reaches it at `port` (as [`Registry::by_authority`] says).
+    fn forwards_at(&self, port: Option<u16>) -> bool {
+        let upstream = &self.conn.upstream;
+        let implicit = matches!(port, None | Some(HTTP_DEFAULT_PORT));
+        !self.conn.reverse_only
+            && (port == Some(upstream.port)
+                || (implicit && upstream.port == default_port(upstream)))
     }
 }
 
@@ -95,95 +114,207 @@ pub struct Changes {
     pub removed: Vec<Arc<Entry>>,
 }
 
-#[derive(Default)]
+/// Where a connection is listed: the file's connections in config order, then those
+/// created at run time in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Place {
+    runtime: bool,
+    seq: u64,
+}
+
+/// A connection under its key: the entry and where it is listed.
+#[derive(Clone)]
+struct Slot {
+    entry: Arc<Entry>,
+    place: Place,
+}
+
+/// The connections on one host, in listing order (a small copy per change of that host,
+/// so reading it on the request path neither locks nor allocates).
+type Hosted = Arc<[(Place, Arc<Entry>)]>;
+
+/// Why forward mode found no one connection for a request ([`Registry::by_authority`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unchosen {
+    /// No connection is reached at that host and port in forward mode.
+    NoConnection,
+    /// Several are, and the request named none.
+    Ambiguous,
+    /// The request named a connection that is not one of them.
+    Elsewhere,
+}
+
+#[derive(Default, Clone)]
 pub struct Registry {
-    pub connections: Vec<Arc<Entry>>,
-    /// The next free position: positions are never reused, so per-worker upstream pools
-    /// indexed by them never mix a removed connection's links with a new one's.
-    next_index: usize,
-    by_key: HashMap<String, usize>,
+    by_key: imbl::HashMap<String, Slot>,
+    /// Listing order ([`Place`]).
+    order: imbl::OrdMap<Place, Arc<Entry>>,
     /// Lower-case host → connections on that host (several may differ by port).
-    by_host: HashMap<String, Vec<usize>>,
+    by_host: imbl::HashMap<String, Hosted>,
+    /// The place of the next connection created at run time.
+    next_runtime: u64,
 }
 
 impl Registry {
+    /// The registry of the file's `connections`.
     pub fn new(connections: &[Arc<Connection>]) -> Registry {
-        let entries = connections
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Arc::new(Entry::new(Arc::clone(c), i)))
-            .collect();
-        Registry::of(entries, connections.len())
+        Registry::default().reloaded(connections).0
     }
 
-    fn of(entries: Vec<Arc<Entry>>, next_index: usize) -> Registry {
-        let mut r = Registry {
-            next_index,
-            ..Registry::default()
+    /// With `entry` under its key: a new connection is listed after every other, one that
+    /// replaces a connection keeps its place. O(log n), plus the other connections on its
+    /// host (copied).
+    pub fn with(&self, entry: Arc<Entry>) -> Registry {
+        let mut next = self.clone();
+        let place = match self.by_key.get(&entry.conn.key) {
+            Some(slot) => slot.place,
+            None => {
+                next.next_runtime += 1;
+                Place {
+                    runtime: true,
+                    seq: self.next_runtime,
+                }
+            }
         };
-        for (i, entry) in entries.into_iter().enumerate() {
-            r.by_key.insert(entry.conn.key.clone(), i);
-            r.by_host
-                .entry(entry.conn.upstream.host.clone())
-                .or_default()
-                .push(i);
-            r.connections.push(entry);
+        next.put(entry, place);
+        next
+    }
+
+    /// Without the connection `key` (the same registry when there is none).
+    pub fn without(&self, key: &str) -> Registry {
+        let mut next = self.clone();
+        next.remove(key);
+        next
+    }
+
+    /// Puts `entry` at `place`, in place of the connection under its key, if any.
+    fn put(&mut self, entry: Arc<Entry>, place: Place) {
+        let key = entry.conn.key.clone();
+        self.remove(&key);
+        self.order.insert(place, Arc::clone(&entry));
+        let host = entry.conn.upstream.host.clone();
+        let mut hosted: Vec<(Place, Arc<Entry>)> = match self.by_host.get(&host) {
+            Some(hosted) => hosted.to_vec(),
+            None => Vec::new(),
+        };
+        let at = hosted.partition_point(|(p, _)| *p < place);
+        hosted.insert(at, (place, Arc::clone(&entry)));
+        self.by_host.insert(host, hosted.into());
+        self.by_key.insert(key, Slot { entry, place });
+    }
+
+    /// Removes the connection `key`, if any.
+    fn remove(&mut self, key: &str) {
+        let Some(slot) = self.by_key.remove(key) else {
+            return;
+        };
+        self.order.remove(&slot.place);
+        let host = &slot.entry.conn.upstream.host;
+        if let Some(hosted) = self.by_host.get(host) {
+            let rest: Vec<(Place, Arc<Entry>)> = (hosted.iter())
+                .filter(|(p, _)| *p != slot.place)
+                .cloned()
+                .collect();
+            if rest.is_empty() {
+                self.by_host.remove(host);
+            } else {
+                self.by_host.insert(host.clone(), rest.into());
+            }
         }
-        r
     }
 
     /// The registry for a reloaded config: a connection with the same fingerprint keeps
-    /// its entry; one whose definition changed gets a new entry (a new position; its token
-    /// cache kept when the grant identity is the same, else a new one); new keys get new
-    /// entries; the rest are removed.
+    /// its entry; one whose definition changed gets a new entry (its token cache kept when
+    /// the grant identity is the same, else a new one); new keys get new entries; the
+    /// file's other connections are removed. Connections created at run time stay, but one
+    /// the file now defines under the same key becomes the file's. The file's connections
+    /// are listed in its order, first.
     pub fn reloaded(&self, connections: &[Arc<Connection>]) -> (Registry, Changes) {
         let mut changes = Changes::default();
-        let mut next_index = self.next_index;
-        let mut entries = Vec::with_capacity(connections.len());
-        for c in connections {
-            let entry = match self.get(&c.key) {
-                Some(old) if old.conn.fingerprint == c.fingerprint => {
+        let mut next = self.clone();
+        let wanted: HashSet<&str> = connections.iter().map(|c| c.key.as_str()).collect();
+        for (place, entry) in &self.order {
+            if !place.runtime && !wanted.contains(entry.conn.key.as_str()) {
+                next.remove(&entry.conn.key);
+                changes.removed.push(Arc::clone(entry));
+            }
+        }
+        let mut moved = Vec::new();
+        for (seq, c) in (0u64..).zip(connections) {
+            let place = Place {
+                runtime: false,
+                seq,
+            };
+            let (entry, old_place) = match self.by_key.get(&c.key) {
+                Some(old) if old.entry.conn.fingerprint == c.fingerprint => {
                     changes.kept.push(c.key.clone());
-                    Arc::clone(old)
+                    (Arc::clone(&old.entry), Some(old.place))
                 }
                 Some(old) => {
                     let conn = Arc::clone(c);
-                    let entry = if old.conn.grant_identity == c.grant_identity {
-                        Entry::with_tokens(conn, next_index, Arc::clone(&old.tokens))
+                    let entry = if old.entry.conn.grant_identity == c.grant_identity {
+                        Entry::with_tokens(conn, Arc::clone(&old.entry.tokens))
                     } else {
                         changes.tokens_dropped.push(c.key.clone());
-                        Entry::new(conn, next_index)
+                        Entry::new(conn)
                     };
                     let entry = Arc::new(entry);
                     changes.changed.push(Arc::clone(&entry));
-                    next_index += 1;
-                    entry
+                    (entry, Some(old.place))
                 }
                 None => {
-                    let entry = Arc::new(Entry::new(Arc::clone(c), next_index));
+                    let entry = Arc::new(Entry::new(Arc::clone(c)));
                     changes.added.push(Arc::clone(&entry));
-                    next_index += 1;
-                    entry
+                    (entry, None)
                 }
             };
-            entries.push(entry);
+            let same = old_place == Some(place) && Arc::ptr_eq(&entry, &self.by_key[&c.key].entry);
+            if !same {
+                moved.push((entry, place));
+            }
         }
-        changes.removed = self
-            .connections
-            .iter()
-            .filter(|e| !connections.iter().any(|c| c.key == e.conn.key))
-            .cloned()
-            .collect();
-        (Registry::of(entries, next_index), changes)
-    }
-
-    /// One more than the highest position in use (for sizing per-worker pools).
-    pub fn positions(&self) -> usize {
-        self.next_index
+        // All out first: a place is free only once the entry listed there left.
+        for (entry, _) in &moved {
+            next.remove(&entry.conn.key);
+        }
+        for (entry, place) in moved {
+            next.put(entry, place);
+        }
+        (next, changes)
     }
 
     pub fn get(&self, key: &str) -> Option<&Arc<Entry>> {
-        self.by_key.get(key).map(|&i| &self.connections[i])
+        self.by_key.get(key).map(|slot| &slot.entry)
+    }
+
+    /// How many connections there are.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every connection in listing order: the file's in config order, then those created
+    /// at run time in creation order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> + '_ {
+        self.order.values()
+    }
+
+    /// At most `limit` connections in listing order from the `offset`th on (walks
+    /// `offset` entries; collects nothing).
+    pub fn page(&self, offset: usize, limit: usize) -> impl Iterator<Item = &Arc<Entry>> + '_ {
+        self.iter().skip(offset).take(limit)
+    }
+
+    /// The connections on `host` (case-insensitive, trailing dot ignored).
+    fn hosted(&self, host: &str) -> Option<&Hosted> {
+        let host = host.trim_end_matches('.');
+        match self.by_host.get(host) {
+            Some(found) => Some(found),
+            None => self.by_host.get(&host.to_ascii_lowercase()),
+        }
     }
 
     /// Forward mode: the connection whose upstream is `host` (case-insensitive, trailing
@@ -192,56 +323,75 @@ impl Registry {
     /// without a port (or with the `http://` default, 80) also matches a connection on its
     /// protocol's default port: `http://api.example.com/` reaches `https://api.example.com`.
     /// A `reverse_only` connection is never the answer.
-    pub fn by_authority(&self, host: &str, port: Option<u16>) -> Option<&Arc<Entry>> {
-        let host = host.trim_end_matches('.');
-        let found = match self.by_host.get(host) {
-            Some(found) => found,
-            None => self.by_host.get(&host.to_ascii_lowercase())?,
-        };
-        let implicit = matches!(port, None | Some(HTTP_DEFAULT_PORT));
-        found.iter().map(|&i| &self.connections[i]).find(|c| {
-            let upstream = &c.conn.upstream;
-            !c.conn.reverse_only
-                && (port == Some(upstream.port)
-                    || (implicit && upstream.port == default_port(upstream)))
-        })
+    ///
+    /// `named`: the key the request names (`tokenwarden-connection`). It must be one of
+    /// the connections that match, and it is needed when several do. Without it, the cost
+    /// is the matching connections up to the second; with it, one lookup by key.
+    pub fn by_authority(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        named: Option<&str>,
+    ) -> Result<&Arc<Entry>, Unchosen> {
+        if let Some(key) = named {
+            let bare = host.trim_end_matches('.');
+            if let Some(e) = self.get(key) {
+                if e.conn.upstream.host.eq_ignore_ascii_case(bare) && e.forwards_at(port) {
+                    return Ok(e);
+                }
+            }
+        }
+        let hosted = self.hosted(host).ok_or(Unchosen::NoConnection)?;
+        let mut matching = hosted
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.forwards_at(port));
+        match (matching.next(), matching.next()) {
+            (Some(_), _) if named.is_some() => Err(Unchosen::Elsewhere),
+            (Some(one), None) => Ok(one),
+            (Some(_), Some(_)) => Err(Unchosen::Ambiguous),
+            (None, _) => Err(Unchosen::NoConnection),
+        }
     }
 
-    /// `CONNECT host:port`: the connection whose upstream is `host` on exactly `port`
-    /// (case-insensitive, trailing dot ignored); never a `reverse_only` one.
+    /// `CONNECT host:port`: a connection whose upstream is `host` on exactly `port`
+    /// (case-insensitive, trailing dot ignored), the first listed; never a `reverse_only`
+    /// one. (An intercepted tunnel's requests choose among several themselves.)
     pub fn by_tunnel(&self, host: &str, port: u16) -> Option<&Arc<Entry>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let found = self.by_host.get(&host)?;
         found
             .iter()
-            .map(|&i| &self.connections[i])
+            .map(|(_, e)| e)
             .find(|c| c.conn.upstream.port == port && !c.conn.reverse_only)
     }
 
     /// The ports the connections on `host` that a tunnel may reach are configured on (not
-    /// a `reverse_only` one's).
+    /// a `reverse_only` one's), each once.
     pub fn ports_of(&self, host: &str) -> Vec<u16> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let found = self.by_host.get(&host).map_or(&[][..], Vec::as_slice);
-        found
-            .iter()
-            .map(|&i| &self.connections[i].conn)
-            .filter(|c| !c.reverse_only)
-            .map(|c| c.upstream.port)
-            .collect()
+        let mut ports: Vec<u16> = Vec::new();
+        for (_, e) in self.by_host.get(&host).map_or(&[][..], |h| &h[..]) {
+            let port = e.conn.upstream.port;
+            if !e.conn.reverse_only && !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        ports
     }
 
-    /// Every configured upstream host, once each (lower case), in configuration order.
+    /// Every upstream host, once each (lower case), in listing order.
     pub fn hosts(&self) -> Vec<String> {
-        Registry::hosts_of(self.connections.iter().map(|e| &*e.conn))
+        Registry::hosts_of(self.iter().map(|e| &*e.conn))
     }
 
     /// The upstream hosts of `connections`, each once, in order.
     pub fn hosts_of<'c>(connections: impl IntoIterator<Item = &'c Connection>) -> Vec<String> {
-        let mut hosts: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut hosts = Vec::new();
         for conn in connections {
             let host = &conn.upstream.host;
-            if !hosts.contains(host) {
+            if seen.insert(host.as_str()) {
                 hosts.push(host.clone());
             }
         }
@@ -254,3 +404,7 @@ impl Registry {
             .contains_key(&host.trim_end_matches('.').to_ascii_lowercase())
     }
 }
+
+#[cfg(test)]
+#[path = "registry/tests.rs"]
+mod tests;

@@ -7,10 +7,11 @@
 //!
 //! [`may_retry`] is the one retry rule both upstream pools follow.
 
+use super::choice::{self, Misdirection, Named};
 use super::error::ProxyError;
 use super::Proxy;
 use crate::config::{ApiKey, Auth, Grant};
-use crate::registry::Entry;
+use crate::registry::{Entry, Unchosen};
 use crate::token::TokenSet;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -34,6 +35,8 @@ pub struct Ask<'r> {
     /// The request arrived inside an intercepted `CONNECT` tunnel to this `host:port`
     /// ([`super::tunnel`]): routed as a forward-mode request to `https://host:port`.
     pub tunnel: Option<&'r str>,
+    /// The `tokenwarden-connection` header ([`super::choice`]), which is never forwarded.
+    pub connection: Named<'r>,
 }
 
 /// How a request is forwarded: decided once by [`Proxy::plan`].
@@ -147,7 +150,7 @@ impl Proxy {
                     .into(),
             });
         }
-        let (entry, target) = self.route(ask.origin, ask.path_and_query, ask.tunnel)?;
+        let (entry, target) = self.route(ask)?;
         let credential = match &entry.conn.auth {
             Auth::OAuth2(_) => {
                 let token = entry.tokens.current();
@@ -182,13 +185,16 @@ impl Proxy {
     /// as `origin = Some((scheme, authority))`): the connection and the origin-form target
     /// to send upstream. Inside an intercepted tunnel to `tunnel` (`host:port`), an
     /// origin-form request is a forward-mode request to `https://{tunnel}`. Works on the
-    /// raw target, so both request paths share it.
-    pub fn route<'t>(
-        &self,
-        origin: Option<(&str, &str)>,
-        path_and_query: &'t str,
-        tunnel: Option<&str>,
-    ) -> Result<(&Arc<Entry>, Target<'t>), ProxyError> {
+    /// raw target, so both request paths share it. The connection the request names
+    /// ([`Ask::connection`]) must be the path's in reverse mode, and one on the host in
+    /// forward mode, where it chooses among several ([`super::choice`]).
+    pub fn route<'t>(&self, ask: &Ask<'t>) -> Result<(&Arc<Entry>, Target<'t>), ProxyError> {
+        let (origin, path_and_query, tunnel) = (ask.origin, ask.path_and_query, ask.tunnel);
+        let named = match ask.connection {
+            Named::Absent => None,
+            Named::Key(key) => Some(key),
+            Named::Invalid => return Err(choice::invalid()),
+        };
         let origin = match (tunnel, origin) {
             (Some(authority), None) => Some(("https", authority)),
             (Some(_), Some(_)) => {
@@ -214,9 +220,8 @@ impl Proxy {
             if self.targets_self(host, port.unwrap_or(HTTP_DEFAULT_PORT)) {
                 return Err(ProxyError::Loop);
             }
-            let state = self.registry.by_authority(host, port).ok_or_else(|| ProxyError::Forbidden {
-                reason: format!("{host} is not the host of a configured connection; tokenwarden is not an open proxy"),
-            })?;
+            let state = self.registry.by_authority(host, port, named);
+            let state = state.map_err(|why| unchosen(why, host, named))?;
             return Ok((state, Target::after(path_and_query)));
         }
         let rest = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
@@ -228,6 +233,12 @@ impl Proxy {
             .ok_or_else(|| ProxyError::UnknownConnection {
                 key: key.to_owned(),
             })?;
+        if let Some(named) = named.filter(|&named| named != key) {
+            return Err(ProxyError::Misdirected(Misdirection::NotThePath {
+                path: key.to_owned(),
+                named: named.to_owned(),
+            }));
+        }
         Ok((state, Target::after(tail)))
     }
 
@@ -337,6 +348,25 @@ fn split_authority(authority: &str) -> Result<(&str, Option<u16>), ProxyError> {
         Some(p) => Some(p.parse().map_err(|_| bad_authority(authority))?),
     };
     Ok((host, port))
+}
+
+/// The refusal of a forward-mode request to `host` whose connection was not chosen.
+fn unchosen(why: Unchosen, host: &str, named: Option<&str>) -> ProxyError {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match (why, named) {
+        (Unchosen::NoConnection, _) => ProxyError::Forbidden {
+            reason: format!(
+                "{host} is not the host of a configured connection; tokenwarden is not an open proxy"
+            ),
+        },
+        (Unchosen::Elsewhere, Some(named)) => ProxyError::Misdirected(Misdirection::NotOnHost {
+            host,
+            named: named.to_owned(),
+        }),
+        (Unchosen::Ambiguous | Unchosen::Elsewhere, _) => {
+            ProxyError::Misdirected(Misdirection::Unnamed { host })
+        }
+    }
 }
 
 fn bad_authority(authority: &str) -> ProxyError {

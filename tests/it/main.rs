@@ -41,6 +41,7 @@ mod private_network;
 mod reload;
 mod reload_grants;
 mod replicas;
+mod shared_host;
 mod shared_store;
 mod status_page;
 mod store_integrity;
