@@ -189,38 +189,80 @@ impl Registry {
 
     /// Puts `entry` at `place`, in place of the connection under its key, if any.
     fn put(&mut self, entry: Arc<Entry>, place: Place) {
-        let key = entry.conn.key.clone();
-        self.remove(&key);
-        self.order.insert(place, Arc::clone(&entry));
+        if let Some(old) = self.unlist(&entry.conn.key) {
+            self.host_without(&old);
+        }
+        self.list(Arc::clone(&entry), place);
         let host = entry.conn.upstream.host.clone();
         let mut hosted: Vec<(Place, Arc<Entry>)> = match self.by_host.get(&host) {
             Some(hosted) => hosted.to_vec(),
             None => Vec::new(),
         };
         let at = hosted.partition_point(|(p, _)| *p < place);
-        hosted.insert(at, (place, Arc::clone(&entry)));
+        hosted.insert(at, (place, entry));
         self.by_host.insert(host, hosted.into());
-        self.by_key.insert(key, Slot { entry, place });
     }
 
     /// Removes the connection `key`, if any.
     fn remove(&mut self, key: &str) {
-        let Some(slot) = self.by_key.remove(key) else {
+        if let Some(old) = self.unlist(key) {
+            self.host_without(&old);
+        }
+    }
+
+    /// Puts `entry` under its key and in the listing at `place` (not on its host's list).
+    fn list(&mut self, entry: Arc<Entry>, place: Place) {
+        self.order.insert(place, Arc::clone(&entry));
+        self.by_key
+            .insert(entry.conn.key.clone(), Slot { entry, place });
+    }
+
+    /// Takes the connection `key` out of the key map and the listing (not its host's list).
+    fn unlist(&mut self, key: &str) -> Option<Slot> {
+        let slot = self.by_key.remove(key)?;
+        self.order.remove(&slot.place);
+        Some(slot)
+    }
+
+    /// Takes `slot` off its host's list: a copy of the rest of it.
+    fn host_without(&mut self, slot: &Slot) {
+        let host = &slot.entry.conn.upstream.host;
+        let Some(hosted) = self.by_host.get(host) else {
             return;
         };
-        self.order.remove(&slot.place);
-        let host = &slot.entry.conn.upstream.host;
-        if let Some(hosted) = self.by_host.get(host) {
-            let rest: Vec<(Place, Arc<Entry>)> = (hosted.iter())
-                .filter(|(p, _)| *p != slot.place)
-                .cloned()
-                .collect();
-            if rest.is_empty() {
-                self.by_host.remove(host);
-            } else {
-                self.by_host.insert(host.clone(), rest.into());
+        let rest: Vec<(Place, Arc<Entry>)> = (hosted.iter())
+            .filter(|(p, _)| *p != slot.place)
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            self.by_host.remove(host);
+        } else {
+            self.by_host.insert(host.clone(), rest.into());
+        }
+    }
+
+    /// Lists `hosts` afresh from the listing: one pass, however many connections changed
+    /// on them (a reload of the file's thousands of connections on one host).
+    fn relist(&mut self, hosts: &HashSet<String>) {
+        let mut lists: std::collections::HashMap<&str, Vec<(Place, Arc<Entry>)>> =
+            std::collections::HashMap::new();
+        for (place, entry) in &self.order {
+            let host = entry.conn.upstream.host.as_str();
+            if hosts.contains(host) {
+                lists
+                    .entry(host)
+                    .or_default()
+                    .push((*place, Arc::clone(entry)));
             }
         }
+        let mut by_host = self.by_host.clone();
+        for host in hosts {
+            match lists.remove(host.as_str()) {
+                Some(list) => by_host.insert(host.clone(), list.into()),
+                None => by_host.remove(host),
+            };
+        }
+        self.by_host = by_host;
     }
 
     /// The registry for a reloaded config: a connection with the same fingerprint keeps
@@ -232,10 +274,13 @@ impl Registry {
     pub fn reloaded(&self, connections: &[Arc<Connection>]) -> (Registry, Changes) {
         let mut changes = Changes::default();
         let mut next = self.clone();
+        // The hosts whose lists change: listed afresh at the end, once each.
+        let mut hosts = HashSet::new();
         let wanted: HashSet<&str> = connections.iter().map(|c| c.key.as_str()).collect();
         for (place, entry) in &self.order {
             if !place.runtime && !wanted.contains(entry.conn.key.as_str()) {
-                next.remove(&entry.conn.key);
+                next.unlist(&entry.conn.key);
+                hosts.insert(entry.conn.upstream.host.clone());
                 changes.removed.push(Arc::clone(entry));
             }
         }
@@ -275,11 +320,15 @@ impl Registry {
         }
         // All out first: a place is free only once the entry listed there left.
         for (entry, _) in &moved {
-            next.remove(&entry.conn.key);
+            if let Some(old) = next.unlist(&entry.conn.key) {
+                hosts.insert(old.entry.conn.upstream.host.clone());
+            }
         }
         for (entry, place) in moved {
-            next.put(entry, place);
+            hosts.insert(entry.conn.upstream.host.clone());
+            next.list(entry, place);
         }
+        next.relist(&hosts);
         (next, changes)
     }
 
