@@ -11,6 +11,8 @@
 //! connections on one host apart; it never reaches a connection's host anyway (such a
 //! `CONNECT` is intercepted or refused: [`super::full::connect`]).
 
+use super::error::ProxyError;
+use crate::registry::Unchosen;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
@@ -115,9 +117,28 @@ impl Misdirection {
     }
 }
 
+/// The refusal of a forward-mode request to `host` whose connection was not chosen.
+pub fn unchosen(why: Unchosen, host: &str, named: Option<&str>) -> ProxyError {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match (why, named) {
+        (Unchosen::NoConnection, _) => ProxyError::Forbidden {
+            reason: format!(
+                "{host} is not the host of a configured connection; tokenwarden is not an open proxy"
+            ),
+        },
+        (Unchosen::Elsewhere, Some(named)) => ProxyError::Misdirected(Misdirection::NotOnHost {
+            host,
+            named: named.to_owned(),
+        }),
+        (Unchosen::Ambiguous | Unchosen::Elsewhere, _) => {
+            ProxyError::Misdirected(Misdirection::Unnamed { host })
+        }
+    }
+}
+
 /// The 400 for a repeated or unreadable [`CONNECTION_HEADER`].
-pub fn invalid() -> super::error::ProxyError {
-    super::error::ProxyError::BadRequest {
+pub fn invalid() -> ProxyError {
+    ProxyError::BadRequest {
         reason: format!("send one {CONNECTION_HEADER} header with a connection's key"),
     }
 }

@@ -69,18 +69,17 @@ impl<T: Idle> IdleLists<T> {
     /// (An origin's list stays while its connections are out, so a busy origin does not
     /// allocate one per request; the reaper drops it once it is empty.)
     pub fn put(&self, origin: &Origin, conn: T, since: Instant) {
+        let parked = Parked { conn, since };
         let mut lists = self.lists.borrow_mut();
-        if !lists.contains_key(origin) {
-            lists.insert(origin.clone(), Vec::new());
-        }
-        let Some(list) = lists.get_mut(origin) else {
-            return;
-        };
-        if list.len() < POOL_MAX_IDLE {
-            list.push(Parked { conn, since });
-            if self.reaper_parked.replace(false) {
-                self.pooled.notify_one();
+        match lists.get_mut(origin) {
+            Some(list) if list.len() >= POOL_MAX_IDLE => return,
+            Some(list) => list.push(parked),
+            None => {
+                lists.insert(origin.clone(), vec![parked]);
             }
+        }
+        if self.reaper_parked.replace(false) {
+            self.pooled.notify_one();
         }
     }
 

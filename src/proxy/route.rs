@@ -1,5 +1,6 @@
 //! The one plan of a request, shared by both request paths: [`Proxy::plan`] decides the
-//! routing (reverse `/{key}/…` or forward absolute-form), every refusal (`TRACE`, a loop,
+//! routing (reverse `/{key}/…` or forward absolute-form, and among several connections on
+//! a host by `tokenwarden-connection`: [`super::choice`]), every refusal (`TRACE`, a loop,
 //! an open-proxy request, an unusable target), the credential and the `no_token` error
 //! (counted here), and the headers the proxy sets; [`sent`] counts the request as
 //! proxied. The fast path ([`super::fast`]) serialises a plan as bytes, the hyper path
@@ -11,7 +12,7 @@ use super::choice::{self, Misdirection, Named};
 use super::error::ProxyError;
 use super::Proxy;
 use crate::config::{ApiKey, Auth, Grant};
-use crate::registry::{Entry, Unchosen};
+use crate::registry::Entry;
 use crate::token::TokenSet;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -221,7 +222,7 @@ impl Proxy {
                 return Err(ProxyError::Loop);
             }
             let state = self.registry.by_authority(host, port, named);
-            let state = state.map_err(|why| unchosen(why, host, named))?;
+            let state = state.map_err(|why| choice::unchosen(why, host, named))?;
             return Ok((state, Target::after(path_and_query)));
         }
         let rest = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
@@ -348,25 +349,6 @@ fn split_authority(authority: &str) -> Result<(&str, Option<u16>), ProxyError> {
         Some(p) => Some(p.parse().map_err(|_| bad_authority(authority))?),
     };
     Ok((host, port))
-}
-
-/// The refusal of a forward-mode request to `host` whose connection was not chosen.
-fn unchosen(why: Unchosen, host: &str, named: Option<&str>) -> ProxyError {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    match (why, named) {
-        (Unchosen::NoConnection, _) => ProxyError::Forbidden {
-            reason: format!(
-                "{host} is not the host of a configured connection; tokenwarden is not an open proxy"
-            ),
-        },
-        (Unchosen::Elsewhere, Some(named)) => ProxyError::Misdirected(Misdirection::NotOnHost {
-            host,
-            named: named.to_owned(),
-        }),
-        (Unchosen::Ambiguous | Unchosen::Elsewhere, _) => {
-            ProxyError::Misdirected(Misdirection::Unnamed { host })
-        }
-    }
 }
 
 fn bad_authority(authority: &str) -> ProxyError {
