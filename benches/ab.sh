@@ -10,7 +10,7 @@
 #
 # Usage:  benches/ab.sh A_BINARY B_BINARY      e.g. a build of main and one of a branch
 # Knobs:  ROUNDS (default 5), DURATION (s, default 8), CONNS (default 32), WARMUP (s, 2),
-#         PROXY_CORE (1), OTHER_CORE (0).
+#         PROXY_CORE (1), OTHER_CORE (0), EXTRA_CONNECTIONS (0: see upstream.sh).
 # Needs:  nginx, wrk, curl, taskset, awk (Debian: apt-get install nginx-light wrk curl util-linux).
 # Prints one line per round (each build's CPU µs/request and req/s, and B/A), then the
 # mean and range of B/A. Each round swaps which build gets the first port.

@@ -7,11 +7,12 @@
 # keeps), and benches/ab.sh for what it costs in CPU time.
 #
 # Usage:  benches/instructions.sh BINARY [BINARY ...]     e.g. a build of main and a branch
-# Knobs:  N (requests, default 4000), OUT (where the callgrind files go, default a temp dir)
+# Knobs:  N (requests, default 4000), OUT (where the callgrind files go, default a temp dir),
+#         EXTRA_CONNECTIONS (more connections in the config, default 0: see upstream.sh)
 # Needs:  valgrind, nginx, curl, python3 (Debian: apt-get install valgrind nginx-light curl)
 set -euo pipefail
 
-(($# >= 1)) || { sed -n '2,13p' "$0" >&2; exit 64; }
+(($# >= 1)) || { sed -n '2,14p' "$0" >&2; exit 64; }
 N=${N:-4000}
 for tool in valgrind callgrind_annotate nginx curl python3; do
     command -v "$tool" >/dev/null || { echo "instructions.sh: needs $tool" >&2; exit 1; }
@@ -57,7 +58,7 @@ EOF
     callgrind_annotate "$OUT/$name.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 }
 
-echo "instructions.sh: $N keep-alive requests per build, one worker, callgrind files in $OUT" >&2
+echo "instructions.sh: $N keep-alive requests per build, one worker, ${EXTRA_CONNECTIONS:-0} extra connections, callgrind files in $OUT" >&2
 i=0
 for bin in "$@"; do
     i=$((i + 1))

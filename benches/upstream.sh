@@ -48,7 +48,10 @@ EOF
 }
 
 # Writes to `file` a sidecar config: one worker on `listen`, the admin listener on
-# `admin`, the token store at `store`, connection `api` (client credentials) to the upstream.
+# `admin`, the token store at `store`, connection `api` (client credentials) to the upstream,
+# and EXTRA_CONNECTIONS more (default 0): static-bearer connections `extra-1`… to the same
+# upstream host (reverse_only: reverse mode tells them apart by key; issue 23's "10,000
+# connections")
 write_config() { # file listen admin store
     cat >"$1" <<EOF
 proxy: { listen: "127.0.0.1:$2", worker_threads: 1 }
@@ -66,4 +69,8 @@ connections:
         configuration:
           token_request: { method: POST, path: /oauth/token }
 EOF
+    local i
+    for ((i = 1; i <= ${EXTRA_CONNECTIONS:-0}; i++)); do
+        printf '  - key: extra-%d\n    reverse_only: true\n    secrets: { token: t%d }\n    client_config:\n      protocol: http\n      host: "127.0.0.1:%s"\n      authentication:\n        strategy: bearer\n        configuration: { token: "<token>" }\n' "$i" "$i" "$UP"
+    done >>"$1"
 }

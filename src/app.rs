@@ -159,7 +159,7 @@ pub async fn start(
     );
     tasks.spawn(admin_server);
     tasks.close();
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections = reloader.registry.load().connections.len(), "tokenwarden is listening");
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connections = reloader.registry.load().len(), "tokenwarden is listening");
     let task = tokio::spawn(async move { tasks.wait().await });
     Ok(Running {
         proxy_addr,

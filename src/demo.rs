@@ -284,8 +284,9 @@ tokenwarden demo is running (config: {file})
    Look for "authorization": "Bearer demo-token-…" in the answer. Your own Authorization header is replaced:
      curl -s -H 'Authorization: Bearer mine' http://{proxy_addr}/echo/hello
    The same as a forward proxy (curl reads only the lower-case http_proxy for http:// URLs; {DEMO_API_HOST}
-   is not in no_proxy, so it goes through the proxy, which alone knows that name):
-     http_proxy=http://{proxy_addr} no_proxy=127.0.0.1,localhost curl -s http://{api_host}/hello
+   is not in no_proxy, so it goes through the proxy, which alone knows that name; both demo connections
+   serve that host, so the request names one with tokenwarden-connection, which the proxy removes):
+     http_proxy=http://{proxy_addr} no_proxy=127.0.0.1,localhost curl -s -H 'tokenwarden-connection: echo' http://{api_host}/hello
 
 2. Authorization code (with PKCE) — not authorized yet, so the proxy says so:
      curl -s http://{proxy_addr}/echo-user/me

@@ -1,86 +1,26 @@
 //! The set of connections the proxy routes to, with their lookup tables: by key (reverse
-//! mode) and by upstream host (forward mode). Built from the config and read-only; a
-//! reload builds the next one ([`Registry::reloaded`]) and swaps it in whole.
+//! mode) and by upstream host (forward mode), and their listing order. Persistent maps
+//! (`imbl`): a change is one insert or remove ([`Registry::with`], [`Registry::without`])
+//! that shares everything else with the registry it came from, and the next registry is
+//! swapped in whole behind the proxy's `ArcSwap`. A config reload ([`Registry::reloaded`])
+//! is such changes for the file's connections; connections created at run time stay.
+//!
+//! Locking budget: none. Readers hold an `Arc<Registry>` (one `ArcSwap` load per request)
+//! and look a key up in a hash trie; writers (reload, the admin API) build the next value.
 //!
 //! An [`Entry`] is what the request path needs of one connection: the validated
-//! [`Connection`], its position (which indexes the per-worker upstream pools), the ready
-//! `Host` value, the proxy's counters, and the connection's [`token::Cache`].
+//! [`Connection`], the [`Origin`] its upstream pools are keyed by, the ready `Host` value,
+//! the proxy's counters, and the connection's [`token::Cache`].
 
-use crate::config::{Auth, Connection, Grant, Upstream};
-use crate::instrument::ConnectionInstruments;
-use crate::runtime::Definition;
-use crate::telemetry::Counter;
-use crate::token::{self, State};
-use http::HeaderValue;
-use std::collections::HashMap;
+mod entry;
+mod origin;
+
+pub use entry::{Entry, ProxyCounters};
+pub use origin::{Origin, OriginHash, OriginHasher};
+
+use crate::config::Connection;
+use std::collections::HashSet;
 use std::sync::Arc;
-
-/// The port of an `http://` URL that names none.
-const HTTP_DEFAULT_PORT: u16 = 80;
-/// The port of an `https://` URL that names none.
-const HTTPS_DEFAULT_PORT: u16 = 443;
-
-/// The default port of the upstream's protocol.
-fn default_port(upstream: &Upstream) -> u16 {
-    if upstream.scheme == http::uri::Scheme::HTTPS {
-        HTTPS_DEFAULT_PORT
-    } else {
-        HTTP_DEFAULT_PORT
-    }
-}
-
-/// One connection as the proxy and admin routes see it.
-pub struct Entry {
-    pub conn: Arc<Connection>,
-    /// Position in the registry (indexes per-worker upstream pools).
-    pub index: usize,
-    /// The upstream authority as a ready `Host` value.
-    pub host_header: HeaderValue,
-    pub counters: ProxyCounters,
-    /// The current token and its status (a static credential leaves it empty).
-    pub tokens: Arc<token::Cache>,
-    /// A runtime connection's definition (None: a connection of the config file).
-    pub runtime: Option<Arc<Definition>>,
-}
-
-/// Per-connection request counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct ProxyCounters {
-    /// Requests forwarded upstream with a credential.
-    pub proxied: Counter,
-    /// Request and connect durations, upstream errors, and the requests refused because
-    /// no usable token was held (by the state the 503 reported).
-    pub requests: ConnectionInstruments,
-    /// Upstream 401s to requests that carried a token, by what came of them.
-    pub unauthorized: crate::instrument::unauthorized::Counters,
-}
-
-impl Entry {
-    /// The entry of a connection without a token yet.
-    pub fn new(conn: Arc<Connection>, index: usize) -> Entry {
-        let state = match &conn.auth {
-            Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => State::NeedsAuthorization,
-            Auth::OAuth2(_) => State::Pending,
-            _ => State::Static,
-        };
-        Entry::with_tokens(conn, index, Arc::new(token::Cache::new(state)))
-    }
-
-    /// The entry of a connection that takes over `tokens` (a changed definition under
-    /// which they stay valid).
-    pub fn with_tokens(conn: Arc<Connection>, index: usize, tokens: Arc<token::Cache>) -> Entry {
-        let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
-            .expect("an Authority is a valid header value");
-        Entry {
-            conn,
-            index,
-            host_header,
-            counters: ProxyCounters::default(),
-            tokens,
-            runtime: None,
-        }
-    }
-}
 
 /// What a reload changed, by connection.
 #[derive(Default)]
@@ -99,123 +39,256 @@ pub struct Changes {
     pub removed: Vec<Arc<Entry>>,
 }
 
-#[derive(Default)]
+/// Where a connection is listed: the file's connections in config order, then those
+/// created at run time in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Place {
+    runtime: bool,
+    seq: u64,
+}
+
+/// A connection under its key: the entry and where it is listed.
+#[derive(Clone)]
+struct Slot {
+    entry: Arc<Entry>,
+    place: Place,
+}
+
+/// The connections on one host, in listing order (a small copy per change of that host,
+/// so reading it on the request path neither locks nor allocates).
+type Hosted = Arc<[(Place, Arc<Entry>)]>;
+
+/// Why forward mode found no one connection for a request ([`Registry::by_authority`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unchosen {
+    /// No connection is reached at that host and port in forward mode.
+    NoConnection,
+    /// Several are, and the request named none.
+    Ambiguous,
+    /// The request named a connection that is not one of them.
+    Elsewhere,
+}
+
+#[derive(Default, Clone)]
 pub struct Registry {
-    pub connections: Vec<Arc<Entry>>,
-    /// The next free position: positions are never reused, so per-worker upstream pools
-    /// indexed by them never mix a removed connection's links with a new one's.
-    next_index: usize,
-    by_key: HashMap<String, usize>,
+    by_key: imbl::HashMap<String, Slot>,
+    /// Listing order ([`Place`]).
+    order: imbl::OrdMap<Place, Arc<Entry>>,
     /// Lower-case host → connections on that host (several may differ by port).
-    by_host: HashMap<String, Vec<usize>>,
+    by_host: imbl::HashMap<String, Hosted>,
+    /// The place of the next connection created at run time.
+    next_runtime: u64,
 }
 
 impl Registry {
+    /// The registry of the file's `connections`.
     pub fn new(connections: &[Arc<Connection>]) -> Registry {
-        let entries = connections
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Arc::new(Entry::new(Arc::clone(c), i)))
-            .collect();
-        Registry::of(entries, connections.len())
+        Registry::default().reloaded(connections).0
     }
 
-    fn of(entries: Vec<Arc<Entry>>, next_index: usize) -> Registry {
-        let mut r = Registry {
-            next_index,
-            ..Registry::default()
+    /// With `entry` under its key: a new connection is listed after every other, one that
+    /// replaces a connection keeps its place. O(log n), plus the other connections on its
+    /// host (copied).
+    pub fn with(&self, entry: Arc<Entry>) -> Registry {
+        let mut next = self.clone();
+        let place = match self.by_key.get(&entry.conn.key) {
+            Some(slot) => slot.place,
+            None => {
+                next.next_runtime += 1;
+                Place {
+                    runtime: true,
+                    seq: self.next_runtime,
+                }
+            }
         };
-        for (i, entry) in entries.into_iter().enumerate() {
-            r.by_key.insert(entry.conn.key.clone(), i);
-            r.by_host
-                .entry(entry.conn.upstream.host.clone())
-                .or_default()
-                .push(i);
-            r.connections.push(entry);
+        next.put(entry, place);
+        next
+    }
+
+    /// Without the connection `key` (the same registry when there is none).
+    pub fn without(&self, key: &str) -> Registry {
+        let mut next = self.clone();
+        next.remove(key);
+        next
+    }
+
+    /// Puts `entry` at `place`, in place of the connection under its key, if any.
+    fn put(&mut self, entry: Arc<Entry>, place: Place) {
+        if let Some(old) = self.unlist(&entry.conn.key) {
+            self.host_without(&old);
         }
-        r
+        self.list(Arc::clone(&entry), place);
+        let host = entry.conn.upstream.host.clone();
+        let mut hosted: Vec<(Place, Arc<Entry>)> = match self.by_host.get(&host) {
+            Some(hosted) => hosted.to_vec(),
+            None => Vec::new(),
+        };
+        let at = hosted.partition_point(|(p, _)| *p < place);
+        hosted.insert(at, (place, entry));
+        self.by_host.insert(host, hosted.into());
+    }
+
+    /// Removes the connection `key`, if any.
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.unlist(key) {
+            self.host_without(&old);
+        }
+    }
+
+    /// Puts `entry` under its key and in the listing at `place` (not on its host's list).
+    fn list(&mut self, entry: Arc<Entry>, place: Place) {
+        self.order.insert(place, Arc::clone(&entry));
+        self.by_key
+            .insert(entry.conn.key.clone(), Slot { entry, place });
+    }
+
+    /// Takes the connection `key` out of the key map and the listing (not its host's list).
+    fn unlist(&mut self, key: &str) -> Option<Slot> {
+        let slot = self.by_key.remove(key)?;
+        self.order.remove(&slot.place);
+        Some(slot)
+    }
+
+    /// Takes `slot` off its host's list: a copy of the rest of it.
+    fn host_without(&mut self, slot: &Slot) {
+        let host = &slot.entry.conn.upstream.host;
+        let Some(hosted) = self.by_host.get(host) else {
+            return;
+        };
+        let rest: Vec<(Place, Arc<Entry>)> = (hosted.iter())
+            .filter(|(p, _)| *p != slot.place)
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            self.by_host.remove(host);
+        } else {
+            self.by_host.insert(host.clone(), rest.into());
+        }
+    }
+
+    /// Lists `hosts` afresh from the listing: one pass, however many connections changed
+    /// on them (a reload of the file's thousands of connections on one host).
+    fn relist(&mut self, hosts: &HashSet<String>) {
+        let mut lists: std::collections::HashMap<&str, Vec<(Place, Arc<Entry>)>> =
+            std::collections::HashMap::new();
+        for (place, entry) in &self.order {
+            let host = entry.conn.upstream.host.as_str();
+            if hosts.contains(host) {
+                lists
+                    .entry(host)
+                    .or_default()
+                    .push((*place, Arc::clone(entry)));
+            }
+        }
+        let mut by_host = self.by_host.clone();
+        for host in hosts {
+            match lists.remove(host.as_str()) {
+                Some(list) => by_host.insert(host.clone(), list.into()),
+                None => by_host.remove(host),
+            };
+        }
+        self.by_host = by_host;
     }
 
     /// The registry for a reloaded config: a connection with the same fingerprint keeps
-    /// its entry; one whose definition changed gets a new entry (a new position; its token
-    /// cache kept when the grant identity is the same, else a new one); new keys get new
-    /// entries; the rest are removed.
+    /// its entry; one whose definition changed gets a new entry (its token cache kept when
+    /// the grant identity is the same, else a new one); new keys get new entries; the
+    /// file's other connections are removed. Connections created at run time stay, but one
+    /// the file now defines under the same key becomes the file's. The file's connections
+    /// are listed in its order, first.
     pub fn reloaded(&self, connections: &[Arc<Connection>]) -> (Registry, Changes) {
         let mut changes = Changes::default();
-        let mut next_index = self.next_index;
-        let mut entries = Vec::with_capacity(connections.len());
-        for c in connections {
-            let entry = match self.get(&c.key) {
-                Some(old) if old.conn.fingerprint == c.fingerprint => {
+        let mut next = self.clone();
+        // The hosts whose lists change: listed afresh at the end, once each.
+        let mut hosts = HashSet::new();
+        let wanted: HashSet<&str> = connections.iter().map(|c| c.key.as_str()).collect();
+        for (place, entry) in &self.order {
+            if !place.runtime && !wanted.contains(entry.conn.key.as_str()) {
+                next.unlist(&entry.conn.key);
+                hosts.insert(entry.conn.upstream.host.clone());
+                changes.removed.push(Arc::clone(entry));
+            }
+        }
+        let mut moved = Vec::new();
+        for (seq, c) in (0u64..).zip(connections) {
+            let place = Place {
+                runtime: false,
+                seq,
+            };
+            let (entry, old_place) = match self.by_key.get(&c.key) {
+                Some(old) if old.entry.conn.fingerprint == c.fingerprint => {
                     changes.kept.push(c.key.clone());
-                    Arc::clone(old)
+                    (Arc::clone(&old.entry), Some(old.place))
                 }
                 Some(old) => {
                     let conn = Arc::clone(c);
-                    let entry = if old.conn.grant_identity == c.grant_identity {
-                        Entry::with_tokens(conn, next_index, Arc::clone(&old.tokens))
+                    let entry = if old.entry.conn.grant_identity == c.grant_identity {
+                        Entry::with_tokens(conn, Arc::clone(&old.entry.tokens))
                     } else {
                         changes.tokens_dropped.push(c.key.clone());
-                        Entry::new(conn, next_index)
+                        Entry::new(conn)
                     };
                     let entry = Arc::new(entry);
                     changes.changed.push(Arc::clone(&entry));
-                    next_index += 1;
-                    entry
+                    (entry, Some(old.place))
                 }
                 None => {
-                    let entry = Arc::new(Entry::new(Arc::clone(c), next_index));
+                    let entry = Arc::new(Entry::new(Arc::clone(c)));
                     changes.added.push(Arc::clone(&entry));
-                    next_index += 1;
-                    entry
+                    (entry, None)
                 }
             };
-            entries.push(entry);
+            let same = old_place == Some(place) && Arc::ptr_eq(&entry, &self.by_key[&c.key].entry);
+            if !same {
+                moved.push((entry, place));
+            }
         }
-        changes.removed = self
-            .connections
-            .iter()
-            .filter(|e| e.runtime.is_none())
-            .filter(|e| !connections.iter().any(|c| c.key == e.conn.key))
-            .cloned()
-            .collect();
-        // Runtime connections are not the file's: a reload keeps them.
-        let runtime = self.connections.iter().filter(|e| e.runtime.is_some());
-        entries.extend(
-            runtime
-                .filter(|e| !connections.iter().any(|c| c.key == e.conn.key))
-                .cloned(),
-        );
-        (Registry::of(entries, next_index), changes)
-    }
-
-    /// The registry with `entry` added, or in place of the entry of its key.
-    pub fn with(&self, entry: Arc<Entry>) -> Registry {
-        let mut entries = self.connections.clone();
-        let next_index = self.next_index.max(entry.index + 1);
-        match self.by_key.get(&entry.conn.key) {
-            Some(&i) => entries[i] = entry,
-            None => entries.push(entry),
+        // All out first: a place is free only once the entry listed there left.
+        for (entry, _) in &moved {
+            if let Some(old) = next.unlist(&entry.conn.key) {
+                hosts.insert(old.entry.conn.upstream.host.clone());
+            }
         }
-        Registry::of(entries, next_index)
-    }
-
-    /// The registry without the connection `key`.
-    pub fn without(&self, key: &str) -> Registry {
-        let entries = (self.connections.iter())
-            .filter(|e| e.conn.key != key)
-            .cloned()
-            .collect();
-        Registry::of(entries, self.next_index)
-    }
-
-    /// One more than the highest position in use (for sizing per-worker pools).
-    pub fn positions(&self) -> usize {
-        self.next_index
+        for (entry, place) in moved {
+            hosts.insert(entry.conn.upstream.host.clone());
+            next.list(entry, place);
+        }
+        next.relist(&hosts);
+        (next, changes)
     }
 
     pub fn get(&self, key: &str) -> Option<&Arc<Entry>> {
-        self.by_key.get(key).map(|&i| &self.connections[i])
+        self.by_key.get(key).map(|slot| &slot.entry)
+    }
+
+    /// How many connections there are.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every connection in listing order: the file's in config order, then those created
+    /// at run time in creation order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> + '_ {
+        self.order.values()
+    }
+
+    /// At most `limit` connections in listing order from the `offset`th on (walks
+    /// `offset` entries; collects nothing).
+    pub fn page(&self, offset: usize, limit: usize) -> impl Iterator<Item = &Arc<Entry>> + '_ {
+        self.iter().skip(offset).take(limit)
+    }
+
+    /// The connections on `host` (case-insensitive, trailing dot ignored).
+    fn hosted(&self, host: &str) -> Option<&Hosted> {
+        let host = host.trim_end_matches('.');
+        match self.by_host.get(host) {
+            Some(found) => Some(found),
+            None => self.by_host.get(&host.to_ascii_lowercase()),
+        }
     }
 
     /// Forward mode: the connection whose upstream is `host` (case-insensitive, trailing
@@ -224,56 +297,75 @@ impl Registry {
     /// without a port (or with the `http://` default, 80) also matches a connection on its
     /// protocol's default port: `http://api.example.com/` reaches `https://api.example.com`.
     /// A `reverse_only` connection is never the answer.
-    pub fn by_authority(&self, host: &str, port: Option<u16>) -> Option<&Arc<Entry>> {
-        let host = host.trim_end_matches('.');
-        let found = match self.by_host.get(host) {
-            Some(found) => found,
-            None => self.by_host.get(&host.to_ascii_lowercase())?,
-        };
-        let implicit = matches!(port, None | Some(HTTP_DEFAULT_PORT));
-        found.iter().map(|&i| &self.connections[i]).find(|c| {
-            let upstream = &c.conn.upstream;
-            !c.conn.reverse_only
-                && (port == Some(upstream.port)
-                    || (implicit && upstream.port == default_port(upstream)))
-        })
+    ///
+    /// `named`: the key the request names (`tokenwarden-connection`). It must be one of
+    /// the connections that match, and it is needed when several do. Without it, the cost
+    /// is the matching connections up to the second; with it, one lookup by key.
+    pub fn by_authority(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        named: Option<&str>,
+    ) -> Result<&Arc<Entry>, Unchosen> {
+        if let Some(key) = named {
+            let bare = host.trim_end_matches('.');
+            if let Some(e) = self.get(key) {
+                if e.conn.upstream.host.eq_ignore_ascii_case(bare) && e.forwards_at(port) {
+                    return Ok(e);
+                }
+            }
+        }
+        let hosted = self.hosted(host).ok_or(Unchosen::NoConnection)?;
+        let mut matching = hosted
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.forwards_at(port));
+        match (matching.next(), matching.next()) {
+            (Some(_), _) if named.is_some() => Err(Unchosen::Elsewhere),
+            (Some(one), None) => Ok(one),
+            (Some(_), Some(_)) => Err(Unchosen::Ambiguous),
+            (None, _) => Err(Unchosen::NoConnection),
+        }
     }
 
-    /// `CONNECT host:port`: the connection whose upstream is `host` on exactly `port`
-    /// (case-insensitive, trailing dot ignored); never a `reverse_only` one.
+    /// `CONNECT host:port`: a connection whose upstream is `host` on exactly `port`
+    /// (case-insensitive, trailing dot ignored), the first listed; never a `reverse_only`
+    /// one. (An intercepted tunnel's requests choose among several themselves.)
     pub fn by_tunnel(&self, host: &str, port: u16) -> Option<&Arc<Entry>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let found = self.by_host.get(&host)?;
         found
             .iter()
-            .map(|&i| &self.connections[i])
+            .map(|(_, e)| e)
             .find(|c| c.conn.upstream.port == port && !c.conn.reverse_only)
     }
 
     /// The ports the connections on `host` that a tunnel may reach are configured on (not
-    /// a `reverse_only` one's).
+    /// a `reverse_only` one's), each once.
     pub fn ports_of(&self, host: &str) -> Vec<u16> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let found = self.by_host.get(&host).map_or(&[][..], Vec::as_slice);
-        found
-            .iter()
-            .map(|&i| &self.connections[i].conn)
-            .filter(|c| !c.reverse_only)
-            .map(|c| c.upstream.port)
-            .collect()
+        let mut ports: Vec<u16> = Vec::new();
+        for (_, e) in self.by_host.get(&host).map_or(&[][..], |h| &h[..]) {
+            let port = e.conn.upstream.port;
+            if !e.conn.reverse_only && !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        ports
     }
 
-    /// Every configured upstream host, once each (lower case), in configuration order.
+    /// Every upstream host, once each (lower case), in listing order.
     pub fn hosts(&self) -> Vec<String> {
-        Registry::hosts_of(self.connections.iter().map(|e| &*e.conn))
+        Registry::hosts_of(self.iter().map(|e| &*e.conn))
     }
 
     /// The upstream hosts of `connections`, each once, in order.
     pub fn hosts_of<'c>(connections: impl IntoIterator<Item = &'c Connection>) -> Vec<String> {
-        let mut hosts: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut hosts = Vec::new();
         for conn in connections {
             let host = &conn.upstream.host;
-            if !hosts.contains(host) {
+            if seen.insert(host.as_str()) {
                 hosts.push(host.clone());
             }
         }
@@ -286,3 +378,7 @@ impl Registry {
             .contains_key(&host.trim_end_matches('.').to_ascii_lowercase())
     }
 }
+
+#[cfg(test)]
+#[path = "registry/tests.rs"]
+mod tests;

@@ -54,7 +54,7 @@ connections:
     .expect("write config");
     let config = tokenwarden::config::load(&file).unwrap_or_else(|p| panic!("config: {p}"));
     let registry = Arc::new(Registry::new(&config.connections));
-    let state = Arc::clone(&registry.connections[0]);
+    let state = Arc::clone(registry.iter().next().unwrap());
     let proxy = Proxy::new(registry, &config.proxy, Vec::new());
     (dir, state, proxy)
 }

@@ -68,14 +68,14 @@ impl Collector for Scrape {
 impl Scrape {
     /// Each connection's state and when its current token expires.
     fn connection_states(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let conns = &self.registry.connections;
+        let conns = &*self.registry;
         let mut f = e.encode_descriptor(
             "tokenwarden_connection_state",
             "1 for the connection's current state.",
             None,
             MetricType::Gauge,
         )?;
-        for c in conns {
+        for c in conns.iter() {
             let now = c.tokens.state_name();
             for state in STATE_NAMES {
                 let labels = [("connection", c.conn.key.as_str()), ("state", state)];
@@ -88,7 +88,7 @@ impl Scrape {
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
-        for c in conns {
+        for c in conns.iter() {
             if let Some(at) = c.tokens.token().and_then(|t| t.expires_at) {
                 let at = i64::try_from(unix_seconds(Some(at))).unwrap_or(i64::MAX);
                 gauge(&mut f, &[("connection", c.conn.key.as_str())], at)?;
@@ -100,7 +100,7 @@ impl Scrape {
     /// The token families: requests and their durations by outcome, sets adopted from the
     /// shared store.
     fn tokens(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let conns = &self.registry.connections;
+        let conns = &*self.registry;
         counter(
             e,
             conns,
@@ -117,7 +117,7 @@ impl Scrape {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for c in conns {
+        for c in conns.iter() {
             let counters = &c.tokens.counters;
             for (outcome, h) in [
                 ("ok", &counters.ok_durations),
@@ -177,7 +177,7 @@ impl Scrape {
     /// The request path's families: proxied requests, their durations, upstream connects
     /// and errors, `no_token` refusals.
     fn requests(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let conns = &self.registry.connections;
+        let conns = &*self.registry;
         counter(
             e,
             conns,
@@ -191,7 +191,7 @@ impl Scrape {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for c in conns {
+        for c in conns.iter() {
             for (i, class) in instrument::STATUS_CLASSES.iter().enumerate() {
                 let snapshot = c.counters.requests.durations(i).snapshot();
                 // A class the connection never answered with has no series.
@@ -207,7 +207,7 @@ impl Scrape {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for c in conns {
+        for c in conns.iter() {
             let snapshot = c.counters.requests.connect.snapshot();
             histogram(&mut f, &[("connection", c.conn.key.as_str())], &snapshot)?;
         }
@@ -217,7 +217,7 @@ impl Scrape {
             None,
             MetricType::Counter,
         )?;
-        for c in conns {
+        for c in conns.iter() {
             for kind in UpstreamError::ALL {
                 let labels = [("connection", c.conn.key.as_str()), ("kind", kind.as_str())];
                 count(&mut f, &labels, c.counters.requests.upstream_errors(kind))?;
@@ -229,7 +229,7 @@ impl Scrape {
             None,
             MetricType::Counter,
         )?;
-        for c in conns {
+        for c in conns.iter() {
             for (i, state) in instrument::NO_TOKEN_STATES.iter().enumerate() {
                 let labels = [("connection", c.conn.key.as_str()), ("state", state)];
                 count(&mut f, &labels, c.counters.requests.no_tokens(i))?;
@@ -241,7 +241,7 @@ impl Scrape {
             None,
             MetricType::Counter,
         )?;
-        for c in conns {
+        for c in conns.iter() {
             for outcome in unauthorized::Outcome::ALL {
                 let labels = [
                     ("connection", c.conn.key.as_str()),
@@ -257,13 +257,13 @@ impl Scrape {
 /// A counter family `name` (samples `name_total`): per connection, one sample per series.
 fn counter(
     e: &mut DescriptorEncoder,
-    conns: &[Arc<Entry>],
+    conns: &Registry,
     name: &str,
     help: &str,
     series: &[Series],
 ) -> fmt::Result {
     let mut f = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for c in conns {
+    for c in conns.iter() {
         for s in series {
             let labels = [
                 ("connection", c.conn.key.as_str()),

@@ -114,14 +114,10 @@ pub fn list(admin: &Admin, query: Option<&str>) -> Response<AdminBody> {
         Err(msg) => return invalid(vec![FieldError::new(&["query"], msg)]),
     };
     let registry = admin.registry.load();
-    let items = (registry
-        .connections
-        .iter()
-        .skip((page - 1) * size)
-        .take(size))
-    .map(|e| fides::connection(e))
-    .collect();
-    let total = registry.connections.len();
+    let items = (registry.page((page - 1) * size, size))
+        .map(|e| fides::connection(e))
+        .collect();
+    let total = registry.len();
     json(StatusCode::OK, &fides::page(items, total, page, size))
 }
 

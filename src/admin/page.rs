@@ -64,7 +64,6 @@ pub(crate) fn render(admin: &Admin, headers: &HeaderMap, peer: SocketAddr) -> Re
         connections: admin
             .registry
             .load()
-            .connections
             .iter()
             .map(|c| describe(c, &admin.backend))
             .collect(),

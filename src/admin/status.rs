@@ -51,11 +51,7 @@ pub fn describe(entry: &Entry, backend: &Backend) -> Value {
 }
 
 pub fn list(registry: &Registry, backend: &Backend) -> Response<AdminBody> {
-    let all: Vec<Value> = registry
-        .connections
-        .iter()
-        .map(|c| describe(c, backend))
-        .collect();
+    let all: Vec<Value> = registry.iter().map(|c| describe(c, backend)).collect();
     json(StatusCode::OK, &Value::Array(all))
 }
 
@@ -85,7 +81,6 @@ pub fn one(registry: &Registry, backend: &Backend, key: &str) -> Response<AdminB
 /// into an application outage.
 pub fn ready(registry: &Registry, backend: &Backend) -> Response<AdminBody> {
     let waiting: Vec<&str> = registry
-        .connections
         .iter()
         .filter(|c| matches!(&c.conn.auth, Auth::OAuth2(o) if o.grant == Grant::ClientCredentials))
         .filter(|c| c.tokens.header().is_none())

@@ -5,6 +5,7 @@
 //! path: the response's body is a plain [`Full`], which the hyper path wraps into its own
 //! body type. Upstream faults are typed ([`UpstreamFault`]): `/metrics` counts their kind.
 
+use super::choice::Misdirection;
 use crate::instrument::UpstreamError;
 use crate::token::State;
 use bytes::Bytes;
@@ -30,6 +31,8 @@ pub enum ProxyError {
     Forbidden { reason: String },
     /// The request already passed through this proxy, or targets the proxy itself.
     Loop,
+    /// Its connection could not be chosen by `tokenwarden-connection` ([`Misdirection`]).
+    Misdirected(Misdirection),
     /// A malformed request target (e.g. userinfo in the authority).
     BadRequest { reason: String },
     /// The request's body has a transfer coding other than chunked, which the proxy does
@@ -128,6 +131,7 @@ impl ProxyError {
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
+            ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Upstream { fault, .. } => match fault.kind {
@@ -163,6 +167,7 @@ impl ProxyError {
             ProxyError::Forbidden { reason } => json!({"error": "forbidden", "message": reason}),
             ProxyError::Loop => json!({"error": "loop_detected",
                 "message": "the request already passed through this proxy or targets it"}),
+            ProxyError::Misdirected(m) => m.body(),
             ProxyError::BadRequest { reason } => json!({"error": "bad_request", "message": reason}),
             ProxyError::TransferCoding => json!({"error": "not_implemented",
                 "message": "a transfer coding other than chunked; tokenwarden implements only chunked"}),
@@ -340,6 +345,12 @@ mod tests {
             403,
             "forbidden",
         );
+    }
+
+    #[test]
+    fn misdirected_is_421() {
+        let m = Misdirection::Unnamed { host: "h".into() };
+        check(ProxyError::Misdirected(m), 421, "connection_not_named");
     }
 
     #[test]

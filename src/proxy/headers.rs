@@ -200,6 +200,8 @@ pub enum Known {
     Via,
     Host,
     Authorization,
+    /// `tokenwarden-connection` ([`super::choice`]): read, never forwarded.
+    Named,
     /// A name that is one of the framing or hop-by-hop names with `_` for a `-`
     /// (`Transfer_Encoding`, `Content_Length`, `Keep_Alive`, `Proxy_Connection`,
     /// `Proxy_Authenticate`, `Proxy_Authorization`), which a server that treats `_` and `-`
@@ -230,6 +232,7 @@ pub fn classify(name: &str) -> Known {
         17 => dashed("transfer-encoding", Known::TransferEncoding),
         18 => dashed("proxy-authenticate", Known::HopByHop),
         19 => dashed("proxy-authorization", Known::HopByHop),
+        22 if is(super::choice::CONNECTION_HEADER) => Known::Named,
         _ => Known::Other,
     }
 }
@@ -318,6 +321,7 @@ mod tests {
         assert_eq!(classify("authorization"), Known::Authorization);
         assert_eq!(classify("Content-LENGTH"), Known::ContentLength);
         assert_eq!(classify("VIA"), Known::Via);
+        assert_eq!(classify("Tokenwarden-Connection"), Known::Named);
         assert_eq!(classify("x-via"), Known::Other);
         for lookalike in [
             "Transfer_Encoding",

@@ -20,10 +20,12 @@
 //! - [`lifecycle`]: a forwarded request's life, once for both transports — plan and token
 //!   wait, send, 401 recovery and replay, `/metrics`, the access-log line;
 //! - the shared policy: [`route`] (the one [`route::Plan`] of a request: routing,
-//!   refusals, credential, counters, the headers set, and the retry rule), [`headers`]
+//!   refusals, credential, counters, the headers set, and the retry rule), [`choice`]
+//!   (`tokenwarden-connection`, among the connections on one host), [`headers`]
 //!   (hop-by-hop hygiene), [`error`] (every error and upstream fault, rendered as a hyper
 //!   response or as bytes), [`upstream`] (the SSRF-guarded dialer, and both pools' idle
-//!   limits), [`limits`], [`heads`] (the memory of partial heads, the largest head),
+//!   limits), [`idle`] (both pools' idle connections, by upstream origin), [`limits`],
+//!   [`heads`] (the memory of partial heads, the largest head),
 //!   [`response`] and [`chunked`] (response framing, for both paths), [`deadline`] (the
 //!   worker's coarse clock), [`measure`], [`unauthorized`] (the 401 decision; it owns the
 //!   replay bound) and [`access`];
@@ -36,6 +38,7 @@
 //! request and response shapes down both paths and asserts they agree.
 
 pub(crate) mod access;
+pub(crate) mod choice;
 pub(crate) mod chunked;
 pub(crate) mod conn;
 pub(crate) mod deadline;
@@ -44,6 +47,7 @@ pub mod fast;
 pub(crate) mod full;
 pub(crate) mod headers;
 pub(crate) mod heads;
+pub(crate) mod idle;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod measure;
@@ -62,16 +66,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use route::Plan;
-
-/// The idle list of connection `index` in a per-worker pool (both paths' pools), made when
-/// a reload added connections after the pool was built; positions are never reused, so the
-/// list is always that connection's.
-pub(crate) fn pool_slot<T>(lists: &mut Vec<Vec<T>>, index: usize) -> &mut Vec<T> {
-    if lists.len() <= index {
-        lists.resize_with(index + 1, Vec::new);
-    }
-    &mut lists[index]
-}
 
 /// The AUTHORIZE route of the admin listener, as error bodies name it.
 pub fn authorize_route(key: &str) -> String {

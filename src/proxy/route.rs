@@ -1,5 +1,6 @@
 //! The one plan of a request, shared by both request paths: [`Proxy::plan`] decides the
-//! routing (reverse `/{key}/…` or forward absolute-form), every refusal (`TRACE`, a loop,
+//! routing (reverse `/{key}/…` or forward absolute-form, and among several connections on
+//! a host by `tokenwarden-connection`: [`super::choice`]), every refusal (`TRACE`, a loop,
 //! an open-proxy request, an unusable target), the credential and the `no_token` error
 //! (counted here), and the headers the proxy sets; [`sent`] counts the request as
 //! proxied. The fast path ([`super::fast`]) serialises a plan as bytes, the hyper path
@@ -7,6 +8,7 @@
 //!
 //! [`may_retry`] is the one retry rule both upstream pools follow.
 
+use super::choice::{self, Misdirection, Named};
 use super::error::ProxyError;
 use super::Proxy;
 use crate::config::{ApiKey, Auth, Grant};
@@ -34,6 +36,8 @@ pub struct Ask<'r> {
     /// The request arrived inside an intercepted `CONNECT` tunnel to this `host:port`
     /// ([`super::tunnel`]): routed as a forward-mode request to `https://host:port`.
     pub tunnel: Option<&'r str>,
+    /// The `tokenwarden-connection` header ([`super::choice`]), which is never forwarded.
+    pub connection: Named<'r>,
 }
 
 /// How a request is forwarded: decided once by [`Proxy::plan`].
@@ -147,7 +151,7 @@ impl Proxy {
                     .into(),
             });
         }
-        let (entry, target) = self.route(ask.origin, ask.path_and_query, ask.tunnel)?;
+        let (entry, target) = self.route(ask)?;
         let credential = match &entry.conn.auth {
             Auth::OAuth2(_) => {
                 let token = entry.tokens.current();
@@ -182,13 +186,16 @@ impl Proxy {
     /// as `origin = Some((scheme, authority))`): the connection and the origin-form target
     /// to send upstream. Inside an intercepted tunnel to `tunnel` (`host:port`), an
     /// origin-form request is a forward-mode request to `https://{tunnel}`. Works on the
-    /// raw target, so both request paths share it.
-    pub fn route<'t>(
-        &self,
-        origin: Option<(&str, &str)>,
-        path_and_query: &'t str,
-        tunnel: Option<&str>,
-    ) -> Result<(&Arc<Entry>, Target<'t>), ProxyError> {
+    /// raw target, so both request paths share it. The connection the request names
+    /// ([`Ask::connection`]) must be the path's in reverse mode, and one on the host in
+    /// forward mode, where it chooses among several ([`super::choice`]).
+    pub fn route<'t>(&self, ask: &Ask<'t>) -> Result<(&Arc<Entry>, Target<'t>), ProxyError> {
+        let (origin, path_and_query, tunnel) = (ask.origin, ask.path_and_query, ask.tunnel);
+        let named = match ask.connection {
+            Named::Absent => None,
+            Named::Key(key) => Some(key),
+            Named::Invalid => return Err(choice::invalid()),
+        };
         let origin = match (tunnel, origin) {
             (Some(authority), None) => Some(("https", authority)),
             (Some(_), Some(_)) => {
@@ -214,9 +221,8 @@ impl Proxy {
             if self.targets_self(host, port.unwrap_or(HTTP_DEFAULT_PORT)) {
                 return Err(ProxyError::Loop);
             }
-            let state = self.registry.by_authority(host, port).ok_or_else(|| ProxyError::Forbidden {
-                reason: format!("{host} is not the host of a configured connection; tokenwarden is not an open proxy"),
-            })?;
+            let state = self.registry.by_authority(host, port, named);
+            let state = state.map_err(|why| choice::unchosen(why, host, named))?;
             return Ok((state, Target::after(path_and_query)));
         }
         let rest = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
@@ -228,6 +234,12 @@ impl Proxy {
             .ok_or_else(|| ProxyError::UnknownConnection {
                 key: key.to_owned(),
             })?;
+        if let Some(named) = named.filter(|&named| named != key) {
+            return Err(ProxyError::Misdirected(Misdirection::NotThePath {
+                path: key.to_owned(),
+                named: named.to_owned(),
+            }));
+        }
         Ok((state, Target::after(tail)))
     }
 

@@ -6,10 +6,10 @@
 //!
 //! The flag travels with each dial, from the connection being served: it is not a property
 //! of the host name, so another connection on the same name keeps the guard. Both pools
-//! keep their links per connection (by registry position, never reused), so a link one
-//! connection was allowed to open is never handed to another. The limits both pools keep
-//! on idle links ([`POOL_IDLE_TIMEOUT`], [`POOL_MAX_IDLE`]) live here with the dialer, so
-//! neither engine imports the other's pool for them.
+//! key their idle links by [`Origin`](crate::registry::Origin), which holds the flag, so a
+//! link one connection was allowed to open is never handed to one without it. The limits
+//! both pools keep on idle links ([`POOL_IDLE_TIMEOUT`], [`POOL_MAX_IDLE`]) live here with
+//! the dialer, so neither engine imports the other's pool for them.
 
 use crate::config::{Connection, Upstream};
 use http::uri::Scheme;

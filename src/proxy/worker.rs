@@ -109,20 +109,19 @@ fn run(
         };
         let timers = Timers::new();
         tokio::task::spawn_local(Rc::clone(&timers).run(shutdown.clone()));
-        let connections = proxy.load().registry.positions();
         let instruments = &settings.instruments;
         let upstream = &instruments.open_upstream;
         let header_read_timeout = settings.header_read_timeout;
         let worker = Rc::new(Shared {
             proxy,
             fast: fast::Engine {
-                links: Links::new(connections, dialer.clone(), Arc::clone(upstream)),
+                links: Links::new(dialer.clone(), Arc::clone(upstream)),
                 timers: Rc::clone(&timers),
                 header_read_timeout,
                 heads: Arc::clone(&heads),
             },
             full: Rc::new(full::Engine {
-                pool: Rc::new(Pool::new(connections, dialer, Arc::clone(upstream))),
+                pool: Rc::new(Pool::new(dialer, Arc::clone(upstream))),
                 timers,
                 header_read_timeout,
                 shutdown: shutdown.clone(),
@@ -146,10 +145,11 @@ fn run(
     });
 }
 
-/// Runs the link pool's reaper until shutdown.
+/// Runs both pools' reapers until shutdown.
 async fn reap(worker: Rc<Shared>, shutdown: CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = worker.fast.links.reap() => {}
+        _ = worker.full.pool.reap() => {}
     }
 }

@@ -96,7 +96,7 @@ impl Follower {
 
     /// Every OAuth2 connection; `reconnected`: also tell the refreshers the store is back.
     async fn sync_all(&self, reconnected: bool) {
-        for entry in &self.registry.load_full().connections {
+        for entry in self.registry.load_full().iter() {
             if matches!(entry.conn.auth, Auth::OAuth2(_)) {
                 self.sync(entry).await;
                 if reconnected {

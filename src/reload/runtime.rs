@@ -65,9 +65,9 @@ impl Reloader {
             let previous = registry.get(&key).cloned();
             let mut entry = match &previous {
                 Some(old) if old.conn.grant_identity == conn.grant_identity => {
-                    Entry::with_tokens(conn, registry.positions(), Arc::clone(&old.tokens))
+                    Entry::with_tokens(conn, Arc::clone(&old.tokens))
                 }
-                _ => Entry::new(conn, registry.positions()),
+                _ => Entry::new(conn),
             };
             entry.runtime = Some(definition);
             let entry = Arc::new(entry);

@@ -311,7 +311,14 @@ async fn the_demo_works_through_http_proxy_with_no_proxy_and_cleans_up_on_sigter
     let deadline = tokio::time::Instant::now() + WAIT;
     let answer = loop {
         let out = Command::new("curl")
-            .args(["-s", "--max-time", "5", &format!("{api}/hello")])
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                "-H",
+                "tokenwarden-connection: echo",
+            ])
+            .arg(format!("{api}/hello"))
             .env("HTTP_PROXY", format!("http://{proxy}"))
             .env("http_proxy", format!("http://{proxy}"))
             .env("NO_PROXY", "127.0.0.1,localhost")

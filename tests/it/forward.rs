@@ -73,7 +73,7 @@ impl World {
         let yaml = format!("proxy: {proxy_yaml}\n{}", connections(&all));
         let sidecar = Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options()).await;
         let registry = sidecar.running.as_ref().unwrap().registry.load_full();
-        for state in &registry.connections {
+        for state in registry.iter() {
             sidecar.wait_state(&state.conn.key, "ready").await;
         }
         World {

@@ -40,12 +40,24 @@ struct World {
 
 impl World {
     async fn start(proxy_extra: &str) -> World {
+        World::start_with(proxy_extra, |_| Vec::new()).await
+    }
+
+    /// [`World::start`] with `more` connections (given the capture server's port).
+    async fn start_with(proxy_extra: &str, more: fn(u16) -> Vec<Conn>) -> World {
         let ca_dir = tempfile::tempdir().unwrap();
         let files = ca::init(ca_dir.path()).unwrap();
         ca::bundle(&files.cert, None, &ca_dir.path().join(ca::BUNDLE_FILE)).unwrap();
         let tokens = TokenServer::start(Reply::token(3600, false)).await;
         let capture = Capture::start(reply()).await;
-        let yaml = config_yaml(&files.cert, &files.key, &tokens, &capture, proxy_extra);
+        let more = more(capture.addr.port());
+        let yaml = config_yaml(
+            &files.cert,
+            &files.key,
+            (&tokens, &capture),
+            proxy_extra,
+            &more,
+        );
         let sidecar = Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options()).await;
         sidecar.wait_state("saas", "ready").await;
         World {
@@ -108,9 +120,9 @@ fn path_text(p: &Path) -> String {
 fn config_yaml(
     cert: &Path,
     key: &Path,
-    tokens: &TokenServer,
-    capture: &Capture,
+    (tokens, capture): (&TokenServer, &Capture),
     proxy_extra: &str,
+    more: &[Conn],
 ) -> String {
     let conn = cc_conn(
         "saas",
@@ -119,12 +131,16 @@ fn config_yaml(
     )
     .protocol("https")
     .field("allow_private_network: true");
+    let all: Vec<String> = std::iter::once(&conn)
+        .chain(more)
+        .map(Conn::to_string)
+        .collect();
     format!(
         "proxy: {{ intercept: {{ ca_cert: \"{}\", ca_key: \"{}\" }}{proxy_extra} }}\ntls: {{ ca_file: \"{}\" }}\n{}",
         cert.display(),
         key.display(),
         capture::ca_file().display(),
-        connections(&[conn])
+        connections(&all)
     )
 }
 
@@ -324,6 +340,56 @@ async fn handshake(w: &World, sni: &str) -> std::io::Result<Vec<u8>> {
     Ok(session.peer_certificates().unwrap()[0].to_vec())
 }
 
+/// One request in a new tunnel to the connection's host, with `extra` header lines.
+async fn in_tunnel(w: &World, extra: &str) -> raw::RawResponse {
+    use tokio::io::AsyncWriteExt as _;
+    let mut tls = tunnel(w, NAME).await.expect("the tunnel opens");
+    let request = raw::get("/shared?x=1", &w.authority(), extra);
+    tls.write_all(request.as_bytes()).await.unwrap();
+    raw::read_response(&mut tls).await
+}
+
+#[tokio::test]
+async fn in_a_tunnel_to_a_shared_host_each_request_names_its_connection() {
+    // A second connection on the capture server's host and port.
+    let w = World::start_with("", |port| {
+        vec![Conn::new("other", format!("{NAME}:{port}"), "bearer")
+            .protocol("https")
+            .field("allow_private_network: true")
+            .secrets("token: other-tok")
+            .configure("          token: \"<token>\"\n")]
+    })
+    .await;
+    let refused = in_tunnel(&w, "").await;
+    assert_eq!(
+        refused.status,
+        421,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let body = refused.json();
+    assert_eq!(body["error"], "connection_not_named", "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("tokenwarden-connection"));
+    let r = in_tunnel(&w, "tokenwarden-connection: other\r\n").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got = w.capture.nth(1).await;
+    let header = |name: &str| -> Vec<&str> {
+        (got.headers.iter())
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(header("authorization"), ["Bearer other-tok"]);
+    assert!(header("tokenwarden-connection").is_empty());
+    let r = in_tunnel(&w, "tokenwarden-connection: saas\r\n").await;
+    assert_eq!(r.status, 200);
+    w.assert_injected(2, "/shared?x=1").await;
+    assert_eq!(w.capture.count(), 2, "the refused request never left");
+}
+
 #[tokio::test]
 async fn a_tunnel_holds_its_connection_permit() {
     use tokio::io::AsyncReadExt as _;
@@ -363,7 +429,7 @@ async fn a_ca_key_readable_by_others_is_a_startup_error() {
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let capture = Capture::start(reply()).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config_yaml(&files.cert, &files.key, &tokens, &capture, "");
+    let yaml = config_yaml(&files.cert, &files.key, (&tokens, &capture), "", &[]);
     let e = try_start(dir.path(), &yaml).await.err().expect("refused");
     let text = e.to_string();
     assert!(

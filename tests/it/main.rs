@@ -43,6 +43,7 @@ mod reload_grants;
 mod replicas;
 mod runtime;
 mod runtime_scale;
+mod shared_host;
 mod shared_store;
 mod status_page;
 mod store_integrity;

@@ -16,7 +16,7 @@ use crate::proxy::lifecycle::{Prepared, Transport};
 use crate::proxy::response::{self, Framing, Parsed};
 use crate::proxy::route::{may_retry, Unanswered};
 use crate::proxy::Proxy;
-use crate::registry::Entry;
+use crate::registry::{Entry, Origin};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +45,7 @@ impl Engine {
         close: bool,
         now: Instant,
     ) -> Result<(Link, response::Response), UpstreamFault> {
-        let mut pooled = self.links.checkout(req.entry.index, now);
+        let mut pooled = self.links.checkout(&req.entry.origin, now);
         loop {
             let reused = pooled.is_some();
             let mut link = match pooled.take() {
@@ -82,7 +82,7 @@ impl Engine {
         &self,
         mut link: Link,
         response: &response::Response,
-        index: usize,
+        origin: &Origin,
     ) {
         let short = match response.framing {
             Framing::Empty => true,
@@ -102,7 +102,7 @@ impl Engine {
         );
         let read = self.timers.timeout(DISCARD_WITHIN, read).await;
         if matches!(read, Ok(Ok(()))) && response.reusable && link.buf.is_empty() {
-            self.links.checkin(index, link, Instant::now());
+            self.links.checkin(origin, link, Instant::now());
         }
     }
 }
@@ -228,7 +228,7 @@ impl<S: AppIo> Transport for Exchange<'_, S> {
 
     async fn discard(&mut self, response: Self::Answer, entry: &Entry) {
         if let Some(link) = self.link.take() {
-            self.engine.discard(link, &response, entry.index).await;
+            self.engine.discard(link, &response, &entry.origin).await;
         }
     }
 }

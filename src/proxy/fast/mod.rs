@@ -170,7 +170,7 @@ impl Engine {
         .await;
         match relayed {
             Ok(()) if response.reusable && link.buf.is_empty() => {
-                self.links.checkin(entry.index, link, now)
+                self.links.checkin(&entry.origin, link, now)
             }
             Ok(()) => {}
             // The app may have part of the response; only closing can tell it so. (A body

@@ -1,8 +1,8 @@
 //! The app's request head on the fast path, as bytes: parsed with `httparse`, its framing
 //! decided (strictly: anything unusual goes to hyper), then planned by the shared
 //! [`Proxy::plan`] and written out as the upstream request head (target rewritten,
-//! hop-by-hop headers dropped, the plan's `Host` and `Authorization` set, our `Via`
-//! appended). No `HeaderMap`, no allocation: the head goes into a reused buffer.
+//! hop-by-hop headers and `tokenwarden-connection` dropped, the plan's `Host` and
+//! `Authorization` set, our `Via` appended). No `HeaderMap`, no allocation: the head goes into a reused buffer.
 //!
 //! Framing is decided before routing, so a request this path would not frame itself
 //! ([`Outcome::Fallback`]) is planned only by the hyper path ([`crate::proxy::full`]):
@@ -10,6 +10,7 @@
 //! `Content-Length` above [`MAX_BUFFERED_BODY`], `Connection` naming other headers,
 //! `api_key` connections, heads above [`MAX_HEAD`] and targets with unusual bytes.
 
+use crate::proxy::choice::Named;
 use crate::proxy::error::{write_header, ProxyError};
 use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
 use crate::proxy::heads::{MAX_HEAD, MAX_HEADERS};
@@ -108,6 +109,7 @@ pub fn translate_request<'p>(
     let mut body_len = None;
     let mut close = false;
     let mut looped = false;
+    let mut named = Named::Absent;
     for h in req.headers.iter() {
         match classify(h.name) {
             Known::ContentLength => match parse_length(h.value) {
@@ -126,6 +128,10 @@ pub fn translate_request<'p>(
             }
             Known::TransferEncoding | Known::Expect => return Outcome::Fallback,
             Known::Via => looped |= via_names(h.value, &proxy.pseudonym),
+            Known::Named => {
+                named = named.and(h.value);
+                continue;
+            }
             Known::HopByHop | Known::Lookalike | Known::Host | Known::Authorization => continue,
             Known::Other => {}
         }
@@ -147,6 +153,7 @@ pub fn translate_request<'p>(
         path_and_query,
         looped,
         tunnel,
+        connection: named,
     };
     let plan = match proxy.plan(&ask, now) {
         Ok(plan) => plan,

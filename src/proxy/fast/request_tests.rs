@@ -80,7 +80,9 @@ fn targets_are_cut_as_the_hyper_path_cuts_them() {
         ("http://API.example.com.:8443", "/"),
         ("http://api.example.com:8443?q", "/?q"),
     ] {
-        let (ready, out) = translate(&proxy, &format!("GET {target} HTTP/1.1\r\n\r\n"));
+        // (Both connections are on api.example.com:8443: forward mode needs the header.)
+        let request = format!("GET {target} HTTP/1.1\r\ntokenwarden-connection: api\r\n\r\n");
+        let (ready, out) = translate(&proxy, &request);
         assert!(ready.is_some(), "{target}: {out}");
         assert!(
             out.starts_with(&format!("GET {upstream} HTTP/1.1\r\n")),
@@ -112,6 +114,7 @@ fn refusals_of_the_plan_are_answered_here() {
     for (request, status) in [
         ("GET /nope/x HTTP/1.1\r\n\r\n", 404),
         ("GET https://api.example.com:8443/x HTTP/1.1\r\n\r\n", 403),
+        ("GET http://api.example.com:8443/x HTTP/1.1\r\n\r\n", 421),
         ("GET http://other.example.com/x HTTP/1.1\r\n\r\n", 403),
         (
             "GET http://user@api.example.com:8443/x HTTP/1.1\r\n\r\n",
@@ -136,6 +139,64 @@ fn refusals_of_the_plan_are_answered_here() {
         .1,
         "partial"
     );
+}
+
+#[test]
+fn the_connection_header_chooses_on_a_shared_host_and_is_never_forwarded() {
+    let (_dir, proxy) = proxy();
+    for request in [
+        "GET /api/x HTTP/1.1\r\nTokenwarden-Connection: api\r\nX-A: 1\r\n\r\n",
+        "GET http://api.example.com:8443/x HTTP/1.1\r\ntokenwarden-connection: api\r\nX-A: 1\r\n\r\n",
+    ] {
+        let (ready, out) = translate(&proxy, request);
+        assert!(ready.is_some(), "{request}: {out}");
+        assert!(!out.to_ascii_lowercase().contains("tokenwarden-connection"), "{out}");
+        assert!(out.contains("\r\nX-A: 1\r\n") && out.contains("Bearer sekrit"), "{out}");
+    }
+    // The api_key connection is chosen too (then the hyper path applies its key).
+    let keyed =
+        "GET http://api.example.com:8443/x HTTP/1.1\r\ntokenwarden-connection: keyed\r\n\r\n";
+    assert_eq!(translate(&proxy, keyed).1, "fallback");
+    for (request, status, code) in [
+        // Two connections on the host, none named.
+        ("GET http://api.example.com:8443/x HTTP/1.1\r\n\r\n", 421, "connection_not_named"),
+        // Named, but not a connection on that host.
+        (
+            "GET http://api.example.com:8443/x HTTP/1.1\r\ntokenwarden-connection: nope\r\n\r\n",
+            421,
+            "connection_mismatch",
+        ),
+        // Reverse mode: the header names another connection than the path.
+        (
+            "GET /api/x HTTP/1.1\r\ntokenwarden-connection: keyed\r\n\r\n",
+            421,
+            "connection_mismatch",
+        ),
+        // Named twice.
+        (
+            "GET /api/x HTTP/1.1\r\ntokenwarden-connection: api\r\ntokenwarden-connection: api\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        // A host without connections stays a 403 whatever is named.
+        (
+            "GET http://other.example.com/x HTTP/1.1\r\ntokenwarden-connection: api\r\n\r\n",
+            403,
+            "forbidden",
+        ),
+    ] {
+        let mut out = Vec::new();
+        let Outcome::Refused(r) = translate_request(&proxy, request.as_bytes(), &mut out, Instant::now(), None) else {
+            panic!("{request}: not refused");
+        };
+        assert_eq!(r.error.status().as_u16(), status, "{request}");
+        let body = r.error.body();
+        assert_eq!(body["error"], code, "{request}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(status != 421 || message.contains("tokenwarden-connection"), "{body}");
+        assert!(status != 421 || message.contains("api.example.com") || message.contains("path"), "{body}");
+        assert!(!body.to_string().contains("sekrit"), "{body}");
+    }
 }
 
 #[test]

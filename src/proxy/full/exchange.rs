@@ -64,7 +64,8 @@ impl<'w> Exchange<'w> {
             // (Sent, and not kept: the lifecycle plans no replay of it.)
             (None, None) => return Err(body_unreadable()),
         };
-        let ask = ask(method, uri, headers, proxy, self.tunnel);
+        let named = crate::proxy::choice::Named::of(headers);
+        let ask = ask(method, uri, headers, named, proxy, self.tunnel);
         Ok(proxy.plan(&ask, now)?.prepared())
     }
 }

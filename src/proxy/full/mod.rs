@@ -21,10 +21,10 @@ pub(crate) mod stall;
 
 use super::deadline::Timers;
 use super::error::{ProxyError, UpstreamFault};
-use super::headers;
 use super::lifecycle::{self, Prepared};
 use super::route::{Ask, Credential};
 use super::Proxy;
+use super::{choice, headers};
 use bytes::Bytes;
 use exchange::Exchange;
 use http::header::{self, HeaderMap};
@@ -75,14 +75,17 @@ impl Proxy {
         }
         // A CONNECT is no forwarded request (no lifecycle): its access-log line is here.
         let logged = self.access_log.then(|| {
+            let headers = req.headers();
+            let named = choice::Named::of(headers);
             let ask = ask(
                 req.method(),
                 req.uri(),
-                req.headers(),
+                headers,
+                named,
                 &self,
                 tunnel.as_deref(),
             );
-            let connection = self.route(ask.origin, ask.path_and_query, ask.tunnel);
+            let connection = self.route(&ask);
             let connection = connection
                 .map_or(super::access::NO_CONNECTION.to_owned(), |(e, _)| {
                     e.conn.key.clone()
@@ -179,8 +182,17 @@ impl Proxy {
         tunnel: Option<&str>,
     ) -> Result<(Request<B>, Planned<'p>), ProxyError> {
         let (mut parts, body) = req.into_parts();
+        let taken = choice::Taken::from(&mut parts.headers);
         let (prepared, target) = {
-            let ask = ask(&parts.method, &parts.uri, &parts.headers, self, tunnel);
+            let named = taken.named();
+            let ask = ask(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                named,
+                self,
+                tunnel,
+            );
             let plan = self.plan(&ask, now)?;
             let target = plan.target.to_path_and_query()?;
             self.prepare(&plan, &mut parts.headers);
@@ -246,11 +258,13 @@ pub struct Planned<'p> {
 }
 
 /// The [`Ask`] of a request hyper parsed (inside the intercepted tunnel to `tunnel`, if
-/// any: [`Ask::tunnel`]).
+/// any: [`Ask::tunnel`]) that names a connection as `connection` says
+/// ([`choice::Named::of`] its headers, or what [`choice::Taken`] took out of them).
 pub fn ask<'r>(
     method: &'r Method,
     uri: &'r Uri,
     headers: &HeaderMap,
+    connection: choice::Named<'r>,
     proxy: &Proxy,
     tunnel: Option<&'r str>,
 ) -> Ask<'r> {
@@ -262,5 +276,6 @@ pub fn ask<'r>(
         path_and_query: uri.path_and_query().map_or("", PathAndQuery::as_str),
         looped: headers::has_our_via(headers, &proxy.pseudonym),
         tunnel,
+        connection,
     }
 }

@@ -1,27 +1,26 @@
 //! The hyper path's upstream connection pool of one proxy worker thread. Each worker runs
 //! a current-thread runtime, so the pool needs no lock and no atomics: idle hyper HTTP/1.1
-//! client connections per upstream in a `RefCell`, checked out for one request and
-//! returned when the response body has been read to its end. A connection whose response
+//! client connections by upstream origin in the worker's [`IdleLists`], checked out for
+//! one request and returned when the response body has been read to its end. A connection whose response
 //! body is dropped early is closed (HTTP/1.1 cannot abandon a response and reuse the
 //! connection), and so is one whose response was framed ambiguously or refused
 //! ([`ResponseFraming`]) or whose body breaks the fast path's chunked rules ([`Checked`]).
-//! Connections are opened by the shared [`Dialer`], which also holds both pools' limits
-//! ([`POOL_IDLE_TIMEOUT`], [`POOL_MAX_IDLE`]); failures are retried by the shared
+//! Connections are opened by the shared [`Dialer`]; failures are retried by the shared
 //! rule ([`may_retry`]).
 
 use super::checked::Checked;
 use super::UpstreamBody;
 use crate::instrument::{Gauge, Open};
 use crate::proxy::headers::ResponseFraming;
+use crate::proxy::idle::{Idle, IdleLists};
 use crate::proxy::measure;
 use crate::proxy::route::{may_retry, Unanswered};
-use crate::proxy::upstream::{DialError, Dialer, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
-use crate::registry::Entry;
+use crate::proxy::upstream::{DialError, Dialer};
+use crate::registry::{Entry, Origin};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use std::cell::RefCell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -40,26 +39,35 @@ pub enum PoolError {
     TransferCoding,
 }
 
-struct Idle {
-    sender: SendRequest<UpstreamBody>,
-    since: Instant,
+/// An idle hyper client connection.
+struct Sender(SendRequest<UpstreamBody>);
+
+impl Idle for Sender {
+    fn open(&self) -> bool {
+        !self.0.is_closed()
+    }
 }
 
 pub struct Pool {
-    /// Idle connections, indexed by the connection's position in the registry.
-    idle: RefCell<Vec<Vec<Idle>>>,
+    idle: IdleLists<Sender>,
     dialer: Dialer,
     /// The open upstream connections of the process.
     open: Arc<Gauge>,
 }
 
 impl Pool {
-    pub fn new(connections: usize, dialer: Dialer, open: Arc<Gauge>) -> Pool {
+    pub fn new(dialer: Dialer, open: Arc<Gauge>) -> Pool {
         Pool {
-            idle: RefCell::new((0..connections).map(|_| Vec::new()).collect()),
+            idle: IdleLists::default(),
             dialer,
             open,
         }
+    }
+
+    /// Closes idle connections the upstream closed or that waited too long, while any are
+    /// pooled ([`IdleLists::reap`]).
+    pub async fn reap(&self) {
+        self.idle.reap().await;
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to connection `entry`'s upstream, on an
@@ -72,10 +80,10 @@ impl Pool {
         req: Request<UpstreamBody>,
         idempotent: bool,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let index = entry.index;
+        let origin = &entry.origin;
         let mut req = req;
         loop {
-            let (mut sender, reused) = match self.checkout(index).await {
+            let (mut sender, reused) = match self.checkout(origin).await {
                 Some(s) => (s, true),
                 // Boxed: the cold path would otherwise bloat every request's future.
                 None => (Box::pin(self.connect(entry)).await?, false),
@@ -89,7 +97,7 @@ impl Pool {
                     // Without its sender, hyper closes the connection once this response
                     // is read (a refused one is dropped unread: closed at once).
                     let slot = match ResponseFraming::of(&parts.headers) {
-                        ResponseFraming::Clean => Some((sender, Rc::clone(self), index)),
+                        ResponseFraming::Clean => Some((sender, Rc::clone(self), origin.clone())),
                         ResponseFraming::Ambiguous => None,
                         ResponseFraming::Refused => return Err(PoolError::TransferCoding),
                     };
@@ -111,30 +119,19 @@ impl Pool {
             }
         }
     }
-    async fn checkout(&self, index: usize) -> Option<SendRequest<UpstreamBody>> {
+
+    async fn checkout(&self, origin: &Origin) -> Option<SendRequest<UpstreamBody>> {
         loop {
-            let idle = self.idle.borrow_mut().get_mut(index)?.pop()?;
-            if idle.sender.is_closed() || idle.since.elapsed() > POOL_IDLE_TIMEOUT {
-                continue;
-            }
-            let mut sender = idle.sender;
+            let Sender(mut sender) = self.idle.take(origin, Instant::now())?;
             if sender.is_ready() || sender.ready().await.is_ok() {
                 return Some(sender);
             }
         }
     }
 
-    fn checkin(&self, index: usize, sender: SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.borrow_mut();
-        let idle = crate::proxy::pool_slot(&mut idle, index);
-        if idle.len() < POOL_MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+    fn checkin(&self, origin: &Origin, sender: SendRequest<UpstreamBody>) {
+        if !sender.is_closed() {
+            self.idle.put(origin, Sender(sender), Instant::now());
         }
     }
 
@@ -173,13 +170,13 @@ where
 /// A response body that gives its connection back to the pool once read to the end.
 pub struct PooledBody {
     inner: Incoming,
-    slot: Option<(SendRequest<UpstreamBody>, Rc<Pool>, usize)>,
+    slot: Option<(SendRequest<UpstreamBody>, Rc<Pool>, Origin)>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((sender, pool, index)) = self.slot.take() {
-            pool.checkin(index, sender);
+        if let Some((sender, pool, origin)) = self.slot.take() {
+            pool.checkin(&origin, sender);
         }
     }
 }

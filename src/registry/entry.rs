@@ -1,0 +1,87 @@
+//! [`Entry`]: one connection as the request path and the admin routes read it.
+
+use crate::config::{Auth, Connection, Grant, Upstream};
+use crate::instrument::ConnectionInstruments;
+use crate::runtime::Definition;
+use crate::telemetry::Counter;
+use crate::token::{self, State};
+use http::HeaderValue;
+use std::sync::Arc;
+
+use super::Origin;
+
+/// The port of an `http://` URL that names none.
+const HTTP_DEFAULT_PORT: u16 = 80;
+/// The port of an `https://` URL that names none.
+const HTTPS_DEFAULT_PORT: u16 = 443;
+
+/// The default port of the upstream's protocol.
+fn default_port(upstream: &Upstream) -> u16 {
+    if upstream.scheme == http::uri::Scheme::HTTPS {
+        HTTPS_DEFAULT_PORT
+    } else {
+        HTTP_DEFAULT_PORT
+    }
+}
+
+/// One connection as the proxy and admin routes see it.
+pub struct Entry {
+    pub conn: Arc<Connection>,
+    /// What the per-worker upstream pools key its connections by.
+    pub origin: Origin,
+    /// The upstream authority as a ready `Host` value.
+    pub host_header: HeaderValue,
+    pub counters: ProxyCounters,
+    /// The current token and its status (a static credential leaves it empty).
+    pub tokens: Arc<token::Cache>,
+    /// A runtime connection's definition (None: a connection of the config file).
+    pub runtime: Option<Arc<Definition>>,
+}
+
+/// Per-connection request counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Requests forwarded upstream with a credential.
+    pub proxied: Counter,
+    /// Request and connect durations, upstream errors, and the requests refused because
+    /// no usable token was held (by the state the 503 reported).
+    pub requests: ConnectionInstruments,
+    /// Upstream 401s to requests that carried a token, by what came of them.
+    pub unauthorized: crate::instrument::unauthorized::Counters,
+}
+
+impl Entry {
+    /// The entry of a connection without a token yet.
+    pub fn new(conn: Arc<Connection>) -> Entry {
+        let state = match &conn.auth {
+            Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => State::NeedsAuthorization,
+            Auth::OAuth2(_) => State::Pending,
+            _ => State::Static,
+        };
+        Entry::with_tokens(conn, Arc::new(token::Cache::new(state)))
+    }
+
+    /// The entry of a connection that takes over `tokens` (a changed definition under
+    /// which they stay valid).
+    pub fn with_tokens(conn: Arc<Connection>, tokens: Arc<token::Cache>) -> Entry {
+        let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
+            .expect("an Authority is a valid header value");
+        Entry {
+            origin: Origin::of(&conn),
+            conn,
+            host_header,
+            counters: ProxyCounters::default(),
+            tokens,
+            runtime: None,
+        }
+    }
+
+    /// Whether forward mode reaches it at `port` (as [`Registry::by_authority`] says).
+    pub(super) fn forwards_at(&self, port: Option<u16>) -> bool {
+        let upstream = &self.conn.upstream;
+        let implicit = matches!(port, None | Some(HTTP_DEFAULT_PORT));
+        !self.conn.reverse_only
+            && (port == Some(upstream.port)
+                || (implicit && upstream.port == default_port(upstream)))
+    }
+}
