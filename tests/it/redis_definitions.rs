@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 use secrecy::SecretString;
 use std::time::Duration;
 use tokenwarden::config::RedisSettings;
-use tokenwarden::token::store::redis::{parse_update, MAX_SEALED_LEN};
+use tokenwarden::token::store::redis::{parse_update, MAX_GENERATION, MAX_SEALED_LEN};
 use tokenwarden::token::store::{RedisStore, StoreError, StoredToken};
 
 const PREFIX: &str = "tokenwarden:";
@@ -164,6 +164,17 @@ async fn a_value_moved_edited_or_taken_from_a_token_set_is_refused() {
         &crm,
         "an oversized value",
     );
+    // Not a string: named, and Redis still counts as up.
+    redis.cmd::<()>(&[b"DEL", crm.as_bytes()]).await;
+    redis
+        .cmd::<()>(&[b"HSET", crm.as_bytes(), b"sealed", &sealed])
+        .await;
+    match ours.read_definition("crm").await {
+        Err(e @ StoreError::BadValue { .. }) => assert!(e.to_string().contains(&crm), "{e}"),
+        other => panic!("a hash: expected a bad value, got {other:?}"),
+    }
+    assert!(ours.health().0, "a bad value is not Redis down");
+    redis.cmd::<()>(&[b"DEL", crm.as_bytes()]).await;
     // What was written opens where it was written.
     set(&redis, &crm, &sealed).await;
     assert_eq!(
@@ -241,6 +252,33 @@ async fn changed_since_names_exactly_the_connections_changed_after_a_generation(
         staging.definitions_changed_since(0).await.unwrap(),
         (0, vec![])
     );
+
+    // A counter that is not a generation (edited, or at the bound) writes nothing.
+    let counter = format!("{PREFIX}connections:gen");
+    for unusable in ["junk".to_owned(), MAX_GENERATION.to_string()] {
+        set(&redis, &counter, unusable.as_bytes()).await;
+        assert!(
+            matches!(
+                a.put_definition("delta", DEFINITION).await,
+                Err(StoreError::BadValue { .. })
+            ),
+            "{unusable}"
+        );
+        assert!(
+            matches!(
+                a.remove_definition("bravo").await,
+                Err(StoreError::BadValue { .. })
+            ),
+            "{unusable}"
+        );
+    }
+    assert!(a.read_definition("delta").await.unwrap().is_none());
+    assert!(a.read_definition("bravo").await.unwrap().is_some());
+    set(&redis, &counter, b"junk").await;
+    assert!(matches!(
+        b.definitions_changed_since(0).await,
+        Err(StoreError::BadValue { .. })
+    ));
 }
 
 #[tokio::test]

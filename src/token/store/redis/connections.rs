@@ -174,6 +174,7 @@ impl RedisStore {
                 Value::BulkString(sealed) => {
                     self.open_definition(key, connection, &sealed).map(Some)
                 }
+                Value::Int(n) if n < 0 => Err(bad_value(key, "the value is not a string")),
                 Value::Int(_) => Err(refused(
                     key,
                     format!(

@@ -1,5 +1,5 @@
-//! The Lua scripts every token write (and the bounded token read) goes through, each built
-//! (and hashed for `EVALSHA`) once per process. Keys and arguments are documented per
+//! The Lua scripts every token write and runtime-connection change (and the bounded reads)
+//! go through, each built (and hashed for `EVALSHA`) once per process. Keys and arguments are documented per
 //! script; see the layout in the parent module.
 //!
 //! Generations cross the script boundary as decimal strings written by Rust, and are never
@@ -185,14 +185,20 @@ return {gen, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}
 });
 
 /// Reads definitions without fetching an oversized one: per key, its value, its length
-/// (an integer) when longer than ARGV[1] bytes, or nil when absent. KEYS: definitions.
+/// (an integer) when longer than ARGV[1] bytes, -1 when the key is not a string, or nil
+/// when absent. KEYS: definitions.
 pub(super) static READ_DEFINITIONS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local out = {}
 for i, key in ipairs(KEYS) do
-  local len = redis.call('STRLEN', key)
-  if len > tonumber(ARGV[1]) then out[i] = len else out[i] = redis.call('GET', key) end
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then out[i] = false
+  elseif kind ~= 'string' then out[i] = -1
+  else
+    local len = redis.call('STRLEN', key)
+    if len > tonumber(ARGV[1]) then out[i] = len else out[i] = redis.call('GET', key) end
+  end
 end
 return out
 ",
