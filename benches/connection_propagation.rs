@@ -15,6 +15,10 @@
 //! sample starts just before A's call and ends when B's read returns, so it includes A's
 //! write, the push, B's read and two task wake-ups on a 2-thread runtime: it over-, never
 //! under-states the propagation time. It exits non-zero when p99 misses the target.
+//!
+//! Measured on a 2-core VM (4 runs, release): "B holds the change" p50 47–55 µs, p99
+//! 104–117 µs (one run 1.95 ms), max 2.0–5.6 ms, none missed; the dev profile
+//! (`--profile dev`) gave p99 5.9 ms.
 #![allow(
     clippy::disallowed_types,
     reason = "clippy.toml's rules are for src: a benchmark measures wall time"
