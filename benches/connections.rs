@@ -23,7 +23,7 @@
     reason = "clippy.toml's rules are for src: a benchmark is a scenario read top to bottom, measures wall time and builds its own HTTP clients"
 )]
 
-#[path = "support/redis.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 
 use redis_server::RedisServer;

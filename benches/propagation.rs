@@ -33,14 +33,13 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokenwarden::app::{self, Options, Running};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-#[path = "support/redis.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 use redis_server::RedisServer;
 

@@ -38,6 +38,7 @@ mod metrics;
 mod oidc;
 mod paths;
 mod private_network;
+mod redis_definitions;
 mod reload;
 mod reload_grants;
 mod replicas;

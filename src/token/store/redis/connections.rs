@@ -1,61 +1,284 @@
 //! Runtime-connection definitions in Redis, shared by every replica.
 //!
-//! NOTE: stubs: the layout, sealing and change channel land in the next commit.
+//! A definition (JSON holding the connection's secrets) is kept sealed in `P{k}:connection`,
+//! bound to a label made of a purpose (`\0definition:`, which no connection key or state
+//! label starts with), the key prefix `P` and the connection key `k` (see [`label`]): a
+//! token set never opens as a definition nor a definition as a token set (they use other
+//! associated-data layouts), and a value copied from another connection or prefix, or
+//! edited, fails authentication and is refused ([`StoreError::Refused`], naming the key,
+//! never the content). It is not bound to a generation: a definition written back over a
+//! newer one by someone with write access to Redis opens.
+//!
+//! Every change (create, change, delete) goes through one Lua script (`scripts`) that
+//! writes or deletes the value, bumps the change generation `Pconnections:gen`, records the
+//! connection at that generation in the sorted set `Pconnections:changes` and publishes
+//! `<gen> <k>` on the channel `Pconnections`, so a reader never sees a change recorded
+//! without its value. A replica follows the channel ([`RedisStore::subscribe_connections`])
+//! and polls [`RedisStore::definitions_changed_since`] as the fallback for a missed message.
+//! A deleted connection stays in the change set (that is how a poll learns of the delete).
+//!
+//! The scripts touch keys of several connections and the global ones, which Redis Cluster
+//! puts in different slots: this module needs a single Redis (or a primary with replicas);
+//! Cluster support is a later issue.
 
-use super::RedisStore;
+use super::{bad_value, scripts, RedisStore, MAX_GENERATION, MAX_SEALED_LEN};
+use crate::token::store::record::{self, SealedRecord};
 use crate::token::store::{Definition, StoreError};
+use redis::Value;
+
+/// Definitions read per script call while loading them all (bounds one reply).
+const READ_BATCH: usize = 256;
+/// The purpose that starts every definition's label (a NUL never starts a connection key
+/// nor the `\0state:` label of a pending authorization).
+const DEFINITION_PURPOSE: &str = "\0definition:";
 
 impl RedisStore {
-    /// Every stored definition, opened, and the change generation they were read at.
+    fn definition_key(&self, connection: &str) -> String {
+        format!("{}{{{connection}}}:connection", self.prefix)
+    }
+
+    fn change_generation_key(&self) -> String {
+        format!("{}connections:gen", self.prefix)
+    }
+
+    fn changes_key(&self) -> String {
+        format!("{}connections:changes", self.prefix)
+    }
+
+    /// The pub/sub channel of runtime-connection changes: `<gen> <connection>` after each
+    /// (parse it with [`super::parse_update`]).
+    pub fn connections_channel(&self) -> String {
+        format!("{}connections", self.prefix)
+    }
+
+    /// Every stored definition, opened, and the change generation they were read at: a
+    /// change after it is in [`RedisStore::definitions_changed_since`] of that generation.
     pub async fn load_definitions(&self) -> Result<(u64, Vec<(String, Definition)>), StoreError> {
-        Err(self.not_yet())
+        let (generation, connections) = self.definitions_changed_since(0).await?;
+        let mut out = Vec::with_capacity(connections.len());
+        for batch in connections.chunks(READ_BATCH) {
+            let values = self.fetch_definitions(batch).await?;
+            for (connection, value) in batch.iter().zip(values) {
+                if let Some(definition) = value {
+                    out.push((connection.clone(), definition));
+                }
+            }
+        }
+        Ok((generation, out))
     }
 
     /// One connection's definition, opened; None when it has none (deleted or never created).
     pub async fn read_definition(
         &self,
-        _connection: &str,
+        connection: &str,
     ) -> Result<Option<Definition>, StoreError> {
-        Err(self.not_yet())
+        let mut values = self.fetch_definitions(&[connection.to_owned()]).await?;
+        Ok(values.pop().flatten())
     }
 
     /// Writes `connection`'s definition, sealed, and publishes the change; returns its
     /// change generation.
     pub async fn put_definition(
         &self,
-        _connection: &str,
-        _definition: &[u8],
+        connection: &str,
+        definition: &[u8],
     ) -> Result<u64, StoreError> {
-        Err(self.not_yet())
+        let key = self.definition_key(connection);
+        let sealed = self.seal_definition(&key, connection, definition)?;
+        let mut call = scripts::PUT_DEFINITION.key(&key);
+        call.key(self.change_generation_key())
+            .key(self.changes_key())
+            .arg(sealed)
+            .arg(self.connections_channel())
+            .arg(connection)
+            .arg(MAX_GENERATION);
+        let mut con = self.manager.clone();
+        let outcome: Value = self
+            .run(
+                "writing a connection definition",
+                call.invoke_async(&mut con),
+            )
+            .await?;
+        self.change_generation(outcome)
     }
 
-    /// Deletes `connection`'s definition and token set, and publishes the change; returns
-    /// its change generation.
-    pub async fn remove_definition(&self, _connection: &str) -> Result<u64, StoreError> {
-        Err(self.not_yet())
+    /// Deletes `connection`'s definition, token set and refresh lease, and publishes the
+    /// change; returns its change generation. Deleting an absent one is not an error (and
+    /// is published all the same).
+    pub async fn remove_definition(&self, connection: &str) -> Result<u64, StoreError> {
+        let mut call = scripts::REMOVE_DEFINITION.key(self.definition_key(connection));
+        call.key(self.token_key(connection))
+            .key(self.lease_key(connection))
+            .key(self.change_generation_key())
+            .key(self.changes_key())
+            .arg(self.connections_channel())
+            .arg(connection)
+            .arg(MAX_GENERATION);
+        let mut con = self.manager.clone();
+        let outcome: Value = self
+            .run("deleting a connection", call.invoke_async(&mut con))
+            .await?;
+        self.change_generation(outcome)
     }
 
     /// The connections changed (created, changed or deleted) after generation `since`, and
     /// the current generation: the poll that catches a missed notification.
     pub async fn definitions_changed_since(
         &self,
-        _since: u64,
+        since: u64,
     ) -> Result<(u64, Vec<String>), StoreError> {
-        Err(self.not_yet())
+        let counter = self.change_generation_key();
+        let mut call = scripts::CHANGES.key(&counter);
+        call.key(self.changes_key()).arg(since);
+        let mut con = self.manager.clone();
+        let (generation, connections): (Option<Vec<u8>>, Vec<String>) = self
+            .run("reading connection changes", call.invoke_async(&mut con))
+            .await?;
+        let generation = match generation {
+            None => 0,
+            Some(text) => super::tokens::parse_generation(&counter, &text)?.1,
+        };
+        Ok((generation, connections))
     }
 
-    /// A dedicated connection subscribed to the connections channel.
-    pub async fn subscribe_connections(
+    /// The definitions of `connections`, opened (None: absent), in one bounded read.
+    async fn fetch_definitions(
         &self,
-    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), StoreError> {
-        Err(self.not_yet())
+        connections: &[String],
+    ) -> Result<Vec<Option<Definition>>, StoreError> {
+        let keys: Vec<String> = connections.iter().map(|c| self.definition_key(c)).collect();
+        let mut call = scripts::READ_DEFINITIONS.prepare_invoke();
+        for key in &keys {
+            call.key(key);
+        }
+        call.arg(MAX_SEALED_LEN);
+        let mut con = self.manager.clone();
+        let values: Vec<Value> = self
+            .run(
+                "reading connection definitions",
+                call.invoke_async(&mut con),
+            )
+            .await?;
+        if values.len() != keys.len() {
+            return Err(bad_value(
+                &self.changes_key(),
+                "Redis answered a different number of definitions than asked for",
+            ));
+        }
+        connections
+            .iter()
+            .zip(&keys)
+            .zip(values)
+            .map(|((connection, key), value)| match value {
+                Value::Nil => Ok(None),
+                Value::BulkString(sealed) => {
+                    self.open_definition(key, connection, &sealed).map(Some)
+                }
+                Value::Int(n) if n < 0 => Err(bad_value(key, "the value is not a string")),
+                Value::Int(_) => Err(refused(
+                    key,
+                    format!(
+                        "the definition is longer than the {MAX_SEALED_LEN} bytes one may \
+                         take; not read"
+                    ),
+                )),
+                _ => Err(bad_value(key, "the value is not a string")),
+            })
+            .collect()
     }
 
-    fn not_yet(&self) -> StoreError {
-        StoreError::Unavailable {
-            endpoint: self.endpoint.clone(),
-            action: "runtime connections",
-            reason: "not implemented yet".into(),
+    /// `definition` sealed for `connection` (stored at `key`); refused when longer than
+    /// readers take.
+    fn seal_definition(
+        &self,
+        key: &str,
+        connection: &str,
+        definition: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let label = self.label(key, connection)?;
+        let sealed = record::seal_bytes(&self.key, &label, definition)
+            .map(|r| r.to_bytes())
+            .map_err(|reason| bad_value(key, reason))?;
+        if sealed.len() > MAX_SEALED_LEN {
+            return Err(bad_value(
+                key,
+                format!(
+                    "the definition seals to more than the {MAX_SEALED_LEN} bytes readers take"
+                ),
+            ));
         }
+        Ok(sealed)
+    }
+
+    /// Opens the value stored at `key` as `connection`'s definition.
+    fn open_definition(
+        &self,
+        key: &str,
+        connection: &str,
+        sealed: &[u8],
+    ) -> Result<Definition, StoreError> {
+        let record = SealedRecord::from_bytes(sealed)
+            .ok_or_else(|| refused(key, "the value is too short to be a sealed definition"))?;
+        self.check_key_id(key, &record)?;
+        let label = self.label(key, connection)?;
+        record::open_bytes(&self.key, &label, &record).map_err(|_| {
+            refused(
+                key,
+                "the definition failed authentication (modified, or copied from another \
+                 connection, key prefix or a token set)",
+            )
+        })
+    }
+
+    /// What a definition of `connection` is bound to: the purpose, the prefix's length and
+    /// the prefix, then the connection key (the length keeps the two apart).
+    fn label(&self, key: &str, connection: &str) -> Result<String, StoreError> {
+        let label = format!(
+            "{DEFINITION_PURPOSE}{}:{}{connection}",
+            self.prefix.len(),
+            self.prefix
+        );
+        if u16::try_from(label.len()).is_err() {
+            return Err(bad_value(
+                key,
+                "the connection key is too long to be sealed",
+            ));
+        }
+        Ok(label)
+    }
+
+    /// A change script's answer → the change generation it wrote.
+    fn change_generation(&self, outcome: Value) -> Result<u64, StoreError> {
+        let counter = self.change_generation_key();
+        match outcome {
+            Value::BulkString(text) => Ok(super::tokens::parse_generation(&counter, &text)?.1),
+            _ => Err(bad_value(
+                &counter,
+                format!(
+                    "the change generation is not a number below {MAX_GENERATION}; nothing \
+                     was written"
+                ),
+            )),
+        }
+    }
+}
+
+fn refused(key: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::Refused {
+        key: key.to_owned(),
+        reason: reason.into(),
+        generation: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DEFINITION_PURPOSE;
+
+    #[test]
+    fn the_purpose_starts_no_other_label() {
+        // Pending states are sealed under `\0state:…`; connection keys never start with NUL.
+        assert!(DEFINITION_PURPOSE.starts_with('\0'));
+        assert!(!"\0state:".starts_with(DEFINITION_PURPOSE));
     }
 }

@@ -1,5 +1,6 @@
-//! [`RedisStore`]: token sets, refresh leases and pending authorization states in Redis,
-//! shared by every replica that serves the same connections.
+//! [`RedisStore`]: token sets, refresh leases, pending authorization states and
+//! runtime-connection definitions in Redis, shared by every replica that serves the same
+//! connections.
 //!
 //! Layout, with the key prefix `P` (default `tokenwarden:`) and a connection key `k`; the
 //! `{k}` hash tag keeps one connection's keys in one Cluster slot:
@@ -10,6 +11,14 @@
 //! | `P{k}:lease` | string, `PX` lease TTL | the holder of the refresh lease: `<pid>-<random>` |
 //! | `Pstate:<sha256 of the state>` | string, `PX` state TTL | a sealed pending authorization |
 //! | channel `Ptokens` | pub/sub | `<gen> <k>` after every write |
+//! | `P{k}:connection` | string | a runtime connection's definition, sealed: key id ‖ nonce ‖ ciphertext, at most [`MAX_SEALED_LEN`] bytes (`connections`) |
+//! | `Pconnections:gen` | string (counter) | the change generation: +1 on every create, change or delete of a runtime connection, at most [`MAX_GENERATION`] |
+//! | `Pconnections:changes` | sorted set | member `k`, score the change generation of its latest change (deletes included) |
+//! | channel `Pconnections` | pub/sub | `<gen> <k>` after every change of a runtime connection |
+//!
+//! The runtime-connection scripts touch several connections' keys and the global ones in
+//! one step, which Redis Cluster does not allow across slots: for now they need a single
+//! Redis (Cluster is a later issue; see `connections`).
 //!
 //! Token sets are sealed as the file store seals them (XChaCha20-Poly1305), with the
 //! connection key, the subject (empty: per-user grants will fill it), the key prefix `P` and
@@ -68,8 +77,8 @@ const HOLDER_BYTES: usize = 16;
 /// The highest generation written or adopted: 2^53 - 1, the largest integer a Lua number
 /// (a double) holds exactly, so the scripts never compute with a rounded one.
 pub const MAX_GENERATION: u64 = (1 << 53) - 1;
-/// The longest `sealed` field read or written (256 KiB; a token set is a few KiB): a longer
-/// one is refused without being fetched.
+/// The longest `sealed` field or sealed definition read or written (256 KiB; a token set or
+/// a definition is a few KiB): a longer one is refused without being fetched.
 pub const MAX_SEALED_LEN: usize = 256 * 1024;
 
 /// The right to run one token request for a connection, until `deadline`.

@@ -1,5 +1,5 @@
-//! The Lua scripts every token write (and the bounded token read) goes through, each built
-//! (and hashed for `EVALSHA`) once per process. Keys and arguments are documented per
+//! The Lua scripts every token write and runtime-connection change (and the bounded reads)
+//! go through, each built (and hashed for `EVALSHA`) once per process. Keys and arguments are documented per
 //! script; see the layout in the parent module.
 //!
 //! Generations cross the script boundary as decimal strings written by Rust, and are never
@@ -111,6 +111,96 @@ pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+",
+    )
+});
+
+/// Writes a runtime connection's sealed definition and records the change.
+///
+/// KEYS: definition, change generation counter, change set. ARGV: sealed, channel,
+/// connection key, the highest generation allowed. Returns the new change generation as a
+/// decimal string, or -1 (nothing written) when the counter is unusable or at the bound.
+/// The value is written before the change is recorded, so no reader sees the change
+/// without it.
+pub(super) static PUT_DEFINITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}{}",
+        next_change(),
+        r"
+if not usable_counter(KEYS[2], ARGV[4]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+return record_change(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+"
+    ))
+});
+
+/// Deletes a runtime connection: its definition, token set and lease, and records the
+/// change.
+///
+/// KEYS: definition, token hash, lease, change generation counter, change set. ARGV:
+/// channel, connection key, the highest generation allowed. Returns as
+/// [`PUT_DEFINITION`] does.
+pub(super) static REMOVE_DEFINITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}{}",
+        next_change(),
+        r"
+if not usable_counter(KEYS[4], ARGV[3]) then return -1 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return record_change(KEYS[4], KEYS[5], ARGV[1], ARGV[2])
+"
+    ))
+});
+
+/// `usable_counter(counter, bound)`: whether the change counter is absent or a decimal
+/// integer below `bound`. `record_change(counter, changes, channel, key)`: bumps the
+/// counter, records `key` at the new generation, publishes `<gen> <key>` and returns the
+/// generation as text (`%d`: never exponent notation).
+fn next_change() -> &'static str {
+    r"
+local function usable_counter(counter, bound)
+  local raw = redis.call('GET', counter)
+  if not raw then return true end
+  if #raw > 16 or not string.match(raw, '^%d+$') then return false end
+  return tonumber(raw) < tonumber(bound)
+end
+local function record_change(counter, changes, channel, key)
+  local gen = string.format('%d', redis.call('INCR', counter))
+  redis.call('ZADD', changes, gen, key)
+  redis.call('PUBLISH', channel, gen .. ' ' .. key)
+  return gen
+end
+"
+}
+
+/// The current change generation and the connections changed after ARGV[1], read at one
+/// instant: `[gen or nil, [key…]]`. KEYS: change generation counter, change set.
+pub(super) static CHANGES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local gen = redis.call('GET', KEYS[1])
+return {gen, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}
+",
+    )
+});
+
+/// Reads definitions without fetching an oversized one: per key, its value, its length
+/// (an integer) when longer than ARGV[1] bytes, -1 when the key is not a string, or nil
+/// when absent. KEYS: definitions.
+pub(super) static READ_DEFINITIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then out[i] = false
+  elseif kind ~= 'string' then out[i] = -1
+  else
+    local len = redis.call('STRLEN', key)
+    if len > tonumber(ARGV[1]) then out[i] = len else out[i] = redis.call('GET', key) end
+  end
+end
+return out
 ",
     )
 });

@@ -317,7 +317,7 @@ impl RedisStore {
 /// A `gen` field → its text and value; beyond [`MAX_GENERATION`] it is refused. Digits
 /// only, and no leading zero (which tokenwarden never writes): the scripts (`stored_gen`)
 /// count a field of more than 16 characters as 0, so `00000000000000001` must not be 1 here.
-fn parse_generation(key: &str, field: &[u8]) -> Result<(String, u64), StoreError> {
+pub(super) fn parse_generation(key: &str, field: &[u8]) -> Result<(String, u64), StoreError> {
     let text = std::str::from_utf8(field)
         .ok()
         .filter(|t| {

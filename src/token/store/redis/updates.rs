@@ -1,6 +1,6 @@
-//! Token-write notifications: the follower's own subscription to the channel every write
-//! publishes `<gen> <connection>` on, and a ping that tells a half-open subscription from
-//! a quiet one (answered in RESP2 or RESP3 shape).
+//! Notifications: a dedicated subscription to the channel every token write (or, for
+//! runtime connections, every change) publishes `<gen> <connection>` on, and a ping that
+//! tells a half-open subscription from a quiet one (answered in RESP2 or RESP3 shape).
 
 use super::{timed_out, RedisStore, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::token::store::StoreError;
@@ -8,11 +8,31 @@ use redis::aio::{PubSubSink, PubSubStream};
 use redis::{ErrorKind, RedisError, Value};
 
 impl RedisStore {
-    /// A dedicated connection subscribed to [`RedisStore::channel`]: its sink (for
-    /// [`RedisStore::ping`]) and its stream of messages. Connecting and subscribing
-    /// together time out after [`CONNECT_TIMEOUT`] + [`RESPONSE_TIMEOUT`].
+    /// A dedicated connection subscribed to [`RedisStore::channel`] (token writes): its
+    /// sink (for [`RedisStore::ping`]) and its stream of messages.
     pub async fn subscribe(&self) -> Result<(PubSubSink, PubSubStream), StoreError> {
-        let channel = self.channel();
+        self.subscribe_to(self.channel(), "subscribing to token updates")
+            .await
+    }
+
+    /// A dedicated connection subscribed to [`RedisStore::connections_channel`]
+    /// (runtime-connection changes), as [`RedisStore::subscribe`].
+    pub async fn subscribe_connections(&self) -> Result<(PubSubSink, PubSubStream), StoreError> {
+        self.subscribe_to(
+            self.connections_channel(),
+            "subscribing to connection changes",
+        )
+        .await
+    }
+
+    /// A dedicated connection subscribed to `channel`. Connecting and subscribing together
+    /// time out after [`CONNECT_TIMEOUT`] + [`RESPONSE_TIMEOUT`]. `action`: what a failure
+    /// says was being done.
+    async fn subscribe_to(
+        &self,
+        channel: String,
+        action: &'static str,
+    ) -> Result<(PubSubSink, PubSubStream), StoreError> {
         let subscribe = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -23,7 +43,7 @@ impl RedisStore {
                 .await
                 .unwrap_or_else(|_| Err(timed_out()))
         };
-        self.run("subscribing to token updates", bounded).await
+        self.run(action, bounded).await
     }
 
     /// Checks that the subscription's connection still answers (a half-open socket would
@@ -43,8 +63,7 @@ impl RedisStore {
                 )))
             }
         };
-        self.run("checking the token-update subscription", ping)
-            .await
+        self.run("checking a store subscription", ping).await
     }
 }
 
@@ -62,7 +81,7 @@ fn is_pong(answer: &Value) -> bool {
     }
 }
 
-/// A token-write notification `<gen> <connection>` → its parts.
+/// A notification `<gen> <connection>` (a token write or a connection change) → its parts.
 pub fn parse_update(payload: &[u8]) -> Option<(u64, &str)> {
     let text = std::str::from_utf8(payload).ok()?;
     let (generation, connection) = text.split_once(' ')?;

@@ -1,10 +1,10 @@
-//! A throwaway `redis-server` for the benches that need one (`propagation`, `connections`).
-//! Needs Debian's `redis-server` on `PATH` (`apt-get install redis-server`).
+//! A throwaway `redis-server` for the benches that need one (`propagation`,
+//! `connection_propagation`): a free loopback port, no persistence, killed by pid.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Longest wait for the server to answer.
+/// Longest wait for the server to answer after it is started.
 const START_WAIT: Duration = Duration::from_secs(10);
 
 /// A throwaway `redis-server` on a free loopback port with no persistence; killed by pid
