@@ -157,11 +157,13 @@ impl Admin {
             );
         }
         match segments.as_slice() {
-            [""] => page::render(self, req.headers(), peer),
+            [""] => page::render(self, req.headers(), peer, req.uri().query()),
             ["healthz"] => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             ["readyz"] => status::ready(&self.registry.load(), &self.backend),
             ["metrics"] => metrics::render(self),
-            ["api", "v1", "connections"] => status::list(&self.registry.load(), &self.backend),
+            ["api", "v1", "connections"] => {
+                status::list(&self.registry.load(), &self.backend, req.uri().query())
+            }
             ["api", "v1", "connection_type"] => connections::types(self, req.uri().query()),
             ["api", "v1", "connection"] => connections::list(self, req.uri().query()),
             ["api", "v1", "connection", key] => {

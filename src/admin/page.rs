@@ -49,24 +49,40 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
     .expect("a base64 hash is a valid header value")
 });
 
-/// What the page shows: the status documents, the store's health, whether the caller may
-/// start an authorization, and the time it is rendered at (Unix seconds).
+/// Connections per page of the status page (`/?page=N`).
+pub(crate) const PAGE_ROWS: usize = 100;
+
+/// What the page shows: one page of the status documents (`page`, from 1, of `total`
+/// connections), the store's health, whether the caller may start an authorization, and
+/// the time it is rendered at (Unix seconds).
 pub(crate) struct View {
     pub(crate) connections: Vec<Value>,
+    pub(crate) page: usize,
+    pub(crate) total: usize,
     pub(crate) store: Value,
     pub(crate) may_authorize: bool,
     pub(crate) now: u64,
 }
 
-/// `GET /`: the page for this caller.
-pub(crate) fn render(admin: &Admin, headers: &HeaderMap, peer: SocketAddr) -> Response<AdminBody> {
+/// `GET /` (`?page=N` for the Nth hundred connections): the page for this caller.
+pub(crate) fn render(
+    admin: &Admin,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    query: Option<&str>,
+) -> Response<AdminBody> {
+    let page = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "page")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let registry = admin.registry.load();
     let view = View {
-        connections: admin
-            .registry
-            .load()
-            .iter()
+        connections: (registry.page((page - 1) * PAGE_ROWS, PAGE_ROWS))
             .map(|c| describe(c, &admin.backend))
             .collect(),
+        page,
+        total: registry.len(),
         store: store(&admin.backend),
         may_authorize: trusted(
             admin.settings.token.as_ref(),
@@ -108,6 +124,7 @@ pub(crate) fn html(view: &View) -> String {
         row(&mut out, c, view);
     }
     out.push_str("</tbody></table>\n");
+    pages(&mut out, view);
     if !view.may_authorize {
         out.push_str(
             "<p><small>Authorizing is open to loopback callers (for example through \
@@ -120,6 +137,29 @@ pub(crate) fn html(view: &View) -> String {
         time(view.now)
     );
     out
+}
+
+/// "Connections 101–200 of 10000", with links to the pages before and after, when there
+/// is more than one page.
+fn pages(out: &mut String, view: &View) {
+    if view.total <= PAGE_ROWS && view.page == 1 {
+        return;
+    }
+    let first = (view.page - 1) * PAGE_ROWS;
+    let last = first + view.connections.len();
+    let _ = write!(
+        out,
+        "<p id=\"pages\">Connections {}–{last} of {}.",
+        (first + 1).min(last.max(1)),
+        view.total
+    );
+    if view.page > 1 {
+        let _ = write!(out, " <a href=\"/?page={}\">Previous</a>", view.page - 1);
+    }
+    if last < view.total {
+        let _ = write!(out, " <a href=\"/?page={}\">Next</a>", view.page + 1);
+    }
+    out.push_str("</p>\n");
 }
 
 fn store_line(out: &mut String, store: &Value) {

@@ -16,7 +16,9 @@ fn connection(key: &str, strategy: &str, state: &str) -> Value {
 
 fn view(connections: Vec<Value>, may_authorize: bool) -> View {
     View {
+        total: connections.len(),
         connections,
+        page: 1,
         store: json!({"backend": "file", "state": "ok", "last_error": null}),
         may_authorize,
         now: NOW,
@@ -190,4 +192,30 @@ fn the_page_holds_no_script_and_its_style_matches_the_policy() {
     assert!(csp.contains(&format!("style-src 'sha256-{hash}'")), "{csp}");
     assert!(csp.starts_with("default-src 'none';"), "{csp}");
     assert!(!csp.contains("unsafe"), "{csp}");
+}
+
+#[test]
+fn many_connections_are_paged_with_links_either_way() {
+    let rows = (0..PAGE_ROWS)
+        .map(|i| connection(&format!("c{i}"), "oauth2_client_credentials", "ready"))
+        .collect();
+    let mut middle = view(rows, true);
+    middle.page = 2;
+    middle.total = 2 * PAGE_ROWS + 50;
+    let html = html(&middle);
+    assert!(html.contains("Connections 101–200 of 250."), "{html}");
+    assert!(html.contains("<a href=\"/?page=1\">Previous</a>"), "{html}");
+    assert!(html.contains("<a href=\"/?page=3\">Next</a>"), "{html}");
+    let one = html_of_one_page();
+    assert!(
+        !one.contains("id=\"pages\""),
+        "a single page has no page links"
+    );
+}
+
+fn html_of_one_page() -> String {
+    html(&view(
+        vec![connection("a", "oauth2_client_credentials", "ready")],
+        true,
+    ))
 }

@@ -50,8 +50,27 @@ pub fn describe(entry: &Entry, backend: &Backend) -> Value {
     })
 }
 
-pub fn list(registry: &Registry, backend: &Backend) -> Response<AdminBody> {
-    let all: Vec<Value> = registry.iter().map(|c| describe(c, backend)).collect();
+/// Every connection's status, or with `?page=&size=` one page of them (as the Fides list
+/// pages: `page` from 1, `size` up to [`super::fides::MAX_PAGE_SIZE`]).
+pub fn list(registry: &Registry, backend: &Backend, query: Option<&str>) -> Response<AdminBody> {
+    let paged = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(name, _)| name == "page" || name == "size");
+    let (offset, limit) = if paged {
+        match super::fides::paging(query) {
+            Ok((page, size)) => ((page - 1) * size, size),
+            Err(msg) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "bad_query", "message": msg}),
+                )
+            }
+        }
+    } else {
+        (0, usize::MAX)
+    };
+    let all: Vec<Value> = (registry.page(offset, limit))
+        .map(|c| describe(c, backend))
+        .collect();
     json(StatusCode::OK, &Value::Array(all))
 }
 
