@@ -20,6 +20,7 @@ pub fn render(admin: &Admin) -> Response<AdminBody> {
         store: (backend, up),
         // With Redis the states live there (bounded by their TTL): this process cannot count them.
         pending: matches!(admin.backend, Backend::Local(_)).then(|| admin.pending.len()),
+        per_connection: admin.settings.metrics_per_connection,
     };
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(scrape));

@@ -180,6 +180,9 @@ pub struct RawAdmin {
     pub trusted_proxies: Vec<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub watch_config: Option<String>,
+    /// `/metrics` labels runtime connections one by one (default: by connector type).
+    #[serde(default)]
+    pub metrics_per_connection: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -41,6 +41,9 @@ pub struct AdminSettings {
     /// How often the config file and its Fides files are read for a change to reload
     /// (`crate::watch`); None: never (`0`).
     pub watch_config: Option<Duration>,
+    /// `/metrics` labels each runtime connection (`connection`) rather than their connector
+    /// type (`connector_type`): 10,000 connections would be 10,000 label sets.
+    pub metrics_per_connection: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +137,7 @@ fn admin(raw: &RawFile, fields: &mut Fields<'_>) -> AdminSettings {
         success_url: admin.success_url.clone(),
         trusted_proxies: trusted_proxies(&admin.trusted_proxies, src, problems),
         watch_config: Some(watch_config).filter(|d| !d.is_zero()),
+        metrics_per_connection: admin.metrics_per_connection,
     }
 }
 

@@ -103,6 +103,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Adds `other`'s observations (a series summed over several connections).
+    pub fn add(&mut self, other: &Snapshot) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.sum_nanos += other.sum_nanos;
+    }
+
     /// The number of observations.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()

@@ -180,6 +180,14 @@ async fn a_connection_instantiated_through_the_api_is_served_listed_and_survives
         "{audit}"
     );
     logs.assert_free_of(&[("client secret", CLIENT_SECRET)]);
+    // /metrics labels runtime connections by connector type, file ones by key.
+    let metrics = sc.metrics().await;
+    assert!(
+        metrics.contains(r#"tokenwarden_proxied_requests_total{connector_type="test_api"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"connection="from_file""#), "{metrics}");
+    assert!(!metrics.contains(r#"connection="acme""#), "{metrics}");
 
     // A restart serves it again, with the token it held: no new token request.
     let served = tokens.count();
@@ -505,4 +513,26 @@ async fn replicas_on_one_redis_serve_change_and_drop_each_others_connections() {
         call(&b, "GET", "/api/v1/connection/acme", None).await.0,
         404
     );
+}
+
+#[tokio::test]
+async fn metrics_label_runtime_connections_one_by_one_when_asked() {
+    let (echo, tokens) = (
+        Echo::start().await,
+        TokenServer::start(Reply::token(3600, false)).await,
+    );
+    let store = format!("admin: {{ metrics_per_connection: true }}\n{STORE}");
+    let (sc, _) = start_on(echo.addr, tokens.addr, &store).await;
+    for key in ["one", "two"] {
+        let body = json!({"instance_key": key, "secrets": secrets(echo.addr, tokens.addr, key)});
+        assert_eq!(instantiate(&sc, "test_api", &body).await.0, 200);
+        sc.wait_state(key, "ready").await;
+    }
+    let metrics = sc.metrics().await;
+    for key in ["one", "two"] {
+        let series =
+            format!(r#"tokenwarden_connection_state{{connection="{key}",state="ready"}} 1"#);
+        assert!(metrics.contains(&series), "{metrics}");
+    }
+    assert!(!metrics.contains("connector_type="), "{metrics}");
 }
