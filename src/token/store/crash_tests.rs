@@ -1,5 +1,5 @@
-//! Crash test: SIGKILL a process in the middle of writing the store, many times, and check the
-//! store always decodes to the old or the new token set.
+//! Crash test: SIGKILL a process in the middle of writing the database, many times, and check
+//! it always opens, holding the old or the new token set and every acknowledged one.
 //!
 //! The parent test re-executes the current test binary to run only [`writer_child`], which is
 //! `#[ignore]`d and does nothing unless [`CHILD_ENV`] names a directory. The child writes
@@ -22,7 +22,7 @@ use base64::Engine as _;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{FileStore, StoredToken, TokenStore, KEY_LEN};
+use super::{SqliteStore, StoredToken, TokenStore, KEY_LEN};
 
 /// Environment variable that turns [`writer_child`] on; its value is the store directory.
 const CHILD_ENV: &str = "TOKENWARDEN_CRASH_CHILD";
@@ -36,8 +36,17 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 const TIME_BUDGET: Duration = Duration::from_secs(20);
 /// Signal number of SIGKILL, which `Child::kill` sends on Unix.
 const SIGKILL: i32 = 9;
-/// File name of the store inside the child's directory.
-const STORE_FILE: &str = "tokens.store";
+/// File name of the database inside the child's directory.
+const STORE_FILE: &str = "tokens.db";
+/// Files a killed writer may leave: the database, its lock, its write-ahead log and index.
+const STORE_FILES: [&str; 4] = [
+    "tokens.db",
+    "tokens.db.lock",
+    "tokens.db-wal",
+    "tokens.db-shm",
+];
+/// The definition written once, beside the static token set; it must survive too.
+const STATIC_DEFINITION: &[u8] = b"{\"static\":true}";
 /// Connection rewritten with a new generation on every put.
 const LIVE: &str = "live";
 /// Connection written once; it must survive every rewrite.
@@ -95,11 +104,12 @@ fn writer_child() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let store = FileStore::open(&Path::new(&dir).join(STORE_FILE), Some(&test_key())).unwrap();
+    let store = SqliteStore::open(&Path::new(&dir).join(STORE_FILE), Some(&test_key())).unwrap();
     let tokens = store.load_all().unwrap();
     let mut n = generation_of(&tokens);
     if !tokens.contains_key(STATIC) {
         store.put(STATIC, &generation(0)).unwrap();
+        store.put_definition(STATIC, STATIC_DEFINITION).unwrap();
     }
     println!("{READY_LINE}");
     loop {
@@ -172,7 +182,7 @@ fn sigkill_during_writes_never_corrupts() {
     let mut seen = 0;
     for round in 0..ITERATIONS {
         let acked = run_and_kill_child(dir.path(), &mut rng);
-        let store = FileStore::open(&dir.path().join(STORE_FILE), Some(&test_key())).unwrap();
+        let store = SqliteStore::open(&dir.path().join(STORE_FILE), Some(&test_key())).unwrap();
         let tokens = store
             .load_all()
             .unwrap_or_else(|e| panic!("round {round}: store unreadable after SIGKILL: {e}"));
@@ -188,10 +198,19 @@ fn sigkill_during_writes_never_corrupts() {
             stored == floor || stored == floor + 1,
             "round {round}: stored generation {stored}, previously seen {seen}, acked {acked:?}"
         );
+        let definitions = store.load_definitions().unwrap();
+        assert!(
+            matches!(&definitions[..], [(k, d)] if k == STATIC && d.as_slice() == STATIC_DEFINITION),
+            "round {round}: static definition lost"
+        );
         seen = stored;
-        // The store and its lock file; no temporary file.
-        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(leftovers, 2, "round {round}: stray temporary files remain");
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert!(
+                STORE_FILES.iter().any(|f| name == *f),
+                "round {round}: stray file {name:?}"
+            );
+        }
     }
     assert!(seen > 0, "no write completed in {ITERATIONS} rounds");
     assert!(
