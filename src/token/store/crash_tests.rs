@@ -26,13 +26,15 @@ use super::{SqliteStore, StoredToken, TokenStore, KEY_LEN};
 
 /// Environment variable that turns [`writer_child`] on; its value is the store directory.
 const CHILD_ENV: &str = "TOKENWARDEN_CRASH_CHILD";
-/// Number of kill-and-check rounds.
+/// Number of kill-and-check rounds of the quick test.
 const ITERATIONS: usize = 50;
+/// Number of rounds of the soak test.
+const SOAK_ITERATIONS: usize = 200;
 /// Upper bound of the random time the child may write before it is killed.
 const MAX_RUN: Duration = Duration::from_millis(8);
 /// How long the child may take to start and report readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
-/// The whole test must finish well within this.
+/// The quick test must finish well within this (the soak test: four times it).
 const TIME_BUDGET: Duration = Duration::from_secs(20);
 /// Signal number of SIGKILL, which `Child::kill` sends on Unix.
 const SIGKILL: i32 = 9;
@@ -176,11 +178,22 @@ fn run_and_kill_child(dir: &Path, rng: &mut impl Rng) -> Option<u64> {
 
 #[test]
 fn sigkill_during_writes_never_corrupts() {
+    kill_and_check(ITERATIONS, TIME_BUDGET);
+}
+
+#[test]
+#[ignore = "soak: 200 SIGKILLs, about a minute in a debug build; run with --include-ignored"]
+fn sigkill_200_times_during_writes_never_corrupts() {
+    kill_and_check(SOAK_ITERATIONS, 4 * TIME_BUDGET);
+}
+
+/// `rounds` times: run the child, kill it, and check the database (see the module doc).
+fn kill_and_check(rounds: usize, budget: Duration) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::thread_rng();
     let mut seen = 0;
-    for round in 0..ITERATIONS {
+    for round in 0..rounds {
         let acked = run_and_kill_child(dir.path(), &mut rng);
         let store = SqliteStore::open(&dir.path().join(STORE_FILE), Some(&test_key())).unwrap();
         let tokens = store
@@ -212,10 +225,6 @@ fn sigkill_during_writes_never_corrupts() {
             );
         }
     }
-    assert!(seen > 0, "no write completed in {ITERATIONS} rounds");
-    assert!(
-        started.elapsed() < TIME_BUDGET,
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(seen > 0, "no write completed in {rounds} rounds");
+    assert!(started.elapsed() < budget, "took {:?}", started.elapsed());
 }

@@ -35,7 +35,7 @@ use secrecy::SecretString;
 
 use super::binding::Binding;
 use super::key::StoreKey;
-use super::sqlite::{self, sql_error, suffixed, Access, Table};
+use super::schema::{self, sql_error, suffixed, Access, Table};
 use super::{atomic, legacy, lock, record, StoreError, StoredToken};
 
 /// File name of the default database; only beside it is the old default looked for.
@@ -173,11 +173,11 @@ fn write_database(
     key: &StoreKey,
     tokens: &HashMap<String, StoredToken>,
 ) -> Result<(), StoreError> {
-    sqlite::create_private(temp)?;
+    schema::create_private(temp)?;
     let mut db = Connection::open(temp).map_err(sql_error(temp, "creating the database"))?;
     db.pragma_update(None, "synchronous", "FULL")
         .map_err(sql_error(temp, "configuring the database"))?;
-    sqlite::prepare_schema(&mut db, temp, Access::Write)?;
+    schema::prepare_schema(&mut db, temp, Access::Write)?;
     let failed = sql_error(temp, "writing the migrated token sets");
     let tx = db.transaction().map_err(&failed)?;
     {

@@ -19,12 +19,14 @@
 //! Module layout: `error` (the [`StoreError`] callers act on), `key` (store key parsing, key
 //! ids, generated key files), `atomic` (durable file creation, modes), `lock` (one writing
 //! process per local store), `binding` (what a sealed record is bound to), `record`
-//! (encryption of one token set or definition), `sqlite` and `memory` (the stores),
+//! (encryption of one token set or definition), `sqlite` and `memory` (the stores), `schema`
+//! (the database's tables and connections), `commit` (its writing thread, group commit),
 //! `migrate` (the earlier file into the database), `legacy` and `format` (reading that file),
 //! `layout` (the magic and format versions `format` and `binding` share).
 
 mod atomic;
 mod binding;
+mod commit;
 mod error;
 mod format;
 mod key;
@@ -35,6 +37,7 @@ mod memory;
 mod migrate;
 mod record;
 pub mod redis;
+mod schema;
 mod sqlite;
 
 #[cfg(test)]

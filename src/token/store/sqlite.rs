@@ -16,43 +16,37 @@
 //! `binding` module), so neither opens as the other or under another connection key.
 //!
 //! Durability: the journal is a write-ahead log (`journal_mode=WAL`) synced on every commit
-//! (`synchronous=FULL`), and every call is one transaction, so each call returns only once its
-//! change is on disk, and a process killed at any instant leaves the last committed state.
-//! The cost of a change is one row, not the whole store.
+//! (`synchronous=FULL`), and a call returns only once the transaction holding its change is
+//! committed, so a process killed at any instant keeps every acknowledged change. The cost
+//! of a change is one row, not the whole store. Writes go through one writing connection
+//! on its own thread (the `commit` module): a write alone is a transaction of its own;
+//! writes that arrive together share one transaction and one fsync (group commit).
 //!
-//! Locking budget: one connection behind a mutex serialises this process's calls; a call
-//! holds it for one transaction (one fsync). Across processes, the lock file (module `lock`)
-//! keeps a second `run` out, while [`SqliteStore::verify`] (`tokenwarden check`) and
-//! `sqlite3` read a consistent snapshot beside the writer — WAL readers do not block it, and a
-//! busy timeout absorbs the short moments they must wait for one another.
+//! Locking budget: reads hold a mutex over a second, read-only connection for one query;
+//! writes wait for their commit only. Across processes, the lock file (module `lock`) keeps
+//! a second `run` out, while [`SqliteStore::verify`] (`tokenwarden check`) and `sqlite3`
+//! read a consistent snapshot beside the writer — WAL readers do not block it, and a busy
+//! timeout absorbs the short moments they must wait for one another. The tables and
+//! connections are set up in the `schema` module.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::Connection;
 use secrecy::SecretString;
 
 use super::binding::Binding;
+use super::commit::{Committer, Write};
 use super::key::{key_file_path, read_key_file, KeySource, StoreKey};
 use super::record::{self, SealedRecord};
+use super::schema::{connect, sql_error, suffixed, Access, Table};
 use super::{
     atomic, format, legacy, lock, migrate, Definition, StoreError, StoredToken, TokenStore,
 };
 
-/// The schema this build creates and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: u16 = 1;
-/// The tables of [`SCHEMA_VERSION`].
-const SCHEMA: &str = "
-    CREATE TABLE token_sets (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
-    CREATE TABLE definitions (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;";
-/// How long a statement waits for another connection's lock (a reader's checkpoint, an
-/// operator's `sqlite3`) before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest prefix of an offending connection key quoted in an error message.
 const CONNECTION_DISPLAY_MAX: usize = 64;
 
@@ -60,7 +54,10 @@ const CONNECTION_DISPLAY_MAX: usize = 64;
 pub struct SqliteStore {
     path: PathBuf,
     key: StoreKey,
-    db: Mutex<Connection>,
+    /// The read-only connection reads go through.
+    reader: Mutex<Connection>,
+    /// The writing connection's thread; dropped (joined, closed) before the lock.
+    writer: Committer,
     /// The exclusive lock, held while the store is open.
     _lock: fs::File,
 }
@@ -72,15 +69,6 @@ impl fmt::Debug for SqliteStore {
             .field("key_id", &self.key.id.to_string())
             .finish_non_exhaustive()
     }
-}
-
-/// How a connection to the database is opened.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Created if missing, WAL, synced commits, schema created or checked.
-    Write,
-    /// Never creates or changes anything (`tokenwarden check`).
-    ReadOnly,
 }
 
 impl SqliteStore {
@@ -110,11 +98,13 @@ impl SqliteStore {
                 "migrated the token store file into the database; the old file is kept as a backup"
             );
         }
-        let db = connect(path, Access::Write)?;
+        let writer = Committer::start(connect(path, Access::Write)?, path)?;
+        let reader = connect(path, Access::ReadOnly)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             key: store_key,
-            db: Mutex::new(db),
+            reader: Mutex::new(reader),
+            writer,
             _lock: lock,
         })
     }
@@ -174,11 +164,11 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The connection; after a panic in another call, the same connection (its open
-    /// transaction, if any, was rolled back when the panicking call unwound).
-    fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|poisoned| {
-            self.db.clear_poison();
+    /// The read connection; after a panic in another read, the same connection (a read
+    /// leaves nothing behind).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|poisoned| {
+            self.reader.clear_poison();
             poisoned.into_inner()
         })
     }
@@ -191,27 +181,24 @@ impl SqliteStore {
         }
     }
 
-    /// Seals and upserts one row of `table` (one transaction).
+    /// Writes the sealed row of `connection` in `table`, durably.
     fn upsert(
         &self,
         table: Table,
         connection: &str,
         sealed: &SealedRecord,
     ) -> Result<(), StoreError> {
-        let db = self.db();
-        let mut statement = db
-            .prepare_cached(table.upsert())
-            .map_err(sql_error(&self.path, "preparing a write"))?;
-        statement
-            .execute(params![connection, sealed.to_bytes()])
-            .map_err(sql_error(&self.path, "writing to the database"))?;
-        Ok(())
+        self.writer.write(Write::Upsert {
+            table,
+            connection: connection.to_owned(),
+            sealed: sealed.to_bytes(),
+        })
     }
 }
 
 impl TokenStore for SqliteStore {
     fn load_all(&self) -> Result<HashMap<String, StoredToken>, StoreError> {
-        read_tokens(&self.db(), &self.path, &self.key)
+        read_tokens(&self.reader(), &self.path, &self.key)
     }
 
     fn put(&self, connection: &str, token: &StoredToken) -> Result<(), StoreError> {
@@ -222,14 +209,14 @@ impl TokenStore for SqliteStore {
     }
 
     fn remove(&self, connection: &str) -> Result<(), StoreError> {
-        self.db()
-            .execute("DELETE FROM token_sets WHERE connection = ?1", [connection])
-            .map_err(sql_error(&self.path, "deleting from the database"))
-            .map(drop)
+        self.writer.write(Write::Delete {
+            table: Table::TokenSets,
+            connection: connection.to_owned(),
+        })
     }
 
     fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError> {
-        read_definitions(&self.db(), &self.path, &self.key)
+        read_definitions(&self.reader(), &self.path, &self.key)
     }
 
     fn put_definition(&self, connection: &str, definition: &[u8]) -> Result<(), StoreError> {
@@ -240,123 +227,9 @@ impl TokenStore for SqliteStore {
     }
 
     fn remove_definition(&self, connection: &str) -> Result<(), StoreError> {
-        let mut db = self.db();
-        let failed = sql_error(&self.path, "deleting from the database");
-        let tx = db
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&failed)?;
-        tx.execute(
-            "DELETE FROM definitions WHERE connection = ?1",
-            [connection],
-        )
-        .map_err(&failed)?;
-        tx.execute("DELETE FROM token_sets WHERE connection = ?1", [connection])
-            .map_err(&failed)?;
-        tx.commit().map_err(failed)
-    }
-}
-
-/// The two tables.
-#[derive(Clone, Copy)]
-pub(crate) enum Table {
-    TokenSets,
-    Definitions,
-}
-
-impl Table {
-    fn name(self) -> &'static str {
-        match self {
-            Table::TokenSets => "token_sets",
-            Table::Definitions => "definitions",
-        }
-    }
-
-    pub(crate) fn upsert(self) -> &'static str {
-        match self {
-            Table::TokenSets => {
-                "INSERT INTO token_sets (connection, sealed) VALUES (?1, ?2) \
-                 ON CONFLICT (connection) DO UPDATE SET sealed = excluded.sealed"
-            }
-            Table::Definitions => {
-                "INSERT INTO definitions (connection, sealed) VALUES (?1, ?2) \
-                 ON CONFLICT (connection) DO UPDATE SET sealed = excluded.sealed"
-            }
-        }
-    }
-
-    fn select(self) -> &'static str {
-        match self {
-            Table::TokenSets => "SELECT connection, sealed FROM token_sets",
-            Table::Definitions => "SELECT connection, sealed FROM definitions",
-        }
-    }
-}
-
-/// Opens a connection to the database at `path` (see [`Access`]).
-pub(crate) fn connect(path: &Path, access: Access) -> Result<Connection, StoreError> {
-    let flags = match access {
-        Access::Write => {
-            create_private(path)?;
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        }
-        Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    };
-    let mut db = Connection::open_with_flags(path, flags)
-        .map_err(sql_error(path, "opening the database"))?;
-    db.busy_timeout(BUSY_TIMEOUT)
-        .map_err(sql_error(path, "configuring the database"))?;
-    if access == Access::Write {
-        let mode: String = db
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(sql_error(path, "opening the database"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::corrupt(
-                path,
-                format!("the database refuses write-ahead logging (journal mode {mode})"),
-            ));
-        }
-        db.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql_error(path, "configuring the database"))?;
-    }
-    prepare_schema(&mut db, path, access)?;
-    Ok(db)
-}
-
-/// Creates the tables of a new database; refuses a schema newer than this build's. Read-only,
-/// a database without tables is left as it is (it reads as empty).
-pub(crate) fn prepare_schema(
-    db: &mut Connection,
-    path: &Path,
-    access: Access,
-) -> Result<(), StoreError> {
-    let failed = sql_error(path, "reading the schema version");
-    let version: i64 = db
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(&failed)?;
-    match version {
-        0 if access == Access::Write => {
-            let tx = db
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&failed)?;
-            // Another process may have created them while this one waited for the lock.
-            let again: i64 = tx
-                .query_row("PRAGMA user_version", [], |row| row.get(0))
-                .map_err(&failed)?;
-            if again == 0 {
-                tx.execute_batch(SCHEMA)
-                    .map_err(sql_error(path, "creating the tables"))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(sql_error(path, "creating the tables"))?;
-            }
-            tx.commit().map_err(sql_error(path, "creating the tables"))
-        }
-        0 => Ok(()),
-        v if v == i64::from(SCHEMA_VERSION) => Ok(()),
-        other => Err(StoreError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: u16::try_from(other).unwrap_or(u16::MAX),
-            supported: SCHEMA_VERSION,
-        }),
+        self.writer.write(Write::DeleteConnection {
+            connection: connection.to_owned(),
+        })
     }
 }
 
@@ -437,48 +310,9 @@ fn read_definitions(
         .collect()
 }
 
-/// Creates an empty file at `path` with mode 0600 if there is none (SQLite gives its log and
-/// index the database file's mode).
-pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(atomic::FILE_MODE)
-        .open(path)
-        .map(drop)
-        .map_err(|e| StoreError::io(path, "creating the database", e))
-}
-
-/// `path` with `suffix` appended to its file name (SQLite's `-wal`, `-shm`, `-journal`).
-pub(crate) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 /// A connection key as quoted in errors: at most [`CONNECTION_DISPLAY_MAX`] characters.
 fn shown(connection: &str) -> String {
     connection.chars().take(CONNECTION_DISPLAY_MAX).collect()
-}
-
-/// Maps a SQLite failure to the store error callers act on: damage is
-/// [`StoreError::Corrupt`], anything else (busy, I/O, full disk) [`StoreError::Io`].
-/// SQLite's messages name files, tables and columns, never bound values.
-pub(crate) fn sql_error<'a>(
-    path: &'a Path,
-    action: &'static str,
-) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
-    move |e| match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-            StoreError::corrupt(path, format!("{action}: {e}"))
-        }
-        // A value of another type than the schema's (the message names the column only).
-        _ if matches!(e, rusqlite::Error::InvalidColumnType(..)) => {
-            StoreError::corrupt(path, format!("{action}: {e}"))
-        }
-        _ => StoreError::io(path, action, std::io::Error::other(e)),
-    }
 }
 
 /// Warns that the store is protected only by a key file lying beside it.

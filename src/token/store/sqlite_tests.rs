@@ -316,6 +316,37 @@ fn verify_creates_nothing() {
     assert!(matches!(err, StoreError::BadKey { .. }), "{err:?}");
 }
 
+/// `check` after `run` has exited: the database alone (its log folded in and removed) is read
+/// read-only and left byte for byte. (SQLite's reader creates an empty log and its index
+/// beside it, which the next `run` removes when it exits.)
+#[test]
+fn verify_reads_a_closed_database_and_leaves_it_unchanged() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    store.put("a", &sample_token("1")).unwrap();
+    store.put_definition("a", b"{}").unwrap();
+    drop(store);
+    let files = || {
+        let mut names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
+    assert_eq!(before, ["tokens.db", "tokens.db.lock"]);
+    let bytes = fs::read(&path).unwrap();
+    SqliteStore::verify(&path, Some(&key(1))).unwrap();
+    assert!(matches!(
+        SqliteStore::verify(&path, Some(&key(2))),
+        Err(StoreError::WrongKey { .. })
+    ));
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+    drop(SqliteStore::open(&path, Some(&key(1))).unwrap());
+    assert_eq!(files(), before);
+}
+
 /// A `tracing` writer capturing output in memory.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
