@@ -338,7 +338,7 @@ EOF
     cat <<EOF
 proxy: { listen: "127.0.0.1:$TW", worker_threads: 1, intercept: { ca_cert: "$W/twca/ca.pem", ca_key: "$W/twca/ca.key" } }
 admin: { listen: "127.0.0.1:$TWADMIN" }
-store: { path: "$W/tw/tokens.bin" }
+store: { path: "$W/tw/tokens.db" }
 tls: { ca_file: "$W/tls/ca.pem" }
 log: { level: warn }
 connections:
@@ -353,7 +353,7 @@ sed "s|^store: .*|store: { backend: redis, url: \"redis://127.0.0.1:$REDIS/0\", 
     cat <<EOF
 proxy: { listen: "127.0.0.1:$TW", worker_threads: 1 }
 admin: { listen: "127.0.0.1:$TWADMIN" }
-store: { path: "$W/sf/tokens.bin" }
+store: { path: "$W/sf/tokens.db" }
 log: { level: warn }
 connections:
 EOF

@@ -37,7 +37,7 @@ count() { # bin n name
     listen=$(port)
     admin=$(port)
     mkdir -p "$W/$name"
-    write_config "$W/$name/config.yaml" "$listen" "$admin" "$W/$name/tokens.bin"
+    write_config "$W/$name/config.yaml" "$listen" "$admin" "$W/$name/tokens.db"
     valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" \
         "$bin" run --config "$W/$name/config.yaml" 2>>"$W/$name/stderr.log" &
     pid=$!

@@ -15,7 +15,7 @@ use crate::registry::Registry;
 use crate::reload::{Parts, Reloader};
 use crate::runtime::Runtime;
 use crate::token::store::redis::Versioned;
-use crate::token::store::{Backend, FileStore, RedisStore, StoreError, StoredToken, TokenStore};
+use crate::token::store::{Backend, RedisStore, SqliteStore, StoreError, StoredToken, TokenStore};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -315,7 +315,7 @@ pub fn preflight(config: &Config) -> Vec<(&'static str, String)> {
         ),
         (Some(_), None) => (Ok(()), "store.key"), // config validation already requires it
         (None, key) => (
-            FileStore::verify(&config.store.path, key.as_ref()),
+            SqliteStore::verify(&config.store.path, key.as_ref()),
             "store.path",
         ),
     };
@@ -334,31 +334,7 @@ async fn open_backend(
     config: &Config,
 ) -> Result<(Backend, HashMap<String, Versioned>), StartError> {
     let Some(settings) = &config.store.redis else {
-        let store: Arc<dyn TokenStore> = Arc::new(open_store(config).await?);
-        return Ok(match load_tokens(config, &store).await? {
-            Loaded::Tokens(tokens) => {
-                let tokens = tokens
-                    .into_iter()
-                    .map(|(k, token)| {
-                        (
-                            k,
-                            Versioned {
-                                generation: 0,
-                                token,
-                            },
-                        )
-                    })
-                    .collect();
-                (Backend::Local(store), tokens)
-            }
-            Loaded::SetAside => {
-                drop(store); // and its lock, before the new store takes it
-                (
-                    Backend::Local(Arc::new(open_store(config).await?)),
-                    HashMap::new(),
-                )
-            }
-        });
+        return open_local(config).await;
     };
     let key = config
         .store
@@ -391,51 +367,76 @@ async fn open_backend(
     Ok((Backend::Shared(redis), tokens))
 }
 
-/// Opens the file store off the runtime (taking its lock may wait for a holder to exit).
-async fn open_store(config: &Config) -> Result<FileStore, StoreError> {
-    let (path, key) = (config.store.path.clone(), config.store.key.clone());
-    tokio::task::spawn_blocking(move || FileStore::open(&path, key.as_ref()))
-        .await
-        .map_err(|e| {
-            StoreError::io(
-                &config.store.path,
-                "opening the store",
-                std::io::Error::other(e),
-            )
-        })?
-}
-
-enum Loaded {
-    Tokens(HashMap<String, StoredToken>),
-    /// The file was unreadable and moved aside (`on_unreadable: start_unauthorized`).
-    SetAside,
-}
-
-async fn load_tokens(config: &Config, store: &Arc<dyn TokenStore>) -> Result<Loaded, StartError> {
-    let s = Arc::clone(store);
-    let loaded = tokio::task::spawn_blocking(move || s.load_all())
-        .await
-        .map_err(|e| StartError::Io(std::io::Error::other(e)))?;
-    match loaded {
-        Ok(tokens) => Ok(Loaded::Tokens(tokens)),
-        Err(e @ StoreError::Io { .. }) => Err(StartError::Store(e)),
-        Err(source) if config.store.on_unreadable == Unreadable::StartUnauthorized => {
-            let path = &config.store.path;
-            let aside = path.with_extension(format!(
-                "unreadable-{}",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or_default()
-            ));
-            tracing::error!(store = %path.display(), error = %source, moved_to = %aside.display(),
-                "token store unreadable; moved aside, starting with every connection unauthorised");
-            std::fs::rename(path, &aside)?;
-            Ok(Loaded::SetAside)
-        }
-        Err(source) => Err(StartError::Unreadable {
-            path: config.store.path.display().to_string(),
+/// Opens the embedded database and reads its token sets. One that cannot be read (damaged,
+/// another key, a newer schema) is refused, or with `store.on_unreadable: start_unauthorized`
+/// moved aside for a new, empty one.
+async fn open_local(config: &Config) -> Result<(Backend, HashMap<String, Versioned>), StartError> {
+    let path = &config.store.path;
+    let source = match open_store(config, true).await? {
+        Ok((store, tokens)) => return Ok(local_backend(store, tokens)),
+        Err(
+            source @ (StoreError::Corrupt { .. }
+            | StoreError::WrongKey { .. }
+            | StoreError::UnsupportedVersion { .. }),
+        ) => source,
+        Err(e) => return Err(StartError::Store(e)),
+    };
+    // An old file beside the database that cannot be migrated is not moved: only the
+    // configured path is.
+    if config.store.on_unreadable != Unreadable::StartUnauthorized || !path.exists() {
+        return Err(StartError::Unreadable {
+            path: path.display().to_string(),
             source,
-        }),
+        });
     }
+    let suffix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        .to_string();
+    let aside = SqliteStore::set_aside(path, &suffix)?;
+    tracing::error!(store = %path.display(), error = %source, moved_to = %aside.display(),
+        "token store unreadable; moved aside, starting with every connection unauthorised");
+    let (store, _) = open_store(config, false).await??;
+    Ok(local_backend(store, HashMap::new()))
+}
+
+/// The local backend over `store`, with the token sets it held.
+fn local_backend(
+    store: SqliteStore,
+    tokens: HashMap<String, StoredToken>,
+) -> (Backend, HashMap<String, Versioned>) {
+    let tokens = tokens
+        .into_iter()
+        .map(|(k, token)| {
+            (
+                k,
+                Versioned {
+                    generation: 0,
+                    token,
+                },
+            )
+        })
+        .collect();
+    (Backend::Local(Arc::new(store)), tokens)
+}
+
+/// Opens the database off the runtime (taking its lock may wait for a holder to exit;
+/// a first start migrates the old file) and, with `load`, reads its token sets.
+async fn open_store(
+    config: &Config,
+    load: bool,
+) -> Result<Result<(SqliteStore, HashMap<String, StoredToken>), StoreError>, StartError> {
+    let (path, key) = (config.store.path.clone(), config.store.key.clone());
+    tokio::task::spawn_blocking(move || {
+        let store = SqliteStore::open(&path, key.as_ref())?;
+        let tokens = if load {
+            store.load_all()?
+        } else {
+            HashMap::new()
+        };
+        Ok((store, tokens))
+    })
+    .await
+    .map_err(|e| StartError::Io(std::io::Error::other(e)))
 }

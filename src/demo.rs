@@ -186,7 +186,7 @@ async fn bind_preferring(port: u16) -> std::io::Result<TcpListener> {
 fn demo_config(auth: SocketAddr, api: &str, admin: SocketAddr, store_key: &str) -> String {
     format!(
         r#"# Written by `tokenwarden demo`.
-store: {{ path: tokens.bin, key: "{store_key}" }}   # a fresh key per demo (this file is mode 600)
+store: {{ path: tokens.db, key: "{store_key}" }}   # a fresh key per demo (this file is mode 600)
 admin: {{ public_url: "http://{admin}" }}
 connections:
   - key: echo

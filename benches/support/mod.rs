@@ -33,7 +33,7 @@ pub fn loaded_state() -> (tempfile::TempDir, Arc<Entry>, Proxy) {
     std::fs::write(
         &file,
         format!(
-            r#"store: {{ path: tokens.bin }}
+            r#"store: {{ path: tokens.db }}
 connections:
   - key: {KEY}
     secrets: {{ client_id: bench-client, client_secret: bench-secret }}

@@ -158,7 +158,7 @@ impl Scrape {
         let (backend, up) = self.store;
         let mut f = e.encode_descriptor(
             "tokenwarden_store_up",
-            "1 while the token store answers (always 1 for the file store).",
+            "1 while the token store answers (always 1 for the embedded database).",
             None,
             MetricType::Gauge,
         )?;

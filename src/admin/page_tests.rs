@@ -10,7 +10,7 @@ fn connection(key: &str, strategy: &str, state: &str) -> Value {
         "state": state, "has_token": state == "ready", "has_refresh_token": false,
         "expires_at": null, "last_refresh": null, "last_error": null,
         "consecutive_failures": 0,
-        "store": {"backend": "file", "state": "ok", "last_error": null},
+        "store": {"backend": "sqlite", "state": "ok", "last_error": null},
     })
 }
 
@@ -19,7 +19,7 @@ fn view(connections: Vec<Value>, may_authorize: bool) -> View {
         total: connections.len(),
         connections,
         page: 1,
-        store: json!({"backend": "file", "state": "ok", "last_error": null}),
+        store: json!({"backend": "sqlite", "state": "ok", "last_error": null}),
         may_authorize,
         now: NOW,
     }

@@ -13,7 +13,7 @@ fn unix(t: Option<SystemTime>) -> Value {
         .map_or(Value::Null, |d| json!(d.as_secs()))
 }
 
-/// The store's health: `{"backend": "file"|"redis", "state": "ok"|"degraded", "last_error"}`.
+/// The store's health: `{"backend": "sqlite"|"redis", "state": "ok"|"degraded", "last_error"}`.
 pub(super) fn store(backend: &Backend) -> Value {
     let (name, up, error) = backend.health();
     json!({

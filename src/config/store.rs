@@ -1,4 +1,4 @@
-//! The `store:` section: the file store (default) or Redis, with their defaults and the
+//! The `store:` section: the embedded database (default) or Redis, with their defaults and the
 //! checks that each field fits the chosen backend.
 
 use super::raw::RawFile;
@@ -7,8 +7,9 @@ use secrecy::SecretString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default store file, relative to the config file's directory.
-pub const DEFAULT_STORE_PATH: &str = "state/tokens.bin";
+/// Default database file, relative to the config file's directory (earlier versions'
+/// `state/tokens.bin` beside it is migrated on the first start).
+pub const DEFAULT_STORE_PATH: &str = "state/tokens.db";
 /// Default prefix of every Redis key and channel tokenwarden uses.
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tokenwarden:";
 /// Default lifetime of a refresh lease in Redis: how long a replica killed mid-refresh can
@@ -20,22 +21,22 @@ pub const MIN_LEASE_TTL: Duration = Duration::from_secs(5);
 /// Default interval at which replicas re-read Redis in case a pushed update was missed.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// What to do when the store file cannot be decoded.
+/// What to do when the store cannot be read (damaged, another key, a newer schema).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unreadable {
     /// Refuse to start (default).
     Refuse,
-    /// Move the file aside and start with every connection unauthorised.
+    /// Move the database aside and start with every connection unauthorised.
     StartUnauthorized,
 }
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    /// The file store's path (unused with Redis).
+    /// The database's path (unused with Redis).
     pub path: PathBuf,
     pub key: Option<SecretString>,
     pub on_unreadable: Unreadable,
-    /// None: the file store (default).
+    /// None: the embedded database (default).
     pub redis: Option<RedisSettings>,
 }
 
@@ -73,7 +74,8 @@ pub(super) fn redis_settings(
         ("store.migrate_legacy", store.migrate_legacy.is_some()),
     ];
     match store.backend.as_deref() {
-        None | Some("file") => {
+        // `file`: the name of the default backend before it became a database.
+        None | Some("sqlite" | "file") => {
             for (path, given) in redis_only {
                 if given {
                     problems.push(src.problem(path, "only applies with `backend: redis`"));
@@ -86,7 +88,7 @@ pub(super) fn redis_settings(
             let other = src.quote("store.backend", other);
             problems.push(src.problem(
                 "store.backend",
-                format!("unknown value {other}: expected file or redis"),
+                format!("unknown value {other}: expected sqlite or redis"),
             ));
             return None;
         }
@@ -94,7 +96,7 @@ pub(super) fn redis_settings(
     if store.path.is_some() {
         problems.push(src.problem(
             "store.path",
-            "only applies with `backend: file`; Redis holds the tokens",
+            "only applies with `backend: sqlite`; Redis holds the tokens",
         ));
     }
     if store.key.as_deref().is_none_or(str::is_empty) {

@@ -18,7 +18,7 @@ const PUBLIC_URL: &str = "https://tw.example";
 async fn sidecar(admin: &str) -> Sidecar {
     let echo = Echo::start().await;
     Sidecar::start(&format!(
-        "admin:\n{admin}store: {{ path: tokens.bin, key: \"{STORE_KEY}\" }}\n{}",
+        "admin:\n{admin}store: {{ path: tokens.db, key: \"{STORE_KEY}\" }}\n{}",
         connections(&[fixture_authcode(KEY, echo.addr, None, false)])
     ))
     .await

@@ -19,7 +19,7 @@ const OTHER_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
 /// The connection key of every test connection.
 const KEY: &str = "crm";
 /// Store file name, relative to the config file.
-const STORE_FILE: &str = "tokens.bin";
+const STORE_FILE: &str = "tokens.db";
 /// The code exchange of the test connection (client_secret_post).
 const CODE_BODY: &str = r#"{"grant_type": "authorization_code", "code": "<code>", "client_id": "<client_id>", "client_secret": "<client_secret>", "redirect_uri": "<redirect_uri>"}"#;
 /// The refresh request of the test connection (client_secret_post).
@@ -167,6 +167,30 @@ async fn head(url: &str) -> reqwest::StatusCode {
 
 fn store_path(sc: &Sidecar) -> std::path::PathBuf {
     sc.dir.path().join(STORE_FILE)
+}
+
+/// How many token sets the database at `path` holds (read beside the running sidecar, as
+/// `sqlite3` would).
+fn stored_token_sets(path: &std::path::Path) -> i64 {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.query_row("SELECT count(*) FROM token_sets", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Flips one bit of the stored token set's ciphertext in the (stopped) sidecar's database;
+/// returns the file's bytes after.
+fn damage_token_set(path: &std::path::Path) -> Vec<u8> {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let sealed: Vec<u8> = db
+        .query_row("SELECT sealed FROM token_sets", [], |r| r.get(0))
+        .unwrap();
+    let mut damaged = sealed.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    db.execute("UPDATE token_sets SET sealed = ?1", [damaged])
+        .unwrap();
+    db.close().unwrap();
+    std::fs::read(path).unwrap()
 }
 
 /// A sidecar that authorized once (code `abc`) and stopped → its token endpoint, echo
@@ -533,7 +557,7 @@ async fn a_provider_error_consumes_the_state_stores_nothing_and_is_escaped() {
     assert_eq!(later.status, 400);
     assert_eq!(tokens.count(), 0);
     assert_eq!(sc.status(KEY).await["state"], "needs_authorization");
-    assert!(!store_path(&sc).exists(), "nothing was stored");
+    assert_eq!(stored_token_sets(&store_path(&sc)), 0, "nothing was stored");
 }
 
 #[tokio::test]
@@ -999,14 +1023,11 @@ async fn a_wrong_store_key_refuses_to_start_and_leaves_the_file() {
     assert_eq!(sc.status(KEY).await["state"], "ready");
 }
 
-/// Flip one byte of the store: start fails naming the file; the file is untouched.
+/// Flip one bit of a stored token set: start fails naming the file; the file is untouched.
 #[tokio::test]
 async fn a_corrupted_store_refuses_to_start_and_leaves_the_file() {
     let (tokens, echo, dir, path) = authorized_and_stopped().await;
-    let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&path, &bytes).unwrap();
+    let bytes = damage_token_set(&path);
 
     let yaml = Ac::default().yaml(&echo, &tokens);
     let message = match try_start(dir.path(), &yaml).await {
@@ -1026,10 +1047,7 @@ async fn a_corrupted_store_refuses_to_start_and_leaves_the_file() {
 #[tokio::test]
 async fn start_unauthorized_moves_an_unreadable_store_aside() {
     let (tokens, echo, dir, path) = authorized_and_stopped().await;
-    let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x80;
-    std::fs::write(&path, &bytes).unwrap();
+    let bytes = damage_token_set(&path);
 
     let yaml = Ac {
         store: "  on_unreadable: start_unauthorized\n",
@@ -1038,7 +1056,11 @@ async fn start_unauthorized_moves_an_unreadable_store_aside() {
     .yaml(&echo, &tokens);
     let sc = Sidecar::start_in(dir, &yaml, Default::default()).await;
     assert_eq!(sc.status(KEY).await["state"], "needs_authorization");
-    assert!(!path.exists(), "the unreadable file is no longer in place");
+    assert_eq!(
+        stored_token_sets(&path),
+        0,
+        "a new, empty database in its place"
+    );
     let aside: Vec<_> = std::fs::read_dir(sc.dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -1057,6 +1079,6 @@ async fn start_unauthorized_moves_an_unreadable_store_aside() {
     );
     // A new authorization writes a fresh store.
     authorize_with(&sc, KEY, "fresh").await;
-    assert!(path.exists());
+    assert_eq!(stored_token_sets(&path), 1);
     assert_eq!(proxied(&sc).await.1.as_deref(), Some("Bearer tok-2"));
 }

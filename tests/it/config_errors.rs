@@ -421,13 +421,13 @@ connections:
     },
     Case {
         name: "redis store without url or key, with a file path and a tiny lease",
-        config: "store:\n  backend: redis\n  path: tokens.bin\n  lease_ttl: 10ms\nconnections: []\n",
+        config: "store:\n  backend: redis\n  path: tokens.db\n  lease_ttl: 10ms\nconnections: []\n",
         files: &[],
         env: &[],
         expected: &[
             "config.yaml:1:1: store.key: is required with `backend: redis` (every replica needs the same key)",
             "config.yaml:1:1: store.url: is required with `backend: redis`, such as redis://127.0.0.1:6379/0",
-            "config.yaml:3:3: store.path: only applies with `backend: file`; Redis holds the tokens",
+            "config.yaml:3:3: store.path: only applies with `backend: sqlite`; Redis holds the tokens",
             "config.yaml:4:3: store.lease_ttl: must be at least 5s (a token request and the write of its result must fit in it)",
         ],
     },
@@ -436,11 +436,11 @@ connections:
         config: "store:\n  backend: memcached\nconnections: []\n",
         files: &[],
         env: &[],
-        expected: &["config.yaml:2:3: store.backend: unknown value `memcached`: expected file or redis"],
+        expected: &["config.yaml:2:3: store.backend: unknown value `memcached`: expected sqlite or redis"],
     },
     Case {
         name: "redis-only fields on the file store",
-        config: "store:\n  path: tokens.bin\n  poll_interval: 1s\n  url: redis://127.0.0.1\nconnections: []\n",
+        config: "store:\n  path: tokens.db\n  poll_interval: 1s\n  url: redis://127.0.0.1\nconnections: []\n",
         files: &[],
         env: &[],
         expected: &[

@@ -102,7 +102,7 @@ async fn sigkilled_mid_refresh_the_store_always_loads_and_no_rotated_refresh_tok
     let echo = Echo::start().await;
     let dir = tempfile::tempdir().unwrap();
     let body = format!(
-        "store: {{ path: tokens.bin, key: \"{STORE_KEY}\" }}\n{}",
+        "store: {{ path: tokens.db, key: \"{STORE_KEY}\" }}\n{}",
         connections(&[fixture_authcode(KEY, echo.addr, Some(token_addr), true)])
     );
     let mut sidecar = SidecarProcess::spawn(dir.path(), "crash", "", &body).await;

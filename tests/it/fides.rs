@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokenwarden::config::{Auth, Connection, OAuth2};
 use tokenwarden::oauth::request;
 use tokenwarden::template::Lookup;
-use tokenwarden::token::store::{FileStore, StoredToken, TokenStore};
+use tokenwarden::token::store::{SqliteStore, StoredToken, TokenStore};
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -69,7 +69,7 @@ fn golden_yaml(connectors: &[Connector], domain: &str) -> String {
 /// A token that needs renewing now, with refresh token `REFRESH789`, in the store the
 /// sidecar in `dir` will open (as after a restart).
 fn store_due_token(dir: &Path, key: &str) {
-    let store = FileStore::open(&dir.join("state/tokens.bin"), None).unwrap();
+    let store = SqliteStore::open(&dir.join("state/tokens.db"), None).unwrap();
     let t = now();
     store
         .put(

@@ -36,7 +36,7 @@ fn check(dir: &Path, yaml: &str) -> (Option<i32>, String, String) {
 }
 
 fn store(key: &str) -> String {
-    format!("store: {{ path: tokens.bin, key: \"{key}\" }}\n")
+    format!("store: {{ path: tokens.db, key: \"{key}\" }}\n")
 }
 
 #[tokio::test]
@@ -102,7 +102,7 @@ async fn a_second_process_on_one_store_file_is_refused_naming_the_first() {
     );
     let mut first = SidecarProcess::spawn(dir.path(), "first", "", &body).await;
     wait_state_at(first.admin, "api", "ready").await;
-    // The same store file (tokens.bin beside the configs) from this process.
+    // The same store file (tokens.db beside the configs) from this process.
     let err = try_start(dir.path(), &body)
         .await
         .err()
@@ -147,7 +147,7 @@ async fn probes_log_at_debug_level_only() {
     );
 
     // At debug level the probes are there.
-    let body = body.replace("tokens.bin", "debug.bin");
+    let body = body.replace("tokens.db", "debug.db");
     let debug = SidecarProcess::spawn_logging(dir.path(), "debug", "", &body, "debug").await;
     let _ = get_json(&format!("http://{}/readyz", debug.admin)).await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -588,7 +588,7 @@ async fn the_access_log_has_each_request_on_both_paths_and_no_secret() {
     }
 
     // Off by default.
-    let off = format!("{}{conns}", store(STORE_KEY)).replace("tokens.bin", "off.bin");
+    let off = format!("{}{conns}", store(STORE_KEY)).replace("tokens.db", "off.db");
     let quiet = SidecarProcess::spawn(dir.path(), "quiet", "", &off).await;
     wait_state_at(quiet.admin, "api", "ready").await;
     assert_eq!(

@@ -220,7 +220,7 @@ fn the_file_store_variant_is_one_replica_on_a_volume_with_a_config_check_accepts
         "one process per store file"
     );
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
-    assert_eq!(config["store"]["backend"], "file");
+    assert_eq!(config["store"]["backend"], "sqlite");
     let store_dir = Path::new(str_of(&config["store"]["path"]))
         .parent()
         .unwrap()

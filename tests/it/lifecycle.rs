@@ -209,7 +209,7 @@ async fn readiness_health_metrics_and_status_never_show_a_token() {
         get_json(&sidecar.admin_url("/readyz")).await,
         (
             200,
-            json!({"status": "ready", "store": {"backend": "file", "state": "ok", "last_error": null}})
+            json!({"status": "ready", "store": {"backend": "sqlite", "state": "ok", "last_error": null}})
         )
     );
     for _ in 0..3 {

@@ -62,7 +62,7 @@ fn config(provider: &Provider, c: &Client, client_auth: Option<&str>) -> String 
   listen: 127.0.0.1:0
   public_url: {PUBLIC_URL}
 store:
-  path: tokens.bin
+  path: tokens.db
   key: "{STORE_KEY}"
 {}"#,
         connection(provider, c, client_auth)

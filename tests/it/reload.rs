@@ -11,7 +11,7 @@ use std::time::Duration;
 
 const STORE_KEY: &str = "CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=";
 const STORE: &str =
-    "store: { path: tokens.bin, key: \"CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=\" }\n";
+    "store: { path: tokens.db, key: \"CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=\" }\n";
 /// Reloads during the load test.
 const RELOADS: usize = 20;
 
@@ -142,8 +142,8 @@ async fn added_removed_and_changed_connections_apply_and_kept_ones_keep_their_to
     // The removed connection's token stays in the store for the grace period (a restored
     // file gets it back: reload_grants.rs).
     let dir = sc.stop().await;
-    let store = tokenwarden::token::store::FileStore::open(
-        &dir.path().join("tokens.bin"),
+    let store = tokenwarden::token::store::SqliteStore::open(
+        &dir.path().join("tokens.db"),
         Some(&secrecy::SecretString::from(STORE_KEY)),
     )
     .unwrap();

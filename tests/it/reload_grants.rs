@@ -13,7 +13,7 @@ use std::time::Duration;
 const KEY: &str = "api";
 /// The file store and its key.
 const STORE: &str =
-    "store: { path: tokens.bin, key: \"CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=\" }\n";
+    "store: { path: tokens.db, key: \"CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=\" }\n";
 /// The Fides file beside the config.
 const FIDES_FILE: &str = "api.yml";
 /// Lifetime of the first token: its refresh (at about half of it) comes after the reload,

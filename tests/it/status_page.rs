@@ -15,7 +15,7 @@ const HOSTILE_DESCRIPTION: &str = "<img src=x onerror=alert(1)>";
 const ADMIN_TOKEN: &str = "let-me-in";
 
 fn store() -> String {
-    format!("store: {{ path: tokens.bin, key: \"{STORE_KEY}\" }}\n")
+    format!("store: {{ path: tokens.db, key: \"{STORE_KEY}\" }}\n")
 }
 
 /// GETs `path` on the admin listener with extra `headers` (no redirect following).
@@ -127,7 +127,7 @@ async fn the_page_lists_every_connection_in_its_state_and_never_a_token() {
         "{refused}"
     );
     assert!(!html.contains(HOSTILE_DESCRIPTION), "{html}");
-    assert!(html.contains("<p id=\"store\" data-state=\"ok\">Token store: <b>file</b>"));
+    assert!(html.contains("<p id=\"store\" data-state=\"ok\">Token store: <b>sqlite</b>"));
     // Authorize buttons for authorization-code connections only.
     assert!(row(&html, "crm").contains(&authorize_link("crm")));
     assert!(row(&html, "crm-new").contains(&authorize_link("crm-new")));

@@ -1,11 +1,10 @@
-//! Crash-safe file replacement.
+//! Crash-safe file creation, and the directories and modes of a store's files.
 //!
-//! A file is never modified in place. New content goes to a uniquely named temporary file in
-//! the same directory (created with mode 0600), which is fsynced and then renamed over the
-//! target; finally the directory is fsynced so the rename itself is durable. A reader — or a
-//! process restarted after a crash at any instant — therefore sees either the complete old
-//! file or the complete new one. A crash can leave a stray temporary file behind;
-//! [`remove_stale_temps`] cleans those up.
+//! A file is never written in place. Its content goes to a uniquely named temporary file in
+//! the same directory (created with mode 0600), which is fsynced and then linked to its name;
+//! finally the directory is fsynced so the new name itself is durable. A reader — or a
+//! process restarted after a crash at any instant — therefore sees either no file or the
+//! complete one.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -42,21 +41,6 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(dir, "creating the store directory", e))
 }
 
-/// Durably replaces `path` with `contents` (see the module doc). Returns only once the new
-/// content and the rename are on disk.
-pub(crate) fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
-    let temp = write_temp(path, contents)?;
-    if let Err(e) = fs::rename(&temp, path) {
-        let _ = fs::remove_file(&temp);
-        return Err(StoreError::io(
-            path,
-            "renaming the new file over the old one",
-            e,
-        ));
-    }
-    sync_dir(path)
-}
-
 /// Durably creates `path` with `contents` unless it already exists. Returns `false` (writing
 /// nothing) if another writer created it first, so two racing processes agree on one content.
 pub(crate) fn create_exclusive(path: &Path, contents: &[u8]) -> Result<bool, StoreError> {
@@ -74,23 +58,6 @@ pub(crate) fn create_exclusive(path: &Path, contents: &[u8]) -> Result<bool, Sto
         sync_dir(path)?;
     }
     Ok(created)
-}
-
-/// Removes temporary files left beside `path` by writers that crashed mid-write.
-/// Best effort: failures are ignored (the files are harmless, merely untidy).
-pub(crate) fn remove_stale_temps(path: &Path) {
-    let Some(prefix) = temp_prefix(path) else {
-        return;
-    };
-    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// `.<file name>.tmp-`: the name prefix of every temporary file written for `path`.
@@ -132,7 +99,7 @@ fn write_temp(path: &Path, contents: &[u8]) -> Result<PathBuf, StoreError> {
 }
 
 /// Fsyncs the directory containing `path`, making a rename or link into it durable.
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), StoreError> {
     let dir = parent_dir(path);
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -146,17 +113,6 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & PERMISSION_BITS
-    }
-
-    #[test]
-    fn replace_writes_0600_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        replace(&path, b"one").unwrap();
-        replace(&path, b"two").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(mode(&path), FILE_MODE);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
@@ -177,19 +133,5 @@ mod tests {
         ensure_dir(&nested).unwrap();
         assert_eq!(mode(&nested), DIR_MODE);
         assert_eq!(parent_dir(Path::new("tokens")), Path::new("."));
-    }
-
-    #[test]
-    fn stale_temps_are_removed_and_others_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store");
-        fs::write(dir.path().join(".store.tmp-1-abc"), b"x").unwrap();
-        fs::write(dir.path().join("other"), b"y").unwrap();
-        remove_stale_temps(&path);
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("other")]);
     }
 }

@@ -10,7 +10,12 @@
 //!         ‖ generation (u64)
 //! version 1 (earlier token sets, and pending authorization states):
 //!   MAGIC ‖ 1 (u16) ‖ label length (u16) ‖ label
+//! version 3 (runtime-connection definitions in the SQLite store):
+//!   MAGIC ‖ 3 (u16) ‖ connection length (u16) ‖ connection
 //! ```
+//!
+//! The version is the record's purpose: a token set never opens as a definition, nor a
+//! definition as a token set or a pending state, even under the same connection key.
 //!
 //! In version 2 the *subject* is the end user of a per-user grant (empty for a connection's
 //! own grant), the *namespace* is where the record is kept (the Redis key prefix; empty in
@@ -29,6 +34,8 @@ use super::layout::MAGIC;
 const BOUND_VERSION: u16 = 2;
 /// The associated-data layout of earlier token sets, and of pending states.
 const LABEL_VERSION: u16 = 1;
+/// The associated-data layout of runtime-connection definitions.
+const DEFINITION_VERSION: u16 = 3;
 
 /// Everything a token set is sealed to (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +77,11 @@ impl<'a> Binding<'a> {
 /// The version-1 associated data of `label` (a connection key, or a state label).
 pub(crate) fn legacy_associated_data(label: &str) -> Vec<u8> {
     label_data(LABEL_VERSION, label)
+}
+
+/// The version-3 associated data of the definition of `connection`.
+pub(crate) fn definition_associated_data(connection: &str) -> Vec<u8> {
+    label_data(DEFINITION_VERSION, connection)
 }
 
 /// `MAGIC ‖ version ‖ label length (u16) ‖ label`.
@@ -139,5 +151,9 @@ mod tests {
         let bound = Binding::file("crm").associated_data();
         assert_eq!(&bound[MAGIC.len()..MAGIC.len() + 2], &[0, 2]);
         assert!(!bound.starts_with(&legacy));
+        let definition = definition_associated_data("crm");
+        assert_eq!(&definition[MAGIC.len()..MAGIC.len() + 2], &[0, 3]);
+        assert_ne!(definition, legacy);
+        assert!(!bound.starts_with(&definition));
     }
 }

@@ -6,9 +6,10 @@
 //!
 //! Implementations:
 //!
-//! * [`FileStore`] — one encrypted file (XChaCha20-Poly1305) holding all connections, rewritten
-//!   atomically (temp file, fsync, rename, fsync directory) on every change. The on-disk layout
-//!   is documented in the `format` module.
+//! * [`SqliteStore`] — the default: an embedded SQLite database, one row per connection, one
+//!   durable transaction per change; token sets and definitions sealed (XChaCha20-Poly1305)
+//!   row by row. Schema and durability in its module; on its first start it migrates the
+//!   encrypted file of earlier versions (read by the `legacy` module, layout in `format`).
 //! * [`MemoryStore`] — an in-memory map for tests; nothing survives the process.
 //! * [`RedisStore`] — token sets, refresh leases and pending states in Redis, shared by
 //!   replicas; async, with its own layout (see its module).
@@ -16,26 +17,37 @@
 //! [`Backend`] is the configured one of these, as the refresher and the callback use it.
 //!
 //! Module layout: `error` (the [`StoreError`] callers act on), `key` (store key parsing, key
-//! ids, generated key files), `atomic` (durable file replacement), `binding` (what a sealed
-//! record is bound to), `record` (encryption of one token set), `format` (the whole-file
-//! binary layout), `layout` (the magic and format versions `format` and `binding` share),
-//! `file` and `memory` (the stores).
+//! ids, generated key files), `atomic` (durable file creation, modes), `lock` (one writing
+//! process per local store), `binding` (what a sealed record is bound to), `record`
+//! (encryption of one token set or definition), `sqlite` and `memory` (the stores), `schema`
+//! (the database's tables and connections), `commit` (its writing thread, group commit),
+//! `migrate` (the earlier file into the database), `legacy` and `format` (reading that file),
+//! `layout` (the magic and format versions `format` and `binding` share).
 
 mod atomic;
 mod binding;
+mod commit;
 mod error;
-mod file;
 mod format;
 mod key;
 mod layout;
+mod legacy;
+mod lock;
 mod memory;
+mod migrate;
 mod record;
 pub mod redis;
+mod schema;
+mod sqlite;
 
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
-mod file_tests;
+mod legacy_tests;
+#[cfg(test)]
+mod migrate_tests;
+#[cfg(test)]
+mod sqlite_tests;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,9 +57,9 @@ use secrecy::SecretString;
 
 pub use self::redis::RedisStore;
 pub use error::StoreError;
-pub use file::FileStore;
 pub use key::KEY_LEN;
 pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 /// Placeholder printed by `Debug` in place of secret material.
 const REDACTED: &str = "****";
@@ -92,7 +104,7 @@ pub fn check_key(text: &SecretString) -> Result<(), StoreError> {
 /// The store token sets are written to.
 #[derive(Clone)]
 pub enum Backend {
-    /// This process's own store (the encrypted file; memory in tests).
+    /// This process's own store (the embedded database; memory in tests).
     Local(Arc<dyn TokenStore>),
     /// Redis, shared by every replica.
     Shared(Arc<RedisStore>),
@@ -103,7 +115,7 @@ impl Backend {
     /// status, readiness and metrics.
     pub fn health(&self) -> (&'static str, bool, Option<Arc<String>>) {
         match self {
-            Backend::Local(_) => ("file", true, None),
+            Backend::Local(_) => ("sqlite", true, None),
             Backend::Shared(redis) => {
                 let (up, error) = redis.health();
                 ("redis", up, error)

@@ -23,7 +23,7 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::binding::{legacy_associated_data, Binding};
+use super::binding::{definition_associated_data, legacy_associated_data, Binding};
 use super::key::{KeyId, StoreKey, KEY_ID_LEN};
 use super::{StoreError, StoredToken};
 
@@ -147,6 +147,31 @@ pub(crate) fn seal_bytes(
     plaintext: &[u8],
 ) -> Result<SealedRecord, String> {
     encrypt(key, &legacy_associated_data(label), plaintext)
+}
+
+/// Encrypts the definition of the runtime connection `connection`, bound to it as a
+/// definition (see the `binding` module), under a fresh nonce.
+pub(crate) fn seal_definition(
+    key: &StoreKey,
+    connection: &str,
+    definition: &[u8],
+) -> Result<SealedRecord, String> {
+    encrypt(key, &definition_associated_data(connection), definition)
+}
+
+/// Decrypts a definition sealed by [`seal_definition`] for `connection`; the error names the
+/// connection and quotes no content.
+pub(crate) fn open_definition(
+    key: &StoreKey,
+    connection: &str,
+    record: &SealedRecord,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    open_bytes_with(key, &definition_associated_data(connection), record).ok_or_else(|| {
+        format!(
+            "definition of connection {connection:?} failed authentication \
+             (modified, or moved from another connection or record)"
+        )
+    })
 }
 
 /// Encrypts `plaintext` with associated data `aad` under a fresh nonce.
@@ -376,6 +401,24 @@ mod tests {
         let legacy = seal_bytes(&k, "crm", br#"{"access_token":"a","refresh_token":null,"expires_at":null,"scope":null,"obtained_at":1}"#).unwrap();
         assert!(open_legacy(&k, "crm", &legacy).is_ok());
         assert!(open(&k, &Binding::file("crm"), &legacy).is_err());
+    }
+
+    #[test]
+    fn definitions_and_token_sets_never_open_as_each_other() {
+        let k = key(8);
+        let definition = seal_definition(&k, "crm", b"{\"secret\":1}").unwrap();
+        assert_eq!(
+            open_definition(&k, "crm", &definition).unwrap().as_slice(),
+            b"{\"secret\":1}"
+        );
+        let err = open_definition(&k, "crn", &definition).err().unwrap();
+        assert!(err.contains("\"crn\"") && !err.contains("secret"), "{err}");
+        assert!(open(&k, &Binding::file("crm"), &definition).is_err());
+        assert!(open_bytes(&k, "crm", &definition).is_err());
+        let token = seal(&k, &Binding::file("crm"), &sample_token("t")).unwrap();
+        assert!(open_definition(&k, "crm", &token).is_err());
+        let state = seal_bytes(&k, "crm", b"x").unwrap();
+        assert!(open_definition(&k, "crm", &state).is_err());
     }
 
     #[test]

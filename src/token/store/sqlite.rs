@@ -1,0 +1,330 @@
+//! [`SqliteStore`]: the default store — token sets and runtime-connection definitions in an
+//! embedded SQLite database (`state/tokens.db`), one row per connection.
+//!
+//! Schema version 1 (kept in `PRAGMA user_version`; a later version adds columns by
+//! migrating from the number it finds, and a build refuses a number newer than its own):
+//!
+//! ```sql
+//! CREATE TABLE token_sets  (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+//! CREATE TABLE definitions (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+//! ```
+//!
+//! `connection` is the connection key in plaintext, so an operator can list what is stored;
+//! `sealed` is `key id (8) ‖ nonce (24) ‖ ciphertext and tag` (XChaCha20-Poly1305 with the
+//! store key, see the `record` module): a token set bound to its connection exactly as the
+//! file store bound it, a definition bound to its connection *as a definition* (the
+//! `binding` module), so neither opens as the other or under another connection key.
+//!
+//! Durability: the journal is a write-ahead log (`journal_mode=WAL`) synced on every commit
+//! (`synchronous=FULL`), and a call returns only once the transaction holding its change is
+//! committed, so a process killed at any instant keeps every acknowledged change. The cost
+//! of a change is one row, not the whole store. Writes go through one writing connection
+//! on its own thread (the `commit` module): a write alone is a transaction of its own;
+//! writes that arrive together share one transaction and one fsync (group commit).
+//!
+//! Locking budget: reads hold a mutex over a second, read-only connection for one query;
+//! writes wait for their commit only. Across processes, the lock file (module `lock`) keeps
+//! a second `run` out, while [`SqliteStore::verify`] (`tokenwarden check`) and `sqlite3`
+//! read a consistent snapshot beside the writer — WAL readers do not block it, and a busy
+//! timeout absorbs the short moments they must wait for one another. The tables and
+//! connections are set up in the `schema` module.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+use secrecy::SecretString;
+
+use super::binding::Binding;
+use super::commit::{Committer, Write};
+use super::key::{key_file_path, read_key_file, KeySource, StoreKey};
+use super::record::{self, SealedRecord};
+use super::schema::{connect, sql_error, suffixed, Access, Table};
+use super::{
+    atomic, format, legacy, lock, migrate, Definition, StoreError, StoredToken, TokenStore,
+};
+
+/// Longest prefix of an offending connection key quoted in an error message.
+const CONNECTION_DISPLAY_MAX: usize = 64;
+
+/// The embedded database store (see the module doc).
+pub struct SqliteStore {
+    path: PathBuf,
+    key: StoreKey,
+    /// The read-only connection reads go through.
+    reader: Mutex<Connection>,
+    /// The writing connection's thread; dropped (joined, closed) before the lock.
+    writer: Committer,
+    /// The exclusive lock, held while the store is open.
+    _lock: fs::File,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("key_id", &self.key.id.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it (mode 0600, in a directory created with
+    /// mode 0700) if missing, and migrating an earlier version's store file into it first
+    /// (the rule is in the `migrate` module). `key`: 32 bytes, base64; with `None`, the key
+    /// file `<path>.key` beside it, generated if missing (a warning names its path).
+    /// Refuses with [`StoreError::Locked`] while another process holds the store.
+    pub fn open(path: &Path, key: Option<&SecretString>) -> Result<SqliteStore, StoreError> {
+        atomic::ensure_dir(atomic::parent_dir(path))?;
+        let lock = lock::lock(path)?;
+        let store_key = match key {
+            Some(text) => StoreKey::parse(text, path)?,
+            None => {
+                let key_path = key_file_path(path);
+                let (store_key, source) = StoreKey::load_or_generate(&key_path)?;
+                warn_generated_key(&key_path, source);
+                store_key
+            }
+        };
+        if let Some(done) = migrate::migrate(path, key, &store_key)? {
+            tracing::info!(
+                token_sets = done.token_sets,
+                from = %done.from.display(),
+                backup = %done.backup.display(),
+                database = %path.display(),
+                "migrated the token store file into the database; the old file is kept as a backup"
+            );
+        }
+        let writer = Committer::start(connect(path, Access::Write)?, path)?;
+        let reader = connect(path, Access::ReadOnly)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            key: store_key,
+            reader: Mutex::new(reader),
+            writer,
+            _lock: lock,
+        })
+    }
+
+    /// What [`SqliteStore::open`] and the loads would refuse, found without creating or
+    /// writing anything and without the lock, so it runs beside the `run` holding the store
+    /// (`tokenwarden check`): an unusable key, a database the key does not open (wrong key,
+    /// a record that fails authentication, a newer schema, not a database), and an
+    /// earlier-format file still to migrate that its key does not open.
+    pub fn verify(path: &Path, key: Option<&SecretString>) -> Result<(), StoreError> {
+        if let Some(old) = migrate::source(path) {
+            return legacy::read(&old, key).map(drop);
+        }
+        let key = match key {
+            Some(text) => StoreKey::parse(text, path)?,
+            None => match read_key_file(&key_file_path(path))? {
+                Some(key) => key,
+                // `run` generates a key: fine for a new store, not for an existing one.
+                None if path.exists() => {
+                    return Err(StoreError::BadKey {
+                        path: key_file_path(path),
+                        reason: "the store exists but neither store.key nor its key file does; \
+                                 a generated key could not open it"
+                            .into(),
+                    })
+                }
+                None => return Ok(()),
+            },
+        };
+        if !path.exists() {
+            return Ok(());
+        }
+        let db = connect(path, Access::ReadOnly)?;
+        read_tokens(&db, path, &key)?;
+        read_definitions(&db, path, &key).map(drop)
+    }
+
+    /// Moves the database at `path` (and its write-ahead log and index, if any) aside to
+    /// `<path>.unreadable-<suffix>`, for `store.on_unreadable: start_unauthorized`; returns
+    /// the new name. The store must not be open.
+    pub fn set_aside(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
+        let aside = path.with_extension(format!("unreadable-{suffix}"));
+        for (from, to) in [
+            (suffixed(path, "-wal"), suffixed(&aside, "-wal")),
+            (suffixed(path, "-shm"), suffixed(&aside, "-shm")),
+        ] {
+            if from.exists() {
+                fs::rename(&from, &to).map_err(|e| StoreError::io(&from, "moving aside", e))?;
+            }
+        }
+        fs::rename(path, &aside).map_err(|e| StoreError::io(path, "moving aside", e))?;
+        Ok(aside)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The read connection; after a panic in another read, the same connection (a read
+    /// leaves nothing behind).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|poisoned| {
+            self.reader.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    fn unstorable(&self, connection: &str, reason: String) -> StoreError {
+        StoreError::Unstorable {
+            path: self.path.clone(),
+            connection: shown(connection),
+            reason,
+        }
+    }
+
+    /// Writes the sealed row of `connection` in `table`, durably.
+    fn upsert(
+        &self,
+        table: Table,
+        connection: &str,
+        sealed: &SealedRecord,
+    ) -> Result<(), StoreError> {
+        self.writer.write(Write::Upsert {
+            table,
+            connection: connection.to_owned(),
+            sealed: sealed.to_bytes(),
+        })
+    }
+}
+
+impl TokenStore for SqliteStore {
+    fn load_all(&self) -> Result<HashMap<String, StoredToken>, StoreError> {
+        read_tokens(&self.reader(), &self.path, &self.key)
+    }
+
+    fn put(&self, connection: &str, token: &StoredToken) -> Result<(), StoreError> {
+        format::validate_connection(connection).map_err(|r| self.unstorable(connection, r))?;
+        let sealed = record::seal(&self.key, &Binding::file(connection), token)
+            .map_err(|r| self.unstorable(connection, r))?;
+        self.upsert(Table::TokenSets, connection, &sealed)
+    }
+
+    fn remove(&self, connection: &str) -> Result<(), StoreError> {
+        self.writer.write(Write::Delete {
+            table: Table::TokenSets,
+            connection: connection.to_owned(),
+        })
+    }
+
+    fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError> {
+        read_definitions(&self.reader(), &self.path, &self.key)
+    }
+
+    fn put_definition(&self, connection: &str, definition: &[u8]) -> Result<(), StoreError> {
+        format::validate_connection(connection).map_err(|r| self.unstorable(connection, r))?;
+        let sealed = record::seal_definition(&self.key, connection, definition)
+            .map_err(|r| self.unstorable(connection, r))?;
+        self.upsert(Table::Definitions, connection, &sealed)
+    }
+
+    fn remove_definition(&self, connection: &str) -> Result<(), StoreError> {
+        self.writer.write(Write::DeleteConnection {
+            connection: connection.to_owned(),
+        })
+    }
+}
+
+/// Every row of `table`, still sealed; a value too short to be a sealed record is corrupt.
+fn read_rows(
+    db: &Connection,
+    path: &Path,
+    table: Table,
+) -> Result<Vec<(String, SealedRecord)>, StoreError> {
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sql_error(path, "reading the schema version"))?;
+    if version == 0 {
+        return Ok(Vec::new()); // read-only, before any `run` created the tables
+    }
+    let failed = sql_error(path, "reading the database");
+    let mut statement = db.prepare_cached(table.select()).map_err(&failed)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(&failed)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (connection, bytes) = row.map_err(&failed)?;
+        let sealed = SealedRecord::from_bytes(&bytes).ok_or_else(|| {
+            StoreError::corrupt(
+                path,
+                format!(
+                    "the {} row of connection {:?} is too short to be a sealed record",
+                    table.name(),
+                    shown(&connection)
+                ),
+            )
+        })?;
+        out.push((connection, sealed));
+    }
+    Ok(out)
+}
+
+/// Every token set, opened (a key mismatch is reported before any failed authentication).
+fn read_tokens(
+    db: &Connection,
+    path: &Path,
+    key: &StoreKey,
+) -> Result<HashMap<String, StoredToken>, StoreError> {
+    record::open_all(path, key, false, read_rows(db, path, Table::TokenSets)?)
+}
+
+/// Every definition, opened; an error names the connection, never the content.
+fn read_definitions(
+    db: &Connection,
+    path: &Path,
+    key: &StoreKey,
+) -> Result<Vec<(String, Definition)>, StoreError> {
+    let rows = read_rows(db, path, Table::Definitions)?;
+    if let Some((_, foreign)) = rows.iter().find(|(_, r)| r.key_id != key.id) {
+        return Err(StoreError::WrongKey {
+            path: path.to_path_buf(),
+            stored_key_id: foreign.key_id.to_string(),
+            configured_key_id: key.id.to_string(),
+        });
+    }
+    rows.into_iter()
+        .map(|(connection, sealed)| {
+            let opened = record::open_definition(key, &connection, &sealed).map_err(|_| {
+                StoreError::corrupt(
+                    path,
+                    format!(
+                        "definition of connection {:?} failed authentication \
+                         (modified, or moved from another connection or record)",
+                        shown(&connection)
+                    ),
+                )
+            })?;
+            Ok((connection, opened))
+        })
+        .collect()
+}
+
+/// A connection key as quoted in errors: at most [`CONNECTION_DISPLAY_MAX`] characters.
+fn shown(connection: &str) -> String {
+    connection.chars().take(CONNECTION_DISPLAY_MAX).collect()
+}
+
+/// Warns that the store is protected only by a key file lying beside it.
+fn warn_generated_key(key_path: &Path, source: KeySource) {
+    match source {
+        KeySource::Generated => tracing::warn!(
+            key_file = %key_path.display(),
+            "generated a new token store key; configure an explicit key kept apart from the store"
+        ),
+        KeySource::KeyFile => tracing::warn!(
+            key_file = %key_path.display(),
+            "token store uses a generated key file; configure an explicit key kept apart from the store"
+        ),
+    }
+}
