@@ -18,7 +18,6 @@
 
 use super::access::untrusted;
 use super::{fides, json, Admin, AdminBody};
-use crate::config::{Auth, Grant};
 use crate::runtime::{now_ms, Definition, FieldError, RuntimeError};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -194,18 +193,16 @@ pub async fn secrets(
         Ok(v) => v,
         Err(response) => return *response,
     };
-    let changed = admin
-        .runtime
-        .change(key, |d| {
-            if merge {
-                d.secrets.extend(given);
-            } else {
-                d.secrets = given;
-            }
-        })
-        .await;
-    let entry = match changed {
-        Ok(entry) => entry,
+    let change = |d: &mut Definition| {
+        if merge {
+            d.secrets.extend(given);
+        } else {
+            d.secrets = given;
+        }
+    };
+    let verify = verify.then_some(&admin.client);
+    let test = match admin.runtime.change(key, change, verify).await {
+        Ok((_, test)) => test,
         Err(e) => return refused(&e),
     };
     caller.audit(
@@ -217,11 +214,6 @@ pub async fn secrets(
         key,
         "",
     );
-    let test = if verify {
-        Some(test(admin, &entry).await)
-    } else {
-        None
-    };
     json(StatusCode::OK, &fides::test_status(key, test))
 }
 
@@ -238,21 +230,6 @@ fn verify_flag(query: Option<&str>) -> Result<bool, String> {
         }
     }
     Ok(verify)
-}
-
-/// One token request for a client-credentials connection (its token is not kept: the
-/// refresher gets its own). Other connections cannot be tested without a person.
-async fn test(admin: &Admin, entry: &crate::registry::Entry) -> Result<(), String> {
-    match &entry.conn.auth {
-        Auth::OAuth2(o) if o.grant == Grant::ClientCredentials => {
-            let exchange = crate::oauth::flow::Exchange::ClientCredentials;
-            crate::oauth::flow::run(&admin.client, &entry.conn, exchange, None)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
-        _ => Err("only a client-credentials connection can be tested without a person: authorize it instead".into()),
-    }
 }
 
 /// `DELETE /api/v1/connection/{key}`.

@@ -22,7 +22,8 @@ pub mod follow;
 pub use build::FieldError;
 pub use definition::Definition;
 
-use crate::config::{Connection, Template};
+use crate::config::{Auth, Connection, Grant, Template};
+use crate::oauth::TokenClient;
 use crate::registry::Entry;
 use crate::reload::Reloader;
 use crate::token::store::{Backend, StoreError};
@@ -129,26 +130,38 @@ impl Runtime {
     }
 
     /// Replaces a runtime connection's definition with what `change` makes of it (new
-    /// secrets, a test result): validated, written, then served. A changed grant identity
-    /// restarts its token, as a reload of a changed connection does.
+    /// secrets): validated; with `verify`, tested with one token request ([`test`]) and the
+    /// result kept in it; written; then served. A changed grant identity restarts its
+    /// token, as a reload of a changed connection does. Returns the new entry and the
+    /// test's result.
     pub async fn change(
         &self,
         key: &str,
         change: impl FnOnce(&mut Definition),
-    ) -> Result<Arc<Entry>, RuntimeError> {
+        verify: Option<&TokenClient>,
+    ) -> Result<(Arc<Entry>, Option<Result<(), String>>), RuntimeError> {
         let _claim = self.claim(key)?;
         let entry = self.runtime_entry(key)?;
         let mut definition = Definition::clone(entry.runtime.as_ref().expect("a runtime entry"));
         change(&mut definition);
         definition.updated_at = Some(now_ms());
         let conn = self.build(&definition)?;
+        let tested = match verify {
+            Some(client) => {
+                let result = test(client, &conn).await;
+                definition.last_test = Some((now_ms(), result.is_ok()));
+                Some(result)
+            }
+            None => None,
+        };
         self.backend
             .put_definition(key, definition.encode())
             .await?;
-        Ok(self
+        let entry = self
             .reloader
             .put_runtime(conn, Arc::new(definition), None)
-            .await)
+            .await;
+        Ok((entry, tested))
     }
 
     /// Deletes a runtime connection: no longer served, its refresher stopped, then its
@@ -279,6 +292,22 @@ impl Runtime {
                 None
             }
         }
+    }
+}
+
+/// One token request for a client-credentials connection (its token is not kept: the
+/// refresher gets its own); the error names the OAuth error or the status, never a secret.
+/// Other connections cannot be tested without a person.
+pub async fn test(client: &TokenClient, conn: &Connection) -> Result<(), String> {
+    match &conn.auth {
+        Auth::OAuth2(o) if o.grant == Grant::ClientCredentials => {
+            let exchange = crate::oauth::flow::Exchange::ClientCredentials;
+            crate::oauth::flow::run(client, conn, exchange, None)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        _ => Err("only a client-credentials connection can be tested without a person: authorize it instead".into()),
     }
 }
 

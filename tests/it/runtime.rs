@@ -44,9 +44,10 @@ const TEMPLATE: &str = r#"saas_config:
 "#;
 
 /// The config: templates in `templates/` (private addresses allowed: the tests' servers
-/// are on loopback) and `strict/` (not allowed), one file connection `from_file`, and the
+/// are on loopback) and `strict/` (not allowed), one file connection `from_file` (a static
+/// bearer token: it asks the token endpoint for nothing), and the
 /// `store` section.
-pub(crate) fn config(dir: &Path, echo: SocketAddr, token: SocketAddr, store: &str) -> String {
+pub(crate) fn config(dir: &Path, echo: SocketAddr, store: &str) -> String {
     for (folder, kind) in [("templates", "test_api"), ("strict", "strict_api")] {
         std::fs::create_dir_all(dir.join(folder)).unwrap();
         let text = TEMPLATE.replace("type: test_api", &format!("type: {kind}"));
@@ -54,7 +55,9 @@ pub(crate) fn config(dir: &Path, echo: SocketAddr, token: SocketAddr, store: &st
     }
     format!(
         "{store}templates:\n  - {{ path: templates, allow_private_network: true }}\n  - {{ path: strict/strict_api.yml }}\n{}",
-        connections(&[cc_conn("from_file", echo, token)])
+        connections(&[Conn::new("from_file", echo, "bearer")
+            .secrets("api_token: file-static")
+            .configure("          token: <api_token>\n")])
     )
 }
 
@@ -98,14 +101,14 @@ async fn listed(sc: &Sidecar) -> Vec<String> {
 }
 
 /// A sidecar on [`config`] with the embedded store → it and its config text (to restart with).
-async fn start(echo: SocketAddr, token: SocketAddr) -> (Sidecar, String) {
-    start_on(echo, token, STORE).await
+async fn start(echo: SocketAddr) -> (Sidecar, String) {
+    start_on(echo, STORE).await
 }
 
 /// [`start`] on the store section `store`.
-async fn start_on(echo: SocketAddr, token: SocketAddr, store: &str) -> (Sidecar, String) {
+async fn start_on(echo: SocketAddr, store: &str) -> (Sidecar, String) {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(dir.path(), echo, token, store);
+    let yaml = config(dir.path(), echo, store);
     let sidecar = Sidecar::start_in(dir, &yaml, Default::default()).await;
     (sidecar, yaml)
 }
@@ -133,7 +136,7 @@ async fn a_connection_instantiated_through_the_api_is_served_listed_and_survives
         TokenServer::start(Reply::token(3600, false)).await,
     );
     let (logs, _capture) = Logs::capture();
-    let (sc, yaml) = start(echo.addr, tokens.addr).await;
+    let (sc, yaml) = start(echo.addr).await;
 
     let (status, types) = call(&sc, "GET", "/api/v1/connection_type", None).await;
     assert_eq!(status, 200, "{types}");
@@ -163,7 +166,7 @@ async fn a_connection_instantiated_through_the_api_is_served_listed_and_survives
     let (status, body) = sc.get("/acme/x").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(echoed_authorization(&body).as_deref(), Some("Bearer tok-1"));
-    let request = tokens.nth(0).await;
+    let request = tokens.nth(1).await;
     assert_eq!(request.field("client_id").as_deref(), Some("acme-client"));
     assert_eq!(
         request.field("audience").as_deref(),
@@ -206,12 +209,12 @@ async fn secrets_are_replaced_or_merged_verified_and_restart_the_token() {
         Echo::start().await,
         TokenServer::start(Reply::token(3600, false)).await,
     );
-    let (sc, _) = start(echo.addr, tokens.addr).await;
+    let (sc, _) = start(echo.addr).await;
     let body = json!({"instance_key": "acme", "secrets": secrets(echo.addr, tokens.addr, "first")});
     assert_eq!(instantiate(&sc, "test_api", &body).await.0, 200);
     sc.wait_state("acme", "ready").await;
     assert_eq!(
-        tokens.nth(0).await.field("client_id").as_deref(),
+        tokens.nth(1).await.field("client_id").as_deref(),
         Some("first")
     );
 
@@ -288,7 +291,7 @@ async fn a_deleted_connection_is_no_longer_served_nor_back_after_a_restart() {
         Echo::start().await,
         TokenServer::start(Reply::token(3600, false)).await,
     );
-    let (sc, yaml) = start(echo.addr, tokens.addr).await;
+    let (sc, yaml) = start(echo.addr).await;
     let body = json!({"instance_key": "gone", "secrets": secrets(echo.addr, tokens.addr, "c")});
     assert_eq!(instantiate(&sc, "test_api", &body).await.0, 200);
     sc.wait_state("gone", "ready").await;
@@ -319,7 +322,7 @@ async fn bad_requests_name_their_field_and_create_nothing() {
         Echo::start().await,
         TokenServer::start(Reply::token(3600, false)).await,
     );
-    let (sc, yaml) = start(echo.addr, tokens.addr).await;
+    let (sc, yaml) = start(echo.addr).await;
     let good = secrets(echo.addr, tokens.addr, "c");
     let with = |key: &str, secrets: Value| json!({"instance_key": key, "secrets": secrets});
     let mut missing = good.clone();
@@ -450,8 +453,8 @@ async fn replicas_on_one_redis_serve_change_and_drop_each_others_connections() {
         Echo::start().await,
         TokenServer::start(Reply::token(3600, false)).await,
     );
-    let (a, _) = start_on(echo.addr, tokens.addr, &store).await;
-    let (b, _) = start_on(echo.addr, tokens.addr, &store).await;
+    let (a, _) = start_on(echo.addr, &store).await;
+    let (b, _) = start_on(echo.addr, &store).await;
 
     // Created on A, served on B.
     let body = json!({"instance_key": "acme", "secrets": secrets(echo.addr, tokens.addr, "first")});
@@ -522,7 +525,7 @@ async fn metrics_label_runtime_connections_one_by_one_when_asked() {
         TokenServer::start(Reply::token(3600, false)).await,
     );
     let store = format!("admin: {{ metrics_per_connection: true }}\n{STORE}");
-    let (sc, _) = start_on(echo.addr, tokens.addr, &store).await;
+    let (sc, _) = start_on(echo.addr, &store).await;
     for key in ["one", "two"] {
         let body = json!({"instance_key": key, "secrets": secrets(echo.addr, tokens.addr, key)});
         assert_eq!(instantiate(&sc, "test_api", &body).await.0, 200);

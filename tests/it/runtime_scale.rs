@@ -64,7 +64,7 @@ async fn ten_thousand_connections_come_back_after_a_restart_with_their_tokens() 
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let echo = Echo::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = crate::runtime::config(dir.path(), echo.addr, tokens.addr, STORE);
+    let yaml = crate::runtime::config(dir.path(), echo.addr, STORE);
     let sc = Sidecar::start_in(dir, &yaml, Default::default()).await;
     let next = Arc::new(Mutex::new(0..N));
     let workers: Vec<_> = (0..CONCURRENCY)
