@@ -17,8 +17,9 @@
 //! - [`oauth`]: authorization URL, token/refresh requests and responses, states, PKCE.
 //! - [`token`]: token sets, the lock-free cache, schedule, store (no OAuth, no proxy: it
 //!   imports only `config`, `telemetry` and `instrument`).
-//! - [`registry`]: connections by key and by host; [`reload`]: config hot reload (SIGHUP,
-//!   `POST /api/v1/reload`), which swaps the registry and the proxy settings.
+//! - [`registry`]: connections by key and by host (persistent maps, one insert or remove per
+//!   change); [`reload`]: config hot reload (SIGHUP, `POST /api/v1/reload`), which swaps the
+//!   registry and the proxy settings.
 //! - [`refresher`]: one task per OAuth2 connection that gets and renews its token (with the
 //!   Redis store, under a lease, and a follower that adopts other replicas' tokens).
 //! - [`proxy`]: the request path: routing, header hygiene, injection, errors; one worker
