@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 # shellcheck source=benches/upstream.sh
 . "$(dirname "$0")/upstream.sh"
-TRIES=300 # (valgrind starts slowly)
+TRIES=${TRIES:-300} # (valgrind starts slowly; more for EXTRA_CONNECTIONS)
 start_upstream
 
 # Total instructions of one run of `bin` serving `n` requests (after the one wait_for sends).

@@ -48,14 +48,16 @@ EOF
 }
 
 # Writes to `file` a sidecar config: one worker on `listen`, the admin listener on
-# `admin`, the token store at `store`, connection `api` (client credentials) to the upstream,
+# `admin` (no config file watch: it re-reads the whole file every 5 s, which with 10,000
+# connections is more work than the requests), the token store at `store`, connection `api`
+# (client credentials) to the upstream,
 # and EXTRA_CONNECTIONS more (default 0): static-bearer connections `extra-1`… to the same
 # upstream host (reverse_only: reverse mode tells them apart by key; issue 23's "10,000
 # connections")
 write_config() { # file listen admin store
     cat >"$1" <<EOF
 proxy: { listen: "127.0.0.1:$2", worker_threads: 1 }
-admin: { listen: "127.0.0.1:$3" }
+admin: { listen: "127.0.0.1:$3", watch_config: 0 }
 store: { path: "$4" }
 log: { level: warn }
 connections:

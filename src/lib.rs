@@ -17,9 +17,10 @@
 //! - [`oauth`]: authorization URL, token/refresh requests and responses, states, PKCE.
 //! - [`token`]: token sets, the lock-free cache, schedule, store (no OAuth, no proxy: it
 //!   imports only `config`, `telemetry` and `instrument`).
-//! - [`registry`]: connections by key and by host; [`reload`]: config hot reload (SIGHUP,
-//!   `POST /api/v1/reload`), which swaps the registry and the proxy settings, and the one
-//!   insert or remove a runtime connection's change makes.
+//! - [`registry`]: connections by key and by host (persistent maps, one insert or remove per
+//!   change); [`reload`]: config hot reload (SIGHUP, `POST /api/v1/reload`), which swaps the
+//!   registry and the proxy settings, and the one insert or remove a runtime connection's
+//!   change makes.
 //! - [`runtime`]: connections created, changed and deleted through the connection API
 //!   (Fides' `instantiate`, `secret` and delete routes): their definitions in the store,
 //!   built from a template (`templates:`) as a file connection is.
