@@ -289,7 +289,8 @@ fn pending_states(admin: &crate::config::AdminSettings, backend: &Backend) -> Pe
 
 /// What `run` would refuse beyond the config file, found without writing anything or
 /// contacting Redis (`check`): the TLS roots, the CA files, the store key, the Redis URL,
-/// and with the file store whether the key opens the existing file. Every such problem,
+/// and with the embedded database whether the key opens the existing database (or the
+/// earlier store file it would migrate), read-only beside a running `run`. Every such problem,
 /// with the config path of the setting it is about (`store.key`), to place it in the file.
 pub fn preflight(config: &Config) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  config file ─► config::load (validated Config) ─► Registry of Entries (ArcSwap; swapped on reload)
-//!  refresher per connection ─ token/refresh requests (oauth) ─► token::Cache (ArcSwap<TokenSet>) ─► store (encrypted file; Redis for many replicas)
+//!  refresher per connection ─ token/refresh requests (oauth) ─► token::Cache (ArcSwap<TokenSet>) ─► store (embedded SQLite database; Redis for many replicas)
 //!  admin: /authorize ─► pending state (+PKCE) ; /oauth/callback ─► code exchange ─┘
 //!  app ─► proxy worker (one per core) ─► route (reverse /{key}/… · forward absolute-form) ─► inject ─► its upstream pool ─► SaaS API
 //!         (fast path: request and response heads as bytes; anything unusual: hyper)

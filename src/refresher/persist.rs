@@ -1,7 +1,7 @@
 //! Getting the right to make a token request, and writing its result, for either store.
 //!
-//! With the file store the process is alone: [`begin`] always says go, and [`finish`]
-//! writes the file, then publishes. With Redis, replicas coordinate per connection:
+//! With the embedded database the process is alone: [`begin`] always says go, and
+//! [`finish`] writes the row, then publishes. With Redis, replicas coordinate per connection:
 //!
 //! ```text
 //! begin:  SET lease NX PX ttl ──taken──► read the stored set ──newer than ours──► adopt it, release

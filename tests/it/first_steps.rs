@@ -91,7 +91,7 @@ async fn check_warns_about_what_loads_but_is_likely_a_mistake() {
 }
 
 #[tokio::test]
-async fn a_second_process_on_one_store_file_is_refused_naming_the_first() {
+async fn a_second_process_on_one_store_is_refused_naming_the_first_and_check_reads_beside_it() {
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let echo = Echo::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +102,14 @@ async fn a_second_process_on_one_store_file_is_refused_naming_the_first() {
     );
     let mut first = SidecarProcess::spawn(dir.path(), "first", "", &body).await;
     wait_state_at(first.admin, "api", "ready").await;
+    // `check` beside it: it reads the database the running process holds (read-only,
+    // without the lock) and opens its token set — or says the key is the wrong one.
+    let (code, out, err) = check(dir.path(), &body);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let other = body.replace(STORE_KEY, OTHER_KEY);
+    let (code, out, err) = check(dir.path(), &other);
+    assert_eq!(code, Some(64), "{out}{err}");
+    assert!(err.contains("was written with key id"), "{err}");
     // The same store file (tokens.db beside the configs) from this process.
     let err = try_start(dir.path(), &body)
         .await

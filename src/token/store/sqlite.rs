@@ -109,8 +109,9 @@ impl SqliteStore {
         })
     }
 
-    /// What [`SqliteStore::open`] and the loads would refuse, found without creating or
-    /// writing anything and without the lock, so it runs beside the `run` holding the store
+    /// What [`SqliteStore::open`] and the loads would refuse, found read-only (SQLite's
+    /// reader may create an empty log and index beside an idle database, nothing else) and
+    /// without the lock, so it runs beside the `run` holding the store
     /// (`tokenwarden check`): an unusable key, a database the key does not open (wrong key,
     /// a record that fails authentication, a newer schema, not a database), and an
     /// earlier-format file still to migrate that its key does not open.
