@@ -169,7 +169,7 @@ fn cross_checks(
     if connections.is_empty() && templates.is_empty() && problems.is_empty() {
         problems.push(src.problem(
             "connections",
-            "at least one connection or template is required (see docs/configuration.md: Connections and strategies, and Connections at runtime)",
+            "at least one connection or template is required (see docs/configuration.md: Connections and strategies, and docs/runtime-connections.md)",
         ));
     }
     for (i, target) in proxy.connect_passthrough.iter().enumerate() {
@@ -205,8 +205,8 @@ fn cross_checks(
                 &format!("connections[{i}].key"),
                 format!(
                     // (Not the host itself: it may be filled in from the secrets.)
-                    "connections `{}` and `{}` reach the same host and port: forward mode (HTTP_PROXY) routes that host to `{}`; reverse mode reaches each by its key (set `reverse_only: true` on `{}` if that is what you want)",
-                    first.key, c.key, first.key, c.key
+                    "connections `{}` and `{}` reach the same host and port: in forward mode (HTTP_PROXY) a request to that host must name one with a `tokenwarden-connection` header, or is refused (421); reverse mode reaches each by its key (set `reverse_only: true` on `{}` if it is reached only that way)",
+                    first.key, c.key, c.key
                 ),
             ));
         }

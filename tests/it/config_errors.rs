@@ -378,7 +378,7 @@ connections:
         expected: &[
             "config.yaml:2:3: proxy.listen: bad listen address `8080`: expected IP:PORT, such as 127.0.0.1:8080",
             "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `upstream_read_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_buffered_head_bytes`, `max_connection_lifetime`, `body_read_timeout`, `tunnel_idle_timeout`, `access_log`, `unauthorized_refresh_interval`, `intercept`",
-            "config.yaml:6:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`",
+            "config.yaml:6:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`, `templates`",
             "config.yaml:11:7: connections[0].secrets.client_id: environment variable `ACME_ID` is not set",
             "config.yaml:12:5: connections[1].key: duplicate connection key `acme`",
             "config.yaml:15:7: connections[1].client_config.host: connection `acme`: placeholder <tenant> is not resolved: add `tenant` to the connection's secrets",
@@ -392,14 +392,14 @@ connections:
         config: "",
         files: &[],
         env: &[],
-        expected: &["config.yaml: connections: at least one connection is required (see docs/configuration.md: Connections and strategies)"],
+        expected: &["config.yaml: connections: at least one connection or template is required (see docs/configuration.md: Connections and strategies, and docs/runtime-connections.md)"],
     },
     Case {
         name: "an empty connections list",
         config: "proxy:\n  listen: 127.0.0.1:8080\nconnections: []\n",
         files: &[],
         env: &[],
-        expected: &["config.yaml:3:1: connections: at least one connection is required (see docs/configuration.md: Connections and strategies)"],
+        expected: &["config.yaml:3:1: connections: at least one connection or template is required (see docs/configuration.md: Connections and strategies, and docs/runtime-connections.md)"],
     },
     Case {
         name: "a passthrough entry for a connection's host, on another port",

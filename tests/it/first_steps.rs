@@ -85,7 +85,7 @@ async fn check_warns_about_what_loads_but_is_likely_a_mistake() {
         "{err}"
     );
     assert!(
-        err.contains("connections `one` and `two` reach the same host and port: forward mode (HTTP_PROXY) routes that host to `one`"),
+        err.contains("connections `one` and `two` reach the same host and port: in forward mode (HTTP_PROXY) a request to that host must name one with a `tokenwarden-connection` header"),
         "{err}"
     );
 }
