@@ -66,6 +66,23 @@ fn golden_yaml(connectors: &[Connector], domain: &str) -> String {
     yaml
 }
 
+/// A config with the given connectors' files as templates (`allow_private_network`: the
+/// capture server a `domain` names is on loopback).
+fn golden_templates_yaml(connectors: &[Connector]) -> String {
+    let mut yaml = format!(
+        "tls:\n  ca_file: {}\ntemplates:\n",
+        capture::ca_file().display()
+    );
+    for c in connectors {
+        let file = repo(&format!("config/fides/{}", c.file));
+        yaml.push_str(&format!(
+            "  - {{ path: {}, allow_private_network: true }}\n",
+            file.display()
+        ));
+    }
+    yaml
+}
+
 /// A token that needs renewing now, with refresh token `REFRESH789`, in the store the
 /// sidecar in `dir` will open (as after a restart).
 fn store_due_token(dir: &Path, key: &str) {

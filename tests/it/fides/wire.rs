@@ -116,31 +116,91 @@ async fn authorize_and_callback(sidecar: &Sidecar, key: &str, domain: &str) {
     assert_eq!(page.status, 200, "{key} callback: {}", page.body);
 }
 
+/// How the connector's connection is defined.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    /// A `connections:` entry of the config file.
+    File,
+    /// Instantiated through the connection API from the unchanged file as a template.
+    Api,
+}
+
+/// The golden secrets of connector `c`, as the connection API takes them: each a connector
+/// param of its file (a client-credentials file has no `redirect_uri`).
+fn golden_secrets(c: &golden::Connector, domain: &str) -> Value {
+    let mut secrets =
+        json!({"client_id": golden::CLIENT_ID, "client_secret": golden::CLIENT_SECRET});
+    if c.authorization_code {
+        secrets["redirect_uri"] = json!(golden::REDIRECT_URI);
+    }
+    if c.needs_domain {
+        secrets["domain"] = json!(domain);
+    }
+    secrets
+}
+
+/// Instantiates connector `key` through the connection API of `sidecar`.
+async fn instantiate(sidecar: &Sidecar, key: &str, domain: &str) {
+    let body =
+        json!({"instance_key": key, "secrets": golden_secrets(&golden::connector(key), domain)});
+    let r = client()
+        .post(sidecar.admin_url(&format!("/api/v1/connection/instantiate/{key}")))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert_eq!(status, 200, "{key}: {}", r.text().await.unwrap());
+}
+
+/// The sidecar for connector `key`, its connection defined `via` the file or the API: with
+/// `due`, it starts with a stored token that needs renewing (for the API, the connection is
+/// created, the sidecar stopped, the token stored and the sidecar started again).
+async fn start(key: &str, via: Via, capture: &Capture, due: bool) -> Sidecar {
+    let c = golden::connector(key);
+    let domain = capture.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        resolve: resolve_to(capture.addr),
+        ..Options::default()
+    };
+    if via == Via::File {
+        if due {
+            store_due_token(dir.path(), key);
+        }
+        return Sidecar::start_in(dir, &golden_yaml(&[c], &domain), options()).await;
+    }
+    let yaml = golden_templates_yaml(&[c]);
+    let sidecar = Sidecar::start_in(dir, &yaml, options()).await;
+    instantiate(&sidecar, key, &domain).await;
+    if !due {
+        return sidecar;
+    }
+    let dir = sidecar.stop().await;
+    store_due_token(dir.path(), key);
+    Sidecar::start_in(dir, &yaml, options()).await
+}
+
 /// One connector on the wire: its token and renewal requests, sent by the running sidecar
 /// over TLS (test CA through `tls.ca_file`) to the capture server, where the file's real
-/// host names resolve to.
-async fn wire(key: &str) {
+/// host names resolve to; the connection defined in the file, or through the API.
+async fn wire(key: &str, via: Via) {
     let c = golden::connector(key);
     let capture = Capture::start(long_token()).await;
     let domain = capture.addr.to_string();
-    let dir = tempfile::tempdir().unwrap();
     // Configured lifetimes (Google, Microsoft, Salesforce) win over the response's, so a
     // short-lived answer cannot make those renew soon: they start with a stored token that
     // is due instead, and the renewal comes first.
     let renew_first = c.authorization_code && c.expires_in.is_some();
-    if renew_first {
-        store_due_token(dir.path(), key);
-    } else if c.authorization_code {
-        capture.script([short_token()]);
-    } else {
-        capture.script([json!({"access_token": "tok-short", "expires_in": 2})]);
+    if !renew_first {
+        capture.script([if c.authorization_code {
+            short_token()
+        } else {
+            json!({"access_token": "tok-short", "expires_in": 2})
+        }]);
     }
-    let options = Options {
-        resolve: resolve_to(capture.addr),
-        ..Options::default()
-    };
-    let yaml = golden_yaml(&[c], &domain);
-    let sidecar = Sidecar::start_in(dir, &yaml, options).await;
+    let sidecar = start(key, via, &capture, renew_first).await;
 
     let token = golden::token(key, &domain);
     let refresh = golden::refresh(key, &domain);
@@ -197,55 +257,116 @@ async fn wire(key: &str) {
 
 #[tokio::test]
 async fn adobe_sign() {
-    wire("adobe_sign").await;
+    wire("adobe_sign", Via::File).await;
 }
 
 #[tokio::test]
 async fn auth0() {
-    wire("auth0").await;
+    wire("auth0", Via::File).await;
 }
 
 #[tokio::test]
 async fn domo() {
-    wire("domo").await;
+    wire("domo", Via::File).await;
 }
 
 #[tokio::test]
 async fn google_analytics() {
-    wire("google_analytics").await;
+    wire("google_analytics", Via::File).await;
 }
 
 #[tokio::test]
 async fn microsoft_advertising() {
-    wire("microsoft_advertising").await;
+    wire("microsoft_advertising", Via::File).await;
 }
 
 #[tokio::test]
 async fn outreach() {
-    wire("outreach").await;
+    wire("outreach", Via::File).await;
 }
 
 #[tokio::test]
 async fn powerreviews() {
-    wire("powerreviews").await;
+    wire("powerreviews", Via::File).await;
 }
 
 #[tokio::test]
 async fn salesforce() {
-    wire("salesforce").await;
+    wire("salesforce", Via::File).await;
 }
 
 #[tokio::test]
 async fn snap() {
-    wire("snap").await;
+    wire("snap", Via::File).await;
 }
 
 #[tokio::test]
 async fn unbounce() {
-    wire("unbounce").await;
+    wire("unbounce", Via::File).await;
 }
 
 #[tokio::test]
 async fn universal_analytics() {
-    wire("universal_analytics").await;
+    wire("universal_analytics", Via::File).await;
+}
+
+/// The same requests when each connector's connection is instantiated through the
+/// connection API from the unchanged file (a template) with the same secrets.
+mod through_the_api {
+    use super::{wire, Via};
+
+    #[tokio::test]
+    async fn adobe_sign() {
+        wire("adobe_sign", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn auth0() {
+        wire("auth0", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn domo() {
+        wire("domo", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn google_analytics() {
+        wire("google_analytics", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn microsoft_advertising() {
+        wire("microsoft_advertising", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn outreach() {
+        wire("outreach", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn powerreviews() {
+        wire("powerreviews", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn salesforce() {
+        wire("salesforce", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn snap() {
+        wire("snap", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn unbounce() {
+        wire("unbounce", Via::Api).await;
+    }
+
+    #[tokio::test]
+    async fn universal_analytics() {
+        wire("universal_analytics", Via::Api).await;
+    }
 }
