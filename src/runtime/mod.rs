@@ -120,9 +120,12 @@ impl Runtime {
             });
         }
         let conn = self.build(&definition)?;
-        self.backend
-            .put_definition(&definition.key, definition.encode())
+        let created = (self.backend)
+            .create_definition(&definition.key, definition.encode())
             .await?;
+        if !created {
+            return Err(RuntimeError::Exists(definition.key.clone()));
+        }
         Ok(self
             .reloader
             .put_runtime(conn, Arc::new(definition), None)

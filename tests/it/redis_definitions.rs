@@ -110,6 +110,26 @@ async fn a_definition_round_trips_sealed_and_another_replica_reads_it() {
 }
 
 #[tokio::test]
+async fn of_two_replicas_creating_one_key_only_the_first_writes() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (store(&redis, PREFIX), store(&redis, PREFIX));
+    let created = a.create_definition("crm", DEFINITION).await.unwrap();
+    assert_eq!(created, Some(1));
+    let other: &[u8] = br#"{"type":"crm","secrets":{"client_id":"someone-else"}}"#;
+    assert_eq!(b.create_definition("crm", other).await.unwrap(), None);
+    assert_eq!(
+        a.read_definition("crm").await.unwrap().unwrap().as_slice(),
+        DEFINITION,
+        "the second create wrote nothing"
+    );
+    let (at, _) = a.definitions_changed_since(0).await.unwrap();
+    assert_eq!(at, 1, "and recorded no change");
+    // Once deleted, the key can be created again.
+    a.remove_definition("crm").await.unwrap();
+    assert!(b.create_definition("crm", other).await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn a_value_moved_edited_or_taken_from_a_token_set_is_refused() {
     let redis = RedisServer::start().await;
     let ours = store(&redis, PREFIX);

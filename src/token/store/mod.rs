@@ -155,6 +155,26 @@ impl Backend {
         }
     }
 
+    /// Durably writes a new runtime connection's definition; false, nothing written, when
+    /// the shared store holds one already (another replica created that key meanwhile).
+    /// This process's own store has one writer, which checks for the key itself.
+    pub async fn create_definition(
+        &self,
+        connection: &str,
+        definition: Definition,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Backend::Local(_) => self
+                .put_definition(connection, definition)
+                .await
+                .map(|()| true),
+            Backend::Shared(redis) => Ok(redis
+                .create_definition(connection, &definition)
+                .await?
+                .is_some()),
+        }
+    }
+
     /// Durably removes a runtime connection's definition and token set.
     pub async fn remove_definition(&self, connection: &str) -> Result<(), StoreError> {
         match self {

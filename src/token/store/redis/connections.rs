@@ -83,9 +83,33 @@ impl RedisStore {
         connection: &str,
         definition: &[u8],
     ) -> Result<u64, StoreError> {
+        self.write_definition(&scripts::PUT_DEFINITION, connection, definition)
+            .await?
+            .ok_or_else(|| unreachable_taken(connection))
+    }
+
+    /// [`RedisStore::put_definition`] for a new connection: None, nothing written, when
+    /// `connection` has a definition already (another replica created it meanwhile).
+    pub async fn create_definition(
+        &self,
+        connection: &str,
+        definition: &[u8],
+    ) -> Result<Option<u64>, StoreError> {
+        self.write_definition(&scripts::CREATE_DEFINITION, connection, definition)
+            .await
+    }
+
+    /// Runs `script` (a put or a create) for `connection`'s sealed definition; None when
+    /// the create found one.
+    async fn write_definition(
+        &self,
+        script: &redis::Script,
+        connection: &str,
+        definition: &[u8],
+    ) -> Result<Option<u64>, StoreError> {
         let key = self.definition_key(connection);
         let sealed = self.seal_definition(&key, connection, definition)?;
-        let mut call = scripts::PUT_DEFINITION.key(&key);
+        let mut call = script.key(&key);
         call.key(self.change_generation_key())
             .key(self.changes_key())
             .arg(sealed)
@@ -99,7 +123,10 @@ impl RedisStore {
                 call.invoke_async(&mut con),
             )
             .await?;
-        self.change_generation(outcome)
+        if outcome == Value::Int(TAKEN) {
+            return Ok(None);
+        }
+        self.change_generation(outcome).map(Some)
     }
 
     /// Deletes `connection`'s definition, token set and refresh lease, and publishes the
@@ -261,6 +288,14 @@ impl RedisStore {
             )),
         }
     }
+}
+
+/// What [`scripts::CREATE_DEFINITION`] answers when the connection has a definition.
+const TAKEN: i64 = -2;
+
+/// A put (not a create) is never refused as taken.
+fn unreachable_taken(connection: &str) -> StoreError {
+    bad_value(connection, "a put was answered as a create")
 }
 
 fn refused(key: &str, reason: impl Into<String>) -> StoreError {

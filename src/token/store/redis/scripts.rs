@@ -134,6 +134,22 @@ return record_change(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
     ))
 });
 
+/// Creates a runtime connection's definition: as [`PUT_DEFINITION`], but only when it has
+/// none (two replicas creating one key at once: the second is refused). Returns `-2`
+/// when it has one, nothing written.
+pub(super) static CREATE_DEFINITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}{}",
+        next_change(),
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return -2 end
+if not usable_counter(KEYS[2], ARGV[4]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+return record_change(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+"
+    ))
+});
+
 /// Deletes a runtime connection: its definition, token set and lease, and records the
 /// change.
 ///
