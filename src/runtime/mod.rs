@@ -202,23 +202,23 @@ impl Runtime {
         stored: &mut std::collections::HashMap<String, crate::token::store::redis::Versioned>,
     ) -> Result<(usize, u64), StoreError> {
         let (generation, definitions) = self.backend.load_definitions().await?;
-        let mut served = 0;
+        let mut built = Vec::with_capacity(definitions.len());
         for (key, bytes) in definitions {
             if self.reloader.registry.load().get(&key).is_some() {
                 tracing::error!(connection = %key, "a stored runtime connection is not served: the config file defines a connection of that key; rename one, or delete the runtime one through the API");
                 continue;
             }
-            match self.rebuild(&key, &bytes) {
-                Some((conn, definition)) => {
-                    let token = match stored.remove(&key) {
-                        Some(token) => Some(token),
-                        None => self.shared_token(&key).await,
-                    };
-                    self.reloader.put_runtime(conn, definition, token).await;
-                    served += 1;
-                }
-                None => continue,
-            }
+            built.extend(self.rebuild(&key, &bytes));
+        }
+        // Listed in creation order, as before the restart.
+        built.sort_by(|(_, a), (_, b)| (a.created_at, &a.key).cmp(&(b.created_at, &b.key)));
+        let served = built.len();
+        for (conn, definition) in built {
+            let token = match stored.remove(&conn.key) {
+                Some(token) => Some(token),
+                None => self.shared_token(&conn.key).await,
+            };
+            self.reloader.put_runtime(conn, definition, token).await;
         }
         Ok((served, generation))
     }

@@ -438,10 +438,40 @@ async fn bad_requests_name_their_field_and_create_nothing() {
     );
     let (status, answer) = instantiate(&sc, "test_api", &with("twice", good.clone())).await;
     assert_eq!(status, 409, "{answer}");
+    // A secret change that would point the connection at a private address is refused
+    // too, and changes nothing.
+    let mut public = good.clone();
+    public["host"] = json!("api.example.com");
+    public["token_host"] = json!("auth.example.com");
+    assert_eq!(
+        instantiate(&sc, "strict_api", &with("strict", public))
+            .await
+            .0,
+        200
+    );
+    let patch = json!({"host": "169.254.169.254"});
+    let (status, answer) = call(
+        &sc,
+        "PATCH",
+        "/api/v1/connection/strict/secret?verify=false",
+        Some(&patch),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["detail"][0]["loc"],
+        json!(["body", "secrets", "host"]),
+        "{answer}"
+    );
+    let status = sc.status("strict").await;
+    assert_eq!(status["upstream"], "http://api.example.com", "{status}");
     // Nothing half-created, now or after a restart.
-    assert_eq!(listed(&sc).await, ["from_file", "twice"]);
+    assert_eq!(listed(&sc).await, ["from_file", "twice", "strict"]);
     let sc = sc.restart(&yaml).await;
-    assert_eq!(listed(&sc).await, ["from_file", "twice"]);
+    // (Listed in creation order, to the millisecond: these two may share one.)
+    let mut after = listed(&sc).await;
+    after[1..].sort();
+    assert_eq!(after, ["from_file", "strict", "twice"]);
 }
 
 #[tokio::test]
