@@ -100,7 +100,9 @@ impl std::error::Error for Problems {}
 pub struct Source {
     pub file: PathBuf,
     text: String,
-    positions: Positions,
+    /// Indexed at the first problem (a valid file never needs them: the connection API
+    /// validates a template and a request body per change).
+    positions: std::sync::OnceLock<Positions>,
     /// Paths of the values a `${VAR}` went into.
     expanded: Vec<String>,
 }
@@ -117,7 +119,7 @@ impl Source {
     }
 
     pub fn from_text(file: &Path, text: String) -> Source {
-        let positions = Positions::index(&text);
+        let positions = std::sync::OnceLock::new();
         Source {
             file: file.to_path_buf(),
             text,
@@ -188,7 +190,9 @@ impl Source {
 
     /// A problem at `path` (e.g. `connections[0].secrets`), positioned when known.
     pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
-        let position = self.positions.find(path);
+        let position = (self.positions)
+            .get_or_init(|| Positions::index(&self.text))
+            .find(path);
         let message = message.into();
         let message = if path.is_empty() {
             message

@@ -104,10 +104,15 @@ impl Refresher {
                 decide(seen.as_deref(), grant, can_refresh, backoff.retry)
             };
             let until = match next {
-                Next::Fetch => match self.fetch_under_lock(grant, seen, &mut backoff).await {
-                    Then::Decide => continue,
-                    Then::Wait(wait) => Some(Instant::now() + wait),
-                },
+                // Boxed: a token request's state is large and lives only while it runs,
+                // while the loop waits most of the time (10,000 connections park 10,000
+                // of these futures).
+                Next::Fetch => {
+                    match Box::pin(self.fetch_under_lock(grant, seen, &mut backoff)).await {
+                        Then::Decide => continue,
+                        Then::Wait(wait) => Some(Instant::now() + wait),
+                    }
+                }
                 Next::Expired => {
                     let _guard = cache.write_lock.lock().await;
                     if same(cache.token().as_ref(), seen.as_ref()) {

@@ -96,3 +96,25 @@ fn snapshots_compare_by_identity() {
     assert!(same(None, None));
     assert!(!same(Some(&a), None));
 }
+
+/// A parked refresher is small (10,000 connections park 10,000): the token request's
+/// state is boxed while it runs.
+#[test]
+fn a_parked_refresher_is_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, "connections:\n  - key: a\n    secrets: { client_id: x }\n    client_config:\n      protocol: https\n      host: api.example.com\n      authentication:\n        strategy: oauth2_client_credentials\n        configuration:\n          token_request: { method: POST, path: /t }\n").unwrap();
+    let config = crate::config::load(&file).unwrap();
+    let refresher = Refresher {
+        entry: Arc::new(crate::registry::Entry::new(Arc::clone(
+            &config.connections[0],
+        ))),
+        client: crate::oauth::TokenClient::new(crate::tls::client_config(None).unwrap()).unwrap(),
+        backend: crate::token::store::Backend::Local(Arc::new(
+            crate::token::store::MemoryStore::new(),
+        )),
+    };
+    let parked = refresher.run(tokio_util::sync::CancellationToken::new());
+    let size = std::mem::size_of_val(&parked);
+    assert!(size <= 1024, "the refresher's future is {size} bytes");
+}
