@@ -189,7 +189,11 @@ mod tests {
     fn shards_are_allocated_at_the_first_observation() {
         let h = Histogram::with_shards(4);
         assert!(h.shards.get().is_none());
-        assert_eq!(h.snapshot(), Snapshot::default(), "an unused one reads as empty");
+        assert_eq!(
+            h.snapshot(),
+            Snapshot::default(),
+            "an unused one reads as empty"
+        );
         h.record(Duration::from_millis(1));
         assert_eq!(h.shards.get().map(|s| s.len()), Some(4));
         assert_eq!(h.snapshot().count(), 1);

@@ -15,8 +15,7 @@
 use super::persist;
 use crate::config::Auth;
 use crate::registry::{Entry, Registry};
-use crate::token::schedule;
-use crate::token::store::redis::parse_update;
+use crate::token::store::redis::{parse_update, Updates};
 use crate::token::store::{RedisStore, StoreError};
 use crate::token::Cache;
 use arc_swap::ArcSwap;
@@ -32,27 +31,12 @@ pub struct Follower {
 
 impl Follower {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut failures = 0u32;
         loop {
-            let subscribed = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                s = self.redis.subscribe() => s,
+            let Some((mut sink, mut messages)) =
+                self.redis.subscribed(Updates::Tokens, &shutdown).await
+            else {
+                return;
             };
-            let (mut sink, mut messages) = match subscribed {
-                Ok(pubsub) => pubsub,
-                Err(e) => {
-                    failures += 1;
-                    let wait =
-                        schedule::backoff(failures, None, rand::random(), schedule::BACKOFF_MAX)
-                            .min(self.redis.poll_interval);
-                    tracing::debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "token updates: cannot subscribe");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => continue,
-                    }
-                }
-            };
-            failures = 0;
             self.sync_all(true).await;
             let mut poll = tokio::time::interval(self.redis.poll_interval);
             poll.reset();

@@ -10,8 +10,7 @@
 //! absent, a served runtime connection stops being served. The store is never written here.
 
 use super::{Runtime, RuntimeError};
-use crate::token::schedule;
-use crate::token::store::redis::parse_update;
+use crate::token::store::redis::{parse_update, Updates};
 use crate::token::store::{RedisStore, StoreError};
 use futures_util::StreamExt as _;
 use std::sync::Arc;
@@ -32,27 +31,12 @@ pub struct Follower {
 
 impl Follower {
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut failures = 0u32;
         loop {
-            let subscribed = tokio::select! {
-                () = shutdown.cancelled() => return,
-                s = self.redis.subscribe_connections() => s,
+            let Some((mut sink, mut messages)) =
+                self.redis.subscribed(Updates::Connections, &shutdown).await
+            else {
+                return;
             };
-            let (mut sink, mut messages) = match subscribed {
-                Ok(pubsub) => pubsub,
-                Err(e) => {
-                    failures += 1;
-                    let wait =
-                        schedule::backoff(failures, None, rand::random(), schedule::BACKOFF_MAX)
-                            .min(self.redis.poll_interval);
-                    tracing::debug!(error = %e, "connection updates: cannot subscribe");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(wait) => continue,
-                    }
-                }
-            };
-            failures = 0;
             // What changed while this replica was not subscribed.
             self.catch_up().await;
             let mut poll = tokio::time::interval(self.redis.poll_interval);

@@ -39,6 +39,13 @@ async fn all_keys(admin: std::net::SocketAddr) -> Vec<String> {
     unreachable!()
 }
 
+/// How many of `sc`'s connections hold a usable token.
+async fn ready(sc: &Sidecar) -> usize {
+    let (_, all) = get_json(&sc.admin_url("/api/v1/connections")).await;
+    let all = all.as_array().unwrap();
+    all.iter().filter(|c| c["state"] == "ready").count()
+}
+
 /// POSTs `body` to instantiate `kind` on the admin listener at `admin` → the status.
 async fn create(
     client: &reqwest::Client,
@@ -89,13 +96,7 @@ async fn ten_thousand_connections_come_back_after_a_restart_with_their_tokens() 
     tokens.wait_count(N).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let (_, all) = get_json(&sc.admin_url("/api/v1/connections")).await;
-        let ready = all
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["state"] == "ready")
-            .count();
+        let ready = ready(&sc).await;
         if ready == N {
             break;
         }
@@ -113,15 +114,9 @@ async fn ten_thousand_connections_come_back_after_a_restart_with_their_tokens() 
         N + 1,
         "with the file's connection"
     );
-    let (_, all) = get_json(&sc.admin_url("/api/v1/connections")).await;
-    let ready = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["state"] == "ready")
-        .count();
     assert_eq!(
-        ready, N,
+        ready(&sc).await,
+        N,
         "every runtime connection has its stored token at once"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

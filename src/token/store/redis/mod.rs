@@ -46,7 +46,7 @@ mod states;
 mod tokens;
 mod updates;
 
-pub use updates::parse_update;
+pub use updates::{parse_update, Updates};
 
 use super::key::StoreKey;
 use super::{StoreError, StoredToken};

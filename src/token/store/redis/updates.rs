@@ -7,7 +7,55 @@ use crate::token::store::StoreError;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::{ErrorKind, RedisError, Value};
 
+/// What a follower subscribes to.
+#[derive(Clone, Copy, Debug)]
+pub enum Updates {
+    /// Token writes ([`RedisStore::subscribe`]).
+    Tokens,
+    /// Runtime-connection changes ([`RedisStore::subscribe_connections`]).
+    Connections,
+}
+
 impl RedisStore {
+    /// A subscription to `updates`, retried with backoff (never longer apart than the poll
+    /// interval) until it is made; None once `shutdown` fires. Failures are logged at debug
+    /// level: the store's health shows Redis down.
+    pub async fn subscribed(
+        &self,
+        updates: Updates,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<(PubSubSink, PubSubStream)> {
+        let mut failures = 0u32;
+        loop {
+            let attempt = async {
+                match updates {
+                    Updates::Tokens => self.subscribe().await,
+                    Updates::Connections => self.subscribe_connections().await,
+                }
+            };
+            let error = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                s = attempt => match s {
+                    Ok(pubsub) => return Some(pubsub),
+                    Err(e) => e,
+                },
+            };
+            failures += 1;
+            let wait = crate::token::schedule::backoff(
+                failures,
+                None,
+                rand::random(),
+                crate::token::schedule::BACKOFF_MAX,
+            )
+            .min(self.poll_interval);
+            tracing::debug!(error = %error, ?updates, retry_in_ms = wait.as_millis() as u64, "cannot subscribe");
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
     /// A dedicated connection subscribed to [`RedisStore::channel`] (token writes): its
     /// sink (for [`RedisStore::ping`]) and its stream of messages.
     pub async fn subscribe(&self) -> Result<(PubSubSink, PubSubStream), StoreError> {
