@@ -61,11 +61,14 @@ pub enum Auth {
     /// `bearer` or `basic`: one fixed `Authorization` value, built at load.
     Header(HeaderValue),
     ApiKey(ApiKey),
-    OAuth2(Box<OAuth2>),
+    /// Shared: every runtime connection of one template has the same requests (their
+    /// values come from each one's params at run time), kept once (`runtime::Runtime`).
+    OAuth2(std::sync::Arc<OAuth2>),
 }
 
 /// The OAuth2 strategies, their Fides requests compiled at load. `Debug` leaves out the
 /// request templates (they may hold expanded secrets).
+#[derive(PartialEq)]
 pub struct OAuth2 {
     pub grant: Grant,
     pub token_request: RequestTemplate,
@@ -153,7 +156,7 @@ pub const PLAIN: &str = "text/plain";
 
 /// A Fides request with every part parsed and checked. Holds secrets in its templates
 /// (expanded `${VAR}`s); `Debug` shows only placeholder names.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestTemplate {
     pub method: Method,
     /// From the request's own client_config, else the root one.
@@ -173,14 +176,14 @@ pub struct RequestTemplate {
 }
 
 /// A header or query parameter: a fixed name, a template value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pair {
     pub name: String,
     pub value: Template,
 }
 
 /// A body template and the encoding its Content-Type asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Body {
     pub template: Template,
     pub encoding: Encoding,
@@ -198,7 +201,7 @@ pub enum Encoding {
 }
 
 /// `basic` credentials of one request: `Authorization: Basic base64(username:password)`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BasicAuth {
     pub username: Template,
     /// None sends an empty password (Fides turns a None password into `""`).

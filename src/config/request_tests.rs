@@ -15,7 +15,7 @@ fn oauth(conf: &str) -> OAuth2 {
     let config = load_text(&yaml(conf)).unwrap_or_else(|p| panic!("{p}"));
     let conn = config.connections.into_iter().next().unwrap();
     match std::sync::Arc::try_unwrap(conn).unwrap().auth {
-        Auth::OAuth2(o) => *o,
+        Auth::OAuth2(o) => std::sync::Arc::try_unwrap(o).unwrap(),
         other => panic!("{other:?}"),
     }
 }

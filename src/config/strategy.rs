@@ -89,7 +89,7 @@ pub(super) fn oauth2_auth(
         })
     })();
     Some(oauth.map_or(Checked::Invalid, |o| {
-        Checked::Auth(Auth::OAuth2(Box::new(o)))
+        Checked::Auth(Auth::OAuth2(std::sync::Arc::new(o)))
     }))
 }
 

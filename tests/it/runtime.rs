@@ -568,4 +568,22 @@ async fn metrics_label_runtime_connections_one_by_one_when_asked() {
         assert!(metrics.contains(&series), "{metrics}");
     }
     assert!(!metrics.contains("connector_type="), "{metrics}");
+    // The two share their OAuth2 requests (one copy per connector type), not their params.
+    let registry = sc.running.as_ref().unwrap().registry.load_full();
+    let oauth = |key: &str| match &registry.get(key).unwrap().conn.auth {
+        tokenwarden::config::Auth::OAuth2(o) => std::sync::Arc::clone(o),
+        _ => panic!("{key} is OAuth2"),
+    };
+    assert!(std::sync::Arc::ptr_eq(&oauth("one"), &oauth("two")));
+    let params = |key: &str| {
+        registry
+            .get(key)
+            .unwrap()
+            .conn
+            .params
+            .get("client_id")
+            .cloned()
+    };
+    assert_eq!(params("one"), Some(json!("one")));
+    assert_eq!(params("two"), Some(json!("two")));
 }
