@@ -34,7 +34,8 @@ pub struct Entry {
     pub counters: ProxyCounters,
     /// The current token and its status (a static credential leaves it empty).
     pub tokens: Arc<token::Cache>,
-    /// A runtime connection's definition (None: a connection of the config file).
+    /// A runtime connection's definition, without its secrets (None: a connection of the
+    /// config file).
     pub runtime: Option<Arc<Definition>>,
 }
 

@@ -47,7 +47,8 @@ impl Reloader {
             .collect()
     }
 
-    /// Serves `conn`, the runtime connection `definition` makes: added, or in place of its
+    /// Serves `conn`, the runtime connection `definition` makes (the entry keeps it without
+    /// its secrets: they are in the store, and in `conn`'s params): added, or in place of its
     /// previous definition. Its tokens are kept when the change leaves what they were
     /// obtained under alone (the same grant identity), else dropped, as a reload does;
     /// a new one starts with `stored`, the token set the store holds for it (start-up).
@@ -55,7 +56,7 @@ impl Reloader {
     pub async fn put_runtime(
         &self,
         conn: Arc<Connection>,
-        definition: Arc<Definition>,
+        definition: &Definition,
         stored: Option<Versioned>,
     ) -> Arc<Entry> {
         let key = conn.key.clone();
@@ -69,7 +70,7 @@ impl Reloader {
                 }
                 _ => Entry::new(conn),
             };
-            entry.runtime = Some(definition);
+            entry.runtime = Some(Arc::new(definition.without_secrets()));
             let entry = Arc::new(entry);
             if let Some(stored) = stored {
                 super::restore(

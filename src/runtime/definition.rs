@@ -48,6 +48,15 @@ impl fmt::Debug for Definition {
 }
 
 impl Definition {
+    /// The same without its secrets: what a running connection's entry keeps (the store
+    /// has them, and the connection's params).
+    pub fn without_secrets(&self) -> Definition {
+        Definition {
+            secrets: Map::new(),
+            ..self.clone()
+        }
+    }
+
     /// The bytes the store seals (JSON; wiped from memory when dropped).
     pub fn encode(&self) -> store::Definition {
         store::Definition::new(serde_json::to_vec(self).expect("a definition serializes"))

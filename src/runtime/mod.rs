@@ -146,10 +146,7 @@ impl Runtime {
         if !created {
             return Err(RuntimeError::Exists(definition.key.clone()));
         }
-        Ok(self
-            .reloader
-            .put_runtime(conn, Arc::new(definition), None)
-            .await)
+        Ok(self.reloader.put_runtime(conn, &definition, None).await)
     }
 
     /// Replaces a runtime connection's definition with what `change` makes of it (new
@@ -164,8 +161,8 @@ impl Runtime {
         verify: Option<&TokenClient>,
     ) -> Result<(Arc<Entry>, Option<Result<(), String>>), RuntimeError> {
         let _claim = self.claim(key)?;
-        let entry = self.runtime_entry(key)?;
-        let mut definition = Definition::clone(entry.runtime.as_ref().expect("a runtime entry"));
+        self.runtime_entry(key)?;
+        let mut definition = self.stored(key).await?;
         change(&mut definition);
         definition.updated_at = Some(now_ms());
         let conn = self.build(&definition)?;
@@ -180,11 +177,20 @@ impl Runtime {
         self.backend
             .put_definition(key, definition.encode())
             .await?;
-        let entry = self
-            .reloader
-            .put_runtime(conn, Arc::new(definition), None)
-            .await;
+        let entry = self.reloader.put_runtime(conn, &definition, None).await;
         Ok((entry, tested))
+    }
+
+    /// The definition the store holds for `key` (the entry keeps none of its secrets).
+    async fn stored(&self, key: &str) -> Result<Definition, RuntimeError> {
+        let bytes = (self.backend.read_definition(key).await?)
+            .ok_or_else(|| RuntimeError::NotFound(key.to_owned()))?;
+        Definition::decode(&bytes).map_err(|reason| {
+            RuntimeError::Store(StoreError::BadValue {
+                key: key.to_owned(),
+                reason,
+            })
+        })
     }
 
     /// Deletes a runtime connection: no longer served, its refresher stopped, then its
@@ -238,7 +244,7 @@ impl Runtime {
                 Some(token) => Some(token),
                 None => self.shared_token(&conn.key).await,
             };
-            self.reloader.put_runtime(conn, definition, token).await;
+            self.reloader.put_runtime(conn, &definition, token).await;
         }
         Ok((served, generation))
     }
@@ -264,7 +270,7 @@ impl Runtime {
                     return Ok(());
                 }
                 let token = self.shared_token(key).await;
-                self.reloader.put_runtime(conn, definition, token).await;
+                self.reloader.put_runtime(conn, &definition, token).await;
             }
             None if running.is_some() => {
                 self.reloader.remove_runtime(key).await;
@@ -290,7 +296,7 @@ impl Runtime {
     }
 
     /// The connection a stored definition makes again; None (logged) when it does not.
-    fn rebuild(&self, key: &str, bytes: &[u8]) -> Option<(Arc<Connection>, Arc<Definition>)> {
+    fn rebuild(&self, key: &str, bytes: &[u8]) -> Option<(Arc<Connection>, Definition)> {
         let definition = match Definition::decode(bytes) {
             Ok(d) if d.key == key => d,
             Ok(_) => {
@@ -303,7 +309,7 @@ impl Runtime {
             }
         };
         match self.build(&definition) {
-            Ok(conn) => Some((conn, Arc::new(definition))),
+            Ok(conn) => Some((conn, definition)),
             Err(RuntimeError::Invalid(problems)) => {
                 for p in problems {
                     tracing::error!(connection = %key, field = %p.loc.join("."), problem = %p.msg, "the stored runtime connection no longer validates: not served");

@@ -586,4 +586,7 @@ async fn metrics_label_runtime_connections_one_by_one_when_asked() {
     };
     assert_eq!(params("one"), Some(json!("one")));
     assert_eq!(params("two"), Some(json!("two")));
+    // The entry keeps the definition without its secrets (the store has them).
+    let kept = registry.get("one").unwrap().runtime.clone().unwrap();
+    assert!(kept.secrets.is_empty(), "{kept:?}");
 }

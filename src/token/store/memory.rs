@@ -56,6 +56,13 @@ impl TokenStore for MemoryStore {
             .collect())
     }
 
+    fn read_definition(&self, connection: &str) -> Result<Option<Definition>, StoreError> {
+        let definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(definitions
+            .get(connection)
+            .map(|d| Definition::new(d.clone())))
+    }
+
     fn put_definition(&self, connection: &str, definition: &[u8]) -> Result<(), StoreError> {
         let mut definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
         definitions.insert(connection.to_owned(), definition.to_vec());

@@ -137,6 +137,20 @@ impl Backend {
         }
     }
 
+    /// One runtime connection's definition, opened; None when it has none.
+    pub async fn read_definition(
+        &self,
+        connection: &str,
+    ) -> Result<Option<Definition>, StoreError> {
+        match self {
+            Backend::Local(store) => {
+                let (store, connection) = (Arc::clone(store), connection.to_owned());
+                blocking(move || store.read_definition(&connection)).await
+            }
+            Backend::Shared(redis) => redis.read_definition(connection).await,
+        }
+    }
+
     /// Durably writes a runtime connection's definition (sealed by the store).
     pub async fn put_definition(
         &self,
@@ -211,6 +225,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Every runtime connection's definition (created through the connection API), opened:
     /// the bytes given to [`TokenStore::put_definition`], by connection key.
     fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError>;
+    /// One runtime connection's definition, opened; None when it has none.
+    fn read_definition(&self, connection: &str) -> Result<Option<Definition>, StoreError>;
     /// Durably writes the definition of the runtime connection `connection` (returns only
     /// after it is on disk). It is sealed with the store key, the connection key as
     /// associated data: it holds the connection's secrets.

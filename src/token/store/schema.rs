@@ -71,6 +71,16 @@ impl Table {
             Table::Definitions => "SELECT connection, sealed FROM definitions",
         }
     }
+
+    /// [`Table::select`] of one connection's row (`?1`).
+    pub(crate) fn select_one(self) -> &'static str {
+        match self {
+            Table::TokenSets => "SELECT connection, sealed FROM token_sets WHERE connection = ?1",
+            Table::Definitions => {
+                "SELECT connection, sealed FROM definitions WHERE connection = ?1"
+            }
+        }
+    }
 }
 
 /// Opens a connection to the database at `path` (see [`Access`]).

@@ -140,7 +140,7 @@ impl SqliteStore {
         }
         let db = connect(path, Access::ReadOnly)?;
         read_tokens(&db, path, &key)?;
-        read_definitions(&db, path, &key).map(drop)
+        read_definitions(&db, path, &key, None).map(drop)
     }
 
     /// Moves the database at `path` (and its write-ahead log and index, if any) aside to
@@ -217,7 +217,12 @@ impl TokenStore for SqliteStore {
     }
 
     fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError> {
-        read_definitions(&self.reader(), &self.path, &self.key)
+        read_definitions(&self.reader(), &self.path, &self.key, None)
+    }
+
+    fn read_definition(&self, connection: &str) -> Result<Option<Definition>, StoreError> {
+        let found = read_definitions(&self.reader(), &self.path, &self.key, Some(connection))?;
+        Ok(found.into_iter().next().map(|(_, d)| d))
     }
 
     fn put_definition(&self, connection: &str, definition: &[u8]) -> Result<(), StoreError> {
@@ -239,6 +244,7 @@ fn read_rows(
     db: &Connection,
     path: &Path,
     table: Table,
+    only: Option<&str>,
 ) -> Result<Vec<(String, SealedRecord)>, StoreError> {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -247,12 +253,19 @@ fn read_rows(
         return Ok(Vec::new()); // read-only, before any `run` created the tables
     }
     let failed = sql_error(path, "reading the database");
-    let mut statement = db.prepare_cached(table.select()).map_err(&failed)?;
-    let rows = statement
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
-        })
-        .map_err(&failed)?;
+    let row = |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?));
+    let rows: Vec<rusqlite::Result<(String, Vec<u8>)>> = match only {
+        Some(connection) => {
+            let mut statement = db.prepare_cached(table.select_one()).map_err(&failed)?;
+            let rows = statement.query_map([connection], row).map_err(&failed)?;
+            rows.collect()
+        }
+        None => {
+            let mut statement = db.prepare_cached(table.select()).map_err(&failed)?;
+            let rows = statement.query_map([], row).map_err(&failed)?;
+            rows.collect()
+        }
+    };
     let mut out = Vec::new();
     for row in rows {
         let (connection, bytes) = row.map_err(&failed)?;
@@ -277,7 +290,12 @@ fn read_tokens(
     path: &Path,
     key: &StoreKey,
 ) -> Result<HashMap<String, StoredToken>, StoreError> {
-    record::open_all(path, key, false, read_rows(db, path, Table::TokenSets)?)
+    record::open_all(
+        path,
+        key,
+        false,
+        read_rows(db, path, Table::TokenSets, None)?,
+    )
 }
 
 /// Every definition, opened; an error names the connection, never the content.
@@ -285,8 +303,9 @@ fn read_definitions(
     db: &Connection,
     path: &Path,
     key: &StoreKey,
+    only: Option<&str>,
 ) -> Result<Vec<(String, Definition)>, StoreError> {
-    let rows = read_rows(db, path, Table::Definitions)?;
+    let rows = read_rows(db, path, Table::Definitions, only)?;
     if let Some((_, foreign)) = rows.iter().find(|(_, r)| r.key_id != key.id) {
         return Err(StoreError::WrongKey {
             path: path.to_path_buf(),

@@ -110,6 +110,19 @@ fn round_trip_replace_remove_and_reopen() {
 }
 
 #[test]
+fn one_definition_is_read_by_its_key() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key())).unwrap();
+    store.put_definition("a", b"{\"n\":1}").unwrap();
+    store.put_definition("b", b"{\"n\":2}").unwrap();
+    let b = store.read_definition("b").unwrap().unwrap();
+    assert_eq!(b.as_slice(), b"{\"n\":2}");
+    assert!(store.read_definition("c").unwrap().is_none());
+    store.remove_definition("b").unwrap();
+    assert!(store.read_definition("b").unwrap().is_none());
+}
+
+#[test]
 fn values_are_sealed_and_keys_are_listed() {
     let (_dir, path) = store_path();
     let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
