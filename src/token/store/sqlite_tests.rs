@@ -112,7 +112,7 @@ fn round_trip_replace_remove_and_reopen() {
 #[test]
 fn one_definition_is_read_by_its_key() {
     let (_dir, path) = store_path();
-    let store = SqliteStore::open(&path, Some(&key())).unwrap();
+    let store = SqliteStore::open(&path, Some(&key(7))).unwrap();
     store.put_definition("a", b"{\"n\":1}").unwrap();
     store.put_definition("b", b"{\"n\":2}").unwrap();
     let b = store.read_definition("b").unwrap().unwrap();
