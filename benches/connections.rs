@@ -13,6 +13,8 @@
 //!    max of each (target p99 < 100 ms). A sample includes up to one poll interval and one
 //!    admin request: it over-, never under-states the propagation time.
 //!
+//! Figures on this 2-core machine: docs/performance.md.
+//!
 //! `cargo bench --bench connections` (about two minutes after the release build). Needs
 //! Debian's `redis-server` on `PATH`. Authorization-code connections are used so that no
 //! token request leaves the machine (they wait for an authorization).
