@@ -54,9 +54,10 @@ struct Slot {
     place: Place,
 }
 
-/// The connections on one host, in listing order (a small copy per change of that host,
-/// so reading it on the request path neither locks nor allocates).
-type Hosted = Arc<[(Place, Arc<Entry>)]>;
+/// The connections on one host, in listing order: a persistent map too, so a change on a
+/// host of 10,000 connections copies a path of its tree, not the list. Walking its first
+/// sixteen entries (one leaf) allocates nothing.
+type Hosted = imbl::OrdMap<Place, Arc<Entry>>;
 
 /// Why forward mode found no one connection for a request ([`Registry::by_authority`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,13 +120,9 @@ impl Registry {
         }
         self.list(Arc::clone(&entry), place);
         let host = entry.conn.upstream.host.clone();
-        let mut hosted: Vec<(Place, Arc<Entry>)> = match self.by_host.get(&host) {
-            Some(hosted) => hosted.to_vec(),
-            None => Vec::new(),
-        };
-        let at = hosted.partition_point(|(p, _)| *p < place);
-        hosted.insert(at, (place, entry));
-        self.by_host.insert(host, hosted.into());
+        let mut hosted = self.by_host.get(&host).cloned().unwrap_or_default();
+        hosted.insert(place, entry);
+        self.by_host.insert(host, hosted);
     }
 
     /// Removes the connection `key`, if any.
@@ -149,41 +146,37 @@ impl Registry {
         Some(slot)
     }
 
-    /// Takes `slot` off its host's list: a copy of the rest of it.
+    /// Takes `slot` off its host's list.
     fn host_without(&mut self, slot: &Slot) {
         let host = &slot.entry.conn.upstream.host;
-        let Some(hosted) = self.by_host.get(host) else {
+        let Some(mut hosted) = self.by_host.get(host).cloned() else {
             return;
         };
-        let rest: Vec<(Place, Arc<Entry>)> = (hosted.iter())
-            .filter(|(p, _)| *p != slot.place)
-            .cloned()
-            .collect();
-        if rest.is_empty() {
+        hosted.remove(&slot.place);
+        if hosted.is_empty() {
             self.by_host.remove(host);
         } else {
-            self.by_host.insert(host.clone(), rest.into());
+            self.by_host.insert(host.clone(), hosted);
         }
     }
 
     /// Lists `hosts` afresh from the listing: one pass, however many connections changed
     /// on them (a reload of the file's thousands of connections on one host).
     fn relist(&mut self, hosts: &HashSet<String>) {
-        let mut lists: std::collections::HashMap<&str, Vec<(Place, Arc<Entry>)>> =
-            std::collections::HashMap::new();
+        let mut lists: std::collections::HashMap<&str, Hosted> = std::collections::HashMap::new();
         for (place, entry) in &self.order {
             let host = entry.conn.upstream.host.as_str();
             if hosts.contains(host) {
                 lists
                     .entry(host)
                     .or_default()
-                    .push((*place, Arc::clone(entry)));
+                    .insert(*place, Arc::clone(entry));
             }
         }
         let mut by_host = self.by_host.clone();
         for host in hosts {
             match lists.remove(host.as_str()) {
-                Some(list) => by_host.insert(host.clone(), list.into()),
+                Some(list) => by_host.insert(host.clone(), list),
                 None => by_host.remove(host),
             };
         }
@@ -316,10 +309,7 @@ impl Registry {
             }
         }
         let hosted = self.hosted(host).ok_or(Unchosen::NoConnection)?;
-        let mut matching = hosted
-            .iter()
-            .map(|(_, e)| e)
-            .filter(|e| e.forwards_at(port));
+        let mut matching = hosted.values().filter(|e| e.forwards_at(port));
         match (matching.next(), matching.next()) {
             (Some(_), _) if named.is_some() => Err(Unchosen::Elsewhere),
             (Some(one), None) => Ok(one),
@@ -335,8 +325,7 @@ impl Registry {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let found = self.by_host.get(&host)?;
         found
-            .iter()
-            .map(|(_, e)| e)
+            .values()
             .find(|c| c.conn.upstream.port == port && !c.conn.reverse_only)
     }
 
@@ -345,7 +334,7 @@ impl Registry {
     pub fn ports_of(&self, host: &str) -> Vec<u16> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let mut ports: Vec<u16> = Vec::new();
-        for (_, e) in self.by_host.get(&host).map_or(&[][..], |h| &h[..]) {
+        for e in self.by_host.get(&host).into_iter().flat_map(Hosted::values) {
             let port = e.conn.upstream.port;
             if !e.conn.reverse_only && !ports.contains(&port) {
                 ports.push(port);

@@ -159,3 +159,34 @@ fn connections_to_one_upstream_share_an_origin() {
     assert_ne!(origin("a"), origin("c"));
     assert_eq!(format!("{:?}", origin("c")), "https://api.example:8443");
 }
+
+#[test]
+fn a_host_of_many_connections_changes_one_at_a_time() {
+    let specs: Vec<(String, &str)> = (0..100)
+        .map(|i| (format!("k{i}"), "crowd.example"))
+        .collect();
+    let specs: Vec<(&str, &str)> = specs.iter().map(|(k, h)| (k.as_str(), *h)).collect();
+    let conns = connections(&specs);
+    let mut registry = Registry::default();
+    for conn in &conns {
+        registry = registry.with(Arc::new(Entry::new(Arc::clone(conn))));
+    }
+    let before = registry.clone();
+    let fewer = registry.without("k50");
+    assert_eq!(before.hosted("crowd.example").map(Hosted::len), Some(100));
+    assert_eq!(fewer.hosted("crowd.example").map(Hosted::len), Some(99));
+    // Forward mode: the header picks one; without it, several are refused as ambiguous.
+    let named = fewer.by_authority("crowd.example", None, Some("k99"));
+    assert_eq!(named.map(|e| e.conn.key.as_str()), Ok("k99"));
+    assert_eq!(
+        fewer.by_authority("crowd.example", None, Some("k50")).err(),
+        Some(Unchosen::Elsewhere)
+    );
+    assert_eq!(
+        fewer.by_authority("crowd.example", None, None).err(),
+        Some(Unchosen::Ambiguous)
+    );
+    // The listing of the host follows creation order.
+    let first: Vec<&str> = keys(fewer.hosted("crowd.example").unwrap().values().take(3));
+    assert_eq!(first, ["k0", "k1", "k2"]);
+}

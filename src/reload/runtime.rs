@@ -79,7 +79,11 @@ impl Reloader {
                     [(key.clone(), stored)].into(),
                 );
             }
-            self.swap_registry(&registry, registry.with(Arc::clone(&entry)));
+            let hosts = [
+                Some(entry.conn.upstream.host.as_str()),
+                previous.as_ref().map(|old| old.conn.upstream.host.as_str()),
+            ];
+            self.swap_registry(&registry, registry.with(Arc::clone(&entry)), &hosts);
             (entry, previous)
         };
         if let Some(old) = previous {
@@ -101,22 +105,24 @@ impl Reloader {
             let _one_at_a_time = self.busy.lock().await;
             let registry = self.registry.load_full();
             let removed = registry.get(key).cloned()?;
-            self.swap_registry(&registry, registry.without(key));
+            let host = Some(removed.conn.upstream.host.as_str());
+            self.swap_registry(&registry, registry.without(key), &[host]);
             removed
         };
         self.stop_refresher(key).await;
         Some(removed)
     }
 
-    /// Makes `next` (one change from `running`) the running registry, with the proxy
-    /// settings as last applied. Interception certificates are minted again only when the
-    /// set of hosts changed.
-    fn swap_registry(&self, running: &Registry, next: Registry) {
+    /// Makes `next` (one change from `running`, on `hosts`) the running registry, with the
+    /// proxy settings as last applied. Interception certificates are minted again only when
+    /// one of `hosts` comes or goes (then for every host: see docs/runtime-connections.md).
+    fn swap_registry(&self, running: &Registry, next: Registry, hosts: &[Option<&str>]) {
         let next = Arc::new(next);
         if let Some(intercept) = &self.intercept {
-            let hosts = next.hosts();
-            if hosts != running.hosts() {
-                if let Err(e) = intercept.renew_for(hosts) {
+            let changed =
+                (hosts.iter().flatten()).any(|h| running.knows_host(h) != next.knows_host(h));
+            if changed {
+                if let Err(e) = intercept.renew_for(next.hosts()) {
                     tracing::error!(error = %e, "interception certificates not minted for the new hosts; the old ones stay");
                 }
             }
