@@ -195,10 +195,21 @@ impl Runtime {
 
     /// Deletes a runtime connection: no longer served, its refresher stopped, then its
     /// definition and tokens deleted from the store.
+    /// One the store defines but that is not served (its template gone, say) is deleted
+    /// from the store all the same.
     pub async fn delete(&self, key: &str) -> Result<(), RuntimeError> {
         let _claim = self.claim(key)?;
-        self.runtime_entry(key)?;
-        self.reloader.remove_runtime(key).await;
+        match self.runtime_entry(key) {
+            Ok(_) => {
+                self.reloader.remove_runtime(key).await;
+            }
+            Err(RuntimeError::NotFound(_))
+                if self.backend.read_definition(key).await?.is_some() =>
+            {
+                tracing::info!(connection = %key, "deleting a runtime connection that was not served");
+            }
+            Err(e) => return Err(e),
+        }
         self.backend.remove_definition(key).await?;
         Ok(())
     }

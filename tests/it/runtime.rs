@@ -314,6 +314,20 @@ async fn a_deleted_connection_is_no_longer_served_nor_back_after_a_restart() {
     assert_eq!(listed(&sc).await, ["from_file"]);
     // Its key is free again.
     assert_eq!(instantiate(&sc, "test_api", &body).await.0, 200);
+
+    // A connection whose template is gone is not served after a restart, but can still be
+    // deleted; it does not come back with its template.
+    let strict = json!({"instance_key": "orphan", "secrets": {"host": "api.example.com",
+        "token_host": "auth.example.com", "client_id": "c", "client_secret": CLIENT_SECRET}});
+    assert_eq!(instantiate(&sc, "strict_api", &strict).await.0, 200);
+    let without = yaml.replace("  - { path: strict/strict_api.yml }\n", "");
+    assert_ne!(without, yaml);
+    let sc = sc.restart(&without).await;
+    assert_eq!(listed(&sc).await, ["from_file", "gone"]);
+    let (status, answer) = call(&sc, "DELETE", "/api/v1/connection/orphan", None).await;
+    assert_eq!(status, 204, "{answer}");
+    let sc = sc.restart(&yaml).await;
+    assert_eq!(listed(&sc).await, ["from_file", "gone"]);
 }
 
 #[tokio::test]
