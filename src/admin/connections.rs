@@ -18,7 +18,8 @@
 
 use super::access::untrusted;
 use super::{fides, json, Admin, AdminBody};
-use crate::runtime::{now_ms, Definition, FieldError, RuntimeError};
+use crate::config::Definition;
+use crate::runtime::{now_ms, FieldError, RuntimeError};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;

@@ -10,7 +10,8 @@
 //! - `identity` (what tokens were obtained under) → `model`;
 //! - `request` (the placeholder `Checker` and the Fides request walk) → `model`;
 //! - `model`: the output types ([`Connection`], [`Auth`], [`RequestTemplate`], [`Upstream`],
-//!   …), plain data with no checking.
+//!   …), plain data with no checking; `definition`: a runtime connection's [`Definition`]
+//!   (what the connection API was given), plain data too.
 //!
 //! Under them sit the file readers (`origin`, `fides`, `raw`, `source`, `position`,
 //! `hidden`, `env`, `suggest`) and the settings (`settings`, `store`, `proxy`, `fields`,
@@ -18,6 +19,7 @@
 //! file declares, re-exports and drives them; no module imports it back, but for [`runtime`].
 
 mod connection;
+mod definition;
 mod env;
 pub mod fides;
 mod fields;
@@ -39,6 +41,7 @@ mod template;
 mod upstream;
 
 pub use connection::validate_runtime;
+pub use definition::Definition;
 pub use model::{
     fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Encoding, Grant, OAuth2,
     Pair, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,

@@ -1,8 +1,7 @@
 //! [`Entry`]: one connection as the request path and the admin routes read it.
 
-use crate::config::{Auth, Connection, Grant, Upstream};
+use crate::config::{Auth, Connection, Definition, Grant, Upstream};
 use crate::instrument::ConnectionInstruments;
-use crate::runtime::Definition;
 use crate::telemetry::Counter;
 use crate::token::{self, State};
 use http::HeaderValue;

@@ -3,9 +3,8 @@
 //! connection's refresher stopped and started as a reload does for a changed connection.
 
 use super::{proxy, Reloader};
-use crate::config::{AdminSettings, Connection, Template};
+use crate::config::{AdminSettings, Connection, Definition, Template};
 use crate::registry::{Entry, Registry};
-use crate::runtime::Definition;
 use crate::token::store::redis::Versioned;
 use std::path::Path;
 use std::sync::Arc;

@@ -6,8 +6,9 @@
 //! must pass: a secret that is not one of the template's connector params, and a host that
 //! is a private address while the template does not allow it.
 
-use super::definition::Definition;
-use crate::config::{self, AdminSettings, Auth, Connection, Problems, Source, Template};
+use crate::config::{
+    self, AdminSettings, Auth, Connection, Definition, Problems, Source, Template,
+};
 use crate::template::Lookup;
 use serde::Serialize;
 use serde_json::Value as Json;

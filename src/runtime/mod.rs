@@ -16,13 +16,11 @@
 //! refused with 409); changes to different keys run side by side.
 
 pub mod build;
-pub mod definition;
 pub mod follow;
 
 pub use build::FieldError;
-pub use definition::Definition;
 
-use crate::config::{Auth, Connection, Grant, OAuth2, Template};
+use crate::config::{Auth, Connection, Definition, Grant, OAuth2, Template};
 use crate::oauth::TokenClient;
 use crate::registry::Entry;
 use crate::reload::Reloader;

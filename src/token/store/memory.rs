@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Definition, StoreError, StoredToken, TokenStore};
+use super::{DefinitionBytes, StoreError, StoredToken, TokenStore};
 
 /// In-memory implementation for tests (no durability).
 #[derive(Debug, Default)]
@@ -48,19 +48,19 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
-    fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError> {
+    fn load_definitions(&self) -> Result<Vec<(String, DefinitionBytes)>, StoreError> {
         let definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
         Ok(definitions
             .iter()
-            .map(|(k, d)| (k.clone(), Definition::new(d.clone())))
+            .map(|(k, d)| (k.clone(), DefinitionBytes::new(d.clone())))
             .collect())
     }
 
-    fn read_definition(&self, connection: &str) -> Result<Option<Definition>, StoreError> {
+    fn read_definition(&self, connection: &str) -> Result<Option<DefinitionBytes>, StoreError> {
         let definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
         Ok(definitions
             .get(connection)
-            .map(|d| Definition::new(d.clone())))
+            .map(|d| DefinitionBytes::new(d.clone())))
     }
 
     fn put_definition(&self, connection: &str, definition: &[u8]) -> Result<(), StoreError> {

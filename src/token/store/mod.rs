@@ -127,7 +127,9 @@ impl Backend {
 impl Backend {
     /// Every runtime connection's definition, opened, and (Redis) the change generation
     /// they were read at (0 for this process's own store).
-    pub async fn load_definitions(&self) -> Result<(u64, Vec<(String, Definition)>), StoreError> {
+    pub async fn load_definitions(
+        &self,
+    ) -> Result<(u64, Vec<(String, DefinitionBytes)>), StoreError> {
         match self {
             Backend::Local(store) => {
                 let store = Arc::clone(store);
@@ -141,7 +143,7 @@ impl Backend {
     pub async fn read_definition(
         &self,
         connection: &str,
-    ) -> Result<Option<Definition>, StoreError> {
+    ) -> Result<Option<DefinitionBytes>, StoreError> {
         match self {
             Backend::Local(store) => {
                 let (store, connection) = (Arc::clone(store), connection.to_owned());
@@ -155,7 +157,7 @@ impl Backend {
     pub async fn put_definition(
         &self,
         connection: &str,
-        definition: Definition,
+        definition: DefinitionBytes,
     ) -> Result<(), StoreError> {
         match self {
             Backend::Local(store) => {
@@ -175,7 +177,7 @@ impl Backend {
     pub async fn create_definition(
         &self,
         connection: &str,
-        definition: Definition,
+        definition: DefinitionBytes,
     ) -> Result<bool, StoreError> {
         match self {
             Backend::Local(_) => self
@@ -224,9 +226,9 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Every runtime connection's definition (created through the connection API), opened:
     /// the bytes given to [`TokenStore::put_definition`], by connection key.
-    fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError>;
+    fn load_definitions(&self) -> Result<Vec<(String, DefinitionBytes)>, StoreError>;
     /// One runtime connection's definition, opened; None when it has none.
-    fn read_definition(&self, connection: &str) -> Result<Option<Definition>, StoreError>;
+    fn read_definition(&self, connection: &str) -> Result<Option<DefinitionBytes>, StoreError>;
     /// Durably writes the definition of the runtime connection `connection` (returns only
     /// after it is on disk). It is sealed with the store key, the connection key as
     /// associated data: it holds the connection's secrets.
@@ -238,7 +240,7 @@ pub trait TokenStore: Send + Sync + 'static {
 
 /// An opened runtime-connection definition: JSON with the connection's secrets in it,
 /// wiped from memory when dropped.
-pub type Definition = secrecy::zeroize::Zeroizing<Vec<u8>>;
+pub type DefinitionBytes = secrecy::zeroize::Zeroizing<Vec<u8>>;
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -44,7 +44,7 @@ use super::key::{key_file_path, read_key_file, KeySource, StoreKey};
 use super::record::{self, SealedRecord};
 use super::schema::{connect, sql_error, suffixed, Access, Table};
 use super::{
-    atomic, format, legacy, lock, migrate, Definition, StoreError, StoredToken, TokenStore,
+    atomic, format, legacy, lock, migrate, DefinitionBytes, StoreError, StoredToken, TokenStore,
 };
 
 /// Longest prefix of an offending connection key quoted in an error message.
@@ -216,11 +216,11 @@ impl TokenStore for SqliteStore {
         })
     }
 
-    fn load_definitions(&self) -> Result<Vec<(String, Definition)>, StoreError> {
+    fn load_definitions(&self) -> Result<Vec<(String, DefinitionBytes)>, StoreError> {
         read_definitions(&self.reader(), &self.path, &self.key, None)
     }
 
-    fn read_definition(&self, connection: &str) -> Result<Option<Definition>, StoreError> {
+    fn read_definition(&self, connection: &str) -> Result<Option<DefinitionBytes>, StoreError> {
         let found = read_definitions(&self.reader(), &self.path, &self.key, Some(connection))?;
         Ok(found.into_iter().next().map(|(_, d)| d))
     }
@@ -304,7 +304,7 @@ fn read_definitions(
     path: &Path,
     key: &StoreKey,
     only: Option<&str>,
-) -> Result<Vec<(String, Definition)>, StoreError> {
+) -> Result<Vec<(String, DefinitionBytes)>, StoreError> {
     let rows = read_rows(db, path, Table::Definitions, only)?;
     if let Some((_, foreign)) = rows.iter().find(|(_, r)| r.key_id != key.id) {
         return Err(StoreError::WrongKey {

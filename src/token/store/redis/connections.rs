@@ -23,7 +23,7 @@
 
 use super::{bad_value, scripts, RedisStore, MAX_GENERATION, MAX_SEALED_LEN};
 use crate::token::store::record::{self, SealedRecord};
-use crate::token::store::{Definition, StoreError};
+use crate::token::store::{DefinitionBytes, StoreError};
 use redis::Value;
 
 /// Definitions read per script call while loading them all (bounds one reply).
@@ -53,7 +53,9 @@ impl RedisStore {
 
     /// Every stored definition, opened, and the change generation they were read at: a
     /// change after it is in [`RedisStore::definitions_changed_since`] of that generation.
-    pub async fn load_definitions(&self) -> Result<(u64, Vec<(String, Definition)>), StoreError> {
+    pub async fn load_definitions(
+        &self,
+    ) -> Result<(u64, Vec<(String, DefinitionBytes)>), StoreError> {
         let (generation, connections) = self.definitions_changed_since(0).await?;
         let mut out = Vec::with_capacity(connections.len());
         for batch in connections.chunks(READ_BATCH) {
@@ -71,7 +73,7 @@ impl RedisStore {
     pub async fn read_definition(
         &self,
         connection: &str,
-    ) -> Result<Option<Definition>, StoreError> {
+    ) -> Result<Option<DefinitionBytes>, StoreError> {
         let mut values = self.fetch_definitions(&[connection.to_owned()]).await?;
         Ok(values.pop().flatten())
     }
@@ -172,7 +174,7 @@ impl RedisStore {
     async fn fetch_definitions(
         &self,
         connections: &[String],
-    ) -> Result<Vec<Option<Definition>>, StoreError> {
+    ) -> Result<Vec<Option<DefinitionBytes>>, StoreError> {
         let keys: Vec<String> = connections.iter().map(|c| self.definition_key(c)).collect();
         let mut call = scripts::READ_DEFINITIONS.prepare_invoke();
         for key in &keys {
@@ -243,7 +245,7 @@ impl RedisStore {
         key: &str,
         connection: &str,
         sealed: &[u8],
-    ) -> Result<Definition, StoreError> {
+    ) -> Result<DefinitionBytes, StoreError> {
         let record = SealedRecord::from_bytes(sealed)
             .ok_or_else(|| refused(key, "the value is too short to be a sealed definition"))?;
         self.check_key_id(key, &record)?;

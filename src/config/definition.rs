@@ -1,9 +1,10 @@
 //! [`Definition`]: a runtime connection as the store keeps it — what the connection API was
 //! given (the connector type, the instance's names and its secrets) and when. It is the
-//! source of truth: the running [`crate::config::Connection`] is built from it and its
-//! template ([`super::build`]) at creation, at every change and at every start.
+//! source of truth: the running [`super::Connection`] is built from it and its template
+//! (`runtime::build`) at creation, at every change and at every start. Plain data, as the
+//! rest of this module's output: the registry's entries and the store's callers use it.
 
-use crate::token::store;
+use secrecy::zeroize::Zeroizing;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -58,8 +59,8 @@ impl Definition {
     }
 
     /// The bytes the store seals (JSON; wiped from memory when dropped).
-    pub fn encode(&self) -> store::Definition {
-        store::Definition::new(serde_json::to_vec(self).expect("a definition serializes"))
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(serde_json::to_vec(self).expect("a definition serializes"))
     }
 
     /// A definition from the bytes [`Definition::encode`] wrote; the error never quotes
