@@ -1,4 +1,5 @@
-//! Durable storage of OAuth token sets.
+//! Durable storage of OAuth token sets, and of the definitions of runtime connections (the
+//! connection API's: `crate::runtime`).
 //!
 //! Every token set the proxy obtains is written through a [`TokenStore`] *before* it is used,
 //! so a restart (or a crash at any instant) never loses a token that an upstream may already
@@ -11,8 +12,8 @@
 //!   row by row. Schema and durability in its module; on its first start it migrates the
 //!   encrypted file of earlier versions (read by the `legacy` module, layout in `format`).
 //! * [`MemoryStore`] — an in-memory map for tests; nothing survives the process.
-//! * [`RedisStore`] — token sets, refresh leases and pending states in Redis, shared by
-//!   replicas; async, with its own layout (see its module).
+//! * [`RedisStore`] — token sets, refresh leases, pending states and runtime-connection
+//!   definitions in Redis, shared by replicas; async, with its own layout (see its module).
 //!
 //! [`Backend`] is the configured one of these, as the refresher and the callback use it.
 //!
