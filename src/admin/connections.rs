@@ -52,10 +52,13 @@ struct Caller {
 }
 
 impl Caller {
-    fn of(req: &Request<Incoming>, peer: SocketAddr) -> Caller {
+    /// The caller of a request `access` let through: with an admin token configured, a
+    /// presented `Authorization` is that token (anything else was refused).
+    fn of(admin: &Admin, req: &Request<Incoming>, peer: SocketAddr) -> Caller {
         Caller {
             peer,
-            admin_token: req.headers().contains_key(header::AUTHORIZATION),
+            admin_token: admin.settings.token.is_some()
+                && req.headers().contains_key(header::AUTHORIZATION),
         }
     }
 
@@ -131,7 +134,7 @@ pub async fn instantiate(
     if let Some(refused) = untrusted(admin, "the connection API", &req, peer) {
         return *refused;
     }
-    let caller = Caller::of(&req, peer);
+    let caller = Caller::of(admin, &req, peer);
     if let Err(e) = admin.runtime.template(kind) {
         return refused(&e);
     }
@@ -181,7 +184,7 @@ pub async fn secrets(
     if let Some(refused) = untrusted(admin, "the connection API", &req, peer) {
         return *refused;
     }
-    let caller = Caller::of(&req, peer);
+    let caller = Caller::of(admin, &req, peer);
     let merge = req.method() == Method::PATCH;
     let verify = match verify_flag(req.uri().query()) {
         Ok(v) => v,
@@ -245,7 +248,7 @@ pub async fn delete(
     }
     match admin.runtime.delete(key).await {
         Ok(()) => {
-            Caller::of(req, peer).audit("delete", key, "");
+            Caller::of(admin, req, peer).audit("delete", key, "");
             let mut response = json(StatusCode::NO_CONTENT, &Value::Null);
             *response.body_mut() = AdminBody::default();
             response.headers_mut().remove(header::CONTENT_TYPE);

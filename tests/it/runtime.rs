@@ -604,3 +604,37 @@ async fn metrics_label_runtime_connections_one_by_one_when_asked() {
     let kept = registry.get("one").unwrap().runtime.clone().unwrap();
     assert!(kept.secrets.is_empty(), "{kept:?}");
 }
+
+#[tokio::test]
+async fn writes_with_the_admin_token_are_audited_as_such_and_a_wrong_one_is_refused() {
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let (logs, _capture) = Logs::capture();
+    let store = format!("admin: {{ token: \"let-me-in\" }}\n{STORE}");
+    let (sc, _) = start_on(echo.addr, &store).await;
+    let url = sc.admin_url("/api/v1/connection/instantiate/test_api");
+    let body = json!({"instance_key": "acme", "secrets": secrets(echo.addr, tokens.addr, "c")});
+    let post = |bearer: &'static str| {
+        client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {bearer}"))
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(post("wrong").await.unwrap().status(), 401);
+    assert_eq!(post("let-me-in").await.unwrap().status(), 200);
+    let text = logs.text();
+    let audit = text
+        .lines()
+        .find(|l| l.contains("tokenwarden::audit"))
+        .unwrap_or_default();
+    assert!(
+        audit.contains(r#"by="admin token""#) && audit.contains("connection=\"acme\""),
+        "{text}"
+    );
+    logs.assert_free_of(&[
+        ("client secret", CLIENT_SECRET),
+        ("admin token", "let-me-in"),
+    ]);
+}
