@@ -6,13 +6,14 @@
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when every client-credentials connection holds a usable token, else 503 with the ones that do not; the body also shows the store's health |
 //! | `GET /metrics` | OpenMetrics text (prometheus-client): token state, expiry, token requests and their durations, proxied requests and their durations, upstream connects and errors, `no_token` refusals, open connections, store health (see `collector`) |
-//! | `GET /api/v1/connections` | every connection's status (never a token value) |
-//! | `GET /api/v1/connection/{key}` | one connection's status |
+//! | `GET /api/v1/connections` | every connection's status (never a token value); `?page=&size=` for one page |
+//! | `GET /api/v1/connection/{key}` | one connection's status, with Fides' `ConnectionConfigurationResponse` fields |
 //! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string, as plain text with `?format=text`, or as a 303 redirect with `?format=redirect` (trusted callers only; never for a request a browser marks cross-site) |
 //! | `POST /api/v1/reload` | reads the config file again and applies it (trusted callers only) |
 //! | `GET /api/v1/reload` | the last reload's outcome |
 //! | `POST /api/v1/connection/{key}/retry` | a failed or backing-off connection tries again now (trusted callers only) |
 //! | `GET /api/v1/oauth/callback` | the provider's redirect: exchanges the code once |
+//! | `GET /api/v1/connection_type`, `GET /api/v1/connection`, `POST /api/v1/connection/instantiate/{type}`, `PUT`/`PATCH /api/v1/connection/{key}/secret`, `DELETE /api/v1/connection/{key}` | the connection API: runtime connections, in Fides' shapes (see `connections`; writes: trusted callers only, audited) |
 //!
 //! Every route but the probes answers 421 to a `Host` that is not the listener's own (DNS
 //! rebinding, see `host`); who may use the routes that act is `access`.
