@@ -32,7 +32,7 @@
 //!   current token → one refresh and one replay, metrics, access log) over two transports,
 //!   a byte-level fast path (`proxy::fast`) for ordinary requests and hyper for the rest.
 //! - [`ca`]: the local CA of TLS interception (`ca init`, `ca bundle`) and the
-//!   intermediate and leaves minted from it at start.
+//!   per-host intermediates and leaves minted from it.
 //! - [`admin`]: health, readiness, metrics (OpenMetrics, by prometheus-client), status,
 //!   authorize and callback routes.
 //! - [`instrument`]: the lock-free, per-worker sharded histograms, counters and gauges the

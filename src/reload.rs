@@ -347,7 +347,7 @@ impl Reloader {
         settings.limits.max_buffered_head_bytes = running.limits.max_buffered_head_bytes;
         let registry = Arc::new(registry);
         if let Some(intercept) = &self.intercept {
-            if let Err(e) = intercept.renew_for(registry.hosts()) {
+            if let Err(e) = intercept.renew_for(&registry.hosts()) {
                 tracing::error!(error = %e, "interception certificates not minted for the new hosts; the old ones stay");
             }
         }

@@ -1,10 +1,12 @@
-//! Minting the certificates interception serves, off the request path: an intermediate
-//! signed by the persisted [`Root`], whose name constraints permit only the configured
-//! hosts, and for each configured host one leaf (its own EC P-256 key, `serverAuth`, short
-//! validity) signed by the intermediate, ready as a rustls `ServerConfig` (ALPN
-//! `http/1.1`). [`mint`] runs at start and again every [`RENEW_EVERY`] (the app's renewal
-//! task); nothing here is called for a request, and a host that is not configured never
-//! gets a certificate.
+//! Minting the certificates interception serves, off the request path: for each configured
+//! host, an intermediate signed by the persisted [`Root`] whose name constraints permit
+//! only that host, and one leaf (its own EC P-256 key, `serverAuth`, short validity) signed
+//! by it, ready as a rustls `ServerConfig` (ALPN `http/1.1`) that presents the two. One
+//! intermediate per host keeps each chain small and lets a host come or go without minting
+//! the others again (10,000 runtime connections may bring 10,000 hosts): [`mint_host`].
+//! [`mint`] runs at start and again every [`RENEW_EVERY`] (the app's renewal task); nothing
+//! here is called for a request, and a host that is not configured never gets a
+//! certificate.
 
 use super::{CaError, Root};
 use rcgen::{
@@ -14,7 +16,6 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,8 @@ pub const INTERMEDIATE_VALIDITY: Duration = Duration::from_secs(2 * 24 * 3600);
 pub const RENEW_EVERY: Duration = Duration::from_secs(12 * 3600);
 /// How far `notBefore` is set in the past, for clients whose clocks run behind.
 pub const BACKDATE: Duration = Duration::from_secs(300);
-/// The intermediate's common name.
-const INTERMEDIATE_NAME: &str = "tokenwarden interception (configured hosts only)";
+/// An intermediate's common name.
+const INTERMEDIATE_NAME: &str = "tokenwarden interception (one configured host only)";
 /// The common name of a leaf for an IP address (not a host name, so no client checks it).
 const IP_LEAF_NAME: &str = "tokenwarden interception leaf";
 /// The DNS subtree permitted when no configured host is a name: the reserved `.invalid`
@@ -41,36 +42,55 @@ const V6_HOST_PREFIX: u8 = 128;
 /// The one application protocol an intercepted client may speak.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
-/// The TLS server configuration for each configured host (lower case), and the chain.
+/// The TLS server configuration for each configured host (lower case). A persistent map:
+/// adding or removing one host ([`Minted::with`], [`Minted::without`]) shares the rest.
+#[derive(Clone, Default)]
 pub struct Minted {
-    pub by_host: HashMap<String, Arc<ServerConfig>>,
-    /// The intermediate's certificate (DER), as the leaves' chains carry it.
-    pub intermediate: CertificateDer<'static>,
+    pub by_host: imbl::HashMap<String, Arc<ServerConfig>>,
 }
 
-/// Mints the intermediate (constrained to `hosts`) and one leaf per host.
+impl Minted {
+    /// With `host`'s own intermediate and leaf, minted now.
+    pub fn with(&self, root: &Root, host: &str) -> Result<Minted, CaError> {
+        let mut next = self.clone();
+        next.by_host
+            .insert(host.to_ascii_lowercase(), Arc::new(mint_host(root, host)?));
+        Ok(next)
+    }
+
+    /// Without `host`'s.
+    pub fn without(&self, host: &str) -> Minted {
+        let mut next = self.clone();
+        next.by_host.remove(&host.to_ascii_lowercase());
+        next
+    }
+}
+
+/// The certificates of every host in `hosts`.
 pub fn mint(root: &Root, hosts: &[String]) -> Result<Minted, CaError> {
+    let mut by_host = imbl::HashMap::new();
+    for host in hosts {
+        by_host.insert(host.to_ascii_lowercase(), Arc::new(mint_host(root, host)?));
+    }
+    Ok(Minted { by_host })
+}
+
+/// `host`'s intermediate (signed by the root, permitting only `host`) and leaf, as the
+/// server configuration that presents them.
+pub fn mint_host(root: &Root, host: &str) -> Result<ServerConfig, CaError> {
     let now = time::OffsetDateTime::now_utc();
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = common_name(INTERMEDIATE_NAME);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.name_constraints = Some(constraints(hosts));
+    params.name_constraints = Some(constraints(&[host.to_owned()]));
     params.use_authority_key_identifier_extension = true;
     params.not_before = now - BACKDATE;
     params.not_after = now + INTERMEDIATE_VALIDITY;
     let intermediate = params.signed_by(&key, &root.issuer)?.der().clone();
     let issuer = Issuer::new(params, key);
-    let mut by_host = HashMap::new();
-    for host in hosts {
-        let config = leaf(&issuer, &intermediate, host, now)?;
-        by_host.insert(host.to_ascii_lowercase(), Arc::new(config));
-    }
-    Ok(Minted {
-        by_host,
-        intermediate,
-    })
+    leaf(&issuer, &intermediate, host, now)
 }
 
 /// Permitted: exactly the configured hosts (a DNS name permits its subdomains too, which
@@ -178,6 +198,14 @@ mod tests {
         for config in minted.by_host.values() {
             assert_eq!(config.alpn_protocols, [ALPN_HTTP11.to_vec()]);
         }
+        // A host comes and goes alone; the others keep their certificates.
+        let more = minted.with(&root, "Other.example").unwrap();
+        assert_eq!(more.by_host.len(), 3);
+        let kept = |m: &Minted| Arc::clone(&m.by_host["api.example.com"]);
+        assert!(Arc::ptr_eq(&kept(&minted), &kept(&more)));
+        let less = more.without("other.example");
+        assert_eq!(less.by_host.len(), 2);
+        assert!(Arc::ptr_eq(&kept(&minted), &kept(&less)));
     }
 
     #[test]

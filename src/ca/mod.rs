@@ -4,9 +4,9 @@
 //! see `hygiene`), and `tokenwarden ca bundle` (the system roots plus the root, for clients
 //! that replace rather than extend their roots).
 //!
-//! The root signs nothing on the request path: at start [`mint`] makes an intermediate
-//! whose X.509 name constraints permit only the configured hosts, and the leaves for
-//! those hosts, once. A stolen intermediate cannot front any other site.
+//! The root signs nothing on the request path: at start (and when a host is added) [`mint`]
+//! makes, for each configured host, an intermediate whose X.509 name constraints permit
+//! only that host, and its leaf. A stolen intermediate cannot front any other site.
 
 mod hygiene;
 pub mod mint;

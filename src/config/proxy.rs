@@ -65,7 +65,7 @@ pub struct ProxySettings {
 }
 
 /// `proxy.intercept`: the persisted root CA (paths resolved against the config file's
-/// directory) that signs the intermediate minted at start ([`crate::ca`]).
+/// directory) that signs the per-host intermediates minted at start ([`crate::ca`]).
 #[derive(Debug, Clone)]
 pub struct InterceptSettings {
     pub ca_cert: PathBuf,

@@ -32,44 +32,73 @@ use tokio_util::sync::CancellationToken;
 const MAX_WARNED_CLIENTS: usize = 4096;
 
 /// The certificates interception serves, and what it remembers of failed handshakes.
-/// Locking budget: the request path does one `ArcSwap` load per tunnel; the mutex is taken
-/// only when a handshake fails.
+/// Locking budget: the request path does one `ArcSwap` load per tunnel; `changing` is taken
+/// by what mints (start, a reload, a runtime connection's new host, the renewal), and
+/// `warned` only when a handshake fails.
 pub struct Interceptor {
     root: Root,
-    /// The configured hosts (a reload replaces them, see [`Interceptor::renew_for`]).
-    hosts: Mutex<Vec<String>>,
+    /// Each configured host's certificates (a change swaps them whole).
     minted: ArcSwap<Minted>,
+    /// One minting at a time, so two never undo each other.
+    changing: Mutex<()>,
     warned: Mutex<HashSet<IpAddr>>,
 }
 
 impl Interceptor {
-    /// Mints the intermediate and the leaves for `hosts` (the configured hosts).
+    /// Mints each of `hosts`' intermediate and leaf (the configured hosts).
     pub fn new(root: Root, hosts: Vec<String>) -> Result<Interceptor, CaError> {
         let minted = mint(&root, &hosts)?;
         Ok(Interceptor {
             root,
-            hosts: Mutex::new(hosts),
             minted: ArcSwap::from_pointee(minted),
+            changing: Mutex::new(()),
             warned: Mutex::new(HashSet::new()),
         })
     }
 
-    /// Mints a new intermediate and new leaves, and serves them from the next tunnel on.
+    /// Mints every host's certificates again, and serves them from the next tunnel on.
     pub fn renew(&self) -> Result<(), CaError> {
-        let hosts = self.hosts.lock().expect("hosts lock").clone();
+        let _one = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let hosts: Vec<String> = self.minted.load().by_host.keys().cloned().collect();
         self.minted.store(Arc::new(mint(&self.root, &hosts)?));
         Ok(())
     }
 
-    /// After a reload: mints for the configured `hosts` (the intermediate's name
-    /// constraints change with them) when they changed. On failure the old ones stay.
-    pub fn renew_for(&self, hosts: Vec<String>) -> Result<(), CaError> {
-        if *self.hosts.lock().expect("hosts lock") == hosts {
-            return Ok(());
+    /// After a reload, or a runtime connection's change: the certificates of exactly
+    /// `hosts` — a host new to them minted, one no longer among them dropped, the others
+    /// kept as they are. On failure the old ones stay.
+    pub fn renew_for(&self, hosts: &[String]) -> Result<(), CaError> {
+        let _one = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self.minted.load_full();
+        let mut next = Minted::clone(&running);
+        for host in hosts {
+            if !next.by_host.contains_key(&host.to_ascii_lowercase()) {
+                next = next.with(&self.root, host)?;
+            }
         }
-        let minted = mint(&self.root, &hosts)?;
-        *self.hosts.lock().expect("hosts lock") = hosts;
-        self.minted.store(Arc::new(minted));
+        let wanted: HashSet<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        for host in running.by_host.keys() {
+            if !wanted.contains(host) {
+                next = next.without(host);
+            }
+        }
+        self.minted.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// One host comes (`present`) or goes: its certificates alone are minted or dropped.
+    pub fn host(&self, host: &str, present: bool) -> Result<(), CaError> {
+        let _one = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self.minted.load_full();
+        let next = match (
+            present,
+            running.by_host.contains_key(&host.to_ascii_lowercase()),
+        ) {
+            (true, false) => running.with(&self.root, host)?,
+            (false, true) => running.without(host),
+            _ => return Ok(()),
+        };
+        self.minted.store(Arc::new(next));
         Ok(())
     }
 
@@ -85,11 +114,6 @@ impl Interceptor {
                 Err(e) => tracing::error!(error = %e, "interception certificates not renewed"),
             }
         }
-    }
-
-    /// The intermediate certificate currently served (DER).
-    pub fn intermediate(&self) -> Vec<u8> {
-        self.minted.load().intermediate.to_vec()
     }
 
     fn config(&self, host: &str) -> Option<Arc<rustls::ServerConfig>> {
@@ -212,5 +236,38 @@ fn handshake_failed(interceptor: &Interceptor, peer: SocketAddr, host: &str, e: 
             "a client refused tokenwarden's certificate for {host}: it does not trust the interception CA (proxy.intercept.ca_cert). Trust it: curl --cacert / CURL_CA_BUNDLE, REQUESTS_CA_BUNDLE or SSL_CERT_FILE (a bundle from `tokenwarden ca bundle`), NODE_EXTRA_CA_CERTS (read at start); see docs/local-proxy.md. Further failures from this client are logged at debug level");
     } else {
         tracing::debug!(client = %peer.ip(), %host, error = %e, "TLS handshake in the tunnel failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host comes and goes alone (a runtime connection's): the others' certificates are
+    /// the same ones, and a reload's `renew_for` mints only what is new.
+    #[test]
+    fn one_host_is_minted_or_dropped_without_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = crate::ca::init(dir.path()).unwrap();
+        let root = Root::load(&files.cert, &files.key).unwrap();
+        let interceptor = Interceptor::new(root, vec!["a.example".to_owned()]).unwrap();
+        let a = interceptor.config("a.example").unwrap();
+        assert!(interceptor.config("b.example").is_none());
+        interceptor.host("B.example", true).unwrap();
+        assert!(interceptor.config("b.example").is_some());
+        assert!(Arc::ptr_eq(&a, &interceptor.config("a.example").unwrap()));
+        interceptor.host("b.example", false).unwrap();
+        assert!(interceptor.config("b.example").is_none());
+        let hosts = ["a.example".to_owned(), "c.example".to_owned()];
+        interceptor.renew_for(&hosts).unwrap();
+        assert!(Arc::ptr_eq(&a, &interceptor.config("a.example").unwrap()));
+        assert!(interceptor.config("c.example").is_some());
+        interceptor.renew_for(&hosts[1..]).unwrap();
+        assert!(interceptor.config("a.example").is_none());
+        interceptor.renew().unwrap();
+        assert!(
+            interceptor.config("c.example").is_some(),
+            "renewed, still there"
+        );
     }
 }

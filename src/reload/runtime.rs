@@ -113,16 +113,17 @@ impl Reloader {
     }
 
     /// Makes `next` (one change from `running`, on `hosts`) the running registry, with the
-    /// proxy settings as last applied. Interception certificates are minted again only when
-    /// one of `hosts` comes or goes (then for every host: see docs/runtime-connections.md).
+    /// proxy settings as last applied. A host of `hosts` that comes or goes has its
+    /// interception certificates minted or dropped (the other hosts' stay as they are).
     fn swap_registry(&self, running: &Registry, next: Registry, hosts: &[Option<&str>]) {
         let next = Arc::new(next);
         if let Some(intercept) = &self.intercept {
-            let changed =
-                (hosts.iter().flatten()).any(|h| running.knows_host(h) != next.knows_host(h));
-            if changed {
-                if let Err(e) = intercept.renew_for(next.hosts()) {
-                    tracing::error!(error = %e, "interception certificates not minted for the new hosts; the old ones stay");
+            for host in hosts.iter().flatten() {
+                let (was, is) = (running.knows_host(host), next.knows_host(host));
+                if was != is {
+                    if let Err(e) = intercept.host(host, is) {
+                        tracing::error!(error = %e, host, "interception certificates not minted for a new host");
+                    }
                 }
             }
         }
