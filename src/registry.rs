@@ -13,9 +13,11 @@
 //! the proxy's counters, and the connection's [`token::Cache`].
 
 mod entry;
+mod hosted;
 mod origin;
 
 pub use entry::{Entry, ProxyCounters};
+use hosted::Hosted;
 pub use origin::{Origin, OriginHash, OriginHasher};
 
 use crate::config::Connection;
@@ -53,11 +55,6 @@ struct Slot {
     entry: Arc<Entry>,
     place: Place,
 }
-
-/// The connections on one host, in listing order: a persistent map too, so a change on a
-/// host of 10,000 connections copies a path of its tree, not the list. Walking its first
-/// sixteen entries (one leaf) allocates nothing.
-type Hosted = imbl::OrdMap<Place, Arc<Entry>>;
 
 /// Why forward mode found no one connection for a request ([`Registry::by_authority`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +117,10 @@ impl Registry {
         }
         self.list(Arc::clone(&entry), place);
         let host = entry.conn.upstream.host.clone();
-        let mut hosted = self.by_host.get(&host).cloned().unwrap_or_default();
-        hosted.insert(place, entry);
+        let hosted = match self.by_host.get(&host) {
+            Some(hosted) => hosted.with(place, entry),
+            None => Hosted::of(vec![(place, entry)]),
+        };
         self.by_host.insert(host, hosted);
     }
 
@@ -149,34 +148,33 @@ impl Registry {
     /// Takes `slot` off its host's list.
     fn host_without(&mut self, slot: &Slot) {
         let host = &slot.entry.conn.upstream.host;
-        let Some(mut hosted) = self.by_host.get(host).cloned() else {
+        let Some(hosted) = self.by_host.get(host) else {
             return;
         };
-        hosted.remove(&slot.place);
-        if hosted.is_empty() {
-            self.by_host.remove(host);
-        } else {
-            self.by_host.insert(host.clone(), hosted);
-        }
+        match hosted.without(slot.place) {
+            Some(rest) => self.by_host.insert(host.clone(), rest),
+            None => self.by_host.remove(host),
+        };
     }
 
     /// Lists `hosts` afresh from the listing: one pass, however many connections changed
     /// on them (a reload of the file's thousands of connections on one host).
     fn relist(&mut self, hosts: &HashSet<String>) {
-        let mut lists: std::collections::HashMap<&str, Hosted> = std::collections::HashMap::new();
+        let mut lists: std::collections::HashMap<&str, Vec<(Place, Arc<Entry>)>> =
+            std::collections::HashMap::new();
         for (place, entry) in &self.order {
             let host = entry.conn.upstream.host.as_str();
             if hosts.contains(host) {
                 lists
                     .entry(host)
                     .or_default()
-                    .insert(*place, Arc::clone(entry));
+                    .push((*place, Arc::clone(entry)));
             }
         }
         let mut by_host = self.by_host.clone();
         for host in hosts {
             match lists.remove(host.as_str()) {
-                Some(list) => by_host.insert(host.clone(), list),
+                Some(list) => by_host.insert(host.clone(), Hosted::of(list)),
                 None => by_host.remove(host),
             };
         }

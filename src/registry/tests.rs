@@ -190,3 +190,41 @@ fn a_host_of_many_connections_changes_one_at_a_time() {
     let first: Vec<&str> = keys(fewer.hosted("crowd.example").unwrap().values().take(3));
     assert_eq!(first, ["k0", "k1", "k2"]);
 }
+
+#[test]
+fn a_host_list_turns_into_a_map_past_sixteen_and_back() {
+    let specs: Vec<(String, &str)> = (0..18)
+        .map(|i| (format!("k{i:02}"), "grow.example"))
+        .collect();
+    let specs: Vec<(&str, &str)> = specs.iter().map(|(k, h)| (k.as_str(), *h)).collect();
+    let conns = connections(&specs);
+    let mut registry = Registry::default();
+    let form = |r: &Registry| match r.hosted("grow.example") {
+        Some(Hosted::Few(_)) => "few",
+        Some(Hosted::Many(_)) => "many",
+        None => "none",
+    };
+    for (i, conn) in conns.iter().enumerate() {
+        registry = registry.with(Arc::new(Entry::new(Arc::clone(conn))));
+        assert_eq!(
+            form(&registry),
+            if i < 16 { "few" } else { "many" },
+            "after {}",
+            i + 1
+        );
+    }
+    registry = registry.without("k03").without("k07");
+    assert_eq!(form(&registry), "few");
+    let listed = keys(registry.hosted("grow.example").unwrap().values());
+    let expected: Vec<String> = (0..18)
+        .filter(|i| ![3, 7].contains(i))
+        .map(|i| format!("k{i:02}"))
+        .collect();
+    assert_eq!(listed, expected);
+    // A replaced connection keeps its place in its host's list.
+    let replaced = registry.with(Arc::new(Entry::new(Arc::clone(&conns[5]))));
+    assert_eq!(
+        keys(replaced.hosted("grow.example").unwrap().values()),
+        expected
+    );
+}
