@@ -52,14 +52,22 @@ struct Caller {
 }
 
 impl Caller {
-    /// The caller of a request `access` let through: with an admin token configured, a
-    /// presented `Authorization` is that token (anything else was refused).
-    fn of(admin: &Admin, req: &Request<Incoming>, peer: SocketAddr) -> Caller {
-        Caller {
+    /// The caller of a write, if `access` lets it through (else the 401 or 403 to answer).
+    /// With an admin token configured, a presented `Authorization` is that token
+    /// (anything else is refused).
+    fn of(
+        admin: &Admin,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Caller, Box<Response<AdminBody>>> {
+        if let Some(refused) = untrusted(admin, "the connection API", req, peer) {
+            return Err(refused);
+        }
+        Ok(Caller {
             peer,
             admin_token: admin.settings.token.is_some()
                 && req.headers().contains_key(header::AUTHORIZATION),
-        }
+        })
     }
 
     fn audit(&self, action: &str, connection: &str, detail: &str) {
@@ -131,10 +139,10 @@ pub async fn instantiate(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<AdminBody> {
-    if let Some(refused) = untrusted(admin, "the connection API", &req, peer) {
-        return *refused;
-    }
-    let caller = Caller::of(admin, &req, peer);
+    let caller = match Caller::of(admin, &req, peer) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
+    };
     if let Err(e) = admin.runtime.template(kind) {
         return refused(&e);
     }
@@ -181,10 +189,10 @@ pub async fn secrets(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<AdminBody> {
-    if let Some(refused) = untrusted(admin, "the connection API", &req, peer) {
-        return *refused;
-    }
-    let caller = Caller::of(admin, &req, peer);
+    let caller = match Caller::of(admin, &req, peer) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
+    };
     let merge = req.method() == Method::PATCH;
     let verify = match verify_flag(req.uri().query()) {
         Ok(v) => v,
@@ -243,12 +251,13 @@ pub async fn delete(
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<AdminBody> {
-    if let Some(refused) = untrusted(admin, "the connection API", req, peer) {
-        return *refused;
-    }
+    let caller = match Caller::of(admin, req, peer) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
+    };
     match admin.runtime.delete(key).await {
         Ok(()) => {
-            Caller::of(admin, req, peer).audit("delete", key, "");
+            caller.audit("delete", key, "");
             let mut response = json(StatusCode::NO_CONTENT, &Value::Null);
             *response.body_mut() = AdminBody::default();
             response.headers_mut().remove(header::CONTENT_TYPE);

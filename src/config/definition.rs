@@ -53,8 +53,15 @@ impl Definition {
     /// has them, and the connection's params).
     pub fn without_secrets(&self) -> Definition {
         Definition {
+            key: self.key.clone(),
+            connector_type: self.connector_type.clone(),
+            instance_key: self.instance_key.clone(),
+            name: self.name.clone(),
+            description: self.description.clone(),
             secrets: Map::new(),
-            ..self.clone()
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            last_test: self.last_test,
         }
     }
 

@@ -120,9 +120,13 @@ fn secrets(definition: &Definition, template: &Template) -> Result<Mapping, Vec<
 }
 
 /// A loader problem as a field error: one in the request is placed by its path (the
-/// message starts with it), one in the template file keeps its file, line and column.
-fn field_error(problem: config::Problem) -> FieldError {
+/// message starts with it), one in the template file keeps its file's name, line and column.
+fn field_error(mut problem: config::Problem) -> FieldError {
     if problem.file != Path::new(BODY_FILE) {
+        // The template's file by its name: where the server keeps it is not the caller's.
+        if let Some(name) = problem.file.file_name() {
+            problem.file = name.into();
+        }
         return FieldError::new(&[BODY, "connector_type"], problem.to_string());
     }
     match problem.message.split_once(": ") {

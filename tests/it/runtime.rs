@@ -402,6 +402,10 @@ async fn bad_requests_name_their_field_and_create_nothing() {
             !answer.to_string().contains(CLIENT_SECRET),
             "{what}: {answer}"
         );
+        assert!(
+            !answer.to_string().contains("/templates/"),
+            "{what}: no server path: {answer}"
+        );
     }
     // Not JSON, and a body of 1 MiB.
     let url = sc.admin_url("/api/v1/connection/instantiate/test_api");
