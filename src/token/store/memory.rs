@@ -1,15 +1,17 @@
 //! [`MemoryStore`]: a [`TokenStore`] kept in a map, for tests. Nothing is durable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{DefinitionBytes, StoreError, StoredToken, TokenStore};
+use super::{DefinitionBytes, GrantCounts, GrantListing, StoreError, StoredToken, TokenStore};
 
 /// In-memory implementation for tests (no durability).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tokens: Mutex<HashMap<String, StoredToken>>,
     definitions: Mutex<HashMap<String, Vec<u8>>>,
+    /// Per-user grants by (connection, subject).
+    grants: Mutex<BTreeMap<(String, String), StoredToken>>,
 }
 
 impl MemoryStore {
@@ -23,6 +25,7 @@ impl MemoryStore {
         MemoryStore {
             tokens: Mutex::new(tokens),
             definitions: Mutex::default(),
+            grants: Mutex::default(),
         }
     }
 
@@ -30,6 +33,11 @@ impl MemoryStore {
     /// map operation, so the map is always consistent).
     fn tokens(&self) -> MutexGuard<'_, HashMap<String, StoredToken>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The per-user grants, as [`MemoryStore::tokens`].
+    fn grants(&self) -> MutexGuard<'_, BTreeMap<(String, String), StoredToken>> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -73,7 +81,63 @@ impl TokenStore for MemoryStore {
         let mut definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
         definitions.remove(connection);
         self.tokens().remove(connection);
+        self.grants().retain(|(c, _), _| c != connection);
         Ok(())
+    }
+
+    fn read_grant(
+        &self,
+        connection: &str,
+        subject: &str,
+    ) -> Result<Option<StoredToken>, StoreError> {
+        let key = (connection.to_owned(), subject.to_owned());
+        Ok(self.grants().get(&key).cloned())
+    }
+
+    fn put_grant(
+        &self,
+        connection: &str,
+        subject: &str,
+        token: &StoredToken,
+    ) -> Result<(), StoreError> {
+        let key = (connection.to_owned(), subject.to_owned());
+        self.grants().insert(key, token.clone());
+        Ok(())
+    }
+
+    fn remove_grant(&self, connection: &str, subject: &str) -> Result<bool, StoreError> {
+        let key = (connection.to_owned(), subject.to_owned());
+        Ok(self.grants().remove(&key).is_some())
+    }
+
+    fn grant_page(
+        &self,
+        connection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantListing>, StoreError> {
+        let grants = self.grants();
+        Ok(grants
+            .iter()
+            .filter(|((c, s), _)| c == connection && after.is_none_or(|a| s.as_str() > a))
+            .take(limit)
+            .map(|((_, subject), t)| GrantListing {
+                subject: subject.clone(),
+                expires_at_ms: t.expires_at_ms,
+            })
+            .collect())
+    }
+
+    fn grant_counts(&self, connection: &str, now_ms: u64) -> Result<GrantCounts, StoreError> {
+        let grants = self.grants();
+        let mut counts = GrantCounts::default();
+        for ((c, _), t) in grants.iter() {
+            if c == connection {
+                counts.total += 1;
+                counts.expired += u64::from(t.expires_at_ms.is_some_and(|e| e < now_ms));
+            }
+        }
+        Ok(counts)
     }
 }
 

@@ -62,6 +62,7 @@ pub use key::KEY_LEN;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
+
 /// Placeholder printed by `Debug` in place of secret material.
 const REDACTED: &str = "****";
 
@@ -234,9 +235,52 @@ pub trait TokenStore: Send + Sync + 'static {
     /// after it is on disk). It is sealed with the store key, the connection key as
     /// associated data: it holds the connection's secrets.
     fn put_definition(&self, connection: &str, definition: &[u8]) -> Result<(), StoreError>;
-    /// Durably removes the definition and the token set of `connection` in one step;
-    /// removing an absent one is not an error.
+    /// Durably removes the definition, the token set and every per-user grant of
+    /// `connection` in one step; removing an absent one is not an error.
     fn remove_definition(&self, connection: &str) -> Result<(), StoreError>;
+
+    /// The token set of the end user `subject` of the per-user connection `connection`
+    /// (`grants: per_user`), opened; None when the subject has none.
+    fn read_grant(&self, connection: &str, subject: &str)
+        -> Result<Option<StoredToken>, StoreError>;
+    /// Durably replaces that token set (returns only after it is on disk). Sealed with the
+    /// connection key *and* the subject as associated data ([`binding::Binding`]), so a
+    /// user's set never opens as another's.
+    fn put_grant(
+        &self,
+        connection: &str,
+        subject: &str,
+        token: &StoredToken,
+    ) -> Result<(), StoreError>;
+    /// Durably removes it; whether there was one.
+    fn remove_grant(&self, connection: &str, subject: &str) -> Result<bool, StoreError>;
+    /// At most `limit` of the connection's grants, by subject in ascending byte order,
+    /// starting after `after` (exclusive; None: from the first) — without opening them.
+    fn grant_page(
+        &self,
+        connection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantListing>, StoreError>;
+    /// How many grants the connection has, and how many of them expired before `now_ms`
+    /// (Unix milliseconds) — without opening them.
+    fn grant_counts(&self, connection: &str, now_ms: u64) -> Result<GrantCounts, StoreError>;
+}
+
+/// One stored per-user grant as listings show it: never a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantListing {
+    pub subject: String,
+    /// Unix milliseconds the access token expires (None: long-lived).
+    pub expires_at_ms: Option<u64>,
+}
+
+/// A per-user connection's stored grants, counted ([`TokenStore::grant_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrantCounts {
+    pub total: u64,
+    /// Of them, those whose access token has expired (a request refreshes it).
+    pub expired: u64,
 }
 
 /// An opened runtime-connection definition: JSON with the connection's secrets in it,
