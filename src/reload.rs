@@ -399,7 +399,7 @@ impl Reloader {
             Backend::Shared(redis) => {
                 for entry in added {
                     let key = &entry.conn.key;
-                    match redis.read(key, entry.tokens.generation()).await {
+                    match redis.read(crate::token::store::GrantRef::own(key), entry.tokens.generation()).await {
                         Ok(Some(value)) => {
                             stored.insert(key.clone(), value);
                         }

@@ -16,7 +16,7 @@ use super::persist;
 use crate::config::Auth;
 use crate::registry::{Entry, Registry};
 use crate::token::store::redis::{parse_update, Updates};
-use crate::token::store::{RedisStore, StoreError};
+use crate::token::store::{GrantRef, RedisStore, StoreError};
 use crate::token::Cache;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt as _;
@@ -101,8 +101,8 @@ impl Follower {
             return;
         };
         let ours = cache.generation();
-        let result = match self.redis.generation(key).await {
-            Ok(theirs) if theirs > ours => match self.redis.read(key, ours).await {
+        let result = match self.redis.generation(GrantRef::own(key)).await {
+            Ok(theirs) if theirs > ours => match self.redis.read(GrantRef::own(key), ours).await {
                 Ok(Some(stored)) if stored.generation > ours => {
                     if persist::adopt(cache, &entry.conn, stored) {
                         cache.wake.notify_one();
@@ -113,7 +113,7 @@ impl Follower {
                 Err(e) => Err(e),
             },
             Ok(theirs) if theirs < ours => match cache.token() {
-                Some(set) => match self.redis.restore(key, ours, &set.to_stored()).await {
+                Some(set) => match self.redis.restore(GrantRef::own(key), ours, &set.to_stored()).await {
                     Ok(true) => {
                         tracing::info!(connection = %key, generation = ours, "token set written back to the shared store");
                         Ok(())

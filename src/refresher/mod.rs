@@ -176,9 +176,10 @@ impl Refresher {
         // Requests without a usable token may wait for this one briefly.
         let _fetching = cache.fetch_started();
         let alone_ok = grant == Grant::ClientCredentials;
-        let result = match persist::begin(&self.backend, &self.entry.conn, cache, alone_ok).await {
+        let holder = persist::Holder::own(&self.entry);
+        let result = match persist::begin(&self.backend, holder, alone_ok).await {
             Begin::Go(turn) => self.fetch(grant, seen, turn).await,
-            Begin::Adopted => {
+            Begin::Adopted | Begin::Deleted => {
                 backoff.clear();
                 return Then::Decide;
             }
@@ -256,7 +257,7 @@ impl Refresher {
         };
         let writer = (&self.client, &self.backend);
         let expires_at =
-            persist::obtain(writer, &self.entry, exchange, refresh_token.clone(), turn).await?;
+            persist::obtain(writer, persist::Holder::own(&self.entry), exchange, refresh_token.clone(), turn).await?;
         tracing::info!(connection = %conn.key, expires_at = unix_seconds(expires_at), "new token");
         Ok(())
     }

@@ -28,7 +28,7 @@ use crate::oauth::TokenClient;
 use crate::oauth::TokenError;
 use crate::registry::Entry;
 use crate::token::store::redis::{Commit, Lease, Versioned};
-use crate::token::store::{Backend, StoreError, StoredToken};
+use crate::token::store::{Backend, GrantRef, StoreError, StoredToken};
 use crate::token::{Cache, TokenSet};
 use secrecy::SecretString;
 use std::time::Duration;
@@ -44,6 +44,26 @@ const COMMIT_RETRY: Duration = Duration::from_millis(100);
 /// arrives sooner, through the follower, which wakes the refresher).
 const LEASE_RETRY_MAX: Duration = Duration::from_millis(250);
 
+/// The grant a token request is for: a connection's own (its entry's cache) or one end
+/// user's (`crate::grants`), and the cache that holds its current set.
+#[derive(Clone, Copy)]
+pub struct Holder<'a> {
+    pub conn: &'a Connection,
+    pub grant: GrantRef<'a>,
+    pub cache: &'a Cache,
+}
+
+impl<'a> Holder<'a> {
+    /// The connection's own grant.
+    pub fn own(entry: &'a Entry) -> Holder<'a> {
+        Holder {
+            conn: &entry.conn,
+            grant: GrantRef::own(&entry.conn.key),
+            cache: &entry.tokens,
+        }
+    }
+}
+
 /// The answer of [`begin`].
 pub enum Begin {
     /// Make the token request.
@@ -54,6 +74,8 @@ pub enum Begin {
     Wait(Duration),
     /// The shared store does not answer and this connection may not go alone.
     Unavailable(StoreError),
+    /// The per-user grant was deleted (by another replica): its token is withdrawn here.
+    Deleted,
 }
 
 /// What the writer of a token request holds.
@@ -107,14 +129,15 @@ impl Turn {
     }
 }
 
-/// Before a token request for `conn`. `alone_ok`: the connection may refetch without the
+/// Before a token request for `holder`. `alone_ok`: the connection may refetch without the
 /// lease when Redis does not answer (client credentials).
-pub async fn begin(backend: &Backend, conn: &Connection, cache: &Cache, alone_ok: bool) -> Begin {
+pub async fn begin(backend: &Backend, holder: Holder<'_>, alone_ok: bool) -> Begin {
+    let Holder { conn, grant, cache } = holder;
     let key = conn.key.as_str();
     let Backend::Shared(redis) = backend else {
         return Begin::Go(Turn::new_grant());
     };
-    let lease = match redis.lease(key).await {
+    let lease = match redis.lease(grant).await {
         Ok(Some(lease)) => lease,
         Ok(None) => return Begin::Wait((redis.lease_ttl / 4).min(LEASE_RETRY_MAX)),
         Err(e) if alone_ok => {
@@ -123,7 +146,7 @@ pub async fn begin(backend: &Backend, conn: &Connection, cache: &Cache, alone_ok
         }
         Err(e) => return Begin::Unavailable(e),
     };
-    match redis.read(key, cache.generation()).await {
+    match redis.read(grant, cache.generation()).await {
         Ok(Some(stored)) if stored.generation > cache.generation() => {
             let over = stored.generation;
             if adopt(cache, conn, stored) {
@@ -138,7 +161,7 @@ pub async fn begin(backend: &Backend, conn: &Connection, cache: &Cache, alone_ok
             // Redis lost what it held: put ours back, give the others time to do the same.
             if let Some(set) = cache.token() {
                 let _ = redis
-                    .restore(key, cache.generation(), &set.to_stored())
+                    .restore(grant, cache.generation(), &set.to_stored())
                     .await;
             }
             redis.release(lease).await;
@@ -146,6 +169,11 @@ pub async fn begin(backend: &Backend, conn: &Connection, cache: &Cache, alone_ok
             Begin::Wait(redis.lease_ttl.max(redis.poll_interval) + LEASE_RETRY_MAX)
         }
         Ok(_) => Begin::Go(Turn::refresh(Some(lease), 0)),
+        Err(StoreError::Deleted { generation, .. }) => {
+            redis.release(lease).await;
+            deleted(cache, generation).await;
+            Begin::Deleted
+        }
         Err(e @ (StoreError::Refused { .. } | StoreError::BadValue { .. })) => {
             // Not a set this replica may use (forged, written back, out of bounds): the
             // refresh of the set it holds replaces it.
@@ -170,21 +198,28 @@ pub async fn abandon(backend: &Backend, turn: Turn) {
     }
 }
 
+/// A per-user grant another replica deleted: its token leaves the cache (call with the
+/// write lock held, as [`begin`]'s caller holds it).
+async fn deleted(cache: &Cache, generation: u64) {
+    cache.pass(generation);
+    cache.withdraw();
+    cache.update(|s| s.state = crate::token::State::NeedsAuthorization);
+}
+
 /// Persists `set`, then makes it current. Call with the cache's write lock held.
-pub async fn finish(
-    backend: &Backend,
-    conn: &Connection,
-    cache: &Cache,
-    set: TokenSet,
-    turn: Turn,
-) {
+pub async fn finish(backend: &Backend, holder: Holder<'_>, set: TokenSet, turn: Turn) {
+    let Holder { conn, grant, cache } = holder;
     let key = conn.key.as_str();
     let redis = match backend {
         Backend::Local(store) => {
             let stored = set.to_stored();
             let store = std::sync::Arc::clone(store);
-            let owned_key = key.to_owned();
-            let written = tokio::task::spawn_blocking(move || store.put(&owned_key, &stored)).await;
+            let (owned_key, subject) = (key.to_owned(), grant.subject.to_owned());
+            let written = tokio::task::spawn_blocking(move || match subject.as_str() {
+                "" => store.put(&owned_key, &stored),
+                subject => store.put_grant(&owned_key, subject, &stored),
+            })
+            .await;
             let error = match written {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
@@ -203,7 +238,7 @@ pub async fn finish(
     let mut lease = turn.lease;
     loop {
         let committed = redis
-            .commit(key, lease.as_ref(), turn.fenced, floor, &stored)
+            .commit(grant, lease.as_ref(), turn.fenced, floor, &stored)
             .await;
         match committed {
             Ok(Commit::Written(generation)) => {
@@ -215,7 +250,7 @@ pub async fn finish(
                     redis.release(lease).await;
                 }
                 let mut floor = floor;
-                if let Ok(Some(newer)) = redis.read(key, cache.generation()).await {
+                if let Ok(Some(newer)) = redis.read(grant, cache.generation()).await {
                     if newer.generation > floor {
                         floor = newer.generation;
                         if adopt(cache, conn, newer) {
@@ -227,7 +262,7 @@ pub async fn finish(
                 // The lease was lost (Redis restarted, or it ran out) and nothing newer is
                 // stored — or only a set obtained under another definition of the
                 // connection: ours holds the current refresh token, and goes above it.
-                let restored = redis.restore(key, floor + 1, &stored).await;
+                let restored = redis.restore(grant, floor + 1, &stored).await;
                 let error = restored.err().map(|e| e.to_string());
                 cache.publish(set, floor + 1, error);
                 return;
@@ -269,18 +304,19 @@ pub fn adopt(cache: &Cache, conn: &Connection, stored: Versioned) -> bool {
     }
 }
 
-/// The one token-writing sequence, of the refresher and the OAuth callback: one exchange of
-/// `entry`'s connection (counted and timed by outcome; with a lease, cut off in time to
-/// commit), then the set persisted and published ([`finish`]) — or, when it failed, the
-/// lease given back. The new set's expiry. Call with the connection's write lock held.
+/// The one token-writing sequence, of the refresher, the per-user grants and the OAuth
+/// callback: one exchange of `holder`'s connection (counted and timed by outcome; with a
+/// lease, cut off in time to commit), then the set persisted and published ([`finish`]) —
+/// or, when it failed, the lease given back. The new set's expiry. Call with the grant's
+/// write lock held.
 pub async fn obtain(
     (client, backend): (&TokenClient, &Backend),
-    entry: &Entry,
+    holder: Holder<'_>,
     exchange: Exchange<'_>,
     refresh_token: Option<SecretString>,
     turn: Turn,
 ) -> Result<Option<std::time::SystemTime>, TokenError> {
-    let conn = &entry.conn;
+    let conn = holder.conn;
     let started = Instant::now();
     let request = flow::run(client, conn, exchange, refresh_token);
     let granted = match turn.request_deadline(backend) {
@@ -295,14 +331,14 @@ pub async fn obtain(
         None => request.await,
     };
     let set = granted.and_then(|g| token_set(conn, g));
-    entry
-        .tokens
+    holder
+        .cache
         .counters
         .requested(set.is_ok(), started.elapsed());
     match set {
         Ok(set) => {
             let expires_at = set.expires_at;
-            finish(backend, conn, &entry.tokens, set, turn).await;
+            finish(backend, holder, set, turn).await;
             Ok(expires_at)
         }
         Err(e) => {

@@ -295,7 +295,7 @@ impl Runtime {
         let Backend::Shared(redis) = &self.backend else {
             return None;
         };
-        match redis.read(key, 0).await {
+        match redis.read(crate::token::store::GrantRef::own(key), 0).await {
             Ok(token) => token,
             Err(e) => {
                 tracing::warn!(connection = %key, error = %e, "the shared store's token set for a runtime connection cannot be used");

@@ -95,6 +95,11 @@ pub enum StoreError {
         generation: Option<u64>,
     },
 
+    /// A per-user grant that was deleted (revoked) at `generation`: its Redis hash is a
+    /// tombstone, so a replica holding the grant drops it instead of writing it back.
+    #[error("token store redis key {key}: the grant was deleted")]
+    Deleted { key: String, generation: u64 },
+
     /// A Redis value sealed with another key than the configured one.
     #[error(
         "token store redis key {key} was written with key id {stored_key_id}, \

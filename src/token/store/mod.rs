@@ -63,6 +63,37 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 
+/// Which token set: a connection's own grant (`subject` empty) or the grant of one end user
+/// of a per-user connection (`grants: per_user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantRef<'a> {
+    pub connection: &'a str,
+    pub subject: &'a str,
+}
+
+impl<'a> GrantRef<'a> {
+    /// The connection's own grant.
+    pub fn own(connection: &'a str) -> GrantRef<'a> {
+        GrantRef {
+            connection,
+            subject: "",
+        }
+    }
+
+    /// The grant of the end user `subject`.
+    pub fn user(connection: &'a str, subject: &'a str) -> GrantRef<'a> {
+        GrantRef {
+            connection,
+            subject,
+        }
+    }
+
+    /// Whether it is the connection's own grant.
+    pub fn is_own(&self) -> bool {
+        self.subject.is_empty()
+    }
+}
+
 /// Placeholder printed by `Debug` in place of secret material.
 const REDACTED: &str = "****";
 

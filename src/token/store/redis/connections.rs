@@ -23,7 +23,7 @@
 
 use super::{bad_value, scripts, RedisStore, MAX_GENERATION, MAX_SEALED_LEN};
 use crate::token::store::record::{self, SealedRecord};
-use crate::token::store::{DefinitionBytes, StoreError};
+use crate::token::store::{DefinitionBytes, GrantRef, StoreError};
 use redis::Value;
 
 /// Definitions read per script call while loading them all (bounds one reply).
@@ -136,8 +136,8 @@ impl RedisStore {
     /// is published all the same).
     pub async fn remove_definition(&self, connection: &str) -> Result<u64, StoreError> {
         let mut call = scripts::REMOVE_DEFINITION.key(self.definition_key(connection));
-        call.key(self.token_key(connection))
-            .key(self.lease_key(connection))
+        call.key(self.token_key(GrantRef::own(connection)))
+            .key(self.lease_key(GrantRef::own(connection)))
             .key(self.change_generation_key())
             .key(self.changes_key())
             .arg(self.connections_channel())

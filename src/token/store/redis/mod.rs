@@ -41,6 +41,7 @@
 //! [`RedisStore::health`] is what status, readiness and metrics show.
 
 mod connections;
+mod grants;
 mod scripts;
 mod states;
 mod tokens;
@@ -49,7 +50,7 @@ mod updates;
 pub use updates::{parse_update, Updates};
 
 use super::key::StoreKey;
-use super::{StoreError, StoredToken};
+use super::{GrantRef, StoreError, StoredToken};
 use crate::config::RedisSettings;
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
@@ -202,12 +203,24 @@ impl RedisStore {
         result
     }
 
-    fn token_key(&self, connection: &str) -> String {
-        format!("{}{{{connection}}}:token", self.prefix)
+    /// The hash of a token set: `P{k}:token`, or `P{k}:grant:<subject>`.
+    fn token_key(&self, grant: GrantRef<'_>) -> String {
+        let (prefix, connection) = (&self.prefix, grant.connection);
+        if grant.is_own() {
+            format!("{prefix}{{{connection}}}:token")
+        } else {
+            format!("{prefix}{{{connection}}}:grant:{}", grant.subject)
+        }
     }
 
-    fn lease_key(&self, connection: &str) -> String {
-        format!("{}{{{connection}}}:lease", self.prefix)
+    /// The refresh lease of a token set: `P{k}:lease`, or `P{k}:grant-lease:<subject>`.
+    fn lease_key(&self, grant: GrantRef<'_>) -> String {
+        let (prefix, connection) = (&self.prefix, grant.connection);
+        if grant.is_own() {
+            format!("{prefix}{{{connection}}}:lease")
+        } else {
+            format!("{prefix}{{{connection}}}:grant-lease:{}", grant.subject)
+        }
     }
 
     /// The pub/sub channel of token writes.
@@ -215,9 +228,27 @@ impl RedisStore {
         format!("{}tokens", self.prefix)
     }
 
-    /// Takes the refresh lease of `connection` (`SET NX PX`); None while another holds it.
-    pub async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError> {
-        let key = self.lease_key(connection);
+    /// The pub/sub channel of per-user grant writes and deletions.
+    pub fn grants_channel(&self) -> String {
+        format!("{}grants", self.prefix)
+    }
+
+    /// Where a write of `grant` is published, and what follows the generation in the
+    /// message: `Ptokens` `<k>`, or `Pgrants` `<k> <subject>` (subjects hold no space).
+    fn announce(&self, grant: GrantRef<'_>) -> (String, String) {
+        if grant.is_own() {
+            (self.channel(), grant.connection.to_owned())
+        } else {
+            (
+                self.grants_channel(),
+                format!("{} {}", grant.connection, grant.subject),
+            )
+        }
+    }
+
+    /// Takes the refresh lease of `grant` (`SET NX PX`); None while another holds it.
+    pub async fn lease(&self, grant: GrantRef<'_>) -> Result<Option<Lease>, StoreError> {
+        let key = self.lease_key(grant);
         let mut bytes = [0u8; HOLDER_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         // The pid tells an operator (and the tests) which process holds it.

@@ -36,18 +36,22 @@ fn with_stored_gen(body: &str) -> Script {
 
 /// Writes `sealed` at generation G if the writer may.
 ///
-/// KEYS: token hash, lease. ARGV: holder (empty: no lease needed), mode (`fenced` or
-/// `supersede`), floor (the generation the writer's set was refreshed from), G (above
-/// floor; sealed into the value), sealed, channel, connection key.
+/// KEYS: token hash, lease, and for a per-user grant its connection's subject index and
+/// expiry index. ARGV: holder (empty: no lease needed), mode (`fenced` or `supersede`),
+/// floor (the generation the writer's set was refreshed from), G (above floor; sealed into
+/// the value), sealed, channel, message (the connection key, or `<key> <subject>`), and
+/// for a per-user grant its subject and expiry score (see `INDEX`).
 ///
 /// Refuses with -1 when the writer named a lease it no longer holds, with -2 when `fenced`
 /// and Redis holds a set newer than `floor` (someone refreshed after the writer's base),
 /// and with -3 when Redis holds G or newer (the writer reads the generation again and
 /// proposes one above it). Otherwise writes, releases the lease, publishes `<G> <key>` and
 /// returns 1. G is above both the stored generation and `floor`, so a Redis restarted empty
-/// never goes backwards.
+/// never goes backwards. A fenced write onto a deleted grant's tombstone is refused (-2:
+/// the deletion raised the generation); a superseding one (a new grant) replaces it.
 pub(super) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    with_stored_gen(
+    with_stored_gen(&format!(
+        "{INDEX}{}",
         r"
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local gen = stored_gen(KEYS[1])
@@ -55,21 +59,65 @@ if ARGV[2] == 'fenced' and gen > tonumber(ARGV[3]) then return -2 end
 if gen >= tonumber(ARGV[4]) then return -3 end
 redis.call('HSET', KEYS[1], 'gen', ARGV[4], 'sealed', ARGV[5])
 if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end
+index(KEYS[1], KEYS[3], KEYS[4], ARGV[8], ARGV[9])
 redis.call('PUBLISH', ARGV[6], ARGV[4] .. ' ' .. ARGV[7])
 return 1
-",
-    )
+"
+    ))
 });
 
+/// `index(hash, subjects, expiry, subject, score)`: for a per-user grant (`subjects` given),
+/// clears a tombstone's marks from its hash and records the subject in its connection's
+/// subject index (a sorted set, every score 0, paged by subject) and expiry index (score:
+/// the access token's expiry in Unix milliseconds, [`super::LONG_LIVED`] for none).
+const INDEX: &str = r"
+local function index(hash, subjects, expiry, subject, score)
+  if not subjects then return end
+  redis.call('HDEL', hash, 'deleted')
+  redis.call('PERSIST', hash)
+  redis.call('ZADD', subjects, 0, subject)
+  redis.call('ZADD', expiry, score, subject)
+end
+";
+
 /// Writes `sealed` at generation ARGV[1] only if Redis holds an older one or none: a
-/// replica putting back what Redis lost or never got. KEYS: token hash. ARGV: generation,
-/// sealed, channel, connection key. Returns 1 when it wrote.
+/// replica putting back what Redis lost or never got — never over a deleted grant's
+/// tombstone. KEYS: token hash, lease (unused: it keeps the key list of [`COMMIT`]), and
+/// for a per-user grant the two indexes. ARGV: generation, sealed, channel, message, and
+/// for a per-user grant its subject and expiry score. Returns 1 when it wrote.
 pub(super) static RESTORE: LazyLock<Script> = LazyLock::new(|| {
-    with_stored_gen(
+    with_stored_gen(&format!(
+        "{INDEX}{}",
         r"
+if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then return 0 end
 if stored_gen(KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'sealed', ARGV[2])
+index(KEYS[1], KEYS[3], KEYS[4], ARGV[5], ARGV[6])
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[4])
+return 1
+"
+    ))
+});
+
+/// Deletes a per-user grant, leaving a tombstone: its hash keeps only `gen` (raised to
+/// ARGV[2], so a refresh in flight is fenced out) and `deleted`, and expires after ARGV[6]
+/// ms; its subject leaves both indexes. Compare-and-set on the `gen` read (ARGV[1], empty:
+/// none), so a write in between is not lost silently: -3 asks the caller to read again.
+/// KEYS: token hash, subject index, expiry index. ARGV: `gen` read, new generation,
+/// channel, message, subject, tombstone lifetime in ms. Returns 1 when a grant was deleted,
+/// 0 when there was none.
+pub(super) static REMOVE_GRANT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('HGET', KEYS[1], 'gen') or ''
+if cur ~= ARGV[1] then return -3 end
+redis.call('ZREM', KEYS[2], ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[5])
+if cur == '' or redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then return 0 end
+redis.call('HDEL', KEYS[1], 'sealed')
+redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'deleted', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PUBLISH', ARGV[3], ARGV[2] .. ' ' .. ARGV[4])
 return 1
 ",
     )
@@ -90,16 +138,18 @@ return 1
     )
 });
 
-/// Reads a token hash without fetching an oversized `sealed` field: `[gen, sealed]`, or
-/// `[gen, length]` (an integer) when `sealed` is longer than ARGV[1] bytes. KEYS: token
-/// hash. Absent fields are nil.
+/// Reads a token hash without fetching an oversized `sealed` field: `[gen, sealed,
+/// deleted]`, or `[gen, length, deleted]` (an integer) when `sealed` is longer than ARGV[1]
+/// bytes; `deleted` is 1 for a deleted grant's tombstone, else 0. KEYS: token hash. Absent
+/// fields are nil.
 pub(super) static READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local gen = redis.call('HGET', KEYS[1], 'gen')
+local deleted = redis.call('HEXISTS', KEYS[1], 'deleted')
 local len = redis.call('HSTRLEN', KEYS[1], 'sealed')
-if len > tonumber(ARGV[1]) then return {gen, len} end
-return {gen, redis.call('HGET', KEYS[1], 'sealed')}
+if len > tonumber(ARGV[1]) then return {gen, len, deleted} end
+return {gen, redis.call('HGET', KEYS[1], 'sealed'), deleted}
 ",
     )
 });

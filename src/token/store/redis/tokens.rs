@@ -11,7 +11,7 @@ use super::{bad_value, scripts, Commit, Lease, RedisStore, Versioned};
 use super::{MAX_GENERATION, MAX_SEALED_LEN};
 use crate::token::store::binding::Binding;
 use crate::token::store::record::{self, SealedRecord};
-use crate::token::store::{StoreError, StoredToken};
+use crate::token::store::{GrantRef, StoreError, StoredToken};
 use redis::Value;
 use std::collections::HashMap;
 
@@ -38,19 +38,24 @@ enum Unsealed {
 }
 
 impl RedisStore {
-    /// The stored token set of `connection`, if any. `held`: the generation this replica
+    /// The stored token set of `grant`, if any. `held`: the generation this replica
     /// holds (0: none). A value of an earlier version (bound to its connection only) is
     /// adopted only when `held` is 0, and is re-sealed at once at the next generation; with
-    /// a set held it is refused, as it may be an old grant written back.
-    pub async fn read(&self, connection: &str, held: u64) -> Result<Option<Versioned>, StoreError> {
+    /// a set held it is refused, as it may be an old grant written back. A deleted per-user
+    /// grant is [`StoreError::Deleted`].
+    pub async fn read(
+        &self,
+        grant: GrantRef<'_>,
+        held: u64,
+    ) -> Result<Option<Versioned>, StoreError> {
         for _ in 0..READ_ATTEMPTS {
-            let Some(raw) = self.fetch(connection).await? else {
+            let Some(raw) = self.fetch(grant).await? else {
                 return Ok(None);
             };
-            match self.unseal(connection, held, &raw)? {
+            match self.unseal(grant, held, &raw)? {
                 Unsealed::Current(stored) => return Ok(Some(stored)),
                 Unsealed::Legacy(token) => {
-                    if let Some(stored) = self.upgrade(connection, &raw, token).await? {
+                    if let Some(stored) = self.upgrade(grant.connection, &raw, token).await? {
                         return Ok(Some(stored));
                     }
                 }
@@ -63,9 +68,9 @@ impl RedisStore {
         })
     }
 
-    /// The stored generation of `connection` (0: none) — one small read, for polling.
-    pub async fn generation(&self, connection: &str) -> Result<u64, StoreError> {
-        let key = self.token_key(connection);
+    /// The stored generation of `grant` (0: none) — one small read, for polling.
+    pub async fn generation(&self, grant: GrantRef<'_>) -> Result<u64, StoreError> {
+        let key = self.token_key(grant);
         let mut con = self.manager.clone();
         let generation: Option<Vec<u8>> = self
             .run(
@@ -86,20 +91,20 @@ impl RedisStore {
     ) -> Result<HashMap<String, Versioned>, StoreError> {
         let mut out = HashMap::new();
         for connection in connections {
-            if let Some(v) = self.read(connection, 0).await? {
+            if let Some(v) = self.read(GrantRef::own(connection), 0).await? {
                 out.insert((*connection).to_owned(), v);
             }
         }
         Ok(out)
     }
 
-    /// The token hash of `connection` through `scripts::READ`, its `gen` checked.
-    async fn fetch(&self, connection: &str) -> Result<Option<Raw>, StoreError> {
-        let key = self.token_key(connection);
+    /// The token hash of `grant` through `scripts::READ`, its `gen` checked.
+    async fn fetch(&self, grant: GrantRef<'_>) -> Result<Option<Raw>, StoreError> {
+        let key = self.token_key(grant);
         let mut con = self.manager.clone();
         let mut call = scripts::READ.key(&key);
         call.arg(MAX_SEALED_LEN);
-        let (generation, sealed): (Option<Vec<u8>>, Value) = self
+        let (generation, sealed, deleted): (Option<Vec<u8>>, Value, i64) = self
             .run("reading a token set", call.invoke_async(&mut con))
             .await?;
         let generation = match (generation, &sealed) {
@@ -108,6 +113,9 @@ impl RedisStore {
             (Some(g), _) => g,
         };
         let (text, generation) = parse_generation(&key, &generation)?;
+        if deleted == 1 {
+            return Err(StoreError::Deleted { key, generation });
+        }
         let refused = |reason: String| StoreError::Refused {
             key: key.clone(),
             reason,
@@ -127,23 +135,28 @@ impl RedisStore {
         }
     }
 
-    /// Opens `raw` as this version's value at its generation, or as an earlier version's.
-    fn unseal(&self, connection: &str, held: u64, raw: &Raw) -> Result<Unsealed, StoreError> {
-        let key = self.token_key(connection);
+    /// Opens `raw` as this version's value at its generation, or as an earlier version's
+    /// (a connection's own grant only: per-user grants are newer than that format).
+    fn unseal(&self, grant: GrantRef<'_>, held: u64, raw: &Raw) -> Result<Unsealed, StoreError> {
+        let key = self.token_key(grant);
         let record = SealedRecord::from_bytes(&raw.sealed).ok_or_else(|| StoreError::Refused {
             key: key.clone(),
             reason: "the sealed field is too short to be a record".into(),
             generation: Some(raw.generation),
         })?;
         self.check_key_id(&key, &record)?;
-        let binding = self.binding(connection, raw.generation);
+        let binding = self.binding(grant, raw.generation);
         if let Ok(token) = record::open(&self.key, &binding, &record) {
             return Ok(Unsealed::Current(Versioned {
                 generation: raw.generation,
                 token,
             }));
         }
-        let reason = match record::open_legacy(&self.key, connection, &record) {
+        let legacy = match grant.is_own() {
+            true => record::open_legacy(&self.key, grant.connection, &record).map_err(drop),
+            false => Err(()),
+        };
+        let reason = match legacy {
             Ok(token) if held == 0 && self.migrate_legacy => return Ok(Unsealed::Legacy(token)),
             Ok(_) if self.migrate_legacy => {
                 "sealed by an earlier version (without its generation and key prefix), \
@@ -174,9 +187,10 @@ impl RedisStore {
         raw: &Raw,
         token: StoredToken,
     ) -> Result<Option<Versioned>, StoreError> {
-        let key = self.token_key(connection);
+        let grant = GrantRef::own(connection);
+        let key = self.token_key(grant);
         let generation = next_generation(&key, raw.generation)?;
-        let sealed = self.seal(connection, generation, &token)?;
+        let sealed = self.seal(grant, generation, &token)?;
         let mut con = self.manager.clone();
         let mut call = scripts::UPGRADE.key(&key);
         call.arg(&raw.text)
@@ -211,31 +225,33 @@ impl RedisStore {
     /// from the callback, which supersedes whatever is stored).
     pub async fn commit(
         &self,
-        connection: &str,
+        grant: GrantRef<'_>,
         lease: Option<&Lease>,
         fenced: bool,
         floor: u64,
         token: &StoredToken,
     ) -> Result<Commit, StoreError> {
-        let key = self.token_key(connection);
+        let key = self.token_key(grant);
+        let (channel, message) = self.announce(grant);
         for _ in 0..COMMIT_ATTEMPTS {
             let base = if fenced {
                 floor
             } else {
-                floor.max(self.usable_generation(connection).await?)
+                floor.max(self.usable_generation(grant).await?)
             };
             let generation = next_generation(&key, base)?;
-            let sealed = self.seal(connection, generation, token)?;
+            let sealed = self.seal(grant, generation, token)?;
             let mut con = self.manager.clone();
             let mut call = scripts::COMMIT.key(&key);
-            call.key(self.lease_key(connection))
+            call.key(self.lease_key(grant))
                 .arg(lease.map_or("", |l| l.holder.as_str()))
                 .arg(if fenced { "fenced" } else { "supersede" })
                 .arg(floor)
                 .arg(generation)
                 .arg(sealed)
-                .arg(self.channel())
-                .arg(connection);
+                .arg(&channel)
+                .arg(&message);
+            self.indexed(&mut call, grant, token);
             let outcome: i64 = self
                 .run("writing a token set", call.invoke_async(&mut con))
                 .await?;
@@ -253,8 +269,8 @@ impl RedisStore {
     }
 
     /// The stored generation, with a refused or unreadable one as 0 (as the scripts count it).
-    async fn usable_generation(&self, connection: &str) -> Result<u64, StoreError> {
-        match self.generation(connection).await {
+    async fn usable_generation(&self, grant: GrantRef<'_>) -> Result<u64, StoreError> {
+        match self.generation(grant).await {
             Err(StoreError::Refused { .. } | StoreError::BadValue { .. }) => Ok(0),
             other => other,
         }
@@ -264,43 +280,46 @@ impl RedisStore {
     /// `scripts::RESTORE`). Returns whether it wrote.
     pub async fn restore(
         &self,
-        connection: &str,
+        grant: GrantRef<'_>,
         generation: u64,
         token: &StoredToken,
     ) -> Result<bool, StoreError> {
-        let sealed = self.seal(connection, generation, token)?;
+        let sealed = self.seal(grant, generation, token)?;
+        let (channel, message) = self.announce(grant);
         let mut con = self.manager.clone();
-        let mut call = scripts::RESTORE.key(self.token_key(connection));
-        call.arg(generation)
+        let mut call = scripts::RESTORE.key(self.token_key(grant));
+        call.key(self.lease_key(grant))
+            .arg(generation)
             .arg(sealed)
-            .arg(self.channel())
-            .arg(connection);
+            .arg(channel)
+            .arg(message);
+        self.indexed(&mut call, grant, token);
         let wrote: i64 = self
             .run("restoring a token set", call.invoke_async(&mut con))
             .await?;
         Ok(wrote == 1)
     }
 
-    /// What a value of `connection` at `generation` is sealed to.
-    fn binding<'a>(&'a self, connection: &'a str, generation: u64) -> Binding<'a> {
+    /// What a value of `grant` at `generation` is sealed to.
+    fn binding<'a>(&'a self, grant: GrantRef<'a>, generation: u64) -> Binding<'a> {
         Binding {
-            connection,
-            subject: "",
+            connection: grant.connection,
+            subject: grant.subject,
             namespace: &self.prefix,
             generation,
         }
     }
 
-    /// `token` sealed for `connection` at `generation`, as a `sealed` field; refused when
+    /// `token` sealed for `grant` at `generation`, as a `sealed` field; refused when
     /// longer than readers take.
-    fn seal(
+    pub(super) fn seal(
         &self,
-        connection: &str,
+        grant: GrantRef<'_>,
         generation: u64,
         token: &StoredToken,
     ) -> Result<Vec<u8>, StoreError> {
-        let key = self.token_key(connection);
-        let binding = self.binding(connection, generation);
+        let key = self.token_key(grant);
+        let binding = self.binding(grant, generation);
         let sealed = record::seal(&self.key, &binding, token)
             .map(|r| r.to_bytes())
             .map_err(|reason| bad_value(&key, reason))?;
