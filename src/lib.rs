@@ -47,6 +47,7 @@ pub mod app;
 pub mod ca;
 pub mod config;
 pub mod demo;
+pub mod grants;
 pub mod describe;
 pub mod instrument;
 pub mod oauth;

@@ -3,7 +3,7 @@
 //! that every placeholder the host and the auth requests use can be resolved.
 
 use super::fides::{self, ClientConfig, SUPPORTED_STRATEGIES};
-use super::model::{ClientAuth, Connection, Grant};
+use super::model::{ClientAuth, Connection, Grant, PerUser};
 use super::origin::{FidesSource, Named, Origin};
 use super::raw::RawConnection;
 use super::rejected::RejectedStatuses;
@@ -116,6 +116,11 @@ fn validate_one(
         client_config: raw.client_config,
         prefix,
     };
+    let per_user_fields = (
+        raw.grants.clone(),
+        raw.max_concurrent_token_requests,
+        raw.grant_cache_size,
+    );
     let fides = FidesSource::read(named, src, base, problems)?;
     let origin = fides.origin(src, &raw.key);
     let saas = &fides.saas;
@@ -139,6 +144,7 @@ fn validate_one(
         placeholders_only(&saas.client_config, &check, problems);
         return None;
     };
+    let per_user = per_user(per_user_fields, grant, src, prefix, problems);
     let pkce_refused = pkce_refused(raw.pkce, src, prefix);
     let root = Root {
         protocol: &saas.client_config.protocol,
@@ -168,10 +174,80 @@ fn validate_one(
         allow_private_network: raw.allow_private_network,
         reverse_only: raw.reverse_only,
         token_rejected,
+        per_user,
         fingerprint: [0; 32],
         grant_identity: [0; 32],
     })
 }
+
+/// `grants:` and the settings of `grants: per_user`, which only an authorization-code
+/// connection can have (each end user authorizes their own grant).
+fn per_user(
+    (grants, max_concurrent, cache_size): (Option<String>, Option<u64>, Option<u64>),
+    grant: Option<Grant>,
+    src: &Source,
+    prefix: &str,
+    problems: &mut Problems,
+) -> Option<PerUser> {
+    let at = |field: &str| format!("{prefix}.{field}");
+    let per_user = match grants.as_deref() {
+        None | Some("single") => false,
+        Some("per_user") => true,
+        Some(other) => {
+            let other = src.quote(&at("grants"), other);
+            let message = format!("unknown value {other}: expected single or per_user");
+            problems.push(src.problem(&at("grants"), message));
+            return None;
+        }
+    };
+    let mut bounded = |field: &str, value: Option<u64>, default: usize, max: u64| {
+        match value {
+            None => Some(default),
+            Some(n) if (1..=max).contains(&n) => usize::try_from(n).ok(),
+            Some(_) => {
+                let message = format!("{field} must be between 1 and {max}");
+                problems.push(src.problem(&at(field), message));
+                None
+            }
+        }
+    };
+    let settings = PerUser {
+        max_concurrent_token_requests: bounded(
+            "max_concurrent_token_requests",
+            max_concurrent,
+            PerUser::DEFAULT_MAX_CONCURRENT_TOKEN_REQUESTS,
+            MAX_CONCURRENT_TOKEN_REQUESTS,
+        )?,
+        cache_size: bounded(
+            "grant_cache_size",
+            cache_size,
+            PerUser::DEFAULT_CACHE_SIZE,
+            MAX_GRANT_CACHE_SIZE,
+        )?,
+    };
+    if !per_user {
+        for (field, set) in [
+            ("max_concurrent_token_requests", max_concurrent.is_some()),
+            ("grant_cache_size", cache_size.is_some()),
+        ] {
+            if set {
+                let message = format!("{field} applies to grants: per_user only");
+                problems.push(src.problem(&at(field), message));
+            }
+        }
+        return None;
+    }
+    if grant != Some(Grant::AuthorizationCode) {
+        let message = "grants: per_user needs an oauth2_authorization_code connection (each user authorizes their own grant)";
+        problems.push(src.problem(&at("grants"), message));
+        return None;
+    }
+    Some(settings)
+}
+
+/// The bounds of the per-user settings.
+const MAX_CONCURRENT_TOKEN_REQUESTS: u64 = 1024;
+const MAX_GRANT_CACHE_SIZE: u64 = 10_000_000;
 
 /// The main file's problem for `pkce: true`, for the strategy check to report if the grant
 /// turns out not to be authorization code.

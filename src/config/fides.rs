@@ -121,11 +121,12 @@ fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Erro
 
 /// The keys of each strategy's `configuration`, for the unknown-key warning: keep each list
 /// in step with its struct below.
-pub const OAUTH2_KEYS: [&str; 4] = [
+pub const OAUTH2_KEYS: [&str; 5] = [
     "expires_in",
     "token_request",
     "refresh_request",
     "authorization_request",
+    "revoke_request",
 ];
 pub const BASIC_KEYS: [&str; 2] = ["username", "password"];
 pub const BEARER_KEYS: [&str; 1] = ["token"];
@@ -141,6 +142,9 @@ pub struct OAuth2Configuration {
     pub refresh_request: Option<SaasRequest>,
     #[serde(default)]
     pub authorization_request: Option<SaasRequest>,
+    /// A tokenwarden extension: RFC 7009 revocation when a per-user grant is deleted.
+    #[serde(default)]
+    pub revoke_request: Option<SaasRequest>,
 }
 
 /// `basic`.

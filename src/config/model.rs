@@ -28,6 +28,9 @@ pub struct Connection {
     pub reverse_only: bool,
     /// Upstream statuses that mean the injected token was rejected (refresh, replay).
     pub token_rejected: RejectedStatuses,
+    /// `grants: per_user`: one grant per end user, chosen per request (None: the
+    /// connection's own single grant).
+    pub per_user: Option<PerUser>,
     /// SHA-256 of the entry as written (after `${VAR}` expansion, secrets included) and of
     /// its Fides file: equal fingerprints are the same connection (hot reload keeps its
     /// entry whole). Never shown.
@@ -51,8 +54,23 @@ impl std::fmt::Debug for Connection {
             .field("allow_private_network", &self.allow_private_network)
             .field("reverse_only", &self.reverse_only)
             .field("token_rejected", &self.token_rejected)
+            .field("per_user", &self.per_user)
             .finish_non_exhaustive()
     }
+}
+
+/// The settings of a connection with `grants: per_user` (`crate::grants`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerUser {
+    /// Token requests in flight at once for the connection; the others queue.
+    pub max_concurrent_token_requests: usize,
+    /// Grants kept in this process's memory (least recently used evicted).
+    pub cache_size: usize,
+}
+
+impl PerUser {
+    pub const DEFAULT_MAX_CONCURRENT_TOKEN_REQUESTS: usize = 8;
+    pub const DEFAULT_CACHE_SIZE: usize = 10_000;
 }
 
 /// How requests on a connection are authenticated.
@@ -77,6 +95,9 @@ pub struct OAuth2 {
     pub authorization_request: Option<RequestTemplate>,
     /// A configured lifetime wins over the token response's `expires_in` (as in Fides).
     pub expires_in: Option<u64>,
+    /// RFC 7009 token revocation, sent when a per-user grant is deleted (a tokenwarden
+    /// extension of the Fides format; receives `<refresh_token>` and `<access_token>`).
+    pub revoke_request: Option<RequestTemplate>,
 }
 
 impl std::fmt::Debug for OAuth2 {

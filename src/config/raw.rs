@@ -253,4 +253,14 @@ pub struct RawConnection {
     /// Upstream statuses that mean the token was rejected (default `[401]`).
     #[serde(default)]
     pub token_rejected_statuses: Option<Vec<u16>>,
+    /// `single` (default: one grant for the connection) or `per_user` (one per end user,
+    /// chosen per request: `crate::grants`).
+    #[serde(default)]
+    pub grants: Option<String>,
+    /// Per-user grants: token requests in flight at once for this connection (default 8).
+    #[serde(default)]
+    pub max_concurrent_token_requests: Option<u64>,
+    /// Per-user grants: how many this process keeps in memory (default 10,000).
+    #[serde(default)]
+    pub grant_cache_size: Option<u64>,
 }

@@ -65,6 +65,17 @@ pub(super) fn oauth2_auth(
             problems,
         )
     });
+    let revoke_request = conf.revoke_request.as_ref().map(|r| {
+        let rel = format!("{rel}.revoke_request");
+        RequestTemplate::compile(
+            &check.allowing(runtime::REFRESH),
+            &rel,
+            r,
+            root,
+            Use::Sent,
+            problems,
+        )
+    });
     let authorization_request = authorization_request(grant, &conf, check, root, rel, problems);
     if let (Grant::ClientCredentials, Some(p)) = (grant, pkce_refused) {
         problems.push(p);
@@ -86,6 +97,7 @@ pub(super) fn oauth2_auth(
             refresh_request: checked(refresh_request)?,
             authorization_request: authorization_request?,
             expires_in,
+            revoke_request: checked(revoke_request)?,
         })
     })();
     Some(oauth.map_or(Checked::Invalid, |o| {

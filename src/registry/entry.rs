@@ -1,6 +1,7 @@
 //! [`Entry`]: one connection as the request path and the admin routes read it.
 
 use crate::config::{Auth, Connection, Definition, Grant, Upstream};
+use crate::grants::Grants;
 use crate::instrument::ConnectionInstruments;
 use crate::telemetry::Counter;
 use crate::token::{self, State};
@@ -36,6 +37,9 @@ pub struct Entry {
     /// A runtime connection's definition, without its secrets (None: a connection of the
     /// config file).
     pub runtime: Option<Arc<Definition>>,
+    /// `grants: per_user`: the end users' grants this process holds (`tokens` then holds
+    /// none, only the counters they share).
+    pub grants: Option<Arc<crate::grants::Grants>>,
 }
 
 /// Per-connection request counters for `/metrics`.
@@ -58,14 +62,22 @@ impl Entry {
             Auth::OAuth2(_) => State::Pending,
             _ => State::Static,
         };
-        Entry::with_tokens(conn, Arc::new(token::Cache::new(state)))
+        Entry::with_tokens(conn, Arc::new(token::Cache::new(state)), None)
     }
 
-    /// The entry of a connection that takes over `tokens` (a changed definition under
-    /// which they stay valid).
-    pub fn with_tokens(conn: Arc<Connection>, tokens: Arc<token::Cache>) -> Entry {
+    /// The entry of a connection that takes over `tokens` and, if it has per-user grants
+    /// with the same settings, `grants` (a changed definition under which they stay valid).
+    pub fn with_tokens(
+        conn: Arc<Connection>,
+        tokens: Arc<token::Cache>,
+        grants: Option<&Arc<Grants>>,
+    ) -> Entry {
         let host_header = HeaderValue::from_str(conn.upstream.authority.as_str())
             .expect("an Authority is a valid header value");
+        let grants = conn.per_user.map(|settings| match grants {
+            Some(g) if g.settings() == settings => Arc::clone(g),
+            _ => Arc::new(Grants::new(settings, Arc::clone(&tokens.counters))),
+        });
         Entry {
             origin: Origin::of(&conn),
             conn,
@@ -73,6 +85,7 @@ impl Entry {
             counters: ProxyCounters::default(),
             tokens,
             runtime: None,
+            grants,
         }
     }
 

@@ -65,7 +65,7 @@ impl Reloader {
             let previous = registry.get(&key).cloned();
             let mut entry = match &previous {
                 Some(old) if old.conn.grant_identity == conn.grant_identity => {
-                    Entry::with_tokens(conn, Arc::clone(&old.tokens))
+                    Entry::with_tokens(conn, Arc::clone(&old.tokens), old.grants.as_ref())
                 }
                 _ => Entry::new(conn),
             };

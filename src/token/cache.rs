@@ -84,8 +84,9 @@ pub struct Cache {
     /// Notified (all waiters) when a token is published or a fetch ends.
     settled: Notify,
     /// Its token requests and adoptions, for `/metrics` (the type is `instrument`'s; it
-    /// lives here so it follows the tokens across a reload that keeps them).
-    pub counters: TokenInstruments,
+    /// lives here so it follows the tokens across a reload that keeps them). The grants of
+    /// a per-user connection share their connection's.
+    pub counters: Arc<TokenInstruments>,
     /// The serial of a token an upstream rejected that the refresher is asked to replace
     /// now, out of schedule (0: none) ([`Cache::replace_rejected`]).
     rejected: AtomicU64,
@@ -115,14 +116,18 @@ pub struct Fetching<'c>(&'c Cache);
 
 impl Drop for Fetching<'_> {
     fn drop(&mut self) {
-        self.0.fetching.store(false, Ordering::Release);
-        self.0.settled.notify_waiters();
+        self.0.fetch_ended();
     }
 }
 
 impl Cache {
     /// An empty cache in `state` (pending, needs authorization, or static).
     pub fn new(state: State) -> Cache {
+        Cache::sharing(state, Arc::default())
+    }
+
+    /// An empty cache in `state` whose token requests count into `counters`.
+    pub fn sharing(state: State, counters: Arc<TokenInstruments>) -> Cache {
         Cache {
             token: ArcSwapOption::empty(),
             status: ArcSwap::from_pointee(Status {
@@ -137,7 +142,7 @@ impl Cache {
             write_lock: Mutex::new(()),
             fetching: AtomicBool::new(false),
             settled: Notify::new(),
-            counters: TokenInstruments::default(),
+            counters,
             rejected: AtomicU64::new(0),
             last_forced: AtomicU64::new(0),
             created: Instant::now(),
@@ -229,6 +234,18 @@ impl Cache {
     pub fn fetch_started(&self) -> Fetching<'_> {
         self.fetching.store(true, Ordering::Release);
         Fetching(self)
+    }
+
+    /// Marks a fetch under way until [`Cache::fetch_ended`]: for one that outlives a
+    /// borrow (a per-user grant's renewal task, queued before it runs).
+    pub fn fetch_marked(&self) {
+        self.fetching.store(true, Ordering::Release);
+    }
+
+    /// The fetch marked by [`Cache::fetch_marked`] is over; waiters look again.
+    pub fn fetch_ended(&self) {
+        self.fetching.store(false, Ordering::Release);
+        self.settled.notify_waiters();
     }
 
     /// Whether a token is being fetched now.

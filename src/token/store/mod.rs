@@ -236,6 +236,73 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// A per-user grant's stored set (generation 0 in this process's own store); a
+    /// deleted one (Redis) is [`StoreError::Deleted`].
+    pub async fn read_grant(
+        &self,
+        grant: GrantRef<'_>,
+    ) -> Result<Option<redis::Versioned>, StoreError> {
+        match self {
+            Backend::Local(store) => {
+                let store = Arc::clone(store);
+                let (c, s) = (grant.connection.to_owned(), grant.subject.to_owned());
+                let token = blocking(move || store.read_grant(&c, &s)).await?;
+                Ok(token.map(|token| redis::Versioned {
+                    generation: 0,
+                    token,
+                }))
+            }
+            Backend::Shared(redis) => redis.read(grant, 0).await,
+        }
+    }
+
+    /// Deletes a per-user grant; whether there was one.
+    pub async fn remove_grant(&self, grant: GrantRef<'_>) -> Result<bool, StoreError> {
+        match self {
+            Backend::Local(store) => {
+                let store = Arc::clone(store);
+                let (c, s) = (grant.connection.to_owned(), grant.subject.to_owned());
+                blocking(move || store.remove_grant(&c, &s)).await
+            }
+            Backend::Shared(redis) => redis.remove_grant(grant).await,
+        }
+    }
+
+    /// A page of a per-user connection's grants ([`TokenStore::grant_page`]).
+    pub async fn grant_page(
+        &self,
+        connection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantListing>, StoreError> {
+        match self {
+            Backend::Local(store) => {
+                let store = Arc::clone(store);
+                let (c, a) = (connection.to_owned(), after.map(str::to_owned));
+                blocking(move || store.grant_page(&c, a.as_deref(), limit)).await
+            }
+            Backend::Shared(redis) => redis.grant_page(connection, after, limit).await,
+        }
+    }
+
+    /// A per-user connection's grants, counted ([`TokenStore::grant_counts`]).
+    pub async fn grant_counts(
+        &self,
+        connection: &str,
+        now_ms: u64,
+    ) -> Result<GrantCounts, StoreError> {
+        match self {
+            Backend::Local(store) => {
+                let store = Arc::clone(store);
+                let c = connection.to_owned();
+                blocking(move || store.grant_counts(&c, now_ms)).await
+            }
+            Backend::Shared(redis) => redis.grant_counts(connection, now_ms).await,
+        }
+    }
+}
+
 /// Runs a store call off the runtime; a panic in it is re-raised.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

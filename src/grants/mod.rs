@@ -1,0 +1,378 @@
+//! Per-user grants (`grants: per_user`): one authorization-code connection, one grant per
+//! end user, chosen per request by its subject ([`subject`]).
+//!
+//! Each grant is a [`Grant`]: its subject and a [`Cache`] of its own (the same lock-free
+//! token, status, write lock and 401 bookkeeping a connection's own grant has), sharing the
+//! connection's token counters, so `/metrics` sums them per connection and never names a
+//! subject. A process keeps at most `grant_cache_size` of them ([`Grants`]: sharded maps in
+//! least-recently-used order), reads a missing one from the store on its first request
+//! ([`Grants::load`], single-flight), and evicts the least recently used.
+//!
+//! There is no timer per grant. A request that finds its grant's token past its refresh
+//! time starts a renewal in the background and goes on with the token; one that finds it
+//! expired starts one and waits for it (at most `proxy::route::TOKEN_WAIT`). A renewal
+//! ([`renew`]) is single-flight per grant, waits its turn among the connection's
+//! `max_concurrent_token_requests` (a fair queue), and runs the connection's own sequence
+//! (`refresher::persist`): with Redis under the grant's lease, adopting a newer set another
+//! replica stored instead of refreshing with a rotated-away refresh token.
+
+pub mod subject;
+
+use crate::config::{Auth, Connection, PerUser};
+use crate::instrument::TokenInstruments;
+use crate::oauth::flow::Exchange;
+use crate::oauth::TokenClient;
+use crate::refresher::persist::{self, Begin, Holder};
+use crate::registry::Entry;
+use crate::token::store::{Backend, GrantRef, StoreError};
+use crate::token::{schedule, Cache, State, TokenSet};
+use arc_swap::ArcSwapOption;
+use lru::LruCache;
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+
+/// Shards of the in-memory grant map (each its own lock and LRU order).
+const SHARDS: usize = 16;
+/// Rounds a renewal waits for another replica's lease before giving up until the next
+/// request.
+const LEASE_ROUNDS: usize = 4;
+
+/// The instant grant back-offs are counted from.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Milliseconds from [`EPOCH`] to `at` (at least 1, so 0 can mean "none").
+fn since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*EPOCH).as_millis()).unwrap_or(u64::MAX) + 1
+}
+
+/// The audit log target: every grant created, imported, refreshed, failed or deleted.
+pub const AUDIT: &str = "tokenwarden::audit";
+
+/// One end user's grant, as this process holds it.
+pub struct Grant {
+    pub subject: Box<str>,
+    pub tokens: Cache,
+    /// Read from the store (once; a failed read is tried again by the next request).
+    loaded: OnceCell<()>,
+    /// A renewal is queued or running.
+    renewing: AtomicBool,
+    /// No renewal before this many milliseconds after [`epoch`] (backing off after a
+    /// failed one; 0: none).
+    not_before: AtomicU64,
+}
+
+impl Grant {
+    fn new(subject: &str, counters: &Arc<TokenInstruments>) -> Grant {
+        Grant {
+            subject: subject.into(),
+            tokens: Cache::sharing(State::NeedsAuthorization, Arc::clone(counters)),
+            loaded: OnceCell::new(),
+            renewing: AtomicBool::new(false),
+            not_before: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a renewal may start now (not backing off).
+    fn may_renew(&self) -> bool {
+        self.not_before.load(Ordering::Acquire) <= since_epoch(Instant::now())
+    }
+
+    /// Backs off after failed renewal number `failures` in a row (0: clears it).
+    fn back_off(&self, failures: u32, retry_after: Option<std::time::Duration>) {
+        let at = match failures {
+            0 => 0,
+            n => {
+                let wait = schedule::backoff(n, retry_after, rand::random(), schedule::BACKOFF_MAX);
+                since_epoch(Instant::now() + wait)
+            }
+        };
+        self.not_before.store(at, Ordering::Release);
+    }
+
+    /// Whether its stored set was read.
+    pub fn loaded(&self) -> bool {
+        self.loaded.initialized()
+    }
+}
+
+/// What renewals and loads use: set when the connection's tasks start
+/// (`Reloader::start_refresher`), and again at each reload.
+pub struct Links {
+    pub client: TokenClient,
+    pub backend: Backend,
+    /// The runtime renewals run on (requests are planned on the workers' runtimes).
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// The grants of one per-user connection in this process.
+pub struct Grants {
+    shards: Box<[Mutex<LruCache<Box<str>, Arc<Grant>>>]>,
+    hasher: RandomState,
+    /// The connection's token requests in flight: `max_concurrent_token_requests` permits.
+    permits: Semaphore,
+    settings: PerUser,
+    counters: Arc<TokenInstruments>,
+    links: ArcSwapOption<Links>,
+}
+
+impl Grants {
+    /// No grant yet; token requests count into `counters` (the connection's).
+    pub fn new(settings: PerUser, counters: Arc<TokenInstruments>) -> Grants {
+        let per_shard = settings.cache_size.div_ceil(SHARDS).max(1);
+        let capacity = NonZeroUsize::new(per_shard).expect("at least one");
+        Grants {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(capacity)))
+                .collect(),
+            hasher: RandomState::new(),
+            permits: Semaphore::new(settings.max_concurrent_token_requests),
+            settings,
+            counters,
+            links: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The settings it was made with (a reload with others makes a new one).
+    pub fn settings(&self) -> PerUser {
+        self.settings
+    }
+
+    /// Sets what renewals and loads use.
+    pub fn attach(&self, links: Links) {
+        self.links.store(Some(Arc::new(links)));
+    }
+
+    fn shard(&self, subject: &str) -> MutexGuard<'_, LruCache<Box<str>, Arc<Grant>>> {
+        let i = (self.hasher.hash_one(subject) as usize) % SHARDS;
+        // A panic while holding it leaves the map consistent (one map operation).
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The grant of `subject`, most recently used now; a new, unread one if this process
+    /// holds none (evicting the least recently used when full).
+    pub fn get(&self, subject: &str) -> Arc<Grant> {
+        let mut shard = self.shard(subject);
+        if let Some(grant) = shard.get(subject) {
+            return Arc::clone(grant);
+        }
+        let grant = Arc::new(Grant::new(subject, &self.counters));
+        shard.put(subject.into(), Arc::clone(&grant));
+        grant
+    }
+
+    /// The grant of `subject` if this process holds it (its order unchanged).
+    pub fn cached(&self, subject: &str) -> Option<Arc<Grant>> {
+        self.shard(subject).peek(subject).cloned()
+    }
+
+    /// Drops the grant of `subject` from memory (deleted, or found to be absent).
+    pub fn forget(&self, subject: &str) {
+        self.shard(subject).pop(subject);
+    }
+
+    /// How many grants this process holds, by state.
+    pub fn in_memory(&self) -> Vec<(State, usize)> {
+        let mut counts: Vec<(State, usize)> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, grant) in shard.iter() {
+                let state = grant.tokens.state();
+                match counts.iter_mut().find(|(s, _)| *s == state) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((state, 1)),
+                }
+            }
+        }
+        counts
+    }
+
+    /// Reads `grant`'s set from the store, once (concurrent callers share the read). A
+    /// subject without a stored grant is forgotten again, so that one that is authorized
+    /// later — on any replica — is read afresh by its next request.
+    pub async fn load(&self, conn: &Connection, grant: &Grant) -> Result<(), StoreError> {
+        let links = self.links.load_full();
+        let Some(links) = links else {
+            return Ok(()); // not started yet: nothing to read with
+        };
+        let found = grant
+            .loaded
+            .get_or_try_init(|| read(&links.backend, conn, grant))
+            .await
+            .map(|()| grant.tokens.token().is_some());
+        if let Ok(false) = found {
+            self.forget(&grant.subject);
+        }
+        found.map(drop)
+    }
+
+    /// Starts a renewal of `grant` in the background, unless one is queued or running.
+    /// True when one is (a request may wait for it).
+    pub fn renew(&self, entry: &Arc<Entry>, grant: &Arc<Grant>) -> bool {
+        let Some(links) = self.links.load_full() else {
+            return false;
+        };
+        if !grant.may_renew() {
+            return false;
+        }
+        if grant.renewing.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        // Marked before the task runs, so a request refused now may wait for it.
+        grant.tokens.fetch_marked();
+        let (entry, grant) = (Arc::clone(entry), Arc::clone(grant));
+        let runtime = links.runtime.clone();
+        runtime.spawn(async move {
+            renew(&entry, &grant, &links).await;
+            grant.renewing.store(false, Ordering::Release);
+            grant.tokens.fetch_ended();
+        });
+        true
+    }
+}
+
+/// The store's set of `grant`, put in its cache if the connection may use it.
+async fn read(backend: &Backend, conn: &Connection, grant: &Grant) -> Result<(), StoreError> {
+    let key = GrantRef::user(&conn.key, &grant.subject);
+    let stored = match backend.read_grant(key).await {
+        Ok(stored) => stored,
+        Err(StoreError::Deleted { generation, .. }) => {
+            grant.tokens.pass(generation);
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(stored) = stored {
+        persist::restore(&grant.tokens, conn, stored);
+    }
+    Ok(())
+}
+
+/// Whether a request should start a renewal of a grant holding `token` at `now`: it is
+/// past its refresh time (or unusable) and can be refreshed.
+pub fn due(conn: &Connection, token: Option<&TokenSet>, now: Instant) -> bool {
+    let Auth::OAuth2(oauth) = &conn.auth else {
+        return false;
+    };
+    let Some(token) = token else {
+        return false;
+    };
+    let late = token.refresh_at.is_some_and(|at| at <= now) || token.header_at(now).is_none();
+    late && oauth.refresh_request.is_some() && token.refresh_token.is_some()
+}
+
+/// One renewal of `grant`: its turn among the connection's token requests, then — if the
+/// token it was asked for is still current — the refresh under its write lock (and with
+/// Redis its lease), or the adoption of a newer set another replica stored.
+async fn renew(entry: &Entry, grant: &Grant, links: &Links) {
+    let Some(grants) = entry.grants.as_ref() else {
+        return;
+    };
+    let Ok(_permit) = grants.permits.acquire().await else {
+        return;
+    };
+    let cache = &grant.tokens;
+    let holder = Holder {
+        conn: &entry.conn,
+        grant: GrantRef::user(&entry.conn.key, &grant.subject),
+        cache,
+    };
+    for _ in 0..LEASE_ROUNDS {
+        let seen = cache.token();
+        let forced = cache.replacement_asked(seen.as_deref());
+        if !forced && !due(&entry.conn, seen.as_deref(), Instant::now()) {
+            return;
+        }
+        let serial = seen.as_deref().map_or(0, TokenSet::serial);
+        let guard = cache.write_lock.lock().await;
+        let current = cache.token();
+        if !same(current.as_ref(), seen.as_ref()) {
+            return; // renewed meanwhile (a callback, an import, or a read)
+        }
+        let wait = match persist::begin(&links.backend, holder, false).await {
+            Begin::Go(turn) => {
+                refresh(grant, holder, seen.as_deref(), turn, links).await;
+                cache.replacement_done(serial);
+                return;
+            }
+            Begin::Adopted => return cache.replacement_done(serial),
+            Begin::Deleted => {
+                cache.replacement_done(serial);
+                grants.forget(&grant.subject);
+                return;
+            }
+            Begin::Unavailable(e) => {
+                cache.replacement_done(serial);
+                grant.back_off(cache.status().consecutive_failures + 1, None);
+                let message = e.to_string();
+                tracing::warn!(connection = %entry.conn.key, error = %message, "no refresh of a user's grant without the shared store; keeping its token");
+                cache.update(|s| s.last_error = Some(message.clone()));
+                return;
+            }
+            Begin::Wait(wait) => wait,
+        };
+        drop(guard);
+        tokio::time::sleep(wait).await;
+    }
+    cache.replacement_done(cache.token().as_deref().map_or(0, TokenSet::serial));
+}
+
+/// The refresh itself, its outcome in the grant's status and the audit log. Call with the
+/// grant's write lock held.
+async fn refresh(
+    grant: &Grant,
+    holder: Holder<'_>,
+    seen: Option<&TokenSet>,
+    turn: persist::Turn,
+    links: &Links,
+) {
+    let (conn, cache) = (holder.conn, holder.cache);
+    let refresh_token = seen.and_then(|t| t.refresh_token.clone());
+    let exchange = Exchange::Refresh {
+        refresh_token: refresh_token.as_ref(),
+        access_token: seen.map(TokenSet::access_token),
+    };
+    let writer = (&links.client, &links.backend);
+    let result = persist::obtain(writer, holder, exchange, refresh_token.clone(), turn).await;
+    let subject = holder.grant.subject;
+    match result {
+        Ok(_) => {
+            grant.back_off(0, None);
+            let generation = cache.generation();
+            tracing::info!(target: AUDIT, action = "grant_refreshed", connection = %conn.key, subject, generation, "grant refreshed");
+        }
+        Err(e) if e.oauth_code() == Some("invalid_grant") => {
+            // The grant is dead: its token leaves, the user must authorize again.
+            cache.withdraw();
+            cache.update(|s| {
+                s.state = State::NeedsReauthorization;
+                s.last_error = Some(e.to_string());
+                s.consecutive_failures += 1;
+            });
+            tracing::info!(target: AUDIT, action = "grant_failed", connection = %conn.key, subject, error = %e, "grant refresh refused; the user must authorize again");
+        }
+        Err(e) => {
+            grant.back_off(cache.status().consecutive_failures + 1, e.retry_after());
+            let state = if e.is_terminal() { State::Failed } else { cache.status().state };
+            cache.update(|s| {
+                s.state = state;
+                s.last_error = Some(e.to_string());
+                s.consecutive_failures += 1;
+            });
+            tracing::warn!(target: AUDIT, action = "grant_refresh_failed", connection = %conn.key, subject, error = %e, "grant refresh failed; the next request tries again");
+        }
+    }
+}
+
+/// Whether two snapshots are the same token set (or both empty).
+fn same(a: Option<&Arc<TokenSet>>, b: Option<&Arc<TokenSet>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
