@@ -60,6 +60,15 @@ impl<'a> Binding<'a> {
         }
     }
 
+    /// The per-user grant of `subject` under `connection` in the embedded database (no
+    /// namespace, generation 0, as [`Binding::file`]).
+    pub(crate) fn file_grant(connection: &'a str, subject: &'a str) -> Binding<'a> {
+        Binding {
+            subject,
+            ..Binding::file(connection)
+        }
+    }
+
     /// The version-2 associated data.
     pub(crate) fn associated_data(&self) -> Vec<u8> {
         let mut aad = label_data(BOUND_VERSION, self.connection);

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use super::schema::{sql_error, Table};
+use super::schema::{sql_error, Table, GRANT_DELETE, GRANT_DELETE_ALL, GRANT_UPSERT};
 use super::StoreError;
 
 /// Most writes in one transaction (a bound on one commit's size, not a wait: a batch is only
@@ -34,12 +34,23 @@ pub(crate) enum Write {
     },
     /// Deletes the row of `connection` from `table`.
     Delete { table: Table, connection: String },
-    /// Deletes a runtime connection's definition and token set, together.
+    /// Deletes a runtime connection's definition, token set and per-user grants, together.
     DeleteConnection { connection: String },
+    /// Inserts or replaces the grant of `subject` under `connection`; `expires_at_ms` is
+    /// kept in clear beside the sealed set (None: long-lived).
+    UpsertGrant {
+        connection: String,
+        subject: String,
+        expires_at_ms: Option<i64>,
+        sealed: Vec<u8>,
+    },
+    /// Deletes the grant of `subject` under `connection` (the write's count says whether
+    /// there was one).
+    DeleteGrant { connection: String, subject: String },
 }
 
-/// Where a write's outcome goes.
-type Reply = mpsc::SyncSender<Result<(), StoreError>>;
+/// Where a write's outcome goes: how many rows it changed, counted in its transaction.
+type Reply = mpsc::SyncSender<Result<usize, StoreError>>;
 
 /// The writing thread and its queue; dropping it finishes the queued writes, closes the
 /// connection (checkpointing the log) and joins the thread.
@@ -65,8 +76,9 @@ impl Committer {
         })
     }
 
-    /// Applies `write`, returning once it is committed and synced (or failed).
-    pub(crate) fn write(&self, write: Write) -> Result<(), StoreError> {
+    /// Applies `write`, returning once it is committed and synced (or failed): how many
+    /// rows it changed.
+    pub(crate) fn write(&self, write: Write) -> Result<usize, StoreError> {
         let stopped = || {
             StoreError::io(
                 &self.path,
@@ -95,49 +107,79 @@ fn run(mut db: Connection, path: &Path, writes: &mpsc::Receiver<(Write, Reply)>)
     while let Ok(first) = writes.recv() {
         let mut batch = vec![first];
         batch.extend(writes.try_iter().take(MAX_BATCH - 1));
-        if batch.len() > 1 && apply(&mut db, path, batch.iter().map(|(w, _)| w)).is_ok() {
-            for (_, reply) in batch {
-                let _ = reply.send(Ok(()));
+        if batch.len() > 1 {
+            if let Ok(changed) = apply(&mut db, path, batch.iter().map(|(w, _)| w)) {
+                for ((_, reply), n) in batch.into_iter().zip(changed) {
+                    let _ = reply.send(Ok(n));
+                }
+                continue;
             }
-            continue;
         }
         for (write, reply) in batch {
-            let _ = reply.send(apply(&mut db, path, std::iter::once(&write)));
+            let alone = apply(&mut db, path, std::iter::once(&write));
+            let _ = reply.send(alone.map(|changed| changed.into_iter().sum()));
         }
     }
 }
 
-/// Applies `batch` in one transaction and commits it; on failure nothing of it is kept.
+/// Applies `batch` in one transaction and commits it: how many rows each write changed.
+/// On failure nothing of it is kept.
 fn apply<'a>(
     db: &mut Connection,
     path: &Path,
     batch: impl Iterator<Item = &'a Write>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<usize>, StoreError> {
     let failed = sql_error(path, "writing to the database");
     let tx = db
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(&failed)?;
-    for write in batch {
-        let done = match write {
-            Write::Upsert {
-                table,
-                connection,
-                sealed,
-            } => tx
-                .prepare_cached(table.upsert())
-                .and_then(|mut s| s.execute(params![connection, sealed])),
-            Write::Delete { table, connection } => tx
-                .prepare_cached(table.delete())
-                .and_then(|mut s| s.execute([connection])),
-            Write::DeleteConnection { connection } => [Table::Definitions, Table::TokenSets]
+    let changed = batch
+        .map(|write| execute(&tx, write))
+        .collect::<rusqlite::Result<Vec<usize>>>()
+        .map_err(&failed)?;
+    tx.commit().map_err(failed)?;
+    Ok(changed)
+}
+
+/// Runs one write's statements in `tx`: how many rows they changed.
+fn execute(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<usize> {
+    match write {
+        Write::Upsert {
+            table,
+            connection,
+            sealed,
+        } => tx
+            .prepare_cached(table.upsert())?
+            .execute(params![connection, sealed]),
+        Write::Delete { table, connection } => {
+            tx.prepare_cached(table.delete())?.execute([connection])
+        }
+        Write::DeleteConnection { connection } => {
+            let grants = tx.prepare_cached(GRANT_DELETE_ALL)?.execute([connection])?;
+            [Table::Definitions, Table::TokenSets]
                 .into_iter()
-                .try_fold(0, |n, table| {
+                .try_fold(grants, |n, table| {
                     Ok(n + tx.prepare_cached(table.delete())?.execute([connection])?)
-                }),
-        };
-        done.map_err(&failed)?;
+                })
+        }
+        Write::UpsertGrant {
+            connection,
+            subject,
+            expires_at_ms,
+            sealed,
+        } => tx.prepare_cached(GRANT_UPSERT)?.execute(params![
+            connection,
+            subject,
+            expires_at_ms,
+            sealed
+        ]),
+        Write::DeleteGrant {
+            connection,
+            subject,
+        } => tx
+            .prepare_cached(GRANT_DELETE)?
+            .execute([connection, subject]),
     }
-    tx.commit().map_err(failed)
 }
 
 #[cfg(test)]

@@ -7,10 +7,11 @@
 //!
 //! Implementations:
 //!
-//! * [`SqliteStore`] — the default: an embedded SQLite database, one row per connection, one
-//!   durable transaction per change; token sets and definitions sealed (XChaCha20-Poly1305)
-//!   row by row. Schema and durability in its module; on its first start it migrates the
-//!   encrypted file of earlier versions (read by the `legacy` module, layout in `format`).
+//! * [`SqliteStore`] — the default: an embedded SQLite database, one row per connection
+//!   (and per connection and subject for per-user grants), one durable transaction per
+//!   change; token sets, definitions and grants sealed (XChaCha20-Poly1305) row by row.
+//!   Schema and durability in its module; on its first start it migrates the encrypted
+//!   file of earlier versions (read by the `legacy` module, layout in `format`).
 //! * [`MemoryStore`] — an in-memory map for tests; nothing survives the process.
 //! * [`RedisStore`] — token sets, refresh leases, pending states and runtime-connection
 //!   definitions in Redis, shared by replicas; async, with its own layout (see its module).
@@ -61,7 +62,6 @@ pub use error::StoreError;
 pub use key::KEY_LEN;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
-
 
 /// Which token set: a connection's own grant (`subject` empty) or the grant of one end user
 /// of a per-user connection (`grants: per_user`).
@@ -339,8 +339,11 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// The token set of the end user `subject` of the per-user connection `connection`
     /// (`grants: per_user`), opened; None when the subject has none.
-    fn read_grant(&self, connection: &str, subject: &str)
-        -> Result<Option<StoredToken>, StoreError>;
+    fn read_grant(
+        &self,
+        connection: &str,
+        subject: &str,
+    ) -> Result<Option<StoredToken>, StoreError>;
     /// Durably replaces that token set (returns only after it is on disk). Sealed with the
     /// connection key *and* the subject as associated data ([`binding::Binding`]), so a
     /// user's set never opens as another's.

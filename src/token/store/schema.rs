@@ -12,11 +12,40 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use super::{atomic, StoreError};
 
 /// The schema this build creates and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: u16 = 1;
-/// The tables of [`SCHEMA_VERSION`].
-const SCHEMA: &str = "
+pub(crate) const SCHEMA_VERSION: u16 = 2;
+/// The first version with the `grants` table: an earlier database reads as having none.
+pub(crate) const GRANTS_VERSION: i64 = 2;
+/// The tables of version 1.
+const SCHEMA_V1: &str = "
     CREATE TABLE token_sets (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
     CREATE TABLE definitions (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;";
+/// What version 2 adds to version 1: per-user grants, the expiry in clear for listings.
+const SCHEMA_V2: &str = "
+    CREATE TABLE grants (connection TEXT NOT NULL, subject TEXT NOT NULL, expires_at_ms INTEGER,
+        sealed BLOB NOT NULL, PRIMARY KEY (connection, subject)) WITHOUT ROWID;";
+
+/// Inserts or replaces the grant of (`?1` connection, `?2` subject): `?3` expiry, `?4` sealed.
+pub(crate) const GRANT_UPSERT: &str =
+    "INSERT INTO grants (connection, subject, expires_at_ms, sealed) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (connection, subject) \
+     DO UPDATE SET expires_at_ms = excluded.expires_at_ms, sealed = excluded.sealed";
+/// Deletes the grant of (`?1` connection, `?2` subject).
+pub(crate) const GRANT_DELETE: &str = "DELETE FROM grants WHERE connection = ?1 AND subject = ?2";
+/// Deletes every grant of the connection `?1`.
+pub(crate) const GRANT_DELETE_ALL: &str = "DELETE FROM grants WHERE connection = ?1";
+/// The sealed grant of (`?1` connection, `?2` subject).
+pub(crate) const GRANT_SELECT: &str =
+    "SELECT sealed FROM grants WHERE connection = ?1 AND subject = ?2";
+/// Every grant, sealed (`tokenwarden check`).
+pub(crate) const GRANT_SELECT_ALL: &str = "SELECT connection, subject, sealed FROM grants";
+/// At most `?3` subjects (and expiries) of the connection `?1` after `?2`, ascending (the
+/// primary key's order: BINARY collation, byte order).
+pub(crate) const GRANT_PAGE: &str = "SELECT subject, expires_at_ms FROM grants \
+     WHERE connection = ?1 AND subject > ?2 ORDER BY subject LIMIT ?3";
+/// How many grants the connection `?1` has, and how many expired before `?2`.
+pub(crate) const GRANT_COUNTS: &str = "SELECT count(*), \
+     count(CASE WHEN expires_at_ms IS NOT NULL AND expires_at_ms < ?2 THEN 1 END) \
+     FROM grants WHERE connection = ?1";
 /// How long a statement waits for another connection's lock (a reader's checkpoint, an
 /// operator's `sqlite3`) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,41 +142,66 @@ pub(crate) fn connect(path: &Path, access: Access) -> Result<Connection, StoreEr
     Ok(db)
 }
 
-/// Creates the tables of a new database; refuses a schema newer than this build's. Read-only,
-/// a database without tables is left as it is (it reads as empty).
+/// Creates the tables of a new database and migrates an earlier version's in place;
+/// refuses a schema newer than this build's. Read-only, a database without tables, or of
+/// an earlier version, is left as it is (it reads as empty, or as having no grants).
 pub(crate) fn prepare_schema(
     db: &mut Connection,
     path: &Path,
     access: Access,
 ) -> Result<(), StoreError> {
-    let failed = sql_error(path, "reading the schema version");
-    let version: i64 = db
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(&failed)?;
-    match version {
-        0 if access == Access::Write => {
-            let tx = db
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&failed)?;
-            // Another process may have created them while this one waited for the lock.
-            let again: i64 = tx
-                .query_row("PRAGMA user_version", [], |row| row.get(0))
-                .map_err(&failed)?;
-            if again == 0 {
-                tx.execute_batch(SCHEMA)
-                    .map_err(sql_error(path, "creating the tables"))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(sql_error(path, "creating the tables"))?;
-            }
-            tx.commit().map_err(sql_error(path, "creating the tables"))
-        }
-        0 => Ok(()),
+    match user_version(db, path)? {
         v if v == i64::from(SCHEMA_VERSION) => Ok(()),
-        other => Err(StoreError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: u16::try_from(other).unwrap_or(u16::MAX),
-            supported: SCHEMA_VERSION,
-        }),
+        0..GRANTS_VERSION if access == Access::Write => upgrade(db, path),
+        0..GRANTS_VERSION => Ok(()),
+        other => Err(unsupported(path, other)),
+    }
+}
+
+/// Brings the database to [`SCHEMA_VERSION`] in one immediate transaction: the tables a
+/// new database lacks, then each later version's additions.
+fn upgrade(db: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let failed = sql_error(path, "creating the tables");
+    let tx = db
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&failed)?;
+    // Another process may have created or migrated them while this one waited for the lock.
+    let again = user_version(&tx, path)?;
+    if again > i64::from(SCHEMA_VERSION) {
+        return Err(unsupported(path, again));
+    }
+    if again == 0 {
+        tx.execute_batch(SCHEMA_V1).map_err(&failed)?;
+    }
+    if again < GRANTS_VERSION {
+        tx.execute_batch(SCHEMA_V2).map_err(&failed)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(&failed)?;
+    }
+    tx.commit().map_err(&failed)?;
+    if again != 0 && again < GRANTS_VERSION {
+        tracing::info!(
+            database = %path.display(),
+            from = again,
+            to = SCHEMA_VERSION,
+            "migrated the token store database's schema"
+        );
+    }
+    Ok(())
+}
+
+/// The database's schema version (`PRAGMA user_version`; 0 before any tables).
+pub(crate) fn user_version(db: &Connection, path: &Path) -> Result<i64, StoreError> {
+    db.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sql_error(path, "reading the schema version"))
+}
+
+/// The refusal of a schema version this build does not know.
+fn unsupported(path: &Path, found: i64) -> StoreError {
+    StoreError::UnsupportedVersion {
+        path: path.to_path_buf(),
+        found: u16::try_from(found).unwrap_or(u16::MAX),
+        supported: SCHEMA_VERSION,
     }
 }
 

@@ -1,19 +1,30 @@
-//! [`SqliteStore`]: the default store — token sets and runtime-connection definitions in an
-//! embedded SQLite database (`state/tokens.db`), one row per connection.
+//! [`SqliteStore`]: the default store — token sets, runtime-connection definitions and
+//! per-user grants in an embedded SQLite database (`state/tokens.db`), one row per
+//! connection (per connection and subject for grants).
 //!
-//! Schema version 1 (kept in `PRAGMA user_version`; a later version adds columns by
-//! migrating from the number it finds, and a build refuses a number newer than its own):
+//! Schema version 2 (kept in `PRAGMA user_version`; a later version adds tables or columns
+//! by migrating from the number it finds, and a build refuses a number newer than its own):
 //!
 //! ```sql
 //! CREATE TABLE token_sets  (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
 //! CREATE TABLE definitions (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+//! -- since version 2:
+//! CREATE TABLE grants (connection TEXT NOT NULL, subject TEXT NOT NULL, expires_at_ms INTEGER,
+//!     sealed BLOB NOT NULL, PRIMARY KEY (connection, subject)) WITHOUT ROWID;
 //! ```
 //!
 //! `connection` is the connection key in plaintext, so an operator can list what is stored;
 //! `sealed` is `key id (8) ‖ nonce (24) ‖ ciphertext and tag` (XChaCha20-Poly1305 with the
 //! store key, see the `record` module): a token set bound to its connection exactly as the
-//! file store bound it, a definition bound to its connection *as a definition* (the
-//! `binding` module), so neither opens as the other or under another connection key.
+//! file store bound it, a definition bound to its connection *as a definition*, a grant
+//! bound to its connection *and* subject (the `binding` module), so none opens as another
+//! or under another connection key or subject. A grant's `subject` (its end user, 1 to 256
+//! bytes of visible ASCII) and `expires_at_ms` (Unix milliseconds; NULL: long-lived) are in
+//! clear so that listing and counting a connection's grants never opens one.
+//!
+//! Migration: a version-1 database opened for writing gets the `grants` table and version
+//! 2 in one immediate transaction; read-only (`tokenwarden check`), it is left as it is and
+//! reads as having no grants.
 //!
 //! Durability: the journal is a write-ahead log (`journal_mode=WAL`) synced on every commit
 //! (`synchronous=FULL`), and a call returns only once the transaction holding its change is
@@ -35,20 +46,26 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection, OptionalExtension};
 use secrecy::SecretString;
 
 use super::binding::Binding;
 use super::commit::{Committer, Write};
 use super::key::{key_file_path, read_key_file, KeySource, StoreKey};
 use super::record::{self, SealedRecord};
-use super::schema::{connect, sql_error, suffixed, Access, Table};
+use super::schema::{
+    connect, sql_error, suffixed, user_version, Access, Table, GRANTS_VERSION, GRANT_COUNTS,
+    GRANT_PAGE, GRANT_SELECT, GRANT_SELECT_ALL,
+};
 use super::{
-    atomic, format, legacy, lock, migrate, DefinitionBytes, StoreError, StoredToken, TokenStore,
+    atomic, format, legacy, lock, migrate, DefinitionBytes, GrantCounts, GrantListing, StoreError,
+    StoredToken, TokenStore,
 };
 
 /// Longest prefix of an offending connection key quoted in an error message.
 const CONNECTION_DISPLAY_MAX: usize = 64;
+/// Longest subject (a per-user grant's end user) stored, in bytes.
+const MAX_SUBJECT_LEN: usize = 256;
 
 /// The embedded database store (see the module doc).
 pub struct SqliteStore {
@@ -140,7 +157,8 @@ impl SqliteStore {
         }
         let db = connect(path, Access::ReadOnly)?;
         read_tokens(&db, path, &key)?;
-        read_definitions(&db, path, &key, None).map(drop)
+        read_definitions(&db, path, &key, None)?;
+        check_grants(&db, path, &key)
     }
 
     /// Moves the database at `path` (and its write-ahead log and index, if any) aside to
@@ -189,11 +207,13 @@ impl SqliteStore {
         connection: &str,
         sealed: &SealedRecord,
     ) -> Result<(), StoreError> {
-        self.writer.write(Write::Upsert {
-            table,
-            connection: connection.to_owned(),
-            sealed: sealed.to_bytes(),
-        })
+        self.writer
+            .write(Write::Upsert {
+                table,
+                connection: connection.to_owned(),
+                sealed: sealed.to_bytes(),
+            })
+            .map(drop)
     }
 }
 
@@ -210,10 +230,12 @@ impl TokenStore for SqliteStore {
     }
 
     fn remove(&self, connection: &str) -> Result<(), StoreError> {
-        self.writer.write(Write::Delete {
-            table: Table::TokenSets,
-            connection: connection.to_owned(),
-        })
+        self.writer
+            .write(Write::Delete {
+                table: Table::TokenSets,
+                connection: connection.to_owned(),
+            })
+            .map(drop)
     }
 
     fn load_definitions(&self) -> Result<Vec<(String, DefinitionBytes)>, StoreError> {
@@ -233,35 +255,112 @@ impl TokenStore for SqliteStore {
     }
 
     fn remove_definition(&self, connection: &str) -> Result<(), StoreError> {
-        self.writer.write(Write::DeleteConnection {
+        self.writer
+            .write(Write::DeleteConnection {
+                connection: connection.to_owned(),
+            })
+            .map(drop)
+    }
+
+    fn read_grant(
+        &self,
+        connection: &str,
+        subject: &str,
+    ) -> Result<Option<StoredToken>, StoreError> {
+        let bytes = {
+            let db = self.reader();
+            if !has_grants(&db, &self.path)? {
+                return Ok(None);
+            }
+            db.prepare_cached(GRANT_SELECT)
+                .and_then(|mut s| s.query_row([connection, subject], |r| r.get(0)).optional())
+                .map_err(sql_error(&self.path, "reading the database"))?
+        };
+        bytes
+            .map(|bytes: Vec<u8>| open_grant(&self.path, &self.key, connection, subject, &bytes))
+            .transpose()
+    }
+
+    fn put_grant(
+        &self,
+        connection: &str,
+        subject: &str,
+        token: &StoredToken,
+    ) -> Result<(), StoreError> {
+        format::validate_connection(connection)
+            .and_then(|()| validate_subject(subject))
+            .map_err(|r| self.unstorable(connection, r))?;
+        let sealed = record::seal(&self.key, &Binding::file_grant(connection, subject), token)
+            .map_err(|r| self.unstorable(connection, r))?;
+        self.writer
+            .write(Write::UpsertGrant {
+                connection: connection.to_owned(),
+                subject: subject.to_owned(),
+                expires_at_ms: token.expires_at_ms.map(sql_ms),
+                sealed: sealed.to_bytes(),
+            })
+            .map(drop)
+    }
+
+    fn remove_grant(&self, connection: &str, subject: &str) -> Result<bool, StoreError> {
+        let deleted = self.writer.write(Write::DeleteGrant {
             connection: connection.to_owned(),
-        })
-    }
-
-    // PLACEHOLDER(issue 24): the grants table is being written; these refuse meanwhile.
-    fn read_grant(&self, connection: &str, _: &str) -> Result<Option<StoredToken>, StoreError> {
-        Err(self.unstorable(connection, "per-user grants are not stored yet".into()))
-    }
-
-    fn put_grant(&self, connection: &str, _: &str, _: &StoredToken) -> Result<(), StoreError> {
-        Err(self.unstorable(connection, "per-user grants are not stored yet".into()))
-    }
-
-    fn remove_grant(&self, connection: &str, _: &str) -> Result<bool, StoreError> {
-        Err(self.unstorable(connection, "per-user grants are not stored yet".into()))
+            subject: subject.to_owned(),
+        })?;
+        Ok(deleted > 0)
     }
 
     fn grant_page(
         &self,
         connection: &str,
-        _: Option<&str>,
-        _: usize,
-    ) -> Result<Vec<super::GrantListing>, StoreError> {
-        Err(self.unstorable(connection, "per-user grants are not stored yet".into()))
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantListing>, StoreError> {
+        let db = self.reader();
+        if limit == 0 || !has_grants(&db, &self.path)? {
+            return Ok(Vec::new());
+        }
+        let failed = sql_error(&self.path, "reading the database");
+        let mut statement = db.prepare_cached(GRANT_PAGE).map_err(&failed)?;
+        // Every stored subject is non-empty, so "after the empty string" is from the first.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![connection, after.unwrap_or(""), limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+            })
+            .map_err(&failed)?;
+        rows.map(|row| {
+            let (subject, expires_at_ms) = row.map_err(&failed)?;
+            let expires_at_ms = match expires_at_ms.map(u64::try_from).transpose() {
+                Ok(ms) => ms,
+                Err(_) => return Err(negative_expiry(&self.path, connection, &subject)),
+            };
+            Ok(GrantListing {
+                subject,
+                expires_at_ms,
+            })
+        })
+        .collect()
     }
 
-    fn grant_counts(&self, connection: &str, _: u64) -> Result<super::GrantCounts, StoreError> {
-        Err(self.unstorable(connection, "per-user grants are not stored yet".into()))
+    fn grant_counts(&self, connection: &str, now_ms: u64) -> Result<GrantCounts, StoreError> {
+        let db = self.reader();
+        if !has_grants(&db, &self.path)? {
+            return Ok(GrantCounts::default());
+        }
+        let (total, expired): (i64, i64) = db
+            .prepare_cached(GRANT_COUNTS)
+            .and_then(|mut s| {
+                s.query_row(params![connection, sql_ms(now_ms)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
+            .map_err(sql_error(&self.path, "reading the database"))?;
+        // Counts are never negative.
+        Ok(GrantCounts {
+            total: u64::try_from(total).unwrap_or_default(),
+            expired: u64::try_from(expired).unwrap_or_default(),
+        })
     }
 }
 
@@ -272,10 +371,7 @@ fn read_rows(
     table: Table,
     only: Option<&str>,
 ) -> Result<Vec<(String, SealedRecord)>, StoreError> {
-    let version: i64 = db
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(sql_error(path, "reading the schema version"))?;
-    if version == 0 {
+    if user_version(db, path)? == 0 {
         return Ok(Vec::new()); // read-only, before any `run` created the tables
     }
     let failed = sql_error(path, "reading the database");
@@ -333,11 +429,7 @@ fn read_definitions(
 ) -> Result<Vec<(String, DefinitionBytes)>, StoreError> {
     let rows = read_rows(db, path, Table::Definitions, only)?;
     if let Some((_, foreign)) = rows.iter().find(|(_, r)| r.key_id != key.id) {
-        return Err(StoreError::WrongKey {
-            path: path.to_path_buf(),
-            stored_key_id: foreign.key_id.to_string(),
-            configured_key_id: key.id.to_string(),
-        });
+        return Err(wrong_key(path, foreign, key));
     }
     rows.into_iter()
         .map(|(connection, sealed)| {
@@ -354,6 +446,99 @@ fn read_definitions(
             Ok((connection, opened))
         })
         .collect()
+}
+
+/// Whether the database has the `grants` table (schema version 2; an earlier database
+/// read-only has none).
+fn has_grants(db: &Connection, path: &Path) -> Result<bool, StoreError> {
+    Ok(user_version(db, path)? >= GRANTS_VERSION)
+}
+
+/// Opens the sealed grant `bytes` of `subject` under `connection`. A value too short, sealed
+/// with another key, or failing authentication under that binding (modified, or another
+/// user's or connection's row) is an error: never another user's token set.
+fn open_grant(
+    path: &Path,
+    key: &StoreKey,
+    connection: &str,
+    subject: &str,
+    bytes: &[u8],
+) -> Result<StoredToken, StoreError> {
+    let place = || {
+        format!(
+            "the grant of subject {:?} of connection {:?}",
+            shown(subject),
+            shown(connection)
+        )
+    };
+    let sealed = SealedRecord::from_bytes(bytes).ok_or_else(|| {
+        StoreError::corrupt(
+            path,
+            format!("{} is too short to be a sealed record", place()),
+        )
+    })?;
+    if sealed.key_id != key.id {
+        return Err(wrong_key(path, &sealed, key));
+    }
+    record::open(key, &Binding::file_grant(connection, subject), &sealed)
+        .map_err(|reason| StoreError::corrupt(path, format!("{}: {reason}", place())))
+}
+
+/// Opens every grant, one row at a time (`tokenwarden check`); none before version 2.
+fn check_grants(db: &Connection, path: &Path, key: &StoreKey) -> Result<(), StoreError> {
+    if !has_grants(db, path)? {
+        return Ok(());
+    }
+    let failed = sql_error(path, "reading the database");
+    let mut statement = db.prepare(GRANT_SELECT_ALL).map_err(&failed)?;
+    let mut rows = statement.query([]).map_err(&failed)?;
+    while let Some(row) = rows.next().map_err(&failed)? {
+        let connection: String = row.get(0).map_err(&failed)?;
+        let subject: String = row.get(1).map_err(&failed)?;
+        let bytes: Vec<u8> = row.get(2).map_err(&failed)?;
+        open_grant(path, key, &connection, &subject, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Whether `subject` can be stored: 1 to [`MAX_SUBJECT_LEN`] bytes of visible ASCII
+/// (0x21..=0x7E). The caller validates it too; the reason never quotes it.
+fn validate_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        Err("subject is empty".into())
+    } else if subject.len() > MAX_SUBJECT_LEN {
+        Err(format!("subject is longer than {MAX_SUBJECT_LEN} bytes"))
+    } else if !subject.bytes().all(|b| b.is_ascii_graphic()) {
+        Err("subject holds a byte other than visible ASCII".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Unix milliseconds as SQLite's integer (beyond `i64::MAX`, millions of years away, clamped).
+fn sql_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// The error for a listed grant whose clear expiry is negative (edited by hand).
+fn negative_expiry(path: &Path, connection: &str, subject: &str) -> StoreError {
+    StoreError::corrupt(
+        path,
+        format!(
+            "the grant of subject {:?} of connection {:?} has a negative expiry",
+            shown(subject),
+            shown(connection)
+        ),
+    )
+}
+
+/// The refusal of a record sealed with another key than `key`.
+fn wrong_key(path: &Path, found: &SealedRecord, key: &StoreKey) -> StoreError {
+    StoreError::WrongKey {
+        path: path.to_path_buf(),
+        stored_key_id: found.key_id.to_string(),
+        configured_key_id: key.id.to_string(),
+    }
 }
 
 /// A connection key as quoted in errors: at most [`CONNECTION_DISPLAY_MAX`] characters.

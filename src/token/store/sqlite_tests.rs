@@ -1,6 +1,6 @@
-//! Tests of [`SqliteStore`]: persistence, modes, keys, sealing (of token sets and
-//! definitions), damage reported as errors naming the connection, the lock, and `verify`
-//! beside a running writer.
+//! Tests of [`SqliteStore`]: persistence, modes, keys, sealing (of token sets,
+//! definitions and per-user grants), damage reported as errors naming the connection, the
+//! lock, `verify` beside a running writer, and the migration of a version-1 database.
 
 use std::collections::HashMap;
 use std::fs;
@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use super::atomic::{DIR_MODE, FILE_MODE, PERMISSION_BITS};
 use super::legacy_tests::key;
 use super::test_support::{same_token, sample_token};
-use super::{SqliteStore, StoreError, StoredToken, TokenStore};
+use super::{GrantCounts, GrantListing, SqliteStore, StoreError, StoredToken, TokenStore};
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & PERMISSION_BITS
@@ -61,7 +61,7 @@ fn open_creates_an_empty_private_database() {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -215,7 +215,7 @@ fn a_newer_schema_and_a_foreign_file_are_refused() {
             err,
             StoreError::UnsupportedVersion {
                 found: 9,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -415,4 +415,334 @@ fn generated_key_warns_once_with_path_only() {
         drop(SqliteStore::open(&path, Some(&key(1))).unwrap())
     });
     assert!(configured.is_empty(), "{configured}");
+}
+
+/// The grant of `subject` under `connection`, which must be there.
+fn grant(store: &SqliteStore, connection: &str, subject: &str) -> StoredToken {
+    store.read_grant(connection, subject).unwrap().unwrap()
+}
+
+/// A token set without refresh token or expiry.
+fn long_lived(tag: &str) -> StoredToken {
+    StoredToken {
+        refresh_token: None,
+        expires_at_ms: None,
+        ..sample_token(tag)
+    }
+}
+
+#[test]
+fn grants_are_put_read_replaced_and_removed_by_subject() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    assert!(store.read_grant("crm", "alice").unwrap().is_none());
+    assert!(!store.remove_grant("crm", "alice").unwrap());
+    store.put_grant("crm", "alice", &sample_token("1")).unwrap();
+    assert!(same_token(
+        &grant(&store, "crm", "alice"),
+        &sample_token("1")
+    ));
+    store.put_grant("crm", "alice", &long_lived("2")).unwrap();
+    assert!(same_token(&grant(&store, "crm", "alice"), &long_lived("2")));
+    assert!(store.remove_grant("crm", "alice").unwrap());
+    assert!(store.read_grant("crm", "alice").unwrap().is_none());
+    assert!(!store.remove_grant("crm", "alice").unwrap());
+    // Grants are not the connection's own token set.
+    assert!(store.load_all().unwrap().is_empty());
+}
+
+#[test]
+fn grants_of_subjects_and_connections_are_independent() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    store.put("crm", &sample_token("own")).unwrap();
+    store.put_grant("crm", "alice", &sample_token("a")).unwrap();
+    store.put_grant("crm", "bob", &sample_token("bb")).unwrap();
+    store
+        .put_grant("erp", "alice", &sample_token("ccc"))
+        .unwrap();
+    assert!(same_token(
+        &grant(&store, "crm", "alice"),
+        &sample_token("a")
+    ));
+    assert!(same_token(
+        &grant(&store, "crm", "bob"),
+        &sample_token("bb")
+    ));
+    assert!(same_token(
+        &grant(&store, "erp", "alice"),
+        &sample_token("ccc")
+    ));
+    assert!(store.remove_grant("crm", "alice").unwrap());
+    assert!(same_token(
+        &grant(&store, "crm", "bob"),
+        &sample_token("bb")
+    ));
+    assert!(same_token(
+        &grant(&store, "erp", "alice"),
+        &sample_token("ccc")
+    ));
+    assert!(store.read_grant("erp", "bob").unwrap().is_none());
+    assert!(same_token(
+        &store.load_all().unwrap()["crm"],
+        &sample_token("own")
+    ));
+}
+
+#[test]
+fn a_grant_row_copied_to_another_subject_or_connection_fails_to_open() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    store
+        .put_grant("crm", "alice", &sample_token("alice"))
+        .unwrap();
+    store.put_grant("crm", "bob", &sample_token("bob")).unwrap();
+    store
+        .put_grant("erp", "bob", &sample_token("erp-bob"))
+        .unwrap();
+    let db = raw(&path);
+    db.execute_batch(
+        "UPDATE grants SET sealed = (SELECT sealed FROM grants
+             WHERE connection = 'crm' AND subject = 'alice')
+         WHERE subject = 'bob'",
+    )
+    .unwrap();
+    for (connection, subject) in [("crm", "bob"), ("erp", "bob")] {
+        let err = store.read_grant(connection, subject).err().unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(
+            msg.contains("\"bob\"") && msg.contains("failed authentication"),
+            "{msg}"
+        );
+        assert!(!msg.contains("access-"), "{msg}");
+    }
+    assert!(same_token(
+        &grant(&store, "crm", "alice"),
+        &sample_token("alice")
+    ));
+    assert!(SqliteStore::verify(&path, Some(&key(1))).is_err());
+    // A truncated row, and one sealed with another key.
+    db.execute_batch("UPDATE grants SET sealed = x'0102' WHERE subject = 'bob'")
+        .unwrap();
+    let msg = store.read_grant("crm", "bob").err().unwrap().to_string();
+    assert!(msg.contains("too short"), "{msg}");
+    drop(store);
+    let other = SqliteStore::open(&path, Some(&key(2))).unwrap();
+    let err = other.read_grant("crm", "alice").err().unwrap();
+    assert!(matches!(err, StoreError::WrongKey { .. }), "{err:?}");
+}
+
+#[test]
+fn grant_pages_follow_subject_order_and_counts_tell_expired_ones() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    let at = |ms: Option<u64>| StoredToken {
+        expires_at_ms: ms,
+        ..sample_token("t")
+    };
+    for (subject, expires) in [
+        ("carol", Some(3_000)),
+        ("Bob", Some(1_000)),
+        ("alice", None),
+        ("dave", Some(2_000)),
+    ] {
+        store.put_grant("crm", subject, &at(expires)).unwrap();
+    }
+    store.put_grant("erp", "zed", &at(Some(1))).unwrap();
+    let listed = |subject: &str, ms: Option<u64>| GrantListing {
+        subject: subject.into(),
+        expires_at_ms: ms,
+    };
+    // Byte order: upper case before lower case.
+    assert_eq!(
+        store.grant_page("crm", None, 3).unwrap(),
+        [
+            listed("Bob", Some(1_000)),
+            listed("alice", None),
+            listed("carol", Some(3_000))
+        ]
+    );
+    assert_eq!(
+        store.grant_page("crm", Some("alice"), 10).unwrap(),
+        [listed("carol", Some(3_000)), listed("dave", Some(2_000))]
+    );
+    assert_eq!(
+        store.grant_page("crm", Some("b"), 1).unwrap(),
+        [listed("carol", Some(3_000))]
+    );
+    assert!(store
+        .grant_page("crm", Some("dave"), 10)
+        .unwrap()
+        .is_empty());
+    assert!(store.grant_page("crm", None, 0).unwrap().is_empty());
+    assert!(store.grant_page("none", None, 10).unwrap().is_empty());
+    let counts = |now| store.grant_counts("crm", now).unwrap();
+    assert_eq!(
+        counts(0),
+        GrantCounts {
+            total: 4,
+            expired: 0
+        }
+    );
+    assert_eq!(
+        counts(2_000),
+        GrantCounts {
+            total: 4,
+            expired: 1
+        }
+    );
+    assert_eq!(
+        counts(2_001),
+        GrantCounts {
+            total: 4,
+            expired: 2
+        }
+    );
+    // A long-lived grant never expires.
+    assert_eq!(
+        counts(u64::MAX),
+        GrantCounts {
+            total: 4,
+            expired: 3
+        }
+    );
+    assert_eq!(
+        store.grant_counts("none", 5).unwrap(),
+        GrantCounts::default()
+    );
+}
+
+#[test]
+fn remove_definition_removes_the_connections_grants() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    store.put_definition("crm", b"{}").unwrap();
+    store.put_grant("crm", "alice", &sample_token("a")).unwrap();
+    store.put_grant("crm", "bob", &sample_token("b")).unwrap();
+    store.put_grant("erp", "alice", &sample_token("c")).unwrap();
+    store.remove_definition("crm").unwrap();
+    assert!(store.read_definition("crm").unwrap().is_none());
+    assert!(store.read_grant("crm", "alice").unwrap().is_none());
+    assert_eq!(store.grant_counts("crm", 0).unwrap().total, 0);
+    assert!(same_token(
+        &grant(&store, "erp", "alice"),
+        &sample_token("c")
+    ));
+}
+
+#[test]
+fn unstorable_subjects_are_refused_without_quoting_them() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    let long = "s".repeat(257);
+    for subject in [
+        "",
+        "with space",
+        "tab\there",
+        "caf\u{e9}",
+        "nul\0",
+        long.as_str(),
+    ] {
+        let err = store
+            .put_grant("crm", subject, &sample_token("x"))
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::Unstorable { .. }), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains("access-x"), "{err:?}");
+    }
+    let err = store
+        .put_grant("", "alice", &sample_token("x"))
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Unstorable { .. }), "{err:?}");
+    store
+        .put_grant("crm", &"s".repeat(256), &sample_token("x"))
+        .unwrap();
+    store.put_grant("crm", "!~", &sample_token("x")).unwrap();
+    assert_eq!(store.grant_counts("crm", 0).unwrap().total, 2);
+}
+
+#[test]
+fn grants_survive_reopen() {
+    let (_dir, path) = store_path();
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    store.put_grant("crm", "alice", &sample_token("a")).unwrap();
+    store.put_grant("crm", "bob", &long_lived("b")).unwrap();
+    store.put_grant("crm", "carol", &sample_token("c")).unwrap();
+    assert!(store.remove_grant("crm", "carol").unwrap());
+    drop(store);
+    SqliteStore::verify(&path, Some(&key(1))).unwrap();
+    let reopened = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    assert!(same_token(
+        &grant(&reopened, "crm", "alice"),
+        &sample_token("a")
+    ));
+    assert!(same_token(
+        &grant(&reopened, "crm", "bob"),
+        &long_lived("b")
+    ));
+    assert!(reopened.read_grant("crm", "carol").unwrap().is_none());
+    assert_eq!(reopened.grant_counts("crm", 0).unwrap().total, 2);
+}
+
+/// A database as version 1 left it: its two tables and a token set sealed as it sealed them.
+fn version_1_database(path: &Path) {
+    use super::binding::Binding;
+    use super::key::StoreKey;
+    use super::record;
+
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let db = raw(path);
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE token_sets (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE definitions (connection TEXT PRIMARY KEY NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    let store_key = StoreKey::parse(&key(1), path).unwrap();
+    let sealed = record::seal(&store_key, &Binding::file("crm"), &sample_token("v1")).unwrap();
+    db.execute(
+        "INSERT INTO token_sets (connection, sealed) VALUES ('crm', ?1)",
+        [sealed.to_bytes()],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_version_1_database_is_read_as_it_is_and_migrated_in_place_on_open() {
+    let (_dir, path) = store_path();
+    version_1_database(&path);
+    // Read-only (`check`), it stays at version 1 and reads as having no grants.
+    SqliteStore::verify(&path, Some(&key(1))).unwrap();
+    let version = || -> i64 {
+        raw(&path)
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(), 1);
+
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    assert_eq!(version(), 2);
+    assert_same(&store.load_all().unwrap(), &[("crm", sample_token("v1"))]);
+    assert!(store.read_grant("crm", "alice").unwrap().is_none());
+    assert_eq!(
+        store.grant_counts("crm", 0).unwrap(),
+        GrantCounts::default()
+    );
+    store.put_grant("crm", "alice", &sample_token("a")).unwrap();
+    assert!(same_token(
+        &grant(&store, "crm", "alice"),
+        &sample_token("a")
+    ));
+    drop(store);
+    // Opened again, nothing changes.
+    let store = SqliteStore::open(&path, Some(&key(1))).unwrap();
+    assert_eq!(version(), 2);
+    assert!(same_token(
+        &grant(&store, "crm", "alice"),
+        &sample_token("a")
+    ));
+    assert_same(&store.load_all().unwrap(), &[("crm", sample_token("v1"))]);
 }
