@@ -214,7 +214,11 @@ impl Registry {
                 Some(old) => {
                     let conn = Arc::clone(c);
                     let entry = if old.entry.conn.grant_identity == c.grant_identity {
-                        Entry::with_tokens(conn, Arc::clone(&old.entry.tokens), old.entry.grants.as_ref())
+                        Entry::with_tokens(
+                            conn,
+                            Arc::clone(&old.entry.tokens),
+                            old.entry.grants.as_ref(),
+                        )
                     } else {
                         changes.tokens_dropped.push(c.key.clone());
                         Entry::new(conn)

@@ -200,6 +200,15 @@ impl Reloader {
         if !matches!(entry.conn.auth, Auth::OAuth2(_)) {
             return;
         }
+        if let Some(grants) = &entry.grants {
+            // No task per grant: requests renew them (`crate::grants`).
+            grants.attach(crate::grants::Links {
+                client: self.client.clone(),
+                backend: self.backend.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            });
+            return;
+        }
         let stop = self.shutdown.child_token();
         let refresher = Refresher {
             entry: Arc::clone(entry),
@@ -399,7 +408,13 @@ impl Reloader {
             Backend::Shared(redis) => {
                 for entry in added {
                     let key = &entry.conn.key;
-                    match redis.read(crate::token::store::GrantRef::own(key), entry.tokens.generation()).await {
+                    match redis
+                        .read(
+                            crate::token::store::GrantRef::own(key),
+                            entry.tokens.generation(),
+                        )
+                        .await
+                    {
                         Ok(Some(value)) => {
                             stored.insert(key.clone(), value);
                         }

@@ -270,7 +270,15 @@ async fn exchange_code(
     let (key, cache) = (&entry.conn.key, &entry.tokens);
     let _guard = cache.write_lock.lock().await;
     let writer = (&admin.client, &admin.backend);
-    match persist::obtain(writer, persist::Holder::own(entry), exchange, None, Turn::new_grant()).await {
+    match persist::obtain(
+        writer,
+        persist::Holder::own(entry),
+        exchange,
+        None,
+        Turn::new_grant(),
+    )
+    .await
+    {
         Ok(_) => {
             cache.wake.notify_one();
             tracing::info!(connection = %key, "connection authorized");

@@ -200,15 +200,13 @@ fn per_user(
             return None;
         }
     };
-    let mut bounded = |field: &str, value: Option<u64>, default: usize, max: u64| {
-        match value {
-            None => Some(default),
-            Some(n) if (1..=max).contains(&n) => usize::try_from(n).ok(),
-            Some(_) => {
-                let message = format!("{field} must be between 1 and {max}");
-                problems.push(src.problem(&at(field), message));
-                None
-            }
+    let mut bounded = |field: &str, value: Option<u64>, default: usize, max: u64| match value {
+        None => Some(default),
+        Some(n) if (1..=max).contains(&n) => usize::try_from(n).ok(),
+        Some(_) => {
+            let message = format!("{field} must be between 1 and {max}");
+            problems.push(src.problem(&at(field), message));
+            None
         }
     };
     let settings = PerUser {

@@ -202,7 +202,7 @@ mod tests {
         let request = "{ method: POST, path: /t }";
         reads_all::<OAuth2Configuration>(
             &OAUTH2_KEYS,
-            &format!("{{ expires_in: 1, token_request: {request}, refresh_request: {request}, authorization_request: {request} }}"),
+            &format!("{{ expires_in: 1, token_request: {request}, refresh_request: {request}, authorization_request: {request}, revoke_request: {request} }}"),
         );
         reads_all::<BasicConfiguration>(&BASIC_KEYS, "{ username: u, password: p }");
         reads_all::<BearerConfiguration>(&BEARER_KEYS, "{ token: t }");

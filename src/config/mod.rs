@@ -43,9 +43,8 @@ mod upstream;
 pub use connection::validate_runtime;
 pub use definition::Definition;
 pub use model::{
-    PerUser,
     fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Encoding, Grant, OAuth2,
-    Pair, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,
+    Pair, PerUser, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,
 };
 pub use proxy::{InterceptSettings, ProxyLimits, ProxySettings};
 pub use rejected::RejectedStatuses;

@@ -357,7 +357,11 @@ async fn refresh(
         }
         Err(e) => {
             grant.back_off(cache.status().consecutive_failures + 1, e.retry_after());
-            let state = if e.is_terminal() { State::Failed } else { cache.status().state };
+            let state = if e.is_terminal() {
+                State::Failed
+            } else {
+                cache.status().state
+            };
             cache.update(|s| {
                 s.state = state;
                 s.last_error = Some(e.to_string());

@@ -136,10 +136,7 @@ mod tests {
         );
         assert_eq!(choose(Said::Absent, None), Err(Refused::Missing));
         assert_eq!(choose(Said::Repeated, None), Err(Refused::Repeated));
-        assert_eq!(
-            choose(Said::One(b"a\xffb"), None),
-            Err(Refused::Malformed)
-        );
+        assert_eq!(choose(Said::One(b"a\xffb"), None), Err(Refused::Malformed));
         for bad in [b"Bearer x".to_vec(), basic(":secret"), b"Basic !!".to_vec()] {
             assert_eq!(
                 choose(Said::Absent, Some(&bad)),

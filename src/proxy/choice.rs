@@ -12,8 +12,9 @@
 //! `CONNECT` is intercepted or refused: [`super::full::connect`]).
 
 use super::error::ProxyError;
+use crate::grants::subject::{Said, SUBJECT_HEADER};
 use crate::registry::Unchosen;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
 /// The header that names the connection of a request (any case).
@@ -50,40 +51,82 @@ impl<'r> Named<'r> {
     }
 }
 
-/// The [`CONNECTION_HEADER`]s of a request hyper parsed, taken out of its headers (so
-/// they are never forwarded).
+/// The [`CONNECTION_HEADER`] and [`SUBJECT_HEADER`] of a request hyper parsed, taken out
+/// of its headers (so they are never forwarded), and a copy of its `Proxy-Authorization`
+/// (hop-by-hop: removed with the others).
 pub struct Taken {
+    connection: Header,
+    subject: Header,
+    proxy_authorization: Option<HeaderValue>,
+}
+
+/// One header taken out: its first value, and whether it was repeated.
+struct Header {
     first: Option<HeaderValue>,
     repeated: bool,
 }
 
-impl Taken {
-    /// Removes the header from `headers` (one lookup when it is not there).
-    pub fn from(headers: &mut HeaderMap) -> Taken {
-        if !headers.contains_key(&CONNECTION_HEADER_NAME) {
-            return Taken {
+impl Header {
+    /// Removes `name` from `headers` (one lookup when it is not there).
+    fn take(headers: &mut HeaderMap, name: &HeaderName) -> Header {
+        if !headers.contains_key(name) {
+            return Header {
                 first: None,
                 repeated: false,
             };
         }
-        let repeated = headers
-            .get_all(&CONNECTION_HEADER_NAME)
-            .iter()
-            .nth(1)
-            .is_some();
-        let first = headers.remove(&CONNECTION_HEADER_NAME);
-        Taken { first, repeated }
+        let repeated = headers.get_all(name).iter().nth(1).is_some();
+        let first = headers.remove(name);
+        Header { first, repeated }
+    }
+}
+
+impl Taken {
+    /// Takes the headers out of `headers`.
+    pub fn from(headers: &mut HeaderMap) -> Taken {
+        Taken {
+            connection: Header::take(headers, &CONNECTION_HEADER_NAME),
+            subject: Header::take(headers, &SUBJECT_HEADER_NAME),
+            proxy_authorization: headers.get(header::PROXY_AUTHORIZATION).cloned(),
+        }
     }
 
-    /// What it said.
+    /// What the connection header said.
     pub fn named(&self) -> Named<'_> {
-        match (&self.first, self.repeated) {
+        match (&self.connection.first, self.connection.repeated) {
             (_, true) => Named::Invalid,
             (Some(value), false) => Named::Absent.and(value.as_bytes()),
             (None, false) => Named::Absent,
         }
     }
+
+    /// What the subject header said.
+    pub fn said(&self) -> Said<'_> {
+        match (&self.subject.first, self.subject.repeated) {
+            (_, true) => Said::Repeated,
+            (Some(value), false) => Said::One(value.as_bytes()),
+            (None, false) => Said::Absent,
+        }
+    }
+
+    /// The `Proxy-Authorization` value, if any.
+    pub fn proxy_authorization(&self) -> Option<&[u8]> {
+        self.proxy_authorization.as_ref().map(HeaderValue::as_bytes)
+    }
 }
+
+/// The [`SUBJECT_HEADER`] and `Proxy-Authorization` of a request hyper parsed, read in place.
+pub fn subject_of(headers: &HeaderMap) -> (Said<'_>, Option<&[u8]>) {
+    let said = (headers.get_all(&SUBJECT_HEADER_NAME).iter())
+        .fold(Said::Absent, |said, value| said.and(value.as_bytes()));
+    let proxy_authorization = headers
+        .get(header::PROXY_AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    (said, proxy_authorization)
+}
+
+/// [`SUBJECT_HEADER`] as a `HeaderName`.
+pub static SUBJECT_HEADER_NAME: HeaderName = HeaderName::from_static(SUBJECT_HEADER);
 
 /// Why a request's connection could not be chosen (a 421).
 #[derive(Debug, Clone, PartialEq)]

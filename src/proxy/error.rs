@@ -26,6 +26,8 @@ pub enum ProxyError {
         authorize: Option<String>,
         /// A token was being fetched when the request was refused (it may wait for it).
         fetching: bool,
+        /// The end user of a per-user connection the request named.
+        subject: Option<String>,
     },
     /// Forward mode: not a configured host, or a `CONNECT` that is not allowed.
     Forbidden { reason: String },
@@ -152,10 +154,14 @@ impl ProxyError {
                 connection,
                 state,
                 authorize,
+                subject,
                 ..
             } => {
                 let mut body = json!({"error": "no_token", "connection": connection,
                 "state": state.as_str()});
+                if let Some(subject) = subject {
+                    body["subject"] = json!(subject);
+                }
                 if let Some(route) = authorize {
                     body["authorize"] = json!(route);
                     body["message"] = json!(format!(
@@ -313,8 +319,10 @@ mod tests {
             state: State::NeedsReauthorization,
             authorize: Some("/api/v1/connection/c/authorize".into()),
             fetching: false,
+            subject: None,
         };
         assert_eq!(e.body()["authorize"], "/api/v1/connection/c/authorize");
+        assert_eq!(e.body().get("subject"), None);
         assert_eq!(e.body()["state"], "needs_reauthorization");
         assert_eq!(e.retry_after(), Some(RETRY_AFTER_NEEDS_ACTION));
         let r = e.clone().into_response();
@@ -333,7 +341,9 @@ mod tests {
             state: State::Pending,
             authorize: None,
             fetching: true,
+            subject: Some("alice".into()),
         };
+        assert_eq!(e.body()["subject"], "alice");
         assert_eq!(e.retry_after(), Some(RETRY_AFTER_REFRESHING));
         assert_eq!(e.body().get("fetching"), None, "internal, not in the body");
     }

@@ -202,6 +202,10 @@ pub enum Known {
     Authorization,
     /// `tokenwarden-connection` ([`super::choice`]): read, never forwarded.
     Named,
+    /// `tokenwarden-subject` ([`crate::grants::subject`]): read, never forwarded.
+    Subject,
+    /// `Proxy-Authorization`: hop-by-hop, read in forward mode for a per-user grant's subject.
+    ProxyAuthorization,
     /// A name that is one of the framing or hop-by-hop names with `_` for a `-`
     /// (`Transfer_Encoding`, `Content_Length`, `Keep_Alive`, `Proxy_Connection`,
     /// `Proxy_Authenticate`, `Proxy_Authorization`), which a server that treats `_` and `-`
@@ -231,7 +235,8 @@ pub fn classify(name: &str) -> Known {
         16 => dashed("proxy-connection", Known::HopByHop),
         17 => dashed("transfer-encoding", Known::TransferEncoding),
         18 => dashed("proxy-authenticate", Known::HopByHop),
-        19 => dashed("proxy-authorization", Known::HopByHop),
+        19 if is(crate::grants::subject::SUBJECT_HEADER) => Known::Subject,
+        19 => dashed("proxy-authorization", Known::ProxyAuthorization),
         22 if is(super::choice::CONNECTION_HEADER) => Known::Named,
         _ => Known::Other,
     }
@@ -311,7 +316,10 @@ mod tests {
                 assert!(
                     matches!(
                         classify(&name),
-                        Known::Connection | Known::TransferEncoding | Known::HopByHop
+                        Known::Connection
+                            | Known::TransferEncoding
+                            | Known::HopByHop
+                            | Known::ProxyAuthorization
                     ),
                     "{name}"
                 );
@@ -322,6 +330,8 @@ mod tests {
         assert_eq!(classify("Content-LENGTH"), Known::ContentLength);
         assert_eq!(classify("VIA"), Known::Via);
         assert_eq!(classify("Tokenwarden-Connection"), Known::Named);
+        assert_eq!(classify("Tokenwarden-Subject"), Known::Subject);
+        assert_eq!(classify("tokenwarden_subject"), Known::Other);
         assert_eq!(classify("x-via"), Known::Other);
         for lookalike in [
             "Transfer_Encoding",

@@ -140,7 +140,7 @@ async fn recover<'p, T: Transport>(
     let status = T::status(&answer);
     let replayable = req.idempotent && transport.replayable();
     if !proxy
-        .unauthorized(req.entry, status, req.token, replayable)
+        .unauthorized(req.entry, req.grant.as_ref(), status, req.token, replayable)
         .await
     {
         return Ok((req.entry, answer));

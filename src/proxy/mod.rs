@@ -72,6 +72,12 @@ pub fn authorize_route(key: &str) -> String {
     format!("/api/v1/connection/{key}/authorize")
 }
 
+/// The admin route that authorizes the end user `subject` of a per-user connection.
+pub fn authorize_route_for(key: &str, subject: &str) -> String {
+    let subject: String = form_urlencoded::byte_serialize(subject.as_bytes()).collect();
+    format!("/api/v1/connection/{key}/authorize?subject={subject}")
+}
+
 pub struct Proxy {
     pub registry: Arc<Registry>,
     pub response_timeout: Duration,

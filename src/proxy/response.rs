@@ -138,7 +138,9 @@ pub fn translate_response(
     out.extend_from_slice(b"\r\n");
     for h in res.headers.iter() {
         let skip = match classify(h.name) {
-            Known::Connection | Known::HopByHop | Known::Lookalike => true,
+            Known::Connection | Known::HopByHop | Known::ProxyAuthorization | Known::Lookalike => {
+                true
+            }
             // Kept: the body is relayed as the upstream encoded it.
             Known::TransferEncoding => false,
             // Written once below, as one number.

@@ -12,6 +12,8 @@ use super::choice::{self, Misdirection, Named};
 use super::error::ProxyError;
 use super::Proxy;
 use crate::config::{ApiKey, Auth, Grant};
+use crate::grants::subject::Said;
+use crate::grants::{self, Grants};
 use crate::registry::Entry;
 use crate::token::TokenSet;
 use bytes::Bytes;
@@ -38,11 +40,18 @@ pub struct Ask<'r> {
     pub tunnel: Option<&'r str>,
     /// The `tokenwarden-connection` header ([`super::choice`]), which is never forwarded.
     pub connection: Named<'r>,
+    /// The `tokenwarden-subject` header ([`crate::grants::subject`]), never forwarded.
+    pub subject: Said<'r>,
+    /// The `Proxy-Authorization` header (hop-by-hop): in forward mode its Basic user name
+    /// names a per-user grant's subject.
+    pub proxy_authorization: Option<&'r [u8]>,
 }
 
 /// How a request is forwarded: decided once by [`Proxy::plan`].
 pub struct Plan<'p, 'r> {
     pub entry: &'p Arc<Entry>,
+    /// The end user's grant whose token it injects (a per-user connection).
+    pub grant: Option<Arc<grants::Grant>>,
     /// The origin-form target sent upstream.
     pub target: Target<'r>,
     pub credential: Credential<'p>,
@@ -54,9 +63,11 @@ pub struct Plan<'p, 'r> {
 
 /// What the request's life keeps of its plan ([`Plan::prepared`]; the plan itself borrows
 /// the token and ends before anything awaits).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Prepared<'p> {
     pub entry: &'p Arc<Entry>,
+    /// The end user's grant whose token was injected (a per-user connection).
+    pub grant: Option<Arc<grants::Grant>>,
     /// Safe to send again by the shared retry rule.
     pub idempotent: bool,
     /// The serial of the token injected (0: none), for [`Proxy::unauthorized`].
@@ -68,6 +79,7 @@ impl<'p> Plan<'p, '_> {
     pub(crate) fn prepared(&self) -> Prepared<'p> {
         Prepared {
             entry: self.entry,
+            grant: self.grant.clone(),
             idempotent: self.idempotent,
             token: self.credential.token_serial(),
         }
@@ -152,7 +164,13 @@ impl Proxy {
             });
         }
         let (entry, target) = self.route(ask)?;
+        let mut grant = None;
         let credential = match &entry.conn.auth {
+            Auth::OAuth2(_) if entry.grants.is_some() => {
+                let (token, user) = user_token(entry, ask, now)?;
+                grant = Some(user);
+                Credential::Token(token, now)
+            }
             Auth::OAuth2(_) => {
                 let token = entry.tokens.current();
                 if token.as_deref().and_then(|t| t.header_at(now)).is_none() {
@@ -175,6 +193,7 @@ impl Proxy {
         };
         Ok(Plan {
             entry,
+            grant,
             target,
             credential,
             idempotent: IDEMPOTENT.contains(&ask.method),
@@ -370,7 +389,51 @@ fn no_token(state: &Entry) -> ProxyError {
         state: state.tokens.state(),
         authorize,
         fetching: state.tokens.fetching(),
+        subject: None,
     }
+}
+
+/// The token of the end user a request to a per-user connection names, if usable at
+/// `now`: a token past its refresh time is used while a renewal starts in the background;
+/// without a usable one the request is refused with `no_token` for that subject — to wait
+/// for the grant's first read from the store or its renewal ([`Proxy::token_arrives`]) when
+/// one is under way, else with the link that authorizes the subject.
+fn user_token(
+    entry: &Arc<Entry>,
+    ask: &Ask<'_>,
+    now: Instant,
+) -> Result<(arc_swap::Guard<Option<Arc<TokenSet>>>, Arc<grants::Grant>), ProxyError> {
+    let users = entry.grants.as_ref().expect("a per-user connection");
+    // Forward mode only: a reverse-mode request has no proxy to authenticate to.
+    let forward = ask.origin.is_some() && ask.tunnel.is_none();
+    let proxy_authorization = ask.proxy_authorization.filter(|_| forward);
+    let subject = grants::subject::choose(ask.subject, proxy_authorization).map_err(|refused| {
+        ProxyError::BadRequest {
+            reason: refused.to_string(),
+        }
+    })?;
+    let grant = users.get(&subject);
+    let token = grant.tokens.current();
+    let due = grants::due(&entry.conn, token.as_deref(), now);
+    if token.as_deref().and_then(|t| t.header_at(now)).is_some() {
+        if due {
+            users.renew(entry, &grant);
+        }
+        return Ok((token, grant));
+    }
+    let fetching =
+        !grant.loaded() || (due && users.renew(entry, &grant)) || grant.tokens.fetching();
+    let state = grant.tokens.state();
+    if !fetching {
+        entry.counters.requests.no_token(state as usize);
+    }
+    Err(ProxyError::NoToken {
+        connection: entry.conn.key.clone(),
+        state,
+        authorize: Some(super::authorize_route_for(&entry.conn.key, &subject)),
+        fetching,
+        subject: Some(subject.into_owned()),
+    })
 }
 
 /// How long a request without a usable token waits for one that is being fetched (the
@@ -387,6 +450,7 @@ impl Proxy {
             connection,
             state,
             fetching: true,
+            subject,
             ..
         } = error
         else {
@@ -395,12 +459,42 @@ impl Proxy {
         let Some(entry) = self.registry.get(connection) else {
             return false;
         };
-        let arrived = entry.tokens.usable_within(TOKEN_WAIT).await;
+        let arrived = match (subject, &entry.grants) {
+            (Some(subject), Some(grants)) => user_token_arrives(entry, grants, subject).await,
+            _ => entry.tokens.usable_within(TOKEN_WAIT).await,
+        };
         if !arrived {
             entry.counters.requests.no_token(*state as usize);
         }
         arrived
     }
+}
+
+/// [`Proxy::token_arrives`] for an end user's grant: its first read from the store, then,
+/// if its token is expired, its renewal; true when a usable token is held within
+/// [`TOKEN_WAIT`].
+async fn user_token_arrives(entry: &Arc<Entry>, grants: &Grants, subject: &str) -> bool {
+    let deadline = Instant::now() + TOKEN_WAIT;
+    let grant = grants.get(subject);
+    let read = tokio::time::timeout_at(deadline, grants.load(&entry.conn, &grant)).await;
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(connection = %entry.conn.key, error = %e, "cannot read a user's grant from the store");
+            return false;
+        }
+        Err(_) => return false,
+    }
+    let tokens = &grant.tokens;
+    if tokens.header().is_some() {
+        return true;
+    }
+    if crate::grants::due(&entry.conn, tokens.token().as_deref(), Instant::now()) {
+        grants.renew(entry, &grant);
+    }
+    tokens
+        .usable_within(deadline.saturating_duration_since(Instant::now()))
+        .await
 }
 
 #[cfg(test)]

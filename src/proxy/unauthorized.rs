@@ -29,6 +29,7 @@ use crate::config::{Auth, Grant};
 use crate::instrument::unauthorized::Outcome;
 use crate::registry::Entry;
 use crate::token::Replacement;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest request body kept for a replay (64 KiB). The fast path buffers bodies up to
@@ -59,7 +60,8 @@ impl Proxy {
     /// and the token changed. Counts the outcome.
     pub async fn unauthorized(
         &self,
-        entry: &Entry,
+        entry: &Arc<Entry>,
+        grant: Option<&Arc<crate::grants::Grant>>,
         status: u16,
         serial: u64,
         replayable: bool,
@@ -71,7 +73,7 @@ impl Proxy {
         if serial == 0 || interval.is_zero() {
             return false;
         }
-        let cache = &entry.tokens;
+        let cache = grant.map_or(&*entry.tokens, |g| &g.tokens);
         let refreshable = oauth.grant == Grant::ClientCredentials
             || (oauth.refresh_request.is_some()
                 && cache
@@ -79,7 +81,17 @@ impl Proxy {
                     .as_deref()
                     .is_some_and(|t| t.refresh_token.is_some()));
         let outcome = if refreshable {
-            Outcome::from(cache.replace_rejected(serial, interval, REFRESH_WAIT).await)
+            let replaced = match cache.ask_replacement(serial, interval) {
+                Ok(asked) => {
+                    // A user's grant has no refresher to wake: its renewal starts here.
+                    if let (true, Some(grants), Some(grant)) = (asked, &entry.grants, grant) {
+                        grants.renew(entry, grant);
+                    }
+                    cache.replacement(serial, asked, REFRESH_WAIT).await
+                }
+                Err(now) => now,
+            };
+            Outcome::from(replaced)
         } else if cache.replaced(serial) {
             // A newer token (say, from a new authorization) is there: use it.
             Outcome::Reused

@@ -113,7 +113,11 @@ impl Follower {
                 Err(e) => Err(e),
             },
             Ok(theirs) if theirs < ours => match cache.token() {
-                Some(set) => match self.redis.restore(GrantRef::own(key), ours, &set.to_stored()).await {
+                Some(set) => match self
+                    .redis
+                    .restore(GrantRef::own(key), ours, &set.to_stored())
+                    .await
+                {
                     Ok(true) => {
                         tracing::info!(connection = %key, generation = ours, "token set written back to the shared store");
                         Ok(())

@@ -256,8 +256,14 @@ impl Refresher {
             },
         };
         let writer = (&self.client, &self.backend);
-        let expires_at =
-            persist::obtain(writer, persist::Holder::own(&self.entry), exchange, refresh_token.clone(), turn).await?;
+        let expires_at = persist::obtain(
+            writer,
+            persist::Holder::own(&self.entry),
+            exchange,
+            refresh_token.clone(),
+            turn,
+        )
+        .await?;
         tracing::info!(connection = %conn.key, expires_at = unix_seconds(expires_at), "new token");
         Ok(())
     }

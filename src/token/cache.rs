@@ -292,21 +292,31 @@ impl Cache {
         interval: Duration,
         wait: Duration,
     ) -> Replacement {
-        if self.replaced(serial) {
-            return Replacement::Reused;
+        match self.ask_replacement(serial, interval) {
+            Ok(asked) => self.replacement(serial, asked, wait).await,
+            Err(now) => now,
         }
-        let asked = loop {
+    }
+
+    /// The first half of [`Cache::replace_rejected`]: asks for the replacement of the
+    /// token with `serial` (the refresher is woken). `Ok(true)`: this call asked;
+    /// `Ok(false)`: another request had; `Err`: the answer already (reused, limited).
+    pub fn ask_replacement(&self, serial: u64, interval: Duration) -> Result<bool, Replacement> {
+        if self.replaced(serial) {
+            return Err(Replacement::Reused);
+        }
+        loop {
             let rejected = self.rejected.load(Ordering::Acquire);
             if rejected == serial {
                 // Another request asked for this token's replacement: share it.
-                break false;
+                return Ok(false);
             }
             // +1: 0 means "never".
             let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
             let last = self.last_forced.load(Ordering::Acquire);
             let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
             if last != 0 && now.saturating_sub(last) < interval {
-                return Replacement::Limited;
+                return Err(Replacement::Limited);
             }
             if self
                 .rejected
@@ -315,9 +325,14 @@ impl Cache {
             {
                 self.last_forced.store(now, Ordering::Release);
                 self.forced.notify_one();
-                break true;
+                return Ok(true);
             }
-        };
+        }
+    }
+
+    /// The second half of [`Cache::replace_rejected`]: waits, at most `wait`, for the
+    /// replacement of the token with `serial` (`asked`: by this request).
+    pub async fn replacement(&self, serial: u64, asked: bool, wait: Duration) -> Replacement {
         let deadline = Instant::now() + wait;
         loop {
             let settled = self.settled.notified();

@@ -10,6 +10,7 @@
 //! `Content-Length` above [`MAX_BUFFERED_BODY`], `Connection` naming other headers,
 //! `api_key` connections, heads above [`MAX_HEAD`] and targets with unusual bytes.
 
+use crate::grants::subject::Said;
 use crate::proxy::choice::Named;
 use crate::proxy::error::{write_header, ProxyError};
 use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
@@ -110,6 +111,8 @@ pub fn translate_request<'p>(
     let mut close = false;
     let mut looped = false;
     let mut named = Named::Absent;
+    let mut subject = Said::Absent;
+    let mut proxy_authorization = None;
     for h in req.headers.iter() {
         match classify(h.name) {
             Known::ContentLength => match parse_length(h.value) {
@@ -130,6 +133,14 @@ pub fn translate_request<'p>(
             Known::Via => looped |= via_names(h.value, &proxy.pseudonym),
             Known::Named => {
                 named = named.and(h.value);
+                continue;
+            }
+            Known::Subject => {
+                subject = subject.and(h.value);
+                continue;
+            }
+            Known::ProxyAuthorization => {
+                proxy_authorization = Some(h.value);
                 continue;
             }
             Known::HopByHop | Known::Lookalike | Known::Host | Known::Authorization => continue,
@@ -154,6 +165,8 @@ pub fn translate_request<'p>(
         looped,
         tunnel,
         connection: named,
+        subject,
+        proxy_authorization,
     };
     let plan = match proxy.plan(&ask, now) {
         Ok(plan) => plan,

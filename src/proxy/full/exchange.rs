@@ -65,7 +65,8 @@ impl<'w> Exchange<'w> {
             (None, None) => return Err(body_unreadable()),
         };
         let named = crate::proxy::choice::Named::of(headers);
-        let ask = ask(method, uri, headers, named, proxy, self.tunnel);
+        let subject = crate::proxy::choice::subject_of(headers);
+        let ask = ask(method, uri, headers, (named, subject), proxy, self.tunnel);
         Ok(proxy.plan(&ask, now)?.prepared())
     }
 }

@@ -81,7 +81,7 @@ impl Proxy {
                 req.method(),
                 req.uri(),
                 headers,
-                named,
+                (named, choice::subject_of(headers)),
                 &self,
                 tunnel.as_deref(),
             );
@@ -189,7 +189,7 @@ impl Proxy {
                 &parts.method,
                 &parts.uri,
                 &parts.headers,
-                named,
+                (named, (taken.said(), taken.proxy_authorization())),
                 self,
                 tunnel,
             );
@@ -258,13 +258,17 @@ pub struct Planned<'p> {
 }
 
 /// The [`Ask`] of a request hyper parsed (inside the intercepted tunnel to `tunnel`, if
-/// any: [`Ask::tunnel`]) that names a connection as `connection` says
-/// ([`choice::Named::of`] its headers, or what [`choice::Taken`] took out of them).
+/// any: [`Ask::tunnel`]) that names a connection and a subject as `(connection, (subject,
+/// proxy_authorization))` say ([`choice::Named::of`] and [`choice::subject_of`] its
+/// headers, or what [`choice::Taken`] took out of them).
 pub fn ask<'r>(
     method: &'r Method,
     uri: &'r Uri,
     headers: &HeaderMap,
-    connection: choice::Named<'r>,
+    (connection, (subject, proxy_authorization)): (
+        choice::Named<'r>,
+        (crate::grants::subject::Said<'r>, Option<&'r [u8]>),
+    ),
     proxy: &Proxy,
     tunnel: Option<&'r str>,
 ) -> Ask<'r> {
@@ -277,5 +281,7 @@ pub fn ask<'r>(
         looped: headers::has_our_via(headers, &proxy.pseudonym),
         tunnel,
         connection,
+        subject,
+        proxy_authorization,
     }
 }

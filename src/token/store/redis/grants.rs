@@ -100,7 +100,9 @@ impl RedisStore {
                 redis::cmd("HGET").arg(key).arg("gen").query_async(&mut con),
             )
             .await?;
-        Ok(raw.map(|r| String::from_utf8_lossy(&r).into_owned()).unwrap_or_default())
+        Ok(raw
+            .map(|r| String::from_utf8_lossy(&r).into_owned())
+            .unwrap_or_default())
     }
 
     /// At most `limit` of `connection`'s grants by subject, after `after` (exclusive).
@@ -143,9 +145,7 @@ impl RedisStore {
             .zip(scores)
             .map(|(subject, score)| GrantListing {
                 subject,
-                expires_at_ms: score
-                    .map(|s| s as u64)
-                    .filter(|&s| s < LONG_LIVED),
+                expires_at_ms: score.map(|s| s as u64).filter(|&s| s < LONG_LIVED),
             })
             .collect())
     }
