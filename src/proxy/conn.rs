@@ -13,7 +13,7 @@ use super::fast::io::{AppIo, Rewind};
 use super::fast::{Client, Next};
 use super::heads::ChargedIo;
 use super::limits::Budget;
-use super::tunnel::{Slot, Tunnel};
+use super::tunnel::{Inside, Slot, Tunnel};
 use super::{fast, full, Proxy};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -37,7 +37,12 @@ pub struct Shared {
 
 /// Serves one app connection until it closes: a TCP connection the listener accepted
 /// (`tunnel: None`), or the decrypted stream of an intercepted tunnel to `tunnel`.
-pub async fn serve<S: AppIo>(worker: Rc<Shared>, io: S, peer: SocketAddr, tunnel: Option<Rc<str>>) {
+pub async fn serve<S: AppIo>(
+    worker: Rc<Shared>,
+    io: S,
+    peer: SocketAddr,
+    tunnel: Option<Rc<Inside>>,
+) {
     let _open = worker.open_clients.open();
     let budget = Budget::new(worker.proxy.load().limits, Instant::now());
     let mut client = Client::new(io, tunnel, budget);

@@ -404,8 +404,9 @@ fn user_token(
     now: Instant,
 ) -> Result<(arc_swap::Guard<Option<Arc<TokenSet>>>, Arc<grants::Grant>), ProxyError> {
     let users = entry.grants.as_ref().expect("a per-user connection");
-    // Forward mode only: a reverse-mode request has no proxy to authenticate to.
-    let forward = ask.origin.is_some() && ask.tunnel.is_none();
+    // Forward mode (and intercepted tunnels) only: a reverse-mode request has no proxy to
+    // authenticate to.
+    let forward = ask.origin.is_some() || ask.tunnel.is_some();
     let proxy_authorization = ask.proxy_authorization.filter(|_| forward);
     let subject = grants::subject::choose(ask.subject, proxy_authorization).map_err(|refused| {
         ProxyError::BadRequest {

@@ -145,9 +145,19 @@ pub enum Tunnel {
     Intercepted(Pin<Box<dyn Future<Output = Option<Terminated>>>>),
 }
 
-/// An intercepted tunnel once its TLS is terminated: the decrypted stream, and the
-/// tunnel's `host:port`.
-pub type Terminated = (Decrypted, Rc<str>);
+/// An intercepted tunnel once its TLS is terminated: the decrypted stream, and what the
+/// `CONNECT` said.
+pub type Terminated = (Decrypted, Rc<Inside>);
+
+/// What the requests inside an intercepted tunnel keep of its `CONNECT`.
+#[derive(Debug)]
+pub struct Inside {
+    /// The tunnel's `host:port`: their forward-mode authority ([`super::route::Ask::tunnel`]).
+    pub authority: Box<str>,
+    /// The `CONNECT`'s `Proxy-Authorization`, whose Basic user name is the subject of their
+    /// requests to a per-user connection ([`crate::grants::subject`]).
+    pub proxy_authorization: Option<Box<[u8]>>,
+}
 
 /// The decrypted stream of an intercepted tunnel.
 pub type Decrypted = tokio_rustls::server::TlsStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -164,6 +174,8 @@ pub fn open(
     timeout: Duration,
     slot: &Slot,
 ) {
+    let proxy_authorization =
+        (req.headers().get(http::header::PROXY_AUTHORIZATION)).map(|v| Box::from(v.as_bytes()));
     *slot.borrow_mut() = Some(Tunnel::Intercepted(Box::pin(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(upgraded) => upgraded,
@@ -204,7 +216,13 @@ pub fn open(
             return None;
         };
         match tokio::time::timeout(timeout, start.into_stream(config)).await {
-            Ok(Ok(tls)) => return Some((tls, authority.into())),
+            Ok(Ok(tls)) => {
+                let inside = Inside {
+                    authority: authority.into(),
+                    proxy_authorization,
+                };
+                return Some((tls, Rc::new(inside)));
+            }
             Ok(Err(e)) => handshake_failed(&interceptor, peer, &host, &e),
             Err(_) => tracing::debug!(%peer, %host, "TLS handshake in the tunnel timed out"),
         }

@@ -26,6 +26,7 @@ use super::heads::{HeadBudget, HeadCharge};
 use super::lifecycle;
 use super::limits::Budget;
 use super::Proxy;
+use crate::proxy::tunnel::Inside;
 use exchange::Exchange;
 use io::{write_all2, AppIo, Buf};
 use link::Links;
@@ -59,7 +60,7 @@ pub(crate) struct Engine {
 pub(crate) struct Client<S> {
     io: S,
     /// The `host:port` of the intercepted tunnel it is inside, if any ([`super::tunnel`]).
-    tunnel: Option<Rc<str>>,
+    tunnel: Option<Rc<Inside>>,
     /// What it may still do (moves with it to hyper).
     budget: Rc<Budget>,
     buf: Buf,
@@ -70,7 +71,7 @@ pub(crate) struct Client<S> {
 impl<S> Client<S> {
     /// A connection (the decrypted stream of the intercepted tunnel to `tunnel`, if any)
     /// that may still do what `budget` allows.
-    pub(crate) fn new(io: S, tunnel: Option<Rc<str>>, budget: Budget) -> Client<S> {
+    pub(crate) fn new(io: S, tunnel: Option<Rc<Inside>>, budget: Budget) -> Client<S> {
         Client {
             io,
             tunnel,
@@ -82,7 +83,7 @@ impl<S> Client<S> {
 
     /// What moves to hyper: the bytes read and not yet taken, the stream, the budget and
     /// the tunnel.
-    pub(crate) fn into_parts(self) -> (bytes::Bytes, S, Rc<Budget>, Option<Rc<str>>) {
+    pub(crate) fn into_parts(self) -> (bytes::Bytes, S, Rc<Budget>, Option<Rc<Inside>>) {
         (self.buf.into_pending(), self.io, self.budget, self.tunnel)
     }
 

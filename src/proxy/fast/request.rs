@@ -16,6 +16,7 @@ use crate::proxy::error::{write_header, ProxyError};
 use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
 use crate::proxy::heads::{MAX_HEAD, MAX_HEADERS};
 use crate::proxy::route::{Ask, Credential, Prepared};
+use crate::proxy::tunnel::Inside;
 use crate::proxy::unauthorized::MAX_REPLAY_BODY;
 use crate::proxy::Proxy;
 use std::mem::MaybeUninit;
@@ -82,7 +83,7 @@ pub fn translate_request<'p>(
     buf: &[u8],
     out: &mut Vec<u8>,
     now: Instant,
-    tunnel: Option<&str>,
+    tunnel: Option<&Inside>,
 ) -> Outcome<'p> {
     // Uninitialised: filling 100 empty headers first costs more than parsing a typical head.
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -163,10 +164,12 @@ pub fn translate_request<'p>(
         origin,
         path_and_query,
         looped,
-        tunnel,
+        tunnel: tunnel.map(|t| &*t.authority),
         connection: named,
         subject,
-        proxy_authorization,
+        // Inside a tunnel, its CONNECT's.
+        proxy_authorization: proxy_authorization
+            .or_else(|| tunnel.and_then(|t| t.proxy_authorization.as_deref())),
     };
     let plan = match proxy.plan(&ask, now) {
         Ok(plan) => plan,

@@ -8,6 +8,7 @@ use super::pool::{Pool, PooledBody};
 use super::{ask, body_unreadable, stall, UpstreamBody};
 use crate::proxy::error::ProxyError;
 use crate::proxy::lifecycle::{Prepared, Transport};
+use crate::proxy::tunnel::Inside;
 use crate::proxy::{unauthorized, Proxy};
 use crate::registry::Entry;
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 /// One request on the hyper path, as the lifecycle drives it.
 pub(super) struct Exchange<'w> {
     pool: &'w Rc<Pool>,
-    tunnel: Option<&'w str>,
+    tunnel: Option<&'w Inside>,
     /// The app's request, until it is sent.
     app: Option<Request<Incoming>>,
     /// Then, when it may be replayed after a 401, a copy ([`keep_for_replay`]).
@@ -38,7 +39,7 @@ impl<'w> Exchange<'w> {
     pub(super) fn new(
         pool: &'w Rc<Pool>,
         req: Request<Incoming>,
-        tunnel: Option<&'w str>,
+        tunnel: Option<&'w Inside>,
         now: Instant,
     ) -> Self {
         Exchange {

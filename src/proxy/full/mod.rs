@@ -25,6 +25,7 @@ use super::lifecycle::{self, Prepared};
 use super::route::{Ask, Credential};
 use super::Proxy;
 use super::{choice, headers};
+use crate::proxy::tunnel::Inside;
 use bytes::Bytes;
 use exchange::Exchange;
 use http::header::{self, HeaderMap};
@@ -66,7 +67,7 @@ impl Proxy {
         engine: Rc<Engine>,
         req: Request<Incoming>,
         peer: SocketAddr,
-        tunnel: Option<Rc<str>>,
+        tunnel: Option<Rc<Inside>>,
         slot: super::tunnel::Slot,
     ) -> Response<ProxyBody> {
         if req.method() != Method::CONNECT {
@@ -107,7 +108,7 @@ impl Proxy {
         &self,
         engine: &Engine,
         req: Request<Incoming>,
-        tunnel: Option<&str>,
+        tunnel: Option<&Inside>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = Instant::now();
         let codings = req.headers().get_all(header::TRANSFER_ENCODING);
@@ -131,7 +132,7 @@ impl Proxy {
         &self,
         pool: &Rc<Pool>,
         req: Request<UpstreamBody>,
-        tunnel: Option<&str>,
+        tunnel: Option<&Inside>,
         now: Instant,
     ) -> Result<(Prepared<'_>, Response<PooledBody>), ProxyError> {
         let (req, Planned { prepared, api_key }) = self.prepare_request_in(req, now, tunnel)?;
@@ -179,7 +180,7 @@ impl Proxy {
         &'p self,
         req: Request<B>,
         now: Instant,
-        tunnel: Option<&str>,
+        tunnel: Option<&Inside>,
     ) -> Result<(Request<B>, Planned<'p>), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let taken = choice::Taken::from(&mut parts.headers);
@@ -270,7 +271,7 @@ pub fn ask<'r>(
         (crate::grants::subject::Said<'r>, Option<&'r [u8]>),
     ),
     proxy: &Proxy,
-    tunnel: Option<&'r str>,
+    tunnel: Option<&'r Inside>,
 ) -> Ask<'r> {
     Ask {
         method: method.as_str(),
@@ -279,9 +280,11 @@ pub fn ask<'r>(
             .map(|a| (uri.scheme_str().unwrap_or(""), a.as_str())),
         path_and_query: uri.path_and_query().map_or("", PathAndQuery::as_str),
         looped: headers::has_our_via(headers, &proxy.pseudonym),
-        tunnel,
+        tunnel: tunnel.map(|t| &*t.authority),
         connection,
         subject,
-        proxy_authorization,
+        // Inside a tunnel, its CONNECT's.
+        proxy_authorization: proxy_authorization
+            .or_else(|| tunnel.and_then(|t| t.proxy_authorization.as_deref())),
     }
 }
