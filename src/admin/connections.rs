@@ -45,7 +45,7 @@ struct TemplateValues {
 }
 
 /// A write's caller, for the audit log.
-struct Caller {
+pub(super) struct Caller {
     peer: SocketAddr,
     /// Whether it presented the admin token (else it is trusted as a loopback caller).
     admin_token: bool,
@@ -55,7 +55,7 @@ impl Caller {
     /// The caller of a write, if `access` lets it through (else the 401 or 403 to answer).
     /// With an admin token configured, a presented `Authorization` is that token
     /// (anything else is refused).
-    fn of(
+    pub(super) fn of(
         admin: &Admin,
         req: &Request<Incoming>,
         peer: SocketAddr,
@@ -70,12 +70,22 @@ impl Caller {
         })
     }
 
-    fn audit(&self, action: &str, connection: &str, detail: &str) {
-        let by = if self.admin_token {
+    /// Where the caller called from, for the audit log.
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// How the caller was trusted, for the audit log.
+    pub(super) fn by(&self) -> &'static str {
+        if self.admin_token {
             "admin token"
         } else {
             "loopback"
-        };
+        }
+    }
+
+    fn audit(&self, action: &str, connection: &str, detail: &str) {
+        let by = self.by();
         tracing::info!(target: "tokenwarden::audit", action, connection, peer = %self.peer, by, detail, "connection API write");
     }
 }
@@ -286,7 +296,7 @@ fn check_key(loc: &[&str], key: &str, problems: &mut Vec<FieldError>) {
 /// The request's JSON body: at most [`MAX_BODY`] bytes (413), `application/json` (415:
 /// a page elsewhere can post a form, not JSON, without asking first), and of shape `T`
 /// (422 naming where it is not).
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, Box<Response<AdminBody>>> {
     let is_json = (req.headers().get(header::CONTENT_TYPE))
@@ -346,7 +356,7 @@ fn data_message(e: &serde_json::Error) -> String {
 }
 
 /// 422 with every problem, FastAPI's shape: `{"detail": [{"loc": […], "msg": …}]}`.
-fn invalid(problems: Vec<FieldError>) -> Response<AdminBody> {
+pub(super) fn invalid(problems: Vec<FieldError>) -> Response<AdminBody> {
     json(
         StatusCode::UNPROCESSABLE_ENTITY,
         &json!({"detail": problems}),

@@ -26,6 +26,9 @@ mod collector;
 mod connections;
 mod fides;
 mod forwarded;
+mod grant_import;
+mod grant_revoke;
+mod grants;
 mod host;
 mod metrics;
 mod oauth;
@@ -147,6 +150,10 @@ impl Admin {
                 ),
             };
         }
+        let req = match grants::route(self, &segments, req, peer).await {
+            Ok(response) => return response,
+            Err(req) => req,
+        };
         let req = match connections::route(self, &segments, req, peer).await {
             Ok(response) => return response,
             Err(req) => req,

@@ -109,9 +109,12 @@ pub struct Links {
     pub runtime: tokio::runtime::Handle,
 }
 
+/// One shard of the grants in memory: the least recently used is evicted first.
+type Shard = Mutex<LruCache<Box<str>, Arc<Grant>>>;
+
 /// The grants of one per-user connection in this process.
 pub struct Grants {
-    shards: Box<[Mutex<LruCache<Box<str>, Arc<Grant>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     /// The connection's token requests in flight: `max_concurrent_token_requests` permits.
     permits: Semaphore,

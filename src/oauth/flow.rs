@@ -110,23 +110,30 @@ pub fn build(
             }
         })?;
     }
-    if conn.client_auth != ClientAuth::AsConfigured {
-        let get = |name| {
-            conn.params
-                .get(name)
-                .map(template::python_text)
-                .unwrap_or_default()
-        };
-        let (id, secret) = (get("client_id"), get("client_secret"));
-        let header = match conn.client_auth {
-            ClientAuth::Basic => {
-                template::basic_header(&template::quote_plus(&id), &template::quote_plus(&secret))
-            }
-            _ => template::basic_header(&id, &secret),
-        };
-        built.set_header("Authorization", header);
-    }
+    authenticate_client(conn, &mut built);
     Ok(built)
+}
+
+/// Sets the `Authorization` header that authenticates the client, when the connection's
+/// `client_auth` asks for one (token and revocation requests alike).
+pub fn authenticate_client(conn: &Connection, built: &mut BuiltRequest) {
+    if conn.client_auth == ClientAuth::AsConfigured {
+        return;
+    }
+    let get = |name| {
+        conn.params
+            .get(name)
+            .map(template::python_text)
+            .unwrap_or_default()
+    };
+    let (id, secret) = (get("client_id"), get("client_secret"));
+    let header = match conn.client_auth {
+        ClientAuth::Basic => {
+            template::basic_header(&template::quote_plus(&id), &template::quote_plus(&secret))
+        }
+        _ => template::basic_header(&id, &secret),
+    };
+    built.set_header("Authorization", header);
 }
 
 /// Adds a parameter to the body of a token request: appended to a form body, merged into a

@@ -90,7 +90,7 @@ impl<'p> Plan<'p, '_> {
 pub enum Credential<'p> {
     /// An OAuth2 token usable at the plan's clock reading, borrowed from the cache (no
     /// reference count taken; drop the plan before awaiting).
-    Token(arc_swap::Guard<Option<Arc<TokenSet>>>, Instant),
+    Token(CurrentToken, Instant),
     /// A static `Authorization` value (bearer, basic).
     Static(&'p HeaderValue),
     /// Headers, query parameters and body fields of an `api_key` connection (the hyper
@@ -393,6 +393,9 @@ fn no_token(state: &Entry) -> ProxyError {
     }
 }
 
+/// A token as the cache holds it (the guard keeps it alive while the request is built).
+type CurrentToken = arc_swap::Guard<Option<Arc<TokenSet>>>;
+
 /// The token of the end user a request to a per-user connection names, if usable at
 /// `now`: a token past its refresh time is used while a renewal starts in the background;
 /// without a usable one the request is refused with `no_token` for that subject — to wait
@@ -402,7 +405,7 @@ fn user_token(
     entry: &Arc<Entry>,
     ask: &Ask<'_>,
     now: Instant,
-) -> Result<(arc_swap::Guard<Option<Arc<TokenSet>>>, Arc<grants::Grant>), ProxyError> {
+) -> Result<(CurrentToken, Arc<grants::Grant>), ProxyError> {
     let users = entry.grants.as_ref().expect("a per-user connection");
     // Forward mode (and intercepted tunnels) only: a reverse-mode request has no proxy to
     // authenticate to.

@@ -164,7 +164,9 @@ async fn a_value_moved_edited_or_taken_from_a_token_set_is_refused() {
     );
 
     // A token set is never a definition, nor the reverse.
-    ours.commit(GrantRef::own("crm"), None, false, 0, &token()).await.unwrap();
+    ours.commit(GrantRef::own("crm"), None, false, 0, &token())
+        .await
+        .unwrap();
     let token_key = format!("{PREFIX}{{crm}}:token");
     let token_sealed: Vec<u8> = redis.cmd(&[b"HGET", token_key.as_bytes(), b"sealed"]).await;
     set(&redis, &crm, &token_sealed).await;
@@ -173,7 +175,10 @@ async fn a_value_moved_edited_or_taken_from_a_token_set_is_refused() {
         .cmd::<()>(&[b"HSET", token_key.as_bytes(), b"sealed", &sealed])
         .await;
     assert!(
-        matches!(ours.read(GrantRef::own("crm"), 0).await, Err(StoreError::Refused { .. })),
+        matches!(
+            ours.read(GrantRef::own("crm"), 0).await,
+            Err(StoreError::Refused { .. })
+        ),
         "a definition read as a token set"
     );
 
@@ -213,9 +218,17 @@ async fn removing_a_connection_deletes_its_definition_token_set_and_lease() {
     let (a, b) = (store(&redis, PREFIX), store(&redis, PREFIX));
     a.put_definition("crm", DEFINITION).await.unwrap();
     a.put_definition("erp", DEFINITION).await.unwrap();
-    a.commit(GrantRef::own("crm"), None, false, 0, &token()).await.unwrap();
-    a.commit(GrantRef::own("erp"), None, false, 0, &token()).await.unwrap();
-    let _lease = a.lease(GrantRef::own("crm")).await.unwrap().expect("lease taken");
+    a.commit(GrantRef::own("crm"), None, false, 0, &token())
+        .await
+        .unwrap();
+    a.commit(GrantRef::own("erp"), None, false, 0, &token())
+        .await
+        .unwrap();
+    let _lease = a
+        .lease(GrantRef::own("crm"))
+        .await
+        .unwrap()
+        .expect("lease taken");
 
     let removed = b.remove_definition("crm").await.unwrap();
     for suffix in ["connection", "token", "lease"] {
@@ -265,7 +278,9 @@ async fn changed_since_names_exactly_the_connections_changed_after_a_generation(
     assert_eq!(since(g3).await.unwrap(), (g4, names(&["charlie"])));
     assert_eq!(since(g4).await.unwrap(), (g4, vec![]));
     // Token writes are not connection changes; another prefix has its own log.
-    a.commit(GrantRef::own("bravo"), None, false, 0, &token()).await.unwrap();
+    a.commit(GrantRef::own("bravo"), None, false, 0, &token())
+        .await
+        .unwrap();
     assert_eq!(since(g4).await.unwrap(), (g4, vec![]));
     let staging = store(&redis, "staging:");
     assert_eq!(
@@ -308,7 +323,9 @@ async fn a_subscriber_is_told_of_every_change() {
     let (_sink, mut messages) = b.subscribe_connections().await.unwrap();
     let created = a.put_definition("crm", DEFINITION).await.unwrap();
     // A token write is on the token channel, not this one.
-    a.commit(GrantRef::own("crm"), None, false, 0, &token()).await.unwrap();
+    a.commit(GrantRef::own("crm"), None, false, 0, &token())
+        .await
+        .unwrap();
     let removed = a.remove_definition("crm").await.unwrap();
     for expected in [created, removed] {
         let message = tokio::time::timeout(WAIT, messages.next())
