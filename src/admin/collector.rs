@@ -121,6 +121,7 @@ impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let groups = groups(&self.registry, self.per_connection);
         connection_states(&groups, &mut e)?;
+        user_grants(&groups, &mut e)?;
         tokens(&groups, &mut e)?;
         requests(&groups, &mut e)?;
         self.process(&mut e)
@@ -164,6 +165,36 @@ impl Scrape {
         )?;
         gauge(&mut f, &[("backend", backend)], i64::from(up))
     }
+}
+
+/// The grants per-user connections hold in this process, by state (summed over a group;
+/// never a series per subject).
+fn user_grants(groups: &[Group<'_>], e: &mut DescriptorEncoder) -> fmt::Result {
+    let with_grants: Vec<(&Group<'_>, Vec<&crate::grants::Grants>)> = (groups.iter())
+        .map(|g| (g, g.entries.iter().filter_map(|c| c.grants.as_deref()).collect()))
+        .filter(|(_, grants): &(_, Vec<_>)| !grants.is_empty())
+        .collect();
+    if with_grants.is_empty() {
+        return Ok(());
+    }
+    let mut f = e.encode_descriptor(
+        "tokenwarden_grants_in_memory",
+        "End users' grants of per-user connections this process holds, by state.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (g, grants) in with_grants {
+        let mut counts = [0usize; STATE_NAMES.len()];
+        for (state, n) in grants.iter().flat_map(|grants| grants.in_memory()) {
+            counts[state as usize] += n;
+        }
+        // A grant is never `static` or `per_user`: the states a 503 can report.
+        for (state, n) in instrument::NO_TOKEN_STATES.iter().zip(counts) {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            gauge(&mut f, &[g.label, ("state", state)], n)?;
+        }
+    }
+    Ok(())
 }
 
 /// Each group's states (a connection's: 1 for its state; a connector type's: how many of

@@ -165,17 +165,17 @@ impl Admin {
             );
         }
         match segments.as_slice() {
-            [""] => page::render(self, req.headers(), peer, req.uri().query()),
+            [""] => page::render(self, req.headers(), peer, req.uri().query()).await,
             ["healthz"] => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             ["readyz"] => status::ready(&self.registry.load(), &self.backend),
             ["metrics"] => metrics::render(self),
             ["api", "v1", "connections"] => {
-                status::list(&self.registry.load(), &self.backend, req.uri().query())
+                status::list(&self.registry.load_full(), &self.backend, req.uri().query()).await
             }
             ["api", "v1", "connection_type"] => connections::types(self, req.uri().query()),
             ["api", "v1", "connection"] => connections::list(self, req.uri().query()),
             ["api", "v1", "connection", key] => {
-                status::one(&self.registry.load(), &self.backend, key)
+                status::one(&self.registry.load_full(), &self.backend, key).await
             }
             // These two act (mint a state, exchange a code): GET only, never HEAD.
             ["api", "v1", "connection", _, "authorize"] | ["api", "v1", "oauth", "callback"]

@@ -65,7 +65,7 @@ pub(crate) struct View {
 }
 
 /// `GET /` (`?page=N` for the Nth hundred connections): the page for this caller.
-pub(crate) fn render(
+pub(crate) async fn render(
     admin: &Admin,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -76,11 +76,13 @@ pub(crate) fn render(
         .and_then(|(_, v)| v.parse::<usize>().ok())
         .unwrap_or(1)
         .max(1);
-    let registry = admin.registry.load();
+    let registry = admin.registry.load_full();
+    let mut connections = Vec::new();
+    for c in registry.page((page - 1) * PAGE_ROWS, PAGE_ROWS) {
+        connections.push(describe(c, &admin.backend).await);
+    }
     let view = View {
-        connections: (registry.page((page - 1) * PAGE_ROWS, PAGE_ROWS))
-            .map(|c| describe(c, &admin.backend))
-            .collect(),
+        connections,
         page,
         total: registry.len(),
         store: store(&admin.backend),
@@ -192,12 +194,16 @@ fn row(out: &mut String, c: &Value, view: &View) {
     }
     let _ = write!(
         out,
-        "<br><small>{}</small></td><td>{}</td><td><span class=\"state {}\">{}</span></td>",
+        "<br><small>{}</small></td><td>{}</td><td><span class=\"state {}\">{}</span>",
         escape(text(&c["upstream"])),
         escape(text(&c["strategy"])),
         state_class(state),
         escape(state),
     );
+    if let Some(grants) = c.get("grants") {
+        user_grants(out, grants);
+    }
+    out.push_str("</td>");
     let _ = write!(
         out,
         "<td>{}</td><td>{}</td>",
@@ -215,7 +221,10 @@ fn row(out: &mut String, c: &Value, view: &View) {
         None => out.push_str("<td></td>"),
     }
     out.push_str("<td>");
-    if c["strategy"] == "oauth2_authorization_code" {
+    if c.get("grants").is_some() {
+        // Each user authorizes their own grant, through the app that names them.
+        out.push_str("<small>Authorized per user (<code>authorize?subject=</code>)</small>");
+    } else if c["strategy"] == "oauth2_authorization_code" {
         if view.may_authorize {
             // A connection that holds (or held) a grant is authorized again, as someone else
             // or after a revocation: the button says so.
@@ -236,6 +245,25 @@ fn row(out: &mut String, c: &Value, view: &View) {
     out.push_str("</td></tr>\n");
 }
 
+/// The grants of a per-user connection, under its state: how many are stored (and
+/// expired), and how many this process holds.
+fn user_grants(out: &mut String, grants: &Value) {
+    let count = |v: &Value| v.as_u64().unwrap_or(0);
+    let in_memory: u64 = (grants["in_memory"].as_object())
+        .map_or(0, |states| states.values().map(count).sum());
+    let stored = &grants["stored"];
+    if stored.is_object() {
+        let _ = write!(
+            out,
+            "<br><small>{} grants, {} expired; {in_memory} in memory</small>",
+            count(&stored["total"]),
+            count(&stored["expired"]),
+        );
+    } else {
+        let _ = write!(out, "<br><small>{in_memory} grants in memory</small>");
+    }
+}
+
 /// A string field, or "" when it is absent or not a string.
 fn text(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
@@ -244,7 +272,7 @@ fn text(v: &Value) -> &str {
 /// The style of a state badge: usable, waiting, or needing the operator.
 fn state_class(state: &str) -> &'static str {
     match state {
-        "ready" | "static" => "ok",
+        "ready" | "static" | "per_user" => "ok",
         "failed" | "needs_reauthorization" | "expired" => "bad",
         _ => "warn",
     }

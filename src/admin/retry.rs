@@ -24,6 +24,11 @@ pub fn retry(
     };
     let state = entry.tokens.state_name();
     match &entry.conn.auth {
+        _ if entry.grants.is_some() => json(
+            StatusCode::CONFLICT,
+            &json!({"error": "per_user", "connection": key, "state": state,
+            "message": "this connection holds a grant per end user, each renewed when a request needs it: there is no connection grant to retry"}),
+        ),
         Auth::OAuth2(o)
             if o.grant == Grant::AuthorizationCode && entry.tokens.token().is_none() =>
         {

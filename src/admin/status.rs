@@ -2,7 +2,9 @@
 
 use super::{json, AdminBody};
 use crate::config::{Auth, Grant};
+use crate::grants::Grants;
 use crate::registry::{Entry, Registry};
+use crate::runtime::now_ms;
 use crate::token::store::Backend;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -24,7 +26,7 @@ pub(super) fn store(backend: &Backend) -> Value {
 }
 
 /// The status document of one connection.
-pub fn describe(entry: &Entry, backend: &Backend) -> Value {
+pub async fn describe(entry: &Entry, backend: &Backend) -> Value {
     let conn = &entry.conn;
     let status = entry.tokens.status();
     let token = entry.tokens.token();
@@ -34,7 +36,7 @@ pub fn describe(entry: &Entry, backend: &Backend) -> Value {
         Auth::Header(_) => "static_header",
         Auth::ApiKey(_) => "api_key",
     };
-    json!({
+    let mut status = json!({
         "key": conn.key,
         "name": conn.name,
         "strategy": strategy,
@@ -47,12 +49,43 @@ pub fn describe(entry: &Entry, backend: &Backend) -> Value {
         "last_error": status.last_error,
         "consecutive_failures": status.consecutive_failures,
         "store": store(backend),
+    });
+    if let Some(grants) = &entry.grants {
+        status["grants"] = user_grants(&conn.key, grants, backend).await;
+    }
+    status
+}
+
+/// The grants of a per-user connection: the store's count of them (and of those expired,
+/// which their next request refreshes), and those this process holds, by state.
+async fn user_grants(key: &str, grants: &Grants, backend: &Backend) -> Value {
+    let stored = match backend.grant_counts(key, now_ms()).await {
+        Ok(counts) => json!({"total": counts.total, "expired": counts.expired}),
+        Err(e) => {
+            tracing::debug!(connection = %key, error = %e, "grants not counted: the store does not answer");
+            Value::Null
+        }
+    };
+    let mut in_memory = serde_json::Map::new();
+    for (state, n) in grants.in_memory() {
+        in_memory.insert(state.as_str().into(), json!(n));
+    }
+    let settings = grants.settings();
+    json!({
+        "stored": stored,
+        "in_memory": in_memory,
+        "cache_size": settings.cache_size,
+        "max_concurrent_token_requests": settings.max_concurrent_token_requests,
     })
 }
 
 /// Every connection's status, or with `?page=&size=` one page of them (as the Fides list
 /// pages: `page` from 1, `size` up to [`super::fides::MAX_PAGE_SIZE`]).
-pub fn list(registry: &Registry, backend: &Backend, query: Option<&str>) -> Response<AdminBody> {
+pub async fn list(
+    registry: &Registry,
+    backend: &Backend,
+    query: Option<&str>,
+) -> Response<AdminBody> {
     let paged = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .any(|(name, _)| name == "page" || name == "size");
     let (offset, limit) = if paged {
@@ -68,17 +101,18 @@ pub fn list(registry: &Registry, backend: &Backend, query: Option<&str>) -> Resp
     } else {
         (0, usize::MAX)
     };
-    let all: Vec<Value> = (registry.page(offset, limit))
-        .map(|c| describe(c, backend))
-        .collect();
+    let mut all = Vec::new();
+    for c in registry.page(offset, limit) {
+        all.push(describe(c, backend).await);
+    }
     json(StatusCode::OK, &Value::Array(all))
 }
 
 /// One connection's status, with the fields of Fides' `ConnectionConfigurationResponse`.
-pub fn one(registry: &Registry, backend: &Backend, key: &str) -> Response<AdminBody> {
+pub async fn one(registry: &Registry, backend: &Backend, key: &str) -> Response<AdminBody> {
     match registry.get(key) {
         Some(c) => {
-            let mut status = describe(c, backend);
+            let mut status = describe(c, backend).await;
             if let (Some(all), Value::Object(fides)) =
                 (status.as_object_mut(), super::fides::connection(c))
             {

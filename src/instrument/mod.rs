@@ -29,10 +29,11 @@ use std::time::Duration;
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Every name `token::Cache::state_name` reports (the `state` label in `/metrics`). The
-/// last, `static`, is never without a token; the others can answer a `no_token` 503. Kept
+/// last two, `static` and `per_user`, never answer a `no_token` 503 (a per-user
+/// connection's 503 reports its user's grant's state); the others can. Kept
 /// here, with the instruments labelled by it, so that `instrument` imports nothing of
 /// `token` (the token cache's tests check it against `token::State`).
-pub const STATE_NAMES: [&str; 7] = [
+pub const STATE_NAMES: [&str; 8] = [
     "pending",
     "ready",
     "expired",
@@ -40,11 +41,12 @@ pub const STATE_NAMES: [&str; 7] = [
     "needs_authorization",
     "needs_reauthorization",
     "static",
+    "per_user",
 ];
 
 /// The states a `no_token` 503 reports (`token::Cache::state_name`), each a series of
 /// `tokenwarden_no_token_total`.
-pub const NO_TOKEN_STATES: &[&str] = STATE_NAMES.split_at(STATE_NAMES.len() - 1).0;
+pub const NO_TOKEN_STATES: &[&str] = STATE_NAMES.split_at(STATE_NAMES.len() - 2).0;
 
 /// Why a request to a connection's upstream failed (the `kind` label of
 /// `tokenwarden_upstream_errors_total`).

@@ -19,8 +19,9 @@ pub enum ProxyError {
     /// The connection holds no usable token.
     NoToken {
         connection: String,
-        /// As the status page reports it (never `Static`: a static credential has no token
-        /// to lack; `Ready` only in the instant its token expired).
+        /// As the status page reports it (never `Static` or `PerUser`: a static credential
+        /// has no token to lack, a per-user connection reports its user's grant's state;
+        /// `Ready` only in the instant its token expired).
         state: State,
         /// The route that (re)authorizes it, for authorization-code connections.
         authorize: Option<String>,
@@ -196,7 +197,8 @@ impl ProxyError {
                 State::Failed
                 | State::NeedsAuthorization
                 | State::NeedsReauthorization
-                | State::Static => RETRY_AFTER_NEEDS_ACTION,
+                | State::Static
+                | State::PerUser => RETRY_AFTER_NEEDS_ACTION,
             }),
             _ => None,
         }

@@ -58,6 +58,7 @@ impl Entry {
     /// The entry of a connection without a token yet.
     pub fn new(conn: Arc<Connection>) -> Entry {
         let state = match &conn.auth {
+            _ if conn.per_user.is_some() => State::PerUser,
             Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => State::NeedsAuthorization,
             Auth::OAuth2(_) => State::Pending,
             _ => State::Static,

@@ -39,6 +39,9 @@ pub enum State {
     NeedsReauthorization,
     /// A static credential (`bearer`, `basic`, `api_key`).
     Static,
+    /// A connection with a grant per end user (`grants: per_user`): it holds none of its
+    /// own; its users' grants have the states above (`crate::grants`).
+    PerUser,
 }
 
 impl State {
@@ -51,6 +54,7 @@ impl State {
             State::NeedsAuthorization => "needs_authorization",
             State::NeedsReauthorization => "needs_reauthorization",
             State::Static => "static",
+            State::PerUser => "per_user",
         }
     }
 }

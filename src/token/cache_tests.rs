@@ -109,7 +109,7 @@ async fn a_failed_or_slow_refresh_ends_the_wait_as_failed() {
 }
 
 #[test]
-fn every_state_name_is_listed_and_static_comes_last() {
+fn every_state_name_is_listed_and_the_ones_without_a_token_come_last() {
     use State::*;
     let states = [
         Pending,
@@ -119,10 +119,11 @@ fn every_state_name_is_listed_and_static_comes_last() {
         NeedsAuthorization,
         NeedsReauthorization,
         Static,
+        PerUser,
     ];
     for state in states {
         assert_eq!(STATE_NAMES[state as usize], state.as_str(), "{state:?}");
     }
     assert_eq!(STATE_NAMES.len(), states.len(), "the names and no others");
-    assert_eq!(STATE_NAMES.last(), Some(&"static"));
+    assert_eq!(STATE_NAMES[STATE_NAMES.len() - 2..], ["static", "per_user"]);
 }
