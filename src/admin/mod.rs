@@ -35,6 +35,7 @@ mod oauth;
 mod page;
 mod retry;
 mod status;
+mod user_auth;
 
 use crate::config::AdminSettings;
 use crate::oauth::pending::PendingStates;

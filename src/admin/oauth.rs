@@ -7,6 +7,7 @@
 //! that `authorize` minted.
 
 use super::access::acting_on;
+use super::user_auth;
 use super::{json, Admin, AdminBody};
 use crate::config::{Auth, Grant, OAuth2};
 use crate::oauth::flow::Exchange;
@@ -76,14 +77,21 @@ pub async fn authorize(
             &json!({"error": "no_authorization_request", "connection": key}),
         );
     };
+    let subject = match user_auth::subject_of(&state, req.uri().query()) {
+        Ok(subject) => subject,
+        Err(refused) => return *refused,
+    };
     let verifier = conn.pkce.then(pkce::verifier);
     let challenge = verifier
         .as_ref()
         .map(|v| pkce::challenge(v.expose_secret()));
-    let minted = match mint(admin, key, verifier).await {
+    let minted = match mint(admin, key, subject.as_deref(), verifier).await {
         Ok(state) => state,
         Err(refused) => return *refused,
     };
+    if let Some(subject) = &subject {
+        user_auth::audit_authorize(key, subject);
+    }
     let runtime = [("state", minted.as_str())];
     let lookup = Lookup {
         params: &conn.params,
@@ -127,14 +135,16 @@ pub async fn authorize(
     }
 }
 
-/// A new authorization state for connection `key` (with its PKCE verifier), or the 503 that
-/// says why there is none: too many waiting, or the shared store does not answer.
+/// A new authorization state for connection `key` (and the end user `subject`, with its
+/// PKCE verifier), or the 503 that says why there is none: too many waiting, or the shared
+/// store does not answer.
 async fn mint(
     admin: &Admin,
     key: &str,
+    subject: Option<&str>,
     verifier: Option<secrecy::SecretString>,
 ) -> Result<String, Box<Response<AdminBody>>> {
-    match admin.pending.mint(key, verifier).await {
+    match admin.pending.mint(key, subject, verifier).await {
         Ok(state) => Ok(state),
         Err(e @ MintError::Full) => Err(Box::new(json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -257,7 +267,15 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
         code,
         verifier: pending.verifier.as_ref(),
     };
-    exchange_code(admin, &entry, exchange).await
+    match &pending.subject {
+        Some(subject) => user_auth::exchange_code(admin, &entry, subject, exchange).await,
+        None if entry.grants.is_some() => page(
+            StatusCode::BAD_REQUEST,
+            "Authorization failed",
+            &format!("Connection {key} now has a grant per user. Start again from the authorize route with ?subject=."),
+        ),
+        None => exchange_code(admin, &entry, exchange).await,
+    }
 }
 
 /// The code exchange of an authorization for `entry`, under its write lock: the grant stored
@@ -326,7 +344,7 @@ fn issuer_mismatch(
     ))
 }
 
-fn redirect(url: &str, key: &str) -> Response<AdminBody> {
+pub(super) fn redirect(url: &str, key: &str) -> Response<AdminBody> {
     let sep = if url.contains('?') { '&' } else { '?' };
     let target = format!(
         "{url}{sep}{}",
@@ -342,7 +360,7 @@ fn redirect(url: &str, key: &str) -> Response<AdminBody> {
 
 /// A short HTML page, with a link back to the status page (the callback is on the admin
 /// listener, so `/` is that page); `message` is escaped.
-fn page(status: StatusCode, title: &str, message: &str) -> Response<AdminBody> {
+pub(super) fn page(status: StatusCode, title: &str, message: &str) -> Response<AdminBody> {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to the status page</a></p></body></html>\n",
         t = escape(title),
