@@ -171,7 +171,15 @@ impl Scrape {
 /// never a series per subject).
 fn user_grants(groups: &[Group<'_>], e: &mut DescriptorEncoder) -> fmt::Result {
     let with_grants: Vec<(&Group<'_>, Vec<&crate::grants::Grants>)> = (groups.iter())
-        .map(|g| (g, g.entries.iter().filter_map(|c| c.grants.as_deref()).collect()))
+        .map(|g| {
+            (
+                g,
+                g.entries
+                    .iter()
+                    .filter_map(|c| c.grants.as_deref())
+                    .collect(),
+            )
+        })
         .filter(|(_, grants): &(_, Vec<_>)| !grants.is_empty())
         .collect();
     if with_grants.is_empty() {

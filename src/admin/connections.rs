@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /api/v1/connection_type` | the connector types (`templates:`), paginated, with the secrets each needs |
 //! | `POST /api/v1/connection/instantiate/{type}` | creates a connection: 200 with it, 422 with every problem, 409 on a key in use, 404 on an unknown type |
-//! | `PUT`/`PATCH /api/v1/connection/{key}/secret` | replaces / merges its secrets; `?verify=true` (the default, as in Fides) runs one client-credentials token request |
+//! | `PUT`/`PATCH /api/v1/connection/{key}/secret` | replaces / merges its secrets; `?verify=true` (the default, as in Fides) runs one client-credentials token request; `access_token`, `refresh_token`, `expires_at` (where Fides keeps an authorization-code connection's tokens) seed its grant instead of joining its secrets |
 //! | `GET /api/v1/connection` | every connection, paginated (`?page=&size=`) |
 //! | `DELETE /api/v1/connection/{key}` | 204: no longer served, its refresher stopped, its definition and tokens deleted |
 //!
@@ -17,8 +17,9 @@
 //! — never a secret value.
 
 use super::access::untrusted;
-use super::{fides, json, Admin, AdminBody};
-use crate::config::Definition;
+use super::{fides, grant_import, json, Admin, AdminBody};
+use crate::config::{Auth, Definition};
+use crate::refresher::persist::Holder;
 use crate::runtime::{now_ms, FieldError, RuntimeError};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -211,9 +212,13 @@ pub async fn secrets(
     if let Err(e) = admin.runtime.runtime_entry(key) {
         return refused(&e);
     }
-    let given: Map<String, Value> = match read_json(req).await {
+    let mut given: Map<String, Value> = match read_json(req).await {
         Ok(v) => v,
         Err(response) => return *response,
+    };
+    let seed = match token_secrets(admin, key, &mut given) {
+        Ok(seed) => seed,
+        Err(problems) => return invalid(problems),
     };
     let change = |d: &mut Definition| {
         if merge {
@@ -223,10 +228,19 @@ pub async fn secrets(
         }
     };
     let verify = verify.then_some(&admin.client);
-    let test = match admin.runtime.change(key, change, verify).await {
-        Ok((_, test)) => test,
+    let (entry, test) = match admin.runtime.change(key, change, verify).await {
+        Ok(changed) => changed,
         Err(e) => return refused(&e),
     };
+    if let Some(tokens) = seed {
+        let _guard = entry.tokens.write_lock.lock().await;
+        if let Err(refused) = grant_import::store(admin, Holder::own(&entry), tokens).await {
+            return *refused;
+        }
+        entry.tokens.wake.notify_one();
+        let generation = entry.tokens.generation();
+        caller.audit("seed token", key, &format!("generation {generation}"));
+    }
     caller.audit(
         if merge {
             "merge secrets"
@@ -237,6 +251,64 @@ pub async fn secrets(
         "",
     );
     json(StatusCode::OK, &fides::test_status(key, test))
+}
+
+/// The secrets in which Fides keeps an authorization-code connection's tokens: in a
+/// `PUT`/`PATCH …/secret` they seed the connection's grant (stored as a token set, as an
+/// authorization would) instead of joining its definition.
+const TOKEN_SECRETS: [&str; 3] = ["access_token", "refresh_token", "expires_at"];
+
+/// Takes the token secrets out of `given`: the grant they seed, if any, or the problems
+/// with them (a connection that has no grant of its own to seed, a value of the wrong type).
+fn token_secrets(
+    admin: &Admin,
+    key: &str,
+    given: &mut Map<String, Value>,
+) -> Result<Option<grant_import::Tokens>, Vec<FieldError>> {
+    let taken: Vec<(&str, Value)> = (TOKEN_SECRETS.iter())
+        .filter_map(|name| given.remove(*name).map(|v| (*name, v)))
+        .collect();
+    let Some((first, _)) = taken.first() else {
+        return Ok(None);
+    };
+    let entry = admin.registry.load().get(key).cloned();
+    let auth = entry.as_ref().map(|e| (&e.conn.auth, e.grants.is_some()));
+    let can_refresh = match auth {
+        Some((Auth::OAuth2(_), true)) => {
+            let msg = "this connection has a grant per user: import each with PUT /api/v1/connection/{key}/grants/{subject}";
+            return Err(vec![FieldError::new(&["body", first], msg)]);
+        }
+        Some((auth @ Auth::OAuth2(_), false)) => grant_import::can_refresh(auth),
+        _ => {
+            let msg = "only an OAuth2 connection holds a token to seed";
+            return Err(vec![FieldError::new(&["body", first], msg)]);
+        }
+    };
+    let mut import = grant_import::Import::default();
+    let mut problems = Vec::new();
+    for (name, value) in taken {
+        match (name, value) {
+            ("expires_at", Value::Number(n)) if n.as_u64().is_some() => {
+                import.expires_at = n.as_u64();
+            }
+            ("expires_at", Value::String(s)) if s.parse::<u64>().is_ok() => {
+                import.expires_at = s.parse().ok();
+            }
+            ("expires_at", Value::Null) => {}
+            ("expires_at", _) => problems.push(FieldError::new(
+                &["body", name],
+                "must be Unix seconds (an integer)",
+            )),
+            ("access_token", Value::String(s)) => import.access_token = Some(s),
+            ("refresh_token", Value::String(s)) => import.refresh_token = Some(s),
+            (_, Value::Null) => {}
+            _ => problems.push(FieldError::new(&["body", name], "must be a string")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    grant_import::check(import, can_refresh).map(Some)
 }
 
 /// `?verify=` (default true, as in Fides).

@@ -9,7 +9,7 @@ use super::connections::{invalid, read_json};
 use super::grants::{unavailable, view, Target};
 use super::{json, Admin, AdminBody};
 use crate::config::Auth;
-use crate::grants::{Grant, AUDIT};
+use crate::grants::AUDIT;
 use crate::oauth::flow::Exchange;
 use crate::refresher::persist::{self, Holder, Turn};
 use crate::runtime::FieldError;
@@ -22,26 +22,27 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The body of an import. Token values are wiped once stored.
-#[derive(Deserialize)]
+/// The body of an import (and the token secrets of a single-grant connection's
+/// `PATCH …/secret`). Token values are wiped once stored.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Import {
+pub(super) struct Import {
     #[serde(default)]
-    access_token: Option<String>,
+    pub access_token: Option<String>,
     #[serde(default)]
-    refresh_token: Option<String>,
+    pub refresh_token: Option<String>,
     /// Unix seconds.
     #[serde(default)]
-    expires_at: Option<u64>,
+    pub expires_at: Option<u64>,
     /// Seconds from now.
     #[serde(default)]
-    expires_in: Option<u64>,
+    pub expires_in: Option<u64>,
     #[serde(default)]
-    scope: Option<String>,
+    pub scope: Option<String>,
 }
 
 /// The imported tokens, checked.
-struct Tokens {
+pub(super) struct Tokens {
     access: Option<SecretString>,
     refresh: Option<SecretString>,
     lifetime: Option<Duration>,
@@ -73,7 +74,12 @@ pub async fn import(
     };
     let grant = target.grants.get(subject);
     let _guard = grant.tokens.write_lock.lock().await;
-    if let Err(refused) = store(admin, target, &grant, tokens).await {
+    let holder = Holder {
+        conn: &target.entry.conn,
+        grant: GrantRef::user(key, subject),
+        cache: &grant.tokens,
+    };
+    if let Err(refused) = store(admin, holder, tokens).await {
         return *refused;
     }
     let generation = grant.tokens.generation();
@@ -97,12 +103,12 @@ pub async fn import(
 }
 
 /// Whether `auth` can refresh an imported refresh token (a `refresh_request`).
-fn can_refresh(auth: &Auth) -> bool {
+pub(super) fn can_refresh(auth: &Auth) -> bool {
     matches!(auth, Auth::OAuth2(o) if o.refresh_request.is_some())
 }
 
 /// The body → the tokens to store, or every problem with it.
-fn check(body: Import, can_refresh: bool) -> Result<Tokens, Vec<FieldError>> {
+pub(super) fn check(body: Import, can_refresh: bool) -> Result<Tokens, Vec<FieldError>> {
     let mut problems = Vec::new();
     let secret = |name: &str, v: Option<String>, problems: &mut Vec<FieldError>| match v {
         Some(v) if v.is_empty() => {
@@ -151,20 +157,15 @@ fn check(body: Import, can_refresh: bool) -> Result<Tokens, Vec<FieldError>> {
     }
 }
 
-/// Stores `tokens` as `grant`'s set (with only a refresh token: refreshed first). Call
-/// with the grant's write lock held.
-async fn store(
+/// Stores `tokens` as the set of `holder`'s grant, superseding what is stored (with only
+/// a refresh token: refreshed first). Call with the grant's write lock held.
+pub(super) async fn store(
     admin: &Admin,
-    target: &Target,
-    grant: &Grant,
+    holder: Holder<'_>,
     tokens: Tokens,
 ) -> Result<(), Box<Response<AdminBody>>> {
-    let conn = &target.entry.conn;
-    let holder = Holder {
-        conn,
-        grant: GrantRef::user(&conn.key, &grant.subject),
-        cache: &grant.tokens,
-    };
+    let conn = holder.conn;
+    let subject = holder.grant.subject;
     let Some(access) = tokens.access else {
         let refresh = tokens.refresh.expect("checked: one token at least");
         let exchange = Exchange::Refresh {
@@ -176,7 +177,7 @@ async fn store(
         return match persist::obtain(writer, holder, exchange, previous, Turn::new_grant()).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                tracing::warn!(target: AUDIT, action = "grant_failed", connection = %conn.key, subject = %grant.subject, error = %e, "refreshing an imported grant failed");
+                tracing::warn!(target: AUDIT, action = "grant_failed", connection = %conn.key, subject, error = %e, "refreshing an imported grant failed");
                 Err(Box::new(json(
                     StatusCode::BAD_GATEWAY,
                     &json!({"error": "refresh_failed", "message": e.to_string()}),

@@ -249,8 +249,8 @@ fn row(out: &mut String, c: &Value, view: &View) {
 /// expired), and how many this process holds.
 fn user_grants(out: &mut String, grants: &Value) {
     let count = |v: &Value| v.as_u64().unwrap_or(0);
-    let in_memory: u64 = (grants["in_memory"].as_object())
-        .map_or(0, |states| states.values().map(count).sum());
+    let in_memory: u64 =
+        (grants["in_memory"].as_object()).map_or(0, |states| states.values().map(count).sum());
     let stored = &grants["stored"];
     if stored.is_object() {
         let _ = write!(

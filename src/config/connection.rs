@@ -181,8 +181,9 @@ fn validate_one(
 }
 
 /// `grants:` and the settings of `grants: per_user`, which only an authorization-code
-/// connection can have (each end user authorizes their own grant).
-fn per_user(
+/// connection can have (each end user authorizes their own grant). `prefix` is where the
+/// fields are written: a connection entry, or a `templates:` entry (for every instance).
+pub(super) fn per_user(
     (grants, max_concurrent, cache_size): (Option<String>, Option<u64>, Option<u64>),
     grant: Option<Grant>,
     src: &Source,

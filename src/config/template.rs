@@ -4,6 +4,7 @@
 //! the connector type its `saas_config.type` names.
 
 use super::fides::{SaasConfigFile, Strategy};
+use super::model::{Grant, PerUser};
 use super::source::{Problem, Problems, Source};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -19,6 +20,14 @@ pub struct RawTemplate {
     /// APIs, tests). Without it an instance whose host is one is refused.
     #[serde(default)]
     pub allow_private_network: bool,
+    /// As on a file connection, for every instance: `single` (default) or `per_user`, and
+    /// the settings of `per_user`.
+    #[serde(default)]
+    pub grants: Option<String>,
+    #[serde(default)]
+    pub max_concurrent_token_requests: Option<u64>,
+    #[serde(default)]
+    pub grant_cache_size: Option<u64>,
 }
 
 /// A connector type runtime connections are made from.
@@ -32,6 +41,8 @@ pub struct Template {
     /// directory is).
     pub file: PathBuf,
     pub allow_private_network: bool,
+    /// `grants: per_user` on the entry: every instance has a grant per end user.
+    pub per_user: Option<PerUser>,
     /// Its `connector_params`: each name with its default, as text (None: no default).
     pub params: Vec<(String, Option<String>)>,
     /// `authentication.strategy` (None: the file has no authentication).
@@ -66,10 +77,22 @@ pub fn validate_all(
                 continue;
             }
         };
+        let per_user_fields = (
+            raw.grants.clone(),
+            raw.max_concurrent_token_requests,
+            raw.grant_cache_size,
+        );
         for file in files {
-            let Some(template) = read(&file, raw.allow_private_network, problems) else {
+            let Some(mut template) = read(&file, raw.allow_private_network, problems) else {
                 continue;
             };
+            let grant = match template.strategy.as_deref() {
+                Some("oauth2_authorization_code") => Some(Grant::AuthorizationCode),
+                Some("oauth2_client_credentials") => Some(Grant::ClientCredentials),
+                _ => None,
+            };
+            let fields = per_user_fields.clone();
+            template.per_user = super::connection::per_user(fields, grant, src, &at, problems);
             if let Some(first) = out.iter().find(|t| t.kind == template.kind) {
                 problems.push(src.problem(
                     &format!("{at}.path"),
@@ -129,6 +152,7 @@ fn read(file: &Path, allow_private_network: bool, problems: &mut Problems) -> Op
         name: saas.name,
         file: file.to_path_buf(),
         allow_private_network,
+        per_user: None,
         params: (saas.connector_params.iter())
             .map(|p| (p.name.clone(), p.default_value.as_ref().map(text)))
             .collect(),

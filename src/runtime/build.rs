@@ -55,6 +55,19 @@ pub fn build(
     if template.allow_private_network {
         entry.insert("allow_private_network".into(), true.into());
     }
+    if let Some(settings) = template.per_user {
+        entry.insert("grants".into(), "per_user".into());
+        let settings = [
+            (
+                "max_concurrent_token_requests",
+                settings.max_concurrent_token_requests,
+            ),
+            ("grant_cache_size", settings.cache_size),
+        ];
+        for (field, value) in settings {
+            entry.insert(field.into(), (value as u64).into());
+        }
+    }
     let mut document = Mapping::new();
     document.insert(BODY.into(), Value::Mapping(entry));
     let text = serde_yaml_ng::to_string(&document).expect("a mapping serializes");

@@ -43,6 +43,7 @@ mod reload;
 mod reload_grants;
 mod replicas;
 mod runtime;
+mod runtime_grants;
 mod runtime_scale;
 mod shared_host;
 mod shared_store;

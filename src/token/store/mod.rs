@@ -224,14 +224,20 @@ impl Backend {
         }
     }
 
-    /// Durably removes a runtime connection's definition and token set.
+    /// Durably removes a runtime connection's definition, its token set and its end
+    /// users' grants.
     pub async fn remove_definition(&self, connection: &str) -> Result<(), StoreError> {
         match self {
             Backend::Local(store) => {
                 let (store, connection) = (Arc::clone(store), connection.to_owned());
                 blocking(move || store.remove_definition(&connection)).await
             }
-            Backend::Shared(redis) => redis.remove_definition(connection).await.map(drop),
+            Backend::Shared(redis) => {
+                redis.remove_definition(connection).await?;
+                // Its end users' grants go with it (each leaves a tombstone, so that a
+                // refresh in flight on another replica cannot write it back).
+                redis.remove_grants(connection).await
+            }
         }
     }
 }
