@@ -76,14 +76,21 @@ pub async fn authorize(
             &json!({"error": "no_authorization_request", "connection": key}),
         );
     };
+    let subject = match subject_of(&state, req.uri().query()) {
+        Ok(subject) => subject,
+        Err(refused) => return *refused,
+    };
     let verifier = conn.pkce.then(pkce::verifier);
     let challenge = verifier
         .as_ref()
         .map(|v| pkce::challenge(v.expose_secret()));
-    let minted = match mint(admin, key, verifier).await {
+    let minted = match mint(admin, key, subject.as_deref(), verifier).await {
         Ok(state) => state,
         Err(refused) => return *refused,
     };
+    if let Some(subject) = &subject {
+        tracing::info!(target: crate::grants::AUDIT, action = "authorization_started", connection = %key, subject = %subject, "user authorization started");
+    }
     let runtime = [("state", minted.as_str())];
     let lookup = Lookup {
         params: &conn.params,
@@ -132,9 +139,10 @@ pub async fn authorize(
 async fn mint(
     admin: &Admin,
     key: &str,
+    subject: Option<&str>,
     verifier: Option<secrecy::SecretString>,
 ) -> Result<String, Box<Response<AdminBody>>> {
-    match admin.pending.mint(key, verifier).await {
+    match admin.pending.mint_for(key, subject, verifier).await {
         Ok(state) => Ok(state),
         Err(e @ MintError::Full) => Err(Box::new(json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -147,6 +155,43 @@ async fn mint(
                 &json!({"error": "store_unavailable", "message": "the shared token store does not answer; try again shortly"}),
             )))
         }
+    }
+}
+
+/// The end user an authorization is for (`?subject=`): required, and checked as a
+/// request's subject is, for a per-user connection; refused for a single-grant one.
+fn subject_of(
+    entry: &Entry,
+    query: Option<&str>,
+) -> Result<Option<String>, Box<Response<AdminBody>>> {
+    let given = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "subject")
+        .map(|(_, v)| v.into_owned());
+    let key = &entry.conn.key;
+    let refused = |error: &str, message: String| {
+        Err(Box::new(json(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": error, "connection": key, "message": message}),
+        )))
+    };
+    match (entry.grants.is_some(), given) {
+        (true, Some(s)) if crate::grants::subject::check(&s).is_ok() => Ok(Some(s)),
+        (true, Some(_)) => refused(
+            "bad_subject",
+            format!(
+                "a subject is 1 to {} bytes of visible ASCII (no spaces or control characters)",
+                crate::grants::subject::MAX_SUBJECT_LEN
+            ),
+        ),
+        (true, None) => refused(
+            "subject_required",
+            "this connection has a grant per user: name the user with ?subject=".into(),
+        ),
+        (false, Some(_)) => refused(
+            "not_per_user",
+            "this connection has one grant, not one per user (grants: per_user)".into(),
+        ),
+        (false, None) => Ok(None),
     }
 }
 
@@ -257,7 +302,60 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
         code,
         verifier: pending.verifier.as_ref(),
     };
-    exchange_code(admin, &entry, exchange).await
+    match (pending.subject.as_deref(), &entry.grants) {
+        (Some(subject), Some(grants)) => {
+            exchange_user_code(admin, &entry, grants, subject, exchange).await
+        }
+        (None, None) => exchange_code(admin, &entry, exchange).await,
+        // Reloaded between the authorize and the callback into (or out of) per-user grants.
+        _ => page(
+            StatusCode::BAD_REQUEST,
+            "Authorization failed",
+            "The connection changed since this authorization started. Start again from the authorize route.",
+        ),
+    }
+}
+
+/// [`exchange_code`] for the end user `subject` of a per-user connection: the grant stored
+/// under (connection, subject), under that grant's write lock, and audited.
+async fn exchange_user_code(
+    admin: &Admin,
+    entry: &Entry,
+    grants: &crate::grants::Grants,
+    subject: &str,
+    exchange: Exchange<'_>,
+) -> Response<AdminBody> {
+    let key = &entry.conn.key;
+    let grant = grants.get(subject);
+    let _guard = grant.tokens.write_lock.lock().await;
+    let holder = persist::Holder {
+        conn: &entry.conn,
+        grant: crate::token::store::GrantRef::user(key, subject),
+        cache: &grant.tokens,
+    };
+    let writer = (&admin.client, &admin.backend);
+    match persist::obtain(writer, holder, exchange, None, Turn::new_grant()).await {
+        Ok(_) => {
+            let generation = grant.tokens.generation();
+            tracing::info!(target: crate::grants::AUDIT, action = "grant_created", connection = %key, subject = %subject, generation, "user grant authorized");
+            match &admin.settings.success_url {
+                Some(url) => redirect(url, key),
+                None => page(
+                    StatusCode::OK,
+                    "Authorized",
+                    &format!("Connection {key} is authorized. You can close this page."),
+                ),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(target: crate::grants::AUDIT, action = "grant_failed", connection = %key, subject = %subject, error = %e, "code exchange failed");
+            page(
+                StatusCode::BAD_REQUEST,
+                "Authorization failed",
+                &format!("The code exchange failed: {e}"),
+            )
+        }
+    }
 }
 
 /// The code exchange of an authorization for `entry`, under its write lock: the grant stored

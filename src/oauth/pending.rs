@@ -25,6 +25,8 @@ pub const STATE_BYTES: usize = 32;
 /// A state that was minted and not yet redeemed.
 pub struct Pending {
     pub connection: String,
+    /// The end user of a per-user connection whose grant the callback stores.
+    pub subject: Option<String>,
     pub verifier: Option<SecretString>,
     created: Instant,
 }
@@ -41,6 +43,8 @@ pub enum MintError {
 #[derive(Serialize, Deserialize)]
 struct SharedPending {
     connection: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
     verifier: Option<String>,
 }
 
@@ -77,6 +81,16 @@ impl PendingStates {
         connection: &str,
         verifier: Option<SecretString>,
     ) -> Result<String, MintError> {
+        self.mint_for(connection, None, verifier).await
+    }
+
+    /// [`PendingStates::mint`] for the end user `subject` of a per-user connection.
+    pub async fn mint_for(
+        &self,
+        connection: &str,
+        subject: Option<&str>,
+        verifier: Option<SecretString>,
+    ) -> Result<String, MintError> {
         let mut bytes = [0u8; STATE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let random = URL_SAFE_NO_PAD.encode(bytes);
@@ -87,6 +101,7 @@ impl PendingStates {
         if let Some(redis) = &self.shared {
             let doc = SharedPending {
                 connection: connection.to_owned(),
+                subject: subject.map(str::to_owned),
                 verifier: verifier.as_ref().map(|v| v.expose_secret().to_owned()),
             };
             let payload = secrecy::zeroize::Zeroizing::new(
@@ -110,6 +125,7 @@ impl PendingStates {
             state.clone(),
             Pending {
                 connection: connection.to_owned(),
+                subject: subject.map(str::to_owned),
                 verifier,
                 created: now,
             },
@@ -131,6 +147,7 @@ impl PendingStates {
                 })?;
             return Ok(Some(Pending {
                 connection: doc.connection,
+                subject: doc.subject,
                 verifier: doc.verifier.map(SecretString::from),
                 created: Instant::now(),
             }));
