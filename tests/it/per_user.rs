@@ -643,7 +643,7 @@ async fn a_grant_in_its_refresh_window_is_used_while_one_background_refresh_runs
     assert_eq!(w.tokens.count(), 0, "not yet due");
     tokio::time::sleep(Duration::from_millis(3100)).await; // into the window
     w.tokens.set_default(Reply::SlowToken {
-        delay: Duration::from_millis(300),
+        delay: Duration::from_millis(1000),
         expires_in: 3600,
         refresh: true,
     });
@@ -698,6 +698,25 @@ async fn token_requests_in_flight_never_exceed_the_connection_cap() {
         2,
         "at most (and, with eight waiting, exactly) two token requests at once"
     );
+}
+
+#[tokio::test]
+async fn grants_evicted_from_a_small_cache_are_read_again_from_the_store() {
+    // Sixteen shards of one grant each: forty subjects cannot all stay in memory.
+    let w = World::with("grant_cache_size: 16", "", Options::default()).await;
+    let subjects: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    for s in &subjects {
+        w.put(s, grant(&format!("{s}-at"), &format!("{s}-rt"), 3600))
+            .await;
+    }
+    for round in 0..2 {
+        for s in &subjects {
+            let (status, body) = w.get_as(s).await;
+            assert_eq!(status, 200, "round {round}, {s}: {body}");
+            assert_eq!(bearer(&body), format!("Bearer {s}-at"), "round {round}");
+        }
+    }
+    assert_eq!(w.tokens.count(), 0, "nothing refreshed, only read again");
 }
 
 // ---------------------------------------------------------------- 401 recovery per grant
@@ -819,6 +838,34 @@ async fn replicas_on_one_redis_share_each_subjects_grant_and_its_refresh() {
     );
     assert_eq!(refreshes_with(&tokens, "carol-rt"), 1);
     assert_eq!(refreshes_with(&tokens, "ref-3"), 0);
+
+    // A grant imported again on A replaces the one B holds; one deleted on A is no longer
+    // injected by B.
+    put_ok(a.admin, "bob", grant("bob-at-2", "bob-rt-2", 3600)).await;
+    wait_until("B to follow bob's import on A", || async {
+        bearer(&get_as(b.proxy, "bob").await.1) == "Bearer bob-at-2"
+    })
+    .await;
+    let url = a.admin_url(&format!("/api/v1/connection/{KEY}/grants/bob"));
+    let r = client().delete(url).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    wait_until("B to stop injecting bob's deleted grant", || async {
+        get_as(b.proxy, "bob").await.0 == 503
+    })
+    .await;
+    let (status, body) = get_as(b.proxy, "bob").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("no_token")),
+        "{body}"
+    );
+    let (status, body) = get_as(b.proxy, "alice").await;
+    assert_eq!(
+        (status, bearer(&body)),
+        (200, "Bearer tok-1"),
+        "others untouched"
+    );
+    assert_eq!(tokens.count(), 3);
 }
 
 // ---------------------------------------------------------------- SIGKILL
@@ -844,8 +891,8 @@ async fn a_sigkill_during_one_subjects_refresh_leaves_every_grant_usable() {
         expires_in: 3600,
         refresh: true,
     }]);
-    let proxy = p.proxy;
-    let waiting = tokio::spawn(async move { get_as(proxy, "carol").await });
+    let url = p.url(&format!("/{KEY}/v1/me"));
+    let waiting = tokio::spawn(client().get(url).header(SUBJECT, "carol").send());
     wait_until("carol's refresh in flight", || async {
         tokens.in_flight() == 1
     })
