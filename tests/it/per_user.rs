@@ -634,6 +634,41 @@ async fn an_expired_grant_is_refreshed_once_for_all_the_requests_that_wait_for_i
 }
 
 #[tokio::test]
+async fn a_request_waits_at_most_two_seconds_for_its_grants_refresh() {
+    let w = World::start().await;
+    w.tokens.script([Reply::SlowToken {
+        delay: Duration::from_secs(5),
+        expires_in: 3600,
+        refresh: true,
+    }]);
+    w.put("alice", grant("alice-at", "alice-rt", 0)).await;
+    let started = tokio::time::Instant::now();
+    let (status, body) = w.get_as("alice").await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("no_token")),
+        "{body}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_millis(4500),
+        "waited {waited:?} for a refresh that takes 5 s"
+    );
+    assert_eq!(w.tokens.count(), 1);
+    wait_until("the slow refresh to land", || async {
+        w.get_as("alice").await.0 == 200
+    })
+    .await;
+    let (_, body) = w.get_as("alice").await;
+    assert_eq!(bearer(&body), "Bearer tok-1");
+    assert_eq!(
+        w.tokens.count(),
+        1,
+        "the waiting requests started no other refresh"
+    );
+}
+
+#[tokio::test]
 async fn a_grant_in_its_refresh_window_is_used_while_one_background_refresh_runs() {
     let w = World::start().await;
     // Six seconds: refreshed after about 2.7 to 3 s, injected until 5.4 s.
@@ -717,6 +752,47 @@ async fn grants_evicted_from_a_small_cache_are_read_again_from_the_store() {
         }
     }
     assert_eq!(w.tokens.count(), 0, "nothing refreshed, only read again");
+}
+
+#[tokio::test]
+async fn a_refused_refresh_asks_that_subject_to_authorize_again_and_is_not_retried() {
+    let (logs, _capture) = Logs::capture();
+    let w = World::start().await;
+    w.put("alice", grant("alice-at", "alice-rt", 0)).await;
+    w.put("bob", grant("bob-at", "bob-rt", 3600)).await;
+    w.tokens.script([Reply::OAuthError {
+        status: 400,
+        code: "invalid_grant",
+    }]);
+    let (status, body) = w.get_as("alice").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "no_token");
+    // (This request was planned while the token was merely expired.)
+    assert_eq!(
+        body["authorize"],
+        format!("/api/v1/connection/{KEY}/authorize?subject=alice")
+    );
+    assert!(
+        logs.text().contains("action=\"grant_failed\""),
+        "{}",
+        logs.text()
+    );
+    // The dead refresh token is not presented again, however often alice asks.
+    for _ in 0..5 {
+        let (status, body) = w.get_as("alice").await;
+        assert_eq!(
+            (status, &body["state"]),
+            (503, &json!("needs_reauthorization")),
+            "{body}"
+        );
+    }
+    assert_eq!(w.tokens.count(), 1, "one refused refresh, then none");
+    let (status, body) = w.get_as("bob").await;
+    assert_eq!((status, bearer(&body)), (200, "Bearer bob-at"));
+    // Authorized again, alice is served.
+    authorize_as(w.sc.admin, "alice", "code-again").await;
+    let (status, body) = w.get_as("alice").await;
+    assert_eq!((status, bearer(&body)), (200, "Bearer tok-1"), "{body}");
 }
 
 // ---------------------------------------------------------------- 401 recovery per grant
