@@ -996,6 +996,77 @@ async fn a_sigkill_during_one_subjects_refresh_leaves_every_grant_usable() {
     );
 }
 
+#[tokio::test]
+async fn on_redis_a_replica_killed_mid_refresh_holds_back_only_that_subject_until_its_lease_ends() {
+    let redis = RedisServer::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, true)).await;
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{}{}",
+        redis_store(&redis, STORE_KEY, "5s", "1s"),
+        connections(&[per_user_conn(echo.addr, tokens.addr, None)])
+    );
+    let mut a = SidecarProcess::spawn(dir.path(), "a", "", &body).await;
+    let b = SidecarProcess::spawn(dir.path(), "b", "", &body).await;
+    put_ok(a.admin, "alice", grant("alice-at", "alice-rt", 3600)).await;
+    put_ok(a.admin, "bob", grant("bob-at", "bob-rt", 3600)).await;
+    put_ok(a.admin, "carol", grant("carol-at", "carol-rt", 0)).await;
+    for (subject, token) in [("alice", "Bearer alice-at"), ("bob", "Bearer bob-at")] {
+        let (status, body) = get_as(b.proxy, subject).await;
+        assert_eq!((status, bearer(&body)), (200, token));
+    }
+
+    // A takes carol's lease and hangs at the token endpoint; it is killed there.
+    tokens.script([Reply::SlowToken {
+        delay: Duration::from_secs(30),
+        expires_in: 3600,
+        refresh: true,
+    }]);
+    let url = a.url(&format!("/{KEY}/v1/me"));
+    let waiting = tokio::spawn(client().get(url).header(SUBJECT, "carol").send());
+    wait_until("carol's refresh in flight on A", || async {
+        tokens.in_flight() == 1
+    })
+    .await;
+    a.kill();
+    let _ = waiting.await;
+
+    // B serves the others as before, and carol once A's lease has lapsed.
+    for (subject, token) in [("alice", "Bearer alice-at"), ("bob", "Bearer bob-at")] {
+        let (status, body) = get_as(b.proxy, subject).await;
+        assert_eq!((status, bearer(&body)), (200, token), "{subject}: {body}");
+    }
+    wait_until("B to refresh carol's grant", || async {
+        get_as(b.proxy, "carol").await.0 == 200
+    })
+    .await;
+    let (_, body) = get_as(b.proxy, "carol").await;
+    let carol = bearer(&body).to_owned();
+    assert!(carol.starts_with("Bearer tok-"), "{body}");
+    assert_eq!(
+        refreshes_with(&tokens, "carol-rt"),
+        2,
+        "A's, cut off, then B's"
+    );
+    assert_eq!(
+        refreshes_with(&tokens, "alice-rt") + refreshes_with(&tokens, "bob-rt"),
+        0
+    );
+
+    // A, restarted, reads what B stored.
+    let count = tokens.count();
+    a.start().await;
+    let (status, body) = get_as(a.proxy, "carol").await;
+    assert_eq!(
+        (status, bearer(&body)),
+        (200, carol.as_str()),
+        "{body}\n{}",
+        a.logs()
+    );
+    assert_eq!(tokens.count(), count);
+}
+
 // ---------------------------------------------------------------- audit and metrics
 
 #[tokio::test]
