@@ -346,7 +346,7 @@ async fn refresh(
         Ok(_) => {
             grant.back_off(0, None);
             let generation = cache.generation();
-            tracing::info!(target: AUDIT, action = "grant_refreshed", connection = %conn.key, subject, generation, "grant refreshed");
+            tracing::info!(target: AUDIT, action = "grant_refreshed", connection = %conn.key, subject = %subject, generation, "grant refreshed");
         }
         Err(e) if e.oauth_code() == Some("invalid_grant") => {
             // The grant is dead: its token leaves, the user must authorize again.
@@ -356,7 +356,7 @@ async fn refresh(
                 s.last_error = Some(e.to_string());
                 s.consecutive_failures += 1;
             });
-            tracing::info!(target: AUDIT, action = "grant_failed", connection = %conn.key, subject, error = %e, "grant refresh refused; the user must authorize again");
+            tracing::info!(target: AUDIT, action = "grant_failed", connection = %conn.key, subject = %subject, generation = cache.generation(), error = %e, "grant refresh refused; the user must authorize again");
         }
         Err(e) => {
             grant.back_off(cache.status().consecutive_failures + 1, e.retry_after());
@@ -370,7 +370,7 @@ async fn refresh(
                 s.last_error = Some(e.to_string());
                 s.consecutive_failures += 1;
             });
-            tracing::warn!(target: AUDIT, action = "grant_refresh_failed", connection = %conn.key, subject, error = %e, "grant refresh failed; the next request tries again");
+            tracing::warn!(target: AUDIT, action = "grant_refresh_failed", connection = %conn.key, subject = %subject, generation = cache.generation(), error = %e, "grant refresh failed; the next request tries again");
         }
     }
 }

@@ -31,6 +31,7 @@ pub struct Follower {
 
 impl Follower {
     pub async fn run(self, shutdown: CancellationToken) {
+        let grants = self.redis.grants_channel();
         loop {
             let Some((mut sink, mut messages)) =
                 self.redis.subscribed(Updates::Tokens, &shutdown).await
@@ -44,6 +45,9 @@ impl Follower {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     message = messages.next() => match message {
+                        Some(message) if message.get_channel_name() == grants => {
+                            self.on_grant_update(message.get_payload_bytes()).await;
+                        }
                         Some(message) => self.on_update(message.get_payload_bytes()).await,
                         None => {
                             self.redis.note::<()>(&Err(StoreError::Unavailable {
@@ -75,6 +79,48 @@ impl Follower {
             if generation > entry.tokens.generation() {
                 self.sync(entry).await;
             }
+        }
+    }
+
+    /// `<gen> <connection> <subject>` from another replica's write or deletion of a per-user
+    /// grant: a grant this process holds takes the newer set, or drops its token when it
+    /// was deleted. One it does not hold is read from the store on its next use anyway.
+    /// (Pushed only: a missed message leaves the held set until its renewal reads Redis.)
+    async fn on_grant_update(&self, payload: &[u8]) {
+        let Some((generation, rest)) = parse_update(payload) else {
+            return;
+        };
+        let Some((key, subject)) = rest.split_once(' ') else {
+            return;
+        };
+        let Some(entry) = self.registry.load_full().get(key).cloned() else {
+            return;
+        };
+        let Some(grants) = entry.grants.as_ref() else {
+            return;
+        };
+        let Some(grant) = grants.cached(subject) else {
+            return;
+        };
+        let cache = &grant.tokens;
+        let ours = cache.generation();
+        if generation <= ours {
+            return;
+        }
+        // A writer holding the lock (renewal, import, callback, deletion) reads Redis itself.
+        let Ok(_guard) = cache.write_lock.try_lock() else {
+            return;
+        };
+        match self.redis.read(GrantRef::user(key, subject), ours).await {
+            Ok(Some(stored)) if stored.generation > ours => {
+                persist::adopt(cache, &entry.conn, stored);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(StoreError::Deleted { .. }) => {
+                cache.withdraw();
+                grants.forget(subject);
+            }
+            Err(e) => report(cache, key, &e),
         }
     }
 

@@ -28,6 +28,7 @@ use crate::token::store::{Backend, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Why a connection API request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,11 @@ pub struct Runtime {
 }
 
 /// A key's change under way; dropping it lets the next one in.
+/// How long a change waits for one under way on the same key before answering `Busy`,
+/// and how often it looks.
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+const CLAIM_POLL: Duration = Duration::from_millis(5);
+
 struct Changing<'a> {
     runtime: &'a Runtime,
     key: String,
@@ -84,10 +90,16 @@ impl Runtime {
         self.changing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims `key` for one change.
-    fn claim(&self, key: &str) -> Result<Changing<'_>, RuntimeError> {
-        if !self.changing().insert(key.to_owned()) {
-            return Err(RuntimeError::Busy(key.to_owned()));
+    /// Claims `key` for one change, waiting up to [`CLAIM_WAIT`] for a change under way
+    /// (another request's, or this replica following another's — its own writes come back
+    /// to it as announcements too, so a client's next call would otherwise race them).
+    async fn claim(&self, key: &str) -> Result<Changing<'_>, RuntimeError> {
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        while !self.changing().insert(key.to_owned()) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Busy(key.to_owned()));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
         }
         Ok(Changing {
             runtime: self,
@@ -130,7 +142,7 @@ impl Runtime {
     /// Creates the connection `definition` describes: validated, written to the store,
     /// then served.
     pub async fn create(&self, definition: Definition) -> Result<Arc<Entry>, RuntimeError> {
-        let _claim = self.claim(&definition.key)?;
+        let _claim = self.claim(&definition.key).await?;
         if let Some(existing) = self.reloader.registry.load().get(&definition.key) {
             return Err(match &existing.runtime {
                 Some(_) => RuntimeError::Exists(definition.key.clone()),
@@ -158,7 +170,7 @@ impl Runtime {
         change: impl FnOnce(&mut Definition),
         verify: Option<&TokenClient>,
     ) -> Result<(Arc<Entry>, Option<Result<(), String>>), RuntimeError> {
-        let _claim = self.claim(key)?;
+        let _claim = self.claim(key).await?;
         self.runtime_entry(key)?;
         let mut definition = self.stored(key).await?;
         change(&mut definition);
@@ -196,7 +208,7 @@ impl Runtime {
     /// One the store defines but that is not served (its template gone, say) is deleted
     /// from the store all the same.
     pub async fn delete(&self, key: &str) -> Result<(), RuntimeError> {
-        let _claim = self.claim(key)?;
+        let _claim = self.claim(key).await?;
         match self.runtime_entry(key) {
             Ok(_) => {
                 self.reloader.remove_runtime(key).await;
@@ -265,7 +277,7 @@ impl Runtime {
         let Backend::Shared(redis) = &self.backend else {
             return Ok(());
         };
-        let _claim = self.claim(key)?;
+        let _claim = self.claim(key).await?;
         let running = self.reloader.registry.load().get(key).cloned();
         if running.as_ref().is_some_and(|e| e.runtime.is_none()) {
             return Ok(());

@@ -167,8 +167,8 @@ async fn per_user_instances(store: &str) {
 
     // Deleting the connection deletes its grants: a new instance under the same key
     // starts with none.
-    let (status, _) = call(&sc, "DELETE", "/api/v1/connection/acme", None).await;
-    assert_eq!(status, 204);
+    let (status, answer) = call(&sc, "DELETE", "/api/v1/connection/acme", None).await;
+    assert_eq!(status, 204, "{answer}");
     instantiate(&sc, "people_api", "acme", echo.addr, tokens.addr).await;
     let (status, body) = proxied(&sc, "acme", Some("alice")).await;
     assert_eq!(status, 503, "{body}");

@@ -32,6 +32,12 @@ pub enum Reply {
     Raw(&'static str),
     /// Wait this long, then answer with a token (to test single-flight and timeouts).
     Slow(Duration),
+    /// Wait `delay`, then answer like [`Reply::Token`] (to keep requests in flight).
+    SlowToken {
+        delay: Duration,
+        expires_in: u64,
+        refresh: bool,
+    },
 }
 
 impl Reply {
@@ -96,6 +102,9 @@ struct Inner {
     default: Option<Reply>,
     requests: Vec<Recorded>,
     issued: u64,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -134,6 +143,16 @@ impl TokenServer {
         self.inner.lock().unwrap().requests.clone()
     }
 
+    /// The most requests the endpoint was answering at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight
+    }
+
+    /// Requests being answered now (received, their reply not yet written).
+    pub fn in_flight(&self) -> usize {
+        self.inner.lock().unwrap().in_flight
+    }
+
     pub fn count(&self) -> usize {
         self.inner.lock().unwrap().requests.len()
     }
@@ -164,6 +183,30 @@ impl TokenServer {
 
 async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let r = serve::receive(req).await;
+    let _counted = InFlight::count(&inner);
+    answer(&inner, r).await
+}
+
+/// Counts a request in flight until dropped (answered, or its client gone).
+struct InFlight<'a>(&'a Mutex<Inner>);
+
+impl<'a> InFlight<'a> {
+    fn count(inner: &'a Mutex<Inner>) -> InFlight<'a> {
+        let mut i = inner.lock().unwrap();
+        i.in_flight += 1;
+        i.max_in_flight = i.max_in_flight.max(i.in_flight);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
+/// The reply to request `r`, recorded first.
+async fn answer(inner: &Arc<Mutex<Inner>>, r: serve::Received) -> Response<Full<Bytes>> {
     let reply = {
         let mut i = inner.lock().unwrap();
         i.requests.push(Recorded {
@@ -193,10 +236,18 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         Reply::Token {
             expires_in,
             refresh,
-        } => token(&inner, expires_in, refresh),
+        } => token(inner, expires_in, refresh),
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
-            token(&inner, Some(3600), false)
+            token(inner, Some(3600), false)
+        }
+        Reply::SlowToken {
+            delay,
+            expires_in,
+            refresh,
+        } => {
+            tokio::time::sleep(delay).await;
+            token(inner, Some(expires_in), refresh)
         }
         Reply::OAuthError { status, code } => {
             respond(status, serde_json::json!({"error": code}).to_string(), None)

@@ -58,8 +58,10 @@ impl RedisStore {
 
     /// A dedicated connection subscribed to [`RedisStore::channel`] (token writes): its
     /// sink (for [`RedisStore::ping`]) and its stream of messages.
+    /// Per-user grant writes ([`RedisStore::grants_channel`]) come on the same connection.
     pub async fn subscribe(&self) -> Result<(PubSubSink, PubSubStream), StoreError> {
-        self.subscribe_to(self.channel(), "subscribing to token updates")
+        let channels = [self.channel(), self.grants_channel()];
+        self.subscribe_to(&channels, "subscribing to token updates")
             .await
     }
 
@@ -67,23 +69,25 @@ impl RedisStore {
     /// (runtime-connection changes), as [`RedisStore::subscribe`].
     pub async fn subscribe_connections(&self) -> Result<(PubSubSink, PubSubStream), StoreError> {
         self.subscribe_to(
-            self.connections_channel(),
+            &[self.connections_channel()],
             "subscribing to connection changes",
         )
         .await
     }
 
-    /// A dedicated connection subscribed to `channel`. Connecting and subscribing together
+    /// A dedicated connection subscribed to `channels`. Connecting and subscribing together
     /// time out after [`CONNECT_TIMEOUT`] + [`RESPONSE_TIMEOUT`]. `action`: what a failure
     /// says was being done.
     async fn subscribe_to(
         &self,
-        channel: String,
+        channels: &[String],
         action: &'static str,
     ) -> Result<(PubSubSink, PubSubStream), StoreError> {
         let subscribe = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            for channel in channels {
+                pubsub.subscribe(channel).await?;
+            }
             Ok(pubsub.split())
         };
         let bounded = async {
