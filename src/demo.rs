@@ -235,6 +235,38 @@ connections:
             client_config: {{ protocol: http, host: "{auth}" }}
             headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
             body: '{{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
+  - key: echo-users
+    grants: per_user              # a grant per end user, named by each request (tokenwarden-subject)
+    pkce: true
+    allow_private_network: true
+    secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
+    client_config:
+      protocol: http
+      host: "{api}"
+      authentication:
+        strategy: oauth2_authorization_code
+        configuration:
+          authorization_request:
+            method: GET
+            path: /oauth/authorize
+            client_config: {{ protocol: http, host: "{auth}" }}
+            query_params:
+              - {{ name: client_id, value: <client_id> }}
+              - {{ name: redirect_uri, value: <redirect_uri> }}
+              - {{ name: response_type, value: code }}
+              - {{ name: state, value: <state> }}
+          token_request:
+            method: POST
+            path: /oauth/token
+            client_config: {{ protocol: http, host: "{auth}" }}
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "authorization_code", "code": "<code>", "client_id": "<client_id>", "client_secret": "<client_secret>", "redirect_uri": "<redirect_uri>"}}'
+          refresh_request:
+            method: POST
+            path: /oauth/token
+            client_config: {{ protocol: http, host: "{auth}" }}
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
 "#
     )
 }
@@ -284,7 +316,7 @@ tokenwarden demo is running (config: {file})
    Look for "authorization": "Bearer demo-token-…" in the answer. Your own Authorization header is replaced:
      curl -s -H 'Authorization: Bearer mine' http://{proxy_addr}/echo/hello
    The same as a forward proxy (curl reads only the lower-case http_proxy for http:// URLs; {DEMO_API_HOST}
-   is not in no_proxy, so it goes through the proxy, which alone knows that name; both demo connections
+   is not in no_proxy, so it goes through the proxy, which alone knows that name; the demo connections all
    serve that host, so the request names one with tokenwarden-connection, which the proxy removes):
      http_proxy=http://{proxy_addr} no_proxy=127.0.0.1,localhost curl -s -H 'tokenwarden-connection: echo' http://{api_host}/hello
 
@@ -295,7 +327,18 @@ tokenwarden demo is running (config: {file})
    then try again:
      curl -s http://{proxy_addr}/echo-user/me
 
-3. Status and metrics (never token values): the status page, with an Authorize button for echo-user,
+3. Per-user grants — echo-users holds one grant per end user. Authorize two users (curl -L follows the
+   redirects a browser would; the demo server approves at once):
+     curl -sL "http://{admin_addr}/api/v1/connection/echo-users/authorize?subject=alice&format=redirect"
+     curl -sL "http://{admin_addr}/api/v1/connection/echo-users/authorize?subject=bob&format=redirect"
+   Each request names its user; each gets that user's token (the header is not forwarded):
+     curl -s -H 'tokenwarden-subject: alice' http://{proxy_addr}/echo-users/me
+     curl -s -H 'tokenwarden-subject: bob' http://{proxy_addr}/echo-users/me
+   A user who has not authorized gets a 503 with their own authorize link; the grants, never a token:
+     curl -s -H 'tokenwarden-subject: carol' http://{proxy_addr}/echo-users/me
+     curl -s http://{admin_addr}/api/v1/connection/echo-users/grants
+
+4. Status and metrics (never token values): the status page, with an Authorize button for echo-user,
      http://{admin_addr}/   (open it in a browser)
      curl -s http://{admin_addr}/api/v1/connections
      curl -s http://{admin_addr}/metrics

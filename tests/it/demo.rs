@@ -38,6 +38,11 @@ fn is_command(line: &str) -> bool {
 fn expectation(command: &str) -> &'static str {
     match command {
         c if c.contains("Bearer mine") => "Bearer demo-token-",
+        c if c.contains("subject=alice&format=redirect") => "is authorized for user alice",
+        c if c.contains("subject=bob&format=redirect") => "is authorized for user bob",
+        c if c.contains("subject: carol") => "/api/v1/connection/echo-users/authorize?subject=carol",
+        c if c.contains("subject: ") => "\"authorization\":\"Bearer demo-",
+        c if c.ends_with("/echo-users/grants") => "\"subject\":\"bob\"",
         c if c.contains("/authorize") => "http",
         c if c.ends_with("/api/v1/connections") => "\"echo-user\"",
         c if c.ends_with("/metrics") => "# EOF",
@@ -62,8 +67,14 @@ async fn every_line_the_demo_prints_runs_as_printed() {
     );
 
     let mut authorized = false;
+    let mut user_answers = std::collections::HashMap::new();
     for command in &commands {
         let (ok, out) = shell(command);
+        for subject in ["alice", "bob"] {
+            if command.contains(&format!("subject: {subject}")) {
+                user_answers.insert(subject, out.clone());
+            }
+        }
         assert!(ok, "`{command}` failed as printed; it printed: {out}");
         assert!(!out.is_empty(), "`{command}` printed nothing");
         assert!(
@@ -84,7 +95,7 @@ async fn every_line_the_demo_prints_runs_as_printed() {
             };
             assert!(out.contains(expected), "`{command}` printed: {out}");
         }
-        if command.contains("/authorize") {
+        if command.contains("/authorize") && !command.contains("format=redirect") {
             // "Open the authorization URL in a browser": the demo's login approves at once.
             let url = out.trim();
             let (ok, page) = shell(&format!("curl -sfL '{url}'"));
@@ -96,6 +107,14 @@ async fn every_line_the_demo_prints_runs_as_printed() {
         }
     }
     assert!(authorized, "the demo prints the authorize command");
+    // Each user's request carried that user's token, and never the subject header.
+    let [alice, bob] = ["alice", "bob"].map(|subject| {
+        let out = &user_answers[subject];
+        assert!(!out.contains("tokenwarden-subject"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["headers"]["authorization"].as_str().unwrap().to_owned()
+    });
+    assert_ne!(alice, bob);
 
     // The one printed URL that is not a command: the status page.
     let page_line = demo
