@@ -184,60 +184,11 @@ async fn bind_preferring(port: u16) -> std::io::Result<TcpListener> {
 
 /// The sidecar config the demo writes and loads (a real file, through the real loader).
 fn demo_config(auth: SocketAddr, api: &str, admin: SocketAddr, store_key: &str) -> String {
-    format!(
-        r#"# Written by `tokenwarden demo`.
-store: {{ path: tokens.db, key: "{store_key}" }}   # a fresh key per demo (this file is mode 600)
-admin: {{ public_url: "http://{admin}" }}
-connections:
-  - key: echo
-    allow_private_network: true   # {DEMO_API_HOST} resolves to loopback
-    secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
-    client_config:
-      protocol: http
-      host: "{api}"
-      authentication:
-        strategy: oauth2_client_credentials
-        configuration:
-          token_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{auth}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
-  - key: echo-user
-    pkce: true
-    allow_private_network: true
-    secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
-    client_config:
-      protocol: http
-      host: "{api}"
-      authentication:
-        strategy: oauth2_authorization_code
-        configuration:
-          authorization_request:
-            method: GET
-            path: /oauth/authorize
-            client_config: {{ protocol: http, host: "{auth}" }}
-            query_params:
-              - {{ name: client_id, value: <client_id> }}
-              - {{ name: redirect_uri, value: <redirect_uri> }}
-              - {{ name: response_type, value: code }}
-              - {{ name: state, value: <state> }}
-          token_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{auth}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "authorization_code", "code": "<code>", "client_id": "<client_id>", "client_secret": "<client_secret>", "redirect_uri": "<redirect_uri>"}}'
-          refresh_request:
-            method: POST
-            path: /oauth/token
-            client_config: {{ protocol: http, host: "{auth}" }}
-            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
-            body: '{{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
-  - key: echo-users
-    grants: per_user              # a grant per end user, named by each request (tokenwarden-subject)
-    pkce: true
+    // The two authorization-code connections differ in their key and grants only.
+    let authcode = |key: &str, extra: &str| {
+        format!(
+            r#"  - key: {key}
+{extra}    pkce: true
     allow_private_network: true
     secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
     client_config:
@@ -268,6 +219,34 @@ connections:
             headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
             body: '{{"grant_type": "refresh_token", "refresh_token": "<refresh_token>", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
 "#
+        )
+    };
+    let user = authcode("echo-user", "");
+    let users = authcode(
+        "echo-users",
+        "    grants: per_user              # a grant per end user, named by each request (tokenwarden-subject)\n",
+    );
+    format!(
+        r#"# Written by `tokenwarden demo`.
+store: {{ path: tokens.db, key: "{store_key}" }}   # a fresh key per demo (this file is mode 600)
+admin: {{ public_url: "http://{admin}" }}
+connections:
+  - key: echo
+    allow_private_network: true   # {DEMO_API_HOST} resolves to loopback
+    secrets: {{ client_id: {DEMO_CLIENT_ID}, client_secret: {DEMO_CLIENT_SECRET} }}
+    client_config:
+      protocol: http
+      host: "{api}"
+      authentication:
+        strategy: oauth2_client_credentials
+        configuration:
+          token_request:
+            method: POST
+            path: /oauth/token
+            client_config: {{ protocol: http, host: "{auth}" }}
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
+{user}{users}"#
     )
 }
 

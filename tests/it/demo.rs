@@ -40,7 +40,9 @@ fn expectation(command: &str) -> &'static str {
         c if c.contains("Bearer mine") => "Bearer demo-token-",
         c if c.contains("subject=alice&format=redirect") => "is authorized for user alice",
         c if c.contains("subject=bob&format=redirect") => "is authorized for user bob",
-        c if c.contains("subject: carol") => "/api/v1/connection/echo-users/authorize?subject=carol",
+        c if c.contains("subject: carol") => {
+            "/api/v1/connection/echo-users/authorize?subject=carol"
+        }
         c if c.contains("subject: ") => "\"authorization\":\"Bearer demo-",
         c if c.ends_with("/echo-users/grants") => "\"subject\":\"bob\"",
         c if c.contains("/authorize") => "http",

@@ -68,7 +68,12 @@ pub(crate) fn secrets(echo: SocketAddr, token: SocketAddr, client_id: &str) -> V
 }
 
 /// Sends `method path` with a JSON `body` to the admin listener → (status, JSON or Null).
-async fn call(sc: &Sidecar, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) async fn call(
+    sc: &Sidecar,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let mut req = client().request(method.parse().unwrap(), sc.admin_url(path));
     if let Some(body) = body {
         req = req

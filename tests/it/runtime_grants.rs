@@ -4,7 +4,7 @@
 //! keeps in its secrets (`PATCH …/secret` with `access_token`, `refresh_token`,
 //! `expires_at`), which never join the definition's secrets.
 
-use crate::runtime::STORE;
+use crate::runtime::{call, STORE};
 use crate::support::logs::Logs;
 use crate::support::*;
 use serde_json::{json, Value};
@@ -69,21 +69,6 @@ fn config(dir: &Path, store: &str) -> String {
     format!(
         "{store}templates:\n  - {{ path: single, allow_private_network: true }}\n  - {{ path: per_user, allow_private_network: true, grants: per_user, max_concurrent_token_requests: 2 }}\n"
     )
-}
-
-/// Sends `method path` with a JSON `body` to the admin listener → (status, JSON or Null).
-async fn call(sc: &Sidecar, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut req = client().request(method.parse().unwrap(), sc.admin_url(path));
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let bytes = r.bytes().await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, body)
 }
 
 /// Instantiates `kind` as `key`, reaching `echo` with tokens from `token`.
