@@ -8,11 +8,11 @@
 //! | `GET /metrics` | OpenMetrics text (prometheus-client): token state, expiry, token requests and their durations, proxied requests and their durations, upstream connects and errors, `no_token` refusals, open connections, store health (see `collector`) |
 //! | `GET /api/v1/connections` | every connection's status (never a token value); `?page=&size=` for one page |
 //! | `GET /api/v1/connection/{key}` | one connection's status, with Fides' `ConnectionConfigurationResponse` fields |
-//! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string, as plain text with `?format=text`, or as a 303 redirect with `?format=redirect` (trusted callers only; never for a request a browser marks cross-site) |
+//! | `GET /api/v1/connection/{key}/authorize` | mints a state and returns the authorization URL as a JSON string, as plain text with `?format=text`, or as a 303 redirect with `?format=redirect`; on a per-user connection `?subject=` is required and bound to the state (`user_auth`) (trusted callers only; never for a request a browser marks cross-site) |
 //! | `POST /api/v1/reload` | reads the config file again and applies it (trusted callers only) |
 //! | `GET /api/v1/reload` | the last reload's outcome |
 //! | `POST /api/v1/connection/{key}/retry` | a failed or backing-off connection tries again now (trusted callers only) |
-//! | `GET /api/v1/oauth/callback` | the provider's redirect: exchanges the code once |
+//! | `GET /api/v1/oauth/callback` | the provider's redirect: exchanges the code once (for a per-user state, into that subject's grant) |
 //! | `GET /api/v1/connection_type`, `GET /api/v1/connection`, `POST /api/v1/connection/instantiate/{type}`, `PUT`/`PATCH /api/v1/connection/{key}/secret`, `DELETE /api/v1/connection/{key}` | the connection API: runtime connections, in Fides' shapes (see `connections`; writes: trusted callers only, audited) |
 //!
 //! Every route but the probes answers 421 to a `Host` that is not the listener's own (DNS
@@ -35,6 +35,7 @@ mod oauth;
 mod page;
 mod retry;
 mod status;
+mod user_auth;
 
 use crate::config::AdminSettings;
 use crate::oauth::pending::PendingStates;

@@ -7,6 +7,7 @@
 //! that `authorize` minted.
 
 use super::access::acting_on;
+use super::user_auth;
 use super::{json, Admin, AdminBody};
 use crate::config::{Auth, Grant, OAuth2};
 use crate::oauth::flow::Exchange;
@@ -76,11 +77,15 @@ pub async fn authorize(
             &json!({"error": "no_authorization_request", "connection": key}),
         );
     };
+    let subject = match user_auth::subject_of(&state, req.uri().query()) {
+        Ok(subject) => subject,
+        Err(refused) => return *refused,
+    };
     let verifier = conn.pkce.then(pkce::verifier);
     let challenge = verifier
         .as_ref()
         .map(|v| pkce::challenge(v.expose_secret()));
-    let minted = match mint(admin, key, verifier).await {
+    let minted = match mint(admin, key, subject.as_deref(), verifier).await {
         Ok(state) => state,
         Err(refused) => return *refused,
     };
@@ -132,9 +137,10 @@ pub async fn authorize(
 async fn mint(
     admin: &Admin,
     key: &str,
+    subject: Option<&str>,
     verifier: Option<secrecy::SecretString>,
 ) -> Result<String, Box<Response<AdminBody>>> {
-    match admin.pending.mint(key, verifier).await {
+    match admin.pending.mint(key, subject, verifier).await {
         Ok(state) => Ok(state),
         Err(e @ MintError::Full) => Err(Box::new(json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -257,7 +263,14 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
         code,
         verifier: pending.verifier.as_ref(),
     };
-    exchange_code(admin, &entry, exchange).await
+    match (pending.subject.as_deref(), &entry.grants) {
+        (None, None) => exchange_code(admin, &entry, exchange).await,
+        (Some(subject), Some(users)) => {
+            user_auth::exchange_code(admin, &entry, users, subject, exchange).await
+        }
+        _ => page(StatusCode::BAD_REQUEST, "Authorization failed",
+            "The connection changed between one grant and a grant per user since this authorization started. Start again from the authorize route."),
+    }
 }
 
 /// The code exchange of an authorization for `entry`, under its write lock: the grant stored
@@ -326,7 +339,7 @@ fn issuer_mismatch(
     ))
 }
 
-fn redirect(url: &str, key: &str) -> Response<AdminBody> {
+pub(super) fn redirect(url: &str, key: &str) -> Response<AdminBody> {
     let sep = if url.contains('?') { '&' } else { '?' };
     let target = format!(
         "{url}{sep}{}",
@@ -342,7 +355,7 @@ fn redirect(url: &str, key: &str) -> Response<AdminBody> {
 
 /// A short HTML page, with a link back to the status page (the callback is on the admin
 /// listener, so `/` is that page); `message` is escaped.
-fn page(status: StatusCode, title: &str, message: &str) -> Response<AdminBody> {
+pub(super) fn page(status: StatusCode, title: &str, message: &str) -> Response<AdminBody> {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to the status page</a></p></body></html>\n",
         t = escape(title),

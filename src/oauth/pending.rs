@@ -25,6 +25,9 @@ pub const STATE_BYTES: usize = 32;
 /// A state that was minted and not yet redeemed.
 pub struct Pending {
     pub connection: String,
+    /// The end user a per-user connection's authorization is for (None: the connection's
+    /// own grant).
+    pub subject: Option<String>,
     pub verifier: Option<SecretString>,
     created: Instant,
 }
@@ -41,6 +44,8 @@ pub enum MintError {
 #[derive(Serialize, Deserialize)]
 struct SharedPending {
     connection: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
     verifier: Option<String>,
 }
 
@@ -71,10 +76,12 @@ impl PendingStates {
         self
     }
 
-    /// Mints a state for `connection`, remembering its PKCE verifier.
+    /// Mints a state for `connection` (and, on a per-user connection, `subject`),
+    /// remembering its PKCE verifier.
     pub async fn mint(
         &self,
         connection: &str,
+        subject: Option<&str>,
         verifier: Option<SecretString>,
     ) -> Result<String, MintError> {
         let mut bytes = [0u8; STATE_BYTES];
@@ -87,6 +94,7 @@ impl PendingStates {
         if let Some(redis) = &self.shared {
             let doc = SharedPending {
                 connection: connection.to_owned(),
+                subject: subject.map(str::to_owned),
                 verifier: verifier.as_ref().map(|v| v.expose_secret().to_owned()),
             };
             let payload = secrecy::zeroize::Zeroizing::new(
@@ -110,6 +118,7 @@ impl PendingStates {
             state.clone(),
             Pending {
                 connection: connection.to_owned(),
+                subject: subject.map(str::to_owned),
                 verifier,
                 created: now,
             },
@@ -131,6 +140,7 @@ impl PendingStates {
                 })?;
             return Ok(Some(Pending {
                 connection: doc.connection,
+                subject: doc.subject,
                 verifier: doc.verifier.map(SecretString::from),
                 created: Instant::now(),
             }));
@@ -163,23 +173,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn single_use_expiring_bounded() {
         let p = PendingStates::new(Duration::from_secs(600), 2, Some("east".into()));
-        let s1 = p.mint("a", None).await.unwrap();
+        let s1 = p.mint("a", None, None).await.unwrap();
         assert!(s1.starts_with("east-") && s1.len() == 5 + 43, "{s1}");
         assert!(s1[5..]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(p.take(&s1).await.unwrap().unwrap().connection, "a");
         assert!(p.take(&s1).await.unwrap().is_none(), "second use");
-        let s2 = p.mint("a", None).await.unwrap();
-        let _s3 = p.mint("b", None).await.unwrap();
-        assert!(matches!(p.mint("c", None).await, Err(MintError::Full)));
+        let s2 = p.mint("a", None, None).await.unwrap();
+        let _s3 = p.mint("b", None, None).await.unwrap();
+        assert!(matches!(
+            p.mint("c", None, None).await,
+            Err(MintError::Full)
+        ));
         tokio::time::advance(Duration::from_secs(600)).await;
         assert!(p.take(&s2).await.unwrap().is_none(), "expired");
         // expired entries make room
-        assert!(p.mint("c", None).await.is_ok());
+        assert!(p.mint("c", None, None).await.is_ok());
         assert_ne!(
-            p.mint("d", None).await.unwrap(),
-            p.mint("d", None).await.unwrap_or_default()
+            p.mint("d", None, None).await.unwrap(),
+            p.mint("d", None, None).await.unwrap_or_default()
         );
+    }
+
+    #[tokio::test]
+    async fn a_state_keeps_its_subject() {
+        let p = PendingStates::new(Duration::from_secs(600), 2, None);
+        let state = p.mint("a", Some("alice"), None).await.unwrap();
+        let pending = p.take(&state).await.unwrap().unwrap();
+        assert_eq!(pending.subject.as_deref(), Some("alice"));
+        let state = p.mint("a", None, None).await.unwrap();
+        assert_eq!(p.take(&state).await.unwrap().unwrap().subject, None);
     }
 }
