@@ -88,7 +88,10 @@ const provider = new Provider(issuer, {
 // ---- /__stats + token-endpoint accounting (and strict client auth method) ----
 // POST /__hold?ms=N holds the next token request N ms before the provider sees it; if its
 // client went away meanwhile (a replica killed mid-refresh) it is dropped unprocessed.
-const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0 };
+// `accounts` counts the grants answered 200 per account and grant type; GET /__issued lists
+// every access and refresh token issued (for tests that check logs never show one).
+const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0, accounts: {} };
+const issued = { access_tokens: [], refresh_tokens: [] };
 let holdNextMs = 0;
 const bump = (obj, key) => { obj[key] = (obj[key] ?? 0) + 1; };
 const readBody = (req) => new Promise((resolve, reject) => {
@@ -107,6 +110,11 @@ provider.use(async (ctx, next) => {
   if (ctx.method === 'GET' && ctx.path === '/__stats') {
     ctx.set('cache-control', 'no-store');
     ctx.body = stats;
+    return;
+  }
+  if (ctx.method === 'GET' && ctx.path === '/__issued') {
+    ctx.set('cache-control', 'no-store');
+    ctx.body = issued;
     return;
   }
   if (ctx.method === 'POST' && ctx.path === '/__hold') {
@@ -157,6 +165,12 @@ provider.use(async (ctx, next) => {
 
   await next();
   if (ctx.status >= 400 && ctx.body?.error) bump(stats.errors, ctx.body.error);
+  if (ctx.status === 200 && ctx.body?.access_token) {
+    const account = ctx.oidc?.account?.accountId ?? '(none)';
+    bump((stats.accounts[account] ??= {}), form.get('grant_type') ?? '(none)');
+    issued.access_tokens.push(ctx.body.access_token);
+    if (ctx.body.refresh_token) issued.refresh_tokens.push(ctx.body.refresh_token);
+  }
 });
 
 handler = provider.callback();
