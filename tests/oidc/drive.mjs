@@ -290,6 +290,8 @@ try {
   check('/__stats counts successful grants per account',
     JSON.stringify(stats.accounts) === JSON.stringify({ alice: { authorization_code: 3, refresh_token: 4 } }),
     JSON.stringify(stats.accounts));
+  check('/__stats counts /me answers by status (two fresh tokens, one expired)',
+    stats.userinfo['200'] === 2 && stats.userinfo['401'] === 1, JSON.stringify(stats.userinfo));
   const issued = await (await fetch(`${issuer}/__issued`)).json();
   check('/__issued lists every token issued',
     issued.access_tokens.length === 7 && issued.refresh_tokens.length === 6

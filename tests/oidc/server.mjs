@@ -88,9 +88,10 @@ const provider = new Provider(issuer, {
 // ---- /__stats + token-endpoint accounting (and strict client auth method) ----
 // POST /__hold?ms=N holds the next token request N ms before the provider sees it; if its
 // client went away meanwhile (a replica killed mid-refresh) it is dropped unprocessed.
-// `accounts` counts the grants answered 200 per account and grant type; GET /__issued lists
+// `accounts` counts the grants answered 200 per account and grant type, `userinfo` the
+// answers of /me by status; GET /__issued lists
 // every access and refresh token issued (for tests that check logs never show one).
-const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0, accounts: {} };
+const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0, accounts: {}, userinfo: {} };
 const issued = { access_tokens: [], refresh_tokens: [] };
 let holdNextMs = 0;
 const bump = (obj, key) => { obj[key] = (obj[key] ?? 0) + 1; };
@@ -120,6 +121,10 @@ provider.use(async (ctx, next) => {
   if (ctx.method === 'POST' && ctx.path === '/__hold') {
     holdNextMs = Number(ctx.query.ms ?? 0);
     ctx.status = 204;
+    return;
+  }
+  if (ctx.path === '/me') {
+    try { await next(); } finally { bump(stats.userinfo, String(ctx.status)); }
     return;
   }
   if (ctx.method !== 'POST' || ctx.path !== '/token') return next();
