@@ -57,7 +57,45 @@ const authMethodOf = Object.fromEntries(clients.map((c) => [c.client_id, c.token
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const DAY = 24 * 60 * 60;
 
+// oidc-provider's own in-memory adapter is an LRU of 1000 entries: with a few hundred
+// accounts refreshing every few seconds it evicts idle grants, and their next refresh fails
+// with invalid_grant. This one is the same, in a Map that only expiry empties.
+const storage = new Map(); // key -> { value, expiresAt (ms, or Infinity) }
+const put = (key, value, expiresIn) => storage.set(key, { value, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
+const get = (key) => {
+  const entry = storage.get(key);
+  if (!entry) return undefined;
+  if (entry.expiresAt <= Date.now()) { storage.delete(key); return undefined; }
+  return entry.value;
+};
+const grantable = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']);
+class MapAdapter {
+  constructor(model) { this.model = model; }
+  key(id) { return `${this.model}:${id}`; }
+  async destroy(id) { storage.delete(this.key(id)); }
+  async consume(id) { const v = get(this.key(id)); if (v) v.consumed = Math.floor(Date.now() / 1000); }
+  async find(id) { return get(this.key(id)); }
+  async findByUid(uid) { return this.find(get(`sessionUid:${uid}`)); }
+  async findByUserCode(userCode) { return this.find(get(`userCode:${userCode}`)); }
+  async upsert(id, payload, expiresIn) {
+    const key = this.key(id);
+    if (this.model === 'Session') put(`sessionUid:${payload.uid}`, id, expiresIn);
+    const { grantId, userCode } = payload;
+    if (grantable.has(this.model) && grantId) {
+      const tokens = get(`grant:${grantId}`);
+      if (tokens) tokens.push(key); else put(`grant:${grantId}`, [key]);
+    }
+    if (userCode) put(`userCode:${userCode}`, id, expiresIn);
+    put(key, payload, expiresIn);
+  }
+  async revokeByGrantId(grantId) {
+    for (const key of get(`grant:${grantId}`) ?? []) storage.delete(key);
+    storage.delete(`grant:${grantId}`);
+  }
+}
+
 const provider = new Provider(issuer, {
+  adapter: MapAdapter,
   clients,
   jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: 'test' }] },
   cookies: { keys: ['tokenwarden-test-cookie-key'] },
