@@ -56,7 +56,10 @@ const PACES: [(usize, Duration); 3] = [
 const SHORTEST_CYCLE: Duration = Duration::from_millis(1350);
 /// A request that takes longer than this fails (a token is waited for at most 2 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const LEASE: &str = "5s";
+/// The default lease: a token request is given 11 s to be answered. A shorter one (5 s
+/// leaves 2.5 s) abandons refreshes a stalled provider still carries out on a loaded
+/// machine, and the next refresh, with the rotated-out refresh token, ends the grant.
+const LEASE: &str = "15s";
 const POLL: &str = "1s";
 const STORE_KEY: &str = "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=";
 const SUBJECT_HEADER: &str = "tokenwarden-subject";
@@ -221,6 +224,16 @@ async fn settled_stats(provider: &Provider) -> serde_json::Value {
     }
 }
 
+/// The WARN and ERROR lines of a replica's log, and its audit events of failed grants
+/// (a refresh refused with `invalid_grant` is logged at INFO: the user must authorize again).
+fn problems(logs: &str) -> Vec<&str> {
+    logs.lines()
+        .filter(|l| {
+            l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("action=\"grant_failed\"")
+        })
+        .collect()
+}
+
 /// Words of base64url characters in `text`: each issued token (opaque, base64url) is
 /// looked up among them.
 fn words(text: &str) -> HashSet<&str> {
@@ -275,6 +288,23 @@ async fn two_hundred_users_on_three_replicas_each_get_their_own_rotating_grant()
         refusal.to_string().contains("/authorize?subject=user-0"),
         "{refusal}"
     );
+    // A per-user connection's authorization names one valid subject.
+    let authorize = format!(
+        "http://{}/api/v1/connection/{KEY}/authorize",
+        replicas[0].admin
+    );
+    for (query, error) in [
+        ("", "subject_required"),
+        ("?subject=a%20b", "bad_subject"),
+        ("?subject=a&subject=b", "bad_subject"),
+    ] {
+        let (status, body) = get_json(&format!("{authorize}{query}")).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &serde_json::json!(error)),
+            "{query}: {body}"
+        );
+    }
 
     // 1. 200 logins through the provider's pages.
     let login_start = Instant::now();
@@ -358,14 +388,28 @@ async fn two_hundred_users_on_three_replicas_each_get_their_own_rotating_grant()
         failures.len()
     );
     eprintln!("oidc_per_user: {figures}");
+    // What the replicas logged as problems, to explain a failure.
+    let diagnosis: String = replicas
+        .iter()
+        .map(|r| {
+            let logs = r.logs();
+            let lines = problems(&logs);
+            format!(
+                "\nreplica {} logged {} problems:\n{}",
+                r.name,
+                lines.len(),
+                lines[..lines.len().min(10)].join("\n")
+            )
+        })
+        .collect();
     assert!(
         mismatches.is_empty(),
-        "{figures}; a request carried another subject's token: {:?}",
+        "{figures}; a request carried another subject's token: {:?}{diagnosis}",
         &mismatches[..mismatches.len().min(10)]
     );
     assert!(
         failures.is_empty(),
-        "{figures}; failed: {:?}",
+        "{figures}; failed: {:?}{diagnosis}",
         &failures[..failures.len().min(10)]
     );
     let expected: u64 = (0..SUBJECTS)
@@ -439,10 +483,7 @@ async fn two_hundred_users_on_three_replicas_each_get_their_own_rotating_grant()
                 );
             }
         }
-        let problems: Vec<&str> = logs
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .collect();
+        let problems = problems(&logs);
         assert!(
             problems.is_empty(),
             "replica {} logged problems:\n{}",
