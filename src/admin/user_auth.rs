@@ -20,9 +20,10 @@ pub fn subject_of(
     entry: &Entry,
     query: Option<&str>,
 ) -> Result<Option<String>, Box<Response<AdminBody>>> {
-    let given = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "subject")
-        .map(|(_, v)| v.into_owned());
+    let named: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "subject")
+        .map(|(_, v)| v.into_owned())
+        .collect();
     let key = &entry.conn.key;
     let refuse = |error: &str, message: String| {
         Err(Box::new(json(
@@ -30,6 +31,11 @@ pub fn subject_of(
             &json!({"error": error, "connection": key, "parameter": "subject", "message": message}),
         )))
     };
+    if named.len() > 1 {
+        // As a repeated header on the proxy: which one would it be?
+        return refuse("bad_subject", "?subject= is repeated: name one user".into());
+    }
+    let given = named.into_iter().next();
     match (entry.grants.is_some(), given) {
         (true, None) => refuse(
             "subject_required",

@@ -270,7 +270,8 @@ pub fn due(conn: &Connection, token: Option<&TokenSet>, now: Instant) -> bool {
 
 /// One renewal of `grant`: its turn among the connection's token requests, then — if the
 /// token it was asked for is still current — the refresh under its write lock (and with
-/// Redis its lease), or the adoption of a newer set another replica stored.
+/// Redis its lease), or the adoption of a newer set another replica stored — itself
+/// refreshed when it is due too.
 async fn renew(entry: &Entry, grant: &Grant, links: &Links) {
     let Some(grants) = entry.grants.as_ref() else {
         return;
@@ -302,7 +303,11 @@ async fn renew(entry: &Entry, grant: &Grant, links: &Links) {
                 cache.replacement_done(serial);
                 return;
             }
-            Begin::Adopted => return cache.replacement_done(serial),
+            Begin::Adopted => {
+                // The stored set may be due (or expired) too: decide again with it.
+                cache.replacement_done(serial);
+                continue;
+            }
             Begin::Deleted => {
                 cache.replacement_done(serial);
                 grants.forget(&grant.subject);

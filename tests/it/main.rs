@@ -4,9 +4,9 @@
 //!
 //! Two tiers. Plain `cargo test` runs the quick default tier. The soak tier is the tests
 //! marked `#[ignore = "soak: …"]` (the replicas' 60 s run, the oidc refresh-and-restart
-//! runs, the 200 SIGKILLs of `crash`, and in the library the exhaustive byte-flip test of
-//! the file store); `cargo test -- --include-ignored` runs both tiers, as README's test
-//! command and `.ci/run` do.
+//! runs, the 200 users of `oidc_per_user`, the 200 SIGKILLs of `crash`, and in the library
+//! the exhaustive byte-flip test of the file store); `cargo test -- --include-ignored` runs
+//! both tiers, as README's test command and `.ci/run` do.
 #![allow(
     clippy::too_many_lines,
     clippy::disallowed_types,
@@ -37,6 +37,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod oidc;
+mod oidc_per_user;
 mod paths;
 mod per_user;
 mod private_network;

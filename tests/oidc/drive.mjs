@@ -285,6 +285,18 @@ try {
   check('/__stats counts token requests by grant_type',
     stats.token_requests === 15 && stats.grants.authorization_code === 7 && stats.grants.refresh_token === 8,
     JSON.stringify(stats));
+  // Successful grants per account, all as alice: 3 codes redeemed (the two full flows and the
+  // no-prompt one; the raw-Basic code is refused throughout) and 4 refreshes (2 per full flow).
+  check('/__stats counts successful grants per account',
+    JSON.stringify(stats.accounts) === JSON.stringify({ alice: { authorization_code: 3, refresh_token: 4 } }),
+    JSON.stringify(stats.accounts));
+  check('/__stats counts /me answers by status (two fresh tokens, one expired)',
+    stats.userinfo['200'] === 2 && stats.userinfo['401'] === 1, JSON.stringify(stats.userinfo));
+  const issued = await (await fetch(`${issuer}/__issued`)).json();
+  check('/__issued lists every token issued',
+    issued.access_tokens.length === 7 && issued.refresh_tokens.length === 6
+      && issued.access_tokens.every((t) => typeof t === 'string' && t.length >= 32),
+    JSON.stringify({ a: issued.access_tokens.length, r: issued.refresh_tokens.length }));
 } catch (e) {
   check('no exception', false, e.stack);
 } finally {

@@ -57,7 +57,45 @@ const authMethodOf = Object.fromEntries(clients.map((c) => [c.client_id, c.token
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const DAY = 24 * 60 * 60;
 
+// oidc-provider's own in-memory adapter is an LRU of 1000 entries: with a few hundred
+// accounts refreshing every few seconds it evicts idle grants, and their next refresh fails
+// with invalid_grant. This one is the same, in a Map that only expiry empties.
+const storage = new Map(); // key -> { value, expiresAt (ms, or Infinity) }
+const put = (key, value, expiresIn) => storage.set(key, { value, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
+const get = (key) => {
+  const entry = storage.get(key);
+  if (!entry) return undefined;
+  if (entry.expiresAt <= Date.now()) { storage.delete(key); return undefined; }
+  return entry.value;
+};
+const grantable = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']);
+class MapAdapter {
+  constructor(model) { this.model = model; }
+  key(id) { return `${this.model}:${id}`; }
+  async destroy(id) { storage.delete(this.key(id)); }
+  async consume(id) { const v = get(this.key(id)); if (v) v.consumed = Math.floor(Date.now() / 1000); }
+  async find(id) { return get(this.key(id)); }
+  async findByUid(uid) { return this.find(get(`sessionUid:${uid}`)); }
+  async findByUserCode(userCode) { return this.find(get(`userCode:${userCode}`)); }
+  async upsert(id, payload, expiresIn) {
+    const key = this.key(id);
+    if (this.model === 'Session') put(`sessionUid:${payload.uid}`, id, expiresIn);
+    const { grantId, userCode } = payload;
+    if (grantable.has(this.model) && grantId) {
+      const tokens = get(`grant:${grantId}`);
+      if (tokens) tokens.push(key); else put(`grant:${grantId}`, [key]);
+    }
+    if (userCode) put(`userCode:${userCode}`, id, expiresIn);
+    put(key, payload, expiresIn);
+  }
+  async revokeByGrantId(grantId) {
+    for (const key of get(`grant:${grantId}`) ?? []) storage.delete(key);
+    storage.delete(`grant:${grantId}`);
+  }
+}
+
 const provider = new Provider(issuer, {
+  adapter: MapAdapter,
   clients,
   jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: 'test' }] },
   cookies: { keys: ['tokenwarden-test-cookie-key'] },
@@ -88,7 +126,11 @@ const provider = new Provider(issuer, {
 // ---- /__stats + token-endpoint accounting (and strict client auth method) ----
 // POST /__hold?ms=N holds the next token request N ms before the provider sees it; if its
 // client went away meanwhile (a replica killed mid-refresh) it is dropped unprocessed.
-const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0 };
+// `accounts` counts the grants answered 200 per account and grant type, `userinfo` the
+// answers of /me by status; GET /__issued lists
+// every access and refresh token issued (for tests that check logs never show one).
+const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0, accounts: {}, userinfo: {} };
+const issued = { access_tokens: [], refresh_tokens: [] };
 let holdNextMs = 0;
 const bump = (obj, key) => { obj[key] = (obj[key] ?? 0) + 1; };
 const readBody = (req) => new Promise((resolve, reject) => {
@@ -109,9 +151,18 @@ provider.use(async (ctx, next) => {
     ctx.body = stats;
     return;
   }
+  if (ctx.method === 'GET' && ctx.path === '/__issued') {
+    ctx.set('cache-control', 'no-store');
+    ctx.body = issued;
+    return;
+  }
   if (ctx.method === 'POST' && ctx.path === '/__hold') {
     holdNextMs = Number(ctx.query.ms ?? 0);
     ctx.status = 204;
+    return;
+  }
+  if (ctx.path === '/me') {
+    try { await next(); } finally { bump(stats.userinfo, String(ctx.status)); }
     return;
   }
   if (ctx.method !== 'POST' || ctx.path !== '/token') return next();
@@ -157,6 +208,12 @@ provider.use(async (ctx, next) => {
 
   await next();
   if (ctx.status >= 400 && ctx.body?.error) bump(stats.errors, ctx.body.error);
+  if (ctx.status === 200 && ctx.body?.access_token) {
+    const account = ctx.oidc?.account?.accountId ?? '(none)';
+    bump((stats.accounts[account] ??= {}), form.get('grant_type') ?? '(none)');
+    issued.access_tokens.push(ctx.body.access_token);
+    if (ctx.body.refresh_token) issued.refresh_tokens.push(ctx.body.refresh_token);
+  }
 });
 
 handler = provider.callback();

@@ -47,7 +47,22 @@ pub async fn authorize(sidecar: &Sidecar, key: &str) -> Authorization {
 
 /// [`authorize`] on the admin listener at `admin` (e.g. of a sidecar process).
 pub async fn authorize_at(admin: SocketAddr, key: &str) -> Authorization {
-    let r = admin_get(admin, &format!("/api/v1/connection/{key}/authorize")).await;
+    authorization(admin, key, &format!("/api/v1/connection/{key}/authorize")).await
+}
+
+/// The authorization of end user `subject` on per-user connection `key`
+/// (`authorize?subject=`), on the admin listener at `admin`.
+pub async fn authorize_user_at(admin: SocketAddr, key: &str, subject: &str) -> Authorization {
+    let path = format!(
+        "/api/v1/connection/{key}/authorize?{}",
+        query(&[("subject", subject)])
+    );
+    authorization(admin, key, &path).await
+}
+
+/// GETs the authorize route at `path` and parses the JSON-string answer; panics unless 200.
+async fn authorization(admin: SocketAddr, key: &str, path: &str) -> Authorization {
+    let r = admin_get(admin, path).await;
     let status = r.status();
     let body = r.text().await.unwrap();
     assert_eq!(status, 200, "authorize of {key} answered {status}: {body}");

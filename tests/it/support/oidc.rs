@@ -121,6 +121,36 @@ impl Provider {
     }
 }
 
+/// Every access and refresh token the provider issued so far (`GET /__issued`).
+pub struct Issued {
+    pub access_tokens: Vec<String>,
+    pub refresh_tokens: Vec<String>,
+}
+
+impl Provider {
+    /// The tokens its token endpoint issued so far.
+    pub async fn issued(&self) -> Issued {
+        let r = client()
+            .get(format!("{}/__issued", self.issuer))
+            .send()
+            .await
+            .expect("issued");
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let list = |name: &str| -> Vec<String> {
+            v[name]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {name} in /__issued"))
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned())
+                .collect()
+        };
+        Issued {
+            access_tokens: list("access_tokens"),
+            refresh_tokens: list("refresh_tokens"),
+        }
+    }
+}
+
 /// A counter from `/__stats`, 0 when absent.
 pub fn stat(stats: &serde_json::Value, group: &str, name: &str) -> u64 {
     stats[group][name].as_u64().unwrap_or(0)
