@@ -28,9 +28,8 @@ use crate::token::store::{Backend, GrantRef, StoreError};
 use crate::token::{schedule, Cache, State, TokenSet};
 use arc_swap::ArcSwapOption;
 use lru::LruCache;
-use std::hash::{BuildHasher, RandomState};
-use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{OnceCell, Semaphore};
@@ -109,13 +108,22 @@ pub struct Links {
     pub runtime: tokio::runtime::Handle,
 }
 
-/// One shard of the grants in memory: the least recently used is evicted first.
+/// One shard of the grants in memory, least recently used first. Shards have no bound of
+/// their own: [`Grants`] counts every grant against `grant_cache_size`, so that many
+/// subjects fit however they spread over the shards. (A bound of a sixteenth each made
+/// the fuller shards evict while the cache was not full: with 10,000 subjects and the
+/// default size, about 150 grants — and requests cycling over the subjects then missed
+/// in every overflowing shard: `benches/ab_subject.sh` with `SUBJECTS=10000`.)
 type Shard = Mutex<LruCache<Box<str>, Arc<Grant>>>;
 
 /// The grants of one per-user connection in this process.
 pub struct Grants {
     shards: Box<[Shard]>,
-    hasher: RandomState,
+    /// How many grants the shards hold together.
+    held: AtomicUsize,
+    /// Chooses a subject's shard: the maps' own hasher (foldhash, randomly seeded), about a
+    /// tenth of SipHash's cost on the request path (`benches/ab_subject.sh`).
+    hasher: lru::DefaultHasher,
     /// The connection's token requests in flight: `max_concurrent_token_requests` permits.
     permits: Semaphore,
     settings: PerUser,
@@ -126,13 +134,12 @@ pub struct Grants {
 impl Grants {
     /// No grant yet; token requests count into `counters` (the connection's).
     pub fn new(settings: PerUser, counters: Arc<TokenInstruments>) -> Grants {
-        let per_shard = settings.cache_size.div_ceil(SHARDS).max(1);
-        let capacity = NonZeroUsize::new(per_shard).expect("at least one");
         Grants {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(capacity)))
+                .map(|_| Mutex::new(LruCache::unbounded()))
                 .collect(),
-            hasher: RandomState::new(),
+            held: AtomicUsize::new(0),
+            hasher: lru::DefaultHasher::default(),
             permits: Semaphore::new(settings.max_concurrent_token_requests),
             settings,
             counters,
@@ -157,7 +164,9 @@ impl Grants {
     }
 
     /// The grant of `subject`, most recently used now; a new, unread one if this process
-    /// holds none (evicting the least recently used when full).
+    /// holds none. When that makes more than `grant_cache_size`, the least recently used
+    /// of its shard is evicted (unless it is the shard's only one: the count may exceed the
+    /// size by fewer than [`SHARDS`]).
     pub fn get(&self, subject: &str) -> Arc<Grant> {
         let mut shard = self.shard(subject);
         if let Some(grant) = shard.get(subject) {
@@ -165,6 +174,10 @@ impl Grants {
         }
         let grant = Arc::new(Grant::new(subject, &self.counters));
         shard.put(subject.into(), Arc::clone(&grant));
+        let full = self.held.fetch_add(1, Ordering::AcqRel) >= self.settings.cache_size;
+        if full && shard.len() > 1 && shard.pop_lru().is_some() {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+        }
         grant
     }
 
@@ -175,7 +188,9 @@ impl Grants {
 
     /// Drops the grant of `subject` from memory (deleted, or found to be absent).
     pub fn forget(&self, subject: &str) {
-        self.shard(subject).pop(subject);
+        if self.shard(subject).pop(subject).is_some() {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// How many grants this process holds, by state.
@@ -340,9 +355,10 @@ async fn refresh(
 ) {
     let (conn, cache) = (holder.conn, holder.cache);
     let refresh_token = seen.and_then(|t| t.refresh_token.clone());
+    let access_token = seen.map(TokenSet::access_token);
     let exchange = Exchange::Refresh {
         refresh_token: refresh_token.as_ref(),
-        access_token: seen.map(TokenSet::access_token),
+        access_token: access_token.as_ref(),
     };
     let writer = (&links.client, &links.backend);
     let result = persist::obtain(writer, holder, exchange, refresh_token.clone(), turn).await;
@@ -386,5 +402,40 @@ fn same(a: Option<&Arc<TokenSet>>, b: Option<&Arc<TokenSet>>) -> bool {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
         (None, None) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(grants: &Grants) -> usize {
+        grants.in_memory().iter().map(|(_, n)| n).sum()
+    }
+
+    #[test]
+    fn the_cache_holds_as_many_grants_as_its_size_however_they_shard() {
+        let settings = PerUser {
+            max_concurrent_token_requests: 8,
+            cache_size: 1000,
+        };
+        let grants = Grants::new(settings, Arc::default());
+        let subject = |i: usize| format!("user-{i}");
+        for round in 0..2 {
+            for i in 0..1000 {
+                grants.get(&subject(i));
+            }
+            assert_eq!(held(&grants), 1000, "round {round}");
+            assert!((0..1000).all(|i| grants.cached(&subject(i)).is_some()));
+        }
+        for i in 1000..1100 {
+            grants.get(&subject(i));
+        }
+        let n = held(&grants);
+        assert!((1000..1000 + SHARDS).contains(&n), "{n}");
+        assert!((1000..1100).all(|i| grants.cached(&subject(i)).is_some()));
+        grants.forget(&subject(1099));
+        grants.forget(&subject(1099));
+        assert_eq!(held(&grants), n - 1);
     }
 }

@@ -248,11 +248,12 @@ impl Refresher {
     ) -> Result<(), TokenError> {
         let conn = &self.entry.conn;
         let refresh_token = current.as_ref().and_then(|t| t.refresh_token.clone());
+        let access_token = current.as_ref().map(|t| t.access_token());
         let exchange = match (grant, &current) {
             (Grant::ClientCredentials, None) => Exchange::ClientCredentials,
             _ => Exchange::Refresh {
                 refresh_token: refresh_token.as_ref(),
-                access_token: current.as_ref().map(|t| t.access_token()),
+                access_token: access_token.as_ref(),
             },
         };
         let writer = (&self.client, &self.backend);

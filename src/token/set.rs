@@ -12,11 +12,15 @@ use tokio::time::Instant;
 /// The serial of the next token set built in this process (0 means "no token").
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
+/// The prefix of [`TokenSet`]'s header before the access token.
+const BEARER: &str = "Bearer ";
+
 /// Immutable once built; replaced whole in the cache.
 pub struct TokenSet {
-    /// `Bearer <access token>`, marked sensitive.
+    /// `Bearer <access token>`, marked sensitive: the only copy of the access token it
+    /// holds ([`TokenSet::access_token`] copies it out), since a process may hold 100,000
+    /// sets of 1 KB tokens (per-user grants; `benches/grants.rs`).
     header: HeaderValue,
-    access_token: SecretString,
     pub refresh_token: Option<SecretString>,
     pub scope: Option<String>,
     /// Wall-clock time it was obtained and expires (None: long-lived).
@@ -63,7 +67,7 @@ impl TokenSet {
         lifetime: Option<Duration>,
         jitter: f64,
     ) -> Result<TokenSet, BadToken> {
-        let mut header = HeaderValue::try_from(format!("Bearer {}", access_token.expose_secret()))
+        let mut header = HeaderValue::try_from(format!("{BEARER}{}", access_token.expose_secret()))
             .map_err(|_| BadToken)?;
         header.set_sensitive(true);
         let now = Instant::now();
@@ -85,7 +89,6 @@ impl TokenSet {
         };
         Ok(TokenSet {
             header,
-            access_token,
             refresh_token,
             scope,
             obtained_at,
@@ -133,7 +136,7 @@ impl TokenSet {
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
         };
         StoredToken {
-            access_token: self.access_token.clone(),
+            access_token: self.access_token(),
             refresh_token: self.refresh_token.clone(),
             expires_at_ms: self.expires_at.map(ms),
             scope: self.scope.clone(),
@@ -151,9 +154,11 @@ impl TokenSet {
         }
     }
 
-    /// The access token (for `<access_token>` in a refresh request).
-    pub fn access_token(&self) -> &SecretString {
-        &self.access_token
+    /// A copy of the access token (for `<access_token>` in a refresh request, and the
+    /// store), taken from the header: `new` made it of a `String`, so it is UTF-8.
+    pub fn access_token(&self) -> SecretString {
+        let token = &self.header.as_bytes()[BEARER.len()..];
+        SecretString::from(String::from_utf8_lossy(token).into_owned())
     }
 
     /// This set's serial, unique in this process and never 0.
@@ -217,6 +222,7 @@ mod tests {
         .unwrap();
         assert!(t.header_at(Instant::now()).is_some());
         assert!(t.refresh_at.is_none());
+        assert_eq!(t.access_token().expose_secret(), "abc", "out of the header");
         let back = TokenSet::from_stored(t.to_stored(), 0.0).unwrap();
         let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
         assert_eq!(
