@@ -237,7 +237,7 @@ pub async fn secrets(
         if let Err(refused) = grant_import::store(admin, Holder::own(&entry), tokens).await {
             return *refused;
         }
-        entry.tokens.wake.notify_one();
+        entry.tokens.signals.wake.notify_one();
         let generation = entry.tokens.generation();
         caller.audit("seed token", key, &format!("generation {generation}"));
     }

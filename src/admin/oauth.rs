@@ -298,7 +298,7 @@ async fn exchange_code(
     .await
     {
         Ok(_) => {
-            cache.wake.notify_one();
+            cache.signals.wake.notify_one();
             tracing::info!(connection = %key, "connection authorized");
             match &admin.settings.success_url {
                 Some(url) => redirect(url, key),

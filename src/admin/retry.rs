@@ -41,7 +41,7 @@ pub fn retry(
         }
         Auth::OAuth2(_) => {
             tracing::info!(connection = %key, state, "retry requested");
-            entry.tokens.wake.notify_one();
+            entry.tokens.signals.wake.notify_one();
             json(
                 StatusCode::ACCEPTED,
                 &json!({"status": "retrying", "connection": key, "state": state}),

@@ -6,7 +6,7 @@
 //! connection's token counters, so `/metrics` sums them per connection and never names a
 //! subject. A process keeps at most `grant_cache_size` of them ([`Grants`]: sharded maps in
 //! least-recently-used order), reads a missing one from the store on its first request
-//! ([`Grants::load`], single-flight), and evicts the least recently used.
+//! ([`Grants::load`], single-flight), and evicts one not used lately (second chance).
 //!
 //! There is no timer per grant. A request that finds its grant's token past its refresh
 //! time starts a renewal in the background and goes on with the token; one that finds it
@@ -16,6 +16,7 @@
 //! (`refresher::persist`): with Redis under the grant's lease, adopting a newer set another
 //! replica stored instead of refreshing with a rotated-away refresh token.
 
+mod shard;
 pub mod subject;
 
 use crate::config::{Auth, Connection, PerUser};
@@ -25,17 +26,18 @@ use crate::oauth::TokenClient;
 use crate::refresher::persist::{self, Begin, Holder};
 use crate::registry::Entry;
 use crate::token::store::{Backend, GrantRef, StoreError};
-use crate::token::{schedule, Cache, State, TokenSet};
+use crate::token::{schedule, Cache, Signals, State, TokenSet};
 use arc_swap::ArcSwapOption;
-use lru::LruCache;
+use hashbrown::DefaultHashBuilder;
+use shard::Shard;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-/// Shards of the in-memory grant map (each its own lock and LRU order).
+/// Shards of the in-memory grant map (each its own lock and eviction order).
 const SHARDS: usize = 16;
 /// Rounds a renewal waits for another replica's lease before giving up until the next
 /// request.
@@ -54,24 +56,30 @@ pub const AUDIT: &str = "tokenwarden::audit";
 
 /// One end user's grant, as this process holds it.
 pub struct Grant {
-    pub subject: Box<str>,
+    /// Also the key of its shard's map (one allocation for both).
+    pub subject: Arc<str>,
     pub tokens: Cache,
-    /// Read from the store (once; a failed read is tried again by the next request).
-    loaded: OnceCell<()>,
+    /// Read from the store (once, under the write lock; a failed read is tried again by
+    /// the next request).
+    loaded: AtomicBool,
     /// A renewal is queued or running.
     renewing: AtomicBool,
+    /// Used since eviction last looked at it: its second chance ([`Grants::get`]).
+    used: AtomicBool,
     /// No renewal before this many milliseconds after [`epoch`] (backing off after a
     /// failed one; 0: none).
     not_before: AtomicU64,
 }
 
 impl Grant {
-    fn new(subject: &str, counters: &Arc<TokenInstruments>) -> Grant {
+    fn new(subject: &str, counters: &Arc<TokenInstruments>, signals: &Arc<Signals>) -> Grant {
+        let (counters, signals) = (Arc::clone(counters), Arc::clone(signals));
         Grant {
             subject: subject.into(),
-            tokens: Cache::sharing(State::NeedsAuthorization, Arc::clone(counters)),
-            loaded: OnceCell::new(),
+            tokens: Cache::sharing(State::NeedsAuthorization, counters, signals),
+            loaded: AtomicBool::new(false),
             renewing: AtomicBool::new(false),
+            used: AtomicBool::new(false),
             not_before: AtomicU64::new(0),
         }
     }
@@ -95,7 +103,7 @@ impl Grant {
 
     /// Whether its stored set was read.
     pub fn loaded(&self) -> bool {
-        self.loaded.initialized()
+        self.loaded.load(Ordering::Acquire)
     }
 }
 
@@ -108,26 +116,26 @@ pub struct Links {
     pub runtime: tokio::runtime::Handle,
 }
 
-/// One shard of the grants in memory, least recently used first. Shards have no bound of
-/// their own: [`Grants`] counts every grant against `grant_cache_size`, so that many
-/// subjects fit however they spread over the shards. (A bound of a sixteenth each made
-/// the fuller shards evict while the cache was not full: with 10,000 subjects and the
-/// default size, about 150 grants — and requests cycling over the subjects then missed
-/// in every overflowing shard: `benches/ab_subject.sh` with `SUBJECTS=10000`.)
-type Shard = Mutex<LruCache<Box<str>, Arc<Grant>>>;
-
 /// The grants of one per-user connection in this process.
 pub struct Grants {
-    shards: Box<[Shard]>,
+    /// Shards have no bound of their own: `held` counts every grant against
+    /// `grant_cache_size`, so that many subjects fit however they spread over the shards.
+    /// (A bound of a sixteenth each made the fuller shards evict while the cache was not
+    /// full — with 10,000 subjects and the default size, about 150 grants — and requests
+    /// cycling over the subjects then missed in every overflowing shard:
+    /// `benches/ab_subject.sh` with `SUBJECTS=10000`.)
+    shards: Box<[Mutex<Shard>]>,
     /// How many grants the shards hold together.
     held: AtomicUsize,
-    /// Chooses a subject's shard: the maps' own hasher (foldhash, randomly seeded), about a
+    /// Hashes subjects, for their shard and within it: foldhash, randomly seeded, about a
     /// tenth of SipHash's cost on the request path (`benches/ab_subject.sh`).
-    hasher: lru::DefaultHasher,
+    hasher: DefaultHashBuilder,
     /// The connection's token requests in flight: `max_concurrent_token_requests` permits.
     permits: Semaphore,
     settings: PerUser,
     counters: Arc<TokenInstruments>,
+    /// What its grants' caches would wake a refresher with: nothing waits on it.
+    signals: Arc<Signals>,
     links: ArcSwapOption<Links>,
 }
 
@@ -135,14 +143,13 @@ impl Grants {
     /// No grant yet; token requests count into `counters` (the connection's).
     pub fn new(settings: PerUser, counters: Arc<TokenInstruments>) -> Grants {
         Grants {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::unbounded()))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             held: AtomicUsize::new(0),
-            hasher: lru::DefaultHasher::default(),
+            hasher: DefaultHashBuilder::default(),
             permits: Semaphore::new(settings.max_concurrent_token_requests),
             settings,
             counters,
+            signals: Arc::default(),
             links: ArcSwapOption::empty(),
         }
     }
@@ -157,38 +164,48 @@ impl Grants {
         self.links.store(Some(Arc::new(links)));
     }
 
-    fn shard(&self, subject: &str) -> MutexGuard<'_, LruCache<Box<str>, Arc<Grant>>> {
-        let i = (self.hasher.hash_one(subject) as usize) % SHARDS;
-        // A panic while holding it leaves the map consistent (one map operation).
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    /// The shard of `subject`, locked, and the subject's hash.
+    fn shard(&self, subject: &str) -> (MutexGuard<'_, Shard>, u64) {
+        let hash = self.hasher.hash_one(subject);
+        // Bits the shard's table does not use (the low ones place, the top ones tag).
+        let i = ((hash >> 32) as usize) % SHARDS;
+        // A panic while holding it leaves the shard consistent (one table operation).
+        let shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
+        (shard, hash)
     }
 
-    /// The grant of `subject`, most recently used now; a new, unread one if this process
-    /// holds none. When that makes more than `grant_cache_size`, the least recently used
-    /// of its shard is evicted (unless it is the shard's only one: the count may exceed the
-    /// size by fewer than [`SHARDS`]).
+    /// The grant of `subject`, marked used; a new, unread one if this process holds none.
+    /// When that makes more than `grant_cache_size`, its shard evicts one not used lately
+    /// ([`Shard::evict_one`]); an empty shard evicts nothing: the count may exceed the size
+    /// by fewer than [`SHARDS`].
     pub fn get(&self, subject: &str) -> Arc<Grant> {
-        let mut shard = self.shard(subject);
-        if let Some(grant) = shard.get(subject) {
+        let (mut shard, hash) = self.shard(subject);
+        if let Some(grant) = shard.find(hash, subject) {
+            if !grant.used.load(Ordering::Relaxed) {
+                grant.used.store(true, Ordering::Relaxed);
+            }
             return Arc::clone(grant);
         }
-        let grant = Arc::new(Grant::new(subject, &self.counters));
-        shard.put(subject.into(), Arc::clone(&grant));
         let full = self.held.fetch_add(1, Ordering::AcqRel) >= self.settings.cache_size;
-        if full && shard.len() > 1 && shard.pop_lru().is_some() {
+        if full && shard.evict_one(&self.hasher) {
             self.held.fetch_sub(1, Ordering::AcqRel);
         }
+        // Unmarked: one that is not requested again goes before those that are.
+        let grant = Arc::new(Grant::new(subject, &self.counters, &self.signals));
+        shard.insert(hash, Arc::clone(&grant), &self.hasher);
         grant
     }
 
     /// The grant of `subject` if this process holds it (its order unchanged).
     pub fn cached(&self, subject: &str) -> Option<Arc<Grant>> {
-        self.shard(subject).peek(subject).cloned()
+        let (shard, hash) = self.shard(subject);
+        shard.find(hash, subject).cloned()
     }
 
     /// Drops the grant of `subject` from memory (deleted, or found to be absent).
     pub fn forget(&self, subject: &str) {
-        if self.shard(subject).pop(subject).is_some() {
+        let (mut shard, hash) = self.shard(subject);
+        if shard.remove(hash, subject, &self.hasher) {
             self.held.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -198,7 +215,7 @@ impl Grants {
         let mut counts: Vec<(State, usize)> = Vec::new();
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for (_, grant) in shard.iter() {
+            for grant in shard.iter() {
                 let state = grant.tokens.state();
                 match counts.iter_mut().find(|(s, _)| *s == state) {
                     Some((_, n)) => *n += 1,
@@ -217,15 +234,17 @@ impl Grants {
         let Some(links) = links else {
             return Ok(()); // not started yet: nothing to read with
         };
-        let found = grant
-            .loaded
-            .get_or_try_init(|| read(&links.backend, conn, grant))
-            .await
-            .map(|()| grant.tokens.token().is_some());
-        if let Ok(false) = found {
+        if !grant.loaded() {
+            let _guard = grant.tokens.write_lock.lock().await;
+            if !grant.loaded() {
+                read(&links.backend, conn, grant).await?;
+                grant.loaded.store(true, Ordering::Release);
+            }
+        }
+        if grant.tokens.token().is_none() {
             self.forget(&grant.subject);
         }
-        found.map(drop)
+        Ok(())
     }
 
     /// Starts a renewal of `grant` in the background, unless one is queued or running.
@@ -333,7 +352,7 @@ async fn renew(entry: &Entry, grant: &Grant, links: &Links) {
                 grant.back_off(cache.status().consecutive_failures + 1, None);
                 let message = e.to_string();
                 tracing::warn!(connection = %entry.conn.key, error = %message, "no refresh of a user's grant without the shared store; keeping its token");
-                cache.update(|s| s.last_error = Some(message.clone()));
+                cache.update(|s| s.last_error = Some(message.as_str().into()));
                 return;
             }
             Begin::Wait(wait) => wait,
@@ -374,7 +393,7 @@ async fn refresh(
             cache.withdraw();
             cache.update(|s| {
                 s.state = State::NeedsReauthorization;
-                s.last_error = Some(e.to_string());
+                s.last_error = Some(e.to_string().into());
                 s.consecutive_failures += 1;
             });
             tracing::info!(target: AUDIT, action = "grant_failed", connection = %conn.key, subject = %subject, generation = cache.generation(), error = %e, "grant refresh refused; the user must authorize again");
@@ -388,7 +407,7 @@ async fn refresh(
             };
             cache.update(|s| {
                 s.state = state;
-                s.last_error = Some(e.to_string());
+                s.last_error = Some(e.to_string().into());
                 s.consecutive_failures += 1;
             });
             tracing::warn!(target: AUDIT, action = "grant_refresh_failed", connection = %conn.key, subject = %subject, generation = cache.generation(), error = %e, "grant refresh failed; the next request tries again");
@@ -437,5 +456,28 @@ mod tests {
         grants.forget(&subject(1099));
         grants.forget(&subject(1099));
         assert_eq!(held(&grants), n - 1);
+    }
+
+    #[test]
+    fn grants_in_use_outlive_those_that_are_not() {
+        let settings = PerUser {
+            max_concurrent_token_requests: 8,
+            cache_size: 1000,
+        };
+        let grants = Grants::new(settings, Arc::default());
+        let subject = |i: usize| format!("user-{i}");
+        for i in 0..1000 {
+            grants.get(&subject(i));
+        }
+        // The first hundred are requested again; then 500 newcomers, each once.
+        for i in 0..100 {
+            grants.get(&subject(i));
+        }
+        for i in 1000..1500 {
+            grants.get(&subject(i));
+        }
+        assert!((0..100).all(|i| grants.cached(&subject(i)).is_some()));
+        let kept = (100..1000).filter(|i| grants.cached(&subject(*i)).is_some());
+        assert!(kept.count() < 900 - 400, "the unused ones made room");
     }
 }

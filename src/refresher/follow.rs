@@ -130,7 +130,7 @@ impl Follower {
             if matches!(entry.conn.auth, Auth::OAuth2(_)) {
                 self.sync(entry).await;
                 if reconnected {
-                    entry.tokens.store_back.notify_one();
+                    entry.tokens.signals.store_back.notify_one();
                 }
             }
         }
@@ -151,7 +151,7 @@ impl Follower {
             Ok(theirs) if theirs > ours => match self.redis.read(GrantRef::own(key), ours).await {
                 Ok(Some(stored)) if stored.generation > ours => {
                     if persist::adopt(cache, &entry.conn, stored) {
-                        cache.wake.notify_one();
+                        cache.signals.wake.notify_one();
                     }
                     Ok(())
                 }
@@ -193,6 +193,6 @@ fn report(cache: &Cache, key: &str, e: &StoreError) {
     let message = e.to_string();
     if cache.status().last_error.as_deref() != Some(message.as_str()) {
         tracing::warn!(connection = %key, error = %e, "the shared store holds a token set this replica cannot use; keeping the current token");
-        cache.update(|s| s.last_error = Some(message.clone()));
+        cache.update(|s| s.last_error = Some(message.as_str().into()));
     }
 }

@@ -140,16 +140,16 @@ impl Refresher {
         let cache = &self.entry.tokens;
         tokio::select! {
             _ = shutdown.cancelled() => return false,
-            _ = cache.wake.notified() => {
+            _ = cache.signals.wake.notified() => {
                 // A new grant (callback) or an operator action: start afresh.
                 backoff.clear();
                 backoff.halted = false;
             }
             // An upstream rejected the token: decide again (the loop's top acts on it).
-            _ = cache.forced.notified() => {}
+            _ = cache.signals.forced.notified() => {}
             // The shared store answers again: stop backing off (a terminal error stays
             // terminal).
-            _ = cache.store_back.notified() => backoff.clear(),
+            _ = cache.signals.store_back.notified() => backoff.clear(),
             _ = sleep_or_forever(until) => {}
         }
         true
@@ -192,7 +192,7 @@ impl Refresher {
                 tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "no refresh without the lease; keeping the current token");
                 let attempt = backoff.attempt;
                 cache.update(|s| {
-                    s.last_error = Some(e.to_string());
+                    s.last_error = Some(e.to_string().into());
                     s.consecutive_failures = attempt;
                 });
                 return Then::Decide;
@@ -207,7 +207,7 @@ impl Refresher {
                 tracing::warn!(connection = %key, error = %e, retry_in_ms = next.wait(cache).as_millis() as u64, "token request failed; will retry");
                 let attempt = backoff.attempt;
                 cache.update(|s| {
-                    s.last_error = Some(e.to_string());
+                    s.last_error = Some(e.to_string().into());
                     s.consecutive_failures = attempt;
                 });
             }
@@ -232,7 +232,7 @@ impl Refresher {
         }
         cache.update(|s| {
             s.state = state;
-            s.last_error = Some(e.to_string());
+            s.last_error = Some(e.to_string().into());
             s.consecutive_failures += 1;
         });
         backoff.halted = true;

@@ -33,7 +33,7 @@ fn ready() -> (Arc<Cache>, u64) {
 fn refresher(cache: &Arc<Cache>, takes: Duration, fail: bool) -> tokio::task::JoinHandle<()> {
     let cache = Arc::clone(cache);
     tokio::spawn(async move {
-        cache.forced.notified().await;
+        cache.signals.forced.notified().await;
         let seen = cache.token();
         assert!(cache.replacement_asked(seen.as_deref()));
         tokio::time::sleep(takes).await;

@@ -7,5 +7,5 @@ pub mod schedule;
 pub mod set;
 pub mod store;
 
-pub use cache::{Cache, Replacement, State, Status};
+pub use cache::{Cache, Replacement, Signals, State, Status};
 pub use set::TokenSet;
