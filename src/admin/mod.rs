@@ -91,7 +91,7 @@ impl Admin {
         peer: SocketAddr,
     ) -> Response<AdminBody> {
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let path = logged_path(req.uri().path()).to_owned();
         let response = self.route(req, peer).await;
         let status = response.status().as_u16();
         // Probes come every few seconds from every kubelet: debug, not info.
@@ -211,4 +211,13 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<AdminBody>
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// A request path as the access log shows it: a user's subject (`…/grants/{subject}`)
+/// is personal data, kept out of the log.
+fn logged_path(path: &str) -> &str {
+    match path.find("/grants/") {
+        Some(at) if path.starts_with("/api/v1/connection/") => &path[..at + "/grants/".len()],
+        _ => path,
+    }
 }

@@ -48,11 +48,18 @@ impl Shard {
         true
     }
 
-    /// Evicts one grant, if it holds any: the oldest not used since eviction last passed
-    /// it; each used one passed is unmarked and goes to the end of the line, so this ends
-    /// within one round of the line.
+    /// Evicts one grant, if it holds one it may: the oldest not used since eviction last
+    /// passed it and not [`pinned`]; each used one passed is unmarked and goes to the end
+    /// of the line, so this ends within two rounds of the line (none evicted when every
+    /// grant is pinned: the count then exceeds the size until they are not).
     pub fn evict_one(&mut self, hasher: &DefaultHashBuilder) -> bool {
+        let mut rounds = 2 * self.line.len();
         while let Some(oldest) = self.line.pop_front() {
+            if rounds == 0 {
+                self.line.push_front(oldest);
+                return false;
+            }
+            rounds -= 1;
             let hash = hasher.hash_one(&*oldest.subject);
             let Entry::Occupied(held) = self.table.entry(
                 hash,
@@ -61,7 +68,7 @@ impl Shard {
             ) else {
                 continue; // forgotten: its place goes too
             };
-            if oldest.used.swap(false, Ordering::Relaxed) {
+            if pinned(&oldest) || oldest.used.swap(false, Ordering::Relaxed) {
                 self.line.push_back(oldest);
             } else {
                 held.remove();
@@ -75,6 +82,16 @@ impl Shard {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Grant>> {
         self.table.iter()
     }
+}
+
+/// Whether `grant` must stay in memory: a renewal is queued or running, a writer holds
+/// it (a second object for the same subject would have a lock of its own: two refreshes
+/// of one refresh token, or a deletion written over), or it holds a set the store could
+/// not take (a rotated refresh token that exists nowhere else: ready, with an error).
+fn pinned(grant: &Grant) -> bool {
+    grant.renewing.load(Ordering::Acquire)
+        || grant.tokens.write_lock.try_lock().is_err()
+        || (grant.tokens.token().is_some() && grant.tokens.status().last_error.is_some())
 }
 
 /// Whether `table` holds `grant` itself (not merely one of the same subject).
@@ -107,5 +124,25 @@ mod tests {
         assert!(shard.evict_one(&hasher));
         assert_eq!(shard.iter().count(), 0);
         assert!(!shard.evict_one(&hasher));
+    }
+
+    #[test]
+    fn a_grant_being_renewed_or_written_is_not_evicted() {
+        let (mut shard, hasher) = (Shard::default(), DefaultHashBuilder::default());
+        let (counters, signals) = (Arc::default(), Arc::default());
+        let grant = |s: &str| Arc::new(Grant::new(s, &counters, &signals));
+        let (renewing, written) = (grant("renewing"), grant("written"));
+        renewing.renewing.store(true, Ordering::Release);
+        let _writer = written.tokens.write_lock.try_lock().unwrap();
+        for g in [&renewing, &written] {
+            shard.insert(hasher.hash_one(&*g.subject), Arc::clone(g), &hasher);
+        }
+        assert!(!shard.evict_one(&hasher), "both are pinned");
+        assert_eq!(shard.iter().count(), 2);
+        let idle = grant("idle");
+        shard.insert(hasher.hash_one("idle"), idle, &hasher);
+        assert!(shard.evict_one(&hasher));
+        assert!(shard.find(hasher.hash_one("idle"), "idle").is_none());
+        assert_eq!(shard.iter().count(), 2);
     }
 }

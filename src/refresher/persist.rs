@@ -250,14 +250,22 @@ pub async fn finish(backend: &Backend, holder: Holder<'_>, set: TokenSet, turn: 
                     redis.release(lease).await;
                 }
                 let mut floor = floor;
-                if let Ok(Some(newer)) = redis.read(grant, cache.generation()).await {
-                    if newer.generation > floor {
+                match redis.read(grant, cache.generation()).await {
+                    Ok(Some(newer)) if newer.generation > floor => {
                         floor = newer.generation;
                         if adopt(cache, conn, newer) {
                             tracing::warn!(connection = %key, "another replica stored a newer token set while this request ran; using that one");
                             return;
                         }
                     }
+                    // A user's grant deleted while this request ran (the deletion does not
+                    // wait for the lease): the new set is neither stored nor used.
+                    Err(StoreError::Deleted { generation, .. }) => {
+                        tracing::info!(connection = %key, "a user's grant was deleted while it was refreshed; the new token is dropped");
+                        deleted(cache, generation).await;
+                        return;
+                    }
+                    _ => {}
                 }
                 // The lease was lost (Redis restarted, or it ran out) and nothing newer is
                 // stored — or only a set obtained under another definition of the

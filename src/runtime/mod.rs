@@ -59,12 +59,12 @@ pub struct Runtime {
     shared: Mutex<HashMap<String, Arc<OAuth2>>>,
 }
 
-/// A key's change under way; dropping it lets the next one in.
 /// How long a change waits for one under way on the same key before answering `Busy`,
 /// and how often it looks.
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
 const CLAIM_POLL: Duration = Duration::from_millis(5);
 
+/// A key's change under way; dropping it lets the next one in.
 struct Changing<'a> {
     runtime: &'a Runtime,
     key: String,

@@ -250,7 +250,13 @@ impl Engine {
         is_head: bool,
         close: bool,
     ) -> Next {
-        tracing::debug!(error = ?error, "upstream request failed");
+        match &error {
+            // Its subject (a user's grant) is for the answer, not the log.
+            ProxyError::NoToken {
+                connection, state, ..
+            } => tracing::debug!(%connection, state = state.as_str(), "no usable token"),
+            _ => tracing::debug!(error = ?error, "upstream request failed"),
+        }
         let close = close || self.timers.shutting_down() || error.closes();
         client.buf.consume(consumed);
         write_error(&mut client.out, &error, is_head, close);
