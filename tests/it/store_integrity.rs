@@ -41,7 +41,8 @@ async fn a_subscribed_follower_stays_healthy_over_many_polls() {
         redis.calls("ping").await >= pings + QUIET_POLLS
     })
     .await;
-    // One subscription each for token updates and runtime-connection changes, never again.
+    // One subscription each for token updates (token and grant channels in one command)
+    // and runtime-connection changes, never again.
     assert_eq!(redis.calls("subscribe").await, 2, "re-subscribed");
     let text = logs.text();
     assert!(!text.contains("token store degraded"), "{text}");

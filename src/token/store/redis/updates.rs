@@ -85,9 +85,8 @@ impl RedisStore {
     ) -> Result<(PubSubSink, PubSubStream), StoreError> {
         let subscribe = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
-            for channel in channels {
-                pubsub.subscribe(channel).await?;
-            }
+            // One SUBSCRIBE for all of them.
+            pubsub.subscribe(channels).await?;
             Ok(pubsub.split())
         };
         let bounded = async {
