@@ -29,7 +29,6 @@ use crate::registry::Entry;
 use crate::token::store::{Backend, GrantRef, StoreError};
 use crate::token::{schedule, Cache, Signals, State, TokenSet};
 use arc_swap::ArcSwapOption;
-use compact_str::CompactString;
 use hashbrown::DefaultHashBuilder;
 use shard::Shard;
 use std::hash::BuildHasher;
@@ -58,9 +57,7 @@ pub const AUDIT: &str = "tokenwarden::audit";
 
 /// One end user's grant, as this process holds it.
 pub struct Grant {
-    /// Inline up to 24 bytes: finding a grant in its shard compares subjects, and one not
-    /// in a separate allocation spares that a cache miss per request (and 48 bytes).
-    pub subject: CompactString,
+    pub subject: Arc<str>,
     pub tokens: Cache,
     /// Read from the store (once, under the write lock; a failed read is tried again by
     /// the next request).
