@@ -16,6 +16,7 @@ use crate::oauth::{pkce, request};
 use crate::refresher::persist::{self, Turn};
 use crate::registry::Entry;
 use crate::template::{encode_pairs, Lookup};
+use crate::token::store::GrantRef;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -267,50 +268,77 @@ pub async fn callback(admin: &Admin, query: &str) -> Response<AdminBody> {
         code,
         verifier: pending.verifier.as_ref(),
     };
-    match &pending.subject {
-        Some(subject) => user_auth::exchange_code(admin, &entry, subject, exchange).await,
-        None if entry.grants.is_some() => page(
+    if pending.subject.is_none() && entry.grants.is_some() {
+        return page(
             StatusCode::BAD_REQUEST,
             "Authorization failed",
             &format!("Connection {key} now has a grant per user. Start again from the authorize route with ?subject=."),
-        ),
-        None => exchange_code(admin, &entry, exchange).await,
+        );
     }
+    exchange_code(admin, &entry, pending.subject.as_deref(), exchange).await
 }
 
-/// The code exchange of an authorization for `entry`, under its write lock: the grant stored
-/// and the refresher woken, then the success page (or the 307 to `admin.success_url`).
+/// The code exchange of an authorization for `entry` — its own grant, or on a per-user
+/// connection the grant of `subject` — under that grant's write lock: the grant stored
+/// (and the connection's refresher woken, or the user's grant audited), then the success
+/// page (or the 307 to `admin.success_url`).
 async fn exchange_code(
     admin: &Admin,
     entry: &Entry,
+    subject: Option<&str>,
     exchange: Exchange<'_>,
 ) -> Response<AdminBody> {
-    let (key, cache) = (&entry.conn.key, &entry.tokens);
+    let key = &entry.conn.key;
+    let user_grant;
+    let holder = match (subject, &entry.grants) {
+        (None, _) => persist::Holder::own(entry),
+        (Some(subject), Some(grants)) => {
+            user_auth::audit_callback(key, subject);
+            user_grant = grants.get(subject);
+            persist::Holder {
+                conn: &entry.conn,
+                grant: GrantRef::user(key, subject),
+                cache: &user_grant.tokens,
+            }
+        }
+        (Some(_), None) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Authorization failed",
+                &format!("Connection {key} no longer has a grant per user. Start again from the authorize route."),
+            )
+        }
+    };
+    let cache = holder.cache;
     let _guard = cache.write_lock.lock().await;
     let writer = (&admin.client, &admin.backend);
-    match persist::obtain(
-        writer,
-        persist::Holder::own(entry),
-        exchange,
-        None,
-        Turn::new_grant(),
-    )
-    .await
-    {
+    match persist::obtain(writer, holder, exchange, None, Turn::new_grant()).await {
         Ok(_) => {
-            cache.signals.wake.notify_one();
-            tracing::info!(connection = %key, "connection authorized");
+            let authorized = match subject {
+                None => {
+                    cache.signals.wake.notify_one();
+                    tracing::info!(connection = %key, "connection authorized");
+                    format!("Connection {key} is authorized.")
+                }
+                Some(subject) => {
+                    user_auth::audit_created(key, subject, cache.generation());
+                    format!("Connection {key} is authorized for user {subject}.")
+                }
+            };
             match &admin.settings.success_url {
                 Some(url) => redirect(url, key),
                 None => page(
                     StatusCode::OK,
                     "Authorized",
-                    &format!("Connection {key} is authorized. You can close this page."),
+                    &format!("{authorized} You can close this page."),
                 ),
             }
         }
         Err(e) => {
-            tracing::warn!(connection = %key, error = %e, "code exchange failed");
+            match subject {
+                None => tracing::warn!(connection = %key, error = %e, "code exchange failed"),
+                Some(subject) => user_auth::audit_failed(key, subject, &e),
+            }
             page(
                 StatusCode::BAD_REQUEST,
                 "Authorization failed",
@@ -344,7 +372,7 @@ fn issuer_mismatch(
     ))
 }
 
-pub(super) fn redirect(url: &str, key: &str) -> Response<AdminBody> {
+fn redirect(url: &str, key: &str) -> Response<AdminBody> {
     let sep = if url.contains('?') { '&' } else { '?' };
     let target = format!(
         "{url}{sep}{}",

@@ -1,16 +1,12 @@
 //! The authorization code of a per-user connection (`grants: per_user`): `authorize` takes
 //! the end user's subject (`?subject=`), which the pending state keeps with the PKCE
 //! verifier; the callback, on whichever replica the redirect reaches, stores the grant
-//! under (connection, subject). Each step is an audit event with the connection, the subject
+//! under (connection, subject) (`oauth::exchange_code`). Each step is an audit event with the connection, the subject
 //! and the token generation — never a token.
 
-use super::oauth::page;
-use super::{json, Admin, AdminBody};
+use super::{json, AdminBody};
 use crate::grants::{self, AUDIT};
-use crate::oauth::flow::Exchange;
-use crate::refresher::persist::{self, Holder, Turn};
 use crate::registry::Entry;
-use crate::token::store::GrantRef;
 use http::{Response, StatusCode};
 use serde_json::json;
 
@@ -64,52 +60,17 @@ pub fn audit_authorize(key: &str, subject: &str) {
     tracing::info!(target: AUDIT, action = "authorize", connection = %key, subject = %subject, "authorization started for a user");
 }
 
-/// The callback's code exchange for the end user `subject` of `entry`, under that grant's
-/// write lock: the grant stored under (connection, subject) and published, then the
-/// success page (naming the subject).
-pub async fn exchange_code(
-    admin: &Admin,
-    entry: &Entry,
-    subject: &str,
-    exchange: Exchange<'_>,
-) -> Response<AdminBody> {
-    let key = &entry.conn.key;
-    let Some(grants) = &entry.grants else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Authorization failed",
-            &format!("Connection {key} no longer has a grant per user. Start again from the authorize route."),
-        );
-    };
+/// The audit event of a callback for `subject`, before its code is exchanged.
+pub fn audit_callback(key: &str, subject: &str) {
     tracing::info!(target: AUDIT, action = "callback", connection = %key, subject = %subject, "authorization callback for a user");
-    let grant = grants.get(subject);
-    let _guard = grant.tokens.write_lock.lock().await;
-    let holder = Holder {
-        conn: &entry.conn,
-        grant: GrantRef::user(key, subject),
-        cache: &grant.tokens,
-    };
-    let writer = (&admin.client, &admin.backend);
-    match persist::obtain(writer, holder, exchange, None, Turn::new_grant()).await {
-        Ok(_) => {
-            let generation = grant.tokens.generation();
-            tracing::info!(target: AUDIT, action = "grant_created", connection = %key, subject = %subject, generation, "user grant created by authorization");
-            match &admin.settings.success_url {
-                Some(url) => super::oauth::redirect(url, key),
-                None => page(
-                    StatusCode::OK,
-                    "Authorized",
-                    &format!("Connection {key} is authorized for user {subject}. You can close this page."),
-                ),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(target: AUDIT, action = "grant_failed", connection = %key, subject = %subject, error = %e, "code exchange for a user failed");
-            page(
-                StatusCode::BAD_REQUEST,
-                "Authorization failed",
-                &format!("The code exchange failed: {e}"),
-            )
-        }
-    }
+}
+
+/// The audit event of `subject`'s grant stored by its authorization.
+pub fn audit_created(key: &str, subject: &str, generation: u64) {
+    tracing::info!(target: AUDIT, action = "grant_created", connection = %key, subject = %subject, generation, "user grant created by authorization");
+}
+
+/// The audit event of `subject`'s failed code exchange.
+pub fn audit_failed(key: &str, subject: &str, e: &crate::oauth::client::TokenError) {
+    tracing::warn!(target: AUDIT, action = "grant_failed", connection = %key, subject = %subject, error = %e, "code exchange for a user failed");
 }

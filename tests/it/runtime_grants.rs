@@ -71,6 +71,12 @@ fn config(dir: &Path, store: &str) -> String {
     )
 }
 
+/// `PATCH /api/v1/connection/{key}/secret?verify=false` with `body` → (status, JSON).
+async fn patch_secret(sc: &Sidecar, key: &str, body: &Value) -> (u16, Value) {
+    let path = format!("/api/v1/connection/{key}/secret?verify=false");
+    call(sc, "PATCH", &path, Some(body)).await
+}
+
 /// Instantiates `kind` as `key`, reaching `echo` with tokens from `token`.
 async fn instantiate(sc: &Sidecar, kind: &str, key: &str, echo: SocketAddr, token: SocketAddr) {
     let body = json!({"instance_key": key, "secrets": {
@@ -178,13 +184,7 @@ async fn the_tokens_fides_keeps_in_secrets_seed_a_single_grant() {
     // no token.
     let expires_at = unix_now() + 3600;
     let seed = json!({"access_token": "seeded-access", "refresh_token": "seeded-refresh", "expires_at": expires_at});
-    let (status, answer) = call(
-        &sc,
-        "PATCH",
-        "/api/v1/connection/crm/secret?verify=false",
-        Some(&seed),
-    )
-    .await;
+    let (status, answer) = patch_secret(&sc, "crm", &seed).await;
     assert_eq!(status, 200, "{answer}");
     let status = sc.wait_state("crm", "ready").await;
     assert_eq!(status["has_refresh_token"], true, "{status}");
@@ -201,13 +201,7 @@ async fn the_tokens_fides_keeps_in_secrets_seed_a_single_grant() {
 
     // A refresh token alone is refreshed at once, with the connection's refresh_request.
     let seed = json!({"refresh_token": "only-refresh"});
-    let (status, answer) = call(
-        &sc,
-        "PATCH",
-        "/api/v1/connection/crm/secret?verify=false",
-        Some(&seed),
-    )
-    .await;
+    let (status, answer) = patch_secret(&sc, "crm", &seed).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         tokens.nth(1).await.field("refresh_token").as_deref(),
@@ -218,11 +212,10 @@ async fn the_tokens_fides_keeps_in_secrets_seed_a_single_grant() {
 
     // Refused, naming the field: a wrong type, and a per-user connection (whose grants are
     // imported one by one).
-    let (status, answer) = call(
+    let (status, answer) = patch_secret(
         &sc,
-        "PATCH",
-        "/api/v1/connection/crm/secret?verify=false",
-        Some(&json!({"expires_at": "soon", "access_token": "x"})),
+        "crm",
+        &json!({"expires_at": "soon", "access_token": "x"}),
     )
     .await;
     assert_eq!(status, 422, "{answer}");
@@ -231,13 +224,7 @@ async fn the_tokens_fides_keeps_in_secrets_seed_a_single_grant() {
         json!(["body", "expires_at"]),
         "{answer}"
     );
-    let (status, answer) = call(
-        &sc,
-        "PATCH",
-        "/api/v1/connection/people/secret?verify=false",
-        Some(&json!({"access_token": "x"})),
-    )
-    .await;
+    let (status, answer) = patch_secret(&sc, "people", &json!({"access_token": "x"})).await;
     assert_eq!(status, 422, "{answer}");
     assert!(answer.to_string().contains("grants/{subject}"), "{answer}");
 
