@@ -38,10 +38,6 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-TICK=$(getconf CLK_TCK)
-# user+sys ticks of a process and its threads
-ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-
 # shellcheck source=benches/upstream.sh
 . "$(dirname "$0")/upstream.sh"
 start_upstream taskset -c "$OTHER_CORE"

@@ -1,6 +1,11 @@
-# Sourced by benches/ab.sh and benches/instructions.sh: the upstream nginx both load
-# tokenwarden in front of, and the sidecar config they run it with. Expects $W (a work
+# Sourced by benches/ab.sh, benches/ab_subject.sh and benches/instructions.sh: the upstream
+# nginx they load tokenwarden in front of, the sidecar config they run it with, and a
+# process's CPU time. Expects $W (a work
 # directory) and the array PIDS (what the caller's cleanup kills).
+
+# Clock ticks per second, and the user+sys ticks of process $1 and its threads.
+TICK=$(getconf CLK_TCK)
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 # A free loopback port.
 port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
