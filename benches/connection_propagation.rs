@@ -137,12 +137,10 @@ async fn main() {
 
 fn store(redis: &RedisServer) -> RedisStore {
     let settings = RedisSettings {
-        url: SecretString::from(redis.url()),
-        endpoint: format!("127.0.0.1:{}", redis.port),
         key_prefix: "tokenwarden:".to_owned(),
         lease_ttl: Duration::from_secs(5),
         poll_interval: Duration::from_secs(1),
-        migrate_legacy: false,
+        ..RedisSettings::for_url(&redis.url())
     };
     RedisStore::open(&settings, &SecretString::from(STORE_KEY)).expect("open the store")
 }

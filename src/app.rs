@@ -311,7 +311,7 @@ pub fn preflight(config: &Config) -> Vec<(&'static str, String)> {
     let (store, at) = match (&config.store.redis, &config.store.key) {
         (Some(redis), Some(key)) => (
             crate::token::store::check_key(key)
-                .and_then(|()| crate::token::store::redis::check_url(redis)),
+                .and_then(|()| crate::token::store::redis::check(redis)),
             "store.url",
         ),
         (Some(_), None) => (Ok(()), "store.key"), // config validation already requires it

@@ -1,6 +1,6 @@
 //! `tokenwarden check` output: the resolved connections, with secret names but never values.
 
-use crate::config::{Auth, Config, Grant};
+use crate::config::{Auth, Config, Grant, RedisSettings, RedisTarget};
 use std::fmt::Write as _;
 
 pub fn summary(config: &Config) -> String {
@@ -13,12 +13,29 @@ pub fn summary(config: &Config) -> String {
         Some(redis) => {
             let _ = writeln!(
                 out,
-                "token store   redis at {} (prefix {}, lease {} ms, poll {} ms, key configured)",
+                "token store   redis at {} ({}prefix {}, lease {} ms, poll {} ms, key configured)",
                 redis.endpoint,
+                redis_access(redis),
                 redis.key_prefix,
                 redis.lease_ttl.as_millis(),
                 redis.poll_interval.as_millis()
             );
+            if let RedisTarget::Sentinel(s) = &redis.target {
+                let nodes: Vec<String> = s.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                let _ = writeln!(
+                    out,
+                    "              sentinels {}{}",
+                    nodes.join(", "),
+                    match (s.tls, &s.username, &s.password) {
+                        (tls, Some(user), _) =>
+                            format!(" ({}user {user})", if tls { "TLS, " } else { "" }),
+                        (true, None, Some(_)) => " (TLS, password)".into(),
+                        (true, None, None) => " (TLS)".into(),
+                        (false, None, Some(_)) => " (password)".into(),
+                        (false, None, None) => String::new(),
+                    }
+                );
+            }
         }
         None => {
             let _ = writeln!(
@@ -61,4 +78,40 @@ pub fn summary(config: &Config) -> String {
         );
     }
     out
+}
+
+/// How tokenwarden reaches the Redis data nodes, for `check`: TLS (and with what), the ACL
+/// user, and the replicas a rotated token waits for. Never a password.
+fn redis_access(redis: &RedisSettings) -> String {
+    let mut parts = Vec::new();
+    if let Some(tls) = &redis.tls {
+        let ca = if tls.ca_pem.is_some() {
+            "CA file"
+        } else {
+            "web PKI roots"
+        };
+        let client = if tls.client.is_some() {
+            ", client certificate"
+        } else {
+            ""
+        };
+        parts.push(format!("TLS with {ca}{client}"));
+    }
+    match (&redis.username, &redis.password) {
+        (Some(user), _) => parts.push(format!("user {user}")),
+        (None, Some(_)) => parts.push("password".into()),
+        (None, None) => {}
+    }
+    if redis.min_replicas_acked > 0 {
+        parts.push(format!(
+            "rotated tokens wait for {} replica{}",
+            redis.min_replicas_acked,
+            if redis.min_replicas_acked == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ));
+    }
+    parts.iter().map(|p| format!("{p}, ")).collect()
 }

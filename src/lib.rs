@@ -42,6 +42,10 @@
 //! - [`app`]: the composition root; [`run`] is what `tokenwarden run` does.
 //! - [`demo`]: the self-contained demo; [`telemetry`]: logging; [`tls`]: rustls roots.
 
+// The per-node connection of the Redis store (`token::store::redis::link`) deepens the
+// futures of the admin routes and the request lifecycle past the default limit of 128.
+#![recursion_limit = "256"]
+
 pub mod admin;
 pub mod app;
 pub mod ca;

@@ -30,6 +30,7 @@ mod origin;
 mod position;
 mod proxy;
 mod raw;
+mod redis;
 mod rejected;
 mod request;
 mod settings;
@@ -49,7 +50,8 @@ pub use model::{
 pub use proxy::{InterceptSettings, ProxyLimits, ProxySettings};
 pub use rejected::RejectedStatuses;
 pub use settings::{
-    AdminSettings, LogFormat, LogSettings, RedisSettings, StoreSettings, Unreadable,
+    AdminSettings, ClientIdentity, LogFormat, LogSettings, RedisSettings, RedisTarget, RedisTls,
+    SentinelSettings, StoreSettings, Unreadable,
 };
 pub use source::Source;
 pub use source::{Problem, Problems};

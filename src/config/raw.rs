@@ -204,6 +204,47 @@ pub struct RawStore {
     pub poll_interval: Option<String>,
     /// Adopt (and re-seal) token sets an earlier version wrote; for one upgrade only.
     pub migrate_legacy: Option<bool>,
+    /// The ACL user of the Redis data nodes (overrides the URL's).
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub username: Option<String>,
+    /// A secret: never echoed.
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    /// TLS to the Redis data nodes.
+    pub tls: Option<RawRedisTls>,
+    /// Sentinels that name the master, in place of `url`.
+    pub sentinel: Option<RawSentinel>,
+    /// Replicas that must hold a rotated refresh token before it is used (`WAIT`).
+    pub min_replicas_acked: Option<u32>,
+}
+
+/// `store.tls` (and the sentinels' `store.sentinel.tls`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisTls {
+    pub enabled: Option<bool>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+/// `store.sentinel`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master_name: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub username: Option<String>,
+    /// A secret: never echoed.
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    /// TLS to the sentinels: the data nodes' CA and client certificate (default: as the
+    /// data nodes).
+    pub tls: Option<bool>,
 }
 
 /// `proxy.intercept`: the local CA that lets `CONNECT` to a connection's host be intercepted.

@@ -4,9 +4,11 @@
 use super::fields::Fields;
 use super::proxy::ProxySettings;
 use super::raw::RawFile;
+use super::redis::redis_settings;
+pub use super::redis::{ClientIdentity, RedisSettings, RedisTarget, RedisTls, SentinelSettings};
 use super::source::{Problems, Source};
-use super::store::{redis_settings, DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_STORE_PATH};
-pub use super::store::{RedisSettings, StoreSettings, Unreadable};
+pub use super::store::{StoreSettings, Unreadable};
+use super::store::{DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_STORE_PATH};
 use ipnet::IpNet;
 use secrecy::SecretString;
 use std::net::{IpAddr, SocketAddr};
@@ -78,7 +80,6 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             "the admin listener must not share the proxy's address",
         ));
     }
-    let store = store(raw, base, &mut Fields { src, problems });
     let ca_file = raw.tls.ca_file.as_ref().map(|f| base.join(f));
     if let Some(ca) = &ca_file {
         if !ca.is_file() {
@@ -86,6 +87,7 @@ pub fn validate(raw: &RawFile, src: &Source, base: &Path, problems: &mut Problem
             problems.push(src.problem("tls.ca_file", format!("{shown} is not a readable file")));
         }
     }
+    let store = store(raw, base, ca_file.as_deref(), &mut Fields { src, problems });
     Settings {
         proxy,
         admin,
@@ -142,7 +144,12 @@ fn admin(raw: &RawFile, fields: &mut Fields<'_>) -> AdminSettings {
 }
 
 /// The `store` section (the Redis part: [`redis_settings`]).
-fn store(raw: &RawFile, base: &Path, fields: &mut Fields<'_>) -> StoreSettings {
+fn store(
+    raw: &RawFile,
+    base: &Path,
+    ca_file: Option<&Path>,
+    fields: &mut Fields<'_>,
+) -> StoreSettings {
     let store = &raw.store;
     let lease_ttl = fields.duration("store.lease_ttl", &store.lease_ttl, DEFAULT_LEASE_TTL);
     let poll_interval = fields.duration(
@@ -171,7 +178,13 @@ fn store(raw: &RawFile, base: &Path, fields: &mut Fields<'_>) -> StoreSettings {
             .filter(|k| !k.is_empty())
             .map(SecretString::from),
         on_unreadable,
-        redis: redis_settings(raw, src, problems, lease_ttl, poll_interval),
+        redis: redis_settings(
+            raw,
+            (src, problems),
+            base,
+            (lease_ttl, poll_interval),
+            ca_file,
+        ),
     }
 }
 

@@ -211,38 +211,37 @@ pub async fn finish(backend: &Backend, holder: Holder<'_>, set: TokenSet, turn: 
     let Holder { conn, grant, cache } = holder;
     let key = conn.key.as_str();
     let redis = match backend {
-        Backend::Local(store) => {
-            let stored = set.to_stored();
-            let store = std::sync::Arc::clone(store);
-            let (owned_key, subject) = (key.to_owned(), grant.subject.to_owned());
-            let written = tokio::task::spawn_blocking(move || match subject.as_str() {
-                "" => store.put(&owned_key, &stored),
-                subject => store.put_grant(&owned_key, subject, &stored),
-            })
-            .await;
-            let error = match written {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(format!("store task failed: {e}")),
-            };
-            if let Some(e) = &error {
-                tracing::error!(connection = %key, error = %e, "could not persist the new token; using it anyway");
-            }
-            cache.publish(set, 0, error);
-            return;
-        }
+        Backend::Local(store) => return finish_local(store, holder, set).await,
         Backend::Shared(redis) => redis,
     };
     let floor = cache.generation().max(turn.over);
     let stored = set.to_stored();
+    let replicate = new_refresh_token(cache, &set);
     let mut lease = turn.lease;
     loop {
         let committed = redis
-            .commit(grant, lease.as_ref(), turn.fenced, floor, &stored)
+            .commit(
+                grant,
+                lease.as_ref(),
+                turn.fenced,
+                floor,
+                &stored,
+                replicate,
+            )
             .await;
         match committed {
             Ok(Commit::Written(generation)) => {
                 cache.publish(set, generation, None);
+                return;
+            }
+            Ok(Commit::Unreplicated { generation, acked }) => {
+                // Stored on the master only: a failover now would lose the rotated refresh
+                // token there. This replica keeps it (and its follower writes it back if
+                // Redis comes to hold an older set); the lease runs out on its own.
+                let wanted = redis.min_replicas_acked();
+                tracing::warn!(connection = %key, acked, wanted, "the new token set reached fewer replicas than store.min_replicas_acked; using it, and holding it here until the store has it");
+                let error = format!("{acked} of {wanted} replicas acknowledged the new token set");
+                cache.publish(set, generation, Some(error));
                 return;
             }
             Ok(Commit::Fenced) => {
@@ -292,6 +291,45 @@ pub async fn finish(backend: &Backend, holder: Holder<'_>, set: TokenSet, turn: 
             }
         }
     }
+}
+
+/// [`finish`] with the embedded database: the row written, then the set published.
+async fn finish_local(
+    store: &std::sync::Arc<dyn crate::token::store::TokenStore>,
+    holder: Holder<'_>,
+    set: TokenSet,
+) {
+    let Holder { conn, grant, cache } = holder;
+    let key = conn.key.as_str();
+    let stored = set.to_stored();
+    let store = std::sync::Arc::clone(store);
+    let (owned_key, subject) = (key.to_owned(), grant.subject.to_owned());
+    let written = tokio::task::spawn_blocking(move || match subject.as_str() {
+        "" => store.put(&owned_key, &stored),
+        subject => store.put_grant(&owned_key, subject, &stored),
+    })
+    .await;
+    let error = match written {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(format!("store task failed: {e}")),
+    };
+    if let Some(e) = &error {
+        tracing::error!(connection = %key, error = %e, "could not persist the new token; using it anyway");
+    }
+    cache.publish(set, 0, error);
+}
+
+/// Whether `set` holds a refresh token the grant's current set does not: rotated by a
+/// refresh, or new with the grant — the writes `store.min_replicas_acked` applies to.
+fn new_refresh_token(cache: &Cache, set: &TokenSet) -> bool {
+    use secrecy::ExposeSecret;
+    let Some(new) = &set.refresh_token else {
+        return false;
+    };
+    let current = cache.current();
+    let old = current.as_ref().and_then(|c| c.refresh_token.as_ref());
+    old.is_none_or(|old| old.expose_secret() != new.expose_secret())
 }
 
 /// Makes a token set another replica stored the current one here, if `conn` may use it

@@ -51,16 +51,8 @@ pub(super) fn restart_required(running: &Config, next: &Config) -> Vec<&'static 
             "store",
             format!("{:?}", running.store) != format!("{:?}", next.store)
                 || secret(&running.store.key) != secret(&next.store.key)
-                || running
-                    .store
-                    .redis
-                    .as_ref()
-                    .map(|r| r.url.expose_secret().to_owned())
-                    != next
-                        .store
-                        .redis
-                        .as_ref()
-                        .map(|r| r.url.expose_secret().to_owned()),
+                || running.store.redis.as_ref().map(|r| r.secrets())
+                    != next.store.redis.as_ref().map(|r| r.secrets()),
         ),
         ("tls.ca_file", running.ca_file != next.ca_file),
         (

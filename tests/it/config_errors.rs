@@ -426,7 +426,7 @@ connections:
         env: &[],
         expected: &[
             "config.yaml:1:1: store.key: is required with `backend: redis` (every replica needs the same key)",
-            "config.yaml:1:1: store.url: is required with `backend: redis`, such as redis://127.0.0.1:6379/0",
+            "config.yaml:1:1: store.url: is required with `backend: redis` (or `sentinel`), such as redis://127.0.0.1:6379/0",
             "config.yaml:3:3: store.path: only applies with `backend: sqlite`; Redis holds the tokens",
             "config.yaml:4:3: store.lease_ttl: must be at least 5s (a token request and the write of its result must fit in it)",
         ],
@@ -454,7 +454,58 @@ connections:
         files: &[],
         env: &[],
         expected: &[
-            "config.yaml:3:3: store.url: is not a redis://HOST[:PORT][/DB] URL",
+            "config.yaml:3:3: store.url: is not a redis://HOST[:PORT][/DB] or rediss://HOST[:PORT][/DB] URL",
+        ],
+    },
+    Case {
+        name: "a redis URL that turns certificate verification off",
+        config: "store:\n  backend: redis\n  url: \"rediss://:hunter2@cache:6380/#insecure\"\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:3:3: store.url: takes no #fragment: the server's certificate is always verified (for a private CA, set store.tls.ca_file)",
+        ],
+    },
+    Case {
+        name: "redis credentials given twice, or a user without a password",
+        config: "store:\n  backend: redis\n  url: \"redis://:hunter2@cache:6379\"\n  password: hunter3\n  password_file: pw.txt\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  sentinel:\n    master_name: main\n    nodes: [\"s0:26379\"]\n    username: watcher\nconnections: []\n",
+        files: &[("pw.txt", "hunter4\n")],
+        env: &[],
+        expected: &[
+            "config.yaml:5:3: store.password_file: give either `password` or `password_file`, not both",
+            "config.yaml:7:3: store.sentinel: give either `url` (one server) or `sentinel` (the sentinels that name the master), not both",
+        ],
+    },
+    Case {
+        name: "a sentinel section with no master name, a bad node and a user without a password",
+        config: "store:\n  backend: redis\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  min_replicas_acked: 40\n  sentinel:\n    nodes: [\"s0:26379\", \"redis://s1\"]\n    username: watcher\n    tls: true\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:4:3: store.min_replicas_acked: must be at most 16",
+            "config.yaml:5:3: store.sentinel.master_name: is required: the name the sentinels monitor the master under",
+            "config.yaml:6:25: store.sentinel.nodes[1]: `redis://s1` is not HOST[:PORT]",
+            "config.yaml:7:5: store.sentinel.username: needs a `password` or `password_file` (an ACL user signs in with both)",
+            "config.yaml:8:5: store.sentinel.tls: TLS to the sentinels uses the data nodes' `store.tls`: add it",
+        ],
+    },
+    Case {
+        name: "redis TLS settings that cannot work",
+        config: "store:\n  backend: redis\n  url: \"redis://cache:6379\"\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  tls:\n    ca_file: ca.pem\nconnections: []\n",
+        files: &[("ca.pem", "not a certificate\n")],
+        env: &[],
+        expected: &[
+            "config.yaml:5:3: store.tls: TLS to one server is chosen by the URL: use rediss://",
+        ],
+    },
+    Case {
+        name: "a redis CA that is not PEM and a certificate without its key",
+        config: "store:\n  backend: redis\n  url: \"rediss://cache:6380\"\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  tls:\n    ca_file: ca.pem\n    cert_file: client.pem\nconnections: []\n",
+        files: &[("ca.pem", "not a certificate\n")],
+        env: &[],
+        expected: &[
+            "config.yaml:5:3: store.tls.key_file: is required with `cert_file`: the client certificate's private key",
+            "config.yaml:6:5: store.tls.ca_file: ca.pem holds no usable PEM certificate",
         ],
     },
 ];

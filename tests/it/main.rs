@@ -13,6 +13,8 @@
     clippy::disallowed_methods,
     reason = "clippy.toml's rules are for src: a test is a scenario read top to bottom, measures wall time and builds its own HTTP clients"
 )]
+// The sidecar's futures (its Redis store's in particular) are deeper than the default 128.
+#![recursion_limit = "256"]
 
 mod support;
 

@@ -20,12 +20,10 @@ const DEFINITION: &[u8] =
 
 fn store(redis: &RedisServer, prefix: &str) -> RedisStore {
     let settings = RedisSettings {
-        url: SecretString::from(redis.url()),
-        endpoint: format!("127.0.0.1:{}", redis.port),
         key_prefix: prefix.to_owned(),
         lease_ttl: Duration::from_secs(5),
         poll_interval: Duration::from_millis(500),
-        migrate_legacy: false,
+        ..RedisSettings::for_url(&redis.url())
     };
     RedisStore::open(
         &settings,
@@ -164,7 +162,7 @@ async fn a_value_moved_edited_or_taken_from_a_token_set_is_refused() {
     );
 
     // A token set is never a definition, nor the reverse.
-    ours.commit(GrantRef::own("crm"), None, false, 0, &token())
+    ours.commit(GrantRef::own("crm"), None, false, 0, &token(), false)
         .await
         .unwrap();
     let token_key = format!("{PREFIX}{{crm}}:token");
@@ -218,10 +216,10 @@ async fn removing_a_connection_deletes_its_definition_token_set_and_lease() {
     let (a, b) = (store(&redis, PREFIX), store(&redis, PREFIX));
     a.put_definition("crm", DEFINITION).await.unwrap();
     a.put_definition("erp", DEFINITION).await.unwrap();
-    a.commit(GrantRef::own("crm"), None, false, 0, &token())
+    a.commit(GrantRef::own("crm"), None, false, 0, &token(), false)
         .await
         .unwrap();
-    a.commit(GrantRef::own("erp"), None, false, 0, &token())
+    a.commit(GrantRef::own("erp"), None, false, 0, &token(), false)
         .await
         .unwrap();
     let _lease = a
@@ -278,7 +276,7 @@ async fn changed_since_names_exactly_the_connections_changed_after_a_generation(
     assert_eq!(since(g3).await.unwrap(), (g4, names(&["charlie"])));
     assert_eq!(since(g4).await.unwrap(), (g4, vec![]));
     // Token writes are not connection changes; another prefix has its own log.
-    a.commit(GrantRef::own("bravo"), None, false, 0, &token())
+    a.commit(GrantRef::own("bravo"), None, false, 0, &token(), false)
         .await
         .unwrap();
     assert_eq!(since(g4).await.unwrap(), (g4, vec![]));
@@ -323,7 +321,7 @@ async fn a_subscriber_is_told_of_every_change() {
     let (_sink, mut messages) = b.subscribe_connections().await.unwrap();
     let created = a.put_definition("crm", DEFINITION).await.unwrap();
     // A token write is on the token channel, not this one.
-    a.commit(GrantRef::own("crm"), None, false, 0, &token())
+    a.commit(GrantRef::own("crm"), None, false, 0, &token(), false)
         .await
         .unwrap();
     let removed = a.remove_definition("crm").await.unwrap();

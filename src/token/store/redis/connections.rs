@@ -118,7 +118,7 @@ impl RedisStore {
             .arg(self.connections_channel())
             .arg(connection)
             .arg(MAX_GENERATION);
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let outcome: Value = self
             .run(
                 "writing a connection definition",
@@ -143,7 +143,7 @@ impl RedisStore {
             .arg(self.connections_channel())
             .arg(connection)
             .arg(MAX_GENERATION);
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let outcome: Value = self
             .run("deleting a connection", call.invoke_async(&mut con))
             .await?;
@@ -159,7 +159,7 @@ impl RedisStore {
         let counter = self.change_generation_key();
         let mut call = scripts::CHANGES.key(&counter);
         call.key(self.changes_key()).arg(since);
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let (generation, connections): (Option<Vec<u8>>, Vec<String>) = self
             .run("reading connection changes", call.invoke_async(&mut con))
             .await?;
@@ -181,7 +181,7 @@ impl RedisStore {
             call.key(key);
         }
         call.arg(MAX_SEALED_LEN);
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let values: Vec<Value> = self
             .run(
                 "reading connection definitions",

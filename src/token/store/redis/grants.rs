@@ -11,7 +11,6 @@
 
 use super::{scripts, RedisStore, MAX_GENERATION};
 use crate::token::store::{GrantCounts, GrantListing, GrantRef, StoreError, StoredToken};
-use redis::ScriptInvocation;
 use std::time::Duration;
 
 /// The expiry score of a long-lived access token: the largest integer a Lua number holds
@@ -39,7 +38,7 @@ impl RedisStore {
     /// (`scripts::COMMIT`, `scripts::RESTORE`); nothing for a connection's own grant.
     pub(super) fn indexed(
         &self,
-        call: &mut ScriptInvocation<'_>,
+        call: &mut scripts::Call,
         grant: GrantRef<'_>,
         token: &StoredToken,
     ) {
@@ -75,7 +74,7 @@ impl RedisStore {
                 .arg(&message)
                 .arg(grant.subject)
                 .arg(ttl);
-            let mut con = self.manager.clone();
+            let mut con = self.con().await?;
             let outcome: i64 = self
                 .run("deleting a grant", call.invoke_async(&mut con))
                 .await?;
@@ -85,7 +84,7 @@ impl RedisStore {
             }
         }
         Err(StoreError::Unavailable {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.endpoint(),
             action: "deleting a grant",
             reason: "other writers kept writing first".into(),
         })
@@ -93,7 +92,7 @@ impl RedisStore {
 
     /// The `gen` field as stored, whatever it holds ("" when absent).
     async fn raw_generation(&self, key: &str) -> Result<String, StoreError> {
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let raw: Option<Vec<u8>> = self
             .run(
                 "reading a generation",
@@ -113,7 +112,7 @@ impl RedisStore {
         limit: usize,
     ) -> Result<Vec<GrantListing>, StoreError> {
         let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let subjects: Vec<String> = self
             .run(
                 "listing grants",
@@ -156,7 +155,7 @@ impl RedisStore {
         connection: &str,
         now_ms: u64,
     ) -> Result<GrantCounts, StoreError> {
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let (total, expired): (u64, u64) = self
             .run(
                 "counting grants",

@@ -42,6 +42,7 @@
 
 mod connections;
 mod grants;
+mod link;
 mod scripts;
 mod states;
 mod tokens;
@@ -55,8 +56,7 @@ use crate::config::RedisSettings;
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use rand::RngCore;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,11 +68,6 @@ use tokio::time::Instant;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait to open a connection to Redis.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Reconnection backoff of the connection manager: first and longest delay.
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
-/// Reconnection attempts per failed command before it reports the error.
-const RECONNECT_RETRIES: usize = 2;
 /// Random bytes in a lease holder id.
 const HOLDER_BYTES: usize = 16;
 /// The highest generation written or adopted: 2^53 - 1, the largest integer a Lua number
@@ -93,8 +88,13 @@ pub struct Lease {
 /// The outcome of a fenced write.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Commit {
-    /// Written as this generation, and published.
+    /// Written as this generation (with `min_replicas_acked`, held by that many replicas),
+    /// and published.
     Written(u64),
+    /// Written as this generation, but fewer than `min_replicas_acked` replicas
+    /// acknowledged it before the lease neared its end: neither announced nor the lease
+    /// given back.
+    Unreplicated { generation: u64, acked: u32 },
     /// Refused: the lease was lost or a newer token set is stored.
     Fenced,
 }
@@ -106,15 +106,18 @@ pub struct Versioned {
 }
 
 pub struct RedisStore {
-    client: redis::Client,
-    manager: ConnectionManager,
+    link: Arc<link::Link>,
     key: StoreKey,
     prefix: String,
-    endpoint: String,
+    /// Where Redis is, as configured (`host:port`, or the sentinels' master name).
+    configured: String,
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
     /// `store.migrate_legacy`: values of an earlier version may be adopted (`tokens`).
     migrate_legacy: bool,
+    /// Replicas that must hold a token set with a refresh token before it counts as
+    /// written (`tokens`).
+    min_replicas_acked: u32,
     up: AtomicBool,
     last_error: ArcSwapOption<String>,
 }
@@ -123,46 +126,43 @@ impl RedisStore {
     /// Parses the URL and the key; connects lazily (a Redis that is down at start-up is
     /// retried, not fatal).
     pub fn open(settings: &RedisSettings, key: &SecretString) -> Result<RedisStore, StoreError> {
-        let endpoint = settings.endpoint.clone();
         let key = StoreKey::parse(key, Path::new("store.key"))?;
-        let client = redis::Client::open(settings.url.expose_secret()).map_err(|e| {
-            StoreError::Unavailable {
-                endpoint: endpoint.clone(),
-                action: "reading the URL",
-                reason: e.kind_text(),
-            }
+        let link = link::Link::open(settings).map_err(|e| StoreError::Unavailable {
+            endpoint: settings.endpoint.clone(),
+            action: "setting up the connection",
+            reason: e.kind_text(),
         })?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_min_delay(RECONNECT_MIN_DELAY)
-            .set_max_delay(RECONNECT_MAX_DELAY);
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
-                StoreError::Unavailable {
-                    endpoint: endpoint.clone(),
-                    action: "setting up the connection",
-                    reason: e.kind_text(),
-                }
-            })?;
         Ok(RedisStore {
-            client,
-            manager,
+            link: Arc::new(link),
             key,
             prefix: settings.key_prefix.clone(),
-            endpoint,
+            configured: settings.endpoint.clone(),
             lease_ttl: settings.lease_ttl,
             poll_interval: settings.poll_interval,
             migrate_legacy: settings.migrate_legacy,
+            min_replicas_acked: settings.min_replicas_acked,
             up: AtomicBool::new(true),
             last_error: ArcSwapOption::empty(),
         })
     }
 
-    /// `host:port` of the server, for logs.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    /// `host:port` of the server in use, for logs: with sentinels, the master found last
+    /// (the master name before one is found).
+    pub fn endpoint(&self) -> String {
+        self.link
+            .endpoint()
+            .unwrap_or_else(|| self.configured.clone())
+    }
+
+    /// A connection to the node that takes writes (with sentinels, the master, looked up
+    /// when unknown).
+    async fn con(&self) -> Result<link::Con, StoreError> {
+        self.run("connecting", self.link.connection()).await
+    }
+
+    /// `store.min_replicas_acked`.
+    pub fn min_replicas_acked(&self) -> u32 {
+        self.min_replicas_acked
     }
 
     /// Whether the last command succeeded, and the last failure.
@@ -176,7 +176,7 @@ impl RedisStore {
             Ok(_) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
                     self.last_error.store(None);
-                    tracing::info!(redis = %self.endpoint, "token store reachable again");
+                    tracing::info!(redis = %self.endpoint(), "token store reachable again");
                 }
             }
             Err(e) => {
@@ -195,7 +195,7 @@ impl RedisStore {
         command: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         let result = command.await.map_err(|e| StoreError::Unavailable {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.endpoint(),
             action,
             reason: e.kind_text(),
         });
@@ -258,7 +258,7 @@ impl RedisStore {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         );
         let deadline = Instant::now() + self.lease_ttl;
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let ttl_ms = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         let taken: Option<String> = self
             .run(
@@ -281,7 +281,9 @@ impl RedisStore {
 
     /// Gives the lease back (only if still ours). A failure leaves it to expire.
     pub async fn release(&self, lease: Lease) {
-        let mut con = self.manager.clone();
+        let Ok(mut con) = self.con().await else {
+            return;
+        };
         let mut call = scripts::RELEASE.key(&lease.key);
         call.arg(&lease.holder);
         let _ = self
@@ -294,14 +296,15 @@ pub(super) fn timed_out() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
 
-/// Checks a Redis URL the way [`RedisStore::open`] reads it (for `check`); the URL is never
-/// quoted.
-pub fn check_url(settings: &RedisSettings) -> Result<(), StoreError> {
-    redis::Client::open(settings.url.expose_secret())
+/// Checks the Redis settings the way [`RedisStore::open`] reads them — the URL, the
+/// sentinels, the TLS certificates and key — without contacting Redis (for `check`); the URL
+/// and password are never quoted.
+pub fn check(settings: &RedisSettings) -> Result<(), StoreError> {
+    link::Clients::new(settings)
         .map(drop)
         .map_err(|e| StoreError::Unavailable {
             endpoint: settings.endpoint.clone(),
-            action: "reading the URL",
+            action: "reading the settings",
             reason: e.kind_text(),
         })
 }

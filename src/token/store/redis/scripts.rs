@@ -8,7 +8,10 @@
 //! 0 (see `STORED_GEN`): such a value is refused by every reader, and any write replaces it.
 
 use super::MAX_GENERATION;
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind, ToRedisArgs,
+};
 use std::sync::LazyLock;
 
 /// `stored_gen(key)`: the `gen` field of the token hash `key` as a number, or 0 when absent
@@ -46,7 +49,9 @@ fn with_stored_gen(body: &str) -> Script {
 /// and Redis holds a set newer than `floor` (someone refreshed after the writer's base),
 /// and with -3 when Redis holds G or newer (the writer reads the generation again and
 /// proposes one above it). Otherwise writes, releases the lease, publishes `<G> <key>` and
-/// returns 1. G is above both the stored generation and `floor`, so a Redis restarted empty
+/// returns 1 — or, with an empty channel (a set that must reach replicas first, see
+/// `tokens`), writes and returns 1, keeping the lease and announcing nothing ([`ANNOUNCE`]
+/// does both once replicas hold it). G is above both the stored generation and `floor`, so a Redis restarted empty
 /// never goes backwards. A fenced write onto a deleted grant's tombstone is refused (-2:
 /// the deletion raised the generation); a superseding one (a new grant) replaces it.
 pub(super) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
@@ -58,8 +63,9 @@ local gen = stored_gen(KEYS[1])
 if ARGV[2] == 'fenced' and gen > tonumber(ARGV[3]) then return -2 end
 if gen >= tonumber(ARGV[4]) then return -3 end
 redis.call('HSET', KEYS[1], 'gen', ARGV[4], 'sealed', ARGV[5])
-if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end
 index(KEYS[1], KEYS[3], KEYS[4], ARGV[8], ARGV[9])
+if ARGV[6] == '' then return 1 end
+if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end
 redis.call('PUBLISH', ARGV[6], ARGV[4] .. ' ' .. ARGV[7])
 return 1
 "
@@ -153,6 +159,111 @@ return {gen, redis.call('HGET', KEYS[1], 'sealed'), deleted}
 ",
     )
 });
+
+/// Announces a set [`COMMIT`] wrote without announcing it, once replicas hold it: gives
+/// the lease back if it is still the writer's, and publishes `<G> <message>`. KEYS: lease.
+/// ARGV: holder (empty: none), channel, G, message.
+pub(super) static ANNOUNCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. ARGV[4])
+return 1
+",
+    )
+});
+
+/// Writes the `gen` of a token hash again, unchanged, if it still reads ARGV[1]: a write
+/// on this connection that `WAIT` can count, for a set written earlier that replicas have
+/// not acknowledged yet. KEYS: token hash. Returns 1 when it wrote, 0 when the hash holds
+/// another generation.
+pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'gen', ARGV[1])
+return 1
+",
+    )
+});
+
+/// A script call kept as its keys and arguments, so that it can also be sent as `EVALSHA`
+/// in a pipeline with `WAIT` after it: `WAIT` counts the replicas that hold the writes of
+/// its own connection, which a pipeline shares.
+pub(super) struct Call {
+    script: &'static Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call {
+    pub fn new(script: &'static Script) -> Call {
+        Call {
+            script,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Call {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Call {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    /// Runs the script (loading it first when the server does not hold it).
+    pub async fn invoke<T: FromRedisValue>(&self, con: &mut impl ConnectionLike) -> RedisResult<T> {
+        match self.evalsha().query_async(con).await {
+            Err(e) if no_script(&e) => {
+                self.script.load_async(con).await?;
+                self.evalsha().query_async(con).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Runs the script, then `WAIT replicas timeout_ms`, in one pipeline: the script's
+    /// answer and the number of replicas that acknowledged.
+    pub async fn invoke_then_wait(
+        &self,
+        con: &mut impl ConnectionLike,
+        replicas: u32,
+        timeout_ms: u64,
+    ) -> RedisResult<(i64, u32)> {
+        let pipeline = || {
+            let mut pipe = redis::pipe();
+            pipe.add_command(self.evalsha())
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout_ms);
+            pipe
+        };
+        match pipeline().query_async(con).await {
+            Err(e) if no_script(&e) => {
+                self.script.load_async(con).await?;
+                pipeline().query_async(con).await
+            }
+            answer => answer,
+        }
+    }
+
+    fn evalsha(&self) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
+
+fn no_script(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
 
 /// Deletes the lease only if it is still the caller's (compare-and-delete). KEYS: lease.
 /// ARGV: holder.

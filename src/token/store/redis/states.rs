@@ -30,7 +30,7 @@ impl RedisStore {
         let label = format!("{STATE_LABEL_PREFIX}{}", state_digest(state));
         let sealed = record::seal_bytes(&self.key, &label, payload)
             .map_err(|reason| bad_value(&key, reason))?;
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         self.run::<()>(
             "storing a pending authorization",
@@ -48,7 +48,7 @@ impl RedisStore {
     /// every replica. None when unknown, expired or already redeemed.
     pub async fn take_state(&self, state: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let key = self.state_key(state);
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let value: Option<Vec<u8>> = self
             .run(
                 "redeeming a pending authorization",

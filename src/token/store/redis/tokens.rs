@@ -14,10 +14,18 @@ use crate::token::store::record::{self, SealedRecord};
 use crate::token::store::{GrantRef, StoreError, StoredToken};
 use redis::Value;
 use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Rounds of "read the generation, propose the next one" a superseding write tries before
 /// giving up (each lost round means another writer wrote in between).
 const COMMIT_ATTEMPTS: usize = 3;
+/// How long one `WAIT` for replicas lasts (below the command timeout).
+const WAIT_TIMEOUT_MS: u64 = 1000;
+/// How long a write made without a lease (a new grant) waits for replicas in all.
+const REPLICATION_PATIENCE: Duration = Duration::from_secs(5);
+/// Pause after a failed attempt to reach the replicas.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Reads of a value of an earlier version: a lost compare-and-set means another replica
 /// re-sealed it first, and the second read sees that.
 const READ_ATTEMPTS: usize = 2;
@@ -62,7 +70,7 @@ impl RedisStore {
             }
         }
         Err(StoreError::Unavailable {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.endpoint(),
             action: "re-sealing a token set of an earlier version",
             reason: "the value kept changing".into(),
         })
@@ -71,7 +79,7 @@ impl RedisStore {
     /// The stored generation of `grant` (0: none) — one small read, for polling.
     pub async fn generation(&self, grant: GrantRef<'_>) -> Result<u64, StoreError> {
         let key = self.token_key(grant);
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let generation: Option<Vec<u8>> = self
             .run(
                 "reading a generation",
@@ -101,7 +109,7 @@ impl RedisStore {
     /// The token hash of `grant` through `scripts::READ`, its `gen` checked.
     async fn fetch(&self, grant: GrantRef<'_>) -> Result<Option<Raw>, StoreError> {
         let key = self.token_key(grant);
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let mut call = scripts::READ.key(&key);
         call.arg(MAX_SEALED_LEN);
         let (generation, sealed, deleted): (Option<Vec<u8>>, Value, i64) = self
@@ -191,7 +199,7 @@ impl RedisStore {
         let key = self.token_key(grant);
         let generation = next_generation(&key, raw.generation)?;
         let sealed = self.seal(grant, generation, &token)?;
-        let mut con = self.manager.clone();
+        let mut con = self.con().await?;
         let mut call = scripts::UPGRADE.key(&key);
         call.arg(&raw.text)
             .arg(generation)
@@ -222,7 +230,10 @@ impl RedisStore {
     /// Writes `token` as the next generation (see `scripts::COMMIT`). `lease`: the
     /// writer's lease, if it took one. `fenced`: refuse when Redis holds a set newer than
     /// `floor`, the generation the writer's set was refreshed from (false: a new grant
-    /// from the callback, which supersedes whatever is stored).
+    /// from the callback, which supersedes whatever is stored). `replicate`: the set holds
+    /// a refresh token no earlier set held (rotated, or a new grant), which a failover must
+    /// not lose: with `store.min_replicas_acked`, it counts as written once that many
+    /// replicas hold it ([`RedisStore::replicated`]).
     pub async fn commit(
         &self,
         grant: GrantRef<'_>,
@@ -230,9 +241,15 @@ impl RedisStore {
         fenced: bool,
         floor: u64,
         token: &StoredToken,
+        replicate: bool,
     ) -> Result<Commit, StoreError> {
         let key = self.token_key(grant);
         let (channel, message) = self.announce(grant);
+        let replicas = if replicate {
+            self.min_replicas_acked
+        } else {
+            0
+        };
         for _ in 0..COMMIT_ATTEMPTS {
             let base = if fenced {
                 floor
@@ -241,20 +258,34 @@ impl RedisStore {
             };
             let generation = next_generation(&key, base)?;
             let sealed = self.seal(grant, generation, token)?;
-            let mut con = self.manager.clone();
-            let mut call = scripts::COMMIT.key(&key);
-            call.key(self.lease_key(grant))
+            let mut con = self.con().await?;
+            let mut call = scripts::Call::new(&scripts::COMMIT);
+            call.key(&key)
+                .key(self.lease_key(grant))
                 .arg(lease.map_or("", |l| l.holder.as_str()))
                 .arg(if fenced { "fenced" } else { "supersede" })
                 .arg(floor)
                 .arg(generation)
                 .arg(sealed)
-                .arg(&channel)
+                // No channel: written, but neither announced nor the lease given back yet.
+                .arg(if replicas > 0 { "" } else { channel.as_str() })
                 .arg(&message);
             self.indexed(&mut call, grant, token);
-            let outcome: i64 = self
-                .run("writing a token set", call.invoke_async(&mut con))
-                .await?;
+            let outcome = if replicas == 0 {
+                self.run("writing a token set", call.invoke(&mut con))
+                    .await?
+            } else {
+                let (outcome, acked) = self
+                    .run(
+                        "writing a token set",
+                        call.invoke_then_wait(&mut con, replicas, WAIT_TIMEOUT_MS),
+                    )
+                    .await?;
+                if outcome == 1 {
+                    return Ok(self.replicated(grant, lease, generation, acked).await);
+                }
+                outcome
+            };
             match outcome {
                 1 => return Ok(Commit::Written(generation)),
                 -3 => continue,
@@ -262,10 +293,67 @@ impl RedisStore {
             }
         }
         Err(StoreError::Unavailable {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.endpoint(),
             action: "writing a token set",
             reason: "other writers kept writing first".into(),
         })
+    }
+
+    /// After `commit` wrote `generation` without announcing it and `acked` replicas
+    /// acknowledged: until `min_replicas_acked` replicas hold it, writes its generation
+    /// again (unchanged, so that `WAIT` on the connection counts it) and waits, while the
+    /// lease lasts (without one, [`REPLICATION_PATIENCE`]); then gives the lease back and
+    /// announces the set. A hash that meanwhile holds another generation (a newer write, or
+    /// a failover that lost this one) ends it as `Fenced`.
+    async fn replicated(
+        &self,
+        grant: GrantRef<'_>,
+        lease: Option<&Lease>,
+        generation: u64,
+        mut acked: u32,
+    ) -> Commit {
+        let wanted = self.min_replicas_acked;
+        let wait = Duration::from_millis(WAIT_TIMEOUT_MS);
+        let deadline = lease.map_or(Instant::now() + REPLICATION_PATIENCE, |l| l.deadline);
+        let key = self.token_key(grant);
+        while acked < wanted {
+            if Instant::now() + wait >= deadline {
+                return Commit::Unreplicated { generation, acked };
+            }
+            let mut call = scripts::Call::new(&scripts::TOUCH);
+            call.key(&key).arg(generation);
+            let touched = async {
+                let mut con = self.con().await?;
+                self.run(
+                    "waiting for replicas to hold a token set",
+                    call.invoke_then_wait(&mut con, wanted, WAIT_TIMEOUT_MS),
+                )
+                .await
+            };
+            match touched.await {
+                Ok((1, now)) => acked = now,
+                Ok(_) => return Commit::Fenced,
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+            }
+        }
+        let (channel, message) = self.announce(grant);
+        let mut call = scripts::Call::new(&scripts::ANNOUNCE);
+        call.key(self.lease_key(grant))
+            .arg(lease.map_or("", |l| l.holder.as_str()))
+            .arg(channel)
+            .arg(generation)
+            .arg(message);
+        let announced = async {
+            let mut con = self.con().await?;
+            self.run::<i64>("announcing a token set", call.invoke(&mut con))
+                .await
+        };
+        // Written and held by the replicas: a lost announcement only delays the other
+        // replicas until they poll, and the lease expires.
+        if let Err(e) = announced.await {
+            tracing::debug!(error = %e, "could not announce a token set");
+        }
+        Commit::Written(generation)
     }
 
     /// The stored generation, with a refused or unreadable one as 0 (as the scripts count it).
@@ -286,16 +374,17 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let sealed = self.seal(grant, generation, token)?;
         let (channel, message) = self.announce(grant);
-        let mut con = self.manager.clone();
-        let mut call = scripts::RESTORE.key(self.token_key(grant));
-        call.key(self.lease_key(grant))
+        let mut con = self.con().await?;
+        let mut call = scripts::Call::new(&scripts::RESTORE);
+        call.key(self.token_key(grant))
+            .key(self.lease_key(grant))
             .arg(generation)
             .arg(sealed)
             .arg(channel)
             .arg(message);
         self.indexed(&mut call, grant, token);
         let wrote: i64 = self
-            .run("restoring a token set", call.invoke_async(&mut con))
+            .run("restoring a token set", call.invoke(&mut con))
             .await?;
         Ok(wrote == 1)
     }

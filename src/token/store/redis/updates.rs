@@ -84,10 +84,18 @@ impl RedisStore {
         action: &'static str,
     ) -> Result<(PubSubSink, PubSubStream), StoreError> {
         let subscribe = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            // One SUBSCRIBE for all of them.
-            pubsub.subscribe(channels).await?;
-            Ok(pubsub.split())
+            let node = self.link.node().await?;
+            let subscribed = async {
+                let mut pubsub = node.client.get_async_pubsub().await?;
+                // One SUBSCRIBE for all of them.
+                pubsub.subscribe(channels).await?;
+                Ok(pubsub.split())
+            };
+            let subscribed = subscribed.await;
+            if let Err(e) = &subscribed {
+                self.link.failed(&node, e);
+            }
+            subscribed
         };
         let bounded = async {
             tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, subscribe)
