@@ -1,0 +1,596 @@
+//! Redis topologies for the tests of TLS, ACL users, Sentinel failover and Cluster, all on
+//! loopback, each process stopped by its pid (on `Drop` too), with certificates minted at
+//! test time:
+//!
+//! - [`Pki`]: a CA, a server certificate (DNS `localhost`, IP `127.0.0.1`), a client
+//!   certificate and an unrelated second CA, as PEM files in a temp dir;
+//! - [`RedisNode`]: one `redis-server` configured by [`NodeOptions`] (TLS, ACL users,
+//!   `replicaof`, append-only persistence, cluster mode).
+//! - [`Sentinels`]: a master, its replica and three sentinels watching them.
+//!
+//! The tests' own client (the `redis` crate, built without TLS) always talks to a node's
+//! plain port, bound to 127.0.0.1 and authenticated as [`ADMIN_USER`] when ACL is on; a
+//! TLS node also listens on a TLS port, the one the product connects to ([`RedisNode::url`]).
+//!
+//! Needs Debian's `redis-server` and `redis-cli` (7.0, built with TLS; `tests/deps.sh`
+//! installs them): without them the tests fail, never skip.
+
+use super::redis::{free_port, INSTALL_HINT};
+use super::WAIT;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisResult};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The ACL user of the tests' admin client: every key, channel and command.
+pub const ADMIN_USER: &str = "admin";
+/// `cluster-node-timeout` of cluster nodes: short, so a node down is noticed (and cleared
+/// when back) quickly, long enough not to flap on a loaded 2-core machine.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 3000;
+/// How long a response may take on the admin connection (`WAIT 1 1000` takes a second).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take on the admin connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between two polls of a bounded wait.
+const POLL: Duration = Duration::from_millis(50);
+/// How many lines of a server's log a failure message quotes.
+const LOG_TAIL: usize = 15;
+
+// ---------------------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------------------
+
+/// Certificates minted with rcgen into a temp dir (PEM; keys in PKCS#8): a CA, a server
+/// certificate it signed for DNS `localhost` and IP `127.0.0.1` (`serverAuth` and
+/// `clientAuth`: Redis presents it as a client too, to its master and to other sentinels),
+/// a client certificate it signed, and an unrelated CA for "wrong CA" tests. Valid from an
+/// hour ago for a day.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// Mints everything into a new temp dir.
+    pub fn mint() -> Arc<Pki> {
+        let dir = tempfile::tempdir().expect("tempdir for the test PKI");
+        let write = |name: &str, pem: String| {
+            std::fs::write(dir.path().join(name), pem)
+                .unwrap_or_else(|e| panic!("write {name}: {e}"));
+        };
+        let (ca_pem, ca) = mint_ca("tokenwarden test CA");
+        write("ca.pem", ca_pem);
+        let (wrong_pem, _) = mint_ca("tokenwarden unrelated test CA");
+        write("wrong-ca.pem", wrong_pem);
+
+        let mut server = leaf_params("localhost");
+        server.subject_alt_names = vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ];
+        server.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        write("server.pem", server.signed_by(&key, &ca).unwrap().pem());
+        write("server.key", key.serialize_pem());
+
+        let mut client = leaf_params("tokenwarden test client");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        write("client.pem", client.signed_by(&key, &ca).unwrap().pem());
+        write("client.key", key.serialize_pem());
+        Arc::new(Pki { dir })
+    }
+
+    /// The CA certificate that signed the server and client certificates.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The server certificate (DNS `localhost`, IP `127.0.0.1`).
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+
+    /// The server certificate's key (PKCS#8 PEM).
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+
+    /// The client certificate (`clientAuth`), signed by [`Pki::ca_pem`].
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.path().join("client.pem")
+    }
+
+    /// The client certificate's key (PKCS#8 PEM).
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client.key")
+    }
+
+    /// A CA certificate that signed nothing here: trusting it, no handshake succeeds.
+    pub fn wrong_ca_pem(&self) -> PathBuf {
+        self.dir.path().join("wrong-ca.pem")
+    }
+}
+
+/// A self-signed CA named `name`: its certificate PEM and its issuer.
+fn mint_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let mut params = leaf_params(name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    (pem, Issuer::new(params, key))
+}
+
+/// Parameters of a certificate named `name`, valid from an hour ago for a day.
+fn leaf_params(name: &str) -> CertificateParams {
+    let now = time::OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(1);
+    params
+}
+
+// ---------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------
+
+/// TLS on a node: a TLS port beside the plain one, certificates from `pki`.
+#[derive(Clone)]
+pub struct Tls {
+    /// Where the CA, server certificate and key come from.
+    pub pki: Arc<Pki>,
+    /// `tls-auth-clients yes`: a client must present a certificate signed by the CA.
+    pub auth_clients: bool,
+}
+
+/// ACL users on a node, loaded from an aclfile before the port opens: [`ADMIN_USER`] (all
+/// permissions, a random password), the `default` user (disabled unless given a password)
+/// and the extra users.
+#[derive(Clone)]
+pub struct Acl {
+    admin_password: String,
+    default_password: Option<String>,
+    users: Vec<String>,
+}
+
+impl Acl {
+    /// An admin with a random password, `default` disabled, no other user.
+    pub fn new() -> Acl {
+        let bytes: [u8; 16] = rand::random();
+        Acl {
+            admin_password: bytes.iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            }),
+            default_password: None,
+            users: Vec::new(),
+        }
+    }
+
+    /// Adds a user from `ACL SETUSER`-style rules, name first (e.g. `"tokenwarden on
+    /// >secret ~tokenwarden:* &tokenwarden:* +@all"`), applied to a fresh (reset) user.
+    pub fn user(mut self, rules: &str) -> Acl {
+        let name = rules.split_whitespace().next().unwrap_or_default();
+        assert!(
+            !name.is_empty() && name != "default" && name != ADMIN_USER,
+            "Acl::user({rules:?}): name a user other than `default` and `{ADMIN_USER}`"
+        );
+        self.users.push(rules.to_owned());
+        self
+    }
+
+    /// Leaves the `default` user on, with `password` and all permissions.
+    pub fn default_password(mut self, password: &str) -> Acl {
+        self.default_password = Some(password.to_owned());
+        self
+    }
+
+    /// The password of [`ADMIN_USER`].
+    pub fn admin_password(&self) -> &str {
+        &self.admin_password
+    }
+
+    /// The aclfile's text.
+    fn file(&self) -> String {
+        let mut text = match &self.default_password {
+            Some(p) => format!("user default on >{p} ~* &* +@all\n"),
+            None => "user default off\n".to_owned(),
+        };
+        let _ = writeln!(
+            text,
+            "user {ADMIN_USER} on >{} ~* &* +@all",
+            self.admin_password
+        );
+        for rules in &self.users {
+            let _ = writeln!(text, "user {rules}");
+        }
+        text
+    }
+}
+
+impl Default for Acl {
+    fn default() -> Acl {
+        Acl::new()
+    }
+}
+
+/// The master a replica follows: its port (the TLS port when it has TLS: replication then
+/// runs over TLS) and the credentials to replicate as (`masteruser`/`masterauth`).
+#[derive(Clone)]
+pub struct ReplicaOf {
+    /// The master's port the replica connects to.
+    pub port: u16,
+    /// The master's [`ADMIN_USER`] password, when the master has ACL.
+    pub admin_password: Option<String>,
+}
+
+impl ReplicaOf {
+    /// Following `master`, over TLS when it has TLS, as its admin when it has ACL.
+    pub fn node(master: &RedisNode) -> ReplicaOf {
+        ReplicaOf {
+            port: master.port(),
+            admin_password: master.admin_password().map(str::to_owned),
+        }
+    }
+}
+
+/// How a [`RedisNode`] runs. The default: plain port only, no ACL, no persistence, not a
+/// replica, not in a cluster.
+#[derive(Clone, Default)]
+pub struct NodeOptions {
+    /// A TLS port beside the plain one (`tls-replication yes`, `tls-cluster yes`).
+    pub tls: Option<Tls>,
+    /// ACL users; the `default` user is disabled or password-protected.
+    pub acl: Option<Acl>,
+    /// `replicaof 127.0.0.1 <port>`; [`RedisNode::start`] then waits for the link to be up.
+    pub replica_of: Option<ReplicaOf>,
+    /// `appendonly yes`, `appendfsync always`: what was written survives a SIGKILL.
+    pub persistent: bool,
+    /// `cluster-enabled yes`, with its `nodes.conf` and a bus port of its own.
+    pub cluster: bool,
+}
+
+impl NodeOptions {
+    /// With TLS from `pki`, requiring client certificates when `auth_clients`.
+    pub fn tls(mut self, pki: &Arc<Pki>, auth_clients: bool) -> NodeOptions {
+        self.tls = Some(Tls {
+            pki: Arc::clone(pki),
+            auth_clients,
+        });
+        self
+    }
+
+    /// With ACL users.
+    pub fn acl(mut self, acl: Acl) -> NodeOptions {
+        self.acl = Some(acl);
+        self
+    }
+
+    /// As a replica of `master`.
+    pub fn replica_of(mut self, master: &RedisNode) -> NodeOptions {
+        self.replica_of = Some(ReplicaOf::node(master));
+        self
+    }
+
+    /// With append-only persistence (fsync at every write).
+    pub fn persistent(mut self) -> NodeOptions {
+        self.persistent = true;
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A node
+// ---------------------------------------------------------------------------------------
+
+/// One `redis-server` on loopback, configured by [`NodeOptions`] from a `redis.conf` in its
+/// own temp dir (which also holds its log, aclfile, append-only files and `nodes.conf`).
+/// The config file is written once: what Redis rewrites there (`CONFIG REWRITE`, as a
+/// sentinel does after a failover) survives [`RedisNode::restart`]. Killed on drop.
+pub struct RedisNode {
+    options: NodeOptions,
+    port: u16,
+    tls_port: Option<u16>,
+    bus_port: Option<u16>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisNode {
+    /// Starts a node on free ports and waits (at most [`WAIT`]) until it answers; a replica
+    /// also until its link to the master is up.
+    pub async fn start(options: NodeOptions) -> RedisNode {
+        let port = free_port();
+        let tls_port = options.tls.as_ref().map(|_| other_free_port(&[port]));
+        let bus_port = options
+            .cluster
+            .then(|| other_free_port(&[port, tls_port.unwrap_or(port)]));
+        let dir = tempfile::tempdir().expect("tempdir for a redis node");
+        let mut node = RedisNode {
+            options,
+            port,
+            tls_port,
+            bus_port,
+            dir,
+            child: None,
+        };
+        std::fs::write(node.dir.path().join("redis.conf"), node.config()).unwrap();
+        if let Some(acl) = &node.options.acl {
+            std::fs::write(node.dir.path().join("users.acl"), acl.file()).unwrap();
+        }
+        node.launch().await;
+        if node.options.replica_of.is_some() {
+            node.wait_replica_link().await;
+        }
+        node
+    }
+
+    /// The `redis.conf` of this node.
+    fn config(&self) -> String {
+        let dir = self.dir.path().display();
+        let mut c = format!(
+            "port {}\nbind 127.0.0.1\nprotected-mode yes\ndir {dir}\nlogfile {dir}/redis.log\n\
+             save \"\"\nrepl-diskless-sync-delay 0\n",
+            self.port
+        );
+        if self.options.persistent {
+            c.push_str("appendonly yes\nappendfsync always\n");
+        } else {
+            c.push_str("appendonly no\n");
+        }
+        if let (Some(tls), Some(tls_port)) = (&self.options.tls, self.tls_port) {
+            let pki = &tls.pki;
+            let _ = write!(
+                c,
+                "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients {}\ntls-replication yes\ntls-cluster yes\n",
+                pki.server_cert().display(),
+                pki.server_key().display(),
+                pki.ca_pem().display(),
+                if tls.auth_clients { "yes" } else { "no" },
+            );
+        }
+        if self.options.acl.is_some() {
+            let _ = writeln!(c, "aclfile {dir}/users.acl");
+        }
+        if let Some(master) = &self.options.replica_of {
+            let _ = writeln!(c, "replicaof 127.0.0.1 {}", master.port);
+            if let Some(password) = &master.admin_password {
+                let _ = write!(c, "masteruser {ADMIN_USER}\nmasterauth {password}\n");
+            }
+        }
+        if let Some(bus) = self.bus_port {
+            let _ = write!(
+                c,
+                "cluster-enabled yes\ncluster-config-file {dir}/nodes.conf\ncluster-port {bus}\n\
+                 cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}\n"
+            );
+        }
+        c
+    }
+
+    /// Runs `redis-server` on the config file; waits until the process just started answers.
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .arg(self.dir.path().join("redis.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server ({e}): {INSTALL_HINT}"));
+        let pid = child.id();
+        self.child = Some(child);
+        let what = format!("redis-server on port {} (pid {pid})", self.port);
+        let log = self.dir.path().join("redis.log");
+        let url = self.admin_url();
+        wait_for_process(&what, self.child.as_mut().unwrap(), &log, &url).await;
+    }
+
+    /// Waits (at most [`WAIT`]) until `INFO replication` says `master_link_status:up`.
+    async fn wait_replica_link(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let info: String = self.cmd(&[b"INFO", b"replication"]).await;
+            if info.contains("master_link_status:up") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica on port {}: no link to its master within {WAIT:?}:\n{info}\n{}",
+                self.port,
+                self.log_tail()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The plain port, bound to 127.0.0.1: the tests' admin client's (authenticated as
+    /// [`ADMIN_USER`] when ACL is on).
+    pub fn plain_port(&self) -> u16 {
+        self.port
+    }
+
+    /// The TLS port (panics when the node has no TLS).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+            .unwrap_or_else(|| panic!("redis node on port {} has no TLS", self.port))
+    }
+
+    /// The port the product connects to: the TLS port when TLS is on, else the plain port.
+    /// It is also what the node announces as a replica and, to clients on that port, in
+    /// `CLUSTER SLOTS`, `CLUSTER NODES` and `MOVED`.
+    pub fn port(&self) -> u16 {
+        self.tls_port.unwrap_or(self.port)
+    }
+
+    /// The product's URL: `rediss://localhost:<tls_port>` when TLS is on, else
+    /// `redis://127.0.0.1:<port>` (no credentials).
+    pub fn url(&self) -> String {
+        match self.tls_port {
+            Some(port) => format!("rediss://localhost:{port}"),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The admin client's URL: the plain port, with [`ADMIN_USER`]'s credentials when ACL
+    /// is on.
+    pub fn admin_url(&self) -> String {
+        match self.admin_password() {
+            Some(p) => format!("redis://{ADMIN_USER}:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// [`ADMIN_USER`]'s password when ACL is on.
+    pub fn admin_password(&self) -> Option<&str> {
+        self.options.acl.as_ref().map(Acl::admin_password)
+    }
+
+    /// The node's directory (config, log, aclfile, append-only files, `nodes.conf`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The pid of the running server (None once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (SIGKILL by pid) and waits for it to exit; nothing is flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it (if running) and starts it again on the same ports, config, data dir and
+    /// cluster config; waits (at most [`WAIT`]) until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    /// Runs one admin command on the plain port (panics on an error reply).
+    pub async fn cmd<T: FromRedisValue>(&self, args: &[&[u8]]) -> T {
+        self.try_cmd(args).await.unwrap_or_else(|e| {
+            panic!(
+                "redis {:?} on port {}: {e}",
+                String::from_utf8_lossy(args[0]),
+                self.port
+            )
+        })
+    }
+
+    /// Runs one admin command on the plain port; errors (a dead node, an error reply)
+    /// are handed back.
+    pub async fn try_cmd<T: FromRedisValue>(&self, args: &[&[u8]]) -> RedisResult<T> {
+        query(&self.admin_url(), args).await
+    }
+
+    /// The first element of `ROLE`: `master`, `slave` (a replica) or `sentinel`.
+    pub async fn role(&self) -> RedisResult<String> {
+        let role: Vec<redis::Value> = self.try_cmd(&[b"ROLE"]).await?;
+        Ok(match role.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(redis::Value::SimpleString(s)) => s.clone(),
+            other => format!("{other:?}"),
+        })
+    }
+
+    /// The last lines of the node's log.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.dir.path().join("redis.log"))
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared
+// ---------------------------------------------------------------------------------------
+
+/// A free loopback port other than `taken`.
+fn other_free_port(taken: &[u16]) -> u16 {
+    loop {
+        let port = free_port();
+        if !taken.contains(&port) {
+            return port;
+        }
+    }
+}
+
+/// Runs one command on a fresh connection to `url`.
+async fn query<T: FromRedisValue>(url: &str, args: &[&[u8]]) -> RedisResult<T> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let mut con = redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut con).await
+}
+
+/// Waits (at most [`WAIT`]) until the server at `url` answers `PING` and its `INFO server`
+/// names `child`'s pid; panics (quoting `log`) if `child` exits first or another process
+/// answers.
+async fn wait_for_process(what: &str, child: &mut Child, log: &Path, url: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}) before answering:\n{}",
+                log_tail(log)
+            );
+        }
+        if query::<String>(url, &[b"PING"]).await.is_ok() {
+            // The port was free when picked; make sure the server answering is ours.
+            let info: String = query(url, &[b"INFO", b"server"]).await.unwrap();
+            assert!(
+                info.contains(&format!("process_id:{}\r\n", child.id())),
+                "{what}: the port answers, but not from the process just started"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not answer PING within {WAIT:?}:\n{}",
+            log_tail(log)
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The last [`LOG_TAIL`] lines of `log`.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("({log:?}: {e})"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+}
