@@ -1,12 +1,21 @@
 //! The Redis topologies of `support::redis_topology` are what they claim to be: TLS nodes
 //! (trusting only their CA, with and without client certificates), ACL users, replication
-//! over TLS, persistence across a SIGKILL. Checked with `redis-cli` and the tests' admin
-//! client.
+//! over TLS, persistence across a SIGKILL, and sentinels whose failover keeps an
+//! acknowledged write. Checked with `redis-cli` and the tests' admin client.
 
-use crate::support::redis_topology::{Acl, NodeOptions, Pki, RedisNode, ADMIN_USER};
+use crate::support::redis_topology::{
+    Acl, NodeOptions, Pki, RedisNode, SentinelOptions, Sentinels, Tls, ADMIN_USER,
+};
 use crate::support::WAIT;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a failover may take in these tests.
+const FAILOVER_WAIT: Duration = Duration::from_secs(15);
+/// How long a restarted old master may take to be made a replica (sentinels wait 8 s).
+const DEMOTION_WAIT: Duration = Duration::from_secs(20);
 
 /// What `redis-cli <args>` printed, and whether it succeeded.
 struct Cli {
@@ -50,6 +59,19 @@ fn tls_cli(pki: &Pki, ca: &Path, cert: bool, port: u16, command: &[&str]) -> Vec
     args.push(port.to_string());
     args.extend(command.iter().map(|s| (*s).to_owned()));
     args
+}
+
+/// `--user admin --pass <password> --no-auth-warning`.
+fn as_admin(password: &str) -> Vec<String> {
+    [
+        "--user",
+        ADMIN_USER,
+        "--pass",
+        password,
+        "--no-auth-warning",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// `PING` on a fresh connection to `url`, as the `redis` crate sends it.
@@ -210,4 +232,131 @@ async fn persistent_node_keeps_fsynced_writes_across_sigkill_and_restart() {
     node.restart().await;
     let value: Option<String> = node.cmd(&[b"GET", b"k"]).await;
     assert_eq!(value, None);
+}
+
+/// Writes `key` on the master of `set`, waits for the replica to acknowledge it, kills the
+/// master and waits for the failover; checks the key on the new master and returns its port.
+async fn fail_over_keeping(set: &mut Sentinels, key: &[u8]) -> u16 {
+    let old = set.current_master_port().await;
+    let master = set.node(old);
+    let _: () = master.cmd(&[b"SET", key, b"before the failover"]).await;
+    let acked: i64 = master.cmd(&[b"WAIT", b"1", b"1000"]).await;
+    assert_eq!(acked, 1, "the replica acknowledged the write");
+
+    let started = Instant::now();
+    assert_eq!(set.kill_master().await, old);
+    let new = set.wait_for_failover(old, FAILOVER_WAIT).await;
+    eprintln!("failover took {:?}", started.elapsed());
+    let value: Option<String> = set.node(new).cmd(&[b"GET", key]).await;
+    assert_eq!(value.as_deref(), Some("before the failover"));
+    new
+}
+
+#[tokio::test]
+async fn sentinels_fail_over_to_the_replica_keeping_acknowledged_writes() {
+    let mut set = Sentinels::start(SentinelOptions::default()).await;
+    let (master, replica) = (set.nodes()[0].port(), set.nodes()[1].port());
+    assert_eq!(set.master_name(), "mymaster");
+    assert_eq!(set.sentinel_ports().len(), 3);
+    assert!(set.sentinel_tls_ports().is_empty());
+    assert_eq!(set.current_master_port().await, master);
+    assert_eq!(set.node(master).role().await.unwrap(), "master");
+    assert_eq!(set.node(replica).role().await.unwrap(), "slave");
+
+    let new = fail_over_keeping(&mut set, b"tokenwarden:{x}:token").await;
+    assert_eq!(new, replica);
+    assert!(set.node(master).pid().is_none(), "the old master is dead");
+
+    // Back, the old master starts as a master (its config never learnt of the failover)
+    // until a sentinel turns it into a replica of the new one: sentinels let an instance
+    // claim the wrong role for 8 s (4 hello periods) before they reconfigure it. All along,
+    // they name the new master.
+    let started = Instant::now();
+    set.node_mut(master).restart().await;
+    assert_eq!(set.node(master).role().await.unwrap(), "master");
+    while set.node(master).role().await.unwrap() != "slave" {
+        assert_eq!(set.current_master_port().await, new);
+        assert!(
+            started.elapsed() < DEMOTION_WAIT,
+            "the old master was not made a replica within {DEMOTION_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "old master demoted {:?} after its restart",
+        started.elapsed()
+    );
+    assert_eq!(set.current_master_port().await, new);
+    let info: String = set.node(master).cmd(&[b"INFO", b"replication"]).await;
+    assert!(info.contains(&format!("master_port:{new}\r\n")), "{info}");
+}
+
+#[tokio::test]
+async fn sentinels_with_tls_acl_and_a_password_fail_over() {
+    let pki = Pki::mint();
+    let acl = Acl::new();
+    let mut set = Sentinels::start(SentinelOptions {
+        master_name: "tw-master".to_owned(),
+        tls: Some(Tls {
+            pki: pki.clone(),
+            auth_clients: true,
+        }),
+        acl: Some(acl.clone()),
+        sentinel_password: Some("sentinel-secret".to_owned()),
+    })
+    .await;
+    let (master, replica) = (set.nodes()[0].tls_port(), set.nodes()[1].tls_port());
+    // The sentinels report the data nodes' TLS ports: what the master sees the replica
+    // announce, and what they were told to monitor.
+    assert_eq!(set.current_master_port().await, master);
+    let name = set.master_name().as_bytes();
+    let peers: Vec<Vec<String>> = set
+        .sentinel_cmd(0, &[b"SENTINEL", b"SENTINELS", name])
+        .await;
+    let replicas: Vec<Vec<String>> = set.sentinel_cmd(0, &[b"SENTINEL", b"REPLICAS", name]).await;
+    // Sentinels announce (and reach) each other and the replica on TLS ports too.
+    let port_of =
+        |flat: &Vec<String>| flat[flat.iter().position(|f| f == "port").unwrap() + 1].clone();
+    let tls_ports: Vec<String> = set
+        .sentinel_tls_ports()
+        .iter()
+        .map(u16::to_string)
+        .collect();
+    assert_eq!(peers.len(), 2);
+    assert!(
+        peers.iter().all(|p| tls_ports.contains(&port_of(p))),
+        "{peers:?}"
+    );
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(port_of(&replicas[0]), replica.to_string());
+
+    // The sentinels want their password, on the plain port and on the TLS one.
+    let port = set.sentinel_ports()[0];
+    let anonymous = ping(&format!("redis://127.0.0.1:{port}")).await;
+    assert!(
+        matches!(&anonymous, Err(e) if e.code() == Some("NOAUTH")),
+        "{anonymous:?}"
+    );
+    let tls_port = set.sentinel_tls_ports()[0];
+    let ask = ["SENTINEL", "get-master-addr-by-name", "tw-master"];
+    let mut args = vec!["-a".to_owned(), set.sentinel_password().unwrap().to_owned()];
+    args.push("--no-auth-warning".to_owned());
+    args.extend(tls_cli(&pki, &pki.ca_pem(), true, tls_port, &ask));
+    let over_tls = redis_cli(&args).await;
+    assert_eq!(
+        over_tls.out.split_whitespace().collect::<Vec<_>>(),
+        ["127.0.0.1", &master.to_string()],
+        "{}",
+        over_tls.out
+    );
+
+    let new = fail_over_keeping(&mut set, b"tokenwarden:{y}:token").await;
+    assert_eq!(new, replica);
+
+    // The product's way in: TLS with a client certificate, as an ACL user.
+    let mut args = as_admin(acl.admin_password());
+    let get = ["GET", "tokenwarden:{y}:token"];
+    args.extend(tls_cli(&pki, &pki.ca_pem(), true, new, &get));
+    let got = redis_cli(&args).await;
+    assert_eq!(got.out.trim(), "before the failover");
 }

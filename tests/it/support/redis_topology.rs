@@ -5,7 +5,7 @@
 //! - [`Pki`]: a CA, a server certificate (DNS `localhost`, IP `127.0.0.1`), a client
 //!   certificate and an unrelated second CA, as PEM files in a temp dir;
 //! - [`RedisNode`]: one `redis-server` configured by [`NodeOptions`] (TLS, ACL users,
-//!   `replicaof`, append-only persistence, cluster mode).
+//!   `replicaof`, append-only persistence, cluster mode);
 //! - [`Sentinels`]: a master, its replica and three sentinels watching them.
 //!
 //! The tests' own client (the `redis` crate, built without TLS) always talks to a node's
@@ -35,6 +35,10 @@ pub const ADMIN_USER: &str = "admin";
 /// `cluster-node-timeout` of cluster nodes: short, so a node down is noticed (and cleared
 /// when back) quickly, long enough not to flap on a loaded 2-core machine.
 pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 3000;
+/// Sentinels' `down-after-milliseconds`.
+pub const DOWN_AFTER_MS: u64 = 1000;
+/// Sentinels' `failover-timeout`.
+pub const FAILOVER_TIMEOUT_MS: u64 = 5000;
 /// How long a response may take on the admin connection (`WAIT 1 1000` takes a second).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take on the admin connection.
@@ -527,6 +531,327 @@ impl Drop for RedisNode {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sentinels
+// ---------------------------------------------------------------------------------------
+
+/// How [`Sentinels`] run.
+#[derive(Clone)]
+pub struct SentinelOptions {
+    /// The monitored master's name (`mymaster` by default).
+    pub master_name: String,
+    /// TLS on the data nodes; the sentinels then reach them (and each other) over TLS,
+    /// presenting the server certificate, and listen on a TLS port too.
+    pub tls: Option<Tls>,
+    /// ACL users on the data nodes (the sentinels use `auth-user admin`).
+    pub acl: Option<Acl>,
+    /// `requirepass` of the sentinels themselves (they also use it with each other).
+    pub sentinel_password: Option<String>,
+}
+
+impl Default for SentinelOptions {
+    fn default() -> SentinelOptions {
+        SentinelOptions {
+            master_name: "mymaster".to_owned(),
+            tls: None,
+            acl: None,
+            sentinel_password: None,
+        }
+    }
+}
+
+/// One sentinel process.
+struct Sentinel {
+    port: u16,
+    tls_port: Option<u16>,
+    child: Option<Child>,
+}
+
+/// A master, one replica of it, and three sentinels monitoring the master (quorum 2,
+/// [`DOWN_AFTER_MS`], [`FAILOVER_TIMEOUT_MS`], `parallel-syncs 1`, `resolve-hostnames
+/// no`). [`Sentinels::start`] returns once every sentinel knows the replica and the two
+/// other sentinels, so a failover can start at once. Everything is killed on drop.
+pub struct Sentinels {
+    options: SentinelOptions,
+    nodes: Vec<RedisNode>,
+    sentinels: Vec<Sentinel>,
+    dir: tempfile::TempDir,
+}
+
+impl Sentinels {
+    /// Starts the master, the replica (waiting for its link) and the sentinels.
+    pub async fn start(options: SentinelOptions) -> Sentinels {
+        let data = NodeOptions {
+            tls: options.tls.clone(),
+            acl: options.acl.clone(),
+            ..NodeOptions::default()
+        };
+        let master = RedisNode::start(data.clone()).await;
+        let replica = RedisNode::start(data.replica_of(&master)).await;
+        let mut set = Sentinels {
+            options,
+            sentinels: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir for sentinels"),
+            nodes: vec![master, replica],
+        };
+        for i in 0..3 {
+            set.launch_sentinel(i).await;
+        }
+        set.wait_discovery().await;
+        set
+    }
+
+    /// Writes sentinel `i`'s config (sentinel rewrites it) and starts it; waits until the
+    /// process just started answers.
+    async fn launch_sentinel(&mut self, i: usize) {
+        let port = free_port();
+        let tls_port = self.options.tls.as_ref().map(|_| other_free_port(&[port]));
+        let dir = self.dir.path().display();
+        let name = &self.options.master_name;
+        let mut c = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel-{i}.log\n\
+             sentinel resolve-hostnames no\nsentinel announce-hostnames no\n"
+        );
+        if let Some(p) = &self.options.sentinel_password {
+            let _ = writeln!(c, "requirepass {p}");
+        }
+        if let (Some(tls), Some(tls_port)) = (&self.options.tls, tls_port) {
+            let pki = &tls.pki;
+            let _ = write!(
+                c,
+                "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients {}\ntls-replication yes\n",
+                pki.server_cert().display(),
+                pki.server_key().display(),
+                pki.ca_pem().display(),
+                if tls.auth_clients { "yes" } else { "no" },
+            );
+        }
+        let _ = write!(
+            c,
+            "sentinel monitor {name} 127.0.0.1 {} 2\n\
+             sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}\n\
+             sentinel failover-timeout {name} {FAILOVER_TIMEOUT_MS}\n\
+             sentinel parallel-syncs {name} 1\n",
+            self.nodes[0].port()
+        );
+        if let Some(acl) = &self.options.acl {
+            let _ = write!(
+                c,
+                "sentinel auth-user {name} {ADMIN_USER}\nsentinel auth-pass {name} {}\n",
+                acl.admin_password()
+            );
+        }
+        let config = self.dir.path().join(format!("sentinel-{i}.conf"));
+        std::fs::write(&config, c).unwrap();
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server --sentinel ({e}): {INSTALL_HINT}"));
+        let what = format!("sentinel {i} on port {port} (pid {})", child.id());
+        let log = self.dir.path().join(format!("sentinel-{i}.log"));
+        let url = self.sentinel_url(port);
+        // Held before the wait, so that a panic there still kills it (on drop).
+        self.sentinels.push(Sentinel {
+            port,
+            tls_port,
+            child: Some(child),
+        });
+        let child = self.sentinels[i].child.as_mut().unwrap();
+        wait_for_process(&what, child, &log, &url).await;
+    }
+
+    /// Waits (at most [`WAIT`]) until every sentinel is connected to the two others (flags
+    /// `sentinel`) and sees the replica as a healthy replica (flags `slave`, link ok).
+    async fn wait_discovery(&self) {
+        let deadline = Instant::now() + WAIT;
+        let name = self.master_name().as_bytes();
+        for i in 0..self.sentinels.len() {
+            loop {
+                let peers: Vec<Vec<String>> = self
+                    .sentinel_cmd(i, &[b"SENTINEL", b"SENTINELS", name])
+                    .await;
+                let replicas: Vec<Vec<String>> = self
+                    .sentinel_cmd(i, &[b"SENTINEL", b"REPLICAS", name])
+                    .await;
+                let connected =
+                    peers.len() == 2 && peers.iter().all(|p| field(p, "flags") == "sentinel");
+                let healthy = replicas.iter().any(|r| {
+                    field(r, "flags") == "slave" && field(r, "master-link-status") == "ok"
+                });
+                if connected && healthy {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "sentinel {i} (port {}) did not discover the other sentinels and the \
+                     replica within {WAIT:?}: sentinels {peers:?}, replicas {replicas:?}\n{}",
+                    self.sentinels[i].port,
+                    self.sentinel_log(i)
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// The sentinels' plain ports (what the tests' client uses; the product too when the
+    /// sentinels have no TLS).
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(|s| s.port).collect()
+    }
+
+    /// The sentinels' TLS ports (empty without TLS): the ports they announce to each other.
+    pub fn sentinel_tls_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().filter_map(|s| s.tls_port).collect()
+    }
+
+    /// The monitored master's name.
+    pub fn master_name(&self) -> &str {
+        &self.options.master_name
+    }
+
+    /// The sentinels' `requirepass`, if any.
+    pub fn sentinel_password(&self) -> Option<&str> {
+        self.options.sentinel_password.as_deref()
+    }
+
+    /// The master's port according to the first sentinel that answers
+    /// (`SENTINEL get-master-addr-by-name`): the TLS port when the data nodes have TLS.
+    pub async fn current_master_port(&self) -> u16 {
+        let mut errors = Vec::new();
+        for i in 0..self.sentinels.len() {
+            match self.master_addr(i).await {
+                Ok(port) => return port,
+                Err(e) => errors.push(format!("sentinel {i}: {e}")),
+            }
+        }
+        panic!("no sentinel reported the master: {errors:?}");
+    }
+
+    /// Sentinel `i`'s answer to `SENTINEL get-master-addr-by-name`: the port (the address
+    /// is always 127.0.0.1 here).
+    async fn master_addr(&self, i: usize) -> RedisResult<u16> {
+        let name = self.master_name().as_bytes();
+        let url = self.sentinel_url(self.sentinels[i].port);
+        let (ip, port): (String, u16) =
+            query(&url, &[b"SENTINEL", b"get-master-addr-by-name", name]).await?;
+        assert_eq!(
+            ip, "127.0.0.1",
+            "sentinel {i} reports the master at {ip}:{port}"
+        );
+        Ok(port)
+    }
+
+    /// SIGKILLs the node the sentinels report as master; returns the port they reported.
+    pub async fn kill_master(&mut self) -> u16 {
+        let port = self.current_master_port().await;
+        self.node_mut(port).kill();
+        port
+    }
+
+    /// Waits (at most `timeout`) until every sentinel reports a master other than
+    /// `old_port` and that node answers `ROLE` as `master`; returns its port (as the
+    /// sentinels report it).
+    pub async fn wait_for_failover(&self, old_port: u16, timeout: Duration) -> u16 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut reports = Vec::new();
+            for i in 0..self.sentinels.len() {
+                reports.push(self.master_addr(i).await.map_err(|e| e.to_string()));
+            }
+            let mut role = None;
+            if let Ok(port) = &reports[0] {
+                if *port != old_port && reports.iter().all(|r| r.as_ref() == Ok(port)) {
+                    let now = self.node(*port).role().await;
+                    if matches!(&now, Ok(r) if r == "master") {
+                        return *port;
+                    }
+                    role = Some(now);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failover away from port {old_port} within {timeout:?}: the sentinels \
+                 report {reports:?} (role of the new one: {role:?})\n{}",
+                (0..self.sentinels.len())
+                    .map(|i| self.sentinel_log(i))
+                    .collect::<String>()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The data node with plain or TLS port `port`.
+    pub fn node(&self, port: u16) -> &RedisNode {
+        self.nodes
+            .iter()
+            .find(|n| n.plain_port() == port || n.tls_port == Some(port))
+            .unwrap_or_else(|| panic!("no data node has port {port}"))
+    }
+
+    /// The data node with plain or TLS port `port`, mutable (to kill or restart it).
+    pub fn node_mut(&mut self, port: u16) -> &mut RedisNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.plain_port() == port || n.tls_port == Some(port))
+            .unwrap_or_else(|| panic!("no data node has port {port}"))
+    }
+
+    /// The data nodes: the initial master, then the initial replica.
+    pub fn nodes(&self) -> &[RedisNode] {
+        &self.nodes
+    }
+
+    /// Runs one command on sentinel `i` (plain port, with the sentinel password if any).
+    pub async fn sentinel_cmd<T: FromRedisValue>(&self, i: usize, args: &[&[u8]]) -> T {
+        let port = self.sentinels[i].port;
+        query(&self.sentinel_url(port), args)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "sentinel {i} (port {port}) {:?}: {e}",
+                    String::from_utf8_lossy(args[0])
+                )
+            })
+    }
+
+    /// `redis://127.0.0.1:<port>`, with the sentinel password if any.
+    fn sentinel_url(&self, port: u16) -> String {
+        match &self.options.sentinel_password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{port}"),
+            None => format!("redis://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The last lines of sentinel `i`'s log, headed by its name.
+    fn sentinel_log(&self, i: usize) -> String {
+        let tail = log_tail(&self.dir.path().join(format!("sentinel-{i}.log")));
+        format!("--- sentinel {i}:\n{tail}\n")
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for s in &mut self.sentinels {
+            if let Some(mut child) = s.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The value after `name` in a flat `[name, value, …]` reply.
+fn field<'a>(flat: &'a [String], name: &str) -> &'a str {
+    flat.chunks(2)
+        .find(|pair| pair[0] == name)
+        .and_then(|pair| pair.get(1))
+        .map_or("", String::as_str)
 }
 
 // ---------------------------------------------------------------------------------------
