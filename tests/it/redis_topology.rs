@@ -1,10 +1,11 @@
 //! The Redis topologies of `support::redis_topology` are what they claim to be: TLS nodes
 //! (trusting only their CA, with and without client certificates), ACL users, replication
-//! over TLS, persistence across a SIGKILL, and sentinels whose failover keeps an
-//! acknowledged write. Checked with `redis-cli` and the tests' admin client.
+//! over TLS, persistence across a SIGKILL, sentinels whose failover keeps an acknowledged
+//! write, and a cluster that comes back whole after a node's SIGKILL and restart. Checked
+//! with `redis-cli` and the tests' admin client.
 
 use crate::support::redis_topology::{
-    Acl, NodeOptions, Pki, RedisNode, SentinelOptions, Sentinels, Tls, ADMIN_USER,
+    Acl, Cluster, NodeOptions, Pki, RedisNode, SentinelOptions, Sentinels, Tls, ADMIN_USER,
 };
 use crate::support::WAIT;
 use std::path::Path;
@@ -359,4 +360,116 @@ async fn sentinels_with_tls_acl_and_a_password_fail_over() {
     args.extend(tls_cli(&pki, &pki.ca_pem(), true, new, &get));
     let got = redis_cli(&args).await;
     assert_eq!(got.out.trim(), "before the failover");
+}
+
+#[tokio::test]
+async fn cluster_is_ok_routes_keys_and_keeps_them_across_a_restart() {
+    let mut cluster = Cluster::start(NodeOptions::default()).await;
+    let ports: Vec<u16> = (0..3).map(|i| cluster.node(i).plain_port()).collect();
+    assert_eq!(
+        cluster.nodes(),
+        ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+    );
+
+    let key = "tokenwarden:{x}:token";
+    let i = cluster.node_for_key(key).await;
+    let slot: i64 = cluster
+        .cmd(0, &[b"CLUSTER", b"KEYSLOT", key.as_bytes()])
+        .await;
+    let tag: i64 = cluster.cmd(0, &[b"CLUSTER", b"KEYSLOT", b"x"]).await;
+    assert_eq!(slot, tag, "the hash tag decides the slot");
+    // The node picked serves the key; another answers MOVED to it.
+    let _: () = cluster.cmd(i, &[b"SET", key.as_bytes(), b"kept"]).await;
+    let other = (i + 1) % 3;
+    let moved: redis::RedisResult<()> = cluster
+        .node(other)
+        .try_cmd(&[b"SET", key.as_bytes(), b"v"])
+        .await;
+    let expected = format!("{slot} 127.0.0.1:{}", ports[i]);
+    assert!(
+        matches!(&moved, Err(e) if e.to_string().contains(&expected)),
+        "MOVED {expected}: {moved:?}"
+    );
+    // Every slot has exactly one node: keys spread over all three.
+    let mut seen = [false; 3];
+    for k in 0..64 {
+        seen[cluster.node_for_key(&format!("k{k}")).await] = true;
+    }
+    assert_eq!(seen, [true; 3]);
+
+    // Acknowledged (appendfsync always; no replica to WAIT for), then SIGKILL and back.
+    let replicas: i64 = cluster.cmd(i, &[b"WAIT", b"0", b"0"]).await;
+    assert_eq!(replicas, 0);
+    let pid = cluster.node(i).pid();
+    let started = Instant::now();
+    cluster.restart(i).await;
+    eprintln!("cluster restart took {:?}", started.elapsed());
+    assert_ne!(cluster.node(i).pid(), pid);
+    assert!(cluster.node(i).dir().join("nodes.conf").exists());
+    assert_eq!(cluster.node(i).plain_port(), ports[i]);
+    assert_eq!(cluster.node_for_key(key).await, i);
+    let value: Option<String> = cluster.cmd(i, &[b"GET", key.as_bytes()]).await;
+    assert_eq!(value.as_deref(), Some("kept"));
+}
+
+#[tokio::test]
+async fn tls_acl_cluster_redirects_tls_clients_to_tls_ports() {
+    let pki = Pki::mint();
+    let acl = Acl::new();
+    let cluster = Cluster::start(NodeOptions::default().tls(&pki, false).acl(acl.clone())).await;
+    let tls: Vec<u16> = (0..3).map(|i| cluster.node(i).tls_port()).collect();
+    assert_eq!(
+        cluster.nodes(),
+        tls.iter()
+            .map(|p| format!("rediss://localhost:{p}"))
+            .collect::<Vec<_>>()
+    );
+
+    let key = "tokenwarden:{z}:token";
+    let i = cluster.node_for_key(key).await;
+    let slot: i64 = cluster
+        .cmd(0, &[b"CLUSTER", b"KEYSLOT", key.as_bytes()])
+        .await;
+    let other = (i + 1) % 3;
+    // Over TLS, MOVED names the TLS port (over the plain port, the plain one).
+    let mut args = as_admin(acl.admin_password());
+    args.extend(tls_cli(
+        &pki,
+        &pki.ca_pem(),
+        false,
+        tls[other],
+        &["SET", key, "v"],
+    ));
+    let moved = redis_cli(&args).await;
+    assert_eq!(
+        moved.out.trim(),
+        format!("MOVED {slot} 127.0.0.1:{}", tls[i]),
+        "{}",
+        moved.out
+    );
+    // Following it (-c) lands the write on the node that serves the key.
+    let mut args = as_admin(acl.admin_password());
+    args.push("-c".to_owned());
+    args.extend(tls_cli(
+        &pki,
+        &pki.ca_pem(),
+        false,
+        tls[other],
+        &["SET", key, "v"],
+    ));
+    let set = redis_cli(&args).await;
+    assert_eq!(set.out.trim(), "OK", "{}", set.out);
+    let value: Option<String> = cluster.cmd(i, &[b"GET", key.as_bytes()]).await;
+    assert_eq!(value.as_deref(), Some("v"));
+
+    // The default user is off here too.
+    let anonymous = ping(&format!(
+        "redis://127.0.0.1:{}",
+        cluster.node(i).plain_port()
+    ))
+    .await;
+    assert!(anonymous.is_err(), "{anonymous:?}");
 }

@@ -6,7 +6,8 @@
 //!   certificate and an unrelated second CA, as PEM files in a temp dir;
 //! - [`RedisNode`]: one `redis-server` configured by [`NodeOptions`] (TLS, ACL users,
 //!   `replicaof`, append-only persistence, cluster mode);
-//! - [`Sentinels`]: a master, its replica and three sentinels watching them.
+//! - [`Sentinels`]: a master, its replica and three sentinels watching them;
+//! - [`Cluster`]: three masters sharing the 16,384 slots.
 //!
 //! The tests' own client (the `redis` crate, built without TLS) always talks to a node's
 //! plain port, bound to 127.0.0.1 and authenticated as [`ADMIN_USER`] when ACL is on; a
@@ -32,6 +33,9 @@ use tokio::time::Instant;
 
 /// The ACL user of the tests' admin client: every key, channel and command.
 pub const ADMIN_USER: &str = "admin";
+/// Longest wait for a cluster to report `cluster_state:ok` (after a restart, a master the
+/// others had marked failing is cleared only 2 × [`CLUSTER_NODE_TIMEOUT_MS`] later).
+pub const CLUSTER_WAIT: Duration = Duration::from_secs(20);
 /// `cluster-node-timeout` of cluster nodes: short, so a node down is noticed (and cleared
 /// when back) quickly, long enough not to flap on a loaded 2-core machine.
 pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 3000;
@@ -299,6 +303,12 @@ impl NodeOptions {
     /// With append-only persistence (fsync at every write).
     pub fn persistent(mut self) -> NodeOptions {
         self.persistent = true;
+        self
+    }
+
+    /// In cluster mode.
+    pub fn cluster(mut self) -> NodeOptions {
+        self.cluster = true;
         self
     }
 }
@@ -852,6 +862,145 @@ fn field<'a>(flat: &'a [String], name: &str) -> &'a str {
         .find(|pair| pair[0] == name)
         .and_then(|pair| pair.get(1))
         .map_or("", String::as_str)
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster
+// ---------------------------------------------------------------------------------------
+
+/// Three cluster masters (no replicas) sharing the 16,384 slots, persistent (append-only,
+/// fsync always) so that a node killed and restarted keeps its keys and its `nodes.conf`.
+/// Killed on drop.
+pub struct Cluster {
+    nodes: Vec<RedisNode>,
+}
+
+impl Cluster {
+    /// Starts three nodes with `options` (cluster mode and persistence forced on), joins them
+    /// with `redis-cli --cluster create`, and waits until every node reports
+    /// `cluster_state:ok`.
+    pub async fn start(options: NodeOptions) -> Cluster {
+        let options = options.cluster().persistent();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisNode::start(options.clone()).await);
+        }
+        let cluster = Cluster { nodes };
+        let mut args = vec!["--no-auth-warning".to_owned()];
+        if let Some(p) = cluster.nodes[0].admin_password() {
+            args.extend(["--user".to_owned(), ADMIN_USER.to_owned()]);
+            args.extend(["--pass".to_owned(), p.to_owned()]);
+        }
+        args.extend(["--cluster".to_owned(), "create".to_owned()]);
+        args.extend(
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.plain_port())),
+        );
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(str::to_owned));
+        let run = tokio::process::Command::new("redis-cli")
+            .args(&args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(WAIT, run)
+            .await
+            .unwrap_or_else(|_| panic!("redis-cli --cluster create: no end within {WAIT:?}"))
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): {INSTALL_HINT}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("All 16384 slots covered"),
+            "redis-cli --cluster create failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// The seed addresses, one per node: each node's [`RedisNode::url`].
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisNode::url).collect()
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &RedisNode {
+        &self.nodes[i]
+    }
+
+    /// Runs one admin command on node `i`.
+    pub async fn cmd<T: FromRedisValue>(&self, i: usize, args: &[&[u8]]) -> T {
+        self.nodes[i].cmd(args).await
+    }
+
+    /// The index of the node serving `key`'s slot (`CLUSTER KEYSLOT`, then the slot ranges
+    /// of `CLUSTER NODES`, both asked of node 0).
+    pub async fn node_for_key(&self, key: &str) -> usize {
+        let slot: u16 = self.cmd(0, &[b"CLUSTER", b"KEYSLOT", key.as_bytes()]).await;
+        self.node_for_slot(slot).await
+    }
+
+    /// The index of the node serving `slot`, from node 0's `CLUSTER NODES`.
+    pub async fn node_for_slot(&self, slot: u16) -> usize {
+        let nodes: String = self.cmd(0, &[b"CLUSTER", b"NODES"]).await;
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // <id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slot>...
+            let Some(port) = fields
+                .get(1)
+                .and_then(|a| a.split('@').next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let serves = fields.iter().skip(8).any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+            });
+            if serves {
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.plain_port() == port)
+                    .unwrap_or_else(|| panic!("slot {slot} is served by unknown port {port}"));
+            }
+        }
+        panic!("no node serves slot {slot}:\n{nodes}");
+    }
+
+    /// SIGKILLs node `i` (if running), starts it again on the same ports with its data
+    /// dir and `nodes.conf`, and waits (at most [`CLUSTER_WAIT`]) until every node reports
+    /// `cluster_state:ok` again.
+    pub async fn restart(&mut self, i: usize) {
+        self.nodes[i].restart().await;
+        self.wait_ok().await;
+    }
+
+    /// Waits (at most [`CLUSTER_WAIT`]) until every node reports `cluster_state:ok`, knows
+    /// the three nodes and sees all slots served.
+    pub async fn wait_ok(&self) {
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        for (i, node) in self.nodes.iter().enumerate() {
+            loop {
+                let info: String = node.cmd(&[b"CLUSTER", b"INFO"]).await;
+                if info.contains("cluster_state:ok\r\n")
+                    && info.contains("cluster_known_nodes:3\r\n")
+                    && info.contains("cluster_slots_ok:16384\r\n")
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node {i} (port {}) not ok within {CLUSTER_WAIT:?}:\n{info}\n{}",
+                    node.plain_port(),
+                    node.log_tail()
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
