@@ -553,7 +553,8 @@ pub struct SentinelOptions {
     /// The monitored master's name (`mymaster` by default).
     pub master_name: String,
     /// TLS on the data nodes; the sentinels then reach them (and each other) over TLS,
-    /// presenting the server certificate, and listen on a TLS port too.
+    /// presenting the server certificate, and listen on a TLS port too (requiring a client
+    /// certificate there as well when `auth_clients`).
     pub tls: Option<Tls>,
     /// ACL users on the data nodes (the sentinels use `auth-user admin`).
     pub acl: Option<Acl>,
