@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is missing, then checks it is there (fails loudly if not):
-# Debian packages (curl for the forward-proxy tests, redis-server for the shared store,
-# chromium for the status page's browser test), Python `requests` and `httpx`, and the npm
-# packages of the end-to-end authorization server (tests/oidc) and of the Node client of the
-# interception test (tests/node: undici). Idempotent: run it before `cargo test`
-# on a fresh machine (README) and from CI (.ci/run). Needs root for apt-get when a package
-# is missing.
+# Debian packages (curl for the forward-proxy tests, redis-server and redis-cli for the shared
+# store and the Redis topologies, chromium for the status page's browser test), Python
+# `requests` and `httpx`, and the npm packages of the end-to-end authorization server
+# (tests/oidc) and of the Node client of the interception test (tests/node: undici).
+# Idempotent: run it before `cargo test` on a fresh machine (README) and from CI (.ci/run).
+# Needs root for apt-get when a package is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,9 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "tests/deps.sh: '$1' is requi
 packages=()
 command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+# redis-cli (Debian's redis-tools, a dependency of redis-server): the TLS, sentinel and
+# cluster tests run it, and it creates their clusters.
+command -v redis-cli >/dev/null 2>&1 || packages+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "tests/deps.sh: installing ${packages[*]}"
@@ -21,7 +24,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${packages[@]}"
 fi
-for tool in curl redis-server chromium cargo node npm python3; do need "$tool"; done
+for tool in curl redis-server redis-cli chromium cargo node npm python3; do need "$tool"; done
 
 python3 -c 'import requests' 2>/dev/null || python3 -m pip install --quiet requests
 python3 -c 'import httpx' 2>/dev/null || python3 -m pip install --quiet httpx

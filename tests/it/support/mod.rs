@@ -18,6 +18,7 @@ pub mod oidc;
 pub mod process;
 pub mod raw;
 pub mod redis;
+pub mod redis_topology;
 pub mod serve;
 pub mod token_server;
 pub mod upload;
