@@ -69,18 +69,25 @@ pub fn in_words(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
-/// The error inside (possibly nested) `io::Error`s: rustls errors travel in them, and an
-/// io::Error's `source` skips the error it wraps.
+/// The error inside (possibly nested) `io::Error`s — rustls errors travel in them, and an
+/// io::Error's `source` skips the error it wraps — and inside the `Arc`s the redis client
+/// keeps its causes in (whose `source` skips them too).
 fn unwrap_io<'e>(
     mut e: &'e (dyn std::error::Error + 'static),
 ) -> &'e (dyn std::error::Error + 'static) {
-    while let Some(inner) = e
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
-        e = inner;
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    loop {
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            e = inner;
+        } else if let Some(shared) = e.downcast_ref::<Shared>() {
+            e = &**shared;
+        } else {
+            return e;
+        }
     }
-    e
 }
 
 fn describe(e: &rustls::Error) -> String {
@@ -125,5 +132,14 @@ mod tests {
         let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
         assert!(in_words(&expired).unwrap().contains("expired"));
         assert_eq!(in_words(&std::io::Error::other("plain")), None);
+        // As the redis client keeps its cause: behind an Arc, whose source skips it.
+        let shared: std::sync::Arc<dyn std::error::Error + Send + Sync> =
+            std::sync::Arc::new(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ));
+        assert!(in_words(&shared)
+            .unwrap()
+            .contains("not signed by an authority"));
     }
 }

@@ -115,7 +115,7 @@ async fn every_instance_of_a_per_user_type_holds_a_grant_per_user_in_redis() {
     per_user_instances(&store).await;
 }
 
-async fn per_user_instances(store: &str) {
+pub(crate) async fn per_user_instances(store: &str) {
     let (echo, tokens) = (
         Echo::start().await,
         TokenServer::start(Reply::token(3600, true)).await,

@@ -144,6 +144,19 @@ impl Link {
         Ok(node)
     }
 
+    /// Connects to the current node directly, with its credentials, and says `PING`:
+    /// the error a connection manager keeps to itself (TLS, authentication).
+    pub async fn probe(&self) -> Result<(), RedisError> {
+        let node = self.node().await?;
+        let probe = async {
+            let mut con = node.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<()>(&mut con).await
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, probe)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
     /// A connection to the current node, for one or more commands.
     pub async fn connection(self: &Arc<Self>) -> Result<Con, RedisError> {
         let node = self.node().await?;

@@ -48,6 +48,7 @@ mod states;
 mod tokens;
 mod updates;
 
+pub use tokens::WAIT_TIMEOUT_MS;
 pub use updates::{parse_update, Updates};
 
 use super::key::StoreKey;
@@ -68,6 +69,8 @@ use tokio::time::Instant;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait to open a connection to Redis.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shortest time between two direct connections made to learn why a connection was lost.
+const DIAGNOSIS_INTERVAL: Duration = Duration::from_secs(5);
 /// Random bytes in a lease holder id.
 const HOLDER_BYTES: usize = 16;
 /// The highest generation written or adopted: 2^53 - 1, the largest integer a Lua number
@@ -91,9 +94,8 @@ pub enum Commit {
     /// Written as this generation (with `min_replicas_acked`, held by that many replicas),
     /// and published.
     Written(u64),
-    /// Written as this generation, but fewer than `min_replicas_acked` replicas
-    /// acknowledged it before the lease neared its end: neither announced nor the lease
-    /// given back.
+    /// Written as this generation and published, but fewer than `min_replicas_acked`
+    /// replicas acknowledged it in time: the lease is left to expire.
     Unreplicated { generation: u64, acked: u32 },
     /// Refused: the lease was lost or a newer token set is stored.
     Fenced,
@@ -120,6 +122,8 @@ pub struct RedisStore {
     min_replicas_acked: u32,
     up: AtomicBool,
     last_error: ArcSwapOption<String>,
+    /// The cause a direct connection found for the last lost connection, and when.
+    diagnosis: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 
 impl RedisStore {
@@ -143,6 +147,7 @@ impl RedisStore {
             min_replicas_acked: settings.min_replicas_acked,
             up: AtomicBool::new(true),
             last_error: ArcSwapOption::empty(),
+            diagnosis: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -194,13 +199,39 @@ impl RedisStore {
         action: &'static str,
         command: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        let result = command.await.map_err(|e| StoreError::Unavailable {
-            endpoint: self.endpoint(),
-            action,
-            reason: e.kind_text(),
-        });
+        let result = match command.await {
+            Ok(value) => Ok(value),
+            Err(e) => Err(StoreError::Unavailable {
+                endpoint: self.endpoint(),
+                action,
+                reason: self.reason(&e).await,
+            }),
+        };
         self.note(&result);
         result
+    }
+
+    /// Why `error` happened, in words. A connection the manager lost or could not make
+    /// says no more than that, so one direct connection (at most every
+    /// [`DIAGNOSIS_INTERVAL`]) learns the cause: a TLS failure, `WRONGPASS`, a refused or
+    /// unreachable node.
+    async fn reason(&self, error: &redis::RedisError) -> String {
+        let words = error.kind_text();
+        if !(error.is_connection_dropped() || error.is_io_error()) || error.is_timeout() {
+            return words;
+        }
+        let mut last = self.diagnosis.lock().await;
+        if let Some((at, cause)) = last.as_ref() {
+            if at.elapsed() < DIAGNOSIS_INTERVAL {
+                return cause.clone();
+            }
+        }
+        let cause = match self.link.probe().await {
+            Err(cause) => cause.kind_text(),
+            Ok(()) => words,
+        };
+        *last = Some((Instant::now(), cause.clone()));
+        cause
     }
 
     /// The hash of a token set: `P{k}:token`, or `P{k}:grant:<subject>`.
@@ -323,11 +354,20 @@ pub(super) trait KindText {
 
 impl KindText for redis::RedisError {
     fn kind_text(&self) -> String {
-        if self.is_timeout() {
+        if let Some(tls) = crate::tls::in_words(self) {
+            tls
+        } else if self.is_timeout() {
             "timed out".into()
         } else if self.is_connection_refusal() {
             "connection refused".into()
-        } else if self.is_connection_dropped() || self.is_io_error() {
+        } else if self.is_connection_dropped() {
+            "connection lost".into()
+        } else if let Some(io) =
+            std::error::Error::source(self).and_then(|e| e.downcast_ref::<std::io::Error>())
+        {
+            // Such as a name that does not resolve: no value of a command in it.
+            format!("connection failed: {io}")
+        } else if self.is_io_error() {
             "connection lost".into()
         } else {
             // The server's error code and message (e.g. WRONGPASS, NOAUTH, READONLY);

@@ -173,20 +173,6 @@ return 1
     )
 });
 
-/// Writes the `gen` of a token hash again, unchanged, if it still reads ARGV[1]: a write
-/// on this connection that `WAIT` can count, for a set written earlier that replicas have
-/// not acknowledged yet. KEYS: token hash. Returns 1 when it wrote, 0 when the hash holds
-/// another generation.
-pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'gen', ARGV[1])
-return 1
-",
-    )
-});
-
 /// A script call kept as its keys and arguments, so that it can also be sent as `EVALSHA`
 /// in a pipeline with `WAIT` after it: `WAIT` counts the replicas that hold the writes of
 /// its own connection, which a pipeline shares.

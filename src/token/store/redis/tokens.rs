@@ -14,18 +14,13 @@ use crate::token::store::record::{self, SealedRecord};
 use crate::token::store::{GrantRef, StoreError, StoredToken};
 use redis::Value;
 use std::collections::HashMap;
-use std::time::Duration;
-use tokio::time::Instant;
 
 /// Rounds of "read the generation, propose the next one" a superseding write tries before
 /// giving up (each lost round means another writer wrote in between).
 const COMMIT_ATTEMPTS: usize = 3;
-/// How long one `WAIT` for replicas lasts (below the command timeout).
-const WAIT_TIMEOUT_MS: u64 = 1000;
-/// How long a write made without a lease (a new grant) waits for replicas in all.
-const REPLICATION_PATIENCE: Duration = Duration::from_secs(5);
-/// Pause after a failed attempt to reach the replicas.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Longest `WAIT` for replicas to acknowledge a rotated refresh token (a healthy replica
+/// takes a round trip; this bounds what a refresh costs while replicas are missing).
+pub const WAIT_TIMEOUT_MS: u64 = 500;
 /// Reads of a value of an earlier version: a lost compare-and-set means another replica
 /// re-sealed it first, and the second read sees that.
 const READ_ATTEMPTS: usize = 2;
@@ -299,47 +294,25 @@ impl RedisStore {
         })
     }
 
-    /// After `commit` wrote `generation` without announcing it and `acked` replicas
-    /// acknowledged: until `min_replicas_acked` replicas hold it, writes its generation
-    /// again (unchanged, so that `WAIT` on the connection counts it) and waits, while the
-    /// lease lasts (without one, [`REPLICATION_PATIENCE`]); then gives the lease back and
-    /// announces the set. A hash that meanwhile holds another generation (a newer write, or
-    /// a failover that lost this one) ends it as `Fenced`.
+    /// After `commit` wrote `generation` without announcing it, and `acked` replicas
+    /// acknowledged it within the `WAIT`: announces the set, and gives the lease back once
+    /// `min_replicas_acked` replicas hold it. With fewer, the write counts as failed
+    /// (`Unreplicated`): the set is still announced — every replica that holds it can put
+    /// it back should a failover lose it, and none then refreshes with the refresh token it
+    /// replaced — but the lease is kept until it expires, so that no replica refreshes
+    /// from what a failover would leave meanwhile.
     async fn replicated(
         &self,
         grant: GrantRef<'_>,
         lease: Option<&Lease>,
         generation: u64,
-        mut acked: u32,
+        acked: u32,
     ) -> Commit {
-        let wanted = self.min_replicas_acked;
-        let wait = Duration::from_millis(WAIT_TIMEOUT_MS);
-        let deadline = lease.map_or(Instant::now() + REPLICATION_PATIENCE, |l| l.deadline);
-        let key = self.token_key(grant);
-        while acked < wanted {
-            if Instant::now() + wait >= deadline {
-                return Commit::Unreplicated { generation, acked };
-            }
-            let mut call = scripts::Call::new(&scripts::TOUCH);
-            call.key(&key).arg(generation);
-            let touched = async {
-                let mut con = self.con().await?;
-                self.run(
-                    "waiting for replicas to hold a token set",
-                    call.invoke_then_wait(&mut con, wanted, WAIT_TIMEOUT_MS),
-                )
-                .await
-            };
-            match touched.await {
-                Ok((1, now)) => acked = now,
-                Ok(_) => return Commit::Fenced,
-                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-            }
-        }
+        let held = acked >= self.min_replicas_acked;
         let (channel, message) = self.announce(grant);
         let mut call = scripts::Call::new(&scripts::ANNOUNCE);
         call.key(self.lease_key(grant))
-            .arg(lease.map_or("", |l| l.holder.as_str()))
+            .arg(lease.filter(|_| held).map_or("", |l| l.holder.as_str()))
             .arg(channel)
             .arg(generation)
             .arg(message);
@@ -348,12 +321,16 @@ impl RedisStore {
             self.run::<i64>("announcing a token set", call.invoke(&mut con))
                 .await
         };
-        // Written and held by the replicas: a lost announcement only delays the other
-        // replicas until they poll, and the lease expires.
+        // Written: a lost announcement only delays the other replicas until they poll,
+        // and a lease not given back expires.
         if let Err(e) = announced.await {
             tracing::debug!(error = %e, "could not announce a token set");
         }
-        Commit::Written(generation)
+        if held {
+            Commit::Written(generation)
+        } else {
+            Commit::Unreplicated { generation, acked }
+        }
     }
 
     /// The stored generation, with a refused or unreadable one as 0 (as the scripts count it).
