@@ -237,7 +237,7 @@ pub async fn finish(backend: &Backend, holder: Holder<'_>, set: TokenSet, turn: 
             Ok(Commit::Unreplicated { generation, acked }) => {
                 // Stored on the master, not yet on enough replicas: a failover now could
                 // lose it there. The replicas hold it (their followers write it back if
-                // Redis comes to hold an older set), and the lease runs out on its own.
+                // Redis comes to hold an older set).
                 let wanted = redis.min_replicas_acked();
                 tracing::warn!(connection = %key, acked, wanted, wait_ms = crate::token::store::redis::WAIT_TIMEOUT_MS, "fewer Redis replicas than store.min_replicas_acked acknowledged the new token set in time; using it");
                 let error = format!("{acked} of {wanted} replicas acknowledged the new token set");

@@ -44,6 +44,7 @@ mod paths;
 mod per_user;
 mod private_network;
 mod redis_definitions;
+mod redis_failover;
 mod redis_modes;
 mod redis_topology;
 mod reload;

@@ -4,7 +4,7 @@
 //! tokenwarden says when the CA, the client certificate or a permission is wrong (the node
 //! and the reason, never the password); the master the sentinels name, over TLS with ACL
 //! users and a sentinel password; and `store.min_replicas_acked`: a rotated refresh token is
-//! on the replica before it is used, and too few replicas keep the lease and say so.
+//! on the replica before it is used, and too few replicas are said (the set used all the same).
 //!
 //! The sentinel failover under load is in `redis_failover` (soak tier).
 
@@ -340,7 +340,7 @@ async fn a_rotated_refresh_token_is_on_the_replica_before_it_is_used() {
 }
 
 #[tokio::test]
-async fn too_few_replicas_keep_the_lease_and_say_so() {
+async fn too_few_replicas_are_said_and_the_set_used_all_the_same() {
     let master = RedisNode::start(NodeOptions::default()).await;
     let _replica = RedisNode::start(NodeOptions::default().replica_of(&master)).await;
     let echo = Echo::start().await;

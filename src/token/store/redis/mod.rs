@@ -95,7 +95,7 @@ pub enum Commit {
     /// and published.
     Written(u64),
     /// Written as this generation and published, but fewer than `min_replicas_acked`
-    /// replicas acknowledged it in time: the lease is left to expire.
+    /// replicas acknowledged it in time.
     Unreplicated { generation: u64, acked: u32 },
     /// Refused: the lease was lost or a newer token set is stored.
     Fenced,

@@ -51,7 +51,7 @@ fn with_stored_gen(body: &str) -> Script {
 /// proposes one above it). Otherwise writes, releases the lease, publishes `<G> <key>` and
 /// returns 1 — or, with an empty channel (a set that must reach replicas first, see
 /// `tokens`), writes and returns 1, keeping the lease and announcing nothing ([`ANNOUNCE`]
-/// does both once replicas hold it). G is above both the stored generation and `floor`, so a Redis restarted empty
+/// does both after the `WAIT`). G is above both the stored generation and `floor`, so a Redis restarted empty
 /// never goes backwards. A fenced write onto a deleted grant's tombstone is refused (-2:
 /// the deletion raised the generation); a superseding one (a new grant) replaces it.
 pub(super) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
@@ -160,8 +160,8 @@ return {gen, redis.call('HGET', KEYS[1], 'sealed'), deleted}
     )
 });
 
-/// Announces a set [`COMMIT`] wrote without announcing it, once replicas hold it: gives
-/// the lease back if it is still the writer's, and publishes `<G> <message>`. KEYS: lease.
+/// Announces a set [`COMMIT`] wrote without announcing it, after its `WAIT`: gives the
+/// lease back if it is still the writer's, and publishes `<G> <message>`. KEYS: lease.
 /// ARGV: holder (empty: none), channel, G, message.
 pub(super) static ANNOUNCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -295,12 +295,11 @@ impl RedisStore {
     }
 
     /// After `commit` wrote `generation` without announcing it, and `acked` replicas
-    /// acknowledged it within the `WAIT`: announces the set, and gives the lease back once
-    /// `min_replicas_acked` replicas hold it. With fewer, the write counts as failed
-    /// (`Unreplicated`): the set is still announced — every replica that holds it can put
-    /// it back should a failover lose it, and none then refreshes with the refresh token it
-    /// replaced — but the lease is kept until it expires, so that no replica refreshes
-    /// from what a failover would leave meanwhile.
+    /// acknowledged it within the `WAIT`: gives the lease back and announces the set. With
+    /// fewer than `min_replicas_acked`, the write counts as failed (`Unreplicated`), as a
+    /// Redis error does: the set is used and announced all the same, so that every replica
+    /// holds it — should a failover lose it, their followers write it back, and none
+    /// refreshes from the refresh token it replaced.
     async fn replicated(
         &self,
         grant: GrantRef<'_>,
@@ -308,11 +307,10 @@ impl RedisStore {
         generation: u64,
         acked: u32,
     ) -> Commit {
-        let held = acked >= self.min_replicas_acked;
         let (channel, message) = self.announce(grant);
         let mut call = scripts::Call::new(&scripts::ANNOUNCE);
         call.key(self.lease_key(grant))
-            .arg(lease.filter(|_| held).map_or("", |l| l.holder.as_str()))
+            .arg(lease.map_or("", |l| l.holder.as_str()))
             .arg(channel)
             .arg(generation)
             .arg(message);
@@ -326,7 +324,7 @@ impl RedisStore {
         if let Err(e) = announced.await {
             tracing::debug!(error = %e, "could not announce a token set");
         }
-        if held {
+        if acked >= self.min_replicas_acked {
             Commit::Written(generation)
         } else {
             Commit::Unreplicated { generation, acked }

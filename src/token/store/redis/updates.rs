@@ -6,6 +6,12 @@ use super::{timed_out, RedisStore, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::token::store::StoreError;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::{ErrorKind, RedisError, Value};
+use std::time::Duration;
+
+/// Longest pause between two attempts to subscribe: a subscription made again is what tells
+/// the refreshers that the store is back (after a Sentinel failover, on the new master), so
+/// it is retried often while Redis is away.
+const RESUBSCRIBE_MAX: Duration = Duration::from_millis(500);
 
 /// What a follower subscribes to.
 #[derive(Clone, Copy, Debug)]
@@ -18,7 +24,7 @@ pub enum Updates {
 
 impl RedisStore {
     /// A subscription to `updates`, retried with backoff (never longer apart than the poll
-    /// interval) until it is made; None once `shutdown` fires. Failures are logged at debug
+    /// interval or [`RESUBSCRIBE_MAX`]) until it is made; None once `shutdown` fires. Failures are logged at debug
     /// level: the store's health shows Redis down.
     pub async fn subscribed(
         &self,
@@ -47,7 +53,8 @@ impl RedisStore {
                 rand::random(),
                 crate::token::schedule::BACKOFF_MAX,
             )
-            .min(self.poll_interval);
+            .min(self.poll_interval)
+            .min(RESUBSCRIBE_MAX);
             tracing::debug!(error = %error, ?updates, retry_in_ms = wait.as_millis() as u64, "cannot subscribe");
             tokio::select! {
                 () = shutdown.cancelled() => return None,
