@@ -267,3 +267,35 @@ fn the_redis_variant_is_several_replicas_without_a_token_volume() {
         assert_locked_down(redis, c);
     }
 }
+
+#[test]
+fn the_redis_tls_variant_reaches_a_managed_redis_over_tls_as_an_acl_user() {
+    let (volumes, config) = check_variant("redis-tls", "app");
+    let docs = manifests("redis-tls");
+    let deployment = find(&docs, "Deployment", "app");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() > 1);
+    assert!(
+        volumes.iter().all(|v| v["persistentVolumeClaim"].is_null()),
+        "no PVC for tokens: {volumes:?}"
+    );
+    assert_eq!(config["store"]["backend"], "redis");
+    let secret = &find(&docs, "Secret", SIDECAR)["stringData"];
+    assert!(str_of(&secret["redis-url"]).starts_with("rediss://"));
+    // What check says of the store, with the pod's environment.
+    let pod = &deployment["spec"]["template"]["spec"];
+    let sidecar = &seq(&pod["initContainers"])[0];
+    let mut env = sidecar_env(sidecar, find(&docs, "Secret", SIDECAR));
+    env.insert("TOKENWARDEN_STORE_KEY".into(), STORE_KEY.into());
+    let (code, out) = check(
+        str_of(&find(&docs, "ConfigMap", SIDECAR)["data"][CONFIG_FILE]),
+        &env,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("TLS with web PKI roots") && out.contains("user tokenwarden"),
+        "{out}"
+    );
+    assert!(!out.contains(str_of(&secret["redis-password"])), "{out}");
+    // No in-cluster Redis: a managed one.
+    assert!(docs.iter().all(|d| d["metadata"]["name"] != "redis"));
+}

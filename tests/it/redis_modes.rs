@@ -377,3 +377,52 @@ async fn too_few_replicas_are_said_and_the_set_used_all_the_same() {
     );
     assert_eq!(generation(&master, "crm").await, 1);
 }
+
+#[tokio::test]
+async fn a_wrong_password_or_master_name_is_named_never_the_password() {
+    let wrong = "not-the-password-93e1";
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let acl = Acl::new().user(&minimal_acl(None));
+    let node = RedisNode::start(NodeOptions::default().acl(acl)).await;
+    let sentinels = Sentinels::start(SentinelOptions::default()).await;
+    let nodes: Vec<String> = sentinels
+        .sentinel_ports()
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect();
+    let cases = [
+        (
+            store(
+                &node.url(),
+                &format!("  username: tokenwarden\n  password: \"{wrong}\"\n"),
+            ),
+            format!("127.0.0.1:{}", node.port()),
+            "Password authentication failed",
+        ),
+        (
+            format!(
+                "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: 500ms\n  password: \"{wrong}\"\n  sentinel:\n    master_name: no-such-master\n    nodes: [{}]\n",
+                nodes.join(", ")
+            ),
+            "master no-such-master (sentinels)".to_owned(),
+            "not found",
+        ),
+    ];
+    for (section, endpoint, reason) in cases {
+        let config = format!(
+            "{section}{}",
+            connections(&[cc_conn("api", echo.addr, tokens.addr)])
+        );
+        let (logs, _capture) = Logs::capture();
+        let sidecar = Sidecar::start(&config).await;
+        let status = store_state(&sidecar, "api", "degraded").await;
+        let error = status["store"]["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&endpoint) && error.contains(reason),
+            "names {endpoint} and `{reason}`: {error}"
+        );
+        logs.assert_free_of(&[("Redis password", wrong)]);
+        assert!(!status.to_string().contains(wrong), "{status}");
+    }
+}

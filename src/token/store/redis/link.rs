@@ -48,8 +48,8 @@ pub(super) struct Link {
 /// The sentinels, asked one lookup at a time.
 struct Sentinels {
     client: Mutex<SentinelClient>,
-    /// When the last lookup that found no master ended.
-    failed_at: Mutex<Option<Instant>>,
+    /// When the last lookup that found no master ended, and why it found none.
+    failed_at: Mutex<Option<(Instant, String)>>,
     master_name: String,
 }
 
@@ -119,9 +119,9 @@ impl Link {
         if let Some(node) = self.current.load_full() {
             return Ok(node);
         }
-        if let Some(at) = *failed_at {
+        if let Some((at, why)) = failed_at.as_ref() {
             if at.elapsed() < LOOKUP_INTERVAL {
-                return Err(no_master(&sentinels.master_name));
+                return Err(no_master(why));
             }
         }
         let lookup = async { sentinels.client.lock().await.async_get_client().await };
@@ -131,8 +131,9 @@ impl Link {
         let client = match found {
             Ok(client) => client,
             Err(e) => {
-                *failed_at = Some(Instant::now());
-                tracing::debug!(master = %sentinels.master_name, error = %e.kind_text(), "the sentinels name no master that answers");
+                let why = e.kind_text();
+                tracing::debug!(master = %sentinels.master_name, error = %why, "the sentinels name no master that answers");
+                *failed_at = Some((Instant::now(), why));
                 return Err(e);
             }
         };
@@ -257,11 +258,13 @@ fn moved(error: &RedisError) -> bool {
         )
 }
 
-fn no_master(name: &str) -> RedisError {
+/// The answer while the last lookup, less than [`LOOKUP_INTERVAL`] ago, found no master
+/// (`why`: what it met).
+fn no_master(why: &str) -> RedisError {
     RedisError::from((
-        ErrorKind::Io,
-        "the sentinels name no master that answers",
-        format!("master name {name}"),
+        ErrorKind::Client,
+        "the sentinels named no master that answers",
+        why.to_owned(),
     ))
 }
 

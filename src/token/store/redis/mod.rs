@@ -226,6 +226,11 @@ impl RedisStore {
                 return cause.clone();
             }
         }
+        // Only a node that was reached can be probed; a failed lookup of the master
+        // already says why.
+        if self.link.endpoint().is_none() {
+            return words;
+        }
         let cause = match self.link.probe().await {
             Err(cause) => cause.kind_text(),
             Ok(()) => words,
