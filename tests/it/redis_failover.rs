@@ -51,16 +51,11 @@ async fn a_sentinel_failover_loses_no_rotated_token_and_no_request() {
     let mut sentinels = Sentinels::start(SentinelOptions::default()).await;
     let provider = Provider::start(REDIRECT_URI, ACCESS_TTL).await;
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<String> = sentinels
-        .sentinel_ports()
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect();
     // min_replicas_acked: the default with sentinels, 1.
     let body = format!(
         "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: 1s\n  sentinel:\n    master_name: {}\n    nodes: [{}]\n{}",
         sentinels.master_name(),
-        nodes.join(", "),
+        crate::redis_modes::sentinel_nodes(&sentinels.sentinel_ports()),
         connection(&provider, &CS_POST, None)
     );
     let admin_extra = format!("  public_url: {PUBLIC_URL}\n");

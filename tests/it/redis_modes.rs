@@ -95,6 +95,34 @@ async fn store_state(sidecar: &Sidecar, key: &str, state: &str) -> serde_json::V
         .await
 }
 
+/// Starts a sidecar on the `store:` section `section` with one client-credentials
+/// connection, waits until its store is degraded, and checks that the store's `last_error`
+/// names `endpoint` and `reason`, and that neither the logs nor the status hold `password`.
+async fn refused_with(section: &str, endpoint: &str, reason: &str, password: &str) {
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let config = format!(
+        "{section}{}",
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let (logs, _capture) = Logs::capture();
+    let sidecar = Sidecar::start(&config).await;
+    let status = store_state(&sidecar, "api", "degraded").await;
+    let error = status["store"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(endpoint) && error.contains(reason),
+        "names {endpoint} and `{reason}`: {error}"
+    );
+    logs.assert_free_of(&[("Redis password", password)]);
+    assert!(!status.to_string().contains(password), "{status}");
+}
+
+/// `nodes:` entries for sentinels on `ports` of 127.0.0.1.
+pub(crate) fn sentinel_nodes(ports: &[u16]) -> String {
+    let nodes: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    nodes.join(", ")
+}
+
 #[tokio::test]
 async fn tls_verifies_the_server_and_presents_a_client_certificate() {
     let pki = Pki::mint();
@@ -122,8 +150,6 @@ async fn tls_verifies_the_server_and_presents_a_client_certificate() {
 #[tokio::test]
 async fn a_wrong_ca_or_a_missing_client_certificate_is_named_with_the_node() {
     let pki = Pki::mint();
-    let echo = Echo::start().await;
-    let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let node = RedisNode::start(NodeOptions::default().tls(&pki, true)).await;
     let endpoint = format!("localhost:{}", node.tls_port());
     let cases = [
@@ -139,21 +165,7 @@ async fn a_wrong_ca_or_a_missing_client_certificate_is_named_with_the_node() {
     ];
     for (tls, reason) in cases {
         let extra = format!("{tls}  username: tokenwarden\n  password: {ACL_PASSWORD}\n");
-        let config = format!(
-            "{}{}",
-            store(&node.url(), &extra),
-            connections(&[cc_conn("api", echo.addr, tokens.addr)])
-        );
-        let (logs, _capture) = Logs::capture();
-        let sidecar = Sidecar::start(&config).await;
-        let status = store_state(&sidecar, "api", "degraded").await;
-        let error = status["store"]["last_error"].as_str().unwrap_or_default();
-        assert!(
-            error.contains(&endpoint) && error.contains(reason),
-            "names {endpoint} and `{reason}`: {error}"
-        );
-        logs.assert_free_of(&[("Redis password", ACL_PASSWORD)]);
-        assert!(!status.to_string().contains(ACL_PASSWORD), "{status}");
+        refused_with(&store(&node.url(), &extra), &endpoint, reason, ACL_PASSWORD).await;
     }
 }
 
@@ -217,26 +229,12 @@ async fn the_minimal_acl_of_the_docs_is_enough_for_everything() {
 async fn an_acl_user_missing_one_command_is_told_which() {
     let acl = Acl::new().user(&minimal_acl(Some("evalsha")));
     let node = RedisNode::start(NodeOptions::default().acl(acl)).await;
-    let echo = Echo::start().await;
-    let tokens = TokenServer::start(Reply::token(3600, false)).await;
-    let config = format!(
-        "{}{}",
-        store(
-            &node.url(),
-            &format!("  username: tokenwarden\n  password: \"{ACL_PASSWORD}\"\n")
-        ),
-        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    let section = store(
+        &node.url(),
+        &format!("  username: tokenwarden\n  password: \"{ACL_PASSWORD}\"\n"),
     );
-    let (logs, _capture) = Logs::capture();
-    let sidecar = Sidecar::start(&config).await;
-    let status = store_state(&sidecar, "api", "degraded").await;
-    let error = status["store"]["last_error"].as_str().unwrap_or_default();
     let endpoint = format!("127.0.0.1:{}", node.port());
-    assert!(
-        error.contains(&endpoint) && error.contains("evalsha"),
-        "names {endpoint} and the command: {error}"
-    );
-    logs.assert_free_of(&[("Redis password", ACL_PASSWORD)]);
+    refused_with(&section, &endpoint, "'evalsha' command", ACL_PASSWORD).await;
 }
 
 #[tokio::test]
@@ -381,48 +379,25 @@ async fn too_few_replicas_are_said_and_the_set_used_all_the_same() {
 #[tokio::test]
 async fn a_wrong_password_or_master_name_is_named_never_the_password() {
     let wrong = "not-the-password-93e1";
-    let echo = Echo::start().await;
-    let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let acl = Acl::new().user(&minimal_acl(None));
     let node = RedisNode::start(NodeOptions::default().acl(acl)).await;
+    let section = store(
+        &node.url(),
+        &format!("  username: tokenwarden\n  password: \"{wrong}\"\n"),
+    );
+    let endpoint = format!("127.0.0.1:{}", node.port());
+    refused_with(&section, &endpoint, "Password authentication failed", wrong).await;
+
     let sentinels = Sentinels::start(SentinelOptions::default()).await;
-    let nodes: Vec<String> = sentinels
-        .sentinel_ports()
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect();
-    let cases = [
-        (
-            store(
-                &node.url(),
-                &format!("  username: tokenwarden\n  password: \"{wrong}\"\n"),
-            ),
-            format!("127.0.0.1:{}", node.port()),
-            "Password authentication failed",
-        ),
-        (
-            format!(
-                "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: 500ms\n  password: \"{wrong}\"\n  sentinel:\n    master_name: no-such-master\n    nodes: [{}]\n",
-                nodes.join(", ")
-            ),
-            "master no-such-master (sentinels)".to_owned(),
-            "not found",
-        ),
-    ];
-    for (section, endpoint, reason) in cases {
-        let config = format!(
-            "{section}{}",
-            connections(&[cc_conn("api", echo.addr, tokens.addr)])
-        );
-        let (logs, _capture) = Logs::capture();
-        let sidecar = Sidecar::start(&config).await;
-        let status = store_state(&sidecar, "api", "degraded").await;
-        let error = status["store"]["last_error"].as_str().unwrap_or_default();
-        assert!(
-            error.contains(&endpoint) && error.contains(reason),
-            "names {endpoint} and `{reason}`: {error}"
-        );
-        logs.assert_free_of(&[("Redis password", wrong)]);
-        assert!(!status.to_string().contains(wrong), "{status}");
-    }
+    let section = format!(
+        "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: 500ms\n  password: \"{wrong}\"\n  sentinel:\n    master_name: no-such-master\n    nodes: [{}]\n",
+        sentinel_nodes(&sentinels.sentinel_ports())
+    );
+    refused_with(
+        &section,
+        "master no-such-master (sentinels)",
+        "not found",
+        wrong,
+    )
+    .await;
 }
