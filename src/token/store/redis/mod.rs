@@ -36,8 +36,13 @@
 //!
 //! Every write goes through a Lua script (`scripts`): a refresh's write is fenced — refused
 //! unless the writer still holds the lease and Redis holds nothing newer than the set the
-//! refresh started from — and publishes the new generation in the same step. Commands time
-//! out after [`RESPONSE_TIMEOUT`]; the connection manager reconnects with backoff.
+//! refresh started from — and publishes the new generation in the same step. A set with a
+//! new refresh token, with `store.min_replicas_acked`, is announced only after `WAIT`
+//! (`tokens`). Commands go to the node `link` keeps — one server, or the master the
+//! sentinels name, looked up again when it is gone — over TLS and as an ACL user when so
+//! configured; they time out after [`RESPONSE_TIMEOUT`], and the connection manager
+//! reconnects with backoff. An error is told in words that never quote a value
+//! ([`KindText`]); a lost connection is probed once to learn why (TLS, authentication).
 //! [`RedisStore::health`] is what status, readiness and metrics show.
 
 mod connections;
@@ -352,6 +357,17 @@ pub(super) fn bad_value(key: &str, reason: impl Into<String>) -> StoreError {
     }
 }
 
+/// The I/O error inside `error`, which the redis client keeps behind an `Arc`.
+fn io_cause(error: &redis::RedisError) -> Option<&std::io::Error> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let cause = std::error::Error::source(error)?;
+    cause.downcast_ref::<std::io::Error>().or_else(|| {
+        cause
+            .downcast_ref::<Shared>()
+            .and_then(|shared| shared.downcast_ref::<std::io::Error>())
+    })
+}
+
 /// A Redis error as words without any value it may carry.
 pub(super) trait KindText {
     fn kind_text(&self) -> String;
@@ -367,9 +383,7 @@ impl KindText for redis::RedisError {
             "connection refused".into()
         } else if self.is_connection_dropped() {
             "connection lost".into()
-        } else if let Some(io) =
-            std::error::Error::source(self).and_then(|e| e.downcast_ref::<std::io::Error>())
-        {
+        } else if let Some(io) = io_cause(self) {
             // Such as a name that does not resolve: no value of a command in it.
             format!("connection failed: {io}")
         } else if self.is_io_error() {
@@ -379,5 +393,32 @@ impl KindText for redis::RedisError {
             // redis-rs puts no command arguments in them.
             self.to_string()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_words_with_their_cause() {
+        let io = std::io::Error::other("failed to lookup address");
+        assert_eq!(
+            redis::RedisError::from(io).kind_text(),
+            "connection failed: failed to lookup address"
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            redis::RedisError::from(refused).kind_text(),
+            "connection refused"
+        );
+        let tls = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+        );
+        assert_eq!(
+            redis::RedisError::from(tls).kind_text(),
+            "TLS: the server's certificate has expired"
+        );
     }
 }
