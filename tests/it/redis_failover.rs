@@ -99,6 +99,16 @@ async fn a_sentinel_failover_loses_no_rotated_token_and_no_request() {
         }));
     }
     tokio::time::sleep(KILL_AT).await;
+    // 20 s of normal running (a refresh every 1.5 s through the sentinels' master, each
+    // waiting for the replica): nothing to warn about.
+    for r in &replicas {
+        let logs = r.logs();
+        assert!(
+            !logs.contains(" WARN ") && !logs.contains(" ERROR "),
+            "{} warned in normal running:\n{logs}",
+            r.name
+        );
+    }
     let old = sentinels.kill_master().await;
     let killed_at = tokio::time::Instant::now();
     let new = sentinels.wait_for_failover(old, FAILOVER_WAIT).await;
