@@ -15,10 +15,23 @@
 //! | `Pconnections:gen` | string (counter) | the change generation: +1 on every create, change or delete of a runtime connection, at most [`MAX_GENERATION`] |
 //! | `Pconnections:changes` | sorted set | member `k`, score the change generation of its latest change (deletes included) |
 //! | channel `Pconnections` | pub/sub | `<gen> <k>` after every change of a runtime connection |
+//! | `P{k}:grant:<subject>`, `P{k}:grant-lease:<subject>`, `P{k}:grants`, `P{k}:grant-expiry` | hash, string, sorted sets | a per-user grant, its lease, and the connection's two grant indexes (`grants`) |
+//! | channel `Pgrants` | pub/sub | `<gen> <k> <subject>` after every grant write or deletion |
 //!
-//! The runtime-connection scripts touch several connections' keys and the global ones in
-//! one step, which Redis Cluster does not allow across slots: for now they need a single
-//! Redis (Cluster is a later issue; see `connections`).
+//! With `store.cluster` (a Redis Cluster), every key above keeps its name except the three
+//! runtime-connection keys, which the scripts touch together (and a read touches many
+//! definitions at once): they share the hash tag `{runtime:connections}` ([`RUNTIME_TAG`]),
+//! so Cluster puts them in one slot:
+//!
+//! | key (cluster) | holds |
+//! |---|---|
+//! | `P{runtime:connections}:connection:k` | as `P{k}:connection` |
+//! | `P{runtime:connections}:gen` | as `Pconnections:gen` |
+//! | `P{runtime:connections}:changes` | as `Pconnections:changes` |
+//!
+//! Every other script and pipeline touches one connection's keys (one `{k}` slot); a state
+//! is one key. Pub/sub channels are not keys (classic `PUBLISH` reaches every node). See
+//! `cluster` for how commands are routed.
 //!
 //! Token sets are sealed as the file store seals them (XChaCha20-Poly1305), with the
 //! connection key, the subject (empty: per-user grants will fill it), the key prefix `P` and
@@ -40,6 +53,7 @@
 //! out after [`RESPONSE_TIMEOUT`]; the connection manager reconnects with backoff.
 //! [`RedisStore::health`] is what status, readiness and metrics show.
 
+mod cluster;
 mod connections;
 mod grants;
 mod link;
@@ -48,12 +62,13 @@ mod states;
 mod tokens;
 mod updates;
 
+pub use connections::RUNTIME_TAG;
 pub use tokens::WAIT_TIMEOUT_MS;
 pub use updates::{parse_update, Updates};
 
 use super::key::StoreKey;
 use super::{GrantRef, StoreError, StoredToken};
-use crate::config::RedisSettings;
+use crate::config::{RedisSettings, RedisTarget};
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use rand::RngCore;
@@ -117,6 +132,8 @@ pub struct RedisStore {
     pub poll_interval: Duration,
     /// `store.migrate_legacy`: values of an earlier version may be adopted (`tokens`).
     migrate_legacy: bool,
+    /// `store.cluster`: the runtime-connection keys share one hash tag (`connections`).
+    cluster: bool,
     /// Replicas that must hold a token set with a refresh token before it counts as
     /// written (`tokens`).
     min_replicas_acked: u32,
@@ -144,6 +161,7 @@ impl RedisStore {
             lease_ttl: settings.lease_ttl,
             poll_interval: settings.poll_interval,
             migrate_legacy: settings.migrate_legacy,
+            cluster: matches!(settings.target, RedisTarget::Cluster(_)),
             min_replicas_acked: settings.min_replicas_acked,
             up: AtomicBool::new(true),
             last_error: ArcSwapOption::empty(),
@@ -152,7 +170,7 @@ impl RedisStore {
     }
 
     /// `host:port` of the server in use, for logs: with sentinels, the master found last
-    /// (the master name before one is found).
+    /// (the master name before one is found); a cluster's seed nodes.
     pub fn endpoint(&self) -> String {
         self.link
             .endpoint()
@@ -160,7 +178,7 @@ impl RedisStore {
     }
 
     /// A connection to the node that takes writes (with sentinels, the master, looked up
-    /// when unknown).
+    /// when unknown; in a cluster, each key's slot's master).
     async fn con(&self) -> Result<link::Con, StoreError> {
         self.run("connecting", self.link.connection()).await
     }
@@ -227,7 +245,7 @@ impl RedisStore {
             }
         }
         let cause = match self.link.probe().await {
-            Err(cause) => cause.kind_text(),
+            Err(cause) => cause,
             Ok(()) => words,
         };
         *last = Some((Instant::now(), cause.clone()));
@@ -315,10 +333,10 @@ impl RedisStore {
         let Ok(mut con) = self.con().await else {
             return;
         };
-        let mut call = scripts::RELEASE.key(&lease.key);
-        call.arg(&lease.holder);
+        let mut call = scripts::Call::new(&scripts::RELEASE);
+        call.key(&lease.key).arg(&lease.holder);
         let _ = self
-            .run::<i64>("releasing the refresh lease", call.invoke_async(&mut con))
+            .run::<i64>("releasing the refresh lease", call.invoke(&mut con))
             .await;
     }
 }
