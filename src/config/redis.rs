@@ -430,6 +430,12 @@ impl Files<'_> {
             let at = format!("store.cluster.nodes[{i}]");
             match host_port(node, DEFAULT_REDIS_PORT) {
                 Some(hp) => nodes.push(hp),
+                // Perhaps a URL with a password: never quoted.
+                None if node.contains('@') => self.problems.push(self.src.problem(
+                    &at,
+                    "is not HOST[:PORT]: give credentials as `store.username` and \
+                     `store.password`, not in a node's address",
+                )),
                 None => {
                     let shown = self.src.quote(&at, node);
                     self.problems
