@@ -1,0 +1,312 @@
+//! `store.cluster`: tokenwarden on a Redis Cluster of three masters (`support::redis_topology`'s
+//! [`Cluster`]), against real `redis-server`s: client-credentials and authorization-code
+//! connections whose keys land on different nodes, a second replica following writes over
+//! pub/sub (a subscription on one node reaches every node's `PUBLISH`, and moves to another
+//! node when its node restarts), runtime connections with per-user grants created and
+//! deleted (their keys under the hash tag `{runtime:connections}`), TLS with the minimal ACL
+//! of `docs/scale-out.md`, a wrong CA named with its node, and `check`'s summary.
+//!
+//! The soak test (`#[ignore]`, about 70 s): two `tokenwarden run` processes share one
+//! rotating grant at oidc-provider while the master holding the grant's slot is restarted.
+//!
+//! The test cluster has no replicas, so the stores set `min_replicas_acked: 0` (the default
+//! with `cluster` is 1, see `docs/scale-out.md`).
+
+use crate::shared_store::{injected, wait_injected, STORE_KEY};
+use crate::support::authz::{authorize, redeem};
+use crate::support::logs::Logs;
+use crate::support::redis_topology::{Acl, Cluster, NodeOptions, Pki};
+use crate::support::*;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The channel every token write is published on.
+const TOKENS_CHANNEL: &str = "tokenwarden:tokens";
+
+/// A `store:` section on `cluster`'s nodes (named `host:port`), with a short lease, the
+/// poll interval `poll` (long: following must come over pub/sub) and `extra` (more `store`
+/// fields, indented by two spaces).
+fn store(cluster: &Cluster, host: &str, poll: &str, extra: &str) -> String {
+    let nodes: Vec<String> = (0..3)
+        .map(|i| format!("\"{host}:{}\"", cluster.node(i).port()))
+        .collect();
+    format!(
+        "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: {poll}\n  \
+         min_replicas_acked: 0\n  cluster:\n    nodes: [{}]\n{extra}",
+        nodes.join(", ")
+    )
+}
+
+/// The token hash of connection `key`.
+fn token_hash(key: &str) -> String {
+    format!("tokenwarden:{{{key}}}:token")
+}
+
+/// The generation of connection `key`'s token set, read on node `node` (0: none there).
+async fn generation_on(cluster: &Cluster, node: usize, key: &str) -> u64 {
+    let hash = token_hash(key);
+    let gen: Option<String> = cluster.cmd(node, &[b"HGET", hash.as_bytes(), b"gen"]).await;
+    gen.map_or(0, |g| g.parse().unwrap())
+}
+
+/// A connection key starting with `stem` whose keys live on a node other than `not_on`:
+/// the key and its node.
+async fn key_on_a_node(cluster: &Cluster, stem: &str, not_on: Option<usize>) -> (String, usize) {
+    for i in 0..100 {
+        let key = format!("{stem}-{i}");
+        let node = cluster.node_for_key(&token_hash(&key)).await;
+        if Some(node) != not_on {
+            return (key, node);
+        }
+    }
+    panic!("no key {stem}-N off node {not_on:?}");
+}
+
+/// Subscribers of `channel` on each node.
+async fn subscribers(cluster: &Cluster, channel: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let (_, n): (String, i64) = cluster
+            .cmd(i, &[b"PUBSUB", b"NUMSUB", channel.as_bytes()])
+            .await;
+        out.push(n);
+    }
+    out
+}
+
+/// Waits until `channel` has `n` subscribers over the whole cluster; returns them by node.
+async fn wait_subscribers(cluster: &Cluster, channel: &str, n: i64) -> Vec<i64> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen = subscribers(cluster, channel).await;
+        if seen.iter().sum::<i64>() == n {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{seen:?} subscribers by node, not {n} in all"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until connection `key`'s generation on `node` reaches `at_least`.
+async fn wait_generation(cluster: &Cluster, node: usize, key: &str, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while generation_on(cluster, node, key).await < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{key}: generation {} on node {node}, not {at_least}",
+            generation_on(cluster, node, key).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_on_different_nodes_share_grants_and_follow_over_pubsub() {
+    let mut cluster = Cluster::start(NodeOptions::default()).await;
+    let (api, api_node) = key_on_a_node(&cluster, "api", None).await;
+    let (crm, crm_node) = key_on_a_node(&cluster, "crm", Some(api_node)).await;
+    let echo = Echo::start().await;
+    let cc_tokens = TokenServer::start(Reply::token(3, false)).await;
+    let code_tokens = TokenServer::start(Reply::token(3600, true)).await;
+    // A 30 s poll: what the other replica learns within the test comes over pub/sub.
+    let config = format!(
+        "{}{}",
+        store(&cluster, "127.0.0.1", "30s", ""),
+        connections(&[
+            cc_conn(&api, echo.addr, cc_tokens.addr),
+            fixture_authcode(&crm, echo.addr, Some(code_tokens.addr), true),
+        ])
+    );
+    let (logs, _capture) = Logs::capture();
+    let a = Sidecar::start(&config).await;
+    let b = Sidecar::start(&config).await;
+    wait_subscribers(&cluster, TOKENS_CHANNEL, 2).await;
+
+    // An authorization minted on A, redeemed on B: A follows B's write.
+    let auth = authorize(&a, &crm).await;
+    assert_eq!(redeem(&b, "the-code", &auth.state).await.status, 200);
+    wait_injected(&a, &crm, "Bearer tok-1").await;
+    assert_eq!(generation_on(&cluster, crm_node, &crm).await, 1);
+    // Client credentials refreshed under the lease, on the other node.
+    wait_generation(&cluster, api_node, &api, 3).await;
+    assert_ne!(api_node, crm_node, "{api} and {crm} on different nodes");
+    for sidecar in [&a, &b] {
+        assert!(injected(sidecar, &api).await.is_some());
+        assert_eq!(sidecar.status(&api).await["store"]["state"], "ok");
+    }
+
+    // The node of a subscription restarts: the followers subscribe on another node and
+    // follow the next write there.
+    let by_node = subscribers(&cluster, TOKENS_CHANNEL).await;
+    let busiest = (0..3).max_by_key(|&i| by_node[i]).unwrap();
+    cluster.restart(busiest).await;
+    let after = wait_subscribers(&cluster, TOKENS_CHANNEL, 2).await;
+    let auth = authorize(&b, &crm).await;
+    let answer = redeem(&a, "the-code", &auth.state).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_injected(&b, &crm, "Bearer tok-2").await;
+    assert_eq!(generation_on(&cluster, crm_node, &crm).await, 2);
+    for sidecar in [&a, &b] {
+        sidecar
+            .wait_status(&crm, "the store ok again", |s| s["store"]["state"] == "ok")
+            .await;
+    }
+    assert!(
+        !logs.text().contains("CROSSSLOT"),
+        "subscribers by node before the restart {by_node:?}, after {after:?}\n{}",
+        logs.text()
+    );
+}
+
+/// The password the minimal ACL of `crate::redis_modes::minimal_acl` gives `tokenwarden`.
+fn acl_password(rules: &str) -> String {
+    rules
+        .split_whitespace()
+        .find_map(|r| r.strip_prefix('>'))
+        .expect("the ACL line sets a password")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn tls_with_the_minimal_acl_serves_runtime_connections_grants_and_every_flow() {
+    let pki = Pki::mint();
+    let rules = crate::redis_modes::minimal_acl(None);
+    let password = acl_password(&rules);
+    let options = NodeOptions::default()
+        .tls(&pki, false)
+        .acl(Acl::new().user(&rules));
+    let cluster = Cluster::start(options).await;
+    let tls = format!(
+        "  tls:\n    ca_file: {}\n  username: tokenwarden\n  password: \"{password}\"\n",
+        pki.ca_pem().display()
+    );
+    let section = store(&cluster, "localhost", "500ms", &tls);
+    let (logs, _capture) = Logs::capture();
+
+    // Runtime connections, per-user grants imported, listed, deleted with the connection:
+    // the definitions and the change records under one hash tag, nothing left behind.
+    crate::runtime_grants::per_user_instances(&section).await;
+    let tag = "tokenwarden:{runtime:connections}:gen";
+    let node = cluster.node_for_key(tag).await;
+    let changes: u64 = cluster.cmd(node, &[b"GET", tag.as_bytes()]).await;
+    assert!(changes >= 3, "created, deleted, created: {changes}");
+    let definition = "tokenwarden:{runtime:connections}:connection:acme";
+    let exists: u64 = cluster.cmd(node, &[b"EXISTS", definition.as_bytes()]).await;
+    assert_eq!(exists, 1, "the re-created acme's definition");
+
+    // Client credentials under the lease, an authorization through a state, a rotated
+    // refresh token, and a second replica following both.
+    let (api, api_node) = key_on_a_node(&cluster, "api", None).await;
+    let (crm, crm_node) = key_on_a_node(&cluster, "crm", Some(api_node)).await;
+    let echo = Echo::start().await;
+    let cc_tokens = TokenServer::start(Reply::token(3, false)).await;
+    let code_tokens = TokenServer::start(Reply::token(3600, true)).await;
+    let config = format!(
+        "{section}{}",
+        connections(&[
+            cc_conn(&api, echo.addr, cc_tokens.addr),
+            fixture_authcode(&crm, echo.addr, Some(code_tokens.addr), true),
+        ])
+    );
+    let a = Sidecar::start(&config).await;
+    let b = Sidecar::start(&config).await;
+    let auth = authorize(&a, &crm).await;
+    assert_eq!(redeem(&b, "the-code", &auth.state).await.status, 200);
+    wait_injected(&a, &crm, "Bearer tok-1").await;
+    assert_eq!(generation_on(&cluster, crm_node, &crm).await, 1);
+    wait_generation(&cluster, api_node, &api, 3).await;
+    for sidecar in [&a, &b] {
+        let status = sidecar.status(&api).await;
+        assert_eq!(status["store"]["state"], "ok", "{status}");
+        assert!(injected(sidecar, &api).await.is_some());
+    }
+    let text = logs.text();
+    for refusal in [
+        "NOPERM",
+        "NoPerm",
+        "NOAUTH",
+        "WRONGPASS",
+        "CROSSSLOT",
+        "degraded",
+    ] {
+        assert!(!text.contains(refusal), "{refusal} in the logs:\n{text}");
+    }
+    logs.assert_free_of(&[("Redis password", &password)]);
+}
+
+#[tokio::test]
+async fn a_wrong_ca_is_named_with_the_node_and_never_the_password() {
+    let pki = Pki::mint();
+    let rules = crate::redis_modes::minimal_acl(None);
+    let password = acl_password(&rules);
+    let options = NodeOptions::default()
+        .tls(&pki, false)
+        .acl(Acl::new().user(&rules));
+    let cluster = Cluster::start(options).await;
+    let tls = format!(
+        "  tls:\n    ca_file: {}\n  username: tokenwarden\n  password: \"{password}\"\n",
+        pki.wrong_ca_pem().display()
+    );
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let config = format!(
+        "{}{}",
+        store(&cluster, "localhost", "500ms", &tls),
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let (logs, _capture) = Logs::capture();
+    let sidecar = Sidecar::start(&config).await;
+    let status = sidecar
+        .wait_status("api", "a store degraded", |s| {
+            s["store"]["state"] == "degraded"
+        })
+        .await;
+    let error = status["store"]["last_error"].as_str().unwrap_or_default();
+    let first = format!("localhost:{}", cluster.node(0).port());
+    let reason = "TLS: the server's certificate is not signed by an authority tokenwarden trusts";
+    assert!(
+        error.contains(&format!("{first}: {reason}")),
+        "names the node {first} and `{reason}`: {error}"
+    );
+    assert!(!status.to_string().contains(&password), "{status}");
+    logs.assert_free_of(&[("Redis password", &password)]);
+}
+
+#[test]
+fn check_describes_a_cluster_without_contacting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on these ports: check never connects.
+    let nowhere: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = format!(
+        "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  username: tokenwarden\n  \
+         password: \"cluster-secret-9\"\n  cluster:\n    nodes: [\"127.0.0.1:1\", \"redis-1\"]\n{}",
+        connections(&[cc_conn("api", nowhere, nowhere)])
+    );
+    let config = crate::cli::write(dir.path(), "cluster.yaml", &yaml);
+    let out = crate::cli::binary()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "token store   redis at cluster of 127.0.0.1:1, redis-1:6379 (user tokenwarden, \
+             rotated tokens wait for 1 replica, prefix tokenwarden:"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "cluster: 2 seed nodes, each key on its slot's master; runtime connections under \
+             the hash tag {runtime:connections}"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cluster-secret-9"), "{stdout}");
+}
