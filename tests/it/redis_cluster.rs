@@ -12,11 +12,16 @@
 //! The test cluster has no replicas, so the stores set `min_replicas_acked: 0` (the default
 //! with `cluster` is 1, see `docs/scale-out.md`).
 
+use crate::oidc::{connection, CS_POST, KEY, PUBLIC_URL, REDIRECT_URI};
 use crate::shared_store::{injected, wait_injected, STORE_KEY};
-use crate::support::authz::{authorize, redeem};
+use crate::support::authz::{authorize, authorize_at, callback_at, redeem};
 use crate::support::logs::Logs;
+use crate::support::oidc::{login, stat, Provider};
+use crate::support::process::SidecarProcess;
 use crate::support::redis_topology::{Acl, Cluster, NodeOptions, Pki};
 use crate::support::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -309,4 +314,153 @@ fn check_describes_a_cluster_without_contacting_it() {
         "{stdout}"
     );
     assert!(!stdout.contains("cluster-secret-9"), "{stdout}");
+}
+
+/// Soak: access-token lifetime at the provider (a refresh every 1.5 s or so).
+const SOAK_ACCESS_TTL: u64 = 3;
+/// Soak: how long both replicas serve.
+const SOAK_SERVE_FOR: Duration = Duration::from_secs(60);
+/// Soak: when the grant's master is restarted, from the start of the load.
+const SOAK_RESTART_AT: Duration = Duration::from_secs(20);
+/// Soak: each replica is asked this often.
+const SOAK_REQUEST_EVERY: Duration = Duration::from_millis(50);
+/// Soak: how long after the cluster reports ok again a replica may still lack a token (a
+/// refresh that was backing off while the node was away).
+const SOAK_RECOVERY: Duration = Duration::from_secs(5);
+/// Soak: at most this share of all requests may meet a 503 `no_token`, and only between
+/// the kill and [`SOAK_RECOVERY`] after the cluster is whole again.
+const SOAK_MAX_NO_TOKEN_SHARE: f64 = 0.10;
+
+/// What the load saw: requests served, and when (since the load began) each 503
+/// `no_token` came.
+#[derive(Default)]
+struct Seen {
+    served: AtomicU64,
+    no_token: std::sync::Mutex<Vec<Duration>>,
+}
+
+/// `GET /{KEY}/me` through `url` every [`SOAK_REQUEST_EVERY`] until `stop`; every answer
+/// is a 200 or a 503 `no_token` (recorded with its time).
+fn load(
+    url: String,
+    name: String,
+    began: Instant,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let r = client().get(&url).send().await.expect("proxy answers");
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            if status == 503 && body.contains("\"no_token\"") {
+                seen.no_token.lock().unwrap().push(began.elapsed());
+            } else {
+                assert_eq!(status, 200, "replica {name}: {body}");
+                seen.served.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(SOAK_REQUEST_EVERY).await;
+        }
+    })
+}
+
+#[tokio::test]
+#[ignore = "soak: about 70 s (60 s of refreshes through a cluster node's restart); run with --include-ignored"]
+async fn two_replicas_keep_one_rotating_grant_through_a_master_restart() {
+    let mut cluster = Cluster::start(NodeOptions::default()).await;
+    let provider = Provider::start(REDIRECT_URI, SOAK_ACCESS_TTL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_extra = format!("  public_url: {PUBLIC_URL}\n");
+    let body = format!(
+        "{}{}",
+        store(&cluster, "127.0.0.1", "1s", ""),
+        connection(&provider, &CS_POST, None)
+    );
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        replicas.push(SidecarProcess::spawn(dir.path(), name, &admin_extra, &body).await);
+    }
+    let auth = authorize_at(replicas[0].admin, KEY).await;
+    let back = login(&provider, &auth.url, "alice").await;
+    let page = callback_at(replicas[1].admin, back.query().unwrap()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for r in &replicas {
+        wait_state_at(r.admin, KEY, "ready").await;
+    }
+    let grant_node = cluster.node_for_key(&token_hash(KEY)).await;
+
+    let refreshes_at_start = stat(&provider.stats().await, "grants", "refresh_token");
+    let (stop, seen, began) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Seen::default()),
+        Instant::now(),
+    );
+    let mut tasks = Vec::new();
+    for r in &replicas {
+        let url = r.url(&format!("/{KEY}/me"));
+        let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
+        tasks.push(load(url, r.name.clone(), began, stop, seen));
+    }
+    tokio::time::sleep(SOAK_RESTART_AT).await;
+    let killed_at = began.elapsed();
+    cluster.restart(grant_node).await;
+    let whole_at = began.elapsed();
+    tokio::time::sleep(SOAK_SERVE_FOR.saturating_sub(began.elapsed())).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await
+            .expect("every proxied request carried an accepted token or met no_token");
+    }
+
+    let stats = provider.stats().await;
+    assert_eq!(
+        stats["errors"],
+        serde_json::json!({}),
+        "no invalid_grant: {stats}"
+    );
+    assert_eq!(stat(&stats, "grants", "authorization_code"), 1, "{stats}");
+    let refreshes = stat(&stats, "grants", "refresh_token") - refreshes_at_start;
+    assert!(refreshes >= 20, "refreshes in {SOAK_SERVE_FOR:?}: {stats}");
+    // One token request per cycle: every request the provider answered is a generation.
+    let mut counted = (0, 0);
+    for _ in 0..20 {
+        counted = (
+            provider.stats().await["token_requests"].as_u64().unwrap(),
+            generation_on(&cluster, grant_node, KEY).await,
+        );
+        if counted.0 == counted.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted.0, counted.1, "token requests, generations: {stats}");
+    let served = seen.served.load(Ordering::Relaxed);
+    let no_token = seen.no_token.lock().unwrap().clone();
+    let window = killed_at..whole_at + SOAK_RECOVERY;
+    let outside: Vec<&Duration> = no_token.iter().filter(|t| !window.contains(*t)).collect();
+    let total = served + no_token.len() as u64;
+    println!(
+        "soak: {total} requests, {} 503 no_token ({:.2} %), restart window {killed_at:?}..{whole_at:?} \
+         (+{SOAK_RECOVERY:?}), first/last no_token {:?}/{:?}, {refreshes} refreshes, {} token \
+         requests",
+        no_token.len(),
+        100.0 * no_token.len() as f64 / total as f64,
+        no_token.first(),
+        no_token.last(),
+        counted.0
+    );
+    assert!(served > 1000, "{served}");
+    assert!(
+        outside.is_empty(),
+        "503 no_token outside the restart window {window:?}: {outside:?}"
+    );
+    assert!(
+        (no_token.len() as f64) <= SOAK_MAX_NO_TOKEN_SHARE * total as f64,
+        "{} of {total} requests found no usable token",
+        no_token.len()
+    );
+    for r in &replicas {
+        let st = r.status(KEY).await;
+        assert_eq!(st["store"]["state"], "ok", "{}: {st}\n{}", r.name, r.logs());
+    }
 }
