@@ -138,6 +138,9 @@ pub struct RedisStore {
     /// written (`tokens`).
     min_replicas_acked: u32,
     up: AtomicBool,
+    /// Set when a command succeeds after a failure; taken by the follower's poll
+    /// ([`RedisStore::take_recovered`]).
+    recovered: AtomicBool,
     last_error: ArcSwapOption<String>,
     /// The cause a direct connection found for the last lost connection, and when.
     diagnosis: tokio::sync::Mutex<Option<(Instant, String)>>,
@@ -164,6 +167,7 @@ impl RedisStore {
             cluster: matches!(settings.target, RedisTarget::Cluster(_)),
             min_replicas_acked: settings.min_replicas_acked,
             up: AtomicBool::new(true),
+            recovered: AtomicBool::new(false),
             last_error: ArcSwapOption::empty(),
             diagnosis: tokio::sync::Mutex::new(None),
         })
@@ -198,6 +202,7 @@ impl RedisStore {
         match result {
             Ok(_) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
+                    self.recovered.store(true, Ordering::Relaxed);
                     self.last_error.store(None);
                     tracing::info!(redis = %self.endpoint(), "token store reachable again");
                 }
@@ -209,6 +214,13 @@ impl RedisStore {
                 self.last_error.store(Some(Arc::new(e.to_string())));
             }
         }
+    }
+
+    /// Whether a command succeeded after a failure since the last call: the store is back
+    /// although the follower's subscription never broke (a cluster node that restarted
+    /// while the subscription was on another, or a cluster that was down as a whole).
+    pub fn take_recovered(&self) -> bool {
+        self.recovered.swap(false, Ordering::Relaxed)
     }
 
     /// Runs one command, mapping its error (never quoting a value) and noting the outcome.
