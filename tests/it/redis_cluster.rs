@@ -328,8 +328,10 @@ const SOAK_REQUEST_EVERY: Duration = Duration::from_millis(50);
 /// refresh that was backing off while the node was away).
 const SOAK_RECOVERY: Duration = Duration::from_secs(5);
 /// Soak: at most this share of all requests may meet a 503 `no_token`, and only between
-/// the kill and [`SOAK_RECOVERY`] after the cluster is whole again.
-const SOAK_MAX_NO_TOKEN_SHARE: f64 = 0.10;
+/// the kill and [`SOAK_RECOVERY`] after the cluster is whole again. Observed on a 2-core
+/// machine: none of about 2,170 (the restart takes about 2 s, kill to `cluster_state:ok`,
+/// within a 3 s token's life); 2 % is about half a second of both replicas without one.
+const SOAK_MAX_NO_TOKEN_SHARE: f64 = 0.02;
 
 /// What the load saw: requests served, and when (since the load began) each 503
 /// `no_token` came.
@@ -439,10 +441,15 @@ async fn two_replicas_keep_one_rotating_grant_through_a_master_restart() {
     let window = killed_at..whole_at + SOAK_RECOVERY;
     let outside: Vec<&Duration> = no_token.iter().filter(|t| !window.contains(*t)).collect();
     let total = served + no_token.len() as u64;
+    // Whether the restart reached the replicas: a command on the restarted node failed.
+    let degraded = replicas
+        .iter()
+        .filter(|r| r.logs().contains("token store degraded"))
+        .count();
     println!(
         "soak: {total} requests, {} 503 no_token ({:.2} %), restart window {killed_at:?}..{whole_at:?} \
          (+{SOAK_RECOVERY:?}), first/last no_token {:?}/{:?}, {refreshes} refreshes, {} token \
-         requests",
+         requests, {degraded} of 2 replicas saw the store degraded",
         no_token.len(),
         100.0 * no_token.len() as f64 / total as f64,
         no_token.first(),
