@@ -4,13 +4,14 @@
 //! pub/sub (a subscription on one node reaches every node's `PUBLISH`, and moves to another
 //! node when its node restarts), runtime connections with per-user grants created and
 //! deleted (their keys under the hash tag `{runtime:connections}`), TLS with the minimal ACL
-//! of `docs/scale-out.md`, a wrong CA named with its node, and `check`'s summary.
+//! of `docs/scale-out.md`, a wrong CA named with its node, `check`'s summary, and a rotated
+//! refresh token's `WAIT` counted by the replica of its own slot's master.
 //!
 //! The soak test (`#[ignore]`, about 70 s): two `tokenwarden run` processes share one
 //! rotating grant at oidc-provider while the master holding the grant's slot is restarted.
 //!
 //! The test cluster has no replicas, so the stores set `min_replicas_acked: 0` (the default
-//! with `cluster` is 1, see `docs/scale-out.md`).
+//! with `cluster` is 1, see `docs/scale-out.md`), except where a fourth node joins as one.
 
 use crate::oidc::{connection, CS_POST, KEY, PUBLIC_URL, REDIRECT_URI};
 use crate::shared_store::{injected, wait_injected, STORE_KEY};
@@ -18,7 +19,7 @@ use crate::support::authz::{authorize, authorize_at, callback_at, redeem};
 use crate::support::logs::Logs;
 use crate::support::oidc::{login, stat, Provider};
 use crate::support::process::SidecarProcess;
-use crate::support::redis_topology::{Acl, Cluster, NodeOptions, Pki};
+use crate::support::redis_topology::{Acl, Cluster, NodeOptions, Pki, RedisNode, CLUSTER_WAIT};
 use crate::support::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -314,6 +315,77 @@ fn check_describes_a_cluster_without_contacting_it() {
         "{stdout}"
     );
     assert!(!stdout.contains("cluster-secret-9"), "{stdout}");
+}
+
+/// `host:port@bus` of the node `CLUSTER NODES` on node `i` marks `myself`: its bus port.
+async fn bus_port(cluster: &Cluster, i: usize) -> String {
+    let nodes: String = cluster.cmd(i, &[b"CLUSTER", b"NODES"]).await;
+    let line = nodes.lines().find(|l| l.contains("myself")).unwrap();
+    let address = line.split_whitespace().nth(1).unwrap();
+    let bus = address.split('@').nth(1).unwrap();
+    bus.split(',').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_waits_for_the_replica_of_its_slots_master() {
+    let cluster = Cluster::start(NodeOptions::default()).await;
+    let (crm, crm_node) = key_on_a_node(&cluster, "crm", None).await;
+    // A fourth node joins as the replica of the master serving crm's slot; the other two
+    // masters have none, so a WAIT sent anywhere else would count 0.
+    let replica = RedisNode::start(NodeOptions::default().cluster()).await;
+    let master_port = cluster.node(0).plain_port().to_string();
+    let bus = bus_port(&cluster, 0).await;
+    let _: () = replica
+        .cmd(&[
+            b"CLUSTER",
+            b"MEET",
+            b"127.0.0.1",
+            master_port.as_bytes(),
+            bus.as_bytes(),
+        ])
+        .await;
+    let master_id: String = cluster.cmd(crm_node, &[b"CLUSTER", b"MYID"]).await;
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let replicate = replica
+            .try_cmd::<()>(&[b"CLUSTER", b"REPLICATE", master_id.as_bytes()])
+            .await;
+        let info: String = replica.cmd(&[b"INFO", b"replication"]).await;
+        if replicate.is_ok() && info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{replicate:?}\n{info}\n{}",
+            replica.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, true)).await;
+    // min_replicas_acked: the default with a cluster, 1.
+    let section =
+        store(&cluster, "127.0.0.1", "500ms", "").replace("  min_replicas_acked: 0\n", "");
+    let config = format!(
+        "{section}{}",
+        connections(&[fixture_authcode(&crm, echo.addr, Some(tokens.addr), true)])
+    );
+    let (logs, _capture) = Logs::capture();
+    let sidecar = Sidecar::start(&config).await;
+    let auth = authorize(&sidecar, &crm).await;
+    let started = Instant::now();
+    assert_eq!(redeem(&sidecar, "the-code", &auth.state).await.status, 200);
+    let took = started.elapsed();
+    wait_injected(&sidecar, &crm, "Bearer tok-1").await;
+    let status = sidecar.status(&crm).await;
+    assert!(status["last_error"].is_null(), "{status}");
+    assert!(
+        !logs.text().contains("fewer Redis replicas"),
+        "the WAIT went to crm's master, whose replica acknowledged (redeemed in {took:?}):\n{}",
+        logs.text()
+    );
+    assert_eq!(generation_on(&cluster, crm_node, &crm).await, 1);
 }
 
 /// Soak: access-token lifetime at the provider (a refresh every 1.5 s or so).
