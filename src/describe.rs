@@ -20,21 +20,8 @@ pub fn summary(config: &Config) -> String {
                 redis.lease_ttl.as_millis(),
                 redis.poll_interval.as_millis()
             );
-            if let RedisTarget::Sentinel(s) = &redis.target {
-                let nodes: Vec<String> = s.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
-                let _ = writeln!(
-                    out,
-                    "              sentinels {}{}",
-                    nodes.join(", "),
-                    match (s.tls, &s.username, &s.password) {
-                        (tls, Some(user), _) =>
-                            format!(" ({}user {user})", if tls { "TLS, " } else { "" }),
-                        (true, None, Some(_)) => " (TLS, password)".into(),
-                        (true, None, None) => " (TLS)".into(),
-                        (false, None, Some(_)) => " (password)".into(),
-                        (false, None, None) => String::new(),
-                    }
-                );
+            if let Some(line) = redis_mode(redis) {
+                let _ = writeln!(out, "              {line}");
             }
         }
         None => {
@@ -82,6 +69,32 @@ pub fn summary(config: &Config) -> String {
 
 /// How tokenwarden reaches the Redis data nodes, for `check`: TLS (and with what), the ACL
 /// user, and the replicas a rotated token waits for. Never a password.
+/// The line under the store's for sentinels (where they are, how they are reached) and for
+/// a cluster (its seed nodes are in the endpoint).
+fn redis_mode(redis: &RedisSettings) -> Option<String> {
+    match &redis.target {
+        RedisTarget::Url(_) => None,
+        RedisTarget::Sentinel(s) => {
+            let nodes: Vec<String> = s.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            let access = match (s.tls, &s.username, &s.password) {
+                (tls, Some(user), _) => format!(" ({}user {user})", if tls { "TLS, " } else { "" }),
+                (true, None, Some(_)) => " (TLS, password)".into(),
+                (true, None, None) => " (TLS)".into(),
+                (false, None, Some(_)) => " (password)".into(),
+                (false, None, None) => String::new(),
+            };
+            Some(format!("sentinels {}{access}", nodes.join(", ")))
+        }
+        RedisTarget::Cluster(c) => Some(format!(
+            "cluster: {} seed node{}, each key on its slot's master; runtime connections under \
+             the hash tag {}",
+            c.nodes.len(),
+            if c.nodes.len() == 1 { "" } else { "s" },
+            crate::token::store::redis::RUNTIME_TAG
+        )),
+    }
+}
+
 fn redis_access(redis: &RedisSettings) -> String {
     let mut parts = Vec::new();
     if let Some(tls) = &redis.tls {

@@ -50,8 +50,8 @@ pub use model::{
 pub use proxy::{InterceptSettings, ProxyLimits, ProxySettings};
 pub use rejected::RejectedStatuses;
 pub use settings::{
-    AdminSettings, ClientIdentity, LogFormat, LogSettings, RedisSettings, RedisTarget, RedisTls,
-    SentinelSettings, StoreSettings, Unreadable,
+    AdminSettings, ClientIdentity, ClusterSettings, LogFormat, LogSettings, RedisSettings,
+    RedisTarget, RedisTls, SentinelSettings, StoreSettings, Unreadable,
 };
 pub use source::Source;
 pub use source::{Problem, Problems};

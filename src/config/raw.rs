@@ -215,6 +215,8 @@ pub struct RawStore {
     pub tls: Option<RawRedisTls>,
     /// Sentinels that name the master, in place of `url`.
     pub sentinel: Option<RawSentinel>,
+    /// The seed nodes of a Redis Cluster, in place of `url` and `sentinel`.
+    pub cluster: Option<RawCluster>,
     /// Replicas that must hold a rotated refresh token before it is used (`WAIT`).
     pub min_replicas_acked: Option<u32>,
 }
@@ -245,6 +247,15 @@ pub struct RawSentinel {
     /// TLS to the sentinels: the data nodes' CA and client certificate (default: as the
     /// data nodes).
     pub tls: Option<bool>,
+}
+
+/// `store.cluster`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `HOST[:PORT]` of one or more nodes; the others are learnt from them.
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 /// `proxy.intercept`: the local CA that lets `CONNECT` to a connection's host be intercepted.

@@ -1,10 +1,10 @@
-//! `store: { backend: redis, … }`: where the Redis data nodes are (one URL, or the sentinels
-//! that name the master), how tokenwarden authenticates (ACL user and password, TLS with a
+//! `store: { backend: redis, … }`: where the Redis data nodes are (one URL, the sentinels
+//! that name the master, or the seed nodes of a Redis Cluster), how tokenwarden authenticates (ACL user and password, TLS with a
 //! CA and a client certificate), and how many replicas must hold a rotated refresh token
 //! before it is used. Every file is read and checked here, so `check` finds a wrong path or
 //! PEM without contacting Redis; no password is ever quoted.
 
-use super::raw::{RawFile, RawRedisTls, RawSentinel, RawStore};
+use super::raw::{RawCluster, RawFile, RawRedisTls, RawSentinel, RawStore};
 use super::source::{Problems, Source};
 use secrecy::SecretString;
 use std::path::Path;
@@ -26,7 +26,8 @@ const MAX_REPLICAS_ACKED: u32 = 16;
 pub struct RedisSettings {
     /// Where the data nodes are.
     pub target: RedisTarget,
-    /// Where Redis is, for logs and errors: `host:port`, or the sentinels' master name.
+    /// Where Redis is, for logs and errors: `host:port`, the sentinels' master name, or the
+    /// cluster's seed nodes.
     pub endpoint: String,
     /// ACL user of the data nodes (None: the URL's, or `default`).
     pub username: Option<String>,
@@ -42,7 +43,7 @@ pub struct RedisSettings {
     /// value is refused: it may be an old grant written back to roll the grant back.
     pub migrate_legacy: bool,
     /// Replicas that must hold a token set with a refresh token before it is used or
-    /// announced (`WAIT`); 0: none (default with a URL; 1 with sentinels).
+    /// announced (`WAIT`); 0: none (default with a URL; 1 with sentinels or a cluster).
     pub min_replicas_acked: u32,
 }
 
@@ -53,6 +54,15 @@ pub enum RedisTarget {
     Url(SecretString),
     /// The master the sentinels name, followed across failovers.
     Sentinel(SentinelSettings),
+    /// A Redis Cluster: each command goes to the master of its key's slot.
+    Cluster(ClusterSettings),
+}
+
+/// `store.cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// `(host, port)` of each seed node; the cluster's other nodes are learnt from them.
+    pub nodes: Vec<(String, u16)>,
 }
 
 /// `store.sentinel`.
@@ -93,6 +103,7 @@ impl RedisSettings {
             RedisTarget::Sentinel(s) => {
                 secrets.push(s.password.as_ref().map_or("", |p| p.expose_secret()));
             }
+            RedisTarget::Cluster(_) => {}
         }
         if let Some(client) = self.tls.as_ref().and_then(|t| t.client.as_ref()) {
             secrets.push(client.key_pem.expose_secret());
@@ -178,7 +189,7 @@ pub(super) fn redis_settings(
         .then(|| files.tls(store.tls.as_ref(), ca_file))
         .flatten();
     let min_replicas_acked = store.min_replicas_acked.unwrap_or(match target {
-        RedisTarget::Sentinel(_) => 1,
+        RedisTarget::Sentinel(_) | RedisTarget::Cluster(_) => 1,
         RedisTarget::Url(_) => 0,
     });
     Some(RedisSettings {
@@ -212,6 +223,7 @@ fn chosen(raw: &RawFile, src: &Source, problems: &mut Problems) -> bool {
         ("store.password_file", store.password_file.is_some()),
         ("store.tls", store.tls.is_some()),
         ("store.sentinel", store.sentinel.is_some()),
+        ("store.cluster", store.cluster.is_some()),
         (
             "store.min_replicas_acked",
             store.min_replicas_acked.is_some(),
@@ -293,10 +305,21 @@ impl Files<'_> {
         password.filter(|p| !secrecy::ExposeSecret::expose_secret(p).is_empty())
     }
 
-    /// Where the data nodes are (`url` or `sentinel`), where that is for logs, and whether
-    /// TLS is wanted. `password`: whether `password` or `password_file` is given.
+    /// Where the data nodes are (`url`, `sentinel` or `cluster`), where that is for logs,
+    /// and whether TLS is wanted. `password`: whether `password` or `password_file` is given.
     fn target(&mut self, store: &RawStore, password: bool) -> Option<(RedisTarget, String, bool)> {
         let src = self.src;
+        if let Some(cluster) = &store.cluster {
+            if store.url.is_some() || store.sentinel.is_some() {
+                self.problems.push(src.problem(
+                    "store.cluster",
+                    "give one of `url` (one server), `sentinel` (the sentinels that name the \
+                     master) or `cluster` (the nodes of a Redis Cluster), not several",
+                ));
+                return None;
+            }
+            return self.cluster(cluster, store);
+        }
         match (&store.url, &store.sentinel) {
             (Some(_), Some(_)) => {
                 self.problems.push(src.problem(
@@ -386,6 +409,60 @@ impl Files<'_> {
             password,
             tls: raw.tls.unwrap_or(data_tls),
         })
+    }
+
+    /// `store.cluster`: its seed nodes, and the key prefix checked to hold no hash tag (it
+    /// would move every key into one slot, or split one connection's keys across two).
+    fn cluster(
+        &mut self,
+        raw: &RawCluster,
+        store: &RawStore,
+    ) -> Option<(RedisTarget, String, bool)> {
+        if raw.nodes.is_empty() {
+            self.problems.push(self.src.problem(
+                "store.cluster.nodes",
+                "is required: HOST:PORT of one or more cluster nodes (the others are found \
+                 from them), such as [\"redis-0:6379\", \"redis-1:6379\"]",
+            ));
+        }
+        let mut nodes = Vec::new();
+        for (i, node) in raw.nodes.iter().enumerate() {
+            let at = format!("store.cluster.nodes[{i}]");
+            match host_port(node, DEFAULT_REDIS_PORT) {
+                Some(hp) => nodes.push(hp),
+                // Perhaps a URL with a password: never quoted.
+                None if node.contains('@') => self.problems.push(self.src.problem(
+                    &at,
+                    "is not HOST[:PORT]: give credentials as `store.username` and \
+                     `store.password`, not in a node's address",
+                )),
+                None => {
+                    let shown = self.src.quote(&at, node);
+                    self.problems
+                        .push(self.src.problem(&at, format!("{shown} is not HOST[:PORT]")));
+                }
+            }
+        }
+        if store
+            .key_prefix
+            .as_deref()
+            .is_some_and(|p| p.contains(['{', '}']))
+        {
+            self.problems.push(self.src.problem(
+                "store.key_prefix",
+                "holds `{` or `}`, which a Redis Cluster reads as a hash tag: leave them out",
+            ));
+        }
+        if nodes.is_empty() {
+            return None;
+        }
+        let wanted = store.tls.as_ref().is_some_and(|t| t.enabled != Some(false));
+        let endpoint = cluster_endpoint(&nodes);
+        Some((
+            RedisTarget::Cluster(ClusterSettings { nodes }),
+            endpoint,
+            wanted,
+        ))
     }
 
     /// `store.tls`: its CA (or the top-level `tls.ca_file`) and client certificate, read
@@ -498,6 +575,21 @@ fn host_port(text: &str, default: u16) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_owned(), port))
 }
 
+/// Where a cluster is, for logs and errors: `cluster of host:port, …` (its seed nodes).
+fn cluster_endpoint(nodes: &[(String, u16)]) -> String {
+    let nodes: Vec<String> = nodes
+        .iter()
+        .map(|(host, port)| {
+            if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            }
+        })
+        .collect();
+    format!("cluster of {}", nodes.join(", "))
+}
+
 /// Whether a `redis://` URL's user info carries a password (`:password@` or `user:pw@`).
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -515,7 +607,7 @@ fn redis_url<'a>(
     let Some(url) = url.filter(|u| !u.is_empty()) else {
         problems.push(src.problem(
             "store.url",
-            "is required with `backend: redis` (or `sentinel`), such as redis://127.0.0.1:6379/0",
+            "is required with `backend: redis` (or `sentinel`, or `cluster`), such as redis://127.0.0.1:6379/0",
         ));
         return None;
     };

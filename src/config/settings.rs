@@ -5,7 +5,9 @@ use super::fields::Fields;
 use super::proxy::ProxySettings;
 use super::raw::RawFile;
 use super::redis::redis_settings;
-pub use super::redis::{ClientIdentity, RedisSettings, RedisTarget, RedisTls, SentinelSettings};
+pub use super::redis::{
+    ClientIdentity, ClusterSettings, RedisSettings, RedisTarget, RedisTls, SentinelSettings,
+};
 use super::source::{Problems, Source};
 pub use super::store::{StoreSettings, Unreadable};
 use super::store::{DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_STORE_PATH};

@@ -4,7 +4,8 @@
 //!
 //! On every (re)connection it catches up with every connection, puts back token sets that
 //! Redis no longer holds (or holds older), and tells the refreshers the store is back (they
-//! were backing off while it was away). On every poll it also pings the subscription, so a
+//! were backing off while it was away) — also at a poll after commands failed while the
+//! subscription held (a Redis Cluster whose other nodes failed). On every poll it also pings the subscription, so a
 //! half-open connection is noticed. It never calls a token endpoint.
 //!
 //! It adopts only a set that opens as written at its stored generation (see
@@ -63,7 +64,9 @@ impl Follower {
                         if self.redis.ping(&mut sink).await.is_err() {
                             break;
                         }
-                        self.sync_all(false).await;
+                        // Back after a failure the subscription outlived: the refreshers
+                        // stop backing off, as after a resubscription.
+                        self.sync_all(self.redis.take_recovered()).await;
                     }
                 }
             }

@@ -426,7 +426,7 @@ connections:
         env: &[],
         expected: &[
             "config.yaml:1:1: store.key: is required with `backend: redis` (every replica needs the same key)",
-            "config.yaml:1:1: store.url: is required with `backend: redis` (or `sentinel`), such as redis://127.0.0.1:6379/0",
+            "config.yaml:1:1: store.url: is required with `backend: redis` (or `sentinel`, or `cluster`), such as redis://127.0.0.1:6379/0",
             "config.yaml:3:3: store.path: only applies with `backend: sqlite`; Redis holds the tokens",
             "config.yaml:4:3: store.lease_ttl: must be at least 5s (a token request and the write of its result must fit in it)",
         ],
@@ -487,6 +487,44 @@ connections:
             "config.yaml:6:25: store.sentinel.nodes[1]: `redis://s1` is not HOST[:PORT]",
             "config.yaml:7:5: store.sentinel.username: needs a `password` or `password_file` (an ACL user signs in with both)",
             "config.yaml:8:5: store.sentinel.tls: TLS to the sentinels uses the data nodes' `store.tls`: add it",
+        ],
+    },
+    Case {
+        name: "a redis cluster beside a url",
+        config: "store:\n  backend: redis\n  url: \"redis://:hunter2@cache:6379\"\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  cluster:\n    nodes: [\"c0:7000\"]\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:5:3: store.cluster: give one of `url` (one server), `sentinel` (the sentinels that name the master) or `cluster` (the nodes of a Redis Cluster), not several",
+        ],
+    },
+    Case {
+        name: "a redis cluster beside sentinels",
+        config: "store:\n  backend: redis\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  sentinel:\n    master_name: main\n    nodes: [\"s0:26379\"]\n  cluster:\n    nodes: [\"c0:7000\"]\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:7:3: store.cluster: give one of `url` (one server), `sentinel` (the sentinels that name the master) or `cluster` (the nodes of a Redis Cluster), not several",
+        ],
+    },
+    Case {
+        name: "a redis cluster without nodes, and a key prefix with a hash tag",
+        config: "store:\n  backend: redis\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  key_prefix: \"tw:{x}:\"\n  cluster:\n    nodes: []\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:4:3: store.key_prefix: holds `{` or `}`, which a Redis Cluster reads as a hash tag: leave them out",
+            "config.yaml:6:5: store.cluster.nodes: is required: HOST:PORT of one or more cluster nodes (the others are found from them), such as [\"redis-0:6379\", \"redis-1:6379\"]",
+        ],
+    },
+    Case {
+        name: "a redis cluster with bad nodes, one a URL with a password (never quoted)",
+        config: "store:\n  backend: redis\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  cluster:\n    nodes: [\"c0:7000\", \"redis://:hunter2@c1\", \"c2:x\"]\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:5:24: store.cluster.nodes[1]: is not HOST[:PORT]: give credentials as `store.username` and `store.password`, not in a node's address",
+            "config.yaml:5:47: store.cluster.nodes[2]: `c2:x` is not HOST[:PORT]",
         ],
     },
     Case {

@@ -43,6 +43,7 @@ mod oidc_per_user;
 mod paths;
 mod per_user;
 mod private_network;
+mod redis_cluster;
 mod redis_definitions;
 mod redis_failover;
 mod redis_modes;

@@ -1,6 +1,7 @@
 //! Runtime-connection definitions in Redis, shared by every replica.
 //!
-//! A definition (JSON holding the connection's secrets) is kept sealed in `P{k}:connection`,
+//! A definition (JSON holding the connection's secrets) is kept sealed in `P{k}:connection`
+//! (in a cluster `P{runtime:connections}:connection:k`, see below),
 //! bound to a label made of a purpose (`\0definition:`, which no connection key or state
 //! label starts with), the key prefix `P` and the connection key `k` (see [`label`]): a
 //! token set never opens as a definition nor a definition as a token set (they use other
@@ -17,9 +18,16 @@
 //! and polls [`RedisStore::definitions_changed_since`] as the fallback for a missed message.
 //! A deleted connection stays in the change set (that is how a poll learns of the delete).
 //!
-//! The scripts touch keys of several connections and the global ones, which Redis Cluster
-//! puts in different slots: this module needs a single Redis (or a primary with replicas);
-//! Cluster support is a later issue.
+//! The scripts touch a definition and the global keys together, and the reads touch several
+//! connections' definitions, which Redis Cluster refuses across slots (`CROSSSLOT`). So with
+//! `store.cluster` (only: a single Redis keeps the layout above, so no deployment loses its
+//! runtime connections) the definitions and the global keys share the hash tag
+//! [`RUNTIME_TAG`]: `P{runtime:connections}:connection:k`, `P{runtime:connections}:gen` and
+//! `P{runtime:connections}:changes` — one slot, on one node. A delete there removes the
+//! definition and records the change in one step, then deletes the token set and lease
+//! (slot `{k}`) in a second; a failure in between leaves them for the retried delete (a
+//! deleted connection is in the change set, and deleting an absent one succeeds). A `:`
+//! never appears in a connection key, so no connection's own `{k}` tag can be this one.
 
 use super::{bad_value, scripts, RedisStore, MAX_GENERATION, MAX_SEALED_LEN};
 use crate::token::store::record::{self, SealedRecord};
@@ -31,18 +39,35 @@ const READ_BATCH: usize = 256;
 /// The purpose that starts every definition's label (a NUL never starts a connection key
 /// nor the `\0state:` label of a pending authorization).
 const DEFINITION_PURPOSE: &str = "\0definition:";
+/// The hash tag of the definitions and the global keys in a cluster (one slot).
+pub const RUNTIME_TAG: &str = "{runtime:connections}";
 
 impl RedisStore {
+    /// `P{k}:connection`; in a cluster `P{runtime:connections}:connection:k`.
     fn definition_key(&self, connection: &str) -> String {
-        format!("{}{{{connection}}}:connection", self.prefix)
+        if self.cluster {
+            format!("{}{RUNTIME_TAG}:connection:{connection}", self.prefix)
+        } else {
+            format!("{}{{{connection}}}:connection", self.prefix)
+        }
     }
 
+    /// `Pconnections:gen`; in a cluster `P{runtime:connections}:gen`.
     fn change_generation_key(&self) -> String {
-        format!("{}connections:gen", self.prefix)
+        if self.cluster {
+            format!("{}{RUNTIME_TAG}:gen", self.prefix)
+        } else {
+            format!("{}connections:gen", self.prefix)
+        }
     }
 
+    /// `Pconnections:changes`; in a cluster `P{runtime:connections}:changes`.
     fn changes_key(&self) -> String {
-        format!("{}connections:changes", self.prefix)
+        if self.cluster {
+            format!("{}{RUNTIME_TAG}:changes", self.prefix)
+        } else {
+            format!("{}connections:changes", self.prefix)
+        }
     }
 
     /// The pub/sub channel of runtime-connection changes: `<gen> <connection>` after each
@@ -105,14 +130,15 @@ impl RedisStore {
     /// the create found one.
     async fn write_definition(
         &self,
-        script: &redis::Script,
+        script: &'static redis::Script,
         connection: &str,
         definition: &[u8],
     ) -> Result<Option<u64>, StoreError> {
         let key = self.definition_key(connection);
         let sealed = self.seal_definition(&key, connection, definition)?;
-        let mut call = script.key(&key);
-        call.key(self.change_generation_key())
+        let mut call = scripts::Call::new(script);
+        call.key(&key)
+            .key(self.change_generation_key())
             .key(self.changes_key())
             .arg(sealed)
             .arg(self.connections_channel())
@@ -120,10 +146,7 @@ impl RedisStore {
             .arg(MAX_GENERATION);
         let mut con = self.con().await?;
         let outcome: Value = self
-            .run(
-                "writing a connection definition",
-                call.invoke_async(&mut con),
-            )
+            .run("writing a connection definition", call.invoke(&mut con))
             .await?;
         if outcome == Value::Int(TAKEN) {
             return Ok(None);
@@ -133,21 +156,36 @@ impl RedisStore {
 
     /// Deletes `connection`'s definition, token set and refresh lease, and publishes the
     /// change; returns its change generation. Deleting an absent one is not an error (and
-    /// is published all the same).
+    /// is published all the same). In a cluster the token set and lease go in a second
+    /// step (another slot).
     pub async fn remove_definition(&self, connection: &str) -> Result<u64, StoreError> {
-        let mut call = scripts::REMOVE_DEFINITION.key(self.definition_key(connection));
-        call.key(self.token_key(GrantRef::own(connection)))
-            .key(self.lease_key(GrantRef::own(connection)))
+        let own = [
+            self.token_key(GrantRef::own(connection)),
+            self.lease_key(GrantRef::own(connection)),
+        ];
+        let mut call = scripts::Call::new(&scripts::REMOVE_DEFINITION);
+        call.key(self.definition_key(connection))
             .key(self.change_generation_key())
             .key(self.changes_key())
             .arg(self.connections_channel())
             .arg(connection)
             .arg(MAX_GENERATION);
+        if !self.cluster {
+            call.key(&own);
+        }
         let mut con = self.con().await?;
         let outcome: Value = self
-            .run("deleting a connection", call.invoke_async(&mut con))
+            .run("deleting a connection", call.invoke(&mut con))
             .await?;
-        self.change_generation(outcome)
+        let generation = self.change_generation(outcome)?;
+        if self.cluster {
+            self.run::<()>(
+                "deleting a connection's token set",
+                redis::cmd("DEL").arg(&own).query_async(&mut con),
+            )
+            .await?;
+        }
+        Ok(generation)
     }
 
     /// The connections changed (created, changed or deleted) after generation `since`, and
@@ -157,11 +195,11 @@ impl RedisStore {
         since: u64,
     ) -> Result<(u64, Vec<String>), StoreError> {
         let counter = self.change_generation_key();
-        let mut call = scripts::CHANGES.key(&counter);
-        call.key(self.changes_key()).arg(since);
+        let mut call = scripts::Call::new(&scripts::CHANGES);
+        call.key(&counter).key(self.changes_key()).arg(since);
         let mut con = self.con().await?;
         let (generation, connections): (Option<Vec<u8>>, Vec<String>) = self
-            .run("reading connection changes", call.invoke_async(&mut con))
+            .run("reading connection changes", call.invoke(&mut con))
             .await?;
         let generation = match generation {
             None => 0,
@@ -176,17 +214,11 @@ impl RedisStore {
         connections: &[String],
     ) -> Result<Vec<Option<DefinitionBytes>>, StoreError> {
         let keys: Vec<String> = connections.iter().map(|c| self.definition_key(c)).collect();
-        let mut call = scripts::READ_DEFINITIONS.prepare_invoke();
-        for key in &keys {
-            call.key(key);
-        }
-        call.arg(MAX_SEALED_LEN);
+        let mut call = scripts::Call::new(&scripts::READ_DEFINITIONS);
+        call.key(&keys).arg(MAX_SEALED_LEN);
         let mut con = self.con().await?;
         let values: Vec<Value> = self
-            .run(
-                "reading connection definitions",
-                call.invoke_async(&mut con),
-            )
+            .run("reading connection definitions", call.invoke(&mut con))
             .await?;
         if values.len() != keys.len() {
             return Err(bad_value(

@@ -65,8 +65,9 @@ impl RedisStore {
                 Err(_) => self.raw_generation(&key).await?,
             };
             let next = current.parse::<u64>().unwrap_or(0).saturating_add(1);
-            let mut call = scripts::REMOVE_GRANT.key(&key);
-            call.key(self.subjects_key(grant.connection))
+            let mut call = scripts::Call::new(&scripts::REMOVE_GRANT);
+            call.key(&key)
+                .key(self.subjects_key(grant.connection))
                 .key(self.expiry_key(grant.connection))
                 .arg(&current)
                 .arg(next.min(MAX_GENERATION))
@@ -75,9 +76,7 @@ impl RedisStore {
                 .arg(grant.subject)
                 .arg(ttl);
             let mut con = self.con().await?;
-            let outcome: i64 = self
-                .run("deleting a grant", call.invoke_async(&mut con))
-                .await?;
+            let outcome: i64 = self.run("deleting a grant", call.invoke(&mut con)).await?;
             match outcome {
                 -3 => continue,
                 n => return Ok(n == 1),

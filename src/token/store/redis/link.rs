@@ -1,19 +1,24 @@
 //! The way to the Redis data node that takes writes: one server (`store.url`), or the master
 //! the sentinels name (`store.sentinel`), looked up again when a command finds it gone (a
 //! connection lost or refused, `READONLY` from a demoted master, `MASTERDOWN`) — so the
-//! lease, the fenced writes and the subscriptions follow a failover. TLS (the store's CA or
-//! the web PKI roots, an optional client certificate) and the ACL user apply to every node.
+//! lease, the fenced writes and the subscriptions follow a failover; or, with
+//! `store.cluster`, the master of each command's key slot (`cluster`). TLS (the store's CA
+//! or the web PKI roots, an optional client certificate) and the ACL user apply to every
+//! node.
 //!
 //! Every command goes through a [`Con`], which tells the link when its node failed.
 
+use super::cluster::Cluster;
 use super::{timed_out, KindText, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::config::{RedisSettings, RedisTarget, RedisTls, SentinelSettings};
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     ClientTlsConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisFuture,
-    ServerErrorKind, TlsCertificates, TlsMode, Value,
+    RedisResult, Script, ServerErrorKind, TlsCertificates, TlsMode, Value,
 };
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -39,10 +44,11 @@ pub(super) struct Node {
     pub endpoint: String,
 }
 
-/// The data node in use, and how to find the next one.
+/// The data node in use, and how to find the next one; or the cluster.
 pub(super) struct Link {
     current: ArcSwapOption<Node>,
     sentinel: Option<Sentinels>,
+    cluster: Option<Cluster>,
 }
 
 /// The sentinels, asked one lookup at a time.
@@ -56,7 +62,8 @@ struct Sentinels {
 /// The clients `settings` describe, before any connection exists.
 pub(super) enum Clients {
     Server(redis::Client),
-    Sentinels(SentinelClient),
+    Sentinels(SentinelClient, String),
+    Cluster(Cluster),
 }
 
 impl Clients {
@@ -74,8 +81,12 @@ impl Clients {
                     None => redis::Client::open(info)?,
                 }))
             }
-            RedisTarget::Sentinel(sentinel) => Ok(Clients::Sentinels(sentinel_client(
-                sentinel,
+            RedisTarget::Sentinel(sentinel) => Ok(Clients::Sentinels(
+                sentinel_client(sentinel, settings, certificates)?,
+                sentinel.master_name.clone(),
+            )),
+            RedisTarget::Cluster(cluster) => Ok(Clients::Cluster(Cluster::new(
+                &cluster.nodes,
                 settings,
                 certificates,
             )?)),
@@ -90,29 +101,33 @@ impl Link {
             Clients::Server(client) => Link {
                 current: ArcSwapOption::from_pointee(Node::new(client, settings.endpoint.clone())?),
                 sentinel: None,
+                cluster: None,
             },
-            Clients::Sentinels(client) => Link {
+            Clients::Sentinels(client, master_name) => Link {
                 current: ArcSwapOption::empty(),
                 sentinel: Some(Sentinels {
                     client: Mutex::new(client),
                     failed_at: Mutex::new(None),
-                    master_name: match &settings.target {
-                        RedisTarget::Sentinel(s) => s.master_name.clone(),
-                        RedisTarget::Url(_) => String::new(),
-                    },
+                    master_name,
                 }),
+                cluster: None,
+            },
+            Clients::Cluster(cluster) => Link {
+                current: ArcSwapOption::empty(),
+                sentinel: None,
+                cluster: Some(cluster),
             },
         })
     }
 
     /// The node that takes writes now: the current one, or, with sentinels and none known,
-    /// the master they name.
-    pub async fn node(&self) -> Result<Arc<Node>, RedisError> {
+    /// the master they name. (Not for a cluster.)
+    async fn node(&self) -> Result<Arc<Node>, RedisError> {
         if let Some(node) = self.current.load_full() {
             return Ok(node);
         }
         let Some(sentinels) = &self.sentinel else {
-            unreachable!("a link to one server always has its node");
+            unreachable!("a link to one server always has its node; a cluster has none");
         };
         let mut failed_at = sentinels.failed_at.lock().await;
         // Another task may have found it while this one waited.
@@ -146,26 +161,68 @@ impl Link {
     }
 
     /// Connects to the current node directly, with its credentials, and says `PING`:
-    /// the error a connection manager keeps to itself (TLS, authentication).
-    pub async fn probe(&self) -> Result<(), RedisError> {
-        let node = self.node().await?;
+    /// the error a connection manager keeps to itself (TLS, authentication), in words (a
+    /// cluster's names the node).
+    pub async fn probe(&self) -> Result<(), String> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.probe().await;
+        }
         let probe = async {
+            let node = self.node().await?;
             let mut con = node.client.get_multiplexed_async_connection().await?;
             redis::cmd("PING").query_async::<()>(&mut con).await
         };
         tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, probe)
             .await
             .unwrap_or_else(|_| Err(timed_out()))
+            .map_err(|e| e.kind_text())
     }
 
-    /// A connection to the current node, for one or more commands.
+    /// A connection to the current node (or the cluster), for one or more commands.
     pub async fn connection(self: &Arc<Self>) -> Result<Con, RedisError> {
-        let node = self.node().await?;
+        let way = match &self.cluster {
+            Some(cluster) => Way::Cluster(cluster.connection().await?),
+            None => {
+                let node = self.node().await?;
+                Way::Node {
+                    manager: node.manager.clone(),
+                    node,
+                }
+            }
+        };
         Ok(Con {
-            manager: node.manager.clone(),
-            node,
+            way,
             link: Arc::clone(self),
         })
+    }
+
+    /// A dedicated connection subscribed to `channels`: on the current node, or on one of a
+    /// cluster's seed nodes. Connecting and subscribing together time out after
+    /// [`CONNECT_TIMEOUT`] + [`RESPONSE_TIMEOUT`] (per seed node tried).
+    pub async fn subscribe(
+        &self,
+        channels: &[String],
+    ) -> Result<(PubSubSink, PubSubStream), RedisError> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.subscribe(channels).await;
+        }
+        let subscribe = async {
+            let node = self.node().await?;
+            let subscribed = async {
+                let mut pubsub = node.client.get_async_pubsub().await?;
+                // One SUBSCRIBE for all of them.
+                pubsub.subscribe(channels).await?;
+                Ok(pubsub.split())
+            };
+            let subscribed = subscribed.await;
+            if let Err(e) = &subscribed {
+                self.failed(&node, e);
+            }
+            subscribed
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, subscribe)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
     }
 
     /// The endpoint of the node in use, or the sentinels' master name before one is known.
@@ -175,7 +232,7 @@ impl Link {
 
     /// Notes that a command on `node` failed with `error`: with sentinels, a node that is
     /// gone or no longer master is dropped, and the next command looks the master up again.
-    pub fn failed(&self, node: &Arc<Node>, error: &RedisError) {
+    fn failed(&self, node: &Arc<Node>, error: &RedisError) {
         if self.sentinel.is_none() || !moved(error) {
             return;
         }
@@ -205,21 +262,45 @@ impl Node {
     }
 }
 
-/// A connection to one node that reports its failures to the link (see [`Link::failed`]).
+/// A connection to one node that reports its failures to the link (see [`Link::failed`]),
+/// or to a cluster (which follows its nodes itself).
 pub(super) struct Con {
-    manager: ConnectionManager,
-    pub node: Arc<Node>,
+    way: Way,
     link: Arc<Link>,
+}
+
+enum Way {
+    Node {
+        manager: ConnectionManager,
+        node: Arc<Node>,
+    },
+    Cluster(ClusterConnection),
+}
+
+impl Con {
+    /// Loads `script` where a call whose first key is `key` runs: on the node, or on the
+    /// master of `key`'s slot in a cluster.
+    pub async fn load_script(&mut self, script: &Script, key: Option<&[u8]>) -> RedisResult<()> {
+        if let Way::Cluster(cluster) = &mut self.way {
+            return super::cluster::load_script(cluster, script, key).await;
+        }
+        script.load_async(self).await.map(drop)
+    }
 }
 
 impl ConnectionLike for Con {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let answer = self.manager.req_packed_command(cmd).await;
-            if let Err(e) = &answer {
-                self.link.failed(&self.node, e);
+            match &mut self.way {
+                Way::Node { manager, node } => {
+                    let answer = manager.req_packed_command(cmd).await;
+                    if let Err(e) = &answer {
+                        self.link.failed(node, e);
+                    }
+                    answer
+                }
+                Way::Cluster(cluster) => cluster.req_packed_command(cmd).await,
             }
-            answer
         })
     }
 
@@ -230,19 +311,24 @@ impl ConnectionLike for Con {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let answer = self
-                .manager
-                .req_packed_commands(pipeline, offset, count)
-                .await;
-            if let Err(e) = &answer {
-                self.link.failed(&self.node, e);
+            match &mut self.way {
+                Way::Node { manager, node } => {
+                    let answer = manager.req_packed_commands(pipeline, offset, count).await;
+                    if let Err(e) = &answer {
+                        self.link.failed(node, e);
+                    }
+                    answer
+                }
+                Way::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count).await,
             }
-            answer
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.manager.get_db()
+        match &self.way {
+            Way::Node { manager, .. } => manager.get_db(),
+            Way::Cluster(_) => 0,
+        }
     }
 }
 
@@ -269,7 +355,7 @@ fn no_master(why: &str) -> RedisError {
 }
 
 /// The ACL user and password of `settings`, over the URL's.
-fn with_credentials(
+pub(super) fn with_credentials(
     mut redis: redis::RedisConnectionInfo,
     settings: &RedisSettings,
 ) -> redis::RedisConnectionInfo {
@@ -339,7 +425,7 @@ fn sentinel_client(
 }
 
 /// `host:port` of a node's address.
-fn address(addr: &ConnectionAddr) -> String {
+pub(super) fn address(addr: &ConnectionAddr) -> String {
     match addr {
         ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
             if host.contains(':') {

@@ -15,10 +15,23 @@
 //! | `Pconnections:gen` | string (counter) | the change generation: +1 on every create, change or delete of a runtime connection, at most [`MAX_GENERATION`] |
 //! | `Pconnections:changes` | sorted set | member `k`, score the change generation of its latest change (deletes included) |
 //! | channel `Pconnections` | pub/sub | `<gen> <k>` after every change of a runtime connection |
+//! | `P{k}:grant:<subject>`, `P{k}:grant-lease:<subject>`, `P{k}:grants`, `P{k}:grant-expiry` | hash, string, sorted sets | a per-user grant, its lease, and the connection's two grant indexes (`grants`) |
+//! | channel `Pgrants` | pub/sub | `<gen> <k> <subject>` after every grant write or deletion |
 //!
-//! The runtime-connection scripts touch several connections' keys and the global ones in
-//! one step, which Redis Cluster does not allow across slots: for now they need a single
-//! Redis (Cluster is a later issue; see `connections`).
+//! With `store.cluster` (a Redis Cluster), every key above keeps its name except the three
+//! runtime-connection keys, which the scripts touch together (and a read touches many
+//! definitions at once): they share the hash tag `{runtime:connections}` ([`RUNTIME_TAG`]),
+//! so Cluster puts them in one slot:
+//!
+//! | key (cluster) | holds |
+//! |---|---|
+//! | `P{runtime:connections}:connection:k` | as `P{k}:connection` |
+//! | `P{runtime:connections}:gen` | as `Pconnections:gen` |
+//! | `P{runtime:connections}:changes` | as `Pconnections:changes` |
+//!
+//! Every other script and pipeline touches one connection's keys (one `{k}` slot); a state
+//! is one key. Pub/sub channels are not keys (classic `PUBLISH` reaches every node). See
+//! `cluster` for how commands are routed.
 //!
 //! Token sets are sealed as the file store seals them (XChaCha20-Poly1305), with the
 //! connection key, the subject (empty: per-user grants will fill it), the key prefix `P` and
@@ -45,6 +58,7 @@
 //! ([`KindText`]); a lost connection is probed once to learn why (TLS, authentication).
 //! [`RedisStore::health`] is what status, readiness and metrics show.
 
+mod cluster;
 mod connections;
 mod grants;
 mod link;
@@ -53,12 +67,13 @@ mod states;
 mod tokens;
 mod updates;
 
+pub use connections::RUNTIME_TAG;
 pub use tokens::WAIT_TIMEOUT_MS;
 pub use updates::{parse_update, Updates};
 
 use super::key::StoreKey;
 use super::{GrantRef, StoreError, StoredToken};
-use crate::config::RedisSettings;
+use crate::config::{RedisSettings, RedisTarget};
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use rand::RngCore;
@@ -122,10 +137,15 @@ pub struct RedisStore {
     pub poll_interval: Duration,
     /// `store.migrate_legacy`: values of an earlier version may be adopted (`tokens`).
     migrate_legacy: bool,
+    /// `store.cluster`: the runtime-connection keys share one hash tag (`connections`).
+    cluster: bool,
     /// Replicas that must hold a token set with a refresh token before it counts as
     /// written (`tokens`).
     min_replicas_acked: u32,
     up: AtomicBool,
+    /// Set when a command succeeds after a failure; taken by the follower's poll
+    /// ([`RedisStore::take_recovered`]).
+    recovered: AtomicBool,
     last_error: ArcSwapOption<String>,
     /// The cause a direct connection found for the last lost connection, and when.
     diagnosis: tokio::sync::Mutex<Option<(Instant, String)>>,
@@ -149,15 +169,17 @@ impl RedisStore {
             lease_ttl: settings.lease_ttl,
             poll_interval: settings.poll_interval,
             migrate_legacy: settings.migrate_legacy,
+            cluster: matches!(settings.target, RedisTarget::Cluster(_)),
             min_replicas_acked: settings.min_replicas_acked,
             up: AtomicBool::new(true),
+            recovered: AtomicBool::new(false),
             last_error: ArcSwapOption::empty(),
             diagnosis: tokio::sync::Mutex::new(None),
         })
     }
 
     /// `host:port` of the server in use, for logs: with sentinels, the master found last
-    /// (the master name before one is found).
+    /// (the master name before one is found); a cluster's seed nodes.
     pub fn endpoint(&self) -> String {
         self.link
             .endpoint()
@@ -165,7 +187,7 @@ impl RedisStore {
     }
 
     /// A connection to the node that takes writes (with sentinels, the master, looked up
-    /// when unknown).
+    /// when unknown; in a cluster, each key's slot's master).
     async fn con(&self) -> Result<link::Con, StoreError> {
         self.run("connecting", self.link.connection()).await
     }
@@ -185,6 +207,7 @@ impl RedisStore {
         match result {
             Ok(_) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
+                    self.recovered.store(true, Ordering::Relaxed);
                     self.last_error.store(None);
                     tracing::info!(redis = %self.endpoint(), "token store reachable again");
                 }
@@ -196,6 +219,13 @@ impl RedisStore {
                 self.last_error.store(Some(Arc::new(e.to_string())));
             }
         }
+    }
+
+    /// Whether a command succeeded after a failure since the last call: the store is back
+    /// although the follower's subscription never broke (a cluster node that restarted
+    /// while the subscription was on another, or a cluster that was down as a whole).
+    pub fn take_recovered(&self) -> bool {
+        self.recovered.swap(false, Ordering::Relaxed)
     }
 
     /// Runs one command, mapping its error (never quoting a value) and noting the outcome.
@@ -237,7 +267,7 @@ impl RedisStore {
             return words;
         }
         let cause = match self.link.probe().await {
-            Err(cause) => cause.kind_text(),
+            Err(cause) => cause,
             Ok(()) => words,
         };
         *last = Some((Instant::now(), cause.clone()));
@@ -325,10 +355,10 @@ impl RedisStore {
         let Ok(mut con) = self.con().await else {
             return;
         };
-        let mut call = scripts::RELEASE.key(&lease.key);
-        call.arg(&lease.holder);
+        let mut call = scripts::Call::new(&scripts::RELEASE);
+        call.key(&lease.key).arg(&lease.holder);
         let _ = self
-            .run::<i64>("releasing the refresh lease", call.invoke_async(&mut con))
+            .run::<i64>("releasing the refresh lease", call.invoke(&mut con))
             .await;
     }
 }

@@ -7,8 +7,8 @@
 //! notation). A stored `gen` that is not a decimal integer within [`MAX_GENERATION`] counts as
 //! 0 (see `STORED_GEN`): such a value is refused by every reader, and any write replaces it.
 
+use super::link::Con;
 use super::MAX_GENERATION;
-use redis::aio::ConnectionLike;
 use redis::{
     Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind, ToRedisArgs,
 };
@@ -175,7 +175,9 @@ return 1
 
 /// A script call kept as its keys and arguments, so that it can also be sent as `EVALSHA`
 /// in a pipeline with `WAIT` after it: `WAIT` counts the replicas that hold the writes of
-/// its own connection, which a pipeline shares.
+/// its own connection, which a pipeline shares. Every script call goes through one: a
+/// script the server does not hold is loaded where the call runs (in a cluster, on the
+/// master of its first key's slot, which is where `EVALSHA` goes).
 pub(super) struct Call {
     script: &'static Script,
     keys: Vec<Vec<u8>>,
@@ -202,21 +204,27 @@ impl Call {
     }
 
     /// Runs the script (loading it first when the server does not hold it).
-    pub async fn invoke<T: FromRedisValue>(&self, con: &mut impl ConnectionLike) -> RedisResult<T> {
+    pub async fn invoke<T: FromRedisValue>(&self, con: &mut Con) -> RedisResult<T> {
         match self.evalsha().query_async(con).await {
             Err(e) if no_script(&e) => {
-                self.script.load_async(con).await?;
+                self.load(con).await?;
                 self.evalsha().query_async(con).await
             }
             answer => answer,
         }
     }
 
+    /// Loads the script where this call runs.
+    async fn load(&self, con: &mut Con) -> RedisResult<()> {
+        con.load_script(self.script, self.keys.first().map(Vec::as_slice))
+            .await
+    }
+
     /// Runs the script, then `WAIT replicas timeout_ms`, in one pipeline: the script's
     /// answer and the number of replicas that acknowledged.
     pub async fn invoke_then_wait(
         &self,
-        con: &mut impl ConnectionLike,
+        con: &mut Con,
         replicas: u32,
         timeout_ms: u64,
     ) -> RedisResult<(i64, u32)> {
@@ -230,7 +238,7 @@ impl Call {
         };
         match pipeline().query_async(con).await {
             Err(e) if no_script(&e) => {
-                self.script.load_async(con).await?;
+                self.load(con).await?;
                 pipeline().query_async(con).await
             }
             answer => answer,
@@ -297,20 +305,21 @@ return record_change(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
     ))
 });
 
-/// Deletes a runtime connection: its definition, token set and lease, and records the
-/// change.
+/// Deletes a runtime connection: its definition (and on a single Redis its token set and
+/// lease, which a cluster keeps in another slot: `connections` deletes them next), and
+/// records the change.
 ///
-/// KEYS: definition, token hash, lease, change generation counter, change set. ARGV:
-/// channel, connection key, the highest generation allowed. Returns as
-/// [`PUT_DEFINITION`] does.
+/// KEYS: definition, change generation counter, change set, then any other keys to delete
+/// (token hash, lease). ARGV: channel, connection key, the highest generation allowed.
+/// Returns as [`PUT_DEFINITION`] does.
 pub(super) static REMOVE_DEFINITION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{}{}",
         next_change(),
         r"
-if not usable_counter(KEYS[4], ARGV[3]) then return -1 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return record_change(KEYS[4], KEYS[5], ARGV[1], ARGV[2])
+if not usable_counter(KEYS[2], ARGV[3]) then return -1 end
+redis.call('DEL', KEYS[1], unpack(KEYS, 4))
+return record_change(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 "
     ))
 });

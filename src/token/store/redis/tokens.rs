@@ -105,10 +105,10 @@ impl RedisStore {
     async fn fetch(&self, grant: GrantRef<'_>) -> Result<Option<Raw>, StoreError> {
         let key = self.token_key(grant);
         let mut con = self.con().await?;
-        let mut call = scripts::READ.key(&key);
-        call.arg(MAX_SEALED_LEN);
+        let mut call = scripts::Call::new(&scripts::READ);
+        call.key(&key).arg(MAX_SEALED_LEN);
         let (generation, sealed, deleted): (Option<Vec<u8>>, Value, i64) = self
-            .run("reading a token set", call.invoke_async(&mut con))
+            .run("reading a token set", call.invoke(&mut con))
             .await?;
         let generation = match (generation, &sealed) {
             (None, Value::Nil) => return Ok(None),
@@ -195,14 +195,15 @@ impl RedisStore {
         let generation = next_generation(&key, raw.generation)?;
         let sealed = self.seal(grant, generation, &token)?;
         let mut con = self.con().await?;
-        let mut call = scripts::UPGRADE.key(&key);
-        call.arg(&raw.text)
+        let mut call = scripts::Call::new(&scripts::UPGRADE);
+        call.key(&key)
+            .arg(&raw.text)
             .arg(generation)
             .arg(sealed)
             .arg(self.channel())
             .arg(connection);
         let wrote: i64 = self
-            .run("re-sealing a token set", call.invoke_async(&mut con))
+            .run("re-sealing a token set", call.invoke(&mut con))
             .await?;
         if wrote != 1 {
             return Ok(None);

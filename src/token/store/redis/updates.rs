@@ -2,7 +2,9 @@
 //! runtime connections, every change) publishes `<gen> <connection>` on, and a ping that
 //! tells a half-open subscription from a quiet one (answered in RESP2 or RESP3 shape).
 
-use super::{timed_out, RedisStore, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+#[cfg(doc)]
+use super::CONNECT_TIMEOUT;
+use super::{timed_out, RedisStore, RESPONSE_TIMEOUT};
 use crate::token::store::StoreError;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::{ErrorKind, RedisError, Value};
@@ -82,34 +84,16 @@ impl RedisStore {
         .await
     }
 
-    /// A dedicated connection subscribed to `channels`. Connecting and subscribing together
-    /// time out after [`CONNECT_TIMEOUT`] + [`RESPONSE_TIMEOUT`]. `action`: what a failure
-    /// says was being done.
+    /// A dedicated connection subscribed to `channels` (on one of a cluster's nodes: see
+    /// `cluster`). Connecting and subscribing together time out after [`CONNECT_TIMEOUT`] +
+    /// [`RESPONSE_TIMEOUT`] (per cluster node tried). `action`: what a failure says was
+    /// being done.
     async fn subscribe_to(
         &self,
         channels: &[String],
         action: &'static str,
     ) -> Result<(PubSubSink, PubSubStream), StoreError> {
-        let subscribe = async {
-            let node = self.link.node().await?;
-            let subscribed = async {
-                let mut pubsub = node.client.get_async_pubsub().await?;
-                // One SUBSCRIBE for all of them.
-                pubsub.subscribe(channels).await?;
-                Ok(pubsub.split())
-            };
-            let subscribed = subscribed.await;
-            if let Err(e) = &subscribed {
-                self.link.failed(&node, e);
-            }
-            subscribed
-        };
-        let bounded = async {
-            tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, subscribe)
-                .await
-                .unwrap_or_else(|_| Err(timed_out()))
-        };
-        self.run(action, bounded).await
+        self.run(action, self.link.subscribe(channels)).await
     }
 
     /// Checks that the subscription's connection still answers (a half-open socket would
