@@ -160,6 +160,12 @@ impl Link {
         Ok(node)
     }
 
+    /// Whether there is a node (or a cluster) to [`Link::probe`]: with sentinels, none
+    /// while no master is known.
+    pub fn probeable(&self) -> bool {
+        self.cluster.is_some() || self.current.load().is_some()
+    }
+
     /// Connects to the current node directly, with its credentials, and says `PING`:
     /// the error a connection manager keeps to itself (TLS, authentication), in words (a
     /// cluster's names the node).

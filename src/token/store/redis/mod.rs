@@ -261,9 +261,8 @@ impl RedisStore {
                 return cause.clone();
             }
         }
-        // Only a node that was reached can be probed; a failed lookup of the master
-        // already says why.
-        if self.link.endpoint().is_none() {
+        // A failed lookup of the master already says why.
+        if !self.link.probeable() {
             return words;
         }
         let cause = match self.link.probe().await {
