@@ -5,8 +5,9 @@
 //! On every (re)connection it catches up with every connection, puts back token sets that
 //! Redis no longer holds (or holds older), and tells the refreshers the store is back (they
 //! were backing off while it was away) — also at a poll after commands failed while the
-//! subscription held (a Redis Cluster whose other nodes failed). On every poll it also pings the subscription, so a
-//! half-open connection is noticed. It never calls a token endpoint.
+//! subscription held (a Redis Cluster whose other nodes failed). On every poll it also
+//! pings the subscription, so a half-open connection is noticed. It never calls a token
+//! endpoint.
 //!
 //! It adopts only a set that opens as written at its stored generation (see
 //! `token::store::redis`) and is newer than the one held; anything else Redis holds — a value
