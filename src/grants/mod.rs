@@ -487,15 +487,19 @@ mod tests {
         for i in 0..1000 {
             grants.get(&subject(i));
         }
-        // The first hundred are requested again; then 500 newcomers, each once.
+        // The first hundred are requested again; then 200 newcomers, each once. Each shard
+        // evicts for its own newcomers (about 12 of 200 / 16, against about 56 unused
+        // grants): a used grant would go only if a shard's newcomers outnumbered its unused
+        // grants, which the random hash makes about as likely as 5 standard deviations.
+        // (With 500 newcomers, about 31 a shard, it happened in 8 runs of 300; now in none.)
         for i in 0..100 {
             grants.get(&subject(i));
         }
-        for i in 1000..1500 {
+        for i in 1000..1200 {
             grants.get(&subject(i));
         }
         assert!((0..100).all(|i| grants.cached(&subject(i)).is_some()));
         let kept = (100..1000).filter(|i| grants.cached(&subject(*i)).is_some());
-        assert!(kept.count() < 900 - 400, "the unused ones made room");
+        assert!(kept.count() < 900 - 150, "the unused ones made room");
     }
 }
