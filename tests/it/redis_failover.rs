@@ -165,14 +165,17 @@ async fn a_sentinel_failover_loses_no_rotated_token_and_no_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen.0, seen.1, "token requests vs generations: {stats}");
-    assert_eq!(sentinels.current_master_port().await, new);
+    // On a loaded machine the sentinels may fail over once more (the new master missing
+    // `down-after-milliseconds`), back to the old one, by then its replica: the checks above
+    // read whichever is master at the end.
+    let master_now = sentinels.current_master_port().await;
     for r in &replicas {
         let status = r.status(KEY).await;
         assert_eq!(status["store"]["state"], "ok", "{}: {status}", r.name);
         assert_eq!(status["state"], "ready", "{}: {status}", r.name);
     }
     println!(
-        "failover in {failover:?}; {} requests served, {} refused (all within {window:?}), {refreshes} refreshes",
+        "failover in {failover:?} (master {old} → {new}, at the end {master_now}); {} requests served, {} refused (all within {window:?}), {refreshes} refreshes",
         served.load(Ordering::Relaxed),
         refused.len()
     );
