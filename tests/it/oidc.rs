@@ -118,6 +118,34 @@ pub fn connection(provider: &Provider, c: &Client, client_auth: Option<&str>) ->
     )
 }
 
+/// `names` as `tokenwarden run` processes (in `dir`) on the `store:` section `store` and
+/// one authorization-code connection [`KEY`] at `provider`, authorized once as alice: the
+/// state minted on the first, the provider's redirect delivered to the second (any replica
+/// redeems). Returns once every one is ready.
+pub async fn replicas_on_one_grant(
+    dir: &std::path::Path,
+    names: &[&str],
+    store: &str,
+    provider: &Provider,
+) -> Vec<crate::support::process::SidecarProcess> {
+    let admin_extra = format!("  public_url: {PUBLIC_URL}\n");
+    let body = format!("{store}{}", connection(provider, &CS_POST, None));
+    let mut replicas = Vec::new();
+    for name in names {
+        replicas.push(
+            crate::support::process::SidecarProcess::spawn(dir, name, &admin_extra, &body).await,
+        );
+    }
+    let auth = crate::support::authz::authorize_at(replicas[0].admin, KEY).await;
+    let back = crate::support::oidc::login(provider, &auth.url, "alice").await;
+    let page = crate::support::authz::callback_at(replicas[1].admin, back.query().unwrap()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for r in &replicas {
+        wait_state_at(r.admin, KEY, "ready").await;
+    }
+    replicas
+}
+
 /// authorize → the provider's login and consent → the sidecar's callback. Returns the page.
 async fn authorize_through_the_provider(sc: &Sidecar, provider: &Provider) -> authz::Page {
     let a = authorize(sc, KEY).await;

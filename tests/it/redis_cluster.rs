@@ -13,12 +13,11 @@
 //! The test cluster has no replicas, so the stores set `min_replicas_acked: 0` (the default
 //! with `cluster` is 1, see `docs/scale-out.md`), except where a fourth node joins as one.
 
-use crate::oidc::{connection, CS_POST, KEY, PUBLIC_URL, REDIRECT_URI};
+use crate::oidc::{replicas_on_one_grant, KEY, REDIRECT_URI};
 use crate::shared_store::{injected, wait_injected, STORE_KEY};
-use crate::support::authz::{authorize, authorize_at, callback_at, redeem};
+use crate::support::authz::{authorize, redeem};
 use crate::support::logs::Logs;
-use crate::support::oidc::{login, stat, Provider};
-use crate::support::process::SidecarProcess;
+use crate::support::oidc::{stat, Provider};
 use crate::support::redis_topology::{Acl, Cluster, NodeOptions, Pki, RedisNode, CLUSTER_WAIT};
 use crate::support::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -444,23 +443,8 @@ async fn two_replicas_keep_one_rotating_grant_through_a_master_restart() {
     let mut cluster = Cluster::start(NodeOptions::default()).await;
     let provider = Provider::start(REDIRECT_URI, SOAK_ACCESS_TTL).await;
     let dir = tempfile::tempdir().unwrap();
-    let admin_extra = format!("  public_url: {PUBLIC_URL}\n");
-    let body = format!(
-        "{}{}",
-        store(&cluster, "127.0.0.1", "1s", ""),
-        connection(&provider, &CS_POST, None)
-    );
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        replicas.push(SidecarProcess::spawn(dir.path(), name, &admin_extra, &body).await);
-    }
-    let auth = authorize_at(replicas[0].admin, KEY).await;
-    let back = login(&provider, &auth.url, "alice").await;
-    let page = callback_at(replicas[1].admin, back.query().unwrap()).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    for r in &replicas {
-        wait_state_at(r.admin, KEY, "ready").await;
-    }
+    let store = store(&cluster, "127.0.0.1", "1s", "");
+    let replicas = replicas_on_one_grant(dir.path(), &["a", "b"], &store, &provider).await;
     let grant_node = cluster.node_for_key(&token_hash(KEY)).await;
 
     let refreshes_at_start = stat(&provider.stats().await, "grants", "refresh_token");

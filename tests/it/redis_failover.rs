@@ -13,9 +13,8 @@
 //! --include-ignored` (README, `.ci/run`) or alone with `cargo test --test it
 //! redis_failover -- --ignored`.
 
-use crate::oidc::{connection, CS_POST, KEY, PUBLIC_URL, REDIRECT_URI};
-use crate::support::authz::{authorize_at, callback_at};
-use crate::support::oidc::{login, stat, Provider};
+use crate::oidc::{replicas_on_one_grant, KEY, REDIRECT_URI};
+use crate::support::oidc::{stat, Provider};
 use crate::support::process::SidecarProcess;
 use crate::support::redis_topology::{SentinelOptions, Sentinels};
 use crate::support::*;
@@ -55,24 +54,12 @@ async fn a_sentinel_failover_loses_no_rotated_token_and_no_request() {
     let provider = Provider::start(REDIRECT_URI, ACCESS_TTL).await;
     let dir = tempfile::tempdir().unwrap();
     // min_replicas_acked: the default with sentinels, 1.
-    let body = format!(
-        "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: 1s\n  sentinel:\n    master_name: {}\n    nodes: [{}]\n{}",
+    let store = format!(
+        "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: 1s\n  sentinel:\n    master_name: {}\n    nodes: [{}]\n",
         sentinels.master_name(),
         crate::redis_modes::sentinel_nodes(&sentinels.sentinel_ports()),
-        connection(&provider, &CS_POST, None)
     );
-    let admin_extra = format!("  public_url: {PUBLIC_URL}\n");
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        replicas.push(SidecarProcess::spawn(dir.path(), name, &admin_extra, &body).await);
-    }
-    let auth = authorize_at(replicas[0].admin, KEY).await;
-    let back = login(&provider, &auth.url, "alice").await;
-    let page = callback_at(replicas[1].admin, back.query().unwrap()).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    for r in &replicas {
-        wait_state_at(r.admin, KEY, "ready").await;
-    }
+    let replicas = replicas_on_one_grant(dir.path(), &["a", "b"], &store, &provider).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));

@@ -9,9 +9,8 @@
 //! `cargo test`, run by `cargo test -- --include-ignored` (README, `.ci/run`) or alone with
 //! `cargo test --test it replicas -- --ignored`.
 
-use crate::oidc::{connection, CS_POST, KEY, PUBLIC_URL, REDIRECT_URI};
-use crate::support::authz::{authorize_at, callback_at};
-use crate::support::oidc::{login, stat, Provider};
+use crate::oidc::{replicas_on_one_grant, KEY, REDIRECT_URI};
+use crate::support::oidc::{stat, Provider};
 use crate::support::process::SidecarProcess;
 use crate::support::redis::{redis_store, RedisServer};
 use crate::support::*;
@@ -99,25 +98,9 @@ async fn three_replicas_share_one_rotating_grant_through_every_fault() {
     let mut redis = RedisServer::start().await;
     let provider = Provider::start(REDIRECT_URI, ACCESS_TTL).await;
     let dir = tempfile::tempdir().unwrap();
-    let admin_extra = format!("  public_url: {PUBLIC_URL}\n");
-    let body = format!(
-        "{}{}",
-        redis_store(&redis, STORE_KEY, LEASE, POLL),
-        connection(&provider, &CS_POST, None)
-    );
-    let mut replicas = Vec::new();
-    for name in ["a", "b", "c"] {
-        replicas.push(SidecarProcess::spawn(dir.path(), name, &admin_extra, &body).await);
-    }
-
     // Authorized once: the state minted on A, the provider's redirect delivered to B.
-    let auth = authorize_at(replicas[0].admin, KEY).await;
-    let back = login(&provider, &auth.url, "alice").await;
-    let page = callback_at(replicas[1].admin, back.query().unwrap()).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    for r in &replicas {
-        wait_state_at(r.admin, KEY, "ready").await;
-    }
+    let store = redis_store(&redis, STORE_KEY, LEASE, POLL);
+    let mut replicas = replicas_on_one_grant(dir.path(), &["a", "b", "c"], &store, &provider).await;
 
     // 1. Every replica serves for a minute while the token is refreshed about every second.
     let refreshes_at_start = stat(&provider.stats().await, "grants", "refresh_token");
