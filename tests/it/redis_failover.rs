@@ -3,11 +3,12 @@
 //! oidc-provider (refresh-token rotation with reuse detection, 3 s access tokens), each
 //! serving requests all along for 60 s. Mid-run the master is SIGKILLed and the sentinels
 //! promote the replica; the old master comes back empty and is made a replica of the new
-//! one. Every request is answered 200 but while there is no master to take the lease from
-//! (a 3 s token can run out during the 2–3 s failover: those requests get a 503 `no_token`,
-//! never a stale token), the provider sees no `invalid_grant`, there is one grant
-//! throughout, and the token requests are still one per cycle: as many as the generations
-//! the master holds.
+//! one. Every request is answered 200 but while there is no master to take the lease from:
+//! a 3 s token can run out during the failover (about 4 s with the test sentinels'
+//! `down-after-milliseconds` of 3 s), and those requests get a 503 `no_token`, never a
+//! stale token. The provider sees no `invalid_grant`, there is one grant throughout, and
+//! the token requests are still one per cycle: as many as the generations the master
+//! holds.
 //!
 //! Soak tier (about 75 s): ignored by plain `cargo test`, run by `cargo test --
 //! --include-ignored` (README, `.ci/run`) or alone with `cargo test --test it
@@ -33,8 +34,9 @@ const REQUEST_EVERY: Duration = Duration::from_millis(50);
 /// master has no replica yet) and the token in every replica.
 const RECOVERY: Duration = Duration::from_millis(2500);
 /// How long before a later change of master (a second failover on a loaded machine) there
-/// was none: `down-after-milliseconds` (1 s), the election, and slack.
-const LATER_FAILOVER: Duration = Duration::from_secs(4);
+/// was none: `down-after-milliseconds`, the election, and slack.
+const LATER_FAILOVER: Duration =
+    Duration::from_millis(crate::support::redis_topology::DOWN_AFTER_MS + 3000);
 /// Longest wait for the sentinels to promote the replica.
 const FAILOVER_WAIT: Duration = Duration::from_secs(15);
 const STORE_KEY: &str = "CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=";

@@ -39,8 +39,9 @@ pub const CLUSTER_WAIT: Duration = Duration::from_secs(20);
 /// `cluster-node-timeout` of cluster nodes: short, so a node down is noticed (and cleared
 /// when back) quickly, long enough not to flap on a loaded 2-core machine.
 pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 3000;
-/// Sentinels' `down-after-milliseconds`.
-pub const DOWN_AFTER_MS: u64 = 1000;
+/// Sentinels' `down-after-milliseconds`: long enough not to flap on a loaded 2-core machine
+/// (at 1 s, the sentinels failed over a second time, unasked, in two CI runs of three).
+pub const DOWN_AFTER_MS: u64 = 3000;
 /// Sentinels' `failover-timeout`.
 pub const FAILOVER_TIMEOUT_MS: u64 = 5000;
 /// How long a response may take on the admin connection (`WAIT 1 1000` takes a second).
