@@ -14,6 +14,7 @@
 //! with `cluster` is 1, see `docs/scale-out.md`), except where a fourth node joins as one.
 
 use crate::oidc::{replicas_on_one_grant, KEY, REDIRECT_URI};
+use crate::redis_modes::{refused_with, ACL_PASSWORD};
 use crate::shared_store::{injected, wait_injected, STORE_KEY};
 use crate::support::authz::{authorize, redeem};
 use crate::support::logs::Logs;
@@ -166,29 +167,25 @@ async fn connections_on_different_nodes_share_grants_and_follow_over_pubsub() {
     );
 }
 
-/// The password the minimal ACL of `crate::redis_modes::minimal_acl` gives `tokenwarden`.
-fn acl_password(rules: &str) -> String {
-    rules
-        .split_whitespace()
-        .find_map(|r| r.strip_prefix('>'))
-        .expect("the ACL line sets a password")
-        .to_owned()
+/// Three masters over TLS whose user `tokenwarden` holds the docs' minimal ACL, and the
+/// `store:` section reaching them (as `localhost`) with the CA at `ca`.
+async fn minimal_acl_cluster(pki: &std::sync::Arc<Pki>, ca: &std::path::Path) -> (Cluster, String) {
+    let options = NodeOptions::default()
+        .tls(pki, false)
+        .acl(Acl::new().user(&crate::redis_modes::minimal_acl(None)));
+    let cluster = Cluster::start(options).await;
+    let tls = format!(
+        "  tls:\n    ca_file: {}\n  username: tokenwarden\n  password: \"{ACL_PASSWORD}\"\n",
+        ca.display()
+    );
+    let section = store(&cluster, "localhost", "500ms", &tls);
+    (cluster, section)
 }
 
 #[tokio::test]
 async fn tls_with_the_minimal_acl_serves_runtime_connections_grants_and_every_flow() {
     let pki = Pki::mint();
-    let rules = crate::redis_modes::minimal_acl(None);
-    let password = acl_password(&rules);
-    let options = NodeOptions::default()
-        .tls(&pki, false)
-        .acl(Acl::new().user(&rules));
-    let cluster = Cluster::start(options).await;
-    let tls = format!(
-        "  tls:\n    ca_file: {}\n  username: tokenwarden\n  password: \"{password}\"\n",
-        pki.ca_pem().display()
-    );
-    let section = store(&cluster, "localhost", "500ms", &tls);
+    let (cluster, section) = minimal_acl_cluster(&pki, &pki.ca_pem()).await;
     let (logs, _capture) = Logs::capture();
 
     // Runtime connections, per-user grants imported, listed, deleted with the connection:
@@ -239,45 +236,18 @@ async fn tls_with_the_minimal_acl_serves_runtime_connections_grants_and_every_fl
     ] {
         assert!(!text.contains(refusal), "{refusal} in the logs:\n{text}");
     }
-    logs.assert_free_of(&[("Redis password", &password)]);
+    logs.assert_free_of(&[("Redis password", ACL_PASSWORD)]);
 }
 
 #[tokio::test]
 async fn a_wrong_ca_is_named_with_the_node_and_never_the_password() {
     let pki = Pki::mint();
-    let rules = crate::redis_modes::minimal_acl(None);
-    let password = acl_password(&rules);
-    let options = NodeOptions::default()
-        .tls(&pki, false)
-        .acl(Acl::new().user(&rules));
-    let cluster = Cluster::start(options).await;
-    let tls = format!(
-        "  tls:\n    ca_file: {}\n  username: tokenwarden\n  password: \"{password}\"\n",
-        pki.wrong_ca_pem().display()
-    );
-    let echo = Echo::start().await;
-    let tokens = TokenServer::start(Reply::token(3600, false)).await;
-    let config = format!(
-        "{}{}",
-        store(&cluster, "localhost", "500ms", &tls),
-        connections(&[cc_conn("api", echo.addr, tokens.addr)])
-    );
-    let (logs, _capture) = Logs::capture();
-    let sidecar = Sidecar::start(&config).await;
-    let status = sidecar
-        .wait_status("api", "a store degraded", |s| {
-            s["store"]["state"] == "degraded"
-        })
-        .await;
-    let error = status["store"]["last_error"].as_str().unwrap_or_default();
+    let (cluster, section) = minimal_acl_cluster(&pki, &pki.wrong_ca_pem()).await;
     let first = format!("localhost:{}", cluster.node(0).port());
     let reason = "TLS: the server's certificate is not signed by an authority tokenwarden trusts";
-    assert!(
-        error.contains(&format!("{first}: {reason}")),
-        "names the node {first} and `{reason}`: {error}"
-    );
-    assert!(!status.to_string().contains(&password), "{status}");
-    logs.assert_free_of(&[("Redis password", &password)]);
+    // The node, then why.
+    let named = format!("{first}: {reason}");
+    refused_with(&section, &first, &named, ACL_PASSWORD).await;
 }
 
 #[test]

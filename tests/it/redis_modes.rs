@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The password of the ACL user `tokenwarden` in these tests.
-const ACL_PASSWORD: &str = "acl-pass-6f1d0c2b";
+pub(crate) const ACL_PASSWORD: &str = "acl-pass-6f1d0c2b";
 /// The sentinels' own password.
 const SENTINEL_PASSWORD: &str = "sentinel-pass-41aa";
 
@@ -98,7 +98,7 @@ async fn store_state(sidecar: &Sidecar, key: &str, state: &str) -> serde_json::V
 /// Starts a sidecar on the `store:` section `section` with one client-credentials
 /// connection, waits until its store is degraded, and checks that the store's `last_error`
 /// names `endpoint` and `reason`, and that neither the logs nor the status hold `password`.
-async fn refused_with(section: &str, endpoint: &str, reason: &str, password: &str) {
+pub(crate) async fn refused_with(section: &str, endpoint: &str, reason: &str, password: &str) {
     let echo = Echo::start().await;
     let tokens = TokenServer::start(Reply::token(3600, false)).await;
     let config = format!(
