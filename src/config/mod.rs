@@ -14,7 +14,7 @@
 //!   (what the connection API was given), plain data too.
 //!
 //! Under them sit the file readers (`origin`, `fides`, `raw`, `source`, `position`,
-//! `hidden`, `env`, `suggest`) and the settings (`settings`, `store`, `proxy`, `fields`,
+//! `hidden`, `env` with `secret_file`, `suggest`) and the settings (`settings`, `store`, `proxy`, `fields`,
 //! `rejected`), and [`runtime`], the run-time placeholder lists, which import nothing. This
 //! file declares, re-exports and drives them; no module imports it back, but for [`runtime`].
 
@@ -33,6 +33,7 @@ mod raw;
 mod redis;
 mod rejected;
 mod request;
+mod secret_file;
 mod settings;
 mod source;
 mod store;
@@ -43,6 +44,7 @@ mod upstream;
 
 pub use connection::validate_runtime;
 pub use definition::Definition;
+pub use env::file_references;
 pub use model::{
     fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Encoding, Grant, OAuth2,
     Pair, PerUser, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,
@@ -92,7 +94,8 @@ pub mod runtime {
 }
 
 /// Reads, expands, parses and validates the config file at `path`, with `${VAR}` taken
-/// from the process environment.
+/// from the process environment and `${file:PATH}` from the files (read now: a reload reads
+/// them again).
 pub fn load(path: &Path) -> Result<Config, Problems> {
     load_with_env(path, &|name| std::env::var(name).ok())
 }
@@ -105,30 +108,34 @@ pub fn load_with_env(
     let mut problems = Problems::default();
     let mut source = source::Source::read(path).map_err(|p| Problems::from(vec![p]))?;
     let mut value = source.parse().map_err(|p| Problems::from(vec![p]))?;
+    let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut expansion = env::Expansion::default();
-    env::expand_tree(&mut value, "", env, &mut expansion);
-    let env::Expansion { unset, expanded } = expansion;
+    let lookup = env::Lookup {
+        env,
+        base: &base_dir,
+    };
+    env::expand_tree(&mut value, "", &lookup, &mut expansion);
+    let env::Expansion {
+        unresolved,
+        expanded,
+    } = expansion;
     source.hide_expanded(expanded);
-    for u in &unset {
-        problems.push(source.problem(
-            &u.path,
-            format!("environment variable `{}` is not set", u.variable),
-        ));
+    for u in &unresolved {
+        problems.push(source.problem(&u.path, u.missing.to_string()));
     }
     let env_problems = problems.0.len();
     let raw = raw::RawFile::read(value, &source, &mut problems);
-    let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let s = settings::validate(&raw, &source, &base_dir, &mut problems);
     let connections =
         connection::validate_all(raw.connections, &source, &base_dir, &s.admin, &mut problems);
     let templates = template::validate_all(raw.templates, &source, &base_dir, &mut problems);
-    // A value whose variable is unset still holds `${VAR}`: what validation then says about
-    // that value would only repeat the unset variable, less clearly.
+    // A value whose variable is unset (or whose file is unusable) still holds `${…}`: what
+    // validation then says about that value would only repeat that, less clearly.
     let mut index = 0;
     problems.0.retain(|p| {
         index += 1;
         index <= env_problems
-            || !unset
+            || !unresolved
                 .iter()
                 .any(|u| p.message.starts_with(&format!("{}: ", u.path)))
     });
