@@ -1,10 +1,11 @@
-//! Reload on change (`admin.watch_config`): the config file and the Fides files it names are
-//! read every interval and hashed; a change is applied as a reload (the same all-or-nothing
+//! Reload on change (`admin.watch_config`): the config file, the Fides files it names and the
+//! files its `${file:}` values come from (a rotated secret or key) are read every interval
+//! and hashed; a change is applied as a reload (the same all-or-nothing
 //! [`Reloader::reload`] as `SIGHUP`) once two reads in a row agree, so an editor's
 //! half-written file, or a Kubernetes ConfigMap update in progress, is not taken mid-way.
 //!
 //! Content, not timestamps: a ConfigMap volume swaps a symlink (`..data`) and keeps old
-//! modification times, and a `touch` changes nothing. A reload that finds the new content
+//! modification times, and a `touch` changes nothing (so does a Secret volume). A reload that finds the new content
 //! invalid changes nothing and is not retried until the files change again; after a reload
 //! by `SIGHUP` or the admin API, the text it read is not reloaded a second time.
 
@@ -16,16 +17,23 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// What the config file and its Fides files hold, as one hash. An unreadable file hashes as
-/// its error kind: a file that disappears is a change too (the reload then says why).
+/// What the config file, its Fides files and its `${file:}` files hold, as one hash. An
+/// unreadable file hashes as its error kind: a file that disappears is a change too (the
+/// reload then says why).
 pub fn fingerprint(config_file: &Path) -> [u8; 32] {
     let mut hash = Sha256::new();
     let text = read_into(&mut hash, config_file);
     let base = config_file.parent().unwrap_or(Path::new("."));
-    for fides in fides_files(text.as_deref().unwrap_or_default()) {
-        hash.update([0]);
-        hash.update(fides.as_bytes());
-        read_into(&mut hash, &base.join(&fides));
+    let named = named_files(text.as_deref().unwrap_or_default());
+    for (kind, file) in named
+        .fides
+        .iter()
+        .map(|f| (0, f))
+        .chain(named.values.iter().map(|f| (1, f)))
+    {
+        hash.update([kind]);
+        hash.update(file.as_bytes());
+        read_into(&mut hash, &base.join(file));
     }
     hash.finalize().into()
 }
@@ -45,21 +53,33 @@ fn read_into(hash: &mut Sha256, file: &Path) -> Option<String> {
     }
 }
 
-/// The `saas_config:` file paths the config names (as written: relative to its folder).
-/// Text that does not parse names none; the reload reports it. A path written with a
-/// `${VAR}` is taken literally, so that file is not followed (docs/configuration.md: Hot
-/// reload).
-fn fides_files(config: &str) -> Vec<String> {
+/// The files a config names, as written (relative to its folder).
+#[derive(Debug, Default)]
+struct Named {
+    /// `saas_config:` paths.
+    fides: Vec<String>,
+    /// `${file:}` paths.
+    values: Vec<String>,
+}
+
+/// The files the config text names. Text that does not parse names none; the reload reports
+/// it. A `saas_config:` path written with a `${VAR}` is taken literally, so that file is not
+/// followed (docs/configuration.md: Hot reload).
+fn named_files(config: &str) -> Named {
     let Ok(doc) = serde_yaml_ng::from_str::<Value>(config) else {
-        return Vec::new();
+        return Named::default();
     };
-    let Some(Value::Sequence(connections)) = doc.get("connections") else {
-        return Vec::new();
+    let fides = match doc.get("connections") {
+        Some(Value::Sequence(connections)) => connections
+            .iter()
+            .filter_map(|c| c.get("saas_config")?.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
     };
-    connections
-        .iter()
-        .filter_map(|c| c.get("saas_config")?.as_str().map(str::to_owned))
-        .collect()
+    Named {
+        fides,
+        values: crate::config::file_references(&doc),
+    }
 }
 
 /// Until `shutdown`: reads the files every `interval` and reloads after a change that two
@@ -131,10 +151,47 @@ mod tests {
 
     #[test]
     fn only_saas_config_paths_are_fides_files() {
+        let fides_files = |text: &str| named_files(text).fides;
         let names = fides_files(
             "connections:\n  - key: a\n    saas_config: a.yml\n  - key: b\n    saas_config: { saas_config: {} }\n  - key: c\n    client_config: {}\n",
         );
         assert_eq!(names, ["a.yml"]);
         assert!(fides_files("not: [valid").is_empty());
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_files_values_come_from_across_a_symlink_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        // A Kubernetes Secret volume: `client_secret` → `..data/client_secret`, `..data` →
+        // a timestamped folder, swapped for a new folder on an update.
+        let volume = dir.path().join("secret");
+        std::fs::create_dir(&volume).unwrap();
+        let version = |name: &str, secret: &str| {
+            std::fs::create_dir(volume.join(name)).unwrap();
+            std::fs::write(volume.join(name).join("client_secret"), secret).unwrap();
+            let tmp = volume.join("..data_tmp");
+            std::os::unix::fs::symlink(name, &tmp).unwrap();
+            std::fs::rename(&tmp, volume.join("..data")).unwrap();
+        };
+        version("..v1", "one\n");
+        std::os::unix::fs::symlink("..data/client_secret", volume.join("client_secret")).unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            "connections:\n  - key: a\n    secrets: { client_secret: \"x-${file:secret/client_secret}\" }\n",
+        )
+        .unwrap();
+        let first = fingerprint(&config);
+        assert_eq!(fingerprint(&config), first);
+
+        version("..v2", "two\n");
+        let swapped = fingerprint(&config);
+        assert_ne!(swapped, first, "the swapped link's new content is a change");
+        std::fs::remove_file(volume.join("..v2").join("client_secret")).unwrap();
+        assert_ne!(fingerprint(&config), swapped, "so is the file gone");
+        assert_eq!(
+            named_files("a: $${file:escaped}\nb: ${file:/run/b}\n").values,
+            ["/run/b"]
+        );
     }
 }
