@@ -37,6 +37,7 @@ use crate::refresher::Refresher;
 use crate::registry::{Changes, Entry, Registry};
 use crate::token::store::redis::Versioned;
 use crate::token::store::Backend;
+use crate::token::State;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use retired::{Retired, Revived};
 use serde::Serialize;
@@ -327,6 +328,15 @@ impl Reloader {
             }
         };
         let left = restore(&changes.added, &foreign, stored);
+        // A changed connection whose token is dropped (a rotated client secret) fetches a
+        // new one as soon as its refresher starts, below: requests in between wait for it
+        // as for any fetch under way (the refresher's first fetch ends the mark), instead of
+        // a 503 in the moment before.
+        for entry in changes.changed.iter().filter(|e| {
+            changes.tokens_dropped.contains(&e.conn.key) && e.tokens.state() == State::Pending
+        }) {
+            entry.tokens.fetch_marked();
+        }
         self.swap_in(registry, config);
         for entry in changes.removed.iter().chain(&changes.changed) {
             self.stop_refresher(&entry.conn.key).await;

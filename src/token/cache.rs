@@ -251,7 +251,8 @@ impl Cache {
     }
 
     /// Marks a fetch under way until [`Cache::fetch_ended`]: for one that outlives a
-    /// borrow (a per-user grant's renewal task, queued before it runs).
+    /// borrow (a per-user grant's renewal task, queued before it runs; a reloaded
+    /// connection's refresher, started after the registry swap, whose first fetch ends it).
     pub fn fetch_marked(&self) {
         self.fetching.store(true, Ordering::Release);
     }
