@@ -27,6 +27,7 @@ mod crash;
 mod demo;
 mod fast_path;
 mod fides;
+mod file_secrets;
 mod first_steps;
 mod forward;
 mod grants_api;
