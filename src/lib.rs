@@ -54,6 +54,7 @@ pub mod demo;
 pub mod describe;
 pub mod grants;
 pub mod instrument;
+pub mod jwt;
 pub mod oauth;
 pub mod proxy;
 pub mod refresher;
