@@ -85,7 +85,7 @@ async fn revoke(
     template: &RequestTemplate,
     token: &StoredToken,
 ) -> Result<(), String> {
-    let built = build(conn, template, token).map_err(|e| e.to_string())?;
+    let built = build(conn, template, token)?;
     match admin.client.send(&conn.key, built).await {
         Ok(_) | Err(TokenError::Invalid { .. }) => Ok(()),
         Err(e) => Err(e.to_string()),
@@ -97,7 +97,7 @@ fn build(
     conn: &Connection,
     template: &RequestTemplate,
     token: &StoredToken,
-) -> Result<BuiltRequest, request::BuildError> {
+) -> Result<BuiltRequest, String> {
     let access = token.access_token.expose_secret();
     let refresh = token
         .refresh_token
@@ -109,7 +109,8 @@ fn build(
         runtime: &runtime,
     };
     let context = format!("{} OAuth2", conn.name);
-    let mut built = request::build("revoke", &context, template, &lookup)?;
-    crate::oauth::flow::authenticate_client(conn, &mut built);
+    let mut built =
+        request::build("revoke", &context, template, &lookup).map_err(|e| e.to_string())?;
+    crate::oauth::flow::authenticate_client(conn, &mut built)?;
     Ok(built)
 }

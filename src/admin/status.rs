@@ -31,8 +31,7 @@ pub async fn describe(entry: &Entry, backend: &Backend) -> Value {
     let status = entry.tokens.status();
     let token = entry.tokens.token();
     let strategy = match &conn.auth {
-        Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => "oauth2_authorization_code",
-        Auth::OAuth2(_) => "oauth2_client_credentials",
+        Auth::OAuth2(o) => o.strategy,
         Auth::Header(_) => "static_header",
         Auth::ApiKey(_) => "api_key",
     };

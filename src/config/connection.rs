@@ -10,7 +10,7 @@ use super::rejected::RejectedStatuses;
 use super::request::{Checker, Root};
 use super::settings::AdminSettings;
 use super::source::{Problem, Problems, Source};
-use super::strategy::{oauth2_auth, static_auth, Checked};
+use super::strategy::{google_auth, jwt_bearer_auth, oauth2_auth, static_auth, Checked};
 use super::upstream::upstream;
 use crate::template::Params;
 use serde_yaml_ng::Value;
@@ -127,13 +127,19 @@ fn validate_one(
     let mut params = params(&saas.connector_params, raw.secrets, src, prefix, problems);
     let strategy = strategy(&saas.client_config, &origin, problems);
     default_redirect_uri(strategy.as_ref(), &mut params, admin);
+    if strategy
+        .as_ref()
+        .is_some_and(|(s, _)| s.strategy == "google_cloud_service_account")
+    {
+        super::strategy::google_params(&mut params, src, prefix, problems);
+    }
     let check = Checker {
         origin: &origin,
         params: &params,
         runtime: &[],
     };
     let host = check.compile("host", &saas.client_config.host, problems);
-    let client_auth = client_auth(raw.client_auth.as_deref(), &params, src, prefix, problems);
+    let client_auth = client_auth(raw.client_auth, &params, src, prefix, problems);
     let token_rejected = RejectedStatuses::from_config(
         raw.token_rejected_statuses.as_deref(),
         src,
@@ -285,8 +291,19 @@ fn auth(
     problems: &mut Problems,
 ) -> Option<Checked> {
     let conf = strategy.configuration.clone().unwrap_or(Value::Null);
-    match grant {
-        Some(grant) => oauth2_auth(
+    let name = strategy.strategy.as_str();
+    match (name, grant) {
+        ("oauth2_jwt_bearer" | "google_cloud_service_account", _) => {
+            if let Some(p) = pkce_refused {
+                problems.push(p);
+            }
+            if name == "oauth2_jwt_bearer" {
+                jwt_bearer_auth(conf, check, root, CONFIGURATION, problems)
+            } else {
+                google_auth(conf, check, CONFIGURATION, problems)
+            }
+        }
+        (_, Some(grant)) => oauth2_auth(
             grant,
             conf,
             check,
@@ -295,9 +312,7 @@ fn auth(
             pkce_refused,
             problems,
         ),
-        None => {
-            static_auth(&strategy.strategy, conf, check, CONFIGURATION, problems).map(Checked::Auth)
-        }
+        (_, None) => static_auth(name, conf, check, CONFIGURATION, problems).map(Checked::Auth),
     }
 }
 
@@ -351,6 +366,8 @@ fn strategy(
     let grant = match strategy.strategy.as_str() {
         "oauth2_client_credentials" => Some(Grant::ClientCredentials),
         "oauth2_authorization_code" => Some(Grant::AuthorizationCode),
+        // Tokens obtained with a signed assertion: renewed as client credentials are.
+        "oauth2_jwt_bearer" | "google_cloud_service_account" => Some(Grant::ClientCredentials),
         "bearer" | "basic" | "api_key" => None,
         other => {
             let shown = origin.quote("authentication.strategy", other);
@@ -387,35 +404,165 @@ fn default_redirect_uri(
 }
 
 /// `client_auth:`: how token requests present the client's credentials beyond what the
-/// Fides requests carry; the Basic forms need `client_id` and `client_secret`.
+/// Fides requests carry — a name (the Basic forms, which need `client_id` and
+/// `client_secret`), or a mapping with a `method` (`private_key_jwt`, `tls_client_auth`:
+/// `client_id` only), its key and certificate checked here.
 fn client_auth(
-    value: Option<&str>,
+    value: Option<Value>,
     params: &Params,
     src: &Source,
     prefix: &str,
     problems: &mut Problems,
 ) -> ClientAuth {
     let at = format!("{prefix}.client_auth");
-    let client_auth = match value {
-        None => ClientAuth::AsConfigured,
-        Some("client_secret_basic") => ClientAuth::Basic,
-        Some("client_secret_basic_unencoded") => ClientAuth::BasicUnencoded,
-        Some(other) => {
-            let other = src.quote(&at, other);
-            problems.push(src.problem(&at, format!(
-                "unknown value {other}: expected client_secret_basic or client_secret_basic_unencoded"
-            )));
-            ClientAuth::AsConfigured
+    let (client_auth, needs): (ClientAuth, &[&str]) = match value {
+        None => return ClientAuth::AsConfigured,
+        Some(Value::Mapping(map)) => {
+            match client_auth_method(Value::Mapping(map), src, &at, problems) {
+                Some(auth) => (auth, &["client_id"]),
+                None => return ClientAuth::AsConfigured,
+            }
+        }
+        Some(Value::String(name)) => match name.as_str() {
+            "client_secret_basic" => (ClientAuth::Basic, &["client_id", "client_secret"]),
+            "client_secret_basic_unencoded" => {
+                (ClientAuth::BasicUnencoded, &["client_id", "client_secret"])
+            }
+            other => {
+                let other = src.quote(&at, other);
+                problems.push(src.problem(&at, format!(
+                    "unknown value {other}: expected client_secret_basic, client_secret_basic_unencoded, or a mapping with a method (private_key_jwt, tls_client_auth)"
+                )));
+                return ClientAuth::AsConfigured;
+            }
+        },
+        Some(_) => {
+            problems.push(src.problem(&at, "client_auth is a name or a mapping with a method"));
+            return ClientAuth::AsConfigured;
         }
     };
-    if client_auth != ClientAuth::AsConfigured {
-        for name in ["client_id", "client_secret"] {
-            if !params.contains(name) {
-                problems.push(src.problem(&at, format!("needs `{name}` in secrets")));
-            }
+    for name in needs {
+        if !params.contains(name) {
+            problems.push(src.problem(&at, format!("needs `{name}` in secrets")));
         }
     }
     client_auth
+}
+
+/// `client_auth: { method: … }` read at `at`: the key (and certificate) loaded and checked
+/// against each other and the algorithm. None, with problems, when anything is wrong.
+fn client_auth_method(
+    value: Value,
+    src: &Source,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<ClientAuth> {
+    let raw: RawClientAuth = src.deserialize_all(value, at, problems)?;
+    let (method, refused): (_, &[(&str, bool)]) = match raw.method.as_str() {
+        "private_key_jwt" => (
+            private_key_jwt as MethodFn,
+            &[
+                ("cert", raw.cert.is_some()),
+                ("upstream", raw.upstream.is_some()),
+            ],
+        ),
+        "tls_client_auth" => (
+            tls_client_auth as MethodFn,
+            &[
+                ("alg", raw.alg.is_some()),
+                ("kid", raw.kid.is_some()),
+                ("certificate", raw.certificate.is_some()),
+                ("audience", raw.audience.is_some()),
+            ],
+        ),
+        other => {
+            let at = format!("{at}.method");
+            let shown = src.quote(&at, other);
+            let message =
+                format!("unknown method {shown}: expected private_key_jwt or tls_client_auth");
+            problems.push(src.problem(&at, message));
+            return None;
+        }
+    };
+    let before = problems.0.len();
+    for (name, _) in refused.iter().filter(|(_, set)| *set) {
+        let message = format!("{name} does not apply to {}", raw.method);
+        problems.push(src.problem(&format!("{at}.{name}"), message));
+    }
+    let key = raw.key.clone().or_else(|| {
+        problems.push(src.problem(at, format!("{} needs a `key`", raw.method)));
+        None
+    })?;
+    let at_field =
+        |name: &str, e: crate::jwt::KeyError| src.problem(&format!("{at}.{name}"), e.to_string());
+    let key = crate::jwt::PrivateKey::parse(&key)
+        .map_err(|e| problems.push(at_field("key", e)))
+        .ok()?;
+    let auth = method(raw, key).map_err(|(field, e)| problems.push(at_field(field, e)));
+    auth.ok().filter(|_| problems.0.len() == before)
+}
+
+/// Builds one `client_auth` method from its fields and key; the error names its field.
+type MethodFn = fn(
+    RawClientAuth,
+    crate::jwt::PrivateKey,
+) -> Result<ClientAuth, (&'static str, crate::jwt::KeyError)>;
+
+/// `private_key_jwt`: the key checked against `alg` and, if given, its `certificate`.
+fn private_key_jwt(
+    raw: RawClientAuth,
+    key: crate::jwt::PrivateKey,
+) -> Result<ClientAuth, (&'static str, crate::jwt::KeyError)> {
+    use crate::jwt::{KeyError, SigningKey};
+    let signing = SigningKey::new(
+        &key,
+        raw.alg.as_deref(),
+        raw.kid,
+        raw.certificate.as_deref(),
+    )
+    .map_err(|e| match e {
+        KeyError::Certificate(_) => ("certificate", e),
+        _ => ("alg", e),
+    })?;
+    Ok(ClientAuth::PrivateKeyJwt(Arc::new(
+        super::model::PrivateKeyJwt {
+            key: signing,
+            audience: raw.audience,
+        },
+    )))
+}
+
+/// `tls_client_auth`: the certificate `cert`, checked to hold the key's public half.
+fn tls_client_auth(
+    raw: RawClientAuth,
+    key: crate::jwt::PrivateKey,
+) -> Result<ClientAuth, (&'static str, crate::jwt::KeyError)> {
+    let cert = raw.cert.ok_or((
+        "cert",
+        crate::jwt::KeyError::Certificate("is missing: tls_client_auth needs `cert`".into()),
+    ))?;
+    let chain = crate::jwt::certificates(&cert).map_err(|e| ("cert", e))?;
+    let identity = key.certified(chain).map_err(|e| ("cert", e))?;
+    Ok(ClientAuth::TlsClientAuth(Arc::new(
+        super::model::TlsClientAuth {
+            identity: Arc::new(identity),
+            upstream: raw.upstream.unwrap_or(false),
+        },
+    )))
+}
+
+/// `client_auth:` as a mapping; which fields apply depends on `method`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientAuth {
+    method: String,
+    key: Option<String>,
+    alg: Option<String>,
+    kid: Option<String>,
+    certificate: Option<String>,
+    audience: Option<String>,
+    cert: Option<String>,
+    upstream: Option<bool>,
 }
 
 /// YAML drops trailing spaces of plain scalars; quoted defaults keep them — trim like Fides users expect.

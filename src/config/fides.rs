@@ -128,6 +128,8 @@ pub const OAUTH2_KEYS: [&str; 5] = [
     "authorization_request",
     "revoke_request",
 ];
+pub const JWT_BEARER_KEYS: [&str; 3] = ["expires_in", "token_request", "assertion"];
+pub const GOOGLE_KEYS: [&str; 1] = ["scopes"];
 pub const BASIC_KEYS: [&str; 2] = ["username", "password"];
 pub const BEARER_KEYS: [&str; 1] = ["token"];
 pub const API_KEY_KEYS: [&str; 3] = ["headers", "query_params", "body"];
@@ -145,6 +147,47 @@ pub struct OAuth2Configuration {
     /// A tokenwarden extension: RFC 7009 revocation when a per-user grant is deleted.
     #[serde(default)]
     pub revoke_request: Option<SaasRequest>,
+}
+
+/// `oauth2_jwt_bearer` (a tokenwarden strategy, RFC 7523 §2.1): the token request, sent
+/// with a signed assertion each time a token is needed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JwtBearerConfiguration {
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+    pub token_request: SaasRequest,
+    pub assertion: AssertionConfiguration,
+}
+
+/// `oauth2_jwt_bearer`'s `assertion`: what the JWT says and the key that signs it. Unknown
+/// keys are refused (a misspelled claim would otherwise be silently left out).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionConfiguration {
+    pub issuer: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Required; optional here so that its absence is a problem in words.
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub lifetime: Option<u64>,
+    #[serde(default)]
+    pub claims: serde_yaml_ng::Mapping,
+    pub key: String,
+    #[serde(default)]
+    pub alg: Option<String>,
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+/// `google_cloud_service_account` (`GoogleCloudServiceAccountConfiguration`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoogleConfiguration {
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// `basic`.
@@ -173,9 +216,11 @@ pub struct ApiKeyConfiguration {
 }
 
 /// The strategies tokenwarden implements, in the order error messages list them.
-pub const SUPPORTED_STRATEGIES: [&str; 5] = [
+pub const SUPPORTED_STRATEGIES: [&str; 7] = [
     "oauth2_authorization_code",
     "oauth2_client_credentials",
+    "oauth2_jwt_bearer",
+    "google_cloud_service_account",
     "bearer",
     "basic",
     "api_key",
@@ -204,6 +249,13 @@ mod tests {
             &OAUTH2_KEYS,
             &format!("{{ expires_in: 1, token_request: {request}, refresh_request: {request}, authorization_request: {request}, revoke_request: {request} }}"),
         );
+        reads_all::<JwtBearerConfiguration>(
+            &JWT_BEARER_KEYS,
+            &format!(
+                "{{ expires_in: 1, token_request: {request}, assertion: {{ issuer: i, key: k }} }}"
+            ),
+        );
+        reads_all::<GoogleConfiguration>(&GOOGLE_KEYS, "{ scopes: [a] }");
         reads_all::<BasicConfiguration>(&BASIC_KEYS, "{ username: u, password: p }");
         reads_all::<BearerConfiguration>(&BEARER_KEYS, "{ token: t }");
         reads_all::<ApiKeyConfiguration>(

@@ -6,7 +6,7 @@
 //! `issuer`, `expires_in`, `admin.public_url` and the `redirect_uri` it implies — leaves a
 //! token valid, so a changed definition with the same identity keeps its tokens.
 
-use super::model::{fill_pairs, Auth, Connection, Grant, OAuth2, RequestTemplate};
+use super::model::{fill_pairs, Auth, Claim, Connection, Grant, OAuth2, RequestTemplate};
 use crate::template::{Lookup, Params, Template};
 use sha2::{Digest, Sha256};
 
@@ -57,6 +57,25 @@ pub fn grant_identity(conn: &Connection) -> [u8; 32] {
         None => hash.add("no refresh request"),
     }
     hash.add(&scope(oauth, &lookup));
+    if let Some(a) = &oauth.assertion {
+        // Who the tokens are for and what they may do; not the key, whose rotation keeps them.
+        hash.template(&a.issuer, &lookup);
+        let optional = [&a.subject, &a.scope];
+        for t in optional {
+            match t {
+                Some(t) => hash.template(t, &lookup),
+                None => hash.add("none"),
+            }
+        }
+        hash.template(&a.audience, &lookup);
+        for (name, claim) in &a.claims {
+            hash.add(name);
+            match claim {
+                Claim::Text(t) => hash.template(t, &lookup),
+                Claim::Json(v) => hash.add(&v.to_string()),
+            }
+        }
+    }
     hash.0.finalize().into()
 }
 

@@ -88,6 +88,8 @@ pub enum Auth {
 /// request templates (they may hold expanded secrets).
 #[derive(PartialEq)]
 pub struct OAuth2 {
+    /// The Fides strategy's name (`oauth2_client_credentials`, `oauth2_jwt_bearer`, …).
+    pub strategy: &'static str,
     pub grant: Grant,
     pub token_request: RequestTemplate,
     pub refresh_request: Option<RequestTemplate>,
@@ -98,6 +100,8 @@ pub struct OAuth2 {
     /// RFC 7009 token revocation, sent when a per-user grant is deleted (a tokenwarden
     /// extension of the Fides format; receives `<refresh_token>` and `<access_token>`).
     pub revoke_request: Option<RequestTemplate>,
+    /// The JWT-bearer grant: every token request carries this assertion.
+    pub assertion: Option<Assertion>,
 }
 
 impl std::fmt::Debug for OAuth2 {
@@ -106,6 +110,7 @@ impl std::fmt::Debug for OAuth2 {
             .field("grant", &self.grant)
             .field("refresh_request", &self.refresh_request.is_some())
             .field("expires_in", &self.expires_in)
+            .field("assertion", &self.assertion.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +123,7 @@ pub enum Grant {
 
 /// How token and refresh requests present the client's credentials, on top of what the
 /// Fides requests themselves carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ClientAuth {
     /// Exactly as the Fides requests say (default).
     AsConfigured,
@@ -126,6 +131,111 @@ pub enum ClientAuth {
     Basic,
     /// The same without the form-encoding, for providers that do not decode it.
     BasicUnencoded,
+    /// `private_key_jwt` (RFC 7523 §2.2): a signed client assertion in the body.
+    PrivateKeyJwt(std::sync::Arc<PrivateKeyJwt>),
+    /// `tls_client_auth` (RFC 8705 §2.1): a client certificate on the TLS connection.
+    TlsClientAuth(std::sync::Arc<TlsClientAuth>),
+}
+
+impl ClientAuth {
+    /// Whether the requests go exactly as the Fides templates say.
+    pub fn is_as_configured(&self) -> bool {
+        matches!(self, ClientAuth::AsConfigured)
+    }
+}
+
+/// `client_auth: { method: private_key_jwt, … }`.
+#[derive(Debug)]
+pub struct PrivateKeyJwt {
+    pub key: crate::jwt::SigningKey,
+    /// The assertion's `aud` (None: the token endpoint's URL, without its query).
+    pub audience: Option<String>,
+}
+
+/// `client_auth: { method: tls_client_auth, … }`: the certificate and its key (checked to
+/// match at load).
+pub struct TlsClientAuth {
+    pub identity: std::sync::Arc<rustls::sign::CertifiedKey>,
+    /// The upstream API is shown the same certificate.
+    pub upstream: bool,
+}
+
+impl std::fmt::Debug for TlsClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClientAuth")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JWT-bearer grant's assertion (RFC 7523 §2.1), its values templates filled from the
+/// connection's params when a token request is built (`oauth2_jwt_bearer`,
+/// `google_cloud_service_account`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assertion {
+    pub issuer: Template,
+    pub subject: Option<Template>,
+    pub audience: Template,
+    pub scope: Option<Template>,
+    /// Seconds from `iat` to `exp`.
+    pub lifetime: u64,
+    /// Extra claims, after the registered ones.
+    pub claims: Vec<(String, Claim)>,
+    /// A PEM private key or a private JWK.
+    pub key: Template,
+    /// None: the key's default (RS256 for RSA, ES256 for P-256).
+    pub alg: Option<String>,
+    pub kid: Option<Template>,
+    /// Whether the assertion carries a `jti` (google-auth's does not).
+    pub jti: bool,
+}
+
+/// An extra claim's value: text (with placeholders) or any other JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    Text(Template),
+    Json(serde_json::Value),
+}
+
+impl Assertion {
+    /// The signed assertion, its values filled from `lookup`; the message says which value
+    /// or what about the key is wrong (never a value).
+    pub fn sign(&self, lookup: &Lookup<'_>, now: u64) -> Result<String, String> {
+        use serde_json::Value;
+        let fill = |name: &str, t: &Template| {
+            t.fill(lookup)
+                .map_err(|_| format!("the assertion's {name} has a placeholder without a value"))
+        };
+        let key = crate::jwt::PrivateKey::parse(&fill("key", &self.key)?)
+            .map_err(|e| format!("assertion key: {e}"))?;
+        let kid = self.kid.as_ref().map(|k| fill("kid", k)).transpose()?;
+        let signer = crate::jwt::SigningKey::new(&key, self.alg.as_deref(), kid, None)
+            .map_err(|e| format!("assertion key: {e}"))?;
+        let mut claims = serde_json::Map::new();
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + self.lifetime).into());
+        claims.insert("iss".into(), fill("issuer", &self.issuer)?.into());
+        if let Some(sub) = &self.subject {
+            claims.insert("sub".into(), fill("subject", sub)?.into());
+        }
+        claims.insert("aud".into(), fill("audience", &self.audience)?.into());
+        if let Some(scope) = &self.scope {
+            claims.insert("scope".into(), fill("scope", scope)?.into());
+        }
+        if self.jti {
+            claims.insert("jti".into(), crate::jwt::jti().into());
+        }
+        for (name, value) in &self.claims {
+            let value = match value {
+                Claim::Text(t) => Value::String(fill(name, t)?),
+                Claim::Json(v) => v.clone(),
+            };
+            claims.insert(name.clone(), value);
+        }
+        signer
+            .sign(&claims)
+            .map_err(|e| format!("assertion key: {e}"))
+    }
 }
 
 /// `api_key`: headers set, query parameters set or replaced, JSON merged into the body.

@@ -293,8 +293,9 @@ pub struct RawConnection {
     pub secrets: Mapping,
     #[serde(default)]
     pub pkce: bool,
+    /// A name (`client_secret_basic`, …) or a mapping with a `method`.
     #[serde(default)]
-    pub client_auth: Option<String>,
+    pub client_auth: Option<Value>,
     #[serde(default)]
     pub issuer: Option<String>,
     #[serde(default)]

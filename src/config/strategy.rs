@@ -4,7 +4,7 @@
 //! `api_key` at load.
 
 use super::fides;
-use super::model::{ApiKey, Auth, Grant, OAuth2, RequestTemplate};
+use super::model::{ApiKey, Assertion, Auth, Claim, Grant, OAuth2, RequestTemplate};
 use super::origin::Origin;
 use super::request::{checked, Checker, Root, Use};
 use super::runtime;
@@ -80,24 +80,22 @@ pub(super) fn oauth2_auth(
     if let (Grant::ClientCredentials, Some(p)) = (grant, pkce_refused) {
         problems.push(p);
     }
-    let expires_in = match conf.expires_in {
-        Some(n) if n <= 0 => {
-            problems.push(origin.problem(
-                &format!("{rel}.expires_in"),
-                "expires_in must be a positive number of seconds",
-            ));
-            return Some(Checked::Invalid);
-        }
-        n => n.map(|n| n.unsigned_abs()),
+    let Some(expires_in) = expires_in(conf.expires_in, origin, rel, problems) else {
+        return Some(Checked::Invalid);
     };
     let oauth = (|| {
         Some(OAuth2 {
+            strategy: match grant {
+                Grant::AuthorizationCode => "oauth2_authorization_code",
+                Grant::ClientCredentials => "oauth2_client_credentials",
+            },
             grant,
             token_request: token_request?,
             refresh_request: checked(refresh_request)?,
             authorization_request: authorization_request?,
             expires_in,
             revoke_request: checked(revoke_request)?,
+            assertion: None,
         })
     })();
     Some(oauth.map_or(Checked::Invalid, |o| {
@@ -273,5 +271,325 @@ fn api_key_body(
             ));
             None
         }
+    }
+}
+
+/// `oauth2_jwt_bearer`: the token request compiled as a client-credentials one, and the
+/// assertion every token request carries (RFC 7523 §2.1), checked by signing one at load.
+pub(super) fn jwt_bearer_auth(
+    conf: Value,
+    check: &Checker<'_>,
+    root: &Root<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Checked> {
+    let origin = check.origin;
+    let conf: fides::JwtBearerConfiguration =
+        match origin.read_configuration(conf, rel, &fides::JWT_BEARER_KEYS, problems) {
+            Ok(conf) => conf,
+            Err(p) => {
+                problems.push(p);
+                return None;
+            }
+        };
+    let token_request = RequestTemplate::compile(
+        check,
+        &format!("{rel}.token_request"),
+        &conf.token_request,
+        root,
+        Use::Sent,
+        problems,
+    );
+    let assertion = assertion(
+        &conf.assertion,
+        check,
+        &format!("{rel}.assertion"),
+        problems,
+    );
+    let expires_in = expires_in(conf.expires_in, origin, rel, problems)?;
+    Some(match (token_request, assertion) {
+        (Some(token_request), Some(assertion)) => Checked::Auth(bearer_grant(
+            "oauth2_jwt_bearer",
+            token_request,
+            assertion,
+            expires_in,
+        )),
+        _ => Checked::Invalid,
+    })
+}
+
+/// A configured `expires_in`: None (with a problem) when it is not positive.
+fn expires_in(
+    value: Option<i64>,
+    origin: &Origin<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Option<u64>> {
+    match value {
+        Some(n) if n <= 0 => {
+            problems.push(origin.problem(
+                &format!("{rel}.expires_in"),
+                "expires_in must be a positive number of seconds",
+            ));
+            None
+        }
+        n => Some(n.map(i64::unsigned_abs)),
+    }
+}
+
+/// A JWT-bearer grant: a client-credentials grant whose token request carries `assertion`.
+fn bearer_grant(
+    strategy: &'static str,
+    token_request: RequestTemplate,
+    assertion: Assertion,
+    expires_in: Option<u64>,
+) -> Auth {
+    Auth::OAuth2(std::sync::Arc::new(OAuth2 {
+        strategy,
+        grant: Grant::ClientCredentials,
+        token_request,
+        refresh_request: None,
+        authorization_request: None,
+        expires_in,
+        revoke_request: None,
+        assertion: Some(assertion),
+    }))
+}
+
+/// The default assertion lifetime of `oauth2_jwt_bearer`, and the longest accepted.
+const DEFAULT_ASSERTION_LIFETIME: u64 = 300;
+const MAX_ASSERTION_LIFETIME: u64 = 3600;
+
+/// `oauth2_jwt_bearer`'s `assertion` (at `rel`) compiled, then signed once with the
+/// connection's params so that a key that cannot sign is a problem at load.
+fn assertion(
+    conf: &fides::AssertionConfiguration,
+    check: &Checker<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Assertion> {
+    let origin = check.origin;
+    let at = |field: &str| format!("{rel}.{field}");
+    let compile = |field: &str, text: &str, problems: &mut Problems| {
+        check.compile(&at(field), text, problems)
+    };
+    let optional = |field: &str, text: &Option<String>, problems: &mut Problems| match text {
+        Some(t) => compile(field, t, problems).map(Some),
+        None => Some(None),
+    };
+    let issuer = compile("issuer", &conf.issuer, problems);
+    let subject = optional("subject", &conf.subject, problems);
+    let audience = match &conf.audience {
+        Some(a) => compile("audience", a, problems),
+        None => {
+            problems.push(origin.problem(rel, "the assertion needs an `audience` (the authorization server's token endpoint URL, or what the provider documents)"));
+            None
+        }
+    };
+    let scope = optional("scope", &conf.scope, problems);
+    let key = compile("key", &conf.key, problems);
+    let kid = optional("kid", &conf.kid, problems);
+    let lifetime = match conf.lifetime {
+        None => Some(DEFAULT_ASSERTION_LIFETIME),
+        Some(n) if (1..=MAX_ASSERTION_LIFETIME).contains(&n) => Some(n),
+        Some(_) => {
+            let message =
+                format!("lifetime must be between 1 and {MAX_ASSERTION_LIFETIME} seconds");
+            problems.push(origin.problem(&at("lifetime"), message));
+            None
+        }
+    };
+    let mut claims = Vec::new();
+    for (name, value) in &conf.claims {
+        let Some(name) = name.as_str() else {
+            problems.push(origin.problem(&at("claims"), "claim names must be text"));
+            return None;
+        };
+        let claim = match value {
+            Value::String(text) => Claim::Text(compile(&format!("claims.{name}"), text, problems)?),
+            other => Claim::Json(serde_json::to_value(other).ok()?),
+        };
+        claims.push((name.to_owned(), claim));
+    }
+    let assertion = Assertion {
+        issuer: issuer?,
+        subject: subject?,
+        audience: audience?,
+        scope: scope?,
+        lifetime: lifetime?,
+        claims,
+        key: key?,
+        alg: conf.alg.clone(),
+        kid: kid?,
+        jti: true,
+    };
+    signs(&assertion, check, &at("key"), problems).then_some(assertion)
+}
+
+/// Whether `assertion` can be signed with the connection's params (a problem at `rel` when
+/// not: the key is unreadable, or cannot sign with the alg).
+fn signs(assertion: &Assertion, check: &Checker<'_>, rel: &str, problems: &mut Problems) -> bool {
+    match assertion.sign(
+        &crate::template::Lookup::new(check.params),
+        crate::jwt::now(),
+    ) {
+        Ok(_) => true,
+        Err(message) => {
+            problems.push(check.origin.problem(rel, message));
+            false
+        }
+    }
+}
+
+/// Google's token endpoint, google-auth's default `token_uri` and its assertions' audience.
+pub(super) const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+/// Fides' scope when the configuration names none.
+const GOOGLE_DEFAULT_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// google-auth's assertion lifetime.
+const GOOGLE_ASSERTION_LIFETIME: u64 = 3600;
+
+/// `google_cloud_service_account`: the token request and assertion google-auth's
+/// service-account credentials send, from the service-account params (`google_params`
+/// has checked and completed them).
+pub(super) fn google_auth(
+    conf: Value,
+    check: &Checker<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> Option<Checked> {
+    let origin = check.origin;
+    let conf: fides::GoogleConfiguration =
+        match origin.read_configuration(conf, rel, &fides::GOOGLE_KEYS, problems) {
+            Ok(conf) => conf,
+            Err(p) => {
+                problems.push(p);
+                return None;
+            }
+        };
+    let scopes = conf
+        .scopes
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| GOOGLE_DEFAULT_SCOPE.to_owned(), |s| s.join(" "));
+    let lookup = crate::template::Lookup::new(check.params);
+    let token_uri = lookup
+        .text("token_uri")
+        .unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
+    let Some(token_request) = post_to(&token_uri) else {
+        problems.push(origin.problem(rel, "the service account's token_uri is not an http(s) URL"));
+        return Some(Checked::Invalid);
+    };
+    let literal = crate::template::Template::parse;
+    let assertion = Assertion {
+        issuer: crate::template::Template::parse("<client_email>"),
+        subject: None,
+        audience: literal(GOOGLE_TOKEN_URI),
+        scope: Some(literal(&scopes)),
+        lifetime: GOOGLE_ASSERTION_LIFETIME,
+        claims: Vec::new(),
+        key: crate::template::Template::parse("<private_key>"),
+        alg: Some("RS256".into()),
+        kid: check
+            .params
+            .contains("private_key_id")
+            .then(|| crate::template::Template::parse("<private_key_id>")),
+        jti: false,
+    };
+    if !signs(&assertion, check, "", problems) {
+        return Some(Checked::Invalid);
+    }
+    Some(Checked::Auth(bearer_grant(
+        "google_cloud_service_account",
+        token_request,
+        assertion,
+        None,
+    )))
+}
+
+/// A body-less POST to `url` (its query kept), or None when it is not an http(s) URL.
+fn post_to(url: &str) -> Option<RequestTemplate> {
+    let (protocol, rest) = url.split_once("://")?;
+    if !matches!(protocol, "http" | "https") {
+        return None;
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (host, path) = rest.split_at(split);
+    if host.is_empty() {
+        return None;
+    }
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_owned()
+    };
+    let literal = crate::template::Template::parse;
+    Some(RequestTemplate {
+        method: http::Method::POST,
+        protocol: protocol.to_owned(),
+        host: literal(host),
+        path: literal(if path.is_empty() { "/" } else { &path }),
+        query_params: Vec::new(),
+        headers: Vec::new(),
+        body: None,
+        basic_auth: None,
+    })
+}
+
+/// The service-account fields `google_cloud_service_account` reads from the secrets, as
+/// Fides does: `project_id`, `client_email` and `private_key` required, `token_uri`
+/// defaulted — or all of them from `keyfile_creds`, the whole key file (a JSON object or
+/// its text), each field a secret of its own unless the secrets set it. `prefix` is the
+/// connection entry's path in the main file, where the secrets are written.
+pub(super) fn google_params(
+    params: &mut crate::template::Params,
+    src: &super::source::Source,
+    prefix: &str,
+    problems: &mut Problems,
+) {
+    let at = format!("{prefix}.secrets");
+    if let Some(creds) = params.get("keyfile_creds").cloned() {
+        let creds = match creds {
+            serde_json::Value::String(text) => serde_json::from_str(&text).ok(),
+            other => Some(other),
+        };
+        let Some(serde_json::Value::Object(fields)) = creds else {
+            problems.push(src.problem(
+                &format!("{at}.keyfile_creds"),
+                "keyfile_creds is not a service-account key file (a JSON object)",
+            ));
+            return;
+        };
+        for (name, value) in fields {
+            if !params.contains(&name) {
+                params.insert(&name, value);
+            }
+        }
+    }
+    match params.get("type").and_then(serde_json::Value::as_str) {
+        None | Some("service_account") => {}
+        Some(_) => problems.push(src.problem(
+            &at,
+            "the credentials' `type` is not service_account (google_cloud_service_account needs a service-account key)",
+        )),
+    }
+    let missing: Vec<&str> = ["project_id", "client_email", "private_key"]
+        .into_iter()
+        .filter(|n| {
+            params
+                .get(n)
+                .and_then(serde_json::Value::as_str)
+                .is_none_or(str::is_empty)
+        })
+        .collect();
+    if !missing.is_empty() {
+        problems.push(src.problem(
+            &at,
+            format!(
+                "google_cloud_service_account needs {} in secrets (or keyfile_creds, the key file)",
+                missing.join(", ")
+            ),
+        ));
+    }
+    if !params.contains("token_uri") {
+        params.insert("token_uri", GOOGLE_TOKEN_URI.into());
     }
 }

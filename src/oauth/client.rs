@@ -79,6 +79,9 @@ impl TokenError {
 #[derive(Clone)]
 pub struct TokenClient {
     http: reqwest::Client,
+    /// What it was built with, for the clients that present a certificate.
+    tls: Arc<rustls::ClientConfig>,
+    overrides: Arc<HashMap<String, SocketAddr>>,
 }
 
 impl TokenClient {
@@ -92,24 +95,23 @@ impl TokenClient {
         tls: Arc<rustls::ClientConfig>,
         overrides: &HashMap<String, SocketAddr>,
     ) -> Result<TokenClient, reqwest::Error> {
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the one place token clients are built"
-        )]
-        let mut builder = reqwest::Client::builder();
-        for (host, addr) in overrides {
-            builder = builder.resolve(host, *addr);
-        }
-        let http = builder
-            .use_preconfigured_tls((*tls).clone())
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(TOKEN_CONNECT_TIMEOUT)
-            .timeout(TOKEN_REQUEST_TIMEOUT)
-            .pool_idle_timeout(TOKEN_POOL_IDLE_TIMEOUT)
-            .user_agent(USER_AGENT)
-            .build()?;
-        Ok(TokenClient { http })
+        Ok(TokenClient {
+            http: http_client((*tls).clone(), overrides)?,
+            tls,
+            overrides: Arc::new(overrides.clone()),
+        })
+    }
+
+    /// The client for a request: this one, or — for a request that presents a client
+    /// certificate (`tls_client_auth`) — one built for it. Token requests are few, so the
+    /// certificate's client is not kept.
+    fn for_request(&self, request: &BuiltRequest) -> Result<reqwest::Client, reqwest::Error> {
+        let Some(certificate) = &request.identity else {
+            return Ok(self.http.clone());
+        };
+        let mut tls = (*self.tls).clone();
+        tls.client_auth_cert_resolver = Arc::new(Presents(Arc::clone(&certificate.0)));
+        http_client(tls, &self.overrides)
     }
 
     /// Sends `request` for `connection` and reads the token response.
@@ -129,7 +131,8 @@ impl TokenClient {
             }
         })?;
         let mut builder = self
-            .http
+            .for_request(&request)
+            .map_err(network)?
             .request(method.clone(), &request.url)
             .header("Accept", "application/json");
         for (name, value) in &request.headers {
@@ -177,6 +180,48 @@ impl TokenClient {
                 reason: reason.to_owned(),
             },
         })
+    }
+}
+
+/// A reqwest client for token endpoints over `tls`.
+fn http_client(
+    tls: rustls::ClientConfig,
+    overrides: &HashMap<String, SocketAddr>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place token clients are built"
+    )]
+    let mut builder = reqwest::Client::builder();
+    for (host, addr) in overrides {
+        builder = builder.resolve(host, *addr);
+    }
+    builder
+        .use_preconfigured_tls(tls)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(TOKEN_CONNECT_TIMEOUT)
+        .timeout(TOKEN_REQUEST_TIMEOUT)
+        .pool_idle_timeout(TOKEN_POOL_IDLE_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .build()
+}
+
+/// Presents one client certificate to every server that asks for one.
+#[derive(Debug)]
+struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(
+        &self,
+        _root_hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

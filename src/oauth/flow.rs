@@ -110,30 +110,118 @@ pub fn build(
             }
         })?;
     }
-    authenticate_client(conn, &mut built);
+    if let Some(assertion) = &oauth.assertion {
+        let jwt = assertion
+            .sign(&lookup, crate::jwt::now())
+            .map_err(|message| TokenError::Build {
+                connection: conn.key.clone(),
+                message,
+            })?;
+        add_body_parameter(&mut built, "assertion", &jwt)
+            .and_then(|()| match has_parameter(&built, "grant_type") {
+                true => Ok(()),
+                false => add_body_parameter(&mut built, "grant_type", JWT_BEARER_GRANT),
+            })
+            .map_err(|reason| TokenError::Build {
+                connection: conn.key.clone(),
+                message: format!("cannot send the JWT-bearer assertion: {reason}"),
+            })?;
+    }
+    authenticate_client(conn, &mut built).map_err(|message| TokenError::Build {
+        connection: conn.key.clone(),
+        message,
+    })?;
     Ok(built)
 }
 
-/// Sets the `Authorization` header that authenticates the client, when the connection's
-/// `client_auth` asks for one (token and revocation requests alike).
-pub fn authenticate_client(conn: &Connection, built: &mut BuiltRequest) {
-    if conn.client_auth == ClientAuth::AsConfigured {
-        return;
-    }
+/// The JWT-bearer grant type (RFC 7523 §2.1).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The client assertion type of `private_key_jwt` (RFC 7523 §2.2).
+pub const JWT_CLIENT_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// How long a `private_key_jwt` client assertion is valid: one request's worth, with room
+/// for clock skew.
+pub const CLIENT_ASSERTION_LIFETIME: u64 = 60;
+
+/// Authenticates the client as its `client_auth` says, on token and revocation requests
+/// alike: the `Authorization: Basic` header, a `private_key_jwt` client assertion in the
+/// body, or the `tls_client_auth` certificate (with `client_id` in the body unless the
+/// request carries it). The message says what went wrong, never a secret.
+pub fn authenticate_client(conn: &Connection, built: &mut BuiltRequest) -> Result<(), String> {
     let get = |name| {
         conn.params
             .get(name)
             .map(template::python_text)
             .unwrap_or_default()
     };
-    let (id, secret) = (get("client_id"), get("client_secret"));
-    let header = match conn.client_auth {
-        ClientAuth::Basic => {
-            template::basic_header(&template::quote_plus(&id), &template::quote_plus(&secret))
+    match &conn.client_auth {
+        ClientAuth::AsConfigured => {}
+        ClientAuth::Basic => built.set_header(
+            "Authorization",
+            template::basic_header(
+                &template::quote_plus(&get("client_id")),
+                &template::quote_plus(&get("client_secret")),
+            ),
+        ),
+        ClientAuth::BasicUnencoded => built.set_header(
+            "Authorization",
+            template::basic_header(&get("client_id"), &get("client_secret")),
+        ),
+        ClientAuth::PrivateKeyJwt(p) => {
+            let endpoint = built.url.split(['?', '#']).next().unwrap_or_default();
+            let client_id = get("client_id");
+            let now = crate::jwt::now();
+            let mut claims = serde_json::Map::new();
+            claims.insert("iss".into(), client_id.clone().into());
+            claims.insert("sub".into(), client_id.into());
+            claims.insert(
+                "aud".into(),
+                p.audience.as_deref().unwrap_or(endpoint).into(),
+            );
+            claims.insert("jti".into(), crate::jwt::jti().into());
+            claims.insert("iat".into(), now.into());
+            claims.insert("exp".into(), (now + CLIENT_ASSERTION_LIFETIME).into());
+            let jwt = p
+                .key
+                .sign(&claims)
+                .map_err(|e| format!("private_key_jwt: {e}"))?;
+            add_body_parameter(built, "client_assertion_type", JWT_CLIENT_ASSERTION)
+                .and_then(|()| add_body_parameter(built, "client_assertion", &jwt))
+                .map_err(|reason| {
+                    format!("cannot send the private_key_jwt client assertion: {reason}")
+                })?;
         }
-        _ => template::basic_header(&id, &secret),
+        ClientAuth::TlsClientAuth(t) => {
+            if !has_parameter(built, "client_id") {
+                add_body_parameter(built, "client_id", &get("client_id")).map_err(|reason| {
+                    format!("cannot send the client_id of tls_client_auth: {reason}")
+                })?;
+            }
+            built.identity = Some(request::ClientCertificate(std::sync::Arc::clone(
+                &t.identity,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the request already sends parameter `name`, in its query or its form or JSON body.
+fn has_parameter(built: &BuiltRequest, name: &str) -> bool {
+    let in_pairs = |text: &[u8]| form_urlencoded::parse(text).any(|(n, _)| n == name);
+    let query = built
+        .url
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default();
+    if in_pairs(query.as_bytes()) {
+        return true;
+    }
+    let Some(body) = &built.body else {
+        return false;
     };
-    built.set_header("Authorization", header);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => map.contains_key(name),
+        _ => in_pairs(body),
+    }
 }
 
 /// Adds a parameter to the body of a token request: appended to a form body, merged into a
@@ -221,6 +309,7 @@ mod tests {
                 .map(|c| vec![("Content-Type".to_owned(), c.to_owned())])
                 .unwrap_or_default(),
             body: body.map(|b| b.as_bytes().to_vec()),
+            identity: None,
         }
     }
 

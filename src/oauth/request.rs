@@ -87,6 +87,19 @@ pub struct BuiltRequest {
     /// In config order; later duplicates replace earlier values (Python dict semantics).
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
+    /// The client certificate the TLS connection presents (`tls_client_auth`).
+    pub identity: Option<ClientCertificate>,
+}
+
+/// A client certificate and its key, for the TLS connection of one request; equal when
+/// it is the same one.
+#[derive(Clone)]
+pub struct ClientCertificate(pub std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl PartialEq for ClientCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl fmt::Debug for BuiltRequest {
@@ -133,6 +146,7 @@ pub fn build(
         url,
         headers: config::fill_pairs(&request.headers, lookup),
         body: None,
+        identity: None,
     };
     if let Some(body) = &request.body {
         let text = names.fill(Part::Body, &body.template, lookup)?;

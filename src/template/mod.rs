@@ -78,7 +78,7 @@ impl<'a> Lookup<'a> {
     }
 
     /// The substituted text of a placeholder's value, or None when it is missing or null.
-    fn text(&self, name: &str) -> Option<String> {
+    pub fn text(&self, name: &str) -> Option<String> {
         if let Some((_, v)) = self.runtime.iter().find(|(k, _)| *k == name) {
             return Some((*v).to_owned());
         }
