@@ -1,5 +1,6 @@
 //! The rustls client configuration shared by upstream connections and token requests:
-//! the webpki roots plus the extra PEM roots of `tls.ca_file`.
+//! the webpki roots plus the extra PEM roots of `tls.ca_file`; the same presenting a
+//! connection's client certificate (`tls_client_auth`).
 
 use rustls::RootCertStore;
 use std::path::Path;
@@ -54,6 +55,35 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// `config` presenting `identity`, a client certificate and its key, to every server that
+/// asks for one (`tls_client_auth`: the token endpoint, and the upstream when asked).
+pub fn presenting(
+    config: &rustls::ClientConfig,
+    identity: Arc<rustls::sign::CertifiedKey>,
+) -> rustls::ClientConfig {
+    let mut config = config.clone();
+    config.client_auth_cert_resolver = Arc::new(Presents(identity));
+    config
+}
+
+/// Presents one client certificate to every server that asks for one.
+#[derive(Debug)]
+struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(
+        &self,
+        _root_hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// A TLS failure somewhere in `error`'s chain, in words an operator can act on (rustls

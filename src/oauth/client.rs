@@ -109,8 +109,7 @@ impl TokenClient {
         let Some(certificate) = &request.identity else {
             return Ok(self.http.clone());
         };
-        let mut tls = (*self.tls).clone();
-        tls.client_auth_cert_resolver = Arc::new(Presents(Arc::clone(&certificate.0)));
+        let tls = crate::tls::presenting(&self.tls, Arc::clone(&certificate.0));
         http_client(tls, &self.overrides)
     }
 
@@ -205,24 +204,6 @@ fn http_client(
         .pool_idle_timeout(TOKEN_POOL_IDLE_TIMEOUT)
         .user_agent(USER_AGENT)
         .build()
-}
-
-/// Presents one client certificate to every server that asks for one.
-#[derive(Debug)]
-struct Presents(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::client::ResolvesClientCert for Presents {
-    fn resolve(
-        &self,
-        _root_hints: &[&[u8]],
-        _schemes: &[rustls::SignatureScheme],
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(Arc::clone(&self.0))
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
 }
 
 /// A reqwest error without its URL (which may hold secrets in the query); a TLS failure

@@ -57,6 +57,8 @@ impl DialError {
 #[derive(Clone)]
 pub struct Dialer {
     tls: tokio_rustls::TlsConnector,
+    /// Its configuration, for the connections that present a client certificate.
+    config: Arc<rustls::ClientConfig>,
     resolver: GuardedResolver,
     connect_timeout: Duration,
 }
@@ -70,8 +72,10 @@ impl Dialer {
     ) -> Dialer {
         let mut tls = (*tls).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(tls);
         Dialer {
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            tls: tokio_rustls::TlsConnector::from(Arc::clone(&config)),
+            config,
             resolver,
             connect_timeout,
         }
@@ -96,7 +100,14 @@ impl Dialer {
         let name = ServerName::try_from(upstream.host.clone()).map_err(|_| {
             DialError::Connect(format!("{} is not a valid TLS server name", upstream.host))
         })?;
-        let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
+        let connector = match upstream_certificate(conn) {
+            Some(identity) => tokio_rustls::TlsConnector::from(Arc::new(crate::tls::presenting(
+                &self.config,
+                identity,
+            ))),
+            None => self.tls.clone(),
+        };
+        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
             .await
             .map_err(|_| timed_out())?
             .map_err(|e| {
@@ -127,6 +138,14 @@ impl Dialer {
             .into_iter()
             .map(|a| SocketAddr::new(a.ip(), upstream.port))
             .collect())
+    }
+}
+
+/// The client certificate `conn` shows its upstream (`tls_client_auth` with `upstream: true`).
+pub fn upstream_certificate(conn: &Connection) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    match &conn.client_auth {
+        crate::config::ClientAuth::TlsClientAuth(t) if t.upstream => Some(Arc::clone(&t.identity)),
+        _ => None,
     }
 }
 

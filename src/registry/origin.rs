@@ -8,9 +8,10 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 /// Scheme, host and port of an upstream, and what else changes how it is dialled: the
-/// SSRF guard's `allow_private_network` (the addresses a name may resolve to). TLS client
-/// settings are the process's, the same for every connection, so they are not part of it;
-/// the `Host` header is set per request, so the authority as written is not either.
+/// SSRF guard's `allow_private_network` (the addresses a name may resolve to) and the
+/// client certificate shown to it (`tls_client_auth` with `upstream: true`). The other TLS
+/// client settings are the process's, the same for every connection, so they are not part
+/// of it; the `Host` header is set per request, so the authority as written is not either.
 #[derive(Clone)]
 pub struct Origin(Arc<Key>);
 
@@ -21,6 +22,8 @@ struct Key {
     host: Box<str>,
     port: u16,
     allow_private_network: bool,
+    /// SHA-256 of the client certificate shown to the upstream, if any.
+    client_certificate: Option<[u8; 32]>,
     /// Of the fields above, computed once ([`OriginHasher`] passes it through).
     hash: u64,
 }
@@ -34,11 +37,17 @@ impl Origin {
             host: upstream.host.as_str().into(),
             port: upstream.port,
             allow_private_network: conn.allow_private_network,
+            client_certificate: crate::proxy::upstream::upstream_certificate(conn).map(|c| {
+                use sha2::Digest;
+                let der = c.cert.first().map_or(&[][..], |d| d.as_ref());
+                sha2::Sha256::digest(der).into()
+            }),
             hash: 0,
         };
         // Fixed keys: origins come from the config and the admin API, not from requests.
         let mut hasher = std::hash::DefaultHasher::new();
-        (key.https, &key.host, key.port, key.allow_private_network).hash(&mut hasher);
+        let fields = (key.https, &key.host, key.port, key.allow_private_network);
+        (fields, key.client_certificate).hash(&mut hasher);
         key.hash = hasher.finish();
         Origin(Arc::new(key))
     }
@@ -64,6 +73,9 @@ impl std::fmt::Debug for Origin {
         write!(f, "{scheme}://{}:{}", self.0.host, self.0.port)?;
         if self.0.allow_private_network {
             f.write_str(" (private network allowed)")?;
+        }
+        if self.0.client_certificate.is_some() {
+            f.write_str(" (client certificate)")?;
         }
         Ok(())
     }
