@@ -24,6 +24,7 @@ mod browser;
 mod cli;
 mod config_errors;
 mod crash;
+mod credentials;
 mod demo;
 mod fast_path;
 mod fides;

@@ -45,13 +45,26 @@ pub struct Capture {
 impl Capture {
     /// Starts a server answering `default` (status 200, JSON) to every request.
     pub async fn start(default: serde_json::Value) -> Capture {
+        Capture::serve(default, server_config(None)).await
+    }
+
+    /// [`Capture::start`] that completes a TLS handshake only with a client certificate
+    /// signed by `client_ca` (PEM file): every request it records came with one.
+    pub async fn start_requiring_client_cert(
+        default: serde_json::Value,
+        client_ca: &std::path::Path,
+    ) -> Capture {
+        Capture::serve(default, server_config(Some(client_ca))).await
+    }
+
+    async fn serve(default: serde_json::Value, config: rustls::ServerConfig) -> Capture {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Mutex::new(Inner {
             default,
             ..Inner::default()
         }));
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config()));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let state = Arc::clone(&inner);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -119,7 +132,9 @@ async fn handle(
     super::serve::json_response(200, reply.to_string())
 }
 
-fn server_config() -> rustls::ServerConfig {
+/// The server certificate of the committed test CA; with `client_ca`, client
+/// certificates it signed are required.
+fn server_config(client_ca: Option<&std::path::Path>) -> rustls::ServerConfig {
     let pem = std::fs::read(fixtures().join("server.pem")).expect("server.pem");
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
@@ -129,10 +144,25 @@ fn server_config() -> rustls::ServerConfig {
         .expect("key")
         .expect("a private key");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
+        .expect("protocol versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(ca).expect("client CA");
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                roots.add(cert.expect("client CA certificate")).unwrap();
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .expect("server certificate");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
