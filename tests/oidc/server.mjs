@@ -2,9 +2,17 @@
 //
 // Prints exactly one stdout line, `LISTENING http://127.0.0.1:<port>`, then serves until
 // stdin closes (parent died) or SIGTERM/SIGINT. Everything else goes to stderr.
-// Env: OIDC_REDIRECT_URI (required), OIDC_ACCESS_TTL (seconds, default 3).
-import { generateKeyPairSync } from 'node:crypto';
+// Env: OIDC_REDIRECT_URI (required), OIDC_ACCESS_TTL (seconds, default 3); optional, for
+// client authentication without a secret (README "Clients without a secret"):
+// OIDC_TLS_CERT + OIDC_TLS_KEY + OIDC_TLS_CA serve HTTPS (the issuer becomes https://…) and
+// ask every client for a certificate; OIDC_TLS_CLIENT_DN registers the tls_client_auth client
+// `mtls`; OIDC_PKJWT_RSA_KEY / OIDC_PKJWT_EC_KEY (a PEM key file, private or public) register
+// the private_key_jwt clients `pkjwt-rsa` / `pkjwt-ec` (OIDC_PKJWT_RSA_KID, OIDC_PKJWT_EC_KID:
+// the kid of their JWK; OIDC_PKJWT_EC_CERT: the certificate whose x5t its assertions may carry).
+import { createHash, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 
 // oidc-provider prints some notices with console.info (stdout); keep stdout for the one line.
 console.info = console.log = (...args) => console.error(...args);
@@ -33,14 +41,36 @@ process.stdin.on('close', () => process.exit(0));
 process.stdin.resume();
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
 
+const env = process.env;
+const tlsFiles = [env.OIDC_TLS_CERT, env.OIDC_TLS_KEY, env.OIDC_TLS_CA];
+if (tlsFiles.some(Boolean) && !tlsFiles.every(Boolean)) {
+  console.error('OIDC_TLS_CERT, OIDC_TLS_KEY and OIDC_TLS_CA go together');
+  process.exit(2);
+}
+const tls = tlsFiles.every(Boolean);
+if (env.OIDC_TLS_CLIENT_DN && !tls) {
+  console.error('OIDC_TLS_CLIENT_DN needs HTTPS (OIDC_TLS_CERT, OIDC_TLS_KEY, OIDC_TLS_CA)');
+  process.exit(2);
+}
+
 // Bind first so the issuer can carry the real ephemeral port.
 let handler = (_req, res) => { res.writeHead(503).end(); };
-const server = http.createServer((req, res) => handler(req, res));
+// With TLS every client is asked for a certificate but none is required (browsers and the
+// test's own client send none); `socket.authorized` says whether one chains to OIDC_TLS_CA.
+const server = tls
+  ? https.createServer({
+    cert: readFileSync(env.OIDC_TLS_CERT),
+    key: readFileSync(env.OIDC_TLS_KEY),
+    ca: readFileSync(env.OIDC_TLS_CA),
+    requestCert: true,
+    rejectUnauthorized: false,
+  }, (req, res) => handler(req, res))
+  : http.createServer((req, res) => handler(req, res));
 await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(0, '127.0.0.1', resolve);
 });
-const issuer = `http://127.0.0.1:${server.address().port}`;
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
 
 const common = {
   grant_types: ['authorization_code', 'refresh_token'],
@@ -52,10 +82,37 @@ const clients = [
   { ...common, client_id: 'cs-post', client_secret: 'post-secret', token_endpoint_auth_method: 'client_secret_post' },
   { ...common, client_id: 'cs-basic', client_secret: 's3cr:et%+/=&x', token_endpoint_auth_method: 'client_secret_basic' },
 ];
+// The clients without a secret also have client_credentials.
+const secretless = { ...common, grant_types: ['client_credentials', 'authorization_code', 'refresh_token'] };
+// Their public JWK from a PEM key file (a private key's public half).
+const publicJwk = (file, kid) => ({ ...createPublicKey(readFileSync(file)).export({ format: 'jwk' }), kid, use: 'sig' });
+// x5t the private_key_jwt clients' assertions must carry when they carry one: base64url SHA-1
+// of the certificate's DER (RFC 7515 §4.1.7).
+const expectedX5t = {};
+if (env.OIDC_PKJWT_RSA_KEY) {
+  clients.push({ ...secretless, client_id: 'pkjwt-rsa', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [publicJwk(env.OIDC_PKJWT_RSA_KEY, env.OIDC_PKJWT_RSA_KID ?? 'rsa-1')] } });
+}
+if (env.OIDC_PKJWT_EC_KEY) {
+  clients.push({ ...secretless, client_id: 'pkjwt-ec', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [publicJwk(env.OIDC_PKJWT_EC_KEY, env.OIDC_PKJWT_EC_KID ?? 'ec-1')] } });
+  if (env.OIDC_PKJWT_EC_CERT) {
+    expectedX5t['pkjwt-ec'] = createHash('sha1').update(new X509Certificate(readFileSync(env.OIDC_PKJWT_EC_CERT)).raw).digest('base64url');
+  }
+}
+if (env.OIDC_TLS_CLIENT_DN) {
+  clients.push({ ...secretless, client_id: 'mtls', token_endpoint_auth_method: 'tls_client_auth', tls_client_auth_subject_dn: env.OIDC_TLS_CLIENT_DN });
+}
 const authMethodOf = Object.fromEntries(clients.map((c) => [c.client_id, c.token_endpoint_auth_method]));
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const DAY = 24 * 60 * 60;
+
+// The certificate the client presented on this request's TLS connection, if any.
+const peerCertificate = (ctx) => {
+  const peer = ctx.req.socket.getPeerCertificate?.();
+  return peer?.raw ? new X509Certificate(peer.raw) : undefined;
+};
+// A certificate's subject as an RFC 4514 string (most specific RDN first), e.g. `CN=client`.
+const subjectDn = (cert) => cert.subject.split('\n').reverse().join(',');
 
 // oidc-provider's own in-memory adapter is an LRU of 1000 entries: with a few hundred
 // accounts refreshing every few seconds it evicts idle grants, and their next refresh fails
@@ -104,9 +161,20 @@ const provider = new Provider(issuer, {
   // Refresh tokens are issued by the default issueRefreshToken: client allows refresh_token AND the
   // code carries offline_access (which the authorize request only keeps with prompt=consent).
   rotateRefreshToken: true,
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', ...(tls ? ['tls_client_auth'] : [])],
+  // enabledJWA.clientAuthSigningAlgValues keeps its default, which has RS256, PS256 and ES256.
   features: {
     devInteractions: { enabled: true },
     resourceIndicators: { enabled: false },
+    clientCredentials: { enabled: true },
+    mTLS: {
+      enabled: tls,
+      tlsClientAuth: tls,
+      getCertificate: peerCertificate,
+      certificateAuthorized: (ctx) => ctx.req.socket.authorized === true,
+      certificateSubjectMatches: (ctx, property, expected) => property === 'tls_client_auth_subject_dn'
+        && subjectDn(peerCertificate(ctx)) === expected,
+    },
   },
   findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
   ttl: {
@@ -129,8 +197,11 @@ const provider = new Provider(issuer, {
 // `accounts` counts the grants answered 200 per account and grant type, `userinfo` the
 // answers of /me by status; GET /__issued lists
 // every access and refresh token issued (for tests that check logs never show one).
-const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0, accounts: {}, userinfo: {} };
+const stats = { token_requests: 0, grants: {}, auth_methods: {}, errors: {}, held: 0, abandoned: 0, accounts: {}, userinfo: {}, clients: {}, client_certificates: {} };
 const issued = { access_tokens: [], refresh_tokens: [] };
+// Every client_assertion the token endpoint received, decoded (GET /__assertions).
+const assertions = [];
+const decodeJwtPart = (part) => { try { return JSON.parse(Buffer.from(part, 'base64url').toString('utf8')); } catch { return null; } };
 let holdNextMs = 0;
 const bump = (obj, key) => { obj[key] = (obj[key] ?? 0) + 1; };
 const readBody = (req) => new Promise((resolve, reject) => {
@@ -149,6 +220,11 @@ provider.use(async (ctx, next) => {
   if (ctx.method === 'GET' && ctx.path === '/__stats') {
     ctx.set('cache-control', 'no-store');
     ctx.body = stats;
+    return;
+  }
+  if (ctx.method === 'GET' && ctx.path === '/__assertions') {
+    ctx.set('cache-control', 'no-store');
+    ctx.body = assertions;
     return;
   }
   if (ctx.method === 'GET' && ctx.path === '/__issued') {
@@ -198,8 +274,22 @@ provider.use(async (ctx, next) => {
     try { clientId = decodeURIComponent(decoded.split(':')[0].replace(/\+/g, '%20')); } catch { clientId = null; }
   } else if (form.has('client_secret')) {
     used = 'client_secret_post';
+  } else if (form.has('client_assertion')) {
+    used = 'private_key_jwt';
+  } else if (peerCertificate(ctx)) {
+    used = 'tls_client_auth';
   }
   bump(stats.auth_methods, used);
+  const peer = peerCertificate(ctx);
+  if (peer) bump(stats.client_certificates, subjectDn(peer));
+  if (form.has('client_assertion')) {
+    const [header, claims] = form.get('client_assertion').split('.').slice(0, 2).map(decodeJwtPart);
+    clientId ??= claims?.sub;
+    const record = { client_id: clientId, assertion_type: form.get('client_assertion_type'), header, claims };
+    if (expectedX5t[clientId] && header?.x5t !== undefined) record.x5t_matches = header.x5t === expectedX5t[clientId];
+    assertions.push(record);
+  }
+  bump(stats.clients, clientId ?? '(none)');
   const expected = authMethodOf[clientId];
   if (expected && used !== 'none' && used !== expected) {
     oauthError(ctx, 401, 'invalid_client', `client ${clientId} must authenticate with ${expected}, not ${used}`);
