@@ -22,6 +22,7 @@ mod admin_access;
 mod authcode;
 mod browser;
 mod cli;
+mod client_auth;
 mod config_errors;
 mod crash;
 mod credentials;

@@ -5,7 +5,7 @@
 //! The provider needs Node.js and `tests/oidc/node_modules`; when either is missing the
 //! test fails (never skips) and says to run `npm ci --prefix tests/oidc`.
 
-use super::{client, WAIT};
+use super::WAIT;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -20,18 +20,40 @@ const MAX_STEPS: usize = 12;
 
 /// A running provider. Dropping it closes its stdin (it exits) and kills it.
 pub struct Provider {
-    /// `http://127.0.0.1:<port>`, also the base of every endpoint.
+    /// `http://127.0.0.1:<port>` (`https://` with [`ProviderTls`]), also the base of every
+    /// endpoint.
     pub issuer: String,
     pub redirect_uri: String,
+    /// The tests' own client to it (trusting its CA when it serves HTTPS).
+    http: reqwest::Client,
     _child: Child,
     _stdin: ChildStdin,
     _stdout: BufReader<ChildStdout>,
+}
+
+/// HTTPS for the provider (`OIDC_TLS_*`): its certificate and key, and the CA its clients'
+/// certificates must chain to (also the CA the tests' own client trusts).
+pub struct ProviderTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl Provider {
     /// Starts `server.mjs` with `OIDC_REDIRECT_URI` and `OIDC_ACCESS_TTL` and waits for its
     /// `LISTENING <issuer>` line.
     pub async fn start(redirect_uri: &str, access_ttl_secs: u64) -> Provider {
+        Provider::start_with(redirect_uri, access_ttl_secs, None, &[]).await
+    }
+
+    /// [`Provider::start`] over HTTPS when `tls` is given, with more environment `env` (the
+    /// clients without a secret: see tests/oidc/README.md).
+    pub async fn start_with(
+        redirect_uri: &str,
+        access_ttl_secs: u64,
+        tls: Option<ProviderTls>,
+        env: &[(&str, &str)],
+    ) -> Provider {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         assert!(
             dir.join("node_modules/oidc-provider/package.json")
@@ -44,6 +66,14 @@ impl Provider {
             .current_dir(&dir)
             .env("OIDC_REDIRECT_URI", redirect_uri)
             .env("OIDC_ACCESS_TTL", access_ttl_secs.to_string())
+            .envs(env.iter().copied())
+            .envs(tls.iter().flat_map(|t| {
+                [
+                    ("OIDC_TLS_CERT", t.cert.as_path()),
+                    ("OIDC_TLS_KEY", t.key.as_path()),
+                    ("OIDC_TLS_CA", t.ca.as_path()),
+                ]
+            }))
             // The server exits when its stdin closes: keep the pipe open while it is needed.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -85,9 +115,18 @@ impl Provider {
                 stderr_text.lock().unwrap()
             );
         };
+        let mut http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(WAIT);
+        if let Some(t) = &tls {
+            let pem = std::fs::read(&t.ca).expect("the provider's CA");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
         Provider {
             issuer,
             redirect_uri: redirect_uri.to_owned(),
+            http: http.build().unwrap(),
             _child: child,
             _stdin: stdin,
             _stdout: stdout,
@@ -96,13 +135,21 @@ impl Provider {
 
     /// `host:port` of the provider (for a connection's `host`).
     pub fn authority(&self) -> &str {
-        self.issuer.trim_start_matches("http://")
+        let (_, authority) = self.issuer.split_once("://").unwrap();
+        authority
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        let (scheme, _) = self.issuer.split_once("://").unwrap();
+        scheme
     }
 
     /// Holds the next token request `ms` before the provider sees it, and drops it
     /// unprocessed if its client goes away meanwhile (`POST /__hold`).
     pub async fn hold_next(&self, ms: u64) {
-        let r = client()
+        let r = self
+            .http
             .post(format!("{}/__hold?ms={ms}", self.issuer))
             .send()
             .await
@@ -112,11 +159,25 @@ impl Provider {
 
     /// The provider's token-endpoint counters (`GET /__stats`).
     pub async fn stats(&self) -> serde_json::Value {
-        let r = client()
+        let r = self
+            .http
             .get(format!("{}/__stats", self.issuer))
             .send()
             .await
             .expect("stats");
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    }
+}
+
+impl Provider {
+    /// Every client assertion its token endpoint received, decoded (`GET /__assertions`).
+    pub async fn assertions(&self) -> Vec<serde_json::Value> {
+        let r = self
+            .http
+            .get(format!("{}/__assertions", self.issuer))
+            .send()
+            .await
+            .expect("assertions");
         serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
     }
 }
@@ -130,7 +191,8 @@ pub struct Issued {
 impl Provider {
     /// The tokens its token endpoint issued so far.
     pub async fn issued(&self) -> Issued {
-        let r = client()
+        let r = self
+            .http
             .get(format!("{}/__issued", self.issuer))
             .send()
             .await
@@ -223,7 +285,7 @@ fn prompt_of(html: &str) -> Option<&str> {
 /// Logs in as `user` and consents, starting at `authorization_url`; returns the final
 /// redirect to the redirect URI (with `code`, `state` and `iss`), which it does not follow.
 pub async fn login(provider: &Provider, authorization_url: &str, user: &str) -> reqwest::Url {
-    let http = client();
+    let http = &provider.http;
     let mut jar = Jar::default();
     let mut url = reqwest::Url::parse(authorization_url).unwrap();
     let mut form: Option<Vec<(&str, &str)>> = None;
