@@ -430,6 +430,8 @@ async fn private_key_jwt_client_credentials_and_authorization_code() {
 
     authorize_as_alice(&sc, &provider, "idp").await;
     injected_after_a_refresh(&sc, &provider, "idp").await;
+    // Stopped, so that no refresh runs between the counts compared below.
+    sc.stop().await;
     let stats = provider.stats().await;
     only_method(&stats, "private_key_jwt");
     assert_eq!(stat(&stats, "grants", "authorization_code"), 1, "{stats}");
@@ -448,7 +450,6 @@ async fn private_key_jwt_client_credentials_and_authorization_code() {
         1 + stat(&stats, "grants", "refresh_token"),
         "one assertion per code exchange and refresh: {stats}"
     );
-    sc.stop().await;
 }
 
 /// The same key as PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`) signs too.
@@ -596,6 +597,7 @@ async fn tls_client_auth_client_credentials_and_authorization_code() {
 
     authorize_as_alice(&sc, &provider, "idp").await;
     injected_after_a_refresh(&sc, &provider, "idp").await;
+    sc.stop().await;
     let stats = provider.stats().await;
     only_method(&stats, "tls_client_auth");
     let requests = stats["token_requests"].as_u64().unwrap();
@@ -609,7 +611,6 @@ async fn tls_client_auth_client_credentials_and_authorization_code() {
     assert_eq!(stat(&stats, "grants", "authorization_code"), 1, "{stats}");
     assert!(stat(&stats, "grants", "refresh_token") >= 1, "{stats}");
     assert!(provider.assertions().await.is_empty());
-    sc.stop().await;
 }
 
 /// A certificate from the right CA but for another subject: `invalid_client`, terminal, not
