@@ -2,7 +2,8 @@
 # Installs what the tests need and is missing, then checks it is there (fails loudly if not):
 # Debian packages (curl for the forward-proxy tests, redis-server and redis-cli for the shared
 # store and the Redis topologies, chromium for the status page's browser test), Python
-# `requests` and `httpx`, and the npm packages of the end-to-end authorization server
+# `requests` and `httpx`, the pinned Python packages of tests/py/requirements.txt (Authlib's
+# JWT-bearer server, google-auth), and the npm packages of the end-to-end authorization server
 # (tests/oidc) and of the Node client of the interception test (tests/node: undici).
 # Idempotent: run it before `cargo test` on a fresh machine (README) and from CI (.ci/run).
 # Needs root for apt-get when a package is missing.
@@ -29,6 +30,10 @@ for tool in curl redis-server redis-cli chromium cargo node npm python3; do need
 python3 -c 'import requests' 2>/dev/null || python3 -m pip install --quiet requests
 python3 -c 'import httpx' 2>/dev/null || python3 -m pip install --quiet httpx
 python3 -c 'import requests, httpx'
+# Pinned: pip leaves a satisfied requirement alone, without asking the index.
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/py/requirements.txt
+python3 -c 'import authlib, joserfc, flask, werkzeug, google.auth, requests, cryptography' \
+  || { echo "tests/deps.sh: a package of tests/py/requirements.txt does not import" >&2; exit 1; }
 
 npm ci --prefix tests/oidc --no-audit --no-fund --silent
 npm ci --prefix tests/node --no-audit --no-fund --silent
