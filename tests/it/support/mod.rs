@@ -16,6 +16,7 @@ pub mod logs;
 pub mod memory;
 pub mod oidc;
 pub mod process;
+pub mod python;
 pub mod raw;
 pub mod redis;
 pub mod redis_topology;
