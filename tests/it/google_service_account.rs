@@ -38,6 +38,8 @@ use crate::support::python::{google_auth_token, verify_jwt, KeyPair};
 use crate::support::token_server::Recorded;
 use crate::support::*;
 use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 const KEY: &str = "gsheets";
 const STRATEGY: &str = "google_cloud_service_account";
@@ -58,6 +60,8 @@ enum Secrets {
     Fields,
     /// `keyfile_creds`: the whole key-file JSON.
     KeyfileCreds,
+    /// `keyfile_creds: "${file:…}"`: the key file itself, as mounted from a Secret.
+    KeyfileCredsFile,
 }
 
 /// A service-account key file for `key` whose token_uri is `token_uri`, as Google's
@@ -78,8 +82,8 @@ fn key_file_json(key: &KeyPair, token_uri: &str) -> Value {
     })
 }
 
-/// The connection's `secrets:` flow mapping for `file` in form `form`.
-fn secrets(file: &Value, form: &Secrets) -> String {
+/// The connection's `secrets:` flow mapping for `file` (written at `path`) in form `form`.
+fn secrets(file: &Value, path: &Path, form: &Secrets) -> String {
     match form {
         Secrets::Fields => {
             let mut fields = Vec::new();
@@ -92,6 +96,7 @@ fn secrets(file: &Value, form: &Secrets) -> String {
             let text = serde_json::to_string_pretty(file).unwrap();
             format!("keyfile_creds: {}", serde_json::to_string(&text).unwrap())
         }
+        Secrets::KeyfileCredsFile => format!("keyfile_creds: \"${{file:{}}}\"", path.display()),
     }
 }
 
@@ -186,7 +191,13 @@ async fn compare_with_google_auth(form: Secrets, scopes: Option<&[&str]>) {
     let file = key_file_json(&key, &token_uri);
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("service-account.json");
-    std::fs::write(&key_file, serde_json::to_string_pretty(&file).unwrap()).unwrap();
+    std::fs::write(
+        &key_file,
+        serde_json::to_string_pretty(&file).unwrap() + "\n",
+    )
+    .unwrap();
+    // As a Secret volume mounts it: readable by the owner (and group) only.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let google_scopes = scopes.unwrap_or(&[DEFAULT_SCOPE]);
     let got = google_auth_token(&key_file, &token_uri, google_scopes).await;
@@ -199,7 +210,7 @@ async fn compare_with_google_auth(form: Secrets, scopes: Option<&[&str]>) {
         None => String::new(),
     };
     let conn = Conn::new(KEY, echo.addr, STRATEGY)
-        .secrets(&secrets(&file, &form))
+        .secrets(&secrets(&file, &key_file, &form))
         .configure(&configuration);
     let sc = Sidecar::start(&connections(&[conn])).await;
     let st = sc.wait_state(KEY, "ready").await;
@@ -232,4 +243,10 @@ async fn keyfile_creds_with_the_default_scope_send_what_google_auth_sends() {
 #[tokio::test]
 async fn keyfile_creds_with_scopes_send_what_google_auth_sends() {
     compare_with_google_auth(Secrets::KeyfileCreds, Some(&SCOPES)).await;
+}
+
+/// `keyfile_creds: "${file:…}"`, the key file google-auth read, with scopes.
+#[tokio::test]
+async fn keyfile_creds_from_the_key_file_send_what_google_auth_sends() {
+    compare_with_google_auth(Secrets::KeyfileCredsFile, Some(&SCOPES)).await;
 }

@@ -14,6 +14,8 @@ use crate::support::python::{JwtBearerServer, KeyPair, JWT_ISSUER, JWT_SUBJECT};
 use crate::support::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "box";
@@ -35,8 +37,18 @@ struct Assertion {
 
 /// Connection [`KEY`] to the server (its `/api/…` is the upstream, its `/oauth2/token` the
 /// token endpoint), signing with `key`: issuer `<client_id>`, subject alice, the server's
-/// token URL as audience, an extra claim from a placeholder.
-fn jwt_conn(server: &JwtBearerServer, key: &KeyPair, a: &Assertion) -> Conn {
+/// token URL as audience, an extra claim from a placeholder. The private key is in the
+/// secrets, or read from `key_file` (`${file:…}`) when given.
+fn jwt_conn(
+    server: &JwtBearerServer,
+    key: &KeyPair,
+    a: &Assertion,
+    key_file: Option<&Path>,
+) -> Conn {
+    let private_key = match key_file {
+        Some(f) => format!("\"${{file:{}}}\"", f.display()),
+        None => key.private_yaml(),
+    };
     let mut assertion = format!(
         "          assertion:\n            issuer: <client_id>\n            subject: {JWT_SUBJECT}\n            audience: \"{}\"\n            key: <private_key>\n            alg: {}\n            claims:\n              tenant: <tenant>\n",
         server.token_url, a.alg
@@ -52,8 +64,7 @@ fn jwt_conn(server: &JwtBearerServer, key: &KeyPair, a: &Assertion) -> Conn {
     }
     Conn::new(KEY, server.server.authority(), JWT_BEARER)
         .secrets(&format!(
-            "client_id: {JWT_ISSUER}, tenant: acme, key_id: key-1, private_key: {}",
-            key.private_yaml()
+            "client_id: {JWT_ISSUER}, tenant: acme, key_id: key-1, private_key: {private_key}"
         ))
         .configure(
             "          token_request:\n            method: POST\n            path: /oauth2/token\n            headers: [{ name: Content-Type, value: application/x-www-form-urlencoded }]\n",
@@ -181,7 +192,7 @@ async fn rs256_tokens_are_obtained_injected_and_renewed_at_expiry() {
         kid: true,
         scope: None,
     };
-    let sc = Sidecar::start(&connections(&[jwt_conn(&server, &key, &a)])).await;
+    let sc = Sidecar::start(&connections(&[jwt_conn(&server, &key, &a, None)])).await;
     let st = sc.wait_state(KEY, "ready").await;
     assert_eq!(st["has_token"], true, "{st}");
     assert_eq!(st["has_refresh_token"], false, "no refresh token: {st}");
@@ -219,11 +230,15 @@ async fn rs256_tokens_are_obtained_injected_and_renewed_at_expiry() {
     sc.stop().await;
 }
 
-/// ES256 (a P-256 key), no `kid`, a `scope`, and the default lifetime (300 s): obtained,
-/// injected, renewed once.
+/// ES256 (a P-256 key read from a `${file:}` secret), no `kid`, a `scope`, and the default
+/// lifetime (300 s): obtained, injected, renewed once.
 #[tokio::test]
 async fn es256_tokens_are_obtained_injected_and_renewed() {
     let key = KeyPair::ec().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("issuer-key.pem");
+    std::fs::write(&key_file, &key.private_pem).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let server = JwtBearerServer::start(&key.public_pem, ACCESS_TTL, &[]).await;
     let a = Assertion {
         alg: "ES256",
@@ -231,7 +246,13 @@ async fn es256_tokens_are_obtained_injected_and_renewed() {
         kid: false,
         scope: Some("api:read api:write"),
     };
-    let sc = Sidecar::start(&connections(&[jwt_conn(&server, &key, &a)])).await;
+    let sc = Sidecar::start(&connections(&[jwt_conn(
+        &server,
+        &key,
+        &a,
+        Some(&key_file),
+    )]))
+    .await;
     sc.wait_state(KEY, "ready").await;
     let seen = keep_calling(&sc, &server, 2, Duration::from_secs(ACCESS_TTL)).await;
     assert!(seen.len() >= 2, "{seen:?}");
@@ -306,7 +327,7 @@ async fn an_assertion_signed_with_another_key_is_refused_as_invalid_grant_for_go
         kid: true,
         scope: None,
     };
-    let sc = Sidecar::start(&connections(&[jwt_conn(&server, &other, &a)])).await;
+    let sc = Sidecar::start(&connections(&[jwt_conn(&server, &other, &a, None)])).await;
     refused_for_good(&sc, &server, &logs, None).await;
     logs.assert_free_of(&[("private key", other.private_body_line())]);
     sc.stop().await;
@@ -331,7 +352,7 @@ async fn an_assertion_expired_when_checked_is_refused_as_invalid_grant_for_good(
         kid: true,
         scope: None,
     };
-    let sc = Sidecar::start(&connections(&[jwt_conn(&server, &key, &a)])).await;
+    let sc = Sidecar::start(&connections(&[jwt_conn(&server, &key, &a, None)])).await;
     refused_for_good(&sc, &server, &logs, Some("The token is expired")).await;
     let claims = &server.requests().await[0]["assertion_claims"];
     let (iat, exp) = (claims["iat"].as_i64(), claims["exp"].as_i64());
