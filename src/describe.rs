@@ -1,6 +1,6 @@
 //! `tokenwarden check` output: the resolved connections, with secret names but never values.
 
-use crate::config::{Auth, Config, Grant, RedisSettings, RedisTarget};
+use crate::config::{Auth, ClientAuth, Config, RedisSettings, RedisTarget};
 use std::fmt::Write as _;
 
 pub fn summary(config: &Config) -> String {
@@ -40,8 +40,7 @@ pub fn summary(config: &Config) -> String {
     let _ = writeln!(out, "connections   {}", config.connections.len());
     for c in &config.connections {
         let strategy = match &c.auth {
-            Auth::OAuth2(o) if o.grant == Grant::AuthorizationCode => "oauth2_authorization_code",
-            Auth::OAuth2(_) => "oauth2_client_credentials",
+            Auth::OAuth2(o) => o.strategy,
             Auth::Header(_) => "bearer/basic",
             Auth::ApiKey(_) => "api_key",
         };
@@ -52,9 +51,16 @@ pub fn summary(config: &Config) -> String {
             "      upstream  {}://{}",
             c.upstream.scheme, c.upstream.authority
         );
+        let client_auth = match &c.client_auth {
+            ClientAuth::AsConfigured => "",
+            ClientAuth::Basic => " + client_secret_basic",
+            ClientAuth::BasicUnencoded => " + client_secret_basic_unencoded",
+            ClientAuth::PrivateKeyJwt(_) => " + private_key_jwt",
+            ClientAuth::TlsClientAuth(_) => " + tls_client_auth",
+        };
         let _ = writeln!(
             out,
-            "      strategy  {strategy}{}",
+            "      strategy  {strategy}{}{client_auth}",
             if c.pkce { " + PKCE" } else { "" }
         );
         let _ = writeln!(out, "      params    {} (values hidden)", names.join(", "));
