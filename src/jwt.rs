@@ -23,6 +23,10 @@ pub enum KeyError {
         alg: &'static str,
         kind: &'static str,
     },
+    #[error("the key is encrypted (a passphrase-protected PEM); give tokenwarden the decrypted key, e.g. from `openssl pkey -in key.pem -out decrypted.pem`")]
+    Encrypted,
+    #[error("the key cannot sign: {0}")]
+    Refused(String),
     #[error("the certificate {0}")]
     Certificate(String),
     #[error("signing failed: {0}")]
@@ -70,6 +74,11 @@ impl PrivateKey {
             return from_jwk(text);
         }
         let pem = text.replace("\\n", "\n");
+        if pem.lines().any(|l| {
+            l.starts_with("-----BEGIN ENCRYPTED") || l.starts_with("Proc-Type: 4,ENCRYPTED")
+        }) {
+            return Err(KeyError::Encrypted);
+        }
         let mut reader = pem.as_bytes();
         let mut found = None;
         for item in rustls_pemfile::read_all(&mut reader) {
@@ -277,7 +286,13 @@ impl SigningKey {
         };
         // Signing once now: a key ring refuses (too short an RSA modulus, say) fails at
         // load, not at the first token request.
-        signing.sign(&Map::new())?;
+        signing.sign(&Map::new()).map_err(|e| match e {
+            KeyError::Signing(reason) if reason.contains("TooSmall") => {
+                KeyError::Refused("RSA keys shorter than 2048 bits are refused".into())
+            }
+            KeyError::Signing(reason) => KeyError::Refused(reason),
+            other => other,
+        })?;
         Ok(signing)
     }
 
@@ -351,6 +366,7 @@ mod tests {
     const EC_JWK: &str = include_str!("../tests/fixtures/keys/ec.jwk.json");
     const EC_PUBLIC: &str = include_str!("../tests/fixtures/keys/ec-public.pem");
     const EC_P384: &str = include_str!("../tests/fixtures/keys/ec-p384.pem");
+    const RSA_1024: &str = include_str!("../tests/fixtures/keys/rsa-1024.pem");
 
     fn claims() -> Map<String, Value> {
         let mut c = Map::new();
@@ -481,6 +497,23 @@ mod tests {
             SigningKey::new(&rsa, None, None, Some(RSA)).unwrap_err(),
             KeyError::Certificate(_)
         ));
+    }
+
+    #[test]
+    fn encrypted_and_short_keys_are_refused_in_words() {
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert_eq!(
+            PrivateKey::parse(encrypted).unwrap_err(),
+            KeyError::Encrypted
+        );
+        let short = PrivateKey::parse(RSA_1024).unwrap();
+        assert_eq!(
+            SigningKey::new(&short, None, None, None)
+                .unwrap_err()
+                .to_string(),
+            "the key cannot sign: RSA keys shorter than 2048 bits are refused"
+        );
     }
 
     #[test]

@@ -160,6 +160,9 @@ fn validate_one(
     let (Checked::Auth(auth), Some(host)) = (auth, host) else {
         return None;
     };
+    if !body_fits(&client_auth, &auth, src, prefix, problems) {
+        return None;
+    }
     let client_config = &saas.client_config;
     let upstream = upstream(
         &client_config.protocol,
@@ -522,7 +525,8 @@ fn private_key_jwt(
     )
     .map_err(|e| match e {
         KeyError::Certificate(_) => ("certificate", e),
-        _ => ("alg", e),
+        KeyError::UnknownAlg(_) | KeyError::Mismatch { .. } => ("alg", e),
+        _ => ("key", e),
     })?;
     Ok(ClientAuth::PrivateKeyJwt(Arc::new(
         super::model::PrivateKeyJwt {
@@ -549,6 +553,32 @@ fn tls_client_auth(
             upstream: raw.upstream.unwrap_or(false),
         },
     )))
+}
+
+/// Whether the token requests can carry what `client_auth` puts in their body (the
+/// `private_key_jwt` client assertion): not a GET. A problem at `client_auth` when not.
+fn body_fits(
+    client_auth: &ClientAuth,
+    auth: &super::model::Auth,
+    src: &Source,
+    prefix: &str,
+    problems: &mut Problems,
+) -> bool {
+    let (ClientAuth::PrivateKeyJwt(_), super::model::Auth::OAuth2(o)) = (client_auth, auth) else {
+        return true;
+    };
+    let requests = [Some(&o.token_request), o.refresh_request.as_ref()];
+    let fits = requests
+        .into_iter()
+        .flatten()
+        .all(|r| !matches!(r.method, http::Method::GET | http::Method::HEAD));
+    if !fits {
+        problems.push(src.problem(
+            &format!("{prefix}.client_auth"),
+            "private_key_jwt sends its client assertion in the body: the token and refresh requests must be POSTs",
+        ));
+    }
+    fits
 }
 
 /// `client_auth:` as a mapping; which fields apply depends on `method`.

@@ -306,6 +306,16 @@ pub(super) fn jwt_bearer_auth(
         &format!("{rel}.assertion"),
         problems,
     );
+    if token_request
+        .as_ref()
+        .is_some_and(|r| matches!(r.method, http::Method::GET | http::Method::HEAD))
+    {
+        problems.push(origin.problem(
+            &format!("{rel}.token_request.method"),
+            "oauth2_jwt_bearer sends its assertion in the body: the token request must be a POST",
+        ));
+        return Some(Checked::Invalid);
+    }
     let expires_in = expires_in(conf.expires_in, origin, rel, problems)?;
     Some(match (token_request, assertion) {
         (Some(token_request), Some(assertion)) => Checked::Auth(bearer_grant(
@@ -360,7 +370,7 @@ fn bearer_grant(
 const DEFAULT_ASSERTION_LIFETIME: u64 = 300;
 const MAX_ASSERTION_LIFETIME: u64 = 3600;
 
-/// `oauth2_jwt_bearer`'s `assertion` (at `rel`) compiled, then signed once with the
+/// `oauth2_jwt_bearer`'s `assertion` (at `rel`) compiled, its key tried with the
 /// connection's params so that a key that cannot sign is a problem at load.
 fn assertion(
     conf: &fides::AssertionConfiguration,
@@ -387,7 +397,8 @@ fn assertion(
         }
     };
     let scope = optional("scope", &conf.scope, problems);
-    let key = compile("key", &conf.key, problems);
+    let key = compile("key", &conf.key, problems)
+        .filter(|k| key_signs(k, conf.alg.as_deref(), check, &at("key"), problems));
     let kid = optional("kid", &conf.kid, problems);
     let lifetime = match conf.lifetime {
         None => Some(DEFAULT_ASSERTION_LIFETIME),
@@ -411,7 +422,7 @@ fn assertion(
         };
         claims.push((name.to_owned(), claim));
     }
-    let assertion = Assertion {
+    Some(Assertion {
         issuer: issuer?,
         subject: subject?,
         audience: audience?,
@@ -422,20 +433,32 @@ fn assertion(
         alg: conf.alg.clone(),
         kid: kid?,
         jti: true,
-    };
-    signs(&assertion, check, &at("key"), problems).then_some(assertion)
+    })
 }
 
-/// Whether `assertion` can be signed with the connection's params (a problem at `rel` when
-/// not: the key is unreadable, or cannot sign with the alg).
-fn signs(assertion: &Assertion, check: &Checker<'_>, rel: &str, problems: &mut Problems) -> bool {
-    match assertion.sign(
-        &crate::template::Lookup::new(check.params),
-        crate::jwt::now(),
-    ) {
+/// Whether the assertion's `key`, filled from the connection's params, can sign with
+/// `alg` (a problem at `rel` when not: unreadable, encrypted, too short, another kind). A
+/// key that still holds a `${…}` is not tried: its unset variable or unusable file is
+/// reported already.
+fn key_signs(
+    key: &crate::template::Template,
+    alg: Option<&str>,
+    check: &Checker<'_>,
+    rel: &str,
+    problems: &mut Problems,
+) -> bool {
+    let Ok(text) = key.fill(&crate::template::Lookup::new(check.params)) else {
+        return false;
+    };
+    if text.contains("${") {
+        return false;
+    }
+    let signs = crate::jwt::PrivateKey::parse(&text)
+        .and_then(|k| crate::jwt::SigningKey::new(&k, alg, None, None));
+    match signs {
         Ok(_) => true,
-        Err(message) => {
-            problems.push(check.origin.problem(rel, message));
+        Err(e) => {
+            problems.push(check.origin.problem(rel, e.to_string()));
             false
         }
     }
@@ -450,7 +473,7 @@ const GOOGLE_ASSERTION_LIFETIME: u64 = 3600;
 
 /// `google_cloud_service_account`: the token request and assertion google-auth's
 /// service-account credentials send, from the service-account params (`google_params`
-/// has checked and completed them).
+/// has checked and completed them, its key included).
 pub(super) fn google_auth(
     conf: Value,
     check: &Checker<'_>,
@@ -494,9 +517,6 @@ pub(super) fn google_auth(
             .then(|| crate::template::Template::parse("<private_key_id>")),
         jti: false,
     };
-    if !signs(&assertion, check, "", problems) {
-        return Some(Checked::Invalid);
-    }
     Some(Checked::Auth(bearer_grant(
         "google_cloud_service_account",
         token_request,
@@ -546,6 +566,7 @@ pub(super) fn google_params(
     problems: &mut Problems,
 ) {
     let at = format!("{prefix}.secrets");
+    let mut from_key_file = false;
     if let Some(creds) = params.get("keyfile_creds").cloned() {
         let creds = match creds {
             serde_json::Value::String(text) => serde_json::from_str(&text).ok(),
@@ -560,6 +581,7 @@ pub(super) fn google_params(
         };
         for (name, value) in fields {
             if !params.contains(&name) {
+                from_key_file |= name == "private_key";
                 params.insert(&name, value);
             }
         }
@@ -591,5 +613,23 @@ pub(super) fn google_params(
     }
     if !params.contains("token_uri") {
         params.insert("token_uri", GOOGLE_TOKEN_URI.into());
+    }
+    let key = params
+        .get("private_key")
+        .and_then(serde_json::Value::as_str);
+    if let Some(key) = key.filter(|k| !k.is_empty() && !k.contains("${")) {
+        let signs = crate::jwt::PrivateKey::parse(key)
+            .and_then(|k| crate::jwt::SigningKey::new(&k, Some("RS256"), None, None));
+        if let Err(e) = signs {
+            let field = if from_key_file {
+                "keyfile_creds"
+            } else {
+                "private_key"
+            };
+            problems.push(src.problem(
+                &format!("{at}.{field}"),
+                format!("the service account's private_key: {e}"),
+            ));
+        }
     }
 }

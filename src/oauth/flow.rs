@@ -167,7 +167,7 @@ pub fn authenticate_client(conn: &Connection, built: &mut BuiltRequest) -> Resul
             template::basic_header(&get("client_id"), &get("client_secret")),
         ),
         ClientAuth::PrivateKeyJwt(p) => {
-            let endpoint = built.url.split(['?', '#']).next().unwrap_or_default();
+            let endpoint = token_endpoint(conn, &built.url);
             let client_id = get("client_id");
             let now = crate::jwt::now();
             let mut claims = serde_json::Map::new();
@@ -175,7 +175,7 @@ pub fn authenticate_client(conn: &Connection, built: &mut BuiltRequest) -> Resul
             claims.insert("sub".into(), client_id.into());
             claims.insert(
                 "aud".into(),
-                p.audience.as_deref().unwrap_or(endpoint).into(),
+                p.audience.as_deref().unwrap_or(&endpoint).into(),
             );
             claims.insert("jti".into(), crate::jwt::jti().into());
             claims.insert("iat".into(), now.into());
@@ -202,6 +202,21 @@ pub fn authenticate_client(conn: &Connection, built: &mut BuiltRequest) -> Resul
         }
     }
     Ok(())
+}
+
+/// The token endpoint's URL — the token request's, without its query — the default
+/// audience of a client assertion on every request (a revocation request's too, as OpenID
+/// Connect Core §9 asks); `url`'s when it cannot be filled.
+fn token_endpoint(conn: &Connection, url: &str) -> String {
+    let lookup = Lookup::new(&conn.params);
+    if let Auth::OAuth2(o) = &conn.auth {
+        let r = &o.token_request;
+        if let (Ok(host), Ok(path)) = (r.host.fill(&lookup), r.path.fill(&lookup)) {
+            let path = path.split(['?', '#']).next().unwrap_or_default();
+            return format!("{}://{host}{path}", r.protocol);
+        }
+    }
+    url.split(['?', '#']).next().unwrap_or_default().to_owned()
 }
 
 /// Whether the request already sends parameter `name`, in its query or its form or JSON body.

@@ -227,7 +227,7 @@ fn check_lists_every_problem_and_exits_64() {
         format!("{file}:2:3: proxy.listen: bad listen address `nowhere`: expected IP:PORT, such as 127.0.0.1:8080"),
         format!("{file}:3:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`, `templates`"),
         format!("{file}:7:7: connections[0].secrets.client_secret: environment variable `TW_UNSET_VARIABLE` is not set"),
-        format!("{file}:12:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_telepathy`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key"),
+        format!("{file}:12:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_telepathy`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, oauth2_jwt_bearer, google_cloud_service_account, bearer, basic, api_key"),
         "4 problem(s); tokenwarden would not start.".to_owned(),
     ];
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");

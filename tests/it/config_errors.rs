@@ -66,7 +66,7 @@ connections:
             "config.yaml:2:3: proxy.max_connections: invalid type: string \"lots\", expected usize",
             "config.yaml:3:3: proxy.listen: bad listen address `nowhere`: expected IP:PORT, such as 127.0.0.1:8080",
             "config.yaml:6:5: connections[0].pkce: invalid type: string \"yes please\", expected a boolean",
-            "config.yaml:12:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_client_credential`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key",
+            "config.yaml:12:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_client_credential`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, oauth2_jwt_bearer, google_cloud_service_account, bearer, basic, api_key",
             "config.yaml:17:13: connections[0].client_config.authentication.configuration.token_request.body: connection `api`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
         ],
     },
@@ -203,7 +203,7 @@ connections:
         files: &[],
         env: &[],
         expected: &[
-            "config.yaml:7:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_password`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key",
+            "config.yaml:7:9: connections[0].client_config.authentication.strategy: connection `api`: unknown strategy `oauth2_password`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, oauth2_jwt_bearer, google_cloud_service_account, bearer, basic, api_key",
         ],
     },
     Case {
@@ -382,7 +382,7 @@ connections:
             "config.yaml:11:7: connections[0].secrets.client_id: environment variable `ACME_ID` is not set",
             "config.yaml:12:5: connections[1].key: duplicate connection key `acme`",
             "config.yaml:15:7: connections[1].client_config.host: connection `acme`: placeholder <tenant> is not resolved: add `tenant` to the connection's secrets",
-            "config.yaml:16:25: connections[1].client_config.authentication.strategy: connection `acme`: unknown strategy `oauth2_magic`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, bearer, basic, api_key",
+            "config.yaml:16:25: connections[1].client_config.authentication.strategy: connection `acme`: unknown strategy `oauth2_magic`; supported strategies: oauth2_authorization_code, oauth2_client_credentials, oauth2_jwt_bearer, google_cloud_service_account, bearer, basic, api_key",
             "config.yaml:18:5: connections[2].saas_config: connection `other`: cannot read the Fides file `missing.yml`: No such file or directory (os error 2)",
             "acme.yml:19:11: saas_config.client_config.authentication.configuration.token_request.body: connection `acme`: placeholder <client_secret> is not resolved: add `client_secret` to the connection's secrets",
         ],
@@ -544,6 +544,88 @@ connections:
         expected: &[
             "config.yaml:5:3: store.tls.key_file: is required with `cert_file`: the client certificate's private key",
             "config.yaml:6:5: store.tls.ca_file: ca.pem holds no usable PEM certificate",
+        ],
+    },
+    Case {
+        name: "client_auth: a key too short to sign, a field of the other method, an unknown method, a GET token request",
+        config: r#"connections:
+  - key: short
+    secrets: { client_id: abc }
+    client_auth:
+      method: private_key_jwt
+      key: ${SHORT_KEY}
+      upstream: true
+    client_config: { protocol: https, host: a.example, authentication: { strategy: oauth2_client_credentials, configuration: { token_request: { method: POST, path: /token } } } }
+  - key: unknown
+    secrets: { client_id: abc }
+    client_auth: { method: client_secret_jwt }
+    client_config: { protocol: https, host: b.example, authentication: { strategy: oauth2_client_credentials, configuration: { token_request: { method: POST, path: /token } } } }
+  - key: get
+    secrets: { client_id: abc }
+    client_auth: { method: private_key_jwt, key: "${KEY}" }
+    client_config: { protocol: https, host: c.example, authentication: { strategy: oauth2_client_credentials, configuration: { token_request: { method: GET, path: /token } } } }
+  - key: mtls
+    client_auth: { method: tls_client_auth, key: "${KEY}", alg: RS256 }
+    client_config: { protocol: https, host: d.example, authentication: { strategy: oauth2_client_credentials, configuration: { token_request: { method: POST, path: /token } } } }
+"#,
+        files: &[],
+        env: &[
+            ("SHORT_KEY", include_str!("../fixtures/keys/rsa-1024.pem")),
+            ("KEY", include_str!("../fixtures/keys/rsa.pem")),
+        ],
+        expected: &[
+            "config.yaml:6:7: connections[0].client_auth.key: the key cannot sign: RSA keys shorter than 2048 bits are refused",
+            "config.yaml:7:7: connections[0].client_auth.upstream: upstream does not apply to private_key_jwt",
+            "config.yaml:11:20: connections[1].client_auth.method: unknown method `client_secret_jwt`: expected private_key_jwt or tls_client_auth",
+            "config.yaml:15:5: connections[2].client_auth: private_key_jwt sends its client assertion in the body: the token and refresh requests must be POSTs",
+            "config.yaml:18:5: connections[3].client_auth.cert: the certificate is missing: tls_client_auth needs `cert`",
+            "config.yaml:18:60: connections[3].client_auth.alg: alg does not apply to tls_client_auth",
+        ],
+    },
+    Case {
+        name: "oauth2_jwt_bearer: no audience, a GET token request, an encrypted key",
+        config: r#"connections:
+  - key: box
+    secrets: { client_id: abc, private_key: "${ENCRYPTED}" }
+    client_config:
+      protocol: https
+      host: api.box.com
+      authentication:
+        strategy: oauth2_jwt_bearer
+        configuration:
+          token_request: { method: GET, path: /oauth2/token }
+          assertion:
+            issuer: <client_id>
+            key: <private_key>
+            lifetime: 7200
+            claims: { box_sub_type: enterprise }
+"#,
+        files: &[],
+        env: &[("ENCRYPTED", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n")],
+        expected: &[
+            "config.yaml:10:28: connections[0].client_config.authentication.configuration.token_request.method: connection `box`: oauth2_jwt_bearer sends its assertion in the body: the token request must be a POST",
+            "config.yaml:11:11: connections[0].client_config.authentication.configuration.assertion: connection `box`: the assertion needs an `audience` (the authorization server's token endpoint URL, or what the provider documents)",
+            "config.yaml:13:13: connections[0].client_config.authentication.configuration.assertion.key: connection `box`: the key is encrypted (a passphrase-protected PEM); give tokenwarden the decrypted key, e.g. from `openssl pkey -in key.pem -out decrypted.pem`",
+            "config.yaml:14:13: connections[0].client_config.authentication.configuration.assertion.lifetime: connection `box`: lifetime must be between 1 and 3600 seconds",
+        ],
+    },
+    Case {
+        name: "google_cloud_service_account: missing fields, a key that is not RSA, keyfile_creds that is not JSON",
+        config: r#"connections:
+  - key: sheets
+    secrets: { client_email: sa@p.iam.gserviceaccount.com, private_key: "${EC_KEY}" }
+    client_config: { protocol: https, host: sheets.googleapis.com, authentication: { strategy: google_cloud_service_account } }
+  - key: drive
+    secrets: { keyfile_creds: "not json" }
+    client_config: { protocol: https, host: www.googleapis.com, authentication: { strategy: google_cloud_service_account, configuration: { scope: [x] } } }
+"#,
+        files: &[],
+        env: &[("EC_KEY", include_str!("../fixtures/keys/ec.pem"))],
+        expected: &[
+            "config.yaml:3:5: connections[0].secrets: google_cloud_service_account needs project_id in secrets (or keyfile_creds, the key file)",
+            "config.yaml:3:60: connections[0].secrets.private_key: the service account's private_key: alg RS256 cannot sign with this P-256 EC key",
+            "config.yaml:6:16: connections[1].secrets.keyfile_creds: keyfile_creds is not a service-account key file (a JSON object)",
+            "warning: config.yaml:7:140: connections[1].client_config.authentication.configuration.scope: connection `drive`: unknown key `scope` is ignored (as Fides ignores it); did you mean `scopes`?",
         ],
     },
 ];
