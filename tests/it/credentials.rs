@@ -278,3 +278,96 @@ async fn tls_client_auth_shows_the_certificate_to_the_token_endpoint_and_when_as
     );
     sc.wait_state("hidden", "ready").await;
 }
+
+#[tokio::test]
+async fn a_private_key_jwt_key_replaced_on_disk_signs_the_next_token_request_without_a_failed_request(
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("client.key");
+    std::fs::copy(private_copy(keys.path(), &key_file("rsa.pem")), &key).unwrap();
+    // Two-second tokens: token requests keep coming while requests flow.
+    let tokens = TokenServer::start(Reply::token(2, false)).await;
+    let echo = Echo::start().await;
+    let conn = Conn::new("okta", echo.addr, CLIENT_CREDENTIALS)
+        .secrets("client_id: the-client")
+        .configure(&form_request(
+            "token_request",
+            "/token",
+            tokens.addr,
+            r#"{"grant_type": "client_credentials"}"#,
+        ))
+        .field(&format!(
+            "client_auth: {{ method: private_key_jwt, key: \"${{file:{}}}\" }}",
+            key.display()
+        ));
+    let yaml = format!("admin: {{ watch_config: 100ms }}\n{}", connections(&[conn]));
+    let sc = Sidecar::start(&yaml).await;
+    let (status, body) = sc.get("/okta/x").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Requests flow from a client while the key is replaced (renamed over, as a deploy does).
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (stop, sent, failed, url) = (
+            stop.clone(),
+            sent.clone(),
+            failed.clone(),
+            sc.url("/okta/x"),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let (status, _) = get_json(&url).await;
+                sent.fetch_add(1, Ordering::SeqCst);
+                if status != 200 {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let before = tokens.count();
+    let next = keys.path().join("client.key.next");
+    std::fs::copy(private_copy(keys.path(), &key_file("ec.pem")), &next).unwrap();
+    std::fs::rename(&next, &key).unwrap();
+
+    // The first token request signed with the new key: ES256, verified with its public key.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let rotated = loop {
+        let found = tokens.requests().into_iter().skip(before).find(|r| {
+            r.field("client_assertion")
+                .and_then(|jwt| jsonwebtoken::decode_header(&jwt).ok())
+                .is_some_and(|h| h.alg == Algorithm::ES256)
+        });
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no token request signed with the new key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (_, claims) = verified(
+        &rotated.field("client_assertion").unwrap(),
+        "ec-public.pem",
+        Algorithm::ES256,
+    );
+    assert_eq!(claims["iss"], "the-client");
+    // A little longer under the new key, then no request may have failed.
+    tokens.wait_count(tokens.count() + 1).await;
+    stop.store(true, Ordering::SeqCst);
+    client.await.unwrap();
+    assert!(
+        sent.load(Ordering::SeqCst) > 20,
+        "requests flowed throughout"
+    );
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "no request failed");
+    let last = tokens.requests().pop().unwrap();
+    let last_alg = jsonwebtoken::decode_header(&last.field("client_assertion").unwrap())
+        .unwrap()
+        .alg;
+    assert_eq!(last_alg, Algorithm::ES256, "the old key is not used again");
+}

@@ -314,9 +314,10 @@ async fn refused_for_good(
 }
 
 /// Mis-signed: the sidecar signs with another key than the one the server trusts. Authlib
-/// refuses the signature with `invalid_grant`; the sidecar reports it and stops.
+/// refuses the signature with `invalid_grant`; the sidecar reports it and stops — until
+/// the key file holds the right key.
 #[tokio::test]
-async fn an_assertion_signed_with_another_key_is_refused_as_invalid_grant_for_good() {
+async fn an_assertion_signed_with_another_key_is_refused_for_good_until_the_key_file_is_replaced() {
     let (logs, _capture) = Logs::capture();
     let trusted = KeyPair::rsa().await;
     let other = KeyPair::rsa().await;
@@ -327,9 +328,32 @@ async fn an_assertion_signed_with_another_key_is_refused_as_invalid_grant_for_go
         kid: true,
         scope: None,
     };
-    let sc = Sidecar::start(&connections(&[jwt_conn(&server, &other, &a, None)])).await;
+    // The key comes from a file, as a mounted Secret's does, so that it can be replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("issuer-key.pem");
+    std::fs::write(&key_file, &other.private_pem).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let yaml = format!(
+        "admin: {{ watch_config: 100ms }}\n{}",
+        connections(&[jwt_conn(&server, &other, &a, Some(&key_file))])
+    );
+    let sc = Sidecar::start(&yaml).await;
     refused_for_good(&sc, &server, &logs, None).await;
-    logs.assert_free_of(&[("private key", other.private_body_line())]);
+
+    // The operator installs the registered key: the watch reloads it and the connection,
+    // failed for good until then, gets its token with no restart and no retry call.
+    let next = dir.path().join("issuer-key.next");
+    std::fs::write(&next, &trusted.private_pem).unwrap();
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&next, &key_file).unwrap();
+    sc.wait_state(KEY, "ready").await;
+    let (status, body) = sc.get(&format!("/{KEY}/api/items")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.stats().await["token_requests"], 2);
+    logs.assert_free_of(&[
+        ("private key", other.private_body_line()),
+        ("private key", trusted.private_body_line()),
+    ]);
     sc.stop().await;
 }
 
