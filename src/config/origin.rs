@@ -40,14 +40,14 @@ impl Origin<'_> {
 
     /// [`Origin::read`] of a strategy `configuration`, with a warning for each key not in
     /// `known`: Fides ignores them, so they load, but a typo (`expire_in`) would otherwise
-    /// pass without a word.
+    /// pass without a word. None, with the problem pushed, when it cannot be read.
     pub(super) fn read_configuration<T: DeserializeOwned>(
         &self,
         value: Value,
         rel: &str,
         known: &[&str],
         problems: &mut Problems,
-    ) -> Result<T, Problem> {
+    ) -> Option<T> {
         if let Value::Mapping(map) = &value {
             for key in map.keys().filter_map(Value::as_str) {
                 if known.contains(&key) {
@@ -62,7 +62,7 @@ impl Origin<'_> {
                 ));
             }
         }
-        self.read(value, rel)
+        self.read(value, rel).map_err(|p| problems.push(p)).ok()
     }
 }
 

@@ -35,13 +35,7 @@ pub(super) fn oauth2_auth(
 ) -> Option<Checked> {
     let origin = check.origin;
     let conf: fides::OAuth2Configuration =
-        match origin.read_configuration(conf, rel, &fides::OAUTH2_KEYS, problems) {
-            Ok(conf) => conf,
-            Err(p) => {
-                problems.push(p);
-                return None;
-            }
-        };
+        origin.read_configuration(conf, rel, &fides::OAUTH2_KEYS, problems)?;
     let code = match grant {
         Grant::AuthorizationCode => runtime::CODE_EXCHANGE,
         Grant::ClientCredentials => &[],
@@ -164,13 +158,7 @@ pub(super) fn static_auth(
         "basic" => &fides::BASIC_KEYS,
         _ => &fides::API_KEY_KEYS,
     };
-    let conf = match origin.read_configuration::<Value>(conf, rel, known, problems) {
-        Ok(conf) => conf,
-        Err(p) => {
-            problems.push(p);
-            return None;
-        }
-    };
+    let conf = origin.read_configuration::<Value>(conf, rel, known, problems)?;
     match strategy {
         "bearer" => bearer(conf, check, rel, problems),
         "basic" => basic(conf, check, rel, problems),
@@ -285,13 +273,7 @@ pub(super) fn jwt_bearer_auth(
 ) -> Option<Checked> {
     let origin = check.origin;
     let conf: fides::JwtBearerConfiguration =
-        match origin.read_configuration(conf, rel, &fides::JWT_BEARER_KEYS, problems) {
-            Ok(conf) => conf,
-            Err(p) => {
-                problems.push(p);
-                return None;
-            }
-        };
+        origin.read_configuration(conf, rel, &fides::JWT_BEARER_KEYS, problems)?;
     let token_request = RequestTemplate::compile(
         check,
         &format!("{rel}.token_request"),
@@ -482,13 +464,7 @@ pub(super) fn google_auth(
 ) -> Option<Checked> {
     let origin = check.origin;
     let conf: fides::GoogleConfiguration =
-        match origin.read_configuration(conf, rel, &fides::GOOGLE_KEYS, problems) {
-            Ok(conf) => conf,
-            Err(p) => {
-                problems.push(p);
-                return None;
-            }
-        };
+        origin.read_configuration(conf, rel, &fides::GOOGLE_KEYS, problems)?;
     let scopes = conf
         .scopes
         .filter(|s| !s.is_empty())

@@ -47,6 +47,29 @@ fn fields(r: &token_server::Recorded) -> Vec<String> {
     r.form().into_iter().map(|(n, _)| n).collect()
 }
 
+/// Client-credentials connection `okta` to `echo`, its token request (scope `api`) to
+/// `tokens` at `/oauth2/v1/token`, authenticated by `private_key_jwt` with the key in
+/// `key` (`${file:}`) and `more` fields of `client_auth`.
+fn private_key_jwt_conn(
+    echo: std::net::SocketAddr,
+    tokens: std::net::SocketAddr,
+    key: &Path,
+    more: &str,
+) -> Conn {
+    Conn::new("okta", echo, CLIENT_CREDENTIALS)
+        .secrets("client_id: the-client")
+        .configure(&form_request(
+            "token_request",
+            "/oauth2/v1/token",
+            tokens,
+            r#"{"grant_type": "client_credentials", "scope": "api"}"#,
+        ))
+        .field(&format!(
+            "client_auth: {{ method: private_key_jwt, key: \"${{file:{}}}\"{more} }}",
+            key.display()
+        ))
+}
+
 #[tokio::test]
 async fn private_key_jwt_sends_a_fresh_signed_client_assertion_and_no_secret() {
     let keys = tempfile::tempdir().unwrap();
@@ -54,18 +77,7 @@ async fn private_key_jwt_sends_a_fresh_signed_client_assertion_and_no_secret() {
     // Two-second tokens: the second token request shows the assertion is not reused.
     let tokens = TokenServer::start(Reply::token(2, false)).await;
     let echo = Echo::start().await;
-    let conn = Conn::new("okta", echo.addr, CLIENT_CREDENTIALS)
-        .secrets("client_id: the-client")
-        .configure(&form_request(
-            "token_request",
-            "/oauth2/v1/token",
-            tokens.addr,
-            r#"{"grant_type": "client_credentials", "scope": "api"}"#,
-        ))
-        .field(&format!(
-            "client_auth: {{ method: private_key_jwt, key: \"${{file:{}}}\", kid: key-1 }}",
-            key.display()
-        ));
+    let conn = private_key_jwt_conn(echo.addr, tokens.addr, &key, ", kid: key-1");
     let sc = Sidecar::start(&connections(&[conn])).await;
     let (status, body) = sc.get("/okta/x").await;
     assert_eq!(status, 200, "{body}");
@@ -290,18 +302,7 @@ async fn a_private_key_jwt_key_replaced_on_disk_signs_the_next_token_request_wit
     // Two-second tokens: token requests keep coming while requests flow.
     let tokens = TokenServer::start(Reply::token(2, false)).await;
     let echo = Echo::start().await;
-    let conn = Conn::new("okta", echo.addr, CLIENT_CREDENTIALS)
-        .secrets("client_id: the-client")
-        .configure(&form_request(
-            "token_request",
-            "/token",
-            tokens.addr,
-            r#"{"grant_type": "client_credentials"}"#,
-        ))
-        .field(&format!(
-            "client_auth: {{ method: private_key_jwt, key: \"${{file:{}}}\" }}",
-            key.display()
-        ));
+    let conn = private_key_jwt_conn(echo.addr, tokens.addr, &key, "");
     let yaml = format!("admin: {{ watch_config: 100ms }}\n{}", connections(&[conn]));
     let sc = Sidecar::start(&yaml).await;
     let (status, body) = sc.get("/okta/x").await;

@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod browser;
 pub mod capture;
+pub mod child;
 pub mod config;
 pub mod conn_counter;
 pub mod demo;

@@ -5,12 +5,10 @@
 //! The provider needs Node.js and `tests/oidc/node_modules`; when either is missing the
 //! test fails (never skips) and says to run `npm ci --prefix tests/oidc`.
 
+use super::child::Listening;
 use super::WAIT;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
 /// What to run when the provider cannot start.
 pub const INSTALL_HINT: &str = "run `npm ci --prefix tests/oidc` (needs Node.js ≥ 18 and npm)";
@@ -26,9 +24,7 @@ pub struct Provider {
     pub redirect_uri: String,
     /// The tests' own client to it (trusting its CA when it serves HTTPS).
     http: reqwest::Client,
-    _child: Child,
-    _stdin: ChildStdin,
-    _stdout: BufReader<ChildStdout>,
+    _server: Listening,
 }
 
 /// HTTPS for the provider (`OIDC_TLS_*`): its certificate and key, and the CA its clients'
@@ -61,7 +57,8 @@ impl Provider {
             "{} has no oidc-provider installed: {INSTALL_HINT}",
             dir.join("node_modules").display()
         );
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg("server.mjs")
             .current_dir(&dir)
             .env("OIDC_REDIRECT_URI", redirect_uri)
@@ -73,48 +70,9 @@ impl Provider {
                     ("OIDC_TLS_KEY", t.key.as_path()),
                     ("OIDC_TLS_CA", t.ca.as_path()),
                 ]
-            }))
-            // The server exits when its stdin closes: keep the pipe open while it is needed.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `node` ({e}): install Node.js, then {INSTALL_HINT}")
-            });
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let stderr_text = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr_text);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut line = String::new();
-        let read = tokio::time::timeout(WAIT, stdout.read_line(&mut line)).await;
-        let issuer = match read {
-            Ok(Ok(n)) if n > 0 => line
-                .trim_end()
-                .strip_prefix("LISTENING ")
-                .map(str::to_owned),
-            _ => None,
-        };
-        let Some(issuer) = issuer else {
-            let status = child.try_wait().ok().flatten();
-            panic!(
-                "oidc-provider did not start (first line {line:?}, exit {status:?}); if modules are missing, {INSTALL_HINT}\nstderr:\n{}",
-                stderr_text.lock().unwrap()
-            );
-        };
+            }));
+        let hint = format!("install Node.js, then {INSTALL_HINT}");
+        let server = Listening::start(command, "oidc-provider", &hint).await;
         let mut http = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -124,12 +82,10 @@ impl Provider {
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
         }
         Provider {
-            issuer,
+            issuer: server.base.clone(),
             redirect_uri: redirect_uri.to_owned(),
             http: http.build().unwrap(),
-            _child: child,
-            _stdin: stdin,
-            _stdout: stdout,
+            _server: server,
         }
     }
 

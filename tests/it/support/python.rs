@@ -6,13 +6,13 @@
 //! The packages are installed by `tests/deps.sh`; when they are missing a test fails
 //! (never skips) and says so.
 
+use super::child::Listening;
 use super::{client, WAIT};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use std::sync::OnceLock;
+use tokio::process::Command;
 
 /// What to run when a Python package is missing.
 pub const INSTALL_HINT: &str =
@@ -159,10 +159,7 @@ pub async fn google_auth_token(key_file: &Path, token_uri: &str, scopes: &[&str]
 pub struct PyServer {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    stderr: Arc<Mutex<String>>,
-    _child: Child,
-    _stdin: ChildStdin,
-    _stdout: BufReader<ChildStdout>,
+    server: Listening,
 }
 
 impl PyServer {
@@ -173,58 +170,14 @@ impl PyServer {
         command
             .arg(py_dir().join(script))
             .current_dir(py_dir())
-            .env("PYTHONUNBUFFERED", "1")
-            // The server exits when its stdin closes: keep the pipe open while it is needed.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .env("PYTHONUNBUFFERED", "1");
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `python3` ({e}): {INSTALL_HINT}"));
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let stderr_text = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr_text);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut line = String::new();
-        let read = tokio::time::timeout(WAIT, stdout.read_line(&mut line)).await;
-        let base = match read {
-            Ok(Ok(n)) if n > 0 => line
-                .trim_end()
-                .strip_prefix("LISTENING ")
-                .map(str::to_owned),
-            _ => None,
-        };
-        let Some(base) = base else {
-            let status = child.try_wait().ok().flatten();
-            // Give the reader a moment to collect the traceback.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            panic!(
-                "{script} did not start (first line {line:?}, exit {status:?}); if a module is missing, {INSTALL_HINT}\nstderr:\n{}",
-                stderr_text.lock().unwrap()
-            );
-        };
+        let server = Listening::start(command, script, INSTALL_HINT).await;
         PyServer {
-            base,
-            stderr: stderr_text,
-            _child: child,
-            _stdin: stdin,
-            _stdout: stdout,
+            base: server.base.clone(),
+            server,
         }
     }
 
@@ -235,7 +188,7 @@ impl PyServer {
 
     /// The last `max` characters the server wrote to stderr (for failure messages).
     pub fn stderr_tail(&self, max: usize) -> String {
-        let text = self.stderr.lock().unwrap();
+        let text = self.server.stderr.lock().unwrap();
         let start = text
             .char_indices()
             .rev()
