@@ -12,7 +12,10 @@
 //! ```
 //!
 //! Modules:
-//! - [`config`]: the file schema → validated [`config::Config`]; Fides model; `${ENV}`.
+//! - [`config`]: the file schema → validated [`config::Config`]; Fides model; `${ENV}` and
+//!   `${file:}`.
+//! - [`jwt`]: signing keys and signed JWTs for the token endpoint (the JWT-bearer grant's
+//!   assertion, the `private_key_jwt` client assertion).
 //! - [`template`]: Fides placeholders and encodings.
 //! - [`oauth`]: authorization URL, token/refresh requests and responses, states, PKCE.
 //! - [`token`]: token sets, the lock-free cache, schedule, store (no OAuth, no proxy: it
@@ -40,7 +43,8 @@
 //!   `telemetry`.
 //! - [`server`]: the accept loop shared by both listeners.
 //! - [`app`]: the composition root; [`run`] is what `tokenwarden run` does.
-//! - [`demo`]: the self-contained demo; [`telemetry`]: logging; [`tls`]: rustls roots.
+//! - [`demo`]: the self-contained demo; [`telemetry`]: logging; [`tls`]: rustls roots and
+//!   the `tls_client_auth` client certificate.
 
 // The per-node connection of the Redis store (`token::store::redis::link`) deepens the
 // futures of the admin routes and the request lifecycle past the default limit of 128.
