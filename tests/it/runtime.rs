@@ -647,3 +647,32 @@ async fn writes_with_the_admin_token_are_audited_as_such_and_a_wrong_one_is_refu
         ("admin token", "let-me-in"),
     ]);
 }
+
+/// `${file:}` and `${VAR}` belong to the operator's config file: a connection-API caller who
+/// writes one in a secret gets that text sent as it is — never a file of the host (nor an
+/// environment variable) read into a token request.
+#[tokio::test]
+async fn a_file_reference_in_an_api_secret_is_text_never_a_file_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (echo, tokens) = (
+        Echo::start().await,
+        TokenServer::start(Reply::token(3600, false)).await,
+    );
+    let (sc, _) = start(echo.addr).await;
+    // A file tokenwarden could read (mode 600, its own): what an attacker would be after.
+    let target = sc.dir.path().join("host-secret");
+    std::fs::write(&target, "HOST-ONLY-SECRET").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let reference = format!("${{file:{}}}", target.display());
+    let mut secrets = secrets(echo.addr, tokens.addr, "acme-client");
+    secrets["client_secret"] = json!(reference);
+    secrets["audience"] = json!("${HOME}");
+    let body = json!({"instance_key": "acme", "name": "Acme", "secrets": secrets});
+    let (status, created) = instantiate(&sc, "test_api", &body).await;
+    assert_eq!(status, 200, "{created}");
+    sc.wait_state("acme", "ready").await;
+    let request = tokens.nth(1).await;
+    assert_eq!(request.field("client_secret"), Some(reference));
+    assert_eq!(request.field("audience").as_deref(), Some("${HOME}"));
+    assert!(!String::from_utf8_lossy(&request.body).contains("HOST-ONLY-SECRET"));
+}
