@@ -1,6 +1,6 @@
-# Sourced by benches/ab.sh, benches/ab_subject.sh and benches/instructions.sh: the upstream
-# nginx they load tokenwarden in front of, the sidecar config they run it with, and a
-# process's CPU time. Expects $W (a work
+# Sourced by benches/ab.sh, benches/ab_subject.sh, benches/instructions.sh and
+# benches/instructions_subject.sh: the upstream nginx they load tokenwarden in front of,
+# the sidecar config they run it with, and a process's CPU time. Expects $W (a work
 # directory) and the array PIDS (what the caller's cleanup kills).
 
 # Clock ticks per second, and the user+sys ticks of process $1 and its threads.
