@@ -14,6 +14,25 @@ pub(crate) fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
 }
 
+/// `tokenwarden check --config {file}` → (exit code, stdout, stderr); with `env`, that is
+/// its whole environment.
+pub(crate) fn run_check(
+    file: &Path,
+    env: Option<&std::collections::BTreeMap<String, String>>,
+) -> (Option<i32>, String, String) {
+    let mut command = binary();
+    command.args(["check", "--config"]).arg(file);
+    if let Some(env) = env {
+        command.env_clear().envs(env);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `tokenwarden run --config {config}` with the binary tests' secrets in its environment,
 /// killed when dropped.
 pub(crate) fn run_binary(config: &Path) -> tokio::process::Command {

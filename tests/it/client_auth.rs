@@ -11,7 +11,7 @@
 //! Node (ring cannot generate RSA keys), all written mode 0600 (tokenwarden refuses a
 //! `${file:}` others may read). Needs Node.js and `npm ci --prefix tests/oidc`.
 
-use crate::cli::{binary, EXIT_INVALID_CONFIG};
+use crate::cli::EXIT_INVALID_CONFIG;
 use crate::oidc::{PUBLIC_URL, REDIRECT_URI};
 use crate::support::authz::{authorize, callback};
 use crate::support::logs::Logs;
@@ -680,15 +680,8 @@ connections:
 fn check(dir: &Path, yaml: &str) -> (Option<i32>, String) {
     let config = dir.join("config.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let out = binary()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, stderr) = crate::cli::run_check(&config, None);
+    (code, stderr)
 }
 
 /// One refused `client_auth`, and the same one fixed.

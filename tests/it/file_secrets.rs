@@ -5,7 +5,7 @@
 //! missing, is refused at load (and by `check`) naming the config value and the file; the
 //! secret never reaches a log line, a problem or a response.
 
-use crate::cli::{binary, EXIT_INVALID_CONFIG};
+use crate::cli::{run_check, EXIT_INVALID_CONFIG};
 use crate::support::logs::Logs;
 use crate::support::*;
 use std::os::unix::fs::PermissionsExt as _;
@@ -258,17 +258,8 @@ fn problems(file: &Path) -> Vec<String> {
 
 /// `tokenwarden check --config file` → (exit code, stdout and stderr).
 fn check(file: &Path) -> (Option<i32>, String) {
-    let out = binary()
-        .args(["check", "--config"])
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let (code, out, err) = run_check(file, None);
+    (code, out + &err)
 }
 
 /// A config at `<dir>/config.yaml` whose connection's client secret is `${file:reference}`.

@@ -15,24 +15,11 @@ use std::time::Duration;
 const STORE_KEY: &str = "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=";
 const OTHER_KEY: &str = "BgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgY=";
 
-fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-}
-
 /// `tokenwarden check` on `yaml` written into `dir` → (exit code, stdout, stderr).
 fn check(dir: &Path, yaml: &str) -> (Option<i32>, String, String) {
     let file = dir.join("config.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let out = binary()
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::cli::run_check(&file, None)
 }
 
 fn store(key: &str) -> String {
@@ -616,7 +603,7 @@ async fn the_access_log_has_each_request_on_both_paths_and_no_secret() {
 #[test]
 fn the_minimal_example_config_passes_check() {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/minimal.yaml");
-    let out = binary()
+    let out = crate::cli::binary()
         .args(["check", "--config"])
         .arg(&path)
         .env("TOKENWARDEN_STORE_KEY", STORE_KEY)

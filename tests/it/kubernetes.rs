@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 /// A usable store key (32 bytes, base64) in place of the Secret's placeholder.
 const STORE_KEY: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
@@ -84,24 +83,13 @@ fn sidecar_env(sidecar: &Value, secret: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `tokenwarden check` on `config` with exactly `env` → (exit code, stderr).
+/// `tokenwarden check` on `config` with exactly `env` → (exit code, stdout and stderr).
 fn check(config: &str, env: &BTreeMap<String, String>) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(CONFIG_FILE);
     std::fs::write(&file, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .env_clear()
-        .envs(env)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let (code, out, err) = crate::cli::run_check(&file, Some(env));
+    (code, out + &err)
 }
 
 fn assert_locked_down(pod: &Value, container: &Value) {
