@@ -47,33 +47,6 @@ trap cleanup EXIT
 . "$(dirname "$0")/upstream.sh"
 start_upstream taskset -c "$OTHER_CORE"
 
-# The per-user connection, on the same upstream (reverse mode tells them apart by key).
-users_connection() {
-    cat <<EOF
-  - key: users
-    reverse_only: true
-    grants: per_user
-    secrets: { client_id: ab, client_secret: ab }
-    client_config:
-      protocol: http
-      host: "127.0.0.1:$UP"
-      authentication:
-        strategy: oauth2_authorization_code
-        configuration:
-          authorization_request:
-            method: GET
-            path: /authorize
-            query_params:
-              - { name: client_id, value: <client_id> }
-              - { name: redirect_uri, value: <redirect_uri> }
-              - { name: state, value: <state> }
-          token_request:
-            method: POST
-            path: /oauth/token
-            body: '{"grant_type": "authorization_code", "code": "<code>"}'
-EOF
-}
-
 # Imports SUBJECTS grants (u000000… with tokens ab000000…: as long as `ab-token`).
 import_grants() { # admin port
     python3 - "$1" "$SUBJECTS" <<'EOF'

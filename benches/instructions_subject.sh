@@ -36,29 +36,7 @@ listen=$(port)
 admin=$(port)
 write_config "$W/config.yaml" "$listen" "$admin" "$W/tokens.db"
 sed -i "s|^admin: { |admin: { public_url: \"https://tw.example\", |" "$W/config.yaml"
-cat >>"$W/config.yaml" <<EOF
-  - key: users
-    reverse_only: true
-    grants: per_user
-    secrets: { client_id: ab, client_secret: ab }
-    client_config:
-      protocol: http
-      host: "127.0.0.1:$UP"
-      authentication:
-        strategy: oauth2_authorization_code
-        configuration:
-          authorization_request:
-            method: GET
-            path: /authorize
-            query_params:
-              - { name: client_id, value: <client_id> }
-              - { name: redirect_uri, value: <redirect_uri> }
-              - { name: state, value: <state> }
-          token_request:
-            method: POST
-            path: /oauth/token
-            body: '{"grant_type": "authorization_code", "code": "<code>"}'
-EOF
+users_connection >>"$W/config.yaml"
 # shellcheck disable=SC2086 # CGOPTS: several options
 valgrind --tool=callgrind ${CGOPTS:-} --callgrind-out-file="$OUT/cg.out" \
     "$BIN" run --config "$W/config.yaml" 2>>"$W/stderr.log" &

@@ -81,3 +81,32 @@ EOF
         printf '  - key: extra-%d\n    reverse_only: true\n    secrets: { token: t%d }\n    client_config:\n      protocol: http\n      host: "127.0.0.1:%s"\n      authentication:\n        strategy: bearer\n        configuration: { token: "<token>" }\n' "$i" "$i" "$UP"
     done >>"$1"
 }
+
+# Prints connection `users` (authorization code, grants: per_user) on the same upstream, to
+# append to a write_config file (reverse mode tells it from `api` by key): ab_subject.sh and
+# instructions_subject.sh.
+users_connection() {
+    cat <<EOF
+  - key: users
+    reverse_only: true
+    grants: per_user
+    secrets: { client_id: ab, client_secret: ab }
+    client_config:
+      protocol: http
+      host: "127.0.0.1:$UP"
+      authentication:
+        strategy: oauth2_authorization_code
+        configuration:
+          authorization_request:
+            method: GET
+            path: /authorize
+            query_params:
+              - { name: client_id, value: <client_id> }
+              - { name: redirect_uri, value: <redirect_uri> }
+              - { name: state, value: <state> }
+          token_request:
+            method: POST
+            path: /oauth/token
+            body: '{"grant_type": "authorization_code", "code": "<code>"}'
+EOF
+}
