@@ -29,8 +29,6 @@ pub enum KeyError {
     Refused(String),
     #[error("the certificate {0}")]
     Certificate(String),
-    #[error("signing failed: {0}")]
-    Signing(String),
 }
 
 /// The kind of a private key, which decides the algorithms it can sign with.
@@ -280,26 +278,34 @@ impl SigningKey {
             Kind::Rsa => EncodingKey::from_rsa_der(&key.signing_der),
             Kind::P256 => EncodingKey::from_ec_der(&key.signing_der),
         };
-        let signing = SigningKey {
+        Ok(SigningKey {
             key: encoding,
             header,
-        };
-        // Signing once now: a key ring refuses (too short an RSA modulus, say) fails at
-        // load, not at the first token request.
-        signing.sign(&Map::new()).map_err(|e| match e {
-            KeyError::Signing(reason) if reason.contains("TooSmall") => {
-                KeyError::Refused("RSA keys shorter than 2048 bits are refused".into())
-            }
-            KeyError::Signing(reason) => KeyError::Refused(reason),
-            other => other,
-        })?;
-        Ok(signing)
+        })
+    }
+
+    /// Whether the key in `text` reads and signs with `alg` (the load-time check of a key
+    /// that is read again for each token request).
+    pub fn try_key(text: &str, alg: Option<&str>) -> Result<(), KeyError> {
+        SigningKey::new(&PrivateKey::parse(text)?, alg, None, None)?.check()
+    }
+
+    /// Signs once, to learn at load (not at the first token request) whether ring refuses
+    /// the key — an RSA modulus too short, say.
+    pub fn check(&self) -> Result<(), KeyError> {
+        self.sign(&Map::new()).map(drop)
     }
 
     /// The signed JWT (compact form) of `claims`.
     pub fn sign(&self, claims: &Map<String, Value>) -> Result<String, KeyError> {
-        jsonwebtoken::encode(&self.header, claims, &self.key)
-            .map_err(|e| KeyError::Signing(e.to_string()))
+        jsonwebtoken::encode(&self.header, claims, &self.key).map_err(|e| {
+            let reason = e.to_string();
+            KeyError::Refused(if reason.contains("TooSmall") {
+                "RSA keys shorter than 2048 bits are refused".into()
+            } else {
+                reason
+            })
+        })
     }
 }
 
@@ -510,6 +516,8 @@ mod tests {
         let short = PrivateKey::parse(RSA_1024).unwrap();
         assert_eq!(
             SigningKey::new(&short, None, None, None)
+                .unwrap()
+                .check()
                 .unwrap_err()
                 .to_string(),
             "the key cannot sign: RSA keys shorter than 2048 bits are refused"

@@ -523,6 +523,7 @@ fn private_key_jwt(
         raw.kid,
         raw.certificate.as_deref(),
     )
+    .and_then(|s| s.check().map(|()| s))
     .map_err(|e| match e {
         KeyError::Certificate(_) => ("certificate", e),
         KeyError::UnknownAlg(_) | KeyError::Mismatch { .. } => ("alg", e),

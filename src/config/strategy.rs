@@ -435,10 +435,8 @@ fn key_signs(
     if text.contains("${") {
         return false;
     }
-    let signs = crate::jwt::PrivateKey::parse(&text)
-        .and_then(|k| crate::jwt::SigningKey::new(&k, alg, None, None));
-    match signs {
-        Ok(_) => true,
+    match crate::jwt::SigningKey::try_key(&text, alg) {
+        Ok(()) => true,
         Err(e) => {
             problems.push(check.origin.problem(rel, e.to_string()));
             false
@@ -594,9 +592,7 @@ pub(super) fn google_params(
         .get("private_key")
         .and_then(serde_json::Value::as_str);
     if let Some(key) = key.filter(|k| !k.is_empty() && !k.contains("${")) {
-        let signs = crate::jwt::PrivateKey::parse(key)
-            .and_then(|k| crate::jwt::SigningKey::new(&k, Some("RS256"), None, None));
-        if let Err(e) = signs {
+        if let Err(e) = crate::jwt::SigningKey::try_key(key, Some("RS256")) {
             let field = if from_key_file {
                 "keyfile_creds"
             } else {
