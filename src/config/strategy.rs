@@ -501,26 +501,18 @@ pub(super) fn google_auth(
 
 /// A body-less POST to `url` (its query kept), or None when it is not an http(s) URL.
 fn post_to(url: &str) -> Option<RequestTemplate> {
-    let (protocol, rest) = url.split_once("://")?;
-    if !matches!(protocol, "http" | "https") {
-        return None;
-    }
-    let split = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (host, path) = rest.split_at(split);
-    if host.is_empty() {
-        return None;
-    }
-    let path = if path.starts_with('?') {
-        format!("/{path}")
-    } else {
-        path.to_owned()
-    };
+    let uri: http::Uri = url.parse().ok()?;
+    let protocol = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    let host = uri.authority()?.as_str();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let literal = crate::template::Template::parse;
     Some(RequestTemplate {
         method: http::Method::POST,
         protocol: protocol.to_owned(),
         host: literal(host),
-        path: literal(if path.is_empty() { "/" } else { &path }),
+        path: literal(path),
         query_params: Vec::new(),
         headers: Vec::new(),
         body: None,
@@ -602,6 +594,39 @@ pub(super) fn google_params(
                 &format!("{at}.{field}"),
                 format!("the service account's private_key: {e}"),
             ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_uri_becomes_a_post_to_it_query_kept() {
+        let params = crate::template::Params::default();
+        let parts = |url: &str| {
+            post_to(url).map(|r| {
+                let lookup = crate::template::Lookup::new(&params);
+                let fill = |t: &crate::template::Template| t.fill(&lookup).unwrap();
+                (r.protocol, fill(&r.host), fill(&r.path))
+            })
+        };
+        let part = |a: &str, b: &str, c: &str| Some((a.to_owned(), b.to_owned(), c.to_owned()));
+        assert_eq!(
+            parts(GOOGLE_TOKEN_URI),
+            part("https", "oauth2.googleapis.com", "/token")
+        );
+        assert_eq!(
+            parts("http://127.0.0.1:9/tok/en?x=1"),
+            part("http", "127.0.0.1:9", "/tok/en?x=1")
+        );
+        assert_eq!(
+            parts("https://as.example"),
+            part("https", "as.example", "/")
+        );
+        for refused in ["ftp://as.example/token", "/token", "not a url", "https://"] {
+            assert_eq!(parts(refused), None, "{refused}");
         }
     }
 }
