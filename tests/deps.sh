@@ -3,8 +3,9 @@
 # Debian packages (curl for the forward-proxy tests, redis-server and redis-cli for the shared
 # store and the Redis topologies, chromium for the status page's browser test), Python
 # `requests` and `httpx`, the pinned Python packages of tests/py/requirements.txt (Authlib's
-# JWT-bearer server, google-auth), and the npm packages of the end-to-end authorization server
-# (tests/oidc) and of the Node client of the interception test (tests/node: undici).
+# JWT-bearer server, google-auth, grpcio and h2 for the HTTP/2 tests), and the npm packages of
+# the end-to-end authorization server (tests/oidc) and of the Node client of the interception
+# test (tests/node: undici).
 # Idempotent: run it before `cargo test` on a fresh machine (README) and from CI (.ci/run).
 # Needs root for apt-get when a package is missing.
 set -euo pipefail
@@ -32,7 +33,7 @@ python3 -c 'import httpx' 2>/dev/null || python3 -m pip install --quiet httpx
 python3 -c 'import requests, httpx'
 # Pinned: pip leaves a satisfied requirement alone, without asking the index.
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/py/requirements.txt
-python3 -c 'import authlib, joserfc, flask, werkzeug, google.auth, requests, cryptography' \
+python3 -c 'import authlib, joserfc, flask, werkzeug, google.auth, requests, cryptography, grpc, h2' \
   || { echo "tests/deps.sh: a package of tests/py/requirements.txt does not import" >&2; exit 1; }
 
 npm ci --prefix tests/oidc --no-audit --no-fund --silent

@@ -13,6 +13,7 @@ pub mod differential;
 pub mod echo;
 pub mod external;
 pub mod golden;
+pub mod grpc;
 pub mod logs;
 pub mod memory;
 pub mod oidc;

@@ -12,6 +12,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// What to run when a Python package is missing.
@@ -19,7 +21,8 @@ pub const INSTALL_HINT: &str =
     "run tests/deps.sh (it pip-installs tests/py/requirements.txt into python3)";
 
 /// The modules the scripts import.
-const MODULES: &str = "authlib, joserfc, flask, werkzeug, google.auth, requests, cryptography";
+const MODULES: &str =
+    "authlib, joserfc, flask, werkzeug, google.auth, requests, cryptography, grpc, h2";
 
 /// `tests/py`.
 pub fn py_dir() -> PathBuf {
@@ -53,19 +56,46 @@ pub fn require_packages() {
 /// Runs `python3 tests/py/<script> <args>` to completion and returns its stdout (panics
 /// with its stderr if it fails or takes longer than [`WAIT`]).
 pub async fn run_script(script: &str, args: &[&str]) -> String {
+    run_script_with(script, args, None, WAIT, |_| {}).await
+}
+
+/// [`run_script`] with `stdin` written to the script (then closed; none: `/dev/null`), a
+/// time `limit`, and `configure` applied to the command before it starts (its environment,
+/// say).
+pub async fn run_script_with(
+    script: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    limit: Duration,
+    configure: impl FnOnce(&mut Command),
+) -> String {
     require_packages();
-    let child = Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .arg(py_dir().join(script))
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    configure(&mut command);
+    let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run `python3` ({e}): {INSTALL_HINT}"));
-    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input)
+            .await
+            .unwrap_or_else(|e| panic!("{script}: writing its stdin: {e}"));
+        // Dropping the pipe closes it: the script reads to EOF.
+    }
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("{script} {args:?} did not finish within {WAIT:?}"))
+        .unwrap_or_else(|_| panic!("{script} {args:?} did not finish within {limit:?}"))
         .expect("wait for python3");
     assert!(
         out.status.success(),
