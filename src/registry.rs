@@ -16,7 +16,7 @@ mod entry;
 mod hosted;
 mod origin;
 
-pub use entry::{Entry, ProxyCounters};
+pub use entry::{Entry, ProxyCounters, UpstreamVersion, Version};
 use hosted::Hosted;
 pub use origin::{Origin, OriginHash, OriginHasher};
 

@@ -1,7 +1,7 @@
 //! Minting the certificates interception serves, off the request path: for each configured
 //! host, an intermediate signed by the persisted [`Root`] whose name constraints permit
 //! only that host, and one leaf (its own EC P-256 key, `serverAuth`, short validity) signed
-//! by it, ready as a rustls `ServerConfig` (ALPN `http/1.1`) that presents the two. One
+//! by it, ready as a rustls `ServerConfig` (ALPN `h2, http/1.1`) that presents the two. One
 //! intermediate per host keeps each chain small and lets a host come or go without minting
 //! the others again (10,000 runtime connections may bring 10,000 hosts): [`mint_host`].
 //! [`mint`] runs at start and again every [`RENEW_EVERY`] (the app's renewal task); nothing
@@ -41,6 +41,8 @@ const V4_HOST_PREFIX: u8 = 32;
 const V6_HOST_PREFIX: u8 = 128;
 /// The one application protocol an intercepted client may speak.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// HTTP/2's ALPN name: offered first, so an h2-only client (gRPC) can connect.
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// The TLS server configuration for each configured host (lower case). A persistent map:
 /// adding or removing one host ([`Minted::with`], [`Minted::without`]) shares the rest.
@@ -171,7 +173,7 @@ fn leaf(
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(invalid)?;
-    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
     Ok(config)
 }
 
@@ -196,7 +198,10 @@ mod tests {
         names.sort();
         assert_eq!(names, ["10.0.0.7", "api.example.com"]);
         for config in minted.by_host.values() {
-            assert_eq!(config.alpn_protocols, [ALPN_HTTP11.to_vec()]);
+            assert_eq!(
+                config.alpn_protocols,
+                [ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+            );
         }
         // A host comes and goes alone; the others keep their certificates.
         let more = minted.with(&root, "Other.example").unwrap();

@@ -3,7 +3,7 @@
 //! that every placeholder the host and the auth requests use can be resolved.
 
 use super::fides::{self, ClientConfig, SUPPORTED_STRATEGIES};
-use super::model::{ClientAuth, Connection, Grant, PerUser};
+use super::model::{ClientAuth, Connection, Grant, Http2, PerUser};
 use super::origin::{FidesSource, Named, Origin};
 use super::raw::RawConnection;
 use super::rejected::RejectedStatuses;
@@ -151,6 +151,7 @@ fn validate_one(
         return None;
     };
     let per_user = per_user(per_user_fields, grant, src, prefix, problems);
+    let upstream_http2 = upstream_http2(raw.upstream_http2.as_deref(), src, prefix, problems);
     let pkce_refused = pkce_refused(raw.pkce, src, prefix);
     let root = Root {
         protocol: &saas.client_config.protocol,
@@ -181,12 +182,34 @@ fn validate_one(
         client_auth,
         issuer: raw.issuer,
         allow_private_network: raw.allow_private_network,
+        upstream_http2: upstream_http2?,
         reverse_only: raw.reverse_only,
         token_rejected,
         per_user,
         fingerprint: [0; 32],
         grant_identity: [0; 32],
     })
+}
+
+/// `upstream_http2:` (None: refused, the problem said).
+fn upstream_http2(
+    value: Option<&str>,
+    src: &Source,
+    prefix: &str,
+    problems: &mut Problems,
+) -> Option<Http2> {
+    match value {
+        None | Some("auto") => Some(Http2::Auto),
+        Some("never") => Some(Http2::Never),
+        Some("always") => Some(Http2::Always),
+        Some(other) => {
+            let field = format!("{prefix}.upstream_http2");
+            let other = src.quote(&field, other);
+            let message = format!("unknown value {other}: expected auto, never or always");
+            problems.push(src.problem(&field, message));
+            None
+        }
+    }
 }
 
 /// `grants:` and the settings of `grants: per_user`, which only an authorization-code

@@ -46,8 +46,8 @@ pub use connection::validate_runtime;
 pub use definition::Definition;
 pub use env::file_references;
 pub use model::{
-    fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Encoding, Grant, OAuth2,
-    Pair, PerUser, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,
+    fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Encoding, Grant, Http2,
+    OAuth2, Pair, PerUser, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,
 };
 pub use proxy::{InterceptSettings, ProxyLimits, ProxySettings};
 pub use rejected::RejectedStatuses;

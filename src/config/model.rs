@@ -23,6 +23,8 @@ pub struct Connection {
     /// Expected `iss` on the callback (RFC 9207).
     pub issuer: Option<String>,
     pub allow_private_network: bool,
+    /// Whether requests go upstream as HTTP/2 (`upstream_http2`).
+    pub upstream_http2: Http2,
     /// Reached by its key in reverse mode only: forward mode and interception never route
     /// its host to it (another connection may own that host there).
     pub reverse_only: bool,
@@ -52,11 +54,25 @@ impl std::fmt::Debug for Connection {
             .field("client_auth", &self.client_auth)
             .field("issuer", &self.issuer)
             .field("allow_private_network", &self.allow_private_network)
+            .field("upstream_http2", &self.upstream_http2)
             .field("reverse_only", &self.reverse_only)
             .field("token_rejected", &self.token_rejected)
             .field("per_user", &self.per_user)
             .finish_non_exhaustive()
     }
+}
+
+/// `upstream_http2`: the HTTP version requests go upstream in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http2 {
+    /// HTTP/2 when the upstream offers it by ALPN (https only), else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Never,
+    /// HTTP/2 only: ALPN `h2` for https, prior knowledge (h2c) for http; an upstream
+    /// without it is an error.
+    Always,
 }
 
 /// The settings of a connection with `grants: per_user` (`crate::grants`).

@@ -316,4 +316,7 @@ pub struct RawConnection {
     /// Per-user grants: how many this process keeps in memory (default 10,000).
     #[serde(default)]
     pub grant_cache_size: Option<u64>,
+    /// `auto` (default), `never` or `always`: HTTP/2 to the upstream ([`crate::config::Http2`]).
+    #[serde(default)]
+    pub upstream_http2: Option<String>,
 }

@@ -14,7 +14,7 @@ use super::fast::{Client, Next};
 use super::heads::ChargedIo;
 use super::limits::Budget;
 use super::tunnel::{Inside, Slot, Tunnel};
-use super::{fast, full, Proxy};
+use super::{fast, full, h2, Proxy};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -70,14 +70,21 @@ pub async fn serve<S: AppIo>(
     }
 }
 
-/// Serves `client` with hyper until it closes; returns the tunnel a `CONNECT` opened, if
-/// any.
+/// Serves `client` with hyper until it closes — HTTP/2 ([`h2`]) when it starts with the
+/// HTTP/2 preface (h2c with prior knowledge, or `h2` chosen by ALPN in a tunnel), else
+/// HTTP/1.1; returns the tunnel a `CONNECT` opened, if any.
 async fn serve_with_hyper<S: AppIo>(
     worker: &Rc<Shared>,
-    client: Client<S>,
+    mut client: Client<S>,
     peer: SocketAddr,
 ) -> Option<Tunnel> {
+    let preface = client.starts_with(h2::PREFACE);
+    let h2 = tokio::time::timeout(worker.fast.header_read_timeout, preface).await;
     let (pending, io, budget, tunnel) = client.into_parts();
+    if h2 == Ok(true) {
+        h2::serve(worker, Rewind::new(pending, io), peer, tunnel, budget).await;
+        return None;
+    }
     // Hyper's partial heads are charged too: what it reads while no request is in flight.
     let (io, gate) = ChargedIo::new(Rewind::new(pending, io), &worker.fast.heads);
     let this = Rc::clone(worker);

@@ -48,6 +48,9 @@ pub enum ProxyError {
         connection: String,
         fault: UpstreamFault,
     },
+    /// A gRPC request, and the connection's upstream speaks HTTP/1.1 only: gRPC is never
+    /// downgraded.
+    GrpcNeedsHttp2 { connection: String },
 }
 
 /// Why an exchange with an upstream failed, as both paths produce it (pingora's typed
@@ -121,9 +124,9 @@ impl ProxyError {
     /// out); None for a refusal before any connection was chosen.
     pub fn connection(&self) -> Option<&str> {
         match self {
-            ProxyError::NoToken { connection, .. } | ProxyError::Upstream { connection, .. } => {
-                Some(connection)
-            }
+            ProxyError::NoToken { connection, .. }
+            | ProxyError::Upstream { connection, .. }
+            | ProxyError::GrpcNeedsHttp2 { connection } => Some(connection),
             _ => None,
         }
     }
@@ -141,6 +144,7 @@ impl ProxyError {
                 UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             },
+            ProxyError::GrpcNeedsHttp2 { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -185,7 +189,58 @@ impl ProxyError {
                 _ => json!({"error": "upstream_unreachable",
                 "connection": connection, "message": fault.message()}),
             },
+            ProxyError::GrpcNeedsHttp2 { connection } => json!({"error": "upstream_http1_only",
+                "connection": connection,
+                "message": "a gRPC request, and the upstream speaks HTTP/1.1 only (gRPC needs HTTP/2; set upstream_http2: auto or always on an upstream that offers it)"}),
         }
+    }
+
+    /// Its gRPC status code: the one gRPC's "HTTP to gRPC status code mapping" gives its
+    /// HTTP status, except a gRPC request refused for an
+    /// HTTP/1.1 upstream, which is `UNIMPLEMENTED` (retrying cannot help).
+    pub fn grpc_code(&self) -> u8 {
+        const UNKNOWN: u8 = 2;
+        const PERMISSION_DENIED: u8 = 7;
+        const INTERNAL: u8 = 13;
+        const UNIMPLEMENTED: u8 = 12;
+        const UNAVAILABLE: u8 = 14;
+        match self {
+            ProxyError::GrpcNeedsHttp2 { .. } => UNIMPLEMENTED,
+            _ => match self.status().as_u16() {
+                400 => INTERNAL,
+                403 => PERMISSION_DENIED,
+                404 => UNIMPLEMENTED,
+                429 | 502..=504 => UNAVAILABLE,
+                _ => UNKNOWN,
+            },
+        }
+    }
+
+    /// The answer to a gRPC request: "trailers-only" (HTTP 200, `content-type:
+    /// application/grpc`, `grpc-status` and `grpc-message` in the head, no body), which a
+    /// gRPC client reads as that status; the `error` code and message of
+    /// [`ProxyError::body`] in `grpc-message`.
+    pub fn into_grpc_response(self) -> Response<Full<Bytes>> {
+        let body = self.body();
+        let code = body["error"].as_str().unwrap_or("error");
+        let message = match body["message"].as_str() {
+            Some(message) => format!("tokenwarden: {code}: {message}"),
+            None => format!("tokenwarden: {code}"),
+        };
+        let mut r = Response::new(Full::new(Bytes::new()));
+        let headers = r.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            header::HeaderValue::from(u16::from(self.grpc_code())),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&grpc_percent_encode(&message)) {
+            headers.insert("grpc-message", value);
+        }
+        r
     }
 
     /// `Retry-After` seconds: on every `no_token` 503 — soon while a token is on its way,
@@ -284,6 +339,19 @@ pub fn write_error(out: &mut Vec<u8>, error: &ProxyError, is_head: bool, close: 
     if !is_head {
         out.extend_from_slice(body.as_bytes());
     }
+}
+
+/// `grpc-message`'s encoding: bytes outside printable ASCII, and `%`, percent-encoded.
+fn grpc_percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub(crate) fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -54,6 +54,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the request's `TE` names `trailers` (it is hop-by-hop: an HTTP/2 upstream is
+/// told again, [`super::full::pool`]).
+pub fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
 /// [`strip_hop_by_hop`] for a response hyper decoded, with the fast path's rule for its
 /// length ([`forwards_length`]), which it writes as one number, as the fast path does
 /// (`Content-Length: 5, 5` or the header twice become `content-length: 5`).

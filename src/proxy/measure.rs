@@ -10,7 +10,7 @@
 //! two relaxed atomic adds; nothing here locks or allocates.
 
 use super::error::ProxyError;
-use super::upstream::{DialError, Dialer, Stream};
+use super::upstream::{DialError, Dialer, Offer, Stream};
 use super::Proxy;
 use crate::instrument::UpstreamError;
 use crate::registry::Entry;
@@ -45,11 +45,15 @@ pub(crate) fn failed(proxy: &Proxy, error: &ProxyError, started: Instant) {
     answered(entry, error.status().as_u16(), started);
 }
 
-/// Opens a connection to `entry`'s upstream with `dialer`: its connect time recorded, or
-/// its failure counted by kind (`connect` or `tls`).
-pub(crate) async fn dial(dialer: &Dialer, entry: &Entry) -> Result<Stream, DialError> {
+/// Opens a connection to `entry`'s upstream with `dialer`, offering `offer`: its connect
+/// time recorded, or its failure counted by kind (`connect` or `tls`).
+pub(crate) async fn dial(
+    dialer: &Dialer,
+    entry: &Entry,
+    offer: Offer,
+) -> Result<Stream, DialError> {
     let started = Instant::now();
-    let opened = dialer.open(&entry.conn).await;
+    let opened = dialer.open(&entry.conn, offer).await;
     let instruments = &entry.counters.requests;
     match &opened {
         Ok(_) => instruments.connect.record(started.elapsed()),

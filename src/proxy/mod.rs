@@ -45,6 +45,7 @@ pub(crate) mod deadline;
 pub(crate) mod error;
 pub mod fast;
 pub(crate) mod full;
+pub(crate) mod h2;
 pub(crate) mod headers;
 pub(crate) mod heads;
 pub(crate) mod idle;

@@ -262,6 +262,13 @@ impl Proxy {
         Ok((state, Target::after(tail)))
     }
 
+    /// Whether `authority` (`host[:port]`, port 80 if none) is one of this process's
+    /// listeners.
+    pub(crate) fn is_own_authority(&self, authority: &str) -> bool {
+        split_authority(authority)
+            .is_ok_and(|(host, port)| self.targets_self(host, port.unwrap_or(HTTP_DEFAULT_PORT)))
+    }
+
     /// Whether `host:port` is one of this process's listeners.
     fn targets_self(&self, host: &str, port: u16) -> bool {
         let Ok(ip) = host.parse::<std::net::IpAddr>() else {

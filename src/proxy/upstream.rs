@@ -53,37 +53,69 @@ impl DialError {
     }
 }
 
+/// What a dial asks the upstream to speak: by ALPN over https, by prior knowledge over
+/// http (where only [`Offer::Http2`] speaks HTTP/2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// ALPN `http/1.1` (the fast path's links, and `upstream_http2: never`).
+    Http1,
+    /// ALPN `h2, http/1.1`: the upstream chooses (`upstream_http2: auto`).
+    Either,
+    /// ALPN `h2` only, or h2c with prior knowledge (`upstream_http2: always`).
+    Http2,
+}
+
+impl Offer {
+    /// The ALPN protocols it offers.
+    fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Offer::Http1 => vec![ALPN_HTTP1.to_vec()],
+            Offer::Either => vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()],
+            Offer::Http2 => vec![ALPN_H2.to_vec()],
+        }
+    }
+}
+
+/// The ALPN names of HTTP/1.1 and HTTP/2.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+pub const ALPN_H2: &[u8] = b"h2";
+
 /// Opens upstream connections for one worker's pools.
 #[derive(Clone)]
 pub struct Dialer {
-    tls: tokio_rustls::TlsConnector,
-    /// Its configuration, for the connections that present a client certificate.
+    /// A TLS connector per [`Offer`] (its index), each with that offer's ALPN.
+    tls: [tokio_rustls::TlsConnector; 3],
+    /// The configuration without ALPN, for the connections that present a client
+    /// certificate.
     config: Arc<rustls::ClientConfig>,
     resolver: GuardedResolver,
     connect_timeout: Duration,
 }
 
 impl Dialer {
-    /// A dialer that offers ALPN `http/1.1` over `tls`.
+    /// A dialer over `tls`, offering by ALPN what each dial asks ([`Offer`]).
     pub fn new(
         tls: Arc<rustls::ClientConfig>,
         resolver: GuardedResolver,
         connect_timeout: Duration,
     ) -> Dialer {
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let config = Arc::new(tls);
+        let with = |offer: Offer| {
+            let mut config = (*tls).clone();
+            config.alpn_protocols = offer.alpn();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        };
         Dialer {
-            tls: tokio_rustls::TlsConnector::from(Arc::clone(&config)),
-            config,
+            tls: [with(Offer::Http1), with(Offer::Either), with(Offer::Http2)],
+            config: tls,
             resolver,
             connect_timeout,
         }
     }
 
     /// Opens a connection to `conn`'s upstream: resolve (through the SSRF guard, with
-    /// `conn`'s own `allow_private_network`), TCP, TLS for https.
-    pub async fn open(&self, conn: &Connection) -> Result<Stream, DialError> {
+    /// `conn`'s own `allow_private_network`), TCP, TLS for https offering `offer` by ALPN
+    /// (what was chosen: [`Stream::speaks_h2`]).
+    pub async fn open(&self, conn: &Connection, offer: Offer) -> Result<Stream, DialError> {
         let upstream = &conn.upstream;
         let addrs = self.resolve(conn).await?;
         let timed_out = || DialError::ConnectTimeout {
@@ -101,17 +133,22 @@ impl Dialer {
             DialError::Connect(format!("{} is not a valid TLS server name", upstream.host))
         })?;
         let connector = match upstream_certificate(conn) {
-            Some(identity) => tokio_rustls::TlsConnector::from(Arc::new(crate::tls::presenting(
-                &self.config,
-                identity,
-            ))),
-            None => self.tls.clone(),
+            Some(identity) => {
+                let mut config = crate::tls::presenting(&self.config, identity);
+                config.alpn_protocols = offer.alpn();
+                tokio_rustls::TlsConnector::from(Arc::new(config))
+            }
+            None => self.tls[offer as usize].clone(),
         };
         let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
             .await
             .map_err(|_| timed_out())?
             .map_err(|e| {
                 let why = crate::tls::in_words(&e).unwrap_or_else(|| e.to_string());
+                let why = match offer {
+                    Offer::Http2 if refused_alpn(&e) => format!("the upstream does not speak HTTP/2 (it refused ALPN h2), and upstream_http2 is always ({why})"),
+                    _ => why,
+                };
                 DialError::Tls(format!(
                     "TLS handshake with {} failed: {why}",
                     upstream.authority
@@ -139,6 +176,19 @@ impl Dialer {
             .map(|a| SocketAddr::new(a.ip(), upstream.port))
             .collect())
     }
+}
+
+/// Whether a TLS handshake failed because the server accepts none of the ALPN protocols
+/// offered.
+fn refused_alpn(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| {
+            matches!(
+                tls,
+                rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+            )
+        })
 }
 
 /// The client certificate `conn` shows its upstream (`tls_client_auth` with `upstream: true`).
@@ -176,6 +226,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Whether the upstream chose HTTP/2 by ALPN (never, over plain http).
+    pub fn speaks_h2(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(ALPN_H2),
+        }
+    }
+
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {

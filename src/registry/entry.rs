@@ -1,11 +1,12 @@
 //! [`Entry`]: one connection as the request path and the admin routes read it.
 
-use crate::config::{Auth, Connection, Definition, Grant, Upstream};
+use crate::config::{Auth, Connection, Definition, Grant, Http2, Upstream};
 use crate::grants::Grants;
 use crate::instrument::ConnectionInstruments;
 use crate::telemetry::Counter;
 use crate::token::{self, State};
 use http::HeaderValue;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::Origin;
@@ -40,6 +41,51 @@ pub struct Entry {
     /// `grants: per_user`: the end users' grants this process holds (`tokens` then holds
     /// none, only the counters they share).
     pub grants: Option<Arc<crate::grants::Grants>>,
+    /// The HTTP version its requests go upstream in, as far as this process knows.
+    pub version: UpstreamVersion,
+}
+
+/// The HTTP version a connection's requests go upstream in ([`Http2`]): fixed by `never`
+/// and `always` (and by `auto` over plain http, which is HTTP/1.1), learned from the
+/// upstream's ALPN choice by `auto` over https. One relaxed load per request: the fast
+/// path sends only what is known to go as HTTP/1.1.
+#[derive(Debug)]
+pub struct UpstreamVersion(AtomicU8);
+
+/// What [`UpstreamVersion`] knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http1,
+    /// `auto` over https, before the first connection chose.
+    Unknown,
+    Http2,
+}
+
+impl UpstreamVersion {
+    fn of(conn: &Connection) -> UpstreamVersion {
+        let https = conn.upstream.scheme == http::uri::Scheme::HTTPS;
+        let known = match conn.upstream_http2 {
+            Http2::Never => Version::Http1,
+            Http2::Always => Version::Http2,
+            Http2::Auto if https => Version::Unknown,
+            Http2::Auto => Version::Http1,
+        };
+        UpstreamVersion(AtomicU8::new(known as u8))
+    }
+
+    pub fn get(&self) -> Version {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Version::Http1,
+            1 => Version::Unknown,
+            _ => Version::Http2,
+        }
+    }
+
+    /// What a new connection to the upstream chose (by ALPN): kept for the next requests.
+    pub fn learned(&self, h2: bool) {
+        let version = if h2 { Version::Http2 } else { Version::Http1 };
+        self.0.store(version as u8, Ordering::Relaxed);
+    }
 }
 
 /// Per-connection request counters for `/metrics`.
@@ -81,6 +127,7 @@ impl Entry {
         });
         Entry {
             origin: Origin::of(&conn),
+            version: UpstreamVersion::of(&conn),
             conn,
             host_header,
             counters: ProxyCounters::default(),

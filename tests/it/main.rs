@@ -35,6 +35,7 @@ mod forward;
 mod google_service_account;
 mod grants_api;
 mod hidden_values;
+mod http2;
 mod injection;
 mod intercept;
 mod intercept_cli;

@@ -9,7 +9,7 @@ use super::io::Buf;
 use crate::instrument::{Gauge, Open};
 use crate::proxy::idle::{Idle, IdleLists};
 use crate::proxy::measure;
-use crate::proxy::upstream::{DialError, Dialer, Stream};
+use crate::proxy::upstream::{DialError, Dialer, Offer, Stream};
 use crate::registry::{Entry, Origin};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -70,13 +70,37 @@ impl Links {
         self.idle.reap().await;
     }
 
-    /// A new link to `entry`'s upstream (timed, or its failure counted: [`measure::dial`]).
+    /// A new HTTP/1.1 link to `entry`'s upstream (timed, or its failure counted:
+    /// [`measure::dial`]).
     pub async fn connect(&self, entry: &Entry) -> Result<Link, DialError> {
-        Ok(Link {
-            stream: measure::dial(&self.dialer, entry).await?,
+        let stream = measure::dial(&self.dialer, entry, Offer::Http1).await?;
+        Ok(self.link(stream))
+    }
+
+    fn link(&self, stream: Stream) -> Link {
+        Link {
+            stream,
             buf: Buf::with_capacity(LINK_BUFFER),
             head: Vec::new(),
             _open: self.open.open(),
-        })
+        }
+    }
+
+    /// For `upstream_http2: auto` over https, before the first request to `entry`'s
+    /// upstream: opens a connection offering both versions and learns which one the
+    /// upstream chose ([`Entry::version`]). One that chose HTTP/1.1 is pooled for the
+    /// request; one that chose HTTP/2 is closed (the hyper path, which speaks it, opens
+    /// its own, once). False when the dial failed (not counted here: the hyper path then
+    /// dials, and counts its outcome).
+    pub async fn learn(&self, entry: &Entry, now: Instant) -> bool {
+        let Ok(stream) = self.dialer.open(&entry.conn, Offer::Either).await else {
+            return false;
+        };
+        let h2 = stream.speaks_h2();
+        entry.version.learned(h2);
+        if !h2 {
+            self.checkin(&entry.origin, self.link(stream), now);
+        }
+        true
     }
 }

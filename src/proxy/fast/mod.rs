@@ -23,10 +23,11 @@ pub mod request;
 use super::deadline::Timers;
 use super::error::{write_error, ProxyError};
 use super::heads::{HeadBudget, HeadCharge};
-use super::lifecycle;
+use super::lifecycle::{self, Prepared};
 use super::limits::Budget;
 use super::Proxy;
 use crate::proxy::tunnel::Inside;
+use crate::registry::Version;
 use exchange::Exchange;
 use io::{write_all2, AppIo, Buf};
 use link::Links;
@@ -87,6 +88,27 @@ impl<S> Client<S> {
         (self.buf.into_pending(), self.io, self.budget, self.tunnel)
     }
 
+    /// Reads until the bytes read start with `prefix` (true) or cannot (false: other
+    /// bytes, the app closed, or a read failed). Nothing is taken from the buffer.
+    pub(crate) async fn starts_with(&mut self, prefix: &[u8]) -> bool
+    where
+        S: AppIo,
+    {
+        loop {
+            let pending = self.buf.pending();
+            let n = pending.len().min(prefix.len());
+            if pending[..n] != prefix[..n] {
+                return false;
+            }
+            if n == prefix.len() {
+                return true;
+            }
+            if !matches!(self.buf.fill(&mut self.io).await, Ok(read) if read > 0) {
+                return false;
+            }
+        }
+    }
+
     /// Gives back what a large request grew the buffers to, between requests.
     fn shrink(&mut self) {
         self.buf.shrink(SHRINK_ABOVE, CLIENT_BUFFER);
@@ -143,6 +165,16 @@ impl Engine {
             // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
             Err(_) | Ok(Ok(Read::Body)) => return Next::Close,
         };
+        // An upstream that speaks HTTP/2 is the hyper path's (checked before the request
+        // is taken from the buffer, which hyper then reads as it arrived).
+        if let Ok(req) = &first {
+            let version = req.entry.version.get();
+            if version != Version::Http1
+                && !Box::pin(self.upstream_speaks_http1(req, started)).await
+            {
+                return Next::Hyper;
+            }
+        }
         let consumed = framed.head_len + framed.body_len;
         let mut exchange = Exchange::new(self, client, framed, started);
         let first = first.map(|req| exchange.coalesced(req));
@@ -239,6 +271,15 @@ impl Engine {
                 }
             };
         }
+    }
+
+    /// Whether `req`'s upstream is known to speak HTTP/1.1, learning it first if it is not
+    /// known yet ([`Links::learn`]); false when it speaks HTTP/2, or the dial failed.
+    async fn upstream_speaks_http1(&self, req: &Prepared<'_>, now: Instant) -> bool {
+        let entry = req.entry;
+        entry.version.get() == Version::Unknown
+            && self.links.learn(entry, now).await
+            && entry.version.get() == Version::Http1
     }
 
     /// Answers with the proxy's own error response.

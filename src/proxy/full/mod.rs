@@ -71,8 +71,12 @@ impl Proxy {
         slot: super::tunnel::Slot,
     ) -> Response<ProxyBody> {
         if req.method() != Method::CONNECT {
+            let grpc = pool::is_grpc(&req);
             let forwarded = self.forward(&engine, req, tunnel.as_deref()).await;
-            return forwarded.unwrap_or_else(|e| e.into_response().map(Either::Right));
+            return forwarded.unwrap_or_else(|e| match grpc {
+                true => e.into_grpc_response().map(Either::Right),
+                false => e.into_response().map(Either::Right),
+            });
         }
         // A CONNECT is no forwarded request (no lifecycle): its access-log line is here.
         let logged = self.access_log.then(|| {
@@ -135,9 +139,13 @@ impl Proxy {
         tunnel: Option<&Inside>,
         now: Instant,
     ) -> Result<(Prepared<'_>, Response<PooledBody>), ProxyError> {
+        let trailers = headers::asks_for_trailers(req.headers());
         let (req, Planned { prepared, api_key }) = self.prepare_request_in(req, now, tunnel)?;
         let entry = prepared.entry;
         let (mut parts, mut body) = req.into_parts();
+        if trailers {
+            parts.extensions.insert(pool::WantsTrailers);
+        }
         let conn = &entry.conn;
         if let Some(key) = api_key {
             let target = parts.uri.path_and_query().cloned();
@@ -246,6 +254,12 @@ fn failed(connection: &str, e: PoolError) -> ProxyError {
         // what the fast path calls it.
         PoolError::Http(_) => UpstreamFault::closed(),
         PoolError::Dial(d) => UpstreamFault::dial(d.kind(), d),
+        PoolError::NoHttp2 => UpstreamFault::dial(crate::instrument::UpstreamError::Tls, &e),
+        PoolError::GrpcOverHttp1 => {
+            return ProxyError::GrpcNeedsHttp2 {
+                connection: connection.to_owned(),
+            }
+        }
     };
     tracing::debug!(error = %e, "upstream request failed");
     fault.on(connection)

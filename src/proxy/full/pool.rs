@@ -10,17 +10,22 @@
 
 use super::checked::Checked;
 use super::UpstreamBody;
+use crate::config::Http2;
 use crate::instrument::{Gauge, Open};
 use crate::proxy::headers::ResponseFraming;
 use crate::proxy::idle::{Idle, IdleLists};
 use crate::proxy::measure;
 use crate::proxy::route::{may_retry, Unanswered};
-use crate::proxy::upstream::{DialError, Dialer};
-use crate::registry::{Entry, Origin};
+use crate::proxy::upstream::{DialError, Dialer, Offer, Stream};
+use crate::registry::{Entry, Origin, OriginHash, Version};
+use http::Uri;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,6 +42,12 @@ pub enum PoolError {
     /// The response has a transfer coding other than chunked.
     #[error("the upstream sent a transfer coding other than chunked")]
     TransferCoding,
+    /// `upstream_http2: always`, and the upstream chose HTTP/1.1 by ALPN.
+    #[error("the upstream does not speak HTTP/2 (it chose HTTP/1.1 by ALPN), and upstream_http2 is always")]
+    NoHttp2,
+    /// A gRPC request, and the upstream speaks HTTP/1.1 only: never downgraded.
+    #[error("the upstream does not speak HTTP/2, which gRPC needs")]
+    GrpcOverHttp1,
 }
 
 /// An idle hyper client connection.
@@ -48,8 +59,24 @@ impl Idle for Sender {
     }
 }
 
+/// The worker's HTTP/2 connection to one origin: shared by every request to it.
+enum Shared {
+    /// Being opened: requests to the origin wait for it rather than open their own.
+    Opening(Rc<tokio::sync::Notify>),
+    Open(http2::SendRequest<UpstreamBody>),
+}
+
+/// A connection a request can go on.
+enum Upstream {
+    Http1(SendRequest<UpstreamBody>),
+    Http2(http2::SendRequest<UpstreamBody>),
+}
+
 pub struct Pool {
     idle: IdleLists<Sender>,
+    /// At most one HTTP/2 connection per origin (the upstream's `max_concurrent_streams`
+    /// then queues requests on it).
+    shared: RefCell<HashMap<Origin, Shared, OriginHash>>,
     dialer: Dialer,
     /// The open upstream connections of the process.
     open: Arc<Gauge>,
@@ -59,6 +86,7 @@ impl Pool {
     pub fn new(dialer: Dialer, open: Arc<Gauge>) -> Pool {
         Pool {
             idle: IdleLists::default(),
+            shared: RefCell::default(),
             dialer,
             open,
         }
@@ -70,10 +98,11 @@ impl Pool {
         self.idle.reap().await;
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to connection `entry`'s upstream, on an
-    /// idle connection when there is one, retrying by [`may_retry`]: a request hyper gave
-    /// back unsent, or an `idempotent` one without a body that a reused connection lost
-    /// before answering, goes once more on a new connection.
+    /// Sends `req` (origin-form URI, `Host` set) to connection `entry`'s upstream: on its
+    /// HTTP/2 connection, or an idle HTTP/1.1 one, or a new one, retrying by
+    /// [`may_retry`]: a request hyper gave back unsent, or an `idempotent` one without a
+    /// body that a reused connection lost before answering, goes once more on a new
+    /// connection.
     pub async fn send(
         self: &Rc<Self>,
         entry: &Entry,
@@ -83,10 +112,24 @@ impl Pool {
         let origin = &entry.origin;
         let mut req = req;
         loop {
-            let (mut sender, reused) = match self.checkout(origin).await {
+            let (upstream, reused) = match self.checkout(entry).await {
                 Some(s) => (s, true),
                 // Boxed: the cold path would otherwise bloat every request's future.
                 None => (Box::pin(self.connect(entry)).await?, false),
+            };
+            let mut sender = match upstream {
+                Upstream::Http2(sender) => match send_h2(sender, entry, req).await {
+                    Ok(response) => return Ok(response),
+                    // Refused before it left (a connection closing): once more, anew.
+                    Err((Some(unsent), _)) if reused => {
+                        self.shared.borrow_mut().remove(origin);
+                        req = unsent;
+                        continue;
+                    }
+                    Err((_, e)) => return Err(PoolError::Http(e)),
+                },
+                Upstream::Http1(_) if is_grpc(&req) => return Err(PoolError::GrpcOverHttp1),
+                Upstream::Http1(sender) => sender,
             };
             // A bodiless request can be sent again after it left: keep its head.
             let again =
@@ -120,11 +163,26 @@ impl Pool {
         }
     }
 
-    async fn checkout(&self, origin: &Origin) -> Option<SendRequest<UpstreamBody>> {
+    /// The origin's HTTP/2 connection (waiting while one is being opened), or an idle
+    /// HTTP/1.1 one.
+    async fn checkout(&self, entry: &Entry) -> Option<Upstream> {
+        let origin = &entry.origin;
+        if entry.conn.upstream_http2 != Http2::Never {
+            loop {
+                let opening = match self.shared.borrow().get(origin) {
+                    Some(Shared::Open(sender)) if !sender.is_closed() => {
+                        return Some(Upstream::Http2(sender.clone()))
+                    }
+                    Some(Shared::Opening(opened)) => Rc::clone(opened),
+                    _ => break,
+                };
+                opening.notified().await;
+            }
+        }
         loop {
             let Sender(mut sender) = self.idle.take(origin, Instant::now())?;
             if sender.is_ready() || sender.ready().await.is_ok() {
-                return Some(sender);
+                return Some(Upstream::Http1(sender));
             }
         }
     }
@@ -136,11 +194,126 @@ impl Pool {
     }
 
     /// Opens a hyper client connection (timed, or its failure counted: [`measure::dial`]),
-    /// counted as open while its connection task runs.
-    async fn connect(&self, entry: &Entry) -> Result<SendRequest<UpstreamBody>, PoolError> {
-        let stream = measure::dial(&self.dialer, entry).await?;
-        handshake(Checked::new(stream), self.open.open()).await
+    /// counted as open while its connection task runs: HTTP/2 when the upstream chose it
+    /// (or `always` over http, by prior knowledge), which becomes the origin's shared one
+    /// (the requests to the origin meanwhile wait for it, unless the upstream is known to
+    /// speak HTTP/1.1), else HTTP/1.1.
+    async fn connect(&self, entry: &Entry) -> Result<Upstream, PoolError> {
+        let mode = entry.conn.upstream_http2;
+        let offer = match mode {
+            Http2::Never => Offer::Http1,
+            Http2::Auto => Offer::Either,
+            Http2::Always => Offer::Http2,
+        };
+        let shares = mode != Http2::Never && entry.version.get() != Version::Http1;
+        let opening = shares.then(|| Opening::start(&self.shared, &entry.origin));
+        let stream = measure::dial(&self.dialer, entry, offer).await?;
+        let h2 = stream.speaks_h2()
+            || (mode == Http2::Always && entry.conn.upstream.scheme != http::uri::Scheme::HTTPS);
+        if mode == Http2::Auto {
+            entry.version.learned(h2);
+        }
+        if !h2 {
+            if mode == Http2::Always {
+                return Err(PoolError::NoHttp2);
+            }
+            return handshake(Checked::new(stream), self.open.open()).await;
+        }
+        let sender = handshake_h2(stream, self.open.open()).await?;
+        if let Some(opening) = opening {
+            opening.done(Some(sender.clone()));
+        }
+        Ok(Upstream::Http2(sender))
     }
+}
+
+/// The origin's [`Shared::Opening`] while a connection is being opened: replaced by the
+/// connection, or removed if it failed or is HTTP/1.1; the waiting requests woken.
+struct Opening<'p> {
+    shared: &'p RefCell<HashMap<Origin, Shared, OriginHash>>,
+    origin: Origin,
+    opened: Rc<tokio::sync::Notify>,
+}
+
+impl<'p> Opening<'p> {
+    fn start(shared: &'p RefCell<HashMap<Origin, Shared, OriginHash>>, origin: &Origin) -> Self {
+        let opened = Rc::new(tokio::sync::Notify::new());
+        let slot = Shared::Opening(Rc::clone(&opened));
+        shared.borrow_mut().insert(origin.clone(), slot);
+        Opening {
+            shared,
+            origin: origin.clone(),
+            opened,
+        }
+    }
+
+    fn done(self, sender: Option<http2::SendRequest<UpstreamBody>>) {
+        if let Some(sender) = sender {
+            let open = Shared::Open(sender);
+            self.shared.borrow_mut().insert(self.origin.clone(), open);
+        }
+        // (Drop wakes the waiting requests.)
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut shared = self.shared.borrow_mut();
+        if matches!(shared.get(&self.origin), Some(Shared::Opening(o)) if Rc::ptr_eq(o, &self.opened))
+        {
+            shared.remove(&self.origin);
+        }
+        self.opened.notify_waiters();
+    }
+}
+
+/// Sends `req` on an HTTP/2 connection: its target absolute (`:scheme`, `:authority`),
+/// without `Host`, with `te: trailers` when the app asked for trailers ([`WantsTrailers`]).
+/// A failure gives the request back if it provably never left.
+async fn send_h2(
+    mut sender: http2::SendRequest<UpstreamBody>,
+    entry: &Entry,
+    mut req: Request<UpstreamBody>,
+) -> Result<Response<PooledBody>, (Option<Request<UpstreamBody>>, hyper::Error)> {
+    let upstream = &entry.conn.upstream;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(upstream.scheme.clone());
+    parts.authority = Some(upstream.authority.clone());
+    parts.path_and_query = req.uri().path_and_query().cloned();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    req.headers_mut().remove(http::header::HOST);
+    if req.extensions().get::<WantsTrailers>().is_some() {
+        let trailers = http::HeaderValue::from_static("trailers");
+        req.headers_mut().insert(http::header::TE, trailers);
+    }
+    if let Err(e) = sender.ready().await {
+        return Err((Some(req), e));
+    }
+    match sender.try_send_request(req).await {
+        Ok(response) => Ok(response.map(|inner| PooledBody { inner, slot: None })),
+        Err(mut e) => Err((e.take_message(), e.into_error())),
+    }
+}
+
+/// Marks a request whose app sent `TE: trailers` (removed with the other hop-by-hop
+/// headers): an HTTP/2 upstream gets it again (gRPC servers require it).
+#[derive(Clone, Copy, Debug)]
+pub struct WantsTrailers;
+
+/// Whether `req` is gRPC (`content-type: application/grpc`, `+proto` and the like; not
+/// gRPC-Web, which is HTTP/1.1's).
+pub fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.len() >= 16
+                && v[..16].eq_ignore_ascii_case(b"application/grpc")
+                && matches!(v.get(16), None | Some(b'+' | b';'))
+        })
 }
 
 /// A copy of a bodiless request, to send again.
@@ -153,7 +326,7 @@ fn resend_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
     copy
 }
 
-async fn handshake<T>(io: T, open: Open) -> Result<SendRequest<UpstreamBody>, PoolError>
+async fn handshake<T>(io: T, open: Open) -> Result<Upstream, PoolError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -164,7 +337,36 @@ where
         }
         drop(open);
     });
+    Ok(Upstream::Http1(sender))
+}
+
+/// An HTTP/2 client connection over `stream`, its task on the worker's thread.
+async fn handshake_h2(
+    stream: Stream,
+    open: Open,
+) -> Result<http2::SendRequest<UpstreamBody>, PoolError> {
+    let (sender, conn) = http2::Builder::new(LocalExec)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::task::spawn_local(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "HTTP/2 upstream connection ended with an error");
+        }
+        drop(open);
+    });
     Ok(sender)
+}
+
+/// Runs hyper's HTTP/2 tasks on the worker's thread (its connections' futures are not
+/// `Send`).
+#[derive(Clone, Copy, Debug)]
+pub struct LocalExec;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
 }
 
 /// A response body that gives its connection back to the pool once read to the end.

@@ -34,6 +34,8 @@ struct Inner {
     script: VecDeque<serde_json::Value>,
     default: serde_json::Value,
     requests: Vec<Captured>,
+    /// How long each answer waits (so concurrent requests overlap).
+    delay: Duration,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,20 @@ impl Capture {
     /// Starts a server answering `default` (status 200, JSON) to every request.
     pub async fn start(default: serde_json::Value) -> Capture {
         Capture::serve(default, server_config(None)).await
+    }
+
+    /// [`Capture::start`] that also speaks HTTP/2 (offered first by ALPN): each request
+    /// records its `version` (`HTTP/2` or `HTTP/1.1`), the `connection` it came on (0, 1,
+    /// … in accept order), and, for HTTP/2, its `:authority` as a first header.
+    pub async fn start_h2(default: serde_json::Value) -> Capture {
+        let mut config = server_config(None);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Capture::serve(default, config).await
+    }
+
+    /// Each answer from now on waits `delay` first.
+    pub fn delay(&self, delay: Duration) {
+        self.inner.lock().unwrap().delay = delay;
     }
 
     /// [`Capture::start`] that completes a TLS handshake only with a client certificate
@@ -67,22 +83,36 @@ impl Capture {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let state = Arc::clone(&inner);
         tokio::spawn(async move {
+            let mut accepted = 0;
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 let state = Arc::clone(&state);
+                let connection = accepted;
+                accepted += 1;
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let service = hyper::service::service_fn(move |req| {
                         let state = Arc::clone(&state);
                         let sni = sni.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(state, sni, req).await) }
+                        async move {
+                            let response = handle(state, sni, connection, req).await;
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    let _ = if h2 {
+                        let executor = hyper_util::rt::TokioExecutor::new();
+                        hyper::server::conn::http2::Builder::new(executor)
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await
+                    };
                 });
             }
         });
@@ -120,15 +150,29 @@ impl Capture {
 async fn handle(
     inner: Arc<Mutex<Inner>>,
     sni: Option<String>,
+    connection: usize,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let r = super::serve::receive(req).await;
-    let reply = {
+    let version = format!("{:?}", req.version());
+    let authority = (req.version() == http::Version::HTTP_2)
+        .then(|| req.uri().authority().map(|a| a.to_string()))
+        .flatten();
+    let mut r = super::serve::receive(req).await;
+    if let Some(authority) = authority {
+        r.headers.insert(0, (":authority".to_owned(), authority));
+    }
+    let (reply, delay) = {
         let mut i = inner.lock().unwrap();
-        i.requests.push(Captured { sni, ..r });
+        i.requests.push(Captured {
+            sni,
+            version,
+            connection,
+            ..r
+        });
         let default = i.default.clone();
-        i.script.pop_front().unwrap_or(default)
+        (i.script.pop_front().unwrap_or(default), i.delay)
     };
+    tokio::time::sleep(delay).await;
     super::serve::json_response(200, reply.to_string())
 }
 
