@@ -35,6 +35,8 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a passthrough `CONNECT` tunnel may carry no byte either way before it is
 /// closed.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `proxy.stream_idle_timeout` (HTTP/2 streams: gRPC's may be quiet for long).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default shortest time between two refreshes an upstream's 401 causes, per connection.
 pub const DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `Via` pseudonym (also the loop-detection marker).
@@ -86,6 +88,10 @@ pub struct ProxyLimits {
     /// A passthrough `CONNECT` tunnel that carries no byte either way for this long is
     /// closed (`proxy::full::passthrough`).
     pub tunnel_idle_timeout: Duration,
+    /// An HTTP/2 request's body, or its response's, that sends nothing for this long is
+    /// cut off (instead of `body_read_timeout` with its minimum rate, and of
+    /// `upstream_read_timeout`): streams such as gRPC's are long-lived and may be quiet.
+    pub stream_idle_timeout: Duration,
 }
 
 /// The `proxy` section, checked (problems go to `fields`; relative paths are resolved
@@ -163,6 +169,11 @@ fn limits(raw: &RawFile, fields: &mut Fields<'_>) -> ProxyLimits {
         &proxy.tunnel_idle_timeout,
         DEFAULT_TUNNEL_IDLE_TIMEOUT,
     );
+    let stream_idle_timeout = fields.duration(
+        "proxy.stream_idle_timeout",
+        &proxy.stream_idle_timeout,
+        DEFAULT_STREAM_IDLE_TIMEOUT,
+    );
     let (src, problems) = (fields.src, &mut *fields.problems);
     for (path, zero) in [
         ("proxy.max_connections", proxy.max_connections == Some(0)),
@@ -176,8 +187,13 @@ fn limits(raw: &RawFile, fields: &mut Fields<'_>) -> ProxyLimits {
             problems.push(src.problem(path, "must be at least 1"));
         }
     }
-    if tunnel_idle_timeout.is_zero() {
-        problems.push(src.problem("proxy.tunnel_idle_timeout", "must be more than 0s"));
+    for (path, timeout) in [
+        ("proxy.tunnel_idle_timeout", tunnel_idle_timeout),
+        ("proxy.stream_idle_timeout", stream_idle_timeout),
+    ] {
+        if timeout.is_zero() {
+            problems.push(src.problem(path, "must be more than 0s"));
+        }
     }
     if proxy
         .max_buffered_head_bytes
@@ -201,6 +217,7 @@ fn limits(raw: &RawFile, fields: &mut Fields<'_>) -> ProxyLimits {
         max_connection_lifetime,
         body_read_timeout,
         tunnel_idle_timeout,
+        stream_idle_timeout,
     }
 }
 

@@ -154,6 +154,8 @@ pub struct RawProxy {
     pub body_read_timeout: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub tunnel_idle_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub stream_idle_timeout: Option<String>,
     #[serde(default)]
     pub access_log: bool,
     #[serde(default, deserialize_with = "scalar_text")]

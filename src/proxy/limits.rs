@@ -110,6 +110,7 @@ mod tests {
             max_connection_lifetime: lifetime,
             body_read_timeout: Duration::from_secs(1),
             tunnel_idle_timeout: Duration::from_secs(1),
+            stream_idle_timeout: Duration::from_secs(1),
         }
     }
 

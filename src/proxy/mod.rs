@@ -16,7 +16,9 @@
 //!   [`full`], hyper (`http::Request`) for everything else — `CONNECT`, `api_key`,
 //!   streamed or chunked request bodies, HTTP/1.0, `Expect`, `Connection` naming other
 //!   headers. [`tunnel`] terminates an intercepted `CONNECT`'s TLS and leaves the
-//!   decrypted stream for the driver;
+//!   decrypted stream for the driver; [`h2`] serves a connection that starts with the
+//!   HTTP/2 preface (h2c, or `h2` chosen by ALPN in a tunnel), each stream a request of
+//!   [`full`], which also speaks HTTP/2 upstream (`upstream_http2`);
 //! - [`lifecycle`]: a forwarded request's life, once for both transports — plan and token
 //!   wait, send, 401 recovery and replay, `/metrics`, the access-log line;
 //! - the shared policy: [`route`] (the one [`route::Plan`] of a request: routing,

@@ -2,7 +2,8 @@
 //! `CONNECT` handler ([`super::full::connect`]) once it has decided that `host:port` is a
 //! configured connection's: after the 200, the client's TLS is terminated here with the
 //! leaf minted for `host` at start ([`crate::ca::mint`]) — only when the ClientHello's SNI
-//! is that same host. What [`open`] leaves in the connection's [`Slot`] is that handshake,
+//! is that same host — offering `h2, http/1.1` by ALPN (the driver recognises HTTP/2 by
+//! its preface: [`super::h2`]). What [`open`] leaves in the connection's [`Slot`] is that handshake,
 //! which yields the decrypted stream: the connection driver ([`super::conn`]) serves it as it serves an accepted socket, with the
 //! tunnel's `host:port` as the forward-mode authority ([`super::route::Ask::tunnel`]). Routing, header hygiene,
 //! injection and the worker's upstream pools are therefore the forward mode's own.

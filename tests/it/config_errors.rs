@@ -100,6 +100,23 @@ connections:
         ],
     },
     Case {
+        name: "HTTP/2 settings",
+        config: r#"proxy:
+  stream_idle_timeout: 0s
+connections:
+  - key: api
+    saas_config: acme.yml
+    upstream_http2: sometimes
+    secrets: { client_id: abc, client_secret: def }
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:2:3: proxy.stream_idle_timeout: must be more than 0s",
+            "config.yaml:6:5: connections[0].upstream_http2: unknown value `sometimes`: expected auto, never or always",
+        ],
+    },
+    Case {
         name: "unknown top-level key",
         config: "proxy:\n  listen: 127.0.0.1:8080\nconnection:\n  - key: api\n",
         files: &[],
@@ -377,7 +394,7 @@ connections:
         env: &[],
         expected: &[
             "config.yaml:2:3: proxy.listen: bad listen address `8080`: expected IP:PORT, such as 127.0.0.1:8080",
-            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `upstream_read_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_buffered_head_bytes`, `max_connection_lifetime`, `body_read_timeout`, `tunnel_idle_timeout`, `access_log`, `unauthorized_refresh_interval`, `intercept`",
+            "config.yaml:3:3: proxy.colour: unknown field `colour`, expected one of `listen`, `connect_timeout`, `response_timeout`, `upstream_read_timeout`, `header_read_timeout`, `via_pseudonym`, `connect_passthrough`, `worker_threads`, `max_connections`, `max_requests_per_connection`, `max_buffered_head_bytes`, `max_connection_lifetime`, `body_read_timeout`, `tunnel_idle_timeout`, `stream_idle_timeout`, `access_log`, `unauthorized_refresh_interval`, `intercept`",
             "config.yaml:6:1: mystery: unknown field `mystery`, expected one of `proxy`, `admin`, `store`, `tls`, `log`, `connections`, `templates`",
             "config.yaml:11:7: connections[0].secrets.client_id: environment variable `ACME_ID` is not set",
             "config.yaml:12:5: connections[1].key: duplicate connection key `acme`",

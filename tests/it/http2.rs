@@ -10,6 +10,7 @@
 use crate::support::capture::{self, Capture};
 use crate::support::external;
 use crate::support::grpc::{grpc_call, h2_raw, GrpcServer};
+use crate::support::process::SidecarProcess;
 use crate::support::*;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
@@ -318,4 +319,109 @@ async fn a_grpc_request_without_a_token_gets_unavailable() {
     };
     assert_eq!(get("grpc-status"), Some("14"), "UNAVAILABLE: {got}");
     assert!(get("grpc-message").unwrap().contains("no_token"), "{got}");
+}
+
+// ---------------------------------------------------------------- the lifecycle on h2
+
+/// Over h2c: an upstream 401 to the current token is recovered as on HTTP/1.1 (one
+/// refresh, the request replayed with the new token), `/metrics` counts it, and the access
+/// log has the request's line.
+#[tokio::test]
+async fn unauthorized_recovery_metrics_and_access_log_work_on_h2() {
+    let (api, _stop) = serve::spawn(|req| async move {
+        let got = serve::receive(req).await;
+        let auth = got.all("authorization").join(",");
+        let status = if auth == "Bearer tok-1" { 401 } else { 200 };
+        serve::json_response(status, json!({ "authorization": auth }).to_string())
+    })
+    .await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = connections(&[cc_conn("api", api, tokens.addr).to_string()]);
+    let p = SidecarProcess::spawn_with(dir.path(), "h2", "  access_log: true\n", "", &body, "info")
+        .await;
+    wait_state_at(p.admin, "api", "ready").await;
+    let url = p.url("/api/v1/me?x=1");
+    let args = [
+        "--http2-prior-knowledge",
+        "-sS",
+        "-w",
+        "\n%{http_version} %{http_code}",
+        &url,
+    ];
+    let (version, status, body) = versioned(&external::curl(&args, &[]).await);
+    assert_eq!((version.as_str(), status), ("2", 200), "{body}");
+    assert_eq!(
+        json!({"authorization": "Bearer tok-2"}),
+        serde_json::from_str::<Value>(&body).unwrap()
+    );
+    assert_eq!(tokens.count(), 2, "one refresh");
+    let metrics = reqwest::get(format!("http://{}/metrics", p.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refreshed =
+        "tokenwarden_unauthorized_refreshes_total{connection=\"api\",outcome=\"refreshed\"} 1";
+    assert!(metrics.contains(refreshed), "{metrics}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !p.logs().contains("proxied request") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", p.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = p.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("proxied request"))
+        .unwrap();
+    assert!(
+        line.contains("connection=\"api\"")
+            && line.contains("status=200")
+            && line.contains("/api/v1/me"),
+        "{line}"
+    );
+    assert!(
+        !logs.contains("tok-1") && !logs.contains("tok-2"),
+        "no token in the log: {logs}"
+    );
+}
+
+/// `proxy.max_requests_per_connection` counts h2 streams: the second is answered, then
+/// the connection ends gracefully (GOAWAY), and a third stream on it is refused unsent.
+/// (hyper's client: curl 7.88 cannot reuse an h2c connection, with nginx either.)
+#[tokio::test]
+async fn max_requests_per_connection_counts_h2_streams() {
+    let upstream = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let yaml = format!(
+        "proxy:\n  max_requests_per_connection: 2\n{}",
+        connections(&[cc_connection("crm", upstream.addr, tokens.addr, "")])
+    );
+    let sidecar = Sidecar::start(&yaml).await;
+    sidecar.wait_state("crm", "ready").await;
+    let tcp = tokio::net::TcpStream::connect(sidecar.proxy).await.unwrap();
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(executor, hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let ended = tokio::spawn(conn);
+    for i in 0..2 {
+        let req = http::Request::get(format!("http://{}/crm/{i}", sidecar.proxy))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+    }
+    let ended = tokio::time::timeout(WAIT, ended).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "closed gracefully: {ended:?}"
+    );
+    let third = http::Request::get(format!("http://{}/crm/2", sidecar.proxy))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert!(sender.send_request(third).await.is_err());
+    assert_eq!(upstream.hits(), 2);
 }

@@ -150,7 +150,7 @@ impl Kept {
 }
 
 /// The request with its body as sent upstream: streamed (bounded by
-/// `proxy.body_read_timeout`), or, for a request that may be replayed after a 401
+/// `proxy.body_read_timeout`, or an HTTP/2 one by `proxy.stream_idle_timeout`), or, for a request that may be replayed after a 401
 /// (`replayable`: idempotent, with a token) whose body has a known length of at most
 /// [`unauthorized::MAX_REPLAY_BODY`], read whole first and kept with a copy of the
 /// head, as the fast path keeps it in its buffer.
@@ -159,18 +159,19 @@ async fn keep_for_replay(
     req: Request<Incoming>,
     replayable: bool,
 ) -> Result<(Request<UpstreamBody>, Option<Kept>), ProxyError> {
-    let bound = proxy.limits.body_read_timeout;
+    let stream = req.version() == http::Version::HTTP_2;
+    let bounded = |body: Incoming| match stream {
+        true => stall::Bounded::pausing(body, proxy.limits.stream_idle_timeout),
+        false => stall::Bounded::new(body, proxy.limits.body_read_timeout),
+    };
     let small = http_body::Body::size_hint(req.body())
         .exact()
         .is_some_and(|n| n <= unauthorized::MAX_REPLAY_BODY as u64);
     if !(replayable && small && !proxy.unauthorized_refresh_interval.is_zero()) {
-        return Ok((
-            req.map(|b| Either::Left(stall::Bounded::new(b, bound))),
-            None,
-        ));
+        return Ok((req.map(|b| Either::Left(bounded(b))), None));
     }
     let (parts, body) = req.into_parts();
-    let body = http_body_util::BodyExt::collect(stall::Bounded::new(body, bound))
+    let body = http_body_util::BodyExt::collect(bounded(body))
         .await
         .map_err(|e| {
             tracing::debug!(error = %e, "the request body could not be read");

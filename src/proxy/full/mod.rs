@@ -115,6 +115,11 @@ impl Proxy {
         tunnel: Option<&Inside>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = Instant::now();
+        // An HTTP/2 stream's response may be quiet for long (gRPC): its own bound.
+        let read_timeout = match req.version() {
+            http::Version::HTTP_2 => self.limits.stream_idle_timeout,
+            _ => self.upstream_read_timeout,
+        };
         let codings = req.headers().get_all(header::TRANSFER_ENCODING);
         let codings_ok = codings.iter().all(|v| headers::only_chunked(v.as_bytes()));
         let mut exchange = Exchange::new(&engine.pool, req, tunnel, started);
@@ -125,7 +130,7 @@ impl Proxy {
         let (_, response) = lifecycle::forward(self, &mut exchange, first, started).await?;
         let (mut parts, body) = response.into_parts();
         headers::strip_response(parts.status.as_u16(), &mut parts.headers);
-        let body = idle::ReadBounded::new(body, &engine.timers, self.upstream_read_timeout);
+        let body = idle::ReadBounded::new(body, &engine.timers, read_timeout);
         Ok(Response::from_parts(parts, Either::Left(body)))
     }
 

@@ -44,6 +44,8 @@ pin_project! {
         after: Duration,
         // Larger than MAX_WHOLE_BODY or of unknown length: the budget grows with the bytes.
         rated: bool,
+        // Only each pause is bounded, not the waiting time in all (`pausing`).
+        pausing: bool,
         received: u64,
         // Time spent awaiting the body, up to the start of the current wait.
         waited: Duration,
@@ -60,11 +62,22 @@ impl<B: http_body::Body> Bounded<B> {
             .size_hint()
             .exact()
             .is_some_and(|n| n <= MAX_WHOLE_BODY);
+        Bounded::with(inner, after, !whole, false)
+    }
+
+    /// A body that fails only when it pauses for `after`, without a minimum rate: an
+    /// HTTP/2 stream's (`proxy.stream_idle_timeout`; h2 flow control bounds what it holds).
+    pub fn pausing(inner: B, after: Duration) -> Bounded<B> {
+        Bounded::with(inner, after, false, true)
+    }
+
+    fn with(inner: B, after: Duration, rated: bool, pausing: bool) -> Bounded<B> {
         Bounded {
             inner,
             sleep: Box::pin(tokio::time::sleep(after)),
             after,
-            rated: !whole,
+            rated,
+            pausing,
             received: 0,
             waited: Duration::ZERO,
             since: None,
@@ -108,8 +121,12 @@ where
         if this.since.is_none() {
             let now = Instant::now();
             *this.since = Some(now);
-            let left =
-                budget(*this.after, *this.rated, *this.received).saturating_sub(*this.waited);
+            let left = match *this.pausing {
+                true => *this.after,
+                false => {
+                    budget(*this.after, *this.rated, *this.received).saturating_sub(*this.waited)
+                }
+            };
             *this.budget_bound = left < *this.after;
             this.sleep.as_mut().reset(now + left.min(*this.after));
         }
@@ -216,6 +233,18 @@ mod tests {
             frames += 1;
         }
         assert_eq!(frames, 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pausing_body_has_no_minimum_rate() {
+        // One byte a second for a minute: below the rate, never paused for 5 s.
+        let mut body = Bounded::pausing(every_second(1, 60), Duration::from_secs(5));
+        let mut frames = 0;
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+            frames += 1;
+        }
+        assert_eq!(frames, 60);
     }
 
     /// A `Stream` of the channel's items.

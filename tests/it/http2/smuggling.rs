@@ -25,7 +25,7 @@ enum Expect {
 }
 use Expect::{Forwarded, Refused, Reset};
 
-/// `{proxy}` in a value is the proxy listener's `host:port`.
+/// `{proxy}` in a value is the proxy listener's `host:port`, `{up}` the upstream's.
 struct Case {
     name: &'static str,
     headers: &'static [(&'static str, &'static str)],
@@ -184,6 +184,11 @@ const CASES: &[Case] = &[
         Refused(403),
     ),
     case(
+        "forward mode: the upstream as :authority",
+        &[GET[0], GET[1], (":authority", "{up}"), (":path", "/x")],
+        Forwarded("GET /x HTTP/1.1"),
+    ),
+    case(
         "https through h2c",
         &[
             GET[0],
@@ -204,14 +209,17 @@ const CASES: &[Case] = &[
 async fn h2_rows_agree_with_http1_and_malformed_blocks_never_reach_the_upstream() {
     let upstream = crate::support::upstream::Scripted::with_then(&[], Step::Answer(OK)).await;
     let (sidecar, _dead) = sidecar_for(Path::Fast, upstream.addr).await;
-    let proxy = sidecar.proxy.to_string();
+    let (proxy, up) = (sidecar.proxy.to_string(), upstream.addr.to_string());
     let mut failures = Vec::new();
     for case in CASES {
         let before = upstream.requests().len();
         let headers: Vec<(String, String)> = case
             .headers
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.replace("{proxy}", &proxy)))
+            .map(|(k, v)| {
+                let v = v.replace("{proxy}", &proxy).replace("{up}", &up);
+                ((*k).to_owned(), v)
+            })
             .collect();
         let got = h2_raw(json!({
             "host": "127.0.0.1", "port": sidecar.proxy.port(), "tls": false,
