@@ -38,6 +38,9 @@ enum Command {
     },
     /// Start a self-contained demo on loopback: an authorization server, an echo API and the sidecar.
     Demo,
+    /// Print a new placeholder for connection NAME: the string its app holds instead of
+    /// the credential (`placeholder:`, see docs/placeholders.md).
+    Placeholder { name: String },
     /// The local CA for https:// through HTTPS_PROXY (`proxy.intercept`).
     Ca {
         #[command(subcommand)]
@@ -100,6 +103,10 @@ fn main() -> ExitCode {
         }
         Command::Demo => report(runtime(None).block_on(tokenwarden::demo::run())),
         Command::Ca { command } => ca(command),
+        Command::Placeholder { name } => {
+            println!("{}", config::egress::new_placeholder(&name));
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -76,6 +76,11 @@ pub struct Registry {
     by_host: imbl::HashMap<String, Hosted>,
     /// The place of the next connection created at run time.
     next_runtime: u64,
+    /// Placeholder → the key of the connection it stands for (`placeholder:`).
+    placeholders: imbl::HashMap<Arc<str>, String>,
+    /// `host:port` of a token endpoint answered by tokenwarden (`stub_token_endpoint`) →
+    /// the connections whose endpoint is there, with its path.
+    stubs: imbl::HashMap<String, imbl::Vector<(String, Arc<Entry>)>>,
 }
 
 impl Registry {
@@ -133,6 +138,17 @@ impl Registry {
 
     /// Puts `entry` under its key and in the listing at `place` (not on its host's list).
     fn list(&mut self, entry: Arc<Entry>, place: Place) {
+        let egress = &entry.conn.egress;
+        if let Some(p) = &egress.placeholder {
+            self.placeholders
+                .insert(Arc::clone(p), entry.conn.key.clone());
+        }
+        if let Some(stub) = &egress.stub {
+            let at = format!("{}:{}", stub.host, stub.port);
+            let mut list = self.stubs.get(&at).cloned().unwrap_or_default();
+            list.push_back((stub.path.clone(), Arc::clone(&entry)));
+            self.stubs.insert(at, list);
+        }
         self.order.insert(place, Arc::clone(&entry));
         self.by_key
             .insert(entry.conn.key.clone(), Slot { entry, place });
@@ -142,6 +158,26 @@ impl Registry {
     fn unlist(&mut self, key: &str) -> Option<Slot> {
         let slot = self.by_key.remove(key)?;
         self.order.remove(&slot.place);
+        let egress = &slot.entry.conn.egress;
+        if let Some(p) = &egress.placeholder {
+            if self.placeholders.get(p).is_some_and(|k| k == key) {
+                self.placeholders.remove(p);
+            }
+        }
+        if let Some(stub) = &egress.stub {
+            let at = format!("{}:{}", stub.host, stub.port);
+            if let Some(list) = self.stubs.get(&at) {
+                let rest: imbl::Vector<_> = list
+                    .iter()
+                    .filter(|(_, e)| e.conn.key != key)
+                    .cloned()
+                    .collect();
+                match rest.is_empty() {
+                    true => self.stubs.remove(&at),
+                    false => self.stubs.insert(at, rest),
+                };
+            }
+        }
         Some(slot)
     }
 
@@ -355,12 +391,45 @@ impl Registry {
         let mut seen = HashSet::new();
         let mut hosts = Vec::new();
         for conn in connections {
-            let host = &conn.upstream.host;
-            if seen.insert(host.as_str()) {
-                hosts.push(host.clone());
+            // A token endpoint answered by tokenwarden is intercepted too.
+            let stub = conn.egress.stub.as_ref().filter(|s| s.https);
+            for host in std::iter::once(&conn.upstream.host).chain(stub.map(|s| &s.host)) {
+                if seen.insert(host.as_str()) {
+                    hosts.push(host.clone());
+                }
             }
         }
         hosts
+    }
+
+    /// Whether some connection has a placeholder (then every request is checked for one).
+    pub fn has_placeholders(&self) -> bool {
+        !self.placeholders.is_empty()
+    }
+
+    /// The key of the connection whose placeholder is `placeholder`.
+    pub fn placeholder_owner(&self, placeholder: &str) -> Option<&str> {
+        self.placeholders.get(placeholder).map(String::as_str)
+    }
+
+    /// The connection whose token endpoint, answered by tokenwarden, is `path` at
+    /// `host:port` (`stub_token_endpoint`).
+    pub fn stub_at(&self, host: &str, port: u16, path: &str) -> Option<&Arc<Entry>> {
+        if self.stubs.is_empty() {
+            return None;
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let list = self.stubs.get(&format!("{host}:{port}"))?;
+        list.iter().find(|(p, _)| p == path).map(|(_, e)| e)
+    }
+
+    /// Whether a token endpoint answered by tokenwarden is at `host:port`.
+    pub fn stubs_at(&self, host: &str, port: u16) -> bool {
+        !self.stubs.is_empty()
+            && self.stubs.contains_key(&format!(
+                "{}:{port}",
+                host.trim_end_matches('.').to_ascii_lowercase()
+            ))
     }
 
     /// Whether some connection's upstream host is `host`.

@@ -2,8 +2,9 @@
 //! from, its params (secrets over connector-param defaults), its strategy, and the checks
 //! that every placeholder the host and the auth requests use can be resolved.
 
+use super::egress::egress;
 use super::fides::{self, ClientConfig, SUPPORTED_STRATEGIES};
-use super::model::{ClientAuth, Connection, Grant, Http2, PerUser};
+use super::model::{ClientAuth, Connection, Grant, PerUser};
 use super::origin::{FidesSource, Named, Origin};
 use super::raw::RawConnection;
 use super::rejected::RejectedStatuses;
@@ -29,6 +30,7 @@ pub fn validate_all(
     problems: &mut Problems,
 ) -> Vec<Arc<Connection>> {
     let mut seen = HashSet::new();
+    let mut placeholders = std::collections::HashMap::new();
     let mut out = Vec::new();
     for (i, value) in values.into_iter().enumerate() {
         let prefix = format!("connections[{i}]");
@@ -58,6 +60,12 @@ pub fn validate_all(
         if let Some(mut c) = validate_one(raw, src, &prefix, base, admin, problems) {
             c.fingerprint = fingerprint;
             c.grant_identity = super::identity::grant_identity(&c);
+            if let Some(p) = &c.egress.placeholder {
+                if let Some(first) = placeholders.insert(Arc::clone(p), c.key.clone()) {
+                    let message = format!("connection `{first}` has the same placeholder: each connection needs its own");
+                    problems.push(src.problem(&format!("{prefix}.placeholder"), message));
+                }
+            }
             out.push(Arc::new(c));
         }
     }
@@ -103,13 +111,14 @@ fn fingerprint(entry: &Value, base: &Path, admin: &AdminSettings) -> [u8; 32] {
 /// included), check its client_auth, and resolve its upstream. Every problem goes to
 /// `problems`; None when there is any.
 fn validate_one(
-    raw: RawConnection,
+    mut raw: RawConnection,
     src: &Source,
     prefix: &str,
     base: &Path,
     admin: &AdminSettings,
     problems: &mut Problems,
 ) -> Option<Connection> {
+    let egress_fields = super::egress::RawEgress::take(&mut raw);
     let named = Named {
         key: &raw.key,
         saas_config: raw.saas_config,
@@ -151,7 +160,6 @@ fn validate_one(
         return None;
     };
     let per_user = per_user(per_user_fields, grant, src, prefix, problems);
-    let upstream_http2 = upstream_http2(raw.upstream_http2.as_deref(), src, prefix, problems);
     let pkce_refused = pkce_refused(raw.pkce, src, prefix);
     let root = Root {
         protocol: &saas.client_config.protocol,
@@ -164,14 +172,10 @@ fn validate_one(
     if !body_fits(&client_auth, &auth, src, prefix, problems) {
         return None;
     }
-    let client_config = &saas.client_config;
-    let upstream = upstream(
-        &client_config.protocol,
-        &client_config.host,
-        &host,
-        &check,
-        problems,
-    )?;
+    let cc = &saas.client_config;
+    let upstream = upstream(&cc.protocol, &cc.host, &host, &check, problems)?;
+    let id = (&*raw.key, &auth, &params);
+    let (upstream_http2, egress) = egress(egress_fields, id, src, prefix, problems)?;
     Some(Connection {
         key: raw.key,
         name: saas.name.clone(),
@@ -182,34 +186,14 @@ fn validate_one(
         client_auth,
         issuer: raw.issuer,
         allow_private_network: raw.allow_private_network,
-        upstream_http2: upstream_http2?,
+        upstream_http2,
+        egress,
         reverse_only: raw.reverse_only,
         token_rejected,
         per_user,
         fingerprint: [0; 32],
         grant_identity: [0; 32],
     })
-}
-
-/// `upstream_http2:` (None: refused, the problem said).
-fn upstream_http2(
-    value: Option<&str>,
-    src: &Source,
-    prefix: &str,
-    problems: &mut Problems,
-) -> Option<Http2> {
-    match value {
-        None | Some("auto") => Some(Http2::Auto),
-        Some("never") => Some(Http2::Never),
-        Some("always") => Some(Http2::Always),
-        Some(other) => {
-            let field = format!("{prefix}.upstream_http2");
-            let other = src.quote(&field, other);
-            let message = format!("unknown value {other}: expected auto, never or always");
-            problems.push(src.problem(&field, message));
-            None
-        }
-    }
 }
 
 /// `grants:` and the settings of `grants: per_user`, which only an authorization-code

@@ -20,6 +20,7 @@
 
 mod connection;
 mod definition;
+pub mod egress;
 mod env;
 pub mod fides;
 mod fields;
@@ -46,8 +47,9 @@ pub use connection::validate_runtime;
 pub use definition::Definition;
 pub use env::file_references;
 pub use model::{
-    fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Encoding, Grant, Http2,
-    OAuth2, Pair, PerUser, RequestTemplate, Upstream, CONTENT_TYPE, FORM, JSON, PLAIN,
+    fill_pairs, ApiKey, Auth, BasicAuth, Body, ClientAuth, Connection, Egress, Encoding, Grant,
+    Http2, Inject, OAuth2, Pair, PerUser, RequestTemplate, StubEndpoint, Upstream, CONTENT_TYPE,
+    FORM, JSON, PLAIN,
 };
 pub use proxy::{InterceptSettings, ProxyLimits, ProxySettings};
 pub use rejected::RejectedStatuses;

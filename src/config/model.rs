@@ -25,6 +25,9 @@ pub struct Connection {
     pub allow_private_network: bool,
     /// Whether requests go upstream as HTTP/2 (`upstream_http2`).
     pub upstream_http2: Http2,
+    /// What is done with the credential on the way out besides injecting it (`inject:`,
+    /// placeholders, the token-endpoint stub, scrubbing).
+    pub egress: Egress,
     /// Reached by its key in reverse mode only: forward mode and interception never route
     /// its host to it (another connection may own that host there).
     pub reverse_only: bool,
@@ -55,11 +58,50 @@ impl std::fmt::Debug for Connection {
             .field("issuer", &self.issuer)
             .field("allow_private_network", &self.allow_private_network)
             .field("upstream_http2", &self.upstream_http2)
+            .field("egress", &self.egress)
             .field("reverse_only", &self.reverse_only)
             .field("token_rejected", &self.token_rejected)
             .field("per_user", &self.per_user)
             .finish_non_exhaustive()
     }
+}
+
+/// `inject:`: where the credential goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inject {
+    /// `Authorization` is always the connection's (the app's is replaced).
+    #[default]
+    Always,
+    /// An `Authorization` the app sent is kept; the connection's goes in when there is none.
+    IfAbsent,
+    /// Only where the app put the connection's placeholder.
+    Placeholder,
+}
+
+/// The connection's token endpoint, answered by tokenwarden itself (`stub_token_endpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StubEndpoint {
+    pub https: bool,
+    /// Lower case, without brackets or trailing dot.
+    pub host: String,
+    pub port: u16,
+    /// Without query.
+    pub path: String,
+}
+
+/// What a connection does with the credential on the way out ([`super::egress`]). The
+/// placeholder is not a secret (the app holds it); its `Debug` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    pub inject: Inject,
+    pub placeholder: Option<std::sync::Arc<str>>,
+    /// A request without the placeholder is refused.
+    pub require_placeholder: bool,
+    pub stub: Option<StubEndpoint>,
+    /// The credential in a response header is replaced (by the placeholder, or `****`).
+    pub scrub_response_headers: bool,
+    /// … and in a text response body (by as many `*`).
+    pub scrub_response_bodies: bool,
 }
 
 /// `upstream_http2`: the HTTP version requests go upstream in.

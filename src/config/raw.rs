@@ -321,4 +321,22 @@ pub struct RawConnection {
     /// `auto` (default), `never` or `always`: HTTP/2 to the upstream ([`crate::config::Http2`]).
     #[serde(default)]
     pub upstream_http2: Option<String>,
+    /// `always` (default), `if_absent` or `placeholder` ([`crate::config::Inject`]).
+    #[serde(default)]
+    pub inject: Option<String>,
+    /// The string the app holds in place of the credential (`tokenwarden placeholder`).
+    #[serde(default)]
+    pub placeholder: Option<String>,
+    /// Refuse a request that does not carry the placeholder.
+    #[serde(default)]
+    pub require_placeholder: bool,
+    /// Answer the app's own token requests to the provider's token URL with a placeholder.
+    #[serde(default)]
+    pub stub_token_endpoint: bool,
+    /// Replace the credential in response headers (default true).
+    #[serde(default)]
+    pub scrub_response_headers: Option<bool>,
+    /// Replace the credential in text response bodies too.
+    #[serde(default)]
+    pub scrub_response_bodies: bool,
 }

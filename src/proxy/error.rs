@@ -51,6 +51,12 @@ pub enum ProxyError {
     /// A gRPC request, and the connection's upstream speaks HTTP/1.1 only: gRPC is never
     /// downgraded.
     GrpcNeedsHttp2 { connection: String },
+    /// Not an error: the app's own token request to a connection's token endpoint,
+    /// answered by tokenwarden (`stub_token_endpoint`, [`super::placeholder`]) with `body`.
+    StubToken {
+        connection: String,
+        body: serde_json::Value,
+    },
 }
 
 /// Why an exchange with an upstream failed, as both paths produce it (pingora's typed
@@ -145,6 +151,7 @@ impl ProxyError {
                 _ => StatusCode::BAD_GATEWAY,
             },
             ProxyError::GrpcNeedsHttp2 { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::StubToken { .. } => StatusCode::OK,
         }
     }
 
@@ -192,6 +199,7 @@ impl ProxyError {
             ProxyError::GrpcNeedsHttp2 { connection } => json!({"error": "upstream_http1_only",
                 "connection": connection,
                 "message": "a gRPC request, and the upstream speaks HTTP/1.1 only (gRPC needs HTTP/2; set upstream_http2: auto or always on an upstream that offers it)"}),
+            ProxyError::StubToken { body, .. } => body.clone(),
         }
     }
 

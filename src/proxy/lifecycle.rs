@@ -13,7 +13,6 @@ use super::error::ProxyError;
 use super::{access, measure, Proxy};
 use crate::registry::Entry;
 use std::future::Future;
-use std::sync::Arc;
 use tokio::time::Instant;
 
 pub(crate) use super::route::Prepared;
@@ -70,18 +69,18 @@ pub(crate) async fn forward<'p, T: Transport>(
     transport: &mut T,
     first: Result<Prepared<'p>, ProxyError>,
     started: Instant,
-) -> Result<(&'p Arc<Entry>, T::Answer), ProxyError> {
+) -> Result<(Prepared<'p>, T::Answer), ProxyError> {
     let line = proxy.access_log.then(|| transport.access_line());
     let result = match first {
         Ok(mut req) => match transport.send(proxy, &mut req).await {
-            Ok(answer) if !rejected::<T>(&req, &answer) => Ok((req.entry, answer)),
+            Ok(answer) if !rejected::<T>(&req, &answer) => Ok((req, answer)),
             Ok(answer) => Box::pin(recover(proxy, transport, req, answer)).await,
             Err(error) => Err(error),
         },
         Err(refusal) => Box::pin(after_refusal(proxy, transport, refusal)).await,
     };
     let (connection, status) = match &result {
-        Ok((entry, answer)) => {
+        Ok((Prepared { entry, .. }, answer)) => {
             let status = T::status(answer);
             measure::answered(entry, status, started);
             (entry.conn.key.as_str(), status)
@@ -110,7 +109,7 @@ async fn after_refusal<'p, T: Transport>(
     proxy: &'p Proxy,
     transport: &mut T,
     mut refusal: ProxyError,
-) -> Result<(&'p Arc<Entry>, T::Answer), ProxyError> {
+) -> Result<(Prepared<'p>, T::Answer), ProxyError> {
     let mut req = loop {
         if !proxy.token_arrives(&refusal).await {
             return Err(refusal);
@@ -123,7 +122,7 @@ async fn after_refusal<'p, T: Transport>(
     };
     let answer = transport.send(proxy, &mut req).await?;
     if !rejected::<T>(&req, &answer) {
-        return Ok((req.entry, answer));
+        return Ok((req, answer));
     }
     recover(proxy, transport, req, answer).await
 }
@@ -136,20 +135,20 @@ async fn recover<'p, T: Transport>(
     transport: &mut T,
     req: Prepared<'p>,
     answer: T::Answer,
-) -> Result<(&'p Arc<Entry>, T::Answer), ProxyError> {
+) -> Result<(Prepared<'p>, T::Answer), ProxyError> {
     let status = T::status(&answer);
     let replayable = req.idempotent && transport.replayable();
     if !proxy
         .unauthorized(req.entry, req.grant.as_ref(), status, req.token, replayable)
         .await
     {
-        return Ok((req.entry, answer));
+        return Ok((req, answer));
     }
     let Some(Ok(mut again)) = transport.prepare(proxy, Instant::now()) else {
         // Not forwardable any more (say, the new token is unusable): the 401 stands.
-        return Ok((req.entry, answer));
+        return Ok((req, answer));
     };
     transport.discard(answer, req.entry).await;
     let answer = transport.send(proxy, &mut again).await?;
-    Ok((again.entry, answer))
+    Ok((again, answer))
 }

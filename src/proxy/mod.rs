@@ -54,6 +54,7 @@ pub(crate) mod idle;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod measure;
+pub(crate) mod placeholder;
 pub mod response;
 pub(crate) mod route;
 pub mod tunnel;

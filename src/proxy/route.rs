@@ -59,6 +59,9 @@ pub struct Plan<'p, 'r> {
     pub idempotent: bool,
     /// HEAD: the response has no body whatever its headers say.
     pub is_head: bool,
+    /// The app's own `Authorization` goes upstream, not the credential (`inject:
+    /// if_absent` or `placeholder`: [`super::placeholder::sets_authorization`]).
+    pub keeps_authorization: bool,
 }
 
 /// What the request's life keeps of its plan ([`Plan::prepared`]; the plan itself borrows
@@ -132,7 +135,9 @@ impl<'p> Plan<'p, '_> {
     pub fn set_headers(&self) -> impl Iterator<Item = (&'static HeaderName, &HeaderValue)> {
         let values = [
             Some(&self.entry.host_header),
-            self.credential.authorization(),
+            self.credential
+                .authorization()
+                .filter(|_| !self.keeps_authorization),
         ];
         SET_NAMES
             .iter()
@@ -198,6 +203,7 @@ impl Proxy {
             credential,
             idempotent: IDEMPOTENT.contains(&ask.method),
             is_head: ask.method == "HEAD",
+            keeps_authorization: false,
         })
     }
 
@@ -240,6 +246,15 @@ impl Proxy {
             if self.targets_self(host, port.unwrap_or(HTTP_DEFAULT_PORT)) {
                 return Err(ProxyError::Loop);
             }
+            let default = if tunnel.is_some() {
+                443
+            } else {
+                HTTP_DEFAULT_PORT
+            };
+            let path = path_and_query.split('?').next().unwrap_or("/");
+            if let Some(stub) = self.registry.stub_at(host, port.unwrap_or(default), path) {
+                return Err(stub_token(stub));
+            }
             let state = self.registry.by_authority(host, port, named);
             let state = state.map_err(|why| choice::unchosen(why, host, named))?;
             return Ok((state, Target::after(path_and_query)));
@@ -280,6 +295,30 @@ impl Proxy {
                 && (a.ip() == ip
                     || (a.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
         })
+    }
+}
+
+/// The answer to an app's own token request to `entry`'s token endpoint
+/// (`stub_token_endpoint`): its placeholder as an access token, valid as long as the real
+/// token (an hour when that is not known). The app's request, and the refresh token or
+/// client secret it carries, go nowhere.
+fn stub_token(entry: &Entry) -> ProxyError {
+    const UNKNOWN_LIFETIME: u64 = 3600;
+    let expires_in = entry
+        .tokens
+        .current()
+        .as_deref()
+        .and_then(|t| t.expires_at)
+        .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+        .map_or(UNKNOWN_LIFETIME, |left| left.as_secs().max(1));
+    let placeholder = entry.conn.egress.placeholder.as_deref().unwrap_or_default();
+    ProxyError::StubToken {
+        connection: entry.conn.key.clone(),
+        body: serde_json::json!({
+            "access_token": placeholder,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        }),
     }
 }
 

@@ -155,6 +155,13 @@ impl TokenSet {
         }
     }
 
+    /// The header it injects, whatever the time (to recognise the credential in what an
+    /// upstream echoes back: `crate::proxy::placeholder`).
+    #[inline]
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+
     /// A copy of the access token (for `<access_token>` in a refresh request, and the
     /// store), taken from the header: `new` made it of a `String`, so it is UTF-8.
     pub fn access_token(&self) -> SecretString {

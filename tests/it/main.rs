@@ -48,6 +48,7 @@ mod oidc;
 mod oidc_per_user;
 mod paths;
 mod per_user;
+mod placeholders;
 mod private_network;
 mod redis_cluster;
 mod redis_definitions;

@@ -25,6 +25,7 @@ use super::error::{write_error, ProxyError};
 use super::heads::{HeadBudget, HeadCharge};
 use super::lifecycle::{self, Prepared};
 use super::limits::Budget;
+use super::placeholder;
 use super::Proxy;
 use crate::proxy::tunnel::Inside;
 use crate::registry::Version;
@@ -180,7 +181,7 @@ impl Engine {
         let first = first.map(|req| exchange.coalesced(req));
         let forwarded = lifecycle::forward(proxy, &mut exchange, first, started).await;
         let (close, link, now) = (exchange.close, exchange.link.take(), exchange.now);
-        let (entry, response) = match forwarded {
+        let (sent, response) = match forwarded {
             Ok(answered) => answered,
             Err(error) => {
                 return self
@@ -193,6 +194,16 @@ impl Engine {
             return Next::Close;
         };
         client.buf.consume(consumed);
+        let egress = &sent.entry.conn.egress;
+        if egress.scrub_response_headers {
+            let held = placeholder::held(sent.entry, sent.grant.as_deref());
+            let secret = held.secret();
+            if let Some(scrubbed) =
+                placeholder::scrub(&link.head, secret, placeholder::mask(egress))
+            {
+                link.head = scrubbed;
+            }
+        }
         let relayed = relay(
             &mut link,
             &mut client.io,
@@ -203,7 +214,7 @@ impl Engine {
         .await;
         match relayed {
             Ok(()) if response.reusable && link.buf.is_empty() => {
-                self.links.checkin(&entry.origin, link, now)
+                self.links.checkin(&sent.entry.origin, link, now)
             }
             Ok(()) => {}
             // The app may have part of the response; only closing can tell it so. (A body

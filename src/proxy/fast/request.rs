@@ -10,11 +10,13 @@
 //! `Content-Length` above [`MAX_BUFFERED_BODY`], `Connection` naming other headers,
 //! `api_key` connections, heads above [`MAX_HEAD`] and targets with unusual bytes.
 
+use crate::config::Inject;
 use crate::grants::subject::Said;
 use crate::proxy::choice::Named;
 use crate::proxy::error::{write_header, ProxyError};
 use crate::proxy::headers::{classify, connection_options, parse_length, via_names, Known};
 use crate::proxy::heads::{MAX_HEAD, MAX_HEADERS};
+use crate::proxy::placeholder;
 use crate::proxy::route::{Ask, Credential, Prepared};
 use crate::proxy::tunnel::Inside;
 use crate::proxy::unauthorized::MAX_REPLAY_BODY;
@@ -114,6 +116,13 @@ pub fn translate_request<'p>(
     let mut named = Named::Absent;
     let mut subject = Said::Absent;
     let mut proxy_authorization = None;
+    // Placeholders (`crate::proxy::placeholder`): looked for only when some connection
+    // has one; the app's `Authorization` is kept aside, and headers that may hold one are
+    // written after the plan.
+    let scan = proxy.registry.has_placeholders();
+    let mut authorization = None;
+    let mut held: [(&str, &[u8]); MAX_HELD] = [("", &[]); MAX_HELD];
+    let mut holding = 0;
     for h in req.headers.iter() {
         match classify(h.name) {
             Known::ContentLength => match parse_length(h.value) {
@@ -144,7 +153,19 @@ pub fn translate_request<'p>(
                 proxy_authorization = Some(h.value);
                 continue;
             }
-            Known::HopByHop | Known::Lookalike | Known::Host | Known::Authorization => continue,
+            Known::Authorization => {
+                authorization = Some(h.value);
+                continue;
+            }
+            Known::HopByHop | Known::Lookalike | Known::Host => continue,
+            Known::Other if scan && placeholder::may_hold(h.value) => {
+                let Some(slot) = held.get_mut(holding) else {
+                    return Outcome::Fallback;
+                };
+                *slot = (h.name, h.value);
+                holding += 1;
+                continue;
+            }
             Known::Other => {}
         }
         write_header(out, h.name.as_bytes(), h.value);
@@ -157,6 +178,13 @@ pub fn translate_request<'p>(
     };
     if buf.len() < head_len + framed.body_len {
         return Outcome::Partial(Some(head_len + framed.body_len));
+    }
+    // A placeholder in the target or the body: the hyper path swaps it.
+    if scan
+        && (placeholder::may_hold(target.as_bytes())
+            || placeholder::may_hold(&buf[head_len..head_len + framed.body_len]))
+    {
+        return Outcome::Fallback;
     }
 
     let ask = Ask {
@@ -171,12 +199,27 @@ pub fn translate_request<'p>(
         proxy_authorization: proxy_authorization
             .or_else(|| tunnel.and_then(|t| t.proxy_authorization.as_deref())),
     };
-    let plan = match proxy.plan(&ask, now) {
+    let mut plan = match proxy.plan(&ask, now) {
         Ok(plan) => plan,
         Err(error) => return Outcome::Refused(Refusal { error, framed }),
     };
-    if matches!(plan.credential, Credential::ApiKey(_)) {
+    let egress = &plan.entry.conn.egress;
+    if matches!(plan.credential, Credential::ApiKey(_)) || egress.scrub_response_bodies {
         return Outcome::Fallback;
+    }
+    if scan || egress.inject != Inject::Always || egress.require_placeholder {
+        let carried = authorization
+            .into_iter()
+            .chain(held[..holding].iter().map(|h| h.1));
+        let own = match placeholder::check(&proxy.registry, plan.entry, carried) {
+            Ok(own) => own,
+            Err(error) => return Outcome::Refused(Refusal { error, framed }),
+        };
+        if egress.require_placeholder && !own {
+            let error = placeholder::required(plan.entry);
+            return Outcome::Refused(Refusal { error, framed });
+        }
+        plan.keeps_authorization = !placeholder::sets_authorization(egress, authorization);
     }
     // The request line, before the headers written above.
     let headers_len = out.len();
@@ -193,6 +236,12 @@ pub fn translate_request<'p>(
     for (name, value) in plan.set_headers() {
         write_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    if let (true, Some(value)) = (plan.keeps_authorization, authorization) {
+        write_header(out, b"authorization", value);
+    }
+    if holding > 0 {
+        write_swapped(out, &held[..holding], &plan);
+    }
     write_header(out, b"via", proxy.via.as_bytes());
     out.extend_from_slice(b"\r\n");
     plan.sent();
@@ -200,6 +249,32 @@ pub fn translate_request<'p>(
         prepared: plan.prepared(),
         framed,
     })
+}
+
+/// Headers (other than `Authorization`) one request may hold placeholders in on this
+/// path; more go to the hyper path.
+const MAX_HELD: usize = 8;
+
+/// Writes the `held` headers with the plan's connection's placeholder replaced by its
+/// credential (another string that looks like one is left as it is).
+fn write_swapped(out: &mut Vec<u8>, held: &[(&str, &[u8])], plan: &crate::proxy::Plan<'_, '_>) {
+    let own = plan
+        .entry
+        .conn
+        .egress
+        .placeholder
+        .as_deref()
+        .map(str::as_bytes);
+    let secret = plan.credential.authorization().map(placeholder::secret);
+    for (name, value) in held {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        match (own, secret) {
+            (Some(own), Some(secret)) => placeholder::swap_into(value, own, secret, out),
+            _ => out.extend_from_slice(value),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Bytes a request target may hold on the fast path: RFC 3986's unreserved, sub-delims,

@@ -55,8 +55,10 @@ pub async fn handle(
         .trim_end_matches(']')
         .to_ascii_lowercase();
     let target = tunnel_target(&authority);
-    if proxy.registry.knows_host(&host) {
-        let port = authority.port_u16().unwrap_or(DEFAULT_TUNNEL_PORT);
+    let port = authority.port_u16().unwrap_or(DEFAULT_TUNNEL_PORT);
+    // A token endpoint tokenwarden answers itself (`stub_token_endpoint`) is intercepted.
+    let stub = proxy.registry.stubs_at(&host, port);
+    if proxy.registry.knows_host(&host) || stub {
         let Some(interceptor) = &proxy.intercept else {
             return Err(ProxyError::Forbidden {
                 reason: format!(
@@ -64,7 +66,7 @@ pub async fn handle(
                 ),
             });
         };
-        if proxy.registry.by_tunnel(&host, port).is_none() {
+        if proxy.registry.by_tunnel(&host, port).is_none() && !stub {
             let ports: Vec<String> = proxy
                 .registry
                 .ports_of(&host)

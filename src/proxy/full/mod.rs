@@ -16,6 +16,7 @@ pub(crate) mod connect;
 mod exchange;
 pub(crate) mod idle;
 pub(crate) mod passthrough;
+mod placeholders;
 pub(crate) mod pool;
 pub(crate) mod stall;
 
@@ -51,8 +52,12 @@ pub(crate) struct Engine {
 }
 
 /// The body of a response to the app: the upstream's, streamed (bounded by
-/// `proxy.upstream_read_timeout`), or one tokenwarden wrote.
-pub type ProxyBody = Either<idle::ReadBounded<PooledBody>, Full<Bytes>>;
+/// `proxy.upstream_read_timeout`; with echoed credentials masked when the connection says
+/// `scrub_response_bodies`), or one tokenwarden wrote.
+pub type ProxyBody = Either<idle::ReadBounded<AppBody>, Full<Bytes>>;
+
+/// The upstream's response body as the app gets it.
+pub type AppBody = Either<PooledBody, crate::proxy::placeholder::Scrubbed<PooledBody>>;
 
 /// The request body sent upstream: the app's body streamed (bounded by
 /// `proxy.body_read_timeout`), or a body tokenwarden built.
@@ -127,9 +132,10 @@ impl Proxy {
             true => exchange.plan(self, started),
             false => Err(ProxyError::TransferCoding),
         };
-        let (_, response) = lifecycle::forward(self, &mut exchange, first, started).await?;
+        let (sent, response) = lifecycle::forward(self, &mut exchange, first, started).await?;
         let (mut parts, body) = response.into_parts();
         headers::strip_response(parts.status.as_u16(), &mut parts.headers);
+        let body = placeholders::in_response(&sent, &mut parts.headers, body);
         let body = idle::ReadBounded::new(body, &engine.timers, read_timeout);
         Ok(Response::from_parts(parts, Either::Left(body)))
     }
@@ -157,6 +163,14 @@ impl Proxy {
             let target = target.unwrap_or_else(|| PathAndQuery::from_static("/"));
             let (target, merged) = apikey::apply(key, &mut parts.headers, target, body).await?;
             (parts.uri, body) = (Uri::from(target), merged);
+        }
+        if self.registry.has_placeholders() {
+            body = placeholders::in_body(self, &prepared, &mut parts.headers, body).await?;
+        }
+        if entry.conn.egress.scrub_response_bodies {
+            // Bodies it can read: no content coding.
+            let identity = http::HeaderValue::from_static("identity");
+            parts.headers.insert(header::ACCEPT_ENCODING, identity);
         }
         if !http_body::Body::is_end_stream(&body)
             && http_body::Body::size_hint(&body).exact().is_none()
@@ -207,8 +221,9 @@ impl Proxy {
                 self,
                 tunnel,
             );
-            let plan = self.plan(&ask, now)?;
+            let mut plan = self.plan(&ask, now)?;
             let target = plan.target.to_path_and_query()?;
+            let target = placeholders::in_head(self, &mut plan, &mut parts.headers, target)?;
             self.prepare(&plan, &mut parts.headers);
             let prepared = Planned {
                 prepared: plan.prepared(),

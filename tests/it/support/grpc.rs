@@ -7,7 +7,7 @@
 //!
 //! A missing package fails the test (never skips) and names `tests/deps.sh`.
 
-use super::python::{py_dir, require_packages, run_script_with, INSTALL_HINT};
+use super::python::{py_dir, require_packages, route_env, run_script_with, INSTALL_HINT};
 use super::WAIT;
 use serde_json::Value;
 use std::path::Path;
@@ -22,16 +22,6 @@ const CALL_DEADLINE_SECS: u64 = 20;
 
 /// h2_raw.py's overall timeout when the case gives none (its default).
 const H2_RAW_TIMEOUT_SECS: f64 = 10.0;
-
-/// The proxy variables gRPC C-core reads; [`grpc_call`] clears them (either case) so that
-/// only the `env` a test gives decides the route.
-const PROXY_VARS: [&str; 5] = [
-    "grpc_proxy",
-    "https_proxy",
-    "http_proxy",
-    "no_grpc_proxy",
-    "no_proxy",
-];
 
 /// grpcio's server (`tests/py/grpc_server.py`) on `127.0.0.1:<port>` over TLS, serving
 /// `tw.Test` (`Unary`: the request reversed; `Stream`: `N` → `msg-0`..`msg-{N-1}`; `Fail`:
@@ -173,13 +163,10 @@ pub async fn grpc_call_args(
     // Its own deadline first, so a stuck call reports DEADLINE_EXCEEDED rather than a
     // harness timeout.
     let limit = Duration::from_secs(CALL_DEADLINE_SECS) + WAIT;
+    // The proxy variables gRPC C-core reads are cleared first (python::PROXY_VARS), so
+    // that only `env` decides the route.
     let out = run_script_with("grpc_client.py", &args, None, limit, |command| {
-        for var in PROXY_VARS {
-            command.env_remove(var).env_remove(var.to_uppercase());
-        }
-        for (k, v) in env {
-            command.env(k, v);
-        }
+        route_env(command, env);
     })
     .await;
     serde_json::from_str(out.trim())

@@ -53,6 +53,30 @@ pub fn require_packages() {
     }
 }
 
+/// The proxy variables a script's HTTP stack may read: `requests` (urllib's `*_proxy`,
+/// `no_proxy`) and gRPC C-core (`grpc_proxy`, `no_grpc_proxy` too). [`route_env`] clears
+/// each, in either case.
+pub const PROXY_VARS: [&str; 6] = [
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "grpc_proxy",
+    "no_grpc_proxy",
+];
+
+/// Clears every [`PROXY_VARS`] (lower and upper case) from `command`'s environment, then
+/// sets `env`: only the test's own variables decide a script's route, never the proxy
+/// settings of the machine running the tests.
+pub fn route_env(command: &mut Command, env: &[(&str, &str)]) {
+    for var in PROXY_VARS {
+        command.env_remove(var).env_remove(var.to_uppercase());
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+}
+
 /// Runs `python3 tests/py/<script> <args>` to completion and returns its stdout (panics
 /// with its stderr if it fails or takes longer than [`WAIT`]).
 pub async fn run_script(script: &str, args: &[&str]) -> String {
