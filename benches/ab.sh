@@ -9,14 +9,18 @@
 # on the request path); use compare.sh for the comparison with nginx and HAProxy.
 #
 # Usage:  benches/ab.sh A_BINARY B_BINARY      e.g. a build of main and one of a branch
+#         (or one binary twice, with two settings: A_API_EXTRA / B_API_EXTRA below)
 # Knobs:  ROUNDS (default 5), DURATION (s, default 8), CONNS (default 32), WARMUP (s, 2),
-#         PROXY_CORE (1), OTHER_CORE (0), EXTRA_CONNECTIONS (0: see upstream.sh).
+#         PROXY_CORE (1), OTHER_CORE (0), EXTRA_CONNECTIONS (0: see upstream.sh),
+#         A_API_EXTRA / B_API_EXTRA (YAML lines for connection `api` of build A / B, e.g.
+#         $'    scrub_response_headers: false\n'), A_HEADER / B_HEADER (a header each
+#         request of A's / B's load sends, e.g. "x-api-key: twph_…").
 # Needs:  nginx, wrk, curl, taskset, awk (Debian: apt-get install nginx-light wrk curl util-linux).
 # Prints one line per round (each build's CPU µs/request and req/s, and B/A), then the
 # mean and range of B/A. Each round swaps which build gets the first port.
 set -euo pipefail
 
-(($# == 2)) || { sed -n '2,16p' "$0" >&2; exit 64; }
+(($# == 2)) || { sed -n '2,20p' "$0" >&2; exit 64; }
 A=$(realpath "$1")
 B=$(realpath "$2")
 ROUNDS=${ROUNDS:-5}
@@ -42,13 +46,13 @@ trap cleanup EXIT
 . "$(dirname "$0")/upstream.sh"
 start_upstream taskset -c "$OTHER_CORE"
 
-start() { # binary name → sets PID_<name>, PORT_<name>; a store file per round: A and B
-          # alternate in each slot, and an older build may not read a newer one's file
+start() { # binary name extra → sets PID_<name>, PORT_<name>; a store file per round: A and
+          # B alternate in each slot, and an older build may not read a newer one's file
     local bin=$1 name=$2 listen admin
     listen=$(port)
     admin=$(port)
     mkdir -p "$W/$name"
-    write_config "$W/$name/config.yaml" "$listen" "$admin" "$W/$name/tokens-$round.bin"
+    API_EXTRA=$3 write_config "$W/$name/config.yaml" "$listen" "$admin" "$W/$name/tokens-$round.bin"
     taskset -c "$PROXY_CORE" "$bin" run --config "$W/$name/config.yaml" 2>>"$W/$name/stderr.log" &
     PIDS+=($!)
     printf -v "PID_$name" '%s' "$!"
@@ -63,24 +67,31 @@ echo "ab.sh: A=$A B=$B; both on core $PROXY_CORE with their wrk -t1 -c$CONNS, up
 RATIOS=()
 for round in $(seq "$ROUNDS"); do
     # Alternate which build gets started (and loaded) first.
-    if ((round % 2)); then first=$A second=$B; else first=$B second=$A; fi
-    start "$first" one
-    start "$second" two
-    taskset -c "$PROXY_CORE" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$PORT_one/api/" >/dev/null 2>&1 &
+    # (A and B may be the same binary: the slots follow the round, the settings follow A/B.)
+    if ((round % 2)); then
+        first=$A second=$B extra_one=${A_API_EXTRA:-} extra_two=${B_API_EXTRA:-}
+        header_one=${A_HEADER:-x-ab: a} header_two=${B_HEADER:-x-ab: b}
+    else
+        first=$B second=$A extra_one=${B_API_EXTRA:-} extra_two=${A_API_EXTRA:-}
+        header_one=${B_HEADER:-x-ab: b} header_two=${A_HEADER:-x-ab: a}
+    fi
+    start "$first" one "$extra_one"
+    start "$second" two "$extra_two"
+    taskset -c "$PROXY_CORE" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "$header_one" "http://127.0.0.1:$PORT_one/api/" >/dev/null 2>&1 &
     w1=$!
-    taskset -c "$PROXY_CORE" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$PORT_two/api/" >/dev/null 2>&1 &
+    taskset -c "$PROXY_CORE" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "$header_two" "http://127.0.0.1:$PORT_two/api/" >/dev/null 2>&1 &
     w2=$!
     wait "$w1" "$w2" || true
     t_one=$(ticks "$PID_one")
     t_two=$(ticks "$PID_two")
-    taskset -c "$PROXY_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$PORT_one/api/" >"$W/one.txt" 2>&1 &
+    taskset -c "$PROXY_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$header_one" "http://127.0.0.1:$PORT_one/api/" >"$W/one.txt" 2>&1 &
     w1=$!
-    taskset -c "$PROXY_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$PORT_two/api/" >"$W/two.txt" 2>&1 &
+    taskset -c "$PROXY_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$header_two" "http://127.0.0.1:$PORT_two/api/" >"$W/two.txt" 2>&1 &
     w2=$!
     wait "$w1" "$w2"
     cpu_one=$(awk -v d=$(($(ticks "$PID_one") - t_one)) -v t="$TICK" -v n="$(requests "$W/one.txt")" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')
     cpu_two=$(awk -v d=$(($(ticks "$PID_two") - t_two)) -v t="$TICK" -v n="$(requests "$W/two.txt")" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')
-    if [[ $first == "$A" ]]; then
+    if ((round % 2)); then
         a=$cpu_one b=$cpu_two a_rps=$(rps "$W/one.txt") b_rps=$(rps "$W/two.txt")
     else
         a=$cpu_two b=$cpu_one a_rps=$(rps "$W/two.txt") b_rps=$(rps "$W/one.txt")

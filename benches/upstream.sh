@@ -59,7 +59,8 @@ EOF
 # and EXTRA_CONNECTIONS more (default 0): static-bearer connections `extra-1`… to the same
 # upstream host (reverse_only: reverse mode tells them apart by key; issue 23's "10,000
 # connections")
-write_config() { # file listen admin store
+write_config() { # file listen admin store; API_EXTRA: more lines (4-space indent, each
+                 # ending in a newline) of connection `api`, e.g. a placeholder
     cat >"$1" <<EOF
 proxy: { listen: "127.0.0.1:$2", worker_threads: 1 }
 admin: { listen: "127.0.0.1:$3", watch_config: 0 }
@@ -68,7 +69,7 @@ log: { level: warn }
 connections:
   - key: api
     secrets: { client_id: ab, client_secret: ab }
-    client_config:
+${API_EXTRA:-}    client_config:
       protocol: http
       host: "127.0.0.1:$UP"
       authentication:

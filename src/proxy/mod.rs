@@ -27,7 +27,8 @@
 //!   (hop-by-hop hygiene), [`error`] (every error and upstream fault, rendered as a hyper
 //!   response or as bytes), [`upstream`] (the SSRF-guarded dialer, and both pools' idle
 //!   limits), [`idle`] (both pools' idle connections, by upstream origin), [`limits`],
-//!   [`heads`] (the memory of partial heads, the largest head),
+//!   [`heads`] (the memory of partial heads, the largest head), [`placeholder`]
+//!   (placeholder credentials: found, checked, swapped; echoed credentials scrubbed),
 //!   [`response`] and [`chunked`] (response framing, for both paths), [`deadline`] (the
 //!   worker's coarse clock), [`measure`], [`unauthorized`] (the 401 decision; it owns the
 //!   replay bound) and [`access`];

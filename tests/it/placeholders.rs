@@ -434,3 +434,81 @@ async fn google_auth_and_authlib_get_the_stub_token_and_their_calls_carry_the_re
         );
     }
 }
+
+/// The same through `HTTPS_PROXY` (interception): the token endpoint is an `https://` URL
+/// on its own host, which tokenwarden intercepts only because it answers it; google-auth
+/// trusting the interception CA gets the stub token there, and its API call inside the
+/// API host's tunnel carries the real one.
+#[tokio::test]
+async fn the_stub_and_the_swap_work_through_interception() {
+    use crate::support::capture::{self, Capture};
+    const API: &str = "tenant.example.com";
+    const TOKEN_HOST: &str = "oauth2.googleapis.com";
+    let token = json!({"access_token": "tok-tls", "token_type": "bearer", "expires_in": 3600});
+    let (token_server, api) = (
+        Capture::start(token).await,
+        Capture::start(json!({"ok": 1})).await,
+    );
+    let ca_dir = tempfile::tempdir().unwrap();
+    let files = tokenwarden::ca::init(ca_dir.path()).unwrap();
+    let bundle = ca_dir.path().join(tokenwarden::ca::BUNDLE_FILE);
+    tokenwarden::ca::bundle(&files.cert, None, &bundle).unwrap();
+    let token_at = format!("{TOKEN_HOST}:{}", token_server.addr.port());
+    let conn = Conn::new("crm", format!("{API}:{}", api.addr.port()), CLIENT_CREDENTIALS)
+        .protocol("https")
+        .secrets(CC_SECRETS)
+        .configure(&format!(
+            r#"          token_request:
+            method: POST
+            path: /token
+            client_config: {{ protocol: https, host: "{token_at}" }}
+            headers: [{{ name: Content-Type, value: application/x-www-form-urlencoded }}]
+            body: '{{"grant_type": "client_credentials", "client_id": "<client_id>", "client_secret": "<client_secret>"}}'
+"#
+        ))
+        .field("allow_private_network: true")
+        .field(&format!("placeholder: {PH_CRM}"))
+        .field("inject: placeholder")
+        .field("stub_token_endpoint: true");
+    let yaml = format!(
+        "proxy: {{ intercept: {{ ca_cert: \"{}\", ca_key: \"{}\" }} }}\ntls: {{ ca_file: \"{}\" }}\n{}",
+        files.cert.display(),
+        files.key.display(),
+        capture::ca_file().display(),
+        connections(&[conn.to_string()])
+    );
+    let loopback = vec![std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)];
+    let options = Options {
+        static_hosts: [
+            (API.to_owned(), loopback.clone()),
+            (TOKEN_HOST.to_owned(), loopback),
+        ]
+        .into_iter()
+        .collect(),
+        resolve: [(TOKEN_HOST.to_owned(), token_server.addr)]
+            .into_iter()
+            .collect(),
+        ..Options::default()
+    };
+    let sc = Sidecar::start_in(tempfile::tempdir().unwrap(), &yaml, options).await;
+    sc.wait_state("crm", "ready").await;
+    assert_eq!(token_server.count(), 1, "tokenwarden's own token request");
+    let proxy = sc.url("");
+    let bundle = bundle.display().to_string();
+    let env = [
+        ("HTTPS_PROXY", proxy.as_str()),
+        ("REQUESTS_CA_BUNDLE", bundle.as_str()),
+    ];
+    let token_url = format!("https://{token_at}/token");
+    let api_url = format!("https://{API}:{}/v1/me", api.addr.port());
+    let out = oauth_sdk::google(&token_url, "cid", "cs", "fake-refresh", &api_url, &env).await;
+    assert_eq!(out["token"], PH_CRM, "{out}");
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(
+        token_server.count(),
+        1,
+        "the SDK's token request never left"
+    );
+    let call = api.nth(1).await;
+    assert_eq!(call.all("authorization"), ["Bearer tok-tls"]);
+}
