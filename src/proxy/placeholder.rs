@@ -24,15 +24,19 @@ use memchr::memmem;
 /// What every placeholder starts with.
 pub const PREFIX: &[u8] = crate::config::egress::PLACEHOLDER_PREFIX.as_bytes();
 
+/// The searcher for [`PREFIX`], built once (a one-off `memmem::find` builds one per call).
+static FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(PREFIX));
+
 /// Whether `bytes` may hold a placeholder.
 #[inline]
 pub fn may_hold(bytes: &[u8]) -> bool {
-    memmem::find(bytes, PREFIX).is_some()
+    FINDER.find(bytes).is_some()
 }
 
 /// The placeholders in `bytes`: each [`PREFIX`] with the placeholder bytes after it.
 pub fn found(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    memmem::find_iter(bytes, PREFIX).map(move |at| {
+    FINDER.find_iter(bytes).map(move |at| {
         let len = bytes[at + PREFIX.len()..]
             .iter()
             .take_while(|&&b| is_placeholder_byte(b))

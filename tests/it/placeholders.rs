@@ -404,9 +404,10 @@ async fn google_auth_and_authlib_get_the_stub_token_and_their_calls_carry_the_re
     let api = format!("http://{}/v1/me", crm_up.addr);
     let proxy = sc.url("");
     let env = [("HTTP_PROXY", proxy.as_str())];
-    let google = oauth_sdk::google(&token_url, "cid", "csecret", "fake-refresh", &api, &env).await;
+    let google =
+        oauth_sdk::google(&token_url, ("cid", "csecret"), "fake-refresh", &api, &env).await;
     let authlib =
-        oauth_sdk::authlib(&token_url, "cid", "csecret", "fake-refresh", &api, &env).await;
+        oauth_sdk::authlib(&token_url, ("cid", "csecret"), "fake-refresh", &api, &env).await;
     for (sdk, out) in [("google-auth", &google), ("Authlib", &authlib)] {
         assert_eq!(out["token"], PH_CRM, "{sdk}: {out}");
         assert_eq!(out["status"], 200, "{sdk}: {out}");
@@ -501,7 +502,7 @@ async fn the_stub_and_the_swap_work_through_interception() {
     ];
     let token_url = format!("https://{token_at}/token");
     let api_url = format!("https://{API}:{}/v1/me", api.addr.port());
-    let out = oauth_sdk::google(&token_url, "cid", "cs", "fake-refresh", &api_url, &env).await;
+    let out = oauth_sdk::google(&token_url, ("cid", "cs"), "fake-refresh", &api_url, &env).await;
     assert_eq!(out["token"], PH_CRM, "{out}");
     assert_eq!(out["status"], 200, "{out}");
     assert_eq!(

@@ -118,22 +118,30 @@ impl Pool {
                 None => (Box::pin(self.connect(entry)).await?, false),
             };
             let mut sender = match upstream {
-                Upstream::Http2(sender) => match send_h2(sender, entry, req).await {
-                    Ok(response) => return Ok(response),
-                    // Refused before it left (a connection closing): once more, anew.
-                    Err((Some(unsent), _)) if reused => {
-                        self.shared.borrow_mut().remove(origin);
-                        req = unsent;
-                        continue;
+                Upstream::Http2(sender) => {
+                    // A copy to send again if the upstream refuses the stream unprocessed.
+                    let again = copy_of(&req);
+                    match send_h2(sender, entry, req).await {
+                        Ok(response) => return Ok(response),
+                        // Refused before it left (a connection closing): once more, anew.
+                        Err((Some(unsent), _)) if reused => req = unsent,
+                        // Sent, and refused unprocessed (beyond the last stream of a
+                        // GOAWAY, or REFUSED_STREAM: RFC 9113 §8.7): safe to send again.
+                        Err((None, e)) if unprocessed(&e) && again.is_some() => {
+                            req = again.expect("checked");
+                        }
+                        Err((_, e)) => return Err(PoolError::Http(e)),
                     }
-                    Err((_, e)) => return Err(PoolError::Http(e)),
-                },
+                    self.shared.borrow_mut().remove(origin);
+                    continue;
+                }
                 Upstream::Http1(_) if is_grpc(&req) => return Err(PoolError::GrpcOverHttp1),
                 Upstream::Http1(sender) => sender,
             };
             // A bodiless request can be sent again after it left: keep its head.
-            let again =
-                (reused && idempotent && req.body().is_end_stream()).then(|| resend_copy(&req));
+            let again = (reused && idempotent && req.body().is_end_stream())
+                .then(|| copy_of(&req))
+                .flatten();
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
@@ -316,14 +324,31 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
         })
 }
 
-/// A copy of a bodiless request, to send again.
-fn resend_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
-    let mut copy = Request::new(http_body_util::Either::Right(Default::default()));
+/// Whether an HTTP/2 request failed without the upstream processing it: its stream was
+/// beyond the last one a graceful GOAWAY let finish, or refused (RFC 9113 §8.7).
+fn unprocessed(e: &hyper::Error) -> bool {
+    let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>());
+    h2.is_some_and(|e| {
+        e.reason() == Some(h2::Reason::REFUSED_STREAM)
+            || (e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR))
+    })
+}
+
+/// A copy of a request whose body is at hand (none, or one tokenwarden holds), to send
+/// again; None for a streamed body.
+fn copy_of(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let body = match req.body() {
+        http_body_util::Either::Right(full) => full.clone(),
+        streamed if streamed.is_end_stream() => Default::default(),
+        _ => return None,
+    };
+    let mut copy = Request::new(http_body_util::Either::Right(body));
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    copy
+    copy.extensions_mut().extend(req.extensions().clone());
+    Some(copy)
 }
 
 async fn handshake<T>(io: T, open: Open) -> Result<Upstream, PoolError>

@@ -31,25 +31,20 @@ const CA_VARS: [&str; 2] = ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"];
 /// the refresh or the call failed.
 pub async fn google(
     token_uri: &str,
-    client_id: &str,
-    client_secret: &str,
+    client: (&str, &str),
     refresh_token: &str,
     api: &str,
     env: &[(&str, &str)],
 ) -> Value {
-    let args = [
-        "--token-uri",
+    refresh_then_call(
+        ("google", "--token-uri"),
         token_uri,
-        "--client-id",
-        client_id,
-        "--client-secret",
-        client_secret,
-        "--refresh-token",
+        client,
         refresh_token,
-        "--api",
         api,
-    ];
-    run("google", &args, env).await
+        env,
+    )
+    .await
 }
 
 /// Authlib's `OAuth2Session`, holding an expired access token and the refresh token
@@ -60,15 +55,27 @@ pub async fn google(
 /// refreshed), or `{error: "<exception class>: <message>"}`.
 pub async fn authlib(
     token_endpoint: &str,
-    client_id: &str,
-    client_secret: &str,
+    client: (&str, &str),
+    refresh_token: &str,
+    api: &str,
+    env: &[(&str, &str)],
+) -> Value {
+    let sdk = ("authlib", "--token-endpoint");
+    refresh_then_call(sdk, token_endpoint, client, refresh_token, api, env).await
+}
+
+/// [`google`] or [`authlib`]: `(subcommand, the flag of its token URL)`.
+async fn refresh_then_call(
+    (sdk, token_flag): (&str, &str),
+    token_url: &str,
+    (client_id, client_secret): (&str, &str),
     refresh_token: &str,
     api: &str,
     env: &[(&str, &str)],
 ) -> Value {
     let args = [
-        "--token-endpoint",
-        token_endpoint,
+        token_flag,
+        token_url,
         "--client-id",
         client_id,
         "--client-secret",
@@ -78,7 +85,7 @@ pub async fn authlib(
         "--api",
         api,
     ];
-    run("authlib", &args, env).await
+    run(sdk, &args, env).await
 }
 
 /// `python3 tests/py/oauth_sdk.py <sdk> <args>` with the route of `env` (more arguments
