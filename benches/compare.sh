@@ -8,6 +8,15 @@
 # the upstream, against nginx doing the same with an `ssl` listener and `proxy_pass https`.
 # wrk cannot send CONNECT, so a socat relay (on OTHER_CORE, not counted) opens each tunnel
 # through tokenwarden (`PROXY:` address); nginx gets an identical plain socat relay.
+# The HTTP/2 cases (issue 27) drive the same proxies with h2load (nghttp2-client) instead of
+# wrk, H2_CLIENTS connections × H2_STREAMS concurrent streams each: "intercept-h2" is the
+# intercept case with the app speaking h2 inside the tunnel (ALPN h2 on tokenwarden's
+# minted leaf, through the same socat relay; h2load cannot send CONNECT either), against
+# nginx's ssl listener with HTTP/2 on (`http2 on`, or `listen … ssl http2` before nginx
+# 1.25.1); "h2c" is h2c with prior knowledge on the proxy's listener (reverse mode,
+# `/api/…` to the plain upstream, as the small case) against nginx's plain listener with
+# HTTP/2 on. Both proxies keep HTTP/1.1 to the upstream (nginx cannot proxy_pass HTTP/2, and
+# the upstream offers no h2): the rows measure the app's leg.
 # The proxy `tokenwarden-redis` (add it to PROXIES) is tokenwarden with `store.backend:
 # redis` on a throwaway redis-server (free loopback port, no persistence, on OTHER_CORE);
 # it gets tokenwarden-redis/tokenwarden ratio lines (target: CPU/req within 5 %). Replicas
@@ -15,10 +24,13 @@
 # there.
 #
 # Usage:  benches/compare.sh                      (≈ 3 min on 2 cores)
+#         CASES="intercept intercept-h2 h2c" PROXIES="tokenwarden nginx" benches/compare.sh
+#                                                  (HTTP/2 from the app, with HTTP/1.1 beside it)
 #         DURATION=5 CONNS="64" CASES="small" benches/compare.sh   (quicker)
 #         PROXIES="tokenwarden tokenwarden-redis nginx" benches/compare.sh   (+ Redis store)
-# Needs:  nginx (any flavour with ssl), haproxy, wrk, curl, openssl, taskset, cargo; socat
-#         for the intercept case.
+# Needs:  nginx (any flavour with ssl), haproxy (if in PROXIES), wrk, curl, openssl, taskset, cargo; socat
+#         for the intercept cases; h2load (apt-get install nghttp2-client) and an nginx
+#         with the HTTP/2 module (nginx-light has it) for intercept-h2 and h2c.
 #         Debian/Ubuntu: apt-get install nginx-light haproxy wrk curl openssl util-linux
 #         tokenwarden-redis also needs redis-server (apt-get install redis-server).
 # It installs nothing; it builds target/release/tokenwarden if missing (TOKENWARDEN_BIN
@@ -38,8 +50,11 @@
 # With one core nothing is pinned (the numbers then mix load generator and proxy).
 #
 # Environment knobs: DURATION (s, default 10), CONNS (default "64 256"), BIG_CONNS (1 MB
-# case, default 16), CASES (default "small tls big"; add intercept), PROXIES (default "tokenwarden nginx
-# haproxy"; add tokenwarden-redis for the Redis store), WARMUP (s, default 2),
+# case, default 16), CASES (default "small tls big"; add intercept, intercept-h2, h2c),
+# PROXIES (default "tokenwarden nginx haproxy"; add tokenwarden-redis for the Redis store;
+# the intercept and HTTP/2 cases compare tokenwarden and nginx only), WARMUP (s, default 2),
+# H2_CLIENTS (h2load connections, default 8), H2_STREAMS (streams in flight per
+# connection, default 8: 64 requests in flight, as wrk -c64),
 # SF_EXPIRES_IN (s, default 2), SF_REQUESTS (10000), KEEP_WORKDIR=1 (keep configs and
 # logs), RESULTS (also write the table to this file), LAYOUT (sidecar or split, above),
 # PROXY_CORE (1), OTHER_CORE (0).
@@ -70,11 +85,19 @@ die() {
 
 # ---------------------------------------------------------------- prerequisites
 missing=()
-for tool in nginx haproxy wrk curl openssl taskset awk; do
+for tool in nginx wrk curl openssl taskset awk; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
-if [[ " $CASES " == *" intercept "* ]]; then
+if [[ " $PROXIES " == *" haproxy "* ]]; then
+    command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+fi
+if [[ " $CASES " == *" intercept "* || " $CASES " == *" intercept-h2 "* ]]; then
     command -v socat >/dev/null 2>&1 || missing+=(socat)
+fi
+WITH_H2=0
+if [[ " $CASES " == *" intercept-h2 "* || " $CASES " == *" h2c "* ]]; then
+    WITH_H2=1
+    command -v h2load >/dev/null 2>&1 || missing+=("h2load (apt-get install nghttp2-client)")
 fi
 WITH_REDIS=0
 if [[ " $PROXIES " == *" tokenwarden-redis "* ]]; then
@@ -85,9 +108,15 @@ if ((${#missing[@]})); then
     echo "compare.sh: missing: ${missing[*]}" >&2
     echo "  this benchmark needs nginx (with ssl), haproxy, wrk, curl, openssl and taskset;" >&2
     echo "  on Debian/Ubuntu: apt-get install nginx-light haproxy wrk curl openssl util-linux" >&2
-    echo "  (and redis-server for tokenwarden-redis)" >&2
+    echo "  (and redis-server for tokenwarden-redis; socat for the intercept cases; h2load," >&2
+    echo "  apt-get install nghttp2-client, for intercept-h2 and h2c)" >&2
     exit 2
 fi
+if ((WITH_H2)) && ! nginx -V 2>&1 | grep -q -- '--with-http_v2_module'; then
+    die "this nginx has no HTTP/2 module (--with-http_v2_module): the HTTP/2 cases need one (nginx-light has it)"
+fi
+H2_CLIENTS=${H2_CLIENTS:-8}
+H2_STREAMS=${H2_STREAMS:-8}
 
 BIN=${TOKENWARDEN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tokenwarden}
 if [[ ! -x $BIN ]]; then
@@ -218,6 +247,8 @@ free_port HAP     # HAProxy as the proxy
 free_port REDIS   # redis-server for tokenwarden-redis
 free_port NGXS    # nginx's ssl listener (intercept case)
 free_port RELAY   # the socat relay in front of the proxy (intercept case)
+free_port NGXH2   # nginx's ssl listener with HTTP/2 (intercept-h2 case)
+free_port NGXH2C  # nginx's plain listener with HTTP/2, h2c (h2c case)
 REDIS_STORE_KEY=$(openssl rand -base64 32)
 
 SMALL_JSON='{"id":12345,"name":"Ada Lovelace","email":"ada@example.com","active":true}'
@@ -349,6 +380,15 @@ EOF
 # The same with the Redis store (default lease and poll interval).
 sed "s|^store: .*|store: { backend: redis, url: \"redis://127.0.0.1:$REDIS/0\", key: \"$REDIS_STORE_KEY\" }|" \
     "$W/tw/config.yaml" >"$W/twr/config.yaml"
+# For the HTTP/2 cases, the same with no practical limit on requests per connection, as
+# nginx's `keepalive_requests 10000000`: at the default 10,000, each h2 connection ends
+# (GOAWAY) after 10,000 streams, and h2load, unlike wrk after `connection: close`, does not
+# reconnect; its clients would sit idle for the rest of the row.
+for d in tw twr; do
+    sed 's|^proxy: { listen: \("[^"]*"\), |proxy: { listen: \1, max_requests_per_connection: 10000000, |' \
+        "$W/$d/config.yaml" >"$W/$d/config-h2.yaml"
+    grep -q 'max_requests_per_connection: 10000000' "$W/$d/config-h2.yaml" || die "could not write $W/$d/config-h2.yaml"
+done
 {
     cat <<EOF
 proxy: { listen: "127.0.0.1:$TW", worker_threads: 1 }
@@ -360,6 +400,42 @@ EOF
     connection_yaml api http "127.0.0.1:$UPSF" "127.0.0.1:$UPSF"
 } >"$W/sf/config.yaml"
 
+# nginx's HTTP/2 listeners, for the HTTP/2 cases only (an nginx without the module refuses
+# them): `http2 on;` since nginx 1.25.1, the `http2` listen parameter before.
+NGX_H2_SERVERS=
+if ((WITH_H2)); then
+    NGINX_VERSION=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
+    if printf '%s\n' 1.25.1 "$NGINX_VERSION" | sort -V -C; then
+        H2_LISTEN="" H2_ON="http2 on;"
+    else
+        H2_LISTEN=" http2" H2_ON=""
+    fi
+    NGX_H2_SERVERS=$(
+        cat <<EOF
+    # intercept-h2 case: the same with HTTP/2 from the app (ALPN h2)
+    server {
+        listen 127.0.0.1:$NGXH2 ssl$H2_LISTEN;
+        $H2_ON
+        ssl_certificate $W/tls/leaf.pem;
+        ssl_certificate_key $W/tls/leaf.key;
+        location / {
+            proxy_pass https://up_tls;
+            proxy_ssl_trusted_certificate $W/tls/ca.pem;
+            proxy_ssl_verify on;
+            proxy_ssl_name localhost;
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;
+        }
+    }
+    # h2c case: HTTP/2 with prior knowledge on a plain listener, to the plain upstream
+    server {
+        listen 127.0.0.1:$NGXH2C$H2_LISTEN;
+        $H2_ON
+        location /api/ { proxy_pass http://up/; }
+    }
+EOF
+    )
+fi
 cat >"$W/ngx/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -408,6 +484,7 @@ http {
             proxy_ssl_session_reuse on;
         }
     }
+$NGX_H2_SERVERS
 }
 EOF
 
@@ -438,15 +515,17 @@ backend be_tls
 EOF
 
 PROXY_PID=
-start_proxy() { # name
+start_proxy() { # name [h2: tokenwarden's config for the HTTP/2 cases]
+    local variant=config
+    [[ ${2:-} == h2 ]] && variant=config-h2
     case $1 in
     tokenwarden)
-        "${PIN_PROXY[@]}" "$BIN" run --config "$W/tw/config.yaml" 2>>"$W/tw/stderr.log" &
+        "${PIN_PROXY[@]}" "$BIN" run --config "$W/tw/$variant.yaml" 2>>"$W/tw/stderr.log" &
         PROXY_PID=$!
         PORT=$TW
         ;;
     tokenwarden-redis)
-        "${PIN_PROXY[@]}" "$BIN" run --config "$W/twr/config.yaml" 2>>"$W/twr/stderr.log" &
+        "${PIN_PROXY[@]}" "$BIN" run --config "$W/twr/$variant.yaml" 2>>"$W/twr/stderr.log" &
         PROXY_PID=$!
         PORT=$TW
         ;;
@@ -521,32 +600,98 @@ run_case() { # proxy case conns path [url]
         "$case" "$conns" "$proxy" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$err" "$upconns" >&2
 }
 
-# The intercept case: a socat relay on $RELAY (OTHER_CORE) that wrk's TLS goes through —
-# a CONNECT tunnel through tokenwarden to the TLS upstream, or straight to nginx's ssl
-# listener; checks that the token arrives and the minted certificate verifies.
+# The intercept cases: a socat relay on $RELAY (OTHER_CORE) that the load's TLS goes
+# through — a CONNECT tunnel through tokenwarden to the TLS upstream, or straight to nginx's
+# ssl listener (HTTP/1.1 only, or with HTTP/2: `h2` as the second argument); checks that
+# the token arrives, the minted certificate verifies, and (h2) that ALPN chose HTTP/2.
 RELAY_PID=
-start_relay() { # proxy
-    local target
+start_relay() { # proxy [h2]
+    local target version=1.1 http=(--http1.1)
+    if [[ ${2:-} == h2 ]]; then
+        version=2 http=(--http2)
+    fi
     case $1 in
     tokenwarden*) target="PROXY:127.0.0.1:127.0.0.1:$UPTLS,proxyport=$TW" ;;
-    nginx) target="TCP:127.0.0.1:$NGXS" ;;
-    *) die "the intercept case compares tokenwarden and nginx only (not $1)" ;;
+    nginx) target="TCP:127.0.0.1:$([[ $version == 2 ]] && echo "$NGXH2" || echo "$NGXS")" ;;
+    *) die "the intercept cases compare tokenwarden and nginx only (not $1)" ;;
     esac
     "${PIN_UPSTREAM[@]}" socat "TCP-LISTEN:$RELAY,bind=127.0.0.1,fork,reuseaddr" "$target" 2>>"$W/socat.log" &
     RELAY_PID=$!
     PIDS+=("$RELAY_PID")
+    # prints the body, then the HTTP version on a line of its own
+    local probe
     if [[ $1 == tokenwarden* ]]; then
-        for _ in $(seq 1 100); do
-            curl -fsS --max-time 2 --cacert "$W/twca/ca.pem" -x "http://127.0.0.1:$TW" \
-                "https://127.0.0.1:$UPTLS/echo-auth" 2>/dev/null | grep -q "^Bearer $TOKEN\$" && return 0
-            sleep 0.05
-        done
-        die "tokenwarden does not intercept https:// through CONNECT (see $W)"
+        probe=(curl -sS --max-time 2 "${http[@]}" -w '\n%{http_version}' --cacert "$W/twca/ca.pem"
+            -x "http://127.0.0.1:$TW" "https://127.0.0.1:$UPTLS/echo-auth")
+    else
+        probe=(curl -sS --max-time 2 "${http[@]}" -w '\n%{http_version}' --cacert "$W/tls/ca.pem"
+            --resolve "localhost:$RELAY:127.0.0.1" "https://localhost:$RELAY/echo-auth")
     fi
-    wait_for_tls() { curl -fsS --max-time 1 --cacert "$W/tls/ca.pem" --resolve "localhost:$RELAY:127.0.0.1" "https://localhost:$RELAY/echo-auth" 2>/dev/null | grep -q "^Bearer $TOKEN\$"; }
-    for _ in $(seq 1 100); do wait_for_tls && return 0; sleep 0.05; done
-    die "nginx does not answer over its ssl listener (see $W)"
+    local got
+    for _ in $(seq 1 100); do
+        got=$("${probe[@]}" 2>&1 || true)
+        [[ $got == "Bearer $TOKEN"$'\n'"$version" ]] && return 0
+        sleep 0.05
+    done
+    die "$1 does not answer https:// with the token over HTTP/$version through the relay (got: ${got:0:200}; see $W)"
 }
+# h2load output (and its --log-file: start µs, status, µs to the end of the response) →
+# "rps p50_ms p99_ms requests errors". Requests: those done; errors: those that failed
+# (a stream reset or refused, a timeout) or were answered 3xx–5xx.
+parse_h2load() { # output log
+    local p50 p99
+    read -r p50 p99 < <(awk '{print $3}' "$2" | sort -n | awk '
+        { v[NR] = $1 }
+        END { if (NR) printf "%.2f %.2f\n", v[int((NR - 1) * 0.50) + 1] / 1000, v[int((NR - 1) * 0.99) + 1] / 1000; else print "0 0" }')
+    awk -v p50="$p50" -v p99="$p99" '
+        /^finished in / { rps = $4 }
+        /^requests: / { done = $6; failed = $10 }
+        /^status codes: / { other = $5 + $7 + $9 }
+        END { printf "%.0f %s %s %d %d\n", rps, p50, p99, done, failed + other }
+    ' "$1"
+}
+
+# Like run_case, with h2load (H2_CLIENTS connections × H2_STREAMS streams) as the app.
+run_case_h2() { # proxy case url
+    local proxy=$1 case=$2 url=$3 t0 t1 out rps p50 p99 n err cpu_us cpu_pct rss a0 upconns
+    # h2load 1.52 never returns when its -D ends before every client has connected (seen
+    # with -D 1 through the relay): the warm-up uses its own --warm-up-time, and each run
+    # is bounded by `timeout`.
+    local load=(timeout $((WARMUP + DURATION + 30)) h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS")
+    "${PIN_APP[@]}" "${load[@]}" --warm-up-time="$WARMUP" -D 1 "$url" >"$W/h2load-warmup.txt" 2>&1 \
+        || die "h2load (warm-up) failed or hung for $proxy $case: $(tail -5 "$W/h2load-warmup.txt")"
+    a0=$(upstream_accepts)
+    t0=$(cpu_ticks "$PROXY_PID")
+    out="$W/h2load-$proxy-$case.txt"
+    "${PIN_APP[@]}" "${load[@]}" -D "$DURATION" --log-file="$out.log" "$url" >"$out" 2>&1 \
+        || die "h2load failed or hung for $proxy $case: $(tail -5 "$out")"
+    t1=$(cpu_ticks "$PROXY_PID")
+    upconns=$(($(upstream_accepts) - a0 - 1))
+    grep -q '^Application protocol: h2' "$out" || die "h2load did not speak HTTP/2 to $proxy ($case): $(grep -i protocol "$out")"
+    read -r rps p50 p99 n err < <(parse_h2load "$out" "$out.log")
+    ((n > 0)) || die "h2load made no requests through $proxy ($case): $(cat "$out")"
+    cpu_us=$(awk -v d=$((t1 - t0)) -v t="$TICK" -v n="$n" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')
+    cpu_pct=$(awk -v d=$((t1 - t0)) -v t="$TICK" -v s="$DURATION" 'BEGIN { printf "%.0f", d / t / s * 100 }')
+    rss=$(awk -v k="$(peak_rss_kb "$PROXY_PID")" 'BEGIN { printf "%.1f", k / 1024 }')
+    local conns="${H2_CLIENTS}x$H2_STREAMS"
+    ROWS+=("$case $conns $proxy $rps $p50 $p99 $cpu_us $cpu_pct $rss $err $upconns")
+    printf '  %-8s c=%-4s %-17s %8s req/s  p50 %6s ms  p99 %6s ms  %6s µs CPU/req  %5s MB  errors %s  new upstream conns %s  (%s)\n' \
+        "$case" "$conns" "$proxy" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$err" "$upconns" \
+        "$(awk '/^TLS Protocol:/ {printf "%s ", $3} /^Cipher:/ {printf "%s, ", $2} /^Application protocol:/ {printf "%s", $3}' "$out")" >&2
+}
+
+# The h2c case: checks that the proxy's plain listener answers h2c with prior knowledge,
+# with the token.
+check_h2c() { # proxy port
+    local got
+    for _ in $(seq 1 100); do
+        got=$(curl -sS --max-time 2 --http2-prior-knowledge -w '\n%{http_version}' "http://127.0.0.1:$2/api/echo-auth" 2>&1 || true)
+        [[ $got == "Bearer $TOKEN"$'\n'2 ]] && return 0
+        sleep 0.05
+    done
+    die "$1 does not answer h2c (prior knowledge) with the token on 127.0.0.1:$2 (got: ${got:0:200}; see $W)"
+}
+
 stop_relay() {
     kill "$RELAY_PID" 2>/dev/null || true
     wait "$RELAY_PID" 2>/dev/null || true
@@ -560,7 +705,10 @@ echo "  ${DURATION}s per row after ${WARMUP}s warm-up; work dir $W" >&2
 # during the run biases the compared rows as little as possible.
 for case in $CASES; do
     for proxy in $PROXIES; do
-        start_proxy "$proxy"
+        case $case in
+        intercept-h2 | h2c) start_proxy "$proxy" h2 ;;
+        *) start_proxy "$proxy" ;;
+        esac
         case $case in
         small) for c in $CONNS; do run_case "$proxy" small "$c" "/api/v1/contacts/12345?fields=name,email"; done ;;
         tls) run_case "$proxy" tls "${CONNS%% *}" "/api-tls/v1/contacts/12345?fields=name,email" ;;
@@ -570,7 +718,21 @@ for case in $CASES; do
             run_case "$proxy" icept "${CONNS%% *}" "" "https://127.0.0.1:$RELAY/v1/contacts/12345?fields=name,email"
             stop_relay
             ;;
-        *) die "unknown case $case (small, tls, big, intercept)" ;;
+        intercept-h2)
+            start_relay "$proxy" h2
+            run_case_h2 "$proxy" icept-h2 "https://127.0.0.1:$RELAY/v1/contacts/12345?fields=name,email"
+            stop_relay
+            ;;
+        h2c)
+            case $proxy in
+            tokenwarden*) h2c_port=$TW ;;
+            nginx) h2c_port=$NGXH2C ;;
+            *) die "the h2c case compares tokenwarden and nginx only (not $proxy)" ;;
+            esac
+            check_h2c "$proxy" "$h2c_port"
+            run_case_h2 "$proxy" h2c "http://127.0.0.1:$h2c_port/api/v1/contacts/12345?fields=name,email"
+            ;;
+        *) die "unknown case $case (small, tls, big, intercept, intercept-h2, h2c)" ;;
         esac
         stop_proxy
     done
@@ -630,16 +792,16 @@ fi
     echo
     echo "## tokenwarden vs nginx vs HAProxy — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "machine: $NCPU × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
-    echo "versions: tokenwarden $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty'), $(nginx -v 2>&1 | sed 's/.*: //'), haproxy $(haproxy -v | awk 'NR==1 {print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')$( ((WITH_REDIS)) && redis-server --version | awk '{print ", redis " substr($3, 3)}')"
-    echo "method: $PINNING; 1 worker/thread per proxy; wrk -t1, ${DURATION}s per row; CPU = user+sys of the proxy's processes over the run / requests; RSS = peak VmHWM (summed over processes); up conns = connections the upstream accepted during the run (pool churn); token ${TOKEN_LEN} bytes"
+    echo "versions: tokenwarden $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty'), $(nginx -v 2>&1 | sed 's/.*: //'), $(command -v haproxy >/dev/null && haproxy -v | awk 'NR==1 {print "haproxy " $3 ", "}')wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')$( ((WITH_H2)) && h2load --version | awk '{print ", h2load " $2}')$( ((WITH_REDIS)) && redis-server --version | awk '{print ", redis " substr($3, 3)}')"
+    echo "method: $PINNING; 1 worker/thread per proxy; wrk -t1$( ((WITH_H2)) && echo " (HTTP/2 rows: h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS, conns = connections x streams)"), ${DURATION}s per row; CPU = user+sys of the proxy's processes over the run / requests; RSS = peak VmHWM (summed over processes); up conns = connections the upstream accepted during the run (pool churn); token ${TOKEN_LEN} bytes"
     echo
-    printf '| %-5s | %5s | %-17s | %9s | %7s | %7s | %11s | %5s | %8s | %6s | %8s |\n' \
+    printf '| %-8s | %5s | %-17s | %9s | %7s | %7s | %11s | %5s | %8s | %6s | %8s |\n' \
         case conns proxy "req/s" "p50 ms" "p99 ms" "CPU µs/req" "CPU%" "RSS MB" errors "up conns"
-    echo '|:------|------:|:------------------|----------:|--------:|--------:|------------:|------:|---------:|-------:|---------:|'
+    echo '|:---------|------:|:------------------|----------:|--------:|--------:|------------:|------:|---------:|-------:|---------:|'
     for row in "${ROWS[@]}"; do
         # shellcheck disable=SC2086
         set -- $row
-        printf '| %-5s | %5s | %-17s | %9s | %7s | %7s | %11s | %5s | %8s | %6s | %8s |\n' "$@"
+        printf '| %-8s | %5s | %-17s | %9s | %7s | %7s | %11s | %5s | %8s | %6s | %8s |\n' "$@"
     done
     echo
     # tokenwarden / nginx per case: CPU per request, throughput, p99
@@ -650,7 +812,7 @@ fi
             set -- $row $other
             [[ $1 == "${12}" && $2 == "${13}" && ${14} == nginx ]] || continue
             awk -v c="$1" -v k="$2" -v cpu="$7" -v ncpu="${18}" -v rps="$4" -v nrps="${15}" -v p99="$6" -v np99="${17}" \
-                'BEGIN { printf "tokenwarden/nginx %-5s c=%-4s CPU/req %.2f×  req/s %.2f×  p99 %.2f×\n", c, k, cpu / ncpu, rps / nrps, (np99 > 0 ? p99 / np99 : 0) }'
+                'BEGIN { printf "tokenwarden/nginx %-8s c=%-4s CPU/req %.2f×  req/s %.2f×  p99 %.2f×\n", c, k, cpu / ncpu, rps / nrps, (np99 > 0 ? p99 / np99 : 0) }'
         done
     done
     # tokenwarden with the Redis store / with the file store, per case (target: CPU/req ≤ 1.05×)
