@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is missing, then checks it is there (fails loudly if not):
 # Debian packages (curl for the forward-proxy tests, redis-server and redis-cli for the shared
-# store and the Redis topologies, chromium for the status page's browser test), Python
+# store and the Redis topologies, chromium for the status page's browser test, nginx as an
+# HTTP/2 upstream), Python
 # `requests` and `httpx`, the pinned Python packages of tests/py/requirements.txt (Authlib's
 # JWT-bearer server, google-auth, grpcio and h2 for the HTTP/2 tests), and the npm packages of
 # the end-to-end authorization server (tests/oidc) and of the Node client of the interception
@@ -20,13 +21,15 @@ command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 # cluster tests run it, and it creates their clusters.
 command -v redis-cli >/dev/null 2>&1 || packages+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+# nginx: the HTTP/2 upstream that ends connections with a GOAWAY (tests/it/http2.rs).
+command -v nginx >/dev/null 2>&1 || packages+=(nginx-light)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "tests/deps.sh: installing ${packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${packages[@]}"
 fi
-for tool in curl redis-server redis-cli chromium cargo node npm python3; do need "$tool"; done
+for tool in curl redis-server redis-cli chromium nginx cargo node npm python3; do need "$tool"; done
 
 python3 -c 'import requests' 2>/dev/null || python3 -m pip install --quiet requests
 python3 -c 'import httpx' 2>/dev/null || python3 -m pip install --quiet httpx

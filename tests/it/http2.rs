@@ -203,6 +203,28 @@ fn reqwest_via(w: &World) -> reqwest::Client {
         .unwrap()
 }
 
+/// nginx ending each HTTP/2 connection after 10 requests (`keepalive_requests`: a GOAWAY
+/// naming the last stream it took): the requests already sent beyond it are sent again on
+/// a new connection, never answered 502.
+#[tokio::test]
+async fn requests_refused_by_an_upstreams_goaway_are_sent_again() {
+    let nginx = crate::support::nginx::Nginx::start_h2(10).await;
+    let w = World::start(nginx.port, &[], ", worker_threads: 1").await;
+    let client = reqwest_via(&w);
+    let sends = (0..400).map(|i| {
+        let (client, url) = (client.clone(), w.url(&format!("/many/{i}")));
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    });
+    // Sixteen at a time: requests keep arriving while connections end.
+    use futures_util::StreamExt as _;
+    let statuses: Vec<u16> = futures_util::stream::iter(sends)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failed = statuses.iter().filter(|&&s| s != 200).count();
+    assert_eq!(failed, 0, "{statuses:?}");
+}
+
 #[tokio::test]
 async fn upstream_http2_never_and_always() {
     let h2 = Capture::start_h2(json!({"ok": 3})).await;

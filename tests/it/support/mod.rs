@@ -16,6 +16,7 @@ pub mod golden;
 pub mod grpc;
 pub mod logs;
 pub mod memory;
+pub mod nginx;
 pub mod oauth_sdk;
 pub mod oidc;
 pub mod process;
