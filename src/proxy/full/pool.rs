@@ -229,7 +229,7 @@ impl Pool {
         }
         let sender = handshake_h2(stream, self.open.open()).await?;
         if let Some(opening) = opening {
-            opening.done(Some(sender.clone()));
+            opening.done(sender.clone());
         }
         Ok(Upstream::Http2(sender))
     }
@@ -255,11 +255,10 @@ impl<'p> Opening<'p> {
         }
     }
 
-    fn done(self, sender: Option<http2::SendRequest<UpstreamBody>>) {
-        if let Some(sender) = sender {
-            let open = Shared::Open(sender);
-            self.shared.borrow_mut().insert(self.origin.clone(), open);
-        }
+    /// The connection is open: the origin's from now on.
+    fn done(self, sender: http2::SendRequest<UpstreamBody>) {
+        let open = Shared::Open(sender);
+        self.shared.borrow_mut().insert(self.origin.clone(), open);
         // (Drop wakes the waiting requests.)
     }
 }
