@@ -19,8 +19,6 @@ use std::time::Duration;
 use tokenwarden::app::Options;
 use tokenwarden::ca;
 
-mod smuggling;
-
 /// A host name the test certificates cover (resolved to 127.0.0.1 by the sidecar).
 const NAME: &str = "tenant.example.com";
 

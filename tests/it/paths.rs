@@ -9,6 +9,8 @@
 //! own answer), never a token on a request the app did not make, never a header that an
 //! upstream or app mapping `_` to `-` would read as framing or hop-by-hop.
 
+mod h2;
+
 use crate::support::differential::{observe, Observed, Path, TOKEN, UP};
 use crate::support::upstream::Step;
 use futures_util::future::join_all;

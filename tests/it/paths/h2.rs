@@ -1,10 +1,11 @@
 //! The HTTP/2 rows of the smuggling table (`paths.rs` has the HTTP/1.1 ones, down both of
 //! its paths): each case is one header block (sent byte-exact, without the client's own
 //! checks, by `tests/py/h2_raw.py`) and its DATA, h2c with prior knowledge to the proxy
-//! listener, against the same sidecar and scripted upstream as `paths.rs`. Where a shape
-//! exists in both versions the outcome is the same (forwarded as the same upstream
-//! request, or refused with the same status); what RFC 9113 §8.2 calls malformed —
-//! which HTTP/1.1 answers 400 — is a stream reset, and nothing reaches the upstream.
+//! listener, against the same sidecar and scripted upstream as `paths.rs`. A case that is
+//! a shape of the HTTP/1.1 table names its row there (`shares`), and its outcome must agree
+//! with that row's: forwarded as the same upstream request, or refused with the same
+//! status — except that what RFC 9113 §8.2 calls malformed, which HTTP/1.1 answers 400, is
+//! a stream reset. Nothing malformed reaches the upstream.
 
 use crate::support::differential::{sidecar_for, Path, TOKEN};
 use crate::support::grpc::h2_raw;
@@ -31,6 +32,8 @@ struct Case {
     headers: &'static [(&'static str, &'static str)],
     data: &'static [&'static str],
     expect: Expect,
+    /// The row of the HTTP/1.1 table (`super::REQUESTS`) this is the shape of.
+    shares: Option<&'static str>,
 }
 
 const fn case(
@@ -43,6 +46,17 @@ const fn case(
         headers,
         data: &[],
         expect,
+        shares: None,
+    }
+}
+
+impl Case {
+    /// The case, the shape of row `row` of the HTTP/1.1 table.
+    const fn of(self, row: &'static str) -> Case {
+        Case {
+            shares: Some(row),
+            ..self
+        }
     }
 }
 
@@ -57,6 +71,7 @@ const fn with_data(
         headers,
         data,
         expect,
+        shares: None,
     }
 }
 
@@ -82,7 +97,7 @@ macro_rules! post {
 
 /// The table. Names shared with `paths.rs` are the same shapes there.
 const CASES: &[Case] = &[
-    case("plain get", get!(), Forwarded("GET /a HTTP/1.1")),
+    case("plain get", get!(), Forwarded("GET /a HTTP/1.1")).of("plain get"),
     with_data(
         "post with a matching content-length",
         post!(("content-length", "5")),
@@ -94,7 +109,8 @@ const CASES: &[Case] = &[
         post!(("content-length", "5")),
         &["hello!"],
         Reset,
-    ),
+    )
+    .of("CL conflicting"),
     with_data(
         "CL conflicting (less data than declared)",
         post!(("content-length", "10")),
@@ -122,9 +138,9 @@ const CASES: &[Case] = &[
         Forwarded("GET /a HTTP/1.1"),
     ),
     case("an upper-case name", get!(("X-A", "1")), Reset),
-    case("CR in a value", get!(("x-a", "a\rb")), Reset),
+    case("CR in a value", get!(("x-a", "a\rb")), Reset).of("CR in a value"),
     case("LF in a value", get!(("x-a", "a\nb")), Reset),
-    case("NUL in a value", get!(("x-a", "a\u{0}b")), Reset),
+    case("NUL in a value", get!(("x-a", "a\u{0}b")), Reset).of("NUL in a value"),
     case(
         "a pseudo-header after a regular one",
         &[GET[0], GET[1], GET[2], ("x-a", "1"), GET[3]],
@@ -157,22 +173,26 @@ const CASES: &[Case] = &[
         "our own Via",
         get!(("via", "1.1 other, 1.1 TokenWarden")),
         Refused(508),
-    ),
+    )
+    .of("our own Via"),
     case(
         "unknown key",
         &[GET[0], GET[1], GET[2], (":path", "/nope/a")],
         Refused(404),
-    ),
+    )
+    .of("unknown key"),
     case(
         "no token",
         &[GET[0], GET[1], GET[2], (":path", "/nok/a")],
         Refused(503),
-    ),
+    )
+    .of("no token"),
     case(
         "trace, lower case",
         &[(":method", "trace"), GET[1], GET[2], GET[3]],
         Refused(403),
-    ),
+    )
+    .of("trace, lower case"),
     case(
         "absolute-form to another host",
         &[
@@ -182,7 +202,8 @@ const CASES: &[Case] = &[
             (":path", "/x"),
         ],
         Refused(403),
-    ),
+    )
+    .of("absolute-form to another host"),
     case(
         "forward mode: the upstream as :authority",
         &[GET[0], GET[1], (":authority", "{up}"), (":path", "/x")],
@@ -226,6 +247,14 @@ async fn h2_rows_agree_with_http1_and_malformed_blocks_never_reach_the_upstream(
             "headers": headers, "data": case.data, "end_stream": true,
         }))
         .await;
+        if let Some(row) = case.shares {
+            let h1 = super::REQUESTS.iter().find(|c| c.name == row);
+            let h1 = h1.unwrap_or_else(|| panic!("{}: no row {row} in paths.rs", case.name));
+            if !agrees(h1.expect, case.expect) {
+                let (h1, h2) = (h1.expect, case.expect);
+                failures.push(format!("{}: HTTP/1.1 {h1:?}, HTTP/2 {h2:?}", case.name));
+            }
+        }
         let sent: Vec<_> = upstream.requests()[before..].to_vec();
         let ok = match case.expect {
             Forwarded(line) => {
@@ -249,6 +278,19 @@ async fn h2_rows_agree_with_http1_and_malformed_blocks_never_reach_the_upstream(
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Whether an HTTP/2 outcome agrees with the HTTP/1.1 table's for the same shape: the same
+/// request forwarded, the same refusal, or a reset where HTTP/1.1 answers a malformed
+/// request 400.
+fn agrees(h1: super::Expect, h2: Expect) -> bool {
+    use super::Expect as H1;
+    match (h1, h2) {
+        (H1::Forwarded(lines), Forwarded(line)) => lines == [line],
+        (H1::Rejected(400) | H1::Refused(400), Reset) => true,
+        (H1::Rejected(a) | H1::Refused(a), Refused(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// A stream reset or a GOAWAY with `PROTOCOL_ERROR` (1) (or the connection closed).
