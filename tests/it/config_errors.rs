@@ -117,6 +117,37 @@ connections:
         ],
     },
     Case {
+        name: "placeholder settings",
+        config: r#"connections:
+  - key: api
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: def }
+    placeholder: twph_short
+    inject: sometimes
+  - key: bare
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: def }
+    require_placeholder: true
+  - key: one
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: def }
+    placeholder: twph_one_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+  - key: two
+    saas_config: acme.yml
+    secrets: { client_id: abc, client_secret: def }
+    reverse_only: true
+    placeholder: twph_one_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+"#,
+        files: &[("acme.yml", FIDES_OK)],
+        env: &[],
+        expected: &[
+            "config.yaml:5:5: connections[0].placeholder: a placeholder is `twph_` and at least 24 letters, digits, `_` or `-` (make one with `tokenwarden placeholder api`)",
+            "config.yaml:6:5: connections[0].inject: unknown value `sometimes`: expected always, if_absent or placeholder",
+            "config.yaml:10:5: connections[1].require_placeholder: require_placeholder needs the connection's `placeholder:`",
+            "config.yaml:19:5: connections[3].placeholder: connection `one` has the same placeholder: each connection needs its own",
+        ],
+    },
+    Case {
         name: "unknown top-level key",
         config: "proxy:\n  listen: 127.0.0.1:8080\nconnection:\n  - key: api\n",
         files: &[],
