@@ -223,6 +223,47 @@ async fn requests_refused_by_an_upstreams_goaway_are_sent_again() {
     assert_eq!(failed, 0, "{statuses:?}");
 }
 
+/// A hostile HTTP/2 upstream (h2c, `upstream_http2: always`) answering with a 200 KiB header (beyond the 64 KiB an HTTP/1.1 head may have):
+/// the app gets a 502, and the next request is served.
+#[tokio::test]
+async fn an_h2_upstreams_oversized_response_head_is_a_502() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let big = req.uri().path() == "/big";
+                    let mut response =
+                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from("ok")));
+                    if big {
+                        let value = http::HeaderValue::from_str(&"a".repeat(200 * 1024)).unwrap();
+                        response.headers_mut().insert("x-big", value);
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                },
+            );
+            let executor = hyper_util::rt::TokioExecutor::new();
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(executor)
+                    .max_send_buf_size(4 << 20)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let conn = cc_conn("crm", addr, tokens.addr).field("upstream_http2: always");
+    let yaml = connections(&[conn.to_string()]);
+    let sidecar = Sidecar::start(&yaml).await;
+    sidecar.wait_state("crm", "ready").await;
+    let http = client();
+    let big = http.get(sidecar.url("/crm/big")).send().await.unwrap();
+    assert_eq!(big.status(), 502);
+    let small = http.get(sidecar.url("/crm/small")).send().await.unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(small.text().await.unwrap(), "ok");
+}
+
 #[tokio::test]
 async fn upstream_http2_never_and_always() {
     let h2 = Capture::start_h2(json!({"ok": 3})).await;

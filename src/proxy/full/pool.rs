@@ -364,13 +364,16 @@ where
     Ok(Upstream::Http1(sender))
 }
 
-/// An HTTP/2 client connection over `stream`, its task on the worker's thread.
+/// An HTTP/2 client connection over `stream`, its task on the worker's thread; a response
+/// header list larger than [`crate::proxy::heads::MAX_HEAD`] fails its request (a 502).
 async fn handshake_h2(
     stream: Stream,
     open: Open,
 ) -> Result<http2::SendRequest<UpstreamBody>, PoolError> {
     let (sender, conn) = http2::Builder::new(LocalExec)
         .timer(hyper_util::rt::TokioTimer::new())
+        // A response head as large as an HTTP/1.1 one may be (hyper's default is 16 KiB).
+        .max_header_list_size(u32::try_from(crate::proxy::heads::MAX_HEAD).unwrap_or(u32::MAX))
         .handshake(TokioIo::new(stream))
         .await?;
     tokio::task::spawn_local(async move {
