@@ -78,9 +78,10 @@ pub struct Registry {
     next_runtime: u64,
     /// Placeholder → the key of the connection it stands for (`placeholder:`).
     placeholders: imbl::HashMap<Arc<str>, String>,
-    /// `host:port` of a token endpoint answered by tokenwarden (`stub_token_endpoint`) →
-    /// the connections whose endpoint is there, with its path.
-    stubs: imbl::HashMap<String, imbl::Vector<(String, Arc<Entry>)>>,
+    /// The port of a token endpoint answered by tokenwarden (`stub_token_endpoint`) → the
+    /// connections whose endpoint is on it (a request compares their hosts and paths: no
+    /// allocation on the request path).
+    stubs: imbl::HashMap<u16, imbl::Vector<Arc<Entry>>>,
 }
 
 impl Registry {
@@ -144,10 +145,9 @@ impl Registry {
                 .insert(Arc::clone(p), entry.conn.key.clone());
         }
         if let Some(stub) = &egress.stub {
-            let at = format!("{}:{}", stub.host, stub.port);
-            let mut list = self.stubs.get(&at).cloned().unwrap_or_default();
-            list.push_back((stub.path.clone(), Arc::clone(&entry)));
-            self.stubs.insert(at, list);
+            let mut list = self.stubs.get(&stub.port).cloned().unwrap_or_default();
+            list.push_back(Arc::clone(&entry));
+            self.stubs.insert(stub.port, list);
         }
         self.order.insert(place, Arc::clone(&entry));
         self.by_key
@@ -165,16 +165,12 @@ impl Registry {
             }
         }
         if let Some(stub) = &egress.stub {
-            let at = format!("{}:{}", stub.host, stub.port);
-            if let Some(list) = self.stubs.get(&at) {
-                let rest: imbl::Vector<_> = list
-                    .iter()
-                    .filter(|(_, e)| e.conn.key != key)
-                    .cloned()
-                    .collect();
+            if let Some(list) = self.stubs.get(&stub.port) {
+                let rest: imbl::Vector<_> =
+                    list.iter().filter(|e| e.conn.key != key).cloned().collect();
                 match rest.is_empty() {
-                    true => self.stubs.remove(&at),
-                    false => self.stubs.insert(at, rest),
+                    true => self.stubs.remove(&stub.port),
+                    false => self.stubs.insert(stub.port, rest),
                 };
             }
         }
@@ -413,23 +409,29 @@ impl Registry {
     }
 
     /// The connection whose token endpoint, answered by tokenwarden, is `path` at
-    /// `host:port` (`stub_token_endpoint`).
+    /// `host:port` (`stub_token_endpoint`; the host in any case, a trailing dot ignored).
     pub fn stub_at(&self, host: &str, port: u16, path: &str) -> Option<&Arc<Entry>> {
-        if self.stubs.is_empty() {
-            return None;
-        }
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let list = self.stubs.get(&format!("{host}:{port}"))?;
-        list.iter().find(|(p, _)| p == path).map(|(_, e)| e)
+        self.stubs_on(host, port)
+            .find(|e| e.conn.egress.stub.as_ref().is_some_and(|s| s.path == path))
     }
 
     /// Whether a token endpoint answered by tokenwarden is at `host:port`.
     pub fn stubs_at(&self, host: &str, port: u16) -> bool {
-        !self.stubs.is_empty()
-            && self.stubs.contains_key(&format!(
-                "{}:{port}",
-                host.trim_end_matches('.').to_ascii_lowercase()
-            ))
+        self.stubs_on(host, port).next().is_some()
+    }
+
+    /// The connections whose token endpoint, answered by tokenwarden, is at `host:port`.
+    fn stubs_on<'r, 'h>(
+        &'r self,
+        host: &'h str,
+        port: u16,
+    ) -> impl Iterator<Item = &'r Arc<Entry>> + use<'r, 'h> {
+        let host = host.trim_end_matches('.');
+        let on_port = self.stubs.get(&port).into_iter().flatten();
+        on_port.filter(move |e| {
+            let stub = e.conn.egress.stub.as_ref();
+            stub.is_some_and(|s| s.host.eq_ignore_ascii_case(host))
+        })
     }
 
     /// Whether some connection's upstream host is `host`.

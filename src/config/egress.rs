@@ -7,7 +7,6 @@
 use super::model::{Auth, Egress, Http2, Inject, StubEndpoint};
 use super::raw::RawConnection;
 use super::source::{Problems, Source};
-use crate::template::Lookup;
 
 /// Every placeholder starts with this (so one scan of a request finds any connection's).
 pub const PLACEHOLDER_PREFIX: &str = "twph_";
@@ -175,23 +174,15 @@ fn stub_endpoint(auth: &Auth, params: &crate::template::Params) -> Option<StubEn
     let Auth::OAuth2(o) = auth else {
         return None;
     };
-    let r = &o.token_request;
-    let lookup = Lookup::new(params);
-    let host = r.host.fill(&lookup).ok()?;
-    let path = r.path.fill(&lookup).ok()?;
-    let path = path.split(['?', '#']).next().unwrap_or("/").to_owned();
-    let https = r.protocol.eq_ignore_ascii_case("https");
-    let authority: http::uri::Authority = host.parse().ok()?;
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let host = authority
-        .host()
-        .trim_matches(['[', ']'])
-        .trim_end_matches('.');
+    let url: http::Uri = o.token_request.endpoint(params)?.parse().ok()?;
+    let https = url.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = url.host()?.trim_matches(['[', ']']).trim_end_matches('.');
     Some(StubEndpoint {
         https,
         host: host.to_ascii_lowercase(),
         port,
-        path,
+        path: url.path().to_owned(),
     })
 }
 

@@ -364,6 +364,19 @@ pub struct RequestTemplate {
     pub basic_auth: Option<BasicAuth>,
 }
 
+impl RequestTemplate {
+    /// `{protocol}://{host}{path}` filled from `params`, without query or fragment: where
+    /// the request goes (None: a placeholder there has no value). The audience of a
+    /// `private_key_jwt` assertion, and the token endpoint `stub_token_endpoint` answers.
+    pub fn endpoint(&self, params: &Params) -> Option<String> {
+        let lookup = Lookup::new(params);
+        let host = self.host.fill(&lookup).ok()?;
+        let path = self.path.fill(&lookup).ok()?;
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        Some(format!("{}://{host}{path}", self.protocol))
+    }
+}
+
 /// A header or query parameter: a fixed name, a template value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pair {

@@ -208,15 +208,11 @@ pub fn authenticate_client(conn: &Connection, built: &mut BuiltRequest) -> Resul
 /// audience of a client assertion on every request (a revocation request's too, as OpenID
 /// Connect Core §9 asks); `url`'s when it cannot be filled.
 fn token_endpoint(conn: &Connection, url: &str) -> String {
-    let lookup = Lookup::new(&conn.params);
-    if let Auth::OAuth2(o) = &conn.auth {
-        let r = &o.token_request;
-        if let (Ok(host), Ok(path)) = (r.host.fill(&lookup), r.path.fill(&lookup)) {
-            let path = path.split(['?', '#']).next().unwrap_or_default();
-            return format!("{}://{host}{path}", r.protocol);
-        }
-    }
-    url.split(['?', '#']).next().unwrap_or_default().to_owned()
+    let endpoint = match &conn.auth {
+        Auth::OAuth2(o) => o.token_request.endpoint(&conn.params),
+        _ => None,
+    };
+    endpoint.unwrap_or_else(|| url.split(['?', '#']).next().unwrap_or_default().to_owned())
 }
 
 /// Whether the request already sends parameter `name`, in its query or its form or JSON body.

@@ -410,3 +410,30 @@ connections:
         );
     }
 }
+
+/// `tokenwarden placeholder NAME` prints one line, a new placeholder in the documented
+/// format each time, which `check` accepts as the connection's `placeholder:` as printed.
+#[test]
+fn placeholder_prints_a_new_placeholder_that_a_config_takes_as_printed() {
+    let make = || {
+        let out = binary().args(["placeholder", "billing"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (first, second) = (make(), make());
+    assert_ne!(first, second, "a new one each time");
+    let printed = first.strip_suffix('\n').expect("one line");
+    assert!(!printed.contains('\n'));
+    assert!(printed.starts_with("twph_billing_") && printed.len() == "twph_billing_".len() + 32);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let conn = Conn::new("billing", "api.billing.example", "bearer")
+        .protocol("https")
+        .secrets("token: t")
+        .configure("          token: <token>\n")
+        .field(&format!("placeholder: {printed}"))
+        .field("inject: placeholder");
+    std::fs::write(&config, connections(&[conn.to_string()])).unwrap();
+    let (code, stdout, stderr) = run_check(&config, None);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}

@@ -39,20 +39,7 @@ impl Listening {
             .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}): {hint}"));
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let stderr_text = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr_text);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let stderr_text = collect_stderr(child.stderr.take().unwrap());
         let mut line = String::new();
         let read = tokio::time::timeout(WAIT, stdout.read_line(&mut line)).await;
         let base = match read {
@@ -79,4 +66,22 @@ impl Listening {
             _stdout: stdout,
         }
     }
+}
+
+/// Copies what `stderr` gives into a string, as it comes (for failure messages).
+pub fn collect_stderr(mut stderr: tokio::process::ChildStderr) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
 }

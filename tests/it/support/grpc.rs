@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// grpc_client.py's deadline for a call, in seconds (its `--deadline` default).
@@ -57,7 +57,7 @@ impl GrpcServer {
             .unwrap_or_else(|e| panic!("cannot run `python3` ({e}): {INSTALL_HINT}"));
         let stdin = child.stdin.take().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let stderr = collect(child.stderr.take().unwrap());
+        let stderr = super::child::collect_stderr(child.stderr.take().unwrap());
         let first = tokio::time::timeout(WAIT, lines.next_line()).await;
         let port = match &first {
             Ok(Ok(Some(line))) => serde_json::from_str::<Value>(line)
@@ -110,24 +110,6 @@ impl GrpcServer {
         }
         calls
     }
-}
-
-/// Copies what `stderr` gives into a string, as it comes (for failure messages).
-fn collect(mut stderr: tokio::process::ChildStderr) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
-    tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
 }
 
 /// One call of `tw.Test` by grpcio (`tests/py/grpc_client.py`): `call` is `unary`, `stream`
