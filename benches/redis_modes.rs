@@ -59,6 +59,7 @@ async fn main() {
         tls: Some(RedisTls {
             ca_pem: Some(ca),
             client: None,
+            server_name: None,
         }),
         ..RedisSettings::for_url(&tls.url())
     };

@@ -114,7 +114,11 @@ fn redis_access(redis: &RedisSettings) -> String {
         } else {
             ""
         };
-        parts.push(format!("TLS with {ca}{client}"));
+        let name = tls
+            .server_name
+            .as_ref()
+            .map_or(String::new(), |n| format!(", server name {n}"));
+        parts.push(format!("TLS with {ca}{client}{name}"));
     }
     match (&redis.username, &redis.password) {
         (Some(user), _) => parts.push(format!("user {user}")),

@@ -231,6 +231,7 @@ pub struct RawRedisTls {
     pub ca_file: Option<String>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    pub server_name: Option<String>,
 }
 
 /// `store.sentinel`.

@@ -83,6 +83,9 @@ pub struct SentinelSettings {
 pub struct RedisTls {
     pub ca_pem: Option<Vec<u8>>,
     pub client: Option<ClientIdentity>,
+    /// `store.tls.server_name`: the name the data nodes' certificates are verified
+    /// against, and sent as SNI, in place of their host (not with a cluster).
+    pub server_name: Option<String>,
 }
 
 /// A client certificate chain and its private key, PEM.
@@ -185,8 +188,9 @@ pub(super) fn redis_settings(
         ));
     }
     let (target, endpoint, tls_wanted) = files.target(store, password.is_some())?;
+    let cluster = matches!(target, RedisTarget::Cluster(_));
     let tls = tls_wanted
-        .then(|| files.tls(store.tls.as_ref(), ca_file))
+        .then(|| files.tls(store.tls.as_ref(), ca_file, cluster))
         .flatten();
     let min_replicas_acked = store.min_replicas_acked.unwrap_or(match target {
         RedisTarget::Sentinel(_) | RedisTarget::Cluster(_) => 1,
@@ -466,8 +470,13 @@ impl Files<'_> {
     }
 
     /// `store.tls`: its CA (or the top-level `tls.ca_file`) and client certificate, read
-    /// and checked.
-    fn tls(&mut self, raw: Option<&RawRedisTls>, ca_file: Option<&Path>) -> Option<RedisTls> {
+    /// and checked, and its server name (`cluster`: the target is a Redis Cluster).
+    fn tls(
+        &mut self,
+        raw: Option<&RawRedisTls>,
+        ca_file: Option<&Path>,
+        cluster: bool,
+    ) -> Option<RedisTls> {
         let default = RawRedisTls::default();
         let raw = raw.unwrap_or(&default);
         let ca_pem = match (&raw.ca_file, ca_file) {
@@ -504,7 +513,33 @@ impl Files<'_> {
             }
             (None, None) => None,
         };
-        Some(RedisTls { ca_pem, client })
+        let server_name = raw.server_name.as_deref().and_then(|name| {
+            let at = "store.tls.server_name";
+            if cluster {
+                self.problems.push(self.src.problem(
+                    at,
+                    "is not available with `store.cluster`: its nodes are reached at the \
+                     addresses the cluster announces, each verified against its own; make \
+                     them names on the certificates (`cluster-announce-hostname` and \
+                     `cluster-preferred-endpoint-type hostname` in redis.conf)",
+                ));
+                return None;
+            }
+            if rustls::pki_types::ServerName::try_from(name).is_err() {
+                let shown = self.src.quote(at, name);
+                self.problems.push(
+                    self.src
+                        .problem(at, format!("{shown} is not a DNS name or IP address")),
+                );
+                return None;
+            }
+            Some(name.to_owned())
+        });
+        Some(RedisTls {
+            ca_pem,
+            client,
+            server_name,
+        })
     }
 
     /// The bytes of `file` (relative to the config's directory), or None with the problem.

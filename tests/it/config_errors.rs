@@ -538,6 +538,24 @@ connections:
         ],
     },
     Case {
+        name: "a redis server name that is no name",
+        config: "store:\n  backend: redis\n  url: \"rediss://10.0.0.5:6380\"\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  tls:\n    server_name: \"redis internal\"\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:6:5: store.tls.server_name: `redis internal` is not a DNS name or IP address",
+        ],
+    },
+    Case {
+        name: "a redis server name with a cluster",
+        config: "store:\n  backend: redis\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  tls:\n    server_name: redis.internal\n  cluster:\n    nodes: [\"c0:7000\"]\nconnections: []\n",
+        files: &[],
+        env: &[],
+        expected: &[
+            "config.yaml:5:5: store.tls.server_name: is not available with `store.cluster`: its nodes are reached at the addresses the cluster announces, each verified against its own; make them names on the certificates (`cluster-announce-hostname` and `cluster-preferred-endpoint-type hostname` in redis.conf)",
+        ],
+    },
+    Case {
         name: "a redis cluster beside a url",
         config: "store:\n  backend: redis\n  url: \"redis://:hunter2@cache:6379\"\n  key: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n  cluster:\n    nodes: [\"c0:7000\"]\nconnections: []\n",
         files: &[],

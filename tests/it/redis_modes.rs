@@ -295,6 +295,118 @@ async fn the_master_is_found_through_tls_sentinels_with_acl_users_and_a_sentinel
     ]);
 }
 
+/// The only name on the certificate of a [`Pki::mint_named`] node: none of its addresses.
+const NAMED: &str = "redis.tokenwarden.test";
+
+/// `tls` with `server_name` under it.
+fn named(tls: &str, server_name: &str) -> String {
+    format!("{tls}    server_name: {server_name}\n")
+}
+
+#[tokio::test]
+async fn a_server_name_verifies_a_node_reached_at_an_address_not_on_its_certificate() {
+    let pki = Pki::mint_named(NAMED);
+    let acl = Acl::new().user(&minimal_acl(None));
+    let node = RedisNode::start(NodeOptions::default().tls(&pki, true).acl(acl)).await;
+    let url = format!("rediss://127.0.0.1:{}/0", node.tls_port());
+    let endpoint = format!("127.0.0.1:{}", node.tls_port());
+    let user = format!("  username: tokenwarden\n  password: {ACL_PASSWORD}\n");
+    let client_tls = tls(&pki, &pki.ca_pem(), true);
+    // Verified against the URL's host, or against another name: refused, naming the node.
+    for tls in [
+        client_tls.clone(),
+        named(&client_tls, "other.tokenwarden.test"),
+    ] {
+        let section = store(&url, &format!("{tls}{user}"));
+        let reason = "TLS: the server's certificate is not valid for this host name";
+        refused_with(&section, &endpoint, reason, ACL_PASSWORD).await;
+    }
+
+    // Against the name on its certificate: served.
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let section = store(&url, &format!("{}{user}", named(&client_tls, NAMED)));
+    let config = format!(
+        "{section}{}",
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar.wait_state("api", "ready").await;
+    assert!(
+        generation(&node, "api").await >= 1,
+        "the token set is in Redis"
+    );
+    assert!(injected(&sidecar, "api").await.is_some());
+    let status = sidecar.status("api").await;
+    assert_eq!(status["store"]["state"], "ok", "{status}");
+
+    // `check` says which name is verified.
+    let dir = tempfile::tempdir().unwrap();
+    let file = crate::cli::write(dir.path(), "config.yaml", &config);
+    let out = crate::cli::binary()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let said =
+        format!("TLS with CA file, client certificate, server name {NAMED}, user tokenwarden");
+    assert!(stdout.contains(&said), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_server_name_verifies_the_master_the_sentinels_name_by_address() {
+    let pki = Pki::mint_named(NAMED);
+    let sentinels = Sentinels::start(SentinelOptions {
+        tls: Some(Tls {
+            pki: pki.clone(),
+            auth_clients: true,
+        }),
+        ..SentinelOptions::default()
+    })
+    .await;
+    // Reached at 127.0.0.1 over TLS, the sentinels name the master by its address too.
+    let sentinel = |server_name: &str| {
+        format!(
+            "{}  sentinel:\n    master_name: {}\n    nodes: [{}]\n",
+            named(&tls(&pki, &pki.ca_pem(), true), server_name),
+            sentinels.master_name(),
+            sentinel_nodes(&sentinels.sentinel_tls_ports())
+        )
+    };
+    let section = |extra: String| {
+        format!(
+            "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: 500ms\n{extra}"
+        )
+    };
+    let master = sentinels.current_master_port().await;
+    refused_with(
+        &section(sentinel("other.tokenwarden.test")),
+        "master mymaster (sentinels)",
+        "TLS: the server's certificate is not valid for this host name",
+        "no password here",
+    )
+    .await;
+
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let config = format!(
+        "{}{}",
+        section(sentinel(NAMED)),
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar.wait_state("api", "ready").await;
+    let master = sentinels.node(master);
+    assert!(
+        generation(master, "api").await >= 1,
+        "written on the master"
+    );
+    let status = sidecar.status("api").await;
+    assert_eq!(status["store"]["state"], "ok", "{status}");
+}
+
 #[tokio::test]
 async fn a_rotated_refresh_token_is_on_the_replica_before_it_is_used() {
     let master = RedisNode::start(NodeOptions::default()).await;

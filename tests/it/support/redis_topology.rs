@@ -69,6 +69,23 @@ pub struct Pki {
 impl Pki {
     /// Mints everything into a new temp dir.
     pub fn mint() -> Arc<Pki> {
+        Pki::mint_for(
+            "localhost",
+            vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ],
+        )
+    }
+
+    /// As [`Pki::mint`], but the server certificate is valid for the DNS name `name` only
+    /// (not for `localhost` or `127.0.0.1`, where the nodes are).
+    pub fn mint_named(name: &str) -> Arc<Pki> {
+        Pki::mint_for(name, vec![SanType::DnsName(name.try_into().unwrap())])
+    }
+
+    /// Everything, the server certificate named `name` and valid for `server_names`.
+    fn mint_for(name: &str, server_names: Vec<SanType>) -> Arc<Pki> {
         let dir = tempfile::tempdir().expect("tempdir for the test PKI");
         let write = |name: &str, pem: String| {
             std::fs::write(dir.path().join(name), pem)
@@ -79,11 +96,8 @@ impl Pki {
         let (wrong_pem, _) = mint_ca("tokenwarden unrelated test CA");
         write("wrong-ca.pem", wrong_pem);
 
-        let mut server = leaf_params("localhost");
-        server.subject_alt_names = vec![
-            SanType::DnsName("localhost".try_into().unwrap()),
-            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        ];
+        let mut server = leaf_params(name);
+        server.subject_alt_names = server_names;
         server.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

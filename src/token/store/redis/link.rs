@@ -4,21 +4,23 @@
 //! lease, the fenced writes and the subscriptions follow a failover; or, with
 //! `store.cluster`, the master of each command's key slot (`cluster`). TLS (the store's CA
 //! or the web PKI roots, an optional client certificate) and the ACL user apply to every
-//! node.
+//! node. One server, the sentinels and the master they name are connected by `dial`
+//! (which verifies `store.tls.server_name` when given); a cluster's nodes by the redis
+//! client.
 //!
 //! Every command goes through a [`Con`], which tells the link when its node failed.
 
 use super::cluster::Cluster;
+use super::dial::{ClientTls, Dialer, Node, Shared};
 use super::{timed_out, KindText, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::config::{RedisSettings, RedisTarget, RedisTls, SentinelSettings};
 use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    ClientTlsConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisFuture,
-    RedisResult, Script, ServerErrorKind, TlsCertificates, TlsMode, Value,
+    ClientTlsConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo,
+    RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, TlsCertificates, Value,
 };
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -26,23 +28,9 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-/// Reconnection backoff of the connection manager: first and longest delay.
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
-/// Reconnection attempts per failed command before it reports the error.
-const RECONNECT_RETRIES: usize = 2;
 /// Shortest time between two lookups of the master while the sentinels name none that
 /// answers (during a failover).
 const LOOKUP_INTERVAL: Duration = Duration::from_millis(250);
-
-/// One data node: a client (for subscriptions) and the multiplexed connection commands
-/// share.
-pub(super) struct Node {
-    pub client: redis::Client,
-    manager: ConnectionManager,
-    /// `host:port`, for logs and errors.
-    pub endpoint: String,
-}
 
 /// The data node in use, and how to find the next one; or the cluster.
 pub(super) struct Link {
@@ -53,70 +41,47 @@ pub(super) struct Link {
 
 /// The sentinels, asked one lookup at a time.
 struct Sentinels {
-    client: Mutex<SentinelClient>,
+    /// Each sentinel, in the configured order.
+    sentinels: Vec<Dialer>,
+    master_name: String,
+    /// TLS to the masters they name (None: plain TCP).
+    tls: Option<Arc<ClientTls>>,
+    /// The data nodes' user, password and database.
+    redis: RedisConnectionInfo,
     /// When the last lookup that found no master ended, and why it found none.
     failed_at: Mutex<Option<(Instant, String)>>,
-    master_name: String,
-}
-
-/// The clients `settings` describe, before any connection exists.
-pub(super) enum Clients {
-    Server(redis::Client),
-    Sentinels(SentinelClient, String),
-    Cluster(Cluster),
-}
-
-impl Clients {
-    /// Reads the URL or the sentinels, the credentials and the certificates; contacts
-    /// nothing and spawns nothing (so `check` can call it outside a runtime).
-    pub fn new(settings: &RedisSettings) -> Result<Clients, RedisError> {
-        let certificates = settings.tls.as_ref().map(certificates);
-        match &settings.target {
-            RedisTarget::Url(url) => {
-                let info = url.expose_secret().into_connection_info()?;
-                let redis = with_credentials(info.redis_settings().clone(), settings);
-                let info = info.set_redis_settings(redis);
-                Ok(Clients::Server(match certificates {
-                    Some(certs) => redis::Client::build_with_tls(info, certs)?,
-                    None => redis::Client::open(info)?,
-                }))
-            }
-            RedisTarget::Sentinel(sentinel) => Ok(Clients::Sentinels(
-                sentinel_client(sentinel, settings, certificates)?,
-                sentinel.master_name.clone(),
-            )),
-            RedisTarget::Cluster(cluster) => Ok(Clients::Cluster(Cluster::new(
-                &cluster.nodes,
-                settings,
-                certificates,
-            )?)),
-        }
-    }
 }
 
 impl Link {
-    /// The link `settings` describe. Contacts nothing: a node is connected on first use.
+    /// The link `settings` describe: reads the URL or the sentinels, the credentials and
+    /// the certificates. Contacts nothing and spawns nothing (so `check` can call it
+    /// outside a runtime): a node is connected on first use.
     pub fn open(settings: &RedisSettings) -> Result<Link, RedisError> {
-        Ok(match Clients::new(settings)? {
-            Clients::Server(client) => Link {
-                current: ArcSwapOption::from_pointee(Node::new(client, settings.endpoint.clone())?),
-                sentinel: None,
-                cluster: None,
-            },
-            Clients::Sentinels(client, master_name) => Link {
-                current: ArcSwapOption::empty(),
-                sentinel: Some(Sentinels {
-                    client: Mutex::new(client),
-                    failed_at: Mutex::new(None),
-                    master_name,
-                }),
-                cluster: None,
-            },
-            Clients::Cluster(cluster) => Link {
-                current: ArcSwapOption::empty(),
-                sentinel: None,
-                cluster: Some(cluster),
-            },
+        let tls = match (&settings.target, &settings.tls) {
+            (RedisTarget::Cluster(_), _) | (_, None) => None,
+            (_, Some(tls)) => Some(Arc::new(ClientTls::new(Some(tls))?)),
+        };
+        let (current, sentinel, cluster) = match &settings.target {
+            RedisTarget::Url(url) => {
+                let info = url.expose_secret().into_connection_info()?;
+                let redis = with_credentials(info.redis_settings().clone(), settings);
+                let dialer = Dialer::new(info.addr(), redis, tls.as_deref())?;
+                let node = Node::new(dialer, settings.endpoint.clone());
+                (Some(Arc::new(node)), None, None)
+            }
+            RedisTarget::Sentinel(sentinel) => {
+                (None, Some(Sentinels::new(sentinel, settings, tls)?), None)
+            }
+            RedisTarget::Cluster(cluster) => {
+                let certificates = settings.tls.as_ref().map(certificates);
+                let cluster = Cluster::new(&cluster.nodes, settings, certificates)?;
+                (None, None, Some(cluster))
+            }
+        };
+        Ok(Link {
+            current: ArcSwapOption::new(current),
+            sentinel,
+            cluster,
         })
     }
 
@@ -139,12 +104,12 @@ impl Link {
                 return Err(no_master(why));
             }
         }
-        let lookup = async { sentinels.client.lock().await.async_get_client().await };
+        let lookup = sentinels.lookup();
         let found = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, lookup)
             .await
             .unwrap_or_else(|_| Err(timed_out()));
-        let client = match found {
-            Ok(client) => client,
+        let node = match found {
+            Ok(node) => Arc::new(node),
             Err(e) => {
                 let why = e.kind_text();
                 tracing::debug!(master = %sentinels.master_name, error = %why, "the sentinels name no master that answers");
@@ -153,8 +118,6 @@ impl Link {
             }
         };
         *failed_at = None;
-        let endpoint = address(client.get_connection_info().addr());
-        let node = Arc::new(Node::new(client, endpoint)?);
         tracing::info!(master = %sentinels.master_name, redis = %node.endpoint, "Redis master found through the sentinels");
         self.current.store(Some(Arc::clone(&node)));
         Ok(node)
@@ -166,16 +129,15 @@ impl Link {
         self.cluster.is_some() || self.current.load().is_some()
     }
 
-    /// Connects to the current node directly, with its credentials, and says `PING`:
-    /// the error a connection manager keeps to itself (TLS, authentication), in words (a
-    /// cluster's names the node).
+    /// Connects to the current node directly, with its credentials, and says `PING`: why
+    /// a connection was lost (TLS, authentication), in words (a cluster's names the node).
     pub async fn probe(&self) -> Result<(), String> {
         if let Some(cluster) = &self.cluster {
             return cluster.probe().await;
         }
         let probe = async {
             let node = self.node().await?;
-            let mut con = node.client.get_multiplexed_async_connection().await?;
+            let mut con = node.dial().await?;
             redis::cmd("PING").query_async::<()>(&mut con).await
         };
         tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, probe)
@@ -190,8 +152,16 @@ impl Link {
             Some(cluster) => Way::Cluster(cluster.connection().await?),
             None => {
                 let node = self.node().await?;
+                let shared = match node.connection().await {
+                    Ok(shared) => shared,
+                    Err(e) => {
+                        self.failed(&node, &e);
+                        return Err(e);
+                    }
+                };
                 Way::Node {
-                    manager: node.manager.clone(),
+                    con: shared.con.clone(),
+                    shared,
                     node,
                 }
             }
@@ -215,7 +185,7 @@ impl Link {
         let subscribe = async {
             let node = self.node().await?;
             let subscribed = async {
-                let mut pubsub = node.client.get_async_pubsub().await?;
+                let mut pubsub = node.pubsub().await?;
                 // One SUBSCRIBE for all of them.
                 pubsub.subscribe(channels).await?;
                 Ok(pubsub.split())
@@ -251,23 +221,6 @@ impl Link {
     }
 }
 
-impl Node {
-    fn new(client: redis::Client, endpoint: String) -> Result<Node, RedisError> {
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_min_delay(RECONNECT_MIN_DELAY)
-            .set_max_delay(RECONNECT_MAX_DELAY);
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(Node {
-            client,
-            manager,
-            endpoint,
-        })
-    }
-}
-
 /// A connection to one node that reports its failures to the link (see [`Link::failed`]),
 /// or to a cluster (which follows its nodes itself).
 pub(super) struct Con {
@@ -277,7 +230,8 @@ pub(super) struct Con {
 
 enum Way {
     Node {
-        manager: ConnectionManager,
+        con: MultiplexedConnection,
+        shared: Arc<Shared>,
         node: Arc<Node>,
     },
     Cluster(ClusterConnection),
@@ -298,9 +252,10 @@ impl ConnectionLike for Con {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             match &mut self.way {
-                Way::Node { manager, node } => {
-                    let answer = manager.req_packed_command(cmd).await;
+                Way::Node { con, shared, node } => {
+                    let answer = con.req_packed_command(cmd).await;
                     if let Err(e) = &answer {
+                        node.lost(shared, e);
                         self.link.failed(node, e);
                     }
                     answer
@@ -318,9 +273,10 @@ impl ConnectionLike for Con {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             match &mut self.way {
-                Way::Node { manager, node } => {
-                    let answer = manager.req_packed_commands(pipeline, offset, count).await;
+                Way::Node { con, shared, node } => {
+                    let answer = con.req_packed_commands(pipeline, offset, count).await;
                     if let Err(e) = &answer {
+                        node.lost(shared, e);
                         self.link.failed(node, e);
                     }
                     answer
@@ -332,7 +288,7 @@ impl ConnectionLike for Con {
 
     fn get_db(&self) -> i64 {
         match &self.way {
-            Way::Node { manager, .. } => manager.get_db(),
+            Way::Node { con, .. } => con.get_db(),
             Way::Cluster(_) => 0,
         }
     }
@@ -385,49 +341,99 @@ fn certificates(tls: &RedisTls) -> TlsCertificates {
     }
 }
 
-/// The sentinels of `sentinel`, with the data nodes' user, password, database 0 and TLS.
-fn sentinel_client(
-    sentinel: &SentinelSettings,
-    settings: &RedisSettings,
-    certificates: Option<TlsCertificates>,
-) -> Result<SentinelClient, RedisError> {
-    let addresses = sentinel.nodes.iter().map(|(host, port)| {
-        if sentinel.tls {
-            ConnectionAddr::TcpTls {
-                host: host.clone(),
-                port: *port,
-                insecure: false,
-                tls_params: None,
+impl Sentinels {
+    /// The sentinels of `sentinel` (over TLS with `tls` when `sentinel.tls`), naming
+    /// masters that are reached with `tls` and the data nodes' credentials of `settings`.
+    fn new(
+        sentinel: &SentinelSettings,
+        settings: &RedisSettings,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Result<Sentinels, RedisError> {
+        let mut own = RedisConnectionInfo::default();
+        if let Some(user) = &sentinel.username {
+            own = own.set_username(user);
+        }
+        if let Some(password) = &sentinel.password {
+            own = own.set_password(password.expose_secret());
+        }
+        let sentinels = sentinel
+            .nodes
+            .iter()
+            .map(|(host, port)| {
+                let (host, port) = (host.clone(), *port);
+                if sentinel.tls {
+                    let addr = tcp_tls(host, port);
+                    Dialer::new(&addr, own.clone(), tls.as_deref())
+                } else {
+                    Dialer::new(&ConnectionAddr::Tcp(host, port), own.clone(), None)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Sentinels {
+            sentinels,
+            master_name: sentinel.master_name.clone(),
+            tls,
+            redis: with_credentials(RedisConnectionInfo::default(), settings),
+            failed_at: Mutex::new(None),
+        })
+    }
+
+    /// The master: the node the first sentinel that answers names, connected and checked
+    /// to say `master` to `ROLE` (not a replica still being promoted, or a node the
+    /// sentinels have not yet seen demoted). The last sentinel's error when none does.
+    async fn lookup(&self) -> Result<Node, RedisError> {
+        let mut last = None;
+        for sentinel in &self.sentinels {
+            match self.ask(sentinel).await {
+                Ok(node) => return Ok(node),
+                Err(e) => last = Some(e),
             }
-        } else {
-            ConnectionAddr::Tcp(host.clone(), *port)
         }
-    });
-    let mut builder =
-        SentinelClientBuilder::new(addresses, &sentinel.master_name, SentinelServerType::Master)?;
-    if let Some(user) = &settings.username {
-        builder = builder.set_client_to_redis_username(user);
+        Err(last.unwrap_or_else(|| {
+            RedisError::from((ErrorKind::InvalidClientConfig, "no sentinel configured"))
+        }))
     }
-    if let Some(password) = &settings.password {
-        builder = builder.set_client_to_redis_password(password.expose_secret());
-    }
-    if let Some(user) = &sentinel.username {
-        builder = builder.set_client_to_sentinel_username(user);
-    }
-    if let Some(password) = &sentinel.password {
-        builder = builder.set_client_to_sentinel_password(password.expose_secret());
-    }
-    if let Some(certs) = certificates {
-        builder = builder
-            .set_client_to_redis_tls_mode(TlsMode::Secure)
-            .set_client_to_redis_certificates(certs.clone());
-        if sentinel.tls {
-            builder = builder
-                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
-                .set_client_to_sentinel_certificates(certs);
+
+    /// The master `sentinel` names, connected and checked.
+    async fn ask(&self, sentinel: &Dialer) -> Result<Node, RedisError> {
+        let mut con = sentinel.multiplexed().await?;
+        let named: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.master_name)
+            .query_async(&mut con)
+            .await?;
+        let Some((host, port)) = named else {
+            return Err(RedisError::from((
+                ErrorKind::Client,
+                "master name not found by the sentinels",
+                self.master_name.clone(),
+            )));
+        };
+        let addr = match self.tls {
+            Some(_) => tcp_tls(host, port),
+            None => ConnectionAddr::Tcp(host, port),
+        };
+        let dialer = Dialer::new(&addr, self.redis.clone(), self.tls.as_deref())?;
+        let mut master = dialer.multiplexed().await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut master).await?;
+        if !matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
+            return Err(RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ReadOnly),
+                "the node the sentinels name is not master (yet)",
+            )));
         }
+        Ok(Node::connected(dialer, address(&addr), master))
     }
-    builder.build()
+}
+
+/// A TLS address (its TLS parameters are `dial`'s, not these).
+fn tcp_tls(host: String, port: u16) -> ConnectionAddr {
+    ConnectionAddr::TcpTls {
+        host,
+        port,
+        insecure: false,
+        tls_params: None,
+    }
 }
 
 /// `host:port` of a node's address.

@@ -53,13 +53,14 @@
 //! new refresh token, with `store.min_replicas_acked`, is announced only after `WAIT`
 //! (`tokens`). Commands go to the node `link` keeps — one server, or the master the
 //! sentinels name, looked up again when it is gone — over TLS and as an ACL user when so
-//! configured; they time out after [`RESPONSE_TIMEOUT`], and the connection manager
-//! reconnects with backoff. An error is told in words that never quote a value
+//! configured; they time out after [`RESPONSE_TIMEOUT`], and a lost connection is made
+//! again by the next command, at most every [`dial::REDIAL_DELAY`] (`dial`). An error is told in words that never quote a value
 //! ([`KindText`]); a lost connection is probed once to learn why (TLS, authentication).
 //! [`RedisStore::health`] is what status, readiness and metrics show.
 
 mod cluster;
 mod connections;
+mod dial;
 mod grants;
 mod link;
 mod scripts;
@@ -370,7 +371,7 @@ pub(super) fn timed_out() -> redis::RedisError {
 /// sentinels, the TLS certificates and key — without contacting Redis (for `check`); the URL
 /// and password are never quoted.
 pub fn check(settings: &RedisSettings) -> Result<(), StoreError> {
-    link::Clients::new(settings)
+    link::Link::open(settings)
         .map(drop)
         .map_err(|e| StoreError::Unavailable {
             endpoint: settings.endpoint.clone(),
@@ -404,7 +405,12 @@ pub(super) trait KindText {
 
 impl KindText for redis::RedisError {
     fn kind_text(&self) -> String {
-        if let Some(tls) = crate::tls::in_words(self) {
+        let recent = io_cause(self)
+            .and_then(|io| io.get_ref())
+            .and_then(|e| e.downcast_ref::<dial::FailedRecently>());
+        if let Some(recent) = recent {
+            recent.0.clone()
+        } else if let Some(tls) = crate::tls::in_words(self) {
             tls
         } else if self.is_timeout() {
             "timed out".into()
@@ -448,6 +454,17 @@ mod tests {
         assert_eq!(
             redis::RedisError::from(tls).kind_text(),
             "TLS: the server's certificate has expired"
+        );
+        // While a node is not tried again, commands fail with the last try's words as they
+        // were, not wrapped as a new I/O failure.
+        let recent = dial::failed_recently("TLS: the server's certificate has expired");
+        assert_eq!(
+            recent.kind_text(),
+            "TLS: the server's certificate has expired"
+        );
+        assert!(
+            recent.is_connection_dropped(),
+            "a broken connection, for the sentinels"
         );
     }
 }
