@@ -1,5 +1,5 @@
-//! How tokenwarden reaches one Redis data node itself — the server of `store.url`, or the
-//! master the sentinels name: TCP, then, for TLS, rustls with tokenwarden's ring provider,
+//! How tokenwarden reaches one Redis node itself — the server of `store.url`, a sentinel,
+//! or the master the sentinels name: TCP, then, for TLS, rustls with tokenwarden's ring provider,
 //! verifying the server's certificate against `store.tls.server_name` when given (else the
 //! node's host), which is also the name sent as SNI; then the redis client's protocol over
 //! that stream — the multiplexed connection commands share, or a subscription.
@@ -131,12 +131,12 @@ pub(super) struct ClientTls {
 
 impl ClientTls {
     /// Reads `tls` (already checked by the config; an error here names what is wrong).
-    pub fn new(tls: Option<&RedisTls>) -> Result<ClientTls, RedisError> {
+    pub fn new(tls: &RedisTls) -> Result<ClientTls, RedisError> {
         let invalid = |what: &'static str, detail: String| {
             RedisError::from((redis::ErrorKind::InvalidClientConfig, what, detail))
         };
         let mut roots = rustls::RootCertStore::empty();
-        match tls.and_then(|t| t.ca_pem.as_deref()) {
+        match tls.ca_pem.as_deref() {
             Some(mut pem) => {
                 for cert in rustls_pemfile::certs(&mut pem) {
                     let cert = cert.map_err(|e| invalid("store CA", e.to_string()))?;
@@ -152,7 +152,7 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS versions", e.to_string()))?
             .with_root_certificates(roots);
-        let config = match tls.and_then(|t| t.client.as_ref()) {
+        let config = match &tls.client {
             Some(client) => {
                 let chain: Vec<_> = rustls_pemfile::certs(&mut client.cert_pem.as_slice())
                     .collect::<Result<_, _>>()
@@ -170,7 +170,7 @@ impl ClientTls {
             }
             None => builder.with_no_client_auth(),
         };
-        let server_name = match tls.and_then(|t| t.server_name.as_deref()) {
+        let server_name = match tls.server_name.as_deref() {
             Some(name) => Some(
                 ServerName::try_from(name.to_owned())
                     .map_err(|e| invalid("store.tls.server_name", e.to_string()))?,
@@ -307,3 +307,40 @@ impl std::fmt::Display for FailedRecently {
 }
 
 impl std::error::Error for FailedRecently {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_that_failed_is_dialed_again_only_after_the_delay() {
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = ConnectionAddr::Tcp("127.0.0.1".into(), port);
+        let dialer = Dialer::new(&addr, RedisConnectionInfo::default(), None).unwrap();
+        let node = Node::new(dialer, format!("127.0.0.1:{port}"));
+
+        let first = node.connection().await.err().unwrap();
+        assert!(first.is_connection_refusal(), "{first}");
+        tokio::time::pause();
+        let second = node.connection().await.err().unwrap();
+        assert!(!second.is_connection_refusal(), "not dialed: {second}");
+        assert_eq!(
+            second.kind_text(),
+            "connection refused",
+            "the first try's cause"
+        );
+        assert!(
+            second.is_connection_dropped(),
+            "a broken connection, for the sentinels"
+        );
+        tokio::time::advance(REDIAL_DELAY).await;
+        tokio::time::resume();
+        let third = node.connection().await.err().unwrap();
+        assert!(third.is_connection_refusal(), "dialed again: {third}");
+    }
+}

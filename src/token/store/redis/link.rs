@@ -59,7 +59,7 @@ impl Link {
     pub fn open(settings: &RedisSettings) -> Result<Link, RedisError> {
         let tls = match (&settings.target, &settings.tls) {
             (RedisTarget::Cluster(_), _) | (_, None) => None,
-            (_, Some(tls)) => Some(Arc::new(ClientTls::new(Some(tls))?)),
+            (_, Some(tls)) => Some(Arc::new(ClientTls::new(tls)?)),
         };
         let (current, sentinel, cluster) = match &settings.target {
             RedisTarget::Url(url) => {
