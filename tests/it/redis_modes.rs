@@ -408,6 +408,34 @@ async fn a_server_name_verifies_the_master_the_sentinels_name_by_address() {
 }
 
 #[tokio::test]
+async fn sentinels_that_never_answer_are_passed_over_for_one_that_does() {
+    let sentinels = Sentinels::start(SentinelOptions::default()).await;
+    // Listed first, a "sentinel" that takes connections and never answers: it costs the
+    // first lookup the per-sentinel bound (4 s), and no later one (a bound on the whole
+    // lookup would end every lookup there).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut ports = vec![silent.local_addr().unwrap().port()];
+    ports.extend(sentinels.sentinel_ports());
+    let echo = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let config = format!(
+        "store:\n  backend: redis\n  key: \"{STORE_KEY}\"\n  lease_ttl: 5s\n  poll_interval: 500ms\n  sentinel:\n    master_name: {}\n    nodes: [{}]\n{}",
+        sentinels.master_name(),
+        sentinel_nodes(&ports),
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar.wait_state("api", "ready").await;
+    let status = store_state(&sidecar, "api", "ok").await;
+    let master = sentinels.node(sentinels.current_master_port().await);
+    assert!(
+        generation(master, "api").await >= 1,
+        "written on the master: {status}"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
 async fn a_rotated_refresh_token_is_on_the_replica_before_it_is_used() {
     let master = RedisNode::start(NodeOptions::default()).await;
     let replica = RedisNode::start(NodeOptions::default().replica_of(&master)).await;

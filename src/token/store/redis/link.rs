@@ -23,6 +23,7 @@ use redis::{
     RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, TlsCertificates, Value,
 };
 use secrecy::ExposeSecret;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -43,6 +44,8 @@ pub(super) struct Link {
 struct Sentinels {
     /// Each sentinel, in the configured order.
     sentinels: Vec<Dialer>,
+    /// The one that named the master last: asked first.
+    answered: AtomicUsize,
     master_name: String,
     /// TLS to the masters they name (None: plain TCP).
     tls: Option<Arc<ClientTls>>,
@@ -104,11 +107,7 @@ impl Link {
                 return Err(no_master(why));
             }
         }
-        let lookup = sentinels.lookup();
-        let found = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, lookup)
-            .await
-            .unwrap_or_else(|_| Err(timed_out()));
-        let node = match found {
+        let node = match sentinels.lookup().await {
             Ok(node) => Arc::new(node),
             Err(e) => {
                 let why = e.kind_text();
@@ -371,6 +370,7 @@ impl Sentinels {
             .collect::<Result<_, _>>()?;
         Ok(Sentinels {
             sentinels,
+            answered: AtomicUsize::new(0),
             master_name: sentinel.master_name.clone(),
             tls,
             redis: with_credentials(RedisConnectionInfo::default(), settings),
@@ -380,12 +380,24 @@ impl Sentinels {
 
     /// The master: the node the first sentinel that answers names, connected and checked
     /// to say `master` to `ROLE` (not a replica still being promoted, or a node the
-    /// sentinels have not yet seen demoted). The last sentinel's error when none does.
+    /// sentinels have not yet seen demoted). The sentinels are asked in turn from the one
+    /// that answered last, each for at most [`CONNECT_TIMEOUT`] + [`RESPONSE_TIMEOUT`] (so
+    /// one that does not answer at all costs that once, not every lookup). The last
+    /// sentinel's error when none does.
     async fn lookup(&self) -> Result<Node, RedisError> {
+        let first = self.answered.load(Ordering::Relaxed);
+        let count = self.sentinels.len();
         let mut last = None;
-        for sentinel in &self.sentinels {
-            match self.ask(sentinel).await {
-                Ok(node) => return Ok(node),
+        for i in (0..count).map(|k| (first + k) % count) {
+            let asked = tokio::time::timeout(
+                CONNECT_TIMEOUT + RESPONSE_TIMEOUT,
+                self.ask(&self.sentinels[i]),
+            );
+            match asked.await.unwrap_or_else(|_| Err(timed_out())) {
+                Ok(node) => {
+                    self.answered.store(i, Ordering::Relaxed);
+                    return Ok(node);
+                }
                 Err(e) => last = Some(e),
             }
         }
