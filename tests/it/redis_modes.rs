@@ -353,6 +353,29 @@ async fn a_server_name_verifies_a_node_reached_at_an_address_not_on_its_certific
     let said =
         format!("TLS with CA file, client certificate, server name {NAMED}, user tokenwarden");
     assert!(stdout.contains(&said), "{stdout}");
+
+    // The name is the one sent as SNI (a listener reading the ClientHello only).
+    let hello = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "rediss://127.0.0.1:{}/0",
+        hello.local_addr().unwrap().port()
+    );
+    let sni = tokio::spawn(async move {
+        let (socket, _) = hello.accept().await.unwrap();
+        let acceptor = rustls::server::Acceptor::default();
+        let start = tokio_rustls::LazyConfigAcceptor::new(acceptor, socket)
+            .await
+            .unwrap();
+        start.client_hello().server_name().map(str::to_owned)
+    });
+    let section = store(&url, &format!("{}{user}", named(&client_tls, NAMED)));
+    let config = format!(
+        "{section}{}",
+        connections(&[cc_conn("api", echo.addr, tokens.addr)])
+    );
+    let _sidecar = Sidecar::start(&config).await;
+    let sent = tokio::time::timeout(WAIT, sni).await.unwrap().unwrap();
+    assert_eq!(sent.as_deref(), Some(NAMED));
 }
 
 #[tokio::test]
