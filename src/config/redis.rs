@@ -83,8 +83,9 @@ pub struct SentinelSettings {
 pub struct RedisTls {
     pub ca_pem: Option<Vec<u8>>,
     pub client: Option<ClientIdentity>,
-    /// `store.tls.server_name`: the name the data nodes' certificates are verified
-    /// against, and sent as SNI, in place of their host (not with a cluster).
+    /// `store.tls.server_name`: the name every node's certificate is verified against,
+    /// and sent as SNI, in place of its host — the server, the sentinels and the master
+    /// they name (not allowed with a cluster).
     pub server_name: Option<String>,
 }
 

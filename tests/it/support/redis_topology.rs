@@ -2,8 +2,9 @@
 //! loopback, each process stopped by its pid (on `Drop` too), with certificates minted at
 //! test time:
 //!
-//! - [`Pki`]: a CA, a server certificate (DNS `localhost`, IP `127.0.0.1`), a client
-//!   certificate and an unrelated second CA, as PEM files in a temp dir;
+//! - [`Pki`]: a CA, a server certificate (DNS `localhost`, IP `127.0.0.1`; or one other
+//!   name only, [`Pki::mint_named`]), a client certificate and an unrelated second CA, as
+//!   PEM files in a temp dir;
 //! - [`RedisNode`]: one `redis-server` configured by [`NodeOptions`] (TLS, ACL users,
 //!   `replicaof`, append-only persistence, cluster mode);
 //! - [`Sentinels`]: a master, its replica and three sentinels watching them;
@@ -84,8 +85,9 @@ impl Pki {
         Pki::mint_for(name, vec![SanType::DnsName(name.try_into().unwrap())])
     }
 
-    /// Everything, the server certificate named `name` and valid for `server_names`.
-    fn mint_for(name: &str, server_names: Vec<SanType>) -> Arc<Pki> {
+    /// Everything, the server certificate named `common_name` and valid for
+    /// `server_names`.
+    fn mint_for(common_name: &str, server_names: Vec<SanType>) -> Arc<Pki> {
         let dir = tempfile::tempdir().expect("tempdir for the test PKI");
         let write = |name: &str, pem: String| {
             std::fs::write(dir.path().join(name), pem)
@@ -96,7 +98,7 @@ impl Pki {
         let (wrong_pem, _) = mint_ca("tokenwarden unrelated test CA");
         write("wrong-ca.pem", wrong_pem);
 
-        let mut server = leaf_params(name);
+        let mut server = leaf_params(common_name);
         server.subject_alt_names = server_names;
         server.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
