@@ -15,12 +15,12 @@
 //!   a request: the one that spends the budget is answered, then the connection ends
 //!   gracefully (GOAWAY; the streams already open finish);
 //! - `proxy.header_read_timeout`: the preface must arrive within it, and a connection
-//!   without an open stream for that long is closed gracefully;
-//! - a stream's own bodies: `proxy.body_read_timeout` (and its minimum rate) for the app's
-//!   body, `proxy.upstream_read_timeout` for each wait on the upstream's, as on
-//!   HTTP/1.1. They bound idle waits, not a stream's length: a gRPC stream lives as long
-//!   as messages keep coming (raise `proxy.upstream_read_timeout` for a server stream
-//!   that is quiet for longer).
+//!   without an open stream for that long is closed gracefully (GOAWAY) — and dropped if
+//!   it still has none that long after the GOAWAY (a client that never answers it);
+//! - a stream's own bodies: `proxy.stream_idle_timeout` bounds each pause in the app's
+//!   body and in the upstream's (in place of HTTP/1.1's `body_read_timeout` and
+//!   `upstream_read_timeout`). It bounds pauses, not a stream's length: a gRPC stream
+//!   lives as long as messages keep coming.
 //!
 //! Requests arrive with an absolute target (`:scheme`, `:authority`, `:path`): inside a
 //! tunnel it is made origin-form (the tunnel's `CONNECT` names the upstream, as it does
@@ -123,8 +123,18 @@ pub(super) async fn serve<S>(
         () = streams.idle_for(timeout) => {}
     }
     conn.as_mut().graceful_shutdown();
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, %peer, "HTTP/2 connection ended with an error");
+    // The GOAWAY ends with a PING a silent client never answers: once no stream has been
+    // open for `header_read_timeout` after it, the connection is dropped.
+    streams.idle_since.set(Instant::now());
+    tokio::select! {
+        result = conn => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "HTTP/2 connection ended with an error");
+            }
+        }
+        () = streams.idle_for(timeout) => {
+            tracing::debug!(%peer, "HTTP/2 connection dropped: its client did not close it after the GOAWAY");
+        }
     }
 }
 

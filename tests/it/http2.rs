@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokenwarden::app::Options;
 use tokenwarden::ca;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A host name the test certificates cover (resolved to 127.0.0.1 by the sidecar).
 const NAME: &str = "tenant.example.com";
@@ -226,18 +227,24 @@ async fn requests_refused_by_an_upstreams_goaway_are_sent_again() {
 /// A hostile HTTP/2 upstream (h2c, `upstream_http2: always`) answering with a 200 KiB header (beyond the 64 KiB an HTTP/1.1 head may have):
 /// the app gets a 502, and the next request is served.
 #[tokio::test]
-async fn an_h2_upstreams_oversized_response_head_is_a_502() {
+async fn an_h2_upstreams_response_head_over_64_kib_is_a_502_and_one_under_it_served() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let service = hyper::service::service_fn(
                 |req: http::Request<hyper::body::Incoming>| async move {
-                    let big = req.uri().path() == "/big";
+                    // KiB of header: over the 64 KiB bound, or over hyper's 16 KiB default
+                    // and within the bound.
+                    let kib = match req.uri().path() {
+                        "/big" => 200,
+                        "/large" => 32,
+                        _ => 0,
+                    };
                     let mut response =
                         http::Response::new(http_body_util::Full::new(bytes::Bytes::from("ok")));
-                    if big {
-                        let value = http::HeaderValue::from_str(&"a".repeat(200 * 1024)).unwrap();
+                    if kib > 0 {
+                        let value = http::HeaderValue::from_str(&"a".repeat(kib * 1024)).unwrap();
                         response.headers_mut().insert("x-big", value);
                     }
                     Ok::<_, std::convert::Infallible>(response)
@@ -259,6 +266,9 @@ async fn an_h2_upstreams_oversized_response_head_is_a_502() {
     let http = client();
     let big = http.get(sidecar.url("/crm/big")).send().await.unwrap();
     assert_eq!(big.status(), 502);
+    let large = http.get(sidecar.url("/crm/large")).send().await.unwrap();
+    assert_eq!(large.status(), 200, "a 32 KiB header is within the bound");
+    assert_eq!(large.headers()["x-big"].len(), 32 * 1024);
     let small = http.get(sidecar.url("/crm/small")).send().await.unwrap();
     assert_eq!(small.status(), 200);
     assert_eq!(small.text().await.unwrap(), "ok");
@@ -451,6 +461,82 @@ async fn unauthorized_recovery_metrics_and_access_log_work_on_h2() {
 /// `proxy.max_requests_per_connection` counts h2 streams: the second is answered, then
 /// the connection ends gracefully (GOAWAY), and a third stream on it is refused unsent.
 /// (hyper's client: curl 7.88 cannot reuse an h2c connection, with nginx either.)
+/// A hostile HTTP/2 upstream refusing every stream (`REFUSED_STREAM`, "send it again"):
+/// the request is sent again a bounded number of times, then answered 502 — it does not
+/// dial on until the response timeout.
+#[tokio::test]
+async fn an_upstream_refusing_every_stream_gets_a_bounded_number_of_tries() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&streams);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let conn = cc_conn("crm", addr, tokens.addr).field("upstream_http2: always");
+    let sidecar = Sidecar::start(&connections(&[conn.to_string()])).await;
+    sidecar.wait_state("crm", "ready").await;
+    let r = tokio::time::timeout(WAIT, client().get(sidecar.url("/crm/x")).send())
+        .await
+        .expect("answered long before the response timeout")
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let tries = streams.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=33).contains(&tries),
+        "sent {tries} times: once, and at most 32 more"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_the_goaway_is_dropped() {
+    let upstream = Echo::start().await;
+    let tokens = TokenServer::start(Reply::token(3600, false)).await;
+    let yaml = format!(
+        "proxy: {{ header_read_timeout: 500ms }}\n{}",
+        connections(&[cc_connection("crm", upstream.addr, tokens.addr, "")])
+    );
+    let sidecar = Sidecar::start(&yaml).await;
+    // The preface and an empty SETTINGS frame, then silence: no stream, no PING answered.
+    let mut tcp = tokio::net::TcpStream::connect(sidecar.proxy).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    tcp.write_all(&hello).await.unwrap();
+    // Idle for 500 ms: GOAWAY; 500 ms more without a stream: closed.
+    let mut read = Vec::new();
+    let closed = tokio::time::timeout(WAIT, tcp.read_to_end(&mut read)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_))),
+        "closed by the proxy: {closed:?}"
+    );
+    // What it got: the server's SETTINGS, and a GOAWAY (frame type 7).
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= read.len() {
+        let len = usize::from(read[at]) << 16
+            | usize::from(read[at + 1]) << 8
+            | usize::from(read[at + 2]);
+        frames.push(read[at + 3]);
+        at += 9 + len;
+    }
+    assert!(
+        frames.contains(&7),
+        "a GOAWAY before the close: frame types {frames:?}"
+    );
+}
+
 #[tokio::test]
 async fn max_requests_per_connection_counts_h2_streams() {
     let upstream = Echo::start().await;

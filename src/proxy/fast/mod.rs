@@ -166,11 +166,12 @@ impl Engine {
             // Idle too long, too slow, or shutting down (a second `Body` cannot happen).
             Err(_) | Ok(Ok(Read::Body)) => return Next::Close,
         };
-        // An upstream that speaks HTTP/2 is the hyper path's (checked before the request
-        // is taken from the buffer, which hyper then reads as it arrived).
+        // An upstream not yet known to speak HTTP/1.1 is asked first (one known to speak
+        // HTTP/2 went to the hyper path from `translate_request`); one that speaks HTTP/2
+        // is the hyper path's (before the request is taken from the buffer, which hyper
+        // then reads as it arrived).
         if let Ok(req) = &first {
-            let version = req.entry.version.get();
-            if version != Version::Http1
+            if req.entry.version.get() != Version::Http1
                 && !Box::pin(self.upstream_speaks_http1(req, started)).await
             {
                 return Next::Hyper;

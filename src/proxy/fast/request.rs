@@ -21,6 +21,7 @@ use crate::proxy::route::{Ask, Credential, Prepared};
 use crate::proxy::tunnel::Inside;
 use crate::proxy::unauthorized::MAX_REPLAY_BODY;
 use crate::proxy::Proxy;
+use crate::registry::Version;
 use std::mem::MaybeUninit;
 use tokio::time::Instant;
 
@@ -204,7 +205,12 @@ pub fn translate_request<'p>(
         Err(error) => return Outcome::Refused(Refusal { error, framed }),
     };
     let egress = &plan.entry.conn.egress;
-    if matches!(plan.credential, Credential::ApiKey(_)) || egress.scrub_response_bodies {
+    // (An upstream known to speak HTTP/2 is the hyper path's too: decided before the
+    // request counts as sent.)
+    if matches!(plan.credential, Credential::ApiKey(_))
+        || egress.scrub_response_bodies
+        || plan.entry.version.get() == Version::Http2
+    {
         return Outcome::Fallback;
     }
     if scan || egress.inject != Inject::Always || egress.require_placeholder {

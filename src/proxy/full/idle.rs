@@ -1,5 +1,5 @@
 //! The hyper path's read deadline on a response body (`proxy.upstream_read_timeout`, as
-//! the fast path's relay has it): a body that yields nothing for that long while the app
+//! the fast path's relay has it; `proxy.stream_idle_timeout` for an HTTP/2 request): a body that yields nothing for that long while the app
 //! side waits for it fails, so hyper closes the app's connection (the response has begun;
 //! only a close can tell the app it is cut short) and the upstream connection is dropped
 //! with the body. The clock is the worker's coarse [`Timers`]: no tokio timer per
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// The error of a response body that stalled.
 #[derive(Debug, thiserror::Error)]
-#[error("the upstream's response body sent nothing for {0:?} (proxy.upstream_read_timeout)")]
+#[error("the upstream's response body sent nothing for {0:?} (proxy.upstream_read_timeout; on HTTP/2, proxy.stream_idle_timeout)")]
 pub struct Stalled(Duration);
 
 pin_project! {

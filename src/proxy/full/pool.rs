@@ -59,17 +59,25 @@ impl Idle for Sender {
     }
 }
 
+/// How many times one request refused unprocessed by HTTP/2 upstreams is sent again.
+const MAX_H2_RESENDS: u32 = 32;
+
 /// The worker's HTTP/2 connection to one origin: shared by every request to it.
 enum Shared {
     /// Being opened: requests to the origin wait for it rather than open their own.
     Opening(Rc<tokio::sync::Notify>),
-    Open(http2::SendRequest<UpstreamBody>),
+    /// Open; the `Notify` of its opening tells it from a later connection to the origin.
+    Open(Rc<tokio::sync::Notify>, http2::SendRequest<UpstreamBody>),
 }
 
-/// A connection a request can go on.
+/// A connection a request can go on: an HTTP/2 one with the identity of its entry in
+/// [`Pool::shared`] (None: not shared).
 enum Upstream {
     Http1(SendRequest<UpstreamBody>),
-    Http2(http2::SendRequest<UpstreamBody>),
+    Http2(
+        http2::SendRequest<UpstreamBody>,
+        Option<Rc<tokio::sync::Notify>>,
+    ),
 }
 
 pub struct Pool {
@@ -111,6 +119,12 @@ impl Pool {
     ) -> Result<Response<PooledBody>, PoolError> {
         let origin = &entry.origin;
         let mut req = req;
+        // How often an HTTP/2 request the upstream refused unprocessed may be sent again:
+        // many (connections ending by GOAWAY one after another under load can each refuse
+        // it: at 8, one request of 400 behind nginx's `keepalive_requests 10` was refused
+        // every time), not without end (an upstream refusing every stream must not make a
+        // request dial until it times out).
+        let mut resends = MAX_H2_RESENDS;
         loop {
             let (upstream, reused) = match self.checkout(entry).await {
                 Some(s) => (s, true),
@@ -118,13 +132,13 @@ impl Pool {
                 None => (Box::pin(self.connect(entry)).await?, false),
             };
             let mut sender = match upstream {
-                Upstream::Http2(sender) => {
+                Upstream::Http2(sender, id) => {
                     // A copy to send again if the upstream refuses the stream unprocessed.
-                    let again = copy_of(&req);
+                    let again = (resends > 0).then(|| copy_of(&req)).flatten();
                     match send_h2(sender, entry, req).await {
                         Ok(response) => return Ok(response),
                         // Refused before it left (a connection closing): once more, anew.
-                        Err((Some(unsent), _)) if reused => req = unsent,
+                        Err((Some(unsent), _)) if reused && resends > 0 => req = unsent,
                         // Sent, and refused unprocessed (beyond the last stream of a
                         // GOAWAY, or REFUSED_STREAM: RFC 9113 §8.7): safe to send again.
                         Err((None, e)) if unprocessed(&e) && again.is_some() => {
@@ -132,7 +146,14 @@ impl Pool {
                         }
                         Err((_, e)) => return Err(PoolError::Http(e)),
                     }
-                    self.shared.borrow_mut().remove(origin);
+                    resends -= 1;
+                    // Sent again on a new connection (not on one another request has
+                    // opened meanwhile, which stays).
+                    let mut shared = self.shared.borrow_mut();
+                    let same = |held: &Rc<_>| id.as_ref().is_some_and(|id| Rc::ptr_eq(held, id));
+                    if matches!(shared.get(origin), Some(Shared::Open(held, _)) if same(held)) {
+                        shared.remove(origin);
+                    }
                     continue;
                 }
                 Upstream::Http1(_) if is_grpc(&req) => return Err(PoolError::GrpcOverHttp1),
@@ -178,8 +199,8 @@ impl Pool {
         if entry.conn.upstream_http2 != Http2::Never {
             loop {
                 let opening = match self.shared.borrow().get(origin) {
-                    Some(Shared::Open(sender)) if !sender.is_closed() => {
-                        return Some(Upstream::Http2(sender.clone()))
+                    Some(Shared::Open(id, sender)) if !sender.is_closed() => {
+                        return Some(Upstream::Http2(sender.clone(), Some(Rc::clone(id))))
                     }
                     Some(Shared::Opening(opened)) => Rc::clone(opened),
                     _ => break,
@@ -228,10 +249,8 @@ impl Pool {
             return handshake(Checked::new(stream), self.open.open()).await;
         }
         let sender = handshake_h2(stream, self.open.open()).await?;
-        if let Some(opening) = opening {
-            opening.done(sender.clone());
-        }
-        Ok(Upstream::Http2(sender))
+        let id = opening.map(|opening| opening.done(sender.clone()));
+        Ok(Upstream::Http2(sender, id))
     }
 }
 
@@ -255,11 +274,12 @@ impl<'p> Opening<'p> {
         }
     }
 
-    /// The connection is open: the origin's from now on.
-    fn done(self, sender: http2::SendRequest<UpstreamBody>) {
-        let open = Shared::Open(sender);
+    /// The connection is open: the origin's from now on (its identity returned).
+    fn done(self, sender: http2::SendRequest<UpstreamBody>) -> Rc<tokio::sync::Notify> {
+        let open = Shared::Open(Rc::clone(&self.opened), sender);
         self.shared.borrow_mut().insert(self.origin.clone(), open);
         // (Drop wakes the waiting requests.)
+        Rc::clone(&self.opened)
     }
 }
 
