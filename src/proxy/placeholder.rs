@@ -115,6 +115,25 @@ pub fn secret(authorization: &HeaderValue) -> &[u8] {
     }
 }
 
+/// `secret` as it goes in a URL's target or a form body: every byte but RFC 3986's
+/// unreserved ones percent-encoded, so a token's `+`, `/` or `=` arrives as itself (a
+/// form's `+` would read as a space); borrowed when there is none.
+pub fn url_encoded(secret: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if secret.iter().all(|&b| unreserved(b)) {
+        return std::borrow::Cow::Borrowed(secret);
+    }
+    let mut out = Vec::with_capacity(secret.len() * 3);
+    for &b in secret {
+        if unreserved(b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `value` with every `placeholder` in it replaced by `with`, appended to `out`.
 pub fn swap_into(value: &[u8], placeholder: &[u8], with: &[u8], out: &mut Vec<u8>) {
     let mut rest = value;
@@ -189,6 +208,8 @@ pin_project_lite::pin_project! {
         inner: B,
         secret: Vec<u8>,
         held: Vec<u8>,
+        // Trailers that came while bytes were held back: sent after them.
+        trailers: Option<http_body::Frame<bytes::Bytes>>,
         done: bool,
     }
 }
@@ -199,6 +220,7 @@ impl<B> Scrubbed<B> {
             inner,
             secret,
             held: Vec::new(),
+            trailers: None,
             done: false,
         }
     }
@@ -227,6 +249,10 @@ where
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
         use std::task::Poll;
         let mut this = self.project();
+        if let Some(trailers) = this.trailers.take() {
+            *this.done = true;
+            return Poll::Ready(Some(Ok(trailers)));
+        }
         if *this.done {
             return Poll::Ready(None);
         }
@@ -239,14 +265,15 @@ where
                 Some(Ok(frame)) => {
                     let frame = match frame.into_data() {
                         Ok(data) => data,
-                        // Trailers: what is held back goes first, then them next time.
+                        // Trailers: what is held back (already masked, and shorter than
+                        // the secret) goes first, then them next time.
                         Err(trailers) => {
-                            let mut rest = std::mem::take(this.held);
-                            mask_in_place(&mut rest, this.secret);
-                            *this.done = trailers.is_trailers() && rest.is_empty();
+                            let rest = std::mem::take(this.held);
                             if rest.is_empty() {
+                                *this.done = true;
                                 return Poll::Ready(Some(Ok(trailers)));
                             }
+                            *this.trailers = Some(trailers);
                             return Poll::Ready(Some(Ok(http_body::Frame::data(rest.into()))));
                         }
                     };
@@ -263,11 +290,10 @@ where
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => {
                     *this.done = true;
-                    let mut rest = std::mem::take(this.held);
+                    let rest = std::mem::take(this.held);
                     if rest.is_empty() {
                         return Poll::Ready(None);
                     }
-                    mask_in_place(&mut rest, this.secret);
                     return Poll::Ready(Some(Ok(http_body::Frame::data(rest.into()))));
                 }
             }
@@ -275,7 +301,8 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || (self.held.is_empty() && self.inner.is_end_stream())
+        (self.done && self.trailers.is_none())
+            || (self.held.is_empty() && self.trailers.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -320,6 +347,8 @@ mod tests {
         let out = swapped(b"k=twph_x&j=twph_x", b"twph_x", b"SECRET").unwrap();
         assert_eq!(out, b"k=SECRET&j=SECRET");
         assert!(swapped(b"nothing", b"twph_x", b"S").is_none());
+        assert_eq!(&url_encoded(b"tok-1.a_b~")[..], b"tok-1.a_b~");
+        assert_eq!(&url_encoded(b"a+b/c=%&")[..], b"a%2Bb%2Fc%3D%25%26");
     }
 
     #[tokio::test]
@@ -333,5 +362,24 @@ mod tests {
         let scrubbed = Scrubbed::new(body, b"tok-secret-1".to_vec());
         let all = scrubbed.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"echo: ************ and ************!");
+    }
+
+    #[tokio::test]
+    async fn trailers_after_held_back_bytes_are_kept() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+            Ok(http_body::Frame::data(bytes::Bytes::from(
+                "echo: tok-secret-1 tail",
+            ))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let collected = Scrubbed::new(body, b"tok-secret-1".to_vec())
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(&collected.to_bytes()[..], b"echo: ************ tail");
     }
 }

@@ -54,7 +54,8 @@ pub(super) fn in_head(
             *value = HeaderValue::from_bytes(&swapped).map_err(|_| unswappable())?;
         }
     }
-    match placeholder::swapped(target.as_str().as_bytes(), own, secret) {
+    let encoded = placeholder::url_encoded(secret);
+    match placeholder::swapped(target.as_str().as_bytes(), own, &encoded) {
         None => Ok(target),
         Some(swapped) => PathAndQuery::try_from(swapped).map_err(|_| unswappable()),
     }
@@ -68,9 +69,10 @@ fn unswappable() -> ProxyError {
     }
 }
 
-/// The request body with the connection's placeholder swapped for its credential, when
-/// it is a form or JSON body of a known length up to 64 KiB (read whole for it); another
-/// connection's placeholder there is the refusal. Any other body streams as it is.
+/// The request body with the connection's placeholder swapped for its credential
+/// (percent-encoded in a form), when it is a form or JSON body of a known length up to
+/// 64 KiB (read whole for it); another connection's placeholder there is the refusal.
+/// Any other body streams as it is.
 pub(super) async fn in_body(
     proxy: &Proxy,
     sent: &Prepared<'_>,
@@ -80,14 +82,15 @@ pub(super) async fn in_body(
     let small = http_body::Body::size_hint(&body)
         .exact()
         .is_some_and(|n| n > 0 && n <= MAX_REPLAY_BODY as u64);
+    if !small {
+        return Ok(body);
+    }
     let kind = headers
         .get(header::CONTENT_TYPE)
-        .map(|v| v.as_bytes().to_ascii_lowercase());
-    let textual = kind.is_some_and(|k| {
-        k.starts_with(b"application/x-www-form-urlencoded")
-            || memchr::memmem::find(&k, b"json").is_some()
-    });
-    if !(small && textual) {
+        .map(|v| v.as_bytes().to_ascii_lowercase())
+        .unwrap_or_default();
+    let form = kind.starts_with(b"application/x-www-form-urlencoded");
+    if !(form || memchr::memmem::find(&kind, b"json").is_some()) {
         return Ok(body);
     }
     let bytes = body
@@ -100,7 +103,11 @@ pub(super) async fn in_body(
     let held = placeholder::held(sent.entry, sent.grant.as_deref());
     let swapped = match &egress.placeholder {
         Some(own) if !held.secret().is_empty() => {
-            placeholder::swapped(&bytes, own.as_bytes(), held.secret())
+            let secret = match form {
+                true => placeholder::url_encoded(held.secret()),
+                false => std::borrow::Cow::Borrowed(held.secret()),
+            };
+            placeholder::swapped(&bytes, own.as_bytes(), &secret)
         }
         _ => None,
     };
