@@ -354,6 +354,16 @@ async fn another_connections_placeholder_is_refused_never_forwarded_and_audited(
         forward
             .get(format!("http://{}/e", other_up.addr))
             .header("x-api-key", PH_CRM),
+        // The fast path's own cases, each on a new connection (one the hyper path took
+        // stays its): `Authorization`, `Via`, and the first of two `Authorization`s.
+        client().get(p.url("/other/f")).bearer_auth(PH_CRM),
+        client()
+            .get(p.url("/other/g"))
+            .header("via", format!("1.1 {PH_CRM}")),
+        client()
+            .get(p.url("/other/h"))
+            .header("authorization", format!("Bearer {PH_CRM}"))
+            .header("authorization", "Bearer app-own"),
     ];
     for send in sends {
         let r = send.send().await.unwrap();
@@ -379,7 +389,7 @@ async fn another_connections_placeholder_is_refused_never_forwarded_and_audited(
         "never forwarded"
     );
     let deadline = tokio::time::Instant::now() + WAIT;
-    while p.logs().matches("placeholder_misdirected").count() < 5 {
+    while p.logs().matches("placeholder_misdirected").count() < 8 {
         assert!(tokio::time::Instant::now() < deadline, "{}", p.logs());
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

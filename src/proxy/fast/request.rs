@@ -141,6 +141,9 @@ pub fn translate_request<'p>(
                 continue;
             }
             Known::TransferEncoding | Known::Expect => return Outcome::Fallback,
+            // (A placeholder in `Via`, or two `Authorization`s: the hyper path checks
+            // every header and reads the first.)
+            Known::Via if scan && placeholder::may_hold(h.value) => return Outcome::Fallback,
             Known::Via => looped |= via_names(h.value, &proxy.pseudonym),
             Known::Named => {
                 named = named.and(h.value);
@@ -154,6 +157,7 @@ pub fn translate_request<'p>(
                 proxy_authorization = Some(h.value);
                 continue;
             }
+            Known::Authorization if scan && authorization.is_some() => return Outcome::Fallback,
             Known::Authorization => {
                 authorization = Some(h.value);
                 continue;
